@@ -1,0 +1,142 @@
+//! The error words of the socket service.
+//!
+//! A failed capnp call carries only a description. capnet services start it
+//! with one of these words and a colon so that every client, in any language,
+//! can tell what happened without parsing prose.
+
+use std::fmt;
+use std::io;
+
+/// What went wrong with a socket operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SocketError {
+    Refused,
+    Reset,
+    Aborted,
+    TimedOut,
+    AddrInUse,
+    AddrNotAvailable,
+    Unreachable,
+    NotConnected,
+    Invalid,
+    Closed,
+    Busy,
+    Denied,
+    WouldBlock,
+}
+
+impl SocketError {
+    pub const ALL: [SocketError; 13] = [
+        SocketError::Refused,
+        SocketError::Reset,
+        SocketError::Aborted,
+        SocketError::TimedOut,
+        SocketError::AddrInUse,
+        SocketError::AddrNotAvailable,
+        SocketError::Unreachable,
+        SocketError::NotConnected,
+        SocketError::Invalid,
+        SocketError::Closed,
+        SocketError::Busy,
+        SocketError::Denied,
+        SocketError::WouldBlock,
+    ];
+
+    /// The word that starts a failed call's description.
+    pub fn word(self) -> &'static str {
+        match self {
+            SocketError::Refused => "refused",
+            SocketError::Reset => "reset",
+            SocketError::Aborted => "aborted",
+            SocketError::TimedOut => "timedout",
+            SocketError::AddrInUse => "addrinuse",
+            SocketError::AddrNotAvailable => "addrnotavail",
+            SocketError::Unreachable => "unreachable",
+            SocketError::NotConnected => "notconnected",
+            SocketError::Invalid => "invalid",
+            SocketError::Closed => "closed",
+            SocketError::Busy => "busy",
+            SocketError::Denied => "denied",
+            SocketError::WouldBlock => "wouldblock",
+        }
+    }
+
+    /// A small stable number, used where an error travels in shared memory.
+    pub fn code(self) -> u32 {
+        Self::ALL.iter().position(|e| *e == self).unwrap_or(0) as u32 + 1
+    }
+
+    pub fn from_code(code: u32) -> Option<SocketError> {
+        Self::ALL.get((code as usize).checked_sub(1)?).copied()
+    }
+
+    /// Parses the word at the start of `description`.
+    pub fn from_description(description: &str) -> Option<SocketError> {
+        let word = description.split(':').next()?.trim();
+        Self::ALL.iter().copied().find(|e| e.word() == word)
+    }
+
+    pub fn io_kind(self) -> io::ErrorKind {
+        match self {
+            SocketError::Refused => io::ErrorKind::ConnectionRefused,
+            SocketError::Reset => io::ErrorKind::ConnectionReset,
+            SocketError::Aborted => io::ErrorKind::ConnectionAborted,
+            SocketError::TimedOut => io::ErrorKind::TimedOut,
+            SocketError::AddrInUse => io::ErrorKind::AddrInUse,
+            SocketError::AddrNotAvailable => io::ErrorKind::AddrNotAvailable,
+            SocketError::Unreachable => io::ErrorKind::HostUnreachable,
+            SocketError::NotConnected => io::ErrorKind::NotConnected,
+            SocketError::Invalid => io::ErrorKind::InvalidInput,
+            SocketError::Closed => io::ErrorKind::BrokenPipe,
+            SocketError::Busy => io::ErrorKind::ResourceBusy,
+            SocketError::Denied => io::ErrorKind::PermissionDenied,
+            SocketError::WouldBlock => io::ErrorKind::WouldBlock,
+        }
+    }
+
+    /// A capnp error whose description starts with this word.
+    pub fn to_capnp(self, detail: impl fmt::Display) -> capnp::Error {
+        capnp::Error::failed(format!("{}: {}", self.word(), detail))
+    }
+}
+
+impl fmt::Display for SocketError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.word())
+    }
+}
+
+/// Turns a failed capnp call into the `io::Error` a socket user expects.
+pub fn capnp_to_io(err: capnp::Error) -> io::Error {
+    let kind = match err.kind {
+        capnp::ErrorKind::Disconnected => io::ErrorKind::NotConnected,
+        _ => SocketError::from_description(&err.extra)
+            .map(SocketError::io_kind)
+            .unwrap_or(io::ErrorKind::Other),
+    };
+    io::Error::new(kind, err.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn words_and_codes_round_trip() {
+        for e in SocketError::ALL {
+            assert_eq!(SocketError::from_code(e.code()), Some(e));
+            let capnp = e.to_capnp("detail");
+            assert_eq!(SocketError::from_description(&capnp.extra), Some(e));
+        }
+        assert_eq!(SocketError::from_code(0), None);
+        assert_eq!(SocketError::from_description("nonsense: x"), None);
+    }
+
+    #[test]
+    fn io_kinds() {
+        let err = capnp_to_io(SocketError::Refused.to_capnp("10.0.0.2:80"));
+        assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused);
+        let err = capnp_to_io(capnp::Error::disconnected("gone".into()));
+        assert_eq!(err.kind(), io::ErrorKind::NotConnected);
+    }
+}

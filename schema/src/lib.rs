@@ -1,0 +1,32 @@
+//! The Cap'n Proto interfaces of capnet.
+//!
+//! The `.capnp` files in this crate's folder are the source of truth. The Rust
+//! code generated from them is checked in under `src/generated/` so that a
+//! fresh machine builds with nothing but the Rust toolchain; the test
+//! `generated_code_is_current` regenerates it with the `capnp` tool and fails
+//! if the checked-in copy differs (`CAPNET_REGENERATE=1` rewrites it).
+
+#![allow(clippy::all, missing_docs, unused_parens)]
+
+pub mod common_capnp {
+    include!("generated/common_capnp.rs");
+}
+pub mod nic_capnp {
+    include!("generated/nic_capnp.rs");
+}
+pub mod net_capnp {
+    include!("generated/net_capnp.rs");
+}
+pub mod supervisor_capnp {
+    include!("generated/supervisor_capnp.rs");
+}
+
+pub mod errors;
+
+/// The schema files, in the order they are compiled.
+pub const SCHEMA_FILES: [&str; 4] = [
+    "common.capnp",
+    "nic.capnp",
+    "net.capnp",
+    "supervisor.capnp",
+];
