@@ -1,0 +1,1027 @@
+//! The data plane: one thread, one poll(2) loop over the doorbells and the
+//! device fds. It moves frames between the port's rings (the stack's side)
+//! and the device (the sim wire or a TAP), does the checksum offload, the
+//! fault injection and the capture, and watches the link.
+//!
+//! It polls while there is work, spins for a few microseconds, then sleeps:
+//! it asks each queue for a signal, checks the queues once more, and sleeps
+//! in poll(2) on the doorbells (no timeout unless a timer is pending: a held
+//! reordered frame, a capture flush, or the TAP flag poll without netlink).
+//! An idle port costs no CPU.
+//!
+//! The control plane talks to it through [`Handle`] (an mpsc command queue
+//! and a doorbell); it reports through [`Event`]s and the [`Shared`] atomics.
+
+use crate::counters::{add, inc, Counters};
+use crate::csum::{self, RxCheck};
+use crate::faults::{FaultConfig, Shaper};
+use crate::pcap::{PcapWriter, FLUSH_EVERY};
+use crate::sim::{self, Wire};
+#[cfg(target_os = "linux")]
+use crate::tap::Tap;
+use capnet_ring::{flags, ChannelLayout, Doorbell, Duplex, RingError, TxBuf};
+use std::fs::File;
+use std::io::{self, BufWriter};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant, SystemTime};
+
+/// Frames moved per direction before the batch is published.
+const BATCH: usize = 64;
+/// How long an idle loop spins before it sleeps.
+const SPIN: Duration = Duration::from_micros(20);
+/// Interface flag poll period when there is no netlink socket.
+const LINK_POLL: Duration = Duration::from_millis(200);
+/// Delay between wire rendezvous attempts after an error.
+const RECONNECT_DELAY: Duration = Duration::from_millis(500);
+
+/// State both planes read; only the data plane writes the counters.
+#[derive(Debug, Default)]
+pub struct Shared {
+    pub counters: Counters,
+    pub link_up: AtomicBool,
+    /// The id of the ring session that holds the port, 0 when none.
+    pub session: AtomicU64,
+}
+
+pub type Ack = tokio::sync::oneshot::Sender<()>;
+
+pub enum Cmd {
+    /// A new ring session (nicdrv is side A of `duplex`).
+    Attach {
+        session: u64,
+        duplex: Duplex,
+        done: Option<Ack>,
+    },
+    /// End a session (its capnp connection went away).
+    Detach {
+        session: u64,
+    },
+    SetFaults {
+        faults: FaultConfig,
+        carrier: Option<bool>,
+        done: Option<Ack>,
+    },
+    SetCarrier {
+        up: bool,
+        done: Option<Ack>,
+    },
+    /// The rendezvous thread found the wire's peer.
+    WireUp(Wire),
+    Shutdown,
+}
+
+/// What the data plane tells the control plane.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    Link(bool),
+    /// The data plane ended a session (bad descriptor from the stack).
+    SessionEnded(u64),
+}
+
+/// The control plane's end of the command queue.
+#[derive(Clone)]
+pub struct Handle {
+    tx: mpsc::Sender<Cmd>,
+    bell: Arc<Doorbell>,
+}
+
+impl Handle {
+    /// Queues a command and wakes the data plane. False if it has exited.
+    pub fn send(&self, cmd: Cmd) -> bool {
+        let ok = self.tx.send(cmd).is_ok();
+        self.bell.ring();
+        ok
+    }
+}
+
+/// The device behind the port, as handed to [`spawn`].
+pub enum DeviceConfig {
+    Sim {
+        wire: PathBuf,
+    },
+    #[cfg(target_os = "linux")]
+    Tap(Tap),
+}
+
+pub struct Config {
+    pub name: String,
+    pub mtu: u32,
+    /// Layout of the port rings and of a wire we create.
+    pub layout: ChannelLayout,
+    pub csum_offload: bool,
+    pub faults: FaultConfig,
+    pub seed: Option<u64>,
+    pub pcap: Option<PcapWriter<BufWriter<File>>>,
+}
+
+/// Buffer size for an IP MTU: the frame (mtu + 14) rounded up to a cache line.
+pub fn layout_for(mtu: u32, buffers: u32) -> ChannelLayout {
+    let frame = mtu + 14;
+    ChannelLayout {
+        buffers,
+        buf_size: frame.div_ceil(64) * 64,
+    }
+}
+
+struct Port {
+    id: u64,
+    duplex: Duplex,
+}
+
+struct SimDev {
+    path: PathBuf,
+    wire: Option<Wire>,
+    connecting: bool,
+    /// A wire buffer taken before a frame is taken from the stack.
+    spare: Option<TxBuf>,
+    /// The wire had no free buffer: wait for the peer to return some.
+    blocked: bool,
+    /// Our wish for the wire carrier (setCarrier / setFaults).
+    admin_carrier: bool,
+    /// The wire's peer broke the protocol or left: drop the wire.
+    broken: Option<String>,
+}
+
+#[cfg(target_os = "linux")]
+struct TapDev {
+    tap: Tap,
+    scratch: Vec<u8>,
+    link: bool,
+    recheck: bool,
+    next_poll: Instant,
+}
+
+enum Device {
+    Sim(Box<SimDev>),
+    #[cfg(target_os = "linux")]
+    Tap(TapDev),
+}
+
+/// Starts the data plane thread.
+pub fn spawn(
+    cfg: Config,
+    device: DeviceConfig,
+    shared: Arc<Shared>,
+    events: tokio::sync::mpsc::UnboundedSender<Event>,
+) -> io::Result<(Handle, std::thread::JoinHandle<()>)> {
+    let (tx, rx) = mpsc::channel();
+    let bell = Arc::new(Doorbell::new()?);
+    let handle = Handle {
+        tx,
+        bell: bell.clone(),
+    };
+    let device = match device {
+        DeviceConfig::Sim { wire } => Device::Sim(Box::new(SimDev {
+            path: wire,
+            wire: None,
+            connecting: false,
+            spare: None,
+            blocked: false,
+            admin_carrier: true,
+            broken: None,
+        })),
+        #[cfg(target_os = "linux")]
+        DeviceConfig::Tap(tap) => {
+            let link = tap.link_up().unwrap_or(false);
+            Device::Tap(TapDev {
+                tap,
+                scratch: vec![0u8; 65536 + 64],
+                link,
+                recheck: false,
+                next_poll: Instant::now() + LINK_POLL,
+            })
+        }
+    };
+    let dp = DataPlane {
+        shaper: Shaper::new(cfg.faults, cfg.seed),
+        last_flush: Instant::now(),
+        cfg,
+        shared,
+        events,
+        cmds: rx,
+        bell,
+        handle: handle.clone(),
+        port: None,
+        device,
+    };
+    let name = format!("nicdrv-dp-{}", dp.cfg.name);
+    let join = std::thread::Builder::new()
+        .name(name)
+        .spawn(move || dp.run())?;
+    Ok((handle, join))
+}
+
+struct DataPlane {
+    cfg: Config,
+    shared: Arc<Shared>,
+    events: tokio::sync::mpsc::UnboundedSender<Event>,
+    cmds: mpsc::Receiver<Cmd>,
+    bell: Arc<Doorbell>,
+    /// For the rendezvous threads.
+    handle: Handle,
+    port: Option<Port>,
+    device: Device,
+    shaper: Shaper,
+    last_flush: Instant,
+}
+
+/// Everything the transmit path needs, borrowed apart from the port.
+struct TxPath<'a> {
+    device: &'a mut Device,
+    shaper: &'a mut Shaper,
+    pcap: &'a mut Option<PcapWriter<BufWriter<File>>>,
+    c: &'a Counters,
+    mtu: u32,
+    csum_offload: bool,
+    link_up: bool,
+}
+
+impl TxPath<'_> {
+    /// One frame from the stack.
+    fn transmit(&mut self, frame: &mut [u8], desc_flags: u32, now: Instant) {
+        if !csum::frame_len_ok(frame.len(), self.mtu) {
+            inc(&self.c.tx_dropped);
+            return;
+        }
+        if !self.link_up {
+            inc(&self.c.tx_dropped);
+            return;
+        }
+        if desc_flags & flags::TX_CSUM != 0 && self.csum_offload {
+            match csum::fill_tx(frame) {
+                Ok(true) => inc(&self.c.tx_checksum_filled),
+                Ok(false) => {}
+                Err(m) => tracing::debug!(%m, "TX_CSUM on a frame that does not parse; sent as is"),
+            }
+        }
+        if let Some(p) = self.pcap.as_mut() {
+            if let Err(e) = p.record(SystemTime::now(), frame) {
+                tracing::warn!(%e, "capture write failed; capture stopped");
+                *self.pcap = None;
+            }
+        }
+        inc(&self.c.tx_frames);
+        add(&self.c.tx_bytes, frame.len() as u64);
+        let (device, c) = (&mut *self.device, self.c);
+        self.shaper
+            .transmit(frame, now, c, |f| device_send(device, c, f));
+    }
+}
+
+/// Puts one frame on the device (after fault injection).
+fn device_send(device: &mut Device, c: &Counters, f: &[u8]) {
+    match device {
+        Device::Sim(s) => {
+            let Some(wire) = s.wire.as_mut() else {
+                inc(&c.tx_dropped);
+                return;
+            };
+            let buf = match s.spare.take() {
+                Some(b) => Some(b),
+                None => match wire.duplex.tx.alloc() {
+                    Ok(b) => b,
+                    Err(e) => {
+                        s.broken = Some(format!("wire free queue: {e}"));
+                        None
+                    }
+                },
+            };
+            let Some(mut b) = buf else {
+                inc(&c.tx_dropped);
+                return;
+            };
+            let dst = wire.duplex.tx.buf_mut(&mut b);
+            if f.len() > dst.len() {
+                // The peer made the wire with smaller buffers than our MTU.
+                wire.duplex.tx.free(b);
+                inc(&c.tx_dropped);
+                return;
+            }
+            dst[..f.len()].copy_from_slice(f);
+            wire.duplex.tx.send(b, f.len() as u32, 0, 0);
+        }
+        #[cfg(target_os = "linux")]
+        Device::Tap(t) => {
+            if let Err(e) = t.tap.write_frame(f) {
+                inc(&c.tx_dropped);
+                if e.raw_os_error() == Some(libc::EIO) {
+                    // The interface is down.
+                    t.link = false;
+                    t.recheck = true;
+                } else if e.kind() != io::ErrorKind::WouldBlock {
+                    tracing::debug!(%e, "tap write failed");
+                }
+            }
+        }
+    }
+}
+
+/// Everything the receive path needs.
+struct RxPath<'a> {
+    port: &'a mut Option<Port>,
+    pcap: &'a mut Option<PcapWriter<BufWriter<File>>>,
+    c: &'a Counters,
+    mtu: u32,
+    csum_offload: bool,
+    /// A descriptor from the stack was bad: end its session.
+    port_error: &'a mut Option<RingError>,
+}
+
+impl RxPath<'_> {
+    /// One frame from the device, to the stack.
+    fn deliver(&mut self, frame: &[u8]) {
+        if let Some(p) = self.pcap.as_mut() {
+            if let Err(e) = p.record(SystemTime::now(), frame) {
+                tracing::warn!(%e, "capture write failed; capture stopped");
+                *self.pcap = None;
+            }
+        }
+        if !csum::frame_len_ok(frame.len(), self.mtu) {
+            inc(&self.c.rx_malformed);
+            return;
+        }
+        let mut desc_flags = 0;
+        if self.csum_offload {
+            match csum::check_rx(frame) {
+                Ok(RxCheck::Verified) => desc_flags = flags::CSUM_VERIFIED,
+                Ok(RxCheck::Bad) => desc_flags = flags::CSUM_BAD,
+                Ok(RxCheck::Unchecked) => {}
+                Err(m) => {
+                    tracing::trace!(%m, len = frame.len(), "malformed frame dropped");
+                    inc(&self.c.rx_malformed);
+                    return;
+                }
+            }
+        }
+        let Some(port) = self.port.as_mut() else {
+            inc(&self.c.rx_dropped);
+            return;
+        };
+        if self.port_error.is_some() {
+            inc(&self.c.rx_dropped);
+            return;
+        }
+        let mut b = match port.duplex.tx.alloc() {
+            Ok(Some(b)) => b,
+            Ok(None) => {
+                inc(&self.c.rx_dropped);
+                return;
+            }
+            Err(e) => {
+                *self.port_error = Some(e);
+                inc(&self.c.rx_dropped);
+                return;
+            }
+        };
+        let dst = port.duplex.tx.buf_mut(&mut b);
+        dst[..frame.len()].copy_from_slice(frame);
+        port.duplex.tx.send(b, frame.len() as u32, desc_flags, 0);
+        match desc_flags {
+            flags::CSUM_VERIFIED => inc(&self.c.rx_checksum_verified),
+            flags::CSUM_BAD => inc(&self.c.rx_bad_checksum),
+            _ => {}
+        }
+        inc(&self.c.rx_frames);
+        add(&self.c.rx_bytes, frame.len() as u64);
+    }
+}
+
+impl DataPlane {
+    fn run(mut self) {
+        tracing::debug!(name = %self.cfg.name, "data plane running");
+        self.start_device();
+        let mut idle_since: Option<Instant> = None;
+        loop {
+            if !self.commands() {
+                break;
+            }
+            let now = Instant::now();
+            let mut work = self.pump_tx(now);
+            work |= self.pump_rx();
+            self.timers(now);
+            self.flush();
+            self.after_errors();
+            self.check_link();
+            if work {
+                idle_since = None;
+                continue;
+            }
+            let since = *idle_since.get_or_insert(now);
+            if now.duration_since(since) < SPIN {
+                std::hint::spin_loop();
+                continue;
+            }
+            self.sleep();
+            idle_since = None;
+        }
+        self.shutdown();
+    }
+
+    fn start_device(&mut self) {
+        match &mut self.device {
+            Device::Sim(_) => self.spawn_connector(),
+            #[cfg(target_os = "linux")]
+            Device::Tap(_) => {}
+        }
+        self.check_link();
+    }
+
+    /// Starts a thread that meets the wire's peer and sends `WireUp`.
+    fn spawn_connector(&mut self) {
+        let Device::Sim(s) = &mut self.device else {
+            return;
+        };
+        if s.connecting || s.wire.is_some() {
+            return;
+        }
+        s.connecting = true;
+        let path = s.path.clone();
+        let layout = self.cfg.layout;
+        let handle = self.handle.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("nicdrv-wire-{}", self.cfg.name))
+            .spawn(move || loop {
+                match sim::connect_wire(&path, layout) {
+                    Ok(w) => {
+                        handle.send(Cmd::WireUp(w));
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(path = %path.display(), %e, "wire rendezvous failed; retrying");
+                        std::thread::sleep(RECONNECT_DELAY);
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!(%e, "cannot start the wire rendezvous thread");
+            s.connecting = false;
+        }
+    }
+
+    /// Applies queued commands. False: shut down.
+    fn commands(&mut self) -> bool {
+        loop {
+            let cmd = match self.cmds.try_recv() {
+                Ok(c) => c,
+                Err(mpsc::TryRecvError::Empty) => return true,
+                Err(mpsc::TryRecvError::Disconnected) => return false,
+            };
+            match cmd {
+                Cmd::Shutdown => return false,
+                Cmd::Attach {
+                    session,
+                    duplex,
+                    done,
+                } => {
+                    if let Some(old) = self.port.take() {
+                        tracing::warn!(old = old.id, "a new ring session replaces the old one");
+                        close_port(old);
+                    }
+                    duplex.set_carrier(self.shared.link_up.load(Ordering::Relaxed));
+                    tracing::info!(session, "ring session attached");
+                    self.port = Some(Port {
+                        id: session,
+                        duplex,
+                    });
+                    ack(done);
+                }
+                Cmd::Detach { session } => {
+                    if self.port.as_ref().is_some_and(|p| p.id == session) {
+                        tracing::info!(session, "ring session closed");
+                        if let Some(p) = self.port.take() {
+                            close_port(p);
+                        }
+                    }
+                }
+                Cmd::SetFaults {
+                    faults,
+                    carrier,
+                    done,
+                } => {
+                    tracing::info!(?faults, "wire faults set");
+                    self.shaper.set_config(faults);
+                    if let Some(up) = carrier {
+                        self.set_carrier(up);
+                    }
+                    self.check_link();
+                    ack(done);
+                }
+                Cmd::SetCarrier { up, done } => {
+                    self.set_carrier(up);
+                    self.check_link();
+                    ack(done);
+                }
+                Cmd::WireUp(w) => self.wire_up(w),
+            }
+        }
+    }
+
+    fn set_carrier(&mut self, up: bool) {
+        match &mut self.device {
+            Device::Sim(s) => {
+                s.admin_carrier = up;
+                if let Some(w) = &s.wire {
+                    if w.duplex.carrier() != up {
+                        tracing::info!(up, "wire carrier set");
+                    }
+                    w.duplex.set_carrier(up);
+                    // Both ends must notice, even if neither asked for a signal.
+                    w.duplex.wake_peer.ring();
+                    w.duplex.wake_me.ring();
+                }
+            }
+            #[cfg(target_os = "linux")]
+            Device::Tap(t) => {
+                if let Err(e) = t.tap.set_carrier(up) {
+                    tracing::warn!(%e, "TUNSETCARRIER failed");
+                }
+                t.recheck = true;
+            }
+        }
+    }
+
+    fn wire_up(&mut self, w: Wire) {
+        let Device::Sim(s) = &mut self.device else {
+            return;
+        };
+        s.connecting = false;
+        if let Err(e) = w.conn.set_nonblocking(true) {
+            tracing::warn!(%e, "wire connection");
+        }
+        if !s.admin_carrier {
+            w.duplex.set_carrier(false);
+            w.duplex.wake_peer.ring();
+        }
+        tracing::info!(side = ?w.duplex.side(), layout = ?w.layout, "wire connected");
+        s.wire = Some(w);
+        s.spare = None;
+        s.blocked = false;
+        s.broken = None;
+    }
+
+    fn wire_down(&mut self, why: &str) {
+        let Device::Sim(s) = &mut self.device else {
+            return;
+        };
+        if s.wire.take().is_some() {
+            tracing::warn!(why, "wire lost; meeting the next peer");
+        }
+        s.spare = None;
+        s.blocked = false;
+        s.broken = None;
+        self.shaper.discard_held();
+        self.check_link();
+        self.spawn_connector();
+    }
+
+    fn link_now(&self) -> bool {
+        match &self.device {
+            Device::Sim(s) => s.wire.as_ref().is_some_and(|w| w.duplex.carrier()),
+            #[cfg(target_os = "linux")]
+            Device::Tap(t) => t.link,
+        }
+    }
+
+    fn check_link(&mut self) {
+        #[cfg(target_os = "linux")]
+        if let Device::Tap(t) = &mut self.device {
+            if t.recheck {
+                t.recheck = false;
+                match t.tap.link_up() {
+                    Ok(up) => t.link = up,
+                    Err(e) => tracing::debug!(%e, "SIOCGIFFLAGS"),
+                }
+            }
+        }
+        let up = self.link_now();
+        if self.shared.link_up.swap(up, Ordering::Relaxed) == up {
+            return;
+        }
+        tracing::info!(up, "link changed");
+        inc(&self.shared.counters.link_changes);
+        if let Some(p) = &self.port {
+            p.duplex.set_carrier(up);
+            p.duplex.wake_peer.ring();
+        }
+        let _ = self.events.send(Event::Link(up));
+    }
+
+    /// Stack -> device.
+    fn pump_tx(&mut self, now: Instant) -> bool {
+        let link_up = self.shared.link_up.load(Ordering::Relaxed);
+        let DataPlane {
+            port,
+            device,
+            shaper,
+            cfg,
+            shared,
+            ..
+        } = self;
+        let Some(p) = port.as_mut() else { return false };
+        let mut tx = TxPath {
+            device,
+            shaper,
+            pcap: &mut cfg.pcap,
+            c: &shared.counters,
+            mtu: cfg.mtu,
+            csum_offload: cfg.csum_offload,
+            link_up,
+        };
+        let mut n = 0;
+        let mut error = None;
+        while n < BATCH {
+            // Back-pressure on the sim wire: take a frame only with a wire buffer ready.
+            if let Device::Sim(s) = &mut *tx.device {
+                if let (true, Some(w), None) = (link_up, s.wire.as_mut(), s.spare.as_ref()) {
+                    match w.duplex.tx.alloc() {
+                        Ok(Some(b)) => s.spare = Some(b),
+                        Ok(None) => {
+                            s.blocked = true;
+                            break;
+                        }
+                        Err(e) => {
+                            s.broken = Some(format!("wire free queue: {e}"));
+                            break;
+                        }
+                    }
+                }
+            }
+            let mut b = match p.duplex.rx.recv() {
+                Ok(Some(b)) => b,
+                Ok(None) => break,
+                Err(e) => {
+                    error = Some(e);
+                    break;
+                }
+            };
+            let desc = b.desc();
+            tx.transmit(p.duplex.rx.data_mut(&mut b), desc.flags, now);
+            p.duplex.rx.release(b);
+            n += 1;
+        }
+        if let Device::Sim(s) = &mut *tx.device {
+            if n > 0 || s.spare.is_some() {
+                s.blocked = s.spare.is_none() && s.wire.is_some() && link_up;
+            }
+        }
+        if let Some(e) = error {
+            self.end_session(e);
+        }
+        n > 0
+    }
+
+    /// Device -> stack.
+    fn pump_rx(&mut self) -> bool {
+        let DataPlane {
+            port,
+            device,
+            cfg,
+            shared,
+            ..
+        } = self;
+        let mut port_error = None;
+        let mut rx = RxPath {
+            port,
+            pcap: &mut cfg.pcap,
+            c: &shared.counters,
+            mtu: cfg.mtu,
+            csum_offload: cfg.csum_offload,
+            port_error: &mut port_error,
+        };
+        let mut n = 0;
+        match device {
+            Device::Sim(s) => {
+                if let Some(w) = s.wire.as_mut() {
+                    while n < BATCH {
+                        match w.duplex.rx.recv() {
+                            Ok(Some(b)) => {
+                                rx.deliver(w.duplex.rx.data(&b));
+                                w.duplex.rx.release(b);
+                                n += 1;
+                            }
+                            Ok(None) => break,
+                            Err(e) => {
+                                s.broken = Some(format!("wire active queue: {e}"));
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+            #[cfg(target_os = "linux")]
+            Device::Tap(t) => {
+                while n < BATCH {
+                    match t.tap.read_frame(&mut t.scratch) {
+                        Ok(len) => {
+                            rx.deliver(&t.scratch[..len]);
+                            n += 1;
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => {
+                            tracing::debug!(%e, "tap read failed");
+                            t.recheck = true;
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(e) = port_error {
+            self.end_session(e);
+        }
+        n > 0
+    }
+
+    fn timers(&mut self, now: Instant) {
+        let DataPlane {
+            device,
+            shaper,
+            shared,
+            cfg,
+            last_flush,
+            ..
+        } = self;
+        if shaper.deadline().is_some_and(|t| t <= now) {
+            let c = &shared.counters;
+            if shared.link_up.load(Ordering::Relaxed) {
+                shaper.on_timer(now, |f| device_send(device, c, f));
+            } else {
+                shaper.discard_held();
+            }
+        }
+        if let Some(p) = cfg.pcap.as_mut() {
+            if p.is_dirty() && now.duration_since(*last_flush) >= FLUSH_EVERY {
+                if let Err(e) = p.flush() {
+                    tracing::warn!(%e, "capture flush failed");
+                }
+                *last_flush = now;
+            }
+        }
+        #[cfg(target_os = "linux")]
+        if let Device::Tap(t) = device {
+            if t.tap.netlink_fd().is_none() && now >= t.next_poll {
+                t.recheck = true;
+                t.next_poll = now + LINK_POLL;
+            }
+        }
+    }
+
+    /// Publishes the batches and rings the peers that asked for it.
+    fn flush(&mut self) {
+        let mut error = None;
+        if let Some(p) = &mut self.port {
+            match p.duplex.tx.flush() {
+                Ok(true) => p.duplex.wake_peer.ring(),
+                Ok(false) => {}
+                Err(e) => error = Some(e),
+            }
+            match p.duplex.rx.flush() {
+                Ok(true) => p.duplex.wake_peer.ring(),
+                Ok(false) => {}
+                Err(e) => error = error.or(Some(e)),
+            }
+        }
+        if let Some(e) = error {
+            self.end_session(e);
+        }
+        if let Device::Sim(s) = &mut self.device {
+            if let Some(w) = &mut s.wire {
+                let mut ring = false;
+                match w.duplex.tx.flush() {
+                    Ok(r) => ring |= r,
+                    Err(e) => s.broken = Some(format!("wire flush: {e}")),
+                }
+                match w.duplex.rx.flush() {
+                    Ok(r) => ring |= r,
+                    Err(e) => s.broken = Some(format!("wire flush: {e}")),
+                }
+                if ring {
+                    w.duplex.wake_peer.ring();
+                }
+            }
+        }
+    }
+
+    fn after_errors(&mut self) {
+        if let Device::Sim(s) = &mut self.device {
+            if let Some(why) = s.broken.take() {
+                self.wire_down(&why);
+            }
+        }
+    }
+
+    /// Ends the ring session after a bad descriptor from the stack.
+    fn end_session(&mut self, e: RingError) {
+        let Some(p) = self.port.take() else { return };
+        inc(&self.shared.counters.bad_descriptors);
+        tracing::warn!(session = p.id, %e, "bad descriptor from the stack; ring session ended");
+        let _ = self
+            .shared
+            .session
+            .compare_exchange(p.id, 0, Ordering::SeqCst, Ordering::SeqCst);
+        let _ = self.events.send(Event::SessionEnded(p.id));
+        close_port(p);
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let mut d = self.shaper.deadline();
+        let mut earliest = |t: Instant| d = Some(d.map_or(t, |x: Instant| x.min(t)));
+        if self.cfg.pcap.as_ref().is_some_and(|p| p.is_dirty()) {
+            earliest(self.last_flush + FLUSH_EVERY);
+        }
+        #[cfg(target_os = "linux")]
+        if let Device::Tap(t) = &self.device {
+            if t.tap.netlink_fd().is_none() {
+                earliest(t.next_poll);
+            }
+        }
+        d
+    }
+
+    /// Asks for signals, re-checks, and sleeps in poll(2) until a doorbell,
+    /// a device fd or a timer needs us.
+    fn sleep(&mut self) {
+        // 1. Ask to be woken.
+        let mut blocked = false;
+        if let Some(p) = &self.port {
+            p.duplex.rx.request_signal();
+        }
+        if let Device::Sim(s) = &self.device {
+            if let Some(w) = &s.wire {
+                w.duplex.rx.request_signal();
+                if s.blocked && self.port.is_some() {
+                    w.duplex.tx.request_signal();
+                    blocked = true;
+                }
+            }
+        }
+        // 2. Re-check: work that arrived before the request would ring nobody.
+        let pending = self.port.as_ref().is_some_and(|p| !p.duplex.rx.is_empty())
+            || match &self.device {
+                Device::Sim(s) => s.wire.as_ref().is_some_and(|w| {
+                    !w.duplex.rx.is_empty() || (blocked && w.duplex.tx.has_returns())
+                }),
+                #[cfg(target_os = "linux")]
+                Device::Tap(_) => false,
+            };
+        if !pending {
+            // 3. Sleep.
+            let timeout = self
+                .next_deadline()
+                .map(|t| t.saturating_duration_since(Instant::now()));
+            let mut set = PollSet::default();
+            let bell = set.add(self.bell.as_fd());
+            let port_bell = self
+                .port
+                .as_ref()
+                .map(|p| set.add(p.duplex.wake_me.as_fd()));
+            let mut wire_bell = None;
+            let mut wire_conn = None;
+            #[cfg(target_os = "linux")]
+            let mut tap_fds = (None, None);
+            match &self.device {
+                Device::Sim(s) => {
+                    if let Some(w) = &s.wire {
+                        wire_bell = Some(set.add(w.duplex.wake_me.as_fd()));
+                        wire_conn = Some(set.add(w.conn.as_fd()));
+                    }
+                }
+                #[cfg(target_os = "linux")]
+                Device::Tap(t) => {
+                    tap_fds.0 = Some(set.add(t.tap.fd()));
+                    tap_fds.1 = t.tap.netlink_fd().map(|fd| set.add(fd));
+                }
+            }
+            if let Err(e) = set.poll(timeout) {
+                tracing::warn!(%e, "poll failed");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if set.ready(bell) {
+                self.bell.drain();
+            }
+            if let (Some(i), Some(p)) = (port_bell, &self.port) {
+                if set.ready(i) {
+                    p.duplex.wake_me.drain();
+                }
+            }
+            let mut gone = false;
+            if let Device::Sim(s) = &self.device {
+                if let Some(w) = &s.wire {
+                    if wire_bell.is_some_and(|i| set.ready(i)) {
+                        w.duplex.wake_me.drain();
+                    }
+                    if wire_conn.is_some_and(|i| set.ready(i)) && sim::peer_gone(&w.conn) {
+                        gone = true;
+                    }
+                }
+            }
+            if gone {
+                self.wire_down("the peer closed the wire");
+            }
+            #[cfg(target_os = "linux")]
+            if let Device::Tap(t) = &mut self.device {
+                if tap_fds.1.is_some_and(|i| set.ready(i)) && t.tap.drain_netlink() {
+                    t.recheck = true;
+                }
+            }
+        }
+        // 4. Busy again: the peers need not ring while we poll.
+        if let Some(p) = &self.port {
+            p.duplex.rx.cancel_signal();
+        }
+        if let Device::Sim(s) = &self.device {
+            if let Some(w) = &s.wire {
+                w.duplex.rx.cancel_signal();
+                w.duplex.tx.cancel_signal();
+            }
+        }
+        self.check_link();
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(p) = self.port.take() {
+            close_port(p);
+        }
+        if let Some(p) = self.cfg.pcap.as_mut() {
+            if let Err(e) = p.flush() {
+                tracing::warn!(%e, "capture flush failed");
+            }
+        }
+        tracing::debug!(name = %self.cfg.name, "data plane stopped");
+    }
+}
+
+/// Tells the stack its session is over (carrier off on the port duplex) and drops it.
+fn close_port(p: Port) {
+    p.duplex.set_carrier(false);
+    p.duplex.wake_peer.ring();
+}
+
+fn ack(done: Option<Ack>) {
+    if let Some(d) = done {
+        let _ = d.send(());
+    }
+}
+
+/// A small fixed set of fds for poll(2).
+#[derive(Default)]
+struct PollSet {
+    fds: Vec<libc::pollfd>,
+}
+
+impl PollSet {
+    fn add(&mut self, fd: BorrowedFd<'_>) -> usize {
+        self.fds.push(libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        });
+        self.fds.len() - 1
+    }
+
+    fn ready(&self, i: usize) -> bool {
+        self.fds[i].revents != 0
+    }
+
+    fn poll(&mut self, timeout: Option<Duration>) -> io::Result<usize> {
+        let ms: libc::c_int = match timeout {
+            None => -1,
+            Some(d) => d.as_micros().div_ceil(1000).min(i32::MAX as u128) as libc::c_int,
+        };
+        loop {
+            // SAFETY: the pointer and length describe our own initialised pollfd array;
+            // the fds are borrowed from objects that outlive this call.
+            let r =
+                unsafe { libc::poll(self.fds.as_mut_ptr(), self.fds.len() as libc::nfds_t, ms) };
+            if r >= 0 {
+                return Ok(r as usize);
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layouts() {
+        assert_eq!(
+            layout_for(1500, 512),
+            ChannelLayout {
+                buffers: 512,
+                buf_size: 1536
+            }
+        );
+        assert_eq!(layout_for(9000, 8).buf_size, 9024);
+        assert_eq!(layout_for(65535, 2).buf_size, 65600);
+    }
+}

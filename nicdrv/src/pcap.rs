@@ -1,0 +1,192 @@
+//! Classic pcap capture (LINKTYPE_ETHERNET, microsecond timestamps), as read
+//! by tcpdump, tshark and scapy.
+
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub const MAGIC_USEC: u32 = 0xa1b2_c3d4;
+pub const LINKTYPE_ETHERNET: u32 = 1;
+/// Large enough for a 65535-byte MTU frame, so nothing is ever cut.
+pub const SNAPLEN: u32 = 262_144;
+/// How often buffered records reach the file at the latest.
+pub const FLUSH_EVERY: Duration = Duration::from_millis(200);
+
+pub struct PcapWriter<W: Write> {
+    out: W,
+    dirty: bool,
+}
+
+impl PcapWriter<BufWriter<File>> {
+    /// Creates (truncates) `path` and writes the file header.
+    pub fn create(path: &Path) -> io::Result<Self> {
+        let f = File::create(path)?;
+        let mut w = PcapWriter::new(BufWriter::with_capacity(256 * 1024, f))?;
+        w.flush()?;
+        Ok(w)
+    }
+}
+
+impl<W: Write> PcapWriter<W> {
+    /// Writes the global header (native byte order, as libpcap does).
+    pub fn new(mut out: W) -> io::Result<Self> {
+        let mut h = [0u8; 24];
+        h[0..4].copy_from_slice(&MAGIC_USEC.to_ne_bytes());
+        h[4..6].copy_from_slice(&2u16.to_ne_bytes());
+        h[6..8].copy_from_slice(&4u16.to_ne_bytes());
+        // thiszone and sigfigs stay 0.
+        h[16..20].copy_from_slice(&SNAPLEN.to_ne_bytes());
+        h[20..24].copy_from_slice(&LINKTYPE_ETHERNET.to_ne_bytes());
+        out.write_all(&h)?;
+        Ok(PcapWriter { out, dirty: true })
+    }
+
+    /// Appends one frame, captured at `ts`.
+    pub fn record(&mut self, ts: SystemTime, frame: &[u8]) -> io::Result<()> {
+        let since = ts.duration_since(UNIX_EPOCH).unwrap_or_default();
+        let incl = frame.len().min(SNAPLEN as usize);
+        let mut h = [0u8; 16];
+        h[0..4].copy_from_slice(&(since.as_secs() as u32).to_ne_bytes());
+        h[4..8].copy_from_slice(&since.subsec_micros().to_ne_bytes());
+        h[8..12].copy_from_slice(&(incl as u32).to_ne_bytes());
+        h[12..16].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
+        self.out.write_all(&h)?;
+        self.out.write_all(&frame[..incl])?;
+        self.dirty = true;
+        Ok(())
+    }
+
+    /// Whether records were written since the last flush.
+    pub fn is_dirty(&self) -> bool {
+        self.dirty
+    }
+
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()?;
+        self.dirty = false;
+        Ok(())
+    }
+
+    pub fn get_ref(&self) -> &W {
+        &self.out
+    }
+}
+
+/// One record read back (for tests and tools).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    pub secs: u32,
+    pub micros: u32,
+    pub orig_len: u32,
+    pub data: Vec<u8>,
+}
+
+/// Parses a classic pcap file written in either byte order.
+pub fn parse(bytes: &[u8]) -> Result<(u32, Vec<Record>), String> {
+    if bytes.len() < 24 {
+        return Err("shorter than the pcap header".into());
+    }
+    let magic = u32::from_le_bytes(bytes[0..4].try_into().unwrap_or_default());
+    let le = match magic {
+        MAGIC_USEC => true,
+        m if m.swap_bytes() == MAGIC_USEC => false,
+        m => return Err(format!("bad magic {m:#x}")),
+    };
+    let u32_at = |at: usize| -> u32 {
+        let b: [u8; 4] = bytes[at..at + 4].try_into().unwrap_or_default();
+        if le {
+            u32::from_le_bytes(b)
+        } else {
+            u32::from_be_bytes(b)
+        }
+    };
+    let linktype = u32_at(20);
+    let mut out = Vec::new();
+    let mut at = 24;
+    while at < bytes.len() {
+        if at + 16 > bytes.len() {
+            return Err(format!("truncated record header at {at}"));
+        }
+        let incl = u32_at(at + 8) as usize;
+        let rec = Record {
+            secs: u32_at(at),
+            micros: u32_at(at + 4),
+            orig_len: u32_at(at + 12),
+            data: bytes
+                .get(at + 16..at + 16 + incl)
+                .ok_or_else(|| format!("truncated record at {at}"))?
+                .to_vec(),
+        };
+        out.push(rec);
+        at += 16 + incl;
+    }
+    Ok((linktype, out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_and_records() {
+        let mut w = PcapWriter::new(Vec::new()).unwrap();
+        let t = UNIX_EPOCH + Duration::new(1_700_000_000, 123_456_789);
+        w.record(t, &[1, 2, 3]).unwrap();
+        w.record(t + Duration::from_micros(1), &[9; 60]).unwrap();
+        assert!(w.is_dirty());
+        w.flush().unwrap();
+        assert!(!w.is_dirty());
+        let bytes = w.get_ref().clone();
+        assert_eq!(bytes.len(), 24 + 16 + 3 + 16 + 60);
+        // The global header, field by field (native order; this test runs little-endian).
+        if cfg!(target_endian = "little") {
+            assert_eq!(
+                &bytes[..24],
+                &[
+                    0xd4, 0xc3, 0xb2, 0xa1, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4, 0, 1, 0,
+                    0, 0
+                ]
+            );
+        }
+        let (lt, recs) = parse(&bytes).unwrap();
+        assert_eq!(lt, LINKTYPE_ETHERNET);
+        assert_eq!(recs.len(), 2);
+        assert_eq!(
+            recs[0],
+            Record {
+                secs: 1_700_000_000,
+                micros: 123_456,
+                orig_len: 3,
+                data: vec![1, 2, 3]
+            }
+        );
+        assert_eq!(recs[1].micros, 123_457);
+        assert_eq!(recs[1].data, vec![9; 60]);
+    }
+
+    #[test]
+    fn parse_rejects_garbage() {
+        assert!(parse(&[0; 10]).is_err());
+        assert!(parse(&[0; 24]).unwrap_err().contains("magic"));
+        let mut w = PcapWriter::new(Vec::new()).unwrap();
+        w.record(UNIX_EPOCH, &[1, 2, 3, 4]).unwrap();
+        let mut b = w.get_ref().clone();
+        b.pop();
+        assert!(parse(&b).unwrap_err().contains("truncated"));
+    }
+
+    #[test]
+    fn file_is_readable_after_flush() {
+        let dir = std::env::temp_dir().join(format!("nicdrv-pcap-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("t.pcap");
+        let mut w = PcapWriter::create(&path).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 24);
+        w.record(SystemTime::now(), &[0xaa; 100]).unwrap();
+        w.flush().unwrap();
+        let (_, recs) = parse(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(recs.len(), 1);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
