@@ -1,0 +1,135 @@
+//! A service set run as a child `capnet up` process: what `capnet demo` and
+//! the integration tests use to make hosts.
+
+use std::io::{self, BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+pub struct Host {
+    child: Child,
+    pub run_dir: PathBuf,
+    pub socket: PathBuf,
+}
+
+/// The `capnet` binary: this one if we are it, else beside the running
+/// executable (or `$CAPNET_BIN_DIR`).
+pub fn capnet_binary() -> io::Result<PathBuf> {
+    let me = std::env::current_exe()?;
+    if me.file_name().is_some_and(|n| n == "capnet") {
+        return Ok(me);
+    }
+    if let Some(dir) = std::env::var_os("CAPNET_BIN_DIR") {
+        return Ok(PathBuf::from(dir).join("capnet"));
+    }
+    // Test binaries live in target/<profile>/deps.
+    let dir = me.parent().map(Path::to_path_buf).unwrap_or_default();
+    for d in [dir.clone(), dir.join("..")] {
+        let p = d.join("capnet");
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::NotFound,
+        "capnet binary not found; build the workspace",
+    ))
+}
+
+impl Host {
+    /// Starts `capnet up` with `config` (TOML text) in `run_dir`; relative
+    /// wire paths point into `wire_dir`. Returns once applications can
+    /// connect.
+    pub fn start(config: &str, run_dir: &Path, wire_dir: &Path) -> io::Result<Host> {
+        crate::supervisor::prepare_run_dir(run_dir)?;
+        let config_path = run_dir.join("capnet.toml");
+        std::fs::write(&config_path, config)?;
+        let mut child = Command::new(capnet_binary()?)
+            .arg("up")
+            .arg("--config")
+            .arg(&config_path)
+            .arg("--run-dir")
+            .arg(run_dir)
+            .arg("--wire-dir")
+            .arg(wire_dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()?;
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut ready = Some(tx);
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.starts_with("applications connect to") {
+                    if let Some(tx) = ready.take() {
+                        let _ = tx.send(());
+                    }
+                }
+            }
+        });
+        let mut host = Host {
+            child,
+            run_dir: run_dir.to_path_buf(),
+            socket: run_dir.join("capnet.sock"),
+        };
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(()) => Ok(host),
+            Err(_) => {
+                host.kill();
+                Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("capnet up in {} did not become ready", run_dir.display()),
+                ))
+            }
+        }
+    }
+
+    pub fn net(&self) -> io::Result<libclient::Net> {
+        libclient::Net::connect(&self.socket)
+    }
+
+    /// Runs a CLI command against this host (`capnet ARGS --run-dir DIR`).
+    pub fn cli(&self, args: &[&str]) -> io::Result<Output> {
+        Command::new(capnet_binary()?)
+            .args(args)
+            .arg("--run-dir")
+            .arg(&self.run_dir)
+            .stdin(Stdio::null())
+            .output()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Stops the set (SIGTERM) and waits for it.
+    pub fn stop(mut self) -> io::Result<std::process::ExitStatus> {
+        self.terminate()
+    }
+
+    fn terminate(&mut self) -> io::Result<std::process::ExitStatus> {
+        // SAFETY: kill(2) on our own unreaped child.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        for _ in 0..250 {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.kill();
+        self.child.wait()
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.terminate();
+        }
+    }
+}

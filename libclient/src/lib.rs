@@ -1,0 +1,35 @@
+//! Sockets for applications on capnet, shaped like `std::net`.
+//!
+//! ```no_run
+//! use std::io::{Read, Write};
+//! let mut s = libclient::TcpStream::connect("10.0.0.2:7")?;
+//! s.write_all(b"hello")?;
+//! let mut buf = [0; 5];
+//! s.read_exact(&mut buf)?;
+//! # Ok::<(), std::io::Error>(())
+//! ```
+//!
+//! A [`Net`] is one capnp connection to the service set's socket
+//! (`CAPNET_SOCKET`, or the default run directory). Control calls (connect,
+//! accept, UDP datagrams) are capnp calls made on a background thread; TCP
+//! data moves over two shared-memory byte rings per socket with a doorbell
+//! each, so a busy stream costs no syscall per read or write.
+//!
+//! Errors are `std::io::Error`s of the kinds a socket user expects
+//! (`ConnectionRefused`, `ConnectionReset`, `TimedOut`, `AddrInUse`, ...).
+//!
+//! For event loops: put a socket in non-blocking mode; an operation that
+//! answers `WouldBlock` has asked netsrv for a wakeup, and the socket's raw
+//! fd (an eventfd) becomes readable when it comes (use it with
+//! `mio::unix::SourceFd`, epoll or tokio's `AsyncFd`).
+
+mod bell;
+mod conn;
+mod paths;
+mod tcp;
+mod udp;
+
+pub use conn::Net;
+pub use paths::{default_run_dir, default_socket_path, SOCKET_ENV};
+pub use tcp::{TcpListener, TcpStream};
+pub use udp::UdpSocket;

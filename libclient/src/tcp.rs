@@ -1,0 +1,433 @@
+//! TCP streams and listeners.
+
+use crate::bell::Bell;
+use crate::conn::{cap_err, Net, Object};
+use capnet_ring::{ByteReader, ByteWriter, Doorbell, RingError, SocketRings};
+use capnet_schema::errors::SocketError;
+use capnet_schema::net_capnp::Shutdown;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown as StdShutdown, SocketAddr, ToSocketAddrs};
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+fn ring_err(e: RingError) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, format!("socket ring: {e}"))
+}
+
+fn socket_error(code: u32) -> io::Error {
+    match SocketError::from_code(code) {
+        Some(e) => io::Error::new(e.io_kind(), format!("connection {e}")),
+        None => io::Error::other(format!("connection failed (code {code})")),
+    }
+}
+
+pub(crate) fn resolve(addr: impl ToSocketAddrs) -> io::Result<SocketAddr> {
+    addr.to_socket_addrs()?
+        .next()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no address to connect to"))
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn deadline(timeout: Option<Duration>) -> Option<Instant> {
+    timeout.map(|t| Instant::now() + t)
+}
+
+/// A TCP connection, like `std::net::TcpStream`.
+pub struct TcpStream {
+    net: Net,
+    id: u64,
+    up: Mutex<ByteWriter>,
+    down: Mutex<ByteReader>,
+    bell: Bell,
+    wake_peer: Doorbell,
+    local: Option<SocketAddr>,
+    peer: SocketAddr,
+    read_timeout: Mutex<Option<Duration>>,
+    write_timeout: Mutex<Option<Duration>>,
+    nonblocking: AtomicBool,
+}
+
+impl TcpStream {
+    /// Connects through the default service set (`$CAPNET_SOCKET`).
+    pub fn connect(addr: impl ToSocketAddrs) -> io::Result<TcpStream> {
+        Net::default_net()?.tcp_connect(resolve(addr)?, None)
+    }
+
+    pub fn connect_timeout(addr: &SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
+        Net::default_net()?.tcp_connect(*addr, Some(timeout))
+    }
+
+    /// Takes a socket capability (already in the connection's table) to ring
+    /// mode.
+    pub(crate) fn from_object(net: Net, id: u64, peer: SocketAddr) -> io::Result<TcpStream> {
+        let grant = net.call(Some(Duration::from_secs(10)), move |ctx| async move {
+            let sock = ctx.tcp(id)?;
+            let resp = sock
+                .open_rings_request()
+                .send()
+                .promise
+                .await
+                .map_err(cap_err)?;
+            let g = resp.get().map_err(cap_err)?.get_grant().map_err(cap_err)?;
+            let info = sock.info_request().send().promise.await.map_err(cap_err)?;
+            let local = info
+                .get()
+                .ok()
+                .and_then(|i| i.get_local().ok())
+                .and_then(|l| crate::udp::read_addr(l).ok());
+            Ok((
+                g.get_token().map_err(cap_err)?.to_vec(),
+                g.get_ring_bytes(),
+                local,
+            ))
+        });
+        let (token, capacity, local) = match grant {
+            Ok(g) => g,
+            Err(e) => {
+                net.release(id);
+                return Err(e);
+            }
+        };
+        let fds = net.redeem(&token, 3)?;
+        let end = SocketRings::attach(fds, capacity).map_err(ring_err)?;
+        Ok(TcpStream {
+            net,
+            id,
+            up: Mutex::new(end.up),
+            down: Mutex::new(end.down),
+            bell: Bell::new(end.wake_me),
+            wake_peer: end.wake_peer,
+            local,
+            peer,
+            read_timeout: Mutex::new(None),
+            write_timeout: Mutex::new(None),
+            nonblocking: AtomicBool::new(false),
+        })
+    }
+
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        Ok(self.peer)
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.local
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotConnected, "no local address"))
+    }
+
+    pub fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        check_timeout(t)?;
+        *lock(&self.read_timeout) = t;
+        Ok(())
+    }
+
+    pub fn set_write_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        check_timeout(t)?;
+        *lock(&self.write_timeout) = t;
+        Ok(())
+    }
+
+    pub fn read_timeout(&self) -> io::Result<Option<Duration>> {
+        Ok(*lock(&self.read_timeout))
+    }
+
+    pub fn write_timeout(&self) -> io::Result<Option<Duration>> {
+        Ok(*lock(&self.write_timeout))
+    }
+
+    /// In non-blocking mode, `WouldBlock` means a wakeup was requested: the
+    /// fd from `as_raw_fd` turns readable when the socket may have changed.
+    pub fn set_nonblocking(&self, on: bool) -> io::Result<()> {
+        self.nonblocking.store(on, Ordering::Relaxed);
+        Ok(())
+    }
+
+    pub fn set_nodelay(&self, on: bool) -> io::Result<()> {
+        let id = self.id;
+        self.net
+            .call(Some(Duration::from_secs(10)), move |ctx| async move {
+                let mut req = ctx.tcp(id)?.set_no_delay_request();
+                req.get().set_on(on);
+                req.send().promise.await.map_err(cap_err)?;
+                Ok(())
+            })
+    }
+
+    pub fn shutdown(&self, how: StdShutdown) -> io::Result<()> {
+        if matches!(how, StdShutdown::Write | StdShutdown::Both) {
+            lock(&self.up).close();
+            self.wake_peer.ring();
+        }
+        if matches!(how, StdShutdown::Read | StdShutdown::Both) {
+            let id = self.id;
+            self.net
+                .call(Some(Duration::from_secs(10)), move |ctx| async move {
+                    let mut req = ctx.tcp(id)?.shutdown_request();
+                    req.get().set_how(Shutdown::Read);
+                    req.send().promise.await.map_err(cap_err)?;
+                    Ok(())
+                })?;
+        }
+        Ok(())
+    }
+
+    fn wait(&self, ticket: crate::bell::Ticket, deadline: Option<Instant>) -> io::Result<()> {
+        if self.nonblocking.load(Ordering::Relaxed) {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        if self.bell.wait(ticket, deadline)? {
+            Ok(())
+        } else {
+            Err(io::Error::new(io::ErrorKind::TimedOut, "timed out"))
+        }
+    }
+
+    fn read_inner(&self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let deadline = deadline(*lock(&self.read_timeout));
+        loop {
+            let ticket = self.bell.ticket();
+            {
+                let mut down = lock(&self.down);
+                let n = down.read(buf).map_err(ring_err)?;
+                if n > 0 {
+                    if down.signal_wanted() {
+                        self.wake_peer.ring();
+                    }
+                    return Ok(n);
+                }
+                if let Some(code) = down.error() {
+                    return Err(socket_error(code));
+                }
+                if down.eof() {
+                    return Ok(0);
+                }
+                down.request_signal();
+                if down.available().map_err(ring_err)? > 0 || down.eof() || down.error().is_some() {
+                    down.cancel_signal();
+                    continue;
+                }
+            }
+            self.wait(ticket, deadline)?;
+        }
+    }
+
+    fn write_inner(&self, data: &[u8]) -> io::Result<usize> {
+        if data.is_empty() {
+            return Ok(0);
+        }
+        let deadline = deadline(*lock(&self.write_timeout));
+        loop {
+            let ticket = self.bell.ticket();
+            {
+                let mut up = lock(&self.up);
+                if up.reader_closed() {
+                    return Err(match lock(&self.down).error() {
+                        Some(code) => socket_error(code),
+                        None => io::Error::new(io::ErrorKind::BrokenPipe, "connection closed"),
+                    });
+                }
+                let n = up.write(data).map_err(ring_err)?;
+                if n > 0 {
+                    if up.signal_wanted() {
+                        self.wake_peer.ring();
+                    }
+                    return Ok(n);
+                }
+                up.request_signal();
+                if up.space().map_err(ring_err)? > 0 || up.reader_closed() {
+                    up.cancel_signal();
+                    continue;
+                }
+            }
+            self.wait(ticket, deadline)?;
+        }
+    }
+}
+
+fn check_timeout(t: Option<Duration>) -> io::Result<()> {
+    if t == Some(Duration::ZERO) {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "zero timeout"));
+    }
+    Ok(())
+}
+
+impl Read for TcpStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.read_inner(buf)
+    }
+}
+
+impl Read for &TcpStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.read_inner(buf)
+    }
+}
+
+impl Write for TcpStream {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.write_inner(data)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Write for &TcpStream {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.write_inner(data)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl AsRawFd for TcpStream {
+    /// The eventfd that turns readable when netsrv answers a wakeup request.
+    fn as_raw_fd(&self) -> RawFd {
+        self.bell.doorbell.as_raw_fd()
+    }
+}
+
+impl Drop for TcpStream {
+    fn drop(&mut self) {
+        // Bytes already written still go out, then FIN.
+        lock(&self.up).close();
+        lock(&self.down).close();
+        self.wake_peer.ring();
+        self.net.release(self.id);
+    }
+}
+
+impl std::fmt::Debug for TcpStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TcpStream")
+            .field("local", &self.local)
+            .field("peer", &self.peer)
+            .finish()
+    }
+}
+
+impl Net {
+    /// Opens a TCP connection; `timeout` bounds the handshake (default 20 s).
+    pub fn tcp_connect(
+        &self,
+        addr: SocketAddr,
+        timeout: Option<Duration>,
+    ) -> io::Result<TcpStream> {
+        let ms = timeout
+            .map(|t| t.as_millis().clamp(1, u32::MAX as u128) as u32)
+            .unwrap_or(0);
+        let id = self.call(None, move |ctx| async move {
+            let mut req = ctx.net.tcp_connect_request();
+            crate::udp::write_addr(req.get().init_remote(), addr);
+            req.get().init_options().set_connect_timeout_ms(ms);
+            let resp = req.send().promise.await.map_err(cap_err)?;
+            let sock = resp.get().map_err(cap_err)?.get_socket().map_err(cap_err)?;
+            Ok(ctx.insert(Object::Tcp(sock)))
+        })?;
+        TcpStream::from_object(self.clone(), id, addr)
+    }
+
+    pub fn tcp_listen(&self, addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
+        let (id, local) = self.call(Some(Duration::from_secs(10)), move |ctx| async move {
+            let mut req = ctx.net.tcp_listen_request();
+            crate::udp::write_addr(req.get().init_local(), addr);
+            req.get().set_backlog(backlog);
+            let resp = req.send().promise.await.map_err(cap_err)?;
+            let l = resp
+                .get()
+                .map_err(cap_err)?
+                .get_listener()
+                .map_err(cap_err)?;
+            let la = l
+                .local_addr_request()
+                .send()
+                .promise
+                .await
+                .map_err(cap_err)?;
+            let local =
+                crate::udp::read_addr(la.get().map_err(cap_err)?.get_addr().map_err(cap_err)?)?;
+            Ok((ctx.insert(Object::Listener(l)), local))
+        })?;
+        Ok(TcpListener {
+            net: self.clone(),
+            id,
+            local,
+            nonblocking: AtomicBool::new(false),
+        })
+    }
+}
+
+/// A TCP listener, like `std::net::TcpListener`.
+pub struct TcpListener {
+    net: Net,
+    id: u64,
+    local: SocketAddr,
+    nonblocking: AtomicBool,
+}
+
+impl TcpListener {
+    /// Listens through the default service set, with a backlog of 128.
+    pub fn bind(addr: impl ToSocketAddrs) -> io::Result<TcpListener> {
+        Net::default_net()?.tcp_listen(resolve(addr)?, 128)
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        Ok(self.local)
+    }
+
+    /// In non-blocking mode, `accept` answers `WouldBlock` after 1 ms
+    /// without a connection.
+    pub fn set_nonblocking(&self, on: bool) -> io::Result<()> {
+        self.nonblocking.store(on, Ordering::Relaxed);
+        Ok(())
+    }
+
+    pub fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
+        let id = self.id;
+        let timeout = self
+            .nonblocking
+            .load(Ordering::Relaxed)
+            .then_some(Duration::from_millis(1));
+        let accepted = self.net.call(timeout, move |ctx| async move {
+            let resp = ctx
+                .listener(id)?
+                .accept_request()
+                .send()
+                .promise
+                .await
+                .map_err(cap_err)?;
+            let r = resp.get().map_err(cap_err)?;
+            let remote = crate::udp::read_addr(r.get_remote().map_err(cap_err)?)?;
+            let sock = r.get_socket().map_err(cap_err)?;
+            Ok((ctx.insert(Object::Tcp(sock)), remote))
+        });
+        let (sock, remote) = match accepted {
+            Err(e) if e.kind() == io::ErrorKind::TimedOut && timeout.is_some() => {
+                return Err(io::ErrorKind::WouldBlock.into())
+            }
+            other => other?,
+        };
+        Ok((
+            TcpStream::from_object(self.net.clone(), sock, remote)?,
+            remote,
+        ))
+    }
+
+    pub fn incoming(&self) -> impl Iterator<Item = io::Result<TcpStream>> + '_ {
+        std::iter::repeat_with(move || self.accept().map(|(s, _)| s))
+    }
+}
+
+impl Drop for TcpListener {
+    fn drop(&mut self) {
+        self.net.release(self.id);
+    }
+}

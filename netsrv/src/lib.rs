@@ -1,0 +1,13 @@
+//! netsrv: the network server of capnet.
+//!
+//! It owns TCP/IP (smoltcp) over the rings of one or more NIC ports, and
+//! serves sockets to applications as capabilities. `main.rs` only wires
+//! processes; the logic lives in these modules.
+
+pub mod addr;
+pub mod args;
+pub mod device;
+pub mod driver;
+pub mod rpc;
+pub mod service;
+pub mod stack;

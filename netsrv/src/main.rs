@@ -1,0 +1,96 @@
+//! netsrv: TCP/IP and the socket service. Started by the `capnet` supervisor.
+
+use netsrv::{args, driver, rpc, service};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let args = match args::parse(std::env::args().skip(1)) {
+        Ok(a) => a,
+        Err(msg) => {
+            eprintln!("netsrv: {msg}");
+            return ExitCode::from(2);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CAPNET_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    raise_fd_limit();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let local = tokio::task::LocalSet::new();
+    match local.block_on(&runtime, run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(%e, "netsrv failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: args::Args) -> std::io::Result<()> {
+    let shared = service::Shared::new(netsrv::stack::Stack::new(args.tcp_buffer));
+    for port in &args.ports {
+        let addrs: Vec<_> = args
+            .addresses
+            .iter()
+            .filter(|(n, _)| n == &port.name)
+            .map(|(_, a)| *a)
+            .collect();
+        // A gateway belongs to the port whose subnet holds it.
+        let gateways: Vec<_> = args
+            .routes
+            .iter()
+            .map(|(_, gw)| *gw)
+            .filter(|gw| addrs.iter().any(|a| a.contains_addr(gw)))
+            .collect();
+        driver::attach_port(&shared, port, &addrs, &gateways)
+            .await
+            .map_err(|e| std::io::Error::new(e.kind(), format!("port {}: {e}", port.name)))?;
+    }
+    tokio::task::spawn_local(service::run_stack(shared.clone()));
+    for &fd in &args.rpc_fds {
+        // SAFETY: an inherited socket from the supervisor, named once on the
+        // command line and owned by nothing else here.
+        let std_stream = std::os::unix::net::UnixStream::from(unsafe { OwnedFd::from_raw_fd(fd) });
+        std_stream.set_nonblocking(true)?;
+        let stream = tokio::net::UnixStream::from_std(std_stream)?;
+        let net: capnet_schema::net_capnp::net::Client =
+            capnp_rpc::new_client(service::NetServer::new(shared.clone(), 0));
+        rpc::serve(stream, net.client);
+    }
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    match &args.listen {
+        Some(path) => {
+            tokio::select! {
+                r = rpc::listen(shared.clone(), path) => r,
+                _ = term.recv() => Ok(()),
+            }
+        }
+        None => {
+            term.recv().await;
+            Ok(())
+        }
+    }
+}
+
+/// Every socket in ring mode holds a memfd and two eventfds.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid, initialized struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}

@@ -1,0 +1,644 @@
+//! The socket service: capnp servers for `Net`, `TcpSocket`, `TcpListener`
+//! and `UdpSocket`, and the poll loop that drives the stack.
+//!
+//! One thread runs everything (see docs/netsrv.md): capnp calls change the
+//! stack synchronously and kick the poll loop; calls that must wait (read,
+//! accept, connect) sleep on `changed`, which the loop signals after every
+//! poll that moved something.
+
+use crate::addr::{read_socket_addr, write_socket_addr};
+use crate::stack::{SockId, Stack, TcpOptions};
+use capnet_ring::{Doorbell, HandoffTable, SocketRings};
+use capnet_schema::errors::SocketError;
+use capnet_schema::net_capnp::{net, net_status, tcp_listener, tcp_socket, udp_socket, Shutdown};
+use capnet_schema::nic_capnp::{link_watcher, nic};
+use capnp::capability::Rc as CapRc;
+use capnp::Error;
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::unix::AsyncFd;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+/// Capacity of each byte ring of a socket in ring mode.
+pub const SOCKET_RING_BYTES: u32 = 256 * 1024;
+const MAX_IO: u32 = 1 << 20;
+
+pub struct Shared {
+    pub stack: RefCell<Stack>,
+    /// Wakes the poll loop.
+    pub kick: Notify,
+    /// Wakes calls waiting for the stack to change.
+    pub changed: Notify,
+    pub handoff: Arc<HandoffTable>,
+    /// Each port's driver, in port order.
+    pub nics: RefCell<Vec<nic::Client>>,
+}
+
+impl Shared {
+    pub fn new(stack: Stack) -> Rc<Shared> {
+        Rc::new(Shared {
+            stack: RefCell::new(stack),
+            kick: Notify::new(),
+            changed: Notify::new(),
+            handoff: Arc::new(HandoffTable::new()),
+            nics: RefCell::new(Vec::new()),
+        })
+    }
+
+    /// Runs `op` against the stack until it answers, waiting for stack
+    /// progress in between.
+    async fn wait_for<T>(
+        &self,
+        mut op: impl FnMut(&mut Stack) -> Result<Option<T>, SocketError>,
+        what: &str,
+    ) -> Result<T, Error> {
+        loop {
+            let changed = self.changed.notified();
+            let answer = op(&mut self.stack.borrow_mut());
+            match answer {
+                Ok(Some(v)) => {
+                    self.kick.notify_one();
+                    return Ok(v);
+                }
+                Ok(None) => changed.await,
+                Err(e) => return Err(e.to_capnp(what)),
+            }
+        }
+    }
+
+    fn now<T>(
+        &self,
+        op: impl FnOnce(&mut Stack) -> Result<T, SocketError>,
+        what: &str,
+    ) -> Result<T, Error> {
+        let r = op(&mut self.stack.borrow_mut()).map_err(|e| e.to_capnp(what));
+        self.kick.notify_one();
+        r
+    }
+}
+
+/// Drives the stack: poll while there is work, then sleep on doorbells and
+/// timers. Never spins without work.
+pub async fn run_stack(shared: Rc<Shared>) {
+    loop {
+        let busy = shared.stack.borrow_mut().poll();
+        if busy {
+            shared.changed.notify_waiters();
+            // Let capnp calls and doorbell tasks in, then poll again.
+            tokio::task::yield_now().await;
+            continue;
+        }
+        if shared.stack.borrow_mut().arm() {
+            continue;
+        }
+        let delay = shared
+            .stack
+            .borrow_mut()
+            .poll_delay()
+            .unwrap_or(Duration::from_secs(1));
+        if delay.is_zero() {
+            tokio::task::yield_now().await;
+            continue;
+        }
+        tokio::select! {
+            _ = shared.kick.notified() => {}
+            _ = tokio::time::sleep(delay) => {}
+        }
+        // Timers may have changed socket state without moving frames.
+        shared.changed.notify_waiters();
+    }
+}
+
+/// Forwards a doorbell to the poll loop.
+pub fn watch_doorbell(shared: &Rc<Shared>, bell: Doorbell) -> std::io::Result<JoinHandle<()>> {
+    // SAFETY: the Doorbell owns its eventfd for as long as the AsyncFd owns
+    // the Doorbell, and always reports that same descriptor.
+    let fd = unsafe { AsyncFd::register_with_interest(bell, tokio::io::Interest::READABLE) }?;
+    let shared = shared.clone();
+    Ok(tokio::task::spawn_local(async move {
+        loop {
+            let Ok(mut guard) = fd.readable().await else {
+                return;
+            };
+            guard.get_inner().drain();
+            guard.clear_ready();
+            shared.kick.notify_one();
+        }
+    }))
+}
+
+fn tcp_options(
+    r: Option<capnet_schema::net_capnp::socket_options::Reader<'_>>,
+) -> (TcpOptions, Duration) {
+    let Some(r) = r else {
+        return (TcpOptions::default(), DEFAULT_CONNECT_TIMEOUT);
+    };
+    let options = TcpOptions {
+        no_delay: r.get_no_delay(),
+        send_buffer: r.get_send_buffer() as usize,
+        recv_buffer: r.get_recv_buffer() as usize,
+        keep_alive: (r.get_keep_alive_ms() > 0)
+            .then(|| Duration::from_millis(r.get_keep_alive_ms() as u64)),
+    };
+    let timeout = match r.get_connect_timeout_ms() {
+        0 => DEFAULT_CONNECT_TIMEOUT,
+        ms => Duration::from_millis(ms as u64),
+    };
+    (options, timeout)
+}
+
+// ---- Net ----
+
+/// One client's view of the socket service.
+pub struct NetServer {
+    shared: Rc<Shared>,
+    /// The client's user id (SO_PEERCRED): only root binds ports below 1024.
+    uid: u32,
+}
+
+impl NetServer {
+    pub fn new(shared: Rc<Shared>, uid: u32) -> NetServer {
+        shared.stack.borrow_mut().counters.sessions += 1;
+        NetServer { shared, uid }
+    }
+
+    fn check_privileged(&self, addr: SocketAddr) -> Result<(), Error> {
+        if addr.port() != 0 && addr.port() < 1024 && self.uid != 0 {
+            return Err(
+                SocketError::Denied.to_capnp(format_args!("port {} needs root", addr.port()))
+            );
+        }
+        Ok(())
+    }
+}
+
+impl net::Server for NetServer {
+    async fn tcp_connect(
+        self: CapRc<Self>,
+        params: net::TcpConnectParams,
+        mut results: net::TcpConnectResults,
+    ) -> Result<(), Error> {
+        let p = params.get()?;
+        let remote = read_socket_addr(p.get_remote()?)?;
+        let (options, timeout) = tcp_options(if p.has_options() {
+            Some(p.get_options()?)
+        } else {
+            None
+        });
+        let shared = self.shared.clone();
+        let id = shared.now(|s| s.tcp_connect(remote, &options), &remote.to_string())?;
+        let socket = TcpSocketServer::new(shared.clone(), id);
+        let what = remote.to_string();
+        match tokio::time::timeout(
+            timeout,
+            shared.wait_for(|s| Ok(s.tcp_connected(id)?.then_some(())), &what),
+        )
+        .await
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(_) => {
+                return Err(SocketError::TimedOut.to_capnp(format_args!("connect to {remote}")))
+            }
+        }
+        results.get().set_socket(capnp_rpc::new_client(socket));
+        Ok(())
+    }
+
+    async fn tcp_listen(
+        self: CapRc<Self>,
+        params: net::TcpListenParams,
+        mut results: net::TcpListenResults,
+    ) -> Result<(), Error> {
+        let p = params.get()?;
+        let local = read_socket_addr(p.get_local()?)?;
+        self.check_privileged(local)?;
+        let (options, _) = tcp_options(if p.has_options() {
+            Some(p.get_options()?)
+        } else {
+            None
+        });
+        let backlog = p.get_backlog() as usize;
+        let id = self.shared.now(
+            |s| s.tcp_listen(local, backlog, options),
+            &local.to_string(),
+        )?;
+        results
+            .get()
+            .set_listener(capnp_rpc::new_client(TcpListenerServer {
+                shared: self.shared.clone(),
+                id,
+            }));
+        Ok(())
+    }
+
+    async fn udp_bind(
+        self: CapRc<Self>,
+        params: net::UdpBindParams,
+        mut results: net::UdpBindResults,
+    ) -> Result<(), Error> {
+        let local = read_socket_addr(params.get()?.get_local()?)?;
+        self.check_privileged(local)?;
+        let id = self.shared.now(|s| s.udp_bind(local), &local.to_string())?;
+        results
+            .get()
+            .set_socket(capnp_rpc::new_client(UdpSocketServer {
+                shared: self.shared.clone(),
+                id,
+            }));
+        Ok(())
+    }
+
+    async fn status(
+        self: CapRc<Self>,
+        _: net::StatusParams,
+        mut results: net::StatusResults,
+    ) -> Result<(), Error> {
+        // Ask every driver first: no stack borrow may live across an await.
+        let nics = self.shared.nics.borrow().clone();
+        let mut nic_counters = Vec::new();
+        for nic in &nics {
+            nic_counters.push(nic.counters_request().send().promise.await.ok());
+        }
+        let stack = self.shared.stack.borrow();
+        let mut status = results.get().init_status();
+        write_status(&stack, &nic_counters, status.reborrow());
+        Ok(())
+    }
+}
+
+fn write_status(
+    stack: &Stack,
+    nic_counters: &[Option<
+        capnp::capability::Response<capnet_schema::nic_capnp::nic::counters_results::Owned>,
+    >],
+    mut status: net_status::Builder<'_>,
+) {
+    let mut ports = status.reborrow().init_ports(stack.ports.len() as u32);
+    for (i, port) in stack.ports.iter().enumerate() {
+        let mut b = ports.reborrow().get(i as u32);
+        b.set_name(&port.meta.name);
+        b.set_backend(&port.meta.backend);
+        let m = port.meta.mac;
+        b.set_mac(format!(
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            m[0], m[1], m[2], m[3], m[4], m[5]
+        ));
+        b.set_mtu(port.meta.mtu as u32);
+        b.set_link_up(port.link_up && port.device.fault().is_none());
+        if let Some(Some(resp)) = nic_counters.get(i) {
+            if let Ok(c) = resp.get().and_then(|r| r.get_counters()) {
+                let _ = b.set_counters(c);
+            }
+        }
+    }
+    let addrs: Vec<String> = stack
+        .ports
+        .iter()
+        .flat_map(|p| {
+            p.iface
+                .ip_addrs()
+                .iter()
+                .map(move |a| format!("{a} on {}", p.meta.name))
+        })
+        .collect();
+    let mut list = status.reborrow().init_addresses(addrs.len() as u32);
+    for (i, a) in addrs.iter().enumerate() {
+        list.set(i as u32, a);
+    }
+    let routes: Vec<String> = stack
+        .ports
+        .iter()
+        .flat_map(|p| {
+            p.default_routes()
+                .map(move |gw| format!("default via {gw} dev {}", p.meta.name))
+        })
+        .collect();
+    let mut list = status.reborrow().init_routes(routes.len() as u32);
+    for (i, r) in routes.iter().enumerate() {
+        list.set(i as u32, r);
+    }
+    let sockets = stack.sockets();
+    let mut list = status.reborrow().init_sockets(sockets.len() as u32);
+    for (i, s) in sockets.iter().enumerate() {
+        let mut b = list.reborrow().get(i as u32);
+        b.set_kind(s.kind);
+        b.set_local(&s.local);
+        b.set_remote(&s.remote);
+        b.set_state(&s.state);
+        b.set_rx_bytes(s.rx_bytes);
+        b.set_tx_bytes(s.tx_bytes);
+        b.set_ring_mode(s.ring_mode);
+    }
+    let c = stack.counters;
+    let mut b = status.init_counters();
+    b.set_sessions(c.sessions);
+    b.set_sessions_killed(c.sessions_killed);
+    b.set_bad_ring_indices(c.bad_ring_indices);
+    b.set_tcp_connects(c.tcp_connects);
+    b.set_tcp_accepts(c.tcp_accepts);
+    b.set_tcp_resets(c.tcp_resets);
+    b.set_udp_sent(c.udp_sent);
+    b.set_udp_received(c.udp_received);
+    b.set_port_bad_descriptors(
+        stack
+            .ports
+            .iter()
+            .filter(|p| p.device.fault().is_some())
+            .count() as u64,
+    );
+}
+
+// ---- TcpSocket ----
+
+pub struct TcpSocketServer {
+    shared: Rc<Shared>,
+    id: SockId,
+    doorbell: RefCell<Option<JoinHandle<()>>>,
+}
+
+impl TcpSocketServer {
+    fn new(shared: Rc<Shared>, id: SockId) -> TcpSocketServer {
+        TcpSocketServer {
+            shared,
+            id,
+            doorbell: RefCell::new(None),
+        }
+    }
+}
+
+impl Drop for TcpSocketServer {
+    fn drop(&mut self) {
+        if let Some(task) = self.doorbell.borrow_mut().take() {
+            task.abort();
+        }
+        if let Ok(mut stack) = self.shared.stack.try_borrow_mut() {
+            stack.tcp_release(self.id);
+        }
+        self.shared.kick.notify_one();
+    }
+}
+
+impl tcp_socket::Server for TcpSocketServer {
+    async fn read(
+        self: CapRc<Self>,
+        params: tcp_socket::ReadParams,
+        mut results: tcp_socket::ReadResults,
+    ) -> Result<(), Error> {
+        let max = params.get()?.get_max().min(MAX_IO) as usize;
+        let id = self.id;
+        let data = self
+            .shared
+            .wait_for(|s| s.tcp_read(id, max), "read")
+            .await?;
+        results.get().set_data(&data);
+        Ok(())
+    }
+
+    async fn write(
+        self: CapRc<Self>,
+        params: tcp_socket::WriteParams,
+        mut results: tcp_socket::WriteResults,
+    ) -> Result<(), Error> {
+        let data = params.get()?.get_data()?;
+        if data.is_empty() {
+            results.get().set_written(0);
+            return Ok(());
+        }
+        let id = self.id;
+        let n = self
+            .shared
+            .wait_for(|s| s.tcp_write(id, data), "write")
+            .await?;
+        results.get().set_written(n as u32);
+        Ok(())
+    }
+
+    async fn shutdown(
+        self: CapRc<Self>,
+        params: tcp_socket::ShutdownParams,
+        _: tcp_socket::ShutdownResults,
+    ) -> Result<(), Error> {
+        let how = params.get()?.get_how()?;
+        let (read, write) = match how {
+            Shutdown::Read => (true, false),
+            Shutdown::Write => (false, true),
+            Shutdown::Both => (true, true),
+        };
+        let id = self.id;
+        self.shared
+            .now(|s| s.tcp_shutdown(id, read, write), "shutdown")
+    }
+
+    async fn close(
+        self: CapRc<Self>,
+        _: tcp_socket::CloseParams,
+        _: tcp_socket::CloseResults,
+    ) -> Result<(), Error> {
+        let id = self.id;
+        self.shared.now(|s| Ok(s.tcp_release(id)), "close")
+    }
+
+    async fn set_no_delay(
+        self: CapRc<Self>,
+        params: tcp_socket::SetNoDelayParams,
+        _: tcp_socket::SetNoDelayResults,
+    ) -> Result<(), Error> {
+        let on = params.get()?.get_on();
+        let id = self.id;
+        self.shared
+            .now(|s| s.tcp_set_no_delay(id, on), "setNoDelay")
+    }
+
+    async fn info(
+        self: CapRc<Self>,
+        _: tcp_socket::InfoParams,
+        mut results: tcp_socket::InfoResults,
+    ) -> Result<(), Error> {
+        let id = self.id;
+        let (local, remote, state) = self.shared.now(|s| s.tcp_info(id), "info")?;
+        let mut r = results.get();
+        if let Some(a) = local {
+            write_socket_addr(r.reborrow().init_local(), a);
+        }
+        if let Some(a) = remote {
+            write_socket_addr(r.reborrow().init_remote(), a);
+        }
+        r.set_state(&state);
+        Ok(())
+    }
+
+    async fn open_rings(
+        self: CapRc<Self>,
+        _: tcp_socket::OpenRingsParams,
+        mut results: tcp_socket::OpenRingsResults,
+    ) -> Result<(), Error> {
+        let (server_end, fds) = SocketRings::create(SOCKET_RING_BYTES)
+            .map_err(|e| SocketError::Busy.to_capnp(format_args!("shared memory: {e}")))?;
+        let bell = server_end
+            .wake_me
+            .try_clone()
+            .map_err(|e| SocketError::Busy.to_capnp(format_args!("doorbell: {e}")))?;
+        let id = self.id;
+        self.shared
+            .now(|s| s.tcp_attach_rings(id, server_end), "openRings")?;
+        let task = watch_doorbell(&self.shared, bell).map_err(|e| SocketError::Busy.to_capnp(e))?;
+        *self.doorbell.borrow_mut() = Some(task);
+        let token = self.shared.handoff.offer(fds);
+        let mut g = results.get().init_grant();
+        g.set_token(&token.0);
+        g.set_ring_bytes(SOCKET_RING_BYTES);
+        Ok(())
+    }
+}
+
+// ---- TcpListener ----
+
+pub struct TcpListenerServer {
+    shared: Rc<Shared>,
+    id: SockId,
+}
+
+impl Drop for TcpListenerServer {
+    fn drop(&mut self) {
+        if let Ok(mut stack) = self.shared.stack.try_borrow_mut() {
+            stack.tcp_listener_close(self.id);
+        }
+    }
+}
+
+impl tcp_listener::Server for TcpListenerServer {
+    async fn accept(
+        self: CapRc<Self>,
+        _: tcp_listener::AcceptParams,
+        mut results: tcp_listener::AcceptResults,
+    ) -> Result<(), Error> {
+        let id = self.id;
+        let (conn, remote) = self.shared.wait_for(|s| s.tcp_accept(id), "accept").await?;
+        let mut r = results.get();
+        r.set_socket(capnp_rpc::new_client(TcpSocketServer::new(
+            self.shared.clone(),
+            conn,
+        )));
+        write_socket_addr(r.init_remote(), remote);
+        Ok(())
+    }
+
+    async fn local_addr(
+        self: CapRc<Self>,
+        _: tcp_listener::LocalAddrParams,
+        mut results: tcp_listener::LocalAddrResults,
+    ) -> Result<(), Error> {
+        let id = self.id;
+        let addr = self.shared.now(|s| s.tcp_listener_addr(id), "localAddr")?;
+        write_socket_addr(results.get().init_addr(), addr);
+        Ok(())
+    }
+
+    async fn close(
+        self: CapRc<Self>,
+        _: tcp_listener::CloseParams,
+        _: tcp_listener::CloseResults,
+    ) -> Result<(), Error> {
+        let id = self.id;
+        self.shared.now(|s| Ok(s.tcp_listener_close(id)), "close")
+    }
+}
+
+// ---- UdpSocket ----
+
+pub struct UdpSocketServer {
+    shared: Rc<Shared>,
+    id: SockId,
+}
+
+impl Drop for UdpSocketServer {
+    fn drop(&mut self) {
+        if let Ok(mut stack) = self.shared.stack.try_borrow_mut() {
+            stack.udp_close(self.id);
+        }
+    }
+}
+
+impl udp_socket::Server for UdpSocketServer {
+    async fn send_to(
+        self: CapRc<Self>,
+        params: udp_socket::SendToParams,
+        _: udp_socket::SendToResults,
+    ) -> Result<(), Error> {
+        let p = params.get()?;
+        let data = p.get_data()?;
+        let to = read_socket_addr(p.get_to()?)?;
+        let id = self.id;
+        self.shared
+            .wait_for(|s| s.udp_send(id, data, to), &to.to_string())
+            .await
+    }
+
+    async fn recv_from(
+        self: CapRc<Self>,
+        params: udp_socket::RecvFromParams,
+        mut results: udp_socket::RecvFromResults,
+    ) -> Result<(), Error> {
+        let max = params.get()?.get_max().min(MAX_IO) as usize;
+        let id = self.id;
+        let (data, from) = self
+            .shared
+            .wait_for(|s| s.udp_recv(id, max), "recvFrom")
+            .await?;
+        let mut r = results.get();
+        r.set_data(&data);
+        write_socket_addr(r.init_from(), from);
+        Ok(())
+    }
+
+    async fn local_addr(
+        self: CapRc<Self>,
+        _: udp_socket::LocalAddrParams,
+        mut results: udp_socket::LocalAddrResults,
+    ) -> Result<(), Error> {
+        let id = self.id;
+        let addr = self.shared.now(|s| s.udp_local_addr(id), "localAddr")?;
+        write_socket_addr(results.get().init_addr(), addr);
+        Ok(())
+    }
+
+    async fn close(
+        self: CapRc<Self>,
+        _: udp_socket::CloseParams,
+        _: udp_socket::CloseResults,
+    ) -> Result<(), Error> {
+        let id = self.id;
+        self.shared.now(|s| Ok(s.udp_close(id)), "close")
+    }
+}
+
+// ---- link state from the drivers ----
+
+pub struct LinkWatcherServer {
+    pub shared: Rc<Shared>,
+    pub port: usize,
+}
+
+impl link_watcher::Server for LinkWatcherServer {
+    async fn link_changed(
+        self: CapRc<Self>,
+        params: link_watcher::LinkChangedParams,
+        _: link_watcher::LinkChangedResults,
+    ) -> Result<(), Error> {
+        let up = params.get()?.get_up();
+        let mut stack = self.shared.stack.borrow_mut();
+        if let Some(port) = stack.ports.get_mut(self.port) {
+            tracing::info!(port = %port.meta.name, up, "link changed");
+            port.link_up = up;
+        }
+        drop(stack);
+        self.shared.kick.notify_one();
+        Ok(())
+    }
+}

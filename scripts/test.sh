@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# The test command. On a fresh machine it first installs what the tests need
+# (Debian packages, pycapnp, the Redox target), then runs every check:
+# formatting, clippy, the workspace tests (real processes, sim wires, TAP with
+# Linux as the peer), the loom model checks, and the Redox build check.
+#
+#   scripts/test.sh            everything
+#   scripts/test.sh --quick    skip loom and the Redox check
+set -euo pipefail
+cd "$(dirname "$0")/.."
+quick=0
+[ "${1:-}" = "--quick" ] && quick=1
+
+step() { printf '\n==> %s\n' "$*"; }
+
+# --- set-up -------------------------------------------------------------
+need=()
+command -v capnp >/dev/null || need+=(capnproto)
+command -v tshark >/dev/null || need+=(tshark)
+command -v socat >/dev/null || need+=(socat)
+command -v ping >/dev/null || need+=(iputils-ping)
+command -v curl >/dev/null || need+=(curl)
+command -v ip >/dev/null || need+=(iproute2)
+command -v ss >/dev/null || need+=(iproute2)
+if [ ${#need[@]} -gt 0 ]; then
+  step "installing ${need[*]}"
+  if [ "$(id -u)" -eq 0 ]; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+  else
+    sudo apt-get update -qq
+    sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+  fi
+fi
+python3 -c 'import capnp' 2>/dev/null || { step "installing pycapnp"; python3 -m pip install -q pycapnp; }
+rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
+rustup target list --installed | grep -q x86_64-unknown-redox || rustup target add x86_64-unknown-redox
+
+# --- checks -------------------------------------------------------------
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "cargo build (binaries the tests start)"
+cargo build --workspace --bins --examples
+
+step "cargo test"
+cargo test --workspace -- --test-threads=2
+
+if [ $quick -eq 0 ]; then
+  step "loom: the ring and doorbell protocols"
+  RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 CARGO_TARGET_DIR=target/loom \
+    cargo test -p capnet-ring --release --test loom
+
+  step "cargo check --target x86_64-unknown-redox (everything but the Linux backends)"
+  cargo check --target x86_64-unknown-redox -p capnet-ring -p capnet-schema -p netsrv -p libclient
+fi
+step "all checks passed"

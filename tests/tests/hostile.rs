@@ -1,0 +1,196 @@
+//! Bad input never takes the service down: garbage on the capnp socket,
+//! corrupted socket rings, junk frames on the wire. Each costs only the
+//! offender's own session, and is counted.
+
+use capnet_ring::handoff::{self, Token, CONNECT_HANDOFF, CONNECT_RPC};
+use capnet_schema::net_capnp::net;
+use capnet_tests::{cli_ok, receive_all, send_pattern, status_counter, two_hosts, Scratch};
+use capnp_rpc::{rpc_twoparty_capnp::Side, twoparty, RpcSystem};
+use rand::{Rng, SeedableRng};
+use std::io::Write;
+use std::net::{Shutdown, SocketAddr};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use tokio_util::compat::{TokioAsyncReadCompatExt, TokioAsyncWriteCompatExt};
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+/// A transfer from a well-behaved client, run while something hostile
+/// happens; returns once it verified every byte.
+fn good_transfer(
+    a: &libclient::Net,
+    b: &libclient::Net,
+    port: u16,
+    bytes: u64,
+) -> std::thread::JoinHandle<()> {
+    let listener = b.tcp_listen(addr(&format!("0.0.0.0:{port}")), 4).unwrap();
+    let a = a.clone();
+    std::thread::spawn(move || {
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            receive_all(&mut s).unwrap()
+        });
+        let s = a
+            .tcp_connect(addr(&format!("10.0.0.2:{port}")), None)
+            .unwrap();
+        let sent = send_pattern(&mut &s, 5, bytes).unwrap();
+        s.shutdown(Shutdown::Write).unwrap();
+        let (n, got) = server.join().unwrap();
+        assert_eq!(n, bytes);
+        assert_eq!(got, sent);
+    })
+}
+
+#[test]
+fn garbage_on_the_capnp_socket_ends_only_that_connection() {
+    let scratch = Scratch::new("garbage");
+    let (a, b) = two_hosts(&scratch, "");
+    let (na, nb) = (a.net().unwrap(), b.net().unwrap());
+    let good = good_transfer(&na, &nb, 5100, 16 << 20);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    for round in 0..20 {
+        let mut s = UnixStream::connect(&a.socket).unwrap();
+        let mut junk = vec![0u8; rng.gen_range(1..4096)];
+        rng.fill(&mut junk[..]);
+        // Half the rounds announce capnp first, half send raw junk.
+        if round % 2 == 0 {
+            s.write_all(&[CONNECT_RPC]).unwrap();
+        }
+        let _ = s.write_all(&junk);
+        // A handoff connection with bogus tokens.
+        let h = UnixStream::connect(&a.socket).unwrap();
+        (&h).write_all(&[CONNECT_HANDOFF]).unwrap();
+        let err = handoff::redeem(h.as_fd(), &Token([round as u8; 16]), 3).unwrap_err();
+        assert!(!err.to_string().is_empty());
+    }
+    good.join().unwrap();
+    // netsrv is still serving new clients.
+    let status = cli_ok(&a, &["status"]);
+    assert!(status.contains("netsrv"), "{status}");
+    let _again = a
+        .net()
+        .unwrap()
+        .tcp_listen(addr("0.0.0.0:5101"), 1)
+        .unwrap();
+}
+
+/// Opens a TCP connection with raw capnp, takes its rings, and returns the
+/// ring fds: [region, wake_server, wake_client]. Keeps the capnp connection
+/// alive on a background thread until the returned sender is dropped.
+fn raw_ring_socket(
+    socket: &Path,
+    remote: SocketAddr,
+) -> (Vec<OwnedFd>, std::sync::mpsc::Sender<()>) {
+    let socket = socket.to_path_buf();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let local = tokio::task::LocalSet::new();
+        local.block_on(&rt, async move {
+            let mut s = UnixStream::connect(&socket).unwrap();
+            s.write_all(&[CONNECT_RPC]).unwrap();
+            s.set_nonblocking(true).unwrap();
+            let (r, w) = tokio::net::UnixStream::from_std(s).unwrap().into_split();
+            let network = twoparty::VatNetwork::new(
+                r.compat(),
+                w.compat_write(),
+                Side::Client,
+                Default::default(),
+            );
+            let mut system = RpcSystem::new(Box::new(network), None);
+            let net: net::Client = system.bootstrap(Side::Server);
+            tokio::task::spawn_local(system);
+            let mut req = net.tcp_connect_request();
+            let mut ra = req.get().init_remote();
+            ra.set_ip(&[10, 0, 0, 2]);
+            ra.set_port(remote.port());
+            let resp = req.send().promise.await.unwrap();
+            let sock = resp.get().unwrap().get_socket().unwrap();
+            let g = sock.open_rings_request().send().promise.await.unwrap();
+            let token =
+                Token::from_slice(g.get().unwrap().get_grant().unwrap().get_token().unwrap())
+                    .unwrap();
+            let h = UnixStream::connect(&socket).unwrap();
+            (&h).write_all(&[CONNECT_HANDOFF]).unwrap();
+            let fds = handoff::redeem(h.as_fd(), &token, 3).unwrap();
+            tx.send(fds).unwrap();
+            // Hold the socket capability until the test is done.
+            while done_rx.try_recv() == Err(std::sync::mpsc::TryRecvError::Empty) {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            drop(sock);
+        });
+    });
+    (rx.recv().unwrap(), done_tx)
+}
+
+/// Overwrites a shared region with `fill`, as a hostile client could.
+fn scribble(region: &OwnedFd, fill: impl Fn(usize) -> u8) {
+    // SAFETY: fstat on a valid fd into a zeroed stat buffer.
+    let len = unsafe {
+        let mut st: libc::stat = std::mem::zeroed();
+        assert_eq!(libc::fstat(region.as_raw_fd(), &mut st), 0);
+        st.st_size as usize
+    };
+    // SAFETY: a fresh shared mapping of the whole memfd, written through a
+    // raw pointer within its length, then unmapped.
+    unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            region.as_raw_fd(),
+            0,
+        );
+        assert_ne!(p, libc::MAP_FAILED);
+        let bytes = std::slice::from_raw_parts_mut(p as *mut u8, len);
+        for (i, b) in bytes.iter_mut().enumerate() {
+            *b = fill(i);
+        }
+        libc::munmap(p, len);
+    }
+}
+
+fn ring(fd: &OwnedFd) {
+    let one: u64 = 1;
+    // SAFETY: writing 8 bytes from a valid u64 to an eventfd.
+    unsafe { libc::write(fd.as_raw_fd(), &one as *const u64 as *const libc::c_void, 8) };
+}
+
+#[test]
+fn corrupted_socket_rings_end_only_that_socket() {
+    let scratch = Scratch::new("rings");
+    let (a, b) = two_hosts(&scratch, "");
+    let (na, nb) = (a.net().unwrap(), b.net().unwrap());
+    let _victim_listener = nb.tcp_listen(addr("0.0.0.0:5200"), 8).unwrap();
+    let good = good_transfer(&na, &nb, 5201, 16 << 20);
+    // Out-of-range indices everywhere.
+    let (fds, done1) = raw_ring_socket(&a.socket, addr("10.0.0.2:5200"));
+    scribble(&fds[0], |_| 0xff);
+    ring(&fds[1]);
+    // Random garbage.
+    let (fds2, done2) = raw_ring_socket(&a.socket, addr("10.0.0.2:5200"));
+    let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+    let noise: Vec<u8> = (0..1 << 20).map(|_| rng.gen()).collect();
+    scribble(&fds2[0], |i| noise[i % noise.len()]);
+    ring(&fds2[1]);
+    good.join().unwrap();
+    let mut killed = 0;
+    for _ in 0..100 {
+        killed = status_counter(&cli_ok(&a, &["status"]), "killed");
+        if killed >= 2 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(killed, 2, "both hostile sockets were ended");
+    drop((done1, done2));
+}

@@ -1,0 +1,189 @@
+//! Two service sets on a sim wire: TCP and UDP end to end.
+
+use capnet_tests::{cli_ok, receive_all, send_pattern, status_counter, two_hosts, Scratch};
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::time::Duration;
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+/// Sends `bytes` each way at once over one connection; both sides check the
+/// sha256 of what they got against what the other sent.
+fn transfer_both_ways(a: &libclient::Net, b: &libclient::Net, port: u16, bytes: u64) {
+    let listener = b.tcp_listen(addr(&format!("0.0.0.0:{port}")), 4).unwrap();
+    let server = std::thread::spawn(move || {
+        let (s, _) = listener.accept().unwrap();
+        std::thread::scope(|scope| {
+            let w = scope.spawn(|| {
+                let h = send_pattern(&mut &s, 22, bytes).unwrap();
+                s.shutdown(Shutdown::Write).unwrap();
+                h
+            });
+            let got = receive_all(&mut &s).unwrap();
+            (got, w.join().unwrap())
+        })
+    });
+    let s = a
+        .tcp_connect(addr(&format!("10.0.0.2:{port}")), None)
+        .unwrap();
+    let (sent_a, got_a) = std::thread::scope(|scope| {
+        let w = scope.spawn(|| {
+            let h = send_pattern(&mut &s, 11, bytes).unwrap();
+            s.shutdown(Shutdown::Write).unwrap();
+            h
+        });
+        let got = receive_all(&mut &s).unwrap();
+        (w.join().unwrap(), got)
+    });
+    let (got_b, sent_b) = server.join().unwrap();
+    assert_eq!(got_b.0, bytes, "a->b byte count");
+    assert_eq!(got_b.1, sent_a, "a->b sha256");
+    assert_eq!(got_a.0, bytes, "b->a byte count");
+    assert_eq!(got_a.1, sent_b, "b->a sha256");
+}
+
+#[test]
+fn bulk_64mib_each_way_with_loss_and_reordering() {
+    let scratch = Scratch::new("bulk");
+    let (a, b) = two_hosts(&scratch, "");
+    for h in [&a, &b] {
+        cli_ok(h, &["faults", "sim0", "--loss", "2", "--reorder", "1"]);
+    }
+    let (na, nb) = (a.net().unwrap(), b.net().unwrap());
+    transfer_both_ways(&na, &nb, 5001, 64 << 20);
+    // The faults really happened.
+    let status = cli_ok(&a, &["status"]);
+    assert!(status_counter(&status, "lost") > 100, "{status}");
+    assert!(status_counter(&status, "reordered") > 10, "{status}");
+}
+
+#[test]
+fn udp_echo() {
+    let scratch = Scratch::new("udp");
+    let (a, b) = two_hosts(&scratch, "");
+    let (na, nb) = (a.net().unwrap(), b.net().unwrap());
+    let server = nb.udp_bind(addr("0.0.0.0:7")).unwrap();
+    let echo = std::thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        for _ in 0..10 {
+            let (n, from) = server.recv_from(&mut buf).unwrap();
+            server.send_to(&buf[..n], from).unwrap();
+        }
+    });
+    let client = na.udp_bind(addr("0.0.0.0:0")).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    for i in 0..10u32 {
+        let msg = format!("datagram {i} {}", "x".repeat(i as usize * 100));
+        client.send_to(msg.as_bytes(), "10.0.0.2:7").unwrap();
+        let mut buf = [0u8; 2048];
+        let (n, from) = client.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..n], msg.as_bytes());
+        assert_eq!(from, addr("10.0.0.2:7"));
+    }
+    echo.join().unwrap();
+}
+
+#[test]
+fn two_hundred_concurrent_connections() {
+    const N: usize = 200;
+    let scratch = Scratch::new("many");
+    let (a, b) = two_hosts(&scratch, "");
+    let (na, nb) = (a.net().unwrap(), b.net().unwrap());
+    let listener = nb.tcp_listen(addr("0.0.0.0:6000"), 128).unwrap();
+    let server = std::thread::spawn(move || {
+        let mut handlers = Vec::new();
+        for _ in 0..N {
+            let (mut s, _) = listener.accept().unwrap();
+            handlers.push(std::thread::spawn(move || {
+                let mut buf = vec![0u8; 16384];
+                let mut total = 0;
+                loop {
+                    let n = s.read(&mut buf).unwrap();
+                    if n == 0 {
+                        break;
+                    }
+                    s.write_all(&buf[..n]).unwrap();
+                    total += n;
+                }
+                total
+            }));
+        }
+        handlers
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .sum::<usize>()
+    });
+    // Open all connections first, then exchange data on all of them.
+    let streams: Vec<_> = (0..N)
+        .map(|_| na.tcp_connect(addr("10.0.0.2:6000"), None).unwrap())
+        .collect();
+    let clients: Vec<_> = streams
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut s)| {
+            std::thread::spawn(move || {
+                let msg: Vec<u8> = (0..20_000).map(|j| (i * 7 + j) as u8).collect();
+                s.write_all(&msg).unwrap();
+                s.shutdown(Shutdown::Write).unwrap();
+                let mut back = Vec::new();
+                s.read_to_end(&mut back).unwrap();
+                assert_eq!(back, msg, "connection {i}");
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().unwrap();
+    }
+    assert_eq!(server.join().unwrap(), N * 20_000);
+    let status = cli_ok(&b, &["status"]);
+    assert_eq!(status_counter(&status, "accepts"), N as u64, "{status}");
+}
+
+#[test]
+fn socket_errors_have_the_expected_kinds() {
+    let scratch = Scratch::new("errors");
+    let (a, b) = two_hosts(&scratch, "");
+    let (na, nb) = (a.net().unwrap(), b.net().unwrap());
+    // Nobody listens on b:9: RST.
+    let err = na.tcp_connect(addr("10.0.0.2:9"), None).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ConnectionRefused, "{err}");
+    // Nobody answers ARP for .99.
+    let err = na
+        .tcp_connect(addr("10.0.0.99:9"), Some(Duration::from_millis(500)))
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::TimedOut, "{err}");
+    // No route at all.
+    let err = na.tcp_connect(addr("192.0.2.1:80"), None).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::HostUnreachable, "{err}");
+    // Address in use.
+    let _l = nb.tcp_listen(addr("0.0.0.0:7000"), 1).unwrap();
+    let err = nb.tcp_listen(addr("0.0.0.0:7000"), 1).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::AddrInUse, "{err}");
+    // Not our address.
+    let err = nb.tcp_listen(addr("10.9.9.9:7001"), 1).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::AddrNotAvailable, "{err}");
+    // Read timeout on an idle connection, then EOF after the peer closes.
+    let l = nb.tcp_listen(addr("0.0.0.0:7002"), 1).unwrap();
+    let mut c = na.tcp_connect(addr("10.0.0.2:7002"), None).unwrap();
+    let (s, _) = l.accept().unwrap();
+    c.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut buf = [0u8; 16];
+    assert_eq!(c.read(&mut buf).unwrap_err().kind(), ErrorKind::TimedOut);
+    drop(s);
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    assert_eq!(c.read(&mut buf).unwrap(), 0, "EOF after the peer closed");
+    // IPv6 works too.
+    let l6 = nb.tcp_listen(addr("[::]:7003"), 1).unwrap();
+    let mut c6 = na.tcp_connect(addr("[fd00::2]:7003"), None).unwrap();
+    let (mut s6, from) = l6.accept().unwrap();
+    assert_eq!(from.ip(), addr("[fd00::1]:0").ip());
+    c6.write_all(b"v6").unwrap();
+    let mut got = [0u8; 2];
+    s6.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"v6");
+}

@@ -1,0 +1,246 @@
+//! capnet on a TAP device with the Linux kernel's own stack as the peer,
+//! inside a network namespace the test makes. Needs root.
+
+use capnet::host::Host;
+use capnet_tests::{pattern, receive_all, require_root, send_pattern, Scratch};
+use sha2::{Digest, Sha256};
+use std::io::{Read, Write};
+use std::net::Shutdown;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const OUR_MAC: &str = "02:00:00:00:aa:01";
+
+fn sh(cmd: &str) -> String {
+    let out = Command::new("bash").arg("-c").arg(cmd).output().unwrap();
+    assert!(
+        out.status.success(),
+        "`{cmd}` failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A network namespace with a TAP device `ctap0` at 10.77.0.1/24.
+struct Namespace(String);
+
+impl Namespace {
+    fn new() -> Namespace {
+        let name = format!("capnet-t{}", std::process::id());
+        let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        sh(&format!(
+            "ip netns add {name} && ip -n {name} link set lo up && \
+             ip -n {name} tuntap add dev ctap0 mode tap && \
+             ip -n {name} addr add 10.77.0.1/24 dev ctap0 && ip -n {name} link set ctap0 up"
+        ));
+        Namespace(name)
+    }
+
+    fn exec(&self, cmd: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.0, "bash", "-c", cmd]);
+        c
+    }
+
+    fn spawn(&self, cmd: &str) -> KillOnDrop {
+        KillOnDrop(
+            self.exec(&format!("exec {cmd}"))
+                .stdin(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    }
+}
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
+    }
+}
+
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_for_port(ns: &Namespace, port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        let out = ns
+            .exec(&format!("ss -ltn 'sport = :{port}' | grep -q LISTEN"))
+            .status()
+            .unwrap();
+        if out.success() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("nothing listens on {port} in the namespace");
+}
+
+fn sha256_file(path: &std::path::Path) -> [u8; 32] {
+    Sha256::digest(std::fs::read(path).unwrap()).into()
+}
+
+#[test]
+fn linux_peer_over_tap() {
+    if !require_root("linux_peer_over_tap") {
+        return;
+    }
+    let scratch = Scratch::new("tap");
+    let ns = Namespace::new();
+    let config = format!(
+        "[[port]]\nname = \"tap0\"\nbackend = \"tap\"\ntap = \"ctap0\"\nnetns = \"{}\"\nmac = \"{OUR_MAC}\"\n\
+         pcap = \"tap0.pcap\"\naddresses = [\"10.77.0.2/24\"]\n",
+        ns.0
+    );
+    let run = scratch.0.join("host");
+    let host = Host::start(&config, &run, &run).unwrap();
+    let net = host.net().unwrap();
+
+    // 1. The kernel's ping is answered.
+    let out = ns.exec("ping -c 3 -i 0.2 -W 2 10.77.0.2").output().unwrap();
+    assert!(
+        out.status.success(),
+        "ping: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    // 2. curl in the namespace fetches a page from a libclient HTTP server.
+    let body: Vec<u8> = {
+        let mut b = vec![0u8; 1 << 20];
+        pattern(3, 0, &mut b);
+        b
+    };
+    let listener = net.tcp_listen("0.0.0.0:8080".parse().unwrap(), 8).unwrap();
+    let served = body.clone();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut req = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = s.read(&mut buf).unwrap();
+            assert!(n > 0, "request cut short");
+            req.extend_from_slice(&buf[..n]);
+        }
+        assert!(req.starts_with(b"GET /page "));
+        write!(
+            s,
+            "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n",
+            served.len()
+        )
+        .unwrap();
+        s.write_all(&served).unwrap();
+    });
+    let fetched = scratch.0.join("fetched");
+    let out = ns
+        .exec(&format!(
+            "curl -sS --max-time 30 -o {} http://10.77.0.2:8080/page",
+            fetched.display()
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "curl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    server.join().unwrap();
+    assert_eq!(std::fs::read(&fetched).unwrap(), body, "curl got the page");
+
+    // 3. A libclient client fetches a file from python's http.server.
+    let www = scratch.0.join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    let mut file = vec![0u8; 4 << 20];
+    pattern(4, 0, &mut file);
+    std::fs::write(www.join("blob"), &file).unwrap();
+    let _http = ns.spawn(&format!(
+        "python3 -m http.server 8000 --bind 10.77.0.1 --directory {}",
+        www.display()
+    ));
+    wait_for_port(&ns, 8000);
+    let mut s = net
+        .tcp_connect("10.77.0.1:8000".parse().unwrap(), None)
+        .unwrap();
+    s.write_all(b"GET /blob HTTP/1.0\r\nHost: 10.77.0.1\r\n\r\n")
+        .unwrap();
+    let mut response = Vec::new();
+    s.read_to_end(&mut response).unwrap();
+    let split = response.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    assert!(
+        response.starts_with(b"HTTP/1.0 200"),
+        "{:?}",
+        String::from_utf8_lossy(&response[..split])
+    );
+    assert!(
+        response[split..] == file[..],
+        "file from http.server is byte-exact"
+    );
+
+    // 4. 64 MiB each way against socat, byte-exact.
+    const BULK: u64 = 64 << 20;
+    let sink = scratch.0.join("sink");
+    let mut socat_in = ns.spawn(&format!(
+        "socat -u TCP-LISTEN:5555,reuseaddr OPEN:{},creat,trunc",
+        sink.display()
+    ));
+    wait_for_port(&ns, 5555);
+    let s = net
+        .tcp_connect("10.77.0.1:5555".parse().unwrap(), None)
+        .unwrap();
+    let sent = send_pattern(&mut &s, 5, BULK).unwrap();
+    s.shutdown(Shutdown::Write).unwrap();
+    assert!(socat_in.0.wait().unwrap().success());
+    drop(s);
+    assert_eq!(sha256_file(&sink), sent, "64 MiB to Linux");
+
+    let source = scratch.0.join("source");
+    let mut data = vec![0u8; BULK as usize];
+    pattern(6, 0, &mut data);
+    std::fs::write(&source, &data).unwrap();
+    let expected: [u8; 32] = Sha256::digest(&data).into();
+    drop(data);
+    let _socat_out = ns.spawn(&format!(
+        "socat -u OPEN:{} TCP-LISTEN:5556,reuseaddr",
+        source.display()
+    ));
+    wait_for_port(&ns, 5556);
+    let mut s = net
+        .tcp_connect("10.77.0.1:5556".parse().unwrap(), None)
+        .unwrap();
+    let (n, got) = receive_all(&mut s).unwrap();
+    assert_eq!(n, BULK);
+    assert_eq!(got, expected, "64 MiB from Linux");
+    drop(s);
+    drop(net);
+
+    // 5. tshark finds no malformed frame and no bad checksum in what we sent.
+    host.stop().unwrap();
+    let pcap = run.join("tap0.pcap");
+    let ours = format!("eth.src == {OUR_MAC}");
+    let count = |filter: &str| -> usize {
+        sh(&format!(
+            "tshark -r {} -o ip.check_checksum:TRUE -o tcp.check_checksum:TRUE -o udp.check_checksum:TRUE \
+             -Y '{filter}' -T fields -e frame.number | wc -l",
+            pcap.display()
+        ))
+        .trim()
+        .parse()
+        .unwrap()
+    };
+    let sent_frames = count(&ours);
+    assert!(
+        sent_frames > 10_000,
+        "capture has our frames ({sent_frames})"
+    );
+    let bad = count(&format!(
+        "{ours} && (_ws.malformed || _ws.expert.severity == error || ip.checksum.status == 0 || \
+         tcp.checksum.status == 0 || udp.checksum.status == 0 || icmp.checksum.status == 0)"
+    ));
+    assert_eq!(bad, 0, "malformed or badly checksummed frames from capnet");
+}
