@@ -1,0 +1,569 @@
+//! Two `nicdrv --backend sim` processes on one wire, driven from this test as
+//! their stacks: capnp on the `--listen` sockets, ring fds through the
+//! handoff side channel, frames through the port rings.
+
+use capnet_ring::{flags, ChannelLayout, Duplex, CONNECT_HANDOFF, CONNECT_RPC};
+use capnet_schema::nic_capnp::{link_watcher, nic};
+use capnp::capability::Rc as CapRc;
+use capnp_rpc::{rpc_twoparty_capnp::Side, twoparty, RpcSystem};
+use nicdrv::counters::Snapshot;
+use smoltcp::phy::ChecksumCapabilities;
+use smoltcp::wire::{
+    EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr, IpProtocol, Ipv4Address,
+    Ipv4Packet, Ipv4Repr, UdpPacket, UdpRepr,
+};
+use std::cell::RefCell;
+use std::io::Write;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+use tokio_util::compat::{TokioAsyncReadCompatExt, TokioAsyncWriteCompatExt};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+fn tmpdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("nicdrv-it-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A nicdrv child; SIGTERM and wait on drop.
+struct Proc {
+    child: Child,
+    listen: PathBuf,
+}
+
+impl Proc {
+    fn spawn(dir: &Path, name: &str, wire: &Path, extra: &[&str]) -> Proc {
+        let listen = dir.join(format!("{name}.sock"));
+        let child = Command::new(env!("CARGO_BIN_EXE_nicdrv"))
+            .args(["--name", name, "--backend", "sim", "--wire"])
+            .arg(wire)
+            .arg("--listen")
+            .arg(&listen)
+            .args(extra)
+            .env(
+                "CAPNET_LOG",
+                std::env::var("CAPNET_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn nicdrv");
+        let deadline = Instant::now() + WAIT;
+        while !listen.exists() {
+            assert!(Instant::now() < deadline, "{name} did not listen");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Proc { child, listen }
+    }
+
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        // SAFETY: sending a signal to our own child process.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st;
+            }
+            assert!(Instant::now() < deadline, "nicdrv did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if self.alive() {
+            let _ = self.terminate();
+        }
+    }
+}
+
+/// One capnp connection to a port; dropping it (or `close`) disconnects.
+struct Conn {
+    nic: nic::Client,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Conn {
+    fn open(p: &Proc) -> Conn {
+        let mut s = UnixStream::connect(&p.listen).unwrap();
+        s.write_all(&[CONNECT_RPC]).unwrap();
+        s.set_nonblocking(true).unwrap();
+        let (r, w) = tokio::net::UnixStream::from_std(s).unwrap().into_split();
+        let net = twoparty::VatNetwork::new(
+            r.compat(),
+            w.compat_write(),
+            Side::Client,
+            Default::default(),
+        );
+        let mut sys = RpcSystem::new(Box::new(net), None);
+        let nic: nic::Client = sys.bootstrap(Side::Server);
+        let task = tokio::task::spawn_local(async move {
+            let _ = sys.await;
+        });
+        Conn { nic, task }
+    }
+
+    fn close(self) {
+        self.task.abort();
+    }
+
+    async fn info(&self) -> (bool, Vec<u8>, u32) {
+        let r = self.nic.info_request().send().promise.await.unwrap();
+        let i = r.get().unwrap().get_info().unwrap();
+        (i.get_link_up(), i.get_mac().unwrap().to_vec(), i.get_mtu())
+    }
+
+    async fn counters(&self) -> Snapshot {
+        let r = self.nic.counters_request().send().promise.await.unwrap();
+        nicdrv::service::read_counters(r.get().unwrap().get_counters().unwrap())
+    }
+
+    async fn wait_link(&self, up: bool) {
+        let deadline = Instant::now() + WAIT;
+        while self.info().await.0 != up {
+            assert!(Instant::now() < deadline, "link never became {up}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    async fn set_carrier(&self, up: bool) {
+        let mut req = self.nic.set_carrier_request();
+        req.get().set_up(up);
+        req.send().promise.await.unwrap();
+    }
+
+    async fn set_loss(&self, ppm: u32) {
+        let mut req = self.nic.set_faults_request();
+        req.get().init_faults().set_loss_ppm(ppm);
+        req.send().promise.await.unwrap();
+    }
+
+    async fn try_open_rings(&self, p: &Proc) -> Result<(Duplex, OwnedFd), capnp::Error> {
+        let r = self.nic.open_rings_request().send().promise.await?;
+        let g = r.get()?.get_grant()?;
+        let token = capnet_ring::Token::from_slice(g.get_token()?).expect("16-byte token");
+        let layout = ChannelLayout {
+            buffers: g.get_buffer_count(),
+            buf_size: g.get_buffer_size(),
+        };
+        assert_eq!(g.get_region_bytes(), Duplex::region_bytes(layout) as u64);
+        let mut h = UnixStream::connect(&p.listen).unwrap();
+        h.write_all(&[CONNECT_HANDOFF]).unwrap();
+        let fds = capnet_ring::redeem(h.as_fd(), &token, 3).expect("redeem");
+        // A second redeem of the same token is refused.
+        assert!(capnet_ring::redeem(h.as_fd(), &token, 3).is_err());
+        let region = fds[0].try_clone().unwrap();
+        Ok((Duplex::attach(fds, layout).expect("attach"), region))
+    }
+
+    async fn open_rings(&self, p: &Proc) -> Duplex {
+        self.try_open_rings(p).await.expect("openRings").0
+    }
+}
+
+/// Records what a LinkWatcher is told.
+struct Watcher(Rc<RefCell<Vec<bool>>>);
+
+impl link_watcher::Server for Watcher {
+    fn link_changed(
+        self: CapRc<Self>,
+        params: link_watcher::LinkChangedParams,
+        _: link_watcher::LinkChangedResults,
+    ) -> impl std::future::Future<Output = Result<(), capnp::Error>> + 'static {
+        let up = params.get().map(|p| p.get_up());
+        let seen = self.0.clone();
+        async move {
+            seen.borrow_mut().push(up?);
+            Ok(())
+        }
+    }
+}
+
+fn udp_frame(seq: u32, fill_checksums: bool) -> Vec<u8> {
+    let caps = if fill_checksums {
+        ChecksumCapabilities::default()
+    } else {
+        ChecksumCapabilities::ignored()
+    };
+    let payload = format!("frame {seq:06} {}", "x".repeat((seq % 300) as usize)).into_bytes();
+    let (s, d) = (Ipv4Address::new(10, 0, 0, 1), Ipv4Address::new(10, 0, 0, 2));
+    let udp = UdpRepr {
+        src_port: 4000,
+        dst_port: 5000,
+    };
+    let ip = Ipv4Repr {
+        src_addr: s,
+        dst_addr: d,
+        next_header: IpProtocol::Udp,
+        payload_len: udp.header_len() + payload.len(),
+        hop_limit: 64,
+    };
+    let mut buf = vec![0u8; 14 + ip.buffer_len() + ip.payload_len];
+    let mut eth = EthernetFrame::new_unchecked(&mut buf[..]);
+    EthernetRepr {
+        src_addr: EthernetAddress([2, 0, 0, 0, 0, 1]),
+        dst_addr: EthernetAddress([2, 0, 0, 0, 0, 2]),
+        ethertype: EthernetProtocol::Ipv4,
+    }
+    .emit(&mut eth);
+    let mut p = Ipv4Packet::new_unchecked(eth.payload_mut());
+    ip.emit(&mut p, &caps);
+    udp.emit(
+        &mut UdpPacket::new_unchecked(p.payload_mut()),
+        &s.into(),
+        &d.into(),
+        payload.len(),
+        |b| b.copy_from_slice(&payload),
+        &caps,
+    );
+    buf
+}
+
+/// Sends frames from the stack side (retrying while nicdrv holds every buffer).
+async fn send(d: &mut Duplex, frames: &[(Vec<u8>, u32)]) {
+    for (f, fl) in frames {
+        let deadline = Instant::now() + WAIT;
+        let mut b = loop {
+            if let Some(b) = d.tx.alloc().unwrap() {
+                break b;
+            }
+            assert!(Instant::now() < deadline, "no TX buffer came back");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        };
+        d.tx.buf_mut(&mut b)[..f.len()].copy_from_slice(f);
+        d.tx.send(b, f.len() as u32, *fl, 0);
+        if d.tx.flush().unwrap() {
+            d.wake_peer.ring();
+        }
+    }
+}
+
+/// Receives frames on the stack side for up to `within` (or until `n` came).
+async fn recv(d: &mut Duplex, n: usize, within: Duration) -> Vec<(Vec<u8>, u32)> {
+    let deadline = Instant::now() + within;
+    let mut out = Vec::new();
+    while out.len() < n && Instant::now() < deadline {
+        while let Some(b) = d.rx.recv().unwrap() {
+            out.push((d.rx.data(&b).to_vec(), b.desc().flags));
+            d.rx.release(b);
+        }
+        if d.rx.flush().unwrap() {
+            d.wake_peer.ring();
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    out
+}
+
+fn local_test(f: impl std::future::Future<Output = ()>) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    tokio::task::LocalSet::new().block_on(&rt, f);
+}
+
+#[test]
+fn two_ports_on_one_wire() {
+    let dir = tmpdir("pair");
+    let wire = dir.join("wire0.sock");
+    let pcap = dir.join("a.pcap");
+    let mut a = Proc::spawn(
+        &dir,
+        "a",
+        &wire,
+        &[
+            "--mac",
+            "02:00:00:00:00:01",
+            "--seed",
+            "1",
+            "--pcap",
+            pcap.to_str().unwrap(),
+        ],
+    );
+    let b = Proc::spawn(&dir, "b", &wire, &["--mac", "02:00:00:00:00:02"]);
+    local_test(async {
+        let ca = Conn::open(&a);
+        let cb = Conn::open(&b);
+        ca.wait_link(true).await;
+        cb.wait_link(true).await;
+        let (_, mac, mtu) = ca.info().await;
+        assert_eq!((mac, mtu), (vec![2, 0, 0, 0, 0, 1], 1500));
+
+        let seen = Rc::new(RefCell::new(Vec::new()));
+        let mut req = cb.nic.watch_link_request();
+        req.get()
+            .set_watcher(capnp_rpc::new_client(Watcher(seen.clone())));
+        req.send().promise.await.unwrap();
+
+        let mut ra = ca.open_rings(&a).await;
+        let mut rb = cb.open_rings(&b).await;
+        // One session at a time.
+        let busy = ca
+            .try_open_rings(&a)
+            .await
+            .expect_err("second openRings must fail");
+        assert!(is_word(&busy, "busy"), "{busy}");
+
+        // 1. Frames cross the wire; half ask for checksum filling.
+        const N: u32 = 200;
+        let frames: Vec<(Vec<u8>, u32)> = (0..N)
+            .map(|i| {
+                let offload = i % 2 == 0;
+                (
+                    udp_frame(i, !offload),
+                    if offload { flags::TX_CSUM } else { 0 },
+                )
+            })
+            .collect();
+        send(&mut ra, &frames).await;
+        let got = recv(&mut rb, N as usize, WAIT).await;
+        assert_eq!(got.len(), N as usize);
+        for (i, (f, fl)) in got.iter().enumerate() {
+            assert_eq!(*fl, flags::CSUM_VERIFIED, "frame {i}");
+            // Same bytes as sent, checksums filled in where asked.
+            assert_eq!(f, &udp_frame(i as u32, true), "frame {i}");
+        }
+        let (sa, sb) = (ca.counters().await, cb.counters().await);
+        assert_eq!(
+            (sa.tx_frames, sa.tx_checksum_filled, sa.tx_dropped),
+            (N as u64, N as u64 / 2, 0)
+        );
+        assert_eq!(
+            (sb.rx_frames, sb.rx_checksum_verified, sb.rx_bad_checksum),
+            (N as u64, N as u64, 0)
+        );
+        assert_eq!(sa.tx_bytes, sb.rx_bytes);
+
+        // And back.
+        send(&mut rb, &frames[..10]).await;
+        assert_eq!(recv(&mut ra, 10, WAIT).await.len(), 10);
+
+        // 2. Carrier down from A: both ends see link down and drop what they send.
+        ca.set_carrier(false).await;
+        ca.wait_link(false).await;
+        cb.wait_link(false).await;
+        send(&mut ra, &frames[..10]).await;
+        send(&mut rb, &frames[..10]).await;
+        assert!(recv(&mut rb, 1, Duration::from_millis(300))
+            .await
+            .is_empty());
+        assert!(recv(&mut ra, 1, Duration::from_millis(10)).await.is_empty());
+        let (sa, sb) = (ca.counters().await, cb.counters().await);
+        assert_eq!((sa.tx_dropped, sb.tx_dropped), (10, 10));
+        assert!(sa.link_changes >= 2 && sb.link_changes >= 2);
+        ca.set_carrier(true).await;
+        ca.wait_link(true).await;
+        cb.wait_link(true).await;
+        let deadline = Instant::now() + WAIT;
+        while seen.borrow().as_slice() != [true, false, true] {
+            assert!(Instant::now() < deadline, "watcher saw {:?}", seen.borrow());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+
+        // 3. 100% loss at run time, then none.
+        ca.set_loss(1_000_000).await;
+        send(&mut ra, &frames[..20]).await;
+        assert!(recv(&mut rb, 1, Duration::from_millis(300))
+            .await
+            .is_empty());
+        assert_eq!(ca.counters().await.wire_lost, 20);
+        ca.set_loss(0).await;
+        send(&mut ra, &frames[..20]).await;
+        assert_eq!(recv(&mut rb, 20, WAIT).await.len(), 20);
+        assert_eq!(ca.counters().await.wire_lost, 20);
+
+        // An invalid fault setting is refused with the `invalid` word.
+        let mut req = ca.nic.set_faults_request();
+        req.get().init_faults().set_corrupt_ppm(2_000_000);
+        let e = req
+            .send()
+            .promise
+            .await
+            .err()
+            .expect("2e6 ppm must be refused");
+        assert!(is_word(&e, "invalid"), "{e}");
+    });
+
+    // The capture is flushed on SIGTERM and holds what A sent and received.
+    let st = a.terminate();
+    assert!(st.success(), "nicdrv exited with {st}");
+    let (linktype, recs) = nicdrv::pcap::parse(&std::fs::read(&pcap).unwrap()).unwrap();
+    assert_eq!(linktype, nicdrv::pcap::LINKTYPE_ETHERNET);
+    // 200 + 20 + 20 sent (lost frames are captured as sent), 10 received.
+    assert_eq!(recs.len(), 250);
+    if let Ok(out) = Command::new("tshark")
+        .args(["-r"])
+        .arg(&pcap)
+        .args(["-T", "fields", "-e", "udp.dstport"])
+        .output()
+    {
+        if out.status.success() {
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert_eq!(
+                text.lines().filter(|l| l.trim() == "5000").count(),
+                250,
+                "tshark:\n{text}"
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn ring_session_lifecycle() {
+    let dir = tmpdir("session");
+    let a = Proc::spawn(&dir, "solo", &dir.join("wire.sock"), &[]);
+    local_test(async {
+        let c1 = Conn::open(&a);
+        let c2 = Conn::open(&a);
+        let _r1 = c1.open_rings(&a).await;
+        let e = c2.try_open_rings(&a).await.expect_err("busy");
+        assert!(is_word(&e, "busy"), "{e}");
+
+        // The session ends with the connection that opened it.
+        c1.close();
+        let deadline = Instant::now() + WAIT;
+        let (r2, region) = loop {
+            match c2.try_open_rings(&a).await {
+                Ok(r) => break r,
+                Err(e) => assert!(is_word(&e, "busy") && Instant::now() < deadline, "{e}"),
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+
+        // A descriptor that breaks the contract ends the session (not the driver).
+        corrupt_stack_tx_queue(&region, &r2);
+        r2.wake_peer.ring();
+        let deadline = Instant::now() + WAIT;
+        while c2.counters().await.bad_descriptors != 1 {
+            assert!(Instant::now() < deadline, "bad descriptor not noticed");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // The port tells the stack by dropping the session's carrier.
+        assert!(!r2.carrier());
+        let _r3 = c2.open_rings(&a).await;
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Writes an impossible producer index into the stack's TX active queue
+/// (channel B->A: after the 128-byte duplex header and channel A->B; its
+/// active queue follows its free queue; `tail` is the queue's first word).
+fn corrupt_stack_tx_queue(region: &OwnedFd, d: &Duplex) {
+    let layout = d.tx.layout();
+    let len = Duplex::region_bytes(layout);
+    let at = 128 + layout.region_bytes() + capnet_ring::queue::queue_bytes(layout.buffers);
+    // SAFETY: maps the shared region we were given, writes one aligned u32 inside it, unmaps.
+    unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            region.as_raw_fd(),
+            0,
+        );
+        assert_ne!(p, libc::MAP_FAILED);
+        let tail = p
+            .cast::<u8>()
+            .add(at)
+            .cast::<std::sync::atomic::AtomicU32>();
+        (*tail).store(layout.buffers * 4 + 7, std::sync::atomic::Ordering::SeqCst);
+        libc::munmap(p, len);
+    }
+}
+
+#[test]
+fn garbage_from_the_wire_is_counted_not_fatal() {
+    let dir = tmpdir("garbage");
+    let wire = dir.join("wire.sock");
+    let mut a = Proc::spawn(&dir, "victim", &wire, &[]);
+    // This test is the port's wire peer.
+    let layout = nicdrv::dataplane::layout_for(1500, 64);
+    let mut peer = nicdrv::sim::connect_wire(&wire, layout).expect("wire rendezvous");
+    local_test(async {
+        let c = Conn::open(&a);
+        c.wait_link(true).await;
+        let mut stack = c.open_rings(&a).await;
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(7);
+        let buf_size = peer.duplex.tx.buf_size() as usize;
+        let mut sent = 0u32;
+        let mut good = udp_frame(1, true);
+        let last = good.len() - 1;
+        good[last] ^= 0xff; // a bad UDP checksum
+        for i in 0..2000 {
+            let frame: Vec<u8> = match i % 4 {
+                0 => (0..rng.gen_range(0..20)).map(|_| rng.gen()).collect(),
+                1 => (0..rng.gen_range(0..=buf_size))
+                    .map(|_| rng.gen())
+                    .collect(),
+                2 => {
+                    let mut f = udp_frame(i, true);
+                    let cut = rng.gen_range(0..f.len());
+                    f.truncate(cut);
+                    f
+                }
+                _ => good.clone(),
+            };
+            let deadline = Instant::now() + WAIT;
+            let mut b = loop {
+                if let Some(b) = peer.duplex.tx.alloc().unwrap() {
+                    break b;
+                }
+                assert!(Instant::now() < deadline, "the port stopped taking frames");
+                if peer.duplex.tx.flush().unwrap() {
+                    peer.duplex.wake_peer.ring();
+                }
+                let _ = recv(&mut stack, usize::MAX, Duration::from_millis(1)).await;
+            };
+            peer.duplex.tx.buf_mut(&mut b)[..frame.len()].copy_from_slice(&frame);
+            peer.duplex.tx.send(b, frame.len() as u32, 0, 0);
+            sent += 1;
+            if i % 16 == 0 && peer.duplex.tx.flush().unwrap() {
+                peer.duplex.wake_peer.ring();
+            }
+        }
+        if peer.duplex.tx.flush().unwrap() {
+            peer.duplex.wake_peer.ring();
+        }
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let _ = recv(&mut stack, usize::MAX, Duration::from_millis(5)).await;
+            let s = c.counters().await;
+            let accounted = s.rx_frames + s.rx_dropped + s.rx_malformed;
+            if accounted == u64::from(sent) {
+                assert!(s.rx_malformed > 500, "{s:?}");
+                assert!(s.rx_bad_checksum >= 500, "{s:?}");
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "only {accounted} of {sent} frames accounted for: {s:?}"
+            );
+        }
+    });
+    assert!(a.alive(), "nicdrv died on garbage");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Whether a failed call carries a capnet error word (capnp-rpc puts
+/// "remote exception: " in front of the callee's description).
+fn is_word(e: &capnp::Error, word: &str) -> bool {
+    let d = e
+        .extra
+        .strip_prefix("remote exception: ")
+        .unwrap_or(&e.extra);
+    capnet_schema::errors::SocketError::from_description(d).map(|w| w.word()) == Some(word)
+}
