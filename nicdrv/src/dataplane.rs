@@ -630,6 +630,9 @@ impl DataPlane {
             csum_offload: cfg.csum_offload,
             link_up,
         };
+        if let Device::Sim(s) = &mut *tx.device {
+            s.blocked = false;
+        }
         let mut n = 0;
         let mut error = None;
         while n < BATCH {
@@ -661,11 +664,6 @@ impl DataPlane {
             tx.transmit(p.duplex.rx.data_mut(&mut b), desc.flags, now);
             p.duplex.rx.release(b);
             n += 1;
-        }
-        if let Device::Sim(s) = &mut *tx.device {
-            if n > 0 || s.spare.is_some() {
-                s.blocked = s.spare.is_none() && s.wire.is_some() && link_up;
-            }
         }
         if let Some(e) = error {
             self.end_session(e);
@@ -817,12 +815,14 @@ impl DataPlane {
     /// Ends the ring session after a bad descriptor from the stack.
     fn end_session(&mut self, e: RingError) {
         let Some(p) = self.port.take() else { return };
-        inc(&self.shared.counters.bad_descriptors);
         tracing::warn!(session = p.id, %e, "bad descriptor from the stack; ring session ended");
+        // Free the port before the counter shows why: whoever sees the
+        // counter can open the rings again at once.
         let _ = self
             .shared
             .session
             .compare_exchange(p.id, 0, Ordering::SeqCst, Ordering::SeqCst);
+        inc(&self.shared.counters.bad_descriptors);
         let _ = self.events.send(Event::SessionEnded(p.id));
         close_port(p);
     }
@@ -845,22 +845,26 @@ impl DataPlane {
     /// Asks for signals, re-checks, and sleeps in poll(2) until a doorbell,
     /// a device fd or a timer needs us.
     fn sleep(&mut self) {
-        // 1. Ask to be woken.
-        let mut blocked = false;
+        // 1. Ask to be woken. While the wire has no free buffer we wait for
+        //    its returns, not for the stack's frames (they would wake us for
+        //    nothing: we could not take them).
+        let blocked = self.port.is_some()
+            && matches!(&self.device, Device::Sim(s) if s.blocked && s.wire.is_some());
         if let Some(p) = &self.port {
-            p.duplex.rx.request_signal();
+            if !blocked {
+                p.duplex.rx.request_signal();
+            }
         }
         if let Device::Sim(s) = &self.device {
             if let Some(w) = &s.wire {
                 w.duplex.rx.request_signal();
-                if s.blocked && self.port.is_some() {
+                if blocked {
                     w.duplex.tx.request_signal();
-                    blocked = true;
                 }
             }
         }
         // 2. Re-check: work that arrived before the request would ring nobody.
-        let pending = self.port.as_ref().is_some_and(|p| !p.duplex.rx.is_empty())
+        let pending = (!blocked && self.port.as_ref().is_some_and(|p| !p.duplex.rx.is_empty()))
             || match &self.device {
                 Device::Sim(s) => s.wire.as_ref().is_some_and(|w| {
                     !w.duplex.rx.is_empty() || (blocked && w.duplex.tx.has_returns())

@@ -146,7 +146,9 @@ impl Control {
     }
 
     fn take_rings(&self, conn: u64) -> Result<(u64, capnet_ring::Token, Duplex), capnp::Error> {
-        if self.shared.session.load(Ordering::SeqCst) != 0 || self.owner.borrow().is_some() {
+        // The atomic is the truth (the data plane clears it when it ends a
+        // session); `owner` may lag behind by one event.
+        if self.shared.session.load(Ordering::SeqCst) != 0 {
             return Err(SocketError::Busy.to_capnp("another session holds the port's rings"));
         }
         let session = self.new_id();
