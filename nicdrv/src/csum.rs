@@ -9,12 +9,13 @@
 //!   right. Nothing is left for the stack to check.
 //! - `Bad`: one of those checksums is wrong (the frame is still delivered).
 //! - `Unchecked`: not IP, another L4 protocol, an IPv4 fragment, or IPv6 with
-//!   extension headers: the stack must check what it cares about.
+//!   routing or fragment headers: the stack must check what it cares about.
+//!   (IPv6 hop-by-hop and destination-options headers are walked.)
 //! - `Err(Malformed)`: lengths that do not add up; the frame is dropped.
 
 use smoltcp::wire::{
     EthernetFrame, EthernetProtocol, Icmpv4Packet, Icmpv6Packet, IpAddress, IpProtocol, Ipv4Packet,
-    Ipv6Packet, TcpPacket, UdpPacket, ETHERNET_HEADER_LEN,
+    Ipv6ExtHeader, Ipv6Packet, TcpPacket, UdpPacket, ETHERNET_HEADER_LEN,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,6 +90,29 @@ fn check_ipv4(data: &[u8]) -> Result<RxCheck, Malformed> {
     }
 }
 
+/// Most extension headers walked before giving up.
+const MAX_EXT_HEADERS: usize = 8;
+
+/// Skips IPv6 hop-by-hop and destination-options headers: the upper-layer
+/// protocol and where it starts in `data`. Routing and fragment headers stop
+/// the walk (the pseudo-header or the data would not be all here); they come
+/// back as their own protocol, which the callers leave unchecked.
+fn ipv6_upper(mut proto: IpProtocol, data: &[u8]) -> Result<(IpProtocol, usize), Malformed> {
+    let mut at = 0;
+    for _ in 0..MAX_EXT_HEADERS {
+        match proto {
+            IpProtocol::HopByHop | IpProtocol::Ipv6Opts => {
+                let h = Ipv6ExtHeader::new_checked(&data[at..])
+                    .map_err(|_| Malformed("bad IPv6 extension header"))?;
+                proto = h.next_header();
+                at += 8 + usize::from(h.header_len()) * 8;
+            }
+            _ => return Ok((proto, at)),
+        }
+    }
+    Ok((IpProtocol::Ipv6NoNxt, at))
+}
+
 fn check_ipv6(data: &[u8]) -> Result<RxCheck, Malformed> {
     let ip = Ipv6Packet::new_checked(data).map_err(|_| Malformed("bad IPv6 lengths"))?;
     if ip.version() != 6 {
@@ -96,8 +120,9 @@ fn check_ipv6(data: &[u8]) -> Result<RxCheck, Malformed> {
     }
     let src = ip.src_addr();
     let dst = ip.dst_addr();
-    let payload = ip.payload();
-    match ip.next_header() {
+    let (proto, at) = ipv6_upper(ip.next_header(), ip.payload())?;
+    let payload = &ip.payload()[at..];
+    match proto {
         IpProtocol::Tcp => {
             let tcp = TcpPacket::new_checked(payload).map_err(|_| Malformed("bad TCP header"))?;
             Ok(good(tcp.verify_checksum(&src.into(), &dst.into())))
@@ -171,8 +196,8 @@ fn fill_ipv6(data: &mut [u8]) -> Result<bool, Malformed> {
     }
     let src = ip.src_addr();
     let dst = ip.dst_addr();
-    let proto = ip.next_header();
-    let payload = ip.payload_mut();
+    let (proto, at) = ipv6_upper(ip.next_header(), ip.payload_mut())?;
+    let payload = &mut ip.payload_mut()[at..];
     match proto {
         IpProtocol::Tcp => {
             let mut tcp =
@@ -578,6 +603,42 @@ mod tests {
                 let _ = fill_tx(&mut g);
             }
         }
+    }
+
+    /// Puts an 8-byte hop-by-hop header (PadN) between IPv6 and its payload.
+    fn with_hop_by_hop(f: &[u8]) -> Vec<u8> {
+        let mut g = f[..14 + 40].to_vec();
+        let next = g[14 + 6];
+        g.extend_from_slice(&[next, 0, 1, 4, 0, 0, 0, 0]);
+        g.extend_from_slice(&f[14 + 40..]);
+        let mut ip = Ipv6Packet::new_unchecked(&mut g[14..]);
+        ip.set_next_header(IpProtocol::HopByHop);
+        let len = ip.payload_len() + 8;
+        ip.set_payload_len(len);
+        g
+    }
+
+    #[test]
+    fn ipv6_hop_by_hop_is_walked() {
+        let c = with_checksums();
+        for f in [udp6(b"hbh", &c), tcp6(b"hbh", &c), icmp6(&c)] {
+            let g = with_hop_by_hop(&f);
+            assert_eq!(check_rx(&g), Ok(RxCheck::Verified));
+            let mut bad = g.clone();
+            *bad.last_mut().unwrap() ^= 1;
+            assert_eq!(check_rx(&bad), Ok(RxCheck::Bad));
+        }
+        let blank = with_hop_by_hop(&udp6(b"hbh", &without_checksums()));
+        let mut filled = blank.clone();
+        assert_eq!(fill_tx(&mut filled), Ok(true));
+        assert_eq!(filled, with_hop_by_hop(&udp6(b"hbh", &c)));
+        // A truncated extension header is malformed; a fragment header is left alone.
+        let mut cut = with_hop_by_hop(&udp6(b"", &c));
+        cut[14 + 40 + 1] = 9; // claims 80 bytes
+        assert!(check_rx(&cut).is_err());
+        let mut frag = with_hop_by_hop(&udp6(b"x", &c));
+        frag[14 + 40] = u8::from(IpProtocol::Ipv6Frag);
+        assert_eq!(check_rx(&frag), Ok(RxCheck::Unchecked));
     }
 
     #[test]

@@ -443,15 +443,24 @@ impl DataPlane {
         let handle = self.handle.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("nicdrv-wire-{}", self.cfg.name))
-            .spawn(move || loop {
-                match sim::connect_wire(&path, layout) {
-                    Ok(w) => {
-                        handle.send(Cmd::WireUp(w));
-                        return;
-                    }
-                    Err(e) => {
-                        tracing::warn!(path = %path.display(), %e, "wire rendezvous failed; retrying");
-                        std::thread::sleep(RECONNECT_DELAY);
+            .spawn(move || {
+                let mut failures = 0u32;
+                loop {
+                    match sim::connect_wire(&path, layout) {
+                        Ok(w) => {
+                            handle.send(Cmd::WireUp(w));
+                            return;
+                        }
+                        Err(e) => {
+                            // Say it once loudly, then quietly until it works.
+                            if failures == 0 {
+                                tracing::warn!(path = %path.display(), %e, "wire rendezvous failed; retrying");
+                            } else {
+                                tracing::debug!(path = %path.display(), %e, failures, "wire rendezvous failed");
+                            }
+                            failures += 1;
+                            std::thread::sleep(RECONNECT_DELAY);
+                        }
                     }
                 }
             });

@@ -40,6 +40,7 @@ struct Proc {
 impl Proc {
     fn spawn(dir: &Path, name: &str, wire: &Path, extra: &[&str]) -> Proc {
         let listen = dir.join(format!("{name}.sock"));
+        let _ = std::fs::remove_file(&listen);
         let child = Command::new(env!("CARGO_BIN_EXE_nicdrv"))
             .args(["--name", name, "--backend", "sim", "--wire"])
             .arg(wire)
@@ -668,6 +669,34 @@ fn full_wire_backpressures_without_spinning() {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let spent = cpu_ticks(a.child.id()) - before;
         assert!(spent <= 5, "an idle port used {spent} ticks in 1 s");
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn survivor_meets_a_restarted_peer() {
+    let dir = tmpdir("restart");
+    let wire = dir.join("wire.sock");
+    let a = Proc::spawn(&dir, "a", &wire, &[]);
+    let mut b = Proc::spawn(&dir, "b", &wire, &[]);
+    local_test(async {
+        let ca = Conn::open(&a);
+        ca.wait_link(true).await;
+        let mut ra = ca.open_rings(&a).await;
+        // The peer dies without a word.
+        b.child.kill().unwrap();
+        b.child.wait().unwrap();
+        ca.wait_link(false).await;
+        // A new peer on the same wire path: the link comes back, frames flow.
+        let b2 = Proc::spawn(&dir, "b", &wire, &[]);
+        let cb = Conn::open(&b2);
+        ca.wait_link(true).await;
+        cb.wait_link(true).await;
+        let mut rb = cb.open_rings(&b2).await;
+        let frames: Vec<(Vec<u8>, u32)> = (0..5).map(|i| (udp_frame(i, true), 0)).collect();
+        send(&mut ra, &frames).await;
+        assert_eq!(recv(&mut rb, 5, WAIT).await.len(), 5);
+        assert_eq!(ca.counters().await.link_changes, 3);
     });
     let _ = std::fs::remove_dir_all(&dir);
 }
