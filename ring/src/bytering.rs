@@ -38,8 +38,7 @@ pub type DefaultBytes = HeapBytes;
 pub const HEADER_BYTES: usize = core::mem::size_of::<ByteHeader>();
 const _: () = assert!(HEADER_BYTES == 4 * LINE);
 
-/// Smallest and largest capacities accepted.
-pub const MIN_CAPACITY: u32 = 64;
+/// Largest capacity accepted.
 pub const MAX_CAPACITY: u32 = 1 << 30;
 
 const OPEN: u32 = 0;
@@ -51,11 +50,11 @@ pub fn byte_ring_bytes(capacity: u32) -> usize {
     HEADER_BYTES + capacity as usize
 }
 
-/// A power of two in `[MIN_CAPACITY, MAX_CAPACITY]`.
+/// A power of two, at most [`MAX_CAPACITY`].
 pub fn check_capacity(capacity: u32) -> Result<(), RingError> {
-    if !capacity.is_power_of_two() || !(MIN_CAPACITY..=MAX_CAPACITY).contains(&capacity) {
+    if !capacity.is_power_of_two() || capacity > MAX_CAPACITY {
         return Err(RingError::Layout(
-            "byte ring capacity must be a power of two in [64, 2^30]",
+            "byte ring capacity must be a power of two <= 2^30",
         ));
     }
     Ok(())
@@ -325,7 +324,7 @@ impl<M: ByteMem> ByteWriter<M> {
     }
 
     pub fn cancel_signal(&self) {
-        self.mem.header().space_wanted.store(0, Ordering::Relaxed);
+        cancel(&self.mem.header().space_wanted);
     }
 
     fn check_open(&self) -> Result<(), RingError> {
@@ -342,11 +341,8 @@ impl<M: ByteMem> ByteWriter<M> {
 
     fn advance(&mut self, n: usize) {
         self.tail = self.tail.wrapping_add(n as u32);
-        self.mem
-            .header()
-            .writer
-            .tail
-            .store(self.tail, Ordering::Release);
+        let w = &self.mem.header().writer;
+        w.tail.store(self.tail, Ordering::Release);
     }
 
     fn finish(&mut self, state: u32, code: u32) {
@@ -459,7 +455,7 @@ impl<M: ByteMem> ByteReader<M> {
     }
 
     pub fn cancel_signal(&self) {
-        self.mem.header().data_wanted.store(0, Ordering::Relaxed);
+        cancel(&self.mem.header().data_wanted);
     }
 
     #[inline]
@@ -469,11 +465,8 @@ impl<M: ByteMem> ByteReader<M> {
 
     fn advance(&mut self, n: usize) {
         self.head = self.head.wrapping_add(n as u32);
-        self.mem
-            .header()
-            .reader
-            .head
-            .store(self.head, Ordering::Release);
+        let r = &self.mem.header().reader;
+        r.head.store(self.head, Ordering::Release);
     }
 
     /// The writer's tail: at most `capacity` ahead of our head, never behind our cached copy.
@@ -502,16 +495,22 @@ impl<M: ByteMem> ByteReader<M> {
     }
 }
 
-/// Sets a wakeup request and orders it before the caller's re-check (pairs with `take_request`).
+/// Sets a wakeup request and orders it before the caller's re-check (pairs with `take_request`;
+/// SeqCst on the flag for loom's sake, see [`crate::queue`]).
 fn request(flag: &AtomicU32) {
-    flag.store(1, Ordering::Relaxed);
+    flag.store(1, Ordering::SeqCst);
     fence(Ordering::SeqCst);
+}
+
+/// Withdraws a request.
+fn cancel(flag: &AtomicU32) {
+    flag.store(0, Ordering::SeqCst);
 }
 
 /// After publishing: answers a pending request once (pairs with `request`).
 fn take_request(flag: &AtomicU32) -> bool {
     fence(Ordering::SeqCst);
-    flag.load(Ordering::Relaxed) != 0 && flag.swap(0, Ordering::Relaxed) != 0
+    flag.load(Ordering::SeqCst) != 0 && flag.swap(0, Ordering::SeqCst) != 0
 }
 
 #[cfg(not(loom))]
@@ -527,14 +526,14 @@ mod sockets {
     use crate::error::RingError;
     use crate::platform::{Doorbell, SharedRegion};
     use crate::shm::atomic_u32_at;
-    use crate::sync::{Ordering, LINE};
+    use crate::sync::{line_up, Ordering, LINE};
 
     const MAGIC: u32 = u32::from_le_bytes(*b"CNSK");
     const VERSION: u32 = 1;
     const UP: usize = LINE;
 
     fn down(capacity: u32) -> usize {
-        UP + byte_ring_bytes(capacity)
+        UP + line_up(byte_ring_bytes(capacity))
     }
 
     /// Bytes of the region behind one socket's rings.
@@ -817,7 +816,8 @@ mod tests {
     #[test]
     fn rejects_bad_capacity() {
         assert!(matches!(heap(100), Err(RingError::Layout(_))));
-        assert!(matches!(heap(32), Err(RingError::Layout(_))));
+        assert!(matches!(heap(0), Err(RingError::Layout(_))));
+        assert!(heap(1).is_ok());
     }
 
     #[test]
@@ -898,6 +898,11 @@ mod tests {
             SocketRings::attach(dup(&fds), 100),
             Err(RingError::Layout(_))
         ));
+        let (_small, small_fds) = SocketRings::create(8).unwrap();
+        assert!(
+            SocketRings::attach(small_fds, 8).is_ok(),
+            "small rings stay line aligned"
+        );
         // Same size, other capacity field: a tampered header is refused.
         let region = SharedRegion::create("t", socket_region_bytes(4096)).unwrap();
         let mut fake = dup(&fds);

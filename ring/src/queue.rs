@@ -19,7 +19,10 @@
 //!   true, once per batch.
 //!
 //! Either the consumer's re-check sees the new tail, or the producer sees the flag: a wakeup is
-//! never lost.
+//! never lost. The fences alone make this hold in the C11 model; the flag accesses are SeqCst as
+//! well because loom 0.7 only proves the pattern that way (with relaxed flag accesses it reports
+//! a stale load after the fences at 3 preemptions). They are off the hot path: the producer's
+//! per-batch check is a fence and a plain load on x86.
 
 use std::sync::Arc;
 
@@ -66,6 +69,11 @@ impl QueueHeader {
 pub trait QueueMem {
     fn header(&self) -> &QueueHeader;
     fn slots(&self) -> &[Slot];
+    /// Hook for loom: records an access to slot `index`, so that loom checks the indices order
+    /// it against the other side's (slots are relaxed atomics, and loom does not explore load
+    /// buffering on its own). A no-op elsewhere.
+    #[inline]
+    fn track(&self, _index: usize, _write: bool) {}
 }
 
 /// Bytes of shared memory a queue of `capacity` slots takes, rounded to a cache line.
@@ -91,7 +99,14 @@ pub struct HeapQueue(Arc<HeapInner>);
 struct HeapInner {
     header: QueueHeader,
     slots: Box<[Slot]>,
+    #[cfg(loom)]
+    cells: Box<[loom::cell::UnsafeCell<()>]>,
 }
+
+// SAFETY: the loom cells carry no data; they only record which thread touched which slot, and
+// loom runs every modelled thread on one OS thread.
+#[cfg(loom)]
+unsafe impl Sync for HeapInner {}
 
 impl QueueMem for HeapQueue {
     #[inline]
@@ -102,6 +117,14 @@ impl QueueMem for HeapQueue {
     fn slots(&self) -> &[Slot] {
         &self.0.slots
     }
+    #[cfg(loom)]
+    fn track(&self, index: usize, write: bool) {
+        if write {
+            self.0.cells[index].with_mut(|_| ());
+        } else {
+            self.0.cells[index].with(|_| ());
+        }
+    }
 }
 
 /// A heap-backed queue of `capacity` descriptors, both ends.
@@ -110,6 +133,10 @@ pub fn heap(capacity: u32) -> Result<(Producer<HeapQueue>, Consumer<HeapQueue>),
     let mem = HeapQueue(Arc::new(HeapInner {
         header: QueueHeader::new(),
         slots: (0..capacity).map(|_| Slot::new()).collect(),
+        #[cfg(loom)]
+        cells: (0..capacity)
+            .map(|_| loom::cell::UnsafeCell::new(()))
+            .collect(),
     }));
     Ok((Producer::new(mem.clone())?, Consumer::new(mem)?))
 }
@@ -160,7 +187,7 @@ impl<M: QueueMem> Producer<M> {
         if self.free_slots(1)? == 0 {
             return Err(RingError::Full);
         }
-        self.slot(self.tail).store(d);
+        self.write_slot(self.tail, d);
         self.tail = self.tail.wrapping_add(1);
         self.publish();
         Ok(())
@@ -170,7 +197,7 @@ impl<M: QueueMem> Producer<M> {
     pub fn enqueue_batch(&mut self, ds: &[Desc]) -> Result<usize, RingError> {
         let n = ds.len().min(self.free_slots(ds.len())? as usize);
         for (i, d) in ds[..n].iter().enumerate() {
-            self.slot(self.tail.wrapping_add(i as u32)).store(*d);
+            self.write_slot(self.tail.wrapping_add(i as u32), *d);
         }
         if n > 0 {
             self.tail = self.tail.wrapping_add(n as u32);
@@ -184,7 +211,7 @@ impl<M: QueueMem> Producer<M> {
     pub fn signal_wanted(&mut self) -> bool {
         fence(Ordering::SeqCst);
         let signal = &self.mem.header().signal;
-        signal.load(Ordering::Relaxed) != 0 && signal.swap(0, Ordering::Relaxed) != 0
+        signal.load(Ordering::SeqCst) != 0 && signal.swap(0, Ordering::SeqCst) != 0
     }
 
     /// Descriptors in the queue as seen now; a corrupt head reads as full.
@@ -225,8 +252,10 @@ impl<M: QueueMem> Producer<M> {
     }
 
     #[inline]
-    fn slot(&self, index: u32) -> &Slot {
-        &self.mem.slots()[(index & self.mask) as usize]
+    fn write_slot(&self, index: u32, d: Desc) {
+        let i = (index & self.mask) as usize;
+        self.mem.track(i, true);
+        self.mem.slots()[i].store(d);
     }
 }
 
@@ -251,7 +280,7 @@ impl<M: QueueMem> Consumer<M> {
         if self.available(1)? == 0 {
             return Ok(None);
         }
-        let d = self.slot(self.head).load();
+        let d = self.read_slot(self.head);
         self.head = self.head.wrapping_add(1);
         self.release();
         Ok(Some(d))
@@ -261,7 +290,7 @@ impl<M: QueueMem> Consumer<M> {
     pub fn dequeue_batch(&mut self, out: &mut [Desc]) -> Result<usize, RingError> {
         let n = out.len().min(self.available(out.len())? as usize);
         for (i, d) in out[..n].iter_mut().enumerate() {
-            *d = self.slot(self.head.wrapping_add(i as u32)).load();
+            *d = self.read_slot(self.head.wrapping_add(i as u32));
         }
         if n > 0 {
             self.head = self.head.wrapping_add(n as u32);
@@ -273,13 +302,13 @@ impl<M: QueueMem> Consumer<M> {
     /// Asks the producer for a doorbell. The caller must then re-check [`Self::is_empty`] and
     /// sleep only if it is still empty (the fence orders the flag before that re-check).
     pub fn request_signal(&self) {
-        self.mem.header().signal.store(1, Ordering::Relaxed);
+        self.mem.header().signal.store(1, Ordering::SeqCst);
         fence(Ordering::SeqCst);
     }
 
     /// Withdraws a request: there was work after all.
     pub fn cancel_signal(&self) {
-        self.mem.header().signal.store(0, Ordering::Relaxed);
+        self.mem.header().signal.store(0, Ordering::SeqCst);
     }
 
     /// True if nothing is published beyond what we consumed (a corrupt tail reads as non-empty,
@@ -322,8 +351,10 @@ impl<M: QueueMem> Consumer<M> {
     }
 
     #[inline]
-    fn slot(&self, index: u32) -> &Slot {
-        &self.mem.slots()[(index & self.mask) as usize]
+    fn read_slot(&self, index: u32) -> Desc {
+        let i = (index & self.mask) as usize;
+        self.mem.track(i, false);
+        self.mem.slots()[i].load()
     }
 }
 
