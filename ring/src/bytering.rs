@@ -1,6 +1,6 @@
 //! SPSC byte stream for socket data (one direction of a socket), and [`SocketRings`].
 //!
-//! Memory: a [`ByteHeader`] of four cache lines, then `capacity` data bytes (a power of two).
+//! Memory: a [`ByteHeader`] of four cache-line blocks (128 bytes each), then `capacity` data bytes (a power of two).
 //!
 //! - writer's line: `tail` (free-running bytes written; Release after copying data in), `state`
 //!   (open, EOF, error; Release after the final tail) and the error code.
@@ -34,7 +34,7 @@ pub type DefaultBytes = ShmBytes;
 #[cfg(loom)]
 pub type DefaultBytes = HeapBytes;
 
-/// Bytes of the header: four cache lines.
+/// Bytes of the header: four cache-line blocks.
 pub const HEADER_BYTES: usize = core::mem::size_of::<ByteHeader>();
 const _: () = assert!(HEADER_BYTES == 4 * LINE);
 

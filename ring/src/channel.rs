@@ -648,7 +648,7 @@ mod tests {
         for l in bad {
             assert!(matches!(l.check(), Err(RingError::Layout(_))), "{l:?}");
         }
-        assert_eq!(LAYOUT.region_bytes() % 64, 0);
-        assert!(LAYOUT.region_bytes() >= 4 * 256 + 2 * (192 + 4 * 16));
+        assert_eq!(LAYOUT.region_bytes() % crate::sync::LINE, 0);
+        assert!(LAYOUT.region_bytes() >= 4 * 256 + 2 * (4096 + 4 * 16));
     }
 }

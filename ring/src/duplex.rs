@@ -5,8 +5,8 @@
 //!
 //! ```text
 //! 0    header: magic "CNDX", version, buffers, buf_size   (written by A before sharing)
-//! 64   carrier (1 = up), on its own line; both ends read it, the wire owner writes it
-//! 128  channel A->B   (ChannelLayout::region_bytes)
+//! 128  carrier (1 = up), on its own line; both ends read it, the wire owner writes it
+//! 256  channel A->B   (ChannelLayout::region_bytes)
 //! ...  channel B->A
 //! ```
 //!

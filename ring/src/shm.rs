@@ -77,7 +77,7 @@ impl ShmQueue {
         check_capacity(capacity)?;
         check_span(&region, offset, queue_bytes(capacity), crate::sync::LINE)?;
         let header = ptr_at::<QueueHeader>(&region, offset);
-        let slots = ptr_at::<Slot>(&region, offset + crate::queue::HEADER_BYTES);
+        let slots = ptr_at::<Slot>(&region, offset + crate::queue::SLOTS_OFFSET);
         Ok(ShmQueue {
             header,
             slots,
