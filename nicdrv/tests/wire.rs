@@ -425,6 +425,9 @@ fn two_ports_on_one_wire() {
             })
             .collect();
         assert_eq!(order, vec![1, 0, 3, 2, 5, 4, 7, 6, 9, 8]);
+        // A held frame with nothing after it leaves on its timer.
+        send_batch(&mut ra, &frames[..1]);
+        assert_eq!(recv(&mut rb, 1, Duration::from_millis(500)).await.len(), 1);
         ca.set_faults(0, 0, 0, 1_000_000).await;
         send_batch(&mut ra, batch);
         let got = recv(&mut rb, 10, Duration::from_millis(500)).await;
@@ -437,7 +440,7 @@ fn two_ports_on_one_wire() {
         let s = ca.counters().await;
         assert_eq!(
             (s.wire_duplicated, s.wire_reordered, s.wire_corrupted),
-            (10, 5, 10)
+            (10, 6, 10)
         );
 
         // An invalid fault setting is refused with the `invalid` word.
@@ -457,8 +460,8 @@ fn two_ports_on_one_wire() {
     assert!(st.success(), "nicdrv exited with {st}");
     let (linktype, recs) = nicdrv::pcap::parse(&std::fs::read(&pcap).unwrap()).unwrap();
     assert_eq!(linktype, nicdrv::pcap::LINKTYPE_ETHERNET);
-    // 200 + 20 + 20 + 3 * 10 sent (captured before the wire's faults), 10 received.
-    assert_eq!(recs.len(), 280);
+    // 200 + 20 + 20 + 3 * 10 + 1 sent (captured before the wire's faults), 10 received.
+    assert_eq!(recs.len(), 281);
     if let Ok(out) = Command::new("tshark")
         .args(["-r"])
         .arg(&pcap)
@@ -469,7 +472,7 @@ fn two_ports_on_one_wire() {
             let text = String::from_utf8_lossy(&out.stdout);
             assert_eq!(
                 text.lines().filter(|l| l.trim() == "5000").count(),
-                280,
+                281,
                 "tshark:\n{text}"
             );
         }
@@ -697,6 +700,63 @@ fn survivor_meets_a_restarted_peer() {
         send(&mut ra, &frames).await;
         assert_eq!(recv(&mut rb, 5, WAIT).await.len(), 5);
         assert_eq!(ca.counters().await.link_changes, 3);
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn faulty_wire_loses_nothing_else() {
+    let dir = tmpdir("faulty");
+    let wire = dir.join("wire.sock");
+    let a = Proc::spawn(
+        &dir,
+        "a",
+        &wire,
+        &[
+            "--loss-ppm",
+            "20000",
+            "--reorder-ppm",
+            "20000",
+            "--duplicate-ppm",
+            "20000",
+            "--seed",
+            "5",
+        ],
+    );
+    let b = Proc::spawn(&dir, "b", &wire, &[]);
+    local_test(async {
+        let (ca, cb) = (Conn::open(&a), Conn::open(&b));
+        ca.wait_link(true).await;
+        cb.wait_link(true).await;
+        let (mut ra, mut rb) = (ca.open_rings(&a).await, cb.open_rings(&b).await);
+        let mut got = 0usize;
+        for round in 0..30u32 {
+            let frames: Vec<(Vec<u8>, u32)> = (0..100)
+                .map(|i| (udp_frame(round * 100 + i, true), 0))
+                .collect();
+            send(&mut ra, &frames).await;
+            got += recv(&mut rb, usize::MAX, Duration::from_millis(2))
+                .await
+                .len();
+        }
+        let deadline = Instant::now() + WAIT;
+        loop {
+            got += recv(&mut rb, usize::MAX, Duration::from_millis(5))
+                .await
+                .len();
+            let s = ca.counters().await;
+            let want = s.tx_frames - s.wire_lost + s.wire_duplicated;
+            if got as u64 == want {
+                assert_eq!(s.tx_frames, 3000);
+                assert!(
+                    s.wire_lost > 20 && s.wire_reordered > 20 && s.wire_duplicated > 20,
+                    "{s:?}"
+                );
+                break;
+            }
+            assert!(Instant::now() < deadline, "got {got} of {want}: {s:?}");
+        }
+        assert_eq!(cb.counters().await.rx_dropped, 0);
     });
     let _ = std::fs::remove_dir_all(&dir);
 }
