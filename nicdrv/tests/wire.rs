@@ -760,3 +760,31 @@ fn faulty_wire_loses_nothing_else() {
     });
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn jumbo_frames() {
+    let dir = tmpdir("jumbo");
+    let wire = dir.join("wire.sock");
+    let a = Proc::spawn(&dir, "a", &wire, &["--mtu", "9000", "--buffers", "64"]);
+    let b = Proc::spawn(&dir, "b", &wire, &["--mtu", "9000", "--buffers", "64"]);
+    local_test(async {
+        let (ca, cb) = (Conn::open(&a), Conn::open(&b));
+        ca.wait_link(true).await;
+        cb.wait_link(true).await;
+        let (mut ra, mut rb) = (ca.open_rings(&a).await, cb.open_rings(&b).await);
+        assert_eq!(ra.tx.buf_size(), 9024);
+        // Largest frame: 9000 bytes of IP + 14; one byte more is refused.
+        let mut big = udp_frame(1, true);
+        big.resize(9014, 0);
+        let mut too_big = big.clone();
+        too_big.push(0);
+        send(&mut ra, &[(big.clone(), 0), (too_big, 0)]).await;
+        let got = recv(&mut rb, 1, WAIT).await;
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].0, big);
+        // Ethernet padding after the IP packet does not disturb the checksum check.
+        assert_eq!(got[0].1, flags::CSUM_VERIFIED);
+        assert_eq!(ca.counters().await.tx_dropped, 1);
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}
