@@ -312,11 +312,12 @@ fn socket_pingpong(rounds: u64) {
     t.join().unwrap();
 }
 
-fn row(name: &str, unit: &str, ours: Rate, reference: Rate) {
+/// One line of the table; `per` scales ops/s (1e6 for millions, 1e3 for thousands).
+fn row(name: &str, unit: &str, per: f64, ours: Rate, reference: Rate) {
     println!(
         "{name:<34} {:>10.2} {:>10.2} {unit:<9} {:>6.2}x {:>9.1} {:>9.1}",
-        ours.ops_per_sec / 1e6,
-        reference.ops_per_sec / 1e6,
+        ours.ops_per_sec / per,
+        reference.ops_per_sec / per,
         ours.ops_per_sec / reference.ops_per_sec,
         ours.cpu_ns_per_op,
         reference.cpu_ns_per_op,
@@ -348,12 +349,14 @@ fn main() {
         row(
             &format!("queue heap, batch {batch} vs rtrb"),
             "Mitems/s",
+            1e6,
             heap,
             reference,
         );
         row(
             &format!("queue shm, batch {batch} vs rtrb"),
             "Mitems/s",
+            1e6,
             shm,
             reference,
         );
@@ -361,6 +364,18 @@ fn main() {
     let sock = measure(rounds, || socket_pingpong(rounds));
     let bell = measure(rounds, || doorbell_pingpong(rounds));
     let queue = measure(rounds, || queue_pingpong(rounds));
-    row("eventfd ping-pong vs unix socket", "Mrt/s", bell, sock);
-    row("queue+eventfd ping-pong vs socket", "Mrt/s", queue, sock);
+    row(
+        "eventfd ping-pong vs unix socket",
+        "Kround/s",
+        1e3,
+        bell,
+        sock,
+    );
+    row(
+        "queue+eventfd ping-pong vs socket",
+        "Kround/s",
+        1e3,
+        queue,
+        sock,
+    );
 }

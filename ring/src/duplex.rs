@@ -5,8 +5,8 @@
 //!
 //! ```text
 //! 0    header: magic "CNDX", version, buffers, buf_size   (written by A before sharing)
-//! 128  carrier (1 = up), on its own line; both ends read it, the wire owner writes it
-//! 256  channel A->B   (ChannelLayout::region_bytes)
+//! 64   carrier (1 = up), on its own line; both ends read it, the wire owner writes it
+//! 128  channel A->B   (ChannelLayout::region_bytes)
 //! ...  channel B->A
 //! ```
 //!
@@ -26,8 +26,11 @@ use crate::sync::{Ordering, LINE};
 
 const MAGIC: u32 = u32::from_le_bytes(*b"CNDX");
 const VERSION: u32 = 1;
-const CARRIER: usize = LINE;
-const CHANNELS: usize = 2 * LINE;
+/// Fixed offsets (others' tests locate queues by them): the header is read-only after create,
+/// so header and carrier need not be a full index block apart; channels start 128-aligned.
+const CARRIER: usize = 64;
+const CHANNELS: usize = 128;
+const _: () = assert!(CHANNELS % LINE == 0);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Side {

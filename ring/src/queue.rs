@@ -203,7 +203,11 @@ impl<M: QueueMem> Producer<M> {
     pub fn enqueue_batch(&mut self, ds: &[Desc]) -> Result<usize, RingError> {
         let n = ds.len().min(self.free_slots(ds.len())? as usize);
         let (first, second) = ring_spans(self.mem.slots(), self.tail & self.mask, n);
-        for (slot, d) in first.iter().chain(second).zip(&ds[..n]) {
+        let (ds_first, ds_second) = ds[..n].split_at(first.len());
+        for (slot, d) in first.iter().zip(ds_first) {
+            slot.store(*d);
+        }
+        for (slot, d) in second.iter().zip(ds_second) {
             slot.store(*d);
         }
         self.track_span(self.tail, n, true);
@@ -307,7 +311,11 @@ impl<M: QueueMem> Consumer<M> {
         let n = out.len().min(self.available(out.len())? as usize);
         self.track_span(self.head, n, false);
         let (first, second) = ring_spans(self.mem.slots(), self.head & self.mask, n);
-        for (d, slot) in out[..n].iter_mut().zip(first.iter().chain(second)) {
+        let (out_first, out_second) = out[..n].split_at_mut(first.len());
+        for (d, slot) in out_first.iter_mut().zip(first) {
+            *d = slot.load();
+        }
+        for (d, slot) in out_second.iter_mut().zip(second) {
             *d = slot.load();
         }
         if n > 0 {
