@@ -206,3 +206,71 @@ impl DataArea {
         unsafe { std::slice::from_raw_parts_mut(self.base.as_ptr().add(offset), len) }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::Ordering;
+
+    fn region(len: usize) -> Arc<SharedRegion> {
+        Arc::new(SharedRegion::create("shm-test", len).unwrap())
+    }
+
+    #[test]
+    fn spans_must_fit_and_be_aligned() {
+        let r = region(4096);
+        assert!(check_span(&r, 0, 4096, 64).is_ok());
+        assert!(matches!(
+            check_span(&r, 1, 4096, 1),
+            Err(RingError::Layout(_))
+        ));
+        assert!(matches!(
+            check_span(&r, 8, 4, 16),
+            Err(RingError::Layout(_))
+        ));
+        assert!(matches!(
+            check_span(&r, usize::MAX, 2, 1),
+            Err(RingError::Layout(_))
+        ));
+    }
+
+    #[test]
+    fn words_are_shared_between_mappings() {
+        let a = region(4096);
+        let b = SharedRegion::from_fd(a.fd().try_clone_to_owned().unwrap(), 4096).unwrap();
+        atomic_u32_at(&a, 100)
+            .unwrap()
+            .store(0xfeed, Ordering::Release);
+        assert_eq!(
+            atomic_u32_at(&b, 100).unwrap().load(Ordering::Acquire),
+            0xfeed
+        );
+        assert!(atomic_u32_at(&a, 4094).is_err(), "past the end");
+        assert!(atomic_u32_at(&a, 2).is_err(), "misaligned");
+    }
+
+    #[test]
+    fn queue_and_byte_views_check_their_span() {
+        let r = region(8192);
+        assert!(ShmQueue::new(r.clone(), 0, 16).is_ok());
+        assert!(ShmQueue::new(r.clone(), 8192 - 256, 16).is_err());
+        assert!(ShmQueue::new(r.clone(), 0, 3).is_err());
+        assert!(ShmBytes::new(r.clone(), 0, 4096).is_ok());
+        assert!(ShmBytes::new(r, 0, 8192).is_err());
+    }
+
+    #[test]
+    fn data_area_hands_out_its_bytes() {
+        let mut d = DataArea::new(region(4096), 1024, 2048).unwrap();
+        d.bytes_mut(2000, 48).fill(9);
+        assert_eq!(d.bytes(2040, 8), &[9; 8]);
+        assert!(DataArea::new(region(4096), 1024, 4096).is_err());
+    }
+
+    #[test]
+    #[should_panic(expected = "outside data area")]
+    fn data_area_refuses_spans_outside_it() {
+        let d = DataArea::new(region(4096), 0, 100).unwrap();
+        d.bytes(90, 20);
+    }
+}

@@ -33,3 +33,24 @@ pub(crate) const LINE: usize = 128;
 pub(crate) const fn line_up(n: usize) -> usize {
     n.div_ceil(LINE) * LINE
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocks_are_whole_lines() {
+        assert_eq!(core::mem::size_of::<CacheLine<AtomicU32>>(), LINE);
+        assert_eq!(core::mem::align_of::<CacheLine<AtomicU64>>(), LINE);
+        assert_eq!(line_up(0), 0);
+        assert_eq!(line_up(1), LINE);
+        assert_eq!(line_up(LINE), LINE);
+    }
+
+    #[test]
+    fn atomics_have_the_layout_of_integers() {
+        // Shared memory holds them; the peer sees plain integers.
+        assert_eq!(core::mem::size_of::<AtomicU32>(), 4);
+        assert_eq!(core::mem::align_of::<AtomicU64>(), 8);
+    }
+}
