@@ -70,10 +70,13 @@ impl SocketError {
         Self::ALL.get((code as usize).checked_sub(1)?).copied()
     }
 
-    /// Parses the word at the start of `description`.
+    /// Finds the error word in `description`. capnp-rpc may put its own
+    /// prefix ("remote exception: ") before the word the service wrote.
     pub fn from_description(description: &str) -> Option<SocketError> {
-        let word = description.split(':').next()?.trim();
-        Self::ALL.iter().copied().find(|e| e.word() == word)
+        description
+            .split(':')
+            .map(str::trim)
+            .find_map(|word| Self::ALL.iter().copied().find(|e| e.word() == word))
     }
 
     pub fn io_kind(self) -> io::ErrorKind {
@@ -130,6 +133,10 @@ mod tests {
         }
         assert_eq!(SocketError::from_code(0), None);
         assert_eq!(SocketError::from_description("nonsense: x"), None);
+        assert_eq!(
+            SocketError::from_description("remote exception: reset: 10.0.0.2:80"),
+            Some(SocketError::Reset)
+        );
     }
 
     #[test]

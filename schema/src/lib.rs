@@ -24,9 +24,4 @@ pub mod supervisor_capnp {
 pub mod errors;
 
 /// The schema files, in the order they are compiled.
-pub const SCHEMA_FILES: [&str; 4] = [
-    "common.capnp",
-    "nic.capnp",
-    "net.capnp",
-    "supervisor.capnp",
-];
+pub const SCHEMA_FILES: [&str; 4] = ["common.capnp", "nic.capnp", "net.capnp", "supervisor.capnp"];

@@ -13,9 +13,8 @@ fn compile_into(out: &Path) {
     for f in capnet_schema::SCHEMA_FILES {
         cmd.file(dir.join(f));
     }
-    cmd.run().expect(
-        "the capnp tool is needed to check the generated code: apt-get install capnproto",
-    );
+    cmd.run()
+        .expect("the capnp tool is needed to check the generated code: apt-get install capnproto");
 }
 
 #[test]
