@@ -19,8 +19,9 @@ const HOST_B: &str = include_str!("../../examples/host-b.toml");
 /// A deterministic byte pattern, different per seed.
 pub fn pattern(seed: u64, offset: u64, out: &mut [u8]) {
     for (i, b) in out.iter_mut().enumerate() {
-        let x = (offset + i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ seed;
-        *b = (x >> 29) as u8;
+        let x = ((offset + i as u64) ^ seed.wrapping_mul(0xD6E8_FEB8_6659_FD93))
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        *b = (x >> 56) as u8;
     }
 }
 

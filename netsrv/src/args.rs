@@ -38,7 +38,7 @@ pub const USAGE: &str = "usage: netsrv --port NAME=fd:RPC,HANDOFF | --port NAME=
 
 pub fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
     let mut args = Args {
-        tcp_buffer: 256 * 1024,
+        tcp_buffer: 64 * 1024,
         max_sockets: 4096,
         ..Args::default()
     };

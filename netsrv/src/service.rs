@@ -509,6 +509,7 @@ impl Drop for TcpListenerServer {
         if let Ok(mut stack) = self.shared.stack.try_borrow_mut() {
             stack.tcp_listener_close(self.id);
         }
+        self.shared.kick.notify_one();
     }
 }
 
@@ -562,6 +563,7 @@ impl Drop for UdpSocketServer {
         if let Ok(mut stack) = self.shared.stack.try_borrow_mut() {
             stack.udp_close(self.id);
         }
+        self.shared.kick.notify_one();
     }
 }
 

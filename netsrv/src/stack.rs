@@ -287,6 +287,10 @@ impl Stack {
             tcp::SocketBuffer::new(vec![0; tx.clamp(1024, 16 << 20)]),
         );
         s.set_nagle_enabled(!options.no_delay);
+        // Out-of-order segments must be answered at once: smoltcp has no
+        // SACK, and only prompt duplicate ACKs trigger fast retransmit
+        // instead of a one-second retransmission timeout.
+        s.set_ack_delay(None);
         s.set_keep_alive(
             options
                 .keep_alive
@@ -857,7 +861,22 @@ impl Stack {
                     .remote_endpoint()
                     .map(|e| endpoint_to_std(e).to_string())
                     .unwrap_or_default(),
-                state: s.state().to_string(),
+                state: match &conn.rings {
+                    Some(r) => format!(
+                        "{} sendq {} recvq {} up {} down-space {}",
+                        s.state(),
+                        s.send_queue(),
+                        s.recv_queue(),
+                        r.up.available().unwrap_or(0),
+                        r.down.space().unwrap_or(0)
+                    ),
+                    None => format!(
+                        "{} sendq {} recvq {}",
+                        s.state(),
+                        s.send_queue(),
+                        s.recv_queue()
+                    ),
+                },
                 rx_bytes: conn.rx_bytes,
                 tx_bytes: conn.tx_bytes,
                 ring_mode: conn.rings.is_some(),
