@@ -16,6 +16,10 @@ pub struct DemoOptions {
 const HOST_A: &str = include_str!("default.toml");
 const HOST_B: &str = include_str!("../../examples/host-b.toml");
 
+/// Bytes received and their sha256.
+pub type Received = (u64, Digest32);
+pub type Digest32 = [u8; 32];
+
 /// A deterministic byte pattern, different per seed.
 pub fn pattern(seed: u64, offset: u64, out: &mut [u8]) {
     for (i, b) in out.iter_mut().enumerate() {
@@ -41,7 +45,7 @@ pub fn send_pattern(w: &mut impl Write, seed: u64, bytes: u64) -> std::io::Resul
 }
 
 /// Reads to EOF; returns (bytes, sha256).
-pub fn receive_all(r: &mut impl Read) -> std::io::Result<(u64, [u8; 32])> {
+pub fn receive_all(r: &mut impl Read) -> std::io::Result<Received> {
     let mut hash = Sha256::new();
     let mut buf = vec![0u8; 64 * 1024];
     let mut total = 0u64;
@@ -128,7 +132,7 @@ pub fn run(opts: DemoOptions) -> Result<(), String> {
         .tcp_listen("0.0.0.0:5001".parse().unwrap(), 8)
         .map_err(e("listen"))?;
     let bytes = opts.bytes;
-    let server = std::thread::spawn(move || -> std::io::Result<((u64, [u8; 32]), [u8; 32])> {
+    let server = std::thread::spawn(move || -> std::io::Result<(Received, Digest32)> {
         let (s, _) = listener.accept()?;
         let writer = std::thread::scope(|scope| {
             let w = scope.spawn(|| {

@@ -2,7 +2,7 @@
 
 use capnet_schema::common_capnp::socket_addr;
 use capnet_schema::errors::SocketError;
-use smoltcp::wire::{IpAddress, IpCidr, IpEndpoint, Ipv4Address, Ipv6Address};
+use smoltcp::wire::{IpAddress, IpCidr, IpEndpoint};
 use std::net::{IpAddr, SocketAddr};
 
 pub fn read_socket_addr(r: socket_addr::Reader<'_>) -> capnp::Result<SocketAddr> {
@@ -28,15 +28,15 @@ pub fn write_socket_addr(mut b: socket_addr::Builder<'_>, addr: SocketAddr) {
 
 pub fn to_smol(ip: IpAddr) -> IpAddress {
     match ip {
-        IpAddr::V4(v4) => IpAddress::Ipv4(Ipv4Address::from(v4)),
-        IpAddr::V6(v6) => IpAddress::Ipv6(Ipv6Address::from(v6)),
+        IpAddr::V4(v4) => IpAddress::Ipv4(v4),
+        IpAddr::V6(v6) => IpAddress::Ipv6(v6),
     }
 }
 
 pub fn from_smol(ip: IpAddress) -> IpAddr {
     match ip {
-        IpAddress::Ipv4(v4) => IpAddr::V4(v4.into()),
-        IpAddress::Ipv6(v6) => IpAddr::V6(v6.into()),
+        IpAddress::Ipv4(v4) => IpAddr::V4(v4),
+        IpAddress::Ipv6(v6) => IpAddr::V6(v6),
     }
 }
 

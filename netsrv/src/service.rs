@@ -441,7 +441,13 @@ impl tcp_socket::Server for TcpSocketServer {
         _: tcp_socket::CloseResults,
     ) -> Result<(), Error> {
         let id = self.id;
-        self.shared.now(|s| Ok(s.tcp_release(id)), "close")
+        self.shared.now(
+            |s| {
+                s.tcp_release(id);
+                Ok(())
+            },
+            "close",
+        )
     }
 
     async fn set_no_delay(
@@ -547,7 +553,13 @@ impl tcp_listener::Server for TcpListenerServer {
         _: tcp_listener::CloseResults,
     ) -> Result<(), Error> {
         let id = self.id;
-        self.shared.now(|s| Ok(s.tcp_listener_close(id)), "close")
+        self.shared.now(
+            |s| {
+                s.tcp_listener_close(id);
+                Ok(())
+            },
+            "close",
+        )
     }
 }
 
@@ -616,7 +628,13 @@ impl udp_socket::Server for UdpSocketServer {
         _: udp_socket::CloseResults,
     ) -> Result<(), Error> {
         let id = self.id;
-        self.shared.now(|s| Ok(s.udp_close(id)), "close")
+        self.shared.now(
+            |s| {
+                s.udp_close(id);
+                Ok(())
+            },
+            "close",
+        )
     }
 }
 

@@ -28,7 +28,7 @@ impl Drop for Scratch {
 /// settings (TOML lines inside [[port]]).
 pub fn sim_config(n: u8, extra: &str) -> String {
     format!(
-        "[netsrv]\ntcp_buffer = 262144\n[[port]]\nname = \"sim0\"\nbackend = \"sim\"\nwire = \"wire0.sock\"\n\
+        "[netsrv]\ntcp_buffer = 65536\n[[port]]\nname = \"sim0\"\nbackend = \"sim\"\nwire = \"wire0.sock\"\n\
          mac = \"02:00:00:00:00:0{n}\"\naddresses = [\"10.0.0.{n}/24\", \"fd00::{n}/64\"]\n{extra}\n"
     )
 }
