@@ -54,6 +54,11 @@ impl Host {
             .arg(wire_dir)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
+            // Quiet unless asked: the caller prints what matters.
+            .env(
+                "CAPNET_LOG",
+                std::env::var("CAPNET_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .spawn()?;
         let stdout = child.stdout.take().expect("piped stdout");
         let (tx, rx) = std::sync::mpsc::channel();

@@ -194,3 +194,63 @@ fn corrupted_socket_rings_end_only_that_socket() {
     assert_eq!(killed, 2, "both hostile sockets were ended");
     drop((done1, done2));
 }
+
+#[test]
+fn junk_frames_on_the_wire_are_dropped_and_counted() {
+    use capnet::host::Host;
+    let scratch = Scratch::new("junk");
+    let a_dir = scratch.0.join("a");
+    let a = Host::start(&capnet_tests::sim_config(1, ""), &a_dir, &a_dir).unwrap();
+    // The test is the wire's other end for a while.
+    let layout = nicdrv::dataplane::layout_for(1500, 512);
+    let mut peer = nicdrv::sim::connect_wire(&a_dir.join("wire0.sock"), layout).unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    let our_mac = [2u8, 0, 0, 0, 0, 1];
+    let mut sent = 0;
+    while sent < 5000 {
+        let Some(mut buf) = peer.duplex.tx.alloc().unwrap() else {
+            if peer.duplex.tx.flush().unwrap() {
+                peer.duplex.wake_peer.ring();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+            continue;
+        };
+        let bytes = peer.duplex.tx.buf_mut(&mut buf);
+        let len = match sent % 3 {
+            0 => rng.gen_range(0..14),    // runts
+            1 => rng.gen_range(14..1514), // random bytes
+            _ => rng.gen_range(34..200),  // addressed to us, IPv4 or ARP, junk inside
+        };
+        rng.fill(&mut bytes[..len]);
+        if sent % 3 == 2 {
+            bytes[..6].copy_from_slice(&our_mac);
+            bytes[12..14].copy_from_slice(if sent % 2 == 0 {
+                &[0x08, 0x00]
+            } else {
+                &[0x08, 0x06]
+            });
+        }
+        peer.duplex.tx.send(buf, len as u32, 0, 0);
+        sent += 1;
+        if sent % 32 == 0 && peer.duplex.tx.flush().unwrap() {
+            peer.duplex.wake_peer.ring();
+        }
+    }
+    if peer.duplex.tx.flush().unwrap() {
+        peer.duplex.wake_peer.ring();
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let status = cli_ok(&a, &["status"]);
+    assert!(status_counter(&status, "malformed") >= 1000, "{status}");
+    assert!(
+        status.contains("netsrv         pid") && !status.contains("exited"),
+        "{status}"
+    );
+    // The junk peer leaves; a real host joins the same wire and talks.
+    drop(peer);
+    let b_dir = scratch.0.join("b");
+    let b = Host::start(&capnet_tests::sim_config(2, ""), &b_dir, &a_dir).unwrap();
+    good_transfer(&a.net().unwrap(), &b.net().unwrap(), 5300, 4 << 20)
+        .join()
+        .unwrap();
+}
