@@ -1,0 +1,394 @@
+//! System benchmarks, each a ratio against a reference measured in the same
+//! run (`cargo bench -p capnet-tests --bench system`):
+//!
+//! - capnp call latency through libclient vs a Unix socket ping-pong;
+//! - the microkernel tax: TCP bulk through separate processes on a sim wire
+//!   vs the same smoltcp stacks on the same rings in one process;
+//! - idle CPU of two whole service sets;
+//! - memory per idle TCP connection;
+//! - TCP over TAP vs the Linux stack over veth (root only).
+//!
+//! CPU time is read from /proc for every process involved.
+
+use capnet::host::Host;
+use capnet_ring::{ChannelLayout, Duplex};
+use capnet_tests::{send_pattern, Scratch};
+use netsrv::device::RingDevice;
+use netsrv::stack::{PortMeta, Stack, TcpOptions};
+use std::io::{Read, Write};
+use std::net::Shutdown;
+use std::os::unix::net::UnixStream;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn ticks_per_second() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    unsafe { libc::sysconf(libc::_SC_CLK_TCK) as f64 }
+}
+
+/// User+system CPU seconds of a process.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let t = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (t(11) + t(12)) / ticks_per_second()
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// (name, pid) of every service process of a host, from `capnet status`.
+fn service_pids(host: &Host) -> Vec<(String, u32)> {
+    let out = host.cli(&["status"]).unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut pids = vec![("capnet".to_string(), host.pid())];
+    for line in text
+        .lines()
+        .skip_while(|l| !l.starts_with("processes"))
+        .skip(1)
+    {
+        if !line.starts_with("  ") {
+            break;
+        }
+        let words: Vec<&str> = line.split_whitespace().collect();
+        if let Some(i) = words.iter().position(|w| *w == "pid") {
+            pids.push((words[..i].join(" "), words[i + 1].parse().unwrap()));
+        }
+    }
+    pids
+}
+
+fn two_hosts(scratch: &Scratch) -> (Host, Host) {
+    capnet_tests::two_hosts(scratch, "")
+}
+
+// ---- capnp call latency ----
+
+fn bench_call_latency() {
+    let scratch = Scratch::new("bench-call");
+    let (a, b) = two_hosts(&scratch);
+    let (na, nb) = (a.net().unwrap(), b.net().unwrap());
+    let l = nb.tcp_listen("0.0.0.0:9000".parse().unwrap(), 1).unwrap();
+    let s = na
+        .tcp_connect("10.0.0.2:9000".parse().unwrap(), None)
+        .unwrap();
+    let _peer = l.accept().unwrap();
+    const N: u32 = 5000;
+    for _ in 0..200 {
+        s.set_nodelay(true).unwrap();
+    }
+    let t = Instant::now();
+    for _ in 0..N {
+        s.set_nodelay(true).unwrap();
+    }
+    let call = t.elapsed() / N;
+
+    let (mut x, mut y) = UnixStream::pair().unwrap();
+    let echo = std::thread::spawn(move || {
+        let mut b = [0u8; 1];
+        while y.read_exact(&mut b).is_ok() {
+            y.write_all(&b).unwrap();
+        }
+    });
+    let mut b = [0u8; 1];
+    let t = Instant::now();
+    for _ in 0..N {
+        x.write_all(&b).unwrap();
+        x.read_exact(&mut b).unwrap();
+    }
+    let ping = t.elapsed() / N;
+    drop(x);
+    echo.join().unwrap();
+    println!(
+        "capnp call (TcpSocket.setNoDelay via libclient)  {:>8.1} us   unix socket ping-pong {:>6.1} us   ratio {:.1}x",
+        call.as_secs_f64() * 1e6,
+        ping.as_secs_f64() * 1e6,
+        call.as_secs_f64() / ping.as_secs_f64()
+    );
+}
+
+// ---- the microkernel tax ----
+
+const BULK: u64 = 256 << 20;
+
+/// Both hosts' stacks in this process, joined by one duplex: no nicdrv, no
+/// wire process, no libclient, no capnp.
+fn in_process_bulk() -> (f64, f64) {
+    let layout = ChannelLayout {
+        buffers: 512,
+        buf_size: 1536,
+    };
+    let (da, fds) = Duplex::create("bench", layout).unwrap();
+    let db = Duplex::attach(fds, layout).unwrap();
+    let cpu0 = cpu_seconds(std::process::id());
+    let mut stacks = [Stack::new(64 * 1024), Stack::new(64 * 1024)];
+    for (i, (stack, duplex)) in stacks.iter_mut().zip([da, db]).enumerate() {
+        let meta = PortMeta {
+            name: "sim0".into(),
+            backend: "in-process".into(),
+            mac: [2, 0, 0, 0, 0, i as u8 + 1],
+            mtu: 1500,
+        };
+        let cidr = netsrv::addr::parse_cidr(&format!("10.0.0.{}/24", i + 1)).unwrap();
+        stack
+            .add_port(meta, RingDevice::new(duplex, 1500, false), &[cidr], &[])
+            .unwrap();
+    }
+    let [mut a, mut b] = stacks;
+    let listener = b
+        .tcp_listen("0.0.0.0:5001".parse().unwrap(), 1, TcpOptions::default())
+        .unwrap();
+    let client = a
+        .tcp_connect("10.0.0.2:5001".parse().unwrap(), &TcpOptions::default())
+        .unwrap();
+    let mut server = None;
+    let chunk = vec![0x5au8; 64 * 1024];
+    let (mut sent, mut got) = (0u64, 0u64);
+    let t = Instant::now();
+    while got < BULK {
+        a.poll();
+        b.poll();
+        if server.is_none() {
+            server = b.tcp_accept(listener).unwrap().map(|(id, _)| id);
+            continue;
+        }
+        if sent < BULK {
+            let n = (BULK - sent).min(chunk.len() as u64) as usize;
+            if let Ok(Some(w)) = a.tcp_write(client, &chunk[..n]) {
+                sent += w as u64;
+            }
+        }
+        while let Ok(Some(data)) = b.tcp_read(server.unwrap(), 1 << 20) {
+            if data.is_empty() {
+                break;
+            }
+            got += data.len() as u64;
+        }
+    }
+    let secs = t.elapsed().as_secs_f64();
+    (
+        BULK as f64 / secs / (1 << 20) as f64,
+        cpu_seconds(std::process::id()) - cpu0,
+    )
+}
+
+fn processes_bulk() -> (f64, Vec<(String, f64)>) {
+    let scratch = Scratch::new("bench-bulk");
+    let (a, b) = two_hosts(&scratch);
+    let (na, nb) = (a.net().unwrap(), b.net().unwrap());
+    let mut pids: Vec<(String, u32)> = service_pids(&a)
+        .into_iter()
+        .map(|(n, p)| (format!("a {n}"), p))
+        .collect();
+    pids.extend(
+        service_pids(&b)
+            .into_iter()
+            .map(|(n, p)| (format!("b {n}"), p)),
+    );
+    pids.push(("application (both ends)".into(), std::process::id()));
+    let before: Vec<f64> = pids.iter().map(|(_, p)| cpu_seconds(*p)).collect();
+    let l = nb.tcp_listen("0.0.0.0:5001".parse().unwrap(), 1).unwrap();
+    // The application does nothing but move bytes, as in the one-process run.
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut n = 0u64;
+        loop {
+            match s.read(&mut buf).unwrap() {
+                0 => return n,
+                k => n += k as u64,
+            }
+        }
+    });
+    let t = Instant::now();
+    let mut s = na
+        .tcp_connect("10.0.0.2:5001".parse().unwrap(), None)
+        .unwrap();
+    let chunk = vec![0x5au8; 256 * 1024];
+    let mut sent = 0;
+    while sent < BULK {
+        sent += s
+            .write(&chunk[..(BULK - sent).min(chunk.len() as u64) as usize])
+            .unwrap() as u64;
+    }
+    s.shutdown(Shutdown::Write).unwrap();
+    let n = server.join().unwrap();
+    let secs = t.elapsed().as_secs_f64();
+    assert_eq!(n, BULK);
+    let cpu = pids
+        .iter()
+        .zip(before)
+        .map(|((name, p), b)| (name.clone(), cpu_seconds(*p) - b))
+        .collect();
+    (BULK as f64 / secs / (1 << 20) as f64, cpu)
+}
+
+fn bench_microkernel_tax() {
+    let (mib_proc, cpu) = processes_bulk();
+    let (mib_inproc, cpu_inproc) = in_process_bulk();
+    println!(
+        "TCP bulk 256 MiB: processes on a sim wire {:>7.1} MiB/s   one process {:>7.1} MiB/s   ratio {:.2}",
+        mib_proc,
+        mib_inproc,
+        mib_proc / mib_inproc
+    );
+    let per_gib = |s: f64| s / (BULK as f64 / (1u64 << 30) as f64);
+    for (name, s) in cpu {
+        println!("    CPU {:<28} {:>6.2} s/GiB", name, per_gib(s));
+    }
+    println!(
+        "    CPU {:<28} {:>6.2} s/GiB",
+        "one process (both stacks)",
+        per_gib(cpu_inproc)
+    );
+}
+
+// ---- idle cost and memory ----
+
+fn bench_idle_and_memory() {
+    let scratch = Scratch::new("bench-idle");
+    let (a, b) = two_hosts(&scratch);
+    let mut pids = service_pids(&a);
+    pids.extend(service_pids(&b));
+    std::thread::sleep(Duration::from_millis(500));
+    let before: f64 = pids.iter().map(|(_, p)| cpu_seconds(*p)).sum();
+    let window = Duration::from_secs(5);
+    std::thread::sleep(window);
+    let idle: f64 = pids.iter().map(|(_, p)| cpu_seconds(*p)).sum::<f64>() - before;
+    println!(
+        "idle: {} processes of two service sets used {:.2}% of one core over {} s",
+        pids.len(),
+        idle / window.as_secs_f64() * 100.0,
+        window.as_secs()
+    );
+
+    let (na, nb) = (a.net().unwrap(), b.net().unwrap());
+    let netsrv_pid = |pids: &[(String, u32)]| pids.iter().find(|(n, _)| n == "netsrv").unwrap().1;
+    let (pa, pb) = (netsrv_pid(&service_pids(&a)), netsrv_pid(&service_pids(&b)));
+    let l = nb.tcp_listen("0.0.0.0:6000".parse().unwrap(), 128).unwrap();
+    let rss0 = rss_kib(pa) + rss_kib(pb);
+    const N: usize = 200;
+    let mut conns = Vec::new();
+    for _ in 0..N {
+        let c = na
+            .tcp_connect("10.0.0.2:6000".parse().unwrap(), None)
+            .unwrap();
+        let (s, _) = l.accept().unwrap();
+        conns.push((c, s));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let rss1 = rss_kib(pa) + rss_kib(pb);
+    println!(
+        "memory: {} idle TCP connections (both ends in ring mode) add {:.1} KiB of netsrv RSS per connection end",
+        N,
+        (rss1 - rss0) as f64 / (2 * N) as f64
+    );
+}
+
+// ---- TAP vs veth ----
+
+fn sh(cmd: &str) -> bool {
+    Command::new("bash")
+        .arg("-c")
+        .arg(cmd)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+fn bench_tap_vs_veth() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        println!("TAP vs veth: skipped (needs root)");
+        return;
+    }
+    let ns = format!("capnet-b{}", std::process::id());
+    let cl = format!("{ns}c");
+    let setup = format!(
+        "ip netns add {ns} && ip netns add {cl} && ip -n {ns} link set lo up && \
+         ip -n {ns} tuntap add dev ctap0 mode tap && ip -n {ns} addr add 10.78.0.1/24 dev ctap0 && \
+         ip -n {ns} link set ctap0 up && \
+         ip -n {ns} link add veth0 type veth peer name veth1 netns {cl} && \
+         ip -n {ns} addr add 10.79.0.1/24 dev veth0 && ip -n {ns} link set veth0 up && \
+         ip -n {cl} addr add 10.79.0.2/24 dev veth1 && ip -n {cl} link set veth1 up"
+    );
+    assert!(sh(&setup), "namespace setup");
+    let sink = |port: u16| {
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &ns,
+                "socat",
+                "-u",
+                &format!("TCP-LISTEN:{port},reuseaddr"),
+                "OPEN:/dev/null",
+            ])
+            .spawn()
+            .unwrap()
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    // Linux to Linux over veth.
+    let mut s1 = sink(41001);
+    std::thread::sleep(Duration::from_millis(300));
+    let t = Instant::now();
+    assert!(sh(&format!(
+        "ip netns exec {cl} bash -c 'head -c {BULK} /dev/zero | socat -u - TCP:10.79.0.1:41001'"
+    )));
+    let veth = BULK as f64 / t.elapsed().as_secs_f64() / (1 << 20) as f64;
+    let _ = s1.wait();
+    // capnet over TAP to Linux.
+    let scratch = Scratch::new("bench-tap");
+    let config = format!(
+        "[[port]]\nname = \"tap0\"\nbackend = \"tap\"\ntap = \"ctap0\"\nnetns = \"{ns}\"\naddresses = [\"10.78.0.2/24\"]\n"
+    );
+    let run = scratch.0.join("host");
+    let host = Host::start(&config, &run, &run).unwrap();
+    let net = host.net().unwrap();
+    let mut s2 = sink(41002);
+    std::thread::sleep(Duration::from_millis(300));
+    let t = Instant::now();
+    let s = net
+        .tcp_connect("10.78.0.1:41002".parse().unwrap(), None)
+        .unwrap();
+    send_pattern(&mut &s, 1, BULK).unwrap();
+    s.shutdown(Shutdown::Write).unwrap();
+    let _ = s2.wait();
+    let tap = BULK as f64 / t.elapsed().as_secs_f64() / (1 << 20) as f64;
+    drop((s, net, host));
+    sh(&format!("ip netns del {ns}; ip netns del {cl}"));
+    println!(
+        "TCP 256 MiB to Linux: capnet over TAP {:>7.1} MiB/s   Linux over veth {:>7.1} MiB/s   ratio {:.2}",
+        tap,
+        veth,
+        tap / veth
+    );
+}
+
+fn main() {
+    // `cargo test --benches` lists or runs benches in test mode: do nothing.
+    if std::env::args().any(|a| a == "--list") || !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let only = std::env::var("CAPNET_BENCH").unwrap_or_default();
+    let want = |name: &str| only.is_empty() || only.split(',').any(|o| o == name);
+    if want("call") {
+        bench_call_latency();
+    }
+    if want("tax") {
+        bench_microkernel_tax();
+    }
+    if want("idle") {
+        bench_idle_and_memory();
+    }
+    if want("tap") {
+        bench_tap_vs_veth();
+    }
+}
