@@ -246,9 +246,7 @@ fn linux_peer_over_tap() {
         .iter()
         .filter(|l| {
             let f: Vec<&str> = l.split('@').collect();
-            !f[1].is_empty()
-                || f[2].split(',').any(|s| s == "8388608")
-                || f[3..].contains(&"0")
+            !f[1].is_empty() || f[2].split(',').any(|s| s == "8388608") || f[3..7].contains(&"0")
         })
         .collect();
     assert!(
