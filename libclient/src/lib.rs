@@ -31,5 +31,5 @@ mod udp;
 
 pub use conn::Net;
 pub use paths::{default_run_dir, default_socket_path, SOCKET_ENV};
-pub use tcp::{TcpListener, TcpStream};
+pub use tcp::{TcpListener, TcpOptions, TcpStream};
 pub use udp::UdpSocket;

@@ -314,6 +314,36 @@ impl std::fmt::Debug for TcpStream {
     }
 }
 
+/// Options for a new TCP socket (`Net::tcp_connect_with`,
+/// `Net::tcp_listen_with`). Zero sizes mean netsrv's default.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TcpOptions {
+    pub no_delay: bool,
+    /// netsrv's send buffer for this socket, in bytes.
+    pub send_buffer: u32,
+    /// netsrv's receive buffer (and so the advertised window), in bytes.
+    pub recv_buffer: u32,
+    /// How long a connect may take (default 20 s).
+    pub connect_timeout: Option<Duration>,
+    /// TCP keep-alive interval.
+    pub keep_alive: Option<Duration>,
+}
+
+fn millis(d: Option<Duration>) -> u32 {
+    d.map(|t| t.as_millis().clamp(1, u32::MAX as u128) as u32)
+        .unwrap_or(0)
+}
+
+impl TcpOptions {
+    fn write(&self, mut b: capnet_schema::net_capnp::socket_options::Builder<'_>) {
+        b.set_no_delay(self.no_delay);
+        b.set_send_buffer(self.send_buffer);
+        b.set_recv_buffer(self.recv_buffer);
+        b.set_connect_timeout_ms(millis(self.connect_timeout));
+        b.set_keep_alive_ms(millis(self.keep_alive));
+    }
+}
+
 impl Net {
     /// Opens a TCP connection; `timeout` bounds the handshake (default 20 s).
     pub fn tcp_connect(
@@ -321,13 +351,23 @@ impl Net {
         addr: SocketAddr,
         timeout: Option<Duration>,
     ) -> io::Result<TcpStream> {
-        let ms = timeout
-            .map(|t| t.as_millis().clamp(1, u32::MAX as u128) as u32)
-            .unwrap_or(0);
+        let options = TcpOptions {
+            connect_timeout: timeout,
+            ..TcpOptions::default()
+        };
+        self.tcp_connect_with(addr, &options)
+    }
+
+    pub fn tcp_connect_with(
+        &self,
+        addr: SocketAddr,
+        options: &TcpOptions,
+    ) -> io::Result<TcpStream> {
+        let options = *options;
         let id = self.call(None, move |ctx| async move {
             let mut req = ctx.net.tcp_connect_request();
             crate::udp::write_addr(req.get().init_remote(), addr);
-            req.get().init_options().set_connect_timeout_ms(ms);
+            options.write(req.get().init_options());
             let resp = req.send().promise.await.map_err(cap_err)?;
             let sock = resp.get().map_err(cap_err)?.get_socket().map_err(cap_err)?;
             Ok(ctx.insert(Object::Tcp(sock)))
@@ -336,10 +376,22 @@ impl Net {
     }
 
     pub fn tcp_listen(&self, addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
+        self.tcp_listen_with(addr, backlog, &TcpOptions::default())
+    }
+
+    /// Listens; accepted connections get `options`.
+    pub fn tcp_listen_with(
+        &self,
+        addr: SocketAddr,
+        backlog: u32,
+        options: &TcpOptions,
+    ) -> io::Result<TcpListener> {
+        let options = *options;
         let (id, local) = self.call(Some(Duration::from_secs(10)), move |ctx| async move {
             let mut req = ctx.net.tcp_listen_request();
             crate::udp::write_addr(req.get().init_local(), addr);
             req.get().set_backlog(backlog);
+            options.write(req.get().init_options());
             let resp = req.send().promise.await.map_err(cap_err)?;
             let l = resp
                 .get()

@@ -187,3 +187,63 @@ fn socket_errors_have_the_expected_kinds() {
     s6.read_exact(&mut got).unwrap();
     assert_eq!(&got, b"v6");
 }
+
+#[test]
+fn options_and_readiness_for_event_loops() {
+    use mio::{unix::SourceFd, Events, Interest, Poll, Token};
+    use std::os::fd::AsRawFd;
+    let scratch = Scratch::new("mio");
+    let (a, b) = two_hosts(&scratch, "");
+    let (na, nb) = (a.net().unwrap(), b.net().unwrap());
+    let opts = libclient::TcpOptions {
+        no_delay: true,
+        recv_buffer: 16 * 1024,
+        send_buffer: 16 * 1024,
+        ..Default::default()
+    };
+    let l = nb.tcp_listen_with(addr("0.0.0.0:7100"), 4, &opts).unwrap();
+    let mut c = na.tcp_connect_with(addr("10.0.0.2:7100"), &opts).unwrap();
+    let (mut s, _) = l.accept().unwrap();
+    c.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 64];
+    assert_eq!(c.read(&mut buf).unwrap_err().kind(), ErrorKind::WouldBlock);
+    let mut poll = Poll::new().unwrap();
+    let fd = c.as_raw_fd();
+    poll.registry()
+        .register(&mut SourceFd(&fd), Token(7), Interest::READABLE)
+        .unwrap();
+    let mut events = Events::with_capacity(4);
+    // Nothing yet: the poll times out.
+    poll.poll(&mut events, Some(Duration::from_millis(100)))
+        .unwrap();
+    assert!(events.is_empty(), "no wakeup before data");
+    for round in 0..3 {
+        let msg = format!("ping {round}");
+        s.write_all(msg.as_bytes()).unwrap();
+        poll.poll(&mut events, Some(Duration::from_secs(5)))
+            .unwrap();
+        assert!(
+            events.iter().any(|e| e.token() == Token(7)),
+            "readable after data (round {round})"
+        );
+        let mut got = Vec::new();
+        loop {
+            match c.read(&mut buf) {
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(got, msg.as_bytes());
+    }
+    // Small buffers still move a lot of data, in order.
+    c.set_nonblocking(false).unwrap();
+    let sender = std::thread::spawn(move || {
+        let h = send_pattern(&mut s, 3, 4 << 20).unwrap();
+        s.shutdown(Shutdown::Write).unwrap();
+        h
+    });
+    let (n, got) = receive_all(&mut c).unwrap();
+    assert_eq!(n, 4 << 20);
+    assert_eq!(got, sender.join().unwrap());
+}
