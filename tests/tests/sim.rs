@@ -141,6 +141,61 @@ fn two_hundred_concurrent_connections() {
     assert_eq!(server.join().unwrap(), N * 20_000);
     let status = cli_ok(&b, &["status"]);
     assert_eq!(status_counter(&status, "accepts"), N as u64, "{status}");
+    // Every connection closed with FIN, none with RST.
+    for h in [&a, &b] {
+        let status = cli_ok(h, &["status"]);
+        assert_eq!(status_counter(&status, "resets"), 0, "{status}");
+        assert_eq!(status_counter(&status, "killed"), 0, "{status}");
+    }
+}
+
+#[test]
+fn one_host_with_two_ports_routes_by_subnet() {
+    use capnet::host::Host;
+    let scratch = Scratch::new("ports");
+    let dir = |n: &str| scratch.0.join(n);
+    let router = "[[port]]\nname = \"left\"\nbackend = \"sim\"\nwire = \"left.sock\"\nmac = \"02:00:00:00:01:01\"\n\
+                  addresses = [\"10.0.0.1/24\"]\n\
+                  [[port]]\nname = \"right\"\nbackend = \"sim\"\nwire = \"right.sock\"\nmac = \"02:00:00:00:02:01\"\n\
+                  addresses = [\"10.1.0.1/24\"]\n";
+    let two_ports = Host::start(router, &dir("m"), &dir("m")).unwrap();
+    let left = "[[port]]\nname = \"sim0\"\nbackend = \"sim\"\nwire = \"left.sock\"\nmac = \"02:00:00:00:01:02\"\n\
+                addresses = [\"10.0.0.2/24\"]\n";
+    let right = "[[port]]\nname = \"sim0\"\nbackend = \"sim\"\nwire = \"right.sock\"\nmac = \"02:00:00:00:02:02\"\n\
+                 addresses = [\"10.1.0.2/24\"]\n";
+    let l = Host::start(left, &dir("l"), &dir("m")).unwrap();
+    let r = Host::start(right, &dir("r"), &dir("m")).unwrap();
+    let nm = two_ports.net().unwrap();
+    for (host, ip) in [(&l, "10.0.0.2"), (&r, "10.1.0.2")] {
+        let listener = host
+            .net()
+            .unwrap()
+            .tcp_listen(addr("0.0.0.0:8000"), 1)
+            .unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut s, from) = listener.accept().unwrap();
+            let mut got = String::new();
+            s.read_to_string(&mut got).unwrap();
+            (got, from)
+        });
+        let mut c = nm.tcp_connect(addr(&format!("{ip}:8000")), None).unwrap();
+        c.write_all(ip.as_bytes()).unwrap();
+        drop(c);
+        let (got, from) = server.join().unwrap();
+        assert_eq!(got, ip);
+        // The source address is the one of the port facing that subnet.
+        let expected_src = if ip.starts_with("10.0.") {
+            "10.0.0.1"
+        } else {
+            "10.1.0.1"
+        };
+        assert_eq!(from.ip().to_string(), expected_src);
+    }
+    let status = cli_ok(&two_ports, &["status"]);
+    assert!(
+        status.contains("left (sim)") && status.contains("right (sim)"),
+        "{status}"
+    );
 }
 
 #[test]
