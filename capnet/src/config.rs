@@ -138,8 +138,8 @@ impl Config {
                 }
             }
             if let Some(mtu) = p.mtu {
-                if !(576..=65521).contains(&mtu) {
-                    return Err(format!("port {}: mtu {mtu} outside 576..=65521", p.name));
+                if !(576..=65535).contains(&mtu) {
+                    return Err(format!("port {}: mtu {mtu} outside 576..=65535", p.name));
                 }
             }
             if let Some(b) = p.buffers {
