@@ -212,25 +212,6 @@ impl Net {
         let stream = self.inner.handoff.lock().unwrap_or_else(|e| e.into_inner());
         handoff::redeem(stream.as_fd(), &token, fds)
     }
-
-    /// The service set's status (ports, addresses, sockets, counters).
-    pub fn status_text(&self) -> io::Result<String> {
-        self.call(Some(Duration::from_secs(10)), |ctx| async move {
-            let resp = ctx
-                .net
-                .status_request()
-                .send()
-                .promise
-                .await
-                .map_err(capnp_to_io)?;
-            let status = resp
-                .get()
-                .map_err(capnp_to_io)?
-                .get_status()
-                .map_err(capnp_to_io)?;
-            Ok(format!("{status:?}"))
-        })
-    }
 }
 
 /// Maps a capnp failure inside a job.
