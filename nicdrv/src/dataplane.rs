@@ -782,15 +782,19 @@ impl DataPlane {
     fn flush(&mut self) {
         let mut error = None;
         if let Some(p) = &mut self.port {
+            // One doorbell for both queues: one write(2) even if the stack
+            // waits for frames and for returned buffers at once.
+            let mut ring = false;
             match p.duplex.tx.flush() {
-                Ok(true) => p.duplex.wake_peer.ring(),
-                Ok(false) => {}
+                Ok(r) => ring |= r,
                 Err(e) => error = Some(e),
             }
             match p.duplex.rx.flush() {
-                Ok(true) => p.duplex.wake_peer.ring(),
-                Ok(false) => {}
+                Ok(r) => ring |= r,
                 Err(e) => error = error.or(Some(e)),
+            }
+            if ring {
+                p.duplex.wake_peer.ring();
             }
         }
         if let Some(e) = error {
