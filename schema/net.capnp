@@ -102,5 +102,7 @@ struct StackCounters {
   tcpResets @5 :UInt64;
   udpSent @6 :UInt64;
   udpReceived @7 :UInt64;
-  portBadDescriptors @8 :UInt64;
+  portBadDescriptors @8 :UInt64;  # ports disabled: their driver broke the ring contract
+  rxBadChecksum @9 :UInt64;       # frames dropped for a bad checksum (driver's verdict or ours)
+  txNoBuffer @10 :UInt64;         # frames dropped because every TX buffer was in flight
 }

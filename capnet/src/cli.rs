@@ -108,7 +108,8 @@ pub fn status(run_dir: &Path) -> Result<String, String> {
         let c = net.get_counters()?;
         let _ = writeln!(
             out,
-            "stack: sessions {} killed {} bad-ring-indices {} connects {} accepts {} resets {} udp sent {} received {}",
+            "stack: sessions {} killed {} bad-ring-indices {} connects {} accepts {} resets {} udp sent {} received {} \
+             bad-checksum {} tx-no-buffer {} ports-disabled {}",
             c.get_sessions(),
             c.get_sessions_killed(),
             c.get_bad_ring_indices(),
@@ -116,7 +117,10 @@ pub fn status(run_dir: &Path) -> Result<String, String> {
             c.get_tcp_accepts(),
             c.get_tcp_resets(),
             c.get_udp_sent(),
-            c.get_udp_received()
+            c.get_udp_received(),
+            c.get_rx_bad_checksum(),
+            c.get_tx_no_buffer(),
+            c.get_port_bad_descriptors()
         );
         Ok(out)
     })

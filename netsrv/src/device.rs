@@ -215,7 +215,7 @@ pub struct TxToken<'a> {
     tx: &'a mut ChannelSender,
     spare: &'a mut Option<TxBuf>,
     flags: u32,
-    sent: &'a mut u64,
+    counters: &'a mut DeviceCounters,
 }
 
 impl phy::RxToken for RxToken<'_> {
@@ -234,8 +234,10 @@ impl phy::TxToken for TxToken<'_> {
     where
         F: FnOnce(&mut [u8]) -> R,
     {
-        // `transmit` only hands out a token with a spare buffer in hand.
+        // `transmit` only hands out a token with a spare buffer in hand; a
+        // reply token from `receive` may have none, and its frame is dropped.
         let Some(mut buf) = self.spare.take() else {
+            self.counters.tx_no_buffer += 1;
             let mut scratch = vec![0u8; len];
             return f(&mut scratch);
         };
@@ -243,7 +245,7 @@ impl phy::TxToken for TxToken<'_> {
         let len = len.min(bytes.len());
         let result = f(&mut bytes[..len]);
         self.tx.send(buf, len as u32, self.flags, 0);
-        *self.sent += 1;
+        self.counters.tx_frames += 1;
         result
     }
 }
@@ -290,7 +292,7 @@ impl phy::Device for RingDevice {
                 tx: &mut duplex.tx,
                 spare,
                 flags,
-                sent: &mut counters.tx_frames,
+                counters,
             },
         ))
     }
@@ -305,7 +307,7 @@ impl phy::Device for RingDevice {
             tx: &mut self.duplex.tx,
             spare: &mut self.spare,
             flags,
-            sent: &mut self.counters.tx_frames,
+            counters: &mut self.counters,
         })
     }
 

@@ -482,16 +482,6 @@ impl Stack {
         Ok(())
     }
 
-    /// The doorbell the application rings for this socket, if in ring mode.
-    pub fn tcp_doorbell(&self, id: SockId) -> Option<std::os::fd::RawFd> {
-        use std::os::fd::AsRawFd;
-        self.tcp
-            .get(&id)?
-            .rings
-            .as_ref()
-            .map(|r| r.wake_me.as_raw_fd())
-    }
-
     // ---- TCP listeners ----
 
     pub fn tcp_listen(
@@ -841,8 +831,17 @@ impl Stack {
             .min()
     }
 
-    pub fn port_counters(&self, port: usize) -> DeviceCounters {
-        self.ports[port].device.counters
+    /// The stack side's frame counters, summed over all ports.
+    pub fn device_counters(&self) -> DeviceCounters {
+        let mut sum = DeviceCounters::default();
+        for p in &self.ports {
+            let c = p.device.counters;
+            sum.rx_frames += c.rx_frames;
+            sum.tx_frames += c.tx_frames;
+            sum.rx_bad_checksum += c.rx_bad_checksum;
+            sum.tx_no_buffer += c.tx_no_buffer;
+        }
+        sum
     }
 
     pub fn sockets(&self) -> Vec<SocketSummary> {
@@ -905,10 +904,6 @@ impl Stack {
             });
         }
         out
-    }
-
-    pub fn tcp_count(&self) -> usize {
-        self.tcp.len()
     }
 }
 
