@@ -8,7 +8,7 @@
 use capnet_ring::handoff::{self, Token, CONNECT_HANDOFF, CONNECT_RPC};
 use capnet_schema::errors::capnp_to_io;
 use capnet_schema::net_capnp::{net, tcp_listener, tcp_socket, udp_socket};
-use capnp_rpc::{rpc_twoparty_capnp::Side, twoparty, RpcSystem};
+use capnet_schema::transport;
 use futures::future::LocalBoxFuture;
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -20,7 +20,6 @@ use std::path::Path;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
-use tokio_util::compat::{TokioAsyncReadCompatExt, TokioAsyncWriteCompatExt};
 
 /// A capability held on the connection thread, named by a local number.
 pub(crate) enum Object {
@@ -123,18 +122,7 @@ impl Net {
                             return;
                         }
                     };
-                    let (r, w) = stream.into_split();
-                    let mut options = capnp::message::ReaderOptions::new();
-                    options.traversal_limit_in_words(Some(64 << 20));
-                    let network = twoparty::VatNetwork::new(
-                        r.compat(),
-                        w.compat_write(),
-                        Side::Client,
-                        options,
-                    );
-                    let mut system = RpcSystem::new(Box::new(network), None);
-                    let net: net::Client = system.bootstrap(Side::Server);
-                    tokio::task::spawn_local(system);
+                    let net: net::Client = transport::connect(stream);
                     let ctx = Rc::new(Ctx {
                         net,
                         objects: RefCell::new(HashMap::new()),

@@ -1,35 +1,17 @@
 //! UDP sockets. Datagrams travel in capnp messages.
 
 use crate::conn::{cap_err, Net, Object};
-use capnet_schema::common_capnp::socket_addr;
 use std::io;
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Mutex;
 use std::time::Duration;
 
-pub(crate) fn write_addr(mut b: socket_addr::Builder<'_>, addr: SocketAddr) {
-    match addr.ip() {
-        IpAddr::V4(v4) => b.set_ip(&v4.octets()),
-        IpAddr::V6(v6) => b.set_ip(&v6.octets()),
-    }
-    b.set_port(addr.port());
-}
+pub(crate) use capnet_schema::addr::write_socket_addr as write_addr;
 
-pub(crate) fn read_addr(r: socket_addr::Reader<'_>) -> io::Result<SocketAddr> {
-    let ip = r.get_ip().map_err(cap_err)?;
-    let ip: IpAddr = match ip.len() {
-        4 => <[u8; 4]>::try_from(ip).map_err(|_| bad_addr())?.into(),
-        16 => <[u8; 16]>::try_from(ip).map_err(|_| bad_addr())?.into(),
-        _ => return Err(bad_addr()),
-    };
-    Ok(SocketAddr::new(ip, r.get_port()))
-}
-
-fn bad_addr() -> io::Error {
-    io::Error::new(
-        io::ErrorKind::InvalidData,
-        "service sent a malformed address",
-    )
+pub(crate) fn read_addr(
+    r: capnet_schema::common_capnp::socket_addr::Reader<'_>,
+) -> io::Result<SocketAddr> {
+    capnet_schema::addr::read_socket_addr(r).map_err(cap_err)
 }
 
 /// A UDP socket, like `std::net::UdpSocket`.

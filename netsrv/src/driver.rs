@@ -50,7 +50,7 @@ pub async fn attach_port(
     let (rpc, handoff_stream) = open(&arg.source)?;
     rpc.set_nonblocking(true)?;
     let rpc = tokio::net::UnixStream::from_std(rpc)?;
-    let network = crate::rpc::vat_network(rpc, Side::Client);
+    let network = capnet_schema::transport::vat_network(rpc, Side::Client);
     let mut system = RpcSystem::new(Box::new(network), None);
     let nic: nic::Client = system.bootstrap(capnp_rpc::rpc_twoparty_capnp::Side::Server);
     let name = arg.name.clone();

@@ -8,6 +8,7 @@
 
 use crate::service::{NetServer, Shared};
 use capnet_ring::handoff::{Token, CONNECT_HANDOFF, CONNECT_RPC};
+use capnet_schema::transport;
 use capnp_rpc::{rpc_twoparty_capnp::Side, twoparty, RpcSystem};
 use std::os::fd::AsFd;
 use std::path::Path;
@@ -16,33 +17,10 @@ use tokio::io::AsyncReadExt;
 use tokio::net::{UnixListener, UnixStream};
 use tokio_util::compat::{TokioAsyncReadCompatExt, TokioAsyncWriteCompatExt};
 
-/// A two-party capnp network over a Unix stream.
-pub fn vat_network(
-    stream: UnixStream,
-    side: Side,
-) -> twoparty::VatNetwork<impl futures::AsyncRead + Unpin> {
-    let (reader, writer) = stream.into_split();
-    twoparty::VatNetwork::new(
-        reader.compat(),
-        writer.compat_write(),
-        side,
-        reader_options(),
-    )
-}
-
-/// Messages carry socket data up to 1 MiB.
-pub fn reader_options() -> capnp::message::ReaderOptions {
-    let mut options = capnp::message::ReaderOptions::new();
-    options.traversal_limit_in_words(Some(64 << 20));
-    options
-}
-
 /// Serves `bootstrap` to the peer of `stream` until it disconnects.
 pub fn serve(stream: UnixStream, bootstrap: capnp::capability::Client) {
-    let network = vat_network(stream, Side::Server);
-    let system = RpcSystem::new(Box::new(network), Some(bootstrap));
     tokio::task::spawn_local(async move {
-        if let Err(e) = system.await {
+        if let Err(e) = transport::serve(stream, bootstrap).await {
             tracing::debug!(%e, "capnp connection ended");
         }
     });
@@ -92,7 +70,7 @@ async fn handle(shared: Rc<Shared>, mut stream: UnixStream) -> std::io::Result<(
         reader,
         writer.compat_write(),
         Side::Server,
-        reader_options(),
+        transport::reader_options(),
     );
     let system = RpcSystem::new(Box::new(network), Some(net.client));
     if let Err(e) = system.await {

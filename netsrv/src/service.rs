@@ -6,9 +6,9 @@
 //! accept, connect) sleep on `changed`, which the loop signals after every
 //! poll that moved something.
 
-use crate::addr::{read_socket_addr, write_socket_addr};
 use crate::stack::{SockId, Stack, TcpOptions};
 use capnet_ring::{Doorbell, HandoffTable, SocketRings};
+use capnet_schema::addr::{read_socket_addr, write_socket_addr};
 use capnet_schema::errors::SocketError;
 use capnet_schema::net_capnp::{net, net_status, tcp_listener, tcp_socket, udp_socket, Shutdown};
 use capnet_schema::nic_capnp::{link_watcher, nic};

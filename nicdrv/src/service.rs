@@ -11,14 +11,12 @@ use capnet_ring::{ChannelLayout, Duplex, HandoffTable};
 use capnet_schema::errors::SocketError;
 use capnet_schema::nic_capnp::{link_watcher, nic, port_counters};
 use capnp::capability::Rc as CapRc;
-use capnp_rpc::{rpc_twoparty_capnp::Side, twoparty, RpcSystem};
 use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
-use tokio_util::compat::{TokioAsyncReadCompatExt, TokioAsyncWriteCompatExt};
 
 /// The static facts of `Nic.info`.
 #[derive(Clone, Debug)]
@@ -85,16 +83,8 @@ impl Control {
     pub async fn serve(self: Rc<Self>, stream: tokio::net::UnixStream) {
         let conn = self.new_connection();
         let client = self.client(conn);
-        let (r, w) = stream.into_split();
-        let network = twoparty::VatNetwork::new(
-            r.compat(),
-            w.compat_write(),
-            Side::Server,
-            Default::default(),
-        );
-        let system = RpcSystem::new(Box::new(network), Some(client.client));
         tracing::debug!(conn, "control connection");
-        if let Err(e) = system.await {
+        if let Err(e) = capnet_schema::transport::serve(stream, client.client).await {
             tracing::debug!(conn, %e, "control connection failed");
         }
         tracing::debug!(conn, "control connection closed");

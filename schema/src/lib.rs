@@ -6,22 +6,26 @@
 //! `generated_code_is_current` regenerates it with the `capnp` tool and fails
 //! if the checked-in copy differs (`CAPNET_REGENERATE=1` rewrites it).
 
-#![allow(clippy::all, missing_docs, unused_parens)]
-
+#[allow(clippy::all, unused_parens)]
 pub mod common_capnp {
     include!("generated/common_capnp.rs");
 }
+#[allow(clippy::all, unused_parens)]
 pub mod nic_capnp {
     include!("generated/nic_capnp.rs");
 }
+#[allow(clippy::all, unused_parens)]
 pub mod net_capnp {
     include!("generated/net_capnp.rs");
 }
+#[allow(clippy::all, unused_parens)]
 pub mod supervisor_capnp {
     include!("generated/supervisor_capnp.rs");
 }
 
+pub mod addr;
 pub mod errors;
+pub mod transport;
 
 /// The schema files, in the order they are compiled.
 pub const SCHEMA_FILES: [&str; 4] = ["common.capnp", "nic.capnp", "net.capnp", "supervisor.capnp"];

@@ -4,15 +4,14 @@
 
 use capnet_ring::handoff::{self, Token, CONNECT_HANDOFF, CONNECT_RPC};
 use capnet_schema::net_capnp::net;
+use capnet_schema::transport;
 use capnet_tests::{cli_ok, receive_all, send_pattern, status_counter, two_hosts, Scratch};
-use capnp_rpc::{rpc_twoparty_capnp::Side, twoparty, RpcSystem};
 use rand::{Rng, SeedableRng};
 use std::io::Write;
 use std::net::{Shutdown, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use tokio_util::compat::{TokioAsyncReadCompatExt, TokioAsyncWriteCompatExt};
 
 fn addr(s: &str) -> SocketAddr {
     s.parse().unwrap()
@@ -97,16 +96,7 @@ fn raw_ring_socket(
             let mut s = UnixStream::connect(&socket).unwrap();
             s.write_all(&[CONNECT_RPC]).unwrap();
             s.set_nonblocking(true).unwrap();
-            let (r, w) = tokio::net::UnixStream::from_std(s).unwrap().into_split();
-            let network = twoparty::VatNetwork::new(
-                r.compat(),
-                w.compat_write(),
-                Side::Client,
-                Default::default(),
-            );
-            let mut system = RpcSystem::new(Box::new(network), None);
-            let net: net::Client = system.bootstrap(Side::Server);
-            tokio::task::spawn_local(system);
+            let net: net::Client = transport::connect(tokio::net::UnixStream::from_std(s).unwrap());
             let mut req = net.tcp_connect_request();
             let mut ra = req.get().init_remote();
             ra.set_ip(&[10, 0, 0, 2]);
