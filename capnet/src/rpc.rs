@@ -29,10 +29,7 @@ pub fn connect<C: capnp::capability::FromClientHook>(path: &Path) -> io::Result<
 
 /// Binds a socket only the owner may connect to.
 pub fn listen(path: &Path) -> io::Result<UnixListener> {
-    let _ = std::fs::remove_file(path);
-    let l = UnixListener::bind(path)?;
-    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
-    Ok(l)
+    transport::listen_private(path)
 }
 
 /// Serves `bootstrap` on every connection that starts with `R`.

@@ -9,7 +9,7 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown as StdShutdown, SocketAddr, ToSocketAddrs};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 fn ring_err(e: RingError) -> io::Error {
@@ -45,7 +45,7 @@ pub struct TcpStream {
     down: Mutex<ByteReader>,
     bell: Bell,
     wake_peer: Doorbell,
-    local: Option<SocketAddr>,
+    local: OnceLock<SocketAddr>,
     peer: SocketAddr,
     read_timeout: Mutex<Option<Duration>>,
     write_timeout: Mutex<Option<Duration>>,
@@ -65,36 +65,14 @@ impl TcpStream {
     /// Takes a socket capability (already in the connection's table) to ring
     /// mode.
     pub(crate) fn from_object(net: Net, id: u64, peer: SocketAddr) -> io::Result<TcpStream> {
-        let grant = net.call(Some(Duration::from_secs(10)), move |ctx| async move {
-            let sock = ctx.tcp(id)?;
-            let resp = sock
-                .open_rings_request()
-                .send()
-                .promise
-                .await
-                .map_err(cap_err)?;
-            let g = resp.get().map_err(cap_err)?.get_grant().map_err(cap_err)?;
-            let info = sock.info_request().send().promise.await.map_err(cap_err)?;
-            let local = info
-                .get()
-                .ok()
-                .and_then(|i| i.get_local().ok())
-                .and_then(|l| crate::udp::read_addr(l).ok());
-            Ok((
-                g.get_token().map_err(cap_err)?.to_vec(),
-                g.get_ring_bytes(),
-                local,
-            ))
-        });
-        let (token, capacity, local) = match grant {
-            Ok(g) => g,
+        let end = match Self::open_rings(&net, id) {
+            Ok(end) => end,
             Err(e) => {
+                // Nobody will hold this capability: let netsrv close it.
                 net.release(id);
                 return Err(e);
             }
         };
-        let fds = net.redeem(&token, 3)?;
-        let end = SocketRings::attach(fds, capacity).map_err(ring_err)?;
         Ok(TcpStream {
             net,
             id,
@@ -102,7 +80,7 @@ impl TcpStream {
             down: Mutex::new(end.down),
             bell: Bell::new(end.wake_me),
             wake_peer: end.wake_peer,
-            local,
+            local: OnceLock::new(),
             peer,
             read_timeout: Mutex::new(None),
             write_timeout: Mutex::new(None),
@@ -110,13 +88,52 @@ impl TcpStream {
         })
     }
 
+    fn open_rings(net: &Net, id: u64) -> io::Result<capnet_ring::ClientEnd> {
+        let (token, capacity) = net.call(Some(Duration::from_secs(10)), move |ctx| async move {
+            let resp = ctx
+                .tcp(id)?
+                .open_rings_request()
+                .send()
+                .promise
+                .await
+                .map_err(cap_err)?;
+            let g = resp.get().map_err(cap_err)?.get_grant().map_err(cap_err)?;
+            Ok((g.get_token().map_err(cap_err)?.to_vec(), g.get_ring_bytes()))
+        })?;
+        let fds = net.redeem(&token, 3)?;
+        SocketRings::attach(fds, capacity).map_err(ring_err)
+    }
+
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
         Ok(self.peer)
     }
 
+    /// Asked of netsrv on first use (connect and accept do not need it).
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.local
-            .ok_or_else(|| io::Error::new(io::ErrorKind::NotConnected, "no local address"))
+        if let Some(a) = self.local.get() {
+            return Ok(*a);
+        }
+        let id = self.id;
+        let addr = self
+            .net
+            .call(Some(Duration::from_secs(10)), move |ctx| async move {
+                let info = ctx
+                    .tcp(id)?
+                    .info_request()
+                    .send()
+                    .promise
+                    .await
+                    .map_err(cap_err)?;
+                let info = info.get().map_err(cap_err)?;
+                if !info.has_local() {
+                    return Err(io::Error::new(
+                        io::ErrorKind::NotConnected,
+                        "no local address",
+                    ));
+                }
+                crate::udp::read_addr(info.get_local().map_err(cap_err)?)
+            })?;
+        Ok(*self.local.get_or_init(|| addr))
     }
 
     pub fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
@@ -308,7 +325,7 @@ impl Drop for TcpStream {
 impl std::fmt::Debug for TcpStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TcpStream")
-            .field("local", &self.local)
+            .field("local", &self.local.get())
             .field("peer", &self.peer)
             .finish()
     }

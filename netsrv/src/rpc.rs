@@ -14,7 +14,7 @@ use std::os::fd::AsFd;
 use std::path::Path;
 use std::rc::Rc;
 use tokio::io::AsyncReadExt;
-use tokio::net::{UnixListener, UnixStream};
+use tokio::net::UnixStream;
 use tokio_util::compat::{TokioAsyncReadCompatExt, TokioAsyncWriteCompatExt};
 
 /// Serves `bootstrap` to the peer of `stream` until it disconnects.
@@ -28,9 +28,7 @@ pub fn serve(stream: UnixStream, bootstrap: capnp::capability::Client) {
 
 /// Binds the service socket (mode 0600) and serves every connection.
 pub async fn listen(shared: Rc<Shared>, path: &Path) -> std::io::Result<()> {
-    let _ = std::fs::remove_file(path);
-    let listener = UnixListener::bind(path)?;
-    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    let listener = transport::listen_private(path)?;
     tracing::info!(path = %path.display(), "serving applications");
     loop {
         let (stream, _) = listener.accept().await?;

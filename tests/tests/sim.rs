@@ -258,7 +258,13 @@ fn options_and_readiness_for_event_loops() {
     };
     let l = nb.tcp_listen_with(addr("0.0.0.0:7100"), 4, &opts).unwrap();
     let mut c = na.tcp_connect_with(addr("10.0.0.2:7100"), &opts).unwrap();
-    let (mut s, _) = l.accept().unwrap();
+    let (mut s, from) = l.accept().unwrap();
+    assert_eq!(
+        c.local_addr().unwrap(),
+        from,
+        "both ends agree on the client's address"
+    );
+    assert_eq!(s.local_addr().unwrap(), addr("10.0.0.2:7100"));
     c.set_nonblocking(true).unwrap();
     let mut buf = [0u8; 64];
     assert_eq!(c.read(&mut buf).unwrap_err().kind(), ErrorKind::WouldBlock);
