@@ -6,6 +6,21 @@ use std::path::PathBuf;
 
 pub use capnet::demo::{pattern, receive_all, send_pattern};
 
+/// Echoes everything back until EOF; returns the byte count.
+pub fn echo_until_eof(s: &mut libclient::TcpStream) -> std::io::Result<usize> {
+    use std::io::{Read, Write};
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut total = 0;
+    loop {
+        let n = s.read(&mut buf)?;
+        if n == 0 {
+            return Ok(total);
+        }
+        s.write_all(&buf[..n])?;
+        total += n;
+    }
+}
+
 /// A scratch directory removed on drop.
 pub struct Scratch(pub PathBuf);
 

@@ -1,8 +1,7 @@
 //! An application in another language: pycapnp drives `Net` with the plain
 //! capnp methods (no shared memory) and exchanges data with a peer.
 
-use capnet_tests::{two_hosts, Scratch};
-use std::io::{Read, Write};
+use capnet_tests::{echo_until_eof, two_hosts, Scratch};
 use std::process::Command;
 
 #[test]
@@ -13,17 +12,7 @@ fn python_client_through_plain_capnp_methods() {
     let listener = nb.tcp_listen("0.0.0.0:7".parse().unwrap(), 4).unwrap();
     let echo = std::thread::spawn(move || {
         let (mut s, _) = listener.accept().unwrap();
-        let mut buf = vec![0u8; 65536];
-        let mut total = 0;
-        loop {
-            let n = s.read(&mut buf).unwrap();
-            if n == 0 {
-                break;
-            }
-            s.write_all(&buf[..n]).unwrap();
-            total += n;
-        }
-        total
+        echo_until_eof(&mut s).unwrap()
     });
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let out = Command::new("python3")

@@ -1,6 +1,8 @@
 //! Two service sets on a sim wire: TCP and UDP end to end.
 
-use capnet_tests::{cli_ok, receive_all, send_pattern, status_counter, two_hosts, Scratch};
+use capnet_tests::{
+    cli_ok, echo_until_eof, receive_all, send_pattern, status_counter, two_hosts, Scratch,
+};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::time::Duration;
@@ -98,19 +100,7 @@ fn two_hundred_concurrent_connections() {
         let mut handlers = Vec::new();
         for _ in 0..N {
             let (mut s, _) = listener.accept().unwrap();
-            handlers.push(std::thread::spawn(move || {
-                let mut buf = vec![0u8; 16384];
-                let mut total = 0;
-                loop {
-                    let n = s.read(&mut buf).unwrap();
-                    if n == 0 {
-                        break;
-                    }
-                    s.write_all(&buf[..n]).unwrap();
-                    total += n;
-                }
-                total
-            }));
+            handlers.push(std::thread::spawn(move || echo_until_eof(&mut s).unwrap()));
         }
         handlers
             .into_iter()
