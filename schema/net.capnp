@@ -20,6 +20,60 @@ interface Net {
   udpBind @2 (local :Common.SocketAddr) -> (socket :UdpSocket);
 
   status @3 () -> (status :NetStatus);
+
+  egress @4 (flow :Flow) -> (egress :Egress);
+  # Which port carries packets of `flow` now (route lookup, then the bond's
+  # leg choice for the flow's hash). Fails with `invalid` for a bad flow.
+}
+
+struct Flow {
+  # A flow as a route and a bond see it. `local` may be unspecified (ip
+  # empty, port 0): the route's source address is then assumed.
+  protocol @0 :Protocol;
+  local @1 :Common.SocketAddr;
+  remote @2 :Common.SocketAddr;
+}
+
+enum Protocol {
+  tcp @0;
+  udp @1;
+  other @2;    # e.g. ESP: the hash then covers addresses only
+}
+
+interface Egress {
+  # The egress of one flow or socket: the analogue of Linux
+  # `sk_get_xmit_dev_lowest`, with change notification. Offload holders
+  # follow it.
+
+  current @0 () -> (info :EgressInfo);
+
+  subscribe @1 (watcher :EgressWatcher) -> (subscription :Subscription);
+  # `watcher.changed` is called once per real change of the egress, in
+  # order, never for an unchanged one. Dropping `subscription` ends it.
+}
+
+interface EgressWatcher {
+  changed @0 (info :EgressInfo) -> ();
+}
+
+interface Subscription {}
+
+struct EgressInfo {
+  port @0 :Text;          # the NIC port carrying the flow; empty: none usable
+  interface @1 :Text;     # the interface (bond or port) the route chose
+  driverEpoch @2 :UInt32; # which instance of the port's driver (+1 per restart)
+  generation @3 :UInt64;  # changes of this egress so far
+  reason @4 :EgressReason;
+}
+
+enum EgressReason {
+  initial @0;
+  failover @1;       # the bond chose another leg
+  linkDown @2;
+  linkUp @3;
+  routeChange @4;
+  driverRestart @5;
+  bondChange @6;     # mode, primary or legs changed at run time
 }
 
 struct SocketOptions {
@@ -51,6 +105,10 @@ interface TcpSocket {
   openRings @6 () -> (grant :Common.RingGrant);
   # Moves the socket's data to two shared byte rings (to and from netsrv) with
   # a doorbell each. Afterwards read and write fail with `invalid`.
+
+  egress @7 () -> (egress :Egress);
+  # The port this connection leaves from. A connection stays on the
+  # interface it was opened on; within a bond its leg follows the bond.
 }
 
 interface TcpListener {
@@ -69,9 +127,47 @@ interface UdpSocket {
 struct NetStatus {
   ports @0 :List(PortStatus);
   addresses @1 :List(Text);   # "10.0.0.1/24 on sim0"
-  routes @2 :List(Text);      # "default via 10.0.0.254"
+  routes @2 :List(Text);      # "default via 10.0.0.254", "10.9.0.0/16 via 10.0.0.254"
   sockets @3 :List(SocketStatus);
   counters @4 :StackCounters;
+  bonds @5 :List(BondStatus);
+}
+
+enum BondMode {
+  activeBackup @0;
+  balanceXor @1;     # layer3+4 hash, as Linux xmit_hash_policy=layer3+4
+}
+
+struct BondConfig {
+  name @0 :Text;
+  mode @1 :BondMode;
+  legs @2 :List(Text);       # port names; each must be free (no addresses, no bond)
+  primary @3 :Text;          # active-backup: preferred leg, empty for none
+  addresses @4 :List(Text);  # CIDRs, e.g. "10.0.0.1/24"
+}
+
+struct BondStatus {
+  name @0 :Text;
+  mode @1 :BondMode;
+  legs @2 :List(Text);
+  active @3 :Text;           # active-backup: the leg in use; empty if none
+  primary @4 :Text;
+  failovers @5 :UInt64;      # changes of the active leg (or of the live set, balance-xor)
+  announcements @6 :UInt64;  # gratuitous ARPs and unsolicited neighbour adverts sent
+  txFrames @7 :UInt64;
+  rxFrames @8 :UInt64;
+  txNoLeg @9 :UInt64;        # frames dropped because no leg was up
+}
+
+interface NetAdmin {
+  # netsrv's administration, held by the supervisor only.
+  status @0 () -> (status :NetStatus);
+  net @1 () -> (net :Net);   # the socket service, with root's rights
+  bondAdd @2 (bond :BondConfig) -> ();
+  bondSetMode @3 (name :Text, mode :BondMode) -> ();
+  bondSetPrimary @4 (name :Text, primary :Text) -> ();   # empty: none
+  routeAdd @5 (to :Text, via :Text) -> ();      # to: CIDR or "default"
+  routeRemove @6 (to :Text, via :Text) -> ();
 }
 
 struct PortStatus {
@@ -81,6 +177,11 @@ struct PortStatus {
   mtu @3 :UInt32;
   linkUp @4 :Bool;
   counters @5 :import "nic.capnp".PortCounters;
+  interface @6 :Text;       # the bond or port interface it serves; empty: free
+  state @7 :Text;           # up, down, detached (driver gone), failed (ring contract)
+  driverEpoch @8 :UInt32;   # driver instances attached so far, minus one
+  txFrames @9 :UInt64;      # frames the stack sent and received on this port
+  rxFrames @10 :UInt64;
 }
 
 struct SocketStatus {
@@ -105,4 +206,9 @@ struct StackCounters {
   portBadDescriptors @8 :UInt64;  # ports disabled: their driver broke the ring contract
   rxBadChecksum @9 :UInt64;       # frames dropped for a bad checksum (driver's verdict or ours)
   txNoBuffer @10 :UInt64;         # frames dropped because every TX buffer was in flight
+  driverAttaches @11 :UInt64;     # driver instances attached (initial + restarts)
+  driverDetaches @12 :UInt64;     # driver instances whose rings were released
+  ringsMapped @13 :UInt64;        # port ring regions mapped now
+  egressWatchers @14 :UInt64;     # live egress subscriptions
+  egressEvents @15 :UInt64;       # egress change notifications sent
 }

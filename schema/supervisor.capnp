@@ -10,11 +10,18 @@ interface Supervisor {
   setFaults @1 (port :Text, faults :Nic.WireFaults) -> ();
   setCarrier @2 (port :Text, up :Bool) -> ();
   shutdown @3 () -> ();
+  netAdmin @4 () -> (admin :Net.NetAdmin);
+  # netsrv's administration (bonds, routes); fails with `busy` while
+  # netsrv restarts.
+  portCounters @5 (port :Text) -> (counters :Nic.PortCounters, info :Nic.PortInfo);
+  # Straight from the port's driver.
 }
 
 struct Process {
   name @0 :Text;     # "nicdrv sim0", "netsrv"
-  pid @1 :UInt32;
+  pid @1 :UInt32;    # 0 while not running
   running @2 :Bool;
   restarts @3 :UInt32;
+  state @4 :Text;    # running, restarting, failed (crash loop: given up), stopped
+  lastExit @5 :Text; # how the last instance ended, e.g. "killed by signal 9"
 }
