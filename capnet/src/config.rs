@@ -12,6 +12,8 @@ pub const DEFAULT: &str = include_str!("default.toml");
 pub struct Config {
     #[serde(default, rename = "port")]
     pub ports: Vec<Port>,
+    #[serde(default, rename = "bond")]
+    pub bonds: Vec<Bond>,
     #[serde(default, rename = "route")]
     pub routes: Vec<Route>,
     #[serde(default)]
@@ -65,6 +67,70 @@ pub struct Faults {
     pub seed: Option<u64>,
 }
 
+/// How a bond uses its legs.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum BondMode {
+    /// One leg carries traffic; another takes over when it fails.
+    ActiveBackup,
+    /// Flows spread over the live legs by a layer3+4 hash.
+    BalanceXor,
+}
+
+impl BondMode {
+    /// The name on netsrv's command line and in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BondMode::ActiveBackup => "active-backup",
+            BondMode::BalanceXor => "balance-xor",
+        }
+    }
+}
+
+impl std::str::FromStr for BondMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<BondMode, String> {
+        match s {
+            "active-backup" => Ok(BondMode::ActiveBackup),
+            "balance-xor" => Ok(BondMode::BalanceXor),
+            other => Err(format!(
+                "bond mode {other:?}: use active-backup or balance-xor"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for BondMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bond {
+    pub name: String,
+    pub mode: BondMode,
+    /// Free ports (no addresses of their own, in no other bond).
+    pub legs: Vec<String>,
+    /// active-backup: the preferred leg.
+    pub primary: Option<String>,
+    #[serde(default)]
+    pub addresses: Vec<String>,
+}
+
+impl Bond {
+    /// `NAME=MODE:LEG,LEG[:PRIMARY]`, as netsrv's `--bond` takes it.
+    pub fn netsrv_arg(&self) -> String {
+        let mut s = format!("{}={}:{}", self.name, self.mode, self.legs.join(","));
+        if let Some(p) = &self.primary {
+            s.push(':');
+            s.push_str(p);
+        }
+        s
+    }
+}
+
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Route {
@@ -80,6 +146,45 @@ pub fn ppm(what: &str, percent: f64) -> Result<u32, String> {
         ));
     }
     Ok((percent * 10_000.0).round() as u32)
+}
+
+/// Letters, digits, `-` and `_`; 1 to 64 bytes (a port name travels in
+/// one attach message).
+fn check_name(what: &str, name: &str) -> Result<(), String> {
+    if name.is_empty()
+        || name.len() > 64
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(format!(
+            "{what} name {name:?}: use 1 to 64 letters, digits, - and _"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks `ADDRESS/PREFIX`.
+pub fn check_cidr(cidr: &str) -> Result<(IpAddr, u8), String> {
+    let (ip, len) = cidr
+        .split_once('/')
+        .ok_or_else(|| format!("address {cidr:?} needs a /prefix"))?;
+    let ip: IpAddr = ip.parse().map_err(|e| format!("address {cidr:?}: {e}"))?;
+    let len: u8 = len.parse().map_err(|e| format!("address {cidr:?}: {e}"))?;
+    if len > if ip.is_ipv4() { 32 } else { 128 } {
+        return Err(format!("address {cidr:?}: prefix too long"));
+    }
+    Ok((ip, len))
+}
+
+/// Checks a route destination: `default`, `default6` or a CIDR.
+pub fn check_route_to(to: &str) -> Result<(), String> {
+    if to == "default" || to == "default6" {
+        return Ok(());
+    }
+    check_cidr(to)
+        .map(|_| ())
+        .map_err(|e| format!("route to {to:?}: use \"default\" or a CIDR ({e})"))
 }
 
 impl Config {
@@ -100,17 +205,7 @@ impl Config {
         }
         let mut names = std::collections::HashSet::new();
         for p in &self.ports {
-            if p.name.is_empty()
-                || !p
-                    .name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-            {
-                return Err(format!(
-                    "port name {:?}: use letters, digits, - and _",
-                    p.name
-                ));
-            }
+            check_name("port", &p.name)?;
             if !names.insert(&p.name) {
                 return Err(format!("port {:?} is defined twice", p.name));
             }
@@ -124,18 +219,7 @@ impl Config {
                 _ => {}
             }
             for a in &p.addresses {
-                let (ip, len) = a
-                    .split_once('/')
-                    .ok_or_else(|| format!("port {}: address {a:?} needs a /prefix", p.name))?;
-                let ip: IpAddr = ip
-                    .parse()
-                    .map_err(|e| format!("port {}: address {a:?}: {e}", p.name))?;
-                let len: u8 = len
-                    .parse()
-                    .map_err(|e| format!("port {}: address {a:?}: {e}", p.name))?;
-                if len > if ip.is_ipv4() { 32 } else { 128 } {
-                    return Err(format!("port {}: address {a:?}: prefix too long", p.name));
-                }
+                check_cidr(a).map_err(|e| format!("port {}: {e}", p.name))?;
             }
             if let Some(mtu) = p.mtu {
                 if !(576..=65535).contains(&mtu) {
@@ -159,13 +243,57 @@ impl Config {
                 ppm(what, v).map_err(|e| format!("port {}: {e}", p.name))?;
             }
         }
-        for r in &self.routes {
-            if r.to != "default" && r.to != "default6" {
+        let mut legs_used = std::collections::HashMap::new();
+        for b in &self.bonds {
+            check_name("bond", &b.name)?;
+            if names.contains(&b.name) {
                 return Err(format!(
-                    "route to {:?}: only \"default\" and \"default6\" are supported",
-                    r.to
+                    "bond {:?}: a port or another bond already has that name",
+                    b.name
                 ));
             }
+            names.insert(&b.name);
+            if b.legs.is_empty() {
+                return Err(format!("bond {}: needs at least one leg", b.name));
+            }
+            for leg in &b.legs {
+                let port = self
+                    .ports
+                    .iter()
+                    .find(|p| &p.name == leg)
+                    .ok_or_else(|| format!("bond {}: leg {leg:?} is not a [[port]]", b.name))?;
+                if !port.addresses.is_empty() {
+                    return Err(format!(
+                        "bond {}: leg {leg} has addresses of its own; put them on the bond",
+                        b.name
+                    ));
+                }
+                if let Some(other) = legs_used.insert(leg, &b.name) {
+                    return Err(if other == &b.name {
+                        format!("bond {}: leg {leg} is listed twice", b.name)
+                    } else {
+                        format!(
+                            "bond {}: leg {leg} is already a leg of bond {other}",
+                            b.name
+                        )
+                    });
+                }
+            }
+            if let Some(p) = &b.primary {
+                if !b.legs.contains(p) {
+                    return Err(format!(
+                        "bond {}: primary {p:?} is not one of its legs ({})",
+                        b.name,
+                        b.legs.join(", ")
+                    ));
+                }
+            }
+            for a in &b.addresses {
+                check_cidr(a).map_err(|e| format!("bond {}: {e}", b.name))?;
+            }
+        }
+        for r in &self.routes {
+            check_route_to(&r.to)?;
         }
         Ok(())
     }
@@ -181,6 +309,93 @@ mod tests {
         assert_eq!(c.ports[0].backend, Backend::Sim);
         Config::parse(include_str!("../../examples/capnet.toml")).unwrap();
         Config::parse(include_str!("../../examples/host-b.toml")).unwrap();
+        for text in [
+            include_str!("../examples/bond-a.toml"),
+            include_str!("../examples/bond-b.toml"),
+        ] {
+            let c = Config::parse(text).unwrap();
+            assert_eq!(c.bonds.len(), 1);
+            assert_eq!(c.bonds[0].mode, BondMode::ActiveBackup);
+            assert_eq!(c.bonds[0].netsrv_arg(), "bond0=active-backup:p0,p1:p0");
+        }
+    }
+
+    const TWO_PORTS: &str = "[[port]]\nname='p0'\nbackend='sim'\nwire='w0'\n\
+                             [[port]]\nname='p1'\nbackend='sim'\nwire='w1'\n\
+                             [[port]]\nname='p2'\nbackend='sim'\nwire='w2'\naddresses=['10.1.0.1/24']\n";
+
+    fn with_bond(bond: &str) -> Result<Config, String> {
+        Config::parse(&format!("{TWO_PORTS}[[bond]]\n{bond}"))
+    }
+
+    #[test]
+    fn bonds_parse() {
+        let c = with_bond(
+            "name='b0'\nmode='balance-xor'\nlegs=['p0','p1']\naddresses=['10.0.0.1/24','fd00::1/64']",
+        )
+        .unwrap();
+        let b = &c.bonds[0];
+        assert_eq!(b.mode, BondMode::BalanceXor);
+        assert_eq!(b.primary, None);
+        assert_eq!(b.netsrv_arg(), "b0=balance-xor:p0,p1");
+        assert_eq!(b.addresses.len(), 2);
+        assert_eq!("active-backup".parse(), Ok(BondMode::ActiveBackup));
+        assert!("round-robin"
+            .parse::<BondMode>()
+            .unwrap_err()
+            .contains("active-backup or balance-xor"));
+    }
+
+    #[test]
+    fn bad_bonds_say_why() {
+        let err = |b: &str| with_bond(b).unwrap_err();
+        assert!(err("name='b0'\nmode='rr'\nlegs=['p0']").contains("unknown variant"));
+        assert!(err("name='b0'\nmode='active-backup'\nlegs=['p0','p9']")
+            .contains("leg \"p9\" is not a [[port]]"));
+        assert!(err("name='b0'\nmode='active-backup'\nlegs=['p0','p0']").contains("listed twice"));
+        assert!(err("name='b0'\nmode='active-backup'\nlegs=['p0','p2']")
+            .contains("leg p2 has addresses of its own"));
+        assert!(
+            err("name='b0'\nmode='active-backup'\nlegs=['p0','p1']\nprimary='p2'")
+                .contains("primary \"p2\" is not one of its legs")
+        );
+        assert!(
+            err("name='p1'\nmode='active-backup'\nlegs=['p0']").contains("already has that name")
+        );
+        assert!(err("name='b0'\nmode='active-backup'\nlegs=[]").contains("at least one leg"));
+        assert!(err("name='b 0'\nmode='active-backup'\nlegs=['p0']").contains("bond name"));
+        assert!(
+            err("name='b0'\nmode='active-backup'\nlegs=['p0']\naddresses=['10.0.0.1']")
+                .contains("/prefix")
+        );
+        assert!(
+            err("name='b0'\nmode='active-backup'\nlegs=['p0']\nspeed=1").contains("unknown field")
+        );
+        let two = Config::parse(&format!(
+            "{TWO_PORTS}[[bond]]\nname='b0'\nmode='active-backup'\nlegs=['p0']\n\
+             [[bond]]\nname='b1'\nmode='active-backup'\nlegs=['p1','p0']"
+        ))
+        .unwrap_err();
+        assert!(two.contains("leg p0 is already a leg of bond b0"), "{two}");
+    }
+
+    #[test]
+    fn routes_take_default_or_a_cidr() {
+        let route = |to: &str| {
+            Config::parse(&format!(
+                "{TWO_PORTS}[[route]]\nto='{to}'\nvia='10.1.0.254'"
+            ))
+        };
+        route("default").unwrap();
+        route("10.9.0.0/16").unwrap();
+        route("fd09::/48").unwrap();
+        assert!(route("10.9.0.0")
+            .unwrap_err()
+            .contains("\"default\" or a CIDR"));
+        assert!(route("10.9.0.0/40")
+            .unwrap_err()
+            .contains("prefix too long"));
+        assert!(route("somewhere").unwrap_err().contains("route to"));
     }
 
     #[test]
