@@ -4,11 +4,21 @@
 //! capnp clients are single-threaded (`Rc`), so they live on the connection's
 //! thread in a table; the blocking socket API sends that thread jobs and waits
 //! for the answer.
+//!
+//! When the service goes away (netsrv exits or is killed, the socket closes),
+//! the capnp connection ends and so does the thread: it marks the connection
+//! dead, rings the doorbell of every ring-mode stream so that its sleepers
+//! look again, and drops every job, pending or queued, so that its caller
+//! wakes. From then on every operation on the connection answers
+//! [`service_gone`] (`ConnectionReset`).
 
+use crate::bell::Bell;
 use capnet_ring::handoff::{self, Token, CONNECT_HANDOFF, CONNECT_RPC};
 use capnet_schema::errors::capnp_to_io;
-use capnet_schema::net_capnp::{net, tcp_listener, tcp_socket, udp_socket};
+use capnet_schema::net_capnp::{egress, net, subscription, tcp_listener, tcp_socket, udp_socket};
 use capnet_schema::transport;
+use capnp_rpc::rpc_twoparty_capnp::Side;
+use capnp_rpc::RpcSystem;
 use futures::future::LocalBoxFuture;
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -18,7 +28,8 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::rc::Rc;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 /// A capability held on the connection thread, named by a local number.
@@ -26,6 +37,10 @@ pub(crate) enum Object {
     Tcp(tcp_socket::Client),
     Listener(tcp_listener::Client),
     Udp(udp_socket::Client),
+    Egress(egress::Client),
+    /// Held only to keep an egress subscription alive: dropping it ends the
+    /// subscription.
+    Subscription(#[allow(dead_code)] subscription::Client),
 }
 
 /// What jobs see on the connection thread.
@@ -63,6 +78,21 @@ impl Ctx {
             _ => Err(closed()),
         }
     }
+
+    pub fn egress(&self, id: u64) -> io::Result<egress::Client> {
+        match self.objects.borrow().get(&id) {
+            Some(Object::Egress(c)) => Ok(c.clone()),
+            _ => Err(closed()),
+        }
+    }
+}
+
+/// The error of every operation once the service has gone away.
+pub(crate) fn service_gone() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::ConnectionReset,
+        "capnet: the network service went away",
+    )
 }
 
 fn closed() -> io::Error {
@@ -74,6 +104,33 @@ type Job = Box<dyn FnOnce(Rc<Ctx>) -> LocalBoxFuture<'static, ()> + Send>;
 struct Inner {
     jobs: tokio::sync::mpsc::UnboundedSender<Job>,
     handoff: Mutex<UnixStream>,
+    life: Arc<Life>,
+}
+
+/// Whether the service is still there, and whom to wake when it is not.
+/// Shared by the application's threads and the connection thread.
+#[derive(Default)]
+struct Life {
+    dead: AtomicBool,
+    /// The doorbells of the ring-mode streams, by object number.
+    bells: Mutex<HashMap<u64, Weak<Bell>>>,
+}
+
+impl Life {
+    fn is_dead(&self) -> bool {
+        self.dead.load(Ordering::SeqCst)
+    }
+
+    /// Marks the connection dead and wakes every stream's sleepers. Under
+    /// the lock of `bells`, so a stream registering at the same time either
+    /// is rung here or sees `dead` itself.
+    fn kill(&self) {
+        let bells = self.bells.lock().unwrap_or_else(|e| e.into_inner());
+        self.dead.store(true, Ordering::SeqCst);
+        for bell in bells.values().filter_map(Weak::upgrade) {
+            bell.doorbell.ring();
+        }
+    }
 }
 
 /// A connection to a capnet service set. Cheap to clone; the connection ends
@@ -100,6 +157,8 @@ impl Net {
         rpc.set_nonblocking(true)?;
         let (jobs, mut queue) = tokio::sync::mpsc::unbounded_channel::<Job>();
         let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
+        let life = Arc::new(Life::default());
+        let thread_life = life.clone();
         std::thread::Builder::new()
             .name("capnet-rpc".into())
             .spawn(move || {
@@ -122,16 +181,31 @@ impl Net {
                             return;
                         }
                     };
-                    let net: net::Client = transport::connect(stream);
+                    let mut system = RpcSystem::new(
+                        Box::new(transport::vat_network(stream, Side::Client)),
+                        None,
+                    );
+                    let net: net::Client = system.bootstrap(Side::Server);
                     let ctx = Rc::new(Ctx {
                         net,
                         objects: RefCell::new(HashMap::new()),
                         next: RefCell::new(0),
                     });
                     let _ = ready_tx.send(Ok(()));
-                    while let Some(job) = queue.recv().await {
-                        tokio::task::spawn_local(job(ctx.clone()));
+                    let serve = async move {
+                        while let Some(job) = queue.recv().await {
+                            tokio::task::spawn_local(job(ctx.clone()));
+                        }
+                    };
+                    tokio::select! {
+                        // The service went away (netsrv exited, the socket
+                        // closed, or the connection broke).
+                        _ = system => thread_life.kill(),
+                        // Every handle is gone: a normal end.
+                        () = serve => {}
                     }
+                    // Returning drops the queue (queued jobs) and, with the
+                    // LocalSet, every running job: their callers wake.
                 });
             })?;
         ready_rx
@@ -141,19 +215,63 @@ impl Net {
             inner: Arc::new(Inner {
                 jobs,
                 handoff: Mutex::new(handoff),
+                life,
             }),
         })
     }
 
     /// The process-wide connection to `$CAPNET_SOCKET` (or the default run
-    /// directory), made on first use.
+    /// directory), made on first use, and made again on the next use after
+    /// the service went away (a supervisor may have restarted it). Sockets
+    /// of the old connection stay dead.
     pub fn default_net() -> io::Result<Net> {
-        static DEFAULT: OnceLock<Net> = OnceLock::new();
-        if let Some(n) = DEFAULT.get() {
+        static DEFAULT: Mutex<Option<Net>> = Mutex::new(None);
+        let mut default = DEFAULT.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = default.as_ref().filter(|n| n.is_connected()) {
             return Ok(n.clone());
         }
         let net = Net::connect(crate::paths::default_socket_path())?;
-        Ok(DEFAULT.get_or_init(|| net).clone())
+        *default = Some(net.clone());
+        Ok(net)
+    }
+
+    /// False once the service has gone away: every operation on this
+    /// connection and its sockets then fails with `ConnectionReset`.
+    pub fn is_connected(&self) -> bool {
+        !self.inner.life.is_dead()
+    }
+
+    /// Fails with `ConnectionReset` once the service has gone away.
+    pub(crate) fn check(&self) -> io::Result<()> {
+        if self.inner.life.is_dead() {
+            Err(service_gone())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Rings `bell` when the service goes away (at once if it has).
+    pub(crate) fn watch_bell(&self, id: u64, bell: &Arc<Bell>) {
+        let mut bells = self
+            .inner
+            .life
+            .bells
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        bells.insert(id, Arc::downgrade(bell));
+        if self.inner.life.is_dead() {
+            bell.doorbell.ring();
+        }
+    }
+
+    pub(crate) fn unwatch_bell(&self, id: u64) {
+        let mut bells = self
+            .inner
+            .life
+            .bells
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        bells.remove(&id);
     }
 
     /// Runs `job` on the connection thread and waits for its answer.
@@ -176,11 +294,18 @@ impl Net {
                 let _ = tx.send(result);
             })
         });
-        self.inner.jobs.send(boxed).map_err(|_| {
-            io::Error::new(io::ErrorKind::NotConnected, "capnet connection is gone")
-        })?;
-        rx.recv()
-            .map_err(|_| io::Error::new(io::ErrorKind::NotConnected, "capnet connection is gone"))?
+        self.check()?;
+        // The thread ends (dropping the job, or refusing it) only when the
+        // service went away.
+        self.inner.jobs.send(boxed).map_err(|_| service_gone())?;
+        match rx.recv() {
+            Ok(Ok(v)) => Ok(v),
+            // A call that failed because the service went away, whatever
+            // capnp said about it.
+            Ok(Err(_)) | Err(_) if self.inner.life.is_dead() => Err(service_gone()),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(service_gone()),
+        }
     }
 
     /// Drops a capability (the server side closes what it named).
@@ -202,7 +327,11 @@ impl Net {
     }
 }
 
-/// Maps a capnp failure inside a job.
+/// Maps a capnp failure inside a job. A broken connection is the service
+/// going away.
 pub(crate) fn cap_err(e: capnp::Error) -> io::Error {
+    if e.kind == capnp::ErrorKind::Disconnected {
+        return service_gone();
+    }
     capnp_to_io(e)
 }

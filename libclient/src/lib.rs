@@ -18,6 +18,18 @@
 //! Errors are `std::io::Error`s of the kinds a socket user expects
 //! (`ConnectionRefused`, `ConnectionReset`, `TimedOut`, `AddrInUse`, ...).
 //!
+//! If the network service goes away (netsrv exits or is killed), libclient
+//! notices the closed service socket at once: blocked calls return and every
+//! operation on every socket of that [`Net`] fails with `ConnectionReset`
+//! ("capnet: the network service went away"); a ring-mode stream still
+//! hands out the bytes already in its receive ring first. Socket fds turn
+//! readable so that event loops wake. [`Net::default_net`] connects anew on
+//! its next use, so new sockets work again once a supervisor restarted the
+//! service.
+//!
+//! [`Egress`] tells which NIC port carries a flow or a connection, and
+//! reports each change (failover, link down, driver restart, ...).
+//!
 //! For event loops: put a socket in non-blocking mode; an operation that
 //! answers `WouldBlock` has asked netsrv for a wakeup, and the socket's raw
 //! fd (an eventfd) becomes readable when it comes (use it with
@@ -25,11 +37,13 @@
 
 mod bell;
 mod conn;
+mod egress;
 mod paths;
 mod tcp;
 mod udp;
 
 pub use conn::Net;
+pub use egress::{Egress, EgressInfo, EgressReason, EgressSubscription, Flow, Protocol};
 pub use paths::{default_run_dir, default_socket_path, SOCKET_ENV};
 pub use tcp::{TcpListener, TcpOptions, TcpStream};
 pub use udp::UdpSocket;

@@ -9,7 +9,7 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown as StdShutdown, SocketAddr, ToSocketAddrs};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 fn ring_err(e: RingError) -> io::Error {
@@ -38,12 +38,19 @@ fn deadline(timeout: Option<Duration>) -> Option<Instant> {
 }
 
 /// A TCP connection, like `std::net::TcpStream`.
+///
+/// If the network service goes away (netsrv exits or is killed), sleepers
+/// in `read` and `write` wake at once and every operation from then on
+/// fails with `ConnectionReset`, like a connection reset by its peer, with
+/// one difference: bytes netsrv had already put in the stream's receive ring
+/// are still delivered first. The fd of `as_raw_fd` turns readable, so event
+/// loops wake up too.
 pub struct TcpStream {
     net: Net,
     id: u64,
     up: Mutex<ByteWriter>,
     down: Mutex<ByteReader>,
-    bell: Bell,
+    bell: Arc<Bell>,
     wake_peer: Doorbell,
     local: OnceLock<SocketAddr>,
     peer: SocketAddr,
@@ -73,12 +80,14 @@ impl TcpStream {
                 return Err(e);
             }
         };
+        let bell = Arc::new(Bell::new(end.wake_me));
+        net.watch_bell(id, &bell);
         Ok(TcpStream {
             net,
             id,
             up: Mutex::new(end.up),
             down: Mutex::new(end.down),
-            bell: Bell::new(end.wake_me),
+            bell,
             wake_peer: end.wake_peer,
             local: OnceLock::new(),
             peer,
@@ -102,6 +111,15 @@ impl TcpStream {
         })?;
         let fds = net.redeem(&token, 3)?;
         SocketRings::attach(fds, capacity).map_err(ring_err)
+    }
+
+    pub(crate) fn net(&self) -> &Net {
+        &self.net
+    }
+
+    /// The socket's number in the connection's table.
+    pub(crate) fn object(&self) -> u64 {
+        self.id
     }
 
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
@@ -175,6 +193,7 @@ impl TcpStream {
     }
 
     pub fn shutdown(&self, how: StdShutdown) -> io::Result<()> {
+        self.net.check()?;
         if matches!(how, StdShutdown::Write | StdShutdown::Both) {
             lock(&self.up).close();
             self.wake_peer.ring();
@@ -219,6 +238,8 @@ impl TcpStream {
                     }
                     return Ok(n);
                 }
+                // What netsrv delivered before it went away was read above.
+                self.net.check()?;
                 if let Some(code) = down.error() {
                     return Err(socket_error(code));
                 }
@@ -242,6 +263,9 @@ impl TcpStream {
         let deadline = deadline(*lock(&self.write_timeout));
         loop {
             let ticket = self.bell.ticket();
+            // Checked after the ticket: the doorbell rung when the service
+            // goes away then ends the wait below.
+            self.net.check()?;
             {
                 let mut up = lock(&self.up);
                 if up.reader_closed() {
@@ -292,7 +316,7 @@ impl Write for TcpStream {
         self.write_inner(data)
     }
     fn flush(&mut self) -> io::Result<()> {
-        Ok(())
+        self.net.check()
     }
 }
 
@@ -301,7 +325,7 @@ impl Write for &TcpStream {
         self.write_inner(data)
     }
     fn flush(&mut self) -> io::Result<()> {
-        Ok(())
+        self.net.check()
     }
 }
 
@@ -318,6 +342,7 @@ impl Drop for TcpStream {
         lock(&self.up).close();
         lock(&self.down).close();
         self.wake_peer.ring();
+        self.net.unwatch_bell(self.id);
         self.net.release(self.id);
     }
 }
