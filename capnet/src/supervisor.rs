@@ -1,27 +1,46 @@
 //! `capnet up`: start the service set, hand each process only the
-//! capabilities it needs, serve the admin interface, stop everything on
+//! capabilities it needs, keep it running (restart policy of
+//! docs/resilience.md), serve the admin interface, stop everything on
 //! SIGINT/SIGTERM or `capnet down`.
 //!
 //! Authority flows from here, as from an seL4 root task: each nicdrv gets a
 //! socket on which it offers its `Nic` (one end goes to netsrv, one stays
-//! here for administration); netsrv gets the `Nic`s and the application
-//! socket; nobody gets anything else.
+//! here for administration); netsrv gets the `Nic`s, the application socket,
+//! a `NetAdmin` socket to the supervisor and the attach socket on which
+//! restarted drivers arrive; nobody gets anything else.
+//!
+//! Restarts: a nicdrv that exits is started again with fresh sockets and
+//! handed to the running netsrv over the attach socket. If netsrv exits, the
+//! drivers are stopped and the whole data path starts again. An exit within
+//! [`QUICK`] of starting is quick: the next start waits 100 ms, 200 ms,
+//! 400 ms, ...; after [`QUICK_LIMIT`] quick exits in a row the process is
+//! `failed` and left down.
 
-use crate::config::{ppm, Backend, Config, Port};
+use crate::config::{ppm, Backend, Bond, BondMode, Config, Port};
 use crate::rpc;
 use crate::spawn::{binary, socket_pair, spawn};
-use capnet_schema::net_capnp::net;
+use capnet_schema::net_capnp::{self as net_capnp, net_admin};
 use capnet_schema::nic_capnp::nic;
 use capnet_schema::supervisor_capnp::supervisor;
 use capnp::capability::Rc as CapRc;
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::process::Child;
+use std::process::{Child, ExitStatus};
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::Notify;
+
+/// An exit sooner than this after the start is a quick one.
+pub const QUICK: Duration = Duration::from_secs(1);
+/// Quick exits in a row after which a process is given up.
+pub const QUICK_LIMIT: u32 = 5;
+/// The first back-off after a quick exit; it doubles with each further one.
+pub const BACKOFF: Duration = Duration::from_millis(100);
+/// How often children are polled besides SIGCHLD.
+const POLL: Duration = Duration::from_millis(100);
 
 pub struct UpOptions {
     pub config: Config,
@@ -31,13 +50,116 @@ pub struct UpOptions {
     pub wire_dir: PathBuf,
 }
 
-struct Process {
-    name: String,
-    child: Child,
-    running: bool,
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    Running,
+    Restarting,
+    Failed,
+    Stopped,
 }
 
-type Processes = Rc<RefCell<Vec<Process>>>;
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Running => "running",
+            State::Restarting => "restarting",
+            State::Failed => "failed",
+            State::Stopped => "stopped",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    /// The driver of `config.ports[i]`.
+    Nicdrv(usize),
+    Netsrv,
+}
+
+struct Process {
+    name: String,
+    role: Role,
+    child: Option<Child>,
+    started: Instant,
+    /// Instances started after the first.
+    restarts: u32,
+    /// Instances started so far.
+    starts: u32,
+    quick_exits: u32,
+    state: State,
+    last_exit: String,
+    /// When a restarting process is due to start again; `None` while it
+    /// waits for something else (a nicdrv for the data path restart).
+    restart_at: Option<Instant>,
+}
+
+impl Process {
+    fn new(name: String, role: Role) -> Process {
+        Process {
+            name,
+            role,
+            child: None,
+            started: Instant::now(),
+            restarts: 0,
+            starts: 0,
+            quick_exits: 0,
+            state: State::Stopped,
+            last_exit: String::new(),
+            restart_at: None,
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    fn started(&mut self, child: Child) {
+        self.child = Some(child);
+        self.started = Instant::now();
+        if self.starts > 0 {
+            self.restarts += 1;
+        }
+        self.starts += 1;
+        self.state = State::Running;
+        self.restart_at = None;
+    }
+}
+
+/// The set's state, shared by the monitor and the admin server.
+struct Set {
+    /// The drivers in config order, then netsrv.
+    procs: Vec<Process>,
+    /// The admin `Nic` of every running driver.
+    nics: HashMap<String, nic::Client>,
+    /// netsrv's administration; `None` while it (re)starts.
+    admin: Option<net_admin::Client>,
+    /// Our end of netsrv's attach socket.
+    attach: Option<OwnedFd>,
+    /// Counts netsrv instances, so that a late readiness check of an old one
+    /// changes nothing.
+    netsrv_generation: u64,
+    /// Bonds and routes as netsrv should have them: the configuration plus
+    /// what `NetAdmin` changed since; a restarted netsrv gets them.
+    bonds: Vec<Bond>,
+    routes: Vec<(String, String)>,
+    stopping: bool,
+}
+
+type Shared = Rc<RefCell<Set>>;
+
+impl Set {
+    fn netsrv(&mut self) -> &mut Process {
+        self.procs.last_mut().expect("netsrv is the last process")
+    }
+}
+
+/// What every start needs.
+struct Ctx {
+    opts: UpOptions,
+    nicdrv: PathBuf,
+    netsrv: PathBuf,
+    socket_path: PathBuf,
+}
 
 pub fn prepare_run_dir(dir: &Path) -> io::Result<()> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
@@ -53,6 +175,26 @@ fn resolve(dir: &Path, p: &Path) -> PathBuf {
         p.to_path_buf()
     } else {
         dir.join(p)
+    }
+}
+
+/// "exit status 1", "killed by signal 9".
+pub fn describe_exit(status: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    if let Some(code) = status.code() {
+        format!("exit status {code}")
+    } else if let Some(sig) = status.signal() {
+        format!("killed by signal {sig}")
+    } else {
+        status.to_string()
+    }
+}
+
+/// The wait before the next start after `quick_exits` quick exits in a row.
+pub fn backoff(quick_exits: u32) -> Duration {
+    match quick_exits {
+        0 => Duration::ZERO,
+        n => BACKOFF * (1u32 << (n - 1).min(16)),
     }
 }
 
@@ -117,6 +259,36 @@ fn nicdrv_args(
     Ok(a)
 }
 
+/// netsrv's arguments but the descriptors: ports, bonds, addresses,
+/// routes, buffers, the application socket.
+fn netsrv_args(
+    config: &Config,
+    bonds: &[Bond],
+    routes: &[(String, String)],
+    socket_path: &Path,
+) -> Vec<String> {
+    let mut a = Vec::new();
+    for port in &config.ports {
+        for addr in &port.addresses {
+            a.extend(["--address".to_string(), format!("{}={addr}", port.name)]);
+        }
+    }
+    for b in bonds {
+        a.extend(["--bond".to_string(), b.netsrv_arg()]);
+        for addr in &b.addresses {
+            a.extend(["--address".to_string(), format!("{}={addr}", b.name)]);
+        }
+    }
+    for (to, via) in routes {
+        a.extend(["--route".to_string(), format!("{to}={via}")]);
+    }
+    if let Some(b) = config.netsrv.tcp_buffer {
+        a.extend(["--tcp-buffer".to_string(), b.to_string()]);
+    }
+    a.extend(["--listen".to_string(), socket_path.display().to_string()]);
+    a
+}
+
 /// Runs the service set until it is told to stop.
 pub fn up(opts: UpOptions) -> Result<(), String> {
     prepare_run_dir(&opts.run_dir)
@@ -126,80 +298,49 @@ pub fn up(opts: UpOptions) -> Result<(), String> {
         .build()
         .map_err(|e| e.to_string())?;
     let local = tokio::task::LocalSet::new();
-    let processes: Processes = Rc::new(RefCell::new(Vec::new()));
-    let result = local.block_on(&runtime, run(&opts, processes.clone()));
-    stop_all(&processes);
+    let ctx = Rc::new(Ctx {
+        nicdrv: binary("nicdrv").map_err(|e| e.to_string())?,
+        netsrv: binary("netsrv").map_err(|e| e.to_string())?,
+        socket_path: opts.run_dir.join("capnet.sock"),
+        opts,
+    });
+    let config = &ctx.opts.config;
+    let mut procs: Vec<Process> = config
+        .ports
+        .iter()
+        .enumerate()
+        .map(|(i, p)| Process::new(format!("nicdrv {}", p.name), Role::Nicdrv(i)))
+        .collect();
+    procs.push(Process::new("netsrv".into(), Role::Netsrv));
+    let shared: Shared = Rc::new(RefCell::new(Set {
+        procs,
+        nics: HashMap::new(),
+        admin: None,
+        attach: None,
+        netsrv_generation: 0,
+        bonds: config.bonds.clone(),
+        routes: config
+            .routes
+            .iter()
+            .map(|r| (r.to.clone(), r.via.to_string()))
+            .collect(),
+        stopping: false,
+    }));
+    let result = local.block_on(&runtime, run(ctx.clone(), shared.clone()));
+    local.block_on(&runtime, stop_all(&shared));
     for name in ["capnet.sock", "admin.sock", "capnet.pid"] {
-        let _ = std::fs::remove_file(opts.run_dir.join(name));
+        let _ = std::fs::remove_file(ctx.opts.run_dir.join(name));
     }
     result
 }
 
-async fn run(opts: &UpOptions, processes: Processes) -> Result<(), String> {
-    let nicdrv = binary("nicdrv").map_err(|e| e.to_string())?;
-    let netsrv = binary("netsrv").map_err(|e| e.to_string())?;
-    let mut netsrv_args = Vec::new();
-    let mut netsrv_fds: Vec<OwnedFd> = Vec::new();
-    let mut nics = Vec::new();
-
-    for port in &opts.config.ports {
-        let (rpc_child, rpc_netsrv) = socket_pair().map_err(|e| e.to_string())?;
-        let (handoff_child, handoff_netsrv) = socket_pair().map_err(|e| e.to_string())?;
-        let (admin_child, admin_here) = socket_pair().map_err(|e| e.to_string())?;
-        let args = nicdrv_args(port, opts, &[&rpc_child, &admin_child], &handoff_child)?;
-        let child = spawn(&nicdrv, &args, &[&rpc_child, &admin_child, &handoff_child])
-            .map_err(|e| format!("starting nicdrv for {}: {e}", port.name))?;
-        tracing::info!(port = %port.name, pid = child.id(), "nicdrv started");
-        processes.borrow_mut().push(Process {
-            name: format!("nicdrv {}", port.name),
-            child,
-            running: true,
-        });
-        let nic: nic::Client = rpc::bootstrap(admin_here).map_err(|e| e.to_string())?;
-        nics.push((port.name.clone(), nic));
-        netsrv_args.extend([
-            "--port".to_string(),
-            format!(
-                "{}=fd:{},{}",
-                port.name,
-                rpc_netsrv.as_raw_fd(),
-                handoff_netsrv.as_raw_fd()
-            ),
-        ]);
-        for a in &port.addresses {
-            netsrv_args.extend(["--address".to_string(), format!("{}={a}", port.name)]);
-        }
-        netsrv_fds.extend([rpc_netsrv, handoff_netsrv]);
-    }
-    for r in &opts.config.routes {
-        netsrv_args.extend(["--route".to_string(), format!("{}={}", r.to, r.via)]);
-    }
-    if let Some(b) = opts.config.netsrv.tcp_buffer {
-        netsrv_args.extend(["--tcp-buffer".to_string(), b.to_string()]);
-    }
-    let socket_path = opts.run_dir.join("capnet.sock");
-    let _ = std::fs::remove_file(&socket_path);
-    netsrv_args.extend(["--listen".to_string(), socket_path.display().to_string()]);
-    let (net_child, net_here) = socket_pair().map_err(|e| e.to_string())?;
-    netsrv_args.extend(["--rpc-fd".to_string(), net_child.as_raw_fd().to_string()]);
-    let mut inherit: Vec<&OwnedFd> = netsrv_fds.iter().collect();
-    inherit.push(&net_child);
-    let child =
-        spawn(&netsrv, &netsrv_args, &inherit).map_err(|e| format!("starting netsrv: {e}"))?;
-    tracing::info!(pid = child.id(), "netsrv started");
-    processes.borrow_mut().push(Process {
-        name: "netsrv".into(),
-        child,
-        running: true,
-    });
-    drop(netsrv_fds);
-    drop(net_child);
-    let net: net::Client = rpc::bootstrap(net_here).map_err(|e| e.to_string())?;
+async fn run(ctx: Rc<Ctx>, shared: Shared) -> Result<(), String> {
+    let admin = start_data_path(&ctx, &shared)?;
 
     // Ready when netsrv answers and its application socket exists.
     let ready = async {
-        net.status_request().send().promise.await?;
-        while !socket_path.exists() {
+        admin.status_request().send().promise.await?;
+        while !ctx.socket_path.exists() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         Ok::<(), capnp::Error>(())
@@ -210,34 +351,36 @@ async fn run(opts: &UpOptions, processes: Processes) -> Result<(), String> {
             Ok(Err(e)) => return Err(format!("netsrv did not come up: {e}")),
             Err(_) => return Err("netsrv did not come up within 30 s".into()),
         },
-        name = watch_children(processes.clone()) => return Err(format!("{name} exited during start-up")),
+        (name, how) = first_exit(shared.clone()) => {
+            return Err(format!("{name} exited during start-up ({how})"))
+        }
     }
+    shared.borrow_mut().admin = Some(admin);
 
     let shutdown = Rc::new(Notify::new());
-    let admin = SupervisorServer {
-        processes: processes.clone(),
-        net,
-        nics,
+    let server = SupervisorServer {
+        shared: shared.clone(),
         shutdown: shutdown.clone(),
     };
-    let admin: supervisor::Client = capnp_rpc::new_client(admin);
-    let admin_path = opts.run_dir.join("admin.sock");
+    let admin_sock: supervisor::Client = capnp_rpc::new_client(server);
+    let admin_path = ctx.opts.run_dir.join("admin.sock");
     let listener =
         rpc::listen(&admin_path).map_err(|e| format!("{}: {e}", admin_path.display()))?;
-    tokio::task::spawn_local(rpc::serve_forever(listener, admin.client));
+    tokio::task::spawn_local(rpc::serve_forever(listener, admin_sock.client));
     std::fs::write(
-        opts.run_dir.join("capnet.pid"),
+        ctx.opts.run_dir.join("capnet.pid"),
         format!("{}\n", std::process::id()),
     )
     .map_err(|e| e.to_string())?;
 
     println!(
-        "capnet up: {} port(s), run directory {}",
-        opts.config.ports.len(),
-        opts.run_dir.display()
+        "capnet up: {} port(s), {} bond(s), run directory {}",
+        ctx.opts.config.ports.len(),
+        ctx.opts.config.bonds.len(),
+        ctx.opts.run_dir.display()
     );
-    println!("applications connect to {}", socket_path.display());
-    println!("  export CAPNET_SOCKET={}", socket_path.display());
+    println!("applications connect to {}", ctx.socket_path.display());
+    println!("  export CAPNET_SOCKET={}", ctx.socket_path.display());
     use std::io::Write;
     let _ = std::io::stdout().flush();
 
@@ -245,77 +388,465 @@ async fn run(opts: &UpOptions, processes: Processes) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
         .map_err(|e| e.to_string())?;
+    let sigchld = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child())
+        .map_err(|e| e.to_string())?;
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM: stopping"),
         _ = int.recv() => tracing::info!("SIGINT: stopping"),
         _ = shutdown.notified() => tracing::info!("shutdown requested"),
-        name = watch_children(processes.clone()) => {
-            tracing::error!(process = %name, "a service process exited; stopping the set");
-            return Err(format!("{name} exited"));
-        }
+        _ = monitor(ctx.clone(), shared.clone(), sigchld) => {}
     }
     Ok(())
 }
 
-/// Resolves with the name of the first process that exits.
-async fn watch_children(processes: Processes) -> String {
+/// Starts one driver; returns netsrv's ends `[rpc, handoff]`.
+fn start_nicdrv(ctx: &Ctx, set: &mut Set, index: usize) -> Result<[OwnedFd; 2], String> {
+    let port = &ctx.opts.config.ports[index];
+    let io = |e: io::Error| e.to_string();
+    let (rpc_child, rpc_netsrv) = socket_pair().map_err(io)?;
+    let (handoff_child, handoff_netsrv) = socket_pair().map_err(io)?;
+    let (admin_child, admin_here) = socket_pair().map_err(io)?;
+    let args = nicdrv_args(port, &ctx.opts, &[&rpc_child, &admin_child], &handoff_child)?;
+    let child = spawn(
+        &ctx.nicdrv,
+        &args,
+        &[&rpc_child, &admin_child, &handoff_child],
+    )
+    .map_err(|e| format!("starting nicdrv for {}: {e}", port.name))?;
+    let pid = child.id();
+    set.procs[index].started(child);
+    let nic: nic::Client = rpc::bootstrap(admin_here).map_err(io)?;
+    set.nics.insert(port.name.clone(), nic);
+    tracing::info!(port = %port.name, pid, restarts = set.procs[index].restarts, "nicdrv started");
+    Ok([rpc_netsrv, handoff_netsrv])
+}
+
+/// Starts every driver, then netsrv over them. Returns netsrv's `NetAdmin`
+/// (not yet known to answer).
+fn start_data_path(ctx: &Ctx, shared: &Shared) -> Result<net_admin::Client, String> {
+    let mut set = shared.borrow_mut();
+    let set = &mut *set;
+    let mut args = Vec::new();
+    let mut fds: Vec<OwnedFd> = Vec::new();
+    for (i, port) in ctx.opts.config.ports.iter().enumerate() {
+        // A fresh start of the data path: earlier crash loops are forgiven.
+        set.procs[i].quick_exits = 0;
+        let [rpc, handoff] = match start_nicdrv(ctx, set, i) {
+            Ok(fds) => fds,
+            Err(e) if set.procs[i].starts == 0 => return Err(e),
+            Err(e) => {
+                tracing::error!("{e}; port {} stays down", port.name);
+                let p = &mut set.procs[i];
+                p.state = State::Failed;
+                p.last_exit = format!("could not start: {e}");
+                continue;
+            }
+        };
+        args.extend([
+            "--port".to_string(),
+            format!(
+                "{}=fd:{},{}",
+                port.name,
+                rpc.as_raw_fd(),
+                handoff.as_raw_fd()
+            ),
+        ]);
+        fds.extend([rpc, handoff]);
+    }
+    args.extend(netsrv_args(
+        &ctx.opts.config,
+        &set.bonds,
+        &set.routes,
+        &ctx.socket_path,
+    ));
+    let io = |e: io::Error| e.to_string();
+    let (admin_child, admin_here) = socket_pair().map_err(io)?;
+    let (attach_child, attach_here) = socket_pair().map_err(io)?;
+    // Never block the supervisor on a netsrv that does not read.
+    let attach_here = std::os::unix::net::UnixStream::from(attach_here);
+    attach_here.set_nonblocking(true).map_err(io)?;
+    let attach_here = OwnedFd::from(attach_here);
+    args.extend([
+        "--admin-fd".to_string(),
+        admin_child.as_raw_fd().to_string(),
+    ]);
+    args.extend([
+        "--attach-fd".to_string(),
+        attach_child.as_raw_fd().to_string(),
+    ]);
+    let _ = std::fs::remove_file(&ctx.socket_path);
+    let mut inherit: Vec<&OwnedFd> = fds.iter().collect();
+    inherit.extend([&admin_child, &attach_child]);
+    let child = spawn(&ctx.netsrv, &args, &inherit).map_err(|e| format!("starting netsrv: {e}"))?;
+    let pid = child.id();
+    set.netsrv().started(child);
+    set.netsrv_generation += 1;
+    set.attach = Some(attach_here);
+    set.admin = None;
+    tracing::info!(pid, restarts = set.netsrv().restarts, "netsrv started");
+    rpc::bootstrap(admin_here).map_err(io)
+}
+
+/// During start-up: resolves with the first process that exits, and how.
+async fn first_exit(shared: Shared) -> (String, String) {
     loop {
-        for p in processes.borrow_mut().iter_mut() {
-            if p.running {
-                if let Ok(Some(status)) = p.child.try_wait() {
-                    p.running = false;
-                    tracing::warn!(process = %p.name, %status, "process exited");
-                    return p.name.clone();
+        for p in shared.borrow_mut().procs.iter_mut() {
+            if let Some(child) = &mut p.child {
+                if let Ok(Some(status)) = child.try_wait() {
+                    p.child = None;
+                    p.state = State::Stopped;
+                    p.last_exit = describe_exit(status);
+                    return (p.name.clone(), p.last_exit.clone());
                 }
             }
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Watches the children and restarts them, forever.
+async fn monitor(ctx: Rc<Ctx>, shared: Shared, mut sigchld: tokio::signal::unix::Signal) {
+    loop {
+        reap(&shared).await;
+        restart_due(&ctx, &shared);
+        let now = Instant::now();
+        let next = shared
+            .borrow()
+            .procs
+            .iter()
+            .filter_map(|p| p.restart_at)
+            .min()
+            .unwrap_or(now + POLL)
+            .min(now + POLL);
+        tokio::select! {
+            _ = sigchld.recv() => {}
+            _ = tokio::time::sleep_until(next.into()) => {}
+        }
+    }
+}
+
+/// Notes every child that exited and decides what happens next.
+async fn reap(shared: &Shared) {
+    let mut exited = Vec::new();
+    for (i, p) in shared.borrow_mut().procs.iter_mut().enumerate() {
+        if let Some(child) = &mut p.child {
+            if let Ok(Some(status)) = child.try_wait() {
+                p.child = None;
+                exited.push((i, status));
+            }
+        }
+    }
+    for (i, status) in exited {
+        on_exit(shared, i, status).await;
+    }
+}
+
+async fn on_exit(shared: &Shared, index: usize, status: ExitStatus) {
+    let role = {
+        let mut set = shared.borrow_mut();
+        let stopping = set.stopping;
+        let p = &mut set.procs[index];
+        p.last_exit = describe_exit(status);
+        let quick = p.started.elapsed() < QUICK;
+        p.quick_exits = if quick { p.quick_exits + 1 } else { 0 };
+        tracing::warn!(process = %p.name, exit = %p.last_exit, quick, "process exited");
+        if stopping {
+            p.state = State::Stopped;
+            return;
+        }
+        p.role
+    };
+    match role {
+        Role::Nicdrv(_) => {
+            let mut set = shared.borrow_mut();
+            let netsrv_up = set.attach.is_some();
+            let p = &mut set.procs[index];
+            let port = p
+                .name
+                .strip_prefix("nicdrv ")
+                .unwrap_or(&p.name)
+                .to_string();
+            if p.quick_exits >= QUICK_LIMIT {
+                p.state = State::Failed;
+                p.restart_at = None;
+                tracing::error!(
+                    "{} exited {} times within {} s of starting (last: {}); not restarting it; port {port} stays down",
+                    p.name,
+                    p.quick_exits,
+                    QUICK.as_secs(),
+                    p.last_exit
+                );
+            } else {
+                p.state = State::Restarting;
+                // Without netsrv the data path restart brings it back.
+                p.restart_at = netsrv_up.then(|| Instant::now() + backoff(p.quick_exits));
+            }
+            set.nics.remove(&port);
+        }
+        Role::Netsrv => {
+            let (failed, wait) = {
+                let mut set = shared.borrow_mut();
+                set.admin = None;
+                set.attach = None;
+                set.nics.clear();
+                let p = set.netsrv();
+                (p.quick_exits >= QUICK_LIMIT, backoff(p.quick_exits))
+            };
+            stop_drivers(shared).await;
+            let mut set = shared.borrow_mut();
+            let p = set.netsrv();
+            if failed {
+                p.state = State::Failed;
+                p.restart_at = None;
+                tracing::error!(
+                    "netsrv exited {} times within {} s of starting (last: {}); not restarting it; the data path stays down",
+                    p.quick_exits,
+                    QUICK.as_secs(),
+                    p.last_exit
+                );
+            } else {
+                p.state = State::Restarting;
+                p.restart_at = Some(Instant::now() + wait);
+                tracing::warn!(
+                    wait_ms = wait.as_millis() as u64,
+                    "netsrv exited; restarting the data path"
+                );
+            }
+            for p in set.procs.iter_mut() {
+                if let Role::Nicdrv(_) = p.role {
+                    p.state = if failed {
+                        State::Stopped
+                    } else {
+                        State::Restarting
+                    };
+                    p.restart_at = None;
+                }
+            }
+        }
+    }
+}
+
+/// SIGTERM to every running driver; SIGKILL to those still there after a
+/// second. Their exits are ours, not crashes.
+async fn stop_drivers(shared: &Shared) {
+    let mut children: Vec<(usize, Child)> = Vec::new();
+    for (i, p) in shared.borrow_mut().procs.iter_mut().enumerate() {
+        if let (Role::Nicdrv(_), Some(child)) = (p.role, p.child.take()) {
+            // SAFETY: kill(2) on a pid we spawned and have not reaped.
+            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+            children.push((i, child));
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(1);
+    let mut statuses = Vec::new();
+    for (i, mut child) in children {
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(s)) => break Some(s),
+                Err(_) => break None,
+                Ok(None) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(10)).await
+                }
+                Ok(None) => {
+                    let _ = child.kill();
+                    break child.wait().ok();
+                }
+            }
+        };
+        statuses.push((i, status));
+    }
+    let mut set = shared.borrow_mut();
+    for (i, status) in statuses {
+        if let Some(s) = status {
+            set.procs[i].last_exit = format!("stopped ({})", describe_exit(s));
+        }
+    }
+}
+
+/// Starts whatever is due.
+fn restart_due(ctx: &Rc<Ctx>, shared: &Shared) {
+    let now = Instant::now();
+    let due: Vec<(usize, Role)> = shared
+        .borrow()
+        .procs
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.state == State::Restarting && p.restart_at.is_some_and(|t| t <= now))
+        .map(|(i, p)| (i, p.role))
+        .collect();
+    for (i, role) in due {
+        match role {
+            Role::Nicdrv(port) => restart_nicdrv(ctx, shared, i, port),
+            Role::Netsrv => restart_data_path(ctx, shared),
+        }
+    }
+}
+
+fn restart_nicdrv(ctx: &Ctx, shared: &Shared, index: usize, port: usize) {
+    let started = Instant::now();
+    let mut set = shared.borrow_mut();
+    let name = &ctx.opts.config.ports[port].name;
+    let fds = match start_nicdrv(ctx, &mut set, index) {
+        Ok(fds) => fds,
+        Err(e) => {
+            // As an instant exit: the same back-off and limit.
+            let p = &mut set.procs[index];
+            p.quick_exits += 1;
+            p.last_exit = format!("could not start: {e}");
+            if p.quick_exits >= QUICK_LIMIT {
+                p.state = State::Failed;
+                p.restart_at = None;
+                tracing::error!("nicdrv {name} could not be started {} times (last: {e}); not restarting it; port {name} stays down", p.quick_exits);
+            } else {
+                p.restart_at = Some(Instant::now() + backoff(p.quick_exits));
+                tracing::warn!("{e}");
+            }
+            return;
+        }
+    };
+    let Some(attach) = &set.attach else {
+        return;
+    };
+    let [rpc, handoff] = &fds;
+    match capnet_ring::platform::send_fds(
+        attach.as_fd(),
+        name.as_bytes(),
+        &[rpc.as_fd(), handoff.as_fd()],
+    ) {
+        Ok(()) => tracing::info!(
+            port = %name,
+            took_us = started.elapsed().as_micros() as u64,
+            "restarted driver handed to netsrv"
+        ),
+        Err(e) => {
+            tracing::error!(port = %name, %e, "could not hand the restarted driver to netsrv")
+        }
+    }
+}
+
+fn restart_data_path(ctx: &Rc<Ctx>, shared: &Shared) {
+    tracing::info!("starting the data path again");
+    let admin = match start_data_path(ctx, shared) {
+        Ok(admin) => admin,
+        Err(e) => {
+            let mut set = shared.borrow_mut();
+            let p = set.netsrv();
+            p.quick_exits += 1;
+            p.last_exit = format!("could not start: {e}");
+            if p.quick_exits >= QUICK_LIMIT {
+                p.state = State::Failed;
+                p.restart_at = None;
+                tracing::error!(
+                    "the data path could not be started {} times (last: {e}); giving up",
+                    p.quick_exits
+                );
+            } else {
+                p.restart_at = Some(Instant::now() + backoff(p.quick_exits));
+                tracing::warn!("{e}");
+            }
+            return;
+        }
+    };
+    let generation = shared.borrow().netsrv_generation;
+    let shared = shared.clone();
+    let ctx = ctx.clone();
+    tokio::task::spawn_local(async move {
+        let answer = tokio::time::timeout(
+            Duration::from_secs(30),
+            admin.status_request().send().promise,
+        )
+        .await;
+        if !matches!(answer, Ok(Ok(_))) {
+            tracing::warn!("the restarted netsrv did not answer");
+            return;
+        }
+        for _ in 0..500 {
+            if ctx.socket_path.exists() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let mut set = shared.borrow_mut();
+        if set.netsrv_generation == generation && set.netsrv().state == State::Running {
+            set.admin = Some(admin);
+            tracing::info!("data path serving again");
+        }
+    });
 }
 
 /// SIGTERM to every child (netsrv first, then the drivers), then SIGKILL to
 /// whatever is left after two seconds.
-fn stop_all(processes: &Processes) {
-    let mut procs = processes.borrow_mut();
-    for p in procs.iter_mut().rev() {
-        if p.running {
+async fn stop_all(shared: &Shared) {
+    let mut set = shared.borrow_mut();
+    set.stopping = true;
+    set.admin = None;
+    set.nics.clear();
+    for p in set.procs.iter_mut().rev() {
+        if let Some(child) = &p.child {
             // SAFETY: kill(2) on a pid we spawned and have not reaped.
-            unsafe { libc::kill(p.child.id() as libc::pid_t, libc::SIGTERM) };
+            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
         }
     }
-    let deadline = std::time::Instant::now() + Duration::from_secs(2);
-    for p in procs.iter_mut() {
-        loop {
-            match p.child.try_wait() {
-                Ok(Some(_)) | Err(_) => break,
-                Ok(None) if std::time::Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(20))
-                }
-                Ok(None) => {
-                    let _ = p.child.kill();
-                    let _ = p.child.wait();
-                    break;
+    let deadline = Instant::now() + Duration::from_secs(2);
+    for p in set.procs.iter_mut() {
+        if let Some(child) = &mut p.child {
+            loop {
+                match child.try_wait() {
+                    Ok(Some(_)) | Err(_) => break,
+                    Ok(None) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(20))
+                    }
+                    Ok(None) => {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        break;
+                    }
                 }
             }
         }
-        p.running = false;
+        p.child = None;
+        p.state = State::Stopped;
     }
 }
 
 struct SupervisorServer {
-    processes: Processes,
-    net: net::Client,
-    nics: Vec<(String, nic::Client)>,
+    shared: Shared,
     shutdown: Rc<Notify>,
 }
 
 impl SupervisorServer {
     fn nic(&self, name: &str) -> Result<nic::Client, capnp::Error> {
-        self.nics
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, c)| c.clone())
-            .ok_or_else(|| capnp::Error::failed(format!("invalid: no port named {name:?}")))
+        let set = self.shared.borrow();
+        if let Some(c) = set.nics.get(name) {
+            return Ok(c.clone());
+        }
+        let proc_name = format!("nicdrv {name}");
+        match set.procs.iter().find(|p| p.name == proc_name) {
+            None => Err(capnp::Error::failed(format!(
+                "invalid: no port named {name:?}"
+            ))),
+            Some(p) if p.state == State::Failed => Err(capnp::Error::failed(format!(
+                "invalid: port {name} is down: its driver failed ({})",
+                p.last_exit
+            ))),
+            Some(p) => Err(capnp::Error::failed(format!(
+                "busy: the driver of port {name} is {}",
+                p.state.as_str()
+            ))),
+        }
+    }
+
+    fn admin(&self) -> Result<net_admin::Client, capnp::Error> {
+        let mut set = self.shared.borrow_mut();
+        if let Some(a) = &set.admin {
+            return Ok(a.clone());
+        }
+        let p = set.netsrv();
+        Err(capnp::Error::failed(match p.state {
+            State::Failed => format!("closed: netsrv failed ({})", p.last_exit),
+            State::Stopped => "closed: the service set is stopping".to_string(),
+            _ => "busy: netsrv is restarting".to_string(),
+        }))
     }
 }
 
@@ -325,16 +856,25 @@ impl supervisor::Server for SupervisorServer {
         _: supervisor::StatusParams,
         mut results: supervisor::StatusResults,
     ) -> Result<(), capnp::Error> {
-        let resp = self.net.status_request().send().promise.await?;
+        let admin = self.shared.borrow().admin.clone();
+        let net = match admin {
+            Some(a) => a.status_request().send().promise.await.ok(),
+            None => None,
+        };
         let mut r = results.get();
-        r.set_net(resp.get()?.get_status()?)?;
-        let procs = self.processes.borrow();
-        let mut list = r.init_processes(procs.len() as u32);
-        for (i, p) in procs.iter().enumerate() {
+        if let Some(resp) = net {
+            r.set_net(resp.get()?.get_status()?)?;
+        }
+        let set = self.shared.borrow();
+        let mut list = r.init_processes(set.procs.len() as u32);
+        for (i, p) in set.procs.iter().enumerate() {
             let mut b = list.reborrow().get(i as u32);
             b.set_name(&p.name);
-            b.set_pid(p.child.id());
-            b.set_running(p.running);
+            b.set_pid(p.pid());
+            b.set_running(p.state == State::Running && p.child.is_some());
+            b.set_restarts(p.restarts);
+            b.set_state(p.state.as_str());
+            b.set_last_exit(&p.last_exit);
         }
         Ok(())
     }
@@ -372,5 +912,215 @@ impl supervisor::Server for SupervisorServer {
     ) -> Result<(), capnp::Error> {
         self.shutdown.notify_one();
         Ok(())
+    }
+
+    async fn net_admin(
+        self: CapRc<Self>,
+        _: supervisor::NetAdminParams,
+        mut results: supervisor::NetAdminResults,
+    ) -> Result<(), capnp::Error> {
+        self.admin()?;
+        let proxy: net_admin::Client = capnp_rpc::new_client(AdminProxy {
+            shared: self.shared.clone(),
+        });
+        results.get().set_admin(proxy);
+        Ok(())
+    }
+
+    async fn port_counters(
+        self: CapRc<Self>,
+        params: supervisor::PortCountersParams,
+        mut results: supervisor::PortCountersResults,
+    ) -> Result<(), capnp::Error> {
+        let nic = self.nic(params.get()?.get_port()?.to_str()?)?;
+        let counters = nic.counters_request().send().promise;
+        let info = nic.info_request().send().promise;
+        let (counters, info) = futures::future::try_join(counters, info).await?;
+        let mut r = results.get();
+        r.set_counters(counters.get()?.get_counters()?)?;
+        r.set_info(info.get()?.get_info()?)?;
+        Ok(())
+    }
+}
+
+fn mode_from_capnp(m: net_capnp::BondMode) -> BondMode {
+    match m {
+        net_capnp::BondMode::ActiveBackup => BondMode::ActiveBackup,
+        net_capnp::BondMode::BalanceXor => BondMode::BalanceXor,
+    }
+}
+
+/// netsrv's `NetAdmin` as the supervisor hands it out: every call goes to
+/// the current netsrv (`busy` while it restarts), and the changes that
+/// succeed are remembered so that a restarted netsrv gets them too.
+struct AdminProxy {
+    shared: Shared,
+}
+
+impl AdminProxy {
+    fn admin(&self) -> Result<net_admin::Client, capnp::Error> {
+        SupervisorServer {
+            shared: self.shared.clone(),
+            shutdown: Rc::new(Notify::new()),
+        }
+        .admin()
+    }
+}
+
+impl net_admin::Server for AdminProxy {
+    async fn status(
+        self: CapRc<Self>,
+        _: net_admin::StatusParams,
+        mut results: net_admin::StatusResults,
+    ) -> Result<(), capnp::Error> {
+        let resp = self.admin()?.status_request().send().promise.await?;
+        results.get().set_status(resp.get()?.get_status()?)?;
+        Ok(())
+    }
+
+    async fn net(
+        self: CapRc<Self>,
+        _: net_admin::NetParams,
+        mut results: net_admin::NetResults,
+    ) -> Result<(), capnp::Error> {
+        let resp = self.admin()?.net_request().send().promise.await?;
+        results.get().set_net(resp.get()?.get_net()?);
+        Ok(())
+    }
+
+    async fn bond_add(
+        self: CapRc<Self>,
+        params: net_admin::BondAddParams,
+        _: net_admin::BondAddResults,
+    ) -> Result<(), capnp::Error> {
+        let b = params.get()?.get_bond()?;
+        let mut req = self.admin()?.bond_add_request();
+        req.get().set_bond(b)?;
+        req.send().promise.await?;
+        let text = |l: capnp::text_list::Reader<'_>| -> capnp::Result<Vec<String>> {
+            l.iter().map(|t| Ok(t?.to_string()?)).collect()
+        };
+        let primary = b.get_primary()?.to_string()?;
+        let bond = Bond {
+            name: b.get_name()?.to_string()?,
+            mode: mode_from_capnp(b.get_mode()?),
+            legs: text(b.get_legs()?)?,
+            primary: (!primary.is_empty()).then_some(primary),
+            addresses: text(b.get_addresses()?)?,
+        };
+        self.shared.borrow_mut().bonds.push(bond);
+        Ok(())
+    }
+
+    async fn bond_set_mode(
+        self: CapRc<Self>,
+        params: net_admin::BondSetModeParams,
+        _: net_admin::BondSetModeResults,
+    ) -> Result<(), capnp::Error> {
+        let p = params.get()?;
+        let (name, mode) = (p.get_name()?.to_string()?, p.get_mode()?);
+        let mut req = self.admin()?.bond_set_mode_request();
+        req.get().set_name(&name);
+        req.get().set_mode(mode);
+        req.send().promise.await?;
+        if let Some(b) = self
+            .shared
+            .borrow_mut()
+            .bonds
+            .iter_mut()
+            .find(|b| b.name == name)
+        {
+            b.mode = mode_from_capnp(mode);
+        }
+        Ok(())
+    }
+
+    async fn bond_set_primary(
+        self: CapRc<Self>,
+        params: net_admin::BondSetPrimaryParams,
+        _: net_admin::BondSetPrimaryResults,
+    ) -> Result<(), capnp::Error> {
+        let p = params.get()?;
+        let (name, primary) = (p.get_name()?.to_string()?, p.get_primary()?.to_string()?);
+        let mut req = self.admin()?.bond_set_primary_request();
+        req.get().set_name(&name);
+        req.get().set_primary(&primary);
+        req.send().promise.await?;
+        if let Some(b) = self
+            .shared
+            .borrow_mut()
+            .bonds
+            .iter_mut()
+            .find(|b| b.name == name)
+        {
+            b.primary = (!primary.is_empty()).then_some(primary);
+        }
+        Ok(())
+    }
+
+    async fn route_add(
+        self: CapRc<Self>,
+        params: net_admin::RouteAddParams,
+        _: net_admin::RouteAddResults,
+    ) -> Result<(), capnp::Error> {
+        let p = params.get()?;
+        let (to, via) = (p.get_to()?.to_string()?, p.get_via()?.to_string()?);
+        let mut req = self.admin()?.route_add_request();
+        req.get().set_to(&to);
+        req.get().set_via(&via);
+        req.send().promise.await?;
+        self.shared.borrow_mut().routes.push((to, via));
+        Ok(())
+    }
+
+    async fn route_remove(
+        self: CapRc<Self>,
+        params: net_admin::RouteRemoveParams,
+        _: net_admin::RouteRemoveResults,
+    ) -> Result<(), capnp::Error> {
+        let p = params.get()?;
+        let (to, via) = (p.get_to()?.to_string()?, p.get_via()?.to_string()?);
+        let mut req = self.admin()?.route_remove_request();
+        req.get().set_to(&to);
+        req.get().set_via(&via);
+        req.send().promise.await?;
+        self.shared
+            .borrow_mut()
+            .routes
+            .retain(|r| r != &(to.clone(), via.clone()));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_100ms() {
+        assert_eq!(backoff(0), Duration::ZERO);
+        assert_eq!(backoff(1), Duration::from_millis(100));
+        assert_eq!(backoff(2), Duration::from_millis(200));
+        assert_eq!(backoff(3), Duration::from_millis(400));
+        assert_eq!(backoff(4), Duration::from_millis(800));
+    }
+
+    #[test]
+    fn exits_are_described_plainly() {
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(describe_exit(ExitStatus::from_raw(1 << 8)), "exit status 1");
+        assert_eq!(describe_exit(ExitStatus::from_raw(9)), "killed by signal 9");
+    }
+
+    #[test]
+    fn netsrv_gets_bonds_addresses_and_routes() {
+        let config = Config::parse(include_str!("../examples/bond-a.toml")).unwrap();
+        let routes = vec![("default".to_string(), "10.0.0.254".to_string())];
+        let a = netsrv_args(&config, &config.bonds, &routes, Path::new("/r/capnet.sock")).join(" ");
+        assert_eq!(
+            a,
+            "--bond bond0=active-backup:p0,p1:p0 --address bond0=10.0.0.1/24 \
+             --route default=10.0.0.254 --listen /r/capnet.sock"
+        );
     }
 }
