@@ -2,10 +2,26 @@
 //! usually inside a network namespace, so that the peer is the Linux
 //! kernel's own stack.
 //!
-//! Link state is `IFF_UP && IFF_RUNNING` of the interface, read with
-//! SIOCGIFFLAGS. A NETLINK_ROUTE socket subscribed to RTMGRP_LINK wakes the
-//! data plane on every RTM_NEWLINK (then the flags are read again); EIO on a
-//! write also triggers a re-read. TUNSETCARRIER sets the carrier from our side.
+//! Link state is `IFF_UP && IFF_LOWER_UP` (administratively up, carrier on)
+//! of the interface, read with an RTM_GETLINK request on a NETLINK_ROUTE
+//! socket of the namespace. Not IFF_RUNNING: that flag follows the operstate,
+//! which the kernel's linkwatch updates up to a second late when changes come
+//! in quick succession (measured: a TUNSETCARRIER off/on pair 150 ms apart left
+//! IFF_RUNNING unchanged); the carrier bit and IFF_UP change synchronously.
+//! A second NETLINK_ROUTE socket subscribed to RTMGRP_LINK wakes the data
+//! plane on every RTM_NEWLINK (then the flags are read again); EIO on a write
+//! and our own TUNSETCARRIER also trigger a re-read. Without netlink, the
+//! fallback is SIOCGIFFLAGS `IFF_UP && IFF_RUNNING`, polled.
+//!
+//! # Persistent and non-persistent taps
+//!
+//! [`Tap::open`] attaches to an existing tap (made persistent with
+//! `ip tuntap add`), or creates one if none has the name. nicdrv never sets or
+//! clears TUNSETPERSIST and never deletes an interface: a persistent tap (its
+//! addresses, bridge membership, up state) outlives any number of driver
+//! restarts, and a tap nicdrv created vanishes with the process (the kernel
+//! removes a non-persistent tap when its last fd closes). Setups that restart
+//! drivers must therefore create persistent taps beforehand.
 
 use std::ffi::CString;
 use std::fs::{File, OpenOptions};
@@ -48,13 +64,26 @@ fn ifreq_for(name: &str) -> io::Result<libc::ifreq> {
 pub struct Tap {
     file: File,
     name: String,
+    /// Interface index of our device (taken right after TUNSETIFF).
+    index: u32,
+    /// Whether the device existed before we attached (a persistent tap).
+    existed: bool,
     /// An AF_INET datagram socket, only for interface ioctls.
     ctl: OwnedFd,
+    /// RTMGRP_LINK subscription: wakes the data plane on link changes.
     netlink: Option<OwnedFd>,
+    /// Unsubscribed NETLINK_ROUTE socket for RTM_GETLINK requests.
+    query: Option<OwnedFd>,
+    seq: std::cell::Cell<u32>,
 }
 
+/// How long [`Tap::open`] retries TUNSETIFF while the device is busy (a
+/// previous driver's fd being released).
+const BUSY_RETRY: std::time::Duration = std::time::Duration::from_secs(3);
+
 impl Tap {
-    /// Attaches to (or creates) the TAP device `name` in the current namespace.
+    /// Attaches to the TAP device `name` in the current namespace, or creates
+    /// a non-persistent one if there is none (see the module docs).
     pub fn open(name: &str) -> io::Result<Tap> {
         let file = OpenOptions::new()
             .read(true)
@@ -62,19 +91,41 @@ impl Tap {
             .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
             .open("/dev/net/tun")
             .map_err(|e| io::Error::new(e.kind(), format!("/dev/net/tun: {e}")))?;
-        let mut req = ifreq_for(name)?;
-        req.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI) as libc::c_short;
-        // SAFETY: TUNSETIFF reads (and updates) the ifreq we pass, which lives across the call.
-        let r = unsafe {
-            libc::ioctl(
-                file.as_raw_fd(),
-                libc::TUNSETIFF as _,
-                &mut req as *mut libc::ifreq,
-            )
-        };
-        if r < 0 {
+        let existed = if_index(name) != 0;
+        let started = std::time::Instant::now();
+        loop {
+            let mut req = ifreq_for(name)?;
+            req.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI) as libc::c_short;
+            // SAFETY: TUNSETIFF reads (and updates) the ifreq we pass, which lives across the call.
+            let r = unsafe {
+                libc::ioctl(
+                    file.as_raw_fd(),
+                    libc::TUNSETIFF as _,
+                    &mut req as *mut libc::ifreq,
+                )
+            };
+            if r == 0 {
+                break;
+            }
             let e = io::Error::last_os_error();
+            // EBUSY: another fd is attached, e.g. a killed predecessor whose
+            // files the kernel is still closing. Wait for it a little.
+            if e.raw_os_error() == Some(libc::EBUSY) && started.elapsed() < BUSY_RETRY {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                continue;
+            }
             return Err(io::Error::new(e.kind(), format!("TUNSETIFF {name}: {e}")));
+        }
+        let index = if_index(name);
+        if existed {
+            tracing::info!(tap = name, index, "attached to an existing tap");
+        } else {
+            tracing::info!(
+                tap = name,
+                index,
+                "created tap (not persistent: it disappears when nicdrv exits; \
+                 create persistent taps with `ip tuntap add` to keep them across restarts)"
+            );
         }
         // SAFETY: plain socket(2) call; the result is checked before it is owned.
         let ctl = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
@@ -83,19 +134,33 @@ impl Tap {
         }
         // SAFETY: `ctl` is a fresh descriptor that nothing else owns.
         let ctl = unsafe { OwnedFd::from_raw_fd(ctl) };
-        let netlink = match open_link_watch() {
-            Ok(fd) => Some(fd),
-            Err(e) => {
+        let (netlink, query) = match (open_netlink(true), open_netlink(false)) {
+            (Ok(w), Ok(q)) => (Some(w), Some(q)),
+            (Err(e), _) | (_, Err(e)) => {
                 tracing::warn!(%e, "no netlink link watch; polling interface flags instead");
-                None
+                (None, None)
             }
         };
         Ok(Tap {
             file,
             name: name.to_string(),
+            index,
+            existed,
             ctl,
             netlink,
+            query,
+            seq: std::cell::Cell::new(0),
         })
+    }
+
+    /// Whether the device existed before we attached (else we created it,
+    /// and it vanishes with us).
+    pub fn existed(&self) -> bool {
+        self.existed
+    }
+
+    pub fn index(&self) -> u32 {
+        self.index
     }
 
     pub fn name(&self) -> &str {
@@ -123,8 +188,25 @@ impl Tap {
         Ok(())
     }
 
-    /// IFF_UP and IFF_RUNNING (administratively up, carrier on).
+    /// IFF_UP and IFF_LOWER_UP (administratively up, carrier on), asked with
+    /// RTM_GETLINK; without netlink, IFF_UP and IFF_RUNNING from SIOCGIFFLAGS.
     pub fn link_up(&self) -> io::Result<bool> {
+        if let Some(q) = &self.query {
+            let seq = self.seq.get().wrapping_add(1);
+            self.seq.set(seq);
+            return match get_link_flags(q.as_fd(), self.index, seq)? {
+                Some(f) => {
+                    let want = libc::IFF_UP as u32 | IFF_LOWER_UP;
+                    Ok(f & want == want)
+                }
+                None => Ok(false), // the device is gone
+            };
+        }
+        self.link_up_ioctl()
+    }
+
+    /// IFF_UP and IFF_RUNNING from SIOCGIFFLAGS (the operstate view).
+    pub fn link_up_ioctl(&self) -> io::Result<bool> {
         let mut req = ifreq_for(&self.name)?;
         // SAFETY: SIOCGIFFLAGS fills the flags of the ifreq we pass, which lives across the call.
         let r = unsafe {
@@ -198,13 +280,22 @@ impl Tap {
     }
 }
 
-/// A NETLINK_ROUTE socket subscribed to link changes (RTMGRP_LINK).
-fn open_link_watch() -> io::Result<OwnedFd> {
+/// `IFF_LOWER_UP` (carrier), only in the 32-bit netlink flags.
+const IFF_LOWER_UP: u32 = 0x1_0000;
+const NLMSG_HDRLEN: usize = 16;
+const IFINFOMSG_LEN: usize = 16;
+
+/// A NETLINK_ROUTE socket of the current namespace (the namespace is fixed
+/// when the socket is created): subscribed to link changes (RTMGRP_LINK) and
+/// non-blocking, or unsubscribed and blocking with a 1 s receive timeout (for
+/// requests).
+fn open_netlink(subscribe: bool) -> io::Result<OwnedFd> {
+    let nonblock = if subscribe { libc::SOCK_NONBLOCK } else { 0 };
     // SAFETY: plain socket(2) call; the result is checked before it is owned.
     let fd = unsafe {
         libc::socket(
             libc::AF_NETLINK,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC | nonblock,
             libc::NETLINK_ROUTE,
         )
     };
@@ -216,7 +307,24 @@ fn open_link_watch() -> io::Result<OwnedFd> {
     // SAFETY: sockaddr_nl is plain old data; all zeroes is valid.
     let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
     addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-    addr.nl_groups = libc::RTMGRP_LINK as u32;
+    if subscribe {
+        addr.nl_groups = libc::RTMGRP_LINK as u32;
+    } else {
+        let tv = libc::timeval {
+            tv_sec: 1,
+            tv_usec: 0,
+        };
+        // SAFETY: SO_RCVTIMEO reads one timeval through the pointer, which lives across the call.
+        unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                (&tv as *const libc::timeval).cast(),
+                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            )
+        };
+    }
     // SAFETY: bind with a pointer to an initialised sockaddr_nl and its exact size.
     let r = unsafe {
         libc::bind(
@@ -229,6 +337,81 @@ fn open_link_watch() -> io::Result<OwnedFd> {
         return Err(io::Error::last_os_error());
     }
     Ok(fd)
+}
+
+/// The RTM_GETLINK request for interface `index`.
+fn getlink_request(index: u32, seq: u32) -> [u8; NLMSG_HDRLEN + IFINFOMSG_LEN] {
+    let mut m = [0u8; NLMSG_HDRLEN + IFINFOMSG_LEN];
+    m[0..4].copy_from_slice(&((NLMSG_HDRLEN + IFINFOMSG_LEN) as u32).to_ne_bytes());
+    m[4..6].copy_from_slice(&libc::RTM_GETLINK.to_ne_bytes());
+    m[6..8].copy_from_slice(&(libc::NLM_F_REQUEST as u16).to_ne_bytes());
+    m[8..12].copy_from_slice(&seq.to_ne_bytes());
+    // pid 0; ifinfomsg: family AF_UNSPEC, type 0, index, flags 0, change 0.
+    m[NLMSG_HDRLEN + 4..NLMSG_HDRLEN + 8].copy_from_slice(&(index as i32).to_ne_bytes());
+    m
+}
+
+/// What one netlink answer says about our request `seq`.
+#[derive(Debug, PartialEq, Eq)]
+enum Answer {
+    /// RTM_NEWLINK: the interface flags (`ifi_flags`).
+    Flags(u32),
+    /// NLMSG_ERROR with this (positive) errno.
+    Error(i32),
+    /// Nothing for `seq` in this datagram.
+    Other,
+}
+
+fn parse_answer(buf: &[u8], seq: u32) -> Answer {
+    let word = |at: usize| u32::from_ne_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]);
+    let mut off = 0;
+    while off + NLMSG_HDRLEN <= buf.len() {
+        let len = word(off) as usize;
+        if len < NLMSG_HDRLEN || off + len > buf.len() {
+            break;
+        }
+        let kind = u16::from_ne_bytes([buf[off + 4], buf[off + 5]]);
+        if word(off + 8) == seq {
+            if kind == libc::RTM_NEWLINK && len >= NLMSG_HDRLEN + IFINFOMSG_LEN {
+                return Answer::Flags(word(off + NLMSG_HDRLEN + 8));
+            }
+            if kind == libc::NLMSG_ERROR as u16 && len >= NLMSG_HDRLEN + 4 {
+                let err = word(off + NLMSG_HDRLEN) as i32;
+                return Answer::Error(-err);
+            }
+        }
+        off += (len + 3) & !3;
+    }
+    Answer::Other
+}
+
+/// `ifi_flags` of interface `index`, or None if there is no such interface.
+fn get_link_flags(sock: BorrowedFd<'_>, index: u32, seq: u32) -> io::Result<Option<u32>> {
+    let req = getlink_request(index, seq);
+    // SAFETY: send from a stack buffer of the length we pass (to the kernel: no address needed).
+    let n = unsafe { libc::send(sock.as_raw_fd(), req.as_ptr().cast(), req.len(), 0) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut buf = [0u8; 16384];
+    loop {
+        // SAFETY: recv into a stack buffer of the length we pass.
+        let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        match parse_answer(&buf[..n as usize], seq) {
+            Answer::Flags(f) => return Ok(Some(f)),
+            Answer::Error(libc::ENODEV) => return Ok(None),
+            Answer::Error(e) => return Err(io::Error::from_raw_os_error(e)),
+            // An answer to an earlier request that timed out: skip it.
+            Answer::Other => {}
+        }
+    }
 }
 
 /// Interface index of `name` in the current namespace (0 if unknown).
@@ -251,6 +434,41 @@ mod tests {
             r.ifr_name[..5].iter().map(|c| *c as u8).collect::<Vec<_>>(),
             b"tap0\0"
         );
+    }
+
+    #[test]
+    fn getlink_answers_are_parsed() {
+        let req = getlink_request(7, 42);
+        assert_eq!(req.len(), 32);
+        assert_eq!(u32::from_ne_bytes(req[0..4].try_into().unwrap()), 32);
+        assert_eq!(i32::from_ne_bytes(req[20..24].try_into().unwrap()), 7);
+        // An RTM_NEWLINK answer with ifi_flags, padded to 4 bytes and followed by
+        // an attribute, after an unrelated message of another sequence number.
+        let msg = |kind: u16, seq: u32, body: &[u8]| {
+            let mut m = Vec::new();
+            m.extend_from_slice(&((16 + body.len()) as u32).to_ne_bytes());
+            m.extend_from_slice(&kind.to_ne_bytes());
+            m.extend_from_slice(&0u16.to_ne_bytes());
+            m.extend_from_slice(&seq.to_ne_bytes());
+            m.extend_from_slice(&0u32.to_ne_bytes());
+            m.extend_from_slice(body);
+            while m.len() % 4 != 0 {
+                m.push(0);
+            }
+            m
+        };
+        let mut ifi = vec![0u8; 16];
+        ifi[8..12].copy_from_slice(&0x1_1043u32.to_ne_bytes());
+        ifi.extend_from_slice(&[5, 0, 3, 0, b'x']);
+        let mut dgram = msg(libc::RTM_NEWLINK, 41, &ifi);
+        dgram.extend(msg(libc::RTM_NEWLINK, 42, &ifi));
+        assert_eq!(parse_answer(&dgram, 42), Answer::Flags(0x1_1043));
+        assert_eq!(parse_answer(&dgram, 43), Answer::Other);
+        let err = msg(2, 42, &(-libc::ENODEV).to_ne_bytes());
+        assert_eq!(parse_answer(&err, 42), Answer::Error(libc::ENODEV));
+        // Truncated or garbage datagrams are not answers.
+        assert_eq!(parse_answer(&dgram[..10], 41), Answer::Other);
+        assert_eq!(parse_answer(&[0xff; 40], 42), Answer::Other);
     }
 
     #[test]
