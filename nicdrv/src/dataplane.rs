@@ -36,6 +36,9 @@ const SPIN: Duration = Duration::from_micros(20);
 const SPIN_YIELDS: usize = 32;
 /// Interface flag poll period when there is no netlink socket.
 const LINK_POLL: Duration = Duration::from_millis(200);
+/// While the loop is busy (and so never polls the wire connection), how often
+/// it checks the connection for the peer's hang-up.
+const PEER_CHECK: Duration = Duration::from_millis(5);
 /// Delay between wire rendezvous attempts after an error.
 const RECONNECT_DELAY: Duration = Duration::from_millis(500);
 
@@ -208,6 +211,7 @@ pub fn spawn(
         handle: handle.clone(),
         port: None,
         device,
+        next_peer_check: Instant::now(),
     };
     let name = format!("nicdrv-dp-{}", dp.cfg.name);
     let join = std::thread::Builder::new()
@@ -228,6 +232,8 @@ struct DataPlane {
     device: Device,
     shaper: Shaper,
     last_flush: Instant,
+    /// When the busy loop next looks for a hang-up on the wire connection.
+    next_peer_check: Instant,
 }
 
 /// Everything the transmit path needs, borrowed apart from the port.
@@ -406,6 +412,7 @@ impl DataPlane {
             self.timers(now);
             self.flush();
             self.after_errors();
+            self.check_peer(now);
             self.check_link();
             if work {
                 idle_since = None;
@@ -814,6 +821,20 @@ impl DataPlane {
                 if ring {
                     w.duplex.wake_peer.ring();
                 }
+            }
+        }
+    }
+
+    /// The sleeping loop sees the peer's hang-up in poll(2); a loop kept busy
+    /// by the stack looks every [`PEER_CHECK`] (one non-blocking read).
+    fn check_peer(&mut self, now: Instant) {
+        if now < self.next_peer_check {
+            return;
+        }
+        self.next_peer_check = now + PEER_CHECK;
+        if let Device::Sim(s) = &self.device {
+            if s.wire.as_ref().is_some_and(|w| sim::peer_gone(&w.conn)) {
+                self.wire_down("the peer closed the wire");
             }
         }
     }

@@ -22,6 +22,10 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 use tokio_util::compat::{TokioAsyncReadCompatExt, TokioAsyncWriteCompatExt};
 
+mod common;
+
+use common::{arm, fd_count, memfd_maps, wait_change, Events, TimedWatcher, LINK_BUDGET};
+
 const WAIT: Duration = Duration::from_secs(15);
 
 fn tmpdir(name: &str) -> PathBuf {
@@ -141,6 +145,23 @@ impl Conn {
         let mut req = self.nic.set_carrier_request();
         req.get().set_up(up);
         req.send().promise.await.unwrap();
+    }
+
+    /// setFaults with no faults and the given carrier.
+    async fn set_faults_carrier(&self, up: bool) {
+        let mut req = self.nic.set_faults_request();
+        req.get().init_faults().set_carrier_up(up);
+        req.send().promise.await.unwrap();
+    }
+
+    /// Registers a timed link watcher.
+    async fn watch(&self) -> Events {
+        let ev = Events::default();
+        let mut req = self.nic.watch_link_request();
+        req.get()
+            .set_watcher(capnp_rpc::new_client(TimedWatcher(ev.clone())));
+        req.send().promise.await.unwrap();
+        ev
     }
 
     async fn set_loss(&self, ppm: u32) {
@@ -785,6 +806,117 @@ fn jumbo_frames() {
         // Ethernet padding after the IP packet does not disturb the checksum check.
         assert_eq!(got[0].1, flags::CSUM_VERIFIED);
         assert_eq!(ca.counters().await.tx_dropped, 1);
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn carrier_drop_is_seen_by_both_ends_within_100ms() {
+    let dir = tmpdir("carrier");
+    let wire = dir.join("wire.sock");
+    let a = Proc::spawn(&dir, "a", &wire, &[]);
+    let b = Proc::spawn(&dir, "b", &wire, &[]);
+    local_test(async {
+        let (ca, cb) = (Conn::open(&a), Conn::open(&b));
+        ca.wait_link(true).await;
+        cb.wait_link(true).await;
+        let (ea, eb) = (ca.watch().await, cb.watch().await);
+        let (ra, rb) = (ca.open_rings(&a).await, cb.open_rings(&b).await);
+        let mut worst = Duration::ZERO;
+        for round in 0..3 {
+            for (who, via_faults) in [("a", false), ("b", false), ("a", true), ("b", true)] {
+                let c = if who == "a" { &ca } else { &cb };
+                for up in [false, true] {
+                    let (wa, wb) = (arm(&ra, &ea), arm(&rb, &eb));
+                    if via_faults {
+                        c.set_faults_carrier(up).await;
+                    } else {
+                        c.set_carrier(up).await;
+                    }
+                    let sa = wait_change(&ra, &ea, wa, up, WAIT).await;
+                    let sb = wait_change(&rb, &eb, wb, up, WAIT).await;
+                    let how = if via_faults {
+                        "setFaults"
+                    } else {
+                        "setCarrier"
+                    };
+                    println!("round {round}: {how}({up}) on {who}: end a: {sa}; end b: {sb}");
+                    worst = worst.max(sa.worst()).max(sb.worst());
+                }
+            }
+        }
+        println!("worst carrier latency over 24 changes x 2 ends: {worst:?}");
+        assert!(worst < LINK_BUDGET, "worst {worst:?}");
+        assert_eq!(ca.counters().await.link_changes, 1 + 24);
+        assert_eq!(cb.counters().await.link_changes, 1 + 24);
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn survivor_of_ten_peer_kills() {
+    let dir = tmpdir("kills");
+    let wire = dir.join("wire.sock");
+    let a = Proc::spawn(&dir, "a", &wire, &[]);
+    let mut b = Proc::spawn(&dir, "b", &wire, &[]);
+    let pid = a.child.id();
+    local_test(async {
+        let ca = Conn::open(&a);
+        ca.wait_link(true).await;
+        let ea = ca.watch().await;
+        let mut ra = ca.open_rings(&a).await;
+        let frames: Vec<(Vec<u8>, u32)> = (0..5).map(|i| (udp_frame(i, true), 0)).collect();
+        let mut cb = Conn::open(&b);
+        let mut rb = cb.open_rings(&b).await;
+        send(&mut ra, &frames).await;
+        assert_eq!(recv(&mut rb, 5, WAIT).await.len(), 5);
+        let (fds, maps) = (fd_count(pid), memfd_maps(pid));
+        let (mut down_worst, mut up_worst) = (Duration::ZERO, Duration::ZERO);
+        for i in 0..10 {
+            // The peer dies without a word: the survivor's link goes down.
+            let armed = arm(&ra, &ea);
+            b.child.kill().unwrap();
+            b.child.wait().unwrap();
+            let down = wait_change(&ra, &ea, armed, false, WAIT).await;
+            drop(rb);
+            cb.close();
+            // A new instance with the same arguments rejoins the wire.
+            let armed = arm(&ra, &ea);
+            b = Proc::spawn(&dir, "b", &wire, &[]);
+            let started = armed.0.elapsed();
+            let up = wait_change(&ra, &ea, armed, true, WAIT).await;
+            println!(
+                "kill {i}: survivor down after {down}; up after {up} (the new driver listened after {:.1} ms)",
+                started.as_secs_f64() * 1000.0
+            );
+            down_worst = down_worst.max(down.worst());
+            up_worst = up_worst.max(up.worst());
+            // Frames flow both ways again.
+            cb = Conn::open(&b);
+            cb.wait_link(true).await;
+            rb = cb.open_rings(&b).await;
+            send(&mut ra, &frames).await;
+            assert_eq!(
+                recv(&mut rb, 5, WAIT).await.len(),
+                5,
+                "a -> b after kill {i}"
+            );
+            send(&mut rb, &frames).await;
+            assert_eq!(
+                recv(&mut ra, 5, WAIT).await.len(),
+                5,
+                "b -> a after kill {i}"
+            );
+        }
+        println!("worst: link down {down_worst:?} after SIGKILL; link up {up_worst:?} after the restart began");
+        assert!(down_worst < LINK_BUDGET, "{down_worst:?}");
+        assert_eq!(ca.counters().await.link_changes, 1 + 2 * 10);
+        // Nothing of the ten dead wires is left in the survivor.
+        let (fds2, maps2) = (fd_count(pid), memfd_maps(pid));
+        println!("survivor: fds {fds} -> {fds2}, memfd mappings {maps} -> {maps2}");
+        assert_eq!((fds2, maps2), (fds, maps));
+        drop(rb);
+        cb.close();
     });
     let _ = std::fs::remove_dir_all(&dir);
 }
