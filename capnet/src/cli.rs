@@ -1,12 +1,29 @@
-//! The admin commands: status, faults, carrier, down.
+//! The admin commands: status, link, bond, route, wire, down. Everything
+//! goes through admin.sock.
 
+use crate::config::{check_cidr, check_route_to, BondMode};
 use crate::rpc;
+use capnet_schema::net_capnp::{self as net_capnp, net_admin, net_status};
 use capnet_schema::supervisor_capnp::supervisor;
 use std::fmt::Write as _;
 use std::path::Path;
 
 fn err(e: impl std::fmt::Display) -> String {
     e.to_string()
+}
+
+/// A capnp error as the user should read it: the server's description
+/// (`invalid: ...`, `busy: ...`) without transport prefixes.
+pub fn describe_error(e: &capnp::Error) -> String {
+    let mut s = e.extra.as_str();
+    while let Some(rest) = s.strip_prefix("remote exception: ") {
+        s = rest;
+    }
+    if s.is_empty() {
+        e.to_string()
+    } else {
+        s.to_string()
+    }
 }
 
 /// Runs `f` against the supervisor of the set in `run_dir`.
@@ -21,45 +38,169 @@ fn with_supervisor<T>(
     let local = tokio::task::LocalSet::new();
     local.block_on(&runtime, async {
         let client: supervisor::Client = rpc::connect(&run_dir.join("admin.sock")).map_err(err)?;
-        f(client).await.map_err(err)
+        f(client).await.map_err(|e| describe_error(&e))
     })
+}
+
+/// Runs `f` against netsrv's administration, through the supervisor.
+fn with_net_admin<T>(
+    run_dir: &Path,
+    f: impl AsyncFnOnce(net_admin::Client) -> Result<T, capnp::Error>,
+) -> Result<T, String> {
+    with_supervisor(run_dir, async |sup| {
+        let resp = sup.net_admin_request().send().promise.await?;
+        f(resp.get()?.get_admin()?).await
+    })
+}
+
+/// One service process as `capnet status` reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProcessInfo {
+    pub name: String,
+    /// 0 while not running.
+    pub pid: u32,
+    /// running, restarting, failed, stopped
+    pub state: String,
+    pub restarts: u32,
+    /// How the last instance ended, e.g. "killed by signal 9"; empty if none did.
+    pub last_exit: String,
+}
+
+fn read_processes(
+    list: capnp::struct_list::Reader<'_, capnet_schema::supervisor_capnp::process::Owned>,
+) -> capnp::Result<Vec<ProcessInfo>> {
+    list.iter()
+        .map(|p| {
+            Ok(ProcessInfo {
+                name: p.get_name()?.to_string()?,
+                pid: p.get_pid(),
+                state: p.get_state()?.to_string()?,
+                restarts: p.get_restarts(),
+                last_exit: p.get_last_exit()?.to_string()?,
+            })
+        })
+        .collect()
+}
+
+/// The service processes of the set in `run_dir`.
+pub fn processes(run_dir: &Path) -> Result<Vec<ProcessInfo>, String> {
+    with_supervisor(run_dir, async |sup| {
+        let resp = sup.status_request().send().promise.await?;
+        read_processes(resp.get()?.get_processes()?)
+    })
+}
+
+pub fn mode_name(m: Result<net_capnp::BondMode, capnp::NotInSchema>) -> &'static str {
+    match m {
+        Ok(net_capnp::BondMode::ActiveBackup) => "active-backup",
+        Ok(net_capnp::BondMode::BalanceXor) => "balance-xor",
+        Err(_) => "unknown",
+    }
+}
+
+fn to_capnp_mode(m: BondMode) -> net_capnp::BondMode {
+    match m {
+        BondMode::ActiveBackup => net_capnp::BondMode::ActiveBackup,
+        BondMode::BalanceXor => net_capnp::BondMode::BalanceXor,
+    }
+}
+
+fn texts(l: capnp::text_list::Reader<'_>) -> capnp::Result<Vec<String>> {
+    l.iter().map(|t| Ok(t?.to_string()?)).collect()
+}
+
+/// A port's state: the supervisor knows of failed and restarting drivers,
+/// netsrv of the rest.
+fn port_state(port: &str, net_state: Option<&str>, procs: &[ProcessInfo]) -> String {
+    let driver = procs.iter().find(|p| p.name == format!("nicdrv {port}"));
+    match (driver.map(|p| p.state.as_str()), net_state) {
+        (Some("failed"), _) => "failed".into(),
+        (Some("restarting"), Some("up" | "down") | None) => "restarting".into(),
+        (_, Some(s)) if !s.is_empty() => s.into(),
+        (Some(s), _) => s.into(),
+        (None, _) => "unknown".into(),
+    }
+}
+
+fn write_bonds(out: &mut String, net: net_status::Reader<'_>) -> capnp::Result<()> {
+    let bonds = net.get_bonds()?;
+    if bonds.is_empty() {
+        let _ = writeln!(out, "  (none)");
+    }
+    for b in bonds {
+        let active = b.get_active()?.to_str()?;
+        let primary = b.get_primary()?.to_str()?;
+        let _ = writeln!(
+            out,
+            "  {} {}, active {}, primary {}, legs {}",
+            b.get_name()?.to_str()?,
+            mode_name(b.get_mode()),
+            if active.is_empty() { "none" } else { active },
+            if primary.is_empty() { "none" } else { primary },
+            texts(b.get_legs()?)?.join(",")
+        );
+        let _ = writeln!(
+            out,
+            "    failovers {}, announcements {}, tx {} rx {} frames, tx-no-leg {}",
+            b.get_failovers(),
+            b.get_announcements(),
+            b.get_tx_frames(),
+            b.get_rx_frames(),
+            b.get_tx_no_leg()
+        );
+    }
+    Ok(())
 }
 
 pub fn status(run_dir: &Path) -> Result<String, String> {
     with_supervisor(run_dir, async |sup| {
         let resp = sup.status_request().send().promise.await?;
         let r = resp.get()?;
+        let procs = read_processes(r.get_processes()?)?;
         let mut out = String::new();
         let _ = writeln!(out, "processes:");
-        for p in r.get_processes()? {
-            let _ = writeln!(
+        for p in &procs {
+            let _ = write!(
                 out,
-                "  {:<14} pid {:<8} {}",
-                p.get_name()?.to_str()?,
-                p.get_pid(),
-                if p.get_running() { "running" } else { "exited" }
+                "  {:<14} {:<10} pid {:<8} restarts {}",
+                p.name, p.state, p.pid, p.restarts
             );
+            if !p.last_exit.is_empty() {
+                let _ = write!(out, ", last exit: {}", p.last_exit);
+            }
+            out.push('\n');
+        }
+        if !r.has_net() {
+            let _ = writeln!(out, "netsrv is not serving now (see processes)");
+            return Ok(out);
         }
         let net = r.get_net()?;
         let _ = writeln!(out, "ports:");
         for p in net.get_ports()? {
             let c = p.get_counters()?;
+            let name = p.get_name()?.to_str()?;
+            let iface = p.get_interface()?.to_str()?;
             let _ = writeln!(
                 out,
-                "  {} ({}) {} mtu {} link {}",
-                p.get_name()?.to_str()?,
+                "  {} ({}) {} mtu {} link {}, state {}, interface {}, driver epoch {}",
+                name,
                 p.get_backend()?.to_str()?,
                 p.get_mac()?.to_str()?,
                 p.get_mtu(),
-                if p.get_link_up() { "up" } else { "down" }
+                if p.get_link_up() { "up" } else { "down" },
+                port_state(name, Some(p.get_state()?.to_str()?), &procs),
+                if iface.is_empty() { "none" } else { iface },
+                p.get_driver_epoch()
             );
             let _ = writeln!(
                 out,
-                "    rx {} frames {} bytes, tx {} frames {} bytes",
+                "    rx {} frames {} bytes, tx {} frames {} bytes; stack rx {} tx {} frames",
                 c.get_rx_frames(),
                 c.get_rx_bytes(),
                 c.get_tx_frames(),
-                c.get_tx_bytes()
+                c.get_tx_bytes(),
+                p.get_rx_frames(),
+                p.get_tx_frames()
             );
             let _ = writeln!(
                 out,
@@ -82,6 +223,8 @@ pub fn status(run_dir: &Path) -> Result<String, String> {
                 c.get_link_changes()
             );
         }
+        let _ = writeln!(out, "bonds:");
+        write_bonds(&mut out, net)?;
         let _ = writeln!(out, "addresses:");
         for a in net.get_addresses()? {
             let _ = writeln!(out, "  {}", a?.to_str()?);
@@ -122,7 +265,188 @@ pub fn status(run_dir: &Path) -> Result<String, String> {
             c.get_tx_no_buffer(),
             c.get_port_bad_descriptors()
         );
+        let _ = writeln!(
+            out,
+            "drivers: attaches {} detaches {} rings-mapped {}; egress watchers {} events {}",
+            c.get_driver_attaches(),
+            c.get_driver_detaches(),
+            c.get_rings_mapped(),
+            c.get_egress_watchers(),
+            c.get_egress_events()
+        );
         Ok(out)
+    })
+}
+
+/// `capnet link`: one line per port.
+pub fn links(run_dir: &Path) -> Result<String, String> {
+    with_supervisor(run_dir, async |sup| {
+        let resp = sup.status_request().send().promise.await?;
+        let r = resp.get()?;
+        let procs = read_processes(r.get_processes()?)?;
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "{:<10} {:<11} {:<10} {:>5} {:>8} {:>12} {:>12} {:>9} {:>9} {:>7}",
+            "PORT",
+            "STATE",
+            "INTERFACE",
+            "EPOCH",
+            "RESTARTS",
+            "RX",
+            "TX",
+            "RX-DROP",
+            "TX-DROP",
+            "CHANGES"
+        );
+        if r.has_net() {
+            for p in r.get_net()?.get_ports()? {
+                let name = p.get_name()?.to_str()?;
+                let c = p.get_counters()?;
+                let iface = p.get_interface()?.to_str()?;
+                let restarts = procs
+                    .iter()
+                    .find(|q| q.name == format!("nicdrv {name}"))
+                    .map_or(0, |q| q.restarts);
+                let _ = writeln!(
+                    out,
+                    "{:<10} {:<11} {:<10} {:>5} {:>8} {:>12} {:>12} {:>9} {:>9} {:>7}",
+                    name,
+                    port_state(name, Some(p.get_state()?.to_str()?), &procs),
+                    if iface.is_empty() { "-" } else { iface },
+                    p.get_driver_epoch(),
+                    restarts,
+                    c.get_rx_frames(),
+                    c.get_tx_frames(),
+                    c.get_rx_dropped(),
+                    c.get_tx_dropped(),
+                    c.get_link_changes()
+                );
+            }
+        } else {
+            for p in &procs {
+                if let Some(name) = p.name.strip_prefix("nicdrv ") {
+                    let _ = writeln!(
+                        out,
+                        "{:<10} {:<11} {:<10} {:>5} {:>8}",
+                        name,
+                        port_state(name, None, &procs),
+                        "-",
+                        "-",
+                        p.restarts
+                    );
+                }
+            }
+            let _ = writeln!(
+                out,
+                "(netsrv is not serving now: no interfaces or counters)"
+            );
+        }
+        Ok(out)
+    })
+}
+
+/// `capnet bond`: every bond.
+pub fn bonds(run_dir: &Path) -> Result<String, String> {
+    with_net_admin(run_dir, async |admin| {
+        let resp = admin.status_request().send().promise.await?;
+        let mut out = String::new();
+        write_bonds(&mut out, resp.get()?.get_status()?)?;
+        Ok(out)
+    })
+}
+
+/// `capnet bond add`.
+#[derive(Clone, Debug)]
+pub struct BondArgs {
+    pub name: String,
+    pub mode: BondMode,
+    pub legs: Vec<String>,
+    pub primary: Option<String>,
+    pub addresses: Vec<String>,
+}
+
+pub fn bond_add(run_dir: &Path, b: BondArgs) -> Result<(), String> {
+    if b.legs.is_empty() || b.legs.iter().any(String::is_empty) {
+        return Err("--legs: a comma-separated list of ports, e.g. p0,p1".into());
+    }
+    if let Some(p) = &b.primary {
+        if !b.legs.contains(p) {
+            return Err(format!("--primary {p}: not one of the legs"));
+        }
+    }
+    for a in &b.addresses {
+        check_cidr(a)?;
+    }
+    with_net_admin(run_dir, async move |admin| {
+        let mut req = admin.bond_add_request();
+        let mut c = req.get().init_bond();
+        c.set_name(&b.name);
+        c.set_mode(to_capnp_mode(b.mode));
+        c.set_primary(b.primary.as_deref().unwrap_or(""));
+        let mut legs = c.reborrow().init_legs(b.legs.len() as u32);
+        for (i, l) in b.legs.iter().enumerate() {
+            legs.set(i as u32, l);
+        }
+        let mut addrs = c.init_addresses(b.addresses.len() as u32);
+        for (i, a) in b.addresses.iter().enumerate() {
+            addrs.set(i as u32, a);
+        }
+        req.send().promise.await?;
+        Ok(())
+    })
+}
+
+pub fn bond_mode(run_dir: &Path, name: &str, mode: BondMode) -> Result<(), String> {
+    with_net_admin(run_dir, async move |admin| {
+        let mut req = admin.bond_set_mode_request();
+        req.get().set_name(name);
+        req.get().set_mode(to_capnp_mode(mode));
+        req.send().promise.await?;
+        Ok(())
+    })
+}
+
+/// `primary`: a leg, or `None` for none.
+pub fn bond_primary(run_dir: &Path, name: &str, primary: Option<&str>) -> Result<(), String> {
+    with_net_admin(run_dir, async move |admin| {
+        let mut req = admin.bond_set_primary_request();
+        req.get().set_name(name);
+        req.get().set_primary(primary.unwrap_or(""));
+        req.send().promise.await?;
+        Ok(())
+    })
+}
+
+pub fn routes(run_dir: &Path) -> Result<String, String> {
+    with_net_admin(run_dir, async |admin| {
+        let resp = admin.status_request().send().promise.await?;
+        let mut out = String::new();
+        for r in resp.get()?.get_status()?.get_routes()? {
+            let _ = writeln!(out, "{}", r?.to_str()?);
+        }
+        Ok(out)
+    })
+}
+
+/// `capnet route add|del TO via GW`.
+pub fn route_change(run_dir: &Path, add: bool, to: &str, via: &str) -> Result<(), String> {
+    check_route_to(to)?;
+    via.parse::<std::net::IpAddr>()
+        .map_err(|e| format!("gateway {via:?}: {e}"))?;
+    with_net_admin(run_dir, async move |admin| {
+        if add {
+            let mut req = admin.route_add_request();
+            req.get().set_to(to);
+            req.get().set_via(via);
+            req.send().promise.await?;
+        } else {
+            let mut req = admin.route_remove_request();
+            req.get().set_to(to);
+            req.get().set_via(via);
+            req.send().promise.await?;
+        }
+        Ok(())
     })
 }
 
@@ -175,4 +499,39 @@ pub fn down(run_dir: &Path) -> Result<(), String> {
         sup.shutdown_request().send().promise.await?;
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_errors_read_cleanly() {
+        let e = capnp::Error::failed("remote exception: invalid: leg p9 is not a port".into());
+        assert_eq!(describe_error(&e), "invalid: leg p9 is not a port");
+        let e = capnp::Error::failed("busy: netsrv is restarting".into());
+        assert_eq!(describe_error(&e), "busy: netsrv is restarting");
+    }
+
+    #[test]
+    fn port_state_prefers_what_the_supervisor_knows() {
+        let p = |state: &str| ProcessInfo {
+            name: "nicdrv p0".into(),
+            pid: 0,
+            state: state.into(),
+            restarts: 0,
+            last_exit: String::new(),
+        };
+        assert_eq!(port_state("p0", Some("detached"), &[p("failed")]), "failed");
+        assert_eq!(
+            port_state("p0", Some("up"), &[p("restarting")]),
+            "restarting"
+        );
+        assert_eq!(
+            port_state("p0", Some("detached"), &[p("restarting")]),
+            "detached"
+        );
+        assert_eq!(port_state("p0", Some("down"), &[p("running")]), "down");
+        assert_eq!(port_state("p0", None, &[p("running")]), "running");
+    }
 }

@@ -4,12 +4,17 @@
 use std::io::{self, BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub use crate::cli::ProcessInfo;
 
 pub struct Host {
     child: Child,
     pub run_dir: PathBuf,
     pub socket: PathBuf,
+    /// What the supervisor logged (stderr), line by line.
+    log: Arc<Mutex<Vec<String>>>,
 }
 
 /// The `capnet` binary: this one if we are it, else beside the running
@@ -54,6 +59,7 @@ impl Host {
             .arg(wire_dir)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             // Quiet unless asked: the caller prints what matters.
             .env(
                 "CAPNET_LOG",
@@ -72,15 +78,26 @@ impl Host {
                 }
             }
         });
+        // Passed on to our stderr, and kept for `Host::log`.
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().expect("piped stderr");
+        let kept = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("{line}");
+                kept.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+            }
+        });
         let mut host = Host {
             child,
             run_dir: run_dir.to_path_buf(),
             socket: run_dir.join("capnet.sock"),
+            log,
         };
         match rx.recv_timeout(Duration::from_secs(60)) {
             Ok(()) => Ok(host),
             Err(_) => {
-                host.kill();
+                host.kill_set();
                 Err(io::Error::new(
                     io::ErrorKind::TimedOut,
                     format!("capnet up in {} did not become ready", run_dir.display()),
@@ -103,8 +120,73 @@ impl Host {
             .output()
     }
 
+    /// The supervisor's pid.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// What the supervisor logged so far (at CAPNET_LOG's level, `warn` by
+    /// default), one line per entry.
+    pub fn log(&self) -> String {
+        self.log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .join("\n")
+    }
+
+    /// Every service process ("nicdrv sim0", ..., "netsrv").
+    pub fn processes(&self) -> io::Result<Vec<ProcessInfo>> {
+        crate::cli::processes(&self.run_dir).map_err(io::Error::other)
+    }
+
+    /// One service process by name ("nicdrv sim0", "netsrv").
+    pub fn process(&self, name: &str) -> Option<ProcessInfo> {
+        self.processes().ok()?.into_iter().find(|p| p.name == name)
+    }
+
+    /// Sends `signal` (e.g. `libc::SIGKILL`) to a running service process;
+    /// returns its pid.
+    pub fn kill(&self, name: &str, signal: i32) -> io::Result<u32> {
+        let p = self.process(name).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::NotFound, format!("no process {name:?}"))
+        })?;
+        if p.pid == 0 {
+            return Err(io::Error::other(format!(
+                "{name} is not running ({})",
+                p.state
+            )));
+        }
+        // SAFETY: kill(2) has no memory preconditions; the pid is a child of
+        // our own supervisor.
+        if unsafe { libc::kill(p.pid as libc::pid_t, signal) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(p.pid)
+    }
+
+    /// Waits until `pred` holds for the process `name`; returns its last view.
+    pub fn wait_process(
+        &self,
+        name: &str,
+        pred: impl Fn(&ProcessInfo) -> bool,
+        timeout: Duration,
+    ) -> io::Result<ProcessInfo> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let p = self.process(name);
+            if let Some(p) = &p {
+                if pred(p) {
+                    return Ok(p.clone());
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("{name} not as expected within {timeout:?}; last seen: {p:?}"),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Stops the set (SIGTERM) and waits for it.
@@ -121,11 +203,11 @@ impl Host {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        self.kill();
+        self.kill_set();
         self.child.wait()
     }
 
-    fn kill(&mut self) {
+    fn kill_set(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -6,16 +6,33 @@ use std::process::ExitCode;
 
 const USAGE: &str = "usage:
   capnet up [--config FILE] [--run-dir DIR] [--wire-dir DIR]
-                                   start the service set (embedded sim default without --config)
-  capnet status [--run-dir DIR]    processes, ports, counters, addresses, routes, sockets
-  capnet faults PORT [--loss PCT] [--reorder PCT] [--duplicate PCT] [--corrupt PCT] [--carrier up|down]
-                [--run-dir DIR]    set a sim wire's fault injection
-  capnet carrier PORT up|down [--run-dir DIR]
-  capnet down [--run-dir DIR]      stop the service set
+        start the service set (embedded sim default without --config) and keep
+        it running: crashed drivers and netsrv are restarted
+  capnet status        processes (state, pid, restarts, last exit), ports, bonds,
+                       addresses, routes, sockets, counters
+  capnet link          every port: state (up, down, detached, restarting, failed),
+                       interface, driver epoch, restarts, counters
+  capnet link PORT up|down
+        carrier from our side (sim: the wire; tap: TUNSETCARRIER)
+  capnet bond [show]   every bond: mode, active leg, legs, failovers, announcements
+  capnet bond add NAME --mode active-backup|balance-xor --legs PORT,PORT[,...]
+                  [--primary PORT] [--address CIDR]...
+        make a bond of free ports (ports with no addresses and in no bond)
+  capnet bond mode NAME active-backup|balance-xor
+  capnet bond primary NAME PORT|none
+  capnet route         the routes
+  capnet route add TO via GATEWAY      TO: default or a CIDR
+  capnet route del TO via GATEWAY
+  capnet wire PORT [--loss PCT] [--reorder PCT] [--duplicate PCT] [--corrupt PCT]
+                   [--carrier up|down]
+        a sim wire's fault injection (values not given are 0, carrier up);
+        `capnet faults` is the same command
+  capnet down          stop the service set
   capnet demo [--bytes N] [--loss PCT] [--reorder PCT] [--dir DIR]
-                                   two hosts on a sim wire move data
-  capnet config                    print the embedded default configuration
-  capnet run-dir                   print the default run directory
+        two hosts on a sim wire move data
+  capnet config        print the embedded default configuration
+  capnet run-dir       print the default run directory
+every command but up, demo, config and run-dir takes [--run-dir DIR]
 environment: CAPNET_LOG (tracing filter, default info), CAPNET_BIN_DIR";
 
 struct Flags {
@@ -46,6 +63,21 @@ impl Flags {
         Some(self.named.remove(i).1)
     }
 
+    fn take_all(&mut self, name: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Some(v) = self.take(name) {
+            out.push(v);
+        }
+        out
+    }
+
+    fn positional(&self, i: usize, what: &str) -> Result<String, String> {
+        self.positional
+            .get(i)
+            .cloned()
+            .ok_or_else(|| format!("usage: {what} is missing (see capnet --help)"))
+    }
+
     fn percent(&mut self, name: &str) -> Result<f64, String> {
         match self.take(name) {
             None => Ok(0.0),
@@ -71,6 +103,14 @@ fn run_dir(f: &mut Flags) -> PathBuf {
     f.take("run-dir")
         .map(PathBuf::from)
         .unwrap_or_else(libclient::default_run_dir)
+}
+
+fn up_down(v: Option<&String>) -> Result<bool, String> {
+    match v.map(String::as_str) {
+        Some("up") => Ok(true),
+        Some("down") => Ok(false),
+        _ => Err("usage: link PORT up|down".into()),
+    }
 }
 
 fn main() -> ExitCode {
@@ -121,9 +161,9 @@ fn dispatch(cmd: &str, mut f: Flags) -> Result<(), String> {
             print!("{}", cli::status(&dir)?);
             Ok(())
         }
-        "faults" => {
+        "wire" | "faults" => {
             let dir = run_dir(&mut f);
-            let port = f.positional.first().cloned().ok_or("which port?")?;
+            let port = f.positional(0, "PORT")?;
             let args = cli::FaultArgs {
                 loss: f.percent("loss")?,
                 reorder: f.percent("reorder")?,
@@ -140,14 +180,90 @@ fn dispatch(cmd: &str, mut f: Flags) -> Result<(), String> {
         }
         "carrier" => {
             let dir = run_dir(&mut f);
-            let port = f.positional.first().cloned().ok_or("which port?")?;
-            let up = match f.positional.get(1).map(String::as_str) {
-                Some("up") => true,
-                Some("down") => false,
-                _ => return Err("carrier PORT up|down".into()),
-            };
+            let port = f.positional(0, "PORT")?;
+            let up = up_down(f.positional.get(1))?;
             f.finish(2)?;
             cli::set_carrier(&dir, &port, up)
+        }
+        "link" => {
+            let dir = run_dir(&mut f);
+            if f.positional.is_empty() {
+                f.finish(0)?;
+                print!("{}", cli::links(&dir)?);
+                return Ok(());
+            }
+            let port = f.positional(0, "PORT")?;
+            let up = up_down(f.positional.get(1))?;
+            f.finish(2)?;
+            cli::set_carrier(&dir, &port, up)
+        }
+        "bond" => {
+            let dir = run_dir(&mut f);
+            match f.positional.first().map(String::as_str) {
+                None | Some("show") => {
+                    f.finish(1)?;
+                    print!("{}", cli::bonds(&dir)?);
+                    Ok(())
+                }
+                Some("add") => {
+                    let name = f.positional(1, "the bond's NAME")?;
+                    let mode = f
+                        .take("mode")
+                        .ok_or("usage: bond add NAME --mode active-backup|balance-xor --legs A,B")?
+                        .parse()?;
+                    let legs = f
+                        .take("legs")
+                        .ok_or("usage: bond add NAME --mode MODE --legs A,B: --legs is missing")?
+                        .split(',')
+                        .map(|l| l.trim().to_string())
+                        .collect();
+                    let args = cli::BondArgs {
+                        name,
+                        mode,
+                        legs,
+                        primary: f.take("primary").filter(|p| p != "none"),
+                        addresses: f.take_all("address"),
+                    };
+                    f.finish(2)?;
+                    cli::bond_add(&dir, args)
+                }
+                Some("mode") => {
+                    let name = f.positional(1, "the bond's NAME")?;
+                    let mode = f.positional(2, "MODE")?.parse()?;
+                    f.finish(3)?;
+                    cli::bond_mode(&dir, &name, mode)
+                }
+                Some("primary") => {
+                    let name = f.positional(1, "the bond's NAME")?;
+                    let primary = f.positional(2, "PORT or none")?;
+                    f.finish(3)?;
+                    cli::bond_primary(&dir, &name, Some(primary.as_str()).filter(|p| *p != "none"))
+                }
+                Some(other) => Err(format!(
+                    "usage: bond {other:?}: use show, add, mode or primary"
+                )),
+            }
+        }
+        "route" => {
+            let dir = run_dir(&mut f);
+            match f.positional.first().map(String::as_str) {
+                None | Some("show") => {
+                    f.finish(1)?;
+                    print!("{}", cli::routes(&dir)?);
+                    Ok(())
+                }
+                Some(verb @ ("add" | "del" | "delete" | "remove")) => {
+                    let add = verb == "add";
+                    let to = f.positional(1, "TO")?;
+                    if f.positional.get(2).map(String::as_str) != Some("via") {
+                        return Err(format!("usage: route {verb} TO via GATEWAY"));
+                    }
+                    let via = f.positional(3, "GATEWAY")?;
+                    f.finish(4)?;
+                    cli::route_change(&dir, add, &to, &via)
+                }
+                Some(other) => Err(format!("usage: route {other:?}: use show, add or del")),
+            }
         }
         "down" => {
             let dir = run_dir(&mut f);
