@@ -1,6 +1,7 @@
 //! Command line of the netsrv process (normally written by the supervisor).
 
 use crate::addr::parse_cidr;
+use crate::link::Mode;
 use smoltcp::wire::{IpAddress, IpCidr};
 use std::path::PathBuf;
 
@@ -19,22 +20,35 @@ pub struct PortArg {
     pub source: NicSource,
 }
 
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BondArg {
+    pub name: String,
+    pub mode: Mode,
+    pub legs: Vec<String>,
+    pub primary: Option<String>,
+}
+
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Args {
     pub ports: Vec<PortArg>,
-    /// (port name, address)
+    pub bonds: Vec<BondArg>,
+    /// (port or bond name, address)
     pub addresses: Vec<(String, IpCidr)>,
-    /// (destination, gateway); only default routes are supported by smoltcp.
+    /// (destination, gateway)
     pub routes: Vec<(IpCidr, IpAddress)>,
     pub listen: Option<PathBuf>,
     pub rpc_fds: Vec<i32>,
+    pub admin_fds: Vec<i32>,
+    pub attach_fd: Option<i32>,
     pub tcp_buffer: usize,
     pub max_sockets: usize,
 }
 
 pub const USAGE: &str = "usage: netsrv --port NAME=fd:RPC,HANDOFF | --port NAME=path:SOCKET ...
-              [--address NAME=CIDR]... [--route CIDR=GATEWAY]...
-              [--listen PATH] [--rpc-fd N]... [--tcp-buffer BYTES] [--max-sockets N]";
+              [--bond NAME=MODE:LEG,LEG[:PRIMARY]]... (MODE: active-backup | balance-xor)
+              [--address NAME=CIDR]... [--route default|CIDR=GATEWAY]...
+              [--listen PATH] [--rpc-fd N]... [--admin-fd N]... [--attach-fd N]
+              [--tcp-buffer BYTES] [--max-sockets N]";
 
 pub fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
     let mut args = Args {
@@ -46,6 +60,9 @@ pub fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
         let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
         match flag.as_str() {
             "--port" => args.ports.push(parse_port(&value()?)?),
+            "--bond" => args.bonds.push(parse_bond(&value()?)?),
+            "--admin-fd" => args.admin_fds.push(parse_num(&flag, &value()?)?),
+            "--attach-fd" => args.attach_fd = Some(parse_num(&flag, &value()?)?),
             "--address" => {
                 let v = value()?;
                 let (name, cidr) = v
@@ -79,17 +96,65 @@ pub fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
     if args.ports.is_empty() {
         return Err(format!("at least one --port is needed\n{USAGE}"));
     }
-    for (name, _) in &args.addresses {
-        if !args.ports.iter().any(|p| &p.name == name) {
-            return Err(format!("--address names unknown port {name:?}"));
+    let is_port = |n: &str| args.ports.iter().any(|p| p.name == n);
+    let mut enslaved = std::collections::HashSet::new();
+    for b in &args.bonds {
+        if is_port(&b.name) || args.bonds.iter().filter(|o| o.name == b.name).count() > 1 {
+            return Err(format!("--bond {}: the name is taken", b.name));
+        }
+        for leg in &b.legs {
+            if !is_port(leg) {
+                return Err(format!("--bond {}: unknown port {leg:?}", b.name));
+            }
+            if !enslaved.insert(leg.clone()) {
+                return Err(format!("--bond {}: port {leg} is already a leg", b.name));
+            }
+            if args.addresses.iter().any(|(n, _)| n == leg) {
+                return Err(format!(
+                    "--bond {}: port {leg} has its own address; give it to the bond",
+                    b.name
+                ));
+            }
         }
     }
-    for (dst, _) in &args.routes {
-        if dst.prefix_len() != 0 {
-            return Err(format!("route {dst}: only default routes are supported"));
+    for (name, _) in &args.addresses {
+        if !is_port(name) && !args.bonds.iter().any(|b| &b.name == name) {
+            return Err(format!("--address names unknown port or bond {name:?}"));
         }
     }
     Ok(args)
+}
+
+fn parse_bond(v: &str) -> Result<BondArg, String> {
+    let bad = || format!("--bond {v:?}: expected NAME=MODE:LEG,LEG[:PRIMARY]");
+    let (name, rest) = v.split_once('=').ok_or_else(bad)?;
+    let mut parts = rest.split(':');
+    let mode = parts.next().ok_or_else(bad)?;
+    let mode = Mode::parse(mode).ok_or_else(|| {
+        format!("--bond {v:?}: mode {mode:?} is neither active-backup nor balance-xor")
+    })?;
+    let legs: Vec<String> = parts
+        .next()
+        .ok_or_else(bad)?
+        .split(',')
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect();
+    let primary = parts.next().filter(|p| !p.is_empty()).map(String::from);
+    if name.is_empty() || legs.is_empty() || parts.next().is_some() {
+        return Err(bad());
+    }
+    if let Some(p) = &primary {
+        if !legs.contains(p) {
+            return Err(format!("--bond {v:?}: primary {p} is not a leg"));
+        }
+    }
+    Ok(BondArg {
+        name: name.to_string(),
+        mode,
+        legs,
+        primary,
+    })
 }
 
 fn parse_num<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T, String>
@@ -150,6 +215,27 @@ mod tests {
     }
 
     #[test]
+    fn bonds_and_routes() {
+        let a = p(
+            "--port a=fd:3,4 --port b=fd:5,6 --bond bond0=active-backup:a,b:b \
+                   --address bond0=10.0.0.1/24 --route 10.9.0.0/16=10.0.0.254 \
+                   --admin-fd 8 --attach-fd 9",
+        )
+        .unwrap();
+        assert_eq!(
+            a.bonds,
+            vec![BondArg {
+                name: "bond0".into(),
+                mode: Mode::ActiveBackup,
+                legs: vec!["a".into(), "b".into()],
+                primary: Some("b".into()),
+            }]
+        );
+        assert_eq!(a.routes[0].0.prefix_len(), 16);
+        assert_eq!((a.admin_fds.clone(), a.attach_fd), (vec![8], Some(9)));
+    }
+
+    #[test]
     fn errors_say_what_is_wrong() {
         assert!(p("").unwrap_err().contains("at least one --port"));
         assert!(p("--port x").unwrap_err().contains("expected NAME="));
@@ -157,9 +243,20 @@ mod tests {
         assert!(p("--port x=fd:3,4 --address y=10.0.0.1/24")
             .unwrap_err()
             .contains("unknown port"));
-        assert!(p("--port x=fd:3,4 --route 10.0.0.0/8=10.0.0.1")
+        assert!(p("--port x=fd:3,4 --bond b=mirror:x")
             .unwrap_err()
-            .contains("only default routes"));
+            .contains("neither active-backup"));
+        assert!(p("--port x=fd:3,4 --bond b=active-backup:x,y")
+            .unwrap_err()
+            .contains("unknown port"));
+        assert!(
+            p("--port x=fd:3,4 --address x=10.0.0.1/24 --bond b=balance-xor:x")
+                .unwrap_err()
+                .contains("its own address")
+        );
+        assert!(p("--port x=fd:3,4 --bond b=active-backup:x:z")
+            .unwrap_err()
+            .contains("not a leg"));
         assert!(p("--port x=fd:3,4 --bogus")
             .unwrap_err()
             .contains("unknown argument"));

@@ -20,6 +20,15 @@ pub struct DeviceCounters {
     pub tx_no_buffer: u64,
 }
 
+impl DeviceCounters {
+    pub fn add(&mut self, o: &DeviceCounters) {
+        self.rx_frames += o.rx_frames;
+        self.tx_frames += o.tx_frames;
+        self.rx_bad_checksum += o.rx_bad_checksum;
+        self.tx_no_buffer += o.tx_no_buffer;
+    }
+}
+
 pub struct RingDevice {
     duplex: Duplex,
     /// One TX buffer taken ahead, so that `transmit` can say "no buffer"
@@ -100,6 +109,11 @@ impl RingDevice {
 
     pub fn doorbell(&self) -> &capnet_ring::Doorbell {
         &self.duplex.wake_me
+    }
+
+    /// Takes a TX buffer ahead for the next token; false if none is free.
+    pub fn reserve_tx(&mut self) -> bool {
+        self.fault.is_none() && self.take_tx_buffer()
     }
 
     fn take_tx_buffer(&mut self) -> bool {
@@ -250,11 +264,9 @@ impl phy::TxToken for TxToken<'_> {
     }
 }
 
-impl phy::Device for RingDevice {
-    type RxToken<'a> = RxToken<'a>;
-    type TxToken<'a> = TxToken<'a>;
-
-    fn receive(&mut self, _now: Instant) -> Option<(RxToken<'_>, TxToken<'_>)> {
+impl RingDevice {
+    /// The next received frame that passed the checksum check.
+    pub fn next_rx(&mut self) -> Option<RxBuf> {
         if self.fault.is_some() {
             return None;
         }
@@ -274,6 +286,21 @@ impl phy::Device for RingDevice {
         };
         self.counters.rx_frames += 1;
         self.activity += 1;
+        Some(buf)
+    }
+
+    /// The bytes of a frame from `next_rx`.
+    pub fn rx_data(&self, buf: &RxBuf) -> &[u8] {
+        self.duplex.rx.data(buf)
+    }
+
+    /// Gives a frame from `next_rx` back without handing it to smoltcp.
+    pub fn drop_rx(&mut self, buf: RxBuf) {
+        self.duplex.rx.release(buf);
+    }
+
+    /// A token for a frame from `next_rx`, and one for a reply on this port.
+    pub fn tokens(&mut self, buf: RxBuf) -> (RxToken<'_>, TxToken<'_>) {
         // A reply token without a buffer is still valid: smoltcp may not use it.
         self.take_tx_buffer();
         let flags = self.tx_flags();
@@ -283,7 +310,7 @@ impl phy::Device for RingDevice {
             counters,
             ..
         } = self;
-        Some((
+        (
             RxToken {
                 rx: &mut duplex.rx,
                 buf,
@@ -294,39 +321,91 @@ impl phy::Device for RingDevice {
                 flags,
                 counters,
             },
-        ))
+        )
     }
 
-    fn transmit(&mut self, _now: Instant) -> Option<TxToken<'_>> {
-        if self.fault.is_some() || !self.take_tx_buffer() {
-            return None;
+    /// A token for a frame from `next_rx` alone.
+    pub fn rx_token(&mut self, buf: RxBuf) -> RxToken<'_> {
+        RxToken {
+            rx: &mut self.duplex.rx,
+            buf,
         }
-        self.activity += 1;
+    }
+
+    /// A transmit token that may have no buffer (its frame is then dropped
+    /// and counted), for replies.
+    pub fn reply_token(&mut self) -> TxToken<'_> {
+        if self.fault.is_none() {
+            self.take_tx_buffer();
+        }
         let flags = self.tx_flags();
-        Some(TxToken {
+        TxToken {
             tx: &mut self.duplex.tx,
             spare: &mut self.spare,
             flags,
             counters: &mut self.counters,
-        })
+        }
+    }
+
+    /// A transmit token with a buffer in hand, or `None` when every TX
+    /// buffer is in flight.
+    pub fn tx_token(&mut self) -> Option<TxToken<'_>> {
+        if self.fault.is_some() || !self.take_tx_buffer() {
+            return None;
+        }
+        self.activity += 1;
+        Some(self.reply_token())
+    }
+
+    /// Carrier as the driver last set it in the shared region.
+    pub fn carrier(&self) -> bool {
+        self.duplex.carrier()
+    }
+
+    pub fn mtu(&self) -> usize {
+        self.mtu
+    }
+
+    pub fn checksum_offload(&self) -> bool {
+        self.checksum_offload
+    }
+}
+
+impl phy::Device for RingDevice {
+    type RxToken<'a> = RxToken<'a>;
+    type TxToken<'a> = TxToken<'a>;
+
+    fn receive(&mut self, _now: Instant) -> Option<(RxToken<'_>, TxToken<'_>)> {
+        let buf = self.next_rx()?;
+        Some(self.tokens(buf))
+    }
+
+    fn transmit(&mut self, _now: Instant) -> Option<TxToken<'_>> {
+        self.tx_token()
     }
 
     fn capabilities(&self) -> DeviceCapabilities {
-        let mut caps = DeviceCapabilities::default();
-        caps.medium = Medium::Ethernet;
-        caps.max_transmission_unit = self.mtu + 14;
-        caps.max_burst_size = Some(64);
-        caps.checksum = if self.checksum_offload {
-            // The driver verifies on RX (bad frames never reach smoltcp) and
-            // fills on TX.
-            let mut c = ChecksumCapabilities::ignored();
-            c.ipv4 = Checksum::None;
-            c
-        } else {
-            ChecksumCapabilities::default()
-        };
-        caps
+        capabilities(self.mtu, self.checksum_offload)
     }
+}
+
+/// What smoltcp may assume of a port (or of a bond, whose legs all share
+/// the smallest MTU and checksum offload only if every leg has it).
+pub fn capabilities(mtu: usize, checksum_offload: bool) -> DeviceCapabilities {
+    let mut caps = DeviceCapabilities::default();
+    caps.medium = Medium::Ethernet;
+    caps.max_transmission_unit = mtu + 14;
+    caps.max_burst_size = Some(64);
+    caps.checksum = if checksum_offload {
+        // The driver verifies on RX (bad frames never reach smoltcp) and
+        // fills on TX.
+        let mut c = ChecksumCapabilities::ignored();
+        c.ipv4 = Checksum::None;
+        c
+    } else {
+        ChecksumCapabilities::default()
+    };
+    caps
 }
 
 #[cfg(test)]

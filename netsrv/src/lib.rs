@@ -5,9 +5,12 @@
 //! processes; the logic lives in these modules.
 
 pub mod addr;
+pub mod admin;
 pub mod args;
 pub mod device;
 pub mod driver;
+pub mod egress;
+pub mod link;
 pub mod rpc;
 pub mod service;
 pub mod stack;

@@ -37,33 +37,37 @@ fn main() -> ExitCode {
 async fn run(args: args::Args) -> std::io::Result<()> {
     let shared = service::Shared::new(netsrv::stack::Stack::new(args.tcp_buffer));
     for port in &args.ports {
-        let addrs: Vec<_> = args
-            .addresses
-            .iter()
-            .filter(|(n, _)| n == &port.name)
-            .map(|(_, a)| *a)
-            .collect();
-        // A gateway belongs to the port whose subnet holds it.
-        let gateways: Vec<_> = args
-            .routes
-            .iter()
-            .map(|(_, gw)| *gw)
-            .filter(|gw| addrs.iter().any(|a| a.contains_addr(gw)))
-            .collect();
-        driver::attach_port(&shared, port, &addrs, &gateways)
+        let streams = driver::open(&port.source)?;
+        driver::attach(&shared, &port.name, streams)
             .await
             .map_err(|e| std::io::Error::new(e.kind(), format!("port {}: {e}", port.name)))?;
     }
+    shared
+        .stack
+        .borrow_mut()
+        .configure(&args.bonds, &args.addresses, &args.routes)
+        .map_err(std::io::Error::other)?;
     tokio::task::spawn_local(service::run_stack(shared.clone()));
     for &fd in &args.rpc_fds {
-        // SAFETY: an inherited socket from the supervisor, named once on the
-        // command line and owned by nothing else here.
-        let std_stream = std::os::unix::net::UnixStream::from(unsafe { OwnedFd::from_raw_fd(fd) });
-        std_stream.set_nonblocking(true)?;
-        let stream = tokio::net::UnixStream::from_std(std_stream)?;
         let net: capnet_schema::net_capnp::net::Client =
             capnp_rpc::new_client(service::NetServer::new(shared.clone(), 0));
-        rpc::serve(stream, net.client);
+        rpc::serve(inherited_stream(fd)?, net.client);
+    }
+    for &fd in &args.admin_fds {
+        let admin: capnet_schema::net_capnp::net_admin::Client =
+            capnp_rpc::new_client(netsrv::admin::NetAdminServer::new(shared.clone()));
+        rpc::serve(inherited_stream(fd)?, admin.client);
+    }
+    if let Some(fd) = args.attach_fd {
+        // SAFETY: an inherited socket from the supervisor, named once on the
+        // command line and owned by nothing else here.
+        let channel = std::os::unix::net::UnixStream::from(unsafe { OwnedFd::from_raw_fd(fd) });
+        let shared = shared.clone();
+        tokio::task::spawn_local(async move {
+            if let Err(e) = driver::serve_attach_channel(shared, channel).await {
+                tracing::error!(%e, "attach channel failed; restarted drivers cannot join");
+            }
+        });
     }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     match &args.listen {
@@ -78,6 +82,14 @@ async fn run(args: args::Args) -> std::io::Result<()> {
             Ok(())
         }
     }
+}
+
+fn inherited_stream(fd: i32) -> std::io::Result<tokio::net::UnixStream> {
+    // SAFETY: an inherited socket from the supervisor, named once on the
+    // command line and owned by nothing else here.
+    let std_stream = std::os::unix::net::UnixStream::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    std_stream.set_nonblocking(true)?;
+    tokio::net::UnixStream::from_std(std_stream)
 }
 
 /// Every socket in ring mode holds a memfd and two eventfds.

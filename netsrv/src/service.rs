@@ -6,15 +6,19 @@
 //! accept, connect) sleep on `changed`, which the loop signals after every
 //! poll that moved something.
 
+use crate::egress::EgressRegistry;
 use crate::stack::{SockId, Stack, TcpOptions};
 use capnet_ring::{Doorbell, HandoffTable, SocketRings};
 use capnet_schema::addr::{read_socket_addr, write_socket_addr};
 use capnet_schema::errors::SocketError;
-use capnet_schema::net_capnp::{net, net_status, tcp_listener, tcp_socket, udp_socket, Shutdown};
+use capnet_schema::net_capnp::{
+    net, net_status, tcp_listener, tcp_socket, udp_socket, BondMode, Shutdown,
+};
 use capnet_schema::nic_capnp::{link_watcher, nic};
 use capnp::capability::Rc as CapRc;
 use capnp::Error;
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -35,8 +39,16 @@ pub struct Shared {
     /// Wakes calls waiting for the stack to change.
     pub changed: Notify,
     pub handoff: Arc<HandoffTable>,
-    /// Each port's driver, in port order.
-    pub nics: RefCell<Vec<nic::Client>>,
+    /// Each attached port's current driver instance.
+    drivers: RefCell<HashMap<String, Driver>>,
+    pub egress: RefCell<EgressRegistry>,
+}
+
+/// A driver instance as the control plane holds it.
+struct Driver {
+    instance: u64,
+    nic: nic::Client,
+    doorbell: JoinHandle<()>,
 }
 
 impl Shared {
@@ -46,8 +58,60 @@ impl Shared {
             kick: Notify::new(),
             changed: Notify::new(),
             handoff: Arc::new(HandoffTable::new()),
-            nics: RefCell::new(Vec::new()),
+            drivers: RefCell::new(HashMap::new()),
+            egress: RefCell::new(EgressRegistry::default()),
         })
+    }
+
+    /// A driver instance's rings are under its port: keep its `Nic` and
+    /// doorbell task (replacing an older instance's).
+    pub fn instance_started(
+        &self,
+        port: &str,
+        instance: u64,
+        nic: nic::Client,
+        doorbell: JoinHandle<()>,
+    ) {
+        let old = self.drivers.borrow_mut().insert(
+            port.to_string(),
+            Driver {
+                instance,
+                nic,
+                doorbell,
+            },
+        );
+        if let Some(old) = old {
+            old.doorbell.abort();
+        }
+    }
+
+    /// A driver instance's connection ended: release its rings (once) and
+    /// its doorbell; the port is detached until a new instance attaches.
+    pub fn driver_gone(&self, port: &str, instance: u64) {
+        let released = self.stack.borrow_mut().detach(port, instance);
+        let mut drivers = self.drivers.borrow_mut();
+        if drivers.get(port).is_some_and(|d| d.instance == instance) {
+            if let Some(d) = drivers.remove(port) {
+                d.doorbell.abort();
+            }
+        }
+        if released {
+            tracing::warn!(
+                port,
+                instance,
+                "driver instance gone; its rings are released"
+            );
+        }
+        self.kick.notify_one();
+    }
+
+    /// The current driver of every attached port.
+    pub fn nics(&self) -> Vec<(String, nic::Client)> {
+        self.drivers
+            .borrow()
+            .iter()
+            .map(|(n, d)| (n.clone(), d.nic.clone()))
+            .collect()
     }
 
     /// Runs `op` against the stack until it answers, waiting for stack
@@ -91,6 +155,7 @@ pub async fn run_stack(shared: Rc<Shared>) {
     let mut rounds = 0;
     loop {
         let busy = shared.stack.borrow_mut().poll();
+        crate::egress::check(&shared);
         if busy {
             rounds += 1;
             if rounds < BUSY_ROUNDS {
@@ -272,70 +337,92 @@ impl net::Server for NetServer {
         _: net::StatusParams,
         mut results: net::StatusResults,
     ) -> Result<(), Error> {
-        // Ask every driver first: no stack borrow may live across an await.
-        let nics = self.shared.nics.borrow().clone();
-        let mut nic_counters = Vec::new();
-        for nic in &nics {
-            nic_counters.push(nic.counters_request().send().promise.await.ok());
-        }
+        let counters = driver_counters(&self.shared).await;
         let stack = self.shared.stack.borrow();
-        let mut status = results.get().init_status();
-        write_status(&stack, &nic_counters, status.reborrow());
+        write_status(&stack, &counters, results.get().init_status());
+        Ok(())
+    }
+
+    async fn egress(
+        self: CapRc<Self>,
+        params: net::EgressParams,
+        mut results: net::EgressResults,
+    ) -> Result<(), Error> {
+        let flow = params.get()?.get_flow()?;
+        let target = crate::egress::Target::from_flow(flow)?;
+        results
+            .get()
+            .set_egress(crate::egress::client(&self.shared, target));
         Ok(())
     }
 }
 
-fn write_status(
+type NicCounters = capnp::capability::Response<nic::counters_results::Owned>;
+
+/// Every attached driver's own counters. Asked before the stack is
+/// borrowed: no borrow may live across an await.
+pub async fn driver_counters(shared: &Rc<Shared>) -> HashMap<String, NicCounters> {
+    let mut out = HashMap::new();
+    for (name, nic) in shared.nics() {
+        if let Ok(r) = nic.counters_request().send().promise.await {
+            out.insert(name, r);
+        }
+    }
+    out
+}
+
+fn mac_text(m: [u8; 6]) -> String {
+    format!(
+        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        m[0], m[1], m[2], m[3], m[4], m[5]
+    )
+}
+
+fn set_texts(mut list: capnp::text_list::Builder<'_>, items: &[String]) {
+    for (i, a) in items.iter().enumerate() {
+        list.set(i as u32, a);
+    }
+}
+
+pub fn write_status(
     stack: &Stack,
-    nic_counters: &[Option<
-        capnp::capability::Response<capnet_schema::nic_capnp::nic::counters_results::Owned>,
-    >],
+    nic_counters: &HashMap<String, NicCounters>,
     mut status: net_status::Builder<'_>,
 ) {
-    let mut ports = status.reborrow().init_ports(stack.ports.len() as u32);
-    for (i, port) in stack.ports.iter().enumerate() {
+    let all = stack.ports();
+    let mut ports = status.reborrow().init_ports(all.len() as u32);
+    for (i, (leg, iface)) in all.iter().enumerate() {
         let mut b = ports.reborrow().get(i as u32);
-        b.set_name(&port.meta.name);
-        b.set_backend(&port.meta.backend);
-        let m = port.meta.mac;
-        b.set_mac(format!(
-            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-            m[0], m[1], m[2], m[3], m[4], m[5]
-        ));
-        b.set_mtu(port.meta.mtu as u32);
-        b.set_link_up(port.link_up && port.device.fault().is_none());
-        if let Some(Some(resp)) = nic_counters.get(i) {
+        b.set_name(&leg.meta.name);
+        b.set_backend(&leg.meta.backend);
+        b.set_mac(mac_text(leg.meta.mac));
+        b.set_mtu(leg.meta.mtu as u32);
+        b.set_link_up(leg.usable());
+        b.set_interface(iface);
+        b.set_state(leg.state());
+        b.set_driver_epoch(leg.epoch);
+        let c = leg.counters();
+        b.set_tx_frames(c.tx_frames);
+        b.set_rx_frames(c.rx_frames);
+        if let Some(resp) = nic_counters.get(&leg.meta.name) {
             if let Ok(c) = resp.get().and_then(|r| r.get_counters()) {
                 let _ = b.set_counters(c);
             }
         }
     }
     let addrs: Vec<String> = stack
-        .ports
+        .ifaces
         .iter()
         .flat_map(|p| {
             p.iface
                 .ip_addrs()
                 .iter()
-                .map(move |a| format!("{a} on {}", p.meta.name))
+                .map(move |a| format!("{a} on {}", p.link.name))
         })
         .collect();
-    let mut list = status.reborrow().init_addresses(addrs.len() as u32);
-    for (i, a) in addrs.iter().enumerate() {
-        list.set(i as u32, a);
-    }
-    let routes: Vec<String> = stack
-        .ports
-        .iter()
-        .flat_map(|p| {
-            p.default_routes()
-                .map(move |gw| format!("default via {gw} dev {}", p.meta.name))
-        })
-        .collect();
-    let mut list = status.reborrow().init_routes(routes.len() as u32);
-    for (i, r) in routes.iter().enumerate() {
-        list.set(i as u32, r);
-    }
+    set_texts(status.reborrow().init_addresses(addrs.len() as u32), &addrs);
+    let routes = stack.route_texts();
+    set_texts(status.reborrow().init_routes(routes.len() as u32), &routes);
     let sockets = stack.sockets();
     let mut list = status.reborrow().init_sockets(sockets.len() as u32);
     for (i, s) in sockets.iter().enumerate() {
@@ -348,7 +435,39 @@ fn write_status(
         b.set_tx_bytes(s.tx_bytes);
         b.set_ring_mode(s.ring_mode);
     }
+    let bonds: Vec<&crate::link::Link> = stack
+        .ifaces
+        .iter()
+        .map(|i| &i.link)
+        .filter(|l| l.is_bond())
+        .collect();
+    let mut list = status.reborrow().init_bonds(bonds.len() as u32);
+    for (i, link) in bonds.iter().enumerate() {
+        let mut b = list.reborrow().get(i as u32);
+        b.set_name(&link.name);
+        b.set_mode(match link.mode {
+            crate::link::Mode::BalanceXor => BondMode::BalanceXor,
+            _ => BondMode::ActiveBackup,
+        });
+        let legs: Vec<String> = link.legs.iter().map(|l| l.meta.name.clone()).collect();
+        set_texts(b.reborrow().init_legs(legs.len() as u32), &legs);
+        if let Some(a) = link.active() {
+            b.set_active(&link.legs[a].meta.name);
+        }
+        if let Some(p) = link.primary {
+            b.set_primary(&link.legs[p].meta.name);
+        }
+        let c = link.counters;
+        b.set_failovers(c.failovers);
+        b.set_announcements(c.announcements);
+        b.set_tx_no_leg(c.tx_no_leg);
+        let d = link.device_counters();
+        b.set_tx_frames(d.tx_frames);
+        b.set_rx_frames(d.rx_frames);
+    }
     let c = stack.counters;
+    let d = stack.device_counters();
+    let (attaches, detaches, mapped) = stack.driver_counters();
     let mut b = status.init_counters();
     b.set_sessions(c.sessions);
     b.set_sessions_killed(c.sessions_killed);
@@ -358,13 +477,14 @@ fn write_status(
     b.set_tcp_resets(c.tcp_resets);
     b.set_udp_sent(c.udp_sent);
     b.set_udp_received(c.udp_received);
-    b.set_port_bad_descriptors(
-        stack
-            .ports
-            .iter()
-            .filter(|p| p.device.fault().is_some())
-            .count() as u64,
-    );
+    b.set_port_bad_descriptors(all.iter().filter(|p| p.0.state() == "failed").count() as u64);
+    b.set_rx_bad_checksum(d.rx_bad_checksum);
+    b.set_tx_no_buffer(d.tx_no_buffer);
+    b.set_driver_attaches(attaches);
+    b.set_driver_detaches(detaches);
+    b.set_rings_mapped(mapped);
+    b.set_egress_watchers(c.egress_watchers);
+    b.set_egress_events(c.egress_events);
 }
 
 // ---- TcpSocket ----
@@ -514,6 +634,22 @@ impl tcp_socket::Server for TcpSocketServer {
         g.set_ring_bytes(SOCKET_RING_BYTES);
         Ok(())
     }
+
+    async fn egress(
+        self: CapRc<Self>,
+        _: tcp_socket::EgressParams,
+        mut results: tcp_socket::EgressResults,
+    ) -> Result<(), Error> {
+        let id = self.id;
+        // Fails with `closed` for a socket that is gone.
+        self.shared
+            .now(|s| s.egress_of_socket(id).map(|_| ()), "egress")?;
+        results.get().set_egress(crate::egress::client(
+            &self.shared,
+            crate::egress::Target::Socket(id),
+        ));
+        Ok(())
+    }
 }
 
 // ---- TcpListener ----
@@ -655,7 +791,7 @@ impl udp_socket::Server for UdpSocketServer {
 
 pub struct LinkWatcherServer {
     pub shared: Rc<Shared>,
-    pub port: usize,
+    pub port: String,
 }
 
 impl link_watcher::Server for LinkWatcherServer {
@@ -664,13 +800,10 @@ impl link_watcher::Server for LinkWatcherServer {
         params: link_watcher::LinkChangedParams,
         _: link_watcher::LinkChangedResults,
     ) -> Result<(), Error> {
+        // The carrier word in the port's shared region says the same and
+        // is what the data path reads; this event wakes the stack at once.
         let up = params.get()?.get_up();
-        let mut stack = self.shared.stack.borrow_mut();
-        if let Some(port) = stack.ports.get_mut(self.port) {
-            tracing::info!(port = %port.meta.name, up, "link changed");
-            port.link_up = up;
-        }
-        drop(stack);
+        tracing::info!(port = %self.port, up, "link changed");
         self.shared.kick.notify_one();
         Ok(())
     }

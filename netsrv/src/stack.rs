@@ -8,9 +8,10 @@
 
 use crate::addr::{endpoint_to_std, from_smol, to_smol};
 use crate::device::{DeviceCounters, RingDevice};
+use crate::link::{FlowKey, Leg, Link, Mode, PortMeta};
 use capnet_ring::{RingError, ServerEnd};
 use capnet_schema::errors::SocketError;
-use smoltcp::iface::{Config, Interface, PollResult, SocketHandle, SocketSet};
+use smoltcp::iface::{Config, Interface, PollResult, Route, SocketHandle, SocketSet};
 use smoltcp::socket::{tcp, udp};
 use smoltcp::time::{Duration as SmolDuration, Instant};
 use smoltcp::wire::{EthernetAddress, IpAddress, IpCidr, IpEndpoint, IpListenEndpoint};
@@ -26,22 +27,39 @@ const MAX_BACKLOG: usize = 256;
 const UDP_PACKETS: usize = 64;
 const UDP_BUFFER: usize = 256 * 1024;
 
-#[derive(Clone, Debug)]
-pub struct PortMeta {
-    pub name: String,
-    pub backend: String,
-    pub mac: [u8; 6],
-    pub mtu: usize,
+/// What smoltcp sees as one interface: addresses and sockets over a link
+/// of one port or a bond of several.
+pub struct Iface {
+    pub link: Link,
+    pub iface: Interface,
+    pub sockets: SocketSet<'static>,
 }
 
-pub struct Port {
-    pub meta: PortMeta,
-    pub iface: Interface,
-    pub device: RingDevice,
-    pub sockets: SocketSet<'static>,
-    pub link_up: bool,
-    default_v4: Option<IpAddress>,
-    default_v6: Option<IpAddress>,
+/// A route to a prefix through a gateway (`default` is a /0).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RouteEntry {
+    pub to: IpCidr,
+    pub via: IpAddress,
+}
+
+/// Why the egress of flows may have changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Change {
+    Legs,
+    Attach,
+    Detach,
+    Route,
+    Bond,
+}
+
+/// Which port carries a flow now.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Egress {
+    /// The interface the route chose; `None` if unreachable.
+    pub iface: Option<String>,
+    /// The port (leg) carrying it; `None` if no leg is usable.
+    pub port: Option<String>,
+    pub epoch: u32,
 }
 
 /// Options a client sets on a TCP socket.
@@ -63,10 +81,13 @@ pub struct StackCounters {
     pub tcp_resets: u64,
     pub udp_sent: u64,
     pub udp_received: u64,
+    /// Live egress subscriptions, and change notifications sent.
+    pub egress_watchers: u64,
+    pub egress_events: u64,
 }
 
 struct TcpConn {
-    port: usize,
+    iface: usize,
     handle: SocketHandle,
     rings: Option<ServerEnd>,
     established: bool,
@@ -109,7 +130,14 @@ pub struct SocketSummary {
 }
 
 pub struct Stack {
-    pub ports: Vec<Port>,
+    pub ifaces: Vec<Iface>,
+    /// Ports with neither addresses nor a bond, ready to become legs.
+    pub free: Vec<Leg>,
+    pub routes: Vec<RouteEntry>,
+    /// Bumped whenever an egress may have changed; `last_change` says why.
+    pub topology: u64,
+    pub last_change: Change,
+    next_instance: u64,
     tcp: HashMap<SockId, TcpConn>,
     listeners: HashMap<SockId, Listener>,
     udp: HashMap<SockId, UdpSock>,
@@ -133,7 +161,12 @@ impl Stack {
         };
         let span = (EPHEMERAL.end() - EPHEMERAL.start()) as u64;
         Stack {
-            ports: Vec::new(),
+            ifaces: Vec::new(),
+            free: Vec::new(),
+            routes: Vec::new(),
+            topology: 0,
+            last_change: Change::Attach,
+            next_instance: 0,
             tcp: HashMap::new(),
             listeners: HashMap::new(),
             udp: HashMap::new(),
@@ -149,57 +182,315 @@ impl Stack {
         smol_now(self.epoch)
     }
 
-    /// Adds a port with its addresses and default gateways.
-    pub fn add_port(
-        &mut self,
-        meta: PortMeta,
-        mut device: RingDevice,
-        addresses: &[IpCidr],
-        gateways: &[IpAddress],
-    ) -> Result<usize, String> {
+    /// Adds an interface over `link` with its addresses.
+    pub fn add_iface(&mut self, mut link: Link, addresses: &[IpCidr]) -> Result<usize, String> {
+        if self.iface_named(&link.name).is_some() {
+            return Err(format!("invalid: interface {} exists", link.name));
+        }
         let mut seed = [0u8; 8];
         capnet_ring::platform::random_bytes(&mut seed);
-        let mut config = Config::new(EthernetAddress(meta.mac).into());
+        let mut config = Config::new(EthernetAddress(link.mac()).into());
         config.random_seed = u64::from_le_bytes(seed);
-        let mut iface = Interface::new(config, &mut device, self.now());
+        let mut iface = Interface::new(config, &mut link, self.now());
         let mut result = Ok(());
         iface.update_ip_addrs(|addrs| {
             for a in addresses {
                 if addrs.push(*a).is_err() {
-                    result = Err(format!("port {}: too many addresses", meta.name));
+                    result = Err(format!("invalid: {}: too many addresses", link.name));
                 }
             }
         });
         result?;
-        let mut port = Port {
-            meta,
+        self.ifaces.push(Iface {
+            link,
             iface,
-            device,
             sockets: SocketSet::new(Vec::new()),
-            link_up: true,
-            default_v4: None,
-            default_v6: None,
+        });
+        self.sync_routes();
+        self.changed(Change::Bond);
+        Ok(self.ifaces.len() - 1)
+    }
+
+    /// Builds interfaces from the command line once every port attached:
+    /// bonds first, then a single-port interface for each port with
+    /// addresses, then routes. Ports left over stay free.
+    pub fn configure(
+        &mut self,
+        bonds: &[crate::args::BondArg],
+        addresses: &[(String, IpCidr)],
+        routes: &[(IpCidr, IpAddress)],
+    ) -> Result<(), String> {
+        let addrs_of = |name: &str| -> Vec<IpCidr> {
+            addresses
+                .iter()
+                .filter(|(n, _)| n == name)
+                .map(|(_, a)| *a)
+                .collect()
         };
-        for gw in gateways {
-            match gw {
-                IpAddress::Ipv4(v4) => {
-                    port.iface
-                        .routes_mut()
-                        .add_default_ipv4_route(*v4)
-                        .map_err(|_| "route table full".to_string())?;
-                    port.default_v4 = Some(*gw);
+        for b in bonds {
+            self.add_bond(
+                &b.name,
+                b.mode,
+                &b.legs,
+                b.primary.as_deref(),
+                &addrs_of(&b.name),
+            )?;
+        }
+        let mut singles: Vec<&str> = Vec::new();
+        for (name, _) in addresses {
+            if !singles.contains(&name.as_str()) && self.free.iter().any(|l| &l.meta.name == name) {
+                singles.push(name);
+            }
+        }
+        for name in singles {
+            let leg = self
+                .take_free(name)
+                .ok_or_else(|| format!("no port {name}"))?;
+            let link = Link::new(name.to_string(), Mode::Single, vec![leg], None);
+            self.add_iface(link, &addrs_of(name))?;
+        }
+        for (to, via) in routes {
+            self.route_add(*to, *via)?;
+        }
+        Ok(())
+    }
+
+    /// Makes a bond of free ports.
+    pub fn add_bond(
+        &mut self,
+        name: &str,
+        mode: Mode,
+        legs: &[String],
+        primary: Option<&str>,
+        addresses: &[IpCidr],
+    ) -> Result<usize, String> {
+        if legs.is_empty() {
+            return Err(format!("invalid: bond {name} needs at least one leg"));
+        }
+        if self.iface_named(name).is_some() || self.free.iter().any(|l| l.meta.name == name) {
+            return Err(format!("invalid: the name {name} is taken"));
+        }
+        for (i, leg) in legs.iter().enumerate() {
+            if legs[..i].contains(leg) {
+                return Err(format!("invalid: port {leg} is named twice"));
+            }
+            if !self.free.iter().any(|l| &l.meta.name == leg) {
+                return Err(match self.port_location(leg) {
+                    Some(_) => format!(
+                        "invalid: port {leg} already serves an interface (it has addresses or is a leg)"
+                    ),
+                    None => format!("invalid: no port named {leg}"),
+                });
+            }
+        }
+        let primary = match primary {
+            Some(p) => Some(
+                legs.iter()
+                    .position(|l| l == p)
+                    .ok_or_else(|| format!("invalid: primary {p} is not a leg of {name}"))?,
+            ),
+            None => None,
+        };
+        let mut taken = Vec::new();
+        for leg in legs {
+            let i = self
+                .free
+                .iter()
+                .position(|l| &l.meta.name == leg)
+                .unwrap_or(0);
+            taken.push(self.free.remove(i));
+        }
+        let link = Link::new(name.to_string(), mode, taken, primary);
+        tracing::info!(bond = name, mode = mode.name(), ?legs, "bond created");
+        self.add_iface(link, addresses)
+    }
+
+    pub fn bond_set_mode(&mut self, name: &str, mode: Mode) -> Result<(), String> {
+        let link = self.bond_mut(name)?;
+        link.set_mode(mode);
+        self.changed(Change::Bond);
+        Ok(())
+    }
+
+    pub fn bond_set_primary(&mut self, name: &str, primary: Option<&str>) -> Result<(), String> {
+        let link = self.bond_mut(name)?;
+        let primary = match primary {
+            Some(p) => Some(
+                link.leg_named(p)
+                    .ok_or_else(|| format!("invalid: {p} is not a leg of {name}"))?,
+            ),
+            None => None,
+        };
+        link.set_primary(primary);
+        self.changed(Change::Bond);
+        Ok(())
+    }
+
+    fn bond_mut(&mut self, name: &str) -> Result<&mut Link, String> {
+        match self.iface_named(name) {
+            Some(i) if self.ifaces[i].link.is_bond() => Ok(&mut self.ifaces[i].link),
+            Some(_) => Err(format!("invalid: {name} is a port, not a bond")),
+            None => Err(format!("invalid: no bond named {name}")),
+        }
+    }
+
+    pub fn iface_named(&self, name: &str) -> Option<usize> {
+        self.ifaces.iter().position(|i| i.link.name == name)
+    }
+
+    /// Where a port lives: `Some(Some((iface, leg)))` under an interface,
+    /// `Some(None)` free.
+    fn port_location(&self, name: &str) -> Option<Option<(usize, usize)>> {
+        for (i, iface) in self.ifaces.iter().enumerate() {
+            if let Some(l) = iface.link.leg_named(name) {
+                return Some(Some((i, l)));
+            }
+        }
+        self.free
+            .iter()
+            .any(|l| l.meta.name == name)
+            .then_some(None)
+    }
+
+    pub fn leg_mut(&mut self, name: &str) -> Option<&mut Leg> {
+        match self.port_location(name)? {
+            Some((i, l)) => Some(&mut self.ifaces[i].link.legs[l]),
+            None => self.free.iter_mut().find(|l| l.meta.name == name),
+        }
+    }
+
+    /// Every port with the interface it serves ("" when free).
+    pub fn ports(&self) -> Vec<(&Leg, &str)> {
+        let mut out = Vec::new();
+        for iface in &self.ifaces {
+            for leg in &iface.link.legs {
+                out.push((leg, iface.link.name.as_str()));
+            }
+        }
+        out.extend(self.free.iter().map(|l| (l, "")));
+        out
+    }
+
+    /// A port the command line named: free until `add_iface`/`add_bond`
+    /// takes it.
+    pub fn add_free_port(&mut self, meta: PortMeta) {
+        self.free.push(Leg::new(meta));
+    }
+
+    /// Takes a free port out for a single-port interface.
+    pub fn take_free(&mut self, name: &str) -> Option<Leg> {
+        let i = self.free.iter().position(|l| l.meta.name == name)?;
+        Some(self.free.remove(i))
+    }
+
+    /// A new driver instance for port `name`; returns its instance number.
+    pub fn attach(&mut self, name: &str, meta: PortMeta, device: RingDevice) -> Option<u64> {
+        self.next_instance += 1;
+        let instance = self.next_instance;
+        let leg = self.leg_mut(name)?;
+        leg.attach(meta, device, instance);
+        self.changed(Change::Attach);
+        Some(instance)
+    }
+
+    /// The driver instance `instance` of port `name` is gone: release its
+    /// rings (once; a later instance is left alone).
+    pub fn detach(&mut self, name: &str, instance: u64) -> bool {
+        let released = self.leg_mut(name).is_some_and(|l| l.detach(instance));
+        if released {
+            self.changed(Change::Detach);
+        }
+        released
+    }
+
+    fn changed(&mut self, why: Change) {
+        self.topology += 1;
+        self.last_change = why;
+    }
+
+    // ---- routes ----
+
+    pub fn route_add(&mut self, to: IpCidr, via: IpAddress) -> Result<(), String> {
+        let entry = RouteEntry { to, via };
+        if self.routes.contains(&entry) {
+            return Err(format!("invalid: route {} exists", route_text(&entry)));
+        }
+        if matches!(to.address(), IpAddress::Ipv4(_)) != matches!(via, IpAddress::Ipv4(_)) {
+            return Err(format!(
+                "invalid: {to} and gateway {via} are of different IP versions"
+            ));
+        }
+        if self.connected(via).is_none() {
+            return Err(format!(
+                "unreachable: gateway {via} is on no interface's subnet"
+            ));
+        }
+        if self.routes.len() >= 16 {
+            return Err("invalid: route table full (16 routes)".into());
+        }
+        self.routes.push(entry);
+        self.sync_routes();
+        self.changed(Change::Route);
+        Ok(())
+    }
+
+    pub fn route_remove(&mut self, to: IpCidr, via: IpAddress) -> Result<(), String> {
+        let entry = RouteEntry { to, via };
+        let i = self
+            .routes
+            .iter()
+            .position(|r| *r == entry)
+            .ok_or_else(|| format!("invalid: no route {}", route_text(&entry)))?;
+        self.routes.remove(i);
+        self.sync_routes();
+        self.changed(Change::Route);
+        Ok(())
+    }
+
+    pub fn route_texts(&self) -> Vec<String> {
+        self.routes.iter().map(route_text).collect()
+    }
+
+    /// Gives each smoltcp interface the routes whose gateway it reaches.
+    fn sync_routes(&mut self) {
+        let routes = self.routes.clone();
+        for iface in &mut self.ifaces {
+            let mine: Vec<RouteEntry> = routes
+                .iter()
+                .filter(|r| {
+                    iface
+                        .iface
+                        .ip_addrs()
+                        .iter()
+                        .any(|c| c.contains_addr(&r.via))
+                })
+                .copied()
+                .collect();
+            iface.iface.routes_mut().update(|table| {
+                table.clear();
+                for r in mine {
+                    let _ = table.push(Route {
+                        cidr: r.to,
+                        via_router: r.via,
+                        preferred_until: None,
+                        expires_at: None,
+                    });
                 }
-                IpAddress::Ipv6(v6) => {
-                    port.iface
-                        .routes_mut()
-                        .add_default_ipv6_route(*v6)
-                        .map_err(|_| "route table full".to_string())?;
-                    port.default_v6 = Some(*gw);
+            });
+        }
+    }
+
+    /// The interface whose subnet holds `ip`, with the prefix length.
+    fn connected(&self, ip: IpAddress) -> Option<(usize, u8)> {
+        let mut best: Option<(usize, u8)> = None;
+        for (i, iface) in self.ifaces.iter().enumerate() {
+            for c in iface.iface.ip_addrs() {
+                if c.contains_addr(&ip) && best.is_none_or(|(_, len)| c.prefix_len() > len) {
+                    best = Some((i, c.prefix_len()));
                 }
             }
         }
-        self.ports.push(port);
-        Ok(self.ports.len() - 1)
+        best
     }
 
     fn next_id(&mut self) -> SockId {
@@ -207,35 +498,84 @@ impl Stack {
         self.next_id
     }
 
-    /// The port a packet to `dst` leaves from: a directly connected subnet
-    /// first, then a default route.
+    /// The interface a packet to `dst` leaves from: the longest prefix
+    /// among connected subnets and routes (a connected subnet wins a tie).
     pub fn route(&self, dst: IpAddr) -> Option<usize> {
         let dst = to_smol(dst);
-        let usable = |p: &Port| p.device.fault().is_none();
-        self.ports
-            .iter()
-            .position(|p| usable(p) && p.iface.ip_addrs().iter().any(|c| c.contains_addr(&dst)))
-            .or_else(|| {
-                self.ports.iter().position(|p| {
-                    usable(p)
-                        && match dst {
-                            IpAddress::Ipv4(_) => p.default_v4.is_some(),
-                            IpAddress::Ipv6(_) => p.default_v6.is_some(),
-                        }
-                })
-            })
+        let mut best = self.connected(dst);
+        for r in &self.routes {
+            if !r.to.contains_addr(&dst) || best.is_some_and(|(_, len)| r.to.prefix_len() <= len) {
+                continue;
+            }
+            if let Some((i, _)) = self.connected(r.via) {
+                best = Some((i, r.to.prefix_len()));
+            }
+        }
+        best.map(|(i, _)| i)
     }
 
-    fn port_owning(&self, ip: IpAddr) -> Option<usize> {
+    // ---- egress ----
+
+    /// The egress of a flow from `local` (unspecified: the route's source
+    /// address) to `remote`.
+    pub fn egress_of_flow(&self, local: Option<SocketAddr>, remote: SocketAddr) -> Egress {
+        let Some(i) = self.route(remote.ip()) else {
+            return Egress::default();
+        };
+        let src = match local {
+            Some(l) if !l.ip().is_unspecified() => l.ip(),
+            _ => self
+                .source_address(i, remote.ip())
+                .map(from_smol)
+                .unwrap_or(remote.ip()),
+        };
+        let key = FlowKey {
+            src,
+            dst: remote.ip(),
+            src_port: local.map(|l| l.port()).unwrap_or(0),
+            dst_port: remote.port(),
+        };
+        self.egress_on(i, Some(&key))
+    }
+
+    /// The egress of a TCP connection: its interface, and the leg of its
+    /// flow there.
+    pub fn egress_of_socket(&self, id: SockId) -> Result<Egress, SocketError> {
+        let conn = self.tcp.get(&id).ok_or(SocketError::Closed)?;
+        let iface = &self.ifaces[conn.iface];
+        let s = iface.sockets.get::<tcp::Socket>(conn.handle);
+        let key = match (s.local_endpoint(), s.remote_endpoint()) {
+            (Some(l), Some(r)) => Some(FlowKey {
+                src: from_smol(l.addr),
+                dst: from_smol(r.addr),
+                src_port: l.port,
+                dst_port: r.port,
+            }),
+            _ => None,
+        };
+        Ok(self.egress_on(conn.iface, key.as_ref()))
+    }
+
+    fn egress_on(&self, i: usize, key: Option<&FlowKey>) -> Egress {
+        let link = &self.ifaces[i].link;
+        let leg = link.select(key).map(|l| &link.legs[l]);
+        Egress {
+            iface: Some(link.name.clone()),
+            port: leg.map(|l| l.meta.name.clone()),
+            epoch: leg.map(|l| l.epoch).unwrap_or(0),
+        }
+    }
+
+    fn iface_owning(&self, ip: IpAddr) -> Option<usize> {
         let ip = to_smol(ip);
-        self.ports
+        self.ifaces
             .iter()
             .position(|p| p.iface.ip_addrs().iter().any(|c| c.address() == ip))
     }
 
     fn source_address(&self, port: usize, dst: IpAddr) -> Option<IpAddress> {
         let v4 = dst.is_ipv4();
-        self.ports[port]
+        self.ifaces[port]
             .iface
             .ip_addrs()
             .iter()
@@ -247,7 +587,7 @@ impl Stack {
         self.listeners.values().any(|l| l.endpoint.port == port_num)
             || self.udp.values().any(|u| u.port_num == port_num)
             || self.tcp.values().any(|c| {
-                self.ports[c.port]
+                self.ifaces[c.iface]
                     .sockets
                     .get::<tcp::Socket>(c.handle)
                     .local_endpoint()
@@ -316,7 +656,7 @@ impl Stack {
             .ok_or(SocketError::AddrNotAvailable)?;
         let local_port = self.ephemeral_port()?;
         let mut socket = self.new_tcp_socket(options);
-        let p = &mut self.ports[port];
+        let p = &mut self.ifaces[port];
         socket
             .connect(
                 p.iface.context(),
@@ -350,7 +690,7 @@ impl Stack {
         id: SockId,
     ) -> Result<(&mut TcpConn, &mut tcp::Socket<'static>), SocketError> {
         let conn = self.tcp.get_mut(&id).ok_or(SocketError::Closed)?;
-        let socket = self.ports[conn.port]
+        let socket = self.ifaces[conn.iface]
             .sockets
             .get_mut::<tcp::Socket>(conn.handle);
         Ok((conn, socket))
@@ -445,10 +785,10 @@ impl Stack {
     /// Ends a socket at once (RST), e.g. when its connect timed out.
     pub fn tcp_abort(&mut self, id: SockId) {
         if let Some(conn) = self.tcp.remove(&id) {
-            let port = &mut self.ports[conn.port];
+            let port = &mut self.ifaces[conn.iface];
             port.sockets.get_mut::<tcp::Socket>(conn.handle).abort();
             // smoltcp sends the RST on the next poll; the handle goes then.
-            self.orphan_abort(conn.port, conn.handle);
+            self.orphan_abort(conn.iface, conn.handle);
         }
     }
 
@@ -491,10 +831,10 @@ impl Stack {
         options: TcpOptions,
     ) -> Result<SockId, SocketError> {
         let ports: Vec<usize> = if local.ip().is_unspecified() {
-            (0..self.ports.len()).collect()
+            (0..self.ifaces.len()).collect()
         } else {
             vec![self
-                .port_owning(local.ip())
+                .iface_owning(local.ip())
                 .ok_or(SocketError::AddrNotAvailable)?]
         };
         let port_num = if local.port() == 0 {
@@ -534,7 +874,7 @@ impl Stack {
     fn listening_socket(&mut self, port: usize, l: &Listener) -> Result<SocketHandle, SocketError> {
         let mut s = self.new_tcp_socket(&l.options);
         s.listen(l.endpoint).map_err(|_| SocketError::Invalid)?;
-        Ok(self.ports[port].sockets.add(s))
+        Ok(self.ifaces[port].sockets.add(s))
     }
 
     pub fn tcp_listener_addr(&self, id: SockId) -> Result<SocketAddr, SocketError> {
@@ -553,7 +893,7 @@ impl Stack {
         let Some((port, handle)) = l.ready.pop_front() else {
             return Ok(None);
         };
-        let remote = self.ports[port]
+        let remote = self.ifaces[port]
             .sockets
             .get::<tcp::Socket>(handle)
             .remote_endpoint()
@@ -568,7 +908,7 @@ impl Stack {
     pub fn tcp_listener_close(&mut self, id: SockId) {
         if let Some(l) = self.listeners.remove(&id) {
             for (port, handle) in l.slots.into_iter().chain(l.ready) {
-                self.ports[port]
+                self.ifaces[port]
                     .sockets
                     .get_mut::<tcp::Socket>(handle)
                     .abort();
@@ -588,12 +928,12 @@ impl Stack {
             let mut i = 0;
             while i < l.slots.len() {
                 let (port, handle) = l.slots[i];
-                let state = self.ports[port].sockets.get::<tcp::Socket>(handle).state();
+                let state = self.ifaces[port].sockets.get::<tcp::Socket>(handle).state();
                 match state {
                     tcp::State::Listen | tcp::State::SynReceived => i += 1,
                     tcp::State::Closed => {
                         // A half-open attempt that failed: listen again.
-                        let s = self.ports[port].sockets.get_mut::<tcp::Socket>(handle);
+                        let s = self.ifaces[port].sockets.get_mut::<tcp::Socket>(handle);
                         if s.listen(l.endpoint).is_err() {
                             i += 1;
                         }
@@ -619,10 +959,10 @@ impl Stack {
 
     pub fn udp_bind(&mut self, local: SocketAddr) -> Result<SockId, SocketError> {
         let ports: Vec<usize> = if local.ip().is_unspecified() {
-            (0..self.ports.len()).collect()
+            (0..self.ifaces.len()).collect()
         } else {
             vec![self
-                .port_owning(local.ip())
+                .iface_owning(local.ip())
                 .ok_or(SocketError::AddrNotAvailable)?]
         };
         let port_num = if local.port() == 0 {
@@ -649,7 +989,7 @@ impl Stack {
                 ),
             );
             s.bind(endpoint).map_err(|_| SocketError::Invalid)?;
-            sockets.push((port, self.ports[port].sockets.add(s)));
+            sockets.push((port, self.ifaces[port].sockets.add(s)));
         }
         let id = self.next_id();
         self.udp.insert(
@@ -686,7 +1026,7 @@ impl Stack {
             .iter()
             .find(|(p, _)| *p == port)
             .ok_or(SocketError::Unreachable)?;
-        let socket = self.ports[port].sockets.get_mut::<udp::Socket>(handle);
+        let socket = self.ifaces[port].sockets.get_mut::<udp::Socket>(handle);
         match socket.send_slice(data, IpEndpoint::new(to_smol(to.ip()), to.port())) {
             Ok(()) => {
                 self.counters.udp_sent += 1;
@@ -705,7 +1045,7 @@ impl Stack {
     ) -> Result<Option<(Vec<u8>, SocketAddr)>, SocketError> {
         let u = self.udp.get(&id).ok_or(SocketError::Closed)?;
         for &(port, handle) in &u.sockets {
-            let socket = self.ports[port].sockets.get_mut::<udp::Socket>(handle);
+            let socket = self.ifaces[port].sockets.get_mut::<udp::Socket>(handle);
             if let Ok((data, meta)) = socket.recv() {
                 let data = data[..data.len().min(max)].to_vec();
                 self.counters.udp_received += 1;
@@ -718,28 +1058,34 @@ impl Stack {
     pub fn udp_close(&mut self, id: SockId) {
         if let Some(u) = self.udp.remove(&id) {
             for (port, handle) in u.sockets {
-                self.ports[port].sockets.remove(handle);
+                self.ifaces[port].sockets.remove(handle);
             }
         }
     }
 
     // ---- the poll loop ----
 
-    /// Runs every port and socket once; true if anything moved.
+    /// Runs every interface and socket once; true if anything moved.
     pub fn poll(&mut self) -> bool {
         let now = self.now();
         let mut activity = false;
-        for port in &mut self.ports {
-            if port.device.fault().is_some() {
-                continue;
+        let mut legs_changed = false;
+        for iface in &mut self.ifaces {
+            legs_changed |= iface.link.refresh();
+            if iface.link.announce_pending() {
+                let addrs: Vec<IpCidr> = iface.iface.ip_addrs().to_vec();
+                iface.link.announce(&addrs);
             }
-            if port.iface.poll(now, &mut port.device, &mut port.sockets)
+            if iface.iface.poll(now, &mut iface.link, &mut iface.sockets)
                 == PollResult::SocketStateChanged
             {
                 activity = true;
             }
-            port.device.flush();
-            activity |= port.device.take_activity();
+            iface.link.flush();
+            activity |= iface.link.take_activity();
+        }
+        if legs_changed {
+            self.changed(Change::Legs);
         }
         activity |= self.pump_connections();
         self.maintain_listeners();
@@ -753,7 +1099,7 @@ impl Stack {
         let mut finished = Vec::new();
         let mut killed = Vec::new();
         for (&id, conn) in &mut self.tcp {
-            let socket = self.ports[conn.port]
+            let socket = self.ifaces[conn.iface]
                 .sockets
                 .get_mut::<tcp::Socket>(conn.handle);
             conn.observe(socket);
@@ -790,7 +1136,7 @@ impl Stack {
                 if conn.established && !conn.saw_fin && !conn.fin_queued {
                     self.counters.tcp_resets += 1;
                 }
-                self.ports[conn.port].sockets.remove(conn.handle);
+                self.ifaces[conn.iface].sockets.remove(conn.handle);
             }
         }
         moved
@@ -800,14 +1146,14 @@ impl Stack {
     /// meanwhile (then do not sleep).
     pub fn arm(&mut self) -> bool {
         let mut pending = false;
-        for port in &mut self.ports {
-            pending |= port.device.arm();
+        for iface in &mut self.ifaces {
+            pending |= iface.link.arm();
         }
         for conn in self.tcp.values_mut() {
             let Some(r) = &mut conn.rings else { continue };
             r.up.request_signal();
             r.down.request_signal();
-            let socket = self.ports[conn.port]
+            let socket = self.ifaces[conn.iface]
                 .sockets
                 .get::<tcp::Socket>(conn.handle);
             let up_ready = socket.can_send() && r.up.available().unwrap_or(0) > 0;
@@ -824,22 +1170,28 @@ impl Stack {
     /// How long the stack may sleep before a timer is due.
     pub fn poll_delay(&mut self) -> Option<Duration> {
         let now = self.now();
-        self.ports
+        self.ifaces
             .iter_mut()
             .filter_map(|p| p.iface.poll_delay(now, &p.sockets))
             .map(|d| Duration::from_micros(d.total_micros()))
             .min()
     }
 
+    /// Driver instances attached and released, and ring regions mapped now.
+    pub fn driver_counters(&self) -> (u64, u64, u64) {
+        let ports = self.ports();
+        (
+            ports.iter().map(|p| p.0.attaches).sum(),
+            ports.iter().map(|p| p.0.detaches).sum(),
+            ports.iter().filter(|p| p.0.device.is_some()).count() as u64,
+        )
+    }
+
     /// The stack side's frame counters, summed over all ports.
     pub fn device_counters(&self) -> DeviceCounters {
         let mut sum = DeviceCounters::default();
-        for p in &self.ports {
-            let c = p.device.counters;
-            sum.rx_frames += c.rx_frames;
-            sum.tx_frames += c.tx_frames;
-            sum.rx_bad_checksum += c.rx_bad_checksum;
-            sum.tx_no_buffer += c.tx_no_buffer;
+        for p in self.ports() {
+            sum.add(&p.0.counters());
         }
         sum
     }
@@ -847,7 +1199,7 @@ impl Stack {
     pub fn sockets(&self) -> Vec<SocketSummary> {
         let mut out = Vec::new();
         for conn in self.tcp.values() {
-            let s = self.ports[conn.port]
+            let s = self.ifaces[conn.iface]
                 .sockets
                 .get::<tcp::Socket>(conn.handle);
             out.push(SocketSummary {
@@ -907,13 +1259,11 @@ impl Stack {
     }
 }
 
-impl Port {
-    /// The gateways of this port's default routes.
-    pub fn default_routes(&self) -> impl Iterator<Item = IpAddress> + '_ {
-        self.default_v4
-            .iter()
-            .chain(self.default_v6.iter())
-            .copied()
+fn route_text(r: &RouteEntry) -> String {
+    if r.to.prefix_len() == 0 {
+        format!("default via {}", r.via)
+    } else {
+        format!("{} via {}", r.to, r.via)
     }
 }
 
@@ -925,9 +1275,9 @@ fn is_link_local(a: &IpAddress) -> bool {
 }
 
 impl TcpConn {
-    fn new(port: usize, handle: SocketHandle, established: bool) -> TcpConn {
+    fn new(iface: usize, handle: SocketHandle, established: bool) -> TcpConn {
         TcpConn {
-            port,
+            iface,
             handle,
             rings: None,
             established,

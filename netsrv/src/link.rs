@@ -1,0 +1,808 @@
+//! Links: the ports under one interface, and which of them carries a frame.
+//!
+//! A link of one port is a plain interface; a link of several is a bond
+//! (active-backup or balance-xor, as Linux bonding). A port's driver
+//! instance may come and go (`attach`/`detach`) without the interface, its
+//! addresses or its sockets noticing more than a pause. See
+//! docs/resilience.md.
+
+use crate::device::{self, DeviceCounters, RingDevice, RxToken, TxToken};
+use smoltcp::phy::{self, ChecksumCapabilities, DeviceCapabilities};
+use smoltcp::time::Instant;
+use smoltcp::wire::{
+    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
+    EthernetRepr, Icmpv6Packet, Icmpv6Repr, IpAddress, IpCidr, IpProtocol, Ipv4Packet, Ipv6Packet,
+    Ipv6Repr, NdiscNeighborFlags, NdiscRepr, TcpPacket, UdpPacket, IPV6_LINK_LOCAL_ALL_NODES,
+};
+use std::net::IpAddr;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// One port, no bond.
+    Single,
+    ActiveBackup,
+    BalanceXor,
+}
+
+impl Mode {
+    pub fn parse(s: &str) -> Option<Mode> {
+        match s {
+            "active-backup" => Some(Mode::ActiveBackup),
+            "balance-xor" => Some(Mode::BalanceXor),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Single => "single",
+            Mode::ActiveBackup => "active-backup",
+            Mode::BalanceXor => "balance-xor",
+        }
+    }
+}
+
+/// Facts about a port that outlive its driver instances.
+#[derive(Clone, Debug)]
+pub struct PortMeta {
+    pub name: String,
+    pub backend: String,
+    pub mac: [u8; 6],
+    pub mtu: usize,
+}
+
+/// One port: the rings of its current driver instance, if any.
+pub struct Leg {
+    pub meta: PortMeta,
+    pub device: Option<RingDevice>,
+    /// Instances attached so far, minus one.
+    pub epoch: u32,
+    /// Names the current instance, so that a late "disconnected" from an
+    /// old one cannot detach a new one.
+    pub instance: u64,
+    pub attaches: u64,
+    pub detaches: u64,
+    /// Counters of instances already gone.
+    retired: DeviceCounters,
+}
+
+impl Leg {
+    pub fn new(meta: PortMeta) -> Leg {
+        Leg {
+            meta,
+            device: None,
+            epoch: 0,
+            instance: 0,
+            attaches: 0,
+            detaches: 0,
+            retired: DeviceCounters::default(),
+        }
+    }
+
+    /// Attached, within its ring contract, and carrier up.
+    pub fn usable(&self) -> bool {
+        self.device
+            .as_ref()
+            .is_some_and(|d| d.fault().is_none() && d.carrier())
+    }
+
+    pub fn state(&self) -> &'static str {
+        match &self.device {
+            None => "detached",
+            Some(d) if d.fault().is_some() => "failed",
+            Some(d) if d.carrier() => "up",
+            Some(_) => "down",
+        }
+    }
+
+    /// Puts a new driver instance's rings under the port. The previous
+    /// instance's rings, if any, are released here.
+    pub fn attach(&mut self, meta: PortMeta, device: RingDevice, instance: u64) {
+        self.detach_current();
+        if self.attaches > 0 {
+            self.epoch += 1;
+        }
+        self.attaches += 1;
+        self.meta = meta;
+        self.device = Some(device);
+        self.instance = instance;
+    }
+
+    /// Releases the rings of `instance` if it is still the current one.
+    pub fn detach(&mut self, instance: u64) -> bool {
+        if self.instance != instance || self.device.is_none() {
+            return false;
+        }
+        self.detach_current();
+        true
+    }
+
+    fn detach_current(&mut self) {
+        if let Some(d) = self.device.take() {
+            self.retired.add(&d.counters);
+            self.detaches += 1;
+        }
+    }
+
+    /// Counters over every instance.
+    pub fn counters(&self) -> DeviceCounters {
+        let mut c = self.retired;
+        if let Some(d) = &self.device {
+            c.add(&d.counters);
+        }
+        c
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BondCounters {
+    /// Changes of the active leg (active-backup) or of the live legs
+    /// (balance-xor).
+    pub failovers: u64,
+    /// Gratuitous ARPs and unsolicited neighbour advertisements sent.
+    pub announcements: u64,
+    /// Frames dropped because no leg was up.
+    pub tx_no_leg: u64,
+    /// Broadcast or multicast frames dropped on an inactive leg.
+    pub rx_inactive: u64,
+}
+
+pub struct Link {
+    pub name: String,
+    pub mode: Mode,
+    pub legs: Vec<Leg>,
+    pub primary: Option<usize>,
+    active: Option<usize>,
+    live: Vec<usize>,
+    /// The MAC of the first leg, used on every leg.
+    mac: [u8; 6],
+    /// Last known MTU and offload, for while no leg is attached.
+    mtu: usize,
+    checksum_offload: bool,
+    scratch: Vec<u8>,
+    rx_next: usize,
+    announce_pending: bool,
+    pub counters: BondCounters,
+}
+
+/// The fields of a frame the layer3+4 hash covers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowKey {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    /// Zero for protocols without ports and for fragments.
+    pub src_port: u16,
+    pub dst_port: u16,
+}
+
+impl FlowKey {
+    pub fn reversed(self) -> FlowKey {
+        FlowKey {
+            src: self.dst,
+            dst: self.src,
+            src_port: self.dst_port,
+            dst_port: self.src_port,
+        }
+    }
+
+    /// The hash of Linux bonding's `xmit_hash_policy=layer3+4`: ports, then
+    /// source and destination address words, folded; the lowest bit goes
+    /// (ports are often even).
+    pub fn hash(&self) -> u32 {
+        let sp = self.src_port.to_be_bytes();
+        let dp = self.dst_port.to_be_bytes();
+        let mut h = u32::from_ne_bytes([sp[0], sp[1], dp[0], dp[1]]);
+        h ^= addr_word(self.src) ^ addr_word(self.dst);
+        h ^= h >> 16;
+        h ^= h >> 8;
+        h >> 1
+    }
+}
+
+fn addr_word(a: IpAddr) -> u32 {
+    match a {
+        IpAddr::V4(v4) => u32::from_ne_bytes(v4.octets()),
+        IpAddr::V6(v6) => {
+            let o = v6.octets();
+            (0..4).fold(0, |h, i| {
+                h ^ u32::from_ne_bytes([o[4 * i], o[4 * i + 1], o[4 * i + 2], o[4 * i + 3]])
+            })
+        }
+    }
+}
+
+/// Which hash a frame leaves by: its flow for IPv4/IPv6, its MAC addresses
+/// otherwise (layer 2 fallback, as Linux does for non-IP frames).
+pub fn frame_hash(frame: &[u8], reverse: bool) -> u32 {
+    match flow_key(frame) {
+        Some(k) if reverse => k.reversed().hash(),
+        Some(k) => k.hash(),
+        None => match EthernetFrame::new_checked(frame) {
+            Ok(eth) => {
+                let (s, d) = (eth.src_addr().0[5], eth.dst_addr().0[5]);
+                u32::from(s ^ d) ^ u32::from(u16::from(eth.ethertype()))
+            }
+            Err(_) => 0,
+        },
+    }
+}
+
+/// The flow of an IPv4 or IPv6 frame.
+pub fn flow_key(frame: &[u8]) -> Option<FlowKey> {
+    let eth = EthernetFrame::new_checked(frame).ok()?;
+    let (src, dst, proto, payload, fragment): (IpAddr, IpAddr, IpProtocol, &[u8], bool) =
+        match eth.ethertype() {
+            EthernetProtocol::Ipv4 => {
+                let ip = Ipv4Packet::new_checked(eth.payload()).ok()?;
+                (
+                    IpAddr::V4(ip.src_addr()),
+                    IpAddr::V4(ip.dst_addr()),
+                    ip.next_header(),
+                    ip.payload(),
+                    ip.more_frags() || ip.frag_offset() != 0,
+                )
+            }
+            EthernetProtocol::Ipv6 => {
+                let ip = Ipv6Packet::new_checked(eth.payload()).ok()?;
+                (
+                    IpAddr::V6(ip.src_addr()),
+                    IpAddr::V6(ip.dst_addr()),
+                    ip.next_header(),
+                    ip.payload(),
+                    false,
+                )
+            }
+            _ => return None,
+        };
+    let (src_port, dst_port) = match proto {
+        _ if fragment => (0, 0),
+        IpProtocol::Tcp => TcpPacket::new_checked(payload)
+            .map(|p| (p.src_port(), p.dst_port()))
+            .unwrap_or((0, 0)),
+        IpProtocol::Udp => UdpPacket::new_checked(payload)
+            .map(|p| (p.src_port(), p.dst_port()))
+            .unwrap_or((0, 0)),
+        _ => (0, 0),
+    };
+    Some(FlowKey {
+        src,
+        dst,
+        src_port,
+        dst_port,
+    })
+}
+
+fn is_group(frame: &[u8]) -> bool {
+    frame.first().is_some_and(|b| b & 1 == 1)
+}
+
+/// Mutable access to two different elements.
+fn two_mut<T>(v: &mut [T], a: usize, b: usize) -> (&mut T, &mut T) {
+    debug_assert_ne!(a, b);
+    if a < b {
+        let (l, r) = v.split_at_mut(b);
+        (&mut l[a], &mut r[0])
+    } else {
+        let (l, r) = v.split_at_mut(a);
+        (&mut r[0], &mut l[b])
+    }
+}
+
+impl Link {
+    pub fn new(name: String, mode: Mode, legs: Vec<Leg>, primary: Option<usize>) -> Link {
+        let mac = legs
+            .first()
+            .map(|l| l.meta.mac)
+            .unwrap_or([2, 0, 0, 0, 0, 0]);
+        let mtu = legs.iter().map(|l| l.meta.mtu).min().unwrap_or(1500);
+        let mut link = Link {
+            name,
+            mode,
+            legs,
+            primary,
+            active: None,
+            live: Vec::new(),
+            mac,
+            mtu,
+            checksum_offload: false,
+            scratch: vec![0; mtu + 14],
+            rx_next: 0,
+            announce_pending: false,
+            counters: BondCounters::default(),
+        };
+        link.refresh();
+        link
+    }
+
+    pub fn mac(&self) -> [u8; 6] {
+        self.mac
+    }
+
+    pub fn is_bond(&self) -> bool {
+        self.mode != Mode::Single
+    }
+
+    /// The leg carrying traffic in active-backup (or the single port).
+    pub fn active(&self) -> Option<usize> {
+        self.active
+    }
+
+    pub fn announce_pending(&self) -> bool {
+        self.announce_pending
+    }
+
+    pub fn set_mode(&mut self, mode: Mode) {
+        self.mode = mode;
+        self.refresh();
+    }
+
+    pub fn set_primary(&mut self, primary: Option<usize>) {
+        self.primary = primary;
+        self.refresh();
+    }
+
+    /// Re-selects legs from their current state; true if the selection
+    /// changed (then peers are told the new path on the next poll).
+    pub fn refresh(&mut self) -> bool {
+        let live: Vec<usize> = (0..self.legs.len())
+            .filter(|&i| self.legs[i].usable())
+            .collect();
+        let active = match self.mode {
+            Mode::BalanceXor => None,
+            _ => self
+                .primary
+                .filter(|p| live.contains(p))
+                .or(self.active.filter(|a| live.contains(a)))
+                .or(live.first().copied()),
+        };
+        let attached: Vec<&RingDevice> =
+            self.legs.iter().filter_map(|l| l.device.as_ref()).collect();
+        if !attached.is_empty() {
+            self.mtu = attached.iter().map(|d| d.mtu()).min().unwrap_or(self.mtu);
+            self.checksum_offload = attached.iter().all(|d| d.checksum_offload());
+            if self.scratch.len() < self.mtu + 14 {
+                self.scratch.resize(self.mtu + 14, 0);
+            }
+        }
+        let changed = match self.mode {
+            Mode::BalanceXor => live != self.live,
+            _ => active != self.active,
+        };
+        if changed {
+            if self.is_bond() {
+                self.counters.failovers += 1;
+                tracing::info!(
+                    bond = %self.name,
+                    active = ?active.map(|i| &self.legs[i].meta.name),
+                    live = ?live.iter().map(|&i| &self.legs[i].meta.name).collect::<Vec<_>>(),
+                    "bond legs changed"
+                );
+                self.announce_pending = !live.is_empty();
+            }
+            self.active = active;
+        }
+        self.live = live;
+        changed
+    }
+
+    /// The leg a flow leaves by now.
+    pub fn select(&self, key: Option<&FlowKey>) -> Option<usize> {
+        match self.mode {
+            Mode::Single | Mode::ActiveBackup => self.active,
+            Mode::BalanceXor => {
+                if self.live.is_empty() {
+                    return None;
+                }
+                let h = key.map(FlowKey::hash).unwrap_or(0);
+                Some(self.live[h as usize % self.live.len()])
+            }
+        }
+    }
+
+    fn select_for_frame(&self, frame: &[u8], reverse: bool) -> Option<usize> {
+        match self.mode {
+            Mode::BalanceXor if !self.live.is_empty() => {
+                let h = frame_hash(frame, reverse);
+                Some(self.live[h as usize % self.live.len()])
+            }
+            _ => self.select(None),
+        }
+    }
+
+    /// After a change of legs, tells peers (and bridges) the new path:
+    /// a gratuitous ARP per IPv4 address and an unsolicited neighbour
+    /// advertisement per IPv6 address, on every leg that now carries
+    /// traffic.
+    pub fn announce(&mut self, addresses: &[IpCidr]) {
+        if !std::mem::take(&mut self.announce_pending) {
+            return;
+        }
+        let legs: Vec<usize> = match self.mode {
+            Mode::Single => return,
+            Mode::ActiveBackup => self.active.into_iter().collect(),
+            Mode::BalanceXor => self.live.clone(),
+        };
+        for cidr in addresses {
+            let len = build_announcement(&mut self.scratch, self.mac, cidr.address());
+            for &i in &legs {
+                let Some(dev) = self.legs[i].device.as_mut() else {
+                    continue;
+                };
+                let frame = &self.scratch[..len];
+                phy::TxToken::consume(dev.reply_token(), len, |b| b.copy_from_slice(frame));
+                self.counters.announcements += 1;
+            }
+        }
+    }
+
+    /// Publishes staged descriptors on every leg.
+    pub fn flush(&mut self) {
+        for leg in &mut self.legs {
+            if let Some(d) = &mut leg.device {
+                d.flush();
+            }
+        }
+    }
+
+    pub fn take_activity(&mut self) -> bool {
+        let mut any = false;
+        for leg in &mut self.legs {
+            if let Some(d) = &mut leg.device {
+                any |= d.take_activity();
+            }
+        }
+        any
+    }
+
+    /// Arms every leg's doorbell; true if work arrived meanwhile.
+    pub fn arm(&mut self) -> bool {
+        let mut pending = false;
+        for leg in &mut self.legs {
+            if let Some(d) = &mut leg.device {
+                pending |= d.arm();
+            }
+        }
+        pending
+    }
+
+    /// Counters summed over the legs.
+    pub fn device_counters(&self) -> DeviceCounters {
+        let mut sum = DeviceCounters::default();
+        for leg in &self.legs {
+            sum.add(&leg.counters());
+        }
+        sum
+    }
+
+    pub fn leg_named(&self, name: &str) -> Option<usize> {
+        self.legs.iter().position(|l| l.meta.name == name)
+    }
+}
+
+/// Writes a gratuitous ARP (IPv4) or an unsolicited neighbour advertisement
+/// (IPv6) for `addr` into `buf`; returns its length.
+fn build_announcement(buf: &mut [u8], mac: [u8; 6], addr: IpAddress) -> usize {
+    let mac = EthernetAddress(mac);
+    match addr {
+        IpAddress::Ipv4(ip) => {
+            let arp = ArpRepr::EthernetIpv4 {
+                operation: ArpOperation::Request,
+                source_hardware_addr: mac,
+                source_protocol_addr: ip,
+                target_hardware_addr: EthernetAddress([0; 6]),
+                target_protocol_addr: ip,
+            };
+            let eth = EthernetRepr {
+                src_addr: mac,
+                dst_addr: EthernetAddress::BROADCAST,
+                ethertype: EthernetProtocol::Arp,
+            };
+            let len = eth.buffer_len() + arp.buffer_len();
+            let mut frame = EthernetFrame::new_unchecked(&mut buf[..len]);
+            eth.emit(&mut frame);
+            arp.emit(&mut ArpPacket::new_unchecked(frame.payload_mut()));
+            len
+        }
+        IpAddress::Ipv6(ip) => {
+            let icmp = Icmpv6Repr::Ndisc(NdiscRepr::NeighborAdvert {
+                flags: NdiscNeighborFlags::OVERRIDE,
+                target_addr: ip,
+                lladdr: Some(mac.into()),
+            });
+            let ipr = Ipv6Repr {
+                src_addr: ip,
+                dst_addr: IPV6_LINK_LOCAL_ALL_NODES,
+                next_header: IpProtocol::Icmpv6,
+                payload_len: icmp.buffer_len(),
+                hop_limit: 255,
+            };
+            let eth = EthernetRepr {
+                src_addr: mac,
+                dst_addr: EthernetAddress([0x33, 0x33, 0, 0, 0, 1]),
+                ethertype: EthernetProtocol::Ipv6,
+            };
+            let len = eth.buffer_len() + ipr.buffer_len() + icmp.buffer_len();
+            let mut frame = EthernetFrame::new_unchecked(&mut buf[..len]);
+            eth.emit(&mut frame);
+            let mut packet = Ipv6Packet::new_unchecked(frame.payload_mut());
+            ipr.emit(&mut packet);
+            icmp.emit(
+                &ip,
+                &IPV6_LINK_LOCAL_ALL_NODES,
+                &mut Icmpv6Packet::new_unchecked(packet.payload_mut()),
+                &ChecksumCapabilities::default(),
+            );
+            len
+        }
+    }
+}
+
+pub struct LinkRx<'a>(RxToken<'a>);
+
+pub enum LinkTx<'a> {
+    /// Straight into the buffer of the chosen leg.
+    Leg(TxToken<'a>),
+    /// balance-xor: built first, then sent on the leg its flow hashes to.
+    Hashed {
+        legs: &'a mut [Leg],
+        live: &'a [usize],
+        scratch: &'a mut [u8],
+    },
+    /// No leg is up: the frame is dropped, as on a pulled cable.
+    Drop {
+        scratch: &'a mut [u8],
+        counter: &'a mut u64,
+    },
+}
+
+impl phy::RxToken for LinkRx<'_> {
+    fn consume<R, F>(self, f: F) -> R
+    where
+        F: FnOnce(&[u8]) -> R,
+    {
+        self.0.consume(f)
+    }
+}
+
+impl phy::TxToken for LinkTx<'_> {
+    fn consume<R, F>(self, len: usize, f: F) -> R
+    where
+        F: FnOnce(&mut [u8]) -> R,
+    {
+        match self {
+            LinkTx::Leg(t) => t.consume(len, f),
+            LinkTx::Hashed {
+                legs,
+                live,
+                scratch,
+            } => {
+                let len = len.min(scratch.len());
+                let result = f(&mut scratch[..len]);
+                let frame = &scratch[..len];
+                let leg = live[frame_hash(frame, false) as usize % live.len()];
+                if let Some(dev) = legs[leg].device.as_mut() {
+                    dev.reply_token()
+                        .consume(len, |b| b.copy_from_slice(&frame[..b.len()]));
+                }
+                result
+            }
+            LinkTx::Drop { scratch, counter } => {
+                *counter += 1;
+                let len = len.min(scratch.len());
+                f(&mut scratch[..len])
+            }
+        }
+    }
+}
+
+impl phy::Device for Link {
+    type RxToken<'a> = LinkRx<'a>;
+    type TxToken<'a> = LinkTx<'a>;
+
+    fn receive(&mut self, _now: Instant) -> Option<(LinkRx<'_>, LinkTx<'_>)> {
+        let n = self.legs.len();
+        for k in 0..n {
+            let i = (self.rx_next + k) % n;
+            while let Some(buf) = self.legs[i].device.as_mut().and_then(|d| d.next_rx()) {
+                let Some(dev) = self.legs[i].device.as_ref() else {
+                    break;
+                };
+                let frame = dev.rx_data(&buf);
+                let group = is_group(frame);
+                let reply = self.select_for_frame(frame, true);
+                // A switch floods group frames to every leg: take them once.
+                if self.mode == Mode::ActiveBackup && self.active != Some(i) && group {
+                    if let Some(d) = self.legs[i].device.as_mut() {
+                        d.drop_rx(buf);
+                    }
+                    self.counters.rx_inactive += 1;
+                    continue;
+                }
+                self.rx_next = (i + 1) % n;
+                let Link {
+                    legs,
+                    scratch,
+                    counters,
+                    ..
+                } = self;
+                return match reply {
+                    Some(j) if j == i => {
+                        let dev = legs[i].device.as_mut()?;
+                        let (r, t) = dev.tokens(buf);
+                        Some((LinkRx(r), LinkTx::Leg(t)))
+                    }
+                    Some(j) => {
+                        let (a, b) = two_mut(legs, i, j);
+                        let r = a.device.as_mut()?.rx_token(buf);
+                        let tx = match b.device.as_mut() {
+                            Some(d) => LinkTx::Leg(d.reply_token()),
+                            None => LinkTx::Drop {
+                                scratch,
+                                counter: &mut counters.tx_no_leg,
+                            },
+                        };
+                        Some((LinkRx(r), tx))
+                    }
+                    None => {
+                        let r = legs[i].device.as_mut()?.rx_token(buf);
+                        Some((
+                            LinkRx(r),
+                            LinkTx::Drop {
+                                scratch,
+                                counter: &mut counters.tx_no_leg,
+                            },
+                        ))
+                    }
+                };
+            }
+        }
+        None
+    }
+
+    fn transmit(&mut self, _now: Instant) -> Option<LinkTx<'_>> {
+        let Link {
+            mode,
+            legs,
+            active,
+            live,
+            scratch,
+            counters,
+            ..
+        } = self;
+        match mode {
+            Mode::Single | Mode::ActiveBackup => match *active {
+                Some(j) => legs[j].device.as_mut()?.tx_token().map(LinkTx::Leg),
+                None => Some(LinkTx::Drop {
+                    scratch,
+                    counter: &mut counters.tx_no_leg,
+                }),
+            },
+            Mode::BalanceXor => {
+                if live.is_empty() {
+                    return Some(LinkTx::Drop {
+                        scratch,
+                        counter: &mut counters.tx_no_leg,
+                    });
+                }
+                // Every live leg must have a buffer: the frame's leg is
+                // known only once it is built.
+                for &j in live.iter() {
+                    if !legs[j].device.as_mut()?.reserve_tx() {
+                        return None;
+                    }
+                }
+                Some(LinkTx::Hashed {
+                    legs,
+                    live,
+                    scratch,
+                })
+            }
+        }
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        device::capabilities(self.mtu, self.checksum_offload)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    fn key(sport: u16, dport: u16) -> FlowKey {
+        FlowKey {
+            src: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
+            dst: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)),
+            src_port: sport,
+            dst_port: dport,
+        }
+    }
+
+    #[test]
+    fn flows_spread_over_two_legs() {
+        let mut counts = [0; 2];
+        for p in 0..16u16 {
+            counts[key(50000 + p * 3, 40000).hash() as usize % 2] += 1;
+        }
+        assert!(counts[0] >= 4 && counts[1] >= 4, "{counts:?}");
+    }
+
+    #[test]
+    fn hash_depends_on_every_field() {
+        let base = key(1000, 2000).hash();
+        assert_ne!(base, key(1002, 2000).hash());
+        assert_ne!(base, key(1000, 2002).hash());
+        let mut k = key(1000, 2000);
+        k.dst = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 4));
+        assert_ne!(base, k.hash());
+        let v6 = FlowKey {
+            src: IpAddr::V6(Ipv6Addr::LOCALHOST),
+            dst: IpAddr::V6(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 2)),
+            src_port: 1,
+            dst_port: 2,
+        };
+        assert_ne!(v6.hash(), v6.reversed().reversed().hash() ^ 1);
+    }
+
+    #[test]
+    fn frames_hash_like_their_flow() {
+        let mut buf = vec![0u8; 128];
+        let mac = [2, 0, 0, 0, 0, 1];
+        let len = build_announcement(&mut buf, mac, IpAddress::Ipv4(Ipv4Addr::new(10, 0, 0, 1)));
+        // An ARP frame has no flow: it hashes by MAC addresses.
+        assert!(flow_key(&buf[..len]).is_none());
+        let _ = frame_hash(&buf[..len], false);
+        for junk in 0..64 {
+            let j: Vec<u8> = (0..junk).map(|i| (i * 31 + 7) as u8).collect();
+            let _ = frame_hash(&j, true);
+        }
+    }
+
+    #[test]
+    fn announcements_parse_back() {
+        let mut buf = vec![0u8; 256];
+        let mac = [2, 0, 0, 0, 0, 9];
+        let ip = Ipv4Addr::new(10, 0, 0, 7);
+        let len = build_announcement(&mut buf, mac, IpAddress::Ipv4(ip));
+        let eth = EthernetFrame::new_checked(&buf[..len]).unwrap();
+        assert_eq!(eth.dst_addr(), EthernetAddress::BROADCAST);
+        let arp = ArpRepr::parse(&ArpPacket::new_checked(eth.payload()).unwrap()).unwrap();
+        match arp {
+            ArpRepr::EthernetIpv4 {
+                source_hardware_addr,
+                source_protocol_addr,
+                target_protocol_addr,
+                ..
+            } => {
+                assert_eq!(source_hardware_addr, EthernetAddress(mac));
+                assert_eq!(source_protocol_addr, ip);
+                assert_eq!(target_protocol_addr, ip);
+            }
+            _ => panic!("not an IPv4 ARP"),
+        }
+        let v6 = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1);
+        let len = build_announcement(&mut buf, mac, IpAddress::Ipv6(v6));
+        let eth = EthernetFrame::new_checked(&buf[..len]).unwrap();
+        let ip = Ipv6Packet::new_checked(eth.payload()).unwrap();
+        assert_eq!(ip.hop_limit(), 255);
+        let icmp = Icmpv6Packet::new_checked(ip.payload()).unwrap();
+        assert!(icmp.verify_checksum(&ip.src_addr(), &ip.dst_addr()));
+        match Icmpv6Repr::parse(
+            &ip.src_addr(),
+            &ip.dst_addr(),
+            &icmp,
+            &ChecksumCapabilities::default(),
+        )
+        .unwrap()
+        {
+            Icmpv6Repr::Ndisc(NdiscRepr::NeighborAdvert {
+                flags, target_addr, ..
+            }) => {
+                assert!(flags.contains(NdiscNeighborFlags::OVERRIDE));
+                assert_eq!(target_addr, v6);
+            }
+            other => panic!("not a neighbour advertisement: {other:?}"),
+        }
+    }
+}
