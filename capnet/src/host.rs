@@ -46,10 +46,39 @@ impl Host {
     /// wire paths point into `wire_dir`. Returns once applications can
     /// connect.
     pub fn start(config: &str, run_dir: &Path, wire_dir: &Path) -> io::Result<Host> {
+        Host::start_with(config, run_dir, wire_dir, None)
+    }
+
+    /// As [`Host::start`], with the service binaries (capnet, nicdrv,
+    /// netsrv) taken from `bin_dir` (`CAPNET_BIN_DIR` of the set): a test
+    /// can replace one of them while the set runs.
+    pub fn start_with_bin_dir(
+        config: &str,
+        run_dir: &Path,
+        wire_dir: &Path,
+        bin_dir: &Path,
+    ) -> io::Result<Host> {
+        Host::start_with(config, run_dir, wire_dir, Some(bin_dir))
+    }
+
+    fn start_with(
+        config: &str,
+        run_dir: &Path,
+        wire_dir: &Path,
+        bin_dir: Option<&Path>,
+    ) -> io::Result<Host> {
         crate::supervisor::prepare_run_dir(run_dir)?;
         let config_path = run_dir.join("capnet.toml");
         std::fs::write(&config_path, config)?;
-        let mut child = Command::new(capnet_binary()?)
+        let mut cmd = match bin_dir {
+            Some(dir) => {
+                let mut cmd = Command::new(dir.join("capnet"));
+                cmd.env("CAPNET_BIN_DIR", dir);
+                cmd
+            }
+            None => Command::new(capnet_binary()?),
+        };
+        let mut child = cmd
             .arg("up")
             .arg("--config")
             .arg(&config_path)
