@@ -212,6 +212,7 @@ pub fn spawn(
         port: None,
         device,
         next_peer_check: Instant::now(),
+        fatal: None,
     };
     let name = format!("nicdrv-dp-{}", dp.cfg.name);
     let join = std::thread::Builder::new()
@@ -234,6 +235,8 @@ struct DataPlane {
     last_flush: Instant,
     /// When the busy loop next looks for a hang-up on the wire connection.
     next_peer_check: Instant,
+    /// The device is gone for good: the data plane stops (nicdrv exits non-zero).
+    fatal: Option<String>,
 }
 
 /// Everything the transmit path needs, borrowed apart from the port.
@@ -404,6 +407,10 @@ impl DataPlane {
         let mut idle_since: Option<Instant> = None;
         loop {
             if !self.commands() {
+                break;
+            }
+            if let Some(why) = &self.fatal {
+                tracing::error!(why, "the data plane stops");
                 break;
             }
             let now = Instant::now();
@@ -695,6 +702,7 @@ impl DataPlane {
             device,
             cfg,
             shared,
+            fatal,
             ..
         } = self;
         let mut port_error = None;
@@ -736,6 +744,12 @@ impl DataPlane {
                         }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) if e.raw_os_error() == Some(libc::EBADFD) => {
+                            // The device was deleted under us: the fd is dead
+                            // for good (and polls as an error forever).
+                            *fatal = Some(format!("tap {}: the device was deleted", t.tap.name()));
+                            break;
+                        }
                         Err(e) => {
                             tracing::debug!(%e, "tap read failed");
                             t.recheck = true;

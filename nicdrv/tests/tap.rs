@@ -682,3 +682,32 @@ fn a_tap_nicdrv_creates_vanishes_with_it() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A tap deleted under the driver (`ip link del`) leaves it a dead fd that
+/// polls as an error forever: the driver exits non-zero at once rather than
+/// spin (its supervisor decides what next).
+#[test]
+fn a_deleted_tap_stops_the_driver() {
+    let tap = "deltap0";
+    let Some(ns) = Netns::with_tap("d", tap, "10.82.0.1/24") else {
+        return skip("a_deleted_tap_stops_the_driver");
+    };
+    let dir = tmpdir("deleted");
+    let listen = dir.join("d.sock");
+    let mut p = Proc::spawn(&ns, tap, "d", "02:00:00:00:0e:02", &listen);
+    assert!(ns.ip(&["link", "del", tap]));
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(st) = p.0.try_wait().unwrap() {
+            break st;
+        }
+        assert!(t0.elapsed() < WAIT, "nicdrv outlived its tap");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    println!(
+        "nicdrv exited {status} {:?} after its tap was deleted",
+        t0.elapsed()
+    );
+    assert!(!status.success());
+    let _ = std::fs::remove_dir_all(&dir);
+}
