@@ -95,3 +95,169 @@ pub fn require_root(test: &str) -> bool {
     }
     panic!("{test} needs root for TAP devices and network namespaces; run as root or set CAPNET_SKIP_ROOT_TESTS=1");
 }
+
+/// The config of host `n` (1 or 2) with `ports` sim ports p0.. on wires
+/// wire0.., the first two in bond0 (`mode`, 10.0.0.n/24, fd00::n/64), and
+/// `extra` TOML appended (more ports, routes).
+pub fn bond_config(n: u8, mode: &str, primary: Option<&str>, extra: &str) -> String {
+    let mut c = String::from("[netsrv]\ntcp_buffer = 262144\n");
+    for p in 0..2 {
+        c += &format!(
+            "[[port]]\nname = \"p{p}\"\nbackend = \"sim\"\nwire = \"wire{p}.sock\"\n\
+             mac = \"02:00:00:00:0{n}:0{p}\"\n"
+        );
+    }
+    c += &format!(
+        "[[bond]]\nname = \"bond0\"\nmode = \"{mode}\"\nlegs = [\"p0\", \"p1\"]\n\
+         addresses = [\"10.0.0.{n}/24\", \"fd00::{n}/64\"]\n"
+    );
+    if let Some(p) = primary {
+        c += &format!("primary = \"{p}\"\n");
+    }
+    c + extra
+}
+
+/// Two hosts joined by two sim wires, each with a two-leg bond0.
+pub fn bond_hosts(scratch: &Scratch, mode: &str, primary: Option<&str>) -> (Host, Host) {
+    let a_dir = scratch.0.join("a");
+    let b_dir = scratch.0.join("b");
+    let a = Host::start(&bond_config(1, mode, primary, ""), &a_dir, &a_dir).expect("host a");
+    let b = Host::start(&bond_config(2, mode, primary, ""), &b_dir, &a_dir).expect("host b");
+    (a, b)
+}
+
+/// Open descriptors and mapped memfds of a process (a leak check).
+pub fn fds_and_memfds(pid: u32) -> (usize, usize) {
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    let memfds = std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        .map(|m| {
+            let mut regions: Vec<&str> = m
+                .lines()
+                .filter(|l| l.contains("/memfd:"))
+                .filter_map(|l| l.split_whitespace().nth(4))
+                .collect();
+            regions.sort();
+            regions.dedup();
+            regions.len()
+        })
+        .unwrap_or(0);
+    (fds, memfds)
+}
+
+/// A byte counter the receiving side of a transfer bumps, so that a test
+/// can wait for the stream to move.
+pub type Progress = std::sync::Arc<std::sync::atomic::AtomicU64>;
+
+/// Reads to EOF, counting into `progress`, at most `max_rate` bytes per
+/// second (0: unlimited); returns (bytes, sha256).
+pub fn receive_counting(
+    r: &mut impl std::io::Read,
+    progress: &Progress,
+    max_rate: u64,
+) -> std::io::Result<capnet::demo::Received> {
+    use sha2::{Digest, Sha256};
+    use std::sync::atomic::Ordering;
+    let mut hash = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut total = 0u64;
+    let start = std::time::Instant::now();
+    loop {
+        let n = r.read(&mut buf)?;
+        if n == 0 {
+            return Ok((total, hash.finalize().into()));
+        }
+        hash.update(&buf[..n]);
+        total += n as u64;
+        progress.store(total, Ordering::Relaxed);
+        if max_rate > 0 {
+            let due = std::time::Duration::from_secs_f64(total as f64 / max_rate as f64);
+            if let Some(wait) = due.checked_sub(start.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
+    }
+}
+
+/// Waits until `progress` passes `bytes`; false on timeout.
+pub fn wait_progress(progress: &Progress, bytes: u64, timeout: std::time::Duration) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    while progress.load(std::sync::atomic::Ordering::Relaxed) < bytes {
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    true
+}
+
+/// What netsrv reports about one port.
+#[derive(Clone, Debug, Default)]
+pub struct PortSnap {
+    pub name: String,
+    pub state: String,
+    pub epoch: u32,
+    /// Frames the stack sent and received on the port.
+    pub tx_frames: u64,
+    pub rx_frames: u64,
+}
+
+/// netsrv's status, read through the supervisor's admin socket.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    pub ports: Vec<PortSnap>,
+    /// Of the first bond, if any.
+    pub active: String,
+    pub failovers: u64,
+    pub announcements: u64,
+    pub tcp_resets: u64,
+    pub driver_attaches: u64,
+    pub driver_detaches: u64,
+    pub rings_mapped: u64,
+}
+
+impl Snapshot {
+    pub fn port(&self, name: &str) -> &PortSnap {
+        self.ports
+            .iter()
+            .find(|p| p.name == name)
+            .unwrap_or_else(|| panic!("no port {name} in {self:?}"))
+    }
+}
+
+pub fn snapshot(host: &Host) -> Snapshot {
+    use capnet_schema::supervisor_capnp::supervisor;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&runtime, async {
+        let sup: supervisor::Client =
+            capnet::rpc::connect(&host.run_dir.join("admin.sock")).expect("admin socket");
+        let resp = sup.status_request().send().promise.await.expect("status");
+        let net = resp.get().unwrap().get_net().unwrap();
+        let mut snap = Snapshot::default();
+        for p in net.get_ports().unwrap() {
+            snap.ports.push(PortSnap {
+                name: p.get_name().unwrap().to_string().unwrap(),
+                state: p.get_state().unwrap().to_string().unwrap(),
+                epoch: p.get_driver_epoch(),
+                tx_frames: p.get_tx_frames(),
+                rx_frames: p.get_rx_frames(),
+            });
+        }
+        if let Some(b) = net.get_bonds().unwrap().iter().next() {
+            snap.active = b.get_active().unwrap().to_string().unwrap();
+            snap.failovers = b.get_failovers();
+            snap.announcements = b.get_announcements();
+        }
+        let c = net.get_counters().unwrap();
+        snap.tcp_resets = c.get_tcp_resets();
+        snap.driver_attaches = c.get_driver_attaches();
+        snap.driver_detaches = c.get_driver_detaches();
+        snap.rings_mapped = c.get_rings_mapped();
+        snap
+    })
+}
