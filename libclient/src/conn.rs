@@ -24,7 +24,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::future::Future;
 use std::io::{self, Write};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::rc::Rc;
@@ -109,16 +109,35 @@ struct Inner {
 
 /// Whether the service is still there, and whom to wake when it is not.
 /// Shared by the application's threads and the connection thread.
-#[derive(Default)]
 struct Life {
     dead: AtomicBool,
     /// The doorbells of the ring-mode streams, by object number.
     bells: Mutex<HashMap<u64, Weak<Bell>>>,
+    /// The service socket (a second fd of it), to ask whether the service
+    /// hung up before the connection thread has noticed.
+    socket: OwnedFd,
 }
 
 impl Life {
     fn is_dead(&self) -> bool {
         self.dead.load(Ordering::SeqCst)
+    }
+
+    /// Dead, or about to be: the service closed its end of the socket.
+    /// Things the connection tears down on its way out (exported watchers)
+    /// go before `dead` is set; this tells them apart from a normal end.
+    fn is_gone(&self) -> bool {
+        if self.is_dead() {
+            return true;
+        }
+        let mut p = libc::pollfd {
+            fd: self.socket.as_raw_fd(),
+            events: libc::POLLRDHUP,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, no waiting.
+        let n = unsafe { libc::poll(&mut p, 1, 0) };
+        n == 1 && p.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0
     }
 
     /// Marks the connection dead and wakes every stream's sleepers. Under
@@ -157,7 +176,11 @@ impl Net {
         rpc.set_nonblocking(true)?;
         let (jobs, mut queue) = tokio::sync::mpsc::unbounded_channel::<Job>();
         let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
-        let life = Arc::new(Life::default());
+        let life = Arc::new(Life {
+            dead: AtomicBool::new(false),
+            bells: Mutex::new(HashMap::new()),
+            socket: OwnedFd::from(rpc.try_clone()?),
+        });
         let thread_life = life.clone();
         std::thread::Builder::new()
             .name("capnet-rpc".into())
@@ -238,7 +261,7 @@ impl Net {
     /// False once the service has gone away: every operation on this
     /// connection and its sockets then fails with `ConnectionReset`.
     pub fn is_connected(&self) -> bool {
-        !self.inner.life.is_dead()
+        !self.inner.life.is_gone()
     }
 
     /// Fails with `ConnectionReset` once the service has gone away.

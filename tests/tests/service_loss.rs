@@ -86,6 +86,8 @@ fn netsrv_death_resets_every_blocked_call() {
     assert_eq!(held.len(), 3);
     let listener = Arc::new(na.tcp_listen(addr("0.0.0.0:7301"), 4).unwrap());
     let udp = Arc::new(na.udp_bind(addr("0.0.0.0:7302")).unwrap());
+    let egress = reader.egress().unwrap();
+    let changes = Arc::new(egress.subscribe().unwrap());
 
     // Each blocked call reports (what, reset?, error text, when it returned).
     type Report = (&'static str, bool, String, Instant);
@@ -125,6 +127,20 @@ fn netsrv_death_resets_every_blocked_call() {
             let r = l.accept();
             tx.send(("accept", is_reset(&r), format!("{r:?}"), Instant::now()))
                 .unwrap();
+        }));
+    }
+    {
+        let c = changes.clone();
+        let tx = done_tx.clone();
+        threads.push(std::thread::spawn(move || {
+            let r = c.recv();
+            tx.send((
+                "egress recv",
+                is_reset(&r),
+                format!("{r:?}"),
+                Instant::now(),
+            ))
+            .unwrap();
         }));
     }
     {
@@ -244,12 +260,48 @@ fn netsrv_death_resets_every_blocked_call() {
         }),
     );
     assert_reset("stream egress", reader.egress());
+    assert_reset("egress current", egress.current());
+    assert_reset("egress subscribe", egress.subscribe());
+    assert_eq!(changes.recv_timeout(Duration::from_secs(1)), None);
+    assert_eq!(changes.try_recv(), None);
 
     // Dropping everything after the loss is quiet and quick.
     let dropped = Instant::now();
-    drop((reader, writer, polled, listener, udp, na));
+    drop((changes, egress, reader, writer, polled, listener, udp, na));
     assert!(dropped.elapsed() < Duration::from_secs(1));
     drop(held);
+
+    // If the supervisor brings the service back, a new connection works.
+    let back = a.wait_process(
+        "netsrv",
+        |p| p.state == "running" && p.restarts >= 1,
+        Duration::from_secs(10),
+    );
+    let Ok(p) = back else {
+        eprintln!("netsrv was not restarted; nothing more to check");
+        return;
+    };
+    eprintln!("netsrv restarted: {p:?}");
+    let l = nb.tcp_listen(addr("0.0.0.0:7304"), 1).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut c = loop {
+        let r = a
+            .net()
+            .and_then(|n| n.tcp_connect(addr("10.0.0.2:7304"), Some(Duration::from_secs(2))));
+        match r {
+            Ok(c) => break c,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("not yet: {e}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => panic!("no connection through the restarted netsrv: {e}"),
+        }
+    };
+    let (mut s, _) = l.accept().unwrap();
+    c.write_all(b"again").unwrap();
+    let mut got = [0u8; 5];
+    s.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"again");
 }
 
 /// A stream blocked in read on a Net whose service is killed while another
@@ -280,4 +332,66 @@ fn only_the_lost_service_resets() {
     assert_eq!(s.read(&mut buf).unwrap_err().kind(), ErrorKind::WouldBlock);
     let l2 = nb.tcp_listen(addr("0.0.0.0:7401"), 1).unwrap();
     assert_eq!(l2.local_addr().unwrap(), addr("0.0.0.0:7401"));
+}
+
+/// `current()` of a connected stream and of a flow names the sim port; a
+/// subscription sees the link go down and up, once each.
+#[test]
+fn egress_names_the_port_and_follows_the_link() {
+    let scratch = Scratch::new("egress-smoke");
+    let (a, b) = two_hosts(&scratch, "");
+    let (na, nb) = (a.net().unwrap(), b.net().unwrap());
+    let l = nb.tcp_listen(addr("0.0.0.0:7500"), 4).unwrap();
+    let c = na.tcp_connect(addr("10.0.0.2:7500"), None).unwrap();
+    let _s = l.accept().unwrap();
+
+    let egress = c.egress().unwrap();
+    let now = egress.current().unwrap();
+    assert_eq!(now.port.as_deref(), Some("sim0"), "{now:?}");
+    assert_eq!(now.interface, "sim0", "{now:?}");
+    assert_eq!(now.reason, libclient::EgressReason::Initial, "{now:?}");
+
+    let flow = na
+        .egress(libclient::Flow {
+            protocol: libclient::Protocol::Udp,
+            local: None,
+            remote: addr("10.0.0.2:4789"),
+        })
+        .unwrap();
+    let info = flow.current().unwrap();
+    assert_eq!(info.port.as_deref(), Some("sim0"), "{info:?}");
+    assert_eq!(info.driver_epoch, now.driver_epoch);
+
+    let changes = egress.subscribe().unwrap();
+    assert_eq!(changes.recv_timeout(Duration::from_millis(200)), None);
+    capnet_tests::cli_ok(&a, &["link", "sim0", "down"]);
+    let down = changes
+        .recv_timeout(Duration::from_secs(5))
+        .expect("a change when the link goes down");
+    assert_eq!(down.reason, libclient::EgressReason::LinkDown, "{down:?}");
+    assert_eq!(down.port, None, "{down:?}");
+    capnet_tests::cli_ok(&a, &["link", "sim0", "up"]);
+    let up = changes
+        .recv_timeout(Duration::from_secs(5))
+        .expect("a change when the link comes up");
+    assert_eq!(up.reason, libclient::EgressReason::LinkUp, "{up:?}");
+    assert_eq!(up.port.as_deref(), Some("sim0"), "{up:?}");
+    assert!(up.generation > down.generation, "{down:?} then {up:?}");
+    assert_eq!(changes.recv_timeout(Duration::from_millis(300)), None);
+
+    // Dropping the subscription ends it in netsrv.
+    let watchers = |host: &capnet::host::Host| {
+        let status = capnet_tests::cli_ok(host, &["status"]);
+        capnet_tests::status_counter(&status, "watchers")
+    };
+    assert_eq!(watchers(&a), 1);
+    drop(changes);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while watchers(&a) != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the subscription outlived its drop"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
