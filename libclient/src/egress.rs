@@ -1,25 +1,6 @@
 //! Which NIC port carries a flow or a connection, and notice when that
 //! changes.
 //!
-//! ```no_run
-//! # fn main() -> std::io::Result<()> {
-//! use libclient::{Flow, Net, Protocol};
-//! use std::time::Duration;
-//! let net = Net::default_net()?;
-//! let egress = net.egress(Flow {
-//!     protocol: Protocol::Udp,
-//!     local: None,
-//!     remote: "10.0.0.2:4789".parse().unwrap(),
-//! })?;
-//! println!("now on {:?}", egress.current()?.port);
-//! let changes = egress.subscribe()?;
-//! while let Some(info) = changes.recv_timeout(Duration::from_secs(60)) {
-//!     println!("moved to {:?} ({:?})", info.port, info.reason);
-//! }
-//! # Ok(())
-//! # }
-//! ```
-//!
 //! An [`Egress`] names one capability in netsrv (`Net.egress` for a flow,
 //! `TcpSocket.egress` for a connection). A subscription's watcher is a capnp
 //! server on the connection thread that forwards each `changed` call into a
@@ -117,9 +98,31 @@ impl EgressInfo {
     }
 }
 
-/// The egress of one flow or connection (see the [module docs](self)).
-/// Dropping it releases the capability in netsrv; subscriptions made from
-/// it live on until they are dropped themselves.
+/// The egress of one flow or connection: which NIC port carries it now
+/// ([`current`](Self::current)) and each change
+/// ([`subscribe`](Self::subscribe)). Made by [`Net::egress`] for a flow and
+/// [`TcpStream::egress`] for a connection. Dropping it releases the
+/// capability in netsrv; subscriptions made from it live on until they are
+/// dropped themselves.
+///
+/// ```no_run
+/// # fn main() -> std::io::Result<()> {
+/// use libclient::{Flow, Net, Protocol};
+/// use std::time::Duration;
+/// let net = Net::default_net()?;
+/// let egress = net.egress(Flow {
+///     protocol: Protocol::Udp,
+///     local: None,
+///     remote: "10.0.0.2:4789".parse().unwrap(),
+/// })?;
+/// println!("now on {:?}", egress.current()?.port);
+/// let changes = egress.subscribe()?;
+/// while let Some(info) = changes.recv_timeout(Duration::from_secs(60)) {
+///     println!("moved to {:?} ({:?})", info.port, info.reason);
+/// }
+/// # Ok(())
+/// # }
+/// ```
 pub struct Egress {
     net: Net,
     id: u64,

@@ -109,7 +109,10 @@ impl TcpStream {
             let g = resp.get().map_err(cap_err)?.get_grant().map_err(cap_err)?;
             Ok((g.get_token().map_err(cap_err)?.to_vec(), g.get_ring_bytes()))
         })?;
-        let fds = net.redeem(&token, 3)?;
+        let fds = net.redeem(&token, 3).map_err(|e| match net.check() {
+            Err(gone) => gone,
+            Ok(()) => e,
+        })?;
         SocketRings::attach(fds, capacity).map_err(ring_err)
     }
 
@@ -459,7 +462,9 @@ impl Net {
     }
 }
 
-/// A TCP listener, like `std::net::TcpListener`.
+/// A TCP listener, like `std::net::TcpListener`. If the network service
+/// goes away, a blocked `accept` returns at once and every call from then on
+/// fails with `ConnectionReset`.
 pub struct TcpListener {
     net: Net,
     id: u64,

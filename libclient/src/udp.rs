@@ -14,7 +14,9 @@ pub(crate) fn read_addr(
     capnet_schema::addr::read_socket_addr(r).map_err(cap_err)
 }
 
-/// A UDP socket, like `std::net::UdpSocket`.
+/// A UDP socket, like `std::net::UdpSocket`. If the network service goes
+/// away, a blocked `recv_from` returns at once and every call from then on
+/// fails with `ConnectionReset`.
 pub struct UdpSocket {
     net: Net,
     id: u64,
