@@ -306,7 +306,7 @@ fn netsrv_death_resets_every_blocked_call() {
 
 /// A stream blocked in read on a Net whose service is killed while another
 /// Net of the same process stays untouched (a different host): only the
-/// first is reset.
+/// first is reset. Bytes already in a stream's receive ring are read first.
 #[test]
 fn only_the_lost_service_resets() {
     let scratch = Scratch::new("service-loss-other");
@@ -315,15 +315,46 @@ fn only_the_lost_service_resets() {
     let l = nb.tcp_listen(addr("0.0.0.0:7400"), 4).unwrap();
     let c = na.tcp_connect(addr("10.0.0.2:7400"), None).unwrap();
     let (mut s, _) = l.accept().unwrap();
+    // A second stream with bytes already in its receive ring.
+    let full = na.tcp_connect(addr("10.0.0.2:7400"), None).unwrap();
+    let (mut full_peer, _) = l.accept().unwrap();
+    full.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 16];
+    assert_eq!(
+        (&full).read(&mut buf).unwrap_err().kind(),
+        ErrorKind::WouldBlock
+    );
+    full_peer.write_all(b"delivered").unwrap();
+    {
+        use mio::{unix::SourceFd, Events, Interest, Poll, Token};
+        use std::os::fd::AsRawFd;
+        let mut poll = Poll::new().unwrap();
+        poll.registry()
+            .register(
+                &mut SourceFd(&full.as_raw_fd()),
+                Token(0),
+                Interest::READABLE,
+            )
+            .unwrap();
+        let mut events = Events::with_capacity(1);
+        poll.poll(&mut events, Some(Duration::from_secs(5)))
+            .unwrap();
+        assert!(!events.is_empty(), "the bytes never arrived");
+    }
+    full.set_nonblocking(false).unwrap();
 
     let pid = netsrv_pid(&a.socket);
     let killed = Instant::now();
     // SAFETY: kill(2) with a pid read from /proc just now.
     assert_eq!(unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) }, 0);
     c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let mut buf = [0u8; 16];
     assert_reset("read", (&c).read(&mut buf));
     assert!(killed.elapsed() < Duration::from_secs(2));
+    // What netsrv delivered before it died is still read, then the reset.
+    let n = (&full).read(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"delivered");
+    assert_reset("read after the delivered bytes", (&full).read(&mut buf));
+    assert_reset("write", (&full).write(b"x"));
 
     // Host b's service is fine: its side of the connection is still open
     // (it could see the peer vanish only by TCP means).
