@@ -91,12 +91,15 @@ pub enum Event {
 pub struct Handle {
     tx: mpsc::Sender<Cmd>,
     bell: Arc<Doorbell>,
+    /// Set with every command: a spinning data plane sees it without a syscall.
+    pending: Arc<AtomicBool>,
 }
 
 impl Handle {
     /// Queues a command and wakes the data plane. False if it has exited.
     pub fn send(&self, cmd: Cmd) -> bool {
         let ok = self.tx.send(cmd).is_ok();
+        self.pending.store(true, Ordering::Release);
         self.bell.ring();
         ok
     }
@@ -174,9 +177,11 @@ pub fn spawn(
 ) -> io::Result<(Handle, std::thread::JoinHandle<()>)> {
     let (tx, rx) = mpsc::channel();
     let bell = Arc::new(Doorbell::new()?);
+    let pending = Arc::new(AtomicBool::new(false));
     let handle = Handle {
         tx,
         bell: bell.clone(),
+        pending: pending.clone(),
     };
     let device = match device {
         DeviceConfig::Sim { wire } => Device::Sim(Box::new(SimDev {
@@ -213,6 +218,7 @@ pub fn spawn(
         device,
         next_peer_check: Instant::now(),
         fatal: None,
+        pending,
     };
     let name = format!("nicdrv-dp-{}", dp.cfg.name);
     let join = std::thread::Builder::new()
@@ -237,6 +243,8 @@ struct DataPlane {
     next_peer_check: Instant,
     /// The device is gone for good: the data plane stops (nicdrv exits non-zero).
     fatal: Option<String>,
+    /// Commands are queued (see [`Handle`]).
+    pending: Arc<AtomicBool>,
 }
 
 /// Everything the transmit path needs, borrowed apart from the port.
@@ -487,6 +495,10 @@ impl DataPlane {
 
     /// Applies queued commands. False: shut down.
     fn commands(&mut self) -> bool {
+        // Cleared before the queue is drained: a command queued after this
+        // point sets it again.
+        self.pending.store(false, Ordering::Relaxed);
+        std::sync::atomic::fence(Ordering::SeqCst);
         loop {
             let cmd = match self.cmds.try_recv() {
                 Ok(c) => c,
@@ -893,8 +905,22 @@ impl DataPlane {
 
     /// Whether a queue has work for us: frames from the stack (unless the
     /// wire is full), frames from the wire, or wire buffers coming back
-    /// while we wait for them. Loads of the queue indices, no syscall.
+    /// while we wait for them; or a command or a wire carrier change.
+    /// Atomic loads only, no syscall.
     fn work_ready(&self) -> bool {
+        // A command, or the peer changed the wire carrier: not frames, but
+        // not worth a whole spin (under CPU load a spin is 32 yields, each
+        // possibly a full time slice of another process) either.
+        if self.pending.load(Ordering::Acquire) {
+            return true;
+        }
+        if let Device::Sim(s) = &self.device {
+            if s.wire.as_ref().is_some_and(|w| w.duplex.carrier())
+                != self.shared.link_up.load(Ordering::Relaxed)
+            {
+                return true;
+            }
+        }
         let blocked = matches!(&self.device, Device::Sim(s) if s.blocked && s.wire.is_some());
         if !blocked && self.port.as_ref().is_some_and(|p| !p.duplex.rx.is_empty()) {
             return true;

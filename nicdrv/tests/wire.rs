@@ -833,8 +833,12 @@ fn carrier_drop_is_seen_by_both_ends_within_100ms() {
                     } else {
                         c.set_carrier(up).await;
                     }
-                    let sa = wait_change(&ra, &ea, wa, up, WAIT).await;
-                    let sb = wait_change(&rb, &eb, wb, up, WAIT).await;
+                    // Both ends watched at once (one after the other would
+                    // time the second end late).
+                    let (sa, sb) = futures::join!(
+                        wait_change(&ra, &ea, wa, up, WAIT),
+                        wait_change(&rb, &eb, wb, up, WAIT)
+                    );
                     let how = if via_faults {
                         "setFaults"
                     } else {
