@@ -141,7 +141,7 @@ pub struct BondCounters {
     pub failovers: u64,
     /// Gratuitous ARPs and unsolicited neighbour advertisements sent.
     pub announcements: u64,
-    /// Frames dropped because no leg was up.
+    /// Reply frames dropped because no leg was up (other frames wait).
     pub tx_no_leg: u64,
     /// Broadcast or multicast frames dropped on an inactive leg.
     pub rx_inactive: u64,
@@ -320,6 +320,11 @@ impl Link {
 
     pub fn is_bond(&self) -> bool {
         self.mode != Mode::Single
+    }
+
+    /// True if some leg can carry frames now.
+    pub fn has_live_leg(&self) -> bool {
+        !self.live.is_empty()
     }
 
     /// The leg carrying traffic in active-backup (or the single port).
@@ -660,29 +665,24 @@ impl phy::Device for Link {
     }
 
     fn transmit(&mut self, _now: Instant) -> Option<LinkTx<'_>> {
+        // With no leg up, smoltcp keeps what it wanted to send (as a full
+        // TX queue) and sends it the moment a leg returns, instead of
+        // losing it and waiting out a retransmission timeout.
         let Link {
             mode,
             legs,
             active,
             live,
             scratch,
-            counters,
             ..
         } = self;
         match mode {
-            Mode::Single | Mode::ActiveBackup => match *active {
-                Some(j) => legs[j].device.as_mut()?.tx_token().map(LinkTx::Leg),
-                None => Some(LinkTx::Drop {
-                    scratch,
-                    counter: &mut counters.tx_no_leg,
-                }),
-            },
+            Mode::Single | Mode::ActiveBackup => {
+                legs[(*active)?].device.as_mut()?.tx_token().map(LinkTx::Leg)
+            }
             Mode::BalanceXor => {
                 if live.is_empty() {
-                    return Some(LinkTx::Drop {
-                        scratch,
-                        counter: &mut counters.tx_no_leg,
-                    });
+                    return None;
                 }
                 // Every live leg must have a buffer: the frame's leg is
                 // known only once it is built.

@@ -1170,10 +1170,21 @@ impl Stack {
     /// How long the stack may sleep before a timer is due.
     pub fn poll_delay(&mut self) -> Option<Duration> {
         let now = self.now();
+        // An interface with no leg up holds frames that cannot leave; a leg
+        // coming back wakes the loop (doorbell, link event, attach), so
+        // only check now and then instead of spinning on them.
+        const LINK_DOWN_RECHECK: Duration = Duration::from_millis(100);
         self.ifaces
             .iter_mut()
-            .filter_map(|p| p.iface.poll_delay(now, &p.sockets))
-            .map(|d| Duration::from_micros(d.total_micros()))
+            .filter_map(|p| {
+                let d = p.iface.poll_delay(now, &p.sockets)?;
+                let d = Duration::from_micros(d.total_micros());
+                Some(if p.link.has_live_leg() {
+                    d
+                } else {
+                    d.max(LINK_DOWN_RECHECK)
+                })
+            })
             .min()
     }
 
