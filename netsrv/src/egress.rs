@@ -56,6 +56,9 @@ impl Target {
 struct Sub {
     target: Target,
     last: Egress,
+    /// The last port (and its driver epoch) that carried the flow, kept
+    /// while there is none, to tell a driver restart from a link coming up.
+    last_port: Option<(String, u32)>,
     generation: u64,
     watcher: egress_watcher::Client,
 }
@@ -67,24 +70,23 @@ pub struct EgressRegistry {
     seen_topology: u64,
 }
 
-/// Why `old` became `new`, given what the stack last changed.
-fn reason(old: &Egress, new: &Egress, last: Change) -> EgressReason {
-    if old.iface != new.iface {
-        EgressReason::RouteChange
-    } else if new.port.is_none() {
-        EgressReason::LinkDown
-    } else if old.port == new.port {
-        EgressReason::DriverRestart
-    } else if last == Change::Bond {
-        EgressReason::BondChange
-    } else if old.port.is_none() {
-        if last == Change::Attach {
-            EgressReason::DriverRestart
-        } else {
-            EgressReason::LinkUp
-        }
-    } else {
-        EgressReason::Failover
+/// Why `old` became `new`, given the last port that carried the flow and
+/// what the stack last changed.
+fn reason(
+    old: &Egress,
+    new: &Egress,
+    last_port: Option<&(String, u32)>,
+    last: Change,
+) -> EgressReason {
+    let restarted = |port: &String| last_port.is_some_and(|(p, e)| p == port && *e != new.epoch);
+    match (&old.port, &new.port) {
+        _ if old.iface != new.iface => EgressReason::RouteChange,
+        (_, None) => EgressReason::LinkDown,
+        (Some(o), Some(n)) if o == n => EgressReason::DriverRestart,
+        (None, Some(n)) if restarted(n) => EgressReason::DriverRestart,
+        (None, Some(_)) => EgressReason::LinkUp,
+        _ if last == Change::Bond => EgressReason::BondChange,
+        _ => EgressReason::Failover,
     }
 }
 
@@ -122,8 +124,11 @@ pub fn check(shared: &Rc<Shared>) {
         if now == sub.last {
             continue;
         }
-        let why = reason(&sub.last, &now, last_change);
+        let why = reason(&sub.last, &now, sub.last_port.as_ref(), last_change);
         sub.generation += 1;
+        if let Some(p) = &now.port {
+            sub.last_port = Some((p.clone(), now.epoch));
+        }
         sub.last = now;
         let mut req = sub.watcher.changed_request();
         write_info(req.get().init_info(), &sub.last, sub.generation, why);
@@ -184,6 +189,7 @@ impl egress::Server for EgressServer {
     ) -> Result<(), Error> {
         let watcher = params.get()?.get_watcher()?;
         let last = self.resolve()?;
+        let last_port = last.port.clone().map(|p| (p, last.epoch));
         let mut reg = self.shared.egress.borrow_mut();
         reg.next += 1;
         let id = reg.next;
@@ -192,6 +198,7 @@ impl egress::Server for EgressServer {
             Sub {
                 target: self.target,
                 last,
+                last_port,
                 generation: 0,
                 watcher,
             },
@@ -245,36 +252,35 @@ mod tests {
     #[test]
     fn reasons_follow_what_changed() {
         let a = e("bond0", Some("p0"), 0);
+        let p0 = ("p0".to_string(), 0);
+        let r = |old: &Egress, new: &Egress, last: Change| reason(old, new, Some(&p0), last);
         assert_eq!(
-            reason(&a, &e("bond0", Some("p1"), 0), Change::Legs),
+            r(&a, &e("bond0", Some("p1"), 0), Change::Legs),
             EgressReason::Failover
         );
         assert_eq!(
-            reason(&a, &e("bond0", None, 0), Change::Legs),
+            r(&a, &e("bond0", None, 0), Change::Legs),
             EgressReason::LinkDown
         );
         assert_eq!(
-            reason(&e("bond0", None, 0), &a, Change::Legs),
+            r(&e("bond0", None, 0), &a, Change::Legs),
             EgressReason::LinkUp
         );
+        // The port came back with a new driver instance.
         assert_eq!(
-            reason(
-                &e("bond0", None, 0),
-                &e("bond0", Some("p0"), 1),
-                Change::Attach
-            ),
+            r(&e("bond0", None, 0), &e("bond0", Some("p0"), 1), Change::Legs),
             EgressReason::DriverRestart
         );
         assert_eq!(
-            reason(&a, &e("bond0", Some("p0"), 1), Change::Attach),
+            r(&a, &e("bond0", Some("p0"), 1), Change::Attach),
             EgressReason::DriverRestart
         );
         assert_eq!(
-            reason(&a, &e("p1", Some("p1"), 0), Change::Route),
+            r(&a, &e("p1", Some("p1"), 0), Change::Route),
             EgressReason::RouteChange
         );
         assert_eq!(
-            reason(&a, &e("bond0", Some("p1"), 0), Change::Bond),
+            r(&a, &e("bond0", Some("p1"), 0), Change::Bond),
             EgressReason::BondChange
         );
     }
