@@ -66,13 +66,18 @@ fn echo_once(from: &libclient::Net, to: &str, msg: &[u8]) {
     assert_eq!(back, msg);
 }
 
-/// An echo server on `net` at `local`, serving `n` connections.
+/// An echo server on `net` at `local`, serving `n` connections, each on a
+/// thread of its own.
 fn echo_server(net: &libclient::Net, local: &str, n: usize) -> std::thread::JoinHandle<()> {
     let listener = net.tcp_listen(addr(local), 4).unwrap();
     std::thread::spawn(move || {
         for _ in 0..n {
             let (mut s, _) = listener.accept().unwrap();
-            echo_until_eof(&mut s).unwrap();
+            // A connection may end in a reset, or never (its peer's netsrv
+            // restarted and forgot it): nobody waits for these threads.
+            std::thread::spawn(move || {
+                let _ = echo_until_eof(&mut s);
+            });
         }
     })
 }
@@ -195,5 +200,61 @@ fn crash_looping_driver_is_given_up_and_the_rest_serves() {
     assert!(err.contains("invalid: port p0 is down"), "{err}");
 
     echo_once(&na, "10.1.0.2:7200", b"over the port that still works");
+    server.join().unwrap();
+}
+
+#[test]
+fn killed_netsrv_restarts_the_data_path_with_its_runtime_changes() {
+    let scratch = Scratch::new("netsrv-restart");
+    let a_dir = scratch.0.join("a");
+    let b_dir = scratch.0.join("b");
+    let a = Host::start(&two_port_config(1), &a_dir, &a_dir).expect("host a");
+    let b = Host::start(&two_port_config(2), &b_dir, &a_dir).expect("host b");
+    let nb = b.net().unwrap();
+    let server = echo_server(&nb, "0.0.0.0:7300", 2);
+    cli_ok(&a, &["route", "add", "10.9.0.0/16", "via", "10.1.0.2"]);
+    let na = a.net().unwrap();
+    let mut old = na.tcp_connect(addr("10.0.0.2:7300"), None).unwrap();
+    old.write_all(b"x").unwrap();
+    let mut one = [0u8; 1];
+    old.read_exact(&mut one).unwrap();
+
+    let before = a.process("netsrv").unwrap();
+    let drivers: Vec<u32> = ["nicdrv p0", "nicdrv p1"]
+        .iter()
+        .map(|n| a.process(n).unwrap().pid)
+        .collect();
+    a.kill("netsrv", libc::SIGKILL).unwrap();
+    let after = a
+        .wait_process(
+            "netsrv",
+            |p| p.state == "running" && p.pid != before.pid && p.pid != 0,
+            Duration::from_secs(10),
+        )
+        .unwrap();
+    assert_eq!(after.restarts, 1, "{after:?}");
+    assert_eq!(after.last_exit, "killed by signal 9");
+    for (name, old_pid) in ["nicdrv p0", "nicdrv p1"].iter().zip(drivers) {
+        let p = a.process(name).unwrap();
+        assert_eq!((p.state.as_str(), p.restarts), ("running", 1), "{p:?}");
+        assert_ne!(p.pid, old_pid);
+    }
+    // The application's old connection is reset; a new one works.
+    let err = old.read(&mut one).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let na = loop {
+        // Until the supervisor says netsrv answers, status may say busy.
+        if let Ok(out) = a.cli(&["route"]) {
+            if out.status.success() {
+                break a.net().unwrap();
+            }
+        }
+        assert!(Instant::now() < deadline, "netsrv not serving again");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let routes = cli_ok(&a, &["route"]);
+    assert!(routes.contains("10.9.0.0/16 via 10.1.0.2"), "{routes}");
+    echo_once(&na, "10.0.0.2:7300", b"after the data path restart");
     server.join().unwrap();
 }
