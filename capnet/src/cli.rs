@@ -346,6 +346,65 @@ pub fn links(run_dir: &Path) -> Result<String, String> {
     })
 }
 
+/// `capnet link PORT`: what the port's driver says, straight from it.
+pub fn link_detail(run_dir: &Path, port: &str) -> Result<String, String> {
+    with_supervisor(run_dir, async |sup| {
+        let mut req = sup.port_counters_request();
+        req.get().set_port(port);
+        let resp = req.send().promise.await?;
+        let r = resp.get()?;
+        let (info, c) = (r.get_info()?, r.get_counters()?);
+        let mac = info
+            .get_mac()?
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .join(":");
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "{} ({}) {} mtu {} link {}, checksum offload {}",
+            info.get_name()?.to_str()?,
+            info.get_backend()?.to_str()?,
+            mac,
+            info.get_mtu(),
+            if info.get_link_up() { "up" } else { "down" },
+            if info.get_checksum_offload() {
+                "on"
+            } else {
+                "off"
+            }
+        );
+        let capture = info.get_capture_path()?.to_str()?;
+        if !capture.is_empty() {
+            let _ = writeln!(out, "capturing to {capture}");
+        }
+        let _ = writeln!(
+            out,
+            "rx {} frames {} bytes, tx {} frames {} bytes\n\
+             rx dropped {} bad-checksum {} malformed {}, tx dropped {}, bad descriptors {}\n\
+             checksums verified {} filled {}; wire lost {} reordered {} duplicated {} corrupted {}; link changes {}",
+            c.get_rx_frames(),
+            c.get_rx_bytes(),
+            c.get_tx_frames(),
+            c.get_tx_bytes(),
+            c.get_rx_dropped(),
+            c.get_rx_bad_checksum(),
+            c.get_rx_malformed(),
+            c.get_tx_dropped(),
+            c.get_bad_descriptors(),
+            c.get_rx_checksum_verified(),
+            c.get_tx_checksum_filled(),
+            c.get_wire_lost(),
+            c.get_wire_reordered(),
+            c.get_wire_duplicated(),
+            c.get_wire_corrupted(),
+            c.get_link_changes()
+        );
+        Ok(out)
+    })
+}
+
 /// `capnet bond`: every bond.
 pub fn bonds(run_dir: &Path) -> Result<String, String> {
     with_net_admin(run_dir, async |admin| {

@@ -12,6 +12,7 @@ const USAGE: &str = "usage:
                        addresses, routes, sockets, counters
   capnet link          every port: state (up, down, detached, restarting, failed),
                        interface, driver epoch, restarts, counters
+  capnet link PORT     the port's driver: link, MAC, MTU, all its counters
   capnet link PORT up|down
         carrier from our side (sim: the wire; tap: TUNSETCARRIER)
   capnet bond [show]   every bond: mode, active leg, legs, failovers, announcements
@@ -193,6 +194,11 @@ fn dispatch(cmd: &str, mut f: Flags) -> Result<(), String> {
                 return Ok(());
             }
             let port = f.positional(0, "PORT")?;
+            if f.positional.len() == 1 {
+                f.finish(1)?;
+                print!("{}", cli::link_detail(&dir, &port)?);
+                return Ok(());
+            }
             let up = up_down(f.positional.get(1))?;
             f.finish(2)?;
             cli::set_carrier(&dir, &port, up)

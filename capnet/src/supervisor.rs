@@ -857,8 +857,14 @@ impl supervisor::Server for SupervisorServer {
         mut results: supervisor::StatusResults,
     ) -> Result<(), capnp::Error> {
         let admin = self.shared.borrow().admin.clone();
+        // A netsrv that does not answer must not hang `capnet status`.
         let net = match admin {
-            Some(a) => a.status_request().send().promise.await.ok(),
+            Some(a) => {
+                tokio::time::timeout(Duration::from_secs(3), a.status_request().send().promise)
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+            }
             None => None,
         };
         let mut r = results.get();

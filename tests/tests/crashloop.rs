@@ -258,3 +258,37 @@ fn killed_netsrv_restarts_the_data_path_with_its_runtime_changes() {
     echo_once(&na, "10.0.0.2:7300", b"after the data path restart");
     server.join().unwrap();
 }
+
+#[test]
+fn crash_looping_netsrv_is_given_up_and_the_supervisor_says_so() {
+    let scratch = Scratch::new("netsrv-loop");
+    let bin = bin_dir(&scratch);
+    let a_dir = scratch.0.join("a");
+    let a = Host::start_with_bin_dir(&two_port_config(1), &a_dir, &a_dir, &bin).expect("host a");
+    std::thread::sleep(Duration::from_millis(1200));
+    break_binary(&bin, "netsrv");
+    a.kill("netsrv", libc::SIGKILL).unwrap();
+    let p = a
+        .wait_process("netsrv", |p| p.state == "failed", Duration::from_secs(20))
+        .unwrap();
+    assert_eq!((p.restarts, p.pid), (5, 0), "{p:?}");
+    assert_eq!(p.last_exit, "exit status 1");
+    let line = "netsrv exited 5 times within 1 s of starting (last: exit status 1); \
+                not restarting it; the data path stays down";
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !a.log().contains(line) {
+        assert!(Instant::now() < deadline, "no give-up line:\n{}", a.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for name in ["nicdrv p0", "nicdrv p1"] {
+        let d = a.process(name).unwrap();
+        assert_eq!((d.state.as_str(), d.pid), ("stopped", 0), "{d:?}");
+    }
+    // The supervisor still answers, and says why the rest does not.
+    let status = cli_ok(&a, &["status"]);
+    assert!(status.contains("netsrv is not serving"), "{status}");
+    let out = a.cli(&["bond"]).unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("closed: netsrv failed"), "{err}");
+}
