@@ -268,7 +268,11 @@ mod tests {
         );
         // The port came back with a new driver instance.
         assert_eq!(
-            r(&e("bond0", None, 0), &e("bond0", Some("p0"), 1), Change::Legs),
+            r(
+                &e("bond0", None, 0),
+                &e("bond0", Some("p0"), 1),
+                Change::Legs
+            ),
             EgressReason::DriverRestart
         );
         assert_eq!(

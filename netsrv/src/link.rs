@@ -375,7 +375,14 @@ impl Link {
         };
         if changed {
             if self.is_bond() {
-                self.counters.failovers += 1;
+                // Moving off a leg is a failover; choosing the first one is not.
+                let had_leg = match self.mode {
+                    Mode::BalanceXor => !self.live.is_empty(),
+                    _ => self.active.is_some(),
+                };
+                if had_leg {
+                    self.counters.failovers += 1;
+                }
                 tracing::info!(
                     bond = %self.name,
                     active = ?active.map(|i| &self.legs[i].meta.name),
@@ -677,9 +684,11 @@ impl phy::Device for Link {
             ..
         } = self;
         match mode {
-            Mode::Single | Mode::ActiveBackup => {
-                legs[(*active)?].device.as_mut()?.tx_token().map(LinkTx::Leg)
-            }
+            Mode::Single | Mode::ActiveBackup => legs[(*active)?]
+                .device
+                .as_mut()?
+                .tx_token()
+                .map(LinkTx::Leg),
             Mode::BalanceXor => {
                 if live.is_empty() {
                     return None;

@@ -23,7 +23,7 @@ use tokio_util::compat::{TokioAsyncReadCompatExt, TokioAsyncWriteCompatExt};
 
 mod common;
 
-use common::{arm, wait_change, Events, TimedWatcher, LINK_BUDGET};
+use common::{arm, wait_change, Events, TimedWatcher, LINK_DEADLINE};
 
 const WAIT: Duration = Duration::from_secs(15);
 const TAP: &str = "ntap0";
@@ -503,12 +503,12 @@ fn tap_against_the_linux_stack() {
 
 /// `ip link set down/up` in the namespace and TUNSETCARRIER, back to back (so
 /// the kernel's linkwatch rate limit is in play): every change reaches the
-/// port's carrier word, its doorbell and the link watcher within 100 ms.
+/// port's carrier word, its doorbell and the link watcher within `LINK_DEADLINE` (latency printed).
 #[test]
-fn tap_link_events_within_100ms() {
+fn tap_link_events_reach_every_surface() {
     let tap = "nlev0";
     let Some(ns) = Netns::with_tap("l", tap, "10.80.0.1/24") else {
-        return skip("tap_link_events_within_100ms");
+        return skip("tap_link_events_reach_every_surface");
     };
     let dir = tmpdir("events");
     let listen = dir.join("l0.sock");
@@ -551,7 +551,7 @@ fn tap_link_events_within_100ms() {
             assert_eq!(ping(&mut d, h, kernel_mac).await, flags::CSUM_VERIFIED);
         }
         println!("worst tap link-event latency over {changes} changes: {worst:?} (`ip` process start included)");
-        assert!(worst < LINK_BUDGET, "worst {worst:?}");
+        assert!(worst < LINK_DEADLINE, "worst {worst:?}");
         assert_eq!(nic.counters().await.link_changes, 1 + changes);
     });
     let _ = std::fs::remove_dir_all(&dir);

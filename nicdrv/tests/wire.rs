@@ -24,7 +24,7 @@ use tokio_util::compat::{TokioAsyncReadCompatExt, TokioAsyncWriteCompatExt};
 
 mod common;
 
-use common::{arm, fd_count, memfd_maps, wait_change, Events, TimedWatcher, LINK_BUDGET};
+use common::{arm, fd_count, memfd_maps, wait_change, Events, TimedWatcher, LINK_DEADLINE};
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -811,7 +811,7 @@ fn jumbo_frames() {
 }
 
 #[test]
-fn carrier_drop_is_seen_by_both_ends_within_100ms() {
+fn carrier_drop_is_seen_by_both_ends() {
     let dir = tmpdir("carrier");
     let wire = dir.join("wire.sock");
     let a = Proc::spawn(&dir, "a", &wire, &[]);
@@ -850,7 +850,7 @@ fn carrier_drop_is_seen_by_both_ends_within_100ms() {
             }
         }
         println!("worst carrier latency over 24 changes x 2 ends: {worst:?}");
-        assert!(worst < LINK_BUDGET, "worst {worst:?}");
+        assert!(worst < LINK_DEADLINE, "worst {worst:?}");
         assert_eq!(ca.counters().await.link_changes, 1 + 24);
         assert_eq!(cb.counters().await.link_changes, 1 + 24);
     });
@@ -913,7 +913,7 @@ fn survivor_of_ten_peer_kills() {
             );
         }
         println!("worst: link down {down_worst:?} after SIGKILL; link up {up_worst:?} after the restart began");
-        assert!(down_worst < LINK_BUDGET, "{down_worst:?}");
+        assert!(down_worst < LINK_DEADLINE, "{down_worst:?}");
         assert_eq!(ca.counters().await.link_changes, 1 + 2 * 10);
         // Nothing of the ten dead wires is left in the survivor.
         let (fds2, maps2) = (fd_count(pid), memfd_maps(pid));

@@ -6,19 +6,28 @@
 //!   vs the same smoltcp stacks on the same rings in one process;
 //! - idle CPU of two whole service sets;
 //! - memory per idle TCP connection;
-//! - TCP over TAP vs the Linux stack over veth (root only).
+//! - TCP over TAP vs the Linux stack over veth (root only);
+//! - failover time of an active-backup bond and driver restart time, each
+//!   against the time the same stream takes to move the same bytes
+//!   undisturbed;
+//! - a balance-xor bond with 16 flows vs one port with 16 flows.
 //!
 //! CPU time is read from /proc for every process involved.
 
 use capnet::host::Host;
 use capnet_ring::{ChannelLayout, Duplex};
-use capnet_tests::{send_pattern, Scratch};
+use capnet_tests::{
+    bond_hosts, receive_counting, send_pattern, snapshot, wait_progress, Progress, Scratch,
+};
 use netsrv::device::RingDevice;
-use netsrv::stack::{PortMeta, Stack, TcpOptions};
+use netsrv::link::PortMeta;
+use netsrv::stack::{Stack, TcpOptions};
 use std::io::{Read, Write};
 use std::net::Shutdown;
 use std::os::unix::net::UnixStream;
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn ticks_per_second() -> f64 {
@@ -127,6 +136,8 @@ fn in_process_bulk() -> (f64, f64) {
     };
     let (da, fds) = Duplex::create("bench", layout).unwrap();
     let db = Duplex::attach(fds, layout).unwrap();
+    // No driver sets the carrier here: the "wire" is always up.
+    da.set_carrier(true);
     let cpu0 = cpu_seconds(std::process::id());
     let mut stacks = [Stack::new(64 * 1024), Stack::new(64 * 1024)];
     for (i, (stack, duplex)) in stacks.iter_mut().zip([da, db]).enumerate() {
@@ -137,9 +148,11 @@ fn in_process_bulk() -> (f64, f64) {
             mtu: 1500,
         };
         let cidr = netsrv::addr::parse_cidr(&format!("10.0.0.{}/24", i + 1)).unwrap();
+        stack.add_free_port(meta.clone());
         stack
-            .add_port(meta, RingDevice::new(duplex, 1500, false), &[cidr], &[])
+            .attach("sim0", meta, RingDevice::new(duplex, 1500, false))
             .unwrap();
+        stack.configure(&[], &[("sim0".into(), cidr)], &[]).unwrap();
     }
     let [mut a, mut b] = stacks;
     let listener = b
@@ -391,4 +404,204 @@ fn main() {
     if want("tap") {
         bench_tap_vs_veth();
     }
+    if want("failover") {
+        bench_failover();
+    }
+    if want("restart") {
+        bench_restart();
+    }
+    if want("xor") {
+        bench_xor();
+    }
+}
+
+// ---- failover and restart ----
+
+/// A stream from host a to host b that runs until dropped; `progress`
+/// counts the bytes b received.
+struct Stream {
+    progress: Progress,
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Stream {
+    fn start(na: &libclient::Net, nb: &libclient::Net, to: &str) -> Stream {
+        let port = to.rsplit_once(':').unwrap().1;
+        let l = nb
+            .tcp_listen(format!("0.0.0.0:{port}").parse().unwrap(), 1)
+            .unwrap();
+        let progress = Progress::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let p = progress.clone();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let _ = receive_counting(&mut s, &p, 0);
+        });
+        let mut c = na.tcp_connect(to.parse().unwrap(), None).unwrap();
+        let st = stop.clone();
+        let client = std::thread::spawn(move || {
+            let chunk = vec![0x3cu8; 64 * 1024];
+            while !st.load(Ordering::Relaxed) {
+                if c.write_all(&chunk).is_err() {
+                    return;
+                }
+            }
+            let _ = c.shutdown(Shutdown::Write);
+        });
+        assert!(wait_progress(&progress, 8 << 20, Duration::from_secs(30)));
+        Stream {
+            progress,
+            stop,
+            threads: vec![server, client],
+        }
+    }
+
+    fn bytes(&self) -> u64 {
+        self.progress.load(Ordering::Relaxed)
+    }
+
+    /// Time from now until `bytes` more arrived.
+    fn time_to_move(&self, bytes: u64, from: Instant) -> Duration {
+        assert!(wait_progress(
+            &self.progress,
+            self.bytes() + bytes,
+            Duration::from_secs(30)
+        ));
+        from.elapsed()
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// "Moving again" means this many more bytes arrived.
+const MOVED: u64 = 256 << 10;
+
+fn bench_failover() {
+    const ROUNDS: usize = 10;
+    let scratch = Scratch::new("bench-failover");
+    let (a, b) = bond_hosts(&scratch, "active-backup", None);
+    let (na, nb) = (a.net().unwrap(), b.net().unwrap());
+    let stream = Stream::start(&na, &nb, "10.0.0.2:5100");
+    let (mut first_frame, mut moving, mut undisturbed) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        std::thread::sleep(Duration::from_millis(200));
+        undisturbed.push(stream.time_to_move(MOVED, Instant::now()));
+        std::thread::sleep(Duration::from_millis(200));
+        let snap = snapshot(&a);
+        let (from, to) = if snap.active == "p0" {
+            ("p0", "p1")
+        } else {
+            ("p1", "p0")
+        };
+        let frames_before = snap.port(to).tx_frames;
+        let t0 = Instant::now();
+        capnet::cli::set_carrier(&a.run_dir, from, false).unwrap();
+        let at = stream.bytes();
+        // The first frame the stack sends on the other leg.
+        while snapshot(&a).port(to).tx_frames == frames_before {
+            assert!(t0.elapsed() < Duration::from_secs(10), "no frame on {to}");
+        }
+        first_frame.push(t0.elapsed());
+        assert!(wait_progress(
+            &stream.progress,
+            at + MOVED,
+            Duration::from_secs(30)
+        ));
+        moving.push(t0.elapsed());
+        capnet::cli::set_carrier(&a.run_dir, from, true).unwrap();
+    }
+    let (f, m, u) = (median(first_frame), median(moving), median(undisturbed));
+    println!(
+        "failover (active-backup, carrier drop on the active leg, median of {ROUNDS}):\n  \
+         first frame on the other leg {:.1} ms; stream moved {} KiB more after {:.1} ms, \
+         vs {:.1} ms undisturbed (ratio {:.2}); goal: under 100 ms",
+        ms(f),
+        MOVED >> 10,
+        ms(m),
+        ms(u),
+        ms(m) / ms(u)
+    );
+}
+
+fn bench_restart() {
+    const ROUNDS: usize = 6;
+    let scratch = Scratch::new("bench-restart");
+    let (a, b) = two_hosts(&scratch);
+    let (na, nb) = (a.net().unwrap(), b.net().unwrap());
+    let stream = Stream::start(&na, &nb, "10.0.0.2:5101");
+    let (mut moving, mut undisturbed) = (Vec::new(), Vec::new());
+    for k in 1..=ROUNDS as u32 {
+        // Outside the supervisor's crash-loop window (1 s).
+        std::thread::sleep(Duration::from_millis(1100));
+        undisturbed.push(stream.time_to_move(MOVED, Instant::now()));
+        let t0 = Instant::now();
+        let at = stream.bytes();
+        a.kill("nicdrv sim0", libc::SIGKILL).unwrap();
+        assert!(wait_progress(
+            &stream.progress,
+            at + MOVED,
+            Duration::from_secs(30)
+        ));
+        moving.push(t0.elapsed());
+        a.wait_process("nicdrv sim0", |p| p.restarts == k, Duration::from_secs(10))
+            .unwrap();
+    }
+    let (m, u) = (median(moving.clone()), median(undisturbed));
+    println!(
+        "driver restart (kill -9 of nicdrv mid-stream, median of {ROUNDS}):\n  \
+         stream moved {} KiB more {:.1} ms after the kill (max {:.1} ms), vs {:.1} ms \
+         undisturbed (ratio {:.1}); goal: under 1 s",
+        MOVED >> 10,
+        ms(m),
+        ms(*moving.iter().max().unwrap()),
+        ms(u),
+        ms(m) / ms(u)
+    );
+}
+
+/// 16 flows from a to b for `secs`; MiB/s received in total.
+fn sixteen_flows(na: &libclient::Net, nb: &libclient::Net, secs: f64) -> f64 {
+    let streams: Vec<Stream> = (0..16)
+        .map(|i| Stream::start(na, nb, &format!("10.0.0.2:{}", 5200 + i)))
+        .collect();
+    let total = || streams.iter().map(|s| s.bytes()).sum::<u64>();
+    let (t, b0) = (Instant::now(), total());
+    std::thread::sleep(Duration::from_secs_f64(secs));
+    let mib = (total() - b0) as f64 / (1 << 20) as f64;
+    mib / t.elapsed().as_secs_f64()
+}
+
+fn bench_xor() {
+    let one_port = {
+        let scratch = Scratch::new("bench-xor-one");
+        let (a, b) = two_hosts(&scratch);
+        sixteen_flows(&a.net().unwrap(), &b.net().unwrap(), 5.0)
+    };
+    let bond = {
+        let scratch = Scratch::new("bench-xor-bond");
+        let (a, b) = bond_hosts(&scratch, "balance-xor", None);
+        sixteen_flows(&a.net().unwrap(), &b.net().unwrap(), 5.0)
+    };
+    println!(
+        "16 flows: balance-xor bond of two sim ports {bond:.0} MiB/s vs one port \
+         {one_port:.0} MiB/s (ratio {:.2})",
+        bond / one_port
+    );
 }

@@ -40,7 +40,7 @@ fn active_backup_keeps_a_256mib_stream_through_carrier_flaps() {
                 capnet::cli::set_carrier(&run_dir, port, state == "up").unwrap();
             };
             while !done.load(Ordering::Relaxed) {
-                let (down, up) = if flaps % 2 == 0 {
+                let (down, up) = if flaps.is_multiple_of(2) {
                     ("p0", "p1")
                 } else {
                     ("p1", "p0")
