@@ -211,4 +211,6 @@ struct StackCounters {
   ringsMapped @13 :UInt64;        # port ring regions mapped now
   egressWatchers @14 :UInt64;     # live egress subscriptions
   egressEvents @15 :UInt64;       # egress change notifications sent
+  salvageResent @16 :UInt64;      # frames a dead driver never gave back, sent again
+  salvageDropped @17 :UInt64;     # such frames given up (too old, or no checksum offload)
 }

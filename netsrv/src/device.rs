@@ -357,6 +357,26 @@ impl RingDevice {
         Some(self.reply_token())
     }
 
+    /// Copies of the frames the driver never gave back, oldest first, with
+    /// their descriptor flags: after the driver died, frames it may not
+    /// have put on the wire. Nothing from a driver that broke the contract.
+    pub fn unreturned_frames(&mut self) -> Vec<(Vec<u8>, u32)> {
+        if self.fault.is_some() {
+            return Vec::new();
+        }
+        self.duplex.tx.unreturned_frames()
+    }
+
+    /// Copies of the frames received and not yet handed to the stack.
+    pub fn drain_rx(&mut self) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        while let Some(buf) = self.next_rx() {
+            out.push(self.rx_data(&buf).to_vec());
+            self.drop_rx(buf);
+        }
+        out
+    }
+
     /// Carrier as the driver last set it in the shared region.
     pub fn carrier(&self) -> bool {
         self.duplex.carrier()

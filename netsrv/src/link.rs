@@ -64,6 +64,12 @@ pub struct Leg {
     pub detaches: u64,
     /// Counters of instances already gone.
     retired: DeviceCounters,
+    /// Frames a dead instance never gave back: sent again on the next live
+    /// leg, so that TCP need not wait out a retransmission timeout.
+    salvaged: Vec<(Vec<u8>, u32)>,
+    salvaged_at: Option<std::time::Instant>,
+    /// Frames a dead instance delivered that the stack had not read yet.
+    received: std::collections::VecDeque<Vec<u8>>,
 }
 
 impl Leg {
@@ -76,6 +82,9 @@ impl Leg {
             attaches: 0,
             detaches: 0,
             retired: DeviceCounters::default(),
+            salvaged: Vec::new(),
+            salvaged_at: None,
+            received: std::collections::VecDeque::new(),
         }
     }
 
@@ -118,7 +127,10 @@ impl Leg {
     }
 
     fn detach_current(&mut self) {
-        if let Some(d) = self.device.take() {
+        if let Some(mut d) = self.device.take() {
+            self.received.extend(d.drain_rx());
+            self.salvaged = d.unreturned_frames();
+            self.salvaged_at = Some(std::time::Instant::now());
             self.retired.add(&d.counters);
             self.detaches += 1;
         }
@@ -145,7 +157,15 @@ pub struct BondCounters {
     pub tx_no_leg: u64,
     /// Broadcast or multicast frames dropped on an inactive leg.
     pub rx_inactive: u64,
+    /// Frames a dead driver instance never gave back, sent again on a live
+    /// leg; and those given up (too old, or no leg could fill checksums).
+    pub salvage_resent: u64,
+    pub salvage_dropped: u64,
 }
+
+/// How long frames of a dead driver instance stay worth sending again:
+/// about a retransmission timeout, after which TCP has resent them anyway.
+const SALVAGE_TTL: std::time::Duration = std::time::Duration::from_secs(1);
 
 pub struct Link {
     pub name: String,
@@ -447,6 +467,53 @@ impl Link {
         }
     }
 
+    /// Sends frames that dead driver instances never gave back, on the leg
+    /// each would take now; what finds no TX buffer waits for the next poll.
+    pub fn resend_salvaged(&mut self) {
+        for i in 0..self.legs.len() {
+            if self.legs[i].salvaged.is_empty() {
+                continue;
+            }
+            let stale = self.legs[i]
+                .salvaged_at
+                .is_none_or(|t| t.elapsed() > SALVAGE_TTL);
+            if stale {
+                self.counters.salvage_dropped += self.legs[i].salvaged.len() as u64;
+                self.legs[i].salvaged.clear();
+                continue;
+            }
+            if self.live.is_empty() {
+                continue;
+            }
+            let frames = std::mem::take(&mut self.legs[i].salvaged);
+            let mut waiting = Vec::new();
+            for (frame, flags) in frames {
+                let Some(dev) = self
+                    .select_for_frame(&frame, false)
+                    .and_then(|j| self.legs[j].device.as_mut())
+                else {
+                    waiting.push((frame, flags));
+                    continue;
+                };
+                if flags & capnet_ring::flags::TX_CSUM != 0 && !dev.checksum_offload() {
+                    // Its checksums were left to a driver; this one will not.
+                    self.counters.salvage_dropped += 1;
+                    continue;
+                }
+                match dev.tx_token() {
+                    Some(t) => {
+                        phy::TxToken::consume(t, frame.len(), |b| {
+                            b.copy_from_slice(&frame[..b.len()])
+                        });
+                        self.counters.salvage_resent += 1;
+                    }
+                    None => waiting.push((frame, flags)),
+                }
+            }
+            self.legs[i].salvaged = waiting;
+        }
+    }
+
     /// Publishes staged descriptors on every leg.
     pub fn flush(&mut self) {
         for leg in &mut self.legs {
@@ -549,7 +616,11 @@ fn build_announcement(buf: &mut [u8], mac: [u8; 6], addr: IpAddress) -> usize {
     }
 }
 
-pub struct LinkRx<'a>(RxToken<'a>);
+pub enum LinkRx<'a> {
+    Ring(RxToken<'a>),
+    /// A frame copied out of a dead driver instance's rings.
+    Owned(Vec<u8>),
+}
 
 pub enum LinkTx<'a> {
     /// Straight into the buffer of the chosen leg.
@@ -572,7 +643,10 @@ impl phy::RxToken for LinkRx<'_> {
     where
         F: FnOnce(&[u8]) -> R,
     {
-        self.0.consume(f)
+        match self {
+            LinkRx::Ring(t) => t.consume(f),
+            LinkRx::Owned(frame) => f(&frame),
+        }
     }
 }
 
@@ -612,6 +686,24 @@ impl phy::Device for Link {
     type TxToken<'a> = LinkTx<'a>;
 
     fn receive(&mut self, _now: Instant) -> Option<(LinkRx<'_>, LinkTx<'_>)> {
+        if let Some(i) = self.legs.iter().position(|l| !l.received.is_empty()) {
+            let frame = self.legs[i].received.pop_front()?;
+            let reply = self.select_for_frame(&frame, true);
+            let Link {
+                legs,
+                scratch,
+                counters,
+                ..
+            } = self;
+            let tx = match reply.and_then(|j| legs[j].device.as_mut()) {
+                Some(d) => LinkTx::Leg(d.reply_token()),
+                None => LinkTx::Drop {
+                    scratch,
+                    counter: &mut counters.tx_no_leg,
+                },
+            };
+            return Some((LinkRx::Owned(frame), tx));
+        }
         let n = self.legs.len();
         for k in 0..n {
             let i = (self.rx_next + k) % n;
@@ -641,7 +733,7 @@ impl phy::Device for Link {
                     Some(j) if j == i => {
                         let dev = legs[i].device.as_mut()?;
                         let (r, t) = dev.tokens(buf);
-                        Some((LinkRx(r), LinkTx::Leg(t)))
+                        Some((LinkRx::Ring(r), LinkTx::Leg(t)))
                     }
                     Some(j) => {
                         let (a, b) = two_mut(legs, i, j);
@@ -653,12 +745,12 @@ impl phy::Device for Link {
                                 counter: &mut counters.tx_no_leg,
                             },
                         };
-                        Some((LinkRx(r), tx))
+                        Some((LinkRx::Ring(r), tx))
                     }
                     None => {
                         let r = legs[i].device.as_mut()?.rx_token(buf);
                         Some((
-                            LinkRx(r),
+                            LinkRx::Ring(r),
                             LinkTx::Drop {
                                 scratch,
                                 counter: &mut counters.tx_no_leg,

@@ -483,6 +483,14 @@ pub fn write_status(
     b.set_driver_attaches(attaches);
     b.set_driver_detaches(detaches);
     b.set_rings_mapped(mapped);
+    let (resent, dropped) = stack.ifaces.iter().fold((0, 0), |(r, d), i| {
+        (
+            r + i.link.counters.salvage_resent,
+            d + i.link.counters.salvage_dropped,
+        )
+    });
+    b.set_salvage_resent(resent);
+    b.set_salvage_dropped(dropped);
     b.set_egress_watchers(c.egress_watchers);
     b.set_egress_events(c.egress_events);
 }

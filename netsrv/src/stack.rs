@@ -1072,6 +1072,7 @@ impl Stack {
         let mut legs_changed = false;
         for iface in &mut self.ifaces {
             legs_changed |= iface.link.refresh();
+            iface.link.resend_salvaged();
             if iface.link.announce_pending() {
                 let addrs: Vec<IpCidr> = iface.iface.ip_addrs().to_vec();
                 iface.link.announce(&addrs);

@@ -151,7 +151,15 @@ struct SimDev {
     admin_carrier: bool,
     /// The wire's peer broke the protocol or left: drop the wire.
     broken: Option<String>,
+    /// Frames a peer that died never gave back: sent again to the peer
+    /// that takes its place (a restarted driver of the same port), so that
+    /// TCP over the wire need not wait out a retransmission timeout.
+    unsent: Vec<Vec<u8>>,
+    unsent_at: Option<Instant>,
 }
+
+/// How long frames of a dead wire peer stay worth sending to its successor.
+const UNSENT_TTL: Duration = Duration::from_secs(1);
 
 #[cfg(target_os = "linux")]
 struct TapDev {
@@ -192,6 +200,8 @@ pub fn spawn(
             blocked: false,
             admin_carrier: true,
             broken: None,
+            unsent: Vec::new(),
+            unsent_at: None,
         })),
         #[cfg(target_os = "linux")]
         DeviceConfig::Tap(tap) => {
@@ -596,14 +606,44 @@ impl DataPlane {
         s.spare = None;
         s.blocked = false;
         s.broken = None;
+        let unsent = std::mem::take(&mut s.unsent);
+        if s.unsent_at.is_some_and(|t| t.elapsed() < UNSENT_TTL) && !unsent.is_empty() {
+            tracing::info!(
+                frames = unsent.len(),
+                "sending the frames the last peer never took"
+            );
+            for f in &unsent {
+                device_send(&mut self.device, &self.shared.counters, f);
+            }
+        }
     }
 
     fn wire_down(&mut self, why: &str) {
+        // Frames the peer put on the wire before it went are good, like
+        // frames on a cable before the cut: deliver them (bounded, in case
+        // the peer left a queue it still fakes).
+        if matches!(&self.device, Device::Sim(s) if s.wire.is_some() && s.broken.is_none()) {
+            for _ in 0..64 {
+                if !self.pump_rx() {
+                    break;
+                }
+            }
+        }
         let Device::Sim(s) = &mut self.device else {
             return;
         };
-        if s.wire.take().is_some() {
+        if let Some(mut w) = s.wire.take() {
             tracing::warn!(why, "wire lost; meeting the next peer");
+            if s.broken.is_none() {
+                s.unsent = w
+                    .duplex
+                    .tx
+                    .unreturned_frames()
+                    .into_iter()
+                    .map(|f| f.0)
+                    .collect();
+                s.unsent_at = Some(Instant::now());
+            }
         }
         s.spare = None;
         s.blocked = false;
@@ -728,6 +768,10 @@ impl DataPlane {
         };
         let mut n = 0;
         match device {
+            // Until a stack holds the port, frames wait on the wire (its
+            // ring is the NIC's queue) instead of being dropped: a restarted
+            // driver gets what arrived while netsrv was attaching it.
+            Device::Sim(_) if rx.port.is_none() => {}
             Device::Sim(s) => {
                 if let Some(w) = s.wire.as_mut() {
                     while n < BATCH {
@@ -925,11 +969,12 @@ impl DataPlane {
         if !blocked && self.port.as_ref().is_some_and(|p| !p.duplex.rx.is_empty()) {
             return true;
         }
+        // Wire frames are work only once a stack holds the port.
+        let attached = self.port.is_some();
         match &self.device {
-            Device::Sim(s) => s
-                .wire
-                .as_ref()
-                .is_some_and(|w| !w.duplex.rx.is_empty() || (blocked && w.duplex.tx.has_returns())),
+            Device::Sim(s) => s.wire.as_ref().is_some_and(|w| {
+                (attached && !w.duplex.rx.is_empty()) || (blocked && w.duplex.tx.has_returns())
+            }),
             #[cfg(target_os = "linux")]
             Device::Tap(_) => false,
         }
@@ -989,10 +1034,11 @@ impl DataPlane {
             }
         }
         // 2. Re-check: work that arrived before the request would ring nobody.
+        let attached = self.port.is_some();
         let pending = (!blocked && self.port.as_ref().is_some_and(|p| !p.duplex.rx.is_empty()))
             || match &self.device {
                 Device::Sim(s) => s.wire.as_ref().is_some_and(|w| {
-                    !w.duplex.rx.is_empty() || (blocked && w.duplex.tx.has_returns())
+                    (attached && !w.duplex.rx.is_empty()) || (blocked && w.duplex.tx.has_returns())
                 }),
                 #[cfg(target_os = "linux")]
                 Device::Tap(_) => false,

@@ -104,6 +104,9 @@ pub struct ChannelSender {
     data: DataArea,
     /// Shadow: `lent[i]` iff buffer `i` was sent and has not come back.
     lent: Vec<bool>,
+    /// What buffer `i` carried when last sent: (send order, len, flags).
+    sent: Vec<(u64, u32, u32)>,
+    next_seq: u64,
     /// Buffers we own and nobody is filling.
     free_list: Vec<u32>,
     staged: Vec<Desc>,
@@ -145,6 +148,8 @@ impl ChannelSender {
             )?,
             data: DataArea::new(region, offset + layout.data_offset(), layout.data_bytes())?,
             lent: vec![false; n],
+            sent: vec![(0, 0, 0); n],
+            next_seq: 0,
             free_list: (0..layout.buffers).rev().collect(),
             staged: Vec::with_capacity(n),
             returns: vec![Desc::default(); n.min(64)],
@@ -169,6 +174,8 @@ impl ChannelSender {
     pub fn send(&mut self, b: TxBuf, len: u32, flags: u32, context: u32) {
         debug_assert!(len <= self.layout.buf_size, "frame longer than its buffer");
         self.lent[b.0] = true;
+        self.sent[b.0] = (self.next_seq, len.min(self.layout.buf_size), flags);
+        self.next_seq += 1;
         self.staged.push(Desc {
             offset: self.layout.offset_of(b.0),
             len: len.min(self.layout.buf_size),
@@ -215,6 +222,24 @@ impl ChannelSender {
 
     pub fn layout(&self) -> ChannelLayout {
         self.layout
+    }
+
+    /// Copies of the frames sent and never returned, oldest first, with
+    /// their flags. After the receiver died these are the frames it may not
+    /// have passed on (some it may have: a resend can duplicate them).
+    pub fn unreturned_frames(&mut self) -> Vec<(Vec<u8>, u32)> {
+        // Returns already published are not in doubt; a broken free queue
+        // only means fewer of them are known.
+        let _ = self.reclaim();
+        let mut lent: Vec<usize> = (0..self.lent.len()).filter(|&i| self.lent[i]).collect();
+        lent.sort_by_key(|&i| self.sent[i].0);
+        lent.into_iter()
+            .map(|i| {
+                let (_, len, flags) = self.sent[i];
+                let offset = self.layout.offset_of(i) as usize;
+                (self.data.bytes(offset, len as usize).to_vec(), flags)
+            })
+            .collect()
     }
 
     /// Buffers sent and not yet reclaimed from the free queue.
@@ -409,6 +434,24 @@ mod tests {
             rx.flush().unwrap();
             assert!(tx.has_returns());
         }
+    }
+
+    #[test]
+    fn unreturned_frames_come_back_in_send_order() {
+        let (mut tx, mut rx, _r) = pair(ChannelLayout {
+            buffers: 8,
+            buf_size: 64,
+        });
+        for p in [&b"one"[..], b"two", b"three"] {
+            send(&mut tx, p);
+        }
+        tx.flush().unwrap();
+        // The receiver passes the first one on and returns it.
+        let b = rx.recv().unwrap().unwrap();
+        rx.release(b);
+        rx.flush().unwrap();
+        let left: Vec<Vec<u8>> = tx.unreturned_frames().into_iter().map(|f| f.0).collect();
+        assert_eq!(left, vec![b"two".to_vec(), b"three".to_vec()]);
     }
 
     #[test]
