@@ -576,16 +576,42 @@ fn bench_restart() {
     );
 }
 
-/// 16 flows from a to b for `secs`; MiB/s received in total.
+/// 16 flows from a to one server port on b for `secs` (ephemeral source
+/// ports, as real clients have); MiB/s received in total.
 fn sixteen_flows(na: &libclient::Net, nb: &libclient::Net, secs: f64) -> f64 {
-    let streams: Vec<Stream> = (0..16)
-        .map(|i| Stream::start(na, nb, &format!("10.0.0.2:{}", 5200 + i)))
-        .collect();
-    let total = || streams.iter().map(|s| s.bytes()).sum::<u64>();
+    const FLOWS: usize = 16;
+    let l = nb.tcp_listen("0.0.0.0:5200".parse().unwrap(), 16).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let progress: Vec<Progress> = (0..FLOWS).map(|_| Progress::default()).collect();
+    let mut threads = Vec::new();
+    for p in &progress {
+        let mut c = na.tcp_connect("10.0.0.2:5200".parse().unwrap(), None).unwrap();
+        let st = stop.clone();
+        threads.push(std::thread::spawn(move || {
+            let chunk = vec![0x3cu8; 64 * 1024];
+            while !st.load(Ordering::Relaxed) {
+                if c.write_all(&chunk).is_err() {
+                    return;
+                }
+            }
+            let _ = c.shutdown(Shutdown::Write);
+        }));
+        let (mut s, _) = l.accept().unwrap();
+        let p = p.clone();
+        threads.push(std::thread::spawn(move || {
+            let _ = receive_counting(&mut s, &p, 0);
+        }));
+    }
+    let total = || progress.iter().map(|p| p.load(Ordering::Relaxed)).sum::<u64>();
+    std::thread::sleep(Duration::from_secs(1));
     let (t, b0) = (Instant::now(), total());
     std::thread::sleep(Duration::from_secs_f64(secs));
-    let mib = (total() - b0) as f64 / (1 << 20) as f64;
-    mib / t.elapsed().as_secs_f64()
+    let mib = (total() - b0) as f64 / (1 << 20) as f64 / t.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        let _ = t.join();
+    }
+    mib
 }
 
 fn bench_xor() {

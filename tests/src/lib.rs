@@ -100,7 +100,7 @@ pub fn require_root(test: &str) -> bool {
 /// wire0.., the first two in bond0 (`mode`, 10.0.0.n/24, fd00::n/64), and
 /// `extra` TOML appended (more ports, routes).
 pub fn bond_config(n: u8, mode: &str, primary: Option<&str>, extra: &str) -> String {
-    let mut c = String::from("[netsrv]\ntcp_buffer = 262144\n");
+    let mut c = String::from("[netsrv]\ntcp_buffer = 65536\n");
     for p in 0..2 {
         c += &format!(
             "[[port]]\nname = \"p{p}\"\nbackend = \"sim\"\nwire = \"wire{p}.sock\"\n\
