@@ -24,6 +24,15 @@ pub struct Config {
 #[serde(deny_unknown_fields)]
 pub struct NetsrvConfig {
     pub tcp_buffer: Option<usize>,
+    /// "reno" (the default) or "none".
+    pub congestion_control: Option<CongestionControl>,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum CongestionControl {
+    Reno,
+    None,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]

@@ -46,9 +46,24 @@ pub fn send_pattern(w: &mut impl Write, seed: u64, bytes: u64) -> std::io::Resul
 
 /// Reads to EOF; returns (bytes, sha256).
 pub fn receive_all(r: &mut impl Read) -> std::io::Result<Received> {
+    receive_counting(r, &Progress::default(), 0)
+}
+
+/// A byte counter the receiving side of a transfer bumps, so that others
+/// can see the stream move.
+pub type Progress = std::sync::Arc<std::sync::atomic::AtomicU64>;
+
+/// Reads to EOF, counting into `progress`, at most `max_rate` bytes per
+/// second (0: unlimited); returns (bytes, sha256).
+pub fn receive_counting(
+    r: &mut impl Read,
+    progress: &Progress,
+    max_rate: u64,
+) -> std::io::Result<Received> {
     let mut hash = Sha256::new();
     let mut buf = vec![0u8; 64 * 1024];
     let mut total = 0u64;
+    let start = std::time::Instant::now();
     loop {
         let n = r.read(&mut buf)?;
         if n == 0 {
@@ -56,6 +71,13 @@ pub fn receive_all(r: &mut impl Read) -> std::io::Result<Received> {
         }
         hash.update(&buf[..n]);
         total += n as u64;
+        progress.store(total, std::sync::atomic::Ordering::Relaxed);
+        if max_rate > 0 {
+            let due = std::time::Duration::from_secs_f64(total as f64 / max_rate as f64);
+            if let Some(wait) = due.checked_sub(start.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
     }
 }
 

@@ -285,6 +285,13 @@ fn netsrv_args(
     if let Some(b) = config.netsrv.tcp_buffer {
         a.extend(["--tcp-buffer".to_string(), b.to_string()]);
     }
+    if let Some(cc) = config.netsrv.congestion_control {
+        let cc = match cc {
+            crate::config::CongestionControl::Reno => "reno",
+            crate::config::CongestionControl::None => "none",
+        };
+        a.extend(["--congestion-control".to_string(), cc.to_string()]);
+    }
     a.extend(["--listen".to_string(), socket_path.display().to_string()]);
     a
 }

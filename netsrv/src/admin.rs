@@ -5,7 +5,7 @@
 
 use crate::addr::parse_cidr;
 use crate::link::Mode;
-use crate::service::{driver_counters, write_status, NetServer, Shared};
+use crate::service::{fill_status, NetServer, Shared};
 use capnet_schema::net_capnp::{net, net_admin, BondMode};
 use capnp::capability::Rc as CapRc;
 use capnp::Error;
@@ -64,9 +64,7 @@ impl net_admin::Server for NetAdminServer {
         _: net_admin::StatusParams,
         mut results: net_admin::StatusResults,
     ) -> Result<(), Error> {
-        let counters = driver_counters(&self.shared).await;
-        let stack = self.shared.stack.borrow();
-        write_status(&stack, &counters, results.get().init_status());
+        fill_status(&self.shared, results.get().init_status()).await;
         Ok(())
     }
 

@@ -41,6 +41,8 @@ pub struct Args {
     pub admin_fds: Vec<i32>,
     pub attach_fd: Option<i32>,
     pub tcp_buffer: usize,
+    /// TCP congestion control: Reno unless `--congestion-control none`.
+    pub reno: bool,
     pub max_sockets: usize,
 }
 
@@ -48,11 +50,12 @@ pub const USAGE: &str = "usage: netsrv --port NAME=fd:RPC,HANDOFF | --port NAME=
               [--bond NAME=MODE:LEG,LEG[:PRIMARY]]... (MODE: active-backup | balance-xor)
               [--address NAME=CIDR]... [--route default|CIDR=GATEWAY]...
               [--listen PATH] [--rpc-fd N]... [--admin-fd N]... [--attach-fd N]
-              [--tcp-buffer BYTES] [--max-sockets N]";
+              [--tcp-buffer BYTES] [--congestion-control reno|none] [--max-sockets N]";
 
 pub fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
     let mut args = Args {
         tcp_buffer: 64 * 1024,
+        reno: true,
         max_sockets: 4096,
         ..Args::default()
     };
@@ -88,6 +91,15 @@ pub fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
             "--listen" => args.listen = Some(PathBuf::from(value()?)),
             "--rpc-fd" => args.rpc_fds.push(parse_num(&flag, &value()?)?),
             "--tcp-buffer" => args.tcp_buffer = parse_num(&flag, &value()?)?,
+            "--congestion-control" => {
+                args.reno = match value()?.as_str() {
+                    "reno" => true,
+                    "none" => false,
+                    other => {
+                        return Err(format!("--congestion-control {other:?}: use reno or none"))
+                    }
+                }
+            }
             "--max-sockets" => args.max_sockets = parse_num(&flag, &value()?)?,
             "-h" | "--help" => return Err(USAGE.to_string()),
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),

@@ -35,7 +35,9 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: args::Args) -> std::io::Result<()> {
-    let shared = service::Shared::new(netsrv::stack::Stack::new(args.tcp_buffer));
+    let mut stack = netsrv::stack::Stack::new(args.tcp_buffer);
+    stack.reno = args.reno;
+    let shared = service::Shared::new(stack);
     for port in &args.ports {
         let streams = driver::open(&port.source)?;
         driver::attach(&shared, &port.name, streams)

@@ -337,9 +337,7 @@ impl net::Server for NetServer {
         _: net::StatusParams,
         mut results: net::StatusResults,
     ) -> Result<(), Error> {
-        let counters = driver_counters(&self.shared).await;
-        let stack = self.shared.stack.borrow();
-        write_status(&stack, &counters, results.get().init_status());
+        fill_status(&self.shared, results.get().init_status()).await;
         Ok(())
     }
 
@@ -359,9 +357,15 @@ impl net::Server for NetServer {
 
 type NicCounters = capnp::capability::Response<nic::counters_results::Owned>;
 
+/// The whole status, with every driver's own counters.
+pub async fn fill_status(shared: &Rc<Shared>, status: net_status::Builder<'_>) {
+    let counters = driver_counters(shared).await;
+    write_status(&shared.stack.borrow(), &counters, status);
+}
+
 /// Every attached driver's own counters. Asked before the stack is
 /// borrowed: no borrow may live across an await.
-pub async fn driver_counters(shared: &Rc<Shared>) -> HashMap<String, NicCounters> {
+async fn driver_counters(shared: &Rc<Shared>) -> HashMap<String, NicCounters> {
     let mut out = HashMap::new();
     for (name, nic) in shared.nics() {
         if let Ok(r) = nic.counters_request().send().promise.await {
@@ -384,7 +388,7 @@ fn set_texts(mut list: capnp::text_list::Builder<'_>, items: &[String]) {
     }
 }
 
-pub fn write_status(
+fn write_status(
     stack: &Stack,
     nic_counters: &HashMap<String, NicCounters>,
     mut status: net_status::Builder<'_>,

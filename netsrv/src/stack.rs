@@ -145,6 +145,8 @@ pub struct Stack {
     next_ephemeral: u16,
     pub counters: StackCounters,
     pub default_buffer: usize,
+    /// Reno congestion control on new TCP sockets (else none).
+    pub reno: bool,
     epoch: std::time::Instant,
 }
 
@@ -174,6 +176,7 @@ impl Stack {
             next_ephemeral: EPHEMERAL.start() + (seed % span) as u16,
             counters: StackCounters::default(),
             default_buffer,
+            reno: true,
             epoch: std::time::Instant::now(),
         }
     }
@@ -627,6 +630,15 @@ impl Stack {
             tcp::SocketBuffer::new(vec![0; tx.clamp(1024, 16 << 20)]),
         );
         s.set_nagle_enabled(!options.no_delay);
+        // Without congestion control a sender fills the whole window at
+        // once; with many flows through one port that overruns the
+        // receiver's ring, and each drop costs smoltcp a retransmission
+        // timeout (16 flows: 4 MiB/s instead of 373). Reno backs off on
+        // loss and needs no floating point; it costs a single bulk flow
+        // about a quarter of its rate here (docs/benchmarks.md).
+        if self.reno {
+            s.set_congestion_control(tcp::CongestionControl::Reno);
+        }
         // Out-of-order segments must be answered at once: smoltcp has no
         // SACK, and only prompt duplicate ACKs trigger fast retransmit
         // instead of a one-second retransmission timeout.

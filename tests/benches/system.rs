@@ -585,7 +585,9 @@ fn sixteen_flows(na: &libclient::Net, nb: &libclient::Net, secs: f64) -> f64 {
     let progress: Vec<Progress> = (0..FLOWS).map(|_| Progress::default()).collect();
     let mut threads = Vec::new();
     for p in &progress {
-        let mut c = na.tcp_connect("10.0.0.2:5200".parse().unwrap(), None).unwrap();
+        let mut c = na
+            .tcp_connect("10.0.0.2:5200".parse().unwrap(), None)
+            .unwrap();
         let st = stop.clone();
         threads.push(std::thread::spawn(move || {
             let chunk = vec![0x3cu8; 64 * 1024];
@@ -602,7 +604,12 @@ fn sixteen_flows(na: &libclient::Net, nb: &libclient::Net, secs: f64) -> f64 {
             let _ = receive_counting(&mut s, &p, 0);
         }));
     }
-    let total = || progress.iter().map(|p| p.load(Ordering::Relaxed)).sum::<u64>();
+    let total = || {
+        progress
+            .iter()
+            .map(|p| p.load(Ordering::Relaxed))
+            .sum::<u64>()
+    };
     std::thread::sleep(Duration::from_secs(1));
     let (t, b0) = (Instant::now(), total());
     std::thread::sleep(Duration::from_secs_f64(secs));

@@ -4,7 +4,7 @@
 use capnet::host::Host;
 use std::path::PathBuf;
 
-pub use capnet::demo::{pattern, receive_all, send_pattern};
+pub use capnet::demo::{pattern, receive_all, receive_counting, send_pattern, Progress};
 
 /// Echoes everything back until EOF; returns the byte count.
 pub fn echo_until_eof(s: &mut libclient::TcpStream) -> std::io::Result<usize> {
@@ -144,40 +144,6 @@ pub fn fds_and_memfds(pid: u32) -> (usize, usize) {
         })
         .unwrap_or(0);
     (fds, memfds)
-}
-
-/// A byte counter the receiving side of a transfer bumps, so that a test
-/// can wait for the stream to move.
-pub type Progress = std::sync::Arc<std::sync::atomic::AtomicU64>;
-
-/// Reads to EOF, counting into `progress`, at most `max_rate` bytes per
-/// second (0: unlimited); returns (bytes, sha256).
-pub fn receive_counting(
-    r: &mut impl std::io::Read,
-    progress: &Progress,
-    max_rate: u64,
-) -> std::io::Result<capnet::demo::Received> {
-    use sha2::{Digest, Sha256};
-    use std::sync::atomic::Ordering;
-    let mut hash = Sha256::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut total = 0u64;
-    let start = std::time::Instant::now();
-    loop {
-        let n = r.read(&mut buf)?;
-        if n == 0 {
-            return Ok((total, hash.finalize().into()));
-        }
-        hash.update(&buf[..n]);
-        total += n as u64;
-        progress.store(total, Ordering::Relaxed);
-        if max_rate > 0 {
-            let due = std::time::Duration::from_secs_f64(total as f64 / max_rate as f64);
-            if let Some(wait) = due.checked_sub(start.elapsed()) {
-                std::thread::sleep(wait);
-            }
-        }
-    }
 }
 
 /// Waits until `progress` passes `bytes`; false on timeout.
