@@ -24,7 +24,7 @@ pub struct Config {
 #[serde(deny_unknown_fields)]
 pub struct NetsrvConfig {
     pub tcp_buffer: Option<usize>,
-    /// "reno" (the default) or "none".
+    /// "none" (the default) or "reno".
     pub congestion_control: Option<CongestionControl>,
 }
 

@@ -41,7 +41,7 @@ pub struct Args {
     pub admin_fds: Vec<i32>,
     pub attach_fd: Option<i32>,
     pub tcp_buffer: usize,
-    /// TCP congestion control: Reno unless `--congestion-control none`.
+    /// TCP congestion control: Reno with `--congestion-control reno`.
     pub reno: bool,
     pub max_sockets: usize,
 }
@@ -55,7 +55,7 @@ pub const USAGE: &str = "usage: netsrv --port NAME=fd:RPC,HANDOFF | --port NAME=
 pub fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
     let mut args = Args {
         tcp_buffer: 64 * 1024,
-        reno: true,
+        reno: false,
         max_sockets: 4096,
         ..Args::default()
     };

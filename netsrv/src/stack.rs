@@ -145,7 +145,7 @@ pub struct Stack {
     next_ephemeral: u16,
     pub counters: StackCounters,
     pub default_buffer: usize,
-    /// Reno congestion control on new TCP sockets (else none).
+    /// Reno congestion control on new TCP sockets (else none, the default).
     pub reno: bool,
     epoch: std::time::Instant,
 }
@@ -176,7 +176,7 @@ impl Stack {
             next_ephemeral: EPHEMERAL.start() + (seed % span) as u16,
             counters: StackCounters::default(),
             default_buffer,
-            reno: true,
+            reno: false,
             epoch: std::time::Instant::now(),
         }
     }
@@ -630,15 +630,19 @@ impl Stack {
             tcp::SocketBuffer::new(vec![0; tx.clamp(1024, 16 << 20)]),
         );
         s.set_nagle_enabled(!options.no_delay);
-        // Without congestion control a sender fills the whole window at
-        // once; with many flows through one port that overruns the
-        // receiver's ring, and each drop costs smoltcp a retransmission
-        // timeout (16 flows: 4 MiB/s instead of 373). Reno backs off on
-        // loss and needs no floating point; it costs a single bulk flow
-        // about a quarter of its rate here (docs/benchmarks.md).
-        if self.reno {
-            s.set_congestion_control(tcp::CongestionControl::Reno);
-        }
+        // A choice between two of smoltcp's limits (docs/benchmarks.md).
+        // Without congestion control many bulk flows through one port can
+        // overrun the receiver's ring, and each drop costs a retransmission
+        // timeout (16 flows: 4 MiB/s). With Reno, random loss collapses a
+        // flow (2% loss: a few KB/s, since without SACK a small window
+        // leaves only timeouts to recover). Off by default.
+        // Explicit either way: with the Reno feature built in, smoltcp
+        // picks Reno by default.
+        s.set_congestion_control(if self.reno {
+            tcp::CongestionControl::Reno
+        } else {
+            tcp::CongestionControl::None
+        });
         // Out-of-order segments must be answered at once: smoltcp has no
         // SACK, and only prompt duplicate ACKs trigger fast retransmit
         // instead of a one-second retransmission timeout.

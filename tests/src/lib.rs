@@ -100,7 +100,18 @@ pub fn require_root(test: &str) -> bool {
 /// wire0.., the first two in bond0 (`mode`, 10.0.0.n/24, fd00::n/64), and
 /// `extra` TOML appended (more ports, routes).
 pub fn bond_config(n: u8, mode: &str, primary: Option<&str>, extra: &str) -> String {
-    let mut c = String::from("[netsrv]\ntcp_buffer = 65536\n");
+    bond_config_with(n, mode, primary, extra, "")
+}
+
+/// `bond_config` with more `[netsrv]` settings (TOML lines).
+pub fn bond_config_with(
+    n: u8,
+    mode: &str,
+    primary: Option<&str>,
+    extra: &str,
+    netsrv: &str,
+) -> String {
+    let mut c = format!("[netsrv]\ntcp_buffer = 65536\n{netsrv}\n");
     for p in 0..2 {
         c += &format!(
             "[[port]]\nname = \"p{p}\"\nbackend = \"sim\"\nwire = \"wire{p}.sock\"\n\

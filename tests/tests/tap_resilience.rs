@@ -296,6 +296,23 @@ fn tap_bond_failover_keeps_a_transfer() {
             log_tail(&host)
         );
     };
+    // The bridge learned the new path: the bond's MAC now sits behind the
+    // other tap (the gratuitous ARP and the traffic after it teach it).
+    let learned = Instant::now();
+    loop {
+        let fdb = sh(&format!("bridge -n {} fdb show br br0", lab.ns));
+        if fdb
+            .lines()
+            .any(|l| l.starts_with("02:00:00:00:bb:01") && l.contains(&format!("dev {tap_b} ")))
+        {
+            break;
+        }
+        assert!(
+            learned.elapsed() < Duration::from_secs(10),
+            "the bridge never learned the bond behind {tap_b}:\n{fdb}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     // Both streams move again: beyond what was buffered at the cut.
     let margin = TCP_BUFFER + (128 << 10);
     let mut resumed = Vec::new();
