@@ -39,8 +39,6 @@ pub const QUICK: Duration = Duration::from_secs(1);
 pub const QUICK_LIMIT: u32 = 5;
 /// The first back-off after a quick exit; it doubles with each further one.
 pub const BACKOFF: Duration = Duration::from_millis(100);
-/// How often children are polled besides SIGCHLD.
-const POLL: Duration = Duration::from_millis(100);
 
 pub struct UpOptions {
     pub config: Config,
@@ -516,18 +514,23 @@ async fn monitor(ctx: Rc<Ctx>, shared: Shared, mut sigchld: tokio::signal::unix:
     loop {
         reap(&shared).await;
         restart_due(&ctx, &shared);
-        let now = Instant::now();
+        // SIGCHLD wakes us for every exit (an exit before the handler was
+        // installed is found by `reap` above); a timer runs only while a
+        // restart is scheduled, so an idle set costs no wakeups here.
         let next = shared
             .borrow()
             .procs
             .iter()
             .filter_map(|p| p.restart_at)
-            .min()
-            .unwrap_or(now + POLL)
-            .min(now + POLL);
-        tokio::select! {
-            _ = sigchld.recv() => {}
-            _ = tokio::time::sleep_until(next.into()) => {}
+            .min();
+        match next {
+            Some(at) => tokio::select! {
+                _ = sigchld.recv() => {}
+                _ = tokio::time::sleep_until(at.into()) => {}
+            },
+            None => {
+                sigchld.recv().await;
+            }
         }
     }
 }

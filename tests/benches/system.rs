@@ -53,24 +53,15 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// (name, pid) of every service process of a host, from `capnet status`.
+/// (name, pid) of every service process of a host, and of its supervisor.
 fn service_pids(host: &Host) -> Vec<(String, u32)> {
-    let out = host.cli(&["status"]).unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let mut pids = vec![("capnet".to_string(), host.pid())];
-    for line in text
-        .lines()
-        .skip_while(|l| !l.starts_with("processes"))
-        .skip(1)
-    {
-        if !line.starts_with("  ") {
-            break;
-        }
-        let words: Vec<&str> = line.split_whitespace().collect();
-        if let Some(i) = words.iter().position(|w| *w == "pid") {
-            pids.push((words[..i].join(" "), words[i + 1].parse().unwrap()));
-        }
-    }
+    pids.extend(
+        host.processes()
+            .unwrap()
+            .into_iter()
+            .map(|p| (p.name, p.pid)),
+    );
     pids
 }
 
