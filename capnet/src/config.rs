@@ -319,8 +319,8 @@ mod tests {
         Config::parse(include_str!("../../examples/capnet.toml")).unwrap();
         Config::parse(include_str!("../../examples/host-b.toml")).unwrap();
         for text in [
-            include_str!("../examples/bond-a.toml"),
-            include_str!("../examples/bond-b.toml"),
+            include_str!("../../examples/bond-a.toml"),
+            include_str!("../../examples/bond-b.toml"),
         ] {
             let c = Config::parse(text).unwrap();
             assert_eq!(c.bonds.len(), 1);

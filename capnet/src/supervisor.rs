@@ -1130,7 +1130,7 @@ mod tests {
 
     #[test]
     fn netsrv_gets_bonds_addresses_and_routes() {
-        let config = Config::parse(include_str!("../examples/bond-a.toml")).unwrap();
+        let config = Config::parse(include_str!("../../examples/bond-a.toml")).unwrap();
         let routes = vec![("default".to_string(), "10.0.0.254".to_string())];
         let a = netsrv_args(&config, &config.bonds, &routes, Path::new("/r/capnet.sock")).join(" ");
         assert_eq!(

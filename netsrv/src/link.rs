@@ -182,8 +182,14 @@ pub struct Link {
     scratch: Vec<u8>,
     rx_next: usize,
     announce_pending: bool,
+    /// Leg state at the last selection, and whether a setting changed since.
+    seen: (u64, u64),
+    reselect: bool,
     pub counters: BondCounters,
 }
+
+/// Legs a link can have (their state fits one machine word).
+pub const MAX_LEGS: usize = 64;
 
 /// The fields of a frame the layer3+4 hash covers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -328,6 +334,8 @@ impl Link {
             scratch: vec![0; mtu + 14],
             rx_next: 0,
             announce_pending: false,
+            seen: (0, 0),
+            reselect: true,
             counters: BondCounters::default(),
         };
         link.refresh();
@@ -358,17 +366,41 @@ impl Link {
 
     pub fn set_mode(&mut self, mode: Mode) {
         self.mode = mode;
+        self.reselect = true;
         self.refresh();
     }
 
     pub fn set_primary(&mut self, primary: Option<usize>) {
         self.primary = primary;
+        self.reselect = true;
         self.refresh();
+    }
+
+    /// Which legs are usable and which attached, one bit each.
+    fn leg_state(&self) -> (u64, u64) {
+        let mut usable = 0u64;
+        let mut attached = 0u64;
+        for (i, l) in self.legs.iter().enumerate().take(MAX_LEGS) {
+            if l.usable() {
+                usable |= 1 << i;
+            }
+            if l.device.is_some() {
+                attached |= 1 << i;
+            }
+        }
+        (usable, attached)
     }
 
     /// Re-selects legs from their current state; true if the selection
     /// changed (then peers are told the new path on the next poll).
     pub fn refresh(&mut self) -> bool {
+        // The common case, on every poll: nothing changed, nothing to do.
+        let state = self.leg_state();
+        if state == self.seen && !self.reselect {
+            return false;
+        }
+        self.seen = state;
+        self.reselect = false;
         let live: Vec<usize> = (0..self.legs.len())
             .filter(|&i| self.legs[i].usable())
             .collect();

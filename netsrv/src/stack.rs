@@ -267,8 +267,11 @@ impl Stack {
         primary: Option<&str>,
         addresses: &[IpCidr],
     ) -> Result<usize, String> {
-        if legs.is_empty() {
-            return Err(format!("invalid: bond {name} needs at least one leg"));
+        if legs.is_empty() || legs.len() > crate::link::MAX_LEGS {
+            return Err(format!(
+                "invalid: bond {name} needs 1 to {} legs",
+                crate::link::MAX_LEGS
+            ));
         }
         if self.iface_named(name).is_some() || self.free.iter().any(|l| l.meta.name == name) {
             return Err(format!("invalid: the name {name} is taken"));
