@@ -130,14 +130,20 @@ impl Life {
         if self.is_dead() {
             return true;
         }
+        // POLLRDHUP (the peer shut its end) is Linux's; elsewhere only a
+        // full hang-up shows.
+        #[cfg(target_os = "linux")]
+        const HUP: libc::c_short = libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR;
+        #[cfg(not(target_os = "linux"))]
+        const HUP: libc::c_short = libc::POLLHUP | libc::POLLERR;
         let mut p = libc::pollfd {
             fd: self.socket.as_raw_fd(),
-            events: libc::POLLRDHUP,
+            events: HUP,
             revents: 0,
         };
         // SAFETY: one valid pollfd, no waiting.
         let n = unsafe { libc::poll(&mut p, 1, 0) };
-        n == 1 && p.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0
+        n == 1 && p.revents & HUP != 0
     }
 
     /// Marks the connection dead and wakes every stream's sleepers. Under
