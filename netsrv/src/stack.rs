@@ -297,15 +297,8 @@ impl Stack {
             ),
             None => None,
         };
-        let mut taken = Vec::new();
-        for leg in legs {
-            let i = self
-                .free
-                .iter()
-                .position(|l| &l.meta.name == leg)
-                .unwrap_or(0);
-            taken.push(self.free.remove(i));
-        }
+        // Every leg was checked free above.
+        let taken: Vec<Leg> = legs.iter().filter_map(|l| self.take_free(l)).collect();
         let link = Link::new(name.to_string(), mode, taken, primary);
         tracing::info!(bond = name, mode = mode.name(), ?legs, "bond created");
         self.add_iface(link, addresses)

@@ -271,16 +271,14 @@ fn netsrv_death_resets_every_blocked_call() {
     assert!(dropped.elapsed() < Duration::from_secs(1));
     drop(held);
 
-    // If the supervisor brings the service back, a new connection works.
-    let back = a.wait_process(
-        "netsrv",
-        |p| p.state == "running" && p.restarts >= 1,
-        Duration::from_secs(10),
-    );
-    let Ok(p) = back else {
-        eprintln!("netsrv was not restarted; nothing more to check");
-        return;
-    };
+    // The supervisor brings the service back, and a new connection works.
+    let p = a
+        .wait_process(
+            "netsrv",
+            |p| p.state == "running" && p.restarts >= 1,
+            Duration::from_secs(10),
+        )
+        .unwrap_or_else(|e| panic!("the supervisor did not restart netsrv: {e}\n{}", a.log()));
     eprintln!("netsrv restarted: {p:?}");
     let l = nb.tcp_listen(addr("0.0.0.0:7304"), 1).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
