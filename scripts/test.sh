@@ -55,6 +55,6 @@ if [ $quick -eq 0 ]; then
     cargo test -p capnet-ring --release --test loom
 
   step "cargo check --target x86_64-unknown-redox (everything but the Linux backends)"
-  cargo check --target x86_64-unknown-redox -p capnet-ring -p capnet-schema -p netsrv -p libclient
+  cargo check --target x86_64-unknown-redox -p capnet-ring -p capnet-schema -p capnet-wire -p netsrv -p libclient
 fi
 step "all checks passed"

@@ -10,7 +10,8 @@
 
 pub mod args;
 pub mod counters;
-pub mod csum;
+/// Checksum verification and filling, shared with netsrv.
+pub use capnet_wire::csum;
 pub mod dataplane;
 pub mod faults;
 pub mod pcap;

@@ -1,0 +1,8 @@
+//! Frame-level logic that the NIC driver and the stack share, so that a
+//! frame is judged the same way on both sides of a port's rings: checksum
+//! verification (what a NIC's RX offload does, and what netsrv does in
+//! software for frames no driver verified) and checksum filling.
+//!
+//! Pure functions over smoltcp's typed `wire` views; builds for Redox.
+
+pub mod csum;
