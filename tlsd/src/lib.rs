@@ -1,0 +1,1 @@
+//! tlsd: the TLS service.
