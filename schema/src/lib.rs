@@ -19,6 +19,10 @@ pub mod net_capnp {
     include!("generated/net_capnp.rs");
 }
 #[allow(clippy::all, unused_parens)]
+pub mod tls_capnp {
+    include!("generated/tls_capnp.rs");
+}
+#[allow(clippy::all, unused_parens)]
 pub mod supervisor_capnp {
     include!("generated/supervisor_capnp.rs");
 }
@@ -28,4 +32,10 @@ pub mod errors;
 pub mod transport;
 
 /// The schema files, in the order they are compiled.
-pub const SCHEMA_FILES: [&str; 4] = ["common.capnp", "nic.capnp", "net.capnp", "supervisor.capnp"];
+pub const SCHEMA_FILES: [&str; 5] = [
+    "common.capnp",
+    "nic.capnp",
+    "net.capnp",
+    "tls.capnp",
+    "supervisor.capnp",
+];
