@@ -4,5 +4,9 @@
 //! software for frames no driver verified) and checksum filling.
 //!
 //! Pure functions over smoltcp's typed `wire` views; builds for Redox.
+//!
+//! `tls`: the TLS record format and per-record AEAD inputs (nonce, AAD) that
+//! tlsd's software engine and the NIC's TLS engine share.
 
 pub mod csum;
+pub mod tls;
