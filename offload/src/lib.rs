@@ -4,3 +4,5 @@
 //! inline, the way a SmartNIC runs beside the host. It lives here, apart from
 //! the driver's plumbing, so that it is testable alone and so that a service's
 //! software fallback can run the very same code.
+
+pub mod gcm;

@@ -1,0 +1,420 @@
+//! Incremental AES-GCM (NIST SP 800-38D) for one record at a time.
+//!
+//! A NIC sees a record's bytes spread over TCP segments and must emit each
+//! segment at once, so sealing cannot wait for the whole record. GCM splits
+//! cleanly: CTR keystream at any byte offset ([`GcmRecord::apply_keystream`])
+//! and GHASH over the ciphertext as it passes, keeping a partial block
+//! ([`GcmRecord::absorb`]); the tag is read off a copy of the GHASH state
+//! ([`GcmRecord::tag`]).
+//!
+//! Only 96-bit nonces (all TLS uses), so J0 = nonce || 0^31 || 1 and the
+//! first ciphertext block uses counter 2.
+
+use std::fmt;
+use std::sync::Arc;
+
+use aes::cipher::{BlockEncrypt, KeyInit};
+use aes::{Aes128, Aes256, Block};
+use ghash::universal_hash::UniversalHash;
+use ghash::GHash;
+
+pub const BLOCK_LEN: usize = 16;
+pub const NONCE_LEN: usize = 12;
+pub const TAG_LEN: usize = 16;
+
+/// Keystream blocks encrypted per batch: enough for aes's parallel backend
+/// (8 blocks with AES-NI) to stay busy, small enough for the stack.
+const BATCH_BLOCKS: usize = 64;
+
+/// A key of the wrong length for AES-128 or AES-256.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeyLengthError(pub usize);
+
+impl fmt::Display for KeyLengthError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "AES-GCM key of {} bytes (16 or 32 expected)", self.0)
+    }
+}
+
+impl std::error::Error for KeyLengthError {}
+
+// One per key, behind an Arc: the size difference costs nothing.
+#[allow(clippy::large_enum_variant)]
+enum Cipher {
+    Aes128(Aes128),
+    Aes256(Aes256),
+}
+
+impl Cipher {
+    fn encrypt_blocks(&self, blocks: &mut [Block]) {
+        match self {
+            Cipher::Aes128(c) => c.encrypt_blocks(blocks),
+            Cipher::Aes256(c) => c.encrypt_blocks(blocks),
+        }
+    }
+}
+
+struct KeyInner {
+    cipher: Cipher,
+    /// GHASH keyed with H = E(K, 0^128), empty: each record starts from a
+    /// clone of it.
+    ghash: GHash,
+}
+
+/// An AES-GCM key (expanded once). Cloning is cheap (shared), so that every
+/// record in flight can hold its key.
+#[derive(Clone)]
+pub struct GcmKey {
+    inner: Arc<KeyInner>,
+}
+
+impl fmt::Debug for GcmKey {
+    // Never the key material.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let bits = match self.inner.cipher {
+            Cipher::Aes128(_) => 128,
+            Cipher::Aes256(_) => 256,
+        };
+        write!(f, "GcmKey(AES-{bits})")
+    }
+}
+
+impl GcmKey {
+    /// AES-128 for 16 bytes, AES-256 for 32.
+    pub fn new(key: &[u8]) -> Result<GcmKey, KeyLengthError> {
+        let cipher = match key.len() {
+            16 => Cipher::Aes128(Aes128::new_from_slice(key).map_err(|_| KeyLengthError(16))?),
+            32 => Cipher::Aes256(Aes256::new_from_slice(key).map_err(|_| KeyLengthError(32))?),
+            n => return Err(KeyLengthError(n)),
+        };
+        let mut h = Block::default();
+        cipher.encrypt_blocks(std::slice::from_mut(&mut h));
+        let ghash = GHash::new(&h);
+        Ok(GcmKey {
+            inner: Arc::new(KeyInner { cipher, ghash }),
+        })
+    }
+
+    /// 16 or 32.
+    pub fn key_len(&self) -> usize {
+        match self.inner.cipher {
+            Cipher::Aes128(_) => 16,
+            Cipher::Aes256(_) => 32,
+        }
+    }
+}
+
+/// The GCM state of one record (one nonce): keystream at any offset, and
+/// GHASH over the ciphertext fed in order.
+#[derive(Clone)]
+pub struct GcmRecord {
+    key: GcmKey,
+    nonce: [u8; NONCE_LEN],
+    /// E(K, J0), XORed into the GHASH result to make the tag.
+    ek_j0: [u8; TAG_LEN],
+    ghash: GHash,
+    partial: [u8; BLOCK_LEN],
+    partial_len: usize,
+    aad_len: u64,
+    ct_len: u64,
+}
+
+impl fmt::Debug for GcmRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GcmRecord")
+            .field("key", &self.key)
+            .field("absorbed", &self.ct_len)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GcmRecord {
+    pub fn new(key: &GcmKey, nonce: &[u8; NONCE_LEN], aad: &[u8]) -> GcmRecord {
+        let mut j0 = counter_block(nonce, 1);
+        key.inner
+            .cipher
+            .encrypt_blocks(std::slice::from_mut(&mut j0));
+        let mut ghash = key.inner.ghash.clone();
+        ghash.update_padded(aad);
+        GcmRecord {
+            key: key.clone(),
+            nonce: *nonce,
+            ek_j0: j0.into(),
+            ghash,
+            partial: [0; BLOCK_LEN],
+            partial_len: 0,
+            aad_len: aad.len() as u64,
+            ct_len: 0,
+        }
+    }
+
+    /// XORs `data` with the keystream of ciphertext bytes `offset..offset +
+    /// data.len()` of this record: encrypts plaintext, decrypts ciphertext,
+    /// in any order and any number of times.
+    pub fn apply_keystream(&self, offset: usize, data: &mut [u8]) {
+        let mut blocks = [Block::default(); BATCH_BLOCKS];
+        let mut block_no = offset / BLOCK_LEN;
+        let mut skip = offset % BLOCK_LEN;
+        let mut rest = data;
+        while !rest.is_empty() {
+            let n = (skip + rest.len()).div_ceil(BLOCK_LEN).min(BATCH_BLOCKS);
+            for (i, b) in blocks[..n].iter_mut().enumerate() {
+                // inc32: the low 32 bits wrap (SP 800-38D 6.2).
+                *b = counter_block(&self.nonce, (block_no + i + 2) as u32);
+            }
+            self.key.inner.cipher.encrypt_blocks(&mut blocks[..n]);
+            let stream = blocks[..n].iter().flat_map(|b| b.iter()).skip(skip);
+            let take = (n * BLOCK_LEN - skip).min(rest.len());
+            let (now, later) = rest.split_at_mut(take);
+            for (d, k) in now.iter_mut().zip(stream) {
+                *d ^= k;
+            }
+            rest = later;
+            block_no += n;
+            skip = 0;
+        }
+    }
+
+    /// Feeds the next ciphertext bytes (in order, any piece sizes) to GHASH.
+    pub fn absorb(&mut self, ciphertext: &[u8]) {
+        self.ct_len += ciphertext.len() as u64;
+        let mut data = ciphertext;
+        if self.partial_len > 0 {
+            let take = (BLOCK_LEN - self.partial_len).min(data.len());
+            self.partial[self.partial_len..self.partial_len + take].copy_from_slice(&data[..take]);
+            self.partial_len += take;
+            data = &data[take..];
+            if self.partial_len < BLOCK_LEN {
+                return;
+            }
+            self.ghash.update_padded(&self.partial);
+            self.partial_len = 0;
+        }
+        let whole = data.len() - data.len() % BLOCK_LEN;
+        // Whole blocks only, so update_padded pads nothing (and copies nothing).
+        self.ghash.update_padded(&data[..whole]);
+        let tail = &data[whole..];
+        self.partial[..tail.len()].copy_from_slice(tail);
+        self.partial_len = tail.len();
+    }
+
+    /// Ciphertext bytes absorbed so far.
+    pub fn absorbed(&self) -> u64 {
+        self.ct_len
+    }
+
+    /// The tag over the AAD and the ciphertext absorbed so far (the state is
+    /// not consumed: more may be absorbed after).
+    pub fn tag(&self) -> [u8; TAG_LEN] {
+        let mut g = self.ghash.clone();
+        if self.partial_len > 0 {
+            g.update_padded(&self.partial[..self.partial_len]);
+        }
+        let mut lens = [0u8; BLOCK_LEN];
+        lens[..8].copy_from_slice(&(self.aad_len * 8).to_be_bytes());
+        lens[8..].copy_from_slice(&(self.ct_len * 8).to_be_bytes());
+        g.update_padded(&lens);
+        let mut tag: [u8; TAG_LEN] = g.finalize().into();
+        for (t, e) in tag.iter_mut().zip(&self.ek_j0) {
+            *t ^= e;
+        }
+        tag
+    }
+
+    /// Constant-time comparison of [`tag`](Self::tag) with a received tag.
+    pub fn verify(&self, received: &[u8; TAG_LEN]) -> bool {
+        let diff = self
+            .tag()
+            .iter()
+            .zip(received)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        diff == 0
+    }
+}
+
+fn counter_block(nonce: &[u8; NONCE_LEN], ctr: u32) -> Block {
+    let mut b = Block::default();
+    b[..NONCE_LEN].copy_from_slice(nonce);
+    b[NONCE_LEN..].copy_from_slice(&ctr.to_be_bytes());
+    b
+}
+
+/// Seals `data` in place as one whole record; returns the tag. (The software
+/// path, and a reference for the tests.)
+pub fn seal(key: &GcmKey, nonce: &[u8; NONCE_LEN], aad: &[u8], data: &mut [u8]) -> [u8; TAG_LEN] {
+    let mut r = GcmRecord::new(key, nonce, aad);
+    r.apply_keystream(0, data);
+    r.absorb(data);
+    r.tag()
+}
+
+/// Opens `data` in place if `tag` authenticates it; otherwise leaves it as
+/// it was and returns false.
+pub fn open(
+    key: &GcmKey,
+    nonce: &[u8; NONCE_LEN],
+    aad: &[u8],
+    data: &mut [u8],
+    tag: &[u8; TAG_LEN],
+) -> bool {
+    let mut r = GcmRecord::new(key, nonce, aad);
+    r.absorb(data);
+    if !r.verify(tag) {
+        return false;
+    }
+    r.apply_keystream(0, data);
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aes_gcm::aead::AeadInPlace;
+    use rand::{Rng, SeedableRng};
+
+    fn reference(key: &[u8], nonce: &[u8; 12], aad: &[u8], pt: &[u8]) -> (Vec<u8>, [u8; 16]) {
+        let mut buf = pt.to_vec();
+        let tag = match key.len() {
+            16 => aes_gcm::Aes128Gcm::new_from_slice(key)
+                .unwrap()
+                .encrypt_in_place_detached(nonce.into(), aad, &mut buf),
+            _ => aes_gcm::Aes256Gcm::new_from_slice(key)
+                .unwrap()
+                .encrypt_in_place_detached(nonce.into(), aad, &mut buf),
+        }
+        .unwrap();
+        (buf, tag.into())
+    }
+
+    /// Cuts `0..len` at random points (including empty pieces).
+    fn random_cuts(rng: &mut impl Rng, len: usize) -> Vec<usize> {
+        let mut cuts: Vec<usize> = (0..rng.gen_range(0..8))
+            .map(|_| rng.gen_range(0..=len))
+            .collect();
+        cuts.push(0);
+        cuts.push(len);
+        cuts.sort_unstable();
+        cuts
+    }
+
+    #[test]
+    fn bad_key_lengths() {
+        for n in [0, 15, 17, 24, 31, 33] {
+            assert_eq!(GcmKey::new(&vec![0; n]).unwrap_err(), KeyLengthError(n));
+        }
+        assert_eq!(GcmKey::new(&[0; 16]).unwrap().key_len(), 16);
+        assert_eq!(GcmKey::new(&[0; 32]).unwrap().key_len(), 32);
+        assert_eq!(
+            format!("{:?}", GcmKey::new(&[7; 32]).unwrap()),
+            "GcmKey(AES-256)"
+        );
+    }
+
+    #[test]
+    fn nist_test_case_4() {
+        // McGrew & Viega, "The Galois/Counter Mode of Operation", test case 4.
+        let key = hex("feffe9928665731c6d6a8f9467308308");
+        let nonce: [u8; 12] = hex("cafebabefacedbaddecaf888").try_into().unwrap();
+        let aad = hex("feedfacedeadbeeffeedfacedeadbeefabaddad2");
+        let pt = hex(
+            "d9313225f88406e5a55909c5aff5269a86a7a9531534f7da2e4c303d8a318a72\
+             1c3c0c95956809532fcf0e2449a6b525b16aedf5aa0de657ba637b39",
+        );
+        let ct = hex(
+            "42831ec2217774244b7221b784d0d49ce3aa212f2c02a4e035c17e2329aca12e\
+             21d514b25466931c7d8f6a5aac84aa051ba30b396a0aac973d58e091",
+        );
+        let k = GcmKey::new(&key).unwrap();
+        let mut buf = pt.clone();
+        let tag = seal(&k, &nonce, &aad, &mut buf);
+        assert_eq!(buf, ct);
+        assert_eq!(tag.to_vec(), hex("5bc94fbc3221a5db94fae95ae7121a47"));
+        assert!(open(&k, &nonce, &aad, &mut buf, &tag));
+        assert_eq!(buf, pt);
+    }
+
+    #[test]
+    fn incremental_matches_aes_gcm() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0x6c6d);
+        for round in 0..400 {
+            let key: Vec<u8> = (0..if round % 2 == 0 { 16 } else { 32 })
+                .map(|_| rng.gen())
+                .collect();
+            let nonce: [u8; 12] = rng.gen();
+            let aad: Vec<u8> = (0..rng.gen_range(0..40)).map(|_| rng.gen()).collect();
+            let len = if round % 10 == 0 {
+                rng.gen_range(0..20_000)
+            } else {
+                rng.gen_range(0..300)
+            };
+            let pt: Vec<u8> = (0..len).map(|_| rng.gen()).collect();
+            let (want_ct, want_tag) = reference(&key, &nonce, &aad, &pt);
+
+            let k = GcmKey::new(&key).unwrap();
+            let mut rec = GcmRecord::new(&k, &nonce, &aad);
+            let mut buf = pt.clone();
+            let cuts = random_cuts(&mut rng, len);
+            for w in cuts.windows(2) {
+                let piece = &mut buf[w[0]..w[1]];
+                rec.apply_keystream(w[0], piece);
+                rec.absorb(piece);
+            }
+            assert_eq!(buf, want_ct, "round {round}");
+            assert_eq!(rec.absorbed(), len as u64);
+            assert_eq!(rec.tag(), want_tag, "round {round}");
+
+            // The keystream at any offset, pieces out of order, decrypts.
+            let cuts = random_cuts(&mut rng, len);
+            let mut pieces: Vec<_> = cuts.windows(2).map(|w| (w[0], w[1])).collect();
+            pieces.reverse();
+            for (a, b) in pieces {
+                rec.apply_keystream(a, &mut buf[a..b]);
+            }
+            assert_eq!(buf, pt, "round {round}");
+        }
+    }
+
+    #[test]
+    fn tag_is_readable_midway() {
+        let k = GcmKey::new(&[3; 16]).unwrap();
+        let (nonce, data) = ([9; 12], [0x5a; 100]);
+        let tag_of = |d: &[u8]| {
+            let mut r = GcmRecord::new(&k, &nonce, b"aad");
+            r.absorb(d);
+            r.tag()
+        };
+        let mut rec = GcmRecord::new(&k, &nonce, b"aad");
+        rec.absorb(&data[..37]);
+        assert_eq!(rec.tag(), tag_of(&data[..37]));
+        rec.absorb(&data[37..]);
+        assert_eq!(rec.tag(), tag_of(&data));
+        assert_ne!(rec.tag(), tag_of(&data[..37]));
+        assert!(rec.verify(&tag_of(&data)));
+        let mut bad = tag_of(&data);
+        bad[15] ^= 1;
+        assert!(!rec.verify(&bad));
+    }
+
+    #[test]
+    fn open_rejects_and_leaves_data() {
+        let k = GcmKey::new(&[1; 32]).unwrap();
+        let mut buf = b"attack at dawn".to_vec();
+        let tag = seal(&k, &[2; 12], b"", &mut buf);
+        let ct = buf.clone();
+        let mut bad = tag;
+        bad[0] ^= 0x80;
+        assert!(!open(&k, &[2; 12], b"", &mut buf, &bad));
+        assert_eq!(buf, ct);
+        assert!(!open(&k, &[2; 12], b"x", &mut buf, &tag));
+        assert!(open(&k, &[2; 12], b"", &mut buf, &tag));
+        assert_eq!(buf, b"attack at dawn");
+    }
+
+    fn hex(s: &str) -> Vec<u8> {
+        let s: String = s.split_whitespace().collect();
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+}
