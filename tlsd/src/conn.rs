@@ -1,0 +1,526 @@
+//! One TLS connection after the handshake: tlsd's own record layer.
+//!
+//! A state machine with no I/O of its own (rustls's style): the caller
+//! feeds it bytes received from TCP ([`TlsConn::received`]), takes the
+//! plaintext it opened ([`TlsConn::plaintext`]), hands it plaintext to send
+//! ([`TlsConn::seal`]) and sends what [`TlsConn::outgoing`] holds.
+//!
+//! Besides application data it handles what follows a handshake: alerts
+//! (close_notify is end of stream, anything fatal ends the connection),
+//! TLS 1.3 KeyUpdate in both directions (asked by the peer, or ours when a
+//! key nears its confidentiality limit) and NewSessionTicket (stored by
+//! rustls for resumption).
+
+use crate::alert::{Alert, AlertDescription, AlertLevel};
+use crate::handshake::{Established, Kernel};
+use crate::record::{
+    Cipher, Decryption, RecordError, RecordOpener, RecordReader, RecordSealer, TrafficKeys,
+};
+use crate::stats::Stats;
+use capnet_wire::tls::{ContentType, Version, MAX_PLAINTEXT};
+use rustls::{ConnectionTrafficSecrets, ProtocolVersion};
+use std::fmt;
+use std::sync::Arc;
+
+/// Post-handshake messages larger than this are refused (a ticket is a few
+/// hundred bytes; a KeyUpdate one).
+const MAX_HANDSHAKE_MESSAGE: usize = 64 * 1024;
+
+const HS_HELLO_REQUEST: u8 = 0;
+const HS_NEW_SESSION_TICKET: u8 = 4;
+const HS_KEY_UPDATE: u8 = 24;
+
+/// Why a connection ended badly. Every variant maps to the alert sent (or
+/// received) and to a socket error for the application.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnError {
+    /// We found the peer at fault; `alert` went to the peer.
+    Local {
+        alert: AlertDescription,
+        what: String,
+    },
+    /// The peer sent a fatal alert.
+    PeerAlert(AlertDescription),
+    /// The TCP stream ended without close_notify (truncation).
+    Truncated,
+}
+
+impl fmt::Display for ConnError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConnError::Local { alert, what } => write!(f, "{what} (sent alert {alert:?})"),
+            ConnError::PeerAlert(a) => write!(f, "the peer sent fatal alert {a:?}"),
+            ConnError::Truncated => write!(f, "the TCP stream ended without close_notify"),
+        }
+    }
+}
+
+impl std::error::Error for ConnError {}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RxState {
+    Open,
+    /// close_notify received: end of stream.
+    Closed,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TxState {
+    Open,
+    /// close_notify queued: nothing more may be sealed.
+    Closed,
+}
+
+/// The record-layer protocol version of a negotiated connection.
+pub fn record_version(v: ProtocolVersion) -> Option<Version> {
+    match v {
+        ProtocolVersion::TLSv1_2 => Some(Version::Tls12),
+        ProtocolVersion::TLSv1_3 => Some(Version::Tls13),
+        _ => None,
+    }
+}
+
+/// rustls's extracted secrets as the record layer's keys; `None` for an
+/// AEAD the record layer lacks (the ring provider has only these three).
+pub fn traffic_keys(version: Version, secrets: ConnectionTrafficSecrets) -> Option<TrafficKeys> {
+    let (cipher, key, iv) = match secrets {
+        ConnectionTrafficSecrets::Aes128Gcm { key, iv } => (Cipher::Aes128Gcm, key, iv),
+        ConnectionTrafficSecrets::Aes256Gcm { key, iv } => (Cipher::Aes256Gcm, key, iv),
+        ConnectionTrafficSecrets::Chacha20Poly1305 { key, iv } => {
+            (Cipher::Chacha20Poly1305, key, iv)
+        }
+        _ => return None,
+    };
+    let iv12: [u8; 12] = iv.as_ref().try_into().ok()?;
+    Some(TrafficKeys::new(version, cipher, key.as_ref(), iv12))
+}
+
+fn unknown_cipher() -> ConnError {
+    ConnError::Local {
+        alert: AlertDescription::InternalError,
+        what: "a cipher tlsd's record layer lacks".into(),
+    }
+}
+
+pub struct TlsConn {
+    version: Version,
+    sealer: RecordSealer,
+    opener: RecordOpener,
+    reader: RecordReader,
+    kernel: Kernel,
+    /// Opened application data not yet taken.
+    plain: Vec<u8>,
+    plain_start: usize,
+    /// Handshake-type plaintext (messages may span records).
+    handshake: Vec<u8>,
+    /// Wire bytes waiting to be sent.
+    out: Vec<u8>,
+    out_start: usize,
+    rx: RxState,
+    tx: TxState,
+    failed: Option<ConnError>,
+    stats: Arc<Stats>,
+}
+
+impl fmt::Debug for TlsConn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsConn")
+            .field("version", &self.version)
+            .field("rx", &self.rx)
+            .field("tx", &self.tx)
+            .field("failed", &self.failed)
+            .finish()
+    }
+}
+
+impl TlsConn {
+    pub fn new(est: Established, stats: Arc<Stats>) -> Result<TlsConn, ConnError> {
+        let version = record_version(est.version).ok_or_else(|| ConnError::Local {
+            alert: AlertDescription::ProtocolVersion,
+            what: format!(
+                "negotiated {:?}, which tlsd's record layer lacks",
+                est.version
+            ),
+        })?;
+        let local = |e: RecordError| ConnError::Local {
+            alert: e.alert(),
+            what: e.to_string(),
+        };
+        let tx_keys = traffic_keys(version, est.tx.1).ok_or_else(unknown_cipher)?;
+        let rx_keys = traffic_keys(version, est.rx.1).ok_or_else(unknown_cipher)?;
+        let sealer = RecordSealer::new(tx_keys, est.tx.0).map_err(local)?;
+        let opener = RecordOpener::new(rx_keys, est.rx.0).map_err(local)?;
+        let mut reader = RecordReader::new();
+        reader.push(&est.leftover, false);
+        Stats::inc(&stats.tx_sw);
+        Stats::inc(&stats.rx_sw);
+        Stats::inc(&stats.curr_tx_sw);
+        Stats::inc(&stats.curr_rx_sw);
+        let mut conn = TlsConn {
+            version,
+            sealer,
+            opener,
+            reader,
+            kernel: est.kernel,
+            plain: est.early_plaintext,
+            plain_start: 0,
+            handshake: Vec::new(),
+            out: Vec::new(),
+            out_start: 0,
+            rx: RxState::Open,
+            tx: TxState::Open,
+            failed: None,
+            stats,
+        };
+        conn.process();
+        Ok(conn)
+    }
+
+    pub fn version(&self) -> Version {
+        self.version
+    }
+
+    /// Bytes received from the TCP stream, in order. `decrypted`: the NIC
+    /// opened them (offload); software receive passes false.
+    pub fn received(&mut self, bytes: &[u8], decrypted: bool) {
+        if self.failed.is_none() && self.rx == RxState::Open {
+            self.reader.push(bytes, decrypted);
+            self.process();
+        }
+    }
+
+    /// Opens every whole record buffered.
+    fn process(&mut self) {
+        while self.failed.is_none() && self.rx == RxState::Open {
+            // Keeps memory bounded: stop opening while the application has
+            // not taken a record's worth of plaintext.
+            if self.plain.len() - self.plain_start > 4 * MAX_PLAINTEXT {
+                return;
+            }
+            let mut rec = match self.reader.next_record() {
+                Ok(Some(rec)) => rec,
+                Ok(None) => return,
+                Err(e) => {
+                    self.fail_local(e.alert(), e.to_string());
+                    return;
+                }
+            };
+            let partial = matches!(rec.decryption, Decryption::Partial(_));
+            let opened = match self.opener.open_in(&mut rec) {
+                Ok(o) => o,
+                Err(e) => {
+                    if e == RecordError::BadRecordMac {
+                        Stats::inc(&self.stats.decrypt_error);
+                    }
+                    self.fail_local(e.alert(), e.to_string());
+                    return;
+                }
+            };
+            if partial {
+                Stats::inc(&self.stats.decrypt_retry);
+            }
+            let data = &rec.bytes[opened.plaintext];
+            Stats::inc(&self.stats.records_opened);
+            Stats::add(&self.stats.bytes_opened, data.len() as u64);
+            if opened.content_type == ContentType::ApplicationData {
+                if self.plain_start == self.plain.len() {
+                    self.plain.clear();
+                    self.plain_start = 0;
+                }
+                self.plain.extend_from_slice(data);
+            } else {
+                // Alerts and handshake messages are small.
+                let data = data.to_vec();
+                self.dispatch(opened.content_type, &data);
+            }
+        }
+    }
+
+    fn dispatch(&mut self, ty: ContentType, data: &[u8]) {
+        match ty {
+            ContentType::Alert => self.on_alert(data),
+            ContentType::Handshake => {
+                if self.handshake.len() + data.len() > MAX_HANDSHAKE_MESSAGE {
+                    self.fail_local(
+                        AlertDescription::UnexpectedMessage,
+                        "post-handshake message too large".into(),
+                    );
+                    return;
+                }
+                self.handshake.extend_from_slice(data);
+                self.on_handshake();
+            }
+            other => self.fail_local(
+                AlertDescription::UnexpectedMessage,
+                format!("unexpected {other:?} record after the handshake"),
+            ),
+        }
+    }
+
+    fn on_alert(&mut self, data: &[u8]) {
+        let alert = match Alert::parse(data) {
+            Ok(a) => a,
+            Err(_) => {
+                self.fail_local(AlertDescription::DecodeError, "malformed alert".into());
+                return;
+            }
+        };
+        Stats::inc(&self.stats.alerts_received);
+        match alert.description {
+            AlertDescription::CloseNotify => self.rx = RxState::Closed,
+            // TLS 1.2 warnings (e.g. no_renegotiation) do not end the
+            // connection; in TLS 1.3 every other alert is fatal.
+            _ if alert.level == AlertLevel::Warning && self.version == Version::Tls12 => {}
+            AlertDescription::UserCanceled if self.version == Version::Tls13 => {}
+            d => {
+                self.failed = Some(ConnError::PeerAlert(d));
+            }
+        }
+    }
+
+    fn on_handshake(&mut self) {
+        let mut at = 0;
+        while self.failed.is_none() {
+            let rest = &self.handshake[at..];
+            if rest.len() < 4 {
+                break;
+            }
+            let len = u32::from_be_bytes([0, rest[1], rest[2], rest[3]]) as usize;
+            if rest.len() < 4 + len {
+                break;
+            }
+            let ty = rest[0];
+            let body = rest[4..4 + len].to_vec();
+            at += 4 + len;
+            self.on_handshake_message(ty, &body);
+        }
+        self.handshake.drain(..at);
+    }
+
+    fn on_handshake_message(&mut self, ty: u8, body: &[u8]) {
+        match (self.version, ty) {
+            (Version::Tls13, HS_NEW_SESSION_TICKET) => match self.kernel.session_ticket(body) {
+                Ok(()) => Stats::inc(&self.stats.session_tickets),
+                Err(e) => self.fail_local(
+                    AlertDescription::DecodeError,
+                    format!("NewSessionTicket: {e}"),
+                ),
+            },
+            (Version::Tls13, HS_KEY_UPDATE) => self.on_key_update(body),
+            // A TLS 1.2 server asking to renegotiate: refused politely, as
+            // rustls does.
+            (Version::Tls12, HS_HELLO_REQUEST) => {
+                self.queue_alert(AlertLevel::Warning, AlertDescription::NoRenegotiation)
+            }
+            (_, ty) => self.fail_local(
+                AlertDescription::UnexpectedMessage,
+                format!("handshake message {ty} after the handshake"),
+            ),
+        }
+    }
+
+    fn on_key_update(&mut self, body: &[u8]) {
+        Stats::inc(&self.stats.rx_rekey_received);
+        let requested = match body {
+            [0] => false,
+            [1] => true,
+            _ => {
+                self.fail_local(AlertDescription::DecodeError, "malformed KeyUpdate".into());
+                return;
+            }
+        };
+        // A KeyUpdate must end its record (RFC 8446 5.1).
+        if !self.handshake_is_last_in_record() {
+            self.fail_local(
+                AlertDescription::UnexpectedMessage,
+                "KeyUpdate not at a record boundary".into(),
+            );
+            return;
+        }
+        match self.kernel.update_rx() {
+            Ok(secrets) => match traffic_keys(self.version, secrets)
+                .ok_or_else(unknown_cipher)
+                .and_then(|k| {
+                    self.opener.update_keys(k).map_err(|e| ConnError::Local {
+                        alert: e.alert(),
+                        what: e.to_string(),
+                    })
+                }) {
+                Ok(()) => Stats::inc(&self.stats.rx_rekey_ok),
+                Err(e) => self.fail(e),
+            },
+            Err(e) => self.fail_local(AlertDescription::InternalError, format!("KeyUpdate: {e}")),
+        }
+        if requested && self.tx == TxState::Open {
+            self.update_tx_keys(false);
+        }
+    }
+
+    fn handshake_is_last_in_record(&self) -> bool {
+        // `on_handshake` copies the message out before calling us; what
+        // remains after it in the buffer would be a second message of the
+        // same record.
+        let mut at = 0;
+        let h = &self.handshake;
+        while h.len() >= at + 4 {
+            let len = u32::from_be_bytes([0, h[at + 1], h[at + 2], h[at + 3]]) as usize;
+            if h[at] == HS_KEY_UPDATE {
+                return h.len() == at + 4 + len;
+            }
+            at += 4 + len;
+        }
+        true
+    }
+
+    /// Sends a KeyUpdate under the old key, then seals with the new one.
+    fn update_tx_keys(&mut self, request_peer: bool) {
+        let msg = [HS_KEY_UPDATE, 0, 0, 1, u8::from(request_peer)];
+        self.seal_record(ContentType::Handshake, &msg);
+        match self.kernel.update_tx() {
+            Ok(secrets) => match traffic_keys(self.version, secrets)
+                .ok_or_else(unknown_cipher)
+                .and_then(|k| {
+                    self.sealer.update_keys(k).map_err(|e| ConnError::Local {
+                        alert: e.alert(),
+                        what: e.to_string(),
+                    })
+                }) {
+                Ok(()) => Stats::inc(&self.stats.tx_rekey_ok),
+                Err(e) => self.fail(e),
+            },
+            Err(e) => self.fail_local(AlertDescription::InternalError, format!("KeyUpdate: {e}")),
+        }
+    }
+
+    fn seal_record(&mut self, ty: ContentType, data: &[u8]) {
+        if self.out_start == self.out.len() {
+            self.out.clear();
+            self.out_start = 0;
+        }
+        if let Err(e) = self.sealer.seal(ty, data, &mut self.out) {
+            self.failed = Some(ConnError::Local {
+                alert: e.alert(),
+                what: e.to_string(),
+            });
+            return;
+        }
+        Stats::inc(&self.stats.records_sealed);
+    }
+
+    fn queue_alert(&mut self, level: AlertLevel, description: AlertDescription) {
+        let alert = Alert { level, description }.encode();
+        self.seal_record(ContentType::Alert, &alert);
+        Stats::inc(&self.stats.alerts_sent);
+    }
+
+    fn fail_local(&mut self, alert: AlertDescription, what: String) {
+        self.fail(ConnError::Local { alert, what });
+    }
+
+    /// Ends the connection; a local fault is told to the peer first.
+    fn fail(&mut self, e: ConnError) {
+        if self.failed.is_some() {
+            return;
+        }
+        if let ConnError::Local { alert, .. } = &e {
+            if self.tx == TxState::Open {
+                self.queue_alert(AlertLevel::Fatal, *alert);
+                self.tx = TxState::Closed;
+            }
+        }
+        self.failed = Some(e);
+    }
+
+    /// Sends a KeyUpdate that also asks the peer to update (TLS 1.3; a
+    /// no-op on TLS 1.2, which has no key update).
+    pub fn request_key_update(&mut self) {
+        if self.version == Version::Tls13 && self.tx == TxState::Open && self.failed.is_none() {
+            self.update_tx_keys(true);
+        }
+    }
+
+    /// Opened application data, in order.
+    pub fn plaintext(&self) -> &[u8] {
+        &self.plain[self.plain_start..]
+    }
+
+    pub fn consume_plaintext(&mut self, n: usize) {
+        self.plain_start = (self.plain_start + n).min(self.plain.len());
+        if self.plain_start == self.plain.len() {
+            self.plain.clear();
+            self.plain_start = 0;
+            // Records held back for memory may now be opened.
+            self.process();
+        }
+    }
+
+    /// Seals up to one record of `data` into the outgoing bytes; returns how
+    /// much it took (0 once closed or failed).
+    pub fn seal(&mut self, data: &[u8]) -> usize {
+        if self.tx != TxState::Open || self.failed.is_some() || data.is_empty() {
+            return 0;
+        }
+        if self.version == Version::Tls13 && self.sealer.needs_key_update() {
+            self.update_tx_keys(false);
+        }
+        let n = data.len().min(MAX_PLAINTEXT);
+        self.seal_record(ContentType::ApplicationData, &data[..n]);
+        if self.failed.is_some() {
+            return 0;
+        }
+        Stats::add(&self.stats.bytes_sealed, n as u64);
+        n
+    }
+
+    /// Queues close_notify: the application closed its side.
+    pub fn close(&mut self) {
+        if self.tx == TxState::Open && self.failed.is_none() {
+            self.queue_alert(AlertLevel::Warning, AlertDescription::CloseNotify);
+            self.tx = TxState::Closed;
+        }
+    }
+
+    /// Wire bytes to send.
+    pub fn outgoing(&self) -> &[u8] {
+        &self.out[self.out_start..]
+    }
+
+    pub fn sent(&mut self, n: usize) {
+        self.out_start = (self.out_start + n).min(self.out.len());
+    }
+
+    /// The peer's close_notify arrived (and its plaintext was all taken or
+    /// is in `plaintext`).
+    pub fn peer_closed(&self) -> bool {
+        self.rx == RxState::Closed
+    }
+
+    pub fn tx_closed(&self) -> bool {
+        self.tx == TxState::Closed
+    }
+
+    /// The TCP stream ended. Without close_notify first that is a
+    /// truncation attack or a crash; either way the application must not
+    /// take it for a clean end.
+    pub fn transport_eof(&mut self) {
+        if self.rx == RxState::Open && self.failed.is_none() {
+            self.failed = Some(ConnError::Truncated);
+        }
+    }
+
+    pub fn error(&self) -> Option<&ConnError> {
+        self.failed.as_ref()
+    }
+
+    /// Bytes of received records not yet whole.
+    pub fn buffered(&self) -> usize {
+        self.reader.buffered()
+    }
+}
+
+impl Drop for TlsConn {
+    fn drop(&mut self) {
+        Stats::dec(&self.stats.curr_tx_sw);
+        Stats::dec(&self.stats.curr_rx_sw);
+    }
+}
