@@ -1,1 +1,4 @@
 //! tlsd: the TLS service.
+
+pub mod alert;
+pub mod record;
