@@ -46,3 +46,72 @@ pub fn connect<C: capnp::capability::FromClientHook>(stream: UnixStream) -> C {
     });
     client
 }
+
+/// A service that applications reach through a socket in the run
+/// directory (netsrv's `net.sock`, tlsd's `tls.sock`).
+pub trait ServiceSocket {
+    /// Grants (shared memory fds) waiting to be redeemed by clients.
+    fn handoff(&self) -> &capnet_ring::HandoffTable;
+    /// The capability a client connecting as `uid` bootstraps.
+    fn bootstrap(&self, uid: u32) -> capnp::capability::Client;
+}
+
+/// Serves every connection to `listener`.
+///
+/// Each connection starts with one byte: `R` (capnp follows; the client
+/// bootstraps the service's capability) or `H` (handoff: the client redeems
+/// ring grants and receives their file descriptors). A connection that
+/// starts with anything else is plain capnp, for clients in other languages
+/// (pycapnp), and that byte is the start of its first message.
+pub async fn serve_clients(
+    listener: tokio::net::UnixListener,
+    service: std::rc::Rc<dyn ServiceSocket>,
+) -> std::io::Result<()> {
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let service = service.clone();
+        tokio::task::spawn_local(async move {
+            if let Err(e) = serve_client(service, stream).await {
+                tracing::debug!(%e, "client connection ended");
+            }
+        });
+    }
+}
+
+async fn serve_client(
+    service: std::rc::Rc<dyn ServiceSocket>,
+    mut stream: UnixStream,
+) -> std::io::Result<()> {
+    use capnet_ring::handoff::{Token, CONNECT_HANDOFF, CONNECT_RPC};
+    use std::os::fd::AsFd;
+    use tokio::io::AsyncReadExt;
+    let uid = stream.peer_cred()?.uid();
+    let mut first = [0u8; 1];
+    stream.read_exact(&mut first).await?;
+    if first[0] == CONNECT_HANDOFF {
+        loop {
+            let mut token = [0u8; 16];
+            stream.read_exact(&mut token).await?;
+            service.handoff().answer(stream.as_fd(), &Token(token))?;
+        }
+    }
+    let replay = if first[0] == CONNECT_RPC {
+        Vec::new()
+    } else {
+        vec![first[0]]
+    };
+    let bootstrap = service.bootstrap(uid);
+    let (reader, writer) = stream.into_split();
+    let reader =
+        futures::io::AsyncReadExt::chain(futures::io::Cursor::new(replay), reader.compat());
+    let network = twoparty::VatNetwork::new(
+        reader,
+        writer.compat_write(),
+        Side::Server,
+        reader_options(),
+    );
+    if let Err(e) = RpcSystem::new(Box::new(network), Some(bootstrap)).await {
+        tracing::debug!(%e, "capnp connection ended");
+    }
+    Ok(())
+}
