@@ -1,4 +1,13 @@
 //! tlsd: the TLS service.
+//!
+//! rustls runs the handshake ([`handshake`]); certificates, keys and trust
+//! roots are loaded only here ([`identity`]). After the handshake the record
+//! layer is tlsd's own ([`record`]), so that records can be sealed and
+//! opened in software or, later, by a NIC offload context.
 
 pub mod alert;
+pub mod conn;
+pub mod handshake;
+pub mod identity;
 pub mod record;
+pub mod stats;
