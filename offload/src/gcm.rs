@@ -152,27 +152,11 @@ impl GcmRecord {
     /// data.len()` of this record: encrypts plaintext, decrypts ciphertext,
     /// in any order and any number of times.
     pub fn apply_keystream(&self, offset: usize, data: &mut [u8]) {
-        let mut blocks = [Block::default(); BATCH_BLOCKS];
-        let mut block_no = offset / BLOCK_LEN;
-        let mut skip = offset % BLOCK_LEN;
-        let mut rest = data;
-        while !rest.is_empty() {
-            let n = (skip + rest.len()).div_ceil(BLOCK_LEN).min(BATCH_BLOCKS);
-            for (i, b) in blocks[..n].iter_mut().enumerate() {
-                // inc32: the low 32 bits wrap (SP 800-38D 6.2).
-                *b = counter_block(&self.nonce, (block_no + i + 2) as u32);
-            }
-            self.key.inner.cipher.encrypt_blocks(&mut blocks[..n]);
-            let stream = blocks[..n].iter().flat_map(|b| b.iter()).skip(skip);
-            let take = (n * BLOCK_LEN - skip).min(rest.len());
-            let (now, later) = rest.split_at_mut(take);
-            for (d, k) in now.iter_mut().zip(stream) {
-                *d ^= k;
-            }
-            rest = later;
-            block_no += n;
-            skip = 0;
-        }
+        apply_keystream(&self.key, &self.nonce, offset, data);
+    }
+
+    pub fn nonce(&self) -> &[u8; NONCE_LEN] {
+        &self.nonce
     }
 
     /// Feeds the next ciphertext bytes (in order, any piece sizes) to GHASH.
@@ -229,6 +213,34 @@ impl GcmRecord {
             .zip(received)
             .fold(0u8, |acc, (a, b)| acc | (a ^ b));
         diff == 0
+    }
+}
+
+/// GCM's CTR keystream of the record with `nonce`, XORed into `data`, which
+/// holds ciphertext bytes `offset..offset + data.len()` of that record (the
+/// record state is not needed: undoing a decryption needs only this).
+pub fn apply_keystream(key: &GcmKey, nonce: &[u8; NONCE_LEN], offset: usize, data: &mut [u8]) {
+    let mut blocks = [Block::default(); BATCH_BLOCKS];
+    let mut block_no = offset / BLOCK_LEN;
+    let mut skip = offset % BLOCK_LEN;
+    let mut rest = data;
+    while !rest.is_empty() {
+        let n = (skip + rest.len()).div_ceil(BLOCK_LEN).min(BATCH_BLOCKS);
+        for (i, b) in blocks[..n].iter_mut().enumerate() {
+            // Counter 2 is the first ciphertext block; inc32: the low 32
+            // bits wrap (SP 800-38D 6.2).
+            *b = counter_block(nonce, (block_no + i + 2) as u32);
+        }
+        key.inner.cipher.encrypt_blocks(&mut blocks[..n]);
+        let stream = blocks[..n].iter().flat_map(|b| b.iter()).skip(skip);
+        let take = (n * BLOCK_LEN - skip).min(rest.len());
+        let (now, later) = rest.split_at_mut(take);
+        for (d, k) in now.iter_mut().zip(stream) {
+            *d ^= k;
+        }
+        rest = later;
+        block_no += n;
+        skip = 0;
     }
 }
 

@@ -6,3 +6,4 @@
 //! software fallback can run the very same code.
 
 pub mod gcm;
+pub mod tls;

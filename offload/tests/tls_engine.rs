@@ -1,0 +1,512 @@
+//! The NIC TLS engine against an independent AES-GCM (the aes-gcm crate):
+//! a framed stream sealed by the engine, segment by segment, must be
+//! byte-identical to the same records sealed whole in software.
+
+use aes_gcm::aead::{AeadInPlace, KeyInit};
+use capnet_offload::gcm::GcmKey;
+use capnet_offload::tls::{RecordError, TlsParams, TlsTxEngine, TxError};
+use capnet_wire::tls::{self as wire_tls, ContentType, RecordHeader, Version, HEADER_LEN, TAG_LEN};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+/// One record of a test stream: where it starts in the stream, its total
+/// length, and where its tag starts.
+#[derive(Clone, Copy, Debug)]
+struct Rec {
+    start: usize,
+    len: usize,
+}
+
+/// A stream of records three ways: framed (what tlsd writes in offload
+/// mode), sealed (what software produces), opened (what the RX engine hands
+/// up for a segment it marks: plaintext where the ciphertext was, the rest
+/// as on the wire).
+struct Stream {
+    framed: Vec<u8>,
+    sealed: Vec<u8>,
+    opened: Vec<u8>,
+    recs: Vec<Rec>,
+}
+
+struct Setup {
+    version: Version,
+    key: Vec<u8>,
+    iv: [u8; 12],
+    tcp_seq: u32,
+    rec_seq: u64,
+}
+
+impl Setup {
+    fn random(rng: &mut StdRng, version: Version, key_len: usize) -> Setup {
+        let tcp_seq = if rng.gen_bool(0.3) {
+            // Close to the wrap of the sequence space.
+            u32::MAX - rng.gen_range(0..40_000)
+        } else {
+            rng.gen()
+        };
+        Setup {
+            version,
+            key: (0..key_len).map(|_| rng.gen()).collect(),
+            iv: rng.gen(),
+            tcp_seq,
+            rec_seq: rng.gen_range(0..1000),
+        }
+    }
+
+    fn params(&self) -> TlsParams {
+        TlsParams {
+            version: self.version,
+            key: GcmKey::new(&self.key).unwrap(),
+            iv: self.iv,
+            tcp_seq: self.tcp_seq,
+            rec_seq: self.rec_seq,
+        }
+    }
+
+    fn seq(&self, off: usize) -> u32 {
+        self.tcp_seq.wrapping_add(off as u32)
+    }
+
+    /// Seals `data` whole with the aes-gcm crate; returns the tag.
+    fn reference_seal(&self, nonce: &[u8; 12], aad: &[u8], data: &mut [u8]) -> [u8; 16] {
+        let tag = match self.key.len() {
+            16 => aes_gcm::Aes128Gcm::new_from_slice(&self.key)
+                .unwrap()
+                .encrypt_in_place_detached(nonce.into(), aad, data),
+            _ => aes_gcm::Aes256Gcm::new_from_slice(&self.key)
+                .unwrap()
+                .encrypt_in_place_detached(nonce.into(), aad, data),
+        };
+        tag.unwrap().into()
+    }
+
+    /// Builds the stream of `records` (content type, plaintext).
+    fn stream(&self, records: &[(ContentType, Vec<u8>)]) -> Stream {
+        let v = self.version;
+        let ct_off = wire_tls::ciphertext_offset(v);
+        let mut s = Stream {
+            framed: Vec::new(),
+            sealed: Vec::new(),
+            opened: Vec::new(),
+            recs: Vec::new(),
+        };
+        for (i, (ty, pt)) in records.iter().enumerate() {
+            let seq = self.rec_seq + i as u64;
+            let mut inner = pt.clone();
+            let outer = match v {
+                Version::Tls12 => *ty,
+                Version::Tls13 => {
+                    inner.push((*ty).into());
+                    ContentType::ApplicationData
+                }
+            };
+            let body_len = ct_off - HEADER_LEN + inner.len() + TAG_LEN;
+            let mut framed = vec![0u8; HEADER_LEN + body_len];
+            RecordHeader {
+                content_type: outer,
+                body_len,
+            }
+            .emit(&mut framed);
+            if v == Version::Tls12 {
+                framed[HEADER_LEN..ct_off]
+                    .copy_from_slice(&wire_tls::tls12_explicit_nonce(&self.iv, seq));
+            }
+            framed[ct_off..ct_off + inner.len()].copy_from_slice(&inner);
+            let nonce = wire_tls::nonce(v, &self.iv, seq);
+            let aad = wire_tls::aad(v, seq, outer, body_len);
+            let mut sealed = framed.clone();
+            let tag_at = sealed.len() - TAG_LEN;
+            let tag = self.reference_seal(&nonce, aad.as_ref(), &mut sealed[ct_off..tag_at]);
+            sealed[tag_at..].copy_from_slice(&tag);
+            let mut opened = framed.clone();
+            opened[tag_at..].copy_from_slice(&tag);
+
+            s.recs.push(Rec {
+                start: s.framed.len(),
+                len: framed.len(),
+            });
+            s.framed.extend_from_slice(&framed);
+            s.sealed.extend_from_slice(&sealed);
+            s.opened.extend_from_slice(&opened);
+        }
+        s
+    }
+}
+
+fn random_records(rng: &mut StdRng, n: usize, max_len: usize) -> Vec<(ContentType, Vec<u8>)> {
+    (0..n)
+        .map(|_| {
+            let ty = match rng.gen_range(0..10) {
+                0 => ContentType::Alert,
+                1 => ContentType::Handshake,
+                _ => ContentType::ApplicationData,
+            };
+            let len = if rng.gen_bool(0.2) {
+                rng.gen_range(0..8)
+            } else {
+                rng.gen_range(0..=max_len)
+            };
+            (ty, (0..len).map(|_| rng.gen()).collect())
+        })
+        .collect()
+}
+
+/// Cuts `0..len` into segments of 1..=max bytes.
+fn segments(rng: &mut StdRng, len: usize, max: usize) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let mut a = 0;
+    while a < len {
+        let b = (a + rng.gen_range(1..=max)).min(len);
+        out.push((a, b));
+        a = b;
+    }
+    out
+}
+
+const CASES: [(Version, usize); 4] = [
+    (Version::Tls12, 16),
+    (Version::Tls12, 32),
+    (Version::Tls13, 16),
+    (Version::Tls13, 32),
+];
+
+fn hex(s: &str) -> Vec<u8> {
+    let s: String = s.split_whitespace().collect();
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+#[test]
+fn tx_seals_rfc8448_application_data() {
+    // RFC 8448 3: the client's first application data record (seq 0) and
+    // the server's (seq 1, after its NewSessionTicket), both carrying
+    // 00 01 .. 31 as application data.
+    let cases = [
+        (
+            "17 42 2d da 59 6e d5 d9 ac d8 90 e3 c6 3f 50 51",
+            "5b 78 92 3d ee 08 57 90 33 e5 23 d9",
+            0,
+            "17 03 03 00 43 a2 3f 70 54 b6 2c 94 d0 af fa fe 82 28 ba 55 cb ef ac ea
+             42 f9 14 aa 66 bc ab 3f 2b 98 19 a8 a5 b4 6b 39 5b d5 4a 9a 20 44 1e 2b
+             62 97 4e 1f 5a 62 92 a2 97 70 14 bd 1e 3d ea e6 3a ee bb 21 69 49 15 e4",
+        ),
+        (
+            "9f 02 28 3b 6c 9c 07 ef c2 6b b9 f2 ac 92 e3 56",
+            "cf 78 2b 88 dd 83 54 9a ad f1 e9 84",
+            1,
+            "17 03 03 00 43 2e 93 7e 11 ef 4a c7 40 e5 38 ad 36 00 5f c4 a4 69 32 fc
+             32 25 d0 5f 82 aa 1b 36 e3 0e fa f9 7d 90 e6 df fc 60 2d cb 50 1a 59 a8
+             fc c4 9c 4b f2 e5 f0 a2 1c 00 47 c2 ab f3 32 54 0d d0 32 e1 67 c2 95 5d",
+        ),
+    ];
+    for (key, iv, rec_seq, record) in cases {
+        let params = TlsParams {
+            version: Version::Tls13,
+            key: GcmKey::new(&hex(key)).unwrap(),
+            iv: hex(iv).try_into().unwrap(),
+            tcp_seq: 1000,
+            rec_seq,
+        };
+        let want = hex(record);
+        let mut framed = vec![0x17, 0x03, 0x03, 0x00, 0x43];
+        framed.extend(0u8..0x32);
+        framed.push(0x17); // inner content type
+        framed.extend([0u8; TAG_LEN]);
+        assert_eq!(framed.len(), want.len());
+
+        let mut tx = TlsTxEngine::new(params.clone());
+        let mut buf = framed.clone();
+        let (a, b) = buf.split_at_mut(30);
+        tx.process(1000, a).unwrap();
+        tx.process(1030, b).unwrap();
+        assert_eq!(buf, want);
+    }
+}
+
+#[test]
+fn tx_matches_software_seal() {
+    let mut rng = StdRng::seed_from_u64(0x7478);
+    for round in 0..120 {
+        let (version, key_len) = CASES[round % 4];
+        let setup = Setup::random(&mut rng, version, key_len);
+        let max_len = if round % 3 == 0 { 16384 } else { 700 };
+        let n = rng.gen_range(1..12);
+        let recs = random_records(&mut rng, n, max_len);
+        let s = setup.stream(&recs);
+        let mut tx = TlsTxEngine::new(setup.params());
+        let mut buf = s.framed.clone();
+        let max_seg = [1, 7, 100, 1448, 9000][rng.gen_range(0..5)];
+        let mut sealed = 0;
+        for (a, b) in segments(&mut rng, buf.len(), max_seg) {
+            let out = tx.process(setup.seq(a), &mut buf[a..b]).unwrap();
+            assert_eq!(out.new_bytes, b - a);
+            sealed += out.records_sealed;
+        }
+        assert!(
+            buf == s.sealed,
+            "round {round}: {version:?} AES-{}",
+            key_len * 8
+        );
+        assert_eq!(sealed, recs.len());
+        let c = tx.counters();
+        assert_eq!(c.records_sealed, recs.len() as u64);
+        assert_eq!(c.bytes, buf.len() as u64);
+        assert_eq!(c.dropped, 0);
+        assert_eq!(tx.next_rec_seq(), setup.rec_seq + recs.len() as u64);
+        assert_eq!(tx.high_water_mark(), setup.seq(buf.len()));
+    }
+}
+
+#[test]
+fn tx_retransmissions_are_byte_identical() {
+    let mut rng = StdRng::seed_from_u64(0x7265);
+    for round in 0..80 {
+        let (version, key_len) = CASES[round % 4];
+        let setup = Setup::random(&mut rng, version, key_len);
+        let n = rng.gen_range(1..10);
+        let recs = random_records(&mut rng, n, 3000);
+        let s = setup.stream(&recs);
+        let mut tx = TlsTxEngine::new(setup.params());
+        let total = s.framed.len();
+        let mut hwm = 0;
+        let mut retransmitted = 0;
+        while hwm < total {
+            if hwm > 0 && rng.gen_bool(0.4) {
+                // A retransmission of old bytes, possibly running into new
+                // ones: what leaves must be what left the first time (and
+                // the software seal of the new part).
+                let a = rng.gen_range(0..hwm);
+                let b = rng.gen_range(a + 1..=(hwm + 2000).min(total));
+                let mut seg = s.framed[a..b].to_vec();
+                let out = tx.process(setup.seq(a), &mut seg).unwrap();
+                assert_eq!(seg, s.sealed[a..b], "round {round}: retransmit {a}..{b}");
+                assert_eq!(out.retransmitted_bytes, hwm.min(b) - a);
+                retransmitted += out.retransmitted_bytes;
+                hwm = hwm.max(b);
+            } else {
+                let b = (hwm + rng.gen_range(1..2000)).min(total);
+                let mut seg = s.framed[hwm..b].to_vec();
+                tx.process(setup.seq(hwm), &mut seg).unwrap();
+                assert_eq!(seg, s.sealed[hwm..b], "round {round}: new {hwm}..{b}");
+                hwm = b;
+            }
+        }
+        assert_eq!(tx.counters().retransmitted_bytes, retransmitted as u64);
+        // The whole stream again, in other pieces.
+        for (a, b) in segments(&mut rng, total, 1448) {
+            let mut seg = s.framed[a..b].to_vec();
+            tx.process(setup.seq(a), &mut seg).unwrap();
+            assert_eq!(seg, s.sealed[a..b]);
+        }
+    }
+}
+
+#[test]
+fn tx_gap_is_refused_and_changes_nothing() {
+    let mut rng = StdRng::seed_from_u64(0x6761);
+    let setup = Setup::random(&mut rng, Version::Tls12, 16);
+    let s = setup.stream(&random_records(&mut rng, 4, 2000));
+    let mut tx = TlsTxEngine::new(setup.params());
+    let mut buf = s.framed.clone();
+    tx.process(setup.seq(0), &mut buf[..100]).unwrap();
+    let mut seg = s.framed[150..300].to_vec();
+    assert_eq!(
+        tx.process(setup.seq(150), &mut seg),
+        Err(TxError::Gap {
+            expected: setup.seq(100),
+            got: setup.seq(150)
+        })
+    );
+    assert_eq!(tx.counters().dropped, 1);
+    tx.process(setup.seq(100), &mut buf[100..]).unwrap();
+    assert!(buf == s.sealed);
+}
+
+/// Whether an error is the one expected.
+type ErrorCheck = fn(&TxError) -> bool;
+
+#[test]
+fn tx_refuses_bad_records_and_rolls_back() {
+    let mut rng = StdRng::seed_from_u64(0x6261);
+    for version in [Version::Tls12, Version::Tls13] {
+        let setup = Setup::random(&mut rng, version, 16);
+        let s = setup.stream(&random_records(&mut rng, 3, 500));
+        let r1 = s.recs[1];
+        let mut cases: Vec<(usize, u8, ErrorCheck)> = vec![
+            (1, 0x02, |e| {
+                matches!(
+                    e,
+                    TxError::BadRecord {
+                        error: RecordError::Header(wire_tls::Error::BadVersion(0x0203)),
+                        ..
+                    }
+                )
+            }),
+            (3, 0xff, |e| {
+                matches!(
+                    e,
+                    TxError::BadRecord {
+                        error: RecordError::Header(wire_tls::Error::Overflow(_)),
+                        ..
+                    }
+                )
+            }),
+            (0, 0x42, |e| {
+                matches!(
+                    e,
+                    TxError::BadRecord {
+                        error: RecordError::ContentType(0x42),
+                        ..
+                    }
+                )
+            }),
+        ];
+        match version {
+            Version::Tls12 => {
+                cases.push((9, 0x00, |e| matches!(e, TxError::BadExplicitNonce { .. })));
+                cases.push((4, 0x05, |e| {
+                    matches!(
+                        e,
+                        TxError::BadRecord {
+                            error: RecordError::TooShort(5),
+                            ..
+                        }
+                    )
+                }));
+            }
+            Version::Tls13 => {
+                cases.push((0, 22, |e| {
+                    matches!(
+                        e,
+                        TxError::BadRecord {
+                            error: RecordError::ContentType(22),
+                            ..
+                        }
+                    )
+                }));
+            }
+        }
+        for (at, val, want) in cases {
+            let mut bad = s.framed.clone();
+            bad[r1.start + at] = if bad[r1.start + at] == val {
+                val ^ 1
+            } else {
+                val
+            };
+            if at == 3 {
+                bad[r1.start + 4] = 0xff;
+            }
+            if version == Version::Tls12 && at == 9 && bad[r1.start + 9] == s.framed[r1.start + 9] {
+                bad[r1.start + 9] ^= 1;
+            }
+            let mut tx = TlsTxEngine::new(setup.params());
+            let mut buf = bad.clone();
+            // The first segment ends before the bad byte, in the bad
+            // record's prefix when it can.
+            let cut = r1.start + at / 2;
+            tx.process(setup.seq(0), &mut buf[..cut]).unwrap();
+            let err = tx.process(setup.seq(cut), &mut buf[cut..]).unwrap_err();
+            assert!(want(&err), "{version:?} byte {at}: {err:?}");
+            assert!(!err.to_string().is_empty());
+            assert_eq!(tx.counters().dropped, 1);
+            assert_eq!(tx.high_water_mark(), setup.seq(cut));
+            // The state is as before the refused segment: the good bytes go.
+            let mut good = s.framed.clone();
+            tx.process(setup.seq(cut), &mut good[cut..]).unwrap();
+            assert!(good[cut..] == s.sealed[cut..]);
+        }
+    }
+}
+
+#[test]
+fn tx_retransmitted_header_must_match() {
+    let mut rng = StdRng::seed_from_u64(0x6d6d);
+    let setup = Setup::random(&mut rng, Version::Tls13, 32);
+    let s = setup.stream(&random_records(&mut rng, 3, 500));
+    let mut tx = TlsTxEngine::new(setup.params());
+    let mut buf = s.framed.clone();
+    // Stop in the middle of record 2's header.
+    let r2 = s.recs[2];
+    tx.process(setup.seq(0), &mut buf[..r2.start + 3]).unwrap();
+    for (at, len) in [(s.recs[1].start + 4, 10), (r2.start + 1, 2)] {
+        let mut seg = s.framed[at..at + len].to_vec();
+        seg[0] ^= 0x10;
+        assert_eq!(
+            tx.process(setup.seq(at), &mut seg),
+            Err(TxError::RetransmitMismatch { seq: setup.seq(at) })
+        );
+    }
+    // The partial header, retransmitted as it was, passes.
+    let mut seg = s.framed[r2.start..r2.start + 3].to_vec();
+    tx.process(setup.seq(r2.start), &mut seg).unwrap();
+    assert_eq!(seg, s.sealed[r2.start..r2.start + 3]);
+}
+
+#[test]
+fn tx_acked_records_are_forgotten() {
+    let mut rng = StdRng::seed_from_u64(0x6163);
+    let setup = Setup::random(&mut rng, Version::Tls12, 16);
+    let s = setup.stream(&random_records(&mut rng, 400, 300));
+    let mut tx = TlsTxEngine::new(setup.params());
+    let mut buf = s.framed.clone();
+    let mut max_held = 0;
+    let mut acked = 0;
+    for (a, b) in segments(&mut rng, buf.len(), 1448) {
+        tx.process(setup.seq(a), &mut buf[a..b]).unwrap();
+        // The peer acks with a lag of a few segments.
+        acked = acked.max(a.saturating_sub(5000));
+        tx.acked(setup.seq(acked));
+        max_held = max_held.max(tx.records_held());
+    }
+    assert!(buf == s.sealed);
+    // ~5000 + 1448 bytes of records of at most 329 bytes, and at least 24.
+    assert!(max_held <= 6448 / 24 + 2, "{max_held} records held");
+    assert!(max_held < 400);
+    // A record wholly below the ack is gone; the one straddling it is not.
+    let straddling = s.recs.iter().position(|r| r.start + r.len > acked).unwrap();
+    let r = s.recs[straddling];
+    let mut seg = s.framed[r.start..r.start + r.len].to_vec();
+    tx.process(setup.seq(r.start), &mut seg).unwrap();
+    assert_eq!(seg, s.sealed[r.start..r.start + r.len]);
+    let old = s.recs[straddling - 1];
+    let mut seg = s.framed[old.start..old.start + 10].to_vec();
+    assert_eq!(
+        tx.process(setup.seq(old.start), &mut seg),
+        Err(TxError::Forgotten {
+            seq: setup.seq(old.start)
+        })
+    );
+    // Everything acked: nothing held.
+    tx.acked(setup.seq(buf.len()));
+    assert_eq!(tx.records_held(), 0);
+}
+
+#[test]
+fn tx_bytes_before_the_start_pass_untouched() {
+    let mut rng = StdRng::seed_from_u64(0x7374);
+    let setup = Setup::random(&mut rng, Version::Tls13, 16);
+    let s = setup.stream(&random_records(&mut rng, 2, 300));
+    let mut tx = TlsTxEngine::new(setup.params());
+    let mut buf = s.framed.clone();
+    tx.process(setup.seq(0), &mut buf).unwrap();
+    // A retransmission that begins in what software sealed before the
+    // offload started.
+    let early: Vec<u8> = (0..50).map(|_| rng.gen()).collect();
+    let mut seg = early.clone();
+    seg.extend_from_slice(&s.framed[..40]);
+    let out = tx
+        .process(setup.tcp_seq.wrapping_sub(50), &mut seg)
+        .unwrap();
+    assert_eq!(out.passthrough_bytes, 50);
+    assert_eq!(seg[..50], early[..]);
+    assert_eq!(seg[50..], s.sealed[..40]);
+    // Once the peer acked past the start, such bytes are forgotten ones.
+    tx.acked(setup.seq(1));
+    let mut seg = early.clone();
+    assert!(matches!(
+        tx.process(setup.tcp_seq.wrapping_sub(50), &mut seg),
+        Err(TxError::Forgotten { .. })
+    ));
+}
