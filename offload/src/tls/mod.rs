@@ -17,9 +17,11 @@ use capnet_wire::tls::{self as wire_tls, ContentType, RecordHeader, Version};
 
 use crate::gcm::GcmKey;
 
+mod rx;
 mod tx;
 
 pub use capnet_wire::tls::TAG_LEN;
+pub use rx::{ResyncError, RxCounters, RxOutcome, TlsRxEngine};
 pub use tx::{TlsTxEngine, TxCounters, TxError, TxOutcome};
 
 /// What both directions start from.
