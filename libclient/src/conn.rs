@@ -1,22 +1,26 @@
-//! One connection to a service set: a capnp `Net` served on a background
-//! thread, and the handoff side channel for shared-memory grants.
+//! One connection to a service of a service set (netsrv's `Net`, tlsd's
+//! `Tls`): the service's capability served on a background thread, and the
+//! handoff side channel for shared-memory grants.
 //!
 //! capnp clients are single-threaded (`Rc`), so they live on the connection's
 //! thread in a table; the blocking socket API sends that thread jobs and waits
-//! for the answer.
+//! for the answer. The thread bootstraps an untyped capability; jobs see it
+//! through the typed views of [`Ctx`] ([`Ctx::net`], [`Ctx::tls`]).
 //!
-//! When the service goes away (netsrv exits or is killed, the socket closes),
+//! When the service goes away (it exits or is killed, the socket closes),
 //! the capnp connection ends and so does the thread: it marks the connection
 //! dead, rings the doorbell of every ring-mode stream so that its sleepers
 //! look again, and drops every job, pending or queued, so that its caller
 //! wakes. From then on every operation on the connection answers
-//! [`service_gone`] (`ConnectionReset`).
+//! [`Service::gone`] (`ConnectionReset`).
 
 use crate::bell::Bell;
 use capnet_ring::handoff::{self, Token, CONNECT_HANDOFF, CONNECT_RPC};
 use capnet_schema::errors::capnp_to_io;
 use capnet_schema::net_capnp::{egress, net, subscription, tcp_listener, tcp_socket, udp_socket};
+use capnet_schema::tls_capnp::{tls, tls_listener, tls_socket};
 use capnet_schema::transport;
+use capnp::capability::FromClientHook;
 use capnp_rpc::rpc_twoparty_capnp::Side;
 use capnp_rpc::RpcSystem;
 use futures::future::LocalBoxFuture;
@@ -26,7 +30,7 @@ use std::future::Future;
 use std::io::{self, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -41,16 +45,68 @@ pub(crate) enum Object {
     /// Held only to keep an egress subscription alive: dropping it ends the
     /// subscription.
     Subscription(#[allow(dead_code)] subscription::Client),
+    TlsSocket(tls_socket::Client),
+    TlsListener(tls_listener::Client),
 }
 
 /// What jobs see on the connection thread.
 pub(crate) struct Ctx {
-    pub net: net::Client,
+    /// The service's capability, as bootstrapped.
+    bootstrap: capnp::capability::Client,
     objects: RefCell<HashMap<u64, Object>>,
     next: RefCell<u64>,
 }
 
+/// `Ctx::$name(id)`: the object `id` if it is a `$variant`.
+macro_rules! object_getters {
+    ($($name:ident: $variant:ident => $client:ty;)*) => {
+        impl Ctx {
+            $(
+                pub fn $name(&self, id: u64) -> io::Result<$client> {
+                    match self.objects.borrow().get(&id) {
+                        Some(Object::$variant(c)) => Ok(c.clone()),
+                        _ => Err(closed()),
+                    }
+                }
+            )*
+        }
+    };
+}
+
+object_getters! {
+    tcp: Tcp => tcp_socket::Client;
+    listener: Listener => tcp_listener::Client;
+    udp: Udp => udp_socket::Client;
+    egress: Egress => egress::Client;
+    tls_socket: TlsSocket => tls_socket::Client;
+    tls_listener: TlsListener => tls_listener::Client;
+}
+
 impl Ctx {
+    fn new(bootstrap: capnp::capability::Client) -> Ctx {
+        Ctx {
+            bootstrap,
+            objects: RefCell::new(HashMap::new()),
+            next: RefCell::new(0),
+        }
+    }
+
+    /// The bootstrap capability as `T` (calls fail with "unimplemented" if
+    /// the service does not serve that interface).
+    fn view<T: FromClientHook>(&self) -> T {
+        T::new(self.bootstrap.hook.add_ref())
+    }
+
+    /// netsrv's `Net` (on a connection made by [`crate::Net`]).
+    pub fn net(&self) -> net::Client {
+        self.view()
+    }
+
+    /// tlsd's `Tls` (on a connection made by [`crate::Tls`]).
+    pub fn tls(&self) -> tls::Client {
+        self.view()
+    }
+
     pub fn insert(&self, o: Object) -> u64 {
         let mut next = self.next.borrow_mut();
         *next += 1;
@@ -58,41 +114,57 @@ impl Ctx {
         *next
     }
 
-    pub fn tcp(&self, id: u64) -> io::Result<tcp_socket::Client> {
-        match self.objects.borrow().get(&id) {
-            Some(Object::Tcp(c)) => Ok(c.clone()),
-            _ => Err(closed()),
-        }
-    }
-
-    pub fn listener(&self, id: u64) -> io::Result<tcp_listener::Client> {
-        match self.objects.borrow().get(&id) {
-            Some(Object::Listener(c)) => Ok(c.clone()),
-            _ => Err(closed()),
-        }
-    }
-
-    pub fn udp(&self, id: u64) -> io::Result<udp_socket::Client> {
-        match self.objects.borrow().get(&id) {
-            Some(Object::Udp(c)) => Ok(c.clone()),
-            _ => Err(closed()),
-        }
-    }
-
-    pub fn egress(&self, id: u64) -> io::Result<egress::Client> {
-        match self.objects.borrow().get(&id) {
-            Some(Object::Egress(c)) => Ok(c.clone()),
-            _ => Err(closed()),
-        }
+    /// Takes an object out of the table (dropping it releases the
+    /// capability).
+    pub fn remove(&self, id: u64) -> Option<Object> {
+        self.objects.borrow_mut().remove(&id)
     }
 }
 
-/// The error of every operation once the service has gone away.
+/// Which service a connection talks to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Service {
+    /// netsrv (`Net`).
+    Net,
+    /// tlsd (`Tls`).
+    Tls,
+}
+
+impl Service {
+    fn name(self) -> &'static str {
+        match self {
+            Service::Net => "network",
+            Service::Tls => "TLS",
+        }
+    }
+
+    /// What a failed connect names.
+    fn label(self) -> &'static str {
+        match self {
+            Service::Net => "capnet service",
+            Service::Tls => "capnet TLS service",
+        }
+    }
+
+    fn thread_name(self) -> &'static str {
+        match self {
+            Service::Net => "capnet-rpc",
+            Service::Tls => "capnet-tls",
+        }
+    }
+
+    /// The error of every operation once the service has gone away.
+    pub fn gone(self) -> io::Error {
+        io::Error::new(
+            io::ErrorKind::ConnectionReset,
+            format!("capnet: the {} service went away", self.name()),
+        )
+    }
+}
+
+/// The error of every operation once the network service has gone away.
 pub(crate) fn service_gone() -> io::Error {
-    io::Error::new(
-        io::ErrorKind::ConnectionReset,
-        "capnet: the network service went away",
-    )
+    Service::Net.gone()
 }
 
 fn closed() -> io::Error {
@@ -102,6 +174,7 @@ fn closed() -> io::Error {
 type Job = Box<dyn FnOnce(Rc<Ctx>) -> LocalBoxFuture<'static, ()> + Send>;
 
 struct Inner {
+    service: Service,
     jobs: tokio::sync::mpsc::UnboundedSender<Job>,
     handoff: Mutex<UnixStream>,
     life: Arc<Life>,
@@ -158,21 +231,20 @@ impl Life {
     }
 }
 
-/// A connection to a capnet service set. Cheap to clone; the connection ends
-/// when the last clone and every socket made from it are gone.
+/// One connection to a service's socket. Cheap to clone; the connection
+/// ends when the last clone and every socket made from it are gone.
 #[derive(Clone)]
-pub struct Net {
+pub(crate) struct Conn {
     inner: Arc<Inner>,
 }
 
-impl Net {
-    /// Connects to the service socket at `path`.
-    pub fn connect(path: impl AsRef<Path>) -> io::Result<Net> {
-        let path = path.as_ref();
+impl Conn {
+    /// Connects to `service`'s socket at `path`.
+    pub fn connect(path: &Path, service: Service) -> io::Result<Conn> {
         let annotate = |e: io::Error| {
             io::Error::new(
                 e.kind(),
-                format!("capnet service at {}: {e}", path.display()),
+                format!("{} at {}: {e}", service.label(), path.display()),
             )
         };
         let mut rpc = UnixStream::connect(path).map_err(annotate)?;
@@ -189,7 +261,7 @@ impl Net {
         });
         let thread_life = life.clone();
         std::thread::Builder::new()
-            .name("capnet-rpc".into())
+            .name(service.thread_name().into())
             .spawn(move || {
                 let runtime = match tokio::runtime::Builder::new_current_thread()
                     .enable_all()
@@ -214,12 +286,7 @@ impl Net {
                         Box::new(transport::vat_network(stream, Side::Client)),
                         None,
                     );
-                    let net: net::Client = system.bootstrap(Side::Server);
-                    let ctx = Rc::new(Ctx {
-                        net,
-                        objects: RefCell::new(HashMap::new()),
-                        next: RefCell::new(0),
-                    });
+                    let ctx = Rc::new(Ctx::new(system.bootstrap(Side::Server)));
                     let _ = ready_tx.send(Ok(()));
                     let serve = async move {
                         while let Some(job) = queue.recv().await {
@@ -227,7 +294,7 @@ impl Net {
                         }
                     };
                     tokio::select! {
-                        // The service went away (netsrv exited, the socket
+                        // The service went away (it exited, the socket
                         // closed, or the connection broke).
                         _ = system => thread_life.kill(),
                         // Every handle is gone: a normal end.
@@ -240,8 +307,9 @@ impl Net {
         ready_rx
             .recv()
             .map_err(|_| io::Error::other("capnet connection thread died"))??;
-        Ok(Net {
+        Ok(Conn {
             inner: Arc::new(Inner {
+                service,
                 jobs,
                 handoff: Mutex::new(handoff),
                 life,
@@ -249,38 +317,44 @@ impl Net {
         })
     }
 
-    /// The process-wide connection to `$CAPNET_SOCKET` (or the default run
-    /// directory), made on first use, and made again on the next use after
-    /// the service went away (a supervisor may have restarted it). Sockets
-    /// of the old connection stay dead.
-    pub fn default_net() -> io::Result<Net> {
-        static DEFAULT: Mutex<Option<Net>> = Mutex::new(None);
-        let mut default = DEFAULT.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = default.as_ref().filter(|n| n.is_connected()) {
-            return Ok(n.clone());
+    /// The process-wide connection kept in `slot`, made to `path()` on first
+    /// use, and made again on the next use after the service went away (a
+    /// supervisor may have restarted it).
+    pub fn shared(
+        slot: &Mutex<Option<Conn>>,
+        path: fn() -> PathBuf,
+        service: Service,
+    ) -> io::Result<Conn> {
+        let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = slot.as_ref().filter(|c| c.is_connected()) {
+            return Ok(c.clone());
         }
-        let net = Net::connect(crate::paths::default_socket_path())?;
-        *default = Some(net.clone());
-        Ok(net)
+        let conn = Conn::connect(&path(), service)?;
+        *slot = Some(conn.clone());
+        Ok(conn)
     }
 
-    /// False once the service has gone away: every operation on this
-    /// connection and its sockets then fails with `ConnectionReset`.
+    /// The error of every operation once the service has gone away.
+    pub fn gone(&self) -> io::Error {
+        self.inner.service.gone()
+    }
+
+    /// False once the service has gone away.
     pub fn is_connected(&self) -> bool {
         !self.inner.life.is_gone()
     }
 
     /// Fails with `ConnectionReset` once the service has gone away.
-    pub(crate) fn check(&self) -> io::Result<()> {
+    pub fn check(&self) -> io::Result<()> {
         if self.inner.life.is_dead() {
-            Err(service_gone())
+            Err(self.gone())
         } else {
             Ok(())
         }
     }
 
     /// Rings `bell` when the service goes away (at once if it has).
-    pub(crate) fn watch_bell(&self, id: u64, bell: &Arc<Bell>) {
+    pub fn watch_bell(&self, id: u64, bell: &Arc<Bell>) {
         let mut bells = self
             .inner
             .life
@@ -293,7 +367,7 @@ impl Net {
         }
     }
 
-    pub(crate) fn unwatch_bell(&self, id: u64) {
+    pub fn unwatch_bell(&self, id: u64) {
         let mut bells = self
             .inner
             .life
@@ -304,7 +378,7 @@ impl Net {
     }
 
     /// Runs `job` on the connection thread and waits for its answer.
-    pub(crate) fn call<T, F, Fut>(&self, timeout: Option<Duration>, job: F) -> io::Result<T>
+    pub fn call<T, F, Fut>(&self, timeout: Option<Duration>, job: F) -> io::Result<T>
     where
         T: Send + 'static,
         F: FnOnce(Rc<Ctx>) -> Fut + Send + 'static,
@@ -326,33 +400,100 @@ impl Net {
         self.check()?;
         // The thread ends (dropping the job, or refusing it) only when the
         // service went away.
-        self.inner.jobs.send(boxed).map_err(|_| service_gone())?;
+        self.inner.jobs.send(boxed).map_err(|_| self.gone())?;
         match rx.recv() {
             Ok(Ok(v)) => Ok(v),
             // A call that failed because the service went away, whatever
             // capnp said about it.
-            Ok(Err(_)) | Err(_) if self.inner.life.is_dead() => Err(service_gone()),
+            Ok(Err(_)) | Err(_) if self.inner.life.is_dead() => Err(self.gone()),
             Ok(Err(e)) => Err(e),
-            Err(_) => Err(service_gone()),
+            Err(_) => Err(self.gone()),
         }
     }
 
-    /// Drops a capability (the server side closes what it named).
-    pub(crate) fn release(&self, id: u64) {
-        let job: Job = Box::new(move |ctx| {
-            ctx.objects.borrow_mut().remove(&id);
-            Box::pin(async {})
-        });
+    /// Runs `job` on the connection thread without waiting for it (nothing
+    /// happens if the service has gone away).
+    pub fn spawn<F, Fut>(&self, job: F)
+    where
+        F: FnOnce(Rc<Ctx>) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + 'static,
+    {
+        let job: Job = Box::new(move |ctx| Box::pin(job(ctx)));
         let _ = self.inner.jobs.send(job);
     }
 
+    /// Drops a capability (the server side closes what it named).
+    pub fn release(&self, id: u64) {
+        self.spawn(move |ctx| {
+            ctx.remove(id);
+            async {}
+        });
+    }
+
     /// Redeems a shared-memory grant on the handoff channel.
-    pub(crate) fn redeem(&self, token: &[u8], fds: usize) -> io::Result<Vec<OwnedFd>> {
+    pub fn redeem(&self, token: &[u8], fds: usize) -> io::Result<Vec<OwnedFd>> {
         let token = Token::from_slice(token).ok_or_else(|| {
             io::Error::new(io::ErrorKind::InvalidData, "grant token is not 16 bytes")
         })?;
         let stream = self.inner.handoff.lock().unwrap_or_else(|e| e.into_inner());
         handoff::redeem(stream.as_fd(), &token, fds)
+    }
+}
+
+/// A connection to a capnet service set's network service (netsrv). Cheap
+/// to clone; the connection ends when the last clone and every socket made
+/// from it are gone.
+#[derive(Clone)]
+pub struct Net {
+    conn: Conn,
+}
+
+impl Net {
+    /// Connects to the service socket at `path`.
+    pub fn connect(path: impl AsRef<Path>) -> io::Result<Net> {
+        Ok(Net {
+            conn: Conn::connect(path.as_ref(), Service::Net)?,
+        })
+    }
+
+    /// The process-wide connection to `$CAPNET_SOCKET` (or the default run
+    /// directory), made on first use, and made again on the next use after
+    /// the service went away (a supervisor may have restarted it). Sockets
+    /// of the old connection stay dead.
+    pub fn default_net() -> io::Result<Net> {
+        static DEFAULT: Mutex<Option<Conn>> = Mutex::new(None);
+        Ok(Net {
+            conn: Conn::shared(&DEFAULT, crate::paths::default_socket_path, Service::Net)?,
+        })
+    }
+
+    /// False once the service has gone away: every operation on this
+    /// connection and its sockets then fails with `ConnectionReset`.
+    pub fn is_connected(&self) -> bool {
+        self.conn.is_connected()
+    }
+
+    pub(crate) fn from_conn(conn: Conn) -> Net {
+        Net { conn }
+    }
+
+    pub(crate) fn conn(&self) -> &Conn {
+        &self.conn
+    }
+
+    /// Runs `job` on the connection thread and waits for its answer.
+    pub(crate) fn call<T, F, Fut>(&self, timeout: Option<Duration>, job: F) -> io::Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(Rc<Ctx>) -> Fut + Send + 'static,
+        Fut: Future<Output = io::Result<T>> + 'static,
+    {
+        self.conn.call(timeout, job)
+    }
+
+    /// Drops a capability (netsrv closes what it named).
+    pub(crate) fn release(&self, id: u64) {
+        self.conn.release(id)
     }
 }
 

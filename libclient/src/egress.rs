@@ -276,7 +276,7 @@ impl Net {
     /// at all (e.g. mixed address families).
     pub fn egress(&self, flow: Flow) -> io::Result<Egress> {
         let id = self.call(Some(Duration::from_secs(10)), move |ctx| async move {
-            let mut req = ctx.net.egress_request();
+            let mut req = ctx.net().egress_request();
             write_flow(req.get().init_flow(), &flow);
             let resp = req.send().promise.await.map_err(cap_err)?;
             let e = resp.get().map_err(cap_err)?.get_egress().map_err(cap_err)?;
@@ -306,10 +306,7 @@ impl TcpStream {
             let e = resp.get().map_err(cap_err)?.get_egress().map_err(cap_err)?;
             Ok(ctx.insert(Object::Egress(e)))
         })?;
-        Ok(Egress {
-            net: net.clone(),
-            id: e,
-        })
+        Ok(Egress { net, id: e })
     }
 }
 

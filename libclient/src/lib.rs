@@ -39,6 +39,7 @@ mod bell;
 mod conn;
 mod egress;
 mod paths;
+mod stream;
 mod tcp;
 mod udp;
 

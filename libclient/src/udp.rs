@@ -81,7 +81,7 @@ impl Drop for UdpSocket {
 impl Net {
     pub fn udp_bind(&self, addr: SocketAddr) -> io::Result<UdpSocket> {
         let (id, local) = self.call(Some(Duration::from_secs(10)), move |ctx| async move {
-            let mut req = ctx.net.udp_bind_request();
+            let mut req = ctx.net().udp_bind_request();
             write_addr(req.get().init_local(), addr);
             let resp = req.send().promise.await.map_err(cap_err)?;
             let s = resp.get().map_err(cap_err)?.get_socket().map_err(cap_err)?;

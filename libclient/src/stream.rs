@@ -1,0 +1,378 @@
+//! The ring-mode byte stream every stream socket shares: [`TcpStream`]
+//! (netsrv) and [`TlsStream`] (tlsd) move their bytes the same way.
+//!
+//! After connect or accept the socket's `openRings` hands out a grant; the
+//! application redeems it on the connection's handoff channel for the shared
+//! region (an up ring it writes, a down ring it reads) and two doorbells (one
+//! it rings, one it sleeps on). A busy stream costs no syscall per read or
+//! write: a side rings the other only when asked to.
+//!
+//! If the service goes away, sleepers wake at once (the connection rings
+//! every stream's doorbell) and every operation from then on fails with
+//! `ConnectionReset`, except that bytes already in the down ring are still
+//! read first.
+//!
+//! [`TcpStream`]: crate::TcpStream
+//! [`TlsStream`]: crate::TlsStream
+
+use crate::bell::{Bell, Ticket};
+use crate::conn::{Conn, Ctx};
+use capnet_ring::{ByteReader, ByteWriter, ClientEnd, Doorbell, RingError, SocketRings};
+use capnet_schema::common_capnp::ring_grant;
+use capnet_schema::errors::SocketError;
+use std::future::Future;
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// How long a control call on an established socket may take.
+pub(crate) const CONTROL_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn ring_err(e: RingError) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, format!("socket ring: {e}"))
+}
+
+/// The error the service left in the down ring (a [`SocketError`] code).
+pub(crate) fn socket_error(code: u32) -> io::Error {
+    match SocketError::from_code(code) {
+        Some(e) => io::Error::new(e.io_kind(), format!("connection {e}")),
+        None => io::Error::other(format!("connection failed (code {code})")),
+    }
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn deadline(timeout: Option<Duration>) -> Option<Instant> {
+    timeout.map(|t| Instant::now() + t)
+}
+
+fn check_timeout(t: Option<Duration>) -> io::Result<()> {
+    if t == Some(Duration::ZERO) {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "zero timeout"));
+    }
+    Ok(())
+}
+
+/// A socket's `openRings` answer: the token to redeem and each ring's
+/// capacity.
+pub(crate) struct Grant {
+    token: Vec<u8>,
+    ring_bytes: u32,
+}
+
+impl Grant {
+    pub fn read(g: ring_grant::Reader<'_>) -> capnp::Result<Grant> {
+        Ok(Grant {
+            token: g.get_token()?.to_vec(),
+            ring_bytes: g.get_ring_bytes(),
+        })
+    }
+}
+
+/// The data path of one stream socket, named `id` in `conn`'s table.
+/// Dropping it closes the up ring (bytes written still go out, then the
+/// end of stream), closes the down ring and releases the socket.
+pub(crate) struct RingStream {
+    conn: Conn,
+    id: u64,
+    up: Mutex<ByteWriter>,
+    down: Mutex<ByteReader>,
+    bell: Arc<Bell>,
+    wake_peer: Doorbell,
+    read_timeout: Mutex<Option<Duration>>,
+    write_timeout: Mutex<Option<Duration>>,
+    nonblocking: AtomicBool,
+}
+
+impl RingStream {
+    /// Takes the socket `id` (already in the connection's table) to ring
+    /// mode; `open_rings` is its `openRings` call, made on the connection
+    /// thread. On failure the socket is released.
+    pub fn open<F, Fut>(conn: Conn, id: u64, open_rings: F) -> io::Result<RingStream>
+    where
+        F: FnOnce(Rc<Ctx>) -> Fut + Send + 'static,
+        Fut: Future<Output = io::Result<Grant>> + 'static,
+    {
+        match Self::attach(&conn, open_rings) {
+            Ok(end) => Ok(Self::from_end(conn, id, end)),
+            Err(e) => {
+                // Nobody will hold this socket: let the service close it.
+                conn.release(id);
+                Err(e)
+            }
+        }
+    }
+
+    fn attach<F, Fut>(conn: &Conn, open_rings: F) -> io::Result<ClientEnd>
+    where
+        F: FnOnce(Rc<Ctx>) -> Fut + Send + 'static,
+        Fut: Future<Output = io::Result<Grant>> + 'static,
+    {
+        let grant = conn.call(Some(CONTROL_TIMEOUT), open_rings)?;
+        let fds = conn
+            .redeem(&grant.token, 3)
+            .map_err(|e| match conn.check() {
+                Err(gone) => gone,
+                Ok(()) => e,
+            })?;
+        SocketRings::attach(fds, grant.ring_bytes).map_err(ring_err)
+    }
+
+    /// A stream over rings already mapped.
+    pub fn from_end(conn: Conn, id: u64, end: ClientEnd) -> RingStream {
+        let bell = Arc::new(Bell::new(end.wake_me));
+        conn.watch_bell(id, &bell);
+        RingStream {
+            conn,
+            id,
+            up: Mutex::new(end.up),
+            down: Mutex::new(end.down),
+            bell,
+            wake_peer: end.wake_peer,
+            read_timeout: Mutex::new(None),
+            write_timeout: Mutex::new(None),
+            nonblocking: AtomicBool::new(false),
+        }
+    }
+
+    pub fn conn(&self) -> &Conn {
+        &self.conn
+    }
+
+    /// The socket's number in the connection's table.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    pub fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        check_timeout(t)?;
+        *lock(&self.read_timeout) = t;
+        Ok(())
+    }
+
+    pub fn set_write_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        check_timeout(t)?;
+        *lock(&self.write_timeout) = t;
+        Ok(())
+    }
+
+    pub fn read_timeout(&self) -> Option<Duration> {
+        *lock(&self.read_timeout)
+    }
+
+    pub fn write_timeout(&self) -> Option<Duration> {
+        *lock(&self.write_timeout)
+    }
+
+    pub fn set_nonblocking(&self, on: bool) {
+        self.nonblocking.store(on, Ordering::Relaxed);
+    }
+
+    /// Ends the up direction after the bytes written so far.
+    pub fn shutdown_write(&self) -> io::Result<()> {
+        self.conn.check()?;
+        lock(&self.up).close();
+        self.wake_peer.ring();
+        Ok(())
+    }
+
+    pub fn flush(&self) -> io::Result<()> {
+        self.conn.check()
+    }
+
+    /// The eventfd that turns readable when the service answers a wakeup
+    /// request.
+    pub fn raw_fd(&self) -> RawFd {
+        self.bell.doorbell.as_raw_fd()
+    }
+
+    fn wait(&self, ticket: Ticket, deadline: Option<Instant>) -> io::Result<()> {
+        if self.nonblocking.load(Ordering::Relaxed) {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        if self.bell.wait(ticket, deadline)? {
+            Ok(())
+        } else {
+            Err(io::Error::new(io::ErrorKind::TimedOut, "timed out"))
+        }
+    }
+
+    pub fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let deadline = deadline(self.read_timeout());
+        loop {
+            let ticket = self.bell.ticket();
+            {
+                let mut down = lock(&self.down);
+                let n = down.read(buf).map_err(ring_err)?;
+                if n > 0 {
+                    if down.signal_wanted() {
+                        self.wake_peer.ring();
+                    }
+                    return Ok(n);
+                }
+                // What the service delivered before it went away was read
+                // above.
+                self.conn.check()?;
+                if let Some(code) = down.error() {
+                    return Err(socket_error(code));
+                }
+                if down.eof() {
+                    return Ok(0);
+                }
+                down.request_signal();
+                if down.available().map_err(ring_err)? > 0 || down.eof() || down.error().is_some() {
+                    down.cancel_signal();
+                    continue;
+                }
+            }
+            self.wait(ticket, deadline)?;
+        }
+    }
+
+    pub fn write(&self, data: &[u8]) -> io::Result<usize> {
+        if data.is_empty() {
+            return Ok(0);
+        }
+        let deadline = deadline(self.write_timeout());
+        loop {
+            let ticket = self.bell.ticket();
+            // Checked after the ticket: the doorbell rung when the service
+            // goes away then ends the wait below.
+            self.conn.check()?;
+            {
+                let mut up = lock(&self.up);
+                if up.reader_closed() {
+                    return Err(match lock(&self.down).error() {
+                        Some(code) => socket_error(code),
+                        None => io::Error::new(io::ErrorKind::BrokenPipe, "connection closed"),
+                    });
+                }
+                let n = up.write(data).map_err(ring_err)?;
+                if n > 0 {
+                    if up.signal_wanted() {
+                        self.wake_peer.ring();
+                    }
+                    return Ok(n);
+                }
+                up.request_signal();
+                if up.space().map_err(ring_err)? > 0 || up.reader_closed() {
+                    up.cancel_signal();
+                    continue;
+                }
+            }
+            self.wait(ticket, deadline)?;
+        }
+    }
+}
+
+impl Drop for RingStream {
+    fn drop(&mut self) {
+        // Bytes already written still go out, then the end of stream.
+        lock(&self.up).close();
+        lock(&self.down).close();
+        self.wake_peer.ring();
+        self.conn.unwatch_bell(self.id);
+        self.conn.release(self.id);
+    }
+}
+
+/// The std-like surface of a stream socket whose field `$ring` is a
+/// [`RingStream`]: `Read` and `Write` (also through `&`), `AsRawFd`, and
+/// the timeout and non-blocking settings.
+macro_rules! ring_stream_api {
+    ($stream:ident, $ring:ident) => {
+        impl $stream {
+            /// `None` (the default) waits as long as it takes; a zero
+            /// duration is `InvalidInput`.
+            pub fn set_read_timeout(&self, t: Option<std::time::Duration>) -> std::io::Result<()> {
+                self.$ring.set_read_timeout(t)
+            }
+
+            /// `None` (the default) waits as long as it takes; a zero
+            /// duration is `InvalidInput`.
+            pub fn set_write_timeout(&self, t: Option<std::time::Duration>) -> std::io::Result<()> {
+                self.$ring.set_write_timeout(t)
+            }
+
+            pub fn read_timeout(&self) -> std::io::Result<Option<std::time::Duration>> {
+                Ok(self.$ring.read_timeout())
+            }
+
+            pub fn write_timeout(&self) -> std::io::Result<Option<std::time::Duration>> {
+                Ok(self.$ring.write_timeout())
+            }
+
+            /// In non-blocking mode, `WouldBlock` means a wakeup was
+            /// requested: the fd from `as_raw_fd` turns readable when the
+            /// socket may have changed.
+            pub fn set_nonblocking(&self, on: bool) -> std::io::Result<()> {
+                self.$ring.set_nonblocking(on);
+                Ok(())
+            }
+        }
+
+        impl std::io::Read for $stream {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                self.$ring.read(buf)
+            }
+        }
+
+        impl std::io::Read for &$stream {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                self.$ring.read(buf)
+            }
+        }
+
+        impl std::io::Write for $stream {
+            fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+                self.$ring.write(data)
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                self.$ring.flush()
+            }
+        }
+
+        impl std::io::Write for &$stream {
+            fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+                self.$ring.write(data)
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                self.$ring.flush()
+            }
+        }
+
+        impl std::os::fd::AsRawFd for $stream {
+            /// The eventfd that turns readable when the service answers a
+            /// wakeup request.
+            fn as_raw_fd(&self) -> std::os::fd::RawFd {
+                self.$ring.raw_fd()
+            }
+        }
+    };
+}
+pub(crate) use ring_stream_api;
+
+/// An accept call: in non-blocking mode it waits 1 ms and then answers
+/// `WouldBlock`.
+pub(crate) fn accept_call<T, F, Fut>(conn: &Conn, nonblocking: bool, job: F) -> io::Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce(Rc<Ctx>) -> Fut + Send + 'static,
+    Fut: Future<Output = io::Result<T>> + 'static,
+{
+    let timeout = nonblocking.then_some(Duration::from_millis(1));
+    match conn.call(timeout, job) {
+        Err(e) if e.kind() == io::ErrorKind::TimedOut && timeout.is_some() => {
+            Err(io::ErrorKind::WouldBlock.into())
+        }
+        other => other,
+    }
+}
