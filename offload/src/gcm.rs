@@ -232,16 +232,42 @@ pub fn apply_keystream(key: &GcmKey, nonce: &[u8; NONCE_LEN], offset: usize, dat
             *b = counter_block(nonce, (block_no + i + 2) as u32);
         }
         key.inner.cipher.encrypt_blocks(&mut blocks[..n]);
-        let stream = blocks[..n].iter().flat_map(|b| b.iter()).skip(skip);
-        let take = (n * BLOCK_LEN - skip).min(rest.len());
-        let (now, later) = rest.split_at_mut(take);
-        for (d, k) in now.iter_mut().zip(stream) {
-            *d ^= k;
+        let mut ks = blocks[..n].iter();
+        if skip > 0 {
+            // The first block is used from `skip` on.
+            let first = &ks.next().expect("n >= 1")[skip..];
+            let m = first.len().min(rest.len());
+            let (now, later) = rest.split_at_mut(m);
+            xor(now, &first[..m]);
+            rest = later;
         }
-        rest = later;
+        for b in ks {
+            if rest.len() >= BLOCK_LEN {
+                let (now, later) = rest.split_at_mut(BLOCK_LEN);
+                xor_block(now, b);
+                rest = later;
+            } else {
+                let m = rest.len();
+                xor(rest, &b[..m]);
+                rest = &mut [];
+            }
+        }
         block_no += n;
         skip = 0;
     }
+}
+
+fn xor(data: &mut [u8], ks: &[u8]) {
+    for (d, k) in data.iter_mut().zip(ks) {
+        *d ^= k;
+    }
+}
+
+/// One whole block as a single 128-bit XOR.
+fn xor_block(data: &mut [u8], ks: &Block) {
+    let d: &mut [u8; BLOCK_LEN] = data.try_into().expect("a whole block");
+    let k: [u8; BLOCK_LEN] = (*ks).into();
+    *d = (u128::from_ne_bytes(*d) ^ u128::from_ne_bytes(k)).to_ne_bytes();
 }
 
 fn counter_block(nonce: &[u8; NONCE_LEN], ctr: u32) -> Block {
