@@ -41,10 +41,17 @@ mod egress;
 mod paths;
 mod stream;
 mod tcp;
+mod tls;
 mod udp;
 
 pub use conn::Net;
 pub use egress::{Egress, EgressInfo, EgressReason, EgressSubscription, Flow, Protocol};
-pub use paths::{default_run_dir, default_socket_path, SOCKET_ENV};
+pub use paths::{
+    default_run_dir, default_socket_path, default_tls_socket_path, SOCKET_ENV, TLS_SOCKET_ENV,
+};
 pub use tcp::{TcpListener, TcpOptions, TcpStream};
+pub use tls::{
+    OffloadPolicy, RecordMode, Tls, TlsError, TlsInfo, TlsListener, TlsOptions, TlsStat, TlsStream,
+    TlsVersion,
+};
 pub use udp::UdpSocket;

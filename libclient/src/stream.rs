@@ -87,6 +87,8 @@ pub(crate) struct RingStream {
     read_timeout: Mutex<Option<Duration>>,
     write_timeout: Mutex<Option<Duration>>,
     nonblocking: AtomicBool,
+    /// `shutdown_read` was called: reads answer end of stream.
+    read_shut: AtomicBool,
 }
 
 impl RingStream {
@@ -137,6 +139,7 @@ impl RingStream {
             read_timeout: Mutex::new(None),
             write_timeout: Mutex::new(None),
             nonblocking: AtomicBool::new(false),
+            read_shut: AtomicBool::new(false),
         }
     }
 
@@ -181,6 +184,13 @@ impl RingStream {
         Ok(())
     }
 
+    /// Reads answer end of stream from now on (the service is not told;
+    /// for a socket whose service can stop the down direction itself, ask
+    /// it instead).
+    pub fn shutdown_read(&self) {
+        self.read_shut.store(true, Ordering::Relaxed);
+    }
+
     pub fn flush(&self) -> io::Result<()> {
         self.conn.check()
     }
@@ -203,7 +213,7 @@ impl RingStream {
     }
 
     pub fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        if buf.is_empty() {
+        if buf.is_empty() || self.read_shut.load(Ordering::Relaxed) {
             return Ok(0);
         }
         let deadline = deadline(self.read_timeout());
