@@ -4,9 +4,11 @@
 # Errors: a failed call's description starts with one of these words and a
 # colon, which clients map to their socket error kinds:
 #   refused, reset, aborted, timedout, addrinuse, addrnotavail, unreachable,
-#   notconnected, invalid, closed, busy, denied, wouldblock.
+#   notconnected, invalid, closed, busy, denied, wouldblock, unsupported,
+#   revoked.
 
 using Common = import "common.capnp";
+using Offload = import "offload.capnp";
 
 interface Net {
   tcpConnect @0 (remote :Common.SocketAddr, options :SocketOptions)
@@ -109,6 +111,45 @@ interface TcpSocket {
   egress @7 () -> (egress :Egress);
   # The port this connection leaves from. A connection stays on the
   # interface it was opened on; within a bond its leg follows the bond.
+
+  offloadTls @8 (kind :Offload.OffloadKind, params :Offload.TlsParams,
+                 streamOffset :UInt64, events :Offload.OffloadEvents)
+      -> (context :Offload.OffloadContext, info :Offload.OffloadInfo,
+          ringOffset :UInt64);
+  # Mints a TLS offload context on this connection's current egress port
+  # (the port's own driver makes it; netsrv passes it through untouched) and
+  # binds the connection to it. `params.tcpSeq` is ignored: netsrv computes
+  # it from `streamOffset`, the position of record `params.recordSeq` in the
+  # bytes written to this socket (tlsTx) or received on it (tlsRx).
+  #   tlsTx: frames carrying bytes from `streamOffset` on leave tagged with
+  #          the context.
+  #   tlsRx: the receive ring switches to marked chunks (see `RxChunk`) at
+  #          `ringOffset`, the receive-ring position at the time of the call.
+  # Fails with `unsupported` (no such offload on the egress port), `busy`
+  # (no egress now), `invalid` (bad parameters, already bound).
+
+  offloadStop @9 (kind :Offload.OffloadKind, replacement :Data,
+                  replacementOffset :UInt64) -> ();
+  # Unbinds the connection from its context of `kind`, for revocation.
+  #   tlsTx: framed bytes from `replacementOffset` on may still be sent or
+  #          sent again; `replacement` is their software-sealed form (the
+  #          same length at the same offsets), which netsrv sends instead.
+  #          Returns after the drain: no TX descriptor naming the context is
+  #          still in flight on its port. Then release the context.
+  #   tlsRx: frames are no longer expected to be marked; the ring stays in
+  #          marked-chunk mode (unmarked chunks from now on).
+
+  sendUnacked @10 () -> (offset :UInt64);
+  # Offset, in the bytes written to this socket, of the first byte the peer
+  # has not acknowledged: nothing before it will be sent again.
+}
+
+struct RxChunk {
+  # Documentation only: the receive ring of a connection with TLS RX offload
+  # carries, from `ringOffset` on, chunks of [u32 little-endian header][data].
+  # Header: bits 0..23 data length (1..65535), bit 31 set when the NIC opened
+  # (decrypted) every TLS byte of the chunk.
+  placeholder @0 :Void;
 }
 
 interface TcpListener {

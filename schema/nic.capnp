@@ -2,6 +2,7 @@
 # The capability a NIC driver (nicdrv, one process per port) offers upward.
 
 using Common = import "common.capnp";
+using Offload = import "offload.capnp";
 
 interface Nic {
   info @0 () -> (info :PortInfo);
@@ -21,6 +22,16 @@ interface Nic {
 
   watchLink @5 (watcher :LinkWatcher) -> ();
   # `watcher` is told of every link change until it is dropped.
+
+  offloadTls @6 (flow :Offload.OffloadFlow, kind :Offload.OffloadKind,
+                 params :Offload.TlsParams, events :Offload.OffloadEvents)
+      -> (context :Offload.OffloadContext, info :Offload.OffloadInfo);
+  # Mints a TLS offload context for one direction of one flow. Fails with
+  # `unsupported` if this port offers no TLS offload of that kind, and with
+  # `invalid` for bad parameters or a flow that already has one.
+
+  offloadContexts @7 () -> (contexts :List(Offload.OffloadInfo));
+  # Every context this driver instance holds, active or not yet released.
 }
 
 interface LinkWatcher {
@@ -35,6 +46,8 @@ struct PortInfo {
   linkUp @4 :Bool;
   checksumOffload @5 :Bool;  # RX verification and TX filling in the driver
   capturePath @6 :Text;      # pcap file, empty when not capturing
+  tlsTxOffload @7 :Bool;     # the port seals TLS records (kTLS device TX)
+  tlsRxOffload @8 :Bool;     # the port opens TLS records (kTLS device RX)
 }
 
 struct PortCounters {
@@ -54,6 +67,13 @@ struct PortCounters {
   wireCorrupted @13 :UInt64;
   linkChanges @14 :UInt64;
   badDescriptors @15 :UInt64; # descriptors from the stack that failed checks
+  offloadContexts @16 :UInt64;  # contexts minted
+  offloadReleased @17 :UInt64;  # contexts deleted (released, revoked, session end)
+  tlsTxRecords @18 :UInt64;     # records sealed by the TLS engine
+  tlsRxRecords @19 :UInt64;     # records opened and authenticated
+  tlsRxAuthFailures @20 :UInt64;
+  tlsRxResyncRequests @21 :UInt64;
+  offloadTxDropped @22 :UInt64; # frames dropped rather than sent unsealed
 }
 
 struct WireFaults {

@@ -23,10 +23,14 @@ pub enum SocketError {
     Busy,
     Denied,
     WouldBlock,
+    /// The port or service does not offer what was asked (an offload).
+    Unsupported,
+    /// The capability was revoked (an offload context released or taken away).
+    Revoked,
 }
 
 impl SocketError {
-    pub const ALL: [SocketError; 13] = [
+    pub const ALL: [SocketError; 15] = [
         SocketError::Refused,
         SocketError::Reset,
         SocketError::Aborted,
@@ -40,6 +44,8 @@ impl SocketError {
         SocketError::Busy,
         SocketError::Denied,
         SocketError::WouldBlock,
+        SocketError::Unsupported,
+        SocketError::Revoked,
     ];
 
     /// The word that starts a failed call's description.
@@ -58,6 +64,8 @@ impl SocketError {
             SocketError::Busy => "busy",
             SocketError::Denied => "denied",
             SocketError::WouldBlock => "wouldblock",
+            SocketError::Unsupported => "unsupported",
+            SocketError::Revoked => "revoked",
         }
     }
 
@@ -94,6 +102,8 @@ impl SocketError {
             SocketError::Busy => io::ErrorKind::ResourceBusy,
             SocketError::Denied => io::ErrorKind::PermissionDenied,
             SocketError::WouldBlock => io::ErrorKind::WouldBlock,
+            SocketError::Unsupported => io::ErrorKind::Unsupported,
+            SocketError::Revoked => io::ErrorKind::NotConnected,
         }
     }
 

@@ -11,6 +11,10 @@ pub mod common_capnp {
     include!("generated/common_capnp.rs");
 }
 #[allow(clippy::all, unused_parens)]
+pub mod offload_capnp {
+    include!("generated/offload_capnp.rs");
+}
+#[allow(clippy::all, unused_parens)]
 pub mod nic_capnp {
     include!("generated/nic_capnp.rs");
 }
@@ -32,8 +36,9 @@ pub mod errors;
 pub mod transport;
 
 /// The schema files, in the order they are compiled.
-pub const SCHEMA_FILES: [&str; 5] = [
+pub const SCHEMA_FILES: [&str; 6] = [
     "common.capnp",
+    "offload.capnp",
     "nic.capnp",
     "net.capnp",
     "tls.capnp",
