@@ -885,3 +885,61 @@ fn hostile_bytes_never_panic() {
         }
     }
 }
+
+#[test]
+fn sequence_numbers_wrap() {
+    let mut rng = StdRng::seed_from_u64(0x7772);
+    for (version, key_len) in CASES {
+        let mut setup = Setup::random(&mut rng, version, key_len);
+        // Record 1 straddles the wrap of the sequence space.
+        let mut recs: Vec<_> = random_records(&mut rng, 12, 1000)
+            .into_iter()
+            .map(|(_, pt)| (ContentType::ApplicationData, pt))
+            .collect();
+        recs[0].1.resize(600, 0x55);
+        let first_len = setup.stream(&recs).recs[0].len;
+        setup.tcp_seq = 0u32.wrapping_sub(first_len as u32 + 10);
+        let s = setup.stream(&recs);
+        let total = s.framed.len();
+        let mut tx = TlsTxEngine::new(setup.params());
+        let mut wire = s.framed.clone();
+        let segs = segments(&mut rng, total, 300);
+        for &(a, b) in &segs {
+            tx.process(setup.seq(a), &mut wire[a..b]).unwrap();
+        }
+        assert!(wire == s.sealed);
+        // A retransmission across the wrap, then an ack past it.
+        let (a, b) = (first_len, first_len + 40);
+        assert!(setup.seq(a) > setup.seq(b));
+        let mut seg = s.framed[a..b].to_vec();
+        tx.process(setup.seq(a), &mut seg).unwrap();
+        assert_eq!(seg, s.sealed[a..b]);
+        tx.acked(setup.seq(s.recs[2].start));
+        assert_eq!(tx.records_held(), recs.len() - 2);
+        let mut seg = s.framed[a..b].to_vec();
+        assert!(matches!(
+            tx.process(setup.seq(a), &mut seg),
+            Err(TxError::Forgotten { .. })
+        ));
+
+        let mut rx = TlsRxEngine::new(setup.params());
+        let outs = feed(&mut rx, &setup, &s, &segs);
+        assert!(outs.iter().all(|o| o.decrypted));
+        assert_eq!(rx.counters().records_decrypted, recs.len() as u64);
+        // Lose the segment holding the wrap; resync on the far side.
+        let lost = segs
+            .iter()
+            .position(|&(a, b)| setup.seq(a) > setup.seq(b - 1))
+            .unwrap_or(0);
+        let mut rx = TlsRxEngine::new(setup.params());
+        for (k, &(a, b)) in segs.iter().enumerate() {
+            if k != lost {
+                let out = feed(&mut rx, &setup, &s, &[(a, b)])[0];
+                answer(&mut rx, &setup, &s, &out).map(Result::unwrap);
+            }
+        }
+        let c = rx.counters();
+        assert_eq!((c.sync_losses, c.resyncs), (1, 1));
+        assert!(rx.in_sync());
+    }
+}
