@@ -494,7 +494,10 @@ fn tx_acked_records_are_forgotten() {
             seq: setup.seq(old.start)
         })
     );
-    // Everything acked: nothing held.
+    // An ack beyond what left frees nothing; everything acked, nothing held.
+    let held = tx.records_held();
+    tx.acked(setup.seq(buf.len() + 1));
+    assert_eq!(tx.records_held(), held);
     tx.acked(setup.seq(buf.len()));
     assert_eq!(tx.records_held(), 0);
 }

@@ -259,15 +259,18 @@ impl TlsTxEngine {
     /// The peer acked everything before `seq`: forget the records that end
     /// at or before it (they will never be retransmitted).
     pub fn acked(&mut self, seq: u32) {
-        if let Some(s) = self.start {
-            if seq_diff(seq, s) >= 0 && seq_diff(seq, self.hwm) <= 0 {
-                self.start = None;
-            }
+        // An ack beyond what left is bogus: it must not free anything.
+        if seq_diff(seq, self.hwm) > 0 {
+            return;
         }
-        while let Some(r) = self.records.front() {
-            if r.is_open() || seq_diff(r.end(), seq) > 0 || seq_diff(seq, self.hwm) > 0 {
-                break;
-            }
+        if self.start.is_some_and(|s| seq_diff(seq, s) >= 0) {
+            self.start = None;
+        }
+        while self
+            .records
+            .front()
+            .is_some_and(|r| !r.is_open() && seq_diff(r.end(), seq) <= 0)
+        {
             self.records.pop_front();
         }
     }
