@@ -27,6 +27,12 @@ pub mod flags {
     pub const CSUM_BAD: u32 = 1 << 1;
     /// TX: driver must fill IP/L4 checksums.
     pub const TX_CSUM: u32 = 1 << 2;
+    /// TX: the frame carries TLS records framed for the NIC; the offload
+    /// context named by `context` must seal them (else drop the frame).
+    pub const TLS_TX: u32 = 1 << 3;
+    /// RX: the NIC opened (decrypted and authenticated so far) every TLS
+    /// byte of this frame, for the context named by `context`.
+    pub const TLS_DECRYPTED: u32 = 1 << 4;
 }
 
 /// One queue slot: a descriptor packed into two words.
