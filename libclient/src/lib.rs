@@ -30,6 +30,51 @@
 //! [`Egress`] tells which NIC port carries a flow or a connection, and
 //! reports each change (failover, link down, driver restart, ...).
 //!
+//! # TLS
+//!
+//! A [`Tls`] is a connection to the service set's TLS service, tlsd
+//! (`CAPNET_TLS_SOCKET`, or `tls.sock` next to the service socket; see
+//! [`default_tls_socket_path`]). tlsd makes the TCP connection, runs the
+//! handshake and keeps the record layer, in software or on the NIC;
+//! certificates and keys never reach the application, which reads and
+//! writes plaintext on a [`TlsStream`] exactly as on a [`TcpStream`] (the
+//! same shared rings, timeouts, non-blocking mode and raw fd).
+//!
+//! ```no_run
+//! use libclient::{Tls, TlsOptions, TlsStream};
+//! use std::io::{Read, Write};
+//! use std::net::Shutdown;
+//!
+//! // Through the default tlsd, with default options:
+//! let mut s = TlsStream::connect("10.0.0.2:443", "example.test")?;
+//! s.write_all(b"GET / HTTP/1.0\r\nHost: example.test\r\n\r\n")?;
+//! s.shutdown(Shutdown::Write)?; // close_notify
+//! let mut reply = Vec::new();
+//! s.read_to_end(&mut reply)?; // until the server's close_notify
+//!
+//! // With options, and a server:
+//! let tls = Tls::default_tls()?;
+//! let options = TlsOptions {
+//!     alpn: vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+//!     ..TlsOptions::default()
+//! };
+//! let s = tls.connect_stream("10.0.0.2:443".parse().unwrap(), "example.test", &options)?;
+//! let info = s.info()?;
+//! println!("{:?} {} alpn {:?} tx {:?}", info.version, info.cipher_suite, info.alpn, info.tx);
+//!
+//! let listener = tls.listen("0.0.0.0:8443".parse().unwrap(), 128, &TlsOptions::default())?;
+//! let (mut conn, peer) = listener.accept()?; // handshake already done
+//! conn.write_all(format!("hello {peer}\n").as_bytes())?;
+//! println!("{:?}", tls.stat()?);
+//! # Ok::<(), std::io::Error>(())
+//! ```
+//!
+//! tlsd's failures keep its description in the message: a failed
+//! handshake or a fatal alert is `InvalidData`, a server without an
+//! identity `NotFound` ([`TlsError::of`] tells which); the socket errors
+//! are those of TCP. If tlsd goes away, its sockets fail with
+//! `ConnectionReset` as described above for the network service.
+//!
 //! For event loops: put a socket in non-blocking mode; an operation that
 //! answers `WouldBlock` has asked netsrv for a wakeup, and the socket's raw
 //! fd (an eventfd) becomes readable when it comes (use it with
