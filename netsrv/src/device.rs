@@ -5,10 +5,13 @@
 //! stack poll, so the driver's doorbell rings at most once per batch and only
 //! when the driver asked for it.
 
+use crate::offload::{OffloadTable, TxVerdict};
 use capnet_ring::{flags, ChannelReceiver, ChannelSender, Duplex, RingError, RxBuf, TxBuf};
 use capnet_wire::csum;
 use smoltcp::phy::{self, Checksum, ChecksumCapabilities, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
+use std::cell::RefCell;
+use std::rc::Rc;
 
 /// Per-port counters kept by the stack side.
 #[derive(Clone, Copy, Debug, Default)]
@@ -44,6 +47,15 @@ pub struct RingDevice {
     pub counters: DeviceCounters,
     /// Frames moved since the last `take_activity`.
     activity: u64,
+    offload: Option<OffloadHook>,
+}
+
+/// What the TX path needs to judge frames of offload-bound connections.
+#[derive(Clone, Debug)]
+pub struct OffloadHook {
+    pub table: Rc<RefCell<OffloadTable>>,
+    pub port: Rc<str>,
+    pub epoch: u32,
 }
 
 impl RingDevice {
@@ -57,7 +69,29 @@ impl RingDevice {
             fault: None,
             counters: DeviceCounters::default(),
             activity: 0,
+            offload: None,
         }
+    }
+
+    /// Every frame built for this port from now on passes the offload
+    /// table (tagging, replacement, hold).
+    pub fn set_offload(&mut self, hook: OffloadHook) {
+        self.offload = Some(hook);
+    }
+
+    /// The descriptor (flags, context) of a frame from `next_rx`.
+    pub fn rx_desc(&self, buf: &RxBuf) -> capnet_ring::Desc {
+        buf.desc()
+    }
+
+    /// Sends in-flight descriptors and returned ones so far (for the drain:
+    /// the driver returns buffers in order).
+    pub fn tx_progress(&self) -> (u64, u64) {
+        let in_flight = self.duplex.tx.in_flight() as u64;
+        (
+            self.counters.tx_frames,
+            self.counters.tx_frames.saturating_sub(in_flight),
+        )
     }
 
     pub fn fault(&self) -> Option<&RingError> {
@@ -182,6 +216,7 @@ pub struct TxToken<'a> {
     spare: &'a mut Option<TxBuf>,
     flags: u32,
     counters: &'a mut DeviceCounters,
+    offload: Option<&'a OffloadHook>,
 }
 
 impl phy::RxToken for RxToken<'_> {
@@ -210,8 +245,26 @@ impl phy::TxToken for TxToken<'_> {
         let bytes = self.tx.buf_mut(&mut buf);
         let len = len.min(bytes.len());
         let result = f(&mut bytes[..len]);
-        self.tx.send(buf, len as u32, self.flags, 0);
-        self.counters.tx_frames += 1;
+        let verdict = match self.offload {
+            Some(h) => h.table.borrow_mut().on_tx(
+                &mut bytes[..len],
+                &h.port,
+                h.epoch,
+                self.flags & flags::TX_CSUM != 0,
+            ),
+            None => TxVerdict::Send {
+                flags: 0,
+                context: 0,
+            },
+        };
+        match verdict {
+            TxVerdict::Send { flags, context } => {
+                self.tx.send(buf, len as u32, self.flags | flags, context);
+                self.counters.tx_frames += 1;
+            }
+            // Copied into the hold queue; the buffer goes back unused.
+            TxVerdict::Hold => self.tx.free(buf),
+        }
         result
     }
 }
@@ -260,6 +313,7 @@ impl RingDevice {
             duplex,
             spare,
             counters,
+            offload,
             ..
         } = self;
         (
@@ -272,6 +326,7 @@ impl RingDevice {
                 spare,
                 flags,
                 counters,
+                offload: offload.as_ref(),
             },
         )
     }
@@ -296,6 +351,7 @@ impl RingDevice {
             spare: &mut self.spare,
             flags,
             counters: &mut self.counters,
+            offload: self.offload.as_ref(),
         }
     }
 
@@ -319,11 +375,12 @@ impl RingDevice {
         self.duplex.tx.unreturned_frames()
     }
 
-    /// Copies of the frames received and not yet handed to the stack.
-    pub fn drain_rx(&mut self) -> Vec<Vec<u8>> {
+    /// Copies of the frames received and not yet handed to the stack, with
+    /// their descriptors (what the NIC did to them).
+    pub fn drain_rx(&mut self) -> Vec<(Vec<u8>, capnet_ring::Desc)> {
         let mut out = Vec::new();
         while let Some(buf) = self.next_rx() {
-            out.push(self.rx_data(&buf).to_vec());
+            out.push((self.rx_data(&buf).to_vec(), buf.desc()));
             self.drop_rx(buf);
         }
         out

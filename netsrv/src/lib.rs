@@ -11,6 +11,7 @@ pub mod device;
 pub mod driver;
 pub mod egress;
 pub mod link;
+pub mod offload;
 pub mod rpc;
 pub mod service;
 pub mod stack;

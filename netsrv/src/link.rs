@@ -7,6 +7,7 @@
 //! docs/resilience.md.
 
 use crate::device::{self, DeviceCounters, RingDevice, RxToken, TxToken};
+use crate::offload::OffloadTable;
 use smoltcp::phy::{self, ChecksumCapabilities, DeviceCapabilities};
 use smoltcp::time::Instant;
 use smoltcp::wire::{
@@ -14,7 +15,9 @@ use smoltcp::wire::{
     EthernetRepr, Icmpv6Packet, Icmpv6Repr, IpAddress, IpCidr, IpProtocol, Ipv4Packet, Ipv6Packet,
     Ipv6Repr, NdiscNeighborFlags, NdiscRepr, TcpPacket, UdpPacket, IPV6_LINK_LOCAL_ALL_NODES,
 };
+use std::cell::RefCell;
 use std::net::IpAddr;
+use std::rc::Rc;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -68,8 +71,9 @@ pub struct Leg {
     /// leg, so that TCP need not wait out a retransmission timeout.
     salvaged: Vec<(Vec<u8>, u32)>,
     salvaged_at: Option<std::time::Instant>,
-    /// Frames a dead instance delivered that the stack had not read yet.
-    received: std::collections::VecDeque<Vec<u8>>,
+    /// Frames a dead instance delivered that the stack had not read yet,
+    /// with what the NIC did to them.
+    received: std::collections::VecDeque<(Vec<u8>, capnet_ring::Desc)>,
 }
 
 impl Leg {
@@ -186,6 +190,8 @@ pub struct Link {
     seen: (u64, u64),
     reselect: bool,
     pub counters: BondCounters,
+    /// Connections bound to offload contexts (shared by every link).
+    pub offload: Rc<RefCell<OffloadTable>>,
 }
 
 /// Legs a link can have (their state fits one machine word).
@@ -337,6 +343,7 @@ impl Link {
             seen: (0, 0),
             reselect: true,
             counters: BondCounters::default(),
+            offload: Rc::default(),
         };
         link.refresh();
         link
@@ -527,6 +534,14 @@ impl Link {
                     waiting.push((frame, flags));
                     continue;
                 };
+                // A frame for a TLS context may have been sealed in place
+                // by the dead driver, or not: neither resending it sealed
+                // again nor sending it unsealed is safe. TCP resends its
+                // bytes from smoltcp's copy.
+                if flags & capnet_ring::flags::TLS_TX != 0 {
+                    self.counters.salvage_dropped += 1;
+                    continue;
+                }
                 if flags & capnet_ring::flags::TX_CSUM != 0 && !dev.checksum_offload() {
                     // Its checksums were left to a driver; this one will not.
                     self.counters.salvage_dropped += 1;
@@ -543,6 +558,25 @@ impl Link {
                 }
             }
             self.legs[i].salvaged = waiting;
+        }
+    }
+
+    /// Sends one ready-made frame on the leg its flow takes now (through
+    /// the port's TX path, offload table included). False if no leg had a
+    /// buffer.
+    pub fn send_frame(&mut self, frame: &[u8]) -> bool {
+        let Some(dev) = self
+            .select_for_frame(frame, false)
+            .and_then(|j| self.legs[j].device.as_mut())
+        else {
+            return false;
+        };
+        match dev.tx_token() {
+            Some(t) => {
+                phy::TxToken::consume(t, frame.len(), |b| b.copy_from_slice(&frame[..b.len()]));
+                true
+            }
+            None => false,
         }
     }
 
@@ -718,8 +752,15 @@ impl phy::Device for Link {
     type TxToken<'a> = LinkTx<'a>;
 
     fn receive(&mut self, _now: Instant) -> Option<(LinkRx<'_>, LinkTx<'_>)> {
-        if let Some(i) = self.legs.iter().position(|l| !l.received.is_empty()) {
-            let frame = self.legs[i].received.pop_front()?;
+        while let Some(i) = self.legs.iter().position(|l| !l.received.is_empty()) {
+            let (frame, desc) = self.legs[i].received.pop_front()?;
+            if !self
+                .offload
+                .borrow_mut()
+                .on_rx(&frame, desc.flags, desc.context)
+            {
+                continue;
+            }
             let reply = self.select_for_frame(&frame, true);
             let Link {
                 legs,
@@ -744,6 +785,17 @@ impl phy::Device for Link {
                     break;
                 };
                 let frame = dev.rx_data(&buf);
+                let desc = dev.rx_desc(&buf);
+                if !self
+                    .offload
+                    .borrow_mut()
+                    .on_rx(frame, desc.flags, desc.context)
+                {
+                    if let Some(d) = self.legs[i].device.as_mut() {
+                        d.drop_rx(buf);
+                    }
+                    continue;
+                }
                 let group = is_group(frame);
                 let reply = self.select_for_frame(frame, true);
                 // A switch floods group frames to every leg: take them once.

@@ -7,6 +7,7 @@
 //! poll that moved something.
 
 use crate::egress::EgressRegistry;
+use crate::offload::TxBinding;
 use crate::stack::{SockId, Stack, TcpOptions};
 use capnet_ring::{Doorbell, HandoffTable, SocketRings};
 use capnet_schema::addr::{read_socket_addr, write_socket_addr};
@@ -15,6 +16,7 @@ use capnet_schema::net_capnp::{
     net, net_status, tcp_listener, tcp_socket, udp_socket, BondMode, Shutdown,
 };
 use capnet_schema::nic_capnp::{link_watcher, nic};
+use capnet_schema::offload_capnp::OffloadKind;
 use capnp::capability::Rc as CapRc;
 use capnp::Error;
 use std::cell::RefCell;
@@ -106,6 +108,11 @@ impl Shared {
     }
 
     /// The current driver of every attached port.
+    /// The `Nic` of the current driver of `port`.
+    pub fn nic(&self, port: &str) -> Option<nic::Client> {
+        self.drivers.borrow().get(port).map(|d| d.nic.clone())
+    }
+
     pub fn nics(&self) -> Vec<(String, nic::Client)> {
         self.drivers
             .borrow()
@@ -660,6 +667,153 @@ impl tcp_socket::Server for TcpSocketServer {
             &self.shared,
             crate::egress::Target::Socket(id),
         ));
+        Ok(())
+    }
+
+    async fn offload_tls(
+        self: CapRc<Self>,
+        params: tcp_socket::OffloadTlsParams,
+        mut results: tcp_socket::OffloadTlsResults,
+    ) -> Result<(), Error> {
+        let p = params.get()?;
+        let kind = p.get_kind()?;
+        let tls = p.get_params()?;
+        let offset = p.get_stream_offset();
+        let events = p.get_events()?;
+        let id = self.id;
+        let tx = kind == OffloadKind::TlsTx;
+        let egress = self.shared.now(|s| s.egress_of_socket(id), "offloadTls")?;
+        let Some(port) = egress.port else {
+            return Err(SocketError::Busy.to_capnp("offloadTls: no egress port now"));
+        };
+        let nic = self.shared.nic(&port).ok_or_else(|| {
+            SocketError::Busy.to_capnp(format_args!("offloadTls: port {port} has no driver now"))
+        })?;
+        let tuple = self.shared.now(|s| s.tcp_tuple(id), "offloadTls")?;
+        let seq = self
+            .shared
+            .now(|s| s.tcp_seq_at(id, tx, offset), "offloadTls")?;
+        // RX: expect marks before the NIC can mark anything.
+        let ring_offset = if tx {
+            0
+        } else {
+            self.shared
+                .stack
+                .borrow_mut()
+                .tcp_bind_rx(id, 0)
+                .map_err(|e| SocketError::Invalid.to_capnp(format_args!("offloadTls: {e}")))?
+        };
+        let mut req = nic.offload_tls_request();
+        {
+            let mut r = req.get();
+            let mut flow = r.reborrow().init_flow();
+            write_socket_addr(flow.reborrow().init_local(), tuple.local);
+            write_socket_addr(flow.init_remote(), tuple.remote);
+            r.set_kind(kind);
+            r.set_params(tls)?;
+            r.reborrow().get_params()?.set_tcp_seq(seq);
+            r.set_events(events);
+        }
+        let resp = match req.send().promise.await {
+            Ok(r) => r,
+            Err(e) => {
+                if !tx {
+                    let _ = self.shared.stack.borrow_mut().tcp_unbind_rx(id);
+                }
+                return Err(e);
+            }
+        };
+        let resp = resp.get()?;
+        let info = resp.get_info()?;
+        if tx {
+            let binding = TxBinding {
+                port: port.clone(),
+                epoch: egress.epoch,
+                context: info.get_id(),
+                start: offset,
+            };
+            self.shared
+                .stack
+                .borrow_mut()
+                .tcp_bind_tx(id, binding)
+                .map_err(|e| SocketError::Invalid.to_capnp(format_args!("offloadTls: {e}")))?;
+        }
+        tracing::info!(id, %port, ?kind, context = info.get_id(), seq, offset, "connection bound to an offload context");
+        let mut r = results.get();
+        r.set_context(resp.get_context()?);
+        r.set_info(info)?;
+        r.set_ring_offset(ring_offset);
+        self.shared.kick.notify_one();
+        Ok(())
+    }
+
+    async fn offload_stop(
+        self: CapRc<Self>,
+        params: tcp_socket::OffloadStopParams,
+        _: tcp_socket::OffloadStopResults,
+    ) -> Result<(), Error> {
+        let p = params.get()?;
+        let id = self.id;
+        if p.get_kind()? == OffloadKind::TlsRx {
+            return self.shared.now(|s| s.tcp_unbind_rx(id), "offloadStop");
+        }
+        let bytes = p.get_replacement()?.to_vec();
+        let start = p.get_replacement_offset();
+        let old = self
+            .shared
+            .now(|s| s.tcp_unbind_tx(id, start, bytes), "offloadStop")?;
+        let Some(old) = old else {
+            return Ok(());
+        };
+        // The drain: every descriptor sent on the old port before now (some
+        // may name the context) must come back before the context goes.
+        let began = std::time::Instant::now();
+        let mark = self
+            .shared
+            .stack
+            .borrow()
+            .port_tx_progress(&old.port, old.epoch)
+            .map(|(sent, _)| sent);
+        if let Some(mark) = mark {
+            loop {
+                let progress = self
+                    .shared
+                    .stack
+                    .borrow()
+                    .port_tx_progress(&old.port, old.epoch);
+                match progress {
+                    Some((_, returned)) if returned < mark => {}
+                    // Returned, or the driver instance is gone.
+                    _ => break,
+                }
+                if began.elapsed() > Duration::from_secs(5) {
+                    return Err(SocketError::Busy.to_capnp(format_args!(
+                        "offloadStop: port {} kept descriptors of context {} for 5 s",
+                        old.port, old.context
+                    )));
+                }
+                self.shared.kick.notify_one();
+                tokio::time::sleep(Duration::from_micros(200)).await;
+            }
+        }
+        tracing::info!(
+            id,
+            port = %old.port,
+            context = old.context,
+            drain_us = began.elapsed().as_micros() as u64,
+            "connection unbound from its TX context; drained"
+        );
+        Ok(())
+    }
+
+    async fn send_unacked(
+        self: CapRc<Self>,
+        _: tcp_socket::SendUnackedParams,
+        mut results: tcp_socket::SendUnackedResults,
+    ) -> Result<(), Error> {
+        let id = self.id;
+        let offset = self.shared.now(|s| s.tcp_send_unacked(id), "sendUnacked")?;
+        results.get().set_offset(offset);
         Ok(())
     }
 }

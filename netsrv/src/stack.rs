@@ -7,16 +7,19 @@
 //! `SocketHandle`: they hold capabilities that map to private ids.
 
 use crate::addr::{endpoint_to_std, from_smol, to_smol};
-use crate::device::{DeviceCounters, RingDevice};
+use crate::device::{DeviceCounters, OffloadHook, RingDevice};
 use crate::link::{FlowKey, Leg, Link, Mode, PortMeta};
+use crate::offload::{self, OffloadTable, Tuple, TxBinding};
 use capnet_ring::{RingError, ServerEnd};
 use capnet_schema::errors::SocketError;
 use smoltcp::iface::{Config, Interface, PollResult, Route, SocketHandle, SocketSet};
 use smoltcp::socket::{tcp, udp};
 use smoltcp::time::{Duration as SmolDuration, Instant};
 use smoltcp::wire::{EthernetAddress, IpAddress, IpCidr, IpEndpoint, IpListenEndpoint};
+use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
+use std::rc::Rc;
 use std::time::Duration;
 
 /// A socket's private name inside netsrv.
@@ -100,6 +103,10 @@ struct TcpConn {
     end_delivered: bool,
     rx_bytes: u64,
     tx_bytes: u64,
+    /// Bytes written to the receive ring (with chunk headers once chunked).
+    ring_written: u64,
+    /// The connection as (local, remote), once known: its offload key.
+    tuple: Option<Tuple>,
 }
 
 struct Listener {
@@ -148,6 +155,9 @@ pub struct Stack {
     /// Reno congestion control on new TCP sockets (else none, the default).
     pub reno: bool,
     epoch: std::time::Instant,
+    /// Connections bound to NIC offload contexts; every link and port
+    /// device consults it.
+    pub offload: Rc<RefCell<OffloadTable>>,
 }
 
 fn smol_now(epoch: std::time::Instant) -> Instant {
@@ -178,6 +188,7 @@ impl Stack {
             default_buffer,
             reno: false,
             epoch: std::time::Instant::now(),
+            offload: Rc::default(),
         }
     }
 
@@ -194,6 +205,7 @@ impl Stack {
         capnet_ring::platform::random_bytes(&mut seed);
         let mut config = Config::new(EthernetAddress(link.mac()).into());
         config.random_seed = u64::from_le_bytes(seed);
+        link.offload = self.offload.clone();
         let mut iface = Interface::new(config, &mut link, self.now());
         let mut result = Ok(());
         iface.update_ip_addrs(|addrs| {
@@ -386,8 +398,17 @@ impl Stack {
     pub fn attach(&mut self, name: &str, meta: PortMeta, device: RingDevice) -> Option<u64> {
         self.next_instance += 1;
         let instance = self.next_instance;
+        let table = self.offload.clone();
         let leg = self.leg_mut(name)?;
         leg.attach(meta, device, instance);
+        let epoch = leg.epoch;
+        if let Some(d) = leg.device.as_mut() {
+            d.set_offload(OffloadHook {
+                table,
+                port: Rc::from(name),
+                epoch,
+            });
+        }
         self.changed(Change::Attach);
         Some(instance)
     }
@@ -405,6 +426,7 @@ impl Stack {
     fn changed(&mut self, why: Change) {
         self.topology += 1;
         self.last_change = why;
+        self.offload.borrow_mut().topology_changed();
     }
 
     // ---- routes ----
@@ -797,6 +819,9 @@ impl Stack {
     /// Ends a socket at once (RST), e.g. when its connect timed out.
     pub fn tcp_abort(&mut self, id: SockId) {
         if let Some(conn) = self.tcp.remove(&id) {
+            if let Some(t) = &conn.tuple {
+                self.offload.borrow_mut().forget(t);
+            }
             let port = &mut self.ifaces[conn.iface];
             port.sockets.get_mut::<tcp::Socket>(conn.handle).abort();
             // smoltcp sends the RST on the next poll; the handle goes then.
@@ -1100,9 +1125,128 @@ impl Stack {
         if legs_changed {
             self.changed(Change::Legs);
         }
+        activity |= self.send_held();
         activity |= self.pump_connections();
         self.maintain_listeners();
         activity
+    }
+
+    /// Frames of offload-bound connections kept back while their context
+    /// was on another port: judged again now that something changed.
+    fn send_held(&mut self) -> bool {
+        let frames = self.offload.borrow_mut().take_releasable();
+        if frames.is_empty() {
+            return false;
+        }
+        for frame in &frames {
+            let Some(v) = offload::parse_tcp(frame) else {
+                continue;
+            };
+            if let Some(i) = self.iface_owning(v.src.ip()) {
+                let link = &mut self.ifaces[i].link;
+                if link.send_frame(frame) {
+                    self.offload.borrow_mut().counters.tx_held_sent += 1;
+                }
+                link.flush();
+            }
+        }
+        true
+    }
+
+    // ---- offload bindings (netsrv's part of TLS offload) ----
+
+    /// The connection's (local, remote), once established.
+    pub fn tcp_tuple(&mut self, id: SockId) -> Result<Tuple, SocketError> {
+        let (conn, socket) = self.conn(id)?;
+        if let Some(t) = conn.tuple {
+            return Ok(t);
+        }
+        match (socket.local_endpoint(), socket.remote_endpoint()) {
+            (Some(l), Some(r)) => {
+                let t = Tuple {
+                    local: endpoint_to_std(l),
+                    remote: endpoint_to_std(r),
+                };
+                conn.tuple = Some(t);
+                Ok(t)
+            }
+            _ => Err(SocketError::NotConnected),
+        }
+    }
+
+    /// The TCP sequence number of stream offset `offset`, sent (`tx`) or
+    /// received.
+    pub fn tcp_seq_at(&mut self, id: SockId, tx: bool, offset: u64) -> Result<u32, SocketError> {
+        let t = self.tcp_tuple(id)?;
+        let table = self.offload.borrow();
+        let first = table
+            .conn(&t)
+            .and_then(|c| if tx { c.tx_first } else { c.rx_first })
+            .ok_or(SocketError::Invalid)?;
+        Ok(offload::seq_of(first, offset))
+    }
+
+    /// Offset of the first byte written to the socket that the peer has not
+    /// acknowledged.
+    pub fn tcp_send_unacked(&mut self, id: SockId) -> Result<u64, SocketError> {
+        let (conn, socket) = self.conn(id)?;
+        Ok(conn.tx_bytes - socket.send_queue() as u64)
+    }
+
+    /// Bytes written to the socket so far (the next byte's offset).
+    pub fn tcp_tx_offset(&mut self, id: SockId) -> Result<u64, SocketError> {
+        let (conn, _) = self.conn(id)?;
+        Ok(conn.tx_bytes)
+    }
+
+    pub fn tcp_bind_tx(&mut self, id: SockId, b: TxBinding) -> Result<(), String> {
+        let t = self.tcp_tuple(id).map_err(|e| e.to_string())?;
+        self.offload
+            .borrow_mut()
+            .bind_tx(t, b)
+            .map_err(str::to_owned)
+    }
+
+    pub fn tcp_unbind_tx(
+        &mut self,
+        id: SockId,
+        start: u64,
+        bytes: Vec<u8>,
+    ) -> Result<Option<TxBinding>, SocketError> {
+        let t = self.tcp_tuple(id)?;
+        Ok(self.offload.borrow_mut().unbind_tx(&t, start, bytes))
+    }
+
+    /// Puts the receive side in marked-chunk mode from the current receive
+    /// point; returns the receive-ring offset where chunks begin.
+    pub fn tcp_bind_rx(&mut self, id: SockId, context: u32) -> Result<u64, String> {
+        let t = self.tcp_tuple(id).map_err(|e| e.to_string())?;
+        let (conn, socket) = self.conn(id).map_err(|e| e.to_string())?;
+        let enqueued = conn.rx_bytes + socket.recv_queue() as u64;
+        // Everything smoltcp holds now goes out as unmarked chunks too.
+        let ring_offset = conn.ring_written;
+        self.offload
+            .borrow_mut()
+            .bind_rx(t, context, enqueued, ring_offset)
+            .map_err(str::to_owned)
+    }
+
+    pub fn tcp_unbind_rx(&mut self, id: SockId) -> Result<(), SocketError> {
+        let t = self.tcp_tuple(id)?;
+        self.offload.borrow_mut().unbind_rx(&t);
+        Ok(())
+    }
+
+    /// (descriptors sent, descriptors returned) on `port` while its driver
+    /// instance is `epoch`; `None` once that instance is gone (nothing of
+    /// it is in flight any more).
+    pub fn port_tx_progress(&self, port: &str, epoch: u32) -> Option<(u64, u64)> {
+        let loc = self.port_location(port)??;
+        let leg = &self.ifaces[loc.0].link.legs[loc.1];
+        if leg.epoch != epoch {
+            return None;
+        }
+        leg.device.as_ref().map(|d| d.tx_progress())
     }
 
     /// Moves bytes between ring-mode sockets and smoltcp, tracks connection
@@ -1111,12 +1255,34 @@ impl Stack {
         let mut moved = false;
         let mut finished = Vec::new();
         let mut killed = Vec::new();
+        let mut offload_broken = Vec::new();
+        let mut table = self.offload.borrow_mut();
         for (&id, conn) in &mut self.tcp {
             let socket = self.ifaces[conn.iface]
                 .sockets
                 .get_mut::<tcp::Socket>(conn.handle);
             conn.observe(socket);
-            match conn.pump(socket) {
+            if conn.tuple.is_none() {
+                if let (Some(l), Some(r)) = (socket.local_endpoint(), socket.remote_endpoint()) {
+                    conn.tuple = Some(Tuple {
+                        local: endpoint_to_std(l),
+                        remote: endpoint_to_std(r),
+                    });
+                }
+            }
+            if let Some(t) = conn.tuple {
+                let enqueued = conn.rx_bytes + socket.recv_queue() as u64;
+                if !table.reconcile_rx(&t, enqueued) {
+                    tracing::error!(
+                        id,
+                        "receive marks lost track of the stream; aborting the connection"
+                    );
+                    offload_broken.push(id);
+                    continue;
+                }
+                table.acked_tx(&t, conn.tx_bytes - socket.send_queue() as u64);
+            }
+            match conn.pump(socket, &mut table) {
                 Ok(m) => moved |= m,
                 Err(err) => {
                     tracing::warn!(id, %err, "client broke its socket ring; ending that socket");
@@ -1139,13 +1305,20 @@ impl Stack {
                 }
             }
         }
+        drop(table);
         for id in killed {
             self.counters.sessions_killed += 1;
             self.counters.bad_ring_indices += 1;
             self.tcp_abort(id);
         }
+        for id in offload_broken {
+            self.tcp_abort(id);
+        }
         for id in finished {
             if let Some(conn) = self.tcp.remove(&id) {
+                if let Some(t) = &conn.tuple {
+                    self.offload.borrow_mut().forget(t);
+                }
                 if conn.established && !conn.saw_fin && !conn.fin_queued {
                     self.counters.tcp_resets += 1;
                 }
@@ -1311,6 +1484,8 @@ impl TcpConn {
             end_delivered: false,
             rx_bytes: 0,
             tx_bytes: 0,
+            ring_written: 0,
+            tuple: None,
         }
     }
 
@@ -1338,7 +1513,15 @@ impl TcpConn {
 
     /// Moves bytes between the rings and smoltcp. `Err` when the client broke
     /// the ring contract.
-    fn pump(&mut self, socket: &mut tcp::Socket) -> Result<bool, RingError> {
+    fn pump(
+        &mut self,
+        socket: &mut tcp::Socket,
+        table: &mut OffloadTable,
+    ) -> Result<bool, RingError> {
+        let chunked = self
+            .tuple
+            .and_then(|t| table.conn_mut(&t))
+            .and_then(|c| c.rx.as_mut());
         let Some(rings) = &mut self.rings else {
             return Ok(false);
         };
@@ -1371,18 +1554,32 @@ impl TcpConn {
         }
         // Network -> application.
         let mut received = false;
-        while socket.can_recv() {
-            let space = rings.down.reserve()?;
-            if space.is_empty() {
-                break;
+        match chunked {
+            None => {
+                while socket.can_recv() {
+                    let space = rings.down.reserve()?;
+                    if space.is_empty() {
+                        break;
+                    }
+                    let n = socket.recv_slice(space).unwrap_or(0);
+                    if n == 0 {
+                        break;
+                    }
+                    rings.down.commit(n);
+                    self.rx_bytes += n as u64;
+                    self.ring_written += n as u64;
+                    received = true;
+                }
             }
-            let n = socket.recv_slice(space).unwrap_or(0);
-            if n == 0 {
-                break;
+            Some(rx) => {
+                received |= pump_chunks(
+                    socket,
+                    rings,
+                    rx,
+                    &mut self.rx_bytes,
+                    &mut self.ring_written,
+                )?;
             }
-            rings.down.commit(n);
-            self.rx_bytes += n as u64;
-            received = true;
         }
         if !self.end_delivered && self.established && !socket.may_recv() && !socket.can_recv() {
             let error = (socket.state() == tcp::State::Closed && !self.saw_fin)
@@ -1406,4 +1603,58 @@ impl TcpConn {
         }
         Ok(moved)
     }
+}
+
+/// Receive path of a connection with TLS RX offload: marked chunks (see
+/// net.capnp `RxChunk`), one per run of bytes the NIC did or did not
+/// decrypt.
+fn pump_chunks(
+    socket: &mut tcp::Socket,
+    rings: &mut ServerEnd,
+    rx: &mut offload::RxBinding,
+    rx_bytes: &mut u64,
+    ring_written: &mut u64,
+) -> Result<bool, RingError> {
+    let mut received = false;
+    loop {
+        let queued = socket.recv_queue();
+        if queued == 0 {
+            break;
+        }
+        // Bytes smoltcp held before the binding carry no marks: unmarked.
+        let (run, decrypted) = if *rx_bytes < rx.marks_start() {
+            (rx.marks_start() - *rx_bytes, false)
+        } else {
+            match rx.marks.run_at(*rx_bytes) {
+                Some(r) => r,
+                // Reconciled before the pump: cannot happen; stop safely.
+                None => break,
+            }
+        };
+        let space = rings.down.space()?;
+        if space <= offload::CHUNK_HEADER {
+            break;
+        }
+        let n = (run as usize)
+            .min(queued)
+            .min(offload::CHUNK_MAX)
+            .min(space - offload::CHUNK_HEADER);
+        rings.down.write(&offload::chunk_header(n, decrypted))?;
+        let mut left = n;
+        while left > 0 {
+            let dst = rings.down.reserve()?;
+            let want = left.min(dst.len());
+            let got = socket.recv_slice(&mut dst[..want]).unwrap_or(0);
+            if got == 0 {
+                // smoltcp said `queued` bytes were there.
+                return Err(RingError::Layout("receive queue shrank"));
+            }
+            rings.down.commit(got);
+            left -= got;
+        }
+        *rx_bytes += n as u64;
+        *ring_written += (offload::CHUNK_HEADER + n) as u64;
+        received = true;
+    }
+    Ok(received)
 }

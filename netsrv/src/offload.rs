@@ -1,0 +1,614 @@
+//! Connections bound to NIC offload contexts (TLS), as the data path sees
+//! them.
+//!
+//! netsrv holds no keys and does no crypto. It
+//! - learns each connection's initial sequence numbers from its SYNs, so
+//!   that stream offsets (what holders speak) and TCP sequence numbers
+//!   (what NICs speak) convert;
+//! - tags TX frames of a bound connection with its context when they leave
+//!   on the context's port, and holds them when they would leave elsewhere
+//!   (framed records are cleartext: they never leave untagged);
+//! - after the holder moved to software, sends its software-sealed
+//!   replacement for framed bytes still in flight, and tells when no
+//!   descriptor naming the old context is still in flight (the drain);
+//! - on RX, hands smoltcp only in-order segments of a bound connection and
+//!   remembers which stream bytes the NIC decrypted, so that the receive
+//!   ring can say so, byte for byte.
+
+use capnet_ring::flags;
+use capnet_wire::csum;
+use smoltcp::wire::{
+    EthernetFrame, EthernetProtocol, IpProtocol, Ipv4Packet, Ipv6Packet, TcpPacket,
+};
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
+
+/// A connection as (local, remote).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Tuple {
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+}
+
+/// The TCP fields of one frame the offload path needs.
+#[derive(Clone, Debug)]
+pub struct TcpView {
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
+    pub seq: u32,
+    pub ack: Option<u32>,
+    pub syn: bool,
+    /// The payload's bytes within the frame.
+    pub payload: Range<usize>,
+}
+
+/// Parses an Ethernet/IP/TCP frame; `None` for anything else (fragments,
+/// other protocols, runts).
+pub fn parse_tcp(frame: &[u8]) -> Option<TcpView> {
+    let eth = EthernetFrame::new_checked(frame).ok()?;
+    let l3_start = EthernetFrame::<&[u8]>::header_len();
+    let (src_ip, dst_ip, l4_start, l4_len) = match eth.ethertype() {
+        EthernetProtocol::Ipv4 => {
+            let ip = Ipv4Packet::new_checked(eth.payload()).ok()?;
+            if ip.next_header() != IpProtocol::Tcp || ip.more_frags() || ip.frag_offset() != 0 {
+                return None;
+            }
+            let hl = usize::from(ip.header_len());
+            let total = usize::from(ip.total_len());
+            (
+                IpAddr::V4(ip.src_addr()),
+                IpAddr::V4(ip.dst_addr()),
+                l3_start + hl,
+                total.checked_sub(hl)?,
+            )
+        }
+        EthernetProtocol::Ipv6 => {
+            let ip = Ipv6Packet::new_checked(eth.payload()).ok()?;
+            if ip.next_header() != IpProtocol::Tcp {
+                return None;
+            }
+            (
+                IpAddr::V6(ip.src_addr()),
+                IpAddr::V6(ip.dst_addr()),
+                l3_start + 40,
+                usize::from(ip.payload_len()),
+            )
+        }
+        _ => return None,
+    };
+    let l4 = frame.get(l4_start..l4_start.checked_add(l4_len)?)?;
+    let tcp = TcpPacket::new_checked(l4).ok()?;
+    let hl = usize::from(tcp.header_len());
+    if hl > l4.len() {
+        return None;
+    }
+    Some(TcpView {
+        src: SocketAddr::new(src_ip, tcp.src_port()),
+        dst: SocketAddr::new(dst_ip, tcp.dst_port()),
+        seq: tcp.seq_number().0 as u32,
+        ack: tcp.ack().then(|| tcp.ack_number().0 as u32),
+        syn: tcp.syn(),
+        payload: l4_start + hl..l4_start + l4_len,
+    })
+}
+
+/// Stream offset of `seq` for a stream whose first byte has sequence
+/// `first`, near `hint` (a recent offset): unwraps past 4 GiB.
+fn offset_of(seq: u32, first: u32, hint: u64) -> u64 {
+    let low = seq.wrapping_sub(first);
+    let base = hint & !0xffff_ffff;
+    let candidates = [
+        base.wrapping_sub(1 << 32) | u64::from(low),
+        base | u64::from(low),
+        (base + (1 << 32)) | u64::from(low),
+    ];
+    candidates
+        .into_iter()
+        .filter(|c| *c < (1 << 63))
+        .min_by_key(|c| c.abs_diff(hint))
+        .unwrap_or(u64::from(low))
+}
+
+/// The TCP sequence number of stream offset `offset`.
+pub fn seq_of(first: u32, offset: u64) -> u32 {
+    first.wrapping_add(offset as u32)
+}
+
+/// TX bound to a context.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TxBinding {
+    pub port: String,
+    pub epoch: u32,
+    pub context: u32,
+    /// First stream offset the holder framed for the NIC.
+    pub start: u64,
+}
+
+/// Software-sealed bytes to send instead of framed ones.
+#[derive(Clone, Debug, Default)]
+struct Replacement {
+    start: u64,
+    bytes: Vec<u8>,
+}
+
+impl Replacement {
+    fn end(&self) -> u64 {
+        self.start + self.bytes.len() as u64
+    }
+}
+
+/// Marked receive bytes: runs of (end offset, decrypted), contiguous from
+/// `start`.
+#[derive(Clone, Debug, Default)]
+pub struct Marks {
+    start: u64,
+    runs: VecDeque<(u64, bool)>,
+}
+
+impl Marks {
+    fn end(&self) -> u64 {
+        self.runs.back().map_or(self.start, |r| r.0)
+    }
+
+    fn push(&mut self, end: u64, decrypted: bool) {
+        if end <= self.end() {
+            return;
+        }
+        match self.runs.back_mut() {
+            Some(last) if last.1 == decrypted => last.0 = end,
+            _ => self.runs.push_back((end, decrypted)),
+        }
+    }
+
+    /// Drops marks at and after `end` (bytes smoltcp did not take).
+    fn truncate(&mut self, end: u64) {
+        while let Some(&(last_end, _)) = self.runs.back() {
+            if last_end <= end {
+                break;
+            }
+            let n = self.runs.len();
+            let prev_end = if n >= 2 {
+                self.runs[n - 2].0
+            } else {
+                self.start
+            };
+            if prev_end >= end {
+                self.runs.pop_back();
+            } else if let Some(last) = self.runs.back_mut() {
+                last.0 = end;
+                break;
+            }
+        }
+    }
+
+    /// The run at `offset`: (bytes left in it, decrypted), and drops what
+    /// lies before `offset`.
+    pub fn run_at(&mut self, offset: u64) -> Option<(u64, bool)> {
+        while let Some(&(end, _)) = self.runs.front() {
+            if end > offset {
+                break;
+            }
+            self.start = end;
+            self.runs.pop_front();
+        }
+        self.start = self.start.max(offset);
+        self.runs.front().map(|&(end, d)| (end - offset, d))
+    }
+}
+
+/// RX bound to a context.
+#[derive(Clone, Debug)]
+pub struct RxBinding {
+    pub context: u32,
+    /// The next stream offset smoltcp takes in order (our mirror of its
+    /// receive point): only the segment starting there (or overlapping it)
+    /// goes in.
+    pub expected: u64,
+    pub marks: Marks,
+    /// Receive-ring position where marked chunks begin.
+    pub chunks_from: u64,
+    /// Still expecting NIC marks (false after `offloadStop`).
+    pub active: bool,
+}
+
+impl RxBinding {
+    /// The first stream offset with marks.
+    pub fn marks_start(&self) -> u64 {
+        self.marks.start
+    }
+}
+
+/// Counters of the offload path.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OffloadCounters {
+    pub tx_tagged: u64,
+    pub tx_replaced: u64,
+    /// Frames kept back: they would have left untagged with framed bytes.
+    pub tx_held: u64,
+    pub tx_held_sent: u64,
+    /// Held frames given up (too many); TCP retransmits them.
+    pub tx_held_dropped: u64,
+    pub rx_decrypted: u64,
+    /// Out-of-order segments of RX-bound connections dropped before
+    /// smoltcp (the peer retransmits them in order).
+    pub rx_out_of_order: u64,
+    /// Connections whose mark mirror disagreed with smoltcp: aborted.
+    pub rx_mark_errors: u64,
+}
+
+/// Held frames per connection before the oldest are given up.
+const MAX_HELD: usize = 512;
+
+/// One connection's offload state.
+#[derive(Debug, Default)]
+pub struct ConnOffload {
+    /// Sequence number of the first stream byte each way (ISS+1, IRS+1).
+    pub tx_first: Option<u32>,
+    pub rx_first: Option<u32>,
+    tx_hint: u64,
+    rx_hint: u64,
+    pub tx: Option<TxBinding>,
+    replacement: Option<Replacement>,
+    held: VecDeque<Vec<u8>>,
+    pub rx: Option<RxBinding>,
+}
+
+/// What to do with a TX frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TxVerdict {
+    /// Send, OR-ing `flags` into the descriptor and naming `context`.
+    Send { flags: u32, context: u32 },
+    /// Keep it back (copied into the hold queue); send nothing now.
+    Hold,
+}
+
+const SEND: TxVerdict = TxVerdict::Send {
+    flags: 0,
+    context: 0,
+};
+
+/// Every connection's offload state, consulted by the data path.
+#[derive(Debug, Default)]
+pub struct OffloadTable {
+    conns: HashMap<Tuple, ConnOffload>,
+    pub counters: OffloadCounters,
+    /// A binding or the topology changed since held frames were last
+    /// tried.
+    held_dirty: bool,
+}
+
+impl OffloadTable {
+    pub fn conn(&self, t: &Tuple) -> Option<&ConnOffload> {
+        self.conns.get(t)
+    }
+
+    pub fn conn_mut(&mut self, t: &Tuple) -> Option<&mut ConnOffload> {
+        self.conns.get_mut(t)
+    }
+
+    /// The connection is gone.
+    pub fn forget(&mut self, t: &Tuple) {
+        self.conns.remove(t);
+    }
+
+    pub fn bound(&self) -> usize {
+        self.conns
+            .values()
+            .filter(|c| c.tx.is_some() || c.rx.is_some())
+            .count()
+    }
+
+    /// A frame smoltcp built for `port` (driver `epoch`). `csum_offload`:
+    /// the port fills checksums (else we must after changing the payload).
+    pub fn on_tx(
+        &mut self,
+        frame: &mut [u8],
+        port: &str,
+        epoch: u32,
+        csum_offload: bool,
+    ) -> TxVerdict {
+        let Some(v) = parse_tcp(frame) else {
+            return SEND;
+        };
+        let tuple = Tuple {
+            local: v.src,
+            remote: v.dst,
+        };
+        if v.syn {
+            let c = self.conns.entry(tuple).or_default();
+            c.tx_first = Some(v.seq.wrapping_add(1));
+            return SEND;
+        }
+        let Some(c) = self.conns.get_mut(&tuple) else {
+            return SEND;
+        };
+        let (Some(first), true) = (c.tx_first, !v.payload.is_empty()) else {
+            return SEND;
+        };
+        let start = offset_of(v.seq, first, c.tx_hint);
+        let end = start + v.payload.len() as u64;
+        c.tx_hint = end;
+        let mut changed = false;
+        if let Some(r) = &c.replacement {
+            let (from, to) = (start.max(r.start), end.min(r.end()));
+            if from < to {
+                let dst = v.payload.start + (from - start) as usize;
+                let src = (from - r.start) as usize;
+                let n = (to - from) as usize;
+                frame[dst..dst + n].copy_from_slice(&r.bytes[src..src + n]);
+                changed = true;
+                self.counters.tx_replaced += 1;
+            }
+        }
+        // Bytes from the binding's start on are framed: only its context
+        // may send them (its NIC passes the bytes before `start` as they
+        // are).
+        let framed = c.tx.as_ref().is_some_and(|b| end > b.start);
+        if changed && !csum_offload {
+            let _ = csum::fill_tx(frame);
+        }
+        match &c.tx {
+            Some(b) if framed && b.port == port && b.epoch == epoch => {
+                self.counters.tx_tagged += 1;
+                TxVerdict::Send {
+                    flags: flags::TLS_TX,
+                    context: b.context,
+                }
+            }
+            Some(_) if framed => {
+                if c.held.len() >= MAX_HELD {
+                    c.held.pop_front();
+                    self.counters.tx_held_dropped += 1;
+                }
+                c.held.push_back(frame.to_vec());
+                self.counters.tx_held += 1;
+                TxVerdict::Hold
+            }
+            _ => SEND,
+        }
+    }
+
+    /// Something that decides where held frames may go changed.
+    pub fn topology_changed(&mut self) {
+        self.held_dirty = true;
+    }
+
+    /// Held frames to try again, once per change of bindings or topology.
+    pub fn take_releasable(&mut self) -> Vec<Vec<u8>> {
+        if !std::mem::take(&mut self.held_dirty) {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        for c in self.conns.values_mut() {
+            if c.held.is_empty() {
+                continue;
+            }
+            // Re-judged by `on_tx` when sent: whatever is still framed for
+            // another port comes straight back.
+            out.extend(c.held.drain(..));
+        }
+        out
+    }
+
+    pub fn has_held(&self) -> bool {
+        self.conns.values().any(|c| !c.held.is_empty())
+    }
+
+    /// A frame from a port, before smoltcp. False: drop it (an
+    /// out-of-order segment of an RX-bound connection).
+    pub fn on_rx(&mut self, frame: &[u8], desc_flags: u32, desc_context: u32) -> bool {
+        let Some(v) = parse_tcp(frame) else {
+            return true;
+        };
+        let tuple = Tuple {
+            local: v.dst,
+            remote: v.src,
+        };
+        if v.syn {
+            let c = self.conns.entry(tuple).or_default();
+            c.rx_first = Some(v.seq.wrapping_add(1));
+            return true;
+        }
+        let Some(c) = self.conns.get_mut(&tuple) else {
+            return true;
+        };
+        let (Some(first), Some(rx)) = (c.rx_first, c.rx.as_mut()) else {
+            return true;
+        };
+        if v.payload.is_empty() {
+            return true;
+        }
+        let start = offset_of(v.seq, first, c.rx_hint);
+        let end = start + v.payload.len() as u64;
+        if start > rx.expected {
+            self.counters.rx_out_of_order += 1;
+            return false;
+        }
+        if end <= rx.expected {
+            // Old bytes: smoltcp ignores them (and acks).
+            return true;
+        }
+        c.rx_hint = end;
+        let decrypted =
+            rx.active && desc_flags & flags::TLS_DECRYPTED != 0 && desc_context == rx.context;
+        if decrypted {
+            self.counters.rx_decrypted += 1;
+        }
+        rx.marks.push(end, decrypted);
+        rx.expected = end;
+        true
+    }
+
+    /// After a poll: smoltcp has taken bytes up to `enqueued` (a stream
+    /// offset). Marks past it were for bytes it refused (window): forget
+    /// them. Returns false if smoltcp holds bytes we never saw (then the
+    /// marks cannot be trusted and the connection must end).
+    pub fn reconcile_rx(&mut self, t: &Tuple, enqueued: u64) -> bool {
+        let Some(rx) = self.conns.get_mut(t).and_then(|c| c.rx.as_mut()) else {
+            return true;
+        };
+        if enqueued > rx.expected {
+            self.counters.rx_mark_errors += 1;
+            return false;
+        }
+        if enqueued < rx.expected {
+            rx.marks.truncate(enqueued);
+            rx.expected = enqueued;
+        }
+        true
+    }
+
+    /// Binds TX; `start` is the stream offset of the first framed byte.
+    pub fn bind_tx(&mut self, t: Tuple, b: TxBinding) -> Result<(), &'static str> {
+        let c = self.conns.entry(t).or_default();
+        if c.tx_first.is_none() {
+            return Err("the connection's SYN was not seen");
+        }
+        if c.tx.is_some() {
+            return Err("TX is already bound to a context");
+        }
+        c.tx = Some(b);
+        self.held_dirty = true;
+        Ok(())
+    }
+
+    /// Unbinds TX; framed bytes from `start` on are sent as `bytes` from
+    /// now on. Returns the old binding.
+    pub fn unbind_tx(&mut self, t: &Tuple, start: u64, bytes: Vec<u8>) -> Option<TxBinding> {
+        let c = self.conns.get_mut(t)?;
+        let old = c.tx.take();
+        self.held_dirty = true;
+        // A later replacement covers an earlier one's tail: keep the union
+        // contiguous by keeping whichever starts first, extended.
+        match &mut c.replacement {
+            Some(r) if r.end() >= start && r.start <= start => {
+                r.bytes.truncate((start - r.start) as usize);
+                r.bytes.extend_from_slice(&bytes);
+            }
+            _ => {
+                if !bytes.is_empty() {
+                    c.replacement = Some(Replacement { start, bytes });
+                }
+            }
+        }
+        old
+    }
+
+    /// The peer acknowledged every byte before `una`: replacement bytes
+    /// before it will never be sent again.
+    pub fn acked_tx(&mut self, t: &Tuple, una: u64) {
+        let Some(c) = self.conns.get_mut(t) else {
+            return;
+        };
+        if let Some(r) = &mut c.replacement {
+            if una >= r.end() {
+                c.replacement = None;
+            } else if una > r.start {
+                r.bytes.drain(..(una - r.start) as usize);
+                r.start = una;
+            }
+        }
+    }
+
+    /// Binds RX: in-order delivery from now on; marks start at the current
+    /// receive point `enqueued` (a stream offset).
+    pub fn bind_rx(
+        &mut self,
+        t: Tuple,
+        context: u32,
+        enqueued: u64,
+        ring_offset: u64,
+    ) -> Result<u64, &'static str> {
+        let c = self.conns.entry(t).or_default();
+        if c.rx_first.is_none() {
+            return Err("the connection's SYN was not seen");
+        }
+        if let Some(rx) = &mut c.rx {
+            if rx.active {
+                return Err("RX is already bound to a context");
+            }
+            // Re-offload: the ring is already in chunk mode.
+            rx.active = true;
+            rx.context = context;
+            return Ok(rx.chunks_from);
+        }
+        c.rx = Some(RxBinding {
+            context,
+            expected: enqueued,
+            marks: Marks {
+                start: enqueued,
+                runs: VecDeque::new(),
+            },
+            chunks_from: ring_offset,
+            active: true,
+        });
+        Ok(ring_offset)
+    }
+
+    pub fn unbind_rx(&mut self, t: &Tuple) -> Option<u32> {
+        let rx = self.conns.get_mut(t)?.rx.as_mut()?;
+        let was = rx.active.then_some(rx.context);
+        rx.active = false;
+        was
+    }
+}
+
+/// Header of a marked receive chunk (see net.capnp `RxChunk`).
+pub const CHUNK_HEADER: usize = 4;
+pub const CHUNK_MAX: usize = 0xffff;
+pub const CHUNK_DECRYPTED: u32 = 1 << 31;
+
+pub fn chunk_header(len: usize, decrypted: bool) -> [u8; 4] {
+    let mut h = (len.min(CHUNK_MAX)) as u32;
+    if decrypted {
+        h |= CHUNK_DECRYPTED;
+    }
+    h.to_le_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offsets_unwrap_across_4gib() {
+        let first = 0xffff_fff0;
+        assert_eq!(offset_of(first, first, 0), 0);
+        assert_eq!(offset_of(first.wrapping_add(100), first, 50), 100);
+        // Near 4 GiB of stream, a small sequence distance is past it.
+        assert_eq!(
+            offset_of(first.wrapping_add(5), first, (1 << 32) - 10),
+            (1 << 32) + 5
+        );
+        assert_eq!(seq_of(first, (1 << 32) + 5), first.wrapping_add(5));
+    }
+
+    #[test]
+    fn marks_coalesce_truncate_and_pop() {
+        let mut m = Marks {
+            start: 100,
+            runs: VecDeque::new(),
+        };
+        m.push(200, true);
+        m.push(300, true);
+        m.push(350, false);
+        m.push(400, true);
+        assert_eq!(m.runs.len(), 3);
+        m.truncate(320);
+        assert_eq!(m.end(), 320);
+        assert_eq!(m.run_at(100), Some((200, true)));
+        assert_eq!(m.run_at(250), Some((50, true)));
+        assert_eq!(m.run_at(300), Some((20, false)));
+        assert_eq!(m.run_at(320), None);
+    }
+
+    #[test]
+    fn chunk_headers() {
+        assert_eq!(
+            u32::from_le_bytes(chunk_header(10, true)),
+            10 | CHUNK_DECRYPTED
+        );
+        assert_eq!(u32::from_le_bytes(chunk_header(70000, false)), 0xffff);
+    }
+}
