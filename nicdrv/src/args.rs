@@ -21,6 +21,10 @@ common options:
                             wire faults on our transmit side, parts per million
   --seed N                  seed of the fault injection RNG
   --no-csum-offload         do not verify RX checksums nor fill TX checksums
+  --tls-offload             offer TLS TX and RX offload contexts (kTLS device offload);
+                            needs checksum offload
+  --epoch N                 which instance of the port's driver this is (reported in
+                            OffloadInfo.driverEpoch; default 0)
   --rpc-fd N                inherited connected Unix socket: serve Nic (capnp); repeatable
   --handoff-fd N            inherited Unix socket: redeem RingGrant tokens; repeatable
   --listen PATH             Unix socket (0600); first byte 'R' = capnp, 'H' = handoff";
@@ -54,6 +58,9 @@ pub struct Args {
     pub faults: FaultConfig,
     pub seed: Option<u64>,
     pub csum_offload: bool,
+    /// TLS TX and RX offload (`--tls-offload`).
+    pub tls_offload: bool,
+    pub epoch: u32,
     pub rpc_fds: Vec<RawFd>,
     pub handoff_fds: Vec<RawFd>,
     pub listen: Option<PathBuf>,
@@ -160,6 +167,8 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Args, ArgError> {
     let mut faults = FaultConfig::default();
     let mut seed = None;
     let mut csum_offload = true;
+    let mut tls_offload = false;
+    let mut epoch = 0;
     let mut rpc_fds = Vec::new();
     let mut handoff_fds = Vec::new();
     let mut listen = None;
@@ -238,17 +247,31 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Args, ArgError> {
             "--corrupt-ppm" => faults.corrupt_ppm = ppm(&flag, &value()?)?,
             "--seed" => seed = Some(num(&flag, &value()?)?),
             "--no-csum-offload" => csum_offload = false,
+            "--tls-offload" => tls_offload = true,
+            "--epoch" => epoch = num(&flag, &value()?)?,
             "--rpc-fd" => rpc_fds.push(fd(&flag, &value()?)?),
             "--handoff-fd" => handoff_fds.push(fd(&flag, &value()?)?),
             "--listen" => listen = Some(PathBuf::from(value()?)),
             other => return Err(invalid(format!("unknown argument {other:?}"))),
         }
-        if inline.is_some() && matches!(flag.as_str(), "--no-csum-offload" | "-h" | "--help") {
+        if inline.is_some()
+            && matches!(
+                flag.as_str(),
+                "--no-csum-offload" | "--tls-offload" | "-h" | "--help"
+            )
+        {
             return Err(invalid(format!("{flag} takes no value")));
         }
     }
 
     let name = name.ok_or_else(|| invalid("--name is required"))?;
+    if tls_offload && !csum_offload {
+        // The engine changes the payload: the driver must fill the checksums
+        // after sealing, and RX decrypts only frames whose checksum it verified.
+        return Err(invalid(
+            "--tls-offload needs checksum offload: it cannot go with --no-csum-offload",
+        ));
+    }
     let backend = match backend.as_deref() {
         None => return Err(invalid("--backend is required (sim or tap)")),
         Some("sim") => {
@@ -289,6 +312,8 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Args, ArgError> {
         faults,
         seed,
         csum_offload,
+        tls_offload,
+        epoch,
         rpc_fds,
         handoff_fds,
         listen,
@@ -356,6 +381,8 @@ mod tests {
         assert_eq!(a.mtu, DEFAULT_MTU);
         assert_eq!(a.buffers, DEFAULT_BUFFERS);
         assert!(a.csum_offload);
+        assert!(!a.tls_offload);
+        assert_eq!(a.epoch, 0);
         assert_eq!(a.mac, None);
         assert_eq!(a.faults, FaultConfig::default());
     }
@@ -417,6 +444,22 @@ mod tests {
         assert_eq!(p("--help"), Err(ArgError::Help));
         let shown = ArgError::Invalid("x".into()).to_string();
         assert!(shown.contains("usage: nicdrv"));
+    }
+
+    #[test]
+    fn tls_offload_needs_checksum_offload() {
+        let a = p("--name a --backend sim --wire w --listen l --tls-offload --epoch 3").unwrap();
+        assert!(a.tls_offload && a.csum_offload);
+        assert_eq!(a.epoch, 3);
+        let e = err("--name a --backend sim --wire w --listen l --tls-offload --no-csum-offload");
+        assert!(e.contains("--tls-offload needs checksum offload"), "{e}");
+        let e = err("--name a --backend sim --wire w --listen l --no-csum-offload --tls-offload");
+        assert!(e.contains("--no-csum-offload"), "{e}");
+        assert!(
+            err("--name a --backend sim --wire w --listen l --tls-offload=yes")
+                .contains("no value")
+        );
+        assert!(err("--name a --backend sim --wire w --listen l --epoch -1").contains("--epoch"));
     }
 
     #[test]

@@ -52,6 +52,13 @@ counters! {
     wire_corrupted => "wireCorrupted",
     link_changes => "linkChanges",
     bad_descriptors => "badDescriptors",
+    offload_contexts => "offloadContexts",
+    offload_released => "offloadReleased",
+    tls_tx_records => "tlsTxRecords",
+    tls_rx_records => "tlsRxRecords",
+    tls_rx_auth_failures => "tlsRxAuthFailures",
+    tls_rx_resync_requests => "tlsRxResyncRequests",
+    offload_tx_dropped => "offloadTxDropped",
 }
 
 /// Adds `n` to a counter that only the calling thread writes.
@@ -81,8 +88,9 @@ mod tests {
         assert_eq!(s.rx_bytes, 60);
         assert_eq!(s.bad_descriptors, 1);
         let f = s.fields();
-        assert_eq!(f.len(), 16);
+        assert_eq!(f.len(), 23);
         assert_eq!(f[0], ("rxFrames", 1));
         assert_eq!(f[15], ("badDescriptors", 1));
+        assert_eq!(f[22], ("offloadTxDropped", 0));
     }
 }

@@ -15,11 +15,12 @@
 use crate::counters::{add, inc, Counters};
 use crate::csum::{self, RxCheck};
 use crate::faults::{FaultConfig, Shaper};
+use crate::offload::{CmdError, Engines, InstallError, NewContext, TxVerdict};
 use crate::pcap::{PcapWriter, FLUSH_EVERY};
 use crate::sim::{self, Wire};
 #[cfg(target_os = "linux")]
 use crate::tap::Tap;
-use capnet_ring::{flags, ChannelLayout, Doorbell, Duplex, RingError, TxBuf};
+use capnet_ring::{flags, ChannelLayout, Desc, Doorbell, Duplex, RingError, TxBuf};
 use std::fs::File;
 use std::io::{self, BufWriter};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
@@ -75,15 +76,51 @@ pub enum Cmd {
     },
     /// The rendezvous thread found the wire's peer.
     WireUp(Wire),
+    /// Install an offload context in ring session `session` (refused if
+    /// that session is no longer attached).
+    OffloadInstall {
+        session: u64,
+        ctx: Box<NewContext>,
+        done: tokio::sync::oneshot::Sender<Result<(), InstallError>>,
+    },
+    /// Delete an offload context and what it held.
+    OffloadDelete {
+        id: u32,
+        done: Option<Ack>,
+    },
+    /// The holder's answer to a TLS RX resync request: `Some(record
+    /// number)` confirms the candidate at `tcp_seq`, `None` rejects it.
+    OffloadResync {
+        id: u32,
+        tcp_seq: u32,
+        rec_seq: Option<u64>,
+        done: tokio::sync::oneshot::Sender<Result<(), CmdError>>,
+    },
+    /// Delete every offload context (they are revoked).
+    OffloadRevokeAll {
+        reason: &'static str,
+        done: Option<Ack>,
+    },
     Shutdown,
 }
 
 /// What the data plane tells the control plane.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
     Link(bool),
     /// The data plane ended a session (bad descriptor from the stack).
     SessionEnded(u64),
+    /// These offload contexts were deleted by the driver (the ring session
+    /// ended): their holders must hear that they are revoked.
+    OffloadRevoked {
+        ids: Vec<u32>,
+        reason: &'static str,
+    },
+    /// A TLS RX context lost sync and found a record header candidate.
+    ResyncRequest {
+        id: u32,
+        tcp_seq: u32,
+    },
 }
 
 /// The control plane's end of the command queue.
@@ -229,6 +266,7 @@ pub fn spawn(
         next_peer_check: Instant::now(),
         fatal: None,
         pending,
+        offload: Engines::default(),
     };
     let name = format!("nicdrv-dp-{}", dp.cfg.name);
     let join = std::thread::Builder::new()
@@ -255,6 +293,8 @@ struct DataPlane {
     fatal: Option<String>,
     /// Commands are queued (see [`Handle`]).
     pending: Arc<AtomicBool>,
+    /// The offload contexts' engines (see [`crate::offload`]).
+    offload: Engines,
 }
 
 /// Everything the transmit path needs, borrowed apart from the port.
@@ -266,11 +306,13 @@ struct TxPath<'a> {
     mtu: u32,
     csum_offload: bool,
     link_up: bool,
+    offload: &'a mut Engines,
 }
 
 impl TxPath<'_> {
     /// One frame from the stack.
-    fn transmit(&mut self, frame: &mut [u8], desc_flags: u32, now: Instant) {
+    fn transmit(&mut self, frame: &mut [u8], desc: Desc, now: Instant) {
+        let desc_flags = desc.flags;
         if !csum::frame_len_ok(frame.len(), self.mtu) {
             inc(&self.c.tx_dropped);
             return;
@@ -279,7 +321,15 @@ impl TxPath<'_> {
             inc(&self.c.tx_dropped);
             return;
         }
-        if desc_flags & flags::TX_CSUM != 0 && self.csum_offload {
+        let mut fill = desc_flags & flags::TX_CSUM != 0 && self.csum_offload;
+        if desc_flags & flags::TLS_TX != 0 {
+            // Sealed in place, or dropped: the frame may hold cleartext.
+            match self.offload.transmit(frame, desc.context, self.c) {
+                TxVerdict::Send { sealed } => fill |= sealed,
+                TxVerdict::Drop => return,
+            }
+        }
+        if fill {
             match csum::fill_tx(frame) {
                 Ok(true) => inc(&self.c.tx_checksum_filled),
                 Ok(false) => {}
@@ -357,6 +407,8 @@ struct RxPath<'a> {
     csum_offload: bool,
     /// A descriptor from the stack was bad: end its session.
     port_error: &'a mut Option<RingError>,
+    offload: &'a mut Engines,
+    events: &'a tokio::sync::mpsc::UnboundedSender<Event>,
 }
 
 impl RxPath<'_> {
@@ -407,11 +459,23 @@ impl RxPath<'_> {
         };
         let dst = port.duplex.tx.buf_mut(&mut b);
         dst[..frame.len()].copy_from_slice(frame);
-        port.duplex.tx.send(b, frame.len() as u32, desc_flags, 0);
-        match desc_flags {
-            flags::CSUM_VERIFIED => inc(&self.c.rx_checksum_verified),
-            flags::CSUM_BAD => inc(&self.c.rx_bad_checksum),
-            _ => {}
+        let mut context = 0;
+        if desc_flags == flags::CSUM_VERIFIED && !self.offload.is_empty() {
+            // In the copy the stack gets: the capture recorded the wire's bytes.
+            let mark = self.offload.receive(&mut dst[..frame.len()], self.c);
+            desc_flags |= mark.flags;
+            context = mark.context;
+            if let Some((id, tcp_seq)) = mark.resync_request {
+                let _ = self.events.send(Event::ResyncRequest { id, tcp_seq });
+            }
+        }
+        port.duplex
+            .tx
+            .send(b, frame.len() as u32, desc_flags, context);
+        if desc_flags & flags::CSUM_VERIFIED != 0 {
+            inc(&self.c.rx_checksum_verified);
+        } else if desc_flags & flags::CSUM_BAD != 0 {
+            inc(&self.c.rx_bad_checksum);
         }
         inc(&self.c.rx_frames);
         add(&self.c.rx_bytes, frame.len() as u64);
@@ -525,6 +589,7 @@ impl DataPlane {
                     if let Some(old) = self.port.take() {
                         tracing::warn!(old = old.id, "a new ring session replaces the old one");
                         close_port(old);
+                        self.revoke_offloads("a new ring session replaced the one it belonged to");
                     }
                     duplex.set_carrier(self.shared.link_up.load(Ordering::Relaxed));
                     tracing::info!(session, "ring session attached");
@@ -540,6 +605,7 @@ impl DataPlane {
                         if let Some(p) = self.port.take() {
                             close_port(p);
                         }
+                        self.revoke_offloads("the ring session with the stack ended");
                     }
                 }
                 Cmd::SetFaults {
@@ -561,6 +627,30 @@ impl DataPlane {
                     ack(done);
                 }
                 Cmd::WireUp(w) => self.wire_up(w),
+                Cmd::OffloadInstall { session, ctx, done } => {
+                    let r = if self.port.as_ref().is_some_and(|p| p.id == session) {
+                        self.offload.install(*ctx, &self.shared.counters)
+                    } else {
+                        Err(InstallError::NoSession)
+                    };
+                    let _ = done.send(r);
+                }
+                Cmd::OffloadDelete { id, done } => {
+                    self.offload.delete(id, &self.shared.counters);
+                    ack(done);
+                }
+                Cmd::OffloadResync {
+                    id,
+                    tcp_seq,
+                    rec_seq,
+                    done,
+                } => {
+                    let _ = done.send(self.offload.resync(id, tcp_seq, rec_seq));
+                }
+                Cmd::OffloadRevokeAll { reason, done } => {
+                    self.revoke_offloads(reason);
+                    ack(done);
+                }
             }
         }
     }
@@ -694,6 +784,7 @@ impl DataPlane {
             shaper,
             cfg,
             shared,
+            offload,
             ..
         } = self;
         let Some(p) = port.as_mut() else { return false };
@@ -705,6 +796,7 @@ impl DataPlane {
             mtu: cfg.mtu,
             csum_offload: cfg.csum_offload,
             link_up,
+            offload,
         };
         if let Device::Sim(s) = &mut *tx.device {
             s.blocked = false;
@@ -737,7 +829,7 @@ impl DataPlane {
                 }
             };
             let desc = b.desc();
-            tx.transmit(p.duplex.rx.data_mut(&mut b), desc.flags, now);
+            tx.transmit(p.duplex.rx.data_mut(&mut b), desc, now);
             p.duplex.rx.release(b);
             n += 1;
         }
@@ -755,6 +847,8 @@ impl DataPlane {
             cfg,
             shared,
             fatal,
+            offload,
+            events,
             ..
         } = self;
         let mut port_error = None;
@@ -765,6 +859,8 @@ impl DataPlane {
             mtu: cfg.mtu,
             csum_offload: cfg.csum_offload,
             port_error: &mut port_error,
+            offload,
+            events,
         };
         let mut n = 0;
         match device {
@@ -930,6 +1026,18 @@ impl DataPlane {
         inc(&self.shared.counters.bad_descriptors);
         let _ = self.events.send(Event::SessionEnded(p.id));
         close_port(p);
+        self.revoke_offloads("the stack returned a bad descriptor; its ring session ended");
+    }
+
+    /// Deletes every offload context (counted) and tells the control plane,
+    /// which revokes their capabilities.
+    fn revoke_offloads(&mut self, reason: &'static str) {
+        if self.offload.is_empty() {
+            return;
+        }
+        let ids = self.offload.delete_all(&self.shared.counters);
+        tracing::debug!(?ids, reason, "offload engines deleted");
+        let _ = self.events.send(Event::OffloadRevoked { ids, reason });
     }
 
     fn next_deadline(&self) -> Option<Instant> {
@@ -1121,6 +1229,7 @@ impl DataPlane {
         if let Some(p) = self.port.take() {
             close_port(p);
         }
+        self.revoke_offloads("the driver is shutting down");
         if let Some(p) = self.cfg.pcap.as_mut() {
             if let Err(e) = p.flush() {
                 tracing::warn!(%e, "capture flush failed");

@@ -6,7 +6,8 @@
 //! rings and a device: the `sim` wire ([`sim`]) or a Linux TAP ([`tap`]).
 //! Checksum offload ([`csum`]), fault injection ([`faults`]), capture
 //! ([`pcap`]) and the counters ([`counters`]) are plain code without I/O,
-//! tested on their own.
+//! tested on their own. The TLS offload contexts ([`offload`]) run the
+//! simulated NIC's engines (`capnet_offload`) on the data path.
 
 pub mod args;
 pub mod counters;
@@ -14,6 +15,7 @@ pub mod counters;
 pub use capnet_wire::csum;
 pub mod dataplane;
 pub mod faults;
+pub mod offload;
 pub mod pcap;
 pub mod service;
 pub mod sim;
@@ -186,6 +188,8 @@ pub fn run(args: Args) -> Result<(), String> {
         mac,
         mtu: args.mtu,
         csum_offload: args.csum_offload,
+        tls_tx_offload: args.tls_offload,
+        tls_rx_offload: args.tls_offload,
         capture_path: args
             .pcap
             .as_ref()
@@ -197,6 +201,8 @@ pub fn run(args: Args) -> Result<(), String> {
         backend = info.backend,
         mac = %args::format_mac(&mac),
         mtu = args.mtu,
+        tls_offload = args.tls_offload,
+        epoch = args.epoch,
         buffers = layout.buffers,
         buf_size = layout.buf_size,
         "nicdrv starting"
@@ -230,7 +236,7 @@ pub fn run(args: Args) -> Result<(), String> {
         .build()
         .map_err(|e| format!("tokio: {e}"))?;
     let local = tokio::task::LocalSet::new();
-    let ctl = Control::new(info, layout, shared, dp.clone(), table.clone());
+    let ctl = Control::new(info, layout, shared, dp.clone(), table.clone(), args.epoch);
     let result = local.block_on(
         &runtime,
         control_plane(ctl, ev_rx, rpc_fds, args.listen.as_deref(), table),
@@ -296,5 +302,7 @@ async fn control_plane(
         _ = orphaned => tracing::info!("every control connection closed: stopping"),
         _ = events => return Err("the data plane stopped".into()),
     }
+    // Holders hear that their contexts are revoked while we still talk.
+    ctl.offloads.shutdown().await;
     Ok(())
 }

@@ -7,6 +7,7 @@
 use crate::counters::Snapshot;
 use crate::dataplane::{Cmd, Event, Handle, Shared};
 use crate::faults::FaultConfig;
+use crate::offload::control::{OffloadConfig, Offloads};
 use capnet_ring::{ChannelLayout, Duplex, HandoffTable};
 use capnet_schema::errors::SocketError;
 use capnet_schema::nic_capnp::{link_watcher, nic, port_counters};
@@ -27,6 +28,8 @@ pub struct PortInfo {
     pub mtu: u32,
     pub csum_offload: bool,
     pub capture_path: String,
+    pub tls_tx_offload: bool,
+    pub tls_rx_offload: bool,
 }
 
 pub struct Control {
@@ -39,6 +42,8 @@ pub struct Control {
     owner: RefCell<Option<(u64, u64)>>,
     next_id: Cell<u64>,
     watchers: RefCell<Vec<mpsc::UnboundedSender<bool>>>,
+    /// The offload contexts (see [`crate::offload`]).
+    pub offloads: Rc<Offloads>,
 }
 
 impl Control {
@@ -48,8 +53,20 @@ impl Control {
         shared: Arc<Shared>,
         dp: Handle,
         handoff: Arc<HandoffTable>,
+        epoch: u32,
     ) -> Rc<Control> {
+        let offloads = Offloads::new(
+            OffloadConfig {
+                port: info.name.clone(),
+                epoch,
+                tls_tx: info.tls_tx_offload,
+                tls_rx: info.tls_rx_offload,
+            },
+            dp.clone(),
+            shared.clone(),
+        );
         Rc::new(Control {
+            offloads,
             info,
             layout,
             shared,
@@ -119,6 +136,10 @@ impl Control {
                         *owner = None;
                     }
                 }
+                Event::OffloadRevoked { ids, reason } => {
+                    self.offloads.revoked_by_data_plane(&ids, reason)
+                }
+                Event::ResyncRequest { id, tcp_seq } => self.offloads.resync_requested(id, tcp_seq),
             }
         }
     }
@@ -169,6 +190,13 @@ pub fn fill_counters(s: &Snapshot, mut c: port_counters::Builder<'_>) {
     c.set_wire_corrupted(s.wire_corrupted);
     c.set_link_changes(s.link_changes);
     c.set_bad_descriptors(s.bad_descriptors);
+    c.set_offload_contexts(s.offload_contexts);
+    c.set_offload_released(s.offload_released);
+    c.set_tls_tx_records(s.tls_tx_records);
+    c.set_tls_rx_records(s.tls_rx_records);
+    c.set_tls_rx_auth_failures(s.tls_rx_auth_failures);
+    c.set_tls_rx_resync_requests(s.tls_rx_resync_requests);
+    c.set_offload_tx_dropped(s.offload_tx_dropped);
 }
 
 /// Reads a capnp `PortCounters` (for clients and tests).
@@ -190,6 +218,13 @@ pub fn read_counters(c: port_counters::Reader<'_>) -> Snapshot {
         wire_corrupted: c.get_wire_corrupted(),
         link_changes: c.get_link_changes(),
         bad_descriptors: c.get_bad_descriptors(),
+        offload_contexts: c.get_offload_contexts(),
+        offload_released: c.get_offload_released(),
+        tls_tx_records: c.get_tls_tx_records(),
+        tls_rx_records: c.get_tls_rx_records(),
+        tls_rx_auth_failures: c.get_tls_rx_auth_failures(),
+        tls_rx_resync_requests: c.get_tls_rx_resync_requests(),
+        offload_tx_dropped: c.get_offload_tx_dropped(),
     }
 }
 
@@ -213,6 +248,8 @@ impl nic::Server for NicServer {
         i.set_link_up(ctl.shared.link_up.load(Ordering::Relaxed));
         i.set_checksum_offload(ctl.info.csum_offload);
         i.set_capture_path(ctl.info.capture_path.as_str());
+        i.set_tls_tx_offload(ctl.info.tls_tx_offload);
+        i.set_tls_rx_offload(ctl.info.tls_rx_offload);
         std::future::ready(Ok(()))
     }
 
@@ -319,5 +356,22 @@ impl nic::Server for NicServer {
             Ok(())
         })();
         std::future::ready(r)
+    }
+
+    fn offload_tls(
+        self: CapRc<Self>,
+        params: nic::OffloadTlsParams,
+        results: nic::OffloadTlsResults,
+    ) -> impl Future<Output = Result<(), capnp::Error>> + 'static {
+        self.ctl.offloads.clone().offload_tls(params, results)
+    }
+
+    fn offload_contexts(
+        self: CapRc<Self>,
+        _: nic::OffloadContextsParams,
+        results: nic::OffloadContextsResults,
+    ) -> impl Future<Output = Result<(), capnp::Error>> + 'static {
+        self.ctl.offloads.offload_contexts(results);
+        std::future::ready(Ok(()))
     }
 }

@@ -1,0 +1,592 @@
+//! The control plane's half of the offload contexts: `Nic.offloadTls`,
+//! `Nic.offloadContexts`, and the `OffloadContext` capability served
+//! through a revocable proxy.
+//!
+//! The proxy is a [`Context`] shared (`Rc<RefCell<..>>`) by the capnp server
+//! object and the driver's context table: the driver marks it revoked, the
+//! server object answers `revoked` from then on. Dropping the server object
+//! (the holder let go, or its connection died) deletes the context.
+
+use super::{CmdError, ContextStats, Engine, Flow, InstallError, Kind, NewContext};
+use crate::dataplane::{Cmd, Handle, Shared};
+use capnet_offload::gcm::GcmKey;
+use capnet_offload::tls::{TlsParams, TlsRxEngine, TlsTxEngine};
+use capnet_schema::addr::{read_socket_addr, write_socket_addr};
+use capnet_schema::errors::SocketError;
+use capnet_schema::nic_capnp::nic;
+use capnet_schema::offload_capnp::{
+    offload_context, offload_events, offload_info, tls_params, TlsCipher,
+};
+use capnet_wire::tls::Version;
+use capnp::capability::Rc as CapRc;
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+/// How long a shutting-down driver waits for holders to take their
+/// `revoked` calls.
+const SHUTDOWN_NOTICE: Duration = Duration::from_secs(1);
+
+/// What the port offers (from the command line).
+#[derive(Clone, Debug)]
+pub struct OffloadConfig {
+    pub port: String,
+    pub epoch: u32,
+    pub tls_tx: bool,
+    pub tls_rx: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Life {
+    Active,
+    /// Taken away by the driver (the reason).
+    Revoked(String),
+    /// Released or dropped by the holder.
+    Released,
+}
+
+/// The proxy state of one context.
+pub struct Context {
+    id: u32,
+    kind: Kind,
+    flow: Flow,
+    life: Life,
+    /// The holder's callbacks; dropped when the context ends.
+    events: Option<offload_events::Client>,
+    stats: Arc<ContextStats>,
+}
+
+impl fmt::Debug for Context {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Context")
+            .field("id", &self.id)
+            .field("kind", &self.kind)
+            .field("flow", &self.flow)
+            .field("life", &self.life)
+            .finish()
+    }
+}
+
+impl Context {
+    fn state(&self) -> &'static str {
+        match self.life {
+            Life::Active => "active",
+            Life::Revoked(_) => "revoked",
+            Life::Released => "released",
+        }
+    }
+
+    /// Ok while active; the `revoked` error after.
+    fn check_active(&self) -> Result<(), capnp::Error> {
+        match &self.life {
+            Life::Active => Ok(()),
+            Life::Revoked(why) => Err(SocketError::Revoked.to_capnp(format_args!(
+                "offload context {} was revoked: {why}",
+                self.id
+            ))),
+            Life::Released => Err(SocketError::Revoked
+                .to_capnp(format_args!("offload context {} was released", self.id))),
+        }
+    }
+}
+
+/// An `offloadTls` request, read and checked.
+struct Request {
+    flow: Flow,
+    kind: Kind,
+    params: TlsParams,
+    events: offload_events::Client,
+}
+
+type Notice = Pin<Box<dyn Future<Output = ()>>>;
+
+/// Every context of the driver instance, and what makes new ones.
+pub struct Offloads {
+    cfg: OffloadConfig,
+    dp: Handle,
+    shared: Arc<Shared>,
+    /// The next context id: non-zero, never reused.
+    next_id: Cell<u32>,
+    contexts: RefCell<BTreeMap<u32, Rc<RefCell<Context>>>>,
+}
+
+impl fmt::Debug for Offloads {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Offloads")
+            .field("cfg", &self.cfg)
+            .field(
+                "contexts",
+                &self.contexts.borrow().values().collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+impl Offloads {
+    pub fn new(cfg: OffloadConfig, dp: Handle, shared: Arc<Shared>) -> Rc<Offloads> {
+        Rc::new(Offloads {
+            cfg,
+            dp,
+            shared,
+            next_id: Cell::new(1),
+            contexts: RefCell::new(BTreeMap::new()),
+        })
+    }
+
+    pub fn config(&self) -> &OffloadConfig {
+        &self.cfg
+    }
+
+    fn offered(&self, kind: Kind) -> bool {
+        match kind {
+            Kind::TlsTx => self.cfg.tls_tx,
+            Kind::TlsRx => self.cfg.tls_rx,
+        }
+    }
+
+    fn read_request(
+        &self,
+        p: nic::offload_tls_params::Reader<'_>,
+    ) -> Result<Request, capnp::Error> {
+        let invalid = |m: String| SocketError::Invalid.to_capnp(m);
+        let unsupported = |m: String| SocketError::Unsupported.to_capnp(m);
+        let kind = Kind::from_capnp(
+            p.get_kind()
+                .map_err(|e| invalid(format!("offload kind {}", e.0)))?,
+        );
+        if !self.offered(kind) {
+            return Err(unsupported(format!(
+                "port {} offers no {} offload",
+                self.cfg.port,
+                kind.name()
+            )));
+        }
+        let t: tls_params::Reader<'_> = p.get_params()?;
+        let version = match t.get_version() {
+            0x0303 => Version::Tls12,
+            0x0304 => Version::Tls13,
+            v => {
+                return Err(unsupported(format!(
+                    "TLS version {v:#06x} (the NIC does 0x0303 and 0x0304)"
+                )))
+            }
+        };
+        let key_len = match t.get_cipher() {
+            Ok(TlsCipher::Aes128Gcm) => 16,
+            Ok(TlsCipher::Aes256Gcm) => 32,
+            Err(e) => return Err(unsupported(format!("cipher {}", e.0))),
+        };
+        let key = t.get_key()?;
+        if key.len() != key_len {
+            return Err(invalid(format!(
+                "a key of {} bytes for a cipher that takes {key_len}",
+                key.len()
+            )));
+        }
+        let key = GcmKey::new(key).map_err(|e| invalid(e.to_string()))?;
+        let iv: [u8; 12] = t.get_iv()?.try_into().map_err(|_| {
+            invalid(format!(
+                "an IV of {} bytes, not 12",
+                t.get_iv().map_or(0, |v| v.len())
+            ))
+        })?;
+        let f = p.get_flow()?;
+        let flow = Flow {
+            local: read_socket_addr(f.get_local()?)?,
+            remote: read_socket_addr(f.get_remote()?)?,
+        };
+        flow.check().map_err(invalid)?;
+        let events = p.get_events()?;
+        Ok(Request {
+            flow,
+            kind,
+            params: TlsParams {
+                version,
+                key,
+                iv,
+                tcp_seq: t.get_tcp_seq(),
+                rec_seq: t.get_record_seq(),
+            },
+            events,
+        })
+    }
+
+    fn alloc_id(&self) -> Result<u32, capnp::Error> {
+        let id = self.next_id.get();
+        if id == 0 {
+            return Err(
+                SocketError::Busy.to_capnp("this driver instance has used every context id")
+            );
+        }
+        self.next_id.set(id.wrapping_add(1));
+        Ok(id)
+    }
+
+    /// `Nic.offloadTls`.
+    pub async fn offload_tls(
+        self: Rc<Self>,
+        params: nic::OffloadTlsParams,
+        mut results: nic::OffloadTlsResults,
+    ) -> Result<(), capnp::Error> {
+        let req = self.read_request(params.get()?)?;
+        let session = self.shared.session.load(Ordering::SeqCst);
+        if session == 0 {
+            return Err(SocketError::Busy.to_capnp(format_args!(
+                "no ring session holds port {}: a context lives in one",
+                self.cfg.port
+            )));
+        }
+        let taken = self.contexts.borrow().values().any(|c| {
+            let c = c.borrow();
+            c.life == Life::Active && c.kind == req.kind && c.flow == req.flow
+        });
+        if taken {
+            return Err(SocketError::Invalid.to_capnp(format_args!(
+                "flow {} already has a {} context",
+                req.flow,
+                req.kind.name()
+            )));
+        }
+        let id = self.alloc_id()?;
+        let stats = Arc::new(ContextStats::default());
+        let ctx = Rc::new(RefCell::new(Context {
+            id,
+            kind: req.kind,
+            flow: req.flow,
+            life: Life::Active,
+            events: Some(req.events),
+            stats: stats.clone(),
+        }));
+        // In the table before the data plane has it: a revocation that
+        // comes between the two finds it.
+        self.contexts.borrow_mut().insert(id, ctx.clone());
+        let engine = match req.kind {
+            Kind::TlsTx => Engine::Tx(Box::new(TlsTxEngine::new(req.params))),
+            Kind::TlsRx => Engine::Rx(Box::new(TlsRxEngine::new(req.params))),
+        };
+        let (tx, rx) = oneshot::channel();
+        let sent = self.dp.send(Cmd::OffloadInstall {
+            session,
+            ctx: Box::new(NewContext {
+                id,
+                flow: req.flow,
+                engine,
+                stats,
+            }),
+            done: tx,
+        });
+        let installed = if sent { rx.await.ok() } else { None };
+        let failure = match installed {
+            Some(Ok(())) => ctx.borrow().check_active().err(),
+            None => Some(capnp::Error::failed("the data plane has stopped".into())),
+            Some(Err(InstallError::NoSession)) => Some(SocketError::Busy.to_capnp(format_args!(
+                "the ring session of port {} ended",
+                self.cfg.port
+            ))),
+            Some(Err(InstallError::Duplicate)) => {
+                Some(SocketError::Invalid.to_capnp(format_args!(
+                    "flow {} already has a {} context",
+                    req.flow,
+                    req.kind.name()
+                )))
+            }
+        };
+        if let Some(e) = failure {
+            self.contexts.borrow_mut().remove(&id);
+            let mut c = ctx.borrow_mut();
+            c.events = None;
+            if c.life == Life::Active {
+                c.life = Life::Released;
+            }
+            return Err(e);
+        }
+        tracing::info!(
+            id,
+            kind = req.kind.name(),
+            flow = %req.flow,
+            port = %self.cfg.port,
+            "offload context created"
+        );
+        let client: offload_context::Client = capnp_rpc::new_client(ContextServer {
+            offloads: self.clone(),
+            ctx: ctx.clone(),
+        });
+        let mut r = results.get();
+        r.set_context(client);
+        self.fill_info(&ctx.borrow(), r.init_info());
+        Ok(())
+    }
+
+    /// `Nic.offloadContexts`.
+    pub fn offload_contexts(&self, mut results: nic::OffloadContextsResults) {
+        let table = self.contexts.borrow();
+        let mut list = results.get().init_contexts(table.len() as u32);
+        for (i, c) in table.values().enumerate() {
+            self.fill_info(&c.borrow(), list.reborrow().get(i as u32));
+        }
+    }
+
+    fn fill_info(&self, c: &Context, mut b: offload_info::Builder<'_>) {
+        b.set_id(c.id);
+        b.set_port(self.cfg.port.as_str());
+        b.set_driver_epoch(self.cfg.epoch);
+        b.set_kind(c.kind.to_capnp());
+        {
+            let mut f = b.reborrow().init_flow();
+            write_socket_addr(f.reborrow().init_local(), c.flow.local);
+            write_socket_addr(f.init_remote(), c.flow.remote);
+        }
+        b.set_state(c.state());
+        let s = c.stats.snapshot();
+        b.set_records(s.records);
+        b.set_bytes(s.bytes);
+        b.set_resync_requests(s.resync_requests);
+        b.set_resyncs(s.resyncs);
+        b.set_auth_failures(s.auth_failures);
+        b.set_dropped(s.dropped);
+    }
+
+    /// The driver takes contexts away (their engines are gone already, or
+    /// go with a command queued after this): each active one is marked
+    /// revoked and its holder told once. The returned calls are on their way;
+    /// await them to know the holders got them.
+    fn revoke(&self, ids: &[u32], reason: &str) -> Vec<Notice> {
+        let found: Vec<Rc<RefCell<Context>>> = {
+            let table = self.contexts.borrow();
+            ids.iter().filter_map(|id| table.get(id).cloned()).collect()
+        };
+        let mut notices = Vec::new();
+        for ctx in found {
+            let events = {
+                let mut c = ctx.borrow_mut();
+                if c.life != Life::Active {
+                    continue;
+                }
+                c.life = Life::Revoked(reason.to_string());
+                tracing::info!(
+                    id = c.id,
+                    kind = c.kind.name(),
+                    flow = %c.flow,
+                    port = %self.cfg.port,
+                    reason,
+                    "offload context revoked"
+                );
+                c.events.take()
+            };
+            let Some(events) = events else { continue };
+            let id = ctx.borrow().id;
+            let mut req = events.revoked_request();
+            req.get().set_reason(reason);
+            let promise = req.send().promise;
+            notices.push(Box::pin(async move {
+                if let Err(e) = promise.await {
+                    tracing::warn!(id, %e, "telling the holder of a revoked offload context failed");
+                }
+                drop(events);
+            }) as Notice);
+        }
+        notices
+    }
+
+    /// The data plane deleted these contexts (the ring session ended).
+    pub fn revoked_by_data_plane(&self, ids: &[u32], reason: &str) {
+        for n in self.revoke(ids, reason) {
+            tokio::task::spawn_local(n);
+        }
+    }
+
+    /// The RX engine of context `id` asks its holder about a record header
+    /// candidate at `tcp_seq` (fire and forget).
+    pub fn resync_requested(&self, id: u32, tcp_seq: u32) {
+        let events = {
+            let table = self.contexts.borrow();
+            let Some(ctx) = table.get(&id) else { return };
+            let c = ctx.borrow();
+            if c.life != Life::Active {
+                return;
+            }
+            c.events.clone()
+        };
+        let Some(events) = events else { return };
+        tracing::debug!(id, tcp_seq, "TLS RX resync request");
+        let mut req = events.resync_request_request();
+        req.get().set_tcp_seq(tcp_seq);
+        let promise = req.send().promise;
+        tokio::task::spawn_local(async move {
+            if let Err(e) = promise.await {
+                tracing::warn!(id, tcp_seq, %e, "resyncRequest to the holder failed");
+            }
+        });
+    }
+
+    /// The driver is stopping: every context is revoked, the data plane
+    /// deletes their engines, and the holders get a bounded time to hear it.
+    pub async fn shutdown(&self) {
+        let ids: Vec<u32> = self.contexts.borrow().keys().copied().collect();
+        let reason = "the driver is shutting down";
+        let notices = self.revoke(&ids, reason);
+        let (tx, rx) = oneshot::channel();
+        if self.dp.send(Cmd::OffloadRevokeAll {
+            reason,
+            done: Some(tx),
+        }) {
+            let _ = rx.await;
+        }
+        if !notices.is_empty() {
+            let all = futures::future::join_all(notices);
+            if tokio::time::timeout(SHUTDOWN_NOTICE, all).await.is_err() {
+                tracing::warn!("some offload holders did not take their revocation in time");
+            }
+        }
+    }
+
+    /// The holder ended an active context (release or drop): out of the
+    /// table, everything it held let go. Returns whether it was active.
+    fn end(&self, ctx: &Rc<RefCell<Context>>, how: &str) -> bool {
+        let (id, was_active) = {
+            let mut c = ctx.borrow_mut();
+            let was_active = c.life == Life::Active;
+            if was_active {
+                c.life = Life::Released;
+                tracing::info!(
+                    id = c.id,
+                    kind = c.kind.name(),
+                    flow = %c.flow,
+                    port = %self.cfg.port,
+                    how,
+                    "offload context released"
+                );
+            }
+            c.events = None;
+            (c.id, was_active)
+        };
+        self.contexts.borrow_mut().remove(&id);
+        was_active
+    }
+
+    async fn data_plane<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Cmd,
+    ) -> Result<T, capnp::Error> {
+        let (tx, rx) = oneshot::channel();
+        if !self.dp.send(make(tx)) {
+            return Err(capnp::Error::failed("the data plane has stopped".into()));
+        }
+        rx.await
+            .map_err(|_| capnp::Error::failed("the data plane has stopped".into()))
+    }
+}
+
+/// The `OffloadContext` capability of one context.
+struct ContextServer {
+    offloads: Rc<Offloads>,
+    ctx: Rc<RefCell<Context>>,
+}
+
+impl ContextServer {
+    async fn resync(&self, tcp_seq: u32, rec_seq: Option<u64>) -> Result<(), capnp::Error> {
+        let id = {
+            let c = self.ctx.borrow();
+            c.check_active()?;
+            if c.kind != Kind::TlsRx {
+                return Err(SocketError::Invalid.to_capnp(format_args!(
+                    "offload context {}: resync is for tlsRx contexts",
+                    c.id
+                )));
+            }
+            c.id
+        };
+        let r = self
+            .offloads
+            .data_plane(|done| Cmd::OffloadResync {
+                id,
+                tcp_seq,
+                rec_seq,
+                done,
+            })
+            .await?;
+        match r {
+            Ok(()) => Ok(()),
+            Err(CmdError::Engine(m)) => Err(SocketError::Invalid.to_capnp(m)),
+            Err(CmdError::NotRx) => Err(SocketError::Invalid.to_capnp(format_args!(
+                "offload context {id}: resync is for tlsRx contexts"
+            ))),
+            Err(CmdError::Unknown) => {
+                // Revoked while the command was queued.
+                self.ctx.borrow().check_active()?;
+                Err(SocketError::Revoked.to_capnp(format_args!("offload context {id} is gone")))
+            }
+        }
+    }
+}
+
+impl offload_context::Server for ContextServer {
+    fn info(
+        self: CapRc<Self>,
+        _: offload_context::InfoParams,
+        mut results: offload_context::InfoResults,
+    ) -> impl Future<Output = Result<(), capnp::Error>> + 'static {
+        let c = self.ctx.borrow();
+        let r = c
+            .check_active()
+            .map(|()| self.offloads.fill_info(&c, results.get().init_info()));
+        std::future::ready(r)
+    }
+
+    async fn resync(
+        self: CapRc<Self>,
+        params: offload_context::ResyncParams,
+        _: offload_context::ResyncResults,
+    ) -> Result<(), capnp::Error> {
+        let (tcp_seq, rec_seq) = {
+            let p = params.get()?;
+            (p.get_tcp_seq(), p.get_record_seq())
+        };
+        ContextServer::resync(&self, tcp_seq, Some(rec_seq)).await
+    }
+
+    async fn resync_reject(
+        self: CapRc<Self>,
+        params: offload_context::ResyncRejectParams,
+        _: offload_context::ResyncRejectResults,
+    ) -> Result<(), capnp::Error> {
+        let tcp_seq = params.get()?.get_tcp_seq();
+        ContextServer::resync(&self, tcp_seq, None).await
+    }
+
+    async fn release(
+        self: CapRc<Self>,
+        _: offload_context::ReleaseParams,
+        _: offload_context::ReleaseResults,
+    ) -> Result<(), capnp::Error> {
+        let id = {
+            let c = self.ctx.borrow();
+            c.check_active()?;
+            c.id
+        };
+        self.offloads.end(&self.ctx, "release");
+        self.offloads
+            .data_plane(|done| Cmd::OffloadDelete {
+                id,
+                done: Some(done),
+            })
+            .await
+    }
+}
+
+impl Drop for ContextServer {
+    fn drop(&mut self) {
+        // The holder let go (or its connection died).
+        if self.offloads.end(&self.ctx, "capability dropped") {
+            let id = self.ctx.borrow().id;
+            self.offloads.dp.send(Cmd::OffloadDelete { id, done: None });
+        }
+    }
+}

@@ -1,0 +1,431 @@
+//! TLS offload contexts: the simulated NIC's kTLS device offload.
+//!
+//! A context is one direction of one TCP flow, minted by `Nic.offloadTls`
+//! and held by the service that owns the flow's TLS state (through netsrv's
+//! `TcpSocket.offloadTls`). It has two halves:
+//!
+//! - the engine, in the data plane ([`Engines`]): a
+//!   [`TlsTxEngine`](capnet_offload::tls::TlsTxEngine) named by the `context`
+//!   field of TX descriptors tagged [`flags::TLS_TX`], or a
+//!   [`TlsRxEngine`](capnet_offload::tls::TlsRxEngine) found by the 4-tuple of
+//!   received frames;
+//! - the capability, in the control plane ([`control::Offloads`]): an
+//!   `OffloadContext` served through a revocable proxy, and the holder's
+//!   `OffloadEvents`.
+//!
+//! The two planes meet through data-plane commands (install, delete, resync,
+//! revoke all; each acknowledged) and events (resync request, contexts
+//! revoked); per-context counters are atomics both share ([`ContextStats`]).
+//!
+//! # Data path
+//!
+//! TX, a descriptor with `TLS_TX` and `context = id`: the frame must be an
+//! unfragmented TCP segment of the context's flow (local -> remote). Its
+//! payload goes through the engine, which seals the framed records in place;
+//! then the driver fills the IP and TCP checksums (the payload changed, so
+//! it does whatever `TX_CSUM` says) and sends it. Any refusal drops the
+//! frame, because it may hold cleartext: the engine's own (a gap, a
+//! retransmission of forgotten bytes, a bad record header), an unknown or
+//! deleted id, a frame of another flow, a frame that is not TCP. Those count
+//! in `offloadTxDropped` (and, where the context is known, in its
+//! `dropped`). A tagged frame without payload (a pure ACK, a FIN) holds
+//! nothing to seal and is sent whatever it names.
+//!
+//! RX: a frame whose checksum the driver verified, carrying TCP to a flow
+//! with an RX context (remote -> local), goes through the engine in the
+//! buffer handed to the stack (the capture has already recorded it as it
+//! came from the wire). A segment the engine opened whole is marked
+//! `TLS_DECRYPTED` with `context = id`; `CSUM_VERIFIED` stays set although
+//! the TCP checksum no longer matches the plaintext. Frames with a bad or
+//! unchecked checksum pass untouched, and so do frames the stack never gets
+//! (no free buffer): the engine only sees what is delivered. A received
+//! frame of a flow with a TX context, delivered and verified, feeds its ACK
+//! number to the TX engine so that it forgets acknowledged records.
+//!
+//! # Lifetime
+//!
+//! A context belongs to the ring session that was attached when it was made
+//! (none attached: `busy`). It ends exactly once, in the data plane (which
+//! counts `offloadReleased`), in one of these ways:
+//! - `release()` (answered once the data plane deleted it);
+//! - the holder drops the capability (or its connection dies);
+//! - the driver revokes it: the ring session ends (the stack detached, or
+//!   returned a bad descriptor, or a new session replaced it) or the driver
+//!   shuts down. The holder's `OffloadEvents.revoked(reason)` is called
+//!   once; the context stays listed (state `revoked`) until the holder drops
+//!   it.
+//!
+//! After any of these, every call on the capability answers `revoked`.
+//! Context ids are never reused within a driver instance.
+
+pub mod control;
+mod engines;
+
+pub use engines::{CmdError, Engine, Engines, InstallError, NewContext, RxMark, TxVerdict};
+
+use capnet_schema::offload_capnp::OffloadKind;
+use smoltcp::wire::{
+    EthernetFrame, EthernetProtocol, IpProtocol, Ipv4Packet, Ipv6ExtHeader, Ipv6Packet, TcpPacket,
+    ETHERNET_HEADER_LEN, IPV6_HEADER_LEN,
+};
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+#[cfg(doc)]
+use capnet_ring::flags;
+
+/// Which engine a context runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kind {
+    TlsTx,
+    TlsRx,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::TlsTx => "tlsTx",
+            Kind::TlsRx => "tlsRx",
+        }
+    }
+
+    pub fn to_capnp(self) -> OffloadKind {
+        match self {
+            Kind::TlsTx => OffloadKind::TlsTx,
+            Kind::TlsRx => OffloadKind::TlsRx,
+        }
+    }
+
+    pub fn from_capnp(k: OffloadKind) -> Kind {
+        match k {
+            OffloadKind::TlsTx => Kind::TlsTx,
+            OffloadKind::TlsRx => Kind::TlsRx,
+        }
+    }
+}
+
+/// A TCP connection as this host sees it.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Flow {
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+}
+
+impl fmt::Display for Flow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}->{}", self.local, self.remote)
+    }
+}
+
+impl fmt::Debug for Flow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+fn unicast(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(a) => !(a.is_unspecified() || a.is_multicast() || a.is_broadcast()),
+        IpAddr::V6(a) => !(a.is_unspecified() || a.is_multicast()),
+    }
+}
+
+impl Flow {
+    /// Both ends unicast, of one family, with non-zero ports.
+    pub fn check(&self) -> Result<(), String> {
+        if self.local.is_ipv4() != self.remote.is_ipv4() {
+            return Err(format!("flow {self}: mixes IPv4 and IPv6"));
+        }
+        if self.local.port() == 0 || self.remote.port() == 0 {
+            return Err(format!("flow {self}: port 0"));
+        }
+        if !unicast(self.local.ip()) || !unicast(self.remote.ip()) {
+            return Err(format!("flow {self}: not a unicast address"));
+        }
+        Ok(())
+    }
+
+    /// The (source, destination) of frames this host sends on the flow.
+    pub fn outbound(&self) -> (SocketAddr, SocketAddr) {
+        (self.local, self.remote)
+    }
+
+    /// The (source, destination) of frames this host receives on the flow.
+    pub fn inbound(&self) -> (SocketAddr, SocketAddr) {
+        (self.remote, self.local)
+    }
+}
+
+/// Per-context counters (`OffloadInfo`): the data plane writes, the control
+/// plane reads.
+#[derive(Debug, Default)]
+pub struct ContextStats {
+    /// Records sealed (TX) or opened and authenticated (RX).
+    pub records: AtomicU64,
+    /// TX: first-transmission record bytes sealed. RX: payload bytes of the
+    /// segments handed up decrypted.
+    pub bytes: AtomicU64,
+    pub resync_requests: AtomicU64,
+    pub resyncs: AtomicU64,
+    pub auth_failures: AtomicU64,
+    /// Frames dropped rather than sent unsealed.
+    pub dropped: AtomicU64,
+}
+
+/// A copy of [`ContextStats`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    pub records: u64,
+    pub bytes: u64,
+    pub resync_requests: u64,
+    pub resyncs: u64,
+    pub auth_failures: u64,
+    pub dropped: u64,
+}
+
+impl ContextStats {
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        StatsSnapshot {
+            records: l(&self.records),
+            bytes: l(&self.bytes),
+            resync_requests: l(&self.resync_requests),
+            resyncs: l(&self.resyncs),
+            auth_failures: l(&self.auth_failures),
+            dropped: l(&self.dropped),
+        }
+    }
+
+    /// Stores every value (single writer).
+    fn store(&self, s: StatsSnapshot) {
+        let st = |a: &AtomicU64, v: u64| a.store(v, Ordering::Relaxed);
+        st(&self.records, s.records);
+        st(&self.bytes, s.bytes);
+        st(&self.resync_requests, s.resync_requests);
+        st(&self.resyncs, s.resyncs);
+        st(&self.auth_failures, s.auth_failures);
+        st(&self.dropped, s.dropped);
+    }
+}
+
+/// Where the TCP payload of a frame is, and what it belongs to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TcpSegment {
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
+    /// Sequence number of the first payload byte (after a SYN's).
+    pub seq: u32,
+    /// The acknowledgment number, when the ACK flag is set.
+    pub ack: Option<u32>,
+    pub syn: bool,
+    pub rst: bool,
+    /// The payload's bytes in the frame (up to the IP length: Ethernet
+    /// padding is not payload).
+    pub payload: Range<usize>,
+}
+
+/// IPv6 extension headers walked before giving up (as the checksum code).
+const MAX_EXT_HEADERS: usize = 8;
+
+/// Parses an Ethernet frame carrying an unfragmented TCP segment over IPv4
+/// or IPv6 (hop-by-hop and destination-options headers are walked). Anything
+/// else, or lengths that do not add up: `None`.
+pub fn parse_tcp(frame: &[u8]) -> Option<TcpSegment> {
+    let eth = EthernetFrame::new_checked(frame).ok()?;
+    match eth.ethertype() {
+        EthernetProtocol::Ipv4 => {
+            let ip = Ipv4Packet::new_checked(eth.payload()).ok()?;
+            if ip.version() != 4
+                || ip.more_frags()
+                || ip.frag_offset() != 0
+                || ip.next_header() != IpProtocol::Tcp
+            {
+                return None;
+            }
+            let src = IpAddr::V4(Ipv4Addr::from(ip.src_addr().octets()));
+            let dst = IpAddr::V4(Ipv4Addr::from(ip.dst_addr().octets()));
+            let l4 = ETHERNET_HEADER_LEN + usize::from(ip.header_len());
+            tcp(src, dst, l4, ip.payload())
+        }
+        EthernetProtocol::Ipv6 => {
+            let ip = Ipv6Packet::new_checked(eth.payload()).ok()?;
+            if ip.version() != 6 {
+                return None;
+            }
+            let src = IpAddr::V6(Ipv6Addr::from(ip.src_addr().octets()));
+            let dst = IpAddr::V6(Ipv6Addr::from(ip.dst_addr().octets()));
+            let data = ip.payload();
+            let mut proto = ip.next_header();
+            let mut at = 0usize;
+            for _ in 0..MAX_EXT_HEADERS {
+                match proto {
+                    IpProtocol::HopByHop | IpProtocol::Ipv6Opts => {
+                        let h = Ipv6ExtHeader::new_checked(data.get(at..)?).ok()?;
+                        proto = h.next_header();
+                        at += 8 + usize::from(h.header_len()) * 8;
+                    }
+                    _ => break,
+                }
+            }
+            if proto != IpProtocol::Tcp {
+                return None;
+            }
+            let l4 = ETHERNET_HEADER_LEN + IPV6_HEADER_LEN + at;
+            tcp(src, dst, l4, data.get(at..)?)
+        }
+        _ => None,
+    }
+}
+
+fn tcp(src: IpAddr, dst: IpAddr, l4: usize, seg: &[u8]) -> Option<TcpSegment> {
+    let t = TcpPacket::new_checked(seg).ok()?;
+    let syn = t.syn();
+    let seq = (t.seq_number().0 as u32).wrapping_add(u32::from(syn));
+    Some(TcpSegment {
+        src: SocketAddr::new(src, t.src_port()),
+        dst: SocketAddr::new(dst, t.dst_port()),
+        seq,
+        ack: t.ack().then(|| t.ack_number().0 as u32),
+        syn,
+        rst: t.rst(),
+        payload: l4 + usize::from(t.header_len())..l4 + seg.len(),
+    })
+}
+
+/// Test frames: Ethernet + IPv4/IPv6 + TCP with a payload, checksums filled.
+#[cfg(test)]
+pub(crate) mod testframe {
+    use std::net::SocketAddr;
+
+    pub const ACK: u8 = 0x10;
+    pub const PSH: u8 = 0x08;
+
+    pub fn tcp(
+        src: SocketAddr,
+        dst: SocketAddr,
+        seq: u32,
+        ack: u32,
+        tcp_flags: u8,
+        payload: &[u8],
+    ) -> Vec<u8> {
+        let mut f = vec![0u8; 14];
+        f[0..6].copy_from_slice(&[2, 0, 0, 0, 0, 2]);
+        f[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 1]);
+        let tcp_len = 20 + payload.len();
+        match (src, dst) {
+            (SocketAddr::V4(s), SocketAddr::V4(d)) => {
+                f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+                let mut ip = [0u8; 20];
+                ip[0] = 0x45;
+                ip[2..4].copy_from_slice(&((20 + tcp_len) as u16).to_be_bytes());
+                ip[6] = 0x40; // DF
+                ip[8] = 64;
+                ip[9] = 6;
+                ip[12..16].copy_from_slice(&s.ip().octets());
+                ip[16..20].copy_from_slice(&d.ip().octets());
+                f.extend_from_slice(&ip);
+            }
+            (SocketAddr::V6(s), SocketAddr::V6(d)) => {
+                f[12..14].copy_from_slice(&0x86ddu16.to_be_bytes());
+                let mut ip = [0u8; 40];
+                ip[0] = 0x60;
+                ip[4..6].copy_from_slice(&(tcp_len as u16).to_be_bytes());
+                ip[6] = 6;
+                ip[7] = 64;
+                ip[8..24].copy_from_slice(&s.ip().octets());
+                ip[24..40].copy_from_slice(&d.ip().octets());
+                f.extend_from_slice(&ip);
+            }
+            _ => panic!("mixed families"),
+        }
+        let mut t = [0u8; 20];
+        t[0..2].copy_from_slice(&src.port().to_be_bytes());
+        t[2..4].copy_from_slice(&dst.port().to_be_bytes());
+        t[4..8].copy_from_slice(&seq.to_be_bytes());
+        t[8..12].copy_from_slice(&ack.to_be_bytes());
+        t[12] = 5 << 4;
+        t[13] = tcp_flags;
+        t[14..16].copy_from_slice(&65535u16.to_be_bytes());
+        f.extend_from_slice(&t);
+        f.extend_from_slice(payload);
+        capnet_wire::csum::fill_tx(&mut f).unwrap();
+        f
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testframe::{tcp, ACK, PSH};
+    use super::*;
+
+    fn sa(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn parses_tcp_over_v4_and_v6() {
+        for (s, d) in [
+            (sa("10.0.0.1:40000"), sa("10.0.0.2:443")),
+            (sa("[fd00::1]:40000"), sa("[fd00::2]:443")),
+        ] {
+            let f = tcp(s, d, 1000, 77, ACK | PSH, b"hello");
+            let t = parse_tcp(&f).unwrap();
+            assert_eq!((t.src, t.dst, t.seq, t.ack), (s, d, 1000, Some(77)));
+            assert_eq!(&f[t.payload.clone()], b"hello");
+            assert!(!t.syn && !t.rst);
+            // Ethernet padding is not payload.
+            let mut padded = tcp(s, d, 5, 0, 0, b"");
+            padded.resize(80, 0);
+            let t = parse_tcp(&padded).unwrap();
+            assert!(t.payload.is_empty());
+            assert_eq!(t.ack, None);
+        }
+    }
+
+    #[test]
+    fn refuses_what_is_not_a_whole_tcp_segment() {
+        let f = tcp(sa("10.0.0.1:1"), sa("10.0.0.2:2"), 1, 1, ACK, b"xyz");
+        assert!(parse_tcp(&f[..30]).is_none());
+        let mut frag = f.clone();
+        frag[14 + 6] |= 0x20; // more fragments
+        assert!(parse_tcp(&frag).is_none());
+        let mut udp = f.clone();
+        udp[14 + 9] = 17;
+        assert!(parse_tcp(&udp).is_none());
+        let mut arp = f;
+        arp[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
+        assert!(parse_tcp(&arp).is_none());
+    }
+
+    #[test]
+    fn flow_checks() {
+        let ok = Flow {
+            local: sa("10.0.0.1:40000"),
+            remote: sa("10.0.0.2:443"),
+        };
+        assert!(ok.check().is_ok());
+        assert_eq!(ok.to_string(), "10.0.0.1:40000->10.0.0.2:443");
+        let mixed = Flow {
+            local: sa("10.0.0.1:40000"),
+            remote: sa("[fd00::2]:443"),
+        };
+        assert!(mixed.check().unwrap_err().contains("mixes"));
+        let port0 = Flow {
+            local: sa("10.0.0.1:0"),
+            ..ok
+        };
+        assert!(port0.check().unwrap_err().contains("port 0"));
+        let any = Flow {
+            remote: sa("0.0.0.0:443"),
+            ..ok
+        };
+        assert!(any.check().unwrap_err().contains("unicast"));
+        let mcast = Flow {
+            local: sa("[ff02::1]:1"),
+            remote: sa("[fd00::2]:443"),
+        };
+        assert!(mcast.check().unwrap_err().contains("unicast"));
+    }
+}
