@@ -83,7 +83,8 @@ pub enum Cmd {
         ctx: Box<NewContext>,
         done: tokio::sync::oneshot::Sender<Result<(), InstallError>>,
     },
-    /// Delete an offload context and what it held.
+    /// Delete an offload context and what it held. Without `done`, the
+    /// data plane answers with [`Event::OffloadDeleted`].
     OffloadDelete {
         id: u32,
         done: Option<Ack>,
@@ -121,6 +122,8 @@ pub enum Event {
         id: u32,
         tcp_seq: u32,
     },
+    /// An `OffloadDelete` without `done` was carried out.
+    OffloadDeleted(u32),
 }
 
 /// The control plane's end of the command queue.
@@ -637,7 +640,12 @@ impl DataPlane {
                 }
                 Cmd::OffloadDelete { id, done } => {
                     self.offload.delete(id, &self.shared.counters);
-                    ack(done);
+                    match done {
+                        Some(d) => ack(Some(d)),
+                        None => {
+                            let _ = self.events.send(Event::OffloadDeleted(id));
+                        }
+                    }
                 }
                 Cmd::OffloadResync {
                     id,

@@ -140,6 +140,7 @@ impl Control {
                     self.offloads.revoked_by_data_plane(&ids, reason)
                 }
                 Event::ResyncRequest { id, tcp_seq } => self.offloads.resync_requested(id, tcp_seq),
+                Event::OffloadDeleted(id) => self.offloads.deleted(id),
             }
         }
     }

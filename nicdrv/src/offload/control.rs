@@ -447,8 +447,27 @@ impl Offloads {
         }
     }
 
-    /// The holder ended an active context (release or drop): out of the
-    /// table, everything it held let go. Returns whether it was active.
+    /// The data plane deleted a context the holder dropped: it leaves the
+    /// table (a revoked one already left the data plane, and left the table
+    /// when dropped).
+    pub fn deleted(&self, id: u32) {
+        let mut table = self.contexts.borrow_mut();
+        if table
+            .get(&id)
+            .is_some_and(|c| c.borrow().life == Life::Released)
+        {
+            table.remove(&id);
+        }
+    }
+
+    fn forget(&self, id: u32) {
+        self.contexts.borrow_mut().remove(&id);
+    }
+
+    /// The holder ended a context (release or drop): everything it held is
+    /// let go. An active one stays in the table (state `released`) until
+    /// the data plane has deleted it; an inactive one leaves at once.
+    /// Returns whether it was active.
     fn end(&self, ctx: &Rc<RefCell<Context>>, how: &str) -> bool {
         let (id, was_active) = {
             let mut c = ctx.borrow_mut();
@@ -467,7 +486,9 @@ impl Offloads {
             c.events = None;
             (c.id, was_active)
         };
-        self.contexts.borrow_mut().remove(&id);
+        if !was_active {
+            self.forget(id);
+        }
         was_active
     }
 
@@ -572,12 +593,15 @@ impl offload_context::Server for ContextServer {
             c.id
         };
         self.offloads.end(&self.ctx, "release");
-        self.offloads
+        let r = self
+            .offloads
             .data_plane(|done| Cmd::OffloadDelete {
                 id,
                 done: Some(done),
             })
-            .await
+            .await;
+        self.offloads.forget(id);
+        r
     }
 }
 
@@ -585,8 +609,11 @@ impl Drop for ContextServer {
     fn drop(&mut self) {
         // The holder let go (or its connection died).
         if self.offloads.end(&self.ctx, "capability dropped") {
+            // Leaves the table with `Event::OffloadDeleted`.
             let id = self.ctx.borrow().id;
-            self.offloads.dp.send(Cmd::OffloadDelete { id, done: None });
+            if !self.offloads.dp.send(Cmd::OffloadDelete { id, done: None }) {
+                self.offloads.forget(id);
+            }
         }
     }
 }
