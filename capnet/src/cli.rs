@@ -563,6 +563,46 @@ pub fn down(run_dir: &Path) -> Result<(), String> {
     })
 }
 
+/// `capnet tls stat`: tlsd's counters, named as in Linux /proc/net/tls_stat
+/// (then capnet's own).
+pub fn tls_stat(dir: &Path) -> Result<String, String> {
+    let path = dir.join("tls.sock");
+    let tls =
+        libclient::Tls::connect(&path).map_err(|e| format!("tlsd at {}: {e}", path.display()))?;
+    let s = tls.stat().map_err(|e| format!("tlsd: {e}"))?;
+    let rows: [(&str, u64); 24] = [
+        ("TlsCurrTxSw", s.curr_tx_sw),
+        ("TlsCurrRxSw", s.curr_rx_sw),
+        ("TlsCurrTxDevice", s.curr_tx_device),
+        ("TlsCurrRxDevice", s.curr_rx_device),
+        ("TlsTxSw", s.tx_sw),
+        ("TlsRxSw", s.rx_sw),
+        ("TlsTxDevice", s.tx_device),
+        ("TlsRxDevice", s.rx_device),
+        ("TlsDecryptError", s.decrypt_error),
+        ("TlsRxDeviceResync", s.rx_device_resync),
+        ("TlsDecryptRetry", s.decrypt_retry),
+        ("TlsTxRekeyOk", s.tx_rekey_ok),
+        ("TlsRxRekeyOk", s.rx_rekey_ok),
+        ("TlsRxRekeyReceived", s.rx_rekey_received),
+        ("TlsReoffloads", s.reoffloads),
+        ("TlsHandshakes", s.handshakes),
+        ("TlsHandshakeFailures", s.handshake_failures),
+        ("TlsAlertsSent", s.alerts_sent),
+        ("TlsAlertsReceived", s.alerts_received),
+        ("TlsRecordsSealed", s.records_sealed),
+        ("TlsRecordsOpened", s.records_opened),
+        ("TlsBytesSealed", s.bytes_sealed),
+        ("TlsBytesOpened", s.bytes_opened),
+        ("TlsSessionTickets", s.session_tickets),
+    ];
+    let mut out = String::new();
+    for (name, v) in rows {
+        out += &format!("{name:<24}{v}\n");
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

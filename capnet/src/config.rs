@@ -18,6 +18,22 @@ pub struct Config {
     pub routes: Vec<Route>,
     #[serde(default)]
     pub netsrv: NetsrvConfig,
+    #[serde(default)]
+    pub tls: TlsConfig,
+}
+
+/// tlsd's certificates and keys: only tlsd ever reads these files.
+/// Relative paths are taken from the directory `capnet up` runs in.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The server certificate chain (PEM, leaf first) and its key.
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    /// Trust anchors for the servers tlsd connects to (PEM bundle).
+    pub roots: Option<PathBuf>,
+    /// NSS key log for Wireshark/tshark: debugging only, off by default.
+    pub keylog: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]

@@ -139,6 +139,11 @@ impl Host {
         libclient::Net::connect(&self.socket)
     }
 
+    /// A connection to this host's tlsd.
+    pub fn tls(&self) -> io::Result<libclient::Tls> {
+        libclient::Tls::connect(self.run_dir.join("tls.sock"))
+    }
+
     /// Runs a CLI command against this host (`capnet ARGS --run-dir DIR`).
     pub fn cli(&self, args: &[&str]) -> io::Result<Output> {
         Command::new(capnet_binary()?)

@@ -28,6 +28,8 @@ const USAGE: &str = "usage:
                    [--carrier up|down]
         a sim wire's fault injection (values not given are 0, carrier up);
         `capnet faults` is the same command
+  capnet tls stat      tlsd's counters (the meaning of Linux /proc/net/tls_stat,
+                       plus re-offloads, handshakes, alerts, records)
   capnet down          stop the service set
   capnet demo [--bytes N] [--loss PCT] [--reorder PCT] [--dir DIR]
         two hosts on a sim wire move data
@@ -269,6 +271,17 @@ fn dispatch(cmd: &str, mut f: Flags) -> Result<(), String> {
                     cli::route_change(&dir, add, &to, &via)
                 }
                 Some(other) => Err(format!("usage: route {other:?}: use show, add or del")),
+            }
+        }
+        "tls" => {
+            let dir = run_dir(&mut f);
+            match f.positional.first().map(String::as_str) {
+                None | Some("stat") => {
+                    f.finish(1)?;
+                    print!("{}", cli::tls_stat(&dir)?);
+                    Ok(())
+                }
+                Some(other) => Err(format!("usage: tls {other:?}: use stat")),
             }
         }
         "down" => {

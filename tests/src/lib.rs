@@ -57,6 +57,42 @@ pub fn two_hosts(scratch: &Scratch, extra: &str) -> (Host, Host) {
     (a, b)
 }
 
+/// A throwaway PKI (CA, and a server certificate for capnet.test and the
+/// test addresses) made by `scripts/test-pki.sh` with openssl, once per
+/// test process.
+pub fn pki() -> PathBuf {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("capnet-pki-{}", std::process::id()));
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/test-pki.sh");
+        let ok = std::process::Command::new("bash")
+            .arg(script)
+            .arg(&dir)
+            .status()
+            .expect("bash")
+            .success();
+        assert!(ok, "scripts/test-pki.sh failed (openssl is needed)");
+        dir
+    })
+    .clone()
+}
+
+/// A `[tls]` section: the PKI's server identity and trust root, and an
+/// optional key log.
+pub fn tls_section(keylog: Option<&std::path::Path>) -> String {
+    let p = pki();
+    let mut s = format!(
+        "[tls]\ncert = \"{}\"\nkey = \"{}\"\nroots = \"{}\"\n",
+        p.join("server.pem").display(),
+        p.join("server.key").display(),
+        p.join("ca.pem").display()
+    );
+    if let Some(k) = keylog {
+        s += &format!("keylog = \"{}\"\n", k.display());
+    }
+    s
+}
+
 /// Runs a CLI command on a host and insists that it succeeded.
 pub fn cli_ok(host: &Host, args: &[&str]) -> String {
     let out = host.cli(args).expect("run capnet");

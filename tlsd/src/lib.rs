@@ -6,8 +6,11 @@
 //! opened in software or, later, by a NIC offload context.
 
 pub mod alert;
+pub mod args;
 pub mod conn;
 pub mod handshake;
 pub mod identity;
 pub mod record;
+pub mod service;
+pub mod session;
 pub mod stats;

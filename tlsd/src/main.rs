@@ -1,1 +1,56 @@
-fn main() {}
+//! tlsd: the TLS service. Started by the `capnet` supervisor.
+
+use capnet_schema::transport;
+use std::process::ExitCode;
+use std::rc::Rc;
+use std::sync::Arc;
+use tlsd::{args, identity::Identity, service};
+
+fn main() -> ExitCode {
+    let args = match args::parse(std::env::args().skip(1)) {
+        Ok(a) => a,
+        Err(msg) => {
+            eprintln!("tlsd: {msg}");
+            return ExitCode::from(2);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CAPNET_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let identity = match Identity::load(&args.identity) {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("tlsd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.identity.keylog.is_some() {
+        tracing::warn!("TLS secrets are being written to the key log (debugging only)");
+    }
+    let shared = Arc::new(service::Shared::new(identity, args.net.clone()));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let local = tokio::task::LocalSet::new();
+    let served = local.block_on(&runtime, async move {
+        let listener = transport::listen_private(&args.listen)?;
+        tracing::info!(path = %args.listen.display(), "serving applications");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            r = transport::serve_clients(listener, Rc::new(service::TlsSocketService(shared))) => r,
+            _ = term.recv() => Ok(()),
+        }
+    });
+    match served {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(%e, "tlsd failed");
+            ExitCode::FAILURE
+        }
+    }
+}

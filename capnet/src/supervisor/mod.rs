@@ -73,6 +73,7 @@ enum Role {
     /// The driver of `config.ports[i]`.
     Nicdrv(usize),
     Netsrv,
+    Tlsd,
 }
 
 struct Process {
@@ -126,7 +127,7 @@ impl Process {
 
 /// The set's state, shared by the monitor and the admin server.
 struct Set {
-    /// The drivers in config order, then netsrv.
+    /// The drivers in config order, then netsrv, then tlsd.
     procs: Vec<Process>,
     /// The admin `Nic` of every running driver.
     nics: HashMap<String, nic::Client>,
@@ -148,7 +149,14 @@ type Shared = Rc<RefCell<Set>>;
 
 impl Set {
     fn netsrv(&mut self) -> &mut Process {
-        self.procs.last_mut().expect("netsrv is the last process")
+        self.process(Role::Netsrv)
+    }
+
+    fn process(&mut self, role: Role) -> &mut Process {
+        self.procs
+            .iter_mut()
+            .find(|p| p.role == role)
+            .expect("every role has its process")
     }
 }
 
@@ -157,7 +165,9 @@ struct Ctx {
     opts: UpOptions,
     nicdrv: PathBuf,
     netsrv: PathBuf,
+    tlsd: PathBuf,
     socket_path: PathBuf,
+    tls_socket_path: PathBuf,
 }
 
 pub fn prepare_run_dir(dir: &Path) -> io::Result<()> {
@@ -307,7 +317,9 @@ pub fn up(opts: UpOptions) -> Result<(), String> {
     let ctx = Rc::new(Ctx {
         nicdrv: binary("nicdrv").map_err(|e| e.to_string())?,
         netsrv: binary("netsrv").map_err(|e| e.to_string())?,
+        tlsd: binary("tlsd").map_err(|e| e.to_string())?,
         socket_path: opts.run_dir.join("capnet.sock"),
+        tls_socket_path: opts.run_dir.join("tls.sock"),
         opts,
     });
     let config = &ctx.opts.config;
@@ -318,6 +330,7 @@ pub fn up(opts: UpOptions) -> Result<(), String> {
         .map(|(i, p)| Process::new(format!("nicdrv {}", p.name), Role::Nicdrv(i)))
         .collect();
     procs.push(Process::new("netsrv".into(), Role::Netsrv));
+    procs.push(Process::new("tlsd".into(), Role::Tlsd));
     let shared: Shared = Rc::new(RefCell::new(Set {
         procs,
         nics: HashMap::new(),
@@ -334,7 +347,7 @@ pub fn up(opts: UpOptions) -> Result<(), String> {
     }));
     let result = local.block_on(&runtime, run(ctx.clone(), shared.clone()));
     local.block_on(&runtime, stop_all(&shared));
-    for name in ["capnet.sock", "admin.sock", "capnet.pid"] {
+    for name in ["capnet.sock", "tls.sock", "admin.sock", "capnet.pid"] {
         let _ = std::fs::remove_file(ctx.opts.run_dir.join(name));
     }
     result
@@ -362,6 +375,20 @@ async fn run(ctx: Rc<Ctx>, shared: Shared) -> Result<(), String> {
         }
     }
     shared.borrow_mut().admin = Some(admin);
+    start_tlsd(&ctx, &mut shared.borrow_mut())?;
+    let tls_ready = async {
+        while !ctx.tls_socket_path.exists() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::select! {
+        r = tokio::time::timeout(Duration::from_secs(30), tls_ready) => if r.is_err() {
+            return Err("tlsd did not come up within 30 s".into());
+        },
+        (name, how) = first_exit(shared.clone()) => {
+            return Err(format!("{name} exited during start-up ({how})"))
+        }
+    }
 
     let shutdown = Rc::new(Notify::new());
     let admin_sock: supervisor::Client = capnp_rpc::new_client(admin::SupervisorServer::new(
@@ -386,6 +413,10 @@ async fn run(ctx: Rc<Ctx>, shared: Shared) -> Result<(), String> {
     );
     println!("applications connect to {}", ctx.socket_path.display());
     println!("  export CAPNET_SOCKET={}", ctx.socket_path.display());
+    println!(
+        "TLS applications connect to {}",
+        ctx.tls_socket_path.display()
+    );
     use std::io::Write;
     let _ = std::io::stdout().flush();
 
@@ -492,6 +523,41 @@ fn start_data_path(ctx: &Ctx, shared: &Shared) -> Result<net_admin::Client, Stri
     rpc::bootstrap(admin_here).map_err(io)
 }
 
+/// tlsd's arguments: its socket, netsrv's socket, and the TLS files.
+fn tlsd_args(ctx: &Ctx) -> Vec<String> {
+    let mut a = vec![
+        "--listen".to_string(),
+        ctx.tls_socket_path.display().to_string(),
+        "--net".to_string(),
+        ctx.socket_path.display().to_string(),
+    ];
+    let tls = &ctx.opts.config.tls;
+    for (flag, path) in [
+        ("--cert", &tls.cert),
+        ("--key", &tls.key),
+        ("--roots", &tls.roots),
+        ("--keylog", &tls.keylog),
+    ] {
+        if let Some(p) = path {
+            a.extend([flag.to_string(), p.display().to_string()]);
+        }
+    }
+    a
+}
+
+/// Starts tlsd. It needs netsrv's application socket, not netsrv itself:
+/// a netsrv restart resets its sessions, and it connects again.
+fn start_tlsd(ctx: &Ctx, set: &mut Set) -> Result<(), String> {
+    let _ = std::fs::remove_file(&ctx.tls_socket_path);
+    let child =
+        spawn(&ctx.tlsd, &tlsd_args(ctx), &[]).map_err(|e| format!("starting tlsd: {e}"))?;
+    let pid = child.id();
+    let p = set.process(Role::Tlsd);
+    p.started(child);
+    tracing::info!(pid, restarts = p.restarts, "tlsd started");
+    Ok(())
+}
+
 /// During start-up: resolves with the first process that exits, and how.
 async fn first_exit(shared: Shared) -> (String, String) {
     loop {
@@ -593,6 +659,23 @@ async fn on_exit(shared: &Shared, index: usize, status: ExitStatus) {
             }
             set.nics.remove(&port);
         }
+        Role::Tlsd => {
+            let mut set = shared.borrow_mut();
+            let p = set.process(Role::Tlsd);
+            if p.quick_exits >= QUICK_LIMIT {
+                p.state = State::Failed;
+                p.restart_at = None;
+                tracing::error!(
+                    "tlsd exited {} times within {} s of starting (last: {}); not restarting it; TLS stays down",
+                    p.quick_exits,
+                    QUICK.as_secs(),
+                    p.last_exit
+                );
+            } else {
+                p.state = State::Restarting;
+                p.restart_at = Some(Instant::now() + backoff(p.quick_exits));
+            }
+        }
         Role::Netsrv => {
             let (failed, wait) = {
                 let mut set = shared.borrow_mut();
@@ -688,6 +771,16 @@ fn restart_due(ctx: &Rc<Ctx>, shared: &Shared) {
         match role {
             Role::Nicdrv(port) => restart_nicdrv(ctx, shared, i, port),
             Role::Netsrv => restart_data_path(ctx, shared),
+            Role::Tlsd => {
+                let mut set = shared.borrow_mut();
+                if let Err(e) = start_tlsd(ctx, &mut set) {
+                    let p = set.process(Role::Tlsd);
+                    p.quick_exits += 1;
+                    p.last_exit = format!("could not start: {e}");
+                    p.restart_at = Some(Instant::now() + backoff(p.quick_exits));
+                    tracing::warn!("{e}");
+                }
+            }
         }
     }
 }

@@ -1,0 +1,126 @@
+//! TLS between two service sets on a sim wire: tlsd on each host, a
+//! libclient `TlsStream` client and `TlsListener` server, data both ways,
+//! the counters `capnet tls stat` shows, and tlsd's restart.
+
+use capnet::host::Host;
+use capnet_tests::{cli_ok, receive_all, send_pattern, sim_config, tls_section, Scratch};
+use libclient::{RecordMode, TlsOptions, TlsVersion};
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr};
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+fn tls_hosts(scratch: &Scratch) -> (Host, Host) {
+    let a_dir = scratch.0.join("a");
+    let b_dir = scratch.0.join("b");
+    let tls = tls_section(None);
+    let a = Host::start(&format!("{}{tls}", sim_config(1, "")), &a_dir, &a_dir).expect("host a");
+    let b = Host::start(&format!("{}{tls}", sim_config(2, "")), &b_dir, &a_dir).expect("host b");
+    (a, b)
+}
+
+/// `bytes` each way at once over one TLS connection; sha256 checked.
+fn transfer(a: &Host, b: &Host, port: u16, bytes: u64, options: &TlsOptions) -> libclient::TlsInfo {
+    let server_tls = b.tls().unwrap();
+    let listener = server_tls
+        .listen(addr(&format!("0.0.0.0:{port}")), 4, options)
+        .unwrap();
+    let server = std::thread::spawn(move || {
+        let (s, _) = listener.accept().unwrap();
+        std::thread::scope(|scope| {
+            let w = scope.spawn(|| {
+                let h = send_pattern(&mut &s, 22, bytes).unwrap();
+                s.shutdown(Shutdown::Write).unwrap();
+                h
+            });
+            let got = receive_all(&mut &s).unwrap();
+            (got, w.join().unwrap())
+        })
+    });
+    let client_tls = a.tls().unwrap();
+    let s = client_tls
+        .connect_stream(addr(&format!("10.0.0.2:{port}")), "capnet.test", options)
+        .unwrap();
+    let info = s.info().unwrap();
+    let (sent_a, got_a) = std::thread::scope(|scope| {
+        let w = scope.spawn(|| {
+            let h = send_pattern(&mut &s, 11, bytes).unwrap();
+            s.shutdown(Shutdown::Write).unwrap();
+            h
+        });
+        let got = receive_all(&mut &s).unwrap();
+        (w.join().unwrap(), got)
+    });
+    let (got_b, sent_b) = server.join().unwrap();
+    assert_eq!(got_b.0, bytes, "a->b byte count");
+    assert_eq!(got_b.1, sent_a, "a->b sha256");
+    assert_eq!(got_a.0, bytes, "b->a byte count");
+    assert_eq!(got_a.1, sent_b, "b->a sha256");
+    info
+}
+
+#[test]
+fn tls_both_ways_between_two_hosts_every_version() {
+    let scratch = Scratch::new("tls-sim");
+    let (a, b) = tls_hosts(&scratch);
+    let info = transfer(&a, &b, 4433, 16 << 20, &TlsOptions::default());
+    assert_eq!(info.version, TlsVersion::Tls13);
+    assert_eq!(info.server_name.as_deref(), Some("capnet.test"));
+    assert_eq!(info.tx, RecordMode::Software);
+    let tls12 = TlsOptions {
+        max_version: Some(TlsVersion::Tls12),
+        cipher_suites: vec!["TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384".into()],
+        ..TlsOptions::default()
+    };
+    let info = transfer(&a, &b, 4434, 4 << 20, &tls12);
+    assert_eq!(info.version, TlsVersion::Tls12);
+    assert_eq!(info.cipher_suite, "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384");
+    let stat = cli_ok(&a, &["tls", "stat"]);
+    let handshakes = stat
+        .lines()
+        .find_map(|l| l.strip_prefix("TlsHandshakes"))
+        .map(|v| v.trim().parse::<u64>().unwrap())
+        .expect("TlsHandshakes in tls stat");
+    assert_eq!(handshakes, 2, "{stat}");
+    let s = a.tls().unwrap().stat().unwrap();
+    assert!(
+        s.bytes_sealed >= 20 << 20 && s.bytes_opened >= 20 << 20,
+        "{s:?}"
+    );
+    assert_eq!(s.decrypt_error, 0);
+    // Both connections are gone: no session counted as current.
+    assert_eq!(s.curr_tx_sw, 0, "{s:?}");
+}
+
+#[test]
+fn a_certificate_for_another_name_is_refused_and_counted() {
+    let scratch = Scratch::new("tls-name");
+    let (a, b) = tls_hosts(&scratch);
+    let listener = b
+        .tls()
+        .unwrap()
+        .listen(addr("0.0.0.0:4435"), 4, &TlsOptions::default())
+        .unwrap();
+    let server = std::thread::spawn(move || {
+        // The failed handshake is not returned by accept; a good one is.
+        let (mut s, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 5];
+        s.read_exact(&mut buf).unwrap();
+        buf
+    });
+    let tls = a.tls().unwrap();
+    let err = tls
+        .connect_stream(addr("10.0.0.2:4435"), "wrong.test", &TlsOptions::default())
+        .expect_err("the certificate is for capnet.test");
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidData, "{err}");
+    assert!(err.to_string().contains("handshake"), "{err}");
+    let mut ok = tls
+        .connect_stream(addr("10.0.0.2:4435"), "capnet.test", &TlsOptions::default())
+        .unwrap();
+    ok.write_all(b"hello").unwrap();
+    assert_eq!(&server.join().unwrap(), b"hello");
+    assert_eq!(tls.stat().unwrap().handshake_failures, 1);
+    assert_eq!(b.tls().unwrap().stat().unwrap().handshake_failures, 1);
+}

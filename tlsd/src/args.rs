@@ -1,0 +1,80 @@
+//! Command line of the tlsd process (normally written by the supervisor).
+
+use crate::identity::IdentityConfig;
+use std::path::PathBuf;
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Args {
+    /// The service socket applications connect to (`tls.sock`).
+    pub listen: PathBuf,
+    /// netsrv's service socket: tlsd makes its TCP connections there.
+    pub net: PathBuf,
+    pub identity: IdentityConfig,
+}
+
+impl PartialEq for IdentityConfig {
+    fn eq(&self, o: &Self) -> bool {
+        self.cert == o.cert && self.key == o.key && self.roots == o.roots && self.keylog == o.keylog
+    }
+}
+
+impl Eq for IdentityConfig {}
+
+pub const USAGE: &str =
+    "usage: tlsd --listen PATH --net PATH [--cert PEM --key PEM] [--roots PEM] [--keylog FILE]";
+
+pub fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
+    let mut listen = None;
+    let mut net = None;
+    let mut id = IdentityConfig::default();
+    while let Some(flag) = args.next() {
+        let mut value = |name: &str| {
+            args.next()
+                .map(PathBuf::from)
+                .ok_or_else(|| format!("{name} needs a value"))
+        };
+        match flag.as_str() {
+            "--listen" => listen = Some(value("--listen")?),
+            "--net" => net = Some(value("--net")?),
+            "--cert" => id.cert = Some(value("--cert")?),
+            "--key" => id.key = Some(value("--key")?),
+            "--roots" => id.roots = Some(value("--roots")?),
+            "--keylog" => id.keylog = Some(value("--keylog")?),
+            "-h" | "--help" => return Err(USAGE.into()),
+            other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
+        }
+    }
+    if id.cert.is_some() != id.key.is_some() {
+        return Err("--cert and --key go together".into());
+    }
+    Ok(Args {
+        listen: listen.ok_or_else(|| format!("--listen is required\n{USAGE}"))?,
+        net: net.ok_or_else(|| format!("--net is required\n{USAGE}"))?,
+        identity: id,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> Result<Args, String> {
+        parse(s.split_whitespace().map(String::from))
+    }
+
+    #[test]
+    fn parses_and_refuses() {
+        let a = p("--listen /r/tls.sock --net /r/net.sock --cert c.pem --key k.pem --keylog kl")
+            .unwrap();
+        assert_eq!(a.listen, PathBuf::from("/r/tls.sock"));
+        assert_eq!(a.identity.keylog, Some(PathBuf::from("kl")));
+        assert!(p("--net x").unwrap_err().contains("--listen"));
+        assert!(p("--listen x --net y --cert c")
+            .unwrap_err()
+            .contains("together"));
+        assert!(p("--listen x --net y --bogus")
+            .unwrap_err()
+            .contains("unknown"));
+        assert!(p("--listen").unwrap_err().contains("value"));
+    }
+}

@@ -1,0 +1,509 @@
+//! The `Tls` capability and its sockets.
+//!
+//! The capnp side runs on tlsd's single-threaded control runtime; each
+//! connection's handshake and data path run on a thread of their own
+//! (`session`), started by `connect` or `accept` and ended by the
+//! application's close, its death (the capability is dropped), or TLS.
+
+use crate::conn::TlsConn;
+use crate::handshake::{self, Established};
+use crate::identity::{Identity, Options, TlsVersion};
+use crate::session::{self, Control, Ended, Handle};
+use crate::stats::Stats;
+use capnet_ring::{HandoffTable, ServerEnd, SocketRings};
+use capnet_schema::addr::{read_socket_addr, write_socket_addr};
+use capnet_schema::errors::SocketError;
+use capnet_schema::tls_capnp::{
+    tls, tls_listener, tls_options, tls_socket, RecordMode, TlsVersion as WireVersion,
+};
+use capnp::capability::Rc as CapRc;
+use capnp::Error;
+use libclient::{Net, TcpListener, TcpStream};
+use rustls::pki_types::ServerName;
+use std::cell::RefCell;
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{mpsc, Arc, Mutex};
+
+/// Bytes per direction of an application's socket rings.
+pub const SOCKET_RING_BYTES: u32 = 1 << 20;
+
+/// What every capability of one tlsd shares.
+pub struct Shared {
+    pub identity: Identity,
+    pub stats: Arc<Stats>,
+    pub handoff: Arc<HandoffTable>,
+    /// netsrv's service socket; tlsd is one of its applications.
+    net_path: PathBuf,
+    net: Mutex<Option<Net>>,
+}
+
+impl Shared {
+    pub fn new(identity: Identity, net_path: PathBuf) -> Shared {
+        Shared {
+            identity,
+            stats: Arc::new(Stats::default()),
+            handoff: Arc::new(HandoffTable::new()),
+            net_path,
+            net: Mutex::new(None),
+        }
+    }
+
+    /// The connection to netsrv, made again after netsrv restarted.
+    fn net(&self) -> io::Result<Net> {
+        let mut net = self.net.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = net.as_ref().filter(|n| n.is_connected()) {
+            return Ok(n.clone());
+        }
+        let n = Net::connect(&self.net_path)?;
+        *net = Some(n.clone());
+        Ok(n)
+    }
+}
+
+/// The words of tls.capnp beyond the socket words.
+fn handshake_err(e: impl std::fmt::Display) -> Error {
+    Error::failed(format!("handshake: {e}"))
+}
+
+fn io_to_capnp(e: io::Error) -> Error {
+    let word = match e.kind() {
+        io::ErrorKind::ConnectionRefused => SocketError::Refused,
+        io::ErrorKind::ConnectionReset => SocketError::Reset,
+        io::ErrorKind::ConnectionAborted => SocketError::Aborted,
+        io::ErrorKind::TimedOut => SocketError::TimedOut,
+        io::ErrorKind::AddrInUse => SocketError::AddrInUse,
+        io::ErrorKind::AddrNotAvailable => SocketError::AddrNotAvailable,
+        io::ErrorKind::HostUnreachable | io::ErrorKind::NetworkUnreachable => {
+            SocketError::Unreachable
+        }
+        io::ErrorKind::InvalidInput => SocketError::Invalid,
+        io::ErrorKind::PermissionDenied => SocketError::Denied,
+        io::ErrorKind::NotConnected => SocketError::NotConnected,
+        _ => SocketError::Busy,
+    };
+    word.to_capnp(e)
+}
+
+fn read_version(v: Result<WireVersion, capnp::NotInSchema>) -> Option<TlsVersion> {
+    match v {
+        Ok(WireVersion::Tls12) => Some(TlsVersion::Tls12),
+        Ok(WireVersion::Tls13) => Some(TlsVersion::Tls13),
+        _ => None,
+    }
+}
+
+/// Per-connection choices, checked here so that a bad one is `invalid`.
+/// (The offload policy joins them with NIC offload.)
+#[derive(Clone, Debug, Default)]
+struct ConnOptions {
+    tls: Options,
+}
+
+fn read_options(r: Option<tls_options::Reader<'_>>) -> Result<ConnOptions, Error> {
+    let Some(r) = r else {
+        return Ok(ConnOptions::default());
+    };
+    let mut tls = Options::default();
+    for p in r.get_alpn()?.iter() {
+        let p = p?
+            .to_str()
+            .map_err(|_| SocketError::Invalid.to_capnp("alpn: not UTF-8"))?;
+        if p.is_empty() || p.len() > 255 {
+            return Err(SocketError::Invalid.to_capnp("alpn: each name 1 to 255 bytes"));
+        }
+        tls.alpn.push(p.as_bytes().to_vec());
+    }
+    tls.min_version = read_version(r.get_min_version());
+    tls.max_version = read_version(r.get_max_version());
+    for s in r.get_cipher_suites()?.iter() {
+        let s = s?
+            .to_str()
+            .map_err(|_| SocketError::Invalid.to_capnp("cipher suite: not UTF-8"))?;
+        tls.cipher_suites.push(s.to_owned());
+    }
+    if r.get_offload().is_err() {
+        return Err(SocketError::Invalid.to_capnp("offload: unknown policy"));
+    }
+    Ok(ConnOptions { tls })
+}
+
+/// What `info` reports, fixed once the handshake is done.
+#[derive(Clone, Debug)]
+struct Info {
+    version: TlsVersion,
+    suite: String,
+    alpn: String,
+    server_name: String,
+    local: Option<SocketAddr>,
+    remote: SocketAddr,
+}
+
+fn info_of(est: &Established, tcp: &TcpStream) -> Info {
+    Info {
+        version: match est.version {
+            rustls::ProtocolVersion::TLSv1_2 => TlsVersion::Tls12,
+            _ => TlsVersion::Tls13,
+        },
+        suite: est.suite.clone(),
+        alpn: est
+            .alpn
+            .as_deref()
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .unwrap_or_default(),
+        server_name: est.server_name.clone().unwrap_or_default(),
+        local: tcp.local_addr().ok(),
+        remote: tcp.peer_addr().unwrap_or_else(|_| ([0, 0, 0, 0], 0).into()),
+    }
+}
+
+/// A session thread waiting for its rings, then running.
+struct Started {
+    info: Info,
+    rings: mpsc::Sender<ServerEnd>,
+    control: Arc<Control>,
+}
+
+/// Hands a handshaken connection to its own thread; the thread waits for
+/// the application's rings (or for it to go away), then runs the session.
+fn start_session(shared: &Shared, est: Established, tcp: TcpStream) -> Result<Started, Error> {
+    let info = info_of(&est, &tcp);
+    let conn = TlsConn::new(est, shared.stats.clone()).map_err(handshake_err)?;
+    let (rings_tx, rings_rx) = mpsc::channel::<ServerEnd>();
+    let control = Arc::new(Control::default());
+    let thread_control = control.clone();
+    let remote = info.remote;
+    std::thread::Builder::new()
+        .name(format!("tls {remote}"))
+        .spawn(move || {
+            // Dropped without rings: the application never took the socket.
+            let Ok(app) = rings_rx.recv() else {
+                return;
+            };
+            let ended = session::run(conn, tcp, app, &thread_control);
+            match ended {
+                Ended::Clean | Ended::Cancelled => {
+                    tracing::debug!(%remote, ?ended, "session ended")
+                }
+                Ended::Failed(why) => tracing::info!(%remote, %why, "session failed"),
+            }
+        })
+        .map_err(|e| SocketError::Busy.to_capnp(format_args!("thread: {e}")))?;
+    Ok(Started {
+        info,
+        rings: rings_tx,
+        control,
+    })
+}
+
+/// Runs `work` on a thread of its own and awaits its answer: handshakes
+/// block on TCP, and the control runtime must not.
+async fn off_thread<T: Send + 'static>(
+    name: &str,
+    work: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    let (tx, rx) = futures::channel::oneshot::channel();
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(move || {
+            let _ = tx.send(work());
+        })
+        .map_err(|e| SocketError::Busy.to_capnp(format_args!("thread: {e}")))?;
+    rx.await
+        .map_err(|_| Error::failed("busy: worker thread died".into()))?
+}
+
+pub struct TlsServer {
+    shared: Arc<Shared>,
+}
+
+impl TlsServer {
+    pub fn new(shared: Arc<Shared>) -> TlsServer {
+        TlsServer { shared }
+    }
+}
+
+impl tls::Server for TlsServer {
+    async fn connect(
+        self: CapRc<Self>,
+        params: tls::ConnectParams,
+        mut results: tls::ConnectResults,
+    ) -> Result<(), Error> {
+        let p = params.get()?;
+        let remote = read_socket_addr(p.get_remote()?)?;
+        let name = p
+            .get_server_name()?
+            .to_str()
+            .map_err(|_| SocketError::Invalid.to_capnp("server name: not UTF-8"))?
+            .to_owned();
+        let server_name = ServerName::try_from(name.clone()).map_err(|e| {
+            SocketError::Invalid.to_capnp(format_args!("server name {name:?}: {e}"))
+        })?;
+        let options = read_options(p.has_options().then(|| p.get_options()).transpose()?)?;
+        let config = self
+            .shared
+            .identity
+            .client_config(&options.tls)
+            .map_err(|e| SocketError::Invalid.to_capnp(e))?;
+        let shared = self.shared.clone();
+        let started = off_thread("tls connect", move || {
+            let net = shared.net().map_err(io_to_capnp)?;
+            let mut tcp = net.tcp_connect(remote, None).map_err(io_to_capnp)?;
+            match handshake::client(config, server_name, &mut tcp) {
+                Ok(est) => {
+                    Stats::inc(&shared.stats.handshakes);
+                    start_session(&shared, est, tcp)
+                }
+                Err(e) => {
+                    Stats::inc(&shared.stats.handshake_failures);
+                    tracing::info!(%remote, %e, "client handshake failed");
+                    Err(handshake_err(e))
+                }
+            }
+        })
+        .await?;
+        results
+            .get()
+            .set_socket(capnp_rpc::new_client(TlsSocketServer::new(
+                self.shared.clone(),
+                started,
+            )));
+        Ok(())
+    }
+
+    async fn listen(
+        self: CapRc<Self>,
+        params: tls::ListenParams,
+        mut results: tls::ListenResults,
+    ) -> Result<(), Error> {
+        let p = params.get()?;
+        let local = read_socket_addr(p.get_local()?)?;
+        let backlog = p.get_backlog();
+        let options = read_options(p.has_options().then(|| p.get_options()).transpose()?)?;
+        if !self.shared.identity.has_server_identity() {
+            return Err(Error::failed(
+                "identity: tlsd has no server certificate and key configured".into(),
+            ));
+        }
+        // Checked now so that a bad option fails listen, not each accept.
+        self.shared
+            .identity
+            .server_config(&options.tls)
+            .map_err(|e| SocketError::Invalid.to_capnp(e))?;
+        let shared = self.shared.clone();
+        let listener = off_thread("tls listen", move || {
+            let net = shared.net().map_err(io_to_capnp)?;
+            net.tcp_listen(local, backlog.max(1)).map_err(io_to_capnp)
+        })
+        .await?;
+        results
+            .get()
+            .set_listener(capnp_rpc::new_client(TlsListenerServer {
+                shared: self.shared.clone(),
+                listener: Arc::new(listener),
+                options,
+            }));
+        Ok(())
+    }
+
+    async fn stat(
+        self: CapRc<Self>,
+        _: tls::StatParams,
+        mut results: tls::StatResults,
+    ) -> Result<(), Error> {
+        let s = self.shared.stats.snapshot();
+        let mut r = results.get().init_stat();
+        r.set_curr_tx_sw(s.curr_tx_sw);
+        r.set_curr_rx_sw(s.curr_rx_sw);
+        r.set_curr_tx_device(s.curr_tx_device);
+        r.set_curr_rx_device(s.curr_rx_device);
+        r.set_tx_sw(s.tx_sw);
+        r.set_rx_sw(s.rx_sw);
+        r.set_tx_device(s.tx_device);
+        r.set_rx_device(s.rx_device);
+        r.set_decrypt_error(s.decrypt_error);
+        r.set_rx_device_resync(s.rx_device_resync);
+        r.set_decrypt_retry(s.decrypt_retry);
+        r.set_tx_rekey_ok(s.tx_rekey_ok);
+        r.set_rx_rekey_ok(s.rx_rekey_ok);
+        r.set_rx_rekey_received(s.rx_rekey_received);
+        r.set_reoffloads(s.reoffloads);
+        r.set_handshakes(s.handshakes);
+        r.set_handshake_failures(s.handshake_failures);
+        r.set_alerts_sent(s.alerts_sent);
+        r.set_alerts_received(s.alerts_received);
+        r.set_records_sealed(s.records_sealed);
+        r.set_records_opened(s.records_opened);
+        r.set_bytes_sealed(s.bytes_sealed);
+        r.set_bytes_opened(s.bytes_opened);
+        r.set_session_tickets(s.session_tickets);
+        Ok(())
+    }
+}
+
+pub struct TlsListenerServer {
+    shared: Arc<Shared>,
+    listener: Arc<TcpListener>,
+    options: ConnOptions,
+}
+
+impl tls_listener::Server for TlsListenerServer {
+    async fn accept(
+        self: CapRc<Self>,
+        _: tls_listener::AcceptParams,
+        mut results: tls_listener::AcceptResults,
+    ) -> Result<(), Error> {
+        let shared = self.shared.clone();
+        let listener = self.listener.clone();
+        let options = self.options.clone();
+        let started = off_thread("tls accept", move || loop {
+            let (mut tcp, remote) = listener.accept().map_err(io_to_capnp)?;
+            let (config, sni) = shared
+                .identity
+                .server_config(&options.tls)
+                .map_err(|e| SocketError::Invalid.to_capnp(e))?;
+            match handshake::server(config, &sni, &mut tcp) {
+                Ok(est) => {
+                    Stats::inc(&shared.stats.handshakes);
+                    return start_session(&shared, est, tcp);
+                }
+                // One client's failed handshake is its own business: count
+                // it, and wait for the next client.
+                Err(e) => {
+                    Stats::inc(&shared.stats.handshake_failures);
+                    tracing::info!(%remote, %e, "server handshake failed");
+                }
+            }
+        })
+        .await?;
+        let remote = started.info.remote;
+        let mut r = results.get();
+        r.set_socket(capnp_rpc::new_client(TlsSocketServer::new(
+            self.shared.clone(),
+            started,
+        )));
+        write_socket_addr(r.init_remote(), remote);
+        Ok(())
+    }
+
+    async fn local_addr(
+        self: CapRc<Self>,
+        _: tls_listener::LocalAddrParams,
+        mut results: tls_listener::LocalAddrResults,
+    ) -> Result<(), Error> {
+        let addr = self.listener.local_addr().map_err(io_to_capnp)?;
+        write_socket_addr(results.get().init_addr(), addr);
+        Ok(())
+    }
+
+    async fn close(
+        self: CapRc<Self>,
+        _: tls_listener::CloseParams,
+        _: tls_listener::CloseResults,
+    ) -> Result<(), Error> {
+        Ok(())
+    }
+}
+
+pub struct TlsSocketServer {
+    shared: Arc<Shared>,
+    info: Info,
+    /// Until `openRings`: where the session thread waits for its rings.
+    rings: RefCell<Option<mpsc::Sender<ServerEnd>>>,
+    /// After `openRings`: how to stop the session.
+    handle: RefCell<Option<Handle>>,
+    control: Arc<Control>,
+}
+
+impl TlsSocketServer {
+    fn new(shared: Arc<Shared>, started: Started) -> TlsSocketServer {
+        TlsSocketServer {
+            shared,
+            info: started.info,
+            rings: RefCell::new(Some(started.rings)),
+            handle: RefCell::new(None),
+            control: started.control,
+        }
+    }
+}
+
+impl Drop for TlsSocketServer {
+    fn drop(&mut self) {
+        // Without rings the session thread ends when the sender goes.
+        if let Some(h) = self.handle.borrow().as_ref() {
+            h.cancel();
+        }
+    }
+}
+
+fn write_version(v: TlsVersion) -> WireVersion {
+    match v {
+        TlsVersion::Tls12 => WireVersion::Tls12,
+        TlsVersion::Tls13 => WireVersion::Tls13,
+    }
+}
+
+impl tls_socket::Server for TlsSocketServer {
+    async fn info(
+        self: CapRc<Self>,
+        _: tls_socket::InfoParams,
+        mut results: tls_socket::InfoResults,
+    ) -> Result<(), Error> {
+        let i = &self.info;
+        let mut r = results.get().init_info();
+        r.set_version(write_version(i.version));
+        r.set_cipher_suite(&i.suite);
+        r.set_alpn(&i.alpn);
+        r.set_server_name(&i.server_name);
+        if let Some(l) = i.local {
+            write_socket_addr(r.reborrow().init_local(), l);
+        }
+        write_socket_addr(r.reborrow().init_remote(), i.remote);
+        r.set_tx(RecordMode::Software);
+        r.set_rx(RecordMode::Software);
+        Ok(())
+    }
+
+    async fn open_rings(
+        self: CapRc<Self>,
+        _: tls_socket::OpenRingsParams,
+        mut results: tls_socket::OpenRingsResults,
+    ) -> Result<(), Error> {
+        let Some(sender) = self.rings.borrow_mut().take() else {
+            return Err(SocketError::Invalid.to_capnp("the rings are already open"));
+        };
+        let (server_end, fds) = SocketRings::create(SOCKET_RING_BYTES)
+            .map_err(|e| SocketError::Busy.to_capnp(format_args!("shared memory: {e}")))?;
+        let wake = server_end
+            .wake_me
+            .try_clone()
+            .map_err(|e| SocketError::Busy.to_capnp(format_args!("doorbell: {e}")))?;
+        sender
+            .send(server_end)
+            .map_err(|_| SocketError::Closed.to_capnp("the session has ended"))?;
+        *self.handle.borrow_mut() = Some(Handle {
+            control: self.control.clone(),
+            wake,
+        });
+        let token = self.shared.handoff.offer(fds);
+        let mut g = results.get().init_grant();
+        g.set_token(&token.0);
+        g.set_ring_bytes(SOCKET_RING_BYTES);
+        Ok(())
+    }
+}
+
+/// The `Tls` bootstrap for applications on tls.sock.
+pub struct TlsSocketService(pub Arc<Shared>);
+
+impl capnet_schema::transport::ServiceSocket for TlsSocketService {
+    fn handoff(&self) -> &HandoffTable {
+        &self.0.handoff
+    }
+
+    fn bootstrap(&self, _uid: u32) -> capnp::capability::Client {
+        let t: tls::Client = capnp_rpc::new_client(TlsServer::new(self.0.clone()));
+        t.client
+    }
+}
