@@ -72,6 +72,10 @@ pub struct Port {
     pub addresses: Vec<String>,
     pub pcap: Option<PathBuf>,
     pub checksum_offload: Option<bool>,
+    /// The port's NIC seals and opens TLS records (kTLS device offload);
+    /// needs checksum offload.
+    #[serde(default)]
+    pub tls_offload: bool,
     pub buffers: Option<u32>,
     #[serde(default)]
     pub faults: Faults,

@@ -246,6 +246,9 @@ fn nicdrv_args(
     if port.checksum_offload == Some(false) {
         a.push("--no-csum-offload".into());
     }
+    if port.tls_offload {
+        a.push("--tls-offload".into());
+    }
     let f = &port.faults;
     for (flag, v) in [
         ("--loss-ppm", f.loss),
