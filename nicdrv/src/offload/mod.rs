@@ -385,6 +385,32 @@ mod tests {
     }
 
     #[test]
+    fn payload_starts_after_tcp_and_ip_options() {
+        let (s, d) = (sa("10.0.0.1:40000"), sa("10.0.0.2:443"));
+        let plain = tcp(s, d, 7, 8, ACK, b"data");
+        // 12 bytes of TCP options (NOPs and an end), data offset 8 words.
+        let mut f = plain[..14 + 20 + 20].to_vec();
+        f.extend_from_slice(&[1; 11]);
+        f.push(0);
+        f.extend_from_slice(b"data");
+        f[14 + 20 + 12] = 8 << 4;
+        f[14 + 2..14 + 4].copy_from_slice(&((20 + 32 + 4) as u16).to_be_bytes());
+        capnet_wire::csum::fill_tx(&mut f).unwrap();
+        let t = parse_tcp(&f).unwrap();
+        assert_eq!(&f[t.payload.clone()], b"data");
+        // 4 bytes of IPv4 options (NOPs) on top.
+        let mut g = f[..14 + 20].to_vec();
+        g.extend_from_slice(&[1, 1, 1, 0]);
+        g.extend_from_slice(&f[14 + 20..]);
+        g[14] = 0x46;
+        g[14 + 2..14 + 4].copy_from_slice(&((24 + 32 + 4) as u16).to_be_bytes());
+        capnet_wire::csum::fill_tx(&mut g).unwrap();
+        let t = parse_tcp(&g).unwrap();
+        assert_eq!(&g[t.payload.clone()], b"data");
+        assert_eq!((t.seq, t.ack), (7, Some(8)));
+    }
+
+    #[test]
     fn refuses_what_is_not_a_whole_tcp_segment() {
         let f = tcp(sa("10.0.0.1:1"), sa("10.0.0.2:2"), 1, 1, ACK, b"xyz");
         assert!(parse_tcp(&f[..30]).is_none());
