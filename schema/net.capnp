@@ -115,7 +115,7 @@ interface TcpSocket {
   offloadTls @8 (kind :Offload.OffloadKind, params :Offload.TlsParams,
                  streamOffset :UInt64, events :Offload.OffloadEvents)
       -> (context :Offload.OffloadContext, info :Offload.OffloadInfo,
-          ringOffset :UInt64);
+          ringOffset :UInt64, tcpSeq :UInt32);
   # Mints a TLS offload context on this connection's current egress port
   # (the port's own driver makes it; netsrv passes it through untouched) and
   # binds the connection to it. `params.tcpSeq` is ignored: netsrv computes
@@ -125,6 +125,8 @@ interface TcpSocket {
   #          the context.
   #   tlsRx: the receive ring switches to marked chunks (see `RxChunk`) at
   #          `ringOffset`, the receive-ring position at the time of the call.
+  # `tcpSeq` is the TCP sequence number of `streamOffset`: the holder maps
+  # the NIC's resync requests (sequence numbers) to stream offsets with it.
   # Fails with `unsupported` (no such offload on the egress port), `busy`
   # (no egress now), `invalid` (bad parameters, already bound).
 

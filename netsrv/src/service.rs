@@ -743,6 +743,7 @@ impl tcp_socket::Server for TcpSocketServer {
         r.set_context(resp.get_context()?);
         r.set_info(info)?;
         r.set_ring_offset(ring_offset);
+        r.set_tcp_seq(seq);
         self.shared.kick.notify_one();
         Ok(())
     }
