@@ -81,6 +81,7 @@
 //! `mio::unix::SourceFd`, epoll or tokio's `AsyncFd`).
 
 mod bell;
+mod chunks;
 mod conn;
 mod egress;
 mod paths;

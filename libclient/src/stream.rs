@@ -16,8 +16,9 @@
 //! [`TlsStream`]: crate::TlsStream
 
 use crate::bell::{Bell, Ticket};
+use crate::chunks::{ring_err, Down, SwitchEnd};
 use crate::conn::{Conn, Ctx};
-use capnet_ring::{ByteReader, ByteWriter, ClientEnd, Doorbell, RingError, SocketRings};
+use capnet_ring::{ByteWriter, ClientEnd, Doorbell, SocketRings};
 use capnet_schema::common_capnp::ring_grant;
 use capnet_schema::errors::SocketError;
 use std::future::Future;
@@ -30,10 +31,6 @@ use std::time::{Duration, Instant};
 
 /// How long a control call on an established socket may take.
 pub(crate) const CONTROL_TIMEOUT: Duration = Duration::from_secs(10);
-
-fn ring_err(e: RingError) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, format!("socket ring: {e}"))
-}
 
 /// The error the service left in the down ring (a [`SocketError`] code).
 pub(crate) fn socket_error(code: u32) -> io::Error {
@@ -74,14 +71,24 @@ impl Grant {
     }
 }
 
+/// The up ring and how much went into it.
+struct Up {
+    ring: ByteWriter,
+    /// Bytes written into the ring so far: the stream offset of the next.
+    written: u64,
+}
+
 /// The data path of one stream socket, named `id` in `conn`'s table.
 /// Dropping it closes the up ring (bytes written still go out, then the
 /// end of stream), closes the down ring and releases the socket.
+///
+/// The down ring carries plain bytes, or from some position on marked
+/// chunks (TLS RX offload; see [`crate::chunks`]).
 pub(crate) struct RingStream {
     conn: Conn,
     id: u64,
-    up: Mutex<ByteWriter>,
-    down: Mutex<ByteReader>,
+    up: Mutex<Up>,
+    down: Mutex<Down>,
     bell: Arc<Bell>,
     wake_peer: Doorbell,
     read_timeout: Mutex<Option<Duration>>,
@@ -132,8 +139,11 @@ impl RingStream {
         RingStream {
             conn,
             id,
-            up: Mutex::new(end.up),
-            down: Mutex::new(end.down),
+            up: Mutex::new(Up {
+                ring: end.up,
+                written: 0,
+            }),
+            down: Mutex::new(Down::new(end.down)),
             bell,
             wake_peer: end.wake_peer,
             read_timeout: Mutex::new(None),
@@ -179,7 +189,7 @@ impl RingStream {
     /// Ends the up direction after the bytes written so far.
     pub fn shutdown_write(&self) -> io::Result<()> {
         self.conn.check()?;
-        lock(&self.up).close();
+        lock(&self.up).ring.close();
         self.wake_peer.ring();
         Ok(())
     }
@@ -212,39 +222,95 @@ impl RingStream {
         }
     }
 
+    /// Reads plain bytes; in marked-chunk mode the data of the chunks
+    /// without their flags.
     pub fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.read_marked(buf).map(|(n, _)| n)
+    }
+
+    /// Reads bytes of one kind: plain ones (`false`), never past the start
+    /// of marked chunks, or the data of at most one chunk with its
+    /// decrypted flag.
+    pub fn read_marked(&self, buf: &mut [u8]) -> io::Result<(usize, bool)> {
         if buf.is_empty() || self.read_shut.load(Ordering::Relaxed) {
-            return Ok(0);
+            return Ok((0, false));
         }
         let deadline = deadline(self.read_timeout());
         loop {
             let ticket = self.bell.ticket();
             {
                 let mut down = lock(&self.down);
-                let n = down.read(buf).map_err(ring_err)?;
-                if n > 0 {
-                    if down.signal_wanted() {
-                        self.wake_peer.ring();
-                    }
-                    return Ok(n);
+                let before = down.consumed();
+                let got = down.read_some(buf);
+                // Headers count: whatever left the ring made space.
+                if down.consumed() != before && down.ring.signal_wanted() {
+                    self.wake_peer.ring();
+                }
+                if let Some(got) = got? {
+                    return Ok(got);
                 }
                 // What the service delivered before it went away was read
                 // above.
                 self.conn.check()?;
-                if let Some(code) = down.error() {
+                if down.switching() {
+                    // `end_switch` rings the bell.
+                    drop(down);
+                    self.wait(ticket, deadline)?;
+                    continue;
+                }
+                if let Some(code) = down.ring.error() {
                     return Err(socket_error(code));
                 }
-                if down.eof() {
-                    return Ok(0);
+                if down.ring.eof() {
+                    if down.mid_chunk() {
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            "capnet: the stream ended inside a marked receive chunk",
+                        ));
+                    }
+                    return Ok((0, false));
                 }
-                down.request_signal();
-                if down.available().map_err(ring_err)? > 0 || down.eof() || down.error().is_some() {
-                    down.cancel_signal();
+                down.ring.request_signal();
+                if down.ring.available().map_err(ring_err)? > 0
+                    || down.ring.eof()
+                    || down.ring.error().is_some()
+                {
+                    down.ring.cancel_signal();
                     continue;
                 }
             }
             self.wait(ticket, deadline)?;
         }
+    }
+
+    /// The receive-ring position of the next byte to read (bytes taken out
+    /// of the down ring so far, chunk headers included).
+    pub fn ring_read_offset(&self) -> u64 {
+        lock(&self.down).consumed()
+    }
+
+    /// Where marked chunks begin in the down ring, once they do.
+    pub fn chunks_from(&self) -> Option<u64> {
+        lock(&self.down).chunks_from()
+    }
+
+    /// Reads wait from now on until [`Self::end_rx_switch`]: an RX offload
+    /// call is telling netsrv to switch the down ring to marked chunks, at
+    /// a position not known yet.
+    pub fn begin_rx_switch(&self) {
+        lock(&self.down).begin_switch();
+    }
+
+    /// Ends the wait of [`Self::begin_rx_switch`] and wakes readers.
+    pub fn end_rx_switch(&self, end: SwitchEnd) -> io::Result<()> {
+        let result = lock(&self.down).end_switch(end);
+        self.bell.doorbell.ring();
+        result
+    }
+
+    /// The stream offset of the next byte written (bytes written so far).
+    pub fn write_offset(&self) -> u64 {
+        lock(&self.up).written
     }
 
     pub fn write(&self, data: &[u8]) -> io::Result<usize> {
@@ -259,22 +325,23 @@ impl RingStream {
             self.conn.check()?;
             {
                 let mut up = lock(&self.up);
-                if up.reader_closed() {
-                    return Err(match lock(&self.down).error() {
+                if up.ring.reader_closed() {
+                    return Err(match lock(&self.down).ring.error() {
                         Some(code) => socket_error(code),
                         None => io::Error::new(io::ErrorKind::BrokenPipe, "connection closed"),
                     });
                 }
-                let n = up.write(data).map_err(ring_err)?;
+                let n = up.ring.write(data).map_err(ring_err)?;
                 if n > 0 {
-                    if up.signal_wanted() {
+                    up.written += n as u64;
+                    if up.ring.signal_wanted() {
                         self.wake_peer.ring();
                     }
                     return Ok(n);
                 }
-                up.request_signal();
-                if up.space().map_err(ring_err)? > 0 || up.reader_closed() {
-                    up.cancel_signal();
+                up.ring.request_signal();
+                if up.ring.space().map_err(ring_err)? > 0 || up.ring.reader_closed() {
+                    up.ring.cancel_signal();
                     continue;
                 }
             }
@@ -286,8 +353,8 @@ impl RingStream {
 impl Drop for RingStream {
     fn drop(&mut self) {
         // Bytes already written still go out, then the end of stream.
-        lock(&self.up).close();
-        lock(&self.down).close();
+        lock(&self.up).ring.close();
+        lock(&self.down).ring.close();
         self.wake_peer.ring();
         self.conn.unwatch_bell(self.id);
         self.conn.release(self.id);

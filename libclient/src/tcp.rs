@@ -69,6 +69,18 @@ impl TcpStream {
         self.ring.id()
     }
 
+    pub(crate) fn ring_conn(&self) -> &crate::conn::Conn {
+        self.ring.conn()
+    }
+
+    pub(crate) fn begin_rx_switch(&self) {
+        self.ring.begin_rx_switch()
+    }
+
+    pub(crate) fn end_rx_switch(&self, end: crate::chunks::SwitchEnd) -> io::Result<()> {
+        self.ring.end_rx_switch(end)
+    }
+
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
         Ok(self.peer)
     }
@@ -112,6 +124,44 @@ impl TcpStream {
                 req.send().promise.await.map_err(cap_err)?;
                 Ok(())
             })
+    }
+
+    /// Reads like `read`, and says whether the NIC decrypted the bytes.
+    ///
+    /// Before TLS RX offload switched this stream's receive side to marked
+    /// chunks (see [`offload_tls`](Self::offload_tls)), and before the
+    /// receive-ring position where the chunks begin is reached, it returns
+    /// plain bytes with `false`, never crossing that position. From there
+    /// on it returns the data of at most one chunk per call, with the
+    /// chunk's decrypted flag (`true`: the NIC opened every TLS byte in
+    /// it). A malformed chunk header is `InvalidData`, and so is every read
+    /// after it; so is the end of the stream inside a chunk.
+    ///
+    /// Blocking, timeouts, non-blocking mode and the end of the stream
+    /// (`Ok((0, false))`) are those of `read`. Plain `read` on a stream in
+    /// chunk mode returns the chunks' data without their flags, so a reader
+    /// that cares about the flags must use this.
+    pub fn read_marked(&self, buf: &mut [u8]) -> io::Result<(usize, bool)> {
+        self.ring.read_marked(buf)
+    }
+
+    /// Bytes the application has written into the send ring so far: the
+    /// stream offset of the next byte written (what `offload_tls`'s
+    /// `stream_offset` and `offload_stop`'s `replacement_offset` count in).
+    pub fn write_offset(&self) -> u64 {
+        self.ring.write_offset()
+    }
+
+    /// Bytes taken out of the receive ring so far, chunk headers included:
+    /// the receive-ring position of the next byte read.
+    pub fn ring_read_offset(&self) -> u64 {
+        self.ring.ring_read_offset()
+    }
+
+    /// The receive-ring position where marked chunks begin, once TLS RX
+    /// offload switched this stream to them.
+    pub fn marked_chunks_from(&self) -> Option<u64> {
+        self.ring.chunks_from()
     }
 
     pub fn shutdown(&self, how: StdShutdown) -> io::Result<()> {
