@@ -18,6 +18,7 @@ use crate::bell::Bell;
 use capnet_ring::handoff::{self, Token, CONNECT_HANDOFF, CONNECT_RPC};
 use capnet_schema::errors::capnp_to_io;
 use capnet_schema::net_capnp::{egress, net, subscription, tcp_listener, tcp_socket, udp_socket};
+use capnet_schema::offload_capnp::offload_context;
 use capnet_schema::tls_capnp::{tls, tls_listener, tls_socket};
 use capnet_schema::transport;
 use capnp::capability::FromClientHook;
@@ -47,6 +48,7 @@ pub(crate) enum Object {
     Subscription(#[allow(dead_code)] subscription::Client),
     TlsSocket(tls_socket::Client),
     TlsListener(tls_listener::Client),
+    OffloadContext(offload_context::Client),
 }
 
 /// What jobs see on the connection thread.
@@ -80,6 +82,7 @@ object_getters! {
     egress: Egress => egress::Client;
     tls_socket: TlsSocket => tls_socket::Client;
     tls_listener: TlsListener => tls_listener::Client;
+    offload_context: OffloadContext => offload_context::Client;
 }
 
 impl Ctx {

@@ -84,6 +84,7 @@ mod bell;
 mod chunks;
 mod conn;
 mod egress;
+mod offload;
 mod paths;
 mod stream;
 mod tcp;
@@ -92,6 +93,9 @@ mod udp;
 
 pub use conn::Net;
 pub use egress::{Egress, EgressInfo, EgressReason, EgressSubscription, Flow, Protocol};
+pub use offload::{
+    OffloadContext, OffloadEvent, OffloadInfo, OffloadKind, TlsCipher, TlsOffloadParams,
+};
 pub use paths::{
     default_run_dir, default_socket_path, default_tls_socket_path, SOCKET_ENV, TLS_SOCKET_ENV,
 };
