@@ -316,6 +316,9 @@ pub struct OffloadContext {
     conn: Conn,
     id: u64,
     initial: OffloadInfo,
+    /// The call's stream offset and its TCP sequence number.
+    stream_offset: u64,
+    tcp_seq: u32,
     events: Arc<Events>,
 }
 
@@ -335,6 +338,24 @@ impl OffloadContext {
 
     pub fn kind(&self) -> OffloadKind {
         self.initial.kind
+    }
+
+    /// The `stream_offset` it was made with.
+    pub fn stream_offset(&self) -> u64 {
+        self.stream_offset
+    }
+
+    /// The TCP sequence number of [`stream_offset`](Self::stream_offset),
+    /// as netsrv answered it.
+    pub fn tcp_seq(&self) -> u32 {
+        self.tcp_seq
+    }
+
+    /// The stream offset of TCP sequence number `tcp_seq` (of a resync
+    /// request): of the offsets it may stand for (one per 4 GiB), the
+    /// nearest to `near` (e.g. how far the stream has been read).
+    pub fn stream_offset_of(&self, tcp_seq: u32, near: u64) -> u64 {
+        seq_to_offset(self.stream_offset, self.tcp_seq, tcp_seq, near)
     }
 
     /// TLS RX: confirms that record `record_seq` starts at `tcp_seq`,
@@ -434,11 +455,26 @@ impl std::fmt::Debug for OffloadContext {
     }
 }
 
+/// The stream offset of sequence number `seq`, given that `base_offset`
+/// is at `base_seq`: of the offsets it may stand for (one per 4 GiB), the
+/// nearest to `near`.
+fn seq_to_offset(base_offset: u64, base_seq: u32, seq: u32, near: u64) -> u64 {
+    let near_seq = base_seq.wrapping_add(near.wrapping_sub(base_offset) as u32);
+    let delta = seq.wrapping_sub(near_seq) as i32 as i128;
+    let at = near as i128 + delta;
+    if at < 0 {
+        (at + (1 << 32)) as u64
+    } else {
+        at as u64
+    }
+}
+
 /// What an `offloadTls` call came to.
 enum Minted {
-    /// netsrv answered: the context (in the connection's table), its info
-    /// and where marked chunks begin.
-    Context(u64, OffloadInfo, u64),
+    /// netsrv answered: the context (in the connection's table), its info,
+    /// where marked chunks begin and the TCP sequence number of the stream
+    /// offset.
+    Context(u64, OffloadInfo, u64, u32),
     /// netsrv answered an error: nothing changed.
     Refused(io::Error),
 }
@@ -501,15 +537,17 @@ impl TcpStream {
             let r = resp.get().map_err(cap_err)?;
             let context = r.get_context().map_err(cap_err)?;
             let info = OffloadInfo::read(r.get_info().map_err(cap_err)?).map_err(cap_err)?;
-            let ring_offset = r.get_ring_offset();
             Ok(Minted::Context(
                 ctx.insert(Object::OffloadContext(context)),
                 info,
-                ring_offset,
+                r.get_ring_offset(),
+                r.get_tcp_seq(),
             ))
         });
-        let (object, info, ring_offset) = match minted {
-            Ok(Minted::Context(object, info, ring_offset)) => (object, info, ring_offset),
+        let (object, info, ring_offset, tcp_seq) = match minted {
+            Ok(Minted::Context(object, info, ring_offset, tcp_seq)) => {
+                (object, info, ring_offset, tcp_seq)
+            }
             Ok(Minted::Refused(e)) => {
                 if rx {
                     self.end_rx_switch(SwitchEnd::Unchanged)?;
@@ -528,6 +566,8 @@ impl TcpStream {
             conn,
             id: object,
             initial: info,
+            stream_offset,
+            tcp_seq,
             events,
         };
         if rx {
@@ -693,6 +733,23 @@ mod tests {
         assert_eq!(e.kind(), io::ErrorKind::NotConnected);
         let e = context_err(SocketError::Invalid.to_capnp("not asked"));
         assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+    }
+
+    #[test]
+    fn sequence_numbers_to_offsets() {
+        // Offset 1000 is at sequence number 0xffff_fff0.
+        let at = |seq: u32, near: u64| seq_to_offset(1000, 0xffff_fff0, seq, near);
+        assert_eq!(at(0xffff_fff0, 1000), 1000);
+        assert_eq!(at(0x10, 1000), 1032);
+        assert_eq!(at(0x10, 5000), 1032);
+        assert_eq!(at(0xffff_ff00, 1000), 1000 - 0xf0);
+        // Far into the stream: the nearest of the 4 GiB aliases.
+        let four = 1u64 << 32;
+        assert_eq!(at(0x10, 3 * four), 3 * four + 1032);
+        assert_eq!(at(0x10, 3 * four + 2000), 3 * four + 1032);
+        assert_eq!(at(0xffff_fff0, 3 * four + 900), 3 * four + 1000);
+        // Never negative.
+        assert_eq!(seq_to_offset(0, 100, 50, 0), four - 50);
     }
 
     fn assert_send_sync<T: Send + Sync>() {}
