@@ -4,17 +4,21 @@
 //! An [`Egress`] names one capability in netsrv (`Net.egress` for a flow,
 //! `TcpSocket.egress` for a connection). A subscription's watcher is a capnp
 //! server on the connection thread that forwards each `changed` call into a
-//! channel the application reads with [`EgressSubscription::recv_timeout`].
+//! channel the application reads with [`EgressSubscription::recv_timeout`],
+//! and rings the subscription's eventfd so that an event loop can wait for
+//! changes beside its sockets.
 
 use crate::conn::{cap_err, service_gone, Net, Object};
 use crate::tcp::TcpStream;
+use capnet_ring::Doorbell;
 use capnet_schema::net_capnp::{
     egress_info, egress_watcher, EgressReason as Wire, Protocol as WireProtocol,
 };
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// The transport of a [`Flow`]; it decides what a bond's layer3+4 hash
@@ -151,10 +155,18 @@ impl Egress {
     pub fn subscribe(&self) -> io::Result<EgressSubscription> {
         let id = self.id;
         let (tx, rx) = mpsc::channel();
+        let wakeup = match Doorbell::new() {
+            Ok(d) => Some(Arc::new(d)),
+            // No eventfds on this platform (Redox, for now): no fd.
+            Err(e) if e.kind() == io::ErrorKind::Unsupported => None,
+            Err(e) => return Err(e),
+        };
+        let bell = wakeup.clone();
         let sub = self
             .net
             .call(Some(Duration::from_secs(10)), move |ctx| async move {
-                let watcher: egress_watcher::Client = capnp_rpc::new_client(Watcher { tx });
+                let watcher: egress_watcher::Client =
+                    capnp_rpc::new_client(Watcher { tx, wakeup: bell });
                 let mut req = ctx.egress(id)?.subscribe_request();
                 req.get().set_watcher(watcher);
                 let resp = req.send().promise.await.map_err(cap_err)?;
@@ -169,6 +181,7 @@ impl Egress {
             net: self.net.clone(),
             id: sub,
             changes: Mutex::new(rx),
+            wakeup,
         })
     }
 }
@@ -191,11 +204,20 @@ impl std::fmt::Debug for Egress {
 /// When the subscription ends from the other side (netsrv dropped the
 /// watcher, or the service went away), the receive calls answer at once:
 /// `None` from [`recv_timeout`](Self::recv_timeout) and
-/// [`try_recv`](Self::try_recv), an error from [`recv`](Self::recv).
+/// [`try_recv`](Self::try_recv), an error from [`recv`](Self::recv), and
+/// [`ended`](Self::ended) says so.
+///
+/// For event loops: the fd of `as_raw_fd` (an eventfd) turns readable
+/// whenever a change is queued, and when the subscription ends. Wait on
+/// it, then call [`clear_wakeup`](Self::clear_wakeup) and take changes
+/// with [`try_recv`](Self::try_recv) until it answers `None` (in that
+/// order, so that none is missed).
 pub struct EgressSubscription {
     net: Net,
     id: u64,
     changes: Mutex<Receiver<EgressInfo>>,
+    /// `None` only where eventfds are not available.
+    wakeup: Option<Arc<Doorbell>>,
 }
 
 impl EgressSubscription {
@@ -213,6 +235,23 @@ impl EgressSubscription {
         self.changes().try_recv().ok()
     }
 
+    /// The subscription ended from the other side and every change it
+    /// reported has been taken.
+    pub fn ended(&self) -> bool {
+        matches!(
+            self.changes().try_recv(),
+            Err(mpsc::TryRecvError::Disconnected)
+        )
+    }
+
+    /// Drains the fd's wakeups (call before taking changes with
+    /// [`try_recv`](Self::try_recv)).
+    pub fn clear_wakeup(&self) {
+        if let Some(w) = &self.wakeup {
+            w.drain();
+        }
+    }
+
     /// The next change, waiting as long as it takes. Fails with
     /// `ConnectionReset` if the service went away, `BrokenPipe` if netsrv
     /// ended the subscription.
@@ -224,6 +263,14 @@ impl EgressSubscription {
                 service_gone()
             }
         })
+    }
+}
+
+impl AsRawFd for EgressSubscription {
+    /// An eventfd that turns readable whenever a change is queued (-1 on
+    /// platforms without eventfds).
+    fn as_raw_fd(&self) -> RawFd {
+        self.wakeup.as_ref().map_or(-1, |w| w.as_raw_fd())
     }
 }
 
@@ -242,6 +289,24 @@ impl std::fmt::Debug for EgressSubscription {
 /// The `EgressWatcher` netsrv calls; lives on the connection thread.
 struct Watcher {
     tx: Sender<EgressInfo>,
+    wakeup: Option<Arc<Doorbell>>,
+}
+
+impl Watcher {
+    fn wake(&self) {
+        if let Some(w) = &self.wakeup {
+            w.ring();
+        }
+    }
+}
+
+impl Drop for Watcher {
+    /// The subscription ended: wake the loop so that it sees `ended`.
+    fn drop(&mut self) {
+        // The channel closes first, so that the woken loop sees it closed.
+        drop(std::mem::replace(&mut self.tx, mpsc::channel().0));
+        self.wake();
+    }
 }
 
 impl egress_watcher::Server for Watcher {
@@ -252,7 +317,9 @@ impl egress_watcher::Server for Watcher {
     ) -> Result<(), capnp::Error> {
         let info = EgressInfo::read(params.get()?.get_info()?)?;
         // A subscription dropped meanwhile: its release is on the way.
-        let _ = self.tx.send(info);
+        if self.tx.send(info).is_ok() {
+            self.wake();
+        }
         Ok(())
     }
 }
