@@ -46,6 +46,8 @@ pub(crate) struct Down<M: ByteMem = DefaultBytes> {
     /// Bytes taken out of the ring so far (headers included): the
     /// receive-ring position of the next byte.
     consumed: u64,
+    /// Stream bytes handed out so far (headers not counted).
+    data: u64,
     /// Where marked chunks begin; `None`: plain bytes throughout.
     chunks_from: Option<u64>,
     /// A header read in part.
@@ -76,6 +78,7 @@ impl<M: ByteMem> Down<M> {
         Down {
             ring,
             consumed: 0,
+            data: 0,
             chunks_from: None,
             header: [0; HEADER],
             header_len: 0,
@@ -89,6 +92,12 @@ impl<M: ByteMem> Down<M> {
     /// The receive-ring position of the next byte (bytes consumed so far).
     pub fn consumed(&self) -> u64 {
         self.consumed
+    }
+
+    /// Stream bytes handed out so far (chunk headers not counted): the
+    /// stream offset of the next byte.
+    pub fn data_read(&self) -> u64 {
+        self.data
     }
 
     /// Where marked chunks begin, once known.
@@ -158,6 +167,7 @@ impl<M: ByteMem> Down<M> {
                 };
                 let n = self.ring.read(&mut buf[..max]).map_err(ring_err)?;
                 self.consumed += n as u64;
+                self.data += n as u64;
                 Ok((n > 0).then_some((n, false)))
             }
         }
@@ -193,6 +203,7 @@ impl<M: ByteMem> Down<M> {
         let max = self.left.min(buf.len());
         let n = self.ring.read(&mut buf[..max]).map_err(ring_err)?;
         self.consumed += n as u64;
+        self.data += n as u64;
         self.left -= n;
         Ok((n > 0).then_some((n, self.decrypted)))
     }
@@ -261,6 +272,7 @@ mod tests {
         assert_eq!(&buf[..2], b"de");
         assert_eq!(down.read_some(&mut buf).unwrap(), None);
         assert_eq!(down.consumed(), 5 + 4 + 3 + 4 + 2);
+        assert_eq!(down.data_read(), 5 + 3 + 2);
         assert!(!down.mid_chunk());
     }
 

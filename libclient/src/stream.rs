@@ -289,6 +289,11 @@ impl RingStream {
         lock(&self.down).consumed()
     }
 
+    /// Stream bytes read so far (chunk headers not counted).
+    pub fn read_offset(&self) -> u64 {
+        lock(&self.down).data_read()
+    }
+
     /// Where marked chunks begin in the down ring, once they do.
     pub fn chunks_from(&self) -> Option<u64> {
         lock(&self.down).chunks_from()

@@ -152,6 +152,13 @@ impl TcpStream {
         self.ring.write_offset()
     }
 
+    /// Bytes of the stream the application has read so far (chunk headers
+    /// not counted): the stream offset of the next byte read (what
+    /// `offload_tls`'s `stream_offset` counts in for TLS RX).
+    pub fn read_offset(&self) -> u64 {
+        self.ring.read_offset()
+    }
+
     /// Bytes taken out of the receive ring so far, chunk headers included:
     /// the receive-ring position of the next byte read.
     pub fn ring_read_offset(&self) -> u64 {

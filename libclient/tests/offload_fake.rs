@@ -814,6 +814,7 @@ fn plain_then_chunks_from_the_ring_offset_across_wraps() {
     fake.flushed();
     let written = fake.pump(|p| p.written);
     assert_eq!(s.ring_read_offset(), written);
+    assert_eq!(s.read_offset(), 10_000 + expect_bytes.len() as u64 - 7000);
 
     // Headers written a byte at a time still parse.
     fake.pump(|p| p.split_headers = true);
