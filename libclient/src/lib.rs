@@ -75,10 +75,55 @@
 //! are those of TCP. If tlsd goes away, its sockets fail with
 //! `ConnectionReset` as described above for the network service.
 //!
+//! # NIC offload contexts
+//!
+//! A service that keeps a connection's TLS record layer itself (tlsd) can
+//! let the NIC seal or open the records:
+//! [`TcpStream::offload_tls`] mints an [`OffloadContext`] on the
+//! connection's egress port. For TLS RX the receive side then carries
+//! marked chunks, read with [`TcpStream::read_marked`] (the bytes, and
+//! whether the NIC decrypted them). The NIC's resync requests and a
+//! revocation arrive as [`OffloadEvent`]s on the context, whose fd turns
+//! readable when one is queued. Revocation goes: software path,
+//! [`TcpStream::offload_stop`] (with the software-sealed replacement of
+//! what may still be sent, from [`TcpStream::send_unacked`]), then
+//! [`OffloadContext::release`].
+//!
+//! ```no_run
+//! use libclient::{OffloadEvent, OffloadKind, TcpStream, TlsCipher, TlsOffloadParams};
+//! # fn keys() -> (Vec<u8>, [u8; 12]) { (vec![0; 16], [0; 12]) }
+//! let s = TcpStream::connect("10.0.0.2:443")?;
+//! // ... handshake in software ...
+//! let (key, iv) = keys();
+//! let params = TlsOffloadParams {
+//!     version: 0x0304,
+//!     cipher: TlsCipher::Aes128Gcm,
+//!     key,
+//!     iv,
+//!     record_seq: 0,
+//! };
+//! let rx = s.offload_tls(OffloadKind::TlsRx, &params, s.read_offset())?;
+//! let mut buf = [0; 16 * 1024];
+//! let (n, decrypted) = s.read_marked(&mut buf)?;
+//! // ... open the records of buf[..n] (already plaintext if decrypted) ...
+//! rx.clear_wakeup();
+//! while let Some(event) = rx.try_event() {
+//!     match event {
+//!         OffloadEvent::ResyncRequest { tcp_seq } => rx.resync_reject(tcp_seq)?,
+//!         OffloadEvent::Revoked { reason } => eprintln!("back to software: {reason}"),
+//!     }
+//! }
+//! # let _ = (n, decrypted);
+//! # Ok::<(), std::io::Error>(())
+//! ```
+//!
 //! For event loops: put a socket in non-blocking mode; an operation that
 //! answers `WouldBlock` has asked netsrv for a wakeup, and the socket's raw
 //! fd (an eventfd) becomes readable when it comes (use it with
-//! `mio::unix::SourceFd`, epoll or tokio's `AsyncFd`).
+//! `mio::unix::SourceFd`, epoll or tokio's `AsyncFd`). An
+//! [`EgressSubscription`] and an [`OffloadContext`] have such an fd too: it
+//! turns readable when a change or an event is queued; clear it with their
+//! `clear_wakeup`, then take what is queued until nothing is left.
 
 mod bell;
 mod chunks;
