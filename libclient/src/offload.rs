@@ -103,7 +103,7 @@ impl std::fmt::Debug for TlsOffloadParams {
             .field("version", &format_args!("{:#06x}", self.version))
             .field("cipher", &self.cipher)
             .field("key", &format_args!("<{} bytes>", self.key.len()))
-            .field("iv", &"<12 bytes>")
+            .field("iv", &format_args!("<12 bytes>"))
             .field("record_seq", &self.record_seq)
             .finish()
     }
