@@ -404,6 +404,28 @@ pub fn link_detail(run_dir: &Path, port: &str) -> Result<String, String> {
             c.get_wire_corrupted(),
             c.get_link_changes()
         );
+        let _ = writeln!(
+            out,
+            "TLS offload tx {} rx {}: contexts {} released {}; records sealed {} opened {}; \
+             auth failures {} resync requests {}; tx dropped unsealed {}",
+            if info.get_tls_tx_offload() {
+                "on"
+            } else {
+                "off"
+            },
+            if info.get_tls_rx_offload() {
+                "on"
+            } else {
+                "off"
+            },
+            c.get_offload_contexts(),
+            c.get_offload_released(),
+            c.get_tls_tx_records(),
+            c.get_tls_rx_records(),
+            c.get_tls_rx_auth_failures(),
+            c.get_tls_rx_resync_requests(),
+            c.get_offload_tx_dropped()
+        );
         Ok(out)
     })
 }

@@ -240,7 +240,11 @@ impl phy::TxToken for TxToken<'_> {
         let Some(mut buf) = self.spare.take() else {
             self.counters.tx_no_buffer += 1;
             let mut scratch = vec![0u8; len];
-            return f(&mut scratch);
+            let result = f(&mut scratch);
+            if let Some(h) = self.offload {
+                h.table.borrow_mut().on_tx_no_buffer(&scratch);
+            }
+            return result;
         };
         let bytes = self.tx.buf_mut(&mut buf);
         let len = len.min(bytes.len());

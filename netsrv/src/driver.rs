@@ -96,6 +96,7 @@ pub async fn attach(
             .map_err(io_err)?,
         mac,
         mtu: info.get_mtu() as usize,
+        tls_offload: (info.get_tls_tx_offload(), info.get_tls_rx_offload()),
     };
     let checksum_offload = info.get_checksum_offload();
 

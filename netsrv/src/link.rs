@@ -52,6 +52,8 @@ pub struct PortMeta {
     pub backend: String,
     pub mac: [u8; 6],
     pub mtu: usize,
+    /// The driver offers TLS offload contexts (TX, RX).
+    pub tls_offload: (bool, bool),
 }
 
 /// One port: the rings of its current driver instance, if any.

@@ -206,8 +206,9 @@ pub struct RxBinding {
     /// goes in.
     pub expected: u64,
     pub marks: Marks,
-    /// Receive-ring position where marked chunks begin.
-    pub chunks_from: u64,
+    /// Receive-ring position where marked chunks begin, once the NIC made
+    /// the context (until then the receive ring stops at `marks.start`).
+    pub chunks_from: Option<u64>,
     /// Still expecting NIC marks (false after `offloadStop`).
     pub active: bool,
 }
@@ -251,6 +252,8 @@ pub struct ConnOffload {
     pub tx: Option<TxBinding>,
     replacement: Option<Replacement>,
     held: VecDeque<Vec<u8>>,
+    /// Some held frame waits for its context's port (not for a buffer).
+    held_for_port: bool,
     pub rx: Option<RxBinding>,
 }
 
@@ -267,6 +270,16 @@ const SEND: TxVerdict = TxVerdict::Send {
     flags: 0,
     context: 0,
 };
+
+fn hold(c: &mut ConnOffload, frame: &[u8], counters: &mut OffloadCounters) -> TxVerdict {
+    if c.held.len() >= MAX_HELD {
+        c.held.pop_front();
+        counters.tx_held_dropped += 1;
+    }
+    c.held.push_back(frame.to_vec());
+    counters.tx_held += 1;
+    TxVerdict::Hold
+}
 
 /// Every connection's offload state, consulted by the data path.
 #[derive(Debug, Default)]
@@ -323,6 +336,12 @@ impl OffloadTable {
         let Some(c) = self.conns.get_mut(&tuple) else {
             return SEND;
         };
+        // Frames of a bound connection leave in order: the NIC seals a
+        // record as its bytes pass, and a frame that overtook a held one
+        // would be a gap it must refuse.
+        if c.tx.is_some() && !c.held.is_empty() && !v.payload.is_empty() {
+            return hold(c, frame, &mut self.counters);
+        }
         let (Some(first), true) = (c.tx_first, !v.payload.is_empty()) else {
             return SEND;
         };
@@ -357,15 +376,29 @@ impl OffloadTable {
                 }
             }
             Some(_) if framed => {
-                if c.held.len() >= MAX_HELD {
-                    c.held.pop_front();
-                    self.counters.tx_held_dropped += 1;
-                }
-                c.held.push_back(frame.to_vec());
-                self.counters.tx_held += 1;
-                TxVerdict::Hold
+                c.held_for_port = true;
+                hold(c, frame, &mut self.counters)
             }
             _ => SEND,
+        }
+    }
+
+    /// A frame built while the port had no TX buffer. Dropping it is fine
+    /// for TCP, but for a connection bound to a TX context it would leave a
+    /// gap in what the NIC sees: keep it, to go out first.
+    pub fn on_tx_no_buffer(&mut self, frame: &[u8]) {
+        let Some(v) = parse_tcp(frame) else {
+            return;
+        };
+        let tuple = Tuple {
+            local: v.src,
+            remote: v.dst,
+        };
+        if let Some(c) = self.conns.get_mut(&tuple) {
+            if c.tx.is_some() && !v.payload.is_empty() {
+                hold(c, frame, &mut self.counters);
+                self.held_dirty = true;
+            }
         }
     }
 
@@ -376,16 +409,16 @@ impl OffloadTable {
 
     /// Held frames to try again, once per change of bindings or topology.
     pub fn take_releasable(&mut self) -> Vec<Vec<u8>> {
-        if !std::mem::take(&mut self.held_dirty) {
-            return Vec::new();
-        }
+        let dirty = std::mem::take(&mut self.held_dirty);
+        // Frames held for want of a buffer are tried every poll; those held
+        // for another port wait for a change.
         let mut out = Vec::new();
         for c in self.conns.values_mut() {
-            if c.held.is_empty() {
+            let waiting_for_port = c.tx.is_some() && c.held_for_port;
+            if c.held.is_empty() || (waiting_for_port && !dirty) {
                 continue;
             }
-            // Re-judged by `on_tx` when sent: whatever is still framed for
-            // another port comes straight back.
+            c.held_for_port = false;
             out.extend(c.held.drain(..));
         }
         out
@@ -430,11 +463,21 @@ impl OffloadTable {
             return true;
         }
         c.rx_hint = end;
-        let decrypted =
-            rx.active && desc_flags & flags::TLS_DECRYPTED != 0 && desc_context == rx.context;
+        // What the NIC did to these bytes, whichever context did it: a
+        // frame opened by a context revoked since is plaintext all the same.
+        let _ = desc_context;
+        let decrypted = desc_flags & flags::TLS_DECRYPTED != 0;
         if decrypted {
             self.counters.rx_decrypted += 1;
         }
+        tracing::trace!(
+            start,
+            end,
+            decrypted,
+            desc_flags,
+            expected = rx.expected,
+            "rx mark"
+        );
         rx.marks.push(end, decrypted);
         rx.expected = end;
         true
@@ -511,15 +554,10 @@ impl OffloadTable {
         }
     }
 
-    /// Binds RX: in-order delivery from now on; marks start at the current
-    /// receive point `enqueued` (a stream offset).
-    pub fn bind_rx(
-        &mut self,
-        t: Tuple,
-        context: u32,
-        enqueued: u64,
-        ring_offset: u64,
-    ) -> Result<u64, &'static str> {
+    /// Binds RX before the NIC makes the context: in-order delivery and
+    /// marks from the current receive point `enqueued` (a stream offset) on;
+    /// the receive ring holds back bytes from there until `confirm_rx`.
+    pub fn bind_rx(&mut self, t: Tuple, context: u32, enqueued: u64) -> Result<(), &'static str> {
         let c = self.conns.entry(t).or_default();
         if c.rx_first.is_none() {
             return Err("the connection's SYN was not seen");
@@ -531,7 +569,7 @@ impl OffloadTable {
             // Re-offload: the ring is already in chunk mode.
             rx.active = true;
             rx.context = context;
-            return Ok(rx.chunks_from);
+            return Ok(());
         }
         c.rx = Some(RxBinding {
             context,
@@ -540,10 +578,29 @@ impl OffloadTable {
                 start: enqueued,
                 runs: VecDeque::new(),
             },
-            chunks_from: ring_offset,
+            chunks_from: None,
             active: true,
         });
-        Ok(ring_offset)
+        Ok(())
+    }
+
+    /// The NIC made the RX context: the receive ring switches to marked
+    /// chunks at `ring_offset` (unless it did before). Returns where chunks
+    /// begin.
+    pub fn confirm_rx(&mut self, t: &Tuple, ring_offset: u64) -> Option<u64> {
+        let rx = self.conns.get_mut(t)?.rx.as_mut()?;
+        Some(*rx.chunks_from.get_or_insert(ring_offset))
+    }
+
+    /// The NIC refused: forget a binding that never switched the ring.
+    pub fn cancel_rx(&mut self, t: &Tuple) {
+        if let Some(c) = self.conns.get_mut(t) {
+            if c.rx.as_ref().is_some_and(|rx| rx.chunks_from.is_none()) {
+                c.rx = None;
+            } else if let Some(rx) = &mut c.rx {
+                rx.active = false;
+            }
+        }
     }
 
     pub fn unbind_rx(&mut self, t: &Tuple) -> Option<u32> {

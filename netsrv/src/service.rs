@@ -682,10 +682,20 @@ impl tcp_socket::Server for TcpSocketServer {
         let events = p.get_events()?;
         let id = self.id;
         let tx = kind == OffloadKind::TlsTx;
+        tracing::debug!(id, ?kind, offset, "offloadTls");
         let egress = self.shared.now(|s| s.egress_of_socket(id), "offloadTls")?;
         let Some(port) = egress.port else {
             return Err(SocketError::Busy.to_capnp("offloadTls: no egress port now"));
         };
+        // A port without the feature is answered here: no call to its
+        // driver, no receive-side switch.
+        let (has_tx, has_rx) = self.shared.stack.borrow().port_tls_offload(&port);
+        if !(if tx { has_tx } else { has_rx }) {
+            return Err(SocketError::Unsupported.to_capnp(format_args!(
+                "offloadTls: port {port} offers no TLS {} offload",
+                if tx { "TX" } else { "RX" }
+            )));
+        }
         let nic = self.shared.nic(&port).ok_or_else(|| {
             SocketError::Busy.to_capnp(format_args!("offloadTls: port {port} has no driver now"))
         })?;
@@ -694,15 +704,13 @@ impl tcp_socket::Server for TcpSocketServer {
             .shared
             .now(|s| s.tcp_seq_at(id, tx, offset), "offloadTls")?;
         // RX: expect marks before the NIC can mark anything.
-        let ring_offset = if tx {
-            0
-        } else {
+        if !tx {
             self.shared
                 .stack
                 .borrow_mut()
                 .tcp_bind_rx(id, 0)
-                .map_err(|e| SocketError::Invalid.to_capnp(format_args!("offloadTls: {e}")))?
-        };
+                .map_err(|e| SocketError::Invalid.to_capnp(format_args!("offloadTls: {e}")))?;
+        }
         let mut req = nic.offload_tls_request();
         {
             let mut r = req.get();
@@ -718,13 +726,19 @@ impl tcp_socket::Server for TcpSocketServer {
             Ok(r) => r,
             Err(e) => {
                 if !tx {
-                    let _ = self.shared.stack.borrow_mut().tcp_unbind_rx(id);
+                    let _ = self.shared.stack.borrow_mut().tcp_cancel_rx(id);
                 }
+                tracing::debug!(id, ?kind, %e, "the NIC refused an offload context");
                 return Err(e);
             }
         };
         let resp = resp.get()?;
         let info = resp.get_info()?;
+        let ring_offset = if tx {
+            0
+        } else {
+            self.shared.now(|s| s.tcp_confirm_rx(id), "offloadTls")?
+        };
         if tx {
             let binding = TxBinding {
                 port: port.clone(),

@@ -1142,12 +1142,21 @@ impl Stack {
             let Some(v) = offload::parse_tcp(frame) else {
                 continue;
             };
-            if let Some(i) = self.iface_owning(v.src.ip()) {
-                let link = &mut self.ifaces[i].link;
-                if link.send_frame(frame) {
-                    self.offload.borrow_mut().counters.tx_held_sent += 1;
+            let sent = match self.iface_owning(v.src.ip()) {
+                Some(i) => {
+                    let link = &mut self.ifaces[i].link;
+                    let sent = link.send_frame(frame);
+                    link.flush();
+                    sent
                 }
-                link.flush();
+                None => false,
+            };
+            let mut table = self.offload.borrow_mut();
+            if sent {
+                table.counters.tx_held_sent += 1;
+            } else {
+                // No buffer (or no leg) yet: back in line, in order.
+                table.on_tx_no_buffer(frame);
             }
         }
         true
@@ -1217,24 +1226,49 @@ impl Stack {
         Ok(self.offload.borrow_mut().unbind_tx(&t, start, bytes))
     }
 
-    /// Puts the receive side in marked-chunk mode from the current receive
-    /// point; returns the receive-ring offset where chunks begin.
-    pub fn tcp_bind_rx(&mut self, id: SockId, context: u32) -> Result<u64, String> {
+    /// Expects NIC marks from the current receive point on (before the NIC
+    /// makes the RX context, so that nothing it opens goes unmarked).
+    pub fn tcp_bind_rx(&mut self, id: SockId, context: u32) -> Result<(), String> {
         let t = self.tcp_tuple(id).map_err(|e| e.to_string())?;
         let (conn, socket) = self.conn(id).map_err(|e| e.to_string())?;
         let enqueued = conn.rx_bytes + socket.recv_queue() as u64;
-        // Everything smoltcp holds now goes out as unmarked chunks too.
-        let ring_offset = conn.ring_written;
         self.offload
             .borrow_mut()
-            .bind_rx(t, context, enqueued, ring_offset)
+            .bind_rx(t, context, enqueued)
             .map_err(str::to_owned)
+    }
+
+    /// The NIC made the RX context: the receive ring carries marked chunks
+    /// from its current position; returns that position.
+    pub fn tcp_confirm_rx(&mut self, id: SockId) -> Result<u64, SocketError> {
+        let t = self.tcp_tuple(id)?;
+        let (conn, _) = self.conn(id)?;
+        let at = conn.ring_written;
+        self.offload
+            .borrow_mut()
+            .confirm_rx(&t, at)
+            .ok_or(SocketError::Closed)
+    }
+
+    /// The NIC refused the RX context.
+    pub fn tcp_cancel_rx(&mut self, id: SockId) -> Result<(), SocketError> {
+        let t = self.tcp_tuple(id)?;
+        self.offload.borrow_mut().cancel_rx(&t);
+        Ok(())
     }
 
     pub fn tcp_unbind_rx(&mut self, id: SockId) -> Result<(), SocketError> {
         let t = self.tcp_tuple(id)?;
         self.offload.borrow_mut().unbind_rx(&t);
         Ok(())
+    }
+
+    /// Whether `port`'s driver offers TLS offload (TX, RX).
+    pub fn port_tls_offload(&self, port: &str) -> (bool, bool) {
+        match self.port_location(port) {
+            Some(Some((i, l))) => self.ifaces[i].link.legs[l].meta.tls_offload,
+            _ => (false, false),
+        }
     }
 
     /// (descriptors sent, descriptors returned) on `port` while its driver
@@ -1335,6 +1369,7 @@ impl Stack {
         for iface in &mut self.ifaces {
             pending |= iface.link.arm();
         }
+        let table = self.offload.borrow();
         for conn in self.tcp.values_mut() {
             let Some(r) = &mut conn.rings else { continue };
             r.up.request_signal();
@@ -1342,8 +1377,15 @@ impl Stack {
             let socket = self.ifaces[conn.iface]
                 .sockets
                 .get::<tcp::Socket>(conn.handle);
+            // Bytes held back while a NIC makes an RX context are not work:
+            // spinning on them would starve the call that ends the wait.
+            let held = conn
+                .tuple
+                .and_then(|t| table.conn(&t))
+                .and_then(|c| c.rx.as_ref())
+                .is_some_and(|rx| rx.chunks_from.is_none() && conn.rx_bytes >= rx.marks_start());
             let up_ready = socket.can_send() && r.up.available().unwrap_or(0) > 0;
-            let down_ready = socket.can_recv() && r.down.space().unwrap_or(0) > 0;
+            let down_ready = !held && socket.can_recv() && r.down.space().unwrap_or(0) > 0;
             if up_ready || down_ready {
                 r.up.cancel_signal();
                 r.down.cancel_signal();
@@ -1554,20 +1596,31 @@ impl TcpConn {
         }
         // Network -> application.
         let mut received = false;
-        match chunked {
+        // While the NIC makes an RX context, bytes past the binding wait:
+        // they may come back marked.
+        let limit = match &chunked {
+            Some(rx) if rx.chunks_from.is_none() => {
+                Some(rx.marks_start().saturating_sub(self.rx_bytes) as usize)
+            }
+            _ => None,
+        };
+        match chunked.filter(|rx| rx.chunks_from.is_some()) {
             None => {
-                while socket.can_recv() {
+                let mut left = limit.unwrap_or(usize::MAX);
+                while socket.can_recv() && left > 0 {
                     let space = rings.down.reserve()?;
                     if space.is_empty() {
                         break;
                     }
-                    let n = socket.recv_slice(space).unwrap_or(0);
+                    let want = space.len().min(left);
+                    let n = socket.recv_slice(&mut space[..want]).unwrap_or(0);
                     if n == 0 {
                         break;
                     }
                     rings.down.commit(n);
                     self.rx_bytes += n as u64;
                     self.ring_written += n as u64;
+                    left -= n;
                     received = true;
                 }
             }
@@ -1639,6 +1692,7 @@ fn pump_chunks(
             .min(queued)
             .min(offload::CHUNK_MAX)
             .min(space - offload::CHUNK_HEADER);
+        tracing::trace!(offset = *rx_bytes, n, decrypted, "rx chunk");
         rings.down.write(&offload::chunk_header(n, decrypted))?;
         let mut left = n;
         while left > 0 {

@@ -19,6 +19,7 @@ use crate::record::{
 use crate::stats::Stats;
 use capnet_wire::tls::{ContentType, Version, MAX_PLAINTEXT};
 use rustls::{ConnectionTrafficSecrets, ProtocolVersion};
+use std::collections::VecDeque;
 use std::fmt;
 use std::sync::Arc;
 
@@ -120,6 +121,45 @@ pub struct TlsConn {
     tx: TxState,
     failed: Option<ConnError>,
     stats: Arc<Stats>,
+    /// Current keys each way (a NIC context gets a copy).
+    tx_keys: TrafficKeys,
+    rx_keys: TrafficKeys,
+    /// Stream offset of the next byte appended to `out`.
+    tx_next: u64,
+    /// Stream offset of the first record not yet taken from the reader.
+    rx_next_record: u64,
+    device_tx: Option<DeviceTx>,
+    device_rx: bool,
+    /// The receive keys changed while a NIC opened records: it must stop.
+    rx_rekeyed_on_device: bool,
+    /// Stream offsets a NIC asked about (resync), and the answers found.
+    resync_watch: Vec<u64>,
+    resync_answers: Vec<(u64, Option<u64>)>,
+}
+
+/// The NIC seals this connection's records. What revoking it safely needs:
+/// the context's keys and every framed record the peer may not have
+/// acknowledged, to send their software-sealed form instead.
+struct DeviceTx {
+    keys: TrafficKeys,
+    log: VecDeque<FramedRecord>,
+    /// New records are framed for the NIC (false once keys changed: the
+    /// context must be stopped).
+    active: bool,
+}
+
+struct FramedRecord {
+    offset: u64,
+    rec_seq: u64,
+    bytes: Vec<u8>,
+}
+
+/// Where a NIC context must start, and with what.
+#[derive(Debug)]
+pub struct DeviceStart {
+    pub stream_offset: u64,
+    pub rec_seq: u64,
+    pub keys: TrafficKeys,
 }
 
 impl fmt::Debug for TlsConn {
@@ -148,8 +188,8 @@ impl TlsConn {
         };
         let tx_keys = traffic_keys(version, est.tx.1).ok_or_else(unknown_cipher)?;
         let rx_keys = traffic_keys(version, est.rx.1).ok_or_else(unknown_cipher)?;
-        let sealer = RecordSealer::new(tx_keys, est.tx.0).map_err(local)?;
-        let opener = RecordOpener::new(rx_keys, est.rx.0).map_err(local)?;
+        let sealer = RecordSealer::new(tx_keys.clone(), est.tx.0).map_err(local)?;
+        let opener = RecordOpener::new(rx_keys.clone(), est.rx.0).map_err(local)?;
         let mut reader = RecordReader::new();
         reader.push(&est.leftover, false);
         Stats::inc(&stats.tx_sw);
@@ -171,6 +211,15 @@ impl TlsConn {
             tx: TxState::Open,
             failed: None,
             stats,
+            tx_keys,
+            rx_keys,
+            tx_next: est.tx_offset,
+            rx_next_record: est.rx_offset,
+            device_tx: None,
+            device_rx: false,
+            rx_rekeyed_on_device: false,
+            resync_watch: Vec::new(),
+            resync_answers: Vec::new(),
         };
         conn.process();
         Ok(conn)
@@ -206,13 +255,40 @@ impl TlsConn {
                 }
             };
             let partial = matches!(rec.decryption, Decryption::Partial(_));
+            let record_start = self.rx_next_record;
+            let record_len = rec.bytes.len() as u64;
+            self.rx_next_record += record_len;
+            if !self.resync_watch.is_empty() {
+                let rec_seq = self.opener.seq();
+                let answers = &mut self.resync_answers;
+                self.resync_watch.retain(|&w| {
+                    if w == record_start {
+                        answers.push((w, Some(rec_seq)));
+                        false
+                    } else if w < record_start + record_len {
+                        // Inside a record (or passed): not a record start.
+                        answers.push((w, None));
+                        false
+                    } else {
+                        true
+                    }
+                });
+            }
             let opened = match self.opener.open_in(&mut rec) {
                 Ok(o) => o,
                 Err(e) => {
                     if e == RecordError::BadRecordMac {
                         Stats::inc(&self.stats.decrypt_error);
                     }
-                    self.fail_local(e.alert(), e.to_string());
+                    let how = match &rec.decryption {
+                        Decryption::None => "not decrypted by a NIC".to_string(),
+                        Decryption::Full => "decrypted by a NIC".to_string(),
+                        Decryption::Partial(r) => format!("partly decrypted by a NIC: {r:?}"),
+                    };
+                    self.fail_local(
+                        e.alert(),
+                        format!("{e} (record {} at stream offset {record_start}, {record_len} bytes, {how})", self.opener.seq()),
+                    );
                     return;
                 }
             };
@@ -341,12 +417,18 @@ impl TlsConn {
             Ok(secrets) => match traffic_keys(self.version, secrets)
                 .ok_or_else(unknown_cipher)
                 .and_then(|k| {
+                    self.rx_keys = k.clone();
                     self.opener.update_keys(k).map_err(|e| ConnError::Local {
                         alert: e.alert(),
                         what: e.to_string(),
                     })
                 }) {
-                Ok(()) => Stats::inc(&self.stats.rx_rekey_ok),
+                Ok(()) => {
+                    Stats::inc(&self.stats.rx_rekey_ok);
+                    if self.device_rx {
+                        self.rx_rekeyed_on_device = true;
+                    }
+                }
                 Err(e) => self.fail(e),
             },
             Err(e) => self.fail_local(AlertDescription::InternalError, format!("KeyUpdate: {e}")),
@@ -380,12 +462,20 @@ impl TlsConn {
             Ok(secrets) => match traffic_keys(self.version, secrets)
                 .ok_or_else(unknown_cipher)
                 .and_then(|k| {
+                    self.tx_keys = k.clone();
                     self.sealer.update_keys(k).map_err(|e| ConnError::Local {
                         alert: e.alert(),
                         what: e.to_string(),
                     })
                 }) {
-                Ok(()) => Stats::inc(&self.stats.tx_rekey_ok),
+                Ok(()) => {
+                    Stats::inc(&self.stats.tx_rekey_ok);
+                    // The NIC's context has the old key: records from now
+                    // on are sealed here until it is replaced.
+                    if let Some(d) = &mut self.device_tx {
+                        d.active = false;
+                    }
+                }
                 Err(e) => self.fail(e),
             },
             Err(e) => self.fail_local(AlertDescription::InternalError, format!("KeyUpdate: {e}")),
@@ -397,13 +487,29 @@ impl TlsConn {
             self.out.clear();
             self.out_start = 0;
         }
-        if let Err(e) = self.sealer.seal(ty, data, &mut self.out) {
+        let before = self.out.len();
+        let rec_seq = self.sealer.seq();
+        let device = self.device_tx.as_mut().filter(|d| d.active);
+        let sealed = match device {
+            Some(_) => self.sealer.frame_for_device(ty, data, &mut self.out),
+            None => self.sealer.seal(ty, data, &mut self.out),
+        };
+        if let Err(e) = sealed {
             self.failed = Some(ConnError::Local {
                 alert: e.alert(),
                 what: e.to_string(),
             });
             return;
         }
+        let len = (self.out.len() - before) as u64;
+        if let Some(d) = self.device_tx.as_mut().filter(|d| d.active) {
+            d.log.push_back(FramedRecord {
+                offset: self.tx_next,
+                rec_seq,
+                bytes: self.out[before..].to_vec(),
+            });
+        }
+        self.tx_next += len;
         Stats::inc(&self.stats.records_sealed);
     }
 
@@ -437,6 +543,177 @@ impl TlsConn {
         if self.version == Version::Tls13 && self.tx == TxState::Open && self.failed.is_none() {
             self.update_tx_keys(true);
         }
+    }
+
+    // ---- NIC offload (the holder's side) ----
+
+    /// Where and with what a TX context must start for records from now on;
+    /// `None` if this connection cannot be offloaded (cipher, state).
+    pub fn device_tx_start(&self) -> Option<DeviceStart> {
+        if self.tx != TxState::Open
+            || self.failed.is_some()
+            || self.device_tx.is_some()
+            || !self.tx_keys.cipher.offloadable()
+        {
+            return None;
+        }
+        Some(DeviceStart {
+            stream_offset: self.tx_next,
+            rec_seq: self.sealer.seq(),
+            keys: self.tx_keys.clone(),
+        })
+    }
+
+    /// A TX context from `device_tx_start` exists: frame records for it.
+    pub fn begin_device_tx(&mut self) {
+        self.device_tx = Some(DeviceTx {
+            keys: self.tx_keys.clone(),
+            log: VecDeque::new(),
+            active: true,
+        });
+        Stats::dec(&self.stats.curr_tx_sw);
+        Stats::inc(&self.stats.curr_tx_device);
+        Stats::inc(&self.stats.tx_device);
+    }
+
+    /// True while records are framed for a NIC.
+    pub fn device_tx_active(&self) -> bool {
+        self.device_tx.as_ref().is_some_and(|d| d.active)
+    }
+
+    /// True if a TX context exists that can no longer be used (the keys
+    /// changed): stop it.
+    pub fn device_tx_stale(&self) -> bool {
+        self.device_tx.as_ref().is_some_and(|d| !d.active)
+    }
+
+    /// The peer acknowledged every byte before `unacked`: framed records
+    /// before it will never be sent again.
+    pub fn device_tx_acked(&mut self, unacked: u64) {
+        if let Some(d) = &mut self.device_tx {
+            while d
+                .log
+                .front()
+                .is_some_and(|r| r.offset + r.bytes.len() as u64 <= unacked)
+            {
+                d.log.pop_front();
+            }
+        }
+    }
+
+    /// Framed bytes kept for a revocation.
+    pub fn device_tx_logged(&self) -> usize {
+        self.device_tx
+            .as_ref()
+            .map_or(0, |d| d.log.iter().map(|r| r.bytes.len()).sum())
+    }
+
+    /// Step 1 of a revocation: records are sealed here from now on. Returns
+    /// the software-sealed form of every framed record from the one holding
+    /// `unacked` on — (its stream offset, the bytes) — for netsrv to send
+    /// instead. The same engine code as the NIC's seals them, so the bytes
+    /// are those the NIC would have sent.
+    pub fn end_device_tx(&mut self, unacked: u64) -> (u64, Vec<u8>) {
+        let Some(d) = self.device_tx.take() else {
+            return (self.tx_next, Vec::new());
+        };
+        Stats::dec(&self.stats.curr_tx_device);
+        Stats::inc(&self.stats.curr_tx_sw);
+        let mut log = d.log;
+        while log
+            .front()
+            .is_some_and(|r| r.offset + r.bytes.len() as u64 <= unacked)
+        {
+            log.pop_front();
+        }
+        let Some(first) = log.front() else {
+            return (self.tx_next, Vec::new());
+        };
+        let (start, rec_seq) = (first.offset, first.rec_seq);
+        let mut bytes: Vec<u8> = log.iter().flat_map(|r| r.bytes.iter().copied()).collect();
+        let sealed = capnet_offload::gcm::GcmKey::new(&d.keys.key)
+            .ok()
+            .map(|key| {
+                let mut engine =
+                    capnet_offload::tls::TlsTxEngine::new(capnet_offload::tls::TlsParams {
+                        version: d.keys.version,
+                        key,
+                        iv: d.keys.iv,
+                        tcp_seq: start as u32,
+                        rec_seq,
+                    });
+                engine.process(start as u32, &mut bytes)
+            });
+        match sealed {
+            Some(Ok(_)) => (start, bytes),
+            // Our own log does not seal: nothing framed may leave. Fail the
+            // connection rather than send cleartext.
+            other => {
+                let why = match other {
+                    Some(Err(e)) => e.to_string(),
+                    _ => "bad key".into(),
+                };
+                self.fail_local(
+                    AlertDescription::InternalError,
+                    format!("sealing the framed records for revocation: {why}"),
+                );
+                (start, Vec::new())
+            }
+        }
+    }
+
+    /// Where and with what an RX context must start: the first record not
+    /// yet taken (it may be partly received: the NIC then resyncs).
+    pub fn device_rx_start(&self) -> Option<DeviceStart> {
+        if self.rx != RxState::Open || self.failed.is_some() || !self.rx_keys.cipher.offloadable() {
+            return None;
+        }
+        Some(DeviceStart {
+            stream_offset: self.rx_next_record,
+            rec_seq: self.opener.seq(),
+            keys: self.rx_keys.clone(),
+        })
+    }
+
+    pub fn set_device_rx(&mut self, on: bool) {
+        if on == self.device_rx {
+            return;
+        }
+        self.device_rx = on;
+        self.rx_rekeyed_on_device = false;
+        if on {
+            Stats::dec(&self.stats.curr_rx_sw);
+            Stats::inc(&self.stats.curr_rx_device);
+            Stats::inc(&self.stats.rx_device);
+        } else {
+            Stats::dec(&self.stats.curr_rx_device);
+            Stats::inc(&self.stats.curr_rx_sw);
+            self.resync_watch.clear();
+        }
+    }
+
+    pub fn device_rx(&self) -> bool {
+        self.device_rx
+    }
+
+    /// The RX context has the old receive key.
+    pub fn device_rx_stale(&self) -> bool {
+        self.rx_rekeyed_on_device
+    }
+
+    /// A NIC asks whether a record starts at stream offset `offset`; the
+    /// answer comes from `resync_answers` once the records get there.
+    pub fn watch_record_start(&mut self, offset: u64) {
+        if offset < self.rx_next_record {
+            self.resync_answers.push((offset, None));
+        } else if !self.resync_watch.contains(&offset) {
+            self.resync_watch.push(offset);
+        }
+    }
+
+    /// (offset, record number if a record starts there).
+    pub fn take_resync_answers(&mut self) -> Vec<(u64, Option<u64>)> {
+        std::mem::take(&mut self.resync_answers)
     }
 
     /// Opened application data, in order.
@@ -520,7 +797,15 @@ impl TlsConn {
 
 impl Drop for TlsConn {
     fn drop(&mut self) {
-        Stats::dec(&self.stats.curr_tx_sw);
-        Stats::dec(&self.stats.curr_rx_sw);
+        if self.device_tx.is_some() {
+            Stats::dec(&self.stats.curr_tx_device);
+        } else {
+            Stats::dec(&self.stats.curr_tx_sw);
+        }
+        if self.device_rx {
+            Stats::dec(&self.stats.curr_rx_device);
+        } else {
+            Stats::dec(&self.stats.curr_rx_sw);
+        }
     }
 }

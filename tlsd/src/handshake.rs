@@ -107,6 +107,37 @@ pub struct Established {
     pub suite: String,
     pub alpn: Option<Vec<u8>>,
     pub server_name: Option<String>,
+    /// Stream offsets after the handshake: of `leftover[0]` in the bytes
+    /// received, and of the next byte to send.
+    pub rx_offset: u64,
+    pub tx_offset: u64,
+}
+
+/// Counts the bytes a handshake moves, so that records after it have
+/// stream offsets (what offload contexts are placed by).
+struct Counting<'a, T> {
+    io: &'a mut T,
+    read: u64,
+    written: u64,
+}
+
+impl<T: Read> Read for Counting<'_, T> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.io.read(buf)?;
+        self.read += n as u64;
+        Ok(n)
+    }
+}
+
+impl<T: Write> Write for Counting<'_, T> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.io.write(buf)?;
+        self.written += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.io.flush()
+    }
 }
 
 /// The two unbuffered connection types behind one face.
@@ -152,7 +183,12 @@ pub fn client(
     io: &mut (impl Read + Write),
 ) -> Result<Established, HandshakeError> {
     let mut conn = UnbufferedClientConnection::new(config, name.clone())?;
-    let driven = drive(&mut conn, io)?;
+    let mut io = Counting {
+        io,
+        read: 0,
+        written: 0,
+    };
+    let driven = drive(&mut conn, &mut io)?;
     let alpn = conn.alpn_protocol().map(<[u8]>::to_vec);
     let version = conn.protocol_version();
     let suite = conn.negotiated_cipher_suite();
@@ -161,6 +197,8 @@ pub fn client(
         tx: secrets.tx,
         rx: secrets.rx,
         kernel: Kernel::Client(kernel),
+        rx_offset: io.read - driven.leftover.len() as u64,
+        tx_offset: io.written,
         leftover: driven.leftover,
         early_plaintext: driven.plaintext,
         version: version.unwrap_or(ProtocolVersion::Unknown(0)),
@@ -180,7 +218,12 @@ pub fn server(
     io: &mut (impl Read + Write),
 ) -> Result<Established, HandshakeError> {
     let mut conn = UnbufferedServerConnection::new(config)?;
-    let driven = drive(&mut conn, io)?;
+    let mut io = Counting {
+        io,
+        read: 0,
+        written: 0,
+    };
+    let driven = drive(&mut conn, &mut io)?;
     let alpn = conn.alpn_protocol().map(<[u8]>::to_vec);
     let version = conn.protocol_version();
     let suite = conn.negotiated_cipher_suite();
@@ -190,6 +233,8 @@ pub fn server(
         tx: secrets.tx,
         rx: secrets.rx,
         kernel: Kernel::Server(kernel),
+        rx_offset: io.read - driven.leftover.len() as u64,
+        tx_offset: io.written,
         leftover: driven.leftover,
         early_plaintext: driven.plaintext,
         version: version.unwrap_or(ProtocolVersion::Unknown(0)),

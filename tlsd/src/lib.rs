@@ -9,6 +9,7 @@ pub mod alert;
 pub mod args;
 pub mod conn;
 pub mod handshake;
+pub mod holder;
 pub mod identity;
 pub mod record;
 pub mod service;

@@ -7,6 +7,7 @@
 
 use crate::conn::TlsConn;
 use crate::handshake::{self, Established};
+use crate::holder::Holder;
 use crate::identity::{Identity, Options, TlsVersion};
 use crate::session::{self, Control, Ended, Handle};
 use crate::stats::Stats;
@@ -14,7 +15,8 @@ use capnet_ring::{HandoffTable, ServerEnd, SocketRings};
 use capnet_schema::addr::{read_socket_addr, write_socket_addr};
 use capnet_schema::errors::SocketError;
 use capnet_schema::tls_capnp::{
-    tls, tls_listener, tls_options, tls_socket, RecordMode, TlsVersion as WireVersion,
+    tls, tls_listener, tls_options, tls_socket, OffloadPolicy, RecordMode,
+    TlsVersion as WireVersion,
 };
 use capnp::capability::Rc as CapRc;
 use capnp::Error;
@@ -95,10 +97,20 @@ fn read_version(v: Result<WireVersion, capnp::NotInSchema>) -> Option<TlsVersion
 }
 
 /// Per-connection choices, checked here so that a bad one is `invalid`.
-/// (The offload policy joins them with NIC offload.)
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 struct ConnOptions {
     tls: Options,
+    /// Use the egress port's TLS offload where it offers one.
+    offload: bool,
+}
+
+impl Default for ConnOptions {
+    fn default() -> Self {
+        ConnOptions {
+            tls: Options::default(),
+            offload: true,
+        }
+    }
 }
 
 fn read_options(r: Option<tls_options::Reader<'_>>) -> Result<ConnOptions, Error> {
@@ -123,10 +135,12 @@ fn read_options(r: Option<tls_options::Reader<'_>>) -> Result<ConnOptions, Error
             .map_err(|_| SocketError::Invalid.to_capnp("cipher suite: not UTF-8"))?;
         tls.cipher_suites.push(s.to_owned());
     }
-    if r.get_offload().is_err() {
-        return Err(SocketError::Invalid.to_capnp("offload: unknown policy"));
-    }
-    Ok(ConnOptions { tls })
+    let offload = match r.get_offload() {
+        Ok(OffloadPolicy::Auto) => true,
+        Ok(OffloadPolicy::Off) => false,
+        Err(_) => return Err(SocketError::Invalid.to_capnp("offload: unknown policy")),
+    };
+    Ok(ConnOptions { tls, offload })
 }
 
 /// What `info` reports, fixed once the handshake is done.
@@ -167,8 +181,14 @@ struct Started {
 
 /// Hands a handshaken connection to its own thread; the thread waits for
 /// the application's rings (or for it to go away), then runs the session.
-fn start_session(shared: &Shared, est: Established, tcp: TcpStream) -> Result<Started, Error> {
+fn start_session(
+    shared: &Shared,
+    est: Established,
+    tcp: TcpStream,
+    offload: bool,
+) -> Result<Started, Error> {
     let info = info_of(&est, &tcp);
+    let stats = shared.stats.clone();
     let conn = TlsConn::new(est, shared.stats.clone()).map_err(handshake_err)?;
     let (rings_tx, rings_rx) = mpsc::channel::<ServerEnd>();
     let control = Arc::new(Control::default());
@@ -181,7 +201,8 @@ fn start_session(shared: &Shared, est: Established, tcp: TcpStream) -> Result<St
             let Ok(app) = rings_rx.recv() else {
                 return;
             };
-            let ended = session::run(conn, tcp, app, &thread_control);
+            let holder = Holder::new(offload, &tcp, stats);
+            let ended = session::run(conn, tcp, app, &thread_control, holder);
             match ended {
                 Ended::Clean | Ended::Cancelled => {
                     tracing::debug!(%remote, ?ended, "session ended")
@@ -253,7 +274,7 @@ impl tls::Server for TlsServer {
             match handshake::client(config, server_name, &mut tcp) {
                 Ok(est) => {
                     Stats::inc(&shared.stats.handshakes);
-                    start_session(&shared, est, tcp)
+                    start_session(&shared, est, tcp, options.offload)
                 }
                 Err(e) => {
                     Stats::inc(&shared.stats.handshake_failures);
@@ -366,7 +387,7 @@ impl tls_listener::Server for TlsListenerServer {
             match handshake::server(config, &sni, &mut tcp) {
                 Ok(est) => {
                     Stats::inc(&shared.stats.handshakes);
-                    return start_session(&shared, est, tcp);
+                    return start_session(&shared, est, tcp, options.offload);
                 }
                 // One client's failed handshake is its own business: count
                 // it, and wait for the next client.
@@ -460,8 +481,15 @@ impl tls_socket::Server for TlsSocketServer {
             write_socket_addr(r.reborrow().init_local(), l);
         }
         write_socket_addr(r.reborrow().init_remote(), i.remote);
-        r.set_tx(RecordMode::Software);
-        r.set_rx(RecordMode::Software);
+        let mode = |device: &std::sync::atomic::AtomicBool| {
+            if device.load(std::sync::atomic::Ordering::Relaxed) {
+                RecordMode::Device
+            } else {
+                RecordMode::Software
+            }
+        };
+        r.set_tx(mode(&self.control.tx_device));
+        r.set_rx(mode(&self.control.rx_device));
         Ok(())
     }
 

@@ -8,12 +8,13 @@
 //! capnet data path.
 
 use crate::conn::TlsConn;
+use crate::holder::Holder;
 use capnet_ring::ServerEnd;
 use capnet_schema::errors::SocketError;
 use libclient::TcpStream;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::net::Shutdown;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,6 +23,8 @@ use std::time::{Duration, Instant};
 
 const WIRE: Token = Token(0);
 const APP: Token = Token(1);
+/// Holder eventfds: egress, TX context, RX context.
+const HOLDER: [Token; 3] = [Token(2), Token(3), Token(4)];
 
 /// Stop reading TCP while this much opened plaintext waits for the
 /// application: its ring is full, so the peer must wait too.
@@ -36,6 +39,9 @@ const LINGER: Duration = Duration::from_secs(10);
 pub struct Control {
     /// The application dropped its capability (closed, or died).
     pub cancelled: AtomicBool,
+    /// Records are sealed / opened by a NIC now (for `info`).
+    pub tx_device: AtomicBool,
+    pub rx_device: AtomicBool,
 }
 
 /// How a session ended.
@@ -51,12 +57,22 @@ pub enum Ended {
 
 /// Runs the session until both directions are done, the application goes
 /// away, or something fails. Consumes the TCP stream (dropping it closes
-/// the connection).
-pub fn run(mut conn: TlsConn, tcp: TcpStream, mut app: ServerEnd, control: &Control) -> Ended {
-    match Pump::new(&tcp, &app) {
-        Ok(mut pump) => pump.run(&mut conn, &tcp, &mut app, control),
+/// the connection). `holder` moves records to and from NIC offload
+/// contexts along the connection's egress.
+pub fn run(
+    mut conn: TlsConn,
+    tcp: TcpStream,
+    mut app: ServerEnd,
+    control: &Control,
+    mut holder: Holder,
+) -> Ended {
+    holder.offload(&mut conn, &tcp);
+    let ended = match Pump::new(&tcp, &app) {
+        Ok(mut pump) => pump.run(&mut conn, &tcp, &mut app, control, &mut holder),
         Err(e) => Ended::Failed(format!("poll: {e}")),
-    }
+    };
+    holder.finish(&mut conn, &tcp);
+    ended
 }
 
 struct Pump {
@@ -66,11 +82,15 @@ struct Pump {
     tcp_eof: bool,
     tcp_shut: bool,
     down_closed: bool,
+    /// Holder eventfds registered with the poll, per `HOLDER` token.
+    registered: [Option<std::os::fd::RawFd>; 3],
 }
 
 fn app_error(code: SocketError, app: &mut ServerEnd) {
     app.down.set_error(code.code());
     app.down.close();
+    // The application's writes have nowhere to go either.
+    app.up.close();
     app.wake_peer.ring();
 }
 
@@ -92,6 +112,7 @@ impl Pump {
             tcp_eof: false,
             tcp_shut: false,
             down_closed: false,
+            registered: [None; 3],
         })
     }
 
@@ -101,21 +122,29 @@ impl Pump {
         mut tcp: &TcpStream,
         app: &mut ServerEnd,
         control: &Control,
+        holder: &mut Holder,
     ) -> Ended {
         let mut linger_until: Option<Instant> = None;
         loop {
             let mut progress = false;
+            if holder.enabled() {
+                holder.poll(conn, tcp);
+                control
+                    .tx_device
+                    .store(conn.device_tx_active(), Ordering::Relaxed);
+                control.rx_device.store(conn.device_rx(), Ordering::Relaxed);
+            }
 
-            // TCP -> record layer.
+            // TCP -> record layer; the NIC may have opened records already.
             if conn.plaintext().len() < PLAINTEXT_HIGH && !self.tcp_eof && conn.error().is_none() {
-                match tcp.read(&mut self.buf) {
-                    Ok(0) => {
+                match tcp.read_marked(&mut self.buf) {
+                    Ok((0, _)) => {
                         self.tcp_eof = true;
                         conn.transport_eof();
                         progress = true;
                     }
-                    Ok(n) => {
-                        conn.received(&self.buf[..n], false);
+                    Ok((n, decrypted)) => {
+                        conn.received(&self.buf[..n], decrypted);
                         progress = true;
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -214,6 +243,11 @@ impl Pump {
                 app.down.cancel_signal();
                 continue;
             }
+            if holder.enabled() {
+                holder.clear_wakeups();
+                holder.poll(conn, tcp);
+                self.register_holder(holder);
+            }
             let timeout = if control.cancelled.load(Ordering::Acquire) {
                 Duration::from_millis(10)
             } else {
@@ -225,6 +259,30 @@ impl Pump {
                 }
             }
             app.wake_me.drain();
+        }
+    }
+
+    /// Keeps the poll's holder registrations in step with its eventfds
+    /// (contexts come and go).
+    fn register_holder(&mut self, holder: &Holder) {
+        for (i, fd) in holder.fds().into_iter().enumerate() {
+            if self.registered[i] == fd {
+                continue;
+            }
+            if let Some(old) = self.registered[i].take() {
+                // It may be closed already (its context dropped): no matter.
+                let _ = self.poll.registry().deregister(&mut SourceFd(&old));
+            }
+            if let Some(new) = fd {
+                if self
+                    .poll
+                    .registry()
+                    .register(&mut SourceFd(&new), HOLDER[i], Interest::READABLE)
+                    .is_ok()
+                {
+                    self.registered[i] = Some(new);
+                }
+            }
         }
     }
 

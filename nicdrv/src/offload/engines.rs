@@ -325,7 +325,9 @@ impl Engines {
         };
         let before = r.engine.counters();
         let len = seg.payload.len();
+        let expected_before = r.engine.expected();
         let out = r.engine.process(seg.seq, &mut frame[seg.payload]);
+        tracing::trace!(id = r.id, seq = seg.seq, len, expected_before, decrypted = out.decrypted, in_sync = r.engine.in_sync(), resync = ?out.resync_request, "tls rx");
         let after = r.engine.counters();
         count_rx(c, &before, &after);
         if out.decrypted {
