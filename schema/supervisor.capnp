@@ -4,6 +4,7 @@
 
 using Nic = import "nic.capnp";
 using Net = import "net.capnp";
+using Offload = import "offload.capnp";
 
 interface Supervisor {
   status @0 () -> (processes :List(Process), net :Net.NetStatus);
@@ -15,6 +16,9 @@ interface Supervisor {
   # netsrv restarts.
   portCounters @5 (port :Text) -> (counters :Nic.PortCounters, info :Nic.PortInfo);
   # Straight from the port's driver.
+
+  offloadContexts @6 (port :Text) -> (contexts :List(Offload.OffloadInfo));
+  # The offload contexts the port's driver holds, straight from it.
 }
 
 struct Process {

@@ -585,6 +585,67 @@ pub fn down(run_dir: &Path) -> Result<(), String> {
     })
 }
 
+/// `capnet offload list`: every offload context of every running driver:
+/// flow, port, direction, state, resyncs, bytes.
+pub fn offload_list(run_dir: &Path) -> Result<String, String> {
+    with_supervisor(run_dir, async |sup| {
+        let status = sup.status_request().send().promise.await?;
+        let mut ports = Vec::new();
+        for p in status.get()?.get_processes()?.iter() {
+            let name = p.get_name()?.to_str()?;
+            if let Some(port) = name.strip_prefix("nicdrv ") {
+                if p.get_running() {
+                    ports.push(port.to_string());
+                }
+            }
+        }
+        let mut out = format!(
+            "{:<6} {:<6} {:<6} {:<9} {:<45} {:>9} {:>12} {:>7} {:>7} {:>5} {:>7}\n",
+            "port",
+            "id",
+            "kind",
+            "state",
+            "flow",
+            "records",
+            "bytes",
+            "resync",
+            "asked",
+            "auth",
+            "dropped"
+        );
+        for port in ports {
+            let mut req = sup.offload_contexts_request();
+            req.get().set_port(&port);
+            let resp = req.send().promise.await?;
+            for c in resp.get()?.get_contexts()?.iter() {
+                let flow = c.get_flow()?;
+                let local = capnet_schema::addr::read_socket_addr(flow.get_local()?)?;
+                let remote = capnet_schema::addr::read_socket_addr(flow.get_remote()?)?;
+                let kind = match c.get_kind()? {
+                    capnet_schema::offload_capnp::OffloadKind::TlsTx => "tls-tx",
+                    capnet_schema::offload_capnp::OffloadKind::TlsRx => "tls-rx",
+                };
+                let _ = writeln!(
+                    out,
+                    "{:<6} {:<6} {:<6} {:<9} {:<45} {:>9} {:>12} {:>7} {:>7} {:>5} {:>7}",
+                    c.get_port()?.to_str()?,
+                    c.get_id(),
+                    kind,
+                    c.get_state()?.to_str()?,
+                    format!("{local} -> {remote}"),
+                    c.get_records(),
+                    c.get_bytes(),
+                    c.get_resyncs(),
+                    c.get_resync_requests(),
+                    c.get_auth_failures(),
+                    c.get_dropped()
+                );
+            }
+        }
+        Ok(out)
+    })
+}
+
 /// `capnet tls stat`: tlsd's counters, named as in Linux /proc/net/tls_stat
 /// (then capnet's own).
 pub fn tls_stat(dir: &Path) -> Result<String, String> {

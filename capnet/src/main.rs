@@ -30,6 +30,8 @@ const USAGE: &str = "usage:
         `capnet faults` is the same command
   capnet tls stat      tlsd's counters (the meaning of Linux /proc/net/tls_stat,
                        plus re-offloads, handshakes, alerts, records)
+  capnet offload list  every NIC offload context: port, id, kind, state, flow,
+                       records, bytes, resyncs, auth failures, frames dropped
   capnet down          stop the service set
   capnet demo [--bytes N] [--loss PCT] [--reorder PCT] [--dir DIR]
         two hosts on a sim wire move data
@@ -282,6 +284,17 @@ fn dispatch(cmd: &str, mut f: Flags) -> Result<(), String> {
                     Ok(())
                 }
                 Some(other) => Err(format!("usage: tls {other:?}: use stat")),
+            }
+        }
+        "offload" => {
+            let dir = run_dir(&mut f);
+            match f.positional.first().map(String::as_str) {
+                None | Some("list") => {
+                    f.finish(1)?;
+                    print!("{}", cli::offload_list(&dir)?);
+                    Ok(())
+                }
+                Some(other) => Err(format!("usage: offload {other:?}: use list")),
             }
         }
         "down" => {

@@ -180,3 +180,62 @@ fn tls_with_nic_offload_on_both_hosts() {
     let link = cli_ok(&a, &["link", "sim0"]);
     println!("{link}");
 }
+
+/// `capnet offload list` shows a live offloaded connection's two contexts
+/// (TX and RX, active, with records counted), and none once it is closed.
+#[test]
+fn offload_list_shows_live_contexts() {
+    let scratch = Scratch::new("tls-offload-list");
+    let (a, b) = hosts_with(&scratch, "tls_offload = true");
+    let listener = b
+        .tls()
+        .unwrap()
+        .listen(addr("0.0.0.0:4450"), 4, &TlsOptions::default())
+        .unwrap();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut total = 0usize;
+        loop {
+            let n = s.read(&mut buf).unwrap();
+            if n == 0 {
+                return total;
+            }
+            s.write_all(&buf[..n]).unwrap();
+            total += n;
+        }
+    });
+    let s = a
+        .tls()
+        .unwrap()
+        .connect_stream(addr("10.0.0.2:4450"), "capnet.test", &TlsOptions::default())
+        .unwrap();
+    let data = vec![0x5au8; 1 << 20];
+    let mut back = vec![0u8; data.len()];
+    std::thread::scope(|scope| {
+        let s = &s;
+        scope.spawn(move || (&mut &*s).write_all(&data).unwrap());
+        (&mut &*s).read_exact(&mut back).unwrap();
+    });
+    assert!(back.iter().all(|b| *b == 0x5a));
+    let list = cli_ok(&a, &["offload", "list"]);
+    let live: Vec<&str> = list.lines().filter(|l| l.contains("active")).collect();
+    assert_eq!(live.len(), 2, "{list}");
+    assert!(live.iter().any(|l| l.contains("tls-tx")), "{list}");
+    assert!(live.iter().any(|l| l.contains("tls-rx")), "{list}");
+    drop(s);
+    assert_eq!(server.join().unwrap(), 1 << 20);
+    // The session ends after close_notify: its contexts are released.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let list = cli_ok(&a, &["offload", "list"]);
+        if !list.contains("active") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "contexts stay active:\n{list}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

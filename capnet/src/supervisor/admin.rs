@@ -154,6 +154,17 @@ impl supervisor::Server for SupervisorServer {
         r.set_info(info.get()?.get_info()?)?;
         Ok(())
     }
+
+    async fn offload_contexts(
+        self: CapRc<Self>,
+        params: supervisor::OffloadContextsParams,
+        mut results: supervisor::OffloadContextsResults,
+    ) -> Result<(), capnp::Error> {
+        let nic = self.nic(params.get()?.get_port()?.to_str()?)?;
+        let resp = nic.offload_contexts_request().send().promise.await?;
+        results.get().set_contexts(resp.get()?.get_contexts()?)?;
+        Ok(())
+    }
 }
 
 fn mode_from_capnp(m: net_capnp::BondMode) -> BondMode {
