@@ -435,9 +435,10 @@ fn capnet_client_to_s_server(
         .unwrap_or_else(|e| panic!("connect to s_server: {e}; {}", srv.report()));
     guard(&s);
     let s = Arc::new(s);
-    let info = s.info().unwrap();
     let (sent, got) = both_ways(&s, to_linux, None, mpsc::channel().0)
         .unwrap_or_else(|e| panic!("{e}; {}", srv.report()));
+    // After the data moved: the record mode is decided once the session runs.
+    let info = s.info().unwrap();
     srv.wait_success();
     drop(s);
     let fed = feeder.join().unwrap().expect("s_server's stdin");
@@ -482,10 +483,11 @@ fn s_client_to_capnet_server(
     let feeder = feed(cl.stdin(), to_capnet.clone(), done_rx);
     let drainer = drain(cl.stdout(), u64::MAX, mpsc::channel().0);
     let s = accept_from(listener, &mut cl);
-    let info = s.info().unwrap();
-    assert_eq!(info.server_name.as_deref(), Some("capnet.test"), "{info:?}");
     let (sent, got) = both_ways(&s, to_linux, Some(to_capnet.len()), done_tx)
         .unwrap_or_else(|e| panic!("{e}; {}", cl.report()));
+    // After the data moved: the record mode is decided once the session runs.
+    let info = s.info().unwrap();
+    assert_eq!(info.server_name.as_deref(), Some("capnet.test"), "{info:?}");
     s.shutdown(Shutdown::Write).unwrap();
     cl.wait_success();
     expect_clean_end(&s, &mut cl);
@@ -575,9 +577,10 @@ fn python_to_capnet_server(
         out.read_to_string(&mut s).map(|_| s)
     });
     let s = accept_from(listener, &mut py);
-    let info = s.info().unwrap();
     let (sent, got) = both_ways(&s, to_linux, Some(to_capnet.len()), mpsc::channel().0)
         .unwrap_or_else(|e| panic!("{e}; {}", py.report()));
+    // After the data moved: the record mode is decided once the session runs.
+    let info = s.info().unwrap();
     s.shutdown(Shutdown::Write).unwrap();
     py.wait_success();
     expect_clean_end(&s, &mut py);
@@ -747,8 +750,9 @@ fn python_case(offload: bool) {
     if !require_root("python_ssl_client") {
         return;
     }
-    let scratch = Scratch::new("tls-interop-py");
-    let ns = Namespace::new("py");
+    let tag = if offload { "pyo" } else { "py" };
+    let scratch = Scratch::new(&format!("tls-interop-{tag}"));
+    let ns = Namespace::new(tag);
     let host = tap_host(&scratch, &ns, offload, None);
     let keylog = scratch.0.join("python-keylog.txt");
     let info = python_to_capnet_server(
@@ -937,9 +941,14 @@ fn tshark_case(offload: bool) {
         return;
     }
     const SMALL: usize = 3 << 20;
-    let (p13, p12, ppy) = (4461u16, 4462u16, 4463u16);
-    let scratch = Scratch::new("tls-interop-tshark");
-    let ns = Namespace::new("cap");
+    let (p13, p12, ppy) = if offload {
+        (4481u16, 4482u16, 4483u16)
+    } else {
+        (4491u16, 4492u16, 4493u16)
+    };
+    let tag = if offload { "capo" } else { "cap" };
+    let scratch = Scratch::new(&format!("tls-interop-tshark-{tag}"));
+    let ns = Namespace::new(tag);
     let tlsd_keylog = scratch.0.join("tlsd-keylog.txt");
     let py_keylog = scratch.0.join("python-keylog.txt");
     let host = tap_host(&scratch, &ns, offload, Some(&tlsd_keylog));
@@ -1063,4 +1072,76 @@ fn tshark_case(offload: bool) {
 #[test]
 fn tshark_decrypts_with_key_logs_and_no_plaintext_on_the_wire() {
     tshark_case(false);
+}
+
+// --- the same with the TAP port's simulated NIC sealing and opening ------
+
+#[test]
+fn s_server_tls12_ecdhe_rsa_aes128_gcm_offload() {
+    s_server_case(
+        "ss12o",
+        4461,
+        true,
+        "-tls1_2 -cipher ECDHE-RSA-AES128-GCM-SHA256",
+        TlsVersion::Tls12,
+        "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+    );
+}
+
+#[test]
+fn s_server_tls13_aes128_gcm_offload() {
+    s_server_case(
+        "ss13ao",
+        4462,
+        true,
+        "-tls1_3 -ciphersuites TLS_AES_128_GCM_SHA256",
+        TlsVersion::Tls13,
+        "TLS13_AES_128_GCM_SHA256",
+    );
+}
+
+#[test]
+fn s_server_tls13_aes256_gcm_offload() {
+    s_server_case(
+        "ss13bo",
+        4463,
+        true,
+        "-tls1_3 -ciphersuites TLS_AES_256_GCM_SHA384",
+        TlsVersion::Tls13,
+        "TLS13_AES_256_GCM_SHA384",
+    );
+}
+
+#[test]
+fn s_client_tls12_ecdhe_rsa_aes128_gcm_offload() {
+    s_client_case(
+        "sc12o",
+        4471,
+        true,
+        "-tls1_2 -cipher ECDHE-RSA-AES128-GCM-SHA256",
+        TlsVersion::Tls12,
+        "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+    );
+}
+
+#[test]
+fn s_client_tls13_aes256_gcm_offload() {
+    s_client_case(
+        "sc13o",
+        4472,
+        true,
+        "-tls1_3 -ciphersuites TLS_AES_256_GCM_SHA384",
+        TlsVersion::Tls13,
+        "TLS13_AES_256_GCM_SHA384",
+    );
+}
+
+#[test]
+fn python_ssl_client_offload() {
+    python_case(true);
+}
+
+#[test]
+fn tshark_decrypts_with_key_logs_and_no_plaintext_on_the_wire_offload() {
+    tshark_case(true);
 }
