@@ -180,3 +180,71 @@ fn version_limits_are_kept() {
     assert_eq!(pump(&mut conn, &mut a, b"yo", 2), b"hi");
     assert_eq!(peer.join().unwrap(), b"yo");
 }
+
+/// A record changed on the way fails authentication: tlsd sends a fatal
+/// bad_record_mac alert (the peer sees it), counts it, and ends the
+/// connection; nothing of the bad record reaches the application.
+#[test]
+fn a_corrupted_record_gets_an_alert_and_a_counter() {
+    use std::io::{Read, Write};
+    let dir = pki();
+    let id = identity(&dir);
+    let (mut a, mut b) = UnixStream::pair().unwrap();
+    let server_cfg = peer_server_config(&dir);
+    let peer = std::thread::spawn(move || {
+        let mut conn = rustls::ServerConnection::new(server_cfg).unwrap();
+        while conn.is_handshaking() {
+            conn.complete_io(&mut b).unwrap();
+        }
+        conn.writer().write_all(&[7u8; 4000]).unwrap();
+        conn.complete_io(&mut b).unwrap();
+        // Wait for tlsd's answer: an alert.
+        b.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        loop {
+            match conn.read_tls(&mut b) {
+                Ok(0) => return "eof".to_string(),
+                Ok(_) => {
+                    if let Err(e) = conn.process_new_packets() {
+                        return e.to_string();
+                    }
+                }
+                Err(e) => return format!("read: {e}"),
+            }
+        }
+    });
+    let stats = Arc::new(Stats::default());
+    let est = handshake::client(
+        id.client_config(&Options::default()).unwrap(),
+        ServerName::try_from("capnet.test").unwrap(),
+        &mut a,
+    )
+    .unwrap();
+    let mut conn = TlsConn::new(est, stats.clone()).unwrap();
+    a.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut stream = Vec::new();
+    // Session tickets and then the 4000-byte record: flip one byte near
+    // the end of what arrived (inside the application data record).
+    while stream.len() < 4000 {
+        let n = a.read(&mut buf).unwrap();
+        assert!(n > 0, "peer closed early");
+        stream.extend_from_slice(&buf[..n]);
+    }
+    let at = stream.len() - 30;
+    stream[at] ^= 0x01;
+    conn.received(&stream, false);
+    let err = conn.error().cloned().expect("the record must not open");
+    assert!(err.to_string().contains("authentication"), "{err}");
+    assert!(
+        conn.plaintext().iter().all(|b| *b == 7),
+        "only good plaintext"
+    );
+    a.write_all(conn.outgoing()).unwrap();
+    let s = stats.snapshot();
+    assert_eq!((s.decrypt_error, s.alerts_sent), (1, 1), "{s:?}");
+    let peer_saw = peer.join().unwrap();
+    assert!(
+        peer_saw.contains("BadRecordMac"),
+        "the peer got: {peer_saw}"
+    );
+}
