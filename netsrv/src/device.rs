@@ -86,7 +86,12 @@ impl RingDevice {
 
     /// Sends in-flight descriptors and returned ones so far (for the drain:
     /// the driver returns buffers in order).
-    pub fn tx_progress(&self) -> (u64, u64) {
+    pub fn tx_progress(&mut self) -> (u64, u64) {
+        // Take back what the driver returned: a port no frame is sent on
+        // any more (the bond moved away) never reclaims otherwise.
+        if let Err(e) = self.duplex.tx.reclaim_returned() {
+            self.record(e);
+        }
         let in_flight = self.duplex.tx.in_flight() as u64;
         (
             self.counters.tx_frames,

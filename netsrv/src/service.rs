@@ -786,7 +786,7 @@ impl tcp_socket::Server for TcpSocketServer {
         let mark = self
             .shared
             .stack
-            .borrow()
+            .borrow_mut()
             .port_tx_progress(&old.port, old.epoch)
             .map(|(sent, _)| sent);
         if let Some(mark) = mark {
@@ -794,7 +794,7 @@ impl tcp_socket::Server for TcpSocketServer {
                 let progress = self
                     .shared
                     .stack
-                    .borrow()
+                    .borrow_mut()
                     .port_tx_progress(&old.port, old.epoch);
                 match progress {
                     Some((_, returned)) if returned < mark => {}

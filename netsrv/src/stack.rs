@@ -1274,13 +1274,13 @@ impl Stack {
     /// (descriptors sent, descriptors returned) on `port` while its driver
     /// instance is `epoch`; `None` once that instance is gone (nothing of
     /// it is in flight any more).
-    pub fn port_tx_progress(&self, port: &str, epoch: u32) -> Option<(u64, u64)> {
+    pub fn port_tx_progress(&mut self, port: &str, epoch: u32) -> Option<(u64, u64)> {
         let loc = self.port_location(port)??;
-        let leg = &self.ifaces[loc.0].link.legs[loc.1];
+        let leg = &mut self.ifaces[loc.0].link.legs[loc.1];
         if leg.epoch != epoch {
             return None;
         }
-        leg.device.as_ref().map(|d| d.tx_progress())
+        leg.device.as_mut().map(|d| d.tx_progress())
     }
 
     /// Moves bytes between ring-mode sockets and smoltcp, tracks connection

@@ -242,6 +242,11 @@ impl ChannelSender {
             .collect()
     }
 
+    /// Takes back what the peer returned so far.
+    pub fn reclaim_returned(&mut self) -> Result<(), RingError> {
+        self.reclaim()
+    }
+
     /// Buffers sent and not yet reclaimed from the free queue.
     pub fn in_flight(&self) -> usize {
         self.lent.iter().filter(|l| **l).count()

@@ -10,15 +10,20 @@
 //! - failover time of an active-backup bond and driver restart time, each
 //!   against the time the same stream takes to move the same bytes
 //!   undisturbed;
-//! - a balance-xor bond with 16 flows vs one port with 16 flows.
+//! - a balance-xor bond with 16 flows vs one port with 16 flows;
+//! - TLS bulk in software and with the sim NIC's TLS offload vs plain TCP,
+//!   with each service process's CPU per byte;
+//! - the time a TLS flow takes to be offloaded again after a bond failover.
 //!
 //! CPU time is read from /proc for every process involved.
 
 use capnet::host::Host;
 use capnet_ring::{ChannelLayout, Duplex};
 use capnet_tests::{
-    bond_hosts, receive_counting, send_pattern, snapshot, wait_progress, Progress, Scratch,
+    bond_config_with, bond_hosts, receive_counting, send_pattern, sim_config, snapshot,
+    tls_section, wait_progress, Progress, Scratch,
 };
+use libclient::{OffloadPolicy, RecordMode, TlsOptions, TlsStream};
 use netsrv::device::RingDevice;
 use netsrv::link::PortMeta;
 use netsrv::stack::{Stack, TcpOptions};
@@ -28,7 +33,7 @@ use std::os::unix::net::UnixStream;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 fn ticks_per_second() -> f64 {
     // SAFETY: sysconf has no preconditions.
@@ -405,6 +410,12 @@ fn main() {
     if want("xor") {
         bench_xor();
     }
+    if want("tls") {
+        bench_tls();
+    }
+    if want("reoffload") {
+        bench_reoffload();
+    }
 }
 
 // ---- failover and restart ----
@@ -635,5 +646,450 @@ fn bench_xor() {
         "16 flows (Reno): balance-xor bond of two sim ports {bond:.0} MiB/s vs one port \
          {one_port:.0} MiB/s (ratio {:.2})",
         bond / one_port
+    );
+}
+
+// ---- TLS: software and NIC offload against plain TCP ----
+
+/// Bytes moved one way per transfer.
+const TLS_BULK: u64 = 64 << 20;
+/// What the application writes or reads per call.
+const CHUNK: usize = 256 * 1024;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Carry {
+    Plain,
+    Software,
+    Offload,
+}
+
+impl Carry {
+    const ALL: [Carry; 3] = [Carry::Plain, Carry::Software, Carry::Offload];
+
+    fn label(self) -> &'static str {
+        match self {
+            Carry::Plain => "plain TCP",
+            Carry::Software => "TLS software",
+            Carry::Offload => "TLS offload",
+        }
+    }
+}
+
+fn write_bulk(w: &mut impl Write, bytes: u64) {
+    let chunk = vec![0x5au8; CHUNK];
+    let mut sent = 0;
+    while sent < bytes {
+        let n = (bytes - sent).min(CHUNK as u64) as usize;
+        w.write_all(&chunk[..n]).unwrap();
+        sent += n as u64;
+    }
+}
+
+fn read_counting(r: &mut impl Read) -> u64 {
+    let mut buf = vec![0u8; CHUNK];
+    let mut n = 0;
+    loop {
+        match r.read(&mut buf).unwrap() {
+            0 => return n,
+            k => n += k as u64,
+        }
+    }
+}
+
+/// One transfer: seconds from the first write (connection and handshake
+/// done) to the receiver's end of stream, CPU seconds of each pid over the
+/// same span, and the cipher suite.
+struct Transfer {
+    secs: f64,
+    cpu: Vec<f64>,
+    suite: String,
+}
+
+/// Moves TLS_BULK from a to b once, as `carry` says; checks that TLS took
+/// the record mode asked for on both ends.
+fn one_way(a: &Host, b: &Host, carry: Carry, port: u16, pids: &[(String, u32)]) -> Transfer {
+    let to = format!("10.0.0.2:{port}").parse().unwrap();
+    let listen = format!("0.0.0.0:{port}").parse().unwrap();
+    let cpu = || {
+        pids.iter()
+            .map(|(_, p)| cpu_seconds(*p))
+            .collect::<Vec<f64>>()
+    };
+    let (cpu0, t, suite) = if carry == Carry::Plain {
+        let (na, nb) = (a.net().unwrap(), b.net().unwrap());
+        let l = nb.tcp_listen(listen, 1).unwrap();
+        let server = std::thread::spawn(move || read_counting(&mut l.accept().unwrap().0));
+        let mut c = na.tcp_connect(to, None).unwrap();
+        let (cpu0, t) = (cpu(), Instant::now());
+        write_bulk(&mut c, TLS_BULK);
+        c.shutdown(Shutdown::Write).unwrap();
+        assert_eq!(server.join().unwrap(), TLS_BULK);
+        (cpu0, t, String::new())
+    } else {
+        let options = TlsOptions {
+            offload: if carry == Carry::Offload {
+                OffloadPolicy::Auto
+            } else {
+                OffloadPolicy::Off
+            },
+            ..TlsOptions::default()
+        };
+        let (ta, tb) = (a.tls().unwrap(), b.tls().unwrap());
+        let l = tb.listen(listen, 1, &options).unwrap();
+        let server = std::thread::spawn(move || {
+            let (s, _) = l.accept().unwrap();
+            let n = read_counting(&mut &s);
+            (n, s.info().unwrap())
+        });
+        let c = ta.connect_stream(to, "capnet.test", &options).unwrap();
+        let (cpu0, t) = (cpu(), Instant::now());
+        write_bulk(&mut &c, TLS_BULK);
+        c.shutdown(Shutdown::Write).unwrap();
+        let (n, server_info) = server.join().unwrap();
+        assert_eq!(n, TLS_BULK);
+        let info = c.info().unwrap();
+        let mode = if carry == Carry::Offload {
+            RecordMode::Device
+        } else {
+            RecordMode::Software
+        };
+        assert_eq!(info.tx, mode, "{carry:?}: sender {info:?}");
+        assert_eq!(server_info.rx, mode, "{carry:?}: receiver {server_info:?}");
+        (cpu0, t, info.cipher_suite)
+    };
+    let secs = t.elapsed().as_secs_f64();
+    Transfer {
+        secs,
+        cpu: cpu().iter().zip(cpu0).map(|(c, c0)| c - c0).collect(),
+        suite,
+    }
+}
+
+fn bench_tls() {
+    const ROUNDS: usize = 5;
+    let scratch = Scratch::new("bench-tls");
+    let tls = tls_section(None);
+    let start = |n: u8, dir: &str| {
+        Host::start(
+            &format!("{}{tls}", sim_config(n, "tls_offload = true")),
+            &scratch.0.join(dir),
+            &scratch.0.join("a"),
+        )
+        .unwrap()
+    };
+    let (a, b) = (start(1, "a"), start(2, "b"));
+    // The service processes (the supervisor does no work on the data path).
+    let mut pids: Vec<(String, u32)> = Vec::new();
+    for (h, host) in [("a", &a), ("b", &b)] {
+        let mut ps = host.processes().unwrap();
+        ps.sort_by(|x, y| x.name.cmp(&y.name));
+        pids.extend(ps.into_iter().map(|p| (format!("{h} {}", p.name), p.pid)));
+    }
+    pids.push(("application (both ends)".into(), std::process::id()));
+    // A first round of each, not counted: handshakes, page faults, caches.
+    let mut port = 5400;
+    for carry in Carry::ALL {
+        one_way(&a, &b, carry, port, &pids);
+        port += 1;
+    }
+    let mut secs: [Vec<f64>; 3] = Default::default();
+    let mut cpu = [
+        vec![0.0; pids.len()],
+        vec![0.0; pids.len()],
+        vec![0.0; pids.len()],
+    ];
+    let mut suite = String::new();
+    for _ in 0..ROUNDS {
+        for (i, carry) in Carry::ALL.into_iter().enumerate() {
+            let r = one_way(&a, &b, carry, port, &pids);
+            port += 1;
+            secs[i].push(r.secs);
+            for (sum, c) in cpu[i].iter_mut().zip(r.cpu) {
+                *sum += c;
+            }
+            if !r.suite.is_empty() {
+                suite = r.suite;
+            }
+        }
+    }
+    let rate = |secs: f64| TLS_BULK as f64 / secs / (1 << 20) as f64;
+    // (median, slowest, fastest) MiB/s of each way of carrying.
+    let rates: Vec<(f64, f64, f64)> = secs
+        .iter()
+        .map(|s| {
+            let mut s = s.clone();
+            s.sort_by(f64::total_cmp);
+            (rate(s[s.len() / 2]), rate(s[s.len() - 1]), rate(s[0]))
+        })
+        .collect();
+    let mib_s: Vec<f64> = rates.iter().map(|r| r.0).collect();
+    println!(
+        "TLS {} MiB one way between two sim hosts (ports with TLS offload), {suite}, median of {ROUNDS}:",
+        TLS_BULK >> 20
+    );
+    for (carry, (m, lo, hi)) in Carry::ALL.iter().zip(&rates) {
+        println!(
+            "  {:<14} {m:>7.1} MiB/s   (rounds {lo:.1} to {hi:.1})",
+            carry.label()
+        );
+    }
+    println!(
+        "  offload/plain {:.2} (goal >= 0.9)   offload/software {:.2}   software/plain {:.2}",
+        mib_s[2] / mib_s[0],
+        mib_s[2] / mib_s[1],
+        mib_s[1] / mib_s[0]
+    );
+    let bytes = (ROUNDS as u64 * TLS_BULK) as f64;
+    println!(
+        "  CPU ns/byte {:<23} {:>9} {:>9} {:>9}",
+        "", "plain", "software", "offload"
+    );
+    for (k, (name, _)) in pids.iter().enumerate() {
+        println!(
+            "    {:<33} {:>9.2} {:>9.2} {:>9.2}",
+            name,
+            cpu[0][k] * 1e9 / bytes,
+            cpu[1][k] * 1e9 / bytes,
+            cpu[2][k] * 1e9 / bytes
+        );
+    }
+    println!(
+        "    {:<33} {:>9.2} {:>9.2} {:>9.2}",
+        "all",
+        cpu[0].iter().sum::<f64>() * 1e9 / bytes,
+        cpu[1].iter().sum::<f64>() * 1e9 / bytes,
+        cpu[2].iter().sum::<f64>() * 1e9 / bytes
+    );
+    let s = a.tls().unwrap().stat().unwrap();
+    assert_eq!(s.decrypt_error, 0, "{s:?}");
+}
+
+// ---- TLS re-offload after a failover ----
+
+/// Removes ANSI colour sequences (tracing colours its output).
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date.
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400;
+    let doy = (153 * ((m + 9) % 12) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// The timestamp a tracing line starts with ("2026-11-21T11:15:12.123456Z").
+fn log_time(line: &str) -> Option<SystemTime> {
+    let ts = line.split_whitespace().next()?.strip_suffix('Z')?;
+    let (date, time) = ts.split_once('T')?;
+    let d: Vec<i64> = date
+        .split('-')
+        .map(|v| v.parse().ok())
+        .collect::<Option<_>>()?;
+    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
+    let t: Vec<u64> = hms
+        .split(':')
+        .map(|v| v.parse().ok())
+        .collect::<Option<_>>()?;
+    if d.len() != 3 || t.len() != 3 || frac.len() > 9 {
+        return None;
+    }
+    let nanos: u32 = format!("{frac:0<9}").parse().ok()?;
+    let days = u64::try_from(days_from_civil(d[0], d[1], d[2])).ok()?;
+    let secs = days * 86_400 + t[0] * 3600 + t[1] * 60 + t[2];
+    Some(UNIX_EPOCH + Duration::new(secs, nanos))
+}
+
+/// The time of the first log line after `skip` lines that contains every
+/// word of `words`, as an offset from `since`.
+fn logged_after(log: &str, skip: usize, words: &[&str], since: SystemTime) -> Option<Duration> {
+    log.lines()
+        .skip(skip)
+        .map(strip_ansi)
+        .find(|l| words.iter().all(|w| l.contains(w)))
+        .and_then(|l| log_time(&l))
+        .map(|t| t.duration_since(since).unwrap_or_default())
+}
+
+/// One carrier change under an offloaded TLS stream, as seen from host a:
+/// times from the change to tlsd's log lines (egress change seen, old TX
+/// context revoked, new one made on the other leg), to the stream's TX
+/// being on the NIC again as polled, and to the stream having moved
+/// MOVED bytes more; and whether netsrv's drain of the old leg gave up.
+struct Flap {
+    noticed: Option<Duration>,
+    revoked: Option<Duration>,
+    offloaded: Option<Duration>,
+    polled: Duration,
+    moving: Duration,
+    drain_gave_up: bool,
+}
+
+fn flap(
+    a: &Host,
+    ta: &libclient::Tls,
+    stream: &TlsStream,
+    progress: &Progress,
+    port: &str,
+    up: bool,
+    to: &str,
+) -> Flap {
+    let from = if to == "p0" { "p1" } else { "p0" };
+    let before = ta.stat().unwrap().reoffloads;
+    let lines = a.log().lines().count();
+    let (wall0, t0) = (SystemTime::now(), Instant::now());
+    capnet::cli::set_carrier(&a.run_dir, port, up).unwrap();
+    let at = progress.load(Ordering::Relaxed);
+    // Offloaded again: the counter moved and the stream's TX is on the NIC
+    // (each look is a capnp call to tlsd).
+    while ta.stat().unwrap().reoffloads == before || stream.info().unwrap().tx != RecordMode::Device
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "not offloaded again"
+        );
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    let polled = t0.elapsed();
+    assert!(wait_progress(progress, at + MOVED, Duration::from_secs(30)));
+    let moving = t0.elapsed();
+    // tlsd's lines reach the host's log through pipes: wait for them.
+    let (from_port, to_port) = (format!("port={from}"), format!("port={to}"));
+    let offloaded = ["TLS offloaded", "kind=TlsTx", to_port.as_str()];
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let mut log = a.log();
+    while logged_after(&log, lines, &offloaded, wall0).is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+        log = a.log();
+    }
+    Flap {
+        noticed: logged_after(&log, lines, &["egress changed"], wall0),
+        revoked: logged_after(&log, lines, &["TLS TX context revoked", &from_port], wall0),
+        offloaded: logged_after(&log, lines, &offloaded, wall0),
+        polled,
+        moving,
+        drain_gave_up: logged_after(&log, lines, &["offloadStop (TX) failed"], wall0).is_some(),
+    }
+}
+
+fn print_flaps(what: &str, flaps: &[Flap]) {
+    let med = |f: &dyn Fn(&Flap) -> Option<Duration>| {
+        let v: Vec<Duration> = flaps.iter().filter_map(f).collect();
+        if v.is_empty() {
+            "-".to_string()
+        } else {
+            format!("{:.1}", ms(median(v)))
+        }
+    };
+    println!(
+        "  {what}: egress change seen {} ms, old TX context revoked {} ms, TX context on the \
+         new leg {} ms (log); polled {} ms (max {:.1}); stream moved {} KiB more after {} ms; \
+         drain of the old leg gave up (5 s) in {} of {}",
+        med(&|f| f.noticed),
+        med(&|f| f.revoked),
+        med(&|f| f.offloaded),
+        med(&|f| Some(f.polled)),
+        ms(flaps.iter().map(|f| f.polled).max().unwrap()),
+        MOVED >> 10,
+        med(&|f| Some(f.moving)),
+        flaps.iter().filter(|f| f.drain_gave_up).count(),
+        flaps.len()
+    );
+}
+
+/// An active-backup bond with p0 as its primary, both legs offering TLS
+/// offload, an offloaded stream from a to b. Each flap drops p0's carrier
+/// (failover to p1 with the old leg down) and then raises it again (back
+/// to p0, the old leg p1 still up).
+fn bench_reoffload() {
+    const FLAPS: usize = 8;
+    let scratch = Scratch::new("bench-reoffload");
+    let tls = tls_section(None);
+    let config = |n: u8| {
+        bond_config_with(n, "active-backup", Some("p0"), &tls, "").replace(
+            "backend = \"sim\"\n",
+            "backend = \"sim\"\ntls_offload = true\n",
+        )
+    };
+    // tlsd's holder logs its egress changes and contexts at info; the lines
+    // carry tlsd's own timestamps.
+    let saved = std::env::var_os("CAPNET_LOG");
+    std::env::set_var("CAPNET_LOG", "warn,tlsd::holder=info");
+    let (a_dir, b_dir) = (scratch.0.join("a"), scratch.0.join("b"));
+    let a = Host::start(&config(1), &a_dir, &a_dir).unwrap();
+    let b = Host::start(&config(2), &b_dir, &a_dir).unwrap();
+    match saved {
+        Some(v) => std::env::set_var("CAPNET_LOG", v),
+        None => std::env::remove_var("CAPNET_LOG"),
+    }
+    let (ta, tb) = (a.tls().unwrap(), b.tls().unwrap());
+    let options = TlsOptions::default();
+    let l = tb
+        .listen("0.0.0.0:5500".parse().unwrap(), 1, &options)
+        .unwrap();
+    let progress = Progress::default();
+    let p = progress.clone();
+    let server = std::thread::spawn(move || {
+        let (s, _) = l.accept().unwrap();
+        let _ = receive_counting(&mut &s, &p, 0);
+    });
+    let c: Arc<TlsStream> = Arc::new(
+        ta.connect_stream("10.0.0.2:5500".parse().unwrap(), "capnet.test", &options)
+            .unwrap(),
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let (st, w) = (stop.clone(), c.clone());
+    let writer = std::thread::spawn(move || {
+        let chunk = vec![0x3cu8; 64 * 1024];
+        while !st.load(Ordering::Relaxed) {
+            if (&*w).write_all(&chunk).is_err() {
+                return;
+            }
+        }
+        let _ = w.shutdown(Shutdown::Write);
+    });
+    assert!(wait_progress(&progress, 8 << 20, Duration::from_secs(30)));
+    let t = Instant::now();
+    while c.info().unwrap().tx != RecordMode::Device {
+        assert!(t.elapsed() < Duration::from_secs(10), "never offloaded");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let (mut down, mut back) = (Vec::new(), Vec::new());
+    for _ in 0..FLAPS {
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(snapshot(&a).active, "p0");
+        down.push(flap(&a, &ta, &c, &progress, "p0", false, "p1"));
+        std::thread::sleep(Duration::from_millis(300));
+        back.push(flap(&a, &ta, &c, &progress, "p0", true, "p0"));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let _ = writer.join();
+    let _ = server.join();
+    let s = ta.stat().unwrap();
+    println!(
+        "TLS re-offload (active-backup bond, primary p0, both legs with TLS offload, an \
+         offloaded stream; times from the carrier change, median of {FLAPS}):"
+    );
+    print_flaps("p0 carrier down, to p1 (old leg down)", &down);
+    print_flaps("p0 carrier up, back to p0 (old leg up)", &back);
+    println!(
+        "  tlsd: reoffloads {}, tx_device {}, decrypt_error {}",
+        s.reoffloads, s.tx_device, s.decrypt_error
     );
 }

@@ -235,8 +235,9 @@ impl Pump {
             if !conn.plaintext().is_empty() {
                 app.down.request_signal();
             }
-            let app_ready = app.up.available().unwrap_or(0) > 0
-                || app.up.eof() && !conn.tx_closed()
+            let app_ready = (app.up.available().unwrap_or(0) > 0
+                || app.up.eof() && !conn.tx_closed())
+                && conn.outgoing().len() < OUTGOING_HIGH
                 || !conn.plaintext().is_empty() && app.down.space().unwrap_or(0) > 0;
             if app_ready {
                 app.up.cancel_signal();
