@@ -35,7 +35,7 @@ fn bin_dir(scratch: &Scratch) -> PathBuf {
         .to_path_buf();
     let dir = scratch.0.join("bin");
     std::fs::create_dir_all(&dir).unwrap();
-    for name in ["capnet", "nicdrv", "netsrv"] {
+    for name in ["capnet", "nicdrv", "netsrv", "tlsd"] {
         let target = built.join(name);
         assert!(
             target.is_file(),
