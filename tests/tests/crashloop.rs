@@ -25,7 +25,7 @@ fn two_port_config(n: u8) -> String {
     )
 }
 
-/// A directory of symlinks to the built capnet, nicdrv and netsrv, for
+/// A directory of symlinks to the built capnet, nicdrv, netsrv and tlsd, for
 /// `CAPNET_BIN_DIR`.
 fn bin_dir(scratch: &Scratch) -> PathBuf {
     let built = capnet_binary()
