@@ -96,6 +96,25 @@ pub fn traffic_keys(version: Version, secrets: ConnectionTrafficSecrets) -> Opti
     Some(TrafficKeys::new(version, cipher, key.as_ref(), iv12))
 }
 
+/// The keys after a KeyUpdate, from what rustls derived.
+fn next_keys(
+    version: Version,
+    secrets: Result<ConnectionTrafficSecrets, rustls::Error>,
+) -> Result<TrafficKeys, ConnError> {
+    let secrets = secrets.map_err(|e| ConnError::Local {
+        alert: AlertDescription::InternalError,
+        what: format!("KeyUpdate: {e}"),
+    })?;
+    traffic_keys(version, secrets).ok_or_else(unknown_cipher)
+}
+
+fn record_error(e: RecordError) -> ConnError {
+    ConnError::Local {
+        alert: e.alert(),
+        what: e.to_string(),
+    }
+}
+
 fn unknown_cipher() -> ConnError {
     ConnError::Local {
         alert: AlertDescription::InternalError,
@@ -182,10 +201,7 @@ impl TlsConn {
                 est.version
             ),
         })?;
-        let local = |e: RecordError| ConnError::Local {
-            alert: e.alert(),
-            what: e.to_string(),
-        };
+        let local = record_error;
         let tx_keys = traffic_keys(version, est.tx.1).ok_or_else(unknown_cipher)?;
         let rx_keys = traffic_keys(version, est.rx.1).ok_or_else(unknown_cipher)?;
         let sealer = RecordSealer::new(tx_keys.clone(), est.tx.0).map_err(local)?;
@@ -413,25 +429,18 @@ impl TlsConn {
             );
             return;
         }
-        match self.kernel.update_rx() {
-            Ok(secrets) => match traffic_keys(self.version, secrets)
-                .ok_or_else(unknown_cipher)
-                .and_then(|k| {
-                    self.rx_keys = k.clone();
-                    self.opener.update_keys(k).map_err(|e| ConnError::Local {
-                        alert: e.alert(),
-                        what: e.to_string(),
-                    })
-                }) {
-                Ok(()) => {
-                    Stats::inc(&self.stats.rx_rekey_ok);
-                    if self.device_rx {
-                        self.rx_rekeyed_on_device = true;
-                    }
+        let keys = next_keys(self.version, self.kernel.update_rx());
+        match keys.and_then(|k| {
+            self.rx_keys = k.clone();
+            self.opener.update_keys(k).map_err(record_error)
+        }) {
+            Ok(()) => {
+                Stats::inc(&self.stats.rx_rekey_ok);
+                if self.device_rx {
+                    self.rx_rekeyed_on_device = true;
                 }
-                Err(e) => self.fail(e),
-            },
-            Err(e) => self.fail_local(AlertDescription::InternalError, format!("KeyUpdate: {e}")),
+            }
+            Err(e) => self.fail(e),
         }
         if requested && self.tx == TxState::Open {
             self.update_tx_keys(false);
@@ -458,27 +467,20 @@ impl TlsConn {
     fn update_tx_keys(&mut self, request_peer: bool) {
         let msg = [HS_KEY_UPDATE, 0, 0, 1, u8::from(request_peer)];
         self.seal_record(ContentType::Handshake, &msg);
-        match self.kernel.update_tx() {
-            Ok(secrets) => match traffic_keys(self.version, secrets)
-                .ok_or_else(unknown_cipher)
-                .and_then(|k| {
-                    self.tx_keys = k.clone();
-                    self.sealer.update_keys(k).map_err(|e| ConnError::Local {
-                        alert: e.alert(),
-                        what: e.to_string(),
-                    })
-                }) {
-                Ok(()) => {
-                    Stats::inc(&self.stats.tx_rekey_ok);
-                    // The NIC's context has the old key: records from now
-                    // on are sealed here until it is replaced.
-                    if let Some(d) = &mut self.device_tx {
-                        d.active = false;
-                    }
+        let keys = next_keys(self.version, self.kernel.update_tx());
+        match keys.and_then(|k| {
+            self.tx_keys = k.clone();
+            self.sealer.update_keys(k).map_err(record_error)
+        }) {
+            Ok(()) => {
+                Stats::inc(&self.stats.tx_rekey_ok);
+                // The NIC's context has the old key: records from now on
+                // are sealed here until it is replaced.
+                if let Some(d) = &mut self.device_tx {
+                    d.active = false;
                 }
-                Err(e) => self.fail(e),
-            },
-            Err(e) => self.fail_local(AlertDescription::InternalError, format!("KeyUpdate: {e}")),
+            }
+            Err(e) => self.fail(e),
         }
     }
 

@@ -148,7 +148,16 @@ trait Unbuffered {
         incoming: &'i mut [u8],
     ) -> UnbufferedStatus<'c, 'i, Self::Data>;
     fn handshaking(&self) -> bool;
+    /// ALPN, version and suite agreed.
+    fn negotiated(&self) -> Negotiated;
+    fn into_kernel(self) -> Result<(rustls::ExtractedSecrets, Kernel), rustls::Error>;
 }
+
+type Negotiated = (
+    Option<Vec<u8>>,
+    Option<ProtocolVersion>,
+    Option<rustls::SupportedCipherSuite>,
+);
 
 impl Unbuffered for UnbufferedClientConnection {
     type Data = ClientConnectionData;
@@ -160,6 +169,17 @@ impl Unbuffered for UnbufferedClientConnection {
     }
     fn handshaking(&self) -> bool {
         self.is_handshaking()
+    }
+    fn negotiated(&self) -> Negotiated {
+        (
+            self.alpn_protocol().map(<[u8]>::to_vec),
+            self.protocol_version(),
+            self.negotiated_cipher_suite(),
+        )
+    }
+    fn into_kernel(self) -> Result<(rustls::ExtractedSecrets, Kernel), rustls::Error> {
+        let (secrets, k) = self.dangerous_into_kernel_connection()?;
+        Ok((secrets, Kernel::Client(k)))
     }
 }
 
@@ -174,6 +194,17 @@ impl Unbuffered for UnbufferedServerConnection {
     fn handshaking(&self) -> bool {
         self.is_handshaking()
     }
+    fn negotiated(&self) -> Negotiated {
+        (
+            self.alpn_protocol().map(<[u8]>::to_vec),
+            self.protocol_version(),
+            self.negotiated_cipher_suite(),
+        )
+    }
+    fn into_kernel(self) -> Result<(rustls::ExtractedSecrets, Kernel), rustls::Error> {
+        let (secrets, k) = self.dangerous_into_kernel_connection()?;
+        Ok((secrets, Kernel::Server(k)))
+    }
 }
 
 /// Runs the client handshake over `io`.
@@ -182,33 +213,12 @@ pub fn client(
     name: ServerName<'static>,
     io: &mut (impl Read + Write),
 ) -> Result<Established, HandshakeError> {
-    let mut conn = UnbufferedClientConnection::new(config, name.clone())?;
-    let mut io = Counting {
-        io,
-        read: 0,
-        written: 0,
+    let conn = UnbufferedClientConnection::new(config, name.clone())?;
+    let server_name = match name {
+        ServerName::DnsName(d) => d.as_ref().to_owned(),
+        other => other.to_str().into_owned(),
     };
-    let driven = drive(&mut conn, &mut io)?;
-    let alpn = conn.alpn_protocol().map(<[u8]>::to_vec);
-    let version = conn.protocol_version();
-    let suite = conn.negotiated_cipher_suite();
-    let (secrets, kernel) = conn.dangerous_into_kernel_connection()?;
-    Ok(Established {
-        tx: secrets.tx,
-        rx: secrets.rx,
-        kernel: Kernel::Client(kernel),
-        rx_offset: io.read - driven.leftover.len() as u64,
-        tx_offset: io.written,
-        leftover: driven.leftover,
-        early_plaintext: driven.plaintext,
-        version: version.unwrap_or(ProtocolVersion::Unknown(0)),
-        suite: suite_name(suite),
-        alpn,
-        server_name: match name {
-            ServerName::DnsName(d) => Some(d.as_ref().to_owned()),
-            other => Some(other.to_str().into_owned()),
-        },
-    })
+    run(conn, io, || Some(server_name))
 }
 
 /// Runs the server handshake over `io`.
@@ -217,22 +227,29 @@ pub fn server(
     sni: &crate::identity::Sni,
     io: &mut (impl Read + Write),
 ) -> Result<Established, HandshakeError> {
-    let mut conn = UnbufferedServerConnection::new(config)?;
+    let conn = UnbufferedServerConnection::new(config)?;
+    run(conn, io, || sni.name())
+}
+
+/// Drives the handshake, then hands the connection over (`server_name` is
+/// asked once the handshake saw it).
+fn run<C: Unbuffered>(
+    mut conn: C,
+    io: &mut (impl Read + Write),
+    server_name: impl FnOnce() -> Option<String>,
+) -> Result<Established, HandshakeError> {
     let mut io = Counting {
         io,
         read: 0,
         written: 0,
     };
     let driven = drive(&mut conn, &mut io)?;
-    let alpn = conn.alpn_protocol().map(<[u8]>::to_vec);
-    let version = conn.protocol_version();
-    let suite = conn.negotiated_cipher_suite();
-    let server_name = sni.name();
-    let (secrets, kernel) = conn.dangerous_into_kernel_connection()?;
+    let (alpn, version, suite) = conn.negotiated();
+    let (secrets, kernel) = conn.into_kernel()?;
     Ok(Established {
         tx: secrets.tx,
         rx: secrets.rx,
-        kernel: Kernel::Server(kernel),
+        kernel,
         rx_offset: io.read - driven.leftover.len() as u64,
         tx_offset: io.written,
         leftover: driven.leftover,
@@ -240,7 +257,7 @@ pub fn server(
         version: version.unwrap_or(ProtocolVersion::Unknown(0)),
         suite: suite_name(suite),
         alpn,
-        server_name,
+        server_name: server_name(),
     })
 }
 
