@@ -138,6 +138,9 @@ pub struct TlsConn {
     out_start: usize,
     rx: RxState,
     tx: TxState,
+    /// The TCP stream ended: once the records buffered before it are
+    /// opened, a missing close_notify is a truncation.
+    transport_ended: bool,
     failed: Option<ConnError>,
     stats: Arc<Stats>,
     /// Current keys each way (a NIC context gets a copy).
@@ -225,6 +228,7 @@ impl TlsConn {
             out_start: 0,
             rx: RxState::Open,
             tx: TxState::Open,
+            transport_ended: false,
             failed: None,
             stats,
             tx_keys,
@@ -264,7 +268,12 @@ impl TlsConn {
             }
             let mut rec = match self.reader.next_record() {
                 Ok(Some(rec)) => rec,
-                Ok(None) => return,
+                Ok(None) => {
+                    if self.transport_ended {
+                        self.failed = Some(ConnError::Truncated);
+                    }
+                    return;
+                }
                 Err(e) => {
                     self.fail_local(e.alert(), e.to_string());
                     return;
@@ -781,10 +790,13 @@ impl TlsConn {
     /// The TCP stream ended. Without close_notify first that is a
     /// truncation attack or a crash; either way the application must not
     /// take it for a clean end.
+    ///
+    /// Whole records received before the end may still wait unopened (held
+    /// back while the application has plaintext to take); the close_notify
+    /// may be among them, so the verdict waits until they are opened.
     pub fn transport_eof(&mut self) {
-        if self.rx == RxState::Open && self.failed.is_none() {
-            self.failed = Some(ConnError::Truncated);
-        }
+        self.transport_ended = true;
+        self.process();
     }
 
     pub fn error(&self) -> Option<&ConnError> {
