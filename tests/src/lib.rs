@@ -274,3 +274,131 @@ pub fn snapshot(host: &Host) -> Snapshot {
         snap
     })
 }
+
+/// `bond_config` with TOML lines inside each leg's [[port]] (`legs[0]` for
+/// p0, `legs[1]` for p1): e.g. one leg with TLS offload, captures.
+pub fn bond_config_legs(
+    n: u8,
+    mode: &str,
+    primary: Option<&str>,
+    legs: [&str; 2],
+    extra: &str,
+) -> String {
+    let mut c = "[netsrv]\ntcp_buffer = 65536\n".to_string();
+    for (p, leg) in legs.iter().enumerate() {
+        c += &format!(
+            "[[port]]\nname = \"p{p}\"\nbackend = \"sim\"\nwire = \"wire{p}.sock\"\n\
+             mac = \"02:00:00:00:0{n}:0{p}\"\n{leg}\n"
+        );
+    }
+    c += &format!(
+        "[[bond]]\nname = \"bond0\"\nmode = \"{mode}\"\nlegs = [\"p0\", \"p1\"]\n\
+         addresses = [\"10.0.0.{n}/24\", \"fd00::{n}/64\"]\n"
+    );
+    if let Some(p) = primary {
+        c += &format!("primary = \"{p}\"\n");
+    }
+    c + extra
+}
+
+/// What a classic pcap file (as nicdrv's `pcap` writes) holds of TCP.
+#[derive(Clone, Debug, Default)]
+pub struct PcapTcp {
+    /// Frames, and those with TCP payload, and its bytes.
+    pub frames: u64,
+    pub tcp_segments: u64,
+    pub tcp_payload_bytes: u64,
+    /// Segments whose payload contains the searched string: (frame index,
+    /// source port, destination port).
+    pub hits: Vec<(u64, u16, u16)>,
+}
+
+/// Reads `path` (LINKTYPE_ETHERNET; IPv4 and IPv6 without extension
+/// headers) and looks for `needle` in every TCP payload.
+pub fn pcap_tcp_search(path: &std::path::Path, needle: &[u8]) -> std::io::Result<PcapTcp> {
+    use std::io::{Error, ErrorKind};
+    let data = std::fs::read(path)?;
+    let bad = |what: &str| {
+        Error::new(
+            ErrorKind::InvalidData,
+            format!("{}: {what}", path.display()),
+        )
+    };
+    if data.len() < 24 {
+        return Err(bad("no global header"));
+    }
+    let magic = u32::from_le_bytes(data[0..4].try_into().unwrap());
+    let swap = match magic {
+        0xa1b2_c3d4 => false,
+        0xd4c3_b2a1 => true,
+        _ => return Err(bad("not a classic microsecond pcap")),
+    };
+    let word = |b: &[u8]| {
+        let v = u32::from_le_bytes(b[0..4].try_into().unwrap());
+        if swap {
+            v.swap_bytes()
+        } else {
+            v
+        }
+    };
+    if word(&data[20..24]) != 1 {
+        return Err(bad("not Ethernet"));
+    }
+    let be16 = |b: &[u8], at: usize| u16::from_be_bytes([b[at], b[at + 1]]);
+    let mut out = PcapTcp::default();
+    let mut at = 24;
+    while at + 16 <= data.len() {
+        let incl = word(&data[at + 8..at + 12]) as usize;
+        let start = at + 16;
+        if start + incl > data.len() {
+            // A record cut short by a killed writer ends the file.
+            break;
+        }
+        let frame = &data[start..start + incl];
+        at = start + incl;
+        let index = out.frames;
+        out.frames += 1;
+        if frame.len() < 14 {
+            continue;
+        }
+        let mut ethertype = be16(frame, 12);
+        let mut l3 = 14;
+        if ethertype == 0x8100 && frame.len() >= 18 {
+            ethertype = be16(frame, 16);
+            l3 = 18;
+        }
+        let ip = &frame[l3..];
+        let (tcp, end) = match ethertype {
+            0x0800 if ip.len() >= 20 && ip[9] == 6 => {
+                let ihl = usize::from(ip[0] & 0x0f) * 4;
+                let total = usize::from(be16(ip, 2)).min(ip.len());
+                if ihl < 20 || total < ihl {
+                    continue;
+                }
+                (&ip[ihl..total], total - ihl)
+            }
+            0x86dd if ip.len() >= 40 && ip[6] == 6 => {
+                let total = (40 + usize::from(be16(ip, 4))).min(ip.len());
+                (&ip[40..total], total - 40)
+            }
+            _ => continue,
+        };
+        if end < 20 {
+            continue;
+        }
+        let doff = usize::from(tcp[12] >> 4) * 4;
+        if doff < 20 || doff > end {
+            continue;
+        }
+        let payload = &tcp[doff..end];
+        if payload.is_empty() {
+            continue;
+        }
+        out.tcp_segments += 1;
+        out.tcp_payload_bytes += payload.len() as u64;
+        if payload.windows(needle.len()).any(|w| w == needle) {
+            out.hits.push((index, be16(tcp, 0), be16(tcp, 2)));
+        }
+    }
+    Ok(out)
+}
