@@ -79,11 +79,6 @@ impl RingDevice {
         self.offload = Some(hook);
     }
 
-    /// The descriptor (flags, context) of a frame from `next_rx`.
-    pub fn rx_desc(&self, buf: &RxBuf) -> capnet_ring::Desc {
-        buf.desc()
-    }
-
     /// Sends in-flight descriptors and returned ones so far (for the drain:
     /// the driver returns buffers in order).
     pub fn tx_progress(&mut self) -> (u64, u64) {

@@ -756,11 +756,7 @@ impl phy::Device for Link {
     fn receive(&mut self, _now: Instant) -> Option<(LinkRx<'_>, LinkTx<'_>)> {
         while let Some(i) = self.legs.iter().position(|l| !l.received.is_empty()) {
             let (frame, desc) = self.legs[i].received.pop_front()?;
-            if !self
-                .offload
-                .borrow_mut()
-                .on_rx(&frame, desc.flags, desc.context)
-            {
+            if !self.offload.borrow_mut().on_rx(&frame, desc.flags) {
                 continue;
             }
             let reply = self.select_for_frame(&frame, true);
@@ -787,12 +783,8 @@ impl phy::Device for Link {
                     break;
                 };
                 let frame = dev.rx_data(&buf);
-                let desc = dev.rx_desc(&buf);
-                if !self
-                    .offload
-                    .borrow_mut()
-                    .on_rx(frame, desc.flags, desc.context)
-                {
+                let desc = buf.desc();
+                if !self.offload.borrow_mut().on_rx(frame, desc.flags) {
                     if let Some(d) = self.legs[i].device.as_mut() {
                         d.drop_rx(buf);
                     }

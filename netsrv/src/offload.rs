@@ -200,7 +200,6 @@ impl Marks {
 /// RX bound to a context.
 #[derive(Clone, Debug)]
 pub struct RxBinding {
-    pub context: u32,
     /// The next stream offset smoltcp takes in order (our mirror of its
     /// receive point): only the segment starting there (or overlapping it)
     /// goes in.
@@ -303,13 +302,6 @@ impl OffloadTable {
     /// The connection is gone.
     pub fn forget(&mut self, t: &Tuple) {
         self.conns.remove(t);
-    }
-
-    pub fn bound(&self) -> usize {
-        self.conns
-            .values()
-            .filter(|c| c.tx.is_some() || c.rx.is_some())
-            .count()
     }
 
     /// A frame smoltcp built for `port` (driver `epoch`). `csum_offload`:
@@ -424,13 +416,9 @@ impl OffloadTable {
         out
     }
 
-    pub fn has_held(&self) -> bool {
-        self.conns.values().any(|c| !c.held.is_empty())
-    }
-
     /// A frame from a port, before smoltcp. False: drop it (an
     /// out-of-order segment of an RX-bound connection).
-    pub fn on_rx(&mut self, frame: &[u8], desc_flags: u32, desc_context: u32) -> bool {
+    pub fn on_rx(&mut self, frame: &[u8], desc_flags: u32) -> bool {
         let Some(v) = parse_tcp(frame) else {
             return true;
         };
@@ -465,7 +453,6 @@ impl OffloadTable {
         c.rx_hint = end;
         // What the NIC did to these bytes, whichever context did it: a
         // frame opened by a context revoked since is plaintext all the same.
-        let _ = desc_context;
         let decrypted = desc_flags & flags::TLS_DECRYPTED != 0;
         if decrypted {
             self.counters.rx_decrypted += 1;
@@ -557,7 +544,7 @@ impl OffloadTable {
     /// Binds RX before the NIC makes the context: in-order delivery and
     /// marks from the current receive point `enqueued` (a stream offset) on;
     /// the receive ring holds back bytes from there until `confirm_rx`.
-    pub fn bind_rx(&mut self, t: Tuple, context: u32, enqueued: u64) -> Result<(), &'static str> {
+    pub fn bind_rx(&mut self, t: Tuple, enqueued: u64) -> Result<(), &'static str> {
         let c = self.conns.entry(t).or_default();
         if c.rx_first.is_none() {
             return Err("the connection's SYN was not seen");
@@ -568,11 +555,9 @@ impl OffloadTable {
             }
             // Re-offload: the ring is already in chunk mode.
             rx.active = true;
-            rx.context = context;
             return Ok(());
         }
         c.rx = Some(RxBinding {
-            context,
             expected: enqueued,
             marks: Marks {
                 start: enqueued,
@@ -603,11 +588,10 @@ impl OffloadTable {
         }
     }
 
-    pub fn unbind_rx(&mut self, t: &Tuple) -> Option<u32> {
-        let rx = self.conns.get_mut(t)?.rx.as_mut()?;
-        let was = rx.active.then_some(rx.context);
-        rx.active = false;
-        was
+    pub fn unbind_rx(&mut self, t: &Tuple) {
+        if let Some(rx) = self.conns.get_mut(t).and_then(|c| c.rx.as_mut()) {
+            rx.active = false;
+        }
     }
 }
 

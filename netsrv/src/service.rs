@@ -708,7 +708,7 @@ impl tcp_socket::Server for TcpSocketServer {
             self.shared
                 .stack
                 .borrow_mut()
-                .tcp_bind_rx(id, 0)
+                .tcp_bind_rx(id)
                 .map_err(|e| SocketError::Invalid.to_capnp(format_args!("offloadTls: {e}")))?;
         }
         let mut req = nic.offload_tls_request();

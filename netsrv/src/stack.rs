@@ -1202,12 +1202,6 @@ impl Stack {
         Ok(conn.tx_bytes - socket.send_queue() as u64)
     }
 
-    /// Bytes written to the socket so far (the next byte's offset).
-    pub fn tcp_tx_offset(&mut self, id: SockId) -> Result<u64, SocketError> {
-        let (conn, _) = self.conn(id)?;
-        Ok(conn.tx_bytes)
-    }
-
     pub fn tcp_bind_tx(&mut self, id: SockId, b: TxBinding) -> Result<(), String> {
         let t = self.tcp_tuple(id).map_err(|e| e.to_string())?;
         self.offload
@@ -1228,13 +1222,13 @@ impl Stack {
 
     /// Expects NIC marks from the current receive point on (before the NIC
     /// makes the RX context, so that nothing it opens goes unmarked).
-    pub fn tcp_bind_rx(&mut self, id: SockId, context: u32) -> Result<(), String> {
+    pub fn tcp_bind_rx(&mut self, id: SockId) -> Result<(), String> {
         let t = self.tcp_tuple(id).map_err(|e| e.to_string())?;
         let (conn, socket) = self.conn(id).map_err(|e| e.to_string())?;
         let enqueued = conn.rx_bytes + socket.recv_queue() as u64;
         self.offload
             .borrow_mut()
-            .bind_rx(t, context, enqueued)
+            .bind_rx(t, enqueued)
             .map_err(str::to_owned)
     }
 

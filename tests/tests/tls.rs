@@ -177,8 +177,22 @@ fn tls_with_nic_offload_on_both_hosts() {
     assert_eq!(s.tx_device, 2, "{s:?}");
     assert_eq!(s.rx_device, 2, "{s:?}");
     assert_eq!(s.decrypt_error, 0, "{s:?}");
+    // The port's engine did the work: records sealed and opened there.
     let link = cli_ok(&a, &["link", "sim0"]);
-    println!("{link}");
+    let count = |what: &str| -> u64 {
+        let at = link
+            .find(what)
+            .unwrap_or_else(|| panic!("no {what:?} in:\n{link}"));
+        link[at + what.len()..]
+            .split_whitespace()
+            .next()
+            .and_then(|w| w.trim_end_matches(';').parse().ok())
+            .unwrap_or_else(|| panic!("{what:?} in:\n{link}"))
+    };
+    assert!(
+        count("records sealed ") > 0 && count("opened ") > 0,
+        "{link}"
+    );
 }
 
 /// `capnet offload list` shows a live offloaded connection's two contexts

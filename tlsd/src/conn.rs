@@ -802,11 +802,6 @@ impl TlsConn {
     pub fn error(&self) -> Option<&ConnError> {
         self.failed.as_ref()
     }
-
-    /// Bytes of received records not yet whole.
-    pub fn buffered(&self) -> usize {
-        self.reader.buffered()
-    }
 }
 
 impl Drop for TlsConn {
