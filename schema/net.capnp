@@ -256,4 +256,19 @@ struct StackCounters {
   egressEvents @15 :UInt64;       # egress change notifications sent
   salvageResent @16 :UInt64;      # frames a dead driver never gave back, sent again
   salvageDropped @17 :UInt64;     # such frames given up (too old, or no checksum offload)
+  offload @18 :OffloadPathCounters;
+}
+
+struct OffloadPathCounters {
+  # netsrv's part of NIC offload (TLS): what it did with the frames of
+  # connections bound to offload contexts.
+  txTagged @0 :UInt64;           # frames tagged for a context's engine
+  txReplaced @1 :UInt64;         # frames whose framed bytes left software-sealed instead
+  txHeld @2 :UInt64;             # frames kept back (their context's port was not their egress, or no buffer)
+  txHeldSent @3 :UInt64;
+  txHeldDropped @4 :UInt64;      # given up (too many held); TCP retransmits them
+  rxDecrypted @5 :UInt64;        # in-order segments the NIC had decrypted
+  rxOutOfOrder @6 :UInt64;       # out-of-order segments the NIC left alone: kept for reassembly
+  rxOutOfOrderDropped @7 :UInt64;  # out-of-order segments the NIC had decrypted: dropped, resent by the peer
+  rxMarkErrors @8 :UInt64;       # connections aborted: smoltcp held bytes the marks could not account for
 }

@@ -21,6 +21,13 @@ struct OffloadFlow {
   # A TCP connection as this host sees it.
   local @0 :Common.SocketAddr;
   remote @1 :Common.SocketAddr;
+  txReach @2 :UInt32;
+  # How far behind the newest byte it sent the stack may still retransmit
+  # (its send buffer), in bytes. A TX engine keeps what it needs to seal a
+  # retransmission that far back, whatever ACKs it saw on the wire: the
+  # stack may not have seen them (the stack does, in Linux, tell its NIC
+  # driver what it acknowledged). 0: unknown; the engine forgets what the
+  # wire acknowledged.
 }
 
 enum OffloadKind {

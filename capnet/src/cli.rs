@@ -277,6 +277,21 @@ pub fn status(run_dir: &Path) -> Result<String, String> {
             c.get_egress_watchers(),
             c.get_egress_events()
         );
+        let o = c.get_offload()?;
+        let _ = writeln!(
+            out,
+            "offload: tx tagged {} replaced {} held {} (sent {} dropped {}); rx decrypted {} \
+             out-of-order {} (decrypted, dropped {}) mark-errors {}",
+            o.get_tx_tagged(),
+            o.get_tx_replaced(),
+            o.get_tx_held(),
+            o.get_tx_held_sent(),
+            o.get_tx_held_dropped(),
+            o.get_rx_decrypted(),
+            o.get_rx_out_of_order(),
+            o.get_rx_out_of_order_dropped(),
+            o.get_rx_mark_errors()
+        );
         Ok(out)
     })
 }

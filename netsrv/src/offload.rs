@@ -11,9 +11,17 @@
 //! - after the holder moved to software, sends its software-sealed
 //!   replacement for framed bytes still in flight, and tells when no
 //!   descriptor naming the old context is still in flight (the drain);
-//! - on RX, hands smoltcp only in-order segments of a bound connection and
-//!   remembers which stream bytes the NIC decrypted, so that the receive
-//!   ring can say so, byte for byte.
+//! - on RX, remembers which stream bytes the NIC decrypted, so that the
+//!   receive ring can say so, byte for byte.
+//!
+//! The RX marks stay exact without mirroring smoltcp's reassembly: only
+//! bytes the NIC left alone may wait out of order in smoltcp's buffer. A
+//! segment the NIC decrypted goes in only at smoltcp's receive point, where
+//! it is enqueued at once; one that would land beyond it is dropped (the
+//! peer sends it again, and the NIC leaves a retransmission alone). After
+//! each segment the stack reads back how far smoltcp enqueued
+//! ([`OffloadTable::settle_rx`]): the bytes the segment wrote carry its
+//! mark, any queued bytes after them were out-of-order ones, not decrypted.
 
 use capnet_ring::flags;
 use capnet_wire::csum;
@@ -161,27 +169,6 @@ impl Marks {
         }
     }
 
-    /// Drops marks at and after `end` (bytes smoltcp did not take).
-    fn truncate(&mut self, end: u64) {
-        while let Some(&(last_end, _)) = self.runs.back() {
-            if last_end <= end {
-                break;
-            }
-            let n = self.runs.len();
-            let prev_end = if n >= 2 {
-                self.runs[n - 2].0
-            } else {
-                self.start
-            };
-            if prev_end >= end {
-                self.runs.pop_back();
-            } else if let Some(last) = self.runs.back_mut() {
-                last.0 = end;
-                break;
-            }
-        }
-    }
-
     /// The run at `offset`: (bytes left in it, decrypted), and drops what
     /// lies before `offset`.
     pub fn run_at(&mut self, offset: u64) -> Option<(u64, bool)> {
@@ -200,16 +187,31 @@ impl Marks {
 /// RX bound to a context.
 #[derive(Clone, Debug)]
 pub struct RxBinding {
-    /// The next stream offset smoltcp takes in order (our mirror of its
-    /// receive point): only the segment starting there (or overlapping it)
-    /// goes in.
-    pub expected: u64,
+    /// The socket, for reading back its receive point after a segment.
+    pub sock: u64,
+    /// smoltcp's receive point as a stream offset: every byte before it was
+    /// enqueued, and `marks` says which were decrypted. Read back from the
+    /// socket after each segment, never guessed.
+    pub enqueued: u64,
     pub marks: Marks,
     /// Receive-ring position where marked chunks begin, once the NIC made
     /// the context (until then the receive ring stops at `marks.start`).
     pub chunks_from: Option<u64>,
     /// Still expecting NIC marks (false after `offloadStop`).
     pub active: bool,
+    /// smoltcp enqueued bytes the marks cannot account for.
+    broken: bool,
+}
+
+/// A segment of an RX-bound connection handed to smoltcp, settled once
+/// smoltcp has taken it.
+#[derive(Clone, Copy, Debug)]
+struct RxPending {
+    tuple: Tuple,
+    sock: u64,
+    /// For a segment reaching the receive point: where it ends, and whether
+    /// the NIC decrypted it.
+    write: Option<(u64, bool)>,
 }
 
 impl RxBinding {
@@ -230,10 +232,13 @@ pub struct OffloadCounters {
     /// Held frames given up (too many); TCP retransmits them.
     pub tx_held_dropped: u64,
     pub rx_decrypted: u64,
-    /// Out-of-order segments of RX-bound connections dropped before
-    /// smoltcp (the peer retransmits them in order).
+    /// Out-of-order segments of RX-bound connections the NIC left alone:
+    /// smoltcp keeps them for reassembly.
     pub rx_out_of_order: u64,
-    /// Connections whose mark mirror disagreed with smoltcp: aborted.
+    /// Out-of-order segments the NIC decrypted: dropped before smoltcp (the
+    /// peer retransmits them; the NIC leaves the retransmission alone).
+    pub rx_out_of_order_dropped: u64,
+    /// Connections whose marks disagreed with smoltcp: aborted.
     pub rx_mark_errors: u64,
 }
 
@@ -288,6 +293,8 @@ pub struct OffloadTable {
     /// A binding or the topology changed since held frames were last
     /// tried.
     held_dirty: bool,
+    /// The segment smoltcp is taking now, to settle after it did.
+    rx_pending: Option<RxPending>,
 }
 
 impl OffloadTable {
@@ -417,7 +424,7 @@ impl OffloadTable {
     }
 
     /// A frame from a port, before smoltcp. False: drop it (an
-    /// out-of-order segment of an RX-bound connection).
+    /// out-of-order segment the NIC decrypted, of an RX-bound connection).
     pub fn on_rx(&mut self, frame: &[u8], desc_flags: u32) -> bool {
         let Some(v) = parse_tcp(frame) else {
             return true;
@@ -442,49 +449,85 @@ impl OffloadTable {
         }
         let start = offset_of(v.seq, first, c.rx_hint);
         let end = start + v.payload.len() as u64;
-        if start > rx.expected {
-            self.counters.rx_out_of_order += 1;
-            return false;
-        }
-        if end <= rx.expected {
-            // Old bytes: smoltcp ignores them (and acks).
-            return true;
-        }
-        c.rx_hint = end;
         // What the NIC did to these bytes, whichever context did it: a
         // frame opened by a context revoked since is plaintext all the same.
         let decrypted = desc_flags & flags::TLS_DECRYPTED != 0;
-        if decrypted {
-            self.counters.rx_decrypted += 1;
+        tracing::trace!(start, end, decrypted, enqueued = rx.enqueued, "rx segment");
+        if end <= rx.enqueued {
+            // Old bytes: smoltcp trims them (and acks).
+            return true;
         }
-        tracing::trace!(
-            start,
-            end,
-            decrypted,
-            desc_flags,
-            expected = rx.expected,
-            "rx mark"
-        );
-        rx.marks.push(end, decrypted);
-        rx.expected = end;
+        c.rx_hint = end;
+        let write = if start > rx.enqueued {
+            if decrypted {
+                self.counters.rx_out_of_order_dropped += 1;
+                return false;
+            }
+            self.counters.rx_out_of_order += 1;
+            None
+        } else {
+            if decrypted {
+                self.counters.rx_decrypted += 1;
+            }
+            Some((end, decrypted))
+        };
+        self.rx_pending = Some(RxPending {
+            tuple,
+            sock: rx.sock,
+            write,
+        });
         true
     }
 
-    /// After a poll: smoltcp has taken bytes up to `enqueued` (a stream
-    /// offset). Marks past it were for bytes it refused (window): forget
-    /// them. Returns false if smoltcp holds bytes we never saw (then the
-    /// marks cannot be trusted and the connection must end).
+    /// The socket of the RX-bound connection whose segment smoltcp just
+    /// took, if any: its receive point goes to [`OffloadTable::settle_rx`].
+    pub fn rx_pending_socket(&self) -> Option<u64> {
+        self.rx_pending.as_ref().map(|p| p.sock)
+    }
+
+    /// The pending segment's socket is gone.
+    pub fn forget_rx_pending(&mut self) {
+        self.rx_pending = None;
+    }
+
+    /// smoltcp took the pending segment and has now enqueued every byte
+    /// before `enqueued` (a stream offset). The bytes the segment wrote at
+    /// the receive point carry its mark; bytes enqueued after them had
+    /// waited out of order, and only undecrypted ones ever wait.
+    pub fn settle_rx(&mut self, enqueued: u64) {
+        let Some(p) = self.rx_pending.take() else {
+            return;
+        };
+        let Some(rx) = self.conns.get_mut(&p.tuple).and_then(|c| c.rx.as_mut()) else {
+            return;
+        };
+        if enqueued < rx.enqueued || (p.write.is_none() && enqueued != rx.enqueued) {
+            // Bytes taken back, or enqueued by a segment that wrote nothing
+            // at the receive point: not what smoltcp does.
+            rx.broken = true;
+            self.counters.rx_mark_errors += 1;
+            return;
+        }
+        if let Some((end, decrypted)) = p.write {
+            rx.marks.push(end.min(enqueued), decrypted);
+        }
+        rx.marks.push(enqueued, false);
+        rx.enqueued = enqueued;
+    }
+
+    /// After a poll: smoltcp has enqueued bytes up to `enqueued`. False if
+    /// that is not where the settled marks end (then the marks cannot be
+    /// trusted and the connection must end).
     pub fn reconcile_rx(&mut self, t: &Tuple, enqueued: u64) -> bool {
         let Some(rx) = self.conns.get_mut(t).and_then(|c| c.rx.as_mut()) else {
             return true;
         };
-        if enqueued > rx.expected {
-            self.counters.rx_mark_errors += 1;
+        if rx.broken || enqueued != rx.enqueued {
+            if !rx.broken {
+                self.counters.rx_mark_errors += 1;
+            }
+            rx.broken = true;
             return false;
-        }
-        if enqueued < rx.expected {
-            rx.marks.truncate(enqueued);
-            rx.expected = enqueued;
         }
         true
     }
@@ -544,7 +587,7 @@ impl OffloadTable {
     /// Binds RX before the NIC makes the context: in-order delivery and
     /// marks from the current receive point `enqueued` (a stream offset) on;
     /// the receive ring holds back bytes from there until `confirm_rx`.
-    pub fn bind_rx(&mut self, t: Tuple, enqueued: u64) -> Result<(), &'static str> {
+    pub fn bind_rx(&mut self, t: Tuple, sock: u64, enqueued: u64) -> Result<(), &'static str> {
         let c = self.conns.entry(t).or_default();
         if c.rx_first.is_none() {
             return Err("the connection's SYN was not seen");
@@ -558,13 +601,15 @@ impl OffloadTable {
             return Ok(());
         }
         c.rx = Some(RxBinding {
-            expected: enqueued,
+            sock,
+            enqueued,
             marks: Marks {
                 start: enqueued,
                 runs: VecDeque::new(),
             },
             chunks_from: None,
             active: true,
+            broken: false,
         });
         Ok(())
     }
@@ -626,22 +671,149 @@ mod tests {
     }
 
     #[test]
-    fn marks_coalesce_truncate_and_pop() {
+    fn marks_coalesce_and_pop() {
         let mut m = Marks {
             start: 100,
             runs: VecDeque::new(),
         };
         m.push(200, true);
         m.push(300, true);
-        m.push(350, false);
-        m.push(400, true);
-        assert_eq!(m.runs.len(), 3);
-        m.truncate(320);
+        m.push(320, false);
+        m.push(310, true);
+        assert_eq!(m.runs.len(), 2);
         assert_eq!(m.end(), 320);
         assert_eq!(m.run_at(100), Some((200, true)));
         assert_eq!(m.run_at(250), Some((50, true)));
         assert_eq!(m.run_at(300), Some((20, false)));
         assert_eq!(m.run_at(320), None);
+    }
+
+    const ISN: u32 = 0xffff_ff00;
+
+    fn tuple() -> Tuple {
+        Tuple {
+            local: "10.0.0.1:443".parse().unwrap(),
+            remote: "10.0.0.2:40000".parse().unwrap(),
+        }
+    }
+
+    /// A frame from the peer: a SYN, or `len` payload bytes at stream
+    /// offset `offset`.
+    fn segment(syn: bool, offset: u64, len: usize) -> Vec<u8> {
+        use smoltcp::phy::ChecksumCapabilities;
+        use smoltcp::wire::{
+            EthernetAddress, EthernetRepr, IpAddress, Ipv4Repr, TcpControl, TcpRepr, TcpSeqNumber,
+        };
+        let t = tuple();
+        let (IpAddr::V4(src), IpAddr::V4(dst)) = (t.remote.ip(), t.local.ip()) else {
+            unreachable!()
+        };
+        let payload = vec![0x17; len];
+        let tcp = TcpRepr {
+            src_port: t.remote.port(),
+            dst_port: t.local.port(),
+            control: if syn {
+                TcpControl::Syn
+            } else {
+                TcpControl::None
+            },
+            seq_number: TcpSeqNumber(if syn {
+                ISN.wrapping_sub(1)
+            } else {
+                seq_of(ISN, offset)
+            } as i32),
+            ack_number: None,
+            window_len: 1000,
+            window_scale: None,
+            max_seg_size: None,
+            sack_permitted: false,
+            sack_ranges: [None; 3],
+            timestamp: None,
+            payload: &payload,
+        };
+        let ip = Ipv4Repr {
+            src_addr: src,
+            dst_addr: dst,
+            next_header: IpProtocol::Tcp,
+            payload_len: tcp.buffer_len(),
+            hop_limit: 64,
+        };
+        let eth = EthernetRepr {
+            src_addr: EthernetAddress([2, 0, 0, 0, 0, 2]),
+            dst_addr: EthernetAddress([2, 0, 0, 0, 0, 1]),
+            ethertype: EthernetProtocol::Ipv4,
+        };
+        let mut frame = vec![0; eth.buffer_len() + ip.buffer_len() + tcp.buffer_len()];
+        let caps = ChecksumCapabilities::default();
+        let mut e = EthernetFrame::new_unchecked(&mut frame[..]);
+        eth.emit(&mut e);
+        let mut i = Ipv4Packet::new_unchecked(e.payload_mut());
+        ip.emit(&mut i, &caps);
+        let mut p = TcpPacket::new_unchecked(i.payload_mut());
+        tcp.emit(&mut p, &IpAddress::Ipv4(src), &IpAddress::Ipv4(dst), &caps);
+        frame
+    }
+
+    /// An RX-bound connection whose receive point is offset 0.
+    fn bound() -> OffloadTable {
+        let mut table = OffloadTable::default();
+        assert!(table.on_rx(&segment(true, 0, 0), 0));
+        table.bind_rx(tuple(), 7, 0).unwrap();
+        table
+    }
+
+    fn marks(table: &mut OffloadTable) -> Vec<(u64, bool)> {
+        let rx = table.conn_mut(&tuple()).unwrap().rx.as_mut().unwrap();
+        rx.marks.runs.iter().copied().collect()
+    }
+
+    const DECRYPTED: u32 = flags::TLS_DECRYPTED;
+
+    #[test]
+    fn rx_marks_follow_what_smoltcp_enqueued() {
+        let mut table = bound();
+        // In order, decrypted; smoltcp takes it all.
+        assert!(table.on_rx(&segment(false, 0, 100), DECRYPTED));
+        assert_eq!(table.rx_pending_socket(), Some(7));
+        table.settle_rx(100);
+        // Out of order, left alone by the NIC: smoltcp keeps it aside.
+        assert!(table.on_rx(&segment(false, 200, 100), 0));
+        table.settle_rx(100);
+        // Out of order and decrypted: never reaches smoltcp.
+        assert!(!table.on_rx(&segment(false, 300, 100), DECRYPTED));
+        assert_eq!(table.rx_pending_socket(), None);
+        // The hole filled (decrypted): smoltcp enqueues through the kept
+        // segment, whose bytes are not decrypted.
+        assert!(table.on_rx(&segment(false, 100, 100), DECRYPTED));
+        table.settle_rx(300);
+        // A segment that overlaps the receive point, trimmed by the window.
+        assert!(table.on_rx(&segment(false, 250, 150), DECRYPTED));
+        table.settle_rx(350);
+        // Old bytes change nothing.
+        assert!(table.on_rx(&segment(false, 0, 100), 0));
+        assert_eq!(table.rx_pending_socket(), None);
+        assert_eq!(marks(&mut table), [(200, true), (300, false), (350, true)]);
+        assert!(table.reconcile_rx(&tuple(), 350));
+        let c = table.counters;
+        assert_eq!(
+            (c.rx_decrypted, c.rx_out_of_order, c.rx_out_of_order_dropped),
+            (3, 1, 1)
+        );
+    }
+
+    #[test]
+    fn rx_marks_refuse_bytes_nothing_accounts_for() {
+        let mut table = bound();
+        // An out-of-order segment cannot move the receive point.
+        assert!(table.on_rx(&segment(false, 100, 100), 0));
+        table.settle_rx(200);
+        assert!(!table.reconcile_rx(&tuple(), 200));
+        assert_eq!(table.counters.rx_mark_errors, 1);
+
+        // Bytes enqueued behind the stack's back (no segment settled).
+        let mut table = bound();
+        assert!(!table.reconcile_rx(&tuple(), 10));
+        assert_eq!(table.counters.rx_mark_errors, 1);
     }
 
     #[test]

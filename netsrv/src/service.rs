@@ -504,6 +504,17 @@ fn write_status(
     b.set_salvage_dropped(dropped);
     b.set_egress_watchers(c.egress_watchers);
     b.set_egress_events(c.egress_events);
+    let o = stack.offload_counters();
+    let mut ob = b.init_offload();
+    ob.set_tx_tagged(o.tx_tagged);
+    ob.set_tx_replaced(o.tx_replaced);
+    ob.set_tx_held(o.tx_held);
+    ob.set_tx_held_sent(o.tx_held_sent);
+    ob.set_tx_held_dropped(o.tx_held_dropped);
+    ob.set_rx_decrypted(o.rx_decrypted);
+    ob.set_rx_out_of_order(o.rx_out_of_order);
+    ob.set_rx_out_of_order_dropped(o.rx_out_of_order_dropped);
+    ob.set_rx_mark_errors(o.rx_mark_errors);
 }
 
 // ---- TcpSocket ----
@@ -703,6 +714,7 @@ impl tcp_socket::Server for TcpSocketServer {
         let seq = self
             .shared
             .now(|s| s.tcp_seq_at(id, tx, offset), "offloadTls")?;
+        let reach = self.shared.now(|s| s.tcp_send_buffer(id), "offloadTls")?;
         // RX: expect marks before the NIC can mark anything.
         if !tx {
             self.shared
@@ -716,7 +728,8 @@ impl tcp_socket::Server for TcpSocketServer {
             let mut r = req.get();
             let mut flow = r.reborrow().init_flow();
             write_socket_addr(flow.reborrow().init_local(), tuple.local);
-            write_socket_addr(flow.init_remote(), tuple.remote);
+            write_socket_addr(flow.reborrow().init_remote(), tuple.remote);
+            flow.set_tx_reach(reach);
             r.set_kind(kind);
             r.set_params(tls)?;
             r.reborrow().get_params()?.set_tcp_seq(seq);

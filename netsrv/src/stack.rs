@@ -12,7 +12,9 @@ use crate::link::{FlowKey, Leg, Link, Mode, PortMeta};
 use crate::offload::{self, OffloadTable, Tuple, TxBinding};
 use capnet_ring::{RingError, ServerEnd};
 use capnet_schema::errors::SocketError;
-use smoltcp::iface::{Config, Interface, PollResult, Route, SocketHandle, SocketSet};
+use smoltcp::iface::{
+    Config, Interface, PollIngressSingleResult, PollResult, Route, SocketHandle, SocketSet,
+};
 use smoltcp::socket::{tcp, udp};
 use smoltcp::time::{Duration as SmolDuration, Instant};
 use smoltcp::wire::{EthernetAddress, IpAddress, IpCidr, IpEndpoint, IpListenEndpoint};
@@ -1107,14 +1109,33 @@ impl Stack {
         let now = self.now();
         let mut activity = false;
         let mut legs_changed = false;
-        for iface in &mut self.ifaces {
+        for i in 0..self.ifaces.len() {
+            let iface = &mut self.ifaces[i];
             legs_changed |= iface.link.refresh();
             iface.link.resend_salvaged();
             if iface.link.announce_pending() {
                 let addrs: Vec<IpCidr> = iface.iface.ip_addrs().to_vec();
                 iface.link.announce(&addrs);
             }
-            if iface.iface.poll(now, &mut iface.link, &mut iface.sockets)
+            // `Interface::poll`, one frame at a time: the receive marks of
+            // an offloaded connection settle after each of its segments.
+            iface.iface.poll_maintenance(now);
+            loop {
+                let iface = &mut self.ifaces[i];
+                match iface
+                    .iface
+                    .poll_ingress_single(now, &mut iface.link, &mut iface.sockets)
+                {
+                    PollIngressSingleResult::None => break,
+                    PollIngressSingleResult::PacketProcessed => {}
+                    PollIngressSingleResult::SocketStateChanged => activity = true,
+                }
+                self.settle_rx_marks();
+            }
+            let iface = &mut self.ifaces[i];
+            while iface
+                .iface
+                .poll_egress(now, &mut iface.link, &mut iface.sockets)
                 == PollResult::SocketStateChanged
             {
                 activity = true;
@@ -1129,6 +1150,25 @@ impl Stack {
         activity |= self.pump_connections();
         self.maintain_listeners();
         activity
+    }
+
+    /// smoltcp took a segment of an RX-offloaded connection: its marks
+    /// settle against how far the socket has now enqueued.
+    fn settle_rx_marks(&mut self) {
+        let mut table = self.offload.borrow_mut();
+        let Some(id) = table.rx_pending_socket() else {
+            return;
+        };
+        let enqueued = self.tcp.get(&id).map(|conn| {
+            let socket = self.ifaces[conn.iface]
+                .sockets
+                .get::<tcp::Socket>(conn.handle);
+            conn.rx_bytes + socket.recv_queue() as u64
+        });
+        match enqueued {
+            Some(enqueued) => table.settle_rx(enqueued),
+            None => table.forget_rx_pending(),
+        }
     }
 
     /// Frames of offload-bound connections kept back while their context
@@ -1195,6 +1235,13 @@ impl Stack {
         Ok(offload::seq_of(first, offset))
     }
 
+    /// The socket's send buffer: TCP never retransmits further behind the
+    /// newest byte it sent.
+    pub fn tcp_send_buffer(&mut self, id: SockId) -> Result<u32, SocketError> {
+        let (_, socket) = self.conn(id)?;
+        Ok(u32::try_from(socket.send_capacity()).unwrap_or(u32::MAX))
+    }
+
     /// Offset of the first byte written to the socket that the peer has not
     /// acknowledged.
     pub fn tcp_send_unacked(&mut self, id: SockId) -> Result<u64, SocketError> {
@@ -1228,7 +1275,7 @@ impl Stack {
         let enqueued = conn.rx_bytes + socket.recv_queue() as u64;
         self.offload
             .borrow_mut()
-            .bind_rx(t, enqueued)
+            .bind_rx(t, id, enqueued)
             .map_err(str::to_owned)
     }
 
@@ -1255,6 +1302,10 @@ impl Stack {
         let t = self.tcp_tuple(id)?;
         self.offload.borrow_mut().unbind_rx(&t);
         Ok(())
+    }
+
+    pub fn offload_counters(&self) -> offload::OffloadCounters {
+        self.offload.borrow().counters
     }
 
     /// Whether `port`'s driver offers TLS offload (TX, RX).

@@ -503,6 +503,41 @@ fn tx_acked_records_are_forgotten() {
 }
 
 #[test]
+fn tx_keeps_records_within_the_stacks_reach() {
+    let mut rng = StdRng::seed_from_u64(0x7265);
+    let setup = Setup::random(&mut rng, Version::Tls13, 16);
+    let s = setup.stream(&random_records(&mut rng, 100, 300));
+    const REACH: usize = 4000;
+    let mut tx = TlsTxEngine::new(setup.params()).retaining(REACH as u32);
+    let mut buf = s.framed.clone();
+    for (a, b) in segments(&mut rng, buf.len(), 1448) {
+        tx.process(setup.seq(a), &mut buf[a..b]).unwrap();
+        // The wire acks everything at once: the stack may not have seen it.
+        tx.acked(setup.seq(b));
+    }
+    assert!(buf == s.sealed);
+    let floor = buf.len() - REACH;
+    // Every record ending after the reach's floor is still there, acked or
+    // not, and its retransmission leaves as it did the first time.
+    let kept = s.recs.iter().position(|r| r.start + r.len > floor).unwrap();
+    for r in &s.recs[kept..] {
+        let mut seg = s.framed[r.start..r.start + r.len].to_vec();
+        tx.process(setup.seq(r.start), &mut seg).unwrap();
+        assert_eq!(seg, s.sealed[r.start..r.start + r.len]);
+    }
+    // What lies wholly beyond the reach is gone.
+    let old = s.recs[kept - 1];
+    let mut seg = s.framed[old.start..old.start + 10].to_vec();
+    assert_eq!(
+        tx.process(setup.seq(old.start), &mut seg),
+        Err(TxError::Forgotten {
+            seq: setup.seq(old.start)
+        })
+    );
+    assert_eq!(tx.records_held(), s.recs.len() - kept);
+}
+
+#[test]
 fn tx_bytes_before_the_start_pass_untouched() {
     let mut rng = StdRng::seed_from_u64(0x7374);
     let setup = Setup::random(&mut rng, Version::Tls13, 16);

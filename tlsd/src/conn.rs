@@ -42,8 +42,9 @@ pub enum ConnError {
     },
     /// The peer sent a fatal alert.
     PeerAlert(AlertDescription),
-    /// The TCP stream ended without close_notify (truncation).
-    Truncated,
+    /// The TCP stream ended without close_notify (truncation): `buffered`
+    /// bytes of an unfinished record at stream offset `at`.
+    Truncated { at: u64, buffered: usize },
 }
 
 impl fmt::Display for ConnError {
@@ -51,7 +52,11 @@ impl fmt::Display for ConnError {
         match self {
             ConnError::Local { alert, what } => write!(f, "{what} (sent alert {alert:?})"),
             ConnError::PeerAlert(a) => write!(f, "the peer sent fatal alert {a:?}"),
-            ConnError::Truncated => write!(f, "the TCP stream ended without close_notify"),
+            ConnError::Truncated { at, buffered } => write!(
+                f,
+                "the TCP stream ended without close_notify \
+                 ({buffered} bytes of an unfinished record at stream offset {at})"
+            ),
         }
     }
 }
@@ -270,7 +275,10 @@ impl TlsConn {
                 Ok(Some(rec)) => rec,
                 Ok(None) => {
                     if self.transport_ended {
-                        self.failed = Some(ConnError::Truncated);
+                        self.failed = Some(ConnError::Truncated {
+                            at: self.reader.position(),
+                            buffered: self.reader.buffered(),
+                        });
                     }
                     return;
                 }

@@ -895,6 +895,11 @@ impl RecordReader {
         }))
     }
 
+    /// The stream offset of the first unconsumed byte.
+    pub fn position(&self) -> u64 {
+        self.base + (self.start + self.lent) as u64
+    }
+
     /// Unconsumed bytes held (a record handed out counts until the next
     /// call).
     pub fn buffered(&self) -> usize {

@@ -207,7 +207,7 @@ fn start_session(
                 Ended::Clean | Ended::Cancelled => {
                     tracing::debug!(%remote, ?ended, "session ended")
                 }
-                Ended::Failed(why) => tracing::info!(%remote, %why, "session failed"),
+                Ended::Failed(why) => tracing::warn!(%remote, %why, "session failed"),
             }
         })
         .map_err(|e| SocketError::Busy.to_capnp(format_args!("thread: {e}")))?;

@@ -195,7 +195,7 @@ impl Pump {
                 // The alert (if any) has been written above.
                 if conn.plaintext().is_empty() {
                     let code = match e {
-                        crate::conn::ConnError::Truncated => SocketError::Reset,
+                        crate::conn::ConnError::Truncated { .. } => SocketError::Reset,
                         _ => SocketError::Aborted,
                     };
                     if !self.down_closed {

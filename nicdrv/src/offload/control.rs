@@ -102,6 +102,8 @@ struct Request {
     flow: Flow,
     kind: Kind,
     params: TlsParams,
+    /// `OffloadFlow.txReach`.
+    tx_reach: u32,
     events: offload_events::Client,
 }
 
@@ -207,6 +209,7 @@ impl Offloads {
         Ok(Request {
             flow,
             kind,
+            tx_reach: f.get_tx_reach(),
             params: TlsParams {
                 version,
                 key,
@@ -268,7 +271,9 @@ impl Offloads {
         // comes between the two finds it.
         self.contexts.borrow_mut().insert(id, ctx.clone());
         let engine = match req.kind {
-            Kind::TlsTx => Engine::Tx(Box::new(TlsTxEngine::new(req.params))),
+            Kind::TlsTx => Engine::Tx(Box::new(
+                TlsTxEngine::new(req.params).retaining(req.tx_reach),
+            )),
             Kind::TlsRx => Engine::Rx(Box::new(TlsRxEngine::new(req.params))),
         };
         let (tx, rx) = oneshot::channel();

@@ -18,7 +18,8 @@ pub enum TxError {
     /// New bytes start above the high-water mark: bytes in between were
     /// never seen, so the record chain is unknown from here.
     Gap { expected: u32, got: u32 },
-    /// Retransmitted bytes of a record already acked and forgotten.
+    /// Retransmitted bytes of a record already forgotten (acked, and
+    /// further behind than the stack's reach).
     Forgotten { seq: u32 },
     /// A header (or its explicit nonce) that is not a protected record.
     BadRecord { seq: u32, error: RecordError },
@@ -177,6 +178,9 @@ pub struct TlsTxEngine {
     prefix: Prefix,
     /// In stream order; the last may be open.
     records: VecDeque<TxRecord>,
+    /// How far behind the high-water mark the stack may still retransmit
+    /// (0: unknown).
+    reach: u32,
     counters: TxCounters,
 }
 
@@ -194,8 +198,21 @@ impl TlsTxEngine {
                 have: 0,
             },
             records: VecDeque::new(),
+            reach: 0,
             counters: TxCounters::default(),
         }
+    }
+
+    /// Keeps what a retransmission up to `reach` bytes behind the
+    /// high-water mark needs, whatever the wire acknowledged. The stack
+    /// retransmits from what *it* saw acknowledged, and an ACK the NIC saw
+    /// can be lost on its way up (a full ring, a dropped segment); `reach`
+    /// is the flow's send buffer, beyond which the stack has nothing to
+    /// retransmit. 0 forgets on the wire's ACKs alone.
+    pub fn retaining(mut self, reach: u32) -> TlsTxEngine {
+        // Beyond half the sequence space "behind" has no meaning.
+        self.reach = reach.min(1 << 30);
+        self
     }
 
     pub fn counters(&self) -> TxCounters {
@@ -257,12 +274,19 @@ impl TlsTxEngine {
     }
 
     /// The peer acked everything before `seq`: forget the records that end
-    /// at or before it (they will never be retransmitted).
+    /// at or before it and beyond the stack's reach (they will never be
+    /// retransmitted).
     pub fn acked(&mut self, seq: u32) {
         // An ack beyond what left is bogus: it must not free anything.
         if seq_diff(seq, self.hwm) > 0 {
             return;
         }
+        let reach_floor = self.hwm.wrapping_sub(self.reach);
+        let seq = if self.reach > 0 && seq_diff(reach_floor, seq) < 0 {
+            reach_floor
+        } else {
+            seq
+        };
         if self.start.is_some_and(|s| seq_diff(seq, s) >= 0) {
             self.start = None;
         }
