@@ -433,6 +433,12 @@ impl<M: ByteMem> ByteReader<M> {
         self.ended() == Some(EOF)
     }
 
+    /// The writer closed cleanly; bytes before the close may still be
+    /// waiting to be read.
+    pub fn writer_finished(&self) -> bool {
+        self.mem.header().writer.state.load(Ordering::Acquire) == EOF
+    }
+
     /// The writer's error code, once every byte before it has been read.
     pub fn error(&self) -> Option<u32> {
         (self.ended() == Some(ERROR))
@@ -710,8 +716,10 @@ mod tests {
     fn eof_after_the_last_byte() {
         let (mut w, mut r) = ring();
         w.write(b"bye").unwrap();
+        assert!(!r.writer_finished());
         w.close();
         assert!(!r.eof(), "bytes first");
+        assert!(r.writer_finished(), "closed, bytes or not");
         let mut buf = [0u8; 8];
         assert_eq!(r.read(&mut buf).unwrap(), 3);
         assert!(r.eof());
@@ -726,6 +734,7 @@ mod tests {
         w.write(b"ab").unwrap();
         w.set_error(104);
         w.close(); // ignored: the stream already ended
+        assert!(!r.writer_finished(), "an error is no clean close");
         assert_eq!(r.error(), None);
         let mut buf = [0u8; 8];
         assert_eq!(r.read(&mut buf).unwrap(), 2);

@@ -21,7 +21,8 @@ pub fn echo_until_eof(s: &mut libclient::TcpStream) -> std::io::Result<usize> {
     }
 }
 
-/// A scratch directory removed on drop.
+/// A scratch directory removed on drop, unless the test failed (then its
+/// captures and configs are kept for a look).
 pub struct Scratch(pub PathBuf);
 
 impl Scratch {
@@ -35,6 +36,10 @@ impl Scratch {
 
 impl Drop for Scratch {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("the test failed: {} kept", self.0.display());
+            return;
+        }
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }

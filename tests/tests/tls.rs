@@ -3,7 +3,9 @@
 //! the counters `capnet tls stat` shows, and tlsd's restart.
 
 use capnet::host::Host;
-use capnet_tests::{cli_ok, receive_all, send_pattern, sim_config, tls_section, Scratch};
+use capnet_tests::{
+    cli_ok, receive_all, receive_counting, send_pattern, sim_config, tls_section, Progress, Scratch,
+};
 use libclient::{RecordMode, TlsOptions, TlsVersion};
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr};
@@ -122,6 +124,43 @@ fn tls_both_ways_between_two_hosts_every_version() {
     assert_eq!(s.decrypt_error, 0);
     // Both connections are gone: no session counted as current.
     assert_eq!(s.curr_tx_sw, 0, "{s:?}");
+}
+
+/// An application that closes its side and drops the stream at once,
+/// while much of what it wrote still waits in tlsd behind a slow reader:
+/// all of it, then close_notify, still reaches the peer.
+#[test]
+fn a_stream_dropped_right_after_its_close_still_delivers_everything() {
+    let scratch = Scratch::new("tls-drop");
+    let (a, b) = tls_hosts(&scratch);
+    const BYTES: u64 = 4 << 20;
+    let listener = b
+        .tls()
+        .unwrap()
+        .listen(addr("0.0.0.0:4436"), 4, &TlsOptions::default())
+        .unwrap();
+    let server = std::thread::spawn(move || {
+        let (s, _) = listener.accept().unwrap();
+        // Slower than the writer: its bytes queue up in front of tlsd.
+        receive_counting(&mut &s, &Progress::default(), 8 << 20)
+    });
+    let sent = with_logs(&[&a, &b], || {
+        let s = a
+            .tls()
+            .unwrap()
+            .connect_stream(addr("10.0.0.2:4436"), "capnet.test", &TlsOptions::default())
+            .unwrap();
+        let sent = send_pattern(&mut &s, 33, BYTES).unwrap();
+        s.shutdown(Shutdown::Write).unwrap();
+        drop(s);
+        sent
+    });
+    let got = server
+        .join()
+        .unwrap()
+        .expect("a clean end of stream (close_notify), not a truncation");
+    assert_eq!(got.0, BYTES);
+    assert_eq!(got.1, sent);
 }
 
 #[test]

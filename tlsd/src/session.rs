@@ -213,9 +213,10 @@ impl Pump {
                 return Ended::Clean;
             }
             if control.cancelled.load(Ordering::Acquire) {
-                // A clean close (up ring at EOF) still gets its bytes and
-                // close_notify out; an application that died does not.
-                let closed_cleanly = app.up.eof() && app.up.available().unwrap_or(0) == 0;
+                // A clean close (the up ring closed, perhaps with bytes
+                // still in it) still gets its bytes and close_notify out;
+                // an application that died does not.
+                let closed_cleanly = app.up.writer_finished();
                 if tx_done || !closed_cleanly && !conn.tx_closed() {
                     return Ended::Cancelled;
                 }
