@@ -268,7 +268,8 @@ struct OffloadPathCounters {
   txHeldSent @3 :UInt64;
   txHeldDropped @4 :UInt64;      # given up (too many held); TCP retransmits them
   rxDecrypted @5 :UInt64;        # in-order segments the NIC had decrypted
-  rxOutOfOrder @6 :UInt64;       # out-of-order segments the NIC left alone: kept for reassembly
-  rxOutOfOrderDropped @7 :UInt64;  # out-of-order segments the NIC had decrypted: dropped, resent by the peer
+  rxOutOfOrder @6 :UInt64;       # segments beyond smoltcp's receive point (kept for reassembly)
+  rxOutOfOrderDropped @7 :UInt64;  # decrypted segments dropped: too much plaintext kept to tell them later
   rxMarkErrors @8 :UInt64;       # connections aborted: smoltcp held bytes the marks could not account for
+  rxOutOfOrderDecrypted @9 :UInt64;  # of rxOutOfOrder, decrypted by the NIC (marks settled by content)
 }

@@ -281,7 +281,7 @@ pub fn status(run_dir: &Path) -> Result<String, String> {
         let _ = writeln!(
             out,
             "offload: tx tagged {} replaced {} held {} (sent {} dropped {}); rx decrypted {} \
-             out-of-order {} (decrypted, dropped {}) mark-errors {}",
+             out-of-order {} (decrypted {}, dropped {}) mark-errors {}",
             o.get_tx_tagged(),
             o.get_tx_replaced(),
             o.get_tx_held(),
@@ -289,6 +289,7 @@ pub fn status(run_dir: &Path) -> Result<String, String> {
             o.get_tx_held_dropped(),
             o.get_rx_decrypted(),
             o.get_rx_out_of_order(),
+            o.get_rx_out_of_order_decrypted(),
             o.get_rx_out_of_order_dropped(),
             o.get_rx_mark_errors()
         );

@@ -13,5 +13,6 @@ pub mod egress;
 pub mod link;
 pub mod offload;
 pub mod rpc;
+pub mod rx_marks;
 pub mod service;
 pub mod stack;

@@ -14,15 +14,12 @@
 //! - on RX, remembers which stream bytes the NIC decrypted, so that the
 //!   receive ring can say so, byte for byte.
 //!
-//! The RX marks stay exact without mirroring smoltcp's reassembly: only
-//! bytes the NIC left alone may wait out of order in smoltcp's buffer. A
-//! segment the NIC decrypted goes in only at smoltcp's receive point, where
-//! it is enqueued at once; one that would land beyond it is dropped (the
-//! peer sends it again, and the NIC leaves a retransmission alone). After
-//! each segment the stack reads back how far smoltcp enqueued
-//! ([`OffloadTable::settle_rx`]): the bytes the segment wrote carry its
-//! mark, any queued bytes after them were out-of-order ones, not decrypted.
+//! The RX marks stay exact without mirroring smoltcp's reassembly: every
+//! segment goes to smoltcp, and after each one the stack reads back how far
+//! smoltcp enqueued ([`OffloadTable::settle_rx`]); `rx_marks` decides the
+//! newly enqueued bytes' marks from what is certain about them.
 
+use crate::rx_marks::{Marks, OutOfOrder};
 use capnet_ring::flags;
 use capnet_wire::csum;
 use smoltcp::wire::{
@@ -146,44 +143,6 @@ impl Replacement {
     }
 }
 
-/// Marked receive bytes: runs of (end offset, decrypted), contiguous from
-/// `start`.
-#[derive(Clone, Debug, Default)]
-pub struct Marks {
-    start: u64,
-    runs: VecDeque<(u64, bool)>,
-}
-
-impl Marks {
-    fn end(&self) -> u64 {
-        self.runs.back().map_or(self.start, |r| r.0)
-    }
-
-    fn push(&mut self, end: u64, decrypted: bool) {
-        if end <= self.end() {
-            return;
-        }
-        match self.runs.back_mut() {
-            Some(last) if last.1 == decrypted => last.0 = end,
-            _ => self.runs.push_back((end, decrypted)),
-        }
-    }
-
-    /// The run at `offset`: (bytes left in it, decrypted), and drops what
-    /// lies before `offset`.
-    pub fn run_at(&mut self, offset: u64) -> Option<(u64, bool)> {
-        while let Some(&(end, _)) = self.runs.front() {
-            if end > offset {
-                break;
-            }
-            self.start = end;
-            self.runs.pop_front();
-        }
-        self.start = self.start.max(offset);
-        self.runs.front().map(|&(end, d)| (end - offset, d))
-    }
-}
-
 /// RX bound to a context.
 #[derive(Clone, Debug)]
 pub struct RxBinding {
@@ -194,6 +153,8 @@ pub struct RxBinding {
     /// socket after each segment, never guessed.
     pub enqueued: u64,
     pub marks: Marks,
+    /// What went beyond the receive point, for settling marks later.
+    ooo: OutOfOrder,
     /// Receive-ring position where marked chunks begin, once the NIC made
     /// the context (until then the receive ring stops at `marks.start`).
     pub chunks_from: Option<u64>,
@@ -232,11 +193,14 @@ pub struct OffloadCounters {
     /// Held frames given up (too many); TCP retransmits them.
     pub tx_held_dropped: u64,
     pub rx_decrypted: u64,
-    /// Out-of-order segments of RX-bound connections the NIC left alone:
-    /// smoltcp keeps them for reassembly.
+    /// Segments of RX-bound connections beyond smoltcp's receive point
+    /// (smoltcp keeps them for reassembly).
     pub rx_out_of_order: u64,
-    /// Out-of-order segments the NIC decrypted: dropped before smoltcp (the
-    /// peer retransmits them; the NIC leaves the retransmission alone).
+    /// Of those, decrypted by the NIC (their plaintext is kept until
+    /// smoltcp enqueued them).
+    pub rx_out_of_order_decrypted: u64,
+    /// Decrypted segments dropped: too much plaintext kept (the peer sends
+    /// them again).
     pub rx_out_of_order_dropped: u64,
     /// Connections whose marks disagreed with smoltcp: aborted.
     pub rx_mark_errors: u64,
@@ -423,8 +387,8 @@ impl OffloadTable {
         out
     }
 
-    /// A frame from a port, before smoltcp. False: drop it (an
-    /// out-of-order segment the NIC decrypted, of an RX-bound connection).
+    /// A frame from a port, before smoltcp. False: drop it (a decrypted
+    /// segment whose plaintext cannot be kept, of an RX-bound connection).
     pub fn on_rx(&mut self, frame: &[u8], desc_flags: u32) -> bool {
         let Some(v) = parse_tcp(frame) else {
             return true;
@@ -458,15 +422,33 @@ impl OffloadTable {
             return true;
         }
         c.rx_hint = end;
+        let payload = &frame[v.payload];
         let write = if start > rx.enqueued {
-            if decrypted {
+            // Beyond the receive point: smoltcp may keep it for
+            // reassembly, so its plaintext must be kept to tell later.
+            if decrypted && !rx.ooo.keep_plaintext(start, payload) {
                 self.counters.rx_out_of_order_dropped += 1;
                 return false;
             }
+            rx.ooo.touch(start..end);
             self.counters.rx_out_of_order += 1;
+            if decrypted {
+                self.counters.rx_out_of_order_decrypted += 1;
+            }
             None
         } else {
             if decrypted {
+                // Over bytes that waited out of order, which copy each byte
+                // holds is decided by content.
+                let from = rx.enqueued;
+                if rx.ooo.touches(&(from..end))
+                    && !rx
+                        .ooo
+                        .keep_plaintext(from, &payload[(from - start) as usize..])
+                {
+                    self.counters.rx_out_of_order_dropped += 1;
+                    return false;
+                }
                 self.counters.rx_decrypted += 1;
             }
             Some((end, decrypted))
@@ -491,28 +473,37 @@ impl OffloadTable {
     }
 
     /// smoltcp took the pending segment and has now enqueued every byte
-    /// before `enqueued` (a stream offset). The bytes the segment wrote at
-    /// the receive point carry its mark; bytes enqueued after them had
-    /// waited out of order, and only undecrypted ones ever wait.
-    pub fn settle_rx(&mut self, enqueued: u64) {
+    /// before `enqueued` (a stream offset); `peek` reads enqueued bytes
+    /// (by stream offset) when their content must decide their marks.
+    pub fn settle_rx(&mut self, enqueued: u64, peek: impl FnMut(Range<u64>) -> Option<Vec<u8>>) {
         let Some(p) = self.rx_pending.take() else {
             return;
         };
         let Some(rx) = self.conns.get_mut(&p.tuple).and_then(|c| c.rx.as_mut()) else {
             return;
         };
-        if enqueued < rx.enqueued || (p.write.is_none() && enqueued != rx.enqueued) {
-            // Bytes taken back, or enqueued by a segment that wrote nothing
-            // at the receive point: not what smoltcp does.
-            rx.broken = true;
-            self.counters.rx_mark_errors += 1;
+        if rx.broken || enqueued == rx.enqueued {
             return;
         }
-        if let Some((end, decrypted)) = p.write {
-            rx.marks.push(end.min(enqueued), decrypted);
+        let settled = if enqueued < rx.enqueued {
+            Err("the receive point went back")
+        } else {
+            rx.ooo
+                .settle(&mut rx.marks, rx.enqueued..enqueued, p.write, peek)
+        };
+        match settled {
+            Ok(()) => rx.enqueued = enqueued,
+            Err(why) => {
+                tracing::error!(
+                    from = rx.enqueued,
+                    to = enqueued,
+                    why,
+                    "receive marks lost track"
+                );
+                rx.broken = true;
+                self.counters.rx_mark_errors += 1;
+            }
         }
-        rx.marks.push(enqueued, false);
-        rx.enqueued = enqueued;
     }
 
     /// After a poll: smoltcp has enqueued bytes up to `enqueued`. False if
@@ -603,10 +594,8 @@ impl OffloadTable {
         c.rx = Some(RxBinding {
             sock,
             enqueued,
-            marks: Marks {
-                start: enqueued,
-                runs: VecDeque::new(),
-            },
+            marks: Marks::new(enqueued),
+            ooo: OutOfOrder::default(),
             chunks_from: None,
             active: true,
             broken: false,
@@ -670,24 +659,6 @@ mod tests {
         assert_eq!(seq_of(first, (1 << 32) + 5), first.wrapping_add(5));
     }
 
-    #[test]
-    fn marks_coalesce_and_pop() {
-        let mut m = Marks {
-            start: 100,
-            runs: VecDeque::new(),
-        };
-        m.push(200, true);
-        m.push(300, true);
-        m.push(320, false);
-        m.push(310, true);
-        assert_eq!(m.runs.len(), 2);
-        assert_eq!(m.end(), 320);
-        assert_eq!(m.run_at(100), Some((200, true)));
-        assert_eq!(m.run_at(250), Some((50, true)));
-        assert_eq!(m.run_at(300), Some((20, false)));
-        assert_eq!(m.run_at(320), None);
-    }
-
     const ISN: u32 = 0xffff_ff00;
 
     fn tuple() -> Tuple {
@@ -697,9 +668,9 @@ mod tests {
         }
     }
 
-    /// A frame from the peer: a SYN, or `len` payload bytes at stream
-    /// offset `offset`.
-    fn segment(syn: bool, offset: u64, len: usize) -> Vec<u8> {
+    /// A frame from the peer: a SYN, or `payload` at stream offset
+    /// `offset`.
+    fn frame(syn: bool, offset: u64, payload: &[u8]) -> Vec<u8> {
         use smoltcp::phy::ChecksumCapabilities;
         use smoltcp::wire::{
             EthernetAddress, EthernetRepr, IpAddress, Ipv4Repr, TcpControl, TcpRepr, TcpSeqNumber,
@@ -708,7 +679,6 @@ mod tests {
         let (IpAddr::V4(src), IpAddr::V4(dst)) = (t.remote.ip(), t.local.ip()) else {
             unreachable!()
         };
-        let payload = vec![0x17; len];
         let tcp = TcpRepr {
             src_port: t.remote.port(),
             dst_port: t.local.port(),
@@ -729,7 +699,7 @@ mod tests {
             sack_permitted: false,
             sack_ranges: [None; 3],
             timestamp: None,
-            payload: &payload,
+            payload,
         };
         let ip = Ipv4Repr {
             src_addr: src,
@@ -757,7 +727,7 @@ mod tests {
     /// An RX-bound connection whose receive point is offset 0.
     fn bound() -> OffloadTable {
         let mut table = OffloadTable::default();
-        assert!(table.on_rx(&segment(true, 0, 0), 0));
+        assert!(table.on_rx(&frame(true, 0, &[]), 0));
         table.bind_rx(tuple(), 7, 0).unwrap();
         table
     }
@@ -767,47 +737,98 @@ mod tests {
         rx.marks.runs.iter().copied().collect()
     }
 
-    const DECRYPTED: u32 = flags::TLS_DECRYPTED;
+    /// Stream byte `i`: plaintext `i`, ciphertext `i ^ 0xa5`.
+    fn stream(range: Range<u64>, decrypted: bool) -> Vec<u8> {
+        range
+            .map(|i| if decrypted { i as u8 } else { i as u8 ^ 0xa5 })
+            .collect()
+    }
+
+    /// smoltcp's receive buffer as far as these tests need it: every
+    /// segment handed over is written at its offset (last write wins).
+    #[derive(Default)]
+    struct Buffer(Vec<u8>);
+
+    impl Buffer {
+        /// Hands a segment to the table and, if it lets it through, to the
+        /// buffer.
+        fn offer(&mut self, table: &mut OffloadTable, at: u64, len: u64, decrypted: bool) -> bool {
+            let bytes = stream(at..at + len, decrypted);
+            let flags = if decrypted { flags::TLS_DECRYPTED } else { 0 };
+            if !table.on_rx(&frame(false, at, &bytes), flags) {
+                return false;
+            }
+            let end = (at + len) as usize;
+            if self.0.len() < end {
+                self.0.resize(end, 0);
+            }
+            self.0[at as usize..end].copy_from_slice(&bytes);
+            true
+        }
+
+        fn settle(&self, table: &mut OffloadTable, enqueued: u64) {
+            table.settle_rx(enqueued, |r| {
+                Some(self.0[r.start as usize..r.end as usize].to_vec())
+            });
+        }
+    }
 
     #[test]
     fn rx_marks_follow_what_smoltcp_enqueued() {
         let mut table = bound();
+        let mut smoltcp = Buffer::default();
         // In order, decrypted; smoltcp takes it all.
-        assert!(table.on_rx(&segment(false, 0, 100), DECRYPTED));
+        assert!(smoltcp.offer(&mut table, 0, 100, true));
         assert_eq!(table.rx_pending_socket(), Some(7));
-        table.settle_rx(100);
-        // Out of order, left alone by the NIC: smoltcp keeps it aside.
-        assert!(table.on_rx(&segment(false, 200, 100), 0));
-        table.settle_rx(100);
-        // Out of order and decrypted: never reaches smoltcp.
-        assert!(!table.on_rx(&segment(false, 300, 100), DECRYPTED));
-        assert_eq!(table.rx_pending_socket(), None);
-        // The hole filled (decrypted): smoltcp enqueues through the kept
-        // segment, whose bytes are not decrypted.
-        assert!(table.on_rx(&segment(false, 100, 100), DECRYPTED));
-        table.settle_rx(300);
-        // A segment that overlaps the receive point, trimmed by the window.
-        assert!(table.on_rx(&segment(false, 250, 150), DECRYPTED));
-        table.settle_rx(350);
+        smoltcp.settle(&mut table, 100);
+        // Decrypted beyond the receive point (the NIC took a byte smoltcp
+        // refused, a zero-window probe say): kept aside.
+        assert!(smoltcp.offer(&mut table, 200, 100, true));
+        smoltcp.settle(&mut table, 100);
+        // A retransmission the NIC left alone overwrites half of it.
+        assert!(smoltcp.offer(&mut table, 250, 100, false));
+        smoltcp.settle(&mut table, 100);
+        // The hole filled, undecrypted: smoltcp enqueues through 350.
+        assert!(smoltcp.offer(&mut table, 100, 100, false));
+        smoltcp.settle(&mut table, 350);
+        // A decrypted segment over the receive point, trimmed by the window.
+        assert!(smoltcp.offer(&mut table, 300, 100, true));
+        smoltcp.settle(&mut table, 380);
         // Old bytes change nothing.
-        assert!(table.on_rx(&segment(false, 0, 100), 0));
+        assert!(table.on_rx(&frame(false, 0, &stream(0..100, false)), 0));
         assert_eq!(table.rx_pending_socket(), None);
-        assert_eq!(marks(&mut table), [(200, true), (300, false), (350, true)]);
-        assert!(table.reconcile_rx(&tuple(), 350));
+        assert_eq!(
+            marks(&mut table),
+            [
+                (100, true),
+                (200, false),
+                (250, true),
+                (350, false),
+                (380, true)
+            ]
+        );
+        assert!(table.reconcile_rx(&tuple(), 380));
         let c = table.counters;
         assert_eq!(
-            (c.rx_decrypted, c.rx_out_of_order, c.rx_out_of_order_dropped),
-            (3, 1, 1)
+            (
+                c.rx_decrypted,
+                c.rx_out_of_order,
+                c.rx_out_of_order_decrypted,
+                c.rx_out_of_order_dropped,
+                c.rx_mark_errors
+            ),
+            (2, 2, 1, 0, 0)
         );
     }
 
     #[test]
     fn rx_marks_refuse_bytes_nothing_accounts_for() {
         let mut table = bound();
-        // An out-of-order segment cannot move the receive point.
-        assert!(table.on_rx(&segment(false, 100, 100), 0));
-        table.settle_rx(200);
-        assert!(!table.reconcile_rx(&tuple(), 200));
+        // An out-of-order segment cannot move the receive point past bytes
+        // nobody wrote.
+        assert!(table.on_rx(&frame(false, 100, &stream(100..200, false)), 0));
+        table.settle_rx(300, |_| None);
+        assert!(!table.reconcile_rx(&tuple(), 300));
         assert_eq!(table.counters.rx_mark_errors, 1);
 
         // Bytes enqueued behind the stack's back (no segment settled).

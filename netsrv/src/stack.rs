@@ -1159,16 +1159,22 @@ impl Stack {
         let Some(id) = table.rx_pending_socket() else {
             return;
         };
-        let enqueued = self.tcp.get(&id).map(|conn| {
-            let socket = self.ifaces[conn.iface]
-                .sockets
-                .get::<tcp::Socket>(conn.handle);
-            conn.rx_bytes + socket.recv_queue() as u64
+        let Some(conn) = self.tcp.get(&id) else {
+            table.forget_rx_pending();
+            return;
+        };
+        let socket = self.ifaces[conn.iface]
+            .sockets
+            .get_mut::<tcp::Socket>(conn.handle);
+        let read = conn.rx_bytes;
+        let enqueued = read + socket.recv_queue() as u64;
+        table.settle_rx(enqueued, |range| {
+            // Queued bytes by stream offset: the queue starts at `read`.
+            let skip = usize::try_from(range.start.checked_sub(read)?).ok()?;
+            let len = usize::try_from(range.end - range.start).ok()?;
+            let mut bytes = vec![0; skip + len];
+            (socket.peek_slice(&mut bytes).ok()? == bytes.len()).then(|| bytes.split_off(skip))
         });
-        match enqueued {
-            Some(enqueued) => table.settle_rx(enqueued),
-            None => table.forget_rx_pending(),
-        }
     }
 
     /// Frames of offload-bound connections kept back while their context

@@ -20,7 +20,7 @@
 use capnet::host::Host;
 use capnet_ring::{ChannelLayout, Duplex};
 use capnet_tests::{
-    bond_config_with, bond_hosts, receive_counting, send_pattern, sim_config, snapshot,
+    bond_config_with, bond_hosts, cli_ok, receive_counting, send_pattern, sim_config, snapshot,
     tls_section, wait_progress, Progress, Scratch,
 };
 use libclient::{OffloadPolicy, RecordMode, TlsOptions, TlsStream};
@@ -999,8 +999,8 @@ fn print_flaps(what: &str, flaps: &[Flap]) {
     };
     println!(
         "  {what}: egress change seen {} ms, old TX context revoked {} ms, TX context on the \
-         new leg {} ms (log); polled {} ms (max {:.1}); stream moved {} KiB more after {} ms; \
-         drain of the old leg gave up (5 s) in {} of {}",
+         new leg {} ms (log); polled {} ms (max {:.1}); stream moved {} KiB more after {} ms \
+         (max {:.1}); drain of the old leg gave up (5 s) in {} of {}",
         med(&|f| f.noticed),
         med(&|f| f.revoked),
         med(&|f| f.offloaded),
@@ -1008,6 +1008,7 @@ fn print_flaps(what: &str, flaps: &[Flap]) {
         ms(flaps.iter().map(|f| f.polled).max().unwrap()),
         MOVED >> 10,
         med(&|f| Some(f.moving)),
+        ms(flaps.iter().map(|f| f.moving).max().unwrap()),
         flaps.iter().filter(|f| f.drain_gave_up).count(),
         flaps.len()
     );
@@ -1092,4 +1093,10 @@ fn bench_reoffload() {
         "  tlsd: reoffloads {}, tx_device {}, decrypt_error {}",
         s.reoffloads, s.tx_device, s.decrypt_error
     );
+    for (h, name) in [(&a, "a"), (&b, "b")] {
+        let status = cli_ok(h, &["status"]);
+        if let Some(line) = status.lines().find(|l| l.starts_with("offload:")) {
+            println!("  {name} netsrv {line}");
+        }
+    }
 }
