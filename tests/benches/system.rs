@@ -499,7 +499,7 @@ const MOVED: u64 = 256 << 10;
 fn bench_failover() {
     const ROUNDS: usize = 10;
     let scratch = Scratch::new("bench-failover");
-    let (a, b) = bond_hosts(&scratch, "active-backup", None);
+    let (a, b) = bond_hosts(&scratch, "active-backup", Some("p0"));
     let (na, nb) = (a.net().unwrap(), b.net().unwrap());
     let stream = Stream::start(&na, &nb, "10.0.0.2:5100");
     let (mut first_frame, mut moving, mut undisturbed) = (Vec::new(), Vec::new(), Vec::new());

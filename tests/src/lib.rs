@@ -170,12 +170,35 @@ pub fn bond_config_with(
 }
 
 /// Two hosts joined by two sim wires, each with a two-leg bond0.
+///
+/// Returns once both legs are up on both hosts and, in active-backup, both
+/// hosts send on the same leg. (Back to back, with no switch to flood
+/// broadcasts to every leg, two hosts that chose different legs never hear
+/// each other's ARP: each drops group frames on its inactive leg, as Linux
+/// does. Give active-backup a primary for that reason.)
 pub fn bond_hosts(scratch: &Scratch, mode: &str, primary: Option<&str>) -> (Host, Host) {
     let a_dir = scratch.0.join("a");
     let b_dir = scratch.0.join("b");
     let a = Host::start(&bond_config(1, mode, primary, ""), &a_dir, &a_dir).expect("host a");
     let b = Host::start(&bond_config(2, mode, primary, ""), &b_dir, &a_dir).expect("host b");
-    (a, b)
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (sa, sb) = (snapshot(&a), snapshot(&b));
+        let up = [&sa, &sb]
+            .iter()
+            .all(|s| ["p0", "p1"].iter().all(|p| s.port(p).state == "up"));
+        let agree = mode != "active-backup" || (!sa.active.is_empty() && sa.active == sb.active);
+        if up && agree {
+            return (a, b);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the bonds never settled: a on {:?}, b on {:?}",
+            sa.active,
+            sb.active
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
 
 /// Open descriptors and mapped memfds of a process (a leak check).

@@ -17,7 +17,7 @@ fn addr(s: &str) -> SocketAddr {
 fn active_backup_keeps_a_256mib_stream_through_carrier_flaps() {
     const BYTES: u64 = 256 << 20;
     let s = Scratch::new("bond-ab-flaps");
-    let (a, b) = bond_hosts(&s, "active-backup", None);
+    let (a, b) = bond_hosts(&s, "active-backup", Some("p0"));
     let (na, nb) = (a.net().unwrap(), b.net().unwrap());
     let listener = nb.tcp_listen(addr("0.0.0.0:7100"), 1).unwrap();
     let progress = Progress::default();
@@ -30,7 +30,8 @@ fn active_backup_keeps_a_256mib_stream_through_carrier_flaps() {
     let mut c = na.tcp_connect(addr("10.0.0.2:7100"), None).unwrap();
     let done = Arc::new(AtomicBool::new(false));
     // Every 500 ms the active leg loses carrier, alternating legs: p0 goes
-    // down (the bond moves to p1), then p0 returns and p1 goes down, ...
+    // down (the bond moves to p1), then p0 returns (the bond moves back to
+    // its primary) and p1 goes down, ...
     let flapper = {
         let done = done.clone();
         let run_dir = a.run_dir.clone();
