@@ -444,11 +444,8 @@ pub fn capabilities(mtu: usize, checksum_offload: bool) -> DeviceCapabilities {
 #[cfg(test)]
 mod tests {
     use super::software_checksum_ok;
-    use smoltcp::phy::ChecksumCapabilities;
-    use smoltcp::wire::{
-        EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr, IpProtocol, Ipv4Address,
-        Ipv4Packet, Ipv4Repr, UdpPacket, UdpRepr,
-    };
+    use crate::test_frames::ipv4_frame;
+    use smoltcp::wire::{IpProtocol, Ipv4Address, UdpPacket, UdpRepr};
 
     /// An Ethernet/IPv4/UDP frame with correct checksums.
     fn udp_frame() -> Vec<u8> {
@@ -458,34 +455,17 @@ mod tests {
             src_port: 1,
             dst_port: 2,
         };
-        let ip = Ipv4Repr {
-            src_addr: src,
-            dst_addr: dst,
-            next_header: IpProtocol::Udp,
-            payload_len: udp.header_len() + payload.len(),
-            hop_limit: 64,
-        };
-        let eth = EthernetRepr {
-            src_addr: EthernetAddress([2, 0, 0, 0, 0, 1]),
-            dst_addr: EthernetAddress([2, 0, 0, 0, 0, 2]),
-            ethertype: EthernetProtocol::Ipv4,
-        };
-        let mut buf = vec![0u8; eth.buffer_len() + ip.buffer_len() + ip.payload_len];
-        let caps = ChecksumCapabilities::default();
-        let mut frame = EthernetFrame::new_unchecked(&mut buf[..]);
-        eth.emit(&mut frame);
-        let mut ipp = Ipv4Packet::new_unchecked(frame.payload_mut());
-        ip.emit(&mut ipp, &caps);
-        let mut up = UdpPacket::new_unchecked(ipp.payload_mut());
-        udp.emit(
-            &mut up,
-            &src.into(),
-            &dst.into(),
-            payload.len(),
-            |b| b.copy_from_slice(payload),
-            &caps,
-        );
-        buf
+        let len = udp.header_len() + payload.len();
+        ipv4_frame(src, dst, IpProtocol::Udp, len, |l4, caps| {
+            udp.emit(
+                &mut UdpPacket::new_unchecked(l4),
+                &src.into(),
+                &dst.into(),
+                payload.len(),
+                |b| b.copy_from_slice(payload),
+                caps,
+            );
+        })
     }
 
     #[test]

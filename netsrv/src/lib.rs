@@ -16,3 +16,5 @@ pub mod rpc;
 pub mod rx_marks;
 pub mod service;
 pub mod stack;
+#[cfg(test)]
+mod test_frames;

@@ -671,13 +671,16 @@ mod tests {
     /// A frame from the peer: a SYN, or `payload` at stream offset
     /// `offset`.
     fn frame(syn: bool, offset: u64, payload: &[u8]) -> Vec<u8> {
-        use smoltcp::phy::ChecksumCapabilities;
-        use smoltcp::wire::{
-            EthernetAddress, EthernetRepr, IpAddress, Ipv4Repr, TcpControl, TcpRepr, TcpSeqNumber,
-        };
+        use crate::test_frames::ipv4_frame;
+        use smoltcp::wire::{IpAddress, TcpControl, TcpRepr, TcpSeqNumber};
         let t = tuple();
         let (IpAddr::V4(src), IpAddr::V4(dst)) = (t.remote.ip(), t.local.ip()) else {
             unreachable!()
+        };
+        let seq = if syn {
+            ISN.wrapping_sub(1)
+        } else {
+            seq_of(ISN, offset)
         };
         let tcp = TcpRepr {
             src_port: t.remote.port(),
@@ -687,11 +690,7 @@ mod tests {
             } else {
                 TcpControl::None
             },
-            seq_number: TcpSeqNumber(if syn {
-                ISN.wrapping_sub(1)
-            } else {
-                seq_of(ISN, offset)
-            } as i32),
+            seq_number: TcpSeqNumber(seq as i32),
             ack_number: None,
             window_len: 1000,
             window_scale: None,
@@ -701,27 +700,10 @@ mod tests {
             timestamp: None,
             payload,
         };
-        let ip = Ipv4Repr {
-            src_addr: src,
-            dst_addr: dst,
-            next_header: IpProtocol::Tcp,
-            payload_len: tcp.buffer_len(),
-            hop_limit: 64,
-        };
-        let eth = EthernetRepr {
-            src_addr: EthernetAddress([2, 0, 0, 0, 0, 2]),
-            dst_addr: EthernetAddress([2, 0, 0, 0, 0, 1]),
-            ethertype: EthernetProtocol::Ipv4,
-        };
-        let mut frame = vec![0; eth.buffer_len() + ip.buffer_len() + tcp.buffer_len()];
-        let caps = ChecksumCapabilities::default();
-        let mut e = EthernetFrame::new_unchecked(&mut frame[..]);
-        eth.emit(&mut e);
-        let mut i = Ipv4Packet::new_unchecked(e.payload_mut());
-        ip.emit(&mut i, &caps);
-        let mut p = TcpPacket::new_unchecked(i.payload_mut());
-        tcp.emit(&mut p, &IpAddress::Ipv4(src), &IpAddress::Ipv4(dst), &caps);
-        frame
+        ipv4_frame(src, dst, IpProtocol::Tcp, tcp.buffer_len(), |l4, caps| {
+            let (s, d) = (IpAddress::Ipv4(src), IpAddress::Ipv4(dst));
+            tcp.emit(&mut TcpPacket::new_unchecked(l4), &s, &d, caps);
+        })
     }
 
     /// An RX-bound connection whose receive point is offset 0.
