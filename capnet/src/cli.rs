@@ -616,8 +616,9 @@ pub fn offload_list(run_dir: &Path) -> Result<String, String> {
             }
         }
         let mut out = format!(
-            "{:<6} {:<6} {:<6} {:<9} {:<45} {:>9} {:>12} {:>7} {:>7} {:>5} {:>7}\n",
+            "{:<6} {:>5} {:<6} {:<6} {:<9} {:<45} {:>9} {:>12} {:>7} {:>7} {:>5} {:>7}\n",
             "port",
+            "epoch",
             "id",
             "kind",
             "state",
@@ -643,8 +644,9 @@ pub fn offload_list(run_dir: &Path) -> Result<String, String> {
                 };
                 let _ = writeln!(
                     out,
-                    "{:<6} {:<6} {:<6} {:<9} {:<45} {:>9} {:>12} {:>7} {:>7} {:>5} {:>7}",
+                    "{:<6} {:>5} {:<6} {:<6} {:<9} {:<45} {:>9} {:>12} {:>7} {:>7} {:>5} {:>7}",
                     c.get_port()?.to_str()?,
+                    c.get_driver_epoch(),
                     c.get_id(),
                     kind,
                     c.get_state()?.to_str()?,

@@ -174,7 +174,14 @@ pub fn run(args: Args) -> Result<(), String> {
         Backend::Tap { .. } => return Err("the tap backend needs Linux".into()),
     };
 
+    // The first instance starts the capture; a restarted one continues it.
     let pcap = match &args.pcap {
+        Some(p) if args.epoch > 0 => {
+            let (w, how) =
+                pcap::PcapWriter::append(p).map_err(|e| format!("--pcap {}: {e}", p.display()))?;
+            tracing::info!(path = %p.display(), ?how, "capture continued");
+            Some(w)
+        }
         Some(p) => {
             Some(pcap::PcapWriter::create(p).map_err(|e| format!("--pcap {}: {e}", p.display()))?)
         }

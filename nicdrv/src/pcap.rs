@@ -1,8 +1,8 @@
 //! Classic pcap capture (LINKTYPE_ETHERNET, microsecond timestamps), as read
 //! by tcpdump, tshark and scapy.
 
-use std::fs::File;
-use std::io::{self, BufWriter, Write};
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -18,6 +18,28 @@ pub struct PcapWriter<W: Write> {
     dirty: bool,
 }
 
+/// The global header this writer uses (native byte order, as libpcap does).
+fn file_header() -> [u8; 24] {
+    let mut h = [0u8; 24];
+    h[0..4].copy_from_slice(&MAGIC_USEC.to_ne_bytes());
+    h[4..6].copy_from_slice(&2u16.to_ne_bytes());
+    h[6..8].copy_from_slice(&4u16.to_ne_bytes());
+    // thiszone and sigfigs stay 0.
+    h[16..20].copy_from_slice(&SNAPLEN.to_ne_bytes());
+    h[20..24].copy_from_slice(&LINKTYPE_ETHERNET.to_ne_bytes());
+    h
+}
+
+/// How a capture was reopened by [`PcapWriter::append`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reopened {
+    /// Records after the existing ones; `torn` bytes of a record cut short
+    /// (a writer killed mid-record) were cut off first.
+    Appended { records: u64, torn: u64 },
+    /// Not a capture of this format (or empty): started anew.
+    Started,
+}
+
 impl PcapWriter<BufWriter<File>> {
     /// Creates (truncates) `path` and writes the file header.
     pub fn create(path: &Path) -> io::Result<Self> {
@@ -26,19 +48,62 @@ impl PcapWriter<BufWriter<File>> {
         w.flush()?;
         Ok(w)
     }
+
+    /// Continues the capture at `path` (a restarted driver's): after its
+    /// last whole record, cutting off a record its killed writer left
+    /// half written. A file that is not such a capture starts anew.
+    pub fn append(path: &Path) -> io::Result<(Self, Reopened)> {
+        let mut f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
+        let len = f.metadata()?.len();
+        let mut header = [0u8; 24];
+        let ours = len >= 24 && f.read_exact(&mut header).is_ok() && header == file_header();
+        if !ours {
+            f.set_len(0)?;
+            f.seek(SeekFrom::Start(0))?;
+            let mut w = PcapWriter::new(BufWriter::with_capacity(256 * 1024, f))?;
+            w.flush()?;
+            return Ok((w, Reopened::Started));
+        }
+        // Walk the record headers to the end of the last whole record.
+        let mut r = BufReader::new(&mut f);
+        let (mut at, mut records) = (24u64, 0u64);
+        let mut h = [0u8; 16];
+        while at + 16 <= len {
+            r.seek(SeekFrom::Start(at))?;
+            r.read_exact(&mut h)?;
+            let incl = u64::from(u32::from_ne_bytes([h[8], h[9], h[10], h[11]]));
+            if incl > u64::from(SNAPLEN) || at + 16 + incl > len {
+                break;
+            }
+            at += 16 + incl;
+            records += 1;
+        }
+        drop(r);
+        f.set_len(at)?;
+        f.seek(SeekFrom::Start(at))?;
+        let w = PcapWriter {
+            out: BufWriter::with_capacity(256 * 1024, f),
+            dirty: false,
+        };
+        Ok((
+            w,
+            Reopened::Appended {
+                records,
+                torn: len - at,
+            },
+        ))
+    }
 }
 
 impl<W: Write> PcapWriter<W> {
-    /// Writes the global header (native byte order, as libpcap does).
+    /// Writes the global header.
     pub fn new(mut out: W) -> io::Result<Self> {
-        let mut h = [0u8; 24];
-        h[0..4].copy_from_slice(&MAGIC_USEC.to_ne_bytes());
-        h[4..6].copy_from_slice(&2u16.to_ne_bytes());
-        h[6..8].copy_from_slice(&4u16.to_ne_bytes());
-        // thiszone and sigfigs stay 0.
-        h[16..20].copy_from_slice(&SNAPLEN.to_ne_bytes());
-        h[20..24].copy_from_slice(&LINKTYPE_ETHERNET.to_ne_bytes());
-        out.write_all(&h)?;
+        out.write_all(&file_header())?;
         Ok(PcapWriter { out, dirty: true })
     }
 
@@ -174,6 +239,48 @@ mod tests {
         let mut b = w.get_ref().clone();
         b.pop();
         assert!(parse(&b).unwrap_err().contains("truncated"));
+    }
+
+    #[test]
+    fn a_restarted_writer_appends_after_the_last_whole_record() {
+        let dir = std::env::temp_dir().join(format!("nicdrv-pcap-append-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("t.pcap");
+        let mut w = PcapWriter::create(&path).unwrap();
+        w.record(SystemTime::now(), &[1; 60]).unwrap();
+        w.record(SystemTime::now(), &[2; 70]).unwrap();
+        w.flush().unwrap();
+        drop(w);
+        // A writer killed half way through a third record.
+        let mut torn = std::fs::read(&path).unwrap();
+        let mut third = PcapWriter::new(Vec::new()).unwrap();
+        third.record(SystemTime::now(), &[3; 80]).unwrap();
+        torn.extend_from_slice(&third.get_ref()[24..24 + 16 + 30]);
+        std::fs::write(&path, &torn).unwrap();
+
+        let (mut w, how) = PcapWriter::append(&path).unwrap();
+        assert_eq!(
+            how,
+            Reopened::Appended {
+                records: 2,
+                torn: 46
+            }
+        );
+        w.record(SystemTime::now(), &[4; 90]).unwrap();
+        w.flush().unwrap();
+        let (_, recs) = parse(&std::fs::read(&path).unwrap()).unwrap();
+        let firsts: Vec<(u8, usize)> = recs.iter().map(|r| (r.data[0], r.data.len())).collect();
+        assert_eq!(firsts, [(1, 60), (2, 70), (4, 90)]);
+
+        // Something else at that path: a capture starts anew.
+        std::fs::write(&path, b"not a capture at all, no").unwrap();
+        let (mut w, how) = PcapWriter::append(&path).unwrap();
+        assert_eq!(how, Reopened::Started);
+        w.record(SystemTime::now(), &[5; 10]).unwrap();
+        w.flush().unwrap();
+        let (_, recs) = parse(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(recs.len(), 1);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -207,13 +207,16 @@ pub fn backoff(quick_exits: u32) -> Duration {
     }
 }
 
+/// `epoch`: instances of this port's driver started before this one.
 fn nicdrv_args(
     port: &Port,
     opts: &UpOptions,
+    epoch: u32,
     rpc_fds: &[&OwnedFd],
     handoff: &OwnedFd,
 ) -> Result<Vec<String>, String> {
     let mut a = vec!["--name".to_string(), port.name.clone()];
+    a.extend(["--epoch".into(), epoch.to_string()]);
     match port.backend {
         Backend::Sim => {
             let wire = port.wire.as_ref().ok_or("sim port without wire")?;
@@ -445,7 +448,14 @@ fn start_nicdrv(ctx: &Ctx, set: &mut Set, index: usize) -> Result<[OwnedFd; 2], 
     let (rpc_child, rpc_netsrv) = socket_pair().map_err(io)?;
     let (handoff_child, handoff_netsrv) = socket_pair().map_err(io)?;
     let (admin_child, admin_here) = socket_pair().map_err(io)?;
-    let args = nicdrv_args(port, &ctx.opts, &[&rpc_child, &admin_child], &handoff_child)?;
+    let epoch = set.procs[index].starts;
+    let args = nicdrv_args(
+        port,
+        &ctx.opts,
+        epoch,
+        &[&rpc_child, &admin_child],
+        &handoff_child,
+    )?;
     let child = spawn(
         &ctx.nicdrv,
         &args,
