@@ -125,6 +125,7 @@
 //! turns readable when a change or an event is queued; clear it with their
 //! `clear_wakeup`, then take what is queued until nothing is left.
 
+mod accept;
 mod bell;
 mod chunks;
 mod conn;

@@ -441,20 +441,3 @@ macro_rules! ring_stream_api {
     };
 }
 pub(crate) use ring_stream_api;
-
-/// An accept call: in non-blocking mode it waits 1 ms and then answers
-/// `WouldBlock`.
-pub(crate) fn accept_call<T, F, Fut>(conn: &Conn, nonblocking: bool, job: F) -> io::Result<T>
-where
-    T: Send + 'static,
-    F: FnOnce(Rc<Ctx>) -> Fut + Send + 'static,
-    Fut: Future<Output = io::Result<T>> + 'static,
-{
-    let timeout = nonblocking.then_some(Duration::from_millis(1));
-    match conn.call(timeout, job) {
-        Err(e) if e.kind() == io::ErrorKind::TimedOut && timeout.is_some() => {
-            Err(io::ErrorKind::WouldBlock.into())
-        }
-        other => other,
-    }
-}

@@ -1,11 +1,11 @@
 //! TCP streams and listeners.
 
+use crate::accept::Acceptor;
 use crate::conn::{cap_err, Net, Object};
-use crate::stream::{accept_call, ring_stream_api, Grant, RingStream, CONTROL_TIMEOUT};
+use crate::stream::{ring_stream_api, Grant, RingStream, CONTROL_TIMEOUT};
 use capnet_schema::net_capnp::Shutdown;
 use std::io;
 use std::net::{Shutdown as StdShutdown, SocketAddr, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -300,7 +300,7 @@ impl Net {
             net: self.clone(),
             id,
             local,
-            nonblocking: AtomicBool::new(false),
+            acceptor: Acceptor::new(self.conn().clone()),
         })
     }
 }
@@ -312,7 +312,7 @@ pub struct TcpListener {
     net: Net,
     id: u64,
     local: SocketAddr,
-    nonblocking: AtomicBool,
+    acceptor: Acceptor,
 }
 
 impl TcpListener {
@@ -326,16 +326,16 @@ impl TcpListener {
     }
 
     /// In non-blocking mode, `accept` answers `WouldBlock` after 1 ms
-    /// without a connection.
+    /// without a connection (the call stays in flight: a connection it
+    /// brings later is the next `accept`'s).
     pub fn set_nonblocking(&self, on: bool) -> io::Result<()> {
-        self.nonblocking.store(on, Ordering::Relaxed);
+        self.acceptor.set_nonblocking(on);
         Ok(())
     }
 
     pub fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
         let id = self.id;
-        let nonblocking = self.nonblocking.load(Ordering::Relaxed);
-        let accepted = accept_call(self.net.conn(), nonblocking, move |ctx| async move {
+        let accepted = self.acceptor.accept(move |ctx| async move {
             let resp = ctx
                 .listener(id)?
                 .accept_request()

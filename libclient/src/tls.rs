@@ -5,15 +5,15 @@
 //! same kind of shared rings a [`TcpStream`](crate::TcpStream) uses.
 //! Certificates, private keys and traffic keys never leave tlsd.
 
+use crate::accept::Acceptor;
 use crate::conn::{Conn, Object, Service};
-use crate::stream::{accept_call, ring_stream_api, Grant, RingStream, CONTROL_TIMEOUT};
+use crate::stream::{ring_stream_api, Grant, RingStream, CONTROL_TIMEOUT};
 use crate::tcp::resolve;
 use capnet_schema::errors::SocketError;
 use capnet_schema::tls_capnp::{self as wire, tls_info, tls_options, tls_stat};
 use std::io;
 use std::net::{Shutdown, SocketAddr, ToSocketAddrs};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 /// How tlsd's failed calls say what went wrong beyond the socket words
@@ -420,7 +420,7 @@ impl Tls {
             conn: self.conn.clone(),
             id,
             local,
-            nonblocking: AtomicBool::new(false),
+            acceptor: Acceptor::new(self.conn.clone()),
         })
     }
 }
@@ -544,7 +544,7 @@ pub struct TlsListener {
     conn: Conn,
     id: u64,
     local: SocketAddr,
-    nonblocking: AtomicBool,
+    acceptor: Acceptor,
 }
 
 impl TlsListener {
@@ -559,16 +559,16 @@ impl TlsListener {
     }
 
     /// In non-blocking mode, `accept` answers `WouldBlock` after 1 ms
-    /// without a connection.
+    /// without a connection (the call stays in flight: a connection it
+    /// brings later is the next `accept`'s).
     pub fn set_nonblocking(&self, on: bool) -> io::Result<()> {
-        self.nonblocking.store(on, Ordering::Relaxed);
+        self.acceptor.set_nonblocking(on);
         Ok(())
     }
 
     pub fn accept(&self) -> io::Result<(TlsStream, SocketAddr)> {
         let id = self.id;
-        let nonblocking = self.nonblocking.load(Ordering::Relaxed);
-        let (sock, remote) = accept_call(&self.conn, nonblocking, move |ctx| async move {
+        let (sock, remote) = self.acceptor.accept(move |ctx| async move {
             let resp = ctx
                 .tls_listener(id)?
                 .accept_request()

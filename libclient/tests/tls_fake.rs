@@ -273,6 +273,8 @@ impl tls::Server for FakeTls {
                     shared: self.shared.clone(),
                 },
                 accepted: Cell::new(false),
+                // Port 8445: the client arrives 30 ms after the call.
+                delay: Duration::from_millis(if local.port() == 8445 { 30 } else { 0 }),
             }));
         Ok(())
     }
@@ -295,6 +297,8 @@ impl tls::Server for FakeTls {
 struct FakeListener {
     tls: FakeTls,
     accepted: Cell<bool>,
+    /// How long the one client takes to arrive.
+    delay: Duration,
 }
 
 impl tls_listener::Server for FakeListener {
@@ -307,6 +311,7 @@ impl tls_listener::Server for FakeListener {
         if self.accepted.replace(true) {
             std::future::pending::<()>().await;
         }
+        tokio::time::sleep(self.delay).await;
         let peer = addr(ACCEPTED_PEER);
         let socket = self.tls.socket(Info {
             server_name: "server.test".into(),
@@ -581,6 +586,39 @@ fn listen_accept_and_close_on_drop() {
         fake.seen().up_closed.load(Ordering::Relaxed) == 1
     });
     assert_eq!(fake.seen().bytes_up.load(Ordering::Relaxed), before + 3);
+}
+
+/// A non-blocking accept that gives up before the client arrives leaves
+/// its call in flight: the connection is the next accept's, not lost.
+#[test]
+fn a_nonblocking_accept_never_loses_a_connection() {
+    let fake = FakeTlsd::start();
+    let tls = Tls::connect(&fake.path).unwrap();
+    let listener = tls
+        .listen(addr("0.0.0.0:8445"), 16, &TlsOptions::default())
+        .unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let e = listener.accept().unwrap_err();
+    assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let (mut s, peer) = loop {
+        match listener.accept() {
+            Ok(accepted) => break accepted,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                assert!(Instant::now() < deadline, "the client never came");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => panic!("accept: {e}"),
+        }
+    };
+    assert_eq!(peer, addr(ACCEPTED_PEER));
+    s.write_all(b"late").unwrap();
+    let mut buf = [0u8; 4];
+    s.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"late");
+    // In blocking mode the call still in flight is the one waited for.
+    listener.set_nonblocking(false).unwrap();
+    assert_eq!(fake.seen().handshakes.load(Ordering::Relaxed), 1);
 }
 
 #[test]
