@@ -707,7 +707,10 @@ impl TlsConn {
         } else {
             Stats::dec(&self.stats.curr_rx_device);
             Stats::inc(&self.stats.curr_rx_sw);
+            // Questions and answers of a context that is gone: the next
+            // one asks its own, in its own sequence numbers.
             self.resync_watch.clear();
+            self.resync_answers.clear();
         }
     }
 

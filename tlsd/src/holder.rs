@@ -27,21 +27,19 @@ const PRUNE_EVERY: u64 = 1 << 20;
 pub struct Bound {
     pub ctx: OffloadContext,
     pub port: String,
-    /// Where it started: stream offset and its TCP sequence number, to map
-    /// the NIC's sequence numbers (resync) to offsets.
-    stream_offset: u64,
-    tcp_seq: u32,
 }
 
 impl Bound {
+    /// The stream offset of the NIC's sequence number `seq` (a resync
+    /// request: at or after where the context started).
     fn offset_of(&self, seq: u32) -> u64 {
-        self.stream_offset
-            .wrapping_add(u64::from(seq.wrapping_sub(self.tcp_seq)))
+        self.ctx.stream_offset_of(seq, self.ctx.stream_offset())
     }
 
     fn seq_of(&self, offset: u64) -> u32 {
-        self.tcp_seq
-            .wrapping_add(offset.wrapping_sub(self.stream_offset) as u32)
+        self.ctx
+            .tcp_seq()
+            .wrapping_add(offset.wrapping_sub(self.ctx.stream_offset()) as u32)
     }
 }
 
@@ -58,6 +56,8 @@ pub struct Holder {
     pub moved: bool,
     /// Contexts were held before: the next ones count as re-offloads.
     held_before: bool,
+    /// Bumped whenever a context is bound or dropped (its eventfd with it).
+    generation: u64,
 }
 
 fn params(start: &DeviceStart) -> Option<TlsOffloadParams> {
@@ -109,6 +109,7 @@ impl Holder {
             pruned_at: 0,
             moved: false,
             held_before: false,
+            generation: 0,
         }
     }
 
@@ -147,6 +148,7 @@ impl Holder {
             Stats::inc(&self.stats.reoffloads);
         }
         if bound_any {
+            self.generation += 1;
             self.held_before = true;
         }
     }
@@ -167,8 +169,6 @@ impl Holder {
                 );
                 Some(Bound {
                     port: info.port.clone(),
-                    stream_offset: start.stream_offset,
-                    tcp_seq: ctx.tcp_seq(),
                     ctx,
                 })
             }
@@ -197,6 +197,7 @@ impl Holder {
         let Some(b) = self.tx.take() else {
             return;
         };
+        self.generation += 1;
         // 1. Software from here on; the framed records still in flight are
         //    sealed here too, and netsrv sends those bytes instead.
         let unacked = tcp.send_unacked().unwrap_or(0);
@@ -219,6 +220,7 @@ impl Holder {
         let Some(b) = self.rx.take() else {
             return;
         };
+        self.generation += 1;
         if let Err(e) = tcp.offload_stop(OffloadKind::TlsRx, 0, &[]) {
             tracing::warn!(%e, "offloadStop (RX) failed");
         }
@@ -289,6 +291,12 @@ impl Holder {
         for b in [&self.tx, &self.rx].into_iter().flatten() {
             b.ctx.clear_wakeup();
         }
+    }
+
+    /// Changes whenever [`Self::fds`] may have (a closed eventfd's number
+    /// can come back for the next context's).
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// The eventfds to sleep on: egress, TX context, RX context.

@@ -82,8 +82,10 @@ struct Pump {
     tcp_eof: bool,
     tcp_shut: bool,
     down_closed: bool,
-    /// Holder eventfds registered with the poll, per `HOLDER` token.
+    /// Holder eventfds registered with the poll, per `HOLDER` token, as of
+    /// the holder's generation `registered_for`.
     registered: [Option<std::os::fd::RawFd>; 3],
+    registered_for: Option<u64>,
 }
 
 fn app_error(code: SocketError, app: &mut ServerEnd) {
@@ -113,6 +115,7 @@ impl Pump {
             tcp_shut: false,
             down_closed: false,
             registered: [None; 3],
+            registered_for: None,
         })
     }
 
@@ -265,16 +268,20 @@ impl Pump {
     }
 
     /// Keeps the poll's holder registrations in step with its eventfds
-    /// (contexts come and go).
+    /// (contexts come and go). By generation, not by fd number: a new
+    /// context's eventfd may reuse a closed one's number, and the poll
+    /// dropped that registration when it closed.
     fn register_holder(&mut self, holder: &Holder) {
+        if self.registered_for == Some(holder.generation()) {
+            return;
+        }
+        self.registered_for = Some(holder.generation());
+        // All out first: an old number may now be one of the new fds.
+        for old in self.registered.iter_mut().filter_map(Option::take) {
+            // It may be closed already (its context dropped): no matter.
+            let _ = self.poll.registry().deregister(&mut SourceFd(&old));
+        }
         for (i, fd) in holder.fds().into_iter().enumerate() {
-            if self.registered[i] == fd {
-                continue;
-            }
-            if let Some(old) = self.registered[i].take() {
-                // It may be closed already (its context dropped): no matter.
-                let _ = self.poll.registry().deregister(&mut SourceFd(&old));
-            }
             if let Some(new) = fd {
                 if self
                     .poll
