@@ -1050,7 +1050,7 @@ fn bench_reoffload() {
     let p = progress.clone();
     let server = std::thread::spawn(move || {
         let (s, _) = l.accept().unwrap();
-        let _ = receive_counting(&mut &s, &p, 0);
+        receive_counting(&mut &s, &p, 0).expect("the offloaded stream ends cleanly");
     });
     let c: Arc<TlsStream> = Arc::new(
         ta.connect_stream("10.0.0.2:5500".parse().unwrap(), "capnet.test", &options)
@@ -1061,11 +1061,9 @@ fn bench_reoffload() {
     let writer = std::thread::spawn(move || {
         let chunk = vec![0x3cu8; 64 * 1024];
         while !st.load(Ordering::Relaxed) {
-            if (&*w).write_all(&chunk).is_err() {
-                return;
-            }
+            (&*w).write_all(&chunk).expect("write");
         }
-        let _ = w.shutdown(Shutdown::Write);
+        w.shutdown(Shutdown::Write).expect("close_notify");
     });
     assert!(wait_progress(&progress, 8 << 20, Duration::from_secs(30)));
     let t = Instant::now();
@@ -1082,9 +1080,10 @@ fn bench_reoffload() {
         back.push(flap(&a, &ta, &c, &progress, "p0", true, "p0"));
     }
     stop.store(true, Ordering::Relaxed);
-    let _ = writer.join();
-    let _ = server.join();
+    writer.join().expect("writer");
+    server.join().expect("reader");
     let s = ta.stat().unwrap();
+    assert_eq!(s.decrypt_error, 0, "{s:?}");
     println!(
         "TLS re-offload (active-backup bond, primary p0, both legs with TLS offload, an \
          offloaded stream; times from the carrier change, median of {FLAPS}):"

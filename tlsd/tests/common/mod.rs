@@ -85,7 +85,7 @@ pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
 }
 
 /// Moves `send` out through `conn` and reads until `expect` bytes came in
-/// and (if `until_close`) the peer's close_notify. Non-blocking, one thread.
+/// and the peer's close_notify. Non-blocking, one thread.
 pub fn pump(conn: &mut TlsConn, sock: &mut UnixStream, send: &[u8], expect: usize) -> Vec<u8> {
     pump_with(conn, sock, send, expect, 0, &mut |_, _| {}, &mut |_, _| {})
 }
@@ -121,7 +121,9 @@ pub fn pump_with(
             panic!("connection failed: {e}");
         }
         tick(conn, sent);
-        while sent < send.len() && conn.outgoing().len() < 256 * 1024 {
+        // Bounded by what waits for the socket (`outgoing` is emptied into
+        // `pending` every round).
+        while sent < send.len() && pending.len() + conn.outgoing().len() < 256 * 1024 {
             let n = conn.seal(&send[sent..]);
             assert!(n > 0);
             sent += n;
