@@ -22,11 +22,8 @@
 use crate::rx_marks::{Marks, OutOfOrder};
 use capnet_ring::flags;
 use capnet_wire::csum;
-use smoltcp::wire::{
-    EthernetFrame, EthernetProtocol, IpProtocol, Ipv4Packet, Ipv6Packet, TcpPacket,
-};
 use std::collections::{HashMap, VecDeque};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::ops::Range;
 
 /// A connection as (local, remote).
@@ -36,67 +33,7 @@ pub struct Tuple {
     pub remote: SocketAddr,
 }
 
-/// The TCP fields of one frame the offload path needs.
-#[derive(Clone, Debug)]
-pub struct TcpView {
-    pub src: SocketAddr,
-    pub dst: SocketAddr,
-    pub seq: u32,
-    pub ack: Option<u32>,
-    pub syn: bool,
-    /// The payload's bytes within the frame.
-    pub payload: Range<usize>,
-}
-
-/// Parses an Ethernet/IP/TCP frame; `None` for anything else (fragments,
-/// other protocols, runts).
-pub fn parse_tcp(frame: &[u8]) -> Option<TcpView> {
-    let eth = EthernetFrame::new_checked(frame).ok()?;
-    let l3_start = EthernetFrame::<&[u8]>::header_len();
-    let (src_ip, dst_ip, l4_start, l4_len) = match eth.ethertype() {
-        EthernetProtocol::Ipv4 => {
-            let ip = Ipv4Packet::new_checked(eth.payload()).ok()?;
-            if ip.next_header() != IpProtocol::Tcp || ip.more_frags() || ip.frag_offset() != 0 {
-                return None;
-            }
-            let hl = usize::from(ip.header_len());
-            let total = usize::from(ip.total_len());
-            (
-                IpAddr::V4(ip.src_addr()),
-                IpAddr::V4(ip.dst_addr()),
-                l3_start + hl,
-                total.checked_sub(hl)?,
-            )
-        }
-        EthernetProtocol::Ipv6 => {
-            let ip = Ipv6Packet::new_checked(eth.payload()).ok()?;
-            if ip.next_header() != IpProtocol::Tcp {
-                return None;
-            }
-            (
-                IpAddr::V6(ip.src_addr()),
-                IpAddr::V6(ip.dst_addr()),
-                l3_start + 40,
-                usize::from(ip.payload_len()),
-            )
-        }
-        _ => return None,
-    };
-    let l4 = frame.get(l4_start..l4_start.checked_add(l4_len)?)?;
-    let tcp = TcpPacket::new_checked(l4).ok()?;
-    let hl = usize::from(tcp.header_len());
-    if hl > l4.len() {
-        return None;
-    }
-    Some(TcpView {
-        src: SocketAddr::new(src_ip, tcp.src_port()),
-        dst: SocketAddr::new(dst_ip, tcp.dst_port()),
-        seq: tcp.seq_number().0 as u32,
-        ack: tcp.ack().then(|| tcp.ack_number().0 as u32),
-        syn: tcp.syn(),
-        payload: l4_start + hl..l4_start + l4_len,
-    })
-}
+pub use capnet_wire::tcp::parse_tcp;
 
 /// Stream offset of `seq` for a stream whose first byte has sequence
 /// `first`, near `hint` (a recent offset): unwraps past 4 GiB.
@@ -179,6 +116,16 @@ impl RxBinding {
     /// The first stream offset with marks.
     pub fn marks_start(&self) -> u64 {
         self.marks.start
+    }
+
+    /// While the NIC makes the context, the bytes from where the marks
+    /// start wait (they may come back marked): how many of the bytes from
+    /// stream offset `read` on may go to the receive ring now. `None`: no
+    /// limit (the context is made).
+    pub fn plain_allowance(&self, read: u64) -> Option<u64> {
+        self.chunks_from
+            .is_none()
+            .then(|| self.marks_start().saturating_sub(read))
     }
 }
 
@@ -293,7 +240,8 @@ impl OffloadTable {
         };
         if v.syn {
             let c = self.conns.entry(tuple).or_default();
-            c.tx_first = Some(v.seq.wrapping_add(1));
+            // A SYN's `seq` is already its first data byte's.
+            c.tx_first = Some(v.seq);
             return SEND;
         }
         let Some(c) = self.conns.get_mut(&tuple) else {
@@ -399,7 +347,7 @@ impl OffloadTable {
         };
         if v.syn {
             let c = self.conns.entry(tuple).or_default();
-            c.rx_first = Some(v.seq.wrapping_add(1));
+            c.rx_first = Some(v.seq);
             return true;
         }
         let Some(c) = self.conns.get_mut(&tuple) else {
@@ -672,7 +620,8 @@ mod tests {
     /// `offset`.
     fn frame(syn: bool, offset: u64, payload: &[u8]) -> Vec<u8> {
         use crate::test_frames::ipv4_frame;
-        use smoltcp::wire::{IpAddress, TcpControl, TcpRepr, TcpSeqNumber};
+        use smoltcp::wire::{IpAddress, IpProtocol, TcpControl, TcpPacket, TcpRepr, TcpSeqNumber};
+        use std::net::IpAddr;
         let t = tuple();
         let (IpAddr::V4(src), IpAddr::V4(dst)) = (t.remote.ip(), t.local.ip()) else {
             unreachable!()

@@ -191,17 +191,14 @@ impl OutOfOrder {
             r.start = r.start.max(offset);
             r.end > offset
         });
-        let gone: Vec<u64> = self
-            .plaintext
-            .iter()
-            .filter(|(&s, p)| s + p.len() as u64 <= offset)
-            .map(|(&s, _)| s)
-            .collect();
-        for s in gone {
-            if let Some(p) = self.plaintext.remove(&s) {
-                self.kept -= p.len();
+        let kept = &mut self.kept;
+        self.plaintext.retain(|&s, p| {
+            let wanted = s + p.len() as u64 > offset;
+            if !wanted {
+                *kept -= p.len();
             }
-        }
+            wanted
+        });
     }
 }
 

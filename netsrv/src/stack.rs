@@ -1434,7 +1434,7 @@ impl Stack {
                 .tuple
                 .and_then(|t| table.conn(&t))
                 .and_then(|c| c.rx.as_ref())
-                .is_some_and(|rx| rx.chunks_from.is_none() && conn.rx_bytes >= rx.marks_start());
+                .is_some_and(|rx| rx.plain_allowance(conn.rx_bytes) == Some(0));
             let up_ready = socket.can_send() && r.up.available().unwrap_or(0) > 0;
             let down_ready = !held && socket.can_recv() && r.down.space().unwrap_or(0) > 0;
             if up_ready || down_ready {
@@ -1649,15 +1649,12 @@ impl TcpConn {
         let mut received = false;
         // While the NIC makes an RX context, bytes past the binding wait:
         // they may come back marked.
-        let limit = match &chunked {
-            Some(rx) if rx.chunks_from.is_none() => {
-                Some(rx.marks_start().saturating_sub(self.rx_bytes) as usize)
-            }
-            _ => None,
-        };
+        let limit = chunked
+            .as_ref()
+            .and_then(|rx| rx.plain_allowance(self.rx_bytes));
         match chunked.filter(|rx| rx.chunks_from.is_some()) {
             None => {
-                let mut left = limit.unwrap_or(usize::MAX);
+                let mut left = limit.map_or(usize::MAX, |l| l as usize);
                 while socket.can_recv() && left > 0 {
                     let space = rings.down.reserve()?;
                     if space.is_empty() {

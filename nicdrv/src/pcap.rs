@@ -70,16 +70,18 @@ impl PcapWriter<BufWriter<File>> {
             return Ok((w, Reopened::Started));
         }
         // Walk the record headers to the end of the last whole record.
+        // (The reader stands after the file header.)
         let mut r = BufReader::new(&mut f);
         let (mut at, mut records) = (24u64, 0u64);
         let mut h = [0u8; 16];
         while at + 16 <= len {
-            r.seek(SeekFrom::Start(at))?;
             r.read_exact(&mut h)?;
             let incl = u64::from(u32::from_ne_bytes([h[8], h[9], h[10], h[11]]));
             if incl > u64::from(SNAPLEN) || at + 16 + incl > len {
                 break;
             }
+            // Within the buffer where it can: no syscall per record.
+            r.seek_relative(incl as i64)?;
             at += 16 + incl;
             records += 1;
         }

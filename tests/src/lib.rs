@@ -181,15 +181,22 @@ pub fn bond_hosts(scratch: &Scratch, mode: &str, primary: Option<&str>) -> (Host
     let b_dir = scratch.0.join("b");
     let a = Host::start(&bond_config(1, mode, primary, ""), &a_dir, &a_dir).expect("host a");
     let b = Host::start(&bond_config(2, mode, primary, ""), &b_dir, &a_dir).expect("host b");
+    wait_bonds_settled(&a, &b, mode == "active-backup");
+    (a, b)
+}
+
+/// Waits until bond0's legs p0 and p1 are up on both hosts and, for
+/// active-backup, both hosts send on the same leg.
+pub fn wait_bonds_settled(a: &Host, b: &Host, active_backup: bool) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        let (sa, sb) = (snapshot(&a), snapshot(&b));
+        let (sa, sb) = (snapshot(a), snapshot(b));
         let up = [&sa, &sb]
             .iter()
             .all(|s| ["p0", "p1"].iter().all(|p| s.port(p).state == "up"));
-        let agree = mode != "active-backup" || (!sa.active.is_empty() && sa.active == sb.active);
+        let agree = !active_backup || (!sa.active.is_empty() && sa.active == sb.active);
         if up && agree {
-            return (a, b);
+            return;
         }
         assert!(
             std::time::Instant::now() < deadline,
@@ -341,91 +348,36 @@ pub struct PcapTcp {
     pub hits: Vec<(u64, u16, u16)>,
 }
 
-/// Reads `path` (LINKTYPE_ETHERNET; IPv4 and IPv6 without extension
-/// headers) and looks for `needle` in every TCP payload.
+/// Reads `path` (as nicdrv's `pcap` writes it) and looks for `needle` in
+/// every TCP payload.
 pub fn pcap_tcp_search(path: &std::path::Path, needle: &[u8]) -> std::io::Result<PcapTcp> {
-    use std::io::{Error, ErrorKind};
-    let data = std::fs::read(path)?;
-    let bad = |what: &str| {
-        Error::new(
-            ErrorKind::InvalidData,
+    let bad = |what: String| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
             format!("{}: {what}", path.display()),
         )
     };
-    if data.len() < 24 {
-        return Err(bad("no global header"));
+    let (linktype, records) = nicdrv::pcap::parse(&std::fs::read(path)?).map_err(bad)?;
+    if linktype != nicdrv::pcap::LINKTYPE_ETHERNET {
+        return Err(bad(format!("link type {linktype}, not Ethernet")));
     }
-    let magic = u32::from_le_bytes(data[0..4].try_into().unwrap());
-    let swap = match magic {
-        0xa1b2_c3d4 => false,
-        0xd4c3_b2a1 => true,
-        _ => return Err(bad("not a classic microsecond pcap")),
+    let mut out = PcapTcp {
+        frames: records.len() as u64,
+        ..PcapTcp::default()
     };
-    let word = |b: &[u8]| {
-        let v = u32::from_le_bytes(b[0..4].try_into().unwrap());
-        if swap {
-            v.swap_bytes()
-        } else {
-            v
-        }
-    };
-    if word(&data[20..24]) != 1 {
-        return Err(bad("not Ethernet"));
-    }
-    let be16 = |b: &[u8], at: usize| u16::from_be_bytes([b[at], b[at + 1]]);
-    let mut out = PcapTcp::default();
-    let mut at = 24;
-    while at + 16 <= data.len() {
-        let incl = word(&data[at + 8..at + 12]) as usize;
-        let start = at + 16;
-        if start + incl > data.len() {
-            // A record cut short by a killed writer ends the file.
-            break;
-        }
-        let frame = &data[start..start + incl];
-        at = start + incl;
-        let index = out.frames;
-        out.frames += 1;
-        if frame.len() < 14 {
+    for (index, record) in records.iter().enumerate() {
+        let Some(seg) = nicdrv::offload::parse_tcp(&record.data) else {
             continue;
-        }
-        let mut ethertype = be16(frame, 12);
-        let mut l3 = 14;
-        if ethertype == 0x8100 && frame.len() >= 18 {
-            ethertype = be16(frame, 16);
-            l3 = 18;
-        }
-        let ip = &frame[l3..];
-        let (tcp, end) = match ethertype {
-            0x0800 if ip.len() >= 20 && ip[9] == 6 => {
-                let ihl = usize::from(ip[0] & 0x0f) * 4;
-                let total = usize::from(be16(ip, 2)).min(ip.len());
-                if ihl < 20 || total < ihl {
-                    continue;
-                }
-                (&ip[ihl..total], total - ihl)
-            }
-            0x86dd if ip.len() >= 40 && ip[6] == 6 => {
-                let total = (40 + usize::from(be16(ip, 4))).min(ip.len());
-                (&ip[40..total], total - 40)
-            }
-            _ => continue,
         };
-        if end < 20 {
-            continue;
-        }
-        let doff = usize::from(tcp[12] >> 4) * 4;
-        if doff < 20 || doff > end {
-            continue;
-        }
-        let payload = &tcp[doff..end];
+        let payload = &record.data[seg.payload];
         if payload.is_empty() {
             continue;
         }
         out.tcp_segments += 1;
         out.tcp_payload_bytes += payload.len() as u64;
         if payload.windows(needle.len()).any(|w| w == needle) {
-            out.hits.push((index, be16(tcp, 0), be16(tcp, 2)));
+            out.hits
+                .push((index as u64, seg.src.port(), seg.dst.port()));
         }
     }
     Ok(out)

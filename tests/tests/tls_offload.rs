@@ -6,8 +6,8 @@
 
 use capnet::host::Host;
 use capnet_tests::{
-    bond_config_legs, cli_ok, pcap_tcp_search, receive_counting, sim_config, tls_section,
-    wait_progress, Progress, Scratch,
+    bond_config_legs, cli_ok, pcap_tcp_search, receive_counting, sim_config, status_counter,
+    tls_section, wait_progress, Progress, Scratch,
 };
 use libclient::{RecordMode, TlsInfo, TlsOptions, TlsStat, TlsStream};
 use sha2::{Digest, Sha256};
@@ -201,9 +201,9 @@ fn assert_marks_held(host: &Host, who: &str) {
     let line = status
         .lines()
         .find(|l| l.starts_with("offload:"))
-        .unwrap_or("");
+        .unwrap_or_else(|| panic!("{who}: no offload line in status:\n{status}"));
     eprintln!("{who} netsrv {line}");
-    assert_eq!(netsrv_offload(host, "mark-errors"), 0, "{who}: {line}");
+    assert_eq!(status_counter(line, "mark-errors"), 0, "{who}: {line}");
 }
 
 fn stat(host: &Host) -> TlsStat {
@@ -278,14 +278,8 @@ fn bond_hosts(scratch: &Scratch, p1_offload: bool) -> (Host, Host, Vec<PathBuf>)
     let a = Host::start(&config(1), &a_dir, &a_dir).expect("host a");
     let b = Host::start(&config(2), &b_dir, &a_dir).expect("host b");
     // The primary carries from the start.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while [&a, &b].iter().any(|h| {
-        let s = capnet_tests::snapshot(h);
-        s.active != "p0" || ["p0", "p1"].iter().any(|p| s.port(p).state != "up")
-    }) {
-        assert!(Instant::now() < deadline, "bond0 never settled on p0");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    capnet_tests::wait_bonds_settled(&a, &b, true);
+    assert_eq!(capnet_tests::snapshot(&a).active, "p0");
     let captures = ["p0", "p1"]
         .iter()
         .flat_map(|p| {
@@ -454,9 +448,10 @@ fn nicdrv_killed_with_the_tx_context() {
             d.wait_tx(RecordMode::Device, "after the restart");
             // Its contexts are the new driver instance's (epoch 1).
             let list = cli_ok(&a, &["offload", "list"]);
+            let live: Vec<&str> = list.lines().filter(|l| l.contains("active")).collect();
+            assert!(live.iter().any(|l| l.contains("tls-tx")), "{list}");
             assert!(
-                list.lines()
-                    .filter(|l| l.contains("active"))
+                live.iter()
                     .all(|l| l.split_whitespace().nth(1) == Some("1")),
                 "{list}"
             );

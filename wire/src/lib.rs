@@ -5,8 +5,11 @@
 //!
 //! Pure functions over smoltcp's typed `wire` views; builds for Redox.
 //!
+//! `tcp`: where a frame's TCP payload is, and whose it is.
+//!
 //! `tls`: the TLS record format and per-record AEAD inputs (nonce, AAD) that
 //! tlsd's software engine and the NIC's TLS engine share.
 
 pub mod csum;
+pub mod tcp;
 pub mod tls;
