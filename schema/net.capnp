@@ -257,6 +257,7 @@ struct StackCounters {
   salvageResent @16 :UInt64;      # frames a dead driver never gave back, sent again
   salvageDropped @17 :UInt64;     # such frames given up (too old, or no checksum offload)
   offload @18 :OffloadPathCounters;
+  sessionsRefused @19 :UInt64;    # connections refused by [access] network
 }
 
 struct OffloadPathCounters {

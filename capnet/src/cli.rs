@@ -12,19 +12,7 @@ fn err(e: impl std::fmt::Display) -> String {
     e.to_string()
 }
 
-/// A capnp error as the user should read it: the server's description
-/// (`invalid: ...`, `busy: ...`) without transport prefixes.
-pub fn describe_error(e: &capnp::Error) -> String {
-    let mut s = e.extra.as_str();
-    while let Some(rest) = s.strip_prefix("remote exception: ") {
-        s = rest;
-    }
-    if s.is_empty() {
-        e.to_string()
-    } else {
-        s.to_string()
-    }
-}
+pub use capnet_schema::errors::describe as describe_error;
 
 /// Runs `f` against the supervisor of the set in `run_dir`.
 fn with_supervisor<T>(
@@ -251,10 +239,11 @@ pub fn status(run_dir: &Path) -> Result<String, String> {
         let c = net.get_counters()?;
         let _ = writeln!(
             out,
-            "stack: sessions {} killed {} bad-ring-indices {} connects {} accepts {} resets {} udp sent {} received {} \
+            "stack: sessions {} killed {} refused {} bad-ring-indices {} connects {} accepts {} resets {} udp sent {} received {} \
              bad-checksum {} tx-no-buffer {} ports-disabled {}",
             c.get_sessions(),
             c.get_sessions_killed(),
+            c.get_sessions_refused(),
             c.get_bad_ring_indices(),
             c.get_tcp_connects(),
             c.get_tcp_accepts(),

@@ -1,5 +1,6 @@
 //! The service set's configuration (TOML).
 
+use capnet_schema::access::Principals;
 use serde::Deserialize;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -20,6 +21,111 @@ pub struct Config {
     pub netsrv: NetsrvConfig,
     #[serde(default)]
     pub tls: TlsConfig,
+    #[serde(default)]
+    pub supervisor: SupervisorConfig,
+    #[serde(default)]
+    pub access: AccessConfig,
+}
+
+/// How the supervisor keeps the set alive.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SupervisorConfig {
+    /// A service that does not answer the supervisor's ping within this
+    /// many milliseconds is killed and restarted (0: never). Default 10000.
+    pub watchdog_ms: Option<u64>,
+}
+
+impl SupervisorConfig {
+    pub const DEFAULT_WATCHDOG_MS: u64 = 10_000;
+
+    pub fn watchdog(&self) -> Option<std::time::Duration> {
+        match self.watchdog_ms.unwrap_or(Self::DEFAULT_WATCHDOG_MS) {
+            0 => None,
+            ms => Some(std::time::Duration::from_millis(ms)),
+        }
+    }
+}
+
+/// Who may do what, judged on each peer's credentials (SO_PEERCRED). Each
+/// list holds `"*"` (every local user), `"owner"` (the user running the
+/// set), user ids (`1000`) and groups (`"@netdev"`, `"@27"`). Root may
+/// always do everything.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessConfig {
+    /// May use the network (capnet.sock, tls.sock). Default: everyone.
+    #[serde(default = "everyone")]
+    pub network: Vec<String>,
+    /// May bind TCP and UDP ports below 1024. Default: the owner.
+    #[serde(default = "owner")]
+    pub low_ports: Vec<String>,
+    /// May administer the set over admin.sock (routes, bonds, faults,
+    /// links, down). Default: the owner.
+    #[serde(default = "owner")]
+    pub admin: Vec<String>,
+}
+
+impl AccessConfig {
+    /// The three lists with names resolved: `owner` is `owner_uid`.
+    pub fn resolve(&self, owner_uid: u32) -> Result<Access, String> {
+        let one = |what: &str, list: &[String]| {
+            resolve_users(list, owner_uid).map_err(|e| format!("[access] {what}: {e}"))
+        };
+        Ok(Access {
+            network: one("network", &self.network)?,
+            low_ports: one("low_ports", &self.low_ports)?,
+            admin: one("admin", &self.admin)?,
+        })
+    }
+}
+
+/// [`AccessConfig`] with every name resolved to ids.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Access {
+    pub network: Principals,
+    pub low_ports: Principals,
+    pub admin: Principals,
+}
+
+fn resolve_users(list: &[String], owner_uid: u32) -> Result<Principals, String> {
+    let mut p = Principals::root_only();
+    for item in list {
+        let item = item.trim();
+        match item {
+            "*" => p.add_everyone(),
+            "owner" => p.add_uid(owner_uid),
+            _ => match item.strip_prefix('@') {
+                Some(g) => p.add_gid(match g.parse() {
+                    Ok(gid) => gid,
+                    Err(_) => crate::users::group_id(g)?,
+                }),
+                None => p.add_uid(match item.parse() {
+                    Ok(uid) => uid,
+                    Err(_) => crate::users::user_id(item)?,
+                }),
+            },
+        }
+    }
+    Ok(p)
+}
+
+fn everyone() -> Vec<String> {
+    vec!["*".into()]
+}
+
+fn owner() -> Vec<String> {
+    vec!["owner".into()]
+}
+
+impl Default for AccessConfig {
+    fn default() -> AccessConfig {
+        AccessConfig {
+            network: everyone(),
+            low_ports: owner(),
+            admin: owner(),
+        }
+    }
 }
 
 /// tlsd's certificates and keys: only tlsd ever reads these files.

@@ -8,3 +8,4 @@ pub mod host;
 pub mod rpc;
 pub mod spawn;
 pub mod supervisor;
+pub mod users;

@@ -1,6 +1,8 @@
 //! capnp over Unix sockets for the supervisor and the CLI.
 
 use capnet_ring::handoff::CONNECT_RPC;
+use capnet_schema::access::{Peer, Principals};
+use capnet_schema::errors::SocketError;
 use capnet_schema::transport;
 use std::io::{self, Write};
 use std::os::fd::OwnedFd;
@@ -27,18 +29,38 @@ pub fn connect<C: capnp::capability::FromClientHook>(path: &Path) -> io::Result<
     bootstrap(s.into())
 }
 
-/// Binds a socket only the owner may connect to.
-pub fn listen(path: &Path) -> io::Result<UnixListener> {
-    transport::listen_private(path)
-}
-
-/// Serves `bootstrap` on every connection that starts with `R`.
-pub async fn serve_forever(listener: UnixListener, bootstrap: capnp::capability::Client) {
+/// Serves `bootstrap` on every connection that starts with `R` and comes
+/// from one of `users`; anyone else bootstraps a capability that answers
+/// every call with `denied`.
+pub async fn serve_forever(
+    listener: UnixListener,
+    bootstrap: capnp::capability::Client,
+    users: Principals,
+) {
     loop {
-        let Ok((mut stream, _)) = listener.accept().await else {
-            continue;
+        let mut stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of fds, say: wait instead of spinning on the error.
+                tracing::warn!(%e, "admin accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
         };
-        let bootstrap = bootstrap.clone();
+        let bootstrap = match Peer::of(std::os::fd::AsFd::as_fd(&stream)) {
+            Ok(peer) if users.admits(&peer) => bootstrap.clone(),
+            Ok(peer) => {
+                tracing::warn!(uid = peer.uid, pid = peer.pid, "admin refused");
+                transport::refused(SocketError::Denied.to_capnp(format_args!(
+                    "uid {} may not administer this service set ([access] admin in the configuration)",
+                    peer.uid
+                )))
+            }
+            Err(e) => {
+                tracing::warn!(%e, "admin peer without credentials");
+                continue;
+            }
+        };
         tokio::task::spawn_local(async move {
             let mut kind = [0u8; 1];
             if stream.read_exact(&mut kind).await.is_err() || kind[0] != CONNECT_RPC {

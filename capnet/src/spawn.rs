@@ -36,16 +36,30 @@ pub fn binary(name: &str) -> io::Result<PathBuf> {
 }
 
 /// Spawns `program` with `args`; `inherit` stay open in the child under
-/// their current numbers.
+/// their current numbers. The child is killed when the supervisor dies
+/// (SIGKILL on parent death), so no service outlives the set's root of
+/// authority: an orphaned driver would keep its port with nobody to restart
+/// or stop it.
+///
+/// The death signal follows the thread that forks, so services are spawned
+/// only from the supervisor's single runtime thread.
 pub fn spawn(program: &Path, args: &[String], inherit: &[&OwnedFd]) -> io::Result<Child> {
     let fds: Vec<RawFd> = inherit.iter().map(|f| f.as_raw_fd()).collect();
+    let parent = std::process::id() as libc::pid_t;
     let mut cmd = Command::new(program);
     cmd.args(args).stdin(Stdio::null());
     // SAFETY: the closure runs in the child between fork and exec and calls
-    // only fcntl, which is async-signal-safe; it touches no Rust state but the
-    // copied vector of integers.
+    // only prctl, getppid and fcntl, which are async-signal-safe; it touches
+    // no Rust state but copied integers.
     unsafe {
         cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // The parent may have died before the death signal was armed.
+            if libc::getppid() != parent {
+                return Err(io::Error::other("the supervisor exited during start"));
+            }
             for &fd in &fds {
                 let flags = libc::fcntl(fd, libc::F_GETFD);
                 if flags < 0 || libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {

@@ -2,6 +2,7 @@
 
 use crate::addr::parse_cidr;
 use crate::link::Mode;
+use capnet_schema::access::Principals;
 use smoltcp::wire::{IpAddress, IpCidr};
 use std::path::PathBuf;
 
@@ -44,19 +45,26 @@ pub struct Args {
     /// TCP congestion control: Reno with `--congestion-control reno`.
     pub reno: bool,
     pub max_sockets: usize,
+    /// Who may use the socket service at all (default: everyone).
+    pub allow_network: Principals,
+    /// Who may bind ports below 1024 (default: root only).
+    pub allow_low_ports: Principals,
 }
 
 pub const USAGE: &str = "usage: netsrv --port NAME=fd:RPC,HANDOFF | --port NAME=path:SOCKET ...
               [--bond NAME=MODE:LEG,LEG[:PRIMARY]]... (MODE: active-backup | balance-xor)
               [--address NAME=CIDR]... [--route default|CIDR=GATEWAY]...
               [--listen PATH] [--rpc-fd N]... [--admin-fd N]... [--attach-fd N]
-              [--tcp-buffer BYTES] [--congestion-control reno|none] [--max-sockets N]";
+              [--tcp-buffer BYTES] [--congestion-control reno|none] [--max-sockets N]
+              [--allow-network USERS] [--allow-low-ports USERS]
+              (USERS: `*`, uids and @gids, comma-separated; root always may)";
 
 pub fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
     let mut args = Args {
         tcp_buffer: 64 * 1024,
         reno: false,
         max_sockets: 4096,
+        allow_network: Principals::everyone(),
         ..Args::default()
     };
     while let Some(flag) = it.next() {
@@ -101,6 +109,14 @@ pub fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
                 }
             }
             "--max-sockets" => args.max_sockets = parse_num(&flag, &value()?)?,
+            "--allow-network" => {
+                args.allow_network =
+                    Principals::parse(&value()?).map_err(|e| format!("{flag}: {e}"))?
+            }
+            "--allow-low-ports" => {
+                args.allow_low_ports =
+                    Principals::parse(&value()?).map_err(|e| format!("{flag}: {e}"))?
+            }
             "-h" | "--help" => return Err(USAGE.to_string()),
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }

@@ -52,7 +52,7 @@ async fn run(args: args::Args) -> std::io::Result<()> {
     tokio::task::spawn_local(service::run_stack(shared.clone()));
     for &fd in &args.rpc_fds {
         let net: capnet_schema::net_capnp::net::Client =
-            capnp_rpc::new_client(service::NetServer::new(shared.clone(), 0));
+            capnp_rpc::new_client(service::NetServer::new(shared.clone(), true));
         rpc::serve(inherited_stream(fd)?, net.client);
     }
     for &fd in &args.admin_fds {
@@ -75,7 +75,12 @@ async fn run(args: args::Args) -> std::io::Result<()> {
     match &args.listen {
         Some(path) => {
             tokio::select! {
-                r = rpc::listen(shared.clone(), path) => r,
+                r = rpc::listen(
+                    shared.clone(),
+                    path,
+                    args.allow_network.clone(),
+                    args.allow_low_ports.clone(),
+                ) => r,
                 _ = term.recv() => Ok(()),
             }
         }

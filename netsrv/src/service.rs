@@ -242,21 +242,23 @@ fn tcp_options(
 /// One client's view of the socket service.
 pub struct NetServer {
     shared: Rc<Shared>,
-    /// The client's user id (SO_PEERCRED): only root binds ports below 1024.
-    uid: u32,
+    /// Whether the client may bind ports below 1024 (`[access] low_ports`,
+    /// judged on its SO_PEERCRED credentials).
+    low_ports: bool,
 }
 
 impl NetServer {
-    pub fn new(shared: Rc<Shared>, uid: u32) -> NetServer {
+    pub fn new(shared: Rc<Shared>, low_ports: bool) -> NetServer {
         shared.stack.borrow_mut().counters.sessions += 1;
-        NetServer { shared, uid }
+        NetServer { shared, low_ports }
     }
 
     fn check_privileged(&self, addr: SocketAddr) -> Result<(), Error> {
-        if addr.port() != 0 && addr.port() < 1024 && self.uid != 0 {
-            return Err(
-                SocketError::Denied.to_capnp(format_args!("port {} needs root", addr.port()))
-            );
+        if addr.port() != 0 && addr.port() < 1024 && !self.low_ports {
+            return Err(SocketError::Denied.to_capnp(format_args!(
+                "port {} is below 1024 and this user may not bind it ([access] low_ports in the configuration)",
+                addr.port()
+            )));
         }
         Ok(())
     }
@@ -482,6 +484,7 @@ fn write_status(
     let mut b = status.init_counters();
     b.set_sessions(c.sessions);
     b.set_sessions_killed(c.sessions_killed);
+    b.set_sessions_refused(c.sessions_refused);
     b.set_bad_ring_indices(c.bad_ring_indices);
     b.set_tcp_connects(c.tcp_connects);
     b.set_tcp_accepts(c.tcp_accepts);

@@ -80,6 +80,7 @@ pub struct TcpOptions {
 pub struct StackCounters {
     pub sessions: u64,
     pub sessions_killed: u64,
+    pub sessions_refused: u64,
     pub bad_ring_indices: u64,
     pub tcp_connects: u64,
     pub tcp_accepts: u64,

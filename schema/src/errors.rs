@@ -119,6 +119,21 @@ impl fmt::Display for SocketError {
     }
 }
 
+/// A capnp error as a person should read it: the server's description
+/// (`denied: ...`, `invalid: ...`) without capnp-rpc's prefixes
+/// ("Failed: remote exception: ").
+pub fn describe(e: &capnp::Error) -> String {
+    let mut s = e.extra.as_str();
+    while let Some(rest) = s.strip_prefix("remote exception: ") {
+        s = rest;
+    }
+    if s.is_empty() {
+        e.to_string()
+    } else {
+        s.to_string()
+    }
+}
+
 /// Turns a failed capnp call into the `io::Error` a socket user expects.
 pub fn capnp_to_io(err: capnp::Error) -> io::Error {
     let kind = match err.kind {
@@ -127,7 +142,7 @@ pub fn capnp_to_io(err: capnp::Error) -> io::Error {
             .map(SocketError::io_kind)
             .unwrap_or(io::ErrorKind::Other),
     };
-    io::Error::new(kind, err.to_string())
+    io::Error::new(kind, describe(&err))
 }
 
 #[cfg(test)]

@@ -31,6 +31,7 @@ pub mod supervisor_capnp {
     include!("generated/supervisor_capnp.rs");
 }
 
+pub mod access;
 pub mod addr;
 pub mod errors;
 pub mod transport;

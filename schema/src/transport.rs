@@ -15,6 +15,22 @@ pub fn listen_private(path: &std::path::Path) -> std::io::Result<tokio::net::Uni
     Ok(listener)
 }
 
+/// Binds a service socket for `users`: mode 0600 when they are only the
+/// service's own user (and root), else 0666 — then the kernel lets anyone
+/// connect and the service judges each peer's credentials.
+pub fn listen_for(
+    path: &std::path::Path,
+    users: &crate::access::Principals,
+) -> std::io::Result<tokio::net::UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    let listener = listen_private(path)?;
+    // SAFETY: getuid has no preconditions.
+    if !users.only(unsafe { libc::getuid() }) {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))?;
+    }
+    Ok(listener)
+}
+
 /// Messages carry socket data of up to 1 MiB; allow well beyond that.
 pub fn reader_options() -> capnp::message::ReaderOptions {
     let mut options = capnp::message::ReaderOptions::new();
@@ -52,8 +68,15 @@ pub fn connect<C: capnp::capability::FromClientHook>(stream: UnixStream) -> C {
 pub trait ServiceSocket {
     /// Grants (shared memory fds) waiting to be redeemed by clients.
     fn handoff(&self) -> &capnet_ring::HandoffTable;
-    /// The capability a client connecting as `uid` bootstraps.
-    fn bootstrap(&self, uid: u32) -> capnp::capability::Client;
+    /// The capability a client with `peer`'s credentials bootstraps.
+    fn bootstrap(&self, peer: &crate::access::Peer) -> capnp::capability::Client;
+}
+
+/// A capability that answers every call with `error`: what a peer that
+/// may not use a service bootstraps, so that it learns why instead of
+/// seeing the connection drop.
+pub fn refused(error: capnp::Error) -> capnp::capability::Client {
+    capnp_rpc::new_future_client(async move { Err::<capnp::capability::Client, _>(error) })
 }
 
 /// Serves every connection to `listener`.
@@ -85,7 +108,7 @@ async fn serve_client(
     use capnet_ring::handoff::{Token, CONNECT_HANDOFF, CONNECT_RPC};
     use std::os::fd::AsFd;
     use tokio::io::AsyncReadExt;
-    let uid = stream.peer_cred()?.uid();
+    let peer = crate::access::Peer::of(stream.as_fd())?;
     let mut first = [0u8; 1];
     stream.read_exact(&mut first).await?;
     if first[0] == CONNECT_HANDOFF {
@@ -100,7 +123,7 @@ async fn serve_client(
     } else {
         vec![first[0]]
     };
-    let bootstrap = service.bootstrap(uid);
+    let bootstrap = service.bootstrap(&peer);
     let (reader, writer) = stream.into_split();
     let reader =
         futures::io::AsyncReadExt::chain(futures::io::Cursor::new(replay), reader.compat());

@@ -1,6 +1,7 @@
 //! Command line of the tlsd process (normally written by the supervisor).
 
 use crate::identity::IdentityConfig;
+use capnet_schema::access::Principals;
 use std::path::PathBuf;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -10,6 +11,11 @@ pub struct Args {
     /// netsrv's service socket: tlsd makes its TCP connections there.
     pub net: PathBuf,
     pub identity: IdentityConfig,
+    /// Who may use TLS at all (default: everyone).
+    pub allow_network: Principals,
+    /// Who may listen on ports below 1024 (default: root only): tlsd's own
+    /// connections to netsrv carry tlsd's uid, so tlsd judges this itself.
+    pub allow_low_ports: Principals,
 }
 
 impl PartialEq for IdentityConfig {
@@ -21,12 +27,16 @@ impl PartialEq for IdentityConfig {
 impl Eq for IdentityConfig {}
 
 pub const USAGE: &str =
-    "usage: tlsd --listen PATH --net PATH [--cert PEM --key PEM] [--roots PEM] [--keylog FILE]";
+    "usage: tlsd --listen PATH --net PATH [--cert PEM --key PEM] [--roots PEM] [--keylog FILE]
+            [--allow-network USERS] [--allow-low-ports USERS]
+            (USERS: `*`, uids and @gids, comma-separated; root always may)";
 
 pub fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
     let mut listen = None;
     let mut net = None;
     let mut id = IdentityConfig::default();
+    let mut allow_network = Principals::everyone();
+    let mut allow_low_ports = Principals::root_only();
     while let Some(flag) = args.next() {
         let mut value = |name: &str| {
             args.next()
@@ -40,6 +50,16 @@ pub fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
             "--key" => id.key = Some(value("--key")?),
             "--roots" => id.roots = Some(value("--roots")?),
             "--keylog" => id.keylog = Some(value("--keylog")?),
+            "--allow-network" | "--allow-low-ports" => {
+                let v = value(&flag)?;
+                let users =
+                    Principals::parse(&v.to_string_lossy()).map_err(|e| format!("{flag}: {e}"))?;
+                if flag == "--allow-network" {
+                    allow_network = users;
+                } else {
+                    allow_low_ports = users;
+                }
+            }
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }
@@ -51,6 +71,8 @@ pub fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
         listen: listen.ok_or_else(|| format!("--listen is required\n{USAGE}"))?,
         net: net.ok_or_else(|| format!("--net is required\n{USAGE}"))?,
         identity: id,
+        allow_network,
+        allow_low_ports,
     })
 }
 

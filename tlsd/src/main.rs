@@ -38,11 +38,15 @@ fn main() -> ExitCode {
         .expect("tokio runtime");
     let local = tokio::task::LocalSet::new();
     let served = local.block_on(&runtime, async move {
-        let listener = transport::listen_private(&args.listen)?;
+        let listener = transport::listen_for(&args.listen, &args.allow_network)?;
         tracing::info!(path = %args.listen.display(), "serving applications");
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
-            r = transport::serve_clients(listener, Rc::new(service::TlsSocketService(shared))) => r,
+            r = transport::serve_clients(listener, Rc::new(service::TlsSocketService {
+                shared,
+                network: args.allow_network.clone(),
+                low_ports: args.allow_low_ports.clone(),
+            })) => r,
             _ = term.recv() => Ok(()),
         }
     });

@@ -12,6 +12,7 @@ use crate::identity::{Identity, Options, TlsVersion};
 use crate::session::{self, Control, Ended, Handle};
 use crate::stats::Stats;
 use capnet_ring::{HandoffTable, ServerEnd, SocketRings};
+use capnet_schema::access::{Peer, Principals};
 use capnet_schema::addr::{read_socket_addr, write_socket_addr};
 use capnet_schema::errors::SocketError;
 use capnet_schema::tls_capnp::{
@@ -237,11 +238,13 @@ async fn off_thread<T: Send + 'static>(
 
 pub struct TlsServer {
     shared: Arc<Shared>,
+    /// Whether the client may listen below port 1024 (`[access] low_ports`).
+    low_ports: bool,
 }
 
 impl TlsServer {
-    pub fn new(shared: Arc<Shared>) -> TlsServer {
-        TlsServer { shared }
+    pub fn new(shared: Arc<Shared>, low_ports: bool) -> TlsServer {
+        TlsServer { shared, low_ports }
     }
 }
 
@@ -300,6 +303,12 @@ impl tls::Server for TlsServer {
     ) -> Result<(), Error> {
         let p = params.get()?;
         let local = read_socket_addr(p.get_local()?)?;
+        if local.port() != 0 && local.port() < 1024 && !self.low_ports {
+            return Err(SocketError::Denied.to_capnp(format_args!(
+                "port {} is below 1024 and this user may not bind it ([access] low_ports in the configuration)",
+                local.port()
+            )));
+        }
         let backlog = p.get_backlog();
         let options = read_options(p.has_options().then(|| p.get_options()).transpose()?)?;
         if !self.shared.identity.has_server_identity() {
@@ -523,15 +532,27 @@ impl tls_socket::Server for TlsSocketServer {
 }
 
 /// The `Tls` bootstrap for applications on tls.sock.
-pub struct TlsSocketService(pub Arc<Shared>);
+pub struct TlsSocketService {
+    pub shared: Arc<Shared>,
+    pub network: Principals,
+    pub low_ports: Principals,
+}
 
 impl capnet_schema::transport::ServiceSocket for TlsSocketService {
     fn handoff(&self) -> &HandoffTable {
-        &self.0.handoff
+        &self.shared.handoff
     }
 
-    fn bootstrap(&self, _uid: u32) -> capnp::capability::Client {
-        let t: tls::Client = capnp_rpc::new_client(TlsServer::new(self.0.clone()));
+    fn bootstrap(&self, peer: &Peer) -> capnp::capability::Client {
+        if !self.network.admits(peer) {
+            tracing::warn!(uid = peer.uid, pid = peer.pid, "refused: may not use TLS");
+            return capnet_schema::transport::refused(SocketError::Denied.to_capnp(format_args!(
+                "uid {} may not use this network ([access] network in the configuration)",
+                peer.uid
+            )));
+        }
+        let low_ports = self.low_ports.admits(peer);
+        let t: tls::Client = capnp_rpc::new_client(TlsServer::new(self.shared.clone(), low_ports));
         t.client
     }
 }

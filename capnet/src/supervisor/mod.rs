@@ -17,8 +17,9 @@
 //! `failed` and left down.
 
 mod admin;
+mod watchdog;
 
-use crate::config::{ppm, Backend, Bond, Config, Port};
+use crate::config::{ppm, Access, Backend, Bond, Config, Port};
 use crate::rpc;
 use crate::spawn::{binary, socket_pair, spawn};
 use capnet_schema::net_capnp::net_admin;
@@ -91,6 +92,8 @@ struct Process {
     /// When a restarting process is due to start again; `None` while it
     /// waits for something else (a nicdrv for the data path restart).
     restart_at: Option<Instant>,
+    /// Why the watchdog killed this instance, for its exit description.
+    hung: Option<String>,
 }
 
 impl Process {
@@ -106,6 +109,7 @@ impl Process {
             state: State::Stopped,
             last_exit: String::new(),
             restart_at: None,
+            hung: None,
         }
     }
 
@@ -168,6 +172,7 @@ struct Ctx {
     tlsd: PathBuf,
     socket_path: PathBuf,
     tls_socket_path: PathBuf,
+    access: Access,
 }
 
 pub fn prepare_run_dir(dir: &Path) -> io::Result<()> {
@@ -281,6 +286,7 @@ fn netsrv_args(
     bonds: &[Bond],
     routes: &[(String, String)],
     socket_path: &Path,
+    access: &Access,
 ) -> Vec<String> {
     let mut a = Vec::new();
     for port in &config.ports {
@@ -308,13 +314,66 @@ fn netsrv_args(
         a.extend(["--congestion-control".to_string(), cc.to_string()]);
     }
     a.extend(["--listen".to_string(), socket_path.display().to_string()]);
+    a.extend(access_args(access));
     a
+}
+
+/// Who may use the network and bind low ports, for netsrv and tlsd.
+fn access_args(access: &Access) -> [String; 4] {
+    [
+        "--allow-network".into(),
+        access.network.to_string(),
+        "--allow-low-ports".into(),
+        access.low_ports.to_string(),
+    ]
+}
+
+/// Holds the run directory for one service set: a second `capnet up` on
+/// the same directory would join the first set's wire with the same
+/// addresses and, on exit, delete its sockets. Released when the
+/// supervisor exits, however it exits.
+pub struct RunDirLock {
+    _file: std::fs::File,
+}
+
+impl RunDirLock {
+    pub fn take(dir: &Path) -> Result<RunDirLock, String> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = dir.join("capnet.lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        // SAFETY: flock on an fd we own; no memory is involved.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::WouldBlock {
+                return Err(format!("{}: {e}", path.display()));
+            }
+            let pid = std::fs::read_to_string(dir.join("capnet.pid")).unwrap_or_default();
+            let pid = match pid.trim() {
+                "" => String::new(),
+                p => format!(" (supervisor pid {p})"),
+            };
+            return Err(format!(
+                "a service set is already running in {}{pid}; stop it with `capnet down --run-dir {}` or pick another --run-dir",
+                dir.display(),
+                dir.display()
+            ));
+        }
+        Ok(RunDirLock { _file: file })
+    }
 }
 
 /// Runs the service set until it is told to stop.
 pub fn up(opts: UpOptions) -> Result<(), String> {
     prepare_run_dir(&opts.run_dir)
         .map_err(|e| format!("run directory {}: {e}", opts.run_dir.display()))?;
+    let _lock = RunDirLock::take(&opts.run_dir)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -326,6 +385,8 @@ pub fn up(opts: UpOptions) -> Result<(), String> {
         tlsd: binary("tlsd").map_err(|e| e.to_string())?,
         socket_path: opts.run_dir.join("capnet.sock"),
         tls_socket_path: opts.run_dir.join("tls.sock"),
+        // SAFETY: getuid has no preconditions.
+        access: opts.config.access.resolve(unsafe { libc::getuid() })?,
         opts,
     });
     let config = &ctx.opts.config;
@@ -396,15 +457,22 @@ async fn run(ctx: Rc<Ctx>, shared: Shared) -> Result<(), String> {
         }
     }
 
+    if let Some(deadline) = ctx.opts.config.supervisor.watchdog() {
+        tokio::task::spawn_local(watchdog::run(shared.clone(), deadline));
+    }
     let shutdown = Rc::new(Notify::new());
     let admin_sock: supervisor::Client = capnp_rpc::new_client(admin::SupervisorServer::new(
         shared.clone(),
         shutdown.clone(),
     ));
     let admin_path = ctx.opts.run_dir.join("admin.sock");
-    let listener =
-        rpc::listen(&admin_path).map_err(|e| format!("{}: {e}", admin_path.display()))?;
-    tokio::task::spawn_local(rpc::serve_forever(listener, admin_sock.client));
+    let listener = capnet_schema::transport::listen_for(&admin_path, &ctx.access.admin)
+        .map_err(|e| format!("{}: {e}", admin_path.display()))?;
+    tokio::task::spawn_local(rpc::serve_forever(
+        listener,
+        admin_sock.client,
+        ctx.access.admin.clone(),
+    ));
     std::fs::write(
         ctx.opts.run_dir.join("capnet.pid"),
         format!("{}\n", std::process::id()),
@@ -507,6 +575,7 @@ fn start_data_path(ctx: &Ctx, shared: &Shared) -> Result<net_admin::Client, Stri
         &set.bonds,
         &set.routes,
         &ctx.socket_path,
+        &ctx.access,
     ));
     let io = |e: io::Error| e.to_string();
     let (admin_child, admin_here) = socket_pair().map_err(io)?;
@@ -555,6 +624,7 @@ fn tlsd_args(ctx: &Ctx) -> Vec<String> {
             a.extend([flag.to_string(), p.display().to_string()]);
         }
     }
+    a.extend(access_args(&ctx.access));
     a
 }
 
@@ -635,7 +705,10 @@ async fn on_exit(shared: &Shared, index: usize, status: ExitStatus) {
         let mut set = shared.borrow_mut();
         let stopping = set.stopping;
         let p = &mut set.procs[index];
-        p.last_exit = describe_exit(status);
+        p.last_exit = match p.hung.take() {
+            Some(why) => why,
+            None => describe_exit(status),
+        };
         let quick = p.started.elapsed() < QUICK;
         p.quick_exits = if quick { p.quick_exits + 1 } else { 0 };
         tracing::warn!(process = %p.name, exit = %p.last_exit, quick, "process exited");
@@ -737,7 +810,11 @@ async fn on_exit(shared: &Shared, index: usize, status: ExitStatus) {
 async fn stop_drivers(shared: &Shared) {
     let mut children: Vec<(usize, Child)> = Vec::new();
     for (i, p) in shared.borrow_mut().procs.iter_mut().enumerate() {
-        if let (Role::Nicdrv(_), Some(child)) = (p.role, p.child.take()) {
+        // Only drivers: netsrv's and tlsd's children stay where they are.
+        if !matches!(p.role, Role::Nicdrv(_)) {
+            continue;
+        }
+        if let Some(child) = p.child.take() {
             // SAFETY: kill(2) on a pid we spawned and have not reaped.
             unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
             children.push((i, child));
@@ -949,11 +1026,20 @@ mod tests {
     fn netsrv_gets_bonds_addresses_and_routes() {
         let config = Config::parse(include_str!("../../../examples/bond-a.toml")).unwrap();
         let routes = vec![("default".to_string(), "10.0.0.254".to_string())];
-        let a = netsrv_args(&config, &config.bonds, &routes, Path::new("/r/capnet.sock")).join(" ");
+        let access = config.access.resolve(1000).unwrap();
+        let a = netsrv_args(
+            &config,
+            &config.bonds,
+            &routes,
+            Path::new("/r/capnet.sock"),
+            &access,
+        )
+        .join(" ");
         assert_eq!(
             a,
             "--bond bond0=active-backup:p0,p1:p0 --address bond0=10.0.0.1/24 \
-             --route default=10.0.0.254 --listen /r/capnet.sock"
+             --route default=10.0.0.254 --listen /r/capnet.sock \
+             --allow-network * --allow-low-ports 1000"
         );
     }
 }
