@@ -59,4 +59,25 @@ if [ $quick -eq 0 ]; then
   step "cargo check --target x86_64-unknown-redox (everything but the Linux backends and tlsd's C crypto)"
   cargo check --target x86_64-unknown-redox -p capnet-ring -p capnet-schema -p capnet-wire -p capnet-offload -p netsrv -p libclient
 fi
+step "no process left behind by the tests"
+left=$(pgrep -a -f "$PWD/target/[a-z]+/(capnet|nicdrv|netsrv|tlsd)( |$)" || true)
+if [ -n "$left" ]; then
+  printf 'still running after the tests:\n%s\n' "$left"
+  exit 1
+fi
+
+step "the README's first command, as a user without root"
+cargo build --release
+if [ "$(id -u)" -eq 0 ]; then
+  # The build tree may sit where only root can enter: run a copy.
+  bin=$(mktemp -d /tmp/capnet-demo-bin.XXXXXX)
+  cp target/release/{capnet,nicdrv,netsrv,tlsd} "$bin/"
+  chmod 755 "$bin" "$bin"/*
+  (cd /tmp && setpriv --reuid=65534 --regid=65534 --clear-groups \
+    env -i PATH=/usr/bin:/bin "$bin/capnet" demo)
+  rm -rf "$bin"
+else
+  target/release/capnet demo
+fi
+
 step "all checks passed"

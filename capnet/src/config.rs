@@ -56,20 +56,28 @@ impl SupervisorConfig {
 pub struct AccessConfig {
     /// May use the network (capnet.sock, tls.sock). Default: everyone.
     #[serde(default = "everyone")]
-    pub network: Vec<String>,
+    pub network: Vec<User>,
     /// May bind TCP and UDP ports below 1024. Default: the owner.
     #[serde(default = "owner")]
-    pub low_ports: Vec<String>,
+    pub low_ports: Vec<User>,
     /// May administer the set over admin.sock (routes, bonds, faults,
     /// links, down). Default: the owner.
     #[serde(default = "owner")]
-    pub admin: Vec<String>,
+    pub admin: Vec<User>,
+}
+
+/// One entry of an [`AccessConfig`] list: a user id, or a name.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum User {
+    Id(u32),
+    Name(String),
 }
 
 impl AccessConfig {
     /// The three lists with names resolved: `owner` is `owner_uid`.
     pub fn resolve(&self, owner_uid: u32) -> Result<Access, String> {
-        let one = |what: &str, list: &[String]| {
+        let one = |what: &str, list: &[User]| {
             resolve_users(list, owner_uid).map_err(|e| format!("[access] {what}: {e}"))
         };
         Ok(Access {
@@ -88,10 +96,16 @@ pub struct Access {
     pub admin: Principals,
 }
 
-fn resolve_users(list: &[String], owner_uid: u32) -> Result<Principals, String> {
+fn resolve_users(list: &[User], owner_uid: u32) -> Result<Principals, String> {
     let mut p = Principals::root_only();
     for item in list {
-        let item = item.trim();
+        let item = match item {
+            User::Id(uid) => {
+                p.add_uid(*uid);
+                continue;
+            }
+            User::Name(name) => name.trim(),
+        };
         match item {
             "*" => p.add_everyone(),
             "owner" => p.add_uid(owner_uid),
@@ -110,12 +124,12 @@ fn resolve_users(list: &[String], owner_uid: u32) -> Result<Principals, String> 
     Ok(p)
 }
 
-fn everyone() -> Vec<String> {
-    vec!["*".into()]
+fn everyone() -> Vec<User> {
+    vec![User::Name("*".into())]
 }
 
-fn owner() -> Vec<String> {
-    vec!["owner".into()]
+fn owner() -> Vec<User> {
+    vec![User::Name("owner".into())]
 }
 
 impl Default for AccessConfig {
@@ -437,6 +451,29 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn access_lists_resolve_names_ids_and_the_owner() {
+        let c = Config::parse(
+            "[access]\nnetwork = [\"owner\", 1000, \"@0\", \"root\"]\nadmin = []\n\
+             [[port]]\nname = \"p\"\nbackend = \"sim\"\nwire = \"w\"\n",
+        )
+        .unwrap();
+        let a = c.access.resolve(4242).unwrap();
+        assert_eq!(a.network.to_string(), "4242,1000,0,@0");
+        assert_eq!(a.low_ports.to_string(), "4242");
+        assert_eq!(a.admin, Principals::root_only());
+        let c = Config::parse(
+            "[access]\nlow_ports = [\"no-such-user-capnet\"]\n\
+             [[port]]\nname = \"p\"\nbackend = \"sim\"\nwire = \"w\"\n",
+        )
+        .unwrap();
+        let e = c.access.resolve(1).unwrap_err();
+        assert!(
+            e.contains("[access] low_ports") && e.contains("no user"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn embedded_default_and_example_parse() {

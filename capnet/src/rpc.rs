@@ -25,6 +25,7 @@ pub fn connect<C: capnp::capability::FromClientHook>(path: &Path) -> io::Result<
             format!("{}: {e} (is `capnet up` running?)", path.display()),
         )
     })?;
+    libclient::verify_service_socket(path, std::os::fd::AsFd::as_fd(&s))?;
     s.write_all(&[CONNECT_RPC])?;
     bootstrap(s.into())
 }

@@ -251,8 +251,10 @@ impl Conn {
             )
         };
         let mut rpc = UnixStream::connect(path).map_err(annotate)?;
+        crate::paths::verify_service_socket(path, rpc.as_fd())?;
         rpc.write_all(&[CONNECT_RPC])?;
         let mut handoff = UnixStream::connect(path).map_err(annotate)?;
+        crate::paths::verify_service_socket(path, handoff.as_fd())?;
         handoff.write_all(&[CONNECT_HANDOFF])?;
         rpc.set_nonblocking(true)?;
         let (jobs, mut queue) = tokio::sync::mpsc::unbounded_channel::<Job>();

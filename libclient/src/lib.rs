@@ -143,7 +143,8 @@ pub use offload::{
     OffloadContext, OffloadEvent, OffloadInfo, OffloadKind, TlsCipher, TlsOffloadParams,
 };
 pub use paths::{
-    default_run_dir, default_socket_path, default_tls_socket_path, SOCKET_ENV, TLS_SOCKET_ENV,
+    default_run_dir, default_socket_path, default_tls_socket_path, verify_service_socket,
+    SOCKET_ENV, TLS_SOCKET_ENV,
 };
 pub use tcp::{TcpListener, TcpOptions, TcpStream};
 pub use tls::{

@@ -1,6 +1,7 @@
 //! Where a service set lives.
 
 use std::ffi::OsString;
+use std::io;
 use std::path::{Path, PathBuf};
 
 /// Environment variable naming the service socket an application uses.
@@ -21,6 +22,67 @@ pub fn default_socket_path() -> PathBuf {
         Some(p) if !p.is_empty() => PathBuf::from(p),
         _ => default_run_dir().join("capnet.sock"),
     }
+}
+
+/// Checks, before a single byte is sent, that the service socket at `path`
+/// belongs to a service set this process may trust: its directory is not
+/// a symlink, nobody but its owner can write to it, its owner is us, root,
+/// or the user serving the socket, and the server (SO_PEERCRED) runs as
+/// the directory's owner or root. The default run directory must be our
+/// own or root's: another local user could have made `/tmp/capnet-UID`
+/// first and would then receive everything we send.
+pub fn verify_service_socket(path: &Path, server: std::os::fd::BorrowedFd<'_>) -> io::Result<()> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let denied = |why: String| {
+        io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("not trusting {}: {why}", path.display()),
+        )
+    };
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let meta = std::fs::symlink_metadata(&dir)?;
+    if !meta.file_type().is_dir() {
+        return Err(denied(format!("{} is not a directory", dir.display())));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(denied(format!(
+            "{} is writable by others (mode {:o})",
+            dir.display(),
+            meta.mode() & 0o7777
+        )));
+    }
+    let socket = std::fs::symlink_metadata(path)?;
+    if !socket.file_type().is_socket() {
+        return Err(denied("not a socket".into()));
+    }
+    // SAFETY: getuid has no preconditions.
+    let me = unsafe { libc::getuid() };
+    let owner = meta.uid();
+    if dir == default_run_dir() && owner != me && owner != 0 {
+        return Err(denied(format!(
+            "the default run directory {} belongs to uid {owner}, not to us",
+            dir.display()
+        )));
+    }
+    let server = match capnet_schema::access::Peer::of(server) {
+        Ok(peer) => peer.uid,
+        // No credentials on this platform: the directory checks stand alone.
+        Err(e) if e.kind() == io::ErrorKind::Unsupported => owner,
+        Err(e) => return Err(e),
+    };
+    if server != owner && server != 0 {
+        return Err(denied(format!(
+            "the server runs as uid {server} but {} belongs to uid {owner}",
+            dir.display()
+        )));
+    }
+    if owner != me && owner != 0 && owner != server {
+        return Err(denied(format!("{} belongs to uid {owner}", dir.display())));
+    }
+    Ok(())
 }
 
 /// Environment variable naming tlsd's socket (`tls.sock`).

@@ -175,13 +175,41 @@ struct Ctx {
     access: Access,
 }
 
+/// Makes the run directory ours and private (0700); an existing one must
+/// be a real directory (not a symlink) that we own, or another local user
+/// could have prepared it and would own our sockets.
 pub fn prepare_run_dir(dir: &Path) -> io::Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir)?;
+    let meta = std::fs::symlink_metadata(dir)?;
+    // SAFETY: getuid has no preconditions.
+    let me = unsafe { libc::getuid() };
+    if !meta.file_type().is_dir() || meta.uid() != me {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "{} is not a directory of ours (owner uid {}); remove it or pick another --run-dir",
+                dir.display(),
+                meta.uid()
+            ),
+        ));
+    }
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
+/// Lets other users reach the sockets (0711: enter, not list) when the
+/// policy admits anyone but us; each service then judges every peer.
+fn open_run_dir_to(dir: &Path, access: &Access) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    // SAFETY: getuid has no preconditions.
+    let me = unsafe { libc::getuid() };
+    if !access.network.only(me) || !access.admin.only(me) {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))?;
+    }
+    Ok(())
 }
 
 fn resolve(dir: &Path, p: &Path) -> PathBuf {
@@ -389,6 +417,8 @@ pub fn up(opts: UpOptions) -> Result<(), String> {
         access: opts.config.access.resolve(unsafe { libc::getuid() })?,
         opts,
     });
+    open_run_dir_to(&ctx.opts.run_dir, &ctx.access)
+        .map_err(|e| format!("run directory {}: {e}", ctx.opts.run_dir.display()))?;
     let config = &ctx.opts.config;
     let mut procs: Vec<Process> = config
         .ports
