@@ -14,6 +14,29 @@ fn err(e: impl std::fmt::Display) -> String {
 
 pub use capnet_schema::errors::describe as describe_error;
 
+/// What the kernel says confines process `pid` (/proc/PID/status): its
+/// user, no_new_privs, and a seccomp filter.
+pub fn confinement(pid: u32) -> String {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return "unknown".into();
+    };
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.split_whitespace().next().unwrap_or("").to_string())
+            .unwrap_or_default()
+    };
+    let mut parts = vec![format!("uid {}", field("Uid:"))];
+    if field("NoNewPrivs:") == "1" {
+        parts.push("no_new_privs".into());
+    }
+    if field("Seccomp:") == "2" {
+        parts.push("seccomp".into());
+    }
+    parts.join(", ")
+}
+
 /// Runs `f` against the supervisor of the set in `run_dir`.
 fn with_supervisor<T>(
     run_dir: &Path,
@@ -155,6 +178,9 @@ pub fn status(run_dir: &Path) -> Result<String, String> {
             );
             if !p.last_exit.is_empty() {
                 let _ = write!(out, ", last exit: {}", p.last_exit);
+            }
+            if p.pid != 0 {
+                let _ = write!(out, "; confined: {}", confinement(p.pid));
             }
             out.push('\n');
         }

@@ -56,6 +56,11 @@ pub fn spawn(program: &Path, args: &[String], inherit: &[&OwnedFd]) -> io::Resul
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) < 0 {
                 return Err(io::Error::last_os_error());
             }
+            // No service ever gains privileges by exec (setuid files,
+            // file capabilities); it is also what seccomp filters need.
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 {
+                return Err(io::Error::last_os_error());
+            }
             // The parent may have died before the death signal was armed.
             if libc::getppid() != parent {
                 return Err(io::Error::other("the supervisor exited during start"));

@@ -117,6 +117,13 @@ fn one_set_per_run_directory() {
     // The first set kept its sockets and serves as before.
     serves(&host);
     assert!(host.process("netsrv").unwrap().pid != 0);
+    // Every service runs with no_new_privs, and `capnet status` says so.
+    let status = capnet_tests::cli_ok(&host, &["status"]);
+    let services: Vec<&str> = status.lines().filter(|l| l.contains(" pid ")).collect();
+    assert_eq!(services.len(), 3, "{status}");
+    for line in services {
+        assert!(line.contains("no_new_privs"), "{line}");
+    }
 }
 
 #[test]
