@@ -20,6 +20,10 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     raise_fd_limit();
+    if let Err(e) = confine(&args) {
+        tracing::error!(%e, "cannot confine netsrv");
+        return ExitCode::FAILURE;
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -89,6 +93,19 @@ async fn run(args: args::Args) -> std::io::Result<()> {
             Ok(())
         }
     }
+}
+
+/// netsrv touches no file but its service socket, which it binds in the
+/// run directory; everything else comes as inherited fds.
+fn confine(args: &args::Args) -> std::io::Result<()> {
+    use capnet_confine::{Access, Policy, Service};
+    let mut policy = Policy::new(Service::Netsrv);
+    if let Some(dir) = args.listen.as_deref().and_then(std::path::Path::parent) {
+        policy = policy.allow(dir, Access::Write);
+    }
+    let report = capnet_confine::confine(&policy)?;
+    tracing::info!(%report, "confined");
+    Ok(())
 }
 
 fn inherited_stream(fd: i32) -> std::io::Result<tokio::net::UnixStream> {

@@ -21,6 +21,10 @@ fn main() -> ExitCode {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
+    if let Err(e) = confine(&args) {
+        tracing::error!("cannot confine nicdrv: {e}");
+        return ExitCode::FAILURE;
+    }
     match nicdrv::run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -29,4 +33,32 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The driver touches only its wire's directory (the rendezvous socket
+/// and lock), its capture file, and for TAP the device node and its
+/// namespace.
+fn confine(a: &args::Args) -> std::io::Result<()> {
+    use capnet_confine::{Access, Policy, Service};
+    use std::path::Path;
+    let parent = |p: &Path| p.parent().map(Path::to_path_buf).unwrap_or_default();
+    let mut policy = Policy::new(Service::Nicdrv);
+    match &a.backend {
+        args::Backend::Sim { wire } => policy = policy.allow(parent(wire), Access::Write),
+        args::Backend::Tap { netns, .. } => {
+            policy = policy.allow("/dev/net/tun", Access::Write);
+            if let Some(ns) = netns {
+                policy = policy.allow(format!("/run/netns/{ns}"), Access::Read);
+            }
+        }
+    }
+    if let Some(pcap) = &a.pcap {
+        policy = policy.allow(pcap, Access::Write);
+    }
+    if let Some(listen) = &a.listen {
+        policy = policy.allow(parent(listen), Access::Write);
+    }
+    let report = capnet_confine::confine(&policy)?;
+    tracing::info!(%report, "confined");
+    Ok(())
 }

@@ -122,7 +122,7 @@ fn one_set_per_run_directory() {
     let services: Vec<&str> = status.lines().filter(|l| l.contains(" pid ")).collect();
     assert_eq!(services.len(), 3, "{status}");
     for line in services {
-        assert!(line.contains("no_new_privs"), "{line}");
+        assert!(line.contains("no_new_privs, seccomp"), "{line}");
     }
 }
 

@@ -28,6 +28,12 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // The keys are read and the key log is open: from here on tlsd touches
+    // no file but its service socket.
+    if let Err(e) = confine(&args) {
+        tracing::error!("cannot confine tlsd: {e}");
+        return ExitCode::FAILURE;
+    }
     if args.identity.keylog.is_some() {
         tracing::warn!("TLS secrets are being written to the key log (debugging only)");
     }
@@ -57,4 +63,15 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn confine(args: &args::Args) -> std::io::Result<()> {
+    use capnet_confine::{Access, Policy, Service};
+    let mut policy = Policy::new(Service::Tlsd);
+    if let Some(dir) = args.listen.parent() {
+        policy = policy.allow(dir, Access::Write);
+    }
+    let report = capnet_confine::confine(&policy)?;
+    tracing::info!(%report, "confined");
+    Ok(())
 }
