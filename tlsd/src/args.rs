@@ -1,7 +1,9 @@
 //! Command line of the tlsd process (normally written by the supervisor).
 
 use crate::identity::IdentityConfig;
+use crate::limits::Limits;
 use std::path::PathBuf;
+use std::time::Duration;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Args {
@@ -10,6 +12,7 @@ pub struct Args {
     /// netsrv's service socket: tlsd makes its TCP connections there.
     pub net: PathBuf,
     pub identity: IdentityConfig,
+    pub limits: Limits,
 }
 
 impl PartialEq for IdentityConfig {
@@ -21,13 +24,45 @@ impl PartialEq for IdentityConfig {
 impl Eq for IdentityConfig {}
 
 pub const USAGE: &str =
-    "usage: tlsd --listen PATH --net PATH [--cert PEM --key PEM] [--roots PEM] [--keylog FILE]";
+    "usage: tlsd --listen PATH --net PATH [--cert PEM --key PEM] [--roots PEM] \
+     [--keylog FILE] [--handshake-timeout-ms MS] [--max-sockets N] [--max-sockets-per-client N] \
+     [--handshake-workers N]";
+
+/// A count of at least 1.
+fn count(flag: &str, v: Option<String>) -> Result<usize, String> {
+    let v = v.ok_or_else(|| format!("{flag} needs a value"))?;
+    match v.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("{flag}: {v:?} is not a number of at least 1")),
+    }
+}
 
 pub fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
     let mut listen = None;
     let mut net = None;
     let mut id = IdentityConfig::default();
+    let mut limits = Limits::default();
     while let Some(flag) = args.next() {
+        match flag.as_str() {
+            "--handshake-timeout-ms" => {
+                let ms = count(&flag, args.next())?;
+                limits.handshake_timeout = Duration::from_millis(ms as u64);
+                continue;
+            }
+            "--max-sockets" => {
+                limits.sockets = count(&flag, args.next())?;
+                continue;
+            }
+            "--max-sockets-per-client" => {
+                limits.sockets_per_client = count(&flag, args.next())?;
+                continue;
+            }
+            "--handshake-workers" => {
+                limits.handshake_workers = count(&flag, args.next())?;
+                continue;
+            }
+            _ => {}
+        }
         let mut value = |name: &str| {
             args.next()
                 .map(PathBuf::from)
@@ -51,6 +86,7 @@ pub fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
         listen: listen.ok_or_else(|| format!("--listen is required\n{USAGE}"))?,
         net: net.ok_or_else(|| format!("--net is required\n{USAGE}"))?,
         identity: id,
+        limits,
     })
 }
 
@@ -76,5 +112,32 @@ mod tests {
             .unwrap_err()
             .contains("unknown"));
         assert!(p("--listen").unwrap_err().contains("value"));
+    }
+
+    #[test]
+    fn limits_default_and_parse() {
+        let a = p("--listen x --net y").unwrap();
+        assert_eq!(a.limits, Limits::default());
+        assert_eq!(a.limits.handshake_timeout, Duration::from_secs(10));
+        let a = p(
+            "--listen x --net y --handshake-timeout-ms 1500 --max-sockets 9 \
+                   --max-sockets-per-client 3 --handshake-workers 4",
+        )
+        .unwrap();
+        assert_eq!(
+            a.limits,
+            Limits {
+                sockets_per_client: 3,
+                sockets: 9,
+                handshake_timeout: Duration::from_millis(1500),
+                handshake_workers: 4,
+            }
+        );
+        assert!(p("--listen x --net y --max-sockets 0")
+            .unwrap_err()
+            .contains("at least 1"));
+        assert!(p("--listen x --net y --handshake-timeout-ms soon")
+            .unwrap_err()
+            .contains("not a number"));
     }
 }
