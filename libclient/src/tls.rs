@@ -97,8 +97,9 @@ fn first_word(description: &str) -> Option<Word> {
     })
 }
 
-/// Maps a failed tlsd call inside a job; the message keeps tlsd's
-/// description. A broken connection is the service going away.
+/// Maps a failed tlsd call inside a job; the message is tlsd's
+/// description, without what capnp puts around it ("Failed: remote
+/// exception: "). A broken connection is the service going away.
 pub(crate) fn tls_err(e: capnp::Error) -> io::Error {
     if e.kind == capnp::ErrorKind::Disconnected {
         return Service::Tls.gone();
@@ -108,7 +109,11 @@ pub(crate) fn tls_err(e: capnp::Error) -> io::Error {
         Some(Word::Socket(s)) => s.io_kind(),
         None => io::ErrorKind::Other,
     };
-    io::Error::new(kind, e.to_string())
+    let mut description = e.extra.as_str();
+    while let Some(rest) = description.strip_prefix("remote exception: ") {
+        description = rest;
+    }
+    io::Error::new(kind, description.to_owned())
 }
 
 fn read_addr(r: capnet_schema::common_capnp::socket_addr::Reader<'_>) -> io::Result<SocketAddr> {
@@ -673,7 +678,8 @@ mod tests {
         for (description, kind) in cases {
             let e = tls_err(failed(description));
             assert_eq!(e.kind(), kind, "{description}");
-            assert!(e.to_string().contains(description), "{e}");
+            let plain = description.trim_start_matches("remote exception: ");
+            assert_eq!(e.to_string(), plain);
         }
         let e = tls_err(failed("handshake: x"));
         assert_eq!(TlsError::of(&e), Some(TlsError::Handshake));

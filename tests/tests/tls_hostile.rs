@@ -294,3 +294,133 @@ fn a_dropped_or_closed_tls_listener_releases_its_port() {
         drop(s);
     });
 }
+
+/// A tlsd of the test's own, beside host `a`'s netsrv, with its own
+/// limits; killed when dropped.
+struct OwnTlsd {
+    child: std::process::Child,
+    socket: std::path::PathBuf,
+}
+
+impl OwnTlsd {
+    fn start(host: &Host, dir: &std::path::Path, limits: &[&str]) -> OwnTlsd {
+        let tlsd = capnet::host::capnet_binary()
+            .unwrap()
+            .with_file_name("tlsd");
+        let pki = capnet_tests::pki();
+        let socket = dir.join("own-tls.sock");
+        let child = std::process::Command::new(tlsd)
+            .arg("--listen")
+            .arg(&socket)
+            .arg("--net")
+            .arg(&host.socket)
+            .arg("--cert")
+            .arg(pki.join("server.pem"))
+            .arg("--key")
+            .arg(pki.join("server.key"))
+            .arg("--roots")
+            .arg(pki.join("ca.pem"))
+            .args(limits)
+            .env("CAPNET_LOG", "warn")
+            .spawn()
+            .expect("start tlsd");
+        let t = OwnTlsd { child, socket };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while libclient::Tls::connect(&t.socket).is_err() {
+            assert!(Instant::now() < deadline, "tlsd did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        t
+    }
+
+    fn tls(&self) -> libclient::Tls {
+        libclient::Tls::connect(&self.socket).unwrap()
+    }
+}
+
+impl Drop for OwnTlsd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A user at its socket limit gets a clear `limit` error (counted) and
+/// its next socket once one is given back; the handshake deadline is
+/// tlsd's to set.
+#[test]
+fn socket_limits_and_the_handshake_deadline_are_configurable() {
+    let scratch = Scratch::new("tls-limits");
+    let (a, b) = tls_hosts(&scratch);
+    with_logs(&[&a, &b], || {
+        let own = OwnTlsd::start(
+            &b,
+            &scratch.0,
+            &[
+                "--max-sockets-per-client",
+                "2",
+                "--handshake-timeout-ms",
+                "1000",
+            ],
+        );
+        let tls = own.tls();
+        let opts = TlsOptions::default();
+        let first = tls.listen(addr("0.0.0.0:4470"), 4, &opts).unwrap();
+        let second = tls.listen(addr("0.0.0.0:4471"), 4, &opts).unwrap();
+        let e = tls.listen(addr("0.0.0.0:4472"), 4, &opts).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::QuotaExceeded, "{e}");
+        assert_eq!(
+            libclient::TlsError::of(&e),
+            Some(libclient::TlsError::Limit)
+        );
+        assert!(e.to_string().contains("limit: uid"), "{e}");
+        assert!(!e.to_string().contains("remote exception"), "{e}");
+        // An incoming connection past the limit is closed at once.
+        let net = a.net().unwrap();
+        let refused = net.tcp_connect(addr("10.0.0.2:4470"), None).unwrap();
+        refused
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut buf = [0u8; 8];
+        let r = (&refused).read(&mut buf);
+        assert!(
+            matches!(r, Ok(0)) || matches!(&r, Err(e) if e.kind() != std::io::ErrorKind::TimedOut),
+            "{r:?}"
+        );
+        drop(refused);
+        let stat = tls.stat().unwrap();
+        assert_eq!((stat.limit_refused, stat.curr_sockets), (2, 2), "{stat:?}");
+
+        // Sockets given back make room again: for a listener, then for a
+        // connection to it, whose silent client is closed at the 1 s
+        // deadline.
+        first.close().unwrap();
+        let third = tls.listen(addr("0.0.0.0:4472"), 4, &opts).unwrap();
+        drop(second);
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while tls.stat().unwrap().curr_sockets > 1 {
+            assert!(
+                Instant::now() < deadline,
+                "a dropped listener kept its permit"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let silent = net.tcp_connect(addr("10.0.0.2:4472"), None).unwrap();
+        let began = Instant::now();
+        silent
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let r = (&silent).read(&mut buf);
+        let took = began.elapsed();
+        assert!(
+            matches!(r, Ok(0)) || matches!(&r, Err(e) if e.kind() != std::io::ErrorKind::TimedOut),
+            "{r:?} after {took:?}"
+        );
+        assert!(
+            took >= Duration::from_millis(800) && took <= Duration::from_secs(3),
+            "closed after {took:?}, not at the 1 s deadline"
+        );
+        assert_eq!(tls.stat().unwrap().handshake_timeouts, 1);
+        drop(third);
+    });
+}
