@@ -424,3 +424,89 @@ fn socket_limits_and_the_handshake_deadline_are_configurable() {
         drop(third);
     });
 }
+
+/// Out of file descriptors, tlsd turns new clients away for a while and
+/// counts it; it does not exit, and serves again once descriptors are
+/// free.
+#[test]
+fn tlsd_survives_running_out_of_file_descriptors() {
+    let scratch = Scratch::new("tls-fds");
+    let (a, b) = tls_hosts(&scratch);
+    with_logs(&[&a, &b], || {
+        let mut own = OwnTlsd::start(&b, &scratch.0, &[]);
+        let pid = own.child.id();
+        let open = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .count() as u64;
+        // Only the soft limit moves, so no privilege is needed to put it
+        // back.
+        let set_soft_limit = |soft: Option<u64>| -> u64 {
+            let mut old = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            // SAFETY: prlimit on our own child, reading into a valid struct.
+            let r = unsafe {
+                libc::prlimit(
+                    pid as libc::pid_t,
+                    libc::RLIMIT_NOFILE,
+                    std::ptr::null(),
+                    &mut old,
+                )
+            };
+            assert_eq!(r, 0, "prlimit: {}", std::io::Error::last_os_error());
+            if let Some(soft) = soft {
+                let new = libc::rlimit {
+                    rlim_cur: soft,
+                    rlim_max: old.rlim_max,
+                };
+                // SAFETY: as above, with a valid new limit.
+                let r = unsafe {
+                    libc::prlimit(
+                        pid as libc::pid_t,
+                        libc::RLIMIT_NOFILE,
+                        &new,
+                        std::ptr::null_mut(),
+                    )
+                };
+                assert_eq!(r, 0, "prlimit: {}", std::io::Error::last_os_error());
+            }
+            old.rlim_cur
+        };
+        let normal = set_soft_limit(Some(open + 16));
+        // Far more clients than descriptors left.
+        let crowd: Vec<_> = (0..64)
+            .map(|_| std::os::unix::net::UnixStream::connect(&own.socket).unwrap())
+            .collect();
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(
+            own.child.try_wait().unwrap().is_none(),
+            "tlsd exited when it ran out of descriptors"
+        );
+        drop(crowd);
+        set_soft_limit(Some(normal));
+        // Served again: a listener, a connection through it, the count.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let tls = loop {
+            match libclient::Tls::connect(&own.socket).and_then(|t| t.stat().map(|_| t)) {
+                Ok(t) => break t,
+                Err(e) => {
+                    assert!(Instant::now() < deadline, "tlsd does not serve again: {e}");
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        };
+        let l = tls
+            .listen(addr("0.0.0.0:4475"), 4, &TlsOptions::default())
+            .unwrap();
+        echo_server(l);
+        let (s, _) = timed_connect(
+            &a.tls().unwrap(),
+            addr("10.0.0.2:4475"),
+            Duration::from_secs(20),
+        );
+        drop(s);
+        let stat = tls.stat().unwrap();
+        assert!(stat.accept_errors >= 1, "{stat:?}");
+    });
+}

@@ -625,6 +625,16 @@ pub async fn serve_applications(
     let service: std::rc::Rc<dyn capnet_schema::transport::ServiceSocket> =
         std::rc::Rc::new(TlsSocketService(shared.clone()));
     let socket = listener.into_std()?;
+    // One warning per WARN_EVERY at most while descriptors stay short.
+    const WARN_EVERY: Duration = Duration::from_secs(10);
+    let mut warned: Option<std::time::Instant> = None;
+    let mut warn = |e: &io::Error| {
+        Stats::inc(&shared.stats.accept_errors);
+        if warned.is_none_or(|t| t.elapsed() >= WARN_EVERY) {
+            warned = Some(std::time::Instant::now());
+            tracing::warn!(%e, "tls.sock: accept failed (counted in acceptErrors); serving on");
+        }
+    };
     loop {
         // A second descriptor of the same socket for this round; retried
         // while descriptors are short.
@@ -634,15 +644,13 @@ pub async fn serve_applications(
         }) {
             Ok(l) => l,
             Err(e) => {
-                Stats::inc(&shared.stats.accept_errors);
-                tracing::warn!(%e, "tls.sock: no descriptor to serve with; retrying");
+                warn(&e);
                 tokio::time::sleep(ACCEPT_RETRY).await;
                 continue;
             }
         };
         if let Err(e) = capnet_schema::transport::serve_clients(round, service.clone()).await {
-            Stats::inc(&shared.stats.accept_errors);
-            tracing::warn!(%e, "accept on tls.sock failed; serving on");
+            warn(&e);
             tokio::time::sleep(ACCEPT_RETRY).await;
         }
     }
