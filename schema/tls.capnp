@@ -64,8 +64,8 @@ interface TlsListener {
   # time is closed and counted, and never delays another's.
   localAddr @1 () -> (addr :Common.SocketAddr);
   close @2 () -> ();
-  # Stops listening: the port is released when it returns, connections not
-  # yet accepted are closed and accepts waiting fail `closed`. Dropping the
+  # Stops listening: the port is released at once, connections not yet
+  # accepted are closed and accepts waiting fail `closed`. Dropping the
   # capability does the same.
 }
 
