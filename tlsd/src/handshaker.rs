@@ -261,7 +261,13 @@ impl Worker {
             Stats::inc(&self.stats.handshake_failures);
         }
         let remote = tcp.peer_addr().ok();
-        tracing::info!(?remote, %why, "handshake failed");
+        match why {
+            // Counted; a flood of them is not worth a line each.
+            Failure::TimedOut(_) | Failure::Cancelled => {
+                tracing::debug!(?remote, %why, "handshake ended")
+            }
+            Failure::Handshake(_) => tracing::info!(?remote, %why, "handshake failed"),
+        }
         // Dropping the stream closes the connection.
         drop(tcp);
         done(Err(why));

@@ -204,7 +204,8 @@ impl Listener {
         let permit = match self.shared.gate.take(owner) {
             Ok(p) => p,
             Err(e) => {
-                tracing::info!(%remote, %e, "incoming TLS connection refused");
+                // Counted in limitRefused; a flood is not worth a line each.
+                tracing::debug!(%remote, %e, "incoming TLS connection refused");
                 return;
             }
         };

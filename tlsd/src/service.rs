@@ -322,9 +322,12 @@ impl tls::Server for TlsServer {
         let permit = self.permit()?;
         let handshake = Handshake::client(config, server_name).map_err(handshake_err)?;
         let shared = self.shared.clone();
-        let tcp = off_thread("tls connect", move || {
+        // The thread holds the permit: a call cancelled meanwhile still
+        // counts until its thread is done.
+        let (tcp, permit) = off_thread("tls connect", move || {
             let net = shared.net().map_err(io_to_capnp)?;
-            net.tcp_connect(remote, None).map_err(io_to_capnp)
+            let tcp = net.tcp_connect(remote, None).map_err(io_to_capnp)?;
+            Ok((tcp, permit))
         })
         .await?;
         let (done, outcome) = futures::channel::oneshot::channel();
@@ -375,9 +378,10 @@ impl tls::Server for TlsServer {
             .map_err(|e| SocketError::Invalid.to_capnp(e))?;
         let permit = self.permit()?;
         let shared = self.shared.clone();
-        let tcp = off_thread("tls listen", move || {
+        let (tcp, permit) = off_thread("tls listen", move || {
             let net = shared.net().map_err(io_to_capnp)?;
-            net.tcp_listen(local, backlog.max(1)).map_err(io_to_capnp)
+            let tcp = net.tcp_listen(local, backlog.max(1)).map_err(io_to_capnp)?;
+            Ok((tcp, permit))
         })
         .await?;
         let listener = Listener::start(
