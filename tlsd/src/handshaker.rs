@@ -88,7 +88,16 @@ impl Handshaker {
             };
             std::thread::Builder::new()
                 .name(format!("tls handshakes {i}"))
-                .spawn(move || worker.run())?;
+                .spawn(move || {
+                    // A worker that died would leave its handshakes, and
+                    // every one handed to it later, waiting for ever: end
+                    // tlsd instead, so that the supervisor starts it again.
+                    let run = std::panic::AssertUnwindSafe(|| worker.run());
+                    if std::panic::catch_unwind(run).is_err() {
+                        tracing::error!("a handshake worker panicked; tlsd ends");
+                        std::process::exit(1);
+                    }
+                })?;
             inboxes.push(inbox);
         }
         Ok(Handshaker {
