@@ -12,6 +12,8 @@
 #               a certificate that did not verify, no common version)
 #   identity    no server identity (certificate and key) is configured
 #   alert       the peer sent a fatal alert after the handshake
+#   limit       a per-client or global limit of tlsd was reached (the
+#               description says which)
 
 using Common = import "common.capnp";
 
@@ -58,8 +60,13 @@ interface TlsListener {
   accept @0 () -> (socket :TlsSocket, remote :Common.SocketAddr);
   # Returns a connection whose handshake completed. A client whose handshake
   # fails is counted and logged, and accept waits for the next one.
+  # Each handshake has a deadline; a client whose handshake does not end in
+  # time is closed and counted, and never delays another's.
   localAddr @1 () -> (addr :Common.SocketAddr);
   close @2 () -> ();
+  # Stops listening: the port is released at once, connections not yet
+  # accepted are closed and accepts waiting fail `closed`. Dropping the
+  # capability does the same.
 }
 
 interface TlsSocket {
@@ -108,4 +115,9 @@ struct TlsStat {
   bytesSealed @21 :UInt64;       # plaintext bytes
   bytesOpened @22 :UInt64;
   sessionTickets @23 :UInt64;    # NewSessionTicket messages received
+  handshakeTimeouts @24 :UInt64; # connections closed at the handshake deadline
+  currHandshakes @25 :UInt64;    # handshakes in progress now
+  currSockets @26 :UInt64;       # TLS sockets held now (connections and listeners)
+  limitRefused @27 :UInt64;      # sockets and connections refused for a limit
+  acceptErrors @28 :UInt64;      # failed accepts survived (e.g. out of file descriptors)
 }

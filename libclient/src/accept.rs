@@ -6,8 +6,14 @@
 //! call would drop its socket capability, and the service would close the
 //! connection). So the call stays in flight, and what it brings waits here
 //! for the next `accept`.
+//!
+//! When the listener goes, the call in flight is cancelled: the service
+//! then drops its end of it, and with it the last hold on the listening
+//! socket, so the port is released at once rather than at the next
+//! connection (which would be accepted only to be closed).
 
 use crate::conn::{Conn, Ctx};
+use futures::future::{AbortHandle, Abortable};
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -25,8 +31,8 @@ const NONBLOCKING_WAIT: Duration = Duration::from_millis(1);
 
 #[derive(Default)]
 struct State {
-    /// An accept call is on its way.
-    in_flight: bool,
+    /// An accept call is on its way; aborting it cancels the call.
+    in_flight: Option<AbortHandle>,
     /// What the last call brought, not yet taken.
     ready: Option<io::Result<Accepted>>,
     /// The listener is gone: a late connection is closed, not kept.
@@ -57,7 +63,7 @@ impl Landing {
     fn land(mut self, ctx: &Ctx, result: io::Result<Accepted>) {
         self.gone = None;
         let mut st = self.slot.lock();
-        st.in_flight = false;
+        st.in_flight = None;
         if st.closed {
             if let Ok((id, _)) = result {
                 ctx.remove(id);
@@ -73,7 +79,7 @@ impl Drop for Landing {
     fn drop(&mut self) {
         if let Some(e) = self.gone.take() {
             let mut st = self.slot.lock();
-            st.in_flight = false;
+            st.in_flight = None;
             st.ready = Some(Err(e));
             self.slot.done.notify_all();
         }
@@ -95,8 +101,13 @@ impl Acceptor {
         }
     }
 
+    /// Turning non-blocking also wakes an `accept` blocked now: it answers
+    /// `WouldBlock` as a non-blocking one would (the call stays in flight).
+    /// That is how another thread can take back a thread blocked in accept.
     pub fn set_nonblocking(&self, on: bool) {
+        let _st = self.slot.lock();
         self.nonblocking.store(on, Ordering::Relaxed);
+        self.slot.done.notify_all();
     }
 
     /// The next connection: what an earlier call brought, else what the
@@ -111,29 +122,34 @@ impl Acceptor {
         if let Some(result) = st.ready.take() {
             return result;
         }
-        if !st.in_flight {
+        if st.in_flight.is_none() {
             self.conn.check()?;
-            st.in_flight = true;
+            let (abort, registration) = AbortHandle::new_pair();
+            st.in_flight = Some(abort);
             let landing = Landing {
                 slot: self.slot.clone(),
                 gone: Some(self.conn.gone()),
             };
             self.conn.spawn(move |ctx| async move {
-                let result = call(ctx.clone()).await;
-                landing.land(&ctx, result);
+                // Aborted: the listener went, and `landing` (dropped here)
+                // has no one left to tell.
+                if let Ok(result) = Abortable::new(call(ctx.clone()), registration).await {
+                    landing.land(&ctx, result);
+                }
             });
         }
-        let ready = |st: &mut State| st.ready.is_none();
-        st = if self.nonblocking.load(Ordering::Relaxed) {
+        let nonblocking = || self.nonblocking.load(Ordering::Relaxed);
+        st = if nonblocking() {
             self.slot
                 .done
-                .wait_timeout_while(st, NONBLOCKING_WAIT, ready)
+                .wait_timeout_while(st, NONBLOCKING_WAIT, |st| st.ready.is_none())
                 .unwrap_or_else(|e| e.into_inner())
                 .0
         } else {
+            // Also ends when `set_nonblocking(true)` is called meanwhile.
             self.slot
                 .done
-                .wait_while(st, ready)
+                .wait_while(st, |st| st.ready.is_none() && !nonblocking())
                 .unwrap_or_else(|e| e.into_inner())
         };
         match st.ready.take() {
@@ -151,6 +167,9 @@ impl Drop for Acceptor {
         st.closed = true;
         if let Some(Ok((id, _))) = st.ready.take() {
             self.conn.release(id);
+        }
+        if let Some(call) = st.in_flight.take() {
+            call.abort();
         }
     }
 }

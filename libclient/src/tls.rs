@@ -27,10 +27,18 @@ pub enum TlsError {
     Identity,
     /// The peer sent a fatal alert after the handshake. `InvalidData`.
     Alert,
+    /// A limit of tlsd was reached: the sockets one user (uid) may hold,
+    /// or all of tlsd's. `QuotaExceeded`.
+    Limit,
 }
 
 impl TlsError {
-    pub const ALL: [TlsError; 3] = [TlsError::Handshake, TlsError::Identity, TlsError::Alert];
+    pub const ALL: [TlsError; 4] = [
+        TlsError::Handshake,
+        TlsError::Identity,
+        TlsError::Alert,
+        TlsError::Limit,
+    ];
 
     /// The word that starts a failed call's description.
     pub fn word(self) -> &'static str {
@@ -38,6 +46,7 @@ impl TlsError {
             TlsError::Handshake => "handshake",
             TlsError::Identity => "identity",
             TlsError::Alert => "alert",
+            TlsError::Limit => "limit",
         }
     }
 
@@ -45,6 +54,7 @@ impl TlsError {
         match self {
             TlsError::Handshake | TlsError::Alert => io::ErrorKind::InvalidData,
             TlsError::Identity => io::ErrorKind::NotFound,
+            TlsError::Limit => io::ErrorKind::QuotaExceeded,
         }
     }
 
@@ -87,8 +97,9 @@ fn first_word(description: &str) -> Option<Word> {
     })
 }
 
-/// Maps a failed tlsd call inside a job; the message keeps tlsd's
-/// description. A broken connection is the service going away.
+/// Maps a failed tlsd call inside a job; the message is tlsd's
+/// description, without what capnp puts around it ("Failed: remote
+/// exception: "). A broken connection is the service going away.
 pub(crate) fn tls_err(e: capnp::Error) -> io::Error {
     if e.kind == capnp::ErrorKind::Disconnected {
         return Service::Tls.gone();
@@ -303,6 +314,16 @@ tls_stat! {
     bytes_opened: get_bytes_opened,
     /// NewSessionTicket messages received.
     session_tickets: get_session_tickets,
+    /// Connections closed because their handshake passed its deadline.
+    handshake_timeouts: get_handshake_timeouts,
+    /// Handshakes in progress now.
+    curr_handshakes: get_curr_handshakes,
+    /// TLS sockets tlsd holds now (connections and listeners).
+    curr_sockets: get_curr_sockets,
+    /// Sockets and incoming connections refused for a limit.
+    limit_refused: get_limit_refused,
+    /// Failed accepts tlsd survived (e.g. out of file descriptors).
+    accept_errors: get_accept_errors,
 }
 
 /// A connection to a service set's TLS service (tlsd, `tls.sock`). Cheap to
@@ -566,6 +587,19 @@ impl TlsListener {
         Ok(())
     }
 
+    /// Stops listening and waits for tlsd to release the port; connections
+    /// not yet accepted are closed. Dropping the listener does the same
+    /// without waiting.
+    pub fn close(self) -> io::Result<()> {
+        let id = self.id;
+        self.conn
+            .call(Some(CONTROL_TIMEOUT), move |ctx| async move {
+                let l = ctx.tls_listener(id)?;
+                l.close_request().send().promise.await.map_err(tls_err)?;
+                Ok(())
+            })
+    }
+
     pub fn accept(&self) -> io::Result<(TlsStream, SocketAddr)> {
         let id = self.id;
         let (sock, remote) = self.acceptor.accept(move |ctx| async move {
@@ -631,6 +665,10 @@ mod tests {
             (
                 "remote exception: handshake: received fatal alert: HandshakeFailure",
                 io::ErrorKind::InvalidData,
+            ),
+            (
+                "limit: uid 1000 holds 256 TLS sockets",
+                io::ErrorKind::QuotaExceeded,
             ),
         ];
         for (description, kind) in cases {
@@ -794,6 +832,11 @@ mod tests {
         b.set_bytes_sealed(22);
         b.set_bytes_opened(23);
         b.set_session_tickets(24);
+        b.set_handshake_timeouts(25);
+        b.set_curr_handshakes(26);
+        b.set_curr_sockets(27);
+        b.set_limit_refused(28);
+        b.set_accept_errors(29);
         let stat = TlsStat::read(msg.get_root_as_reader().unwrap());
         assert_eq!(
             stat,
@@ -822,6 +865,11 @@ mod tests {
                 bytes_sealed: 22,
                 bytes_opened: 23,
                 session_tickets: 24,
+                handshake_timeouts: 25,
+                curr_handshakes: 26,
+                curr_sockets: 27,
+                limit_refused: 28,
+                accept_errors: 29,
             }
         );
     }

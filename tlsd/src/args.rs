@@ -1,8 +1,10 @@
 //! Command line of the tlsd process (normally written by the supervisor).
 
 use crate::identity::IdentityConfig;
+use crate::limits::Limits;
 use capnet_schema::access::Principals;
 use std::path::PathBuf;
+use std::time::Duration;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Args {
@@ -16,6 +18,7 @@ pub struct Args {
     /// Who may listen on ports below 1024 (default: root only): tlsd's own
     /// connections to netsrv carry tlsd's uid, so tlsd judges this itself.
     pub allow_low_ports: Principals,
+    pub limits: Limits,
 }
 
 impl PartialEq for IdentityConfig {
@@ -28,8 +31,18 @@ impl Eq for IdentityConfig {}
 
 pub const USAGE: &str =
     "usage: tlsd --listen PATH --net PATH [--cert PEM --key PEM] [--roots PEM] [--keylog FILE]
-            [--allow-network USERS] [--allow-low-ports USERS]
+            [--handshake-timeout-ms MS] [--max-sockets N] [--max-sockets-per-client N]
+            [--handshake-workers N] [--allow-network USERS] [--allow-low-ports USERS]
             (USERS: `*`, uids and @gids, comma-separated; root always may)";
+
+/// A count of at least 1.
+fn count(flag: &str, v: Option<String>) -> Result<usize, String> {
+    let v = v.ok_or_else(|| format!("{flag} needs a value"))?;
+    match v.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("{flag}: {v:?} is not a number of at least 1")),
+    }
+}
 
 pub fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
     let mut listen = None;
@@ -37,7 +50,28 @@ pub fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
     let mut id = IdentityConfig::default();
     let mut allow_network = Principals::everyone();
     let mut allow_low_ports = Principals::root_only();
+    let mut limits = Limits::default();
     while let Some(flag) = args.next() {
+        match flag.as_str() {
+            "--handshake-timeout-ms" => {
+                let ms = count(&flag, args.next())?;
+                limits.handshake_timeout = Duration::from_millis(ms as u64);
+                continue;
+            }
+            "--max-sockets" => {
+                limits.sockets = count(&flag, args.next())?;
+                continue;
+            }
+            "--max-sockets-per-client" => {
+                limits.sockets_per_client = count(&flag, args.next())?;
+                continue;
+            }
+            "--handshake-workers" => {
+                limits.handshake_workers = count(&flag, args.next())?;
+                continue;
+            }
+            _ => {}
+        }
         let mut value = |name: &str| {
             args.next()
                 .map(PathBuf::from)
@@ -73,6 +107,7 @@ pub fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
         identity: id,
         allow_network,
         allow_low_ports,
+        limits,
     })
 }
 
@@ -98,5 +133,32 @@ mod tests {
             .unwrap_err()
             .contains("unknown"));
         assert!(p("--listen").unwrap_err().contains("value"));
+    }
+
+    #[test]
+    fn limits_default_and_parse() {
+        let a = p("--listen x --net y").unwrap();
+        assert_eq!(a.limits, Limits::default());
+        assert_eq!(a.limits.handshake_timeout, Duration::from_secs(10));
+        let a = p(
+            "--listen x --net y --handshake-timeout-ms 1500 --max-sockets 9 \
+                   --max-sockets-per-client 3 --handshake-workers 4",
+        )
+        .unwrap();
+        assert_eq!(
+            a.limits,
+            Limits {
+                sockets_per_client: 3,
+                sockets: 9,
+                handshake_timeout: Duration::from_millis(1500),
+                handshake_workers: 4,
+            }
+        );
+        assert!(p("--listen x --net y --max-sockets 0")
+            .unwrap_err()
+            .contains("at least 1"));
+        assert!(p("--listen x --net y --handshake-timeout-ms soon")
+            .unwrap_err()
+            .contains("not a number"));
     }
 }

@@ -1,5 +1,11 @@
-//! The TLS handshake, done by rustls over a blocking byte stream, after
-//! which the connection's traffic secrets move to tlsd's own record layer.
+//! The TLS handshake, done by rustls over a byte stream, after which the
+//! connection's traffic secrets move to tlsd's own record layer.
+//!
+//! A [`Handshake`] is a machine that the caller advances whenever the
+//! stream may have moved: over a non-blocking stream it does what the bytes
+//! at hand allow and says it is waiting (tlsd's handshake workers run many
+//! at once this way, each with a deadline); over a blocking one it runs to
+//! the end ([`client`], [`server`]).
 //!
 //! rustls's unbuffered API is driven until the handshake is complete and
 //! nothing is left to send; then `dangerous_into_kernel_connection` hands
@@ -9,6 +15,7 @@
 //! early application data) belong to the record layer and are handed over
 //! too.
 
+use crate::identity::Sni;
 use rustls::client::{ClientConnectionData, UnbufferedClientConnection};
 use rustls::kernel::KernelConnection;
 use rustls::pki_types::ServerName;
@@ -113,33 +120,6 @@ pub struct Established {
     pub tx_offset: u64,
 }
 
-/// Counts the bytes a handshake moves, so that records after it have
-/// stream offsets (what offload contexts are placed by).
-struct Counting<'a, T> {
-    io: &'a mut T,
-    read: u64,
-    written: u64,
-}
-
-impl<T: Read> Read for Counting<'_, T> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.io.read(buf)?;
-        self.read += n as u64;
-        Ok(n)
-    }
-}
-
-impl<T: Write> Write for Counting<'_, T> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.io.write(buf)?;
-        self.written += n as u64;
-        Ok(n)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.io.flush()
-    }
-}
-
 /// The two unbuffered connection types behind one face.
 trait Unbuffered {
     type Data;
@@ -207,58 +187,78 @@ impl Unbuffered for UnbufferedServerConnection {
     }
 }
 
-/// Runs the client handshake over `io`.
+/// Runs the client handshake over a blocking `io`.
 pub fn client(
     config: Arc<ClientConfig>,
     name: ServerName<'static>,
     io: &mut (impl Read + Write),
 ) -> Result<Established, HandshakeError> {
-    let conn = UnbufferedClientConnection::new(config, name.clone())?;
-    let server_name = match name {
-        ServerName::DnsName(d) => d.as_ref().to_owned(),
-        other => other.to_str().into_owned(),
-    };
-    run(conn, io, || Some(server_name))
+    Handshake::client(config, name)?.run(io)
 }
 
-/// Runs the server handshake over `io`.
+/// Runs the server handshake over a blocking `io`.
 pub fn server(
     config: Arc<ServerConfig>,
-    sni: &crate::identity::Sni,
+    sni: &Arc<Sni>,
     io: &mut (impl Read + Write),
 ) -> Result<Established, HandshakeError> {
-    let conn = UnbufferedServerConnection::new(config)?;
-    run(conn, io, || sni.name())
+    Handshake::server(config, sni.clone())?.run(io)
 }
 
-/// Drives the handshake, then hands the connection over (`server_name` is
-/// asked once the handshake saw it).
-fn run<C: Unbuffered>(
-    mut conn: C,
-    io: &mut (impl Read + Write),
-    server_name: impl FnOnce() -> Option<String>,
-) -> Result<Established, HandshakeError> {
-    let mut io = Counting {
-        io,
-        read: 0,
-        written: 0,
-    };
-    let driven = drive(&mut conn, &mut io)?;
-    let (alpn, version, suite) = conn.negotiated();
-    let (secrets, kernel) = conn.into_kernel()?;
-    Ok(Established {
-        tx: secrets.tx,
-        rx: secrets.rx,
-        kernel,
-        rx_offset: io.read - driven.leftover.len() as u64,
-        tx_offset: io.written,
-        leftover: driven.leftover,
-        early_plaintext: driven.plaintext,
-        version: version.unwrap_or(ProtocolVersion::Unknown(0)),
-        suite: suite_name(suite),
-        alpn,
-        server_name: server_name(),
-    })
+/// One handshake in progress, client or server.
+pub struct Handshake(Side);
+
+enum Side {
+    Client(Machine<UnbufferedClientConnection>, String),
+    Server(Machine<UnbufferedServerConnection>, Arc<Sni>),
+}
+
+impl Handshake {
+    pub fn client(
+        config: Arc<ClientConfig>,
+        name: ServerName<'static>,
+    ) -> Result<Handshake, HandshakeError> {
+        let conn = UnbufferedClientConnection::new(config, name.clone())?;
+        let server_name = match name {
+            ServerName::DnsName(d) => d.as_ref().to_owned(),
+            other => other.to_str().into_owned(),
+        };
+        Ok(Handshake(Side::Client(Machine::new(conn), server_name)))
+    }
+
+    /// `sni` learns the name the client asks for (see [`Sni`]).
+    pub fn server(config: Arc<ServerConfig>, sni: Arc<Sni>) -> Result<Handshake, HandshakeError> {
+        let conn = UnbufferedServerConnection::new(config)?;
+        Ok(Handshake(Side::Server(Machine::new(conn), sni)))
+    }
+
+    /// Moves the handshake as far as `io` allows: `Ok(true)` once it is
+    /// complete and everything it wrote has been sent, `Ok(false)` when it
+    /// waits for `io` (a read or write answered `WouldBlock`).
+    pub fn advance(&mut self, io: &mut (impl Read + Write)) -> Result<bool, HandshakeError> {
+        match &mut self.0 {
+            Side::Client(m, _) => m.advance(io),
+            Side::Server(m, _) => m.advance(io),
+        }
+    }
+
+    /// The completed handshake, once `advance` said so.
+    pub fn established(self) -> Result<Established, HandshakeError> {
+        match self.0 {
+            Side::Client(m, name) => m.established(Some(name)),
+            Side::Server(m, sni) => m.established(sni.name()),
+        }
+    }
+
+    /// To the end, over a blocking `io`.
+    fn run(mut self, io: &mut (impl Read + Write)) -> Result<Established, HandshakeError> {
+        while !self.advance(io)? {
+            // A blocking stream never answers WouldBlock; one that does is
+            // waited for briefly rather than spun on.
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        self.established()
+    }
 }
 
 fn suite_name(suite: Option<rustls::SupportedCipherSuite>) -> String {
@@ -268,104 +268,180 @@ fn suite_name(suite: Option<rustls::SupportedCipherSuite>) -> String {
         .to_owned()
 }
 
-struct Driven {
-    leftover: Vec<u8>,
+/// rustls's connection and the bytes around it.
+struct Machine<C> {
+    conn: C,
+    /// Received, not yet taken by rustls: `incoming[..filled]`.
+    incoming: Vec<u8>,
+    filled: usize,
+    /// Encoded by rustls: `outgoing[sent..encoded]` still to send.
+    outgoing: Vec<u8>,
+    encoded: usize,
+    sent: usize,
+    /// Application data rustls opened before the handover.
     plaintext: Vec<u8>,
+    /// Stream bytes read and written (offload contexts are placed by
+    /// stream offset).
+    read: u64,
+    written: u64,
+    /// The handshake is complete; what remains is sending its last bytes.
+    complete: bool,
 }
 
-fn drive<C: Unbuffered>(
-    conn: &mut C,
-    io: &mut (impl Read + Write),
-) -> Result<Driven, HandshakeError> {
-    let mut incoming = vec![0u8; 16 * 1024];
-    let mut filled = 0;
-    let mut outgoing = vec![0u8; 4096];
-    let mut encoded = 0;
-    let mut plaintext = Vec::new();
-    loop {
-        let UnbufferedStatus { discard, state } = conn.process(&mut incoming[..filled]);
-        let state = match state {
-            Ok(s) => s,
-            Err(e) => {
-                // rustls queued a fatal alert for the peer; send it if we
-                // can. It expects the buffer it saw, less what it consumed.
-                incoming.copy_within(discard..filled, 0);
-                filled -= discard;
-                flush_alert(conn, &mut incoming[..filled], io);
-                return Err(e.into());
+fn would_block(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::WouldBlock
+}
+
+impl<C: Unbuffered> Machine<C> {
+    fn new(conn: C) -> Machine<C> {
+        Machine {
+            conn,
+            incoming: vec![0u8; 16 * 1024],
+            filled: 0,
+            outgoing: vec![0u8; 4096],
+            encoded: 0,
+            sent: 0,
+            plaintext: Vec::new(),
+            read: 0,
+            written: 0,
+            complete: false,
+        }
+    }
+
+    /// Sends what is encoded; false if the stream took only part of it.
+    fn flush(&mut self, io: &mut impl Write) -> Result<bool, HandshakeError> {
+        while self.sent < self.encoded {
+            match io.write(&self.outgoing[self.sent..self.encoded]) {
+                Ok(0) => return Err(HandshakeError::Io(io::ErrorKind::WriteZero.into())),
+                Ok(n) => {
+                    self.sent += n;
+                    self.written += n as u64;
+                }
+                Err(e) if would_block(&e) => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.into()),
             }
-        };
-        let mut need_read = false;
-        let mut done = false;
-        match state {
-            ConnectionState::EncodeTlsData(mut enc) => loop {
-                match enc.encode(&mut outgoing[encoded..]) {
+        }
+        self.sent = 0;
+        self.encoded = 0;
+        io.flush()?;
+        Ok(true)
+    }
+
+    fn advance(&mut self, io: &mut (impl Read + Write)) -> Result<bool, HandshakeError> {
+        loop {
+            if !self.flush(io)? {
+                return Ok(false);
+            }
+            if self.complete {
+                return Ok(true);
+            }
+            let UnbufferedStatus { discard, state } =
+                self.conn.process(&mut self.incoming[..self.filled]);
+            let state = match state {
+                Ok(s) => s,
+                Err(e) => {
+                    // rustls queued a fatal alert for the peer; send it if
+                    // we can. It expects the buffer it saw, less what it
+                    // consumed.
+                    self.incoming.copy_within(discard..self.filled, 0);
+                    self.filled -= discard;
+                    flush_alert(&mut self.conn, &mut self.incoming[..self.filled], io);
+                    return Err(e.into());
+                }
+            };
+            let mut need_read = false;
+            match state {
+                ConnectionState::EncodeTlsData(mut enc) => loop {
+                    match enc.encode(&mut self.outgoing[self.encoded..]) {
+                        Ok(n) => {
+                            self.encoded += n;
+                            break;
+                        }
+                        Err(EncodeError::InsufficientSize(e)) => {
+                            self.outgoing.resize(self.encoded + e.required_size, 0);
+                        }
+                        Err(e) => {
+                            return Err(HandshakeError::Tls(rustls::Error::General(e.to_string())))
+                        }
+                    }
+                },
+                // Sent by `flush` at the top of the loop, before rustls is
+                // asked for anything more.
+                ConnectionState::TransmitTlsData(t) => t.done(),
+                ConnectionState::BlockedHandshake => need_read = true,
+                ConnectionState::ReadTraffic(mut r) => {
+                    while let Some(rec) = r.next_record() {
+                        self.plaintext.extend_from_slice(rec?.payload);
+                    }
+                }
+                ConnectionState::WriteTraffic(_) => {
+                    // A TLS 1.3 server may send before the client's
+                    // Finished; the handover waits for the end of the
+                    // handshake.
+                    if self.conn.handshaking() {
+                        need_read = true;
+                    } else {
+                        self.complete = true;
+                    }
+                }
+                ConnectionState::PeerClosed | ConnectionState::Closed => {
+                    return Err(HandshakeError::Io(io::ErrorKind::UnexpectedEof.into()));
+                }
+                // Early data is not enabled; anything else is new in rustls.
+                _ => need_read = true,
+            }
+            self.incoming.copy_within(discard..self.filled, 0);
+            self.filled -= discard;
+            if need_read {
+                // What rustls asked to send goes before we wait for the
+                // peer's answer to it.
+                if !self.flush(io)? {
+                    return Ok(false);
+                }
+                if self.filled == self.incoming.len() {
+                    if self.incoming.len() >= MAX_INCOMING {
+                        return Err(HandshakeError::Oversized);
+                    }
+                    self.incoming.resize(self.incoming.len() * 2, 0);
+                }
+                match io.read(&mut self.incoming[self.filled..]) {
+                    Ok(0) => return Err(HandshakeError::Io(io::ErrorKind::UnexpectedEof.into())),
                     Ok(n) => {
-                        encoded += n;
-                        break;
+                        self.filled += n;
+                        self.read += n as u64;
                     }
-                    Err(EncodeError::InsufficientSize(e)) => {
-                        outgoing.resize(encoded + e.required_size, 0);
-                    }
-                    Err(e) => {
-                        return Err(HandshakeError::Tls(rustls::Error::General(e.to_string())))
-                    }
-                }
-            },
-            ConnectionState::TransmitTlsData(t) => {
-                io.write_all(&outgoing[..encoded])?;
-                io.flush()?;
-                encoded = 0;
-                t.done();
-            }
-            ConnectionState::BlockedHandshake => need_read = true,
-            ConnectionState::ReadTraffic(mut r) => {
-                while let Some(rec) = r.next_record() {
-                    plaintext.extend_from_slice(rec?.payload);
+                    Err(e) if would_block(&e) => return Ok(false),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e.into()),
                 }
             }
-            ConnectionState::WriteTraffic(_) => {
-                // A TLS 1.3 server may send before the client's Finished;
-                // the handover waits for the end of the handshake.
-                if conn.handshaking() {
-                    need_read = true;
-                } else {
-                    done = true;
-                }
-            }
-            ConnectionState::PeerClosed | ConnectionState::Closed => {
-                return Err(HandshakeError::Io(io::ErrorKind::UnexpectedEof.into()));
-            }
-            // Early data is not enabled; anything else is new in rustls.
-            _ => need_read = true,
         }
-        incoming.copy_within(discard..filled, 0);
-        filled -= discard;
-        if done {
-            incoming.truncate(filled);
-            return Ok(Driven {
-                leftover: incoming,
-                plaintext,
-            });
-        }
-        if need_read {
-            if filled == incoming.len() {
-                if incoming.len() >= MAX_INCOMING {
-                    return Err(HandshakeError::Oversized);
-                }
-                incoming.resize(incoming.len() * 2, 0);
-            }
-            let n = io.read(&mut incoming[filled..])?;
-            if n == 0 {
-                return Err(HandshakeError::Io(io::ErrorKind::UnexpectedEof.into()));
-            }
-            filled += n;
-        }
+    }
+
+    fn established(mut self, server_name: Option<String>) -> Result<Established, HandshakeError> {
+        let (alpn, version, suite) = self.conn.negotiated();
+        let (secrets, kernel) = self.conn.into_kernel()?;
+        self.incoming.truncate(self.filled);
+        Ok(Established {
+            tx: secrets.tx,
+            rx: secrets.rx,
+            kernel,
+            rx_offset: self.read - self.filled as u64,
+            tx_offset: self.written,
+            leftover: self.incoming,
+            early_plaintext: self.plaintext,
+            version: version.unwrap_or(ProtocolVersion::Unknown(0)),
+            suite: suite_name(suite),
+            alpn,
+            server_name,
+        })
     }
 }
 
 /// After a failed step rustls has a fatal alert ready; deliver it so that
-/// the peer learns why (best effort: the connection is ending anyway).
+/// the peer learns why (best effort, one try: the connection is ending
+/// anyway).
 fn flush_alert<C: Unbuffered>(conn: &mut C, incoming: &mut [u8], io: &mut impl Write) {
     let mut out = vec![0u8; 512];
     let mut len = 0;

@@ -19,6 +19,7 @@ use libclient::{
 use std::io;
 use std::sync::Arc;
 use std::time::Instant;
+use zeroize::Zeroize;
 
 /// Framed bytes between two looks at what the peer acknowledged.
 const PRUNE_EVERY: u64 = 1 << 20;
@@ -154,9 +155,13 @@ impl Holder {
     }
 
     fn bind(&mut self, tcp: &TcpStream, kind: OffloadKind, start: &DeviceStart) -> Option<Bound> {
-        let p = params(start)?;
+        let mut p = params(start)?;
         let began = Instant::now();
-        match tcp.offload_tls(kind, &p, start.stream_offset) {
+        let bound = tcp.offload_tls(kind, &p, start.stream_offset);
+        // Our copy of the key is done with (the context holds its own).
+        p.key.zeroize();
+        p.iv.zeroize();
+        match bound {
             Ok(ctx) => {
                 let info = ctx.initial_info();
                 tracing::info!(

@@ -12,6 +12,7 @@ use std::fmt;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use zeroize::Zeroizing;
 
 #[derive(Debug)]
 pub enum IdentityError {
@@ -265,6 +266,11 @@ fn provider_for(
 
 /// An NSS key log file (what `SSLKEYLOGFILE` writes), for tshark and
 /// Wireshark. Appends; one line per secret.
+///
+/// The file gets every session's secrets, so tlsd writes only a plain file
+/// of its own: not through a symbolic link (another user could point one
+/// at a file of tlsd's, or plant one where the log will be), not a FIFO or
+/// device, not a file someone else owns or may write.
 struct KeyLogFile {
     file: Mutex<std::fs::File>,
 }
@@ -277,33 +283,150 @@ impl fmt::Debug for KeyLogFile {
 
 impl KeyLogFile {
     fn open(path: &Path) -> Result<KeyLogFile, IdentityError> {
-        use std::os::unix::fs::OpenOptionsExt;
+        use std::os::fd::AsRawFd;
+        use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+        let refuse = |why: String| file_err(path, format!("key log refused: {why}"));
+        // O_NONBLOCK: opening a FIFO for writing would wait for a reader.
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
             .open(path)
-            .map_err(|e| file_err(path, e))?;
+            .map_err(|e| match e.raw_os_error() {
+                Some(libc::ELOOP) => refuse("it is a symbolic link".into()),
+                // A FIFO without a reader, or a device.
+                Some(libc::ENXIO) => refuse("it is not a regular file".into()),
+                _ => file_err(path, e),
+            })?;
+        let meta = file.metadata().map_err(|e| file_err(path, e))?;
+        if !meta.file_type().is_file() {
+            return Err(refuse("it is not a regular file".into()));
+        }
+        // SAFETY: geteuid has no preconditions.
+        let me = unsafe { libc::geteuid() };
+        if meta.uid() != me {
+            return Err(refuse(format!(
+                "it belongs to uid {}, not to tlsd's uid {me}",
+                meta.uid()
+            )));
+        }
+        if meta.mode() & 0o022 != 0 {
+            return Err(refuse(format!(
+                "others may write it (mode {:o}); chmod go-w it",
+                meta.mode() & 0o7777
+            )));
+        }
+        // Back to blocking writes, now that it is known to be a file.
+        // SAFETY: fcntl on a descriptor we own, with plain integer flags.
+        unsafe {
+            let flags = libc::fcntl(file.as_raw_fd(), libc::F_GETFL);
+            if flags >= 0 {
+                libc::fcntl(file.as_raw_fd(), libc::F_SETFL, flags & !libc::O_NONBLOCK);
+            }
+        }
         Ok(KeyLogFile {
             file: Mutex::new(file),
         })
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// `label client_random secret`, hex, into a buffer sized once (no copy
+/// of the secret is left behind by a reallocation) and wiped when dropped.
+fn keylog_line(label: &str, client_random: &[u8], secret: &[u8]) -> Zeroizing<Vec<u8>> {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut line = Zeroizing::new(Vec::with_capacity(
+        label.len() + 2 * (client_random.len() + secret.len()) + 3,
+    ));
+    line.extend_from_slice(label.as_bytes());
+    for part in [client_random, secret] {
+        line.push(b' ');
+        for b in part {
+            line.push(HEX[(b >> 4) as usize]);
+            line.push(HEX[(b & 15) as usize]);
+        }
+    }
+    line.push(b'\n');
+    line
 }
 
 impl KeyLog for KeyLogFile {
     fn log(&self, label: &str, client_random: &[u8], secret: &[u8]) {
-        let line = format!("{label} {} {}\n", hex(client_random), hex(secret));
+        let line = keylog_line(label, client_random, secret);
         let mut f = self.file.lock().unwrap_or_else(|e| e.into_inner());
-        if let Err(e) = f.write_all(line.as_bytes()) {
+        if let Err(e) = f.write_all(&line) {
             tracing::warn!(%e, "key log write failed");
         }
     }
 
     fn will_log(&self, _label: &str) -> bool {
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("tlsd-keylog-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn refused(path: &Path) -> String {
+        match KeyLogFile::open(path) {
+            Ok(_) => panic!("{} was accepted", path.display()),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn the_key_log_is_a_plain_private_file_or_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = scratch("open");
+        // Created 0600, and written in NSS form.
+        let log = dir.join("keys.log");
+        let k = KeyLogFile::open(&log).unwrap();
+        k.log("CLIENT_RANDOM", &[0xab, 0x01], &[0xff, 0x10, 0x00]);
+        assert_eq!(
+            std::fs::read_to_string(&log).unwrap(),
+            "CLIENT_RANDOM ab01 ff1000\n"
+        );
+        let mode = std::fs::metadata(&log).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+
+        // A symbolic link, even to a file of our own: refused, and the
+        // target untouched.
+        let target = dir.join("precious");
+        std::fs::write(&target, "keep me").unwrap();
+        let link = dir.join("link.log");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        assert!(refused(&link).contains("symbolic link"));
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep me");
+
+        // Writable by others.
+        let open = dir.join("open.log");
+        std::fs::write(&open, "").unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o666)).unwrap();
+        assert!(refused(&open).contains("others may write"));
+
+        // A FIFO: refused at once, not waited on.
+        let fifo = dir.join("fifo.log");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: mkfifo with a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        assert!(refused(&fifo).contains("not a regular file"));
+
+        // Someone else's file (needs root to make one).
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            let theirs = dir.join("theirs.log");
+            std::fs::write(&theirs, "").unwrap();
+            std::os::unix::fs::chown(&theirs, Some(65534), None).unwrap();
+            assert!(refused(&theirs).contains("belongs to uid 65534"));
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

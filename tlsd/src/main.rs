@@ -2,7 +2,6 @@
 
 use capnet_schema::transport;
 use std::process::ExitCode;
-use std::rc::Rc;
 use std::sync::Arc;
 use tlsd::{args, identity::Identity, service};
 
@@ -37,7 +36,13 @@ fn main() -> ExitCode {
     if args.identity.keylog.is_some() {
         tracing::warn!("TLS secrets are being written to the key log (debugging only)");
     }
-    let shared = Arc::new(service::Shared::new(identity, args.net.clone()));
+    let shared = match service::Shared::new(identity, args.net.clone(), args.limits) {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            eprintln!("tlsd: handshake workers: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -48,11 +53,11 @@ fn main() -> ExitCode {
         tracing::info!(path = %args.listen.display(), "serving applications");
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
-            r = transport::serve_clients(listener, Rc::new(service::TlsSocketService {
+            r = service::serve_applications(listener, service::TlsSocketService {
                 shared,
                 network: args.allow_network.clone(),
                 low_ports: args.allow_low_ports.clone(),
-            })) => r,
+            }) => r,
             _ = term.recv() => Ok(()),
         }
     });

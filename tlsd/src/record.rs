@@ -23,6 +23,7 @@ use capnet_wire::tls::{
     TAG_LEN,
 };
 use ring::aead;
+use zeroize::Zeroize;
 
 use crate::alert::AlertDescription;
 
@@ -97,11 +98,8 @@ impl TrafficKeys {
 
 impl Drop for TrafficKeys {
     fn drop(&mut self) {
-        self.key.iter_mut().for_each(|b| *b = 0);
-        self.iv = [0; 12];
-        // Keeps the stores: the buffer is freed right after.
-        core::hint::black_box(&mut self.key);
-        core::hint::black_box(&mut self.iv);
+        self.key.zeroize();
+        self.iv.zeroize();
     }
 }
 

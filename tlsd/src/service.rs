@@ -1,14 +1,19 @@
 //! The `Tls` capability and its sockets.
 //!
-//! The capnp side runs on tlsd's single-threaded control runtime; each
-//! connection's handshake and data path run on a thread of their own
-//! (`session`), started by `connect` or `accept` and ended by the
-//! application's close, its death (the capability is dropped), or TLS.
+//! The capnp side runs on tlsd's single-threaded control runtime. Every
+//! handshake runs on the handshake workers ([`crate::handshaker`]) with a
+//! deadline; each established connection's data path runs on a thread of
+//! its own (`session`), ended by the application's close, its death (the
+//! capability is dropped), or TLS. Every socket holds a permit of its
+//! client's limits ([`crate::limits`]).
 
 use crate::conn::TlsConn;
-use crate::handshake::{self, Established};
+use crate::handshake::{Established, Handshake};
+use crate::handshaker::{Failure, Handshaker, Job};
 use crate::holder::Holder;
 use crate::identity::{Identity, Options, TlsVersion};
+use crate::limits::{Gate, Limits, Permit};
+use crate::listener::Listener;
 use crate::session::{self, Control, Ended, Handle};
 use crate::stats::Stats;
 use capnet_ring::{HandoffTable, ServerEnd, SocketRings};
@@ -21,13 +26,15 @@ use capnet_schema::tls_capnp::{
 };
 use capnp::capability::Rc as CapRc;
 use capnp::Error;
-use libclient::{Net, TcpListener, TcpStream};
+use libclient::{Net, TcpStream};
 use rustls::pki_types::ServerName;
 use std::cell::RefCell;
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// Bytes per direction of an application's socket rings.
 pub const SOCKET_RING_BYTES: u32 = 1 << 20;
@@ -37,20 +44,30 @@ pub struct Shared {
     pub identity: Identity,
     pub stats: Arc<Stats>,
     pub handoff: Arc<HandoffTable>,
+    pub gate: Arc<Gate>,
+    pub handshaker: Handshaker,
     /// netsrv's service socket; tlsd is one of its applications.
     net_path: PathBuf,
     net: Mutex<Option<Net>>,
 }
 
 impl Shared {
-    pub fn new(identity: Identity, net_path: PathBuf) -> Shared {
-        Shared {
+    /// Also starts the handshake workers.
+    pub fn new(identity: Identity, net_path: PathBuf, limits: Limits) -> io::Result<Shared> {
+        let stats = Arc::new(Stats::default());
+        Ok(Shared {
             identity,
-            stats: Arc::new(Stats::default()),
+            handshaker: Handshaker::start(
+                limits.handshake_workers,
+                limits.handshake_timeout,
+                stats.clone(),
+            )?,
+            gate: Gate::new(limits, stats.clone()),
+            stats,
             handoff: Arc::new(HandoffTable::new()),
             net_path,
             net: Mutex::new(None),
-        }
+        })
     }
 
     /// The connection to netsrv, made again after netsrv restarted.
@@ -182,11 +199,13 @@ struct Started {
 
 /// Hands a handshaken connection to its own thread; the thread waits for
 /// the application's rings (or for it to go away), then runs the session.
+/// The thread holds the connection's permit until it ends.
 fn start_session(
     shared: &Shared,
     est: Established,
     tcp: TcpStream,
     offload: bool,
+    permit: Permit,
 ) -> Result<Started, Error> {
     let info = info_of(&est, &tcp);
     let stats = shared.stats.clone();
@@ -198,6 +217,7 @@ fn start_session(
     std::thread::Builder::new()
         .name(format!("tls {remote}"))
         .spawn(move || {
+            let _permit = permit;
             // Dropped without rings: the application never took the socket.
             let Ok(app) = rings_rx.recv() else {
                 return;
@@ -219,8 +239,9 @@ fn start_session(
     })
 }
 
-/// Runs `work` on a thread of its own and awaits its answer: handshakes
-/// block on TCP, and the control runtime must not.
+/// Runs `work` on a thread of its own and awaits its answer: libclient's
+/// TCP connect and listen block, and the control runtime must not. The
+/// caller holds a permit, which bounds these threads.
 async fn off_thread<T: Send + 'static>(
     name: &str,
     work: impl FnOnce() -> Result<T, Error> + Send + 'static,
@@ -236,15 +257,50 @@ async fn off_thread<T: Send + 'static>(
         .map_err(|_| Error::failed("busy: worker thread died".into()))?
 }
 
+/// How a failed handshake reads to the application.
+fn failure_to_capnp(f: Failure) -> Error {
+    match f {
+        Failure::TimedOut(t) => SocketError::TimedOut.to_capnp(format_args!(
+            "handshake: no complete handshake within {t:?}"
+        )),
+        Failure::Cancelled => SocketError::Closed.to_capnp("handshake: cancelled"),
+        Failure::Handshake(e) => handshake_err(e),
+    }
+}
+
+/// Sets its flag when dropped: a connect call that ends, or is cancelled
+/// by the application, lets its handshake go.
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
+}
+
+/// The `Tls` capability of one client (one connection to tls.sock).
 pub struct TlsServer {
     shared: Arc<Shared>,
+    /// The client's uid (SO_PEERCRED): whose limits its sockets count in.
+    uid: u32,
     /// Whether the client may listen below port 1024 (`[access] low_ports`).
     low_ports: bool,
 }
 
 impl TlsServer {
-    pub fn new(shared: Arc<Shared>, low_ports: bool) -> TlsServer {
-        TlsServer { shared, low_ports }
+    pub fn new(shared: Arc<Shared>, uid: u32, low_ports: bool) -> TlsServer {
+        TlsServer {
+            shared,
+            uid,
+            low_ports,
+        }
+    }
+
+    fn permit(&self) -> Result<Permit, Error> {
+        self.shared.gate.take(self.uid).map_err(|e| {
+            tracing::info!(uid = self.uid, %e, "TLS socket refused");
+            e.to_capnp()
+        })
     }
 }
 
@@ -270,23 +326,35 @@ impl tls::Server for TlsServer {
             .identity
             .client_config(&options.tls)
             .map_err(|e| SocketError::Invalid.to_capnp(e))?;
+        let permit = self.permit()?;
+        let handshake = Handshake::client(config, server_name).map_err(handshake_err)?;
         let shared = self.shared.clone();
-        let started = off_thread("tls connect", move || {
+        // The thread holds the permit: a call cancelled meanwhile still
+        // counts until its thread is done.
+        let (tcp, permit) = off_thread("tls connect", move || {
             let net = shared.net().map_err(io_to_capnp)?;
-            let mut tcp = net.tcp_connect(remote, None).map_err(io_to_capnp)?;
-            match handshake::client(config, server_name, &mut tcp) {
-                Ok(est) => {
-                    Stats::inc(&shared.stats.handshakes);
-                    start_session(&shared, est, tcp, options.offload)
-                }
-                Err(e) => {
-                    Stats::inc(&shared.stats.handshake_failures);
-                    tracing::info!(%remote, %e, "client handshake failed");
-                    Err(handshake_err(e))
-                }
-            }
+            let tcp = net.tcp_connect(remote, None).map_err(io_to_capnp)?;
+            Ok((tcp, permit))
         })
         .await?;
+        let (done, outcome) = futures::channel::oneshot::channel();
+        let cancelled = Arc::new(AtomicBool::new(false));
+        let _cancel = CancelOnDrop(cancelled.clone());
+        self.shared.handshaker.submit(Job {
+            tcp,
+            handshake,
+            deadline: Instant::now() + self.shared.gate.limits().handshake_timeout,
+            cancelled,
+            done: Box::new(move |o| {
+                let _ = done.send(o);
+            }),
+        });
+        let (est, tcp) = match outcome.await {
+            Ok(Ok(established)) => established,
+            Ok(Err(f)) => return Err(failure_to_capnp(f)),
+            Err(_) => return Err(SocketError::Busy.to_capnp("handshake: the worker went away")),
+        };
+        let started = start_session(&self.shared, est, tcp, options.offload, permit)?;
         results
             .get()
             .set_socket(capnp_rpc::new_client(TlsSocketServer::new(
@@ -321,17 +389,27 @@ impl tls::Server for TlsServer {
             .identity
             .server_config(&options.tls)
             .map_err(|e| SocketError::Invalid.to_capnp(e))?;
+        let permit = self.permit()?;
         let shared = self.shared.clone();
-        let listener = off_thread("tls listen", move || {
+        let (tcp, permit) = off_thread("tls listen", move || {
             let net = shared.net().map_err(io_to_capnp)?;
-            net.tcp_listen(local, backlog.max(1)).map_err(io_to_capnp)
+            let tcp = net.tcp_listen(local, backlog.max(1)).map_err(io_to_capnp)?;
+            Ok((tcp, permit))
         })
         .await?;
+        let listener = Listener::start(
+            self.shared.clone(),
+            tcp,
+            permit,
+            options.tls.clone(),
+            backlog as usize,
+        )
+        .map_err(|e| SocketError::Busy.to_capnp(format_args!("listener thread: {e}")))?;
         results
             .get()
             .set_listener(capnp_rpc::new_client(TlsListenerServer {
                 shared: self.shared.clone(),
-                listener: Arc::new(listener),
+                listener,
                 options,
             }));
         Ok(())
@@ -368,15 +446,31 @@ impl tls::Server for TlsServer {
         r.set_bytes_sealed(s.bytes_sealed);
         r.set_bytes_opened(s.bytes_opened);
         r.set_session_tickets(s.session_tickets);
+        r.set_handshake_timeouts(s.handshake_timeouts);
+        r.set_curr_handshakes(s.curr_handshakes);
+        r.set_curr_sockets(s.curr_sockets);
+        r.set_limit_refused(s.limit_refused);
+        r.set_accept_errors(s.accept_errors);
         Ok(())
     }
 }
 
 pub struct TlsListenerServer {
     shared: Arc<Shared>,
-    listener: Arc<TcpListener>,
+    listener: Arc<Listener>,
     options: ConnOptions,
 }
+
+impl Drop for TlsListenerServer {
+    fn drop(&mut self) {
+        // Its acceptor thread may hold the listener for a moment: close
+        // now rather than when the last handle goes.
+        self.listener.close();
+    }
+}
+
+/// How long `close` waits for the acceptor thread to let go of the port.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
 impl tls_listener::Server for TlsListenerServer {
     async fn accept(
@@ -384,29 +478,14 @@ impl tls_listener::Server for TlsListenerServer {
         _: tls_listener::AcceptParams,
         mut results: tls_listener::AcceptResults,
     ) -> Result<(), Error> {
-        let shared = self.shared.clone();
-        let listener = self.listener.clone();
-        let options = self.options.clone();
-        let started = off_thread("tls accept", move || loop {
-            let (mut tcp, remote) = listener.accept().map_err(io_to_capnp)?;
-            let (config, sni) = shared
-                .identity
-                .server_config(&options.tls)
-                .map_err(|e| SocketError::Invalid.to_capnp(e))?;
-            match handshake::server(config, &sni, &mut tcp) {
-                Ok(est) => {
-                    Stats::inc(&shared.stats.handshakes);
-                    return start_session(&shared, est, tcp, options.offload);
-                }
-                // One client's failed handshake is its own business: count
-                // it, and wait for the next client.
-                Err(e) => {
-                    Stats::inc(&shared.stats.handshake_failures);
-                    tracing::info!(%remote, %e, "server handshake failed");
-                }
-            }
-        })
-        .await?;
+        let ready = self.listener.accept().await?;
+        let started = start_session(
+            &self.shared,
+            ready.est,
+            ready.tcp,
+            self.options.offload,
+            ready.permit,
+        )?;
         let remote = started.info.remote;
         let mut r = results.get();
         r.set_socket(capnp_rpc::new_client(TlsSocketServer::new(
@@ -422,8 +501,7 @@ impl tls_listener::Server for TlsListenerServer {
         _: tls_listener::LocalAddrParams,
         mut results: tls_listener::LocalAddrResults,
     ) -> Result<(), Error> {
-        let addr = self.listener.local_addr().map_err(io_to_capnp)?;
-        write_socket_addr(results.get().init_addr(), addr);
+        write_socket_addr(results.get().init_addr(), self.listener.local_addr());
         Ok(())
     }
 
@@ -432,6 +510,9 @@ impl tls_listener::Server for TlsListenerServer {
         _: tls_listener::CloseParams,
         _: tls_listener::CloseResults,
     ) -> Result<(), Error> {
+        if let Some(released) = self.listener.close() {
+            let _ = tokio::time::timeout(CLOSE_WAIT, released).await;
+        }
         Ok(())
     }
 }
@@ -552,7 +633,56 @@ impl capnet_schema::transport::ServiceSocket for TlsSocketService {
             )));
         }
         let low_ports = self.low_ports.admits(peer);
-        let t: tls::Client = capnp_rpc::new_client(TlsServer::new(self.shared.clone(), low_ports));
+        let t: tls::Client =
+            capnp_rpc::new_client(TlsServer::new(self.shared.clone(), peer.uid, low_ports));
         t.client
+    }
+}
+
+/// How long tlsd waits after a failed accept on tls.sock (out of file
+/// descriptors, say) before it accepts again: long enough not to spin.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
+/// Serves applications on `listener` for as long as tlsd runs. A failed
+/// accept (running out of file descriptors ends `serve_clients`) is
+/// counted, and serving goes on after a pause on the same socket: clients
+/// already connected keep their sessions, and new ones get in once
+/// descriptors are free again. Errors only if the socket itself is lost.
+pub async fn serve_applications(
+    listener: tokio::net::UnixListener,
+    service: TlsSocketService,
+) -> io::Result<()> {
+    let shared = service.shared.clone();
+    let service: std::rc::Rc<dyn capnet_schema::transport::ServiceSocket> =
+        std::rc::Rc::new(service);
+    let socket = listener.into_std()?;
+    // One warning per WARN_EVERY at most while descriptors stay short.
+    const WARN_EVERY: Duration = Duration::from_secs(10);
+    let mut warned: Option<std::time::Instant> = None;
+    let mut warn = |e: &io::Error| {
+        Stats::inc(&shared.stats.accept_errors);
+        if warned.is_none_or(|t| t.elapsed() >= WARN_EVERY) {
+            warned = Some(std::time::Instant::now());
+            tracing::warn!(%e, "tls.sock: accept failed (counted in acceptErrors); serving on");
+        }
+    };
+    loop {
+        // A second descriptor of the same socket for this round; retried
+        // while descriptors are short.
+        let round = match socket.try_clone().and_then(|s| {
+            s.set_nonblocking(true)?;
+            tokio::net::UnixListener::from_std(s)
+        }) {
+            Ok(l) => l,
+            Err(e) => {
+                warn(&e);
+                tokio::time::sleep(ACCEPT_RETRY).await;
+                continue;
+            }
+        };
+        if let Err(e) = capnet_schema::transport::serve_clients(round, service.clone()).await {
+            warn(&e);
+            tokio::time::sleep(ACCEPT_RETRY).await;
+        }
     }
 }

@@ -56,6 +56,11 @@ counters!(
     bytes_sealed,
     bytes_opened,
     session_tickets,
+    handshake_timeouts,
+    curr_handshakes,
+    curr_sockets,
+    limit_refused,
+    accept_errors,
 );
 
 impl Stats {
