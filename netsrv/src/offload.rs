@@ -2,9 +2,14 @@
 //! them.
 //!
 //! netsrv holds no keys and does no crypto. It
-//! - learns each connection's initial sequence numbers from its SYNs, so
-//!   that stream offsets (what holders speak) and TCP sequence numbers
-//!   (what NICs speak) convert;
+//! - learns each connection's initial sequence numbers from the handshake
+//!   as the stack accepted it, so that stream offsets (what holders speak)
+//!   and TCP sequence numbers (what NICs speak) convert. Only the stack's
+//!   own SYNs make an entry; the peer's initial sequence number is the one
+//!   the stack acknowledged (our SYN-ACK), or a SYN-ACK that acknowledges
+//!   our SYN. A SYN off the wire never makes or changes an entry: a flood
+//!   cannot grow the table and a spoofed SYN cannot disturb a flow. Entries
+//!   are capped and swept when their socket is gone ([`OffloadTable::retain`]);
 //! - tags TX frames of a bound connection with its context when they leave
 //!   on the context's port, and holds them when they would leave elsewhere
 //!   (framed records are cleartext: they never leave untagged);
@@ -151,7 +156,20 @@ pub struct OffloadCounters {
     pub rx_out_of_order_dropped: u64,
     /// Connections whose marks disagreed with smoltcp: aborted.
     pub rx_mark_errors: u64,
+    /// Handshakes not tracked because the table was full (those
+    /// connections cannot be offloaded).
+    untracked: u64,
 }
+
+impl OffloadCounters {
+    pub fn untracked(&self) -> u64 {
+        self.untracked
+    }
+}
+
+/// Connections tracked at most: the stack's own sockets (bounded by the
+/// clients' limits), far more than any host here holds.
+pub const MAX_CONNS: usize = 65536;
 
 /// Held frames per connection before the oldest are given up.
 const MAX_HELD: usize = 512;
@@ -222,6 +240,41 @@ impl OffloadTable {
         self.conns.remove(t);
     }
 
+    /// Connections tracked.
+    pub fn len(&self) -> usize {
+        self.conns.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.conns.is_empty()
+    }
+
+    /// Keeps only the connections `live` names (the stack's sockets): a
+    /// handshake that never completed leaves nothing behind.
+    pub fn retain(&mut self, live: impl Fn(&Tuple) -> bool) {
+        self.conns.retain(|t, _| live(t));
+    }
+
+    /// The stack sent a SYN (`ack`: a SYN-ACK, acknowledging the peer's
+    /// SYN it accepted): a new handshake on `tuple`, unless a bound flow
+    /// holds it (never changed from outside).
+    fn our_syn(&mut self, tuple: Tuple, seq: u32, ack: Option<u32>) {
+        if !self.conns.contains_key(&tuple) && self.conns.len() >= MAX_CONNS {
+            if self.counters.untracked == 0 {
+                tracing::warn!("offload table full: new connections cannot be offloaded");
+            }
+            self.counters.untracked += 1;
+            return;
+        }
+        let c = self.conns.entry(tuple).or_default();
+        if c.tx.is_some() || c.rx.is_some() {
+            return;
+        }
+        // A SYN's `seq` is already its first data byte's.
+        c.tx_first = Some(seq);
+        c.rx_first = ack;
+    }
+
     /// A frame smoltcp built for `port` (driver `epoch`). `csum_offload`:
     /// the port fills checksums (else we must after changing the payload).
     pub fn on_tx(
@@ -239,9 +292,9 @@ impl OffloadTable {
             remote: v.dst,
         };
         if v.syn {
-            let c = self.conns.entry(tuple).or_default();
-            // A SYN's `seq` is already its first data byte's.
-            c.tx_first = Some(v.seq);
+            if !v.rst {
+                self.our_syn(tuple, v.seq, v.ack);
+            }
             return SEND;
         }
         let Some(c) = self.conns.get_mut(&tuple) else {
@@ -346,8 +399,13 @@ impl OffloadTable {
             remote: v.src,
         };
         if v.syn {
-            let c = self.conns.entry(tuple).or_default();
-            c.rx_first = Some(v.seq);
+            // Only the answer to our own SYN, which acknowledges exactly
+            // our first byte (as the stack checks it), and only once.
+            if let Some(c) = self.conns.get_mut(&tuple) {
+                if c.rx_first.is_none() && v.ack.is_some() && v.ack == c.tx_first && !v.rst {
+                    c.rx_first = Some(v.seq);
+                }
+            }
             return true;
         }
         let Some(c) = self.conns.get_mut(&tuple) else {
@@ -473,10 +531,9 @@ impl OffloadTable {
 
     /// Binds TX; `start` is the stream offset of the first framed byte.
     pub fn bind_tx(&mut self, t: Tuple, b: TxBinding) -> Result<(), &'static str> {
-        let c = self.conns.entry(t).or_default();
-        if c.tx_first.is_none() {
+        let Some(c) = self.conns.get_mut(&t).filter(|c| c.tx_first.is_some()) else {
             return Err("the connection's SYN was not seen");
-        }
+        };
         if c.tx.is_some() {
             return Err("TX is already bound to a context");
         }
@@ -527,10 +584,9 @@ impl OffloadTable {
     /// marks from the current receive point `enqueued` (a stream offset) on;
     /// the receive ring holds back bytes from there until `confirm_rx`.
     pub fn bind_rx(&mut self, t: Tuple, sock: u64, enqueued: u64) -> Result<(), &'static str> {
-        let c = self.conns.entry(t).or_default();
-        if c.rx_first.is_none() {
+        let Some(c) = self.conns.get_mut(&t).filter(|c| c.rx_first.is_some()) else {
             return Err("the connection's SYN was not seen");
-        }
+        };
         if let Some(rx) = &mut c.rx {
             if rx.active {
                 return Err("RX is already bound to a context");
@@ -619,28 +675,52 @@ mod tests {
     /// A frame from the peer: a SYN, or `payload` at stream offset
     /// `offset`.
     fn frame(syn: bool, offset: u64, payload: &[u8]) -> Vec<u8> {
-        use crate::test_frames::ipv4_frame;
-        use smoltcp::wire::{IpAddress, IpProtocol, TcpControl, TcpPacket, TcpRepr, TcpSeqNumber};
-        use std::net::IpAddr;
-        let t = tuple();
-        let (IpAddr::V4(src), IpAddr::V4(dst)) = (t.remote.ip(), t.local.ip()) else {
-            unreachable!()
-        };
         let seq = if syn {
             ISN.wrapping_sub(1)
         } else {
             seq_of(ISN, offset)
         };
+        segment(false, syn, seq, None, payload)
+    }
+
+    /// Our first sequence number (after our SYN).
+    const OUR_ISN: u32 = 0x1000;
+
+    /// A segment of `tuple()`, ours (`ours`) or the peer's, with the
+    /// sequence number `seq` and an optional acknowledgment.
+    fn segment(ours: bool, syn: bool, seq: u32, ack: Option<u32>, payload: &[u8]) -> Vec<u8> {
+        segment_of(tuple(), ours, syn, seq, ack, payload)
+    }
+
+    fn segment_of(
+        t: Tuple,
+        ours: bool,
+        syn: bool,
+        seq: u32,
+        ack: Option<u32>,
+        payload: &[u8],
+    ) -> Vec<u8> {
+        use crate::test_frames::ipv4_frame;
+        use smoltcp::wire::{IpAddress, IpProtocol, TcpControl, TcpPacket, TcpRepr, TcpSeqNumber};
+        use std::net::IpAddr;
+        let (from, to) = if ours {
+            (t.local, t.remote)
+        } else {
+            (t.remote, t.local)
+        };
+        let (IpAddr::V4(src), IpAddr::V4(dst)) = (from.ip(), to.ip()) else {
+            unreachable!()
+        };
         let tcp = TcpRepr {
-            src_port: t.remote.port(),
-            dst_port: t.local.port(),
+            src_port: from.port(),
+            dst_port: to.port(),
             control: if syn {
                 TcpControl::Syn
             } else {
                 TcpControl::None
             },
             seq_number: TcpSeqNumber(seq as i32),
-            ack_number: None,
+            ack_number: ack.map(|a| TcpSeqNumber(a as i32)),
             window_len: 1000,
             window_scale: None,
             max_seg_size: None,
@@ -655,10 +735,25 @@ mod tests {
         })
     }
 
-    /// An RX-bound connection whose receive point is offset 0.
-    fn bound() -> OffloadTable {
+    /// The stack sends `frame` on port "p0".
+    fn send(table: &mut OffloadTable, mut frame: Vec<u8>) -> TxVerdict {
+        table.on_tx(&mut frame, "p0", 0, true)
+    }
+
+    /// A passive open as the stack accepted it: the peer's SYN, our SYN-ACK.
+    fn accepted() -> OffloadTable {
         let mut table = OffloadTable::default();
         assert!(table.on_rx(&frame(true, 0, &[]), 0));
+        assert_eq!(
+            send(&mut table, segment(true, true, OUR_ISN - 1, Some(ISN), &[])),
+            SEND
+        );
+        table
+    }
+
+    /// An RX-bound connection whose receive point is offset 0.
+    fn bound() -> OffloadTable {
+        let mut table = accepted();
         table.bind_rx(tuple(), 7, 0).unwrap();
         table
     }
@@ -766,6 +861,74 @@ mod tests {
         let mut table = bound();
         assert!(!table.reconcile_rx(&tuple(), 10));
         assert_eq!(table.counters.rx_mark_errors, 1);
+    }
+
+    #[test]
+    fn syns_off_the_wire_make_no_entries() {
+        let mut table = OffloadTable::default();
+        for port in 0..5000u16 {
+            let t = Tuple {
+                local: "10.0.0.1:443".parse().unwrap(),
+                remote: SocketAddr::new("10.0.0.2".parse().unwrap(), port),
+            };
+            assert!(table.on_rx(&segment_of(t, false, true, 7, None, &[]), 0));
+            assert!(table.on_rx(&segment_of(t, false, true, 7, Some(9), &[]), 0));
+        }
+        assert_eq!(table.len(), 0);
+        // Nor can a connection be bound on the strength of one.
+        assert!(table.bind_rx(tuple(), 7, 0).is_err());
+        assert_eq!(table.len(), 0);
+    }
+
+    #[test]
+    fn spoofed_syns_leave_a_bound_flow_alone() {
+        let mut table = bound();
+        let mut smoltcp = Buffer::default();
+        assert!(smoltcp.offer(&mut table, 0, 100, true));
+        smoltcp.settle(&mut table, 100);
+        // A SYN and SYN-ACKs with the flow's 4-tuple and other numbers.
+        assert!(table.on_rx(&segment(false, true, 0x5555, None, &[]), 0));
+        assert!(table.on_rx(&segment(false, true, 0x5555, Some(OUR_ISN), &[]), 0));
+        assert!(table.on_rx(&segment(false, true, 0x6666, Some(0x77), &[]), 0));
+        assert_eq!(table.conn(&tuple()).unwrap().rx_first, Some(ISN));
+        assert!(smoltcp.offer(&mut table, 100, 100, true));
+        smoltcp.settle(&mut table, 200);
+        assert!(table.reconcile_rx(&tuple(), 200));
+        assert_eq!(marks(&mut table), [(200, true)]);
+        assert_eq!(table.counters.rx_mark_errors, 0);
+    }
+
+    #[test]
+    fn an_active_open_learns_the_peer_from_the_answer_to_our_syn() {
+        let mut table = OffloadTable::default();
+        assert_eq!(
+            send(&mut table, segment(true, true, OUR_ISN - 1, None, &[])),
+            SEND
+        );
+        assert_eq!(table.conn(&tuple()).unwrap().rx_first, None);
+        // A SYN-ACK that does not acknowledge our SYN is not the answer.
+        assert!(table.on_rx(&segment(false, true, 0x5555, Some(OUR_ISN + 1), &[]), 0));
+        assert_eq!(table.conn(&tuple()).unwrap().rx_first, None);
+        assert!(table.on_rx(&segment(false, true, ISN - 1, Some(OUR_ISN), &[]), 0));
+        assert!(table.on_rx(&segment(false, true, 0x5555, Some(OUR_ISN), &[]), 0));
+        let c = table.conn(&tuple()).unwrap();
+        assert_eq!((c.tx_first, c.rx_first), (Some(OUR_ISN), Some(ISN)));
+    }
+
+    #[test]
+    fn the_table_is_capped_and_swept() {
+        let mut table = OffloadTable::default();
+        for i in 0..MAX_CONNS as u32 + 10 {
+            let t = Tuple {
+                local: SocketAddr::new("10.0.0.1".parse().unwrap(), 1 + (i >> 16) as u16),
+                remote: SocketAddr::new("10.0.0.2".parse().unwrap(), i as u16),
+            };
+            send(&mut table, segment_of(t, true, true, 1, Some(2), &[]));
+        }
+        assert_eq!(table.len(), MAX_CONNS);
+        assert_eq!(table.counters.untracked(), 10);
+        table.retain(|t| t.local.port() == 1 && t.remote.port() < 100);
+        assert_eq!(table.len(), 100);
     }
 
     #[test]
