@@ -45,12 +45,7 @@ async fn run(args: args::Args) -> std::io::Result<()> {
     let mut stack = netsrv::stack::Stack::new(args.tcp_buffer);
     stack.reno = args.reno;
     let shared = service::Shared::new(stack);
-    for port in &args.ports {
-        let streams = driver::open(&port.source)?;
-        driver::attach(&shared, &port.name, streams)
-            .await
-            .map_err(|e| std::io::Error::new(e.kind(), format!("port {}: {e}", port.name)))?;
-    }
+    driver::attach_at_start(&shared, &args.ports).await;
     shared
         .stack
         .borrow_mut()

@@ -91,6 +91,9 @@ pub struct StackCounters {
     /// Live egress subscriptions, and change notifications sent.
     pub egress_watchers: u64,
     pub egress_events: u64,
+    /// Driver instances refused: no answer in time, or a port that cannot
+    /// work (see `driver::check_port`).
+    pub drivers_refused: u64,
 }
 
 struct TcpConn {

@@ -13,7 +13,8 @@ pub const PANIC_FILE: &str = "CAPNET_TEST_PANIC_FILE";
 
 const CHECK_EVERY: Duration = Duration::from_millis(50);
 
-/// `CAPNET_TEST_PANIC_FILE=PATH`: the stack's poll panics once PATH exists,
+/// `CAPNET_TEST_PANIC_FILE=PATH`: the stack's poll removes PATH and panics
+/// once PATH exists,
 /// to show that a panic in the data plane ends netsrv (so that the
 /// supervisor restarts it) instead of leaving a live process with a dead
 /// data plane.
@@ -41,6 +42,8 @@ impl PanicTrigger {
         }
         self.next_check = now + CHECK_EVERY;
         if self.path.exists() {
+            // Once: the restarted netsrv must not panic again.
+            let _ = std::fs::remove_file(&self.path);
             panic!("test hook: {} exists", self.path.display());
         }
     }
