@@ -8,7 +8,7 @@
 mod hostile_peer;
 
 use capnet::host::Host;
-use capnet_tests::{receive_all, send_pattern, sim_config, Scratch};
+use capnet_tests::{cli_ok, receive_all, send_pattern, sim_config, status_counter, Scratch};
 use hostile_peer::{
     arp_request, is_tcp_to, rss_and_threads, tcp_frame, Mapped, Seg, WirePeer, ACK, RST, SYN,
 };
@@ -271,4 +271,160 @@ fn a_panic_in_the_data_plane_ends_netsrv_and_it_comes_back() {
         Duration::from_secs(120),
         "the transfer",
     );
+}
+
+/// The offload line of netsrv's status.
+fn offload_line(host: &Host) -> String {
+    let status = cli_ok(host, &["status"]);
+    status
+        .lines()
+        .find(|l| l.starts_with("offload:"))
+        .unwrap_or_else(|| panic!("no offload line in status:\n{status}"))
+        .to_string()
+}
+
+/// Hole 5: a flood of SYNs with 300 000 different 4-tuples (to a listener
+/// and to closed ports) leaves netsrv's memory where it was.
+#[test]
+fn a_syn_flood_leaves_netsrv_bounded() {
+    let scratch = Scratch::new("dp-synflood");
+    let (a, b) = hosts(&scratch, &config_a("", ""), &sim_config(2, ""), None);
+    let _listener = a
+        .net()
+        .unwrap()
+        .tcp_listen(addr("0.0.0.0:7700"), 8)
+        .unwrap();
+    let mut peer = WirePeer::connect(&scratch.0.join("a/wire1.sock"));
+    let netsrv = pid_of(&a, "netsrv");
+    let before = rss_and_threads(netsrv);
+    let good = good_transfer(&a, &b, 7701);
+    peer.send(&arp_request(PEER_MAC, [10, 1, 0, 2], [10, 1, 0, 1]));
+    let mut sent = 0u32;
+    while sent < 300_000 {
+        let seg = Seg {
+            src: SocketAddrV4::new([10, 1, 0, 2].into(), 1024 + (sent % 60000) as u16),
+            dst: SocketAddrV4::new([10, 1, 0, 1].into(), 7700 + (sent / 60000) as u16),
+            seq: sent.wrapping_mul(2654435761),
+            ack: 0,
+            flags: SYN,
+            payload: &[],
+        };
+        assert!(
+            peer.send(&tcp_frame(A_SIM1_MAC, PEER_MAC, &seg)),
+            "wire1 stalled"
+        );
+        sent += 1;
+        if sent.is_multiple_of(32) {
+            peer.flush();
+            peer.receive(|_| {});
+        }
+    }
+    peer.flush();
+    join_within(good, Duration::from_secs(120), "the good transfer");
+    // Let netsrv take what is still on the wire.
+    std::thread::sleep(Duration::from_millis(500));
+    peer.receive(|_| {});
+    assert_nothing_restarted(&a);
+    assert_sim1_answers(&mut peer, 40001);
+    let after = rss_and_threads(netsrv);
+    eprintln!("{sent} SYNs; netsrv rss/threads before {before:?} after {after:?}");
+    assert!(
+        after.0 < before.0 + 24 * 1024,
+        "netsrv grew: {before:?} -> {after:?}"
+    );
+    assert!(
+        after.1 <= before.1 + 2,
+        "netsrv threads: {before:?} -> {after:?}"
+    );
+}
+
+/// Hole 5: SYNs and SYN-ACKs with the 4-tuple of a live TLS flow whose
+/// receive side the NIC decrypts (the table is one for every port, so they
+/// come in on sim1) do not disturb it: 16 MiB arrive intact and the
+/// receive marks never lose track.
+#[test]
+fn a_spoofed_syn_leaves_an_offloaded_flow_alone() {
+    use libclient::{RecordMode, TlsOptions};
+    let scratch = Scratch::new("dp-spoof");
+    let tls = capnet_tests::tls_section(None);
+    let (a, b) = hosts(
+        &scratch,
+        &config_a("tls_offload = true", &tls),
+        &format!("{}{tls}", sim_config(2, "tls_offload = true")),
+        None,
+    );
+    let mut peer = WirePeer::connect(&scratch.0.join("a/wire1.sock"));
+    let options = TlsOptions::default();
+    let listener = b
+        .tls()
+        .unwrap()
+        .listen(addr("0.0.0.0:7800"), 4, &options)
+        .unwrap();
+    let bytes = 16 << 20;
+    let server = std::thread::spawn(move || {
+        let (s, _) = listener.accept().unwrap();
+        let sent = send_pattern(&mut &s, 9, bytes).unwrap();
+        s.shutdown(Shutdown::Write).unwrap();
+        let mut rest = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut &s, &mut rest);
+        sent
+    });
+    let s = a
+        .tls()
+        .unwrap()
+        .connect_stream(addr("10.0.0.2:7800"), "capnet.test", &options)
+        .unwrap();
+    let SocketAddr::V4(local) = s.local_addr().unwrap() else {
+        panic!("an IPv4 flow")
+    };
+    let done = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let got = receive_all(&mut &s).unwrap();
+            done.store(true, Ordering::Relaxed);
+            (got, s.info().unwrap())
+        })
+    };
+    let mut spoofed = 0u32;
+    while !done.load(Ordering::Relaxed) && spoofed < 200_000 {
+        let seg = Seg {
+            src: v4("10.0.0.2:7800"),
+            dst: local,
+            seq: spoofed.wrapping_mul(2654435761),
+            ack: spoofed.wrapping_mul(40503),
+            flags: if spoofed.is_multiple_of(2) {
+                SYN
+            } else {
+                SYN | ACK
+            },
+            payload: &[],
+        };
+        assert!(
+            peer.send(&tcp_frame(A_SIM1_MAC, PEER_MAC, &seg)),
+            "wire1 stalled"
+        );
+        spoofed += 1;
+        if spoofed.is_multiple_of(16) {
+            peer.flush();
+            peer.receive(|_| {});
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+    peer.flush();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !reader.is_finished() {
+        assert!(Instant::now() < deadline, "the TLS transfer is stuck");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let ((n, got), info) = reader.join().unwrap();
+    let sent = server.join().unwrap();
+    let line = offload_line(&a);
+    eprintln!("{spoofed} spoofed SYNs; a: {line}; client {info:?}");
+    assert_eq!(n, bytes);
+    assert_eq!(got, sent);
+    assert_eq!(info.rx, RecordMode::Device, "{info:?}");
+    assert!(status_counter(&line, "decrypted") > 0, "{line}");
+    assert_eq!(status_counter(&line, "mark-errors"), 0, "{line}");
+    assert!(spoofed > 100, "the spoofing hardly ran");
 }
