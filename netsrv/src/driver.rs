@@ -51,7 +51,7 @@ fn plain(e: capnp::Error) -> String {
 }
 
 /// `call` to the driver, within [`CALL_DEADLINE`].
-async fn deadline<T>(
+pub async fn deadline<T>(
     what: &str,
     call: impl Future<Output = Result<T, capnp::Error>>,
 ) -> std::io::Result<T> {
@@ -163,10 +163,16 @@ pub async fn attach(
     let connection = {
         let (shared, name, instance) = (shared.clone(), name.to_string(), instance.clone());
         tokio::task::spawn_local(async move {
-            match system.await {
-                Ok(()) => tracing::warn!(port = %name, "NIC driver disconnected"),
-                Err(e) => {
-                    tracing::warn!(port = %name, e = %plain(e), "NIC driver connection failed")
+            tokio::select! {
+                r = system => match r {
+                    Ok(()) => tracing::warn!(port = %name, "NIC driver disconnected"),
+                    Err(e) => {
+                        tracing::warn!(port = %name, e = %plain(e), "NIC driver connection failed")
+                    }
+                },
+                why = ring_fault(&shared, &name, &instance) => {
+                    tracing::error!(port = %name, "driver broke the ring contract ({why}); detached");
+                    shared.stack.borrow_mut().counters.drivers_refused += 1;
                 }
             }
             shared.driver_gone(&name, instance.get());
@@ -180,6 +186,28 @@ pub async fn attach(
         shared.driver_gone(name, instance.get());
     }
     result
+}
+
+/// How often a driver's rings are looked at for a broken contract.
+const FAULT_CHECK: Duration = Duration::from_millis(100);
+
+/// Resolves once the rings of driver `instance` of port `name` broke their
+/// contract (the device saw a descriptor that names nothing, say): then
+/// its connection is closed and its rings released, as for a dead driver.
+async fn ring_fault(shared: &Shared, name: &str, instance: &Cell<u64>) -> String {
+    loop {
+        tokio::time::sleep(FAULT_CHECK).await;
+        let mut stack = shared.stack.borrow_mut();
+        let Some(leg) = stack.leg_mut(name) else {
+            continue;
+        };
+        if instance.get() == 0 || leg.instance != instance.get() {
+            continue;
+        }
+        if let Some(e) = leg.device.as_ref().and_then(|d| d.fault()) {
+            return e.to_string();
+        }
+    }
 }
 
 async fn attach_instance(
