@@ -278,7 +278,7 @@ impl phy::TxToken for TxToken<'_> {
             return result;
         };
         if len > self.tx.buf_size() as usize {
-            // Never with a driver whose MTU passed `driver::check_info`.
+            // Never with a driver whose MTU passed `driver::check_port`.
             self.counters.tx_no_buffer += 1;
             self.tx.free(buf);
             return result;
