@@ -176,7 +176,8 @@ fn lengths_flipped_in_shared_buffers_hurt_no_one() {
     peer.send(&arp_request(PEER_MAC, [10, 1, 0, 2], [10, 1, 0, 1]));
     let payload = [0x5a; 1000];
     let mut sent = 0u64;
-    while !good.is_finished() && sent < 400_000 {
+    // At least 100 000 frames, and on while the transfer runs.
+    while sent < 400_000 && (sent < 100_000 || !good.is_finished()) {
         let sport = 1024 + (sent % 60000) as u16;
         let src = SocketAddrV4::new([10, 1, 0, 2].into(), sport);
         let seg = if sent.is_multiple_of(2) {
@@ -213,7 +214,7 @@ fn lengths_flipped_in_shared_buffers_hurt_no_one() {
     stop.store(true, Ordering::Relaxed);
     let rounds = flipper.join().unwrap();
     eprintln!("{sent} frames into sim1, {rounds} rounds of flipping");
-    assert!(sent > 1000 && rounds > 100, "the attack hardly ran");
+    assert!(rounds > 100, "the flipping hardly ran");
 
     assert_nothing_restarted(&a);
     assert_sim1_answers(&mut peer, 40000);
