@@ -197,7 +197,9 @@ const FAULT_CHECK: Duration = Duration::from_millis(100);
 async fn ring_fault(shared: &Shared, name: &str, instance: &Cell<u64>) -> String {
     loop {
         tokio::time::sleep(FAULT_CHECK).await;
-        let mut stack = shared.stack.borrow_mut();
+        let Ok(mut stack) = shared.stack.try_borrow_mut() else {
+            continue;
+        };
         let Some(leg) = stack.leg_mut(name) else {
             continue;
         };
