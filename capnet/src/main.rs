@@ -119,6 +119,13 @@ fn up_down(v: Option<&String>) -> Result<bool, String> {
 }
 
 fn main() -> ExitCode {
+    // A panic anywhere, a data plane's included, ends the process (the
+    // supervisor restarts it) instead of leaving it alive with a dead task.
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |p| {
+        report(p);
+        std::process::abort();
+    }));
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("CAPNET_LOG")

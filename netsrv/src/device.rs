@@ -1,12 +1,17 @@
 //! smoltcp's view of a NIC port: a `Device` over the port's shared-memory rings.
 //!
-//! Frames are written straight into ring buffers (no copy between smoltcp and
-//! the NIC driver). Descriptors are published in batches: `flush` runs once per
-//! stack poll, so the driver's doorbell rings at most once per batch and only
-//! when the driver asked for it.
+//! The driver can write its buffers at any time, so nothing here parses
+//! them in place: a received frame is copied out of its buffer once (the
+//! buffer goes back to the driver at once) and smoltcp, the checksum check
+//! and the offload path see only that private copy; a frame to send is built
+//! in private memory, judged there, and copied into a ring buffer. A copy of
+//! at most one MTU per frame is what a peer that changes lengths between a
+//! check and a use costs. Descriptors are published in batches: `flush` runs
+//! once per stack poll, so the driver's doorbell rings at most once per batch
+//! and only when the driver asked for it.
 
 use crate::offload::{OffloadTable, TxVerdict};
-use capnet_ring::{flags, ChannelReceiver, ChannelSender, Duplex, RingError, RxBuf, TxBuf};
+use capnet_ring::{flags, ChannelSender, Desc, Duplex, RingError, TxBuf};
 use capnet_wire::csum;
 use smoltcp::phy::{self, Checksum, ChecksumCapabilities, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
@@ -48,6 +53,24 @@ pub struct RingDevice {
     /// Frames moved since the last `take_activity`.
     activity: u64,
     offload: Option<OffloadHook>,
+    /// The private copy of the last frame from `next_rx`.
+    rx_frame: Vec<u8>,
+    /// Where transmitted frames are built before they are copied out.
+    tx_frame: Vec<u8>,
+}
+
+/// A received frame, copied out of the ring: its bytes are
+/// [`RingDevice::rx_data`] until the next [`RingDevice::next_rx`].
+#[derive(Debug)]
+pub struct RxFrame {
+    desc: Desc,
+}
+
+impl RxFrame {
+    /// What the NIC said about the frame.
+    pub fn desc(&self) -> Desc {
+        self.desc
+    }
 }
 
 /// What the TX path needs to judge frames of offload-bound connections.
@@ -70,6 +93,8 @@ impl RingDevice {
             counters: DeviceCounters::default(),
             activity: 0,
             offload: None,
+            rx_frame: Vec::new(),
+            tx_frame: Vec::new(),
         }
     }
 
@@ -175,15 +200,15 @@ impl RingDevice {
     /// With offload on, smoltcp checks no checksum: trust the driver's
     /// verdict where it gave one, and check in software where it could not
     /// (fragments, extension headers, protocols it does not parse).
-    fn checksum_ok(&self, buf: &RxBuf) -> bool {
-        let f = buf.desc().flags;
+    fn checksum_ok(&self, desc: Desc) -> bool {
+        let f = desc.flags;
         if f & flags::CSUM_BAD != 0 {
             return false;
         }
         if !self.checksum_offload || f & flags::CSUM_VERIFIED != 0 {
             return true;
         }
-        software_checksum_ok(self.duplex.rx.data(buf))
+        software_checksum_ok(&self.rx_frame)
     }
 
     fn tx_flags(&self) -> u32 {
@@ -206,14 +231,16 @@ pub fn software_checksum_ok(frame: &[u8]) -> bool {
     )
 }
 
+/// A received frame's private copy, for smoltcp.
 pub struct RxToken<'a> {
-    rx: &'a mut ChannelReceiver,
-    buf: RxBuf,
+    frame: &'a [u8],
 }
 
 pub struct TxToken<'a> {
     tx: &'a mut ChannelSender,
     spare: &'a mut Option<TxBuf>,
+    /// Private memory the frame is built in.
+    build: &'a mut Vec<u8>,
     flags: u32,
     counters: &'a mut DeviceCounters,
     offload: Option<&'a OffloadHook>,
@@ -224,9 +251,7 @@ impl phy::RxToken for RxToken<'_> {
     where
         F: FnOnce(&[u8]) -> R,
     {
-        let result = f(self.rx.data(&self.buf));
-        self.rx.release(self.buf);
-        result
+        f(self.frame)
     }
 }
 
@@ -235,23 +260,32 @@ impl phy::TxToken for TxToken<'_> {
     where
         F: FnOnce(&mut [u8]) -> R,
     {
+        // smoltcp builds the frame in private memory, where the offload
+        // path may read and change it; only the finished frame is copied
+        // into the ring, where the driver can write.
+        if self.build.len() < len {
+            self.build.resize(len, 0);
+        }
+        let frame = &mut self.build[..len];
+        let result = f(frame);
         // `transmit` only hands out a token with a spare buffer in hand; a
         // reply token from `receive` may have none, and its frame is dropped.
         let Some(mut buf) = self.spare.take() else {
             self.counters.tx_no_buffer += 1;
-            let mut scratch = vec![0u8; len];
-            let result = f(&mut scratch);
             if let Some(h) = self.offload {
-                h.table.borrow_mut().on_tx_no_buffer(&scratch);
+                h.table.borrow_mut().on_tx_no_buffer(frame);
             }
             return result;
         };
-        let bytes = self.tx.buf_mut(&mut buf);
-        let len = len.min(bytes.len());
-        let result = f(&mut bytes[..len]);
+        if len > self.tx.buf_size() as usize {
+            // Never with a driver whose MTU passed `driver::check_port`.
+            self.counters.tx_no_buffer += 1;
+            self.tx.free(buf);
+            return result;
+        }
         let verdict = match self.offload {
             Some(h) => h.table.borrow_mut().on_tx(
-                &mut bytes[..len],
+                frame,
                 &h.port,
                 h.epoch,
                 self.flags & flags::TX_CSUM != 0,
@@ -263,6 +297,7 @@ impl phy::TxToken for TxToken<'_> {
         };
         match verdict {
             TxVerdict::Send { flags, context } => {
+                self.tx.buf_mut(&mut buf)[..len].copy_from_slice(frame);
                 self.tx.send(buf, len as u32, self.flags | flags, context);
                 self.counters.tx_frames += 1;
             }
@@ -274,18 +309,24 @@ impl phy::TxToken for TxToken<'_> {
 }
 
 impl RingDevice {
-    /// The next received frame that passed the checksum check.
-    pub fn next_rx(&mut self) -> Option<RxBuf> {
+    /// The next received frame that passed the checksum check, copied out
+    /// of its ring buffer (which is given back to the driver).
+    pub fn next_rx(&mut self) -> Option<RxFrame> {
         if self.fault.is_some() {
             return None;
         }
-        let buf = loop {
+        let desc = loop {
             match self.duplex.rx.recv() {
-                Ok(Some(buf)) if !self.checksum_ok(&buf) => {
-                    self.counters.rx_bad_checksum += 1;
+                Ok(Some(buf)) => {
+                    let desc = buf.desc();
+                    self.rx_frame.clear();
+                    self.rx_frame.extend_from_slice(self.duplex.rx.data(&buf));
                     self.duplex.rx.release(buf);
+                    if self.checksum_ok(desc) {
+                        break desc;
+                    }
+                    self.counters.rx_bad_checksum += 1;
                 }
-                Ok(Some(buf)) => break buf,
                 Ok(None) => return None,
                 Err(e) => {
                     self.record(e);
@@ -295,21 +336,16 @@ impl RingDevice {
         };
         self.counters.rx_frames += 1;
         self.activity += 1;
-        Some(buf)
+        Some(RxFrame { desc })
     }
 
-    /// The bytes of a frame from `next_rx`.
-    pub fn rx_data(&self, buf: &RxBuf) -> &[u8] {
-        self.duplex.rx.data(buf)
+    /// The bytes of the frame from the last `next_rx` (a private copy).
+    pub fn rx_data(&self, _frame: &RxFrame) -> &[u8] {
+        &self.rx_frame
     }
 
-    /// Gives a frame from `next_rx` back without handing it to smoltcp.
-    pub fn drop_rx(&mut self, buf: RxBuf) {
-        self.duplex.rx.release(buf);
-    }
-
-    /// A token for a frame from `next_rx`, and one for a reply on this port.
-    pub fn tokens(&mut self, buf: RxBuf) -> (RxToken<'_>, TxToken<'_>) {
+    /// A token for the frame from `next_rx`, and one for a reply on this port.
+    pub fn tokens(&mut self, _frame: RxFrame) -> (RxToken<'_>, TxToken<'_>) {
         // A reply token without a buffer is still valid: smoltcp may not use it.
         self.take_tx_buffer();
         let flags = self.tx_flags();
@@ -318,16 +354,16 @@ impl RingDevice {
             spare,
             counters,
             offload,
+            rx_frame,
+            tx_frame,
             ..
         } = self;
         (
-            RxToken {
-                rx: &mut duplex.rx,
-                buf,
-            },
+            RxToken { frame: rx_frame },
             TxToken {
                 tx: &mut duplex.tx,
                 spare,
+                build: tx_frame,
                 flags,
                 counters,
                 offload: offload.as_ref(),
@@ -335,11 +371,10 @@ impl RingDevice {
         )
     }
 
-    /// A token for a frame from `next_rx` alone.
-    pub fn rx_token(&mut self, buf: RxBuf) -> RxToken<'_> {
+    /// A token for the frame from `next_rx` alone.
+    pub fn rx_token(&mut self, _frame: RxFrame) -> RxToken<'_> {
         RxToken {
-            rx: &mut self.duplex.rx,
-            buf,
+            frame: &self.rx_frame,
         }
     }
 
@@ -353,6 +388,7 @@ impl RingDevice {
         TxToken {
             tx: &mut self.duplex.tx,
             spare: &mut self.spare,
+            build: &mut self.tx_frame,
             flags,
             counters: &mut self.counters,
             offload: self.offload.as_ref(),
@@ -383,9 +419,8 @@ impl RingDevice {
     /// their descriptors (what the NIC did to them).
     pub fn drain_rx(&mut self) -> Vec<(Vec<u8>, capnet_ring::Desc)> {
         let mut out = Vec::new();
-        while let Some(buf) = self.next_rx() {
-            out.push((self.rx_data(&buf).to_vec(), buf.desc()));
-            self.drop_rx(buf);
+        while let Some(frame) = self.next_rx() {
+            out.push((self.rx_data(&frame).to_vec(), frame.desc()));
         }
         out
     }
@@ -409,8 +444,8 @@ impl phy::Device for RingDevice {
     type TxToken<'a> = TxToken<'a>;
 
     fn receive(&mut self, _now: Instant) -> Option<(RxToken<'_>, TxToken<'_>)> {
-        let buf = self.next_rx()?;
-        Some(self.tokens(buf))
+        let frame = self.next_rx()?;
+        Some(self.tokens(frame))
     }
 
     fn transmit(&mut self, _now: Instant) -> Option<TxToken<'_>> {

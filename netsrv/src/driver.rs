@@ -3,6 +3,12 @@
 //!
 //! The same path serves the first instance of every port (from the command
 //! line) and each restarted one (from the supervisor's attach channel).
+//!
+//! A driver is a peer like any other: every call to it has a deadline, the
+//! ring handoff runs off netsrv's thread, and everything it reports is
+//! checked ([`check_port`]) before its rings are used. A driver that fails
+//! any of it costs only its own port: the port stays detached, the refusal
+//! is counted and logged with a plain reason, and netsrv serves on.
 
 use crate::args::NicSource;
 use crate::device::RingDevice;
@@ -13,14 +19,105 @@ use capnet_ring::{ChannelLayout, Duplex};
 use capnet_schema::nic_capnp::nic;
 use capnp_rpc::{rpc_twoparty_capnp::Side, RpcSystem};
 use std::cell::Cell;
+use std::future::Future;
 use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::rc::Rc;
+use std::time::Duration;
 use tokio::io::unix::AsyncFd;
+
+/// How long netsrv waits for any one answer from a driver.
+pub const CALL_DEADLINE: Duration = Duration::from_secs(3);
+/// The smallest IP MTU a port may have (IPv4's minimum datagram).
+pub const MIN_MTU: usize = 576;
+/// The largest: an Ethernet frame of it still fits 16 bits.
+pub const MAX_MTU: usize = 65535 - 14;
+/// Shared memory one port's rings may take (both directions).
+pub const MAX_RING_BYTES: usize = 1 << 30;
 
 fn io_err(e: impl std::fmt::Display) -> std::io::Error {
     std::io::Error::other(e.to_string())
+}
+
+/// A capnp error as a person can read it: the driver's own words, not the
+/// transport's wrapping.
+fn plain(e: capnp::Error) -> String {
+    if e.extra.is_empty() {
+        format!("{:?}", e.kind)
+    } else {
+        e.extra
+    }
+}
+
+/// `call` to the driver, within [`CALL_DEADLINE`].
+pub async fn deadline<T>(
+    what: &str,
+    call: impl Future<Output = Result<T, capnp::Error>>,
+) -> std::io::Result<T> {
+    match tokio::time::timeout(CALL_DEADLINE, call).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(io_err(format!("{what} failed: {}", plain(e)))),
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("the driver did not answer {what} within {CALL_DEADLINE:?}"),
+        )),
+    }
+}
+
+/// Checks what a driver reports of its port before its rings are used: an
+/// MTU whose frames fit the ring buffers, a sane MAC, rings of a bounded
+/// size. A plain reason when it does not hold.
+pub fn check_port(mac: &[u8], mtu: u32, layout: ChannelLayout) -> Result<(), String> {
+    if mac.len() != 6 {
+        return Err(format!("its MAC has {} bytes, not 6", mac.len()));
+    }
+    if mac[0] & 1 != 0 || mac.iter().all(|b| *b == 0) {
+        return Err("its MAC is not a unicast address".into());
+    }
+    let mtu = mtu as usize;
+    if !(MIN_MTU..=MAX_MTU).contains(&mtu) {
+        return Err(format!("its MTU {mtu} is outside {MIN_MTU}..={MAX_MTU}"));
+    }
+    layout
+        .check()
+        .map_err(|e| format!("its rings cannot work: {e}"))?;
+    if (layout.buf_size as usize) < mtu + 14 {
+        return Err(format!(
+            "its MTU {mtu} does not fit its {}-byte ring buffers",
+            layout.buf_size
+        ));
+    }
+    if Duplex::region_bytes(layout) > MAX_RING_BYTES {
+        return Err(format!(
+            "its rings want {} MiB of shared memory, more than {} MiB",
+            Duplex::region_bytes(layout) >> 20,
+            MAX_RING_BYTES >> 20
+        ));
+    }
+    Ok(())
+}
+
+/// Redeems the ring token on the handoff stream without blocking netsrv's
+/// thread: the blocking exchange runs on a helper thread whose socket
+/// gives up at the deadline, so that thread ends too.
+async fn redeem_rings(stream: UnixStream, token: Token) -> std::io::Result<Vec<OwnedFd>> {
+    stream.set_read_timeout(Some(CALL_DEADLINE))?;
+    stream.set_write_timeout(Some(CALL_DEADLINE))?;
+    let exchange = tokio::task::spawn_blocking(move || handoff::redeem(stream.as_fd(), &token, 3));
+    let late = || {
+        std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("the driver did not hand over its rings within {CALL_DEADLINE:?}"),
+        )
+    };
+    match tokio::time::timeout(CALL_DEADLINE + Duration::from_secs(1), exchange).await {
+        Ok(Ok(Ok(fds))) => Ok(fds),
+        Ok(Ok(Err(e))) if e.kind() == std::io::ErrorKind::WouldBlock => Err(late()),
+        Ok(Ok(Err(e))) => Err(io_err(format!("the ring handoff failed: {e}"))),
+        Ok(Err(e)) => Err(io_err(format!("the ring handoff failed: {e}"))),
+        Err(_) => Err(late()),
+    }
 }
 
 /// The rpc stream and the blocking handoff stream to one driver.
@@ -46,6 +143,8 @@ pub fn open(source: &NicSource) -> std::io::Result<(UnixStream, UnixStream)> {
 
 /// Attaches one driver instance of port `name`. A port the stack does not
 /// know yet is added as a free port (interfaces and bonds take it later).
+/// A driver that does not answer in time or reports what cannot work is
+/// refused: its connection is closed and the port stays detached.
 pub async fn attach(
     shared: &Rc<Shared>,
     name: &str,
@@ -61,24 +160,68 @@ pub async fn attach(
     // once: here when its connection ends (or in `Leg::attach` when a new
     // instance replaces it first).
     let instance = Rc::new(Cell::new(0u64));
-    {
+    let connection = {
         let (shared, name, instance) = (shared.clone(), name.to_string(), instance.clone());
         tokio::task::spawn_local(async move {
-            match system.await {
-                Ok(()) => tracing::warn!(port = %name, "NIC driver disconnected"),
-                Err(e) => tracing::warn!(port = %name, %e, "NIC driver connection failed"),
+            tokio::select! {
+                r = system => match r {
+                    Ok(()) => tracing::warn!(port = %name, "NIC driver disconnected"),
+                    Err(e) => {
+                        tracing::warn!(port = %name, e = %plain(e), "NIC driver connection failed")
+                    }
+                },
+                why = ring_fault(&shared, &name, &instance) => {
+                    tracing::error!(port = %name, "driver broke the ring contract ({why}); detached");
+                    shared.stack.borrow_mut().counters.drivers_refused += 1;
+                }
             }
             shared.driver_gone(&name, instance.get());
-        });
+        })
+    };
+    let result = attach_instance(shared, name, nic, handoff_stream, &instance).await;
+    if let Err(e) = &result {
+        tracing::error!(port = name, "driver refused: {e}; the port stays detached");
+        shared.stack.borrow_mut().counters.drivers_refused += 1;
+        connection.abort();
+        shared.driver_gone(name, instance.get());
     }
+    result
+}
 
-    let info = nic.info_request().send().promise.await.map_err(io_err)?;
+/// How often a driver's rings are looked at for a broken contract.
+const FAULT_CHECK: Duration = Duration::from_millis(100);
+
+/// Resolves once the rings of driver `instance` of port `name` broke their
+/// contract (the device saw a descriptor that names nothing, say): then
+/// its connection is closed and its rings released, as for a dead driver.
+async fn ring_fault(shared: &Shared, name: &str, instance: &Cell<u64>) -> String {
+    loop {
+        tokio::time::sleep(FAULT_CHECK).await;
+        let Ok(mut stack) = shared.stack.try_borrow_mut() else {
+            continue;
+        };
+        let Some(leg) = stack.leg_mut(name) else {
+            continue;
+        };
+        if instance.get() == 0 || leg.instance != instance.get() {
+            continue;
+        }
+        if let Some(e) = leg.device.as_ref().and_then(|d| d.fault()) {
+            return e.to_string();
+        }
+    }
+}
+
+async fn attach_instance(
+    shared: &Rc<Shared>,
+    name: &str,
+    nic: nic::Client,
+    handoff_stream: UnixStream,
+    instance: &Cell<u64>,
+) -> std::io::Result<()> {
+    let info = deadline("info", nic.info_request().send().promise).await?;
     let info = info.get().map_err(io_err)?.get_info().map_err(io_err)?;
-    let mac: [u8; 6] = info
-        .get_mac()
-        .map_err(io_err)?
-        .try_into()
-        .map_err(|_| io_err("driver sent a MAC that is not 6 bytes"))?;
+    let mac = info.get_mac().map_err(io_err)?.to_vec();
     let reported = info.get_name().map_err(io_err)?.to_str().map_err(io_err)?;
     if reported != name {
         tracing::warn!(
@@ -87,34 +230,34 @@ pub async fn attach(
             "driver calls its port otherwise"
         );
     }
-    let meta = PortMeta {
-        name: name.to_string(),
-        backend: info
-            .get_backend()
-            .map_err(io_err)?
-            .to_string()
-            .map_err(io_err)?,
-        mac,
-        mtu: info.get_mtu() as usize,
-        tls_offload: (info.get_tls_tx_offload(), info.get_tls_rx_offload()),
-    };
+    let backend = info
+        .get_backend()
+        .map_err(io_err)?
+        .to_string()
+        .map_err(io_err)?;
+    let mtu = info.get_mtu();
+    let tls_offload = (info.get_tls_tx_offload(), info.get_tls_rx_offload());
     let checksum_offload = info.get_checksum_offload();
 
-    let grant = nic
-        .open_rings_request()
-        .send()
-        .promise
-        .await
-        .map_err(io_err)?;
+    let grant = deadline("openRings", nic.open_rings_request().send().promise).await?;
     let grant = grant.get().map_err(io_err)?.get_grant().map_err(io_err)?;
     let token = Token::from_slice(grant.get_token().map_err(io_err)?)
-        .ok_or_else(|| io_err("bad ring token"))?;
+        .ok_or_else(|| io_err("its ring token is not 16 bytes"))?;
     let layout = ChannelLayout {
         buffers: grant.get_buffer_count(),
         buf_size: grant.get_buffer_size(),
     };
-    let fds = handoff::redeem(handoff_stream.as_fd(), &token, 3)?;
-    let duplex = Duplex::attach(fds, layout).map_err(io_err)?;
+    check_port(&mac, mtu, layout).map_err(io_err)?;
+    let meta = PortMeta {
+        name: name.to_string(),
+        backend: backend.chars().take(32).collect(),
+        mac: mac.try_into().expect("checked: 6 bytes"),
+        mtu: mtu as usize,
+        tls_offload,
+    };
+    let fds = redeem_rings(handoff_stream, token).await?;
+    let duplex = Duplex::attach(fds, layout)
+        .map_err(|e| io_err(format!("its rings cannot be mapped: {e}")))?;
     let bell = duplex.wake_me.try_clone()?;
     let device = RingDevice::new(duplex, meta.mtu, checksum_offload);
     tracing::info!(port = %meta.name, backend = %meta.backend, mtu = meta.mtu, checksum_offload, "driver attached");
@@ -138,9 +281,45 @@ pub async fn attach(
             shared: shared.clone(),
             port: name.to_string(),
         }));
-    watch.send().promise.await.map_err(io_err)?;
+    deadline("watchLink", watch.send().promise).await?;
     shared.kick.notify_one();
     Ok(())
+}
+
+/// Attaches the first driver of every port named on the command line. A
+/// port whose driver is refused is still known to the stack (so that its
+/// interface or bond is built, and a restarted driver can take it), with a
+/// placeholder MAC until one attaches.
+pub async fn attach_at_start(shared: &Rc<Shared>, ports: &[crate::args::PortArg]) {
+    for port in ports {
+        let attached = match open(&port.source) {
+            Ok(streams) => attach(shared, &port.name, streams).await,
+            Err(e) => {
+                tracing::error!(port = %port.name, %e, "cannot reach the port's driver");
+                Err(e)
+            }
+        };
+        let mut stack = shared.stack.borrow_mut();
+        if attached.is_err() && stack.leg_mut(&port.name).is_none() {
+            stack.add_free_port(PortMeta {
+                name: port.name.clone(),
+                backend: "none".into(),
+                mac: placeholder_mac(&port.name),
+                mtu: 1500,
+                tls_offload: (false, false),
+            });
+        }
+    }
+}
+
+/// A locally administered unicast MAC made from the port's name.
+fn placeholder_mac(name: &str) -> [u8; 6] {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in name.bytes() {
+        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+    }
+    let [a, b, c, d] = h.to_be_bytes();
+    [0x02, 0xca, a, b, c, d]
 }
 
 /// Serves the supervisor's attach channel: each message names a port and
@@ -192,5 +371,48 @@ pub async fn serve_attach_channel(shared: Rc<Shared>, channel: UnixStream) -> st
                 tracing::error!(port = %name, %e, "attaching the restarted driver failed");
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
+
+    fn layout(buffers: u32, buf_size: u32) -> ChannelLayout {
+        ChannelLayout { buffers, buf_size }
+    }
+
+    #[test]
+    fn what_a_driver_reports_is_checked() {
+        assert_eq!(check_port(&MAC, 1500, layout(512, 1536)), Ok(()));
+        assert_eq!(check_port(&MAC, 9000, layout(64, 9024)), Ok(()));
+        let refused = [
+            check_port(&MAC, 9000, layout(512, 1536)),
+            check_port(&MAC, 65535, layout(512, 1536)),
+            check_port(&MAC, 100, layout(512, 1536)),
+            check_port(&MAC, 1500, layout(500, 1536)),
+            check_port(&MAC, 1500, layout(512, 0)),
+            check_port(&MAC, 1500, layout(65536, 65600)),
+            check_port(&MAC[..5], 1500, layout(512, 1536)),
+            check_port(&[1, 0, 0, 0, 0, 1], 1500, layout(512, 1536)),
+            check_port(&[0; 6], 1500, layout(512, 1536)),
+        ];
+        for r in refused {
+            let why = r.unwrap_err();
+            assert!(!why.contains("Failed"), "{why}");
+        }
+        assert_eq!(
+            check_port(&MAC, 9000, layout(512, 1536)).unwrap_err(),
+            "its MTU 9000 does not fit its 1536-byte ring buffers"
+        );
+    }
+
+    #[test]
+    fn placeholder_macs_are_local_unicast() {
+        let m = placeholder_mac("sim1");
+        assert_eq!(m[0] & 3, 2);
+        assert_ne!(m, placeholder_mac("sim2"));
     }
 }

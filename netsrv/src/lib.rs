@@ -18,3 +18,4 @@ pub mod service;
 pub mod stack;
 #[cfg(test)]
 mod test_frames;
+pub mod test_hooks;

@@ -785,18 +785,12 @@ impl phy::Device for Link {
                 let frame = dev.rx_data(&buf);
                 let desc = buf.desc();
                 if !self.offload.borrow_mut().on_rx(frame, desc.flags) {
-                    if let Some(d) = self.legs[i].device.as_mut() {
-                        d.drop_rx(buf);
-                    }
                     continue;
                 }
                 let group = is_group(frame);
                 let reply = self.select_for_frame(frame, true);
                 // A switch floods group frames to every leg: take them once.
                 if self.mode == Mode::ActiveBackup && self.active != Some(i) && group {
-                    if let Some(d) = self.legs[i].device.as_mut() {
-                        d.drop_rx(buf);
-                    }
                     self.counters.rx_inactive += 1;
                     continue;
                 }

@@ -5,6 +5,13 @@ use std::os::fd::{FromRawFd, OwnedFd};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // A panic anywhere, a data plane's included, ends the process (the
+    // supervisor restarts it) instead of leaving it alive with a dead task.
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |p| {
+        report(p);
+        std::process::abort();
+    }));
     let args = match args::parse(std::env::args().skip(1)) {
         Ok(a) => a,
         Err(msg) => {
@@ -42,12 +49,7 @@ async fn run(args: args::Args) -> std::io::Result<()> {
     let mut stack = netsrv::stack::Stack::new(args.tcp_buffer);
     stack.reno = args.reno;
     let shared = service::Shared::new(stack);
-    for port in &args.ports {
-        let streams = driver::open(&port.source)?;
-        driver::attach(&shared, &port.name, streams)
-            .await
-            .map_err(|e| std::io::Error::new(e.kind(), format!("port {}: {e}", port.name)))?;
-    }
+    driver::attach_at_start(&shared, &args.ports).await;
     shared
         .stack
         .borrow_mut()
@@ -102,6 +104,12 @@ fn confine(args: &args::Args) -> std::io::Result<()> {
     let mut policy = Policy::new(Service::Netsrv);
     if let Some(dir) = args.listen.as_deref().and_then(std::path::Path::parent) {
         policy = policy.allow(dir, Access::Write);
+    }
+    // The panic test hook removes its trigger file once it fired.
+    if let Some(trigger) = std::env::var_os(netsrv::test_hooks::PANIC_FILE) {
+        if let Some(dir) = std::path::Path::new(&trigger).parent() {
+            policy = policy.allow(dir, Access::Write);
+        }
     }
     let report = capnet_confine::confine(&policy)?;
     tracing::info!(%report, "confined");

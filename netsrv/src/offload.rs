@@ -2,9 +2,14 @@
 //! them.
 //!
 //! netsrv holds no keys and does no crypto. It
-//! - learns each connection's initial sequence numbers from its SYNs, so
-//!   that stream offsets (what holders speak) and TCP sequence numbers
-//!   (what NICs speak) convert;
+//! - learns each connection's initial sequence numbers from the handshake
+//!   as the stack accepted it, so that stream offsets (what holders speak)
+//!   and TCP sequence numbers (what NICs speak) convert. Only the stack's
+//!   own SYNs make an entry; the peer's initial sequence number is the one
+//!   the stack acknowledged (our SYN-ACK), or a SYN-ACK that acknowledges
+//!   our SYN. A SYN off the wire never makes or changes an entry: a flood
+//!   cannot grow the table and a spoofed SYN cannot disturb a flow. Entries
+//!   are capped and swept when their socket is gone ([`OffloadTable::retain`]);
 //! - tags TX frames of a bound connection with its context when they leave
 //!   on the context's port, and holds them when they would leave elsewhere
 //!   (framed records are cleartext: they never leave untagged);
@@ -151,7 +156,20 @@ pub struct OffloadCounters {
     pub rx_out_of_order_dropped: u64,
     /// Connections whose marks disagreed with smoltcp: aborted.
     pub rx_mark_errors: u64,
+    /// Handshakes not tracked because the table was full (those
+    /// connections cannot be offloaded).
+    untracked: u64,
 }
+
+impl OffloadCounters {
+    pub fn untracked(&self) -> u64 {
+        self.untracked
+    }
+}
+
+/// Connections tracked at most: the stack's own sockets (bounded by the
+/// clients' limits), far more than any host here holds.
+pub const MAX_CONNS: usize = 65536;
 
 /// Held frames per connection before the oldest are given up.
 const MAX_HELD: usize = 512;
@@ -222,6 +240,41 @@ impl OffloadTable {
         self.conns.remove(t);
     }
 
+    /// Connections tracked.
+    pub fn len(&self) -> usize {
+        self.conns.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.conns.is_empty()
+    }
+
+    /// Keeps only the connections `live` names (the stack's sockets): a
+    /// handshake that never completed leaves nothing behind.
+    pub fn retain(&mut self, live: impl Fn(&Tuple) -> bool) {
+        self.conns.retain(|t, _| live(t));
+    }
+
+    /// The stack sent a SYN (`ack`: a SYN-ACK, acknowledging the peer's
+    /// SYN it accepted): a new handshake on `tuple`, unless a bound flow
+    /// holds it (never changed from outside).
+    fn our_syn(&mut self, tuple: Tuple, seq: u32, ack: Option<u32>) {
+        if !self.conns.contains_key(&tuple) && self.conns.len() >= MAX_CONNS {
+            if self.counters.untracked == 0 {
+                tracing::warn!("offload table full: new connections cannot be offloaded");
+            }
+            self.counters.untracked += 1;
+            return;
+        }
+        let c = self.conns.entry(tuple).or_default();
+        if c.tx.is_some() || c.rx.is_some() {
+            return;
+        }
+        // A SYN's `seq` is already its first data byte's.
+        c.tx_first = Some(seq);
+        c.rx_first = ack;
+    }
+
     /// A frame smoltcp built for `port` (driver `epoch`). `csum_offload`:
     /// the port fills checksums (else we must after changing the payload).
     pub fn on_tx(
@@ -239,9 +292,9 @@ impl OffloadTable {
             remote: v.dst,
         };
         if v.syn {
-            let c = self.conns.entry(tuple).or_default();
-            // A SYN's `seq` is already its first data byte's.
-            c.tx_first = Some(v.seq);
+            if !v.rst {
+                self.our_syn(tuple, v.seq, v.ack);
+            }
             return SEND;
         }
         let Some(c) = self.conns.get_mut(&tuple) else {
@@ -346,8 +399,13 @@ impl OffloadTable {
             remote: v.src,
         };
         if v.syn {
-            let c = self.conns.entry(tuple).or_default();
-            c.rx_first = Some(v.seq);
+            // Only the answer to our own SYN, which acknowledges exactly
+            // our first byte (as the stack checks it), and only once.
+            if let Some(c) = self.conns.get_mut(&tuple) {
+                if c.rx_first.is_none() && v.ack.is_some() && v.ack == c.tx_first && !v.rst {
+                    c.rx_first = Some(v.seq);
+                }
+            }
             return true;
         }
         let Some(c) = self.conns.get_mut(&tuple) else {
@@ -473,10 +531,9 @@ impl OffloadTable {
 
     /// Binds TX; `start` is the stream offset of the first framed byte.
     pub fn bind_tx(&mut self, t: Tuple, b: TxBinding) -> Result<(), &'static str> {
-        let c = self.conns.entry(t).or_default();
-        if c.tx_first.is_none() {
+        let Some(c) = self.conns.get_mut(&t).filter(|c| c.tx_first.is_some()) else {
             return Err("the connection's SYN was not seen");
-        }
+        };
         if c.tx.is_some() {
             return Err("TX is already bound to a context");
         }
@@ -527,10 +584,9 @@ impl OffloadTable {
     /// marks from the current receive point `enqueued` (a stream offset) on;
     /// the receive ring holds back bytes from there until `confirm_rx`.
     pub fn bind_rx(&mut self, t: Tuple, sock: u64, enqueued: u64) -> Result<(), &'static str> {
-        let c = self.conns.entry(t).or_default();
-        if c.rx_first.is_none() {
+        let Some(c) = self.conns.get_mut(&t).filter(|c| c.rx_first.is_some()) else {
             return Err("the connection's SYN was not seen");
-        }
+        };
         if let Some(rx) = &mut c.rx {
             if rx.active {
                 return Err("RX is already bound to a context");
@@ -591,189 +647,4 @@ pub fn chunk_header(len: usize, decrypted: bool) -> [u8; 4] {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn offsets_unwrap_across_4gib() {
-        let first = 0xffff_fff0;
-        assert_eq!(offset_of(first, first, 0), 0);
-        assert_eq!(offset_of(first.wrapping_add(100), first, 50), 100);
-        // Near 4 GiB of stream, a small sequence distance is past it.
-        assert_eq!(
-            offset_of(first.wrapping_add(5), first, (1 << 32) - 10),
-            (1 << 32) + 5
-        );
-        assert_eq!(seq_of(first, (1 << 32) + 5), first.wrapping_add(5));
-    }
-
-    const ISN: u32 = 0xffff_ff00;
-
-    fn tuple() -> Tuple {
-        Tuple {
-            local: "10.0.0.1:443".parse().unwrap(),
-            remote: "10.0.0.2:40000".parse().unwrap(),
-        }
-    }
-
-    /// A frame from the peer: a SYN, or `payload` at stream offset
-    /// `offset`.
-    fn frame(syn: bool, offset: u64, payload: &[u8]) -> Vec<u8> {
-        use crate::test_frames::ipv4_frame;
-        use smoltcp::wire::{IpAddress, IpProtocol, TcpControl, TcpPacket, TcpRepr, TcpSeqNumber};
-        use std::net::IpAddr;
-        let t = tuple();
-        let (IpAddr::V4(src), IpAddr::V4(dst)) = (t.remote.ip(), t.local.ip()) else {
-            unreachable!()
-        };
-        let seq = if syn {
-            ISN.wrapping_sub(1)
-        } else {
-            seq_of(ISN, offset)
-        };
-        let tcp = TcpRepr {
-            src_port: t.remote.port(),
-            dst_port: t.local.port(),
-            control: if syn {
-                TcpControl::Syn
-            } else {
-                TcpControl::None
-            },
-            seq_number: TcpSeqNumber(seq as i32),
-            ack_number: None,
-            window_len: 1000,
-            window_scale: None,
-            max_seg_size: None,
-            sack_permitted: false,
-            sack_ranges: [None; 3],
-            timestamp: None,
-            payload,
-        };
-        ipv4_frame(src, dst, IpProtocol::Tcp, tcp.buffer_len(), |l4, caps| {
-            let (s, d) = (IpAddress::Ipv4(src), IpAddress::Ipv4(dst));
-            tcp.emit(&mut TcpPacket::new_unchecked(l4), &s, &d, caps);
-        })
-    }
-
-    /// An RX-bound connection whose receive point is offset 0.
-    fn bound() -> OffloadTable {
-        let mut table = OffloadTable::default();
-        assert!(table.on_rx(&frame(true, 0, &[]), 0));
-        table.bind_rx(tuple(), 7, 0).unwrap();
-        table
-    }
-
-    fn marks(table: &mut OffloadTable) -> Vec<(u64, bool)> {
-        let rx = table.conn_mut(&tuple()).unwrap().rx.as_mut().unwrap();
-        rx.marks.runs.iter().copied().collect()
-    }
-
-    /// Stream byte `i`: plaintext `i`, ciphertext `i ^ 0xa5`.
-    fn stream(range: Range<u64>, decrypted: bool) -> Vec<u8> {
-        range
-            .map(|i| if decrypted { i as u8 } else { i as u8 ^ 0xa5 })
-            .collect()
-    }
-
-    /// smoltcp's receive buffer as far as these tests need it: every
-    /// segment handed over is written at its offset (last write wins).
-    #[derive(Default)]
-    struct Buffer(Vec<u8>);
-
-    impl Buffer {
-        /// Hands a segment to the table and, if it lets it through, to the
-        /// buffer.
-        fn offer(&mut self, table: &mut OffloadTable, at: u64, len: u64, decrypted: bool) -> bool {
-            let bytes = stream(at..at + len, decrypted);
-            let flags = if decrypted { flags::TLS_DECRYPTED } else { 0 };
-            if !table.on_rx(&frame(false, at, &bytes), flags) {
-                return false;
-            }
-            let end = (at + len) as usize;
-            if self.0.len() < end {
-                self.0.resize(end, 0);
-            }
-            self.0[at as usize..end].copy_from_slice(&bytes);
-            true
-        }
-
-        fn settle(&self, table: &mut OffloadTable, enqueued: u64) {
-            table.settle_rx(enqueued, |r| {
-                Some(self.0[r.start as usize..r.end as usize].to_vec())
-            });
-        }
-    }
-
-    #[test]
-    fn rx_marks_follow_what_smoltcp_enqueued() {
-        let mut table = bound();
-        let mut smoltcp = Buffer::default();
-        // In order, decrypted; smoltcp takes it all.
-        assert!(smoltcp.offer(&mut table, 0, 100, true));
-        assert_eq!(table.rx_pending_socket(), Some(7));
-        smoltcp.settle(&mut table, 100);
-        // Decrypted beyond the receive point (the NIC took a byte smoltcp
-        // refused, a zero-window probe say): kept aside.
-        assert!(smoltcp.offer(&mut table, 200, 100, true));
-        smoltcp.settle(&mut table, 100);
-        // A retransmission the NIC left alone overwrites half of it.
-        assert!(smoltcp.offer(&mut table, 250, 100, false));
-        smoltcp.settle(&mut table, 100);
-        // The hole filled, undecrypted: smoltcp enqueues through 350.
-        assert!(smoltcp.offer(&mut table, 100, 100, false));
-        smoltcp.settle(&mut table, 350);
-        // A decrypted segment over the receive point, trimmed by the window.
-        assert!(smoltcp.offer(&mut table, 300, 100, true));
-        smoltcp.settle(&mut table, 380);
-        // Old bytes change nothing.
-        assert!(table.on_rx(&frame(false, 0, &stream(0..100, false)), 0));
-        assert_eq!(table.rx_pending_socket(), None);
-        assert_eq!(
-            marks(&mut table),
-            [
-                (100, true),
-                (200, false),
-                (250, true),
-                (350, false),
-                (380, true)
-            ]
-        );
-        assert!(table.reconcile_rx(&tuple(), 380));
-        let c = table.counters;
-        assert_eq!(
-            (
-                c.rx_decrypted,
-                c.rx_out_of_order,
-                c.rx_out_of_order_decrypted,
-                c.rx_out_of_order_dropped,
-                c.rx_mark_errors
-            ),
-            (2, 2, 1, 0, 0)
-        );
-    }
-
-    #[test]
-    fn rx_marks_refuse_bytes_nothing_accounts_for() {
-        let mut table = bound();
-        // An out-of-order segment cannot move the receive point past bytes
-        // nobody wrote.
-        assert!(table.on_rx(&frame(false, 100, &stream(100..200, false)), 0));
-        table.settle_rx(300, |_| None);
-        assert!(!table.reconcile_rx(&tuple(), 300));
-        assert_eq!(table.counters.rx_mark_errors, 1);
-
-        // Bytes enqueued behind the stack's back (no segment settled).
-        let mut table = bound();
-        assert!(!table.reconcile_rx(&tuple(), 10));
-        assert_eq!(table.counters.rx_mark_errors, 1);
-    }
-
-    #[test]
-    fn chunk_headers() {
-        assert_eq!(
-            u32::from_le_bytes(chunk_header(10, true)),
-            10 | CHUNK_DECRYPTED
-        );
-        assert_eq!(u32::from_le_bytes(chunk_header(70000, false)), 0xffff);
-    }
-}
+mod tests;

@@ -31,6 +31,8 @@ const EPHEMERAL: std::ops::RangeInclusive<u16> = 49152..=65535;
 const MAX_BACKLOG: usize = 256;
 const UDP_PACKETS: usize = 64;
 const UDP_BUFFER: usize = 256 * 1024;
+/// How often offload entries of connections no socket holds are forgotten.
+const OFFLOAD_SWEEP: Duration = Duration::from_secs(1);
 
 /// What smoltcp sees as one interface: addresses and sockets over a link
 /// of one port or a bond of several.
@@ -90,6 +92,9 @@ pub struct StackCounters {
     /// Live egress subscriptions, and change notifications sent.
     pub egress_watchers: u64,
     pub egress_events: u64,
+    /// Driver instances refused: no answer in time, or a port that cannot
+    /// work (see `driver::check_port`).
+    pub drivers_refused: u64,
 }
 
 struct TcpConn {
@@ -161,6 +166,8 @@ pub struct Stack {
     /// Connections bound to NIC offload contexts; every link and port
     /// device consults it.
     pub offload: Rc<RefCell<OffloadTable>>,
+    panic_trigger: Option<crate::test_hooks::PanicTrigger>,
+    next_offload_sweep: std::time::Instant,
 }
 
 fn smol_now(epoch: std::time::Instant) -> Instant {
@@ -192,6 +199,8 @@ impl Stack {
             reno: false,
             epoch: std::time::Instant::now(),
             offload: Rc::default(),
+            panic_trigger: crate::test_hooks::PanicTrigger::from_env(),
+            next_offload_sweep: std::time::Instant::now(),
         }
     }
 
@@ -1107,6 +1116,9 @@ impl Stack {
 
     /// Runs every interface and socket once; true if anything moved.
     pub fn poll(&mut self) -> bool {
+        if let Some(t) = &mut self.panic_trigger {
+            t.check();
+        }
         let now = self.now();
         let mut activity = false;
         let mut legs_changed = false;
@@ -1150,7 +1162,37 @@ impl Stack {
         activity |= self.send_held();
         activity |= self.pump_connections();
         self.maintain_listeners();
+        self.sweep_offload();
         activity
+    }
+
+    /// Forgets, once a second, the offload entries of connections no socket
+    /// holds any more (handshakes that never completed).
+    fn sweep_offload(&mut self) {
+        let now = std::time::Instant::now();
+        if now < self.next_offload_sweep {
+            return;
+        }
+        self.next_offload_sweep = now + OFFLOAD_SWEEP;
+        let mut table = self.offload.borrow_mut();
+        if table.is_empty() {
+            return;
+        }
+        let mut live = std::collections::HashSet::new();
+        for iface in &self.ifaces {
+            for (_, socket) in iface.sockets.iter() {
+                let smoltcp::socket::Socket::Tcp(s) = socket else {
+                    continue;
+                };
+                if let (Some(l), Some(r)) = (s.local_endpoint(), s.remote_endpoint()) {
+                    live.insert(Tuple {
+                        local: endpoint_to_std(l),
+                        remote: endpoint_to_std(r),
+                    });
+                }
+            }
+        }
+        table.retain(|t| live.contains(t));
     }
 
     /// smoltcp took a segment of an RX-offloaded connection: its marks

@@ -270,6 +270,7 @@ pub fn spawn(
         fatal: None,
         pending,
         offload: Engines::default(),
+        frame: Vec::with_capacity(65536 + 64),
     };
     let name = format!("nicdrv-dp-{}", dp.cfg.name);
     let join = std::thread::Builder::new()
@@ -298,6 +299,10 @@ struct DataPlane {
     pending: Arc<AtomicBool>,
     /// The offload contexts' engines (see [`crate::offload`]).
     offload: Engines,
+    /// A private copy of the frame in hand: a frame in shared memory (the
+    /// stack's rings, the sim wire) can still be written by the peer, so it
+    /// is copied out once and only the copy is checked, sealed or opened.
+    frame: Vec<u8>,
 }
 
 /// Everything the transmit path needs, borrowed apart from the port.
@@ -415,8 +420,10 @@ struct RxPath<'a> {
 }
 
 impl RxPath<'_> {
-    /// One frame from the device, to the stack.
-    fn deliver(&mut self, frame: &[u8]) {
+    /// One frame from the device, to the stack. `frame` is private memory:
+    /// it is checked and opened here, and only then copied into the
+    /// stack's ring.
+    fn deliver(&mut self, frame: &mut [u8]) {
         if let Some(p) = self.pcap.as_mut() {
             if let Err(e) = p.record(SystemTime::now(), frame) {
                 tracing::warn!(%e, "capture write failed; capture stopped");
@@ -460,18 +467,23 @@ impl RxPath<'_> {
                 return;
             }
         };
-        let dst = port.duplex.tx.buf_mut(&mut b);
-        dst[..frame.len()].copy_from_slice(frame);
+        if frame.len() > port.duplex.tx.buf_size() as usize {
+            // The device's frames are larger than the stack's buffers.
+            port.duplex.tx.free(b);
+            inc(&self.c.rx_dropped);
+            return;
+        }
         let mut context = 0;
         if desc_flags == flags::CSUM_VERIFIED && !self.offload.is_empty() {
-            // In the copy the stack gets: the capture recorded the wire's bytes.
-            let mark = self.offload.receive(&mut dst[..frame.len()], self.c);
+            // After the capture, which recorded the wire's bytes.
+            let mark = self.offload.receive(frame, self.c);
             desc_flags |= mark.flags;
             context = mark.context;
             if let Some((id, tcp_seq)) = mark.resync_request {
                 let _ = self.events.send(Event::ResyncRequest { id, tcp_seq });
             }
         }
+        port.duplex.tx.buf_mut(&mut b)[..frame.len()].copy_from_slice(frame);
         port.duplex
             .tx
             .send(b, frame.len() as u32, desc_flags, context);
@@ -793,6 +805,7 @@ impl DataPlane {
             cfg,
             shared,
             offload,
+            frame,
             ..
         } = self;
         let Some(p) = port.as_mut() else { return false };
@@ -828,7 +841,7 @@ impl DataPlane {
                     }
                 }
             }
-            let mut b = match p.duplex.rx.recv() {
+            let b = match p.duplex.rx.recv() {
                 Ok(Some(b)) => b,
                 Ok(None) => break,
                 Err(e) => {
@@ -837,8 +850,10 @@ impl DataPlane {
                 }
             };
             let desc = b.desc();
-            tx.transmit(p.duplex.rx.data_mut(&mut b), desc, now);
+            frame.clear();
+            frame.extend_from_slice(p.duplex.rx.data(&b));
             p.duplex.rx.release(b);
+            tx.transmit(frame, desc, now);
             n += 1;
         }
         if let Some(e) = error {
@@ -857,6 +872,7 @@ impl DataPlane {
             fatal,
             offload,
             events,
+            frame,
             ..
         } = self;
         let mut port_error = None;
@@ -881,8 +897,10 @@ impl DataPlane {
                     while n < BATCH {
                         match w.duplex.rx.recv() {
                             Ok(Some(b)) => {
-                                rx.deliver(w.duplex.rx.data(&b));
+                                frame.clear();
+                                frame.extend_from_slice(w.duplex.rx.data(&b));
                                 w.duplex.rx.release(b);
+                                rx.deliver(frame);
                                 n += 1;
                             }
                             Ok(None) => break,
@@ -899,7 +917,7 @@ impl DataPlane {
                 while n < BATCH {
                     match t.tap.read_frame(&mut t.scratch) {
                         Ok(len) => {
-                            rx.deliver(&t.scratch[..len]);
+                            rx.deliver(&mut t.scratch[..len]);
                             n += 1;
                         }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,

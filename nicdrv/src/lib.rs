@@ -15,6 +15,7 @@ pub mod counters;
 pub use capnet_wire::csum;
 pub mod dataplane;
 pub mod faults;
+pub mod misbehave;
 pub mod offload;
 pub mod pcap;
 pub mod service;
@@ -73,6 +74,9 @@ fn random_mac() -> [u8; 6] {
 pub fn serve_handoff(sock: OwnedFd, table: Arc<HandoffTable>) {
     loop {
         match read_token(sock.as_fd()) {
+            Ok(Some(_)) if misbehave::get() == misbehave::Misbehave::Handoff => loop {
+                std::thread::sleep(std::time::Duration::from_secs(3600));
+            },
             Ok(Some(token)) => match table.answer(sock.as_fd(), &token) {
                 Ok(true) => tracing::debug!("ring fds handed over"),
                 Ok(false) => tracing::warn!("unknown or expired ring token refused"),

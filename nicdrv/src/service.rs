@@ -245,13 +245,19 @@ impl nic::Server for NicServer {
         i.set_name(ctl.info.name.as_str());
         i.set_backend(ctl.info.backend);
         i.set_mac(&ctl.info.mac[..]);
-        i.set_mtu(ctl.info.mtu);
+        i.set_mtu(crate::misbehave::reported_mtu(ctl.info.mtu));
         i.set_link_up(ctl.shared.link_up.load(Ordering::Relaxed));
         i.set_checksum_offload(ctl.info.csum_offload);
         i.set_capture_path(ctl.info.capture_path.as_str());
         i.set_tls_tx_offload(ctl.info.tls_tx_offload);
         i.set_tls_rx_offload(ctl.info.tls_rx_offload);
-        std::future::ready(Ok(()))
+        let silent = crate::misbehave::get() == crate::misbehave::Misbehave::Silent;
+        async move {
+            if silent {
+                std::future::pending::<()>().await;
+            }
+            Ok(())
+        }
     }
 
     async fn open_rings(

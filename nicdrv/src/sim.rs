@@ -75,11 +75,31 @@ fn parse_hello(m: &[u8]) -> io::Result<ChannelLayout> {
         ));
     }
     let word = |at: usize| u32::from_le_bytes([m[at], m[at + 1], m[at + 2], m[at + 3]]);
-    Ok(ChannelLayout {
+    let layout = ChannelLayout {
         buffers: word(4),
         buf_size: word(8),
-    })
+    };
+    // The wire's other end chose the layout: a bounded one, or none.
+    let fits = layout.check().is_ok()
+        && (MIN_WIRE_BUFFER..=MAX_WIRE_BUFFER).contains(&layout.buf_size)
+        && Duplex::region_bytes(layout) <= MAX_WIRE_BYTES;
+    if !fits {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "the wire's other end wants {} buffers of {} bytes; refused",
+                layout.buffers, layout.buf_size
+            ),
+        ));
+    }
+    Ok(layout)
 }
+
+/// Wire buffers hold at least a minimal Ethernet frame and at most a frame
+/// of the largest MTU, and the wire's memory is bounded.
+const MIN_WIRE_BUFFER: u32 = 64;
+const MAX_WIRE_BUFFER: u32 = 65536 + 128;
+const MAX_WIRE_BYTES: usize = 1 << 30;
 
 fn ring_to_io(e: capnet_ring::RingError) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, e.to_string())
@@ -285,6 +305,11 @@ mod tests {
         assert_eq!(parse_hello(&hello(L)).unwrap(), L);
         assert!(parse_hello(b"XXXX00000000").is_err());
         assert!(parse_hello(b"CNW1").is_err());
+        for (buffers, buf_size) in [(8, 16), (8, 1 << 20), (3, 2048), (1 << 16, 65536)] {
+            let l = ChannelLayout { buffers, buf_size };
+            let err = parse_hello(&hello(l)).unwrap_err();
+            assert!(err.to_string().contains("refused"), "{err}");
+        }
     }
 
     #[test]

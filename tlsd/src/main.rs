@@ -6,6 +6,13 @@ use std::sync::Arc;
 use tlsd::{args, identity::Identity, service};
 
 fn main() -> ExitCode {
+    // A panic anywhere, a data plane's included, ends the process (the
+    // supervisor restarts it) instead of leaving it alive with a dead task.
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |p| {
+        report(p);
+        std::process::abort();
+    }));
     let args = match args::parse(std::env::args().skip(1)) {
         Ok(a) => a,
         Err(msg) => {
