@@ -35,9 +35,8 @@ pub fn listen(path: &Path) -> io::Result<UnixListener> {
 /// Serves `bootstrap` on every connection that starts with `R`.
 pub async fn serve_forever(listener: UnixListener, bootstrap: capnp::capability::Client) {
     loop {
-        let Ok((mut stream, _)) = listener.accept().await else {
-            continue;
-        };
+        // Backs off on errors (out of descriptors) instead of spinning.
+        let mut stream = transport::accept(&listener, None).await;
         let bootstrap = bootstrap.clone();
         tokio::task::spawn_local(async move {
             let mut kind = [0u8; 1];

@@ -37,7 +37,7 @@ fn main() -> ExitCode {
 async fn run(args: args::Args) -> std::io::Result<()> {
     let mut stack = netsrv::stack::Stack::new(args.tcp_buffer);
     stack.reno = args.reno;
-    let shared = service::Shared::new(stack);
+    let shared = service::Shared::new(stack, args.limits);
     for port in &args.ports {
         let streams = driver::open(&port.source)?;
         driver::attach(&shared, &port.name, streams)
@@ -52,7 +52,7 @@ async fn run(args: args::Args) -> std::io::Result<()> {
     tokio::task::spawn_local(service::run_stack(shared.clone()));
     for &fd in &args.rpc_fds {
         let net: capnet_schema::net_capnp::net::Client =
-            capnp_rpc::new_client(service::NetServer::new(shared.clone(), 0));
+            capnp_rpc::new_client(service::NetServer::trusted(shared.clone()));
         rpc::serve(inherited_stream(fd)?, net.client);
     }
     for &fd in &args.admin_fds {

@@ -28,6 +28,14 @@ impl ServiceSocket for NetSocket {
             capnp_rpc::new_client(NetServer::new(self.0.clone(), uid));
         net.client
     }
+
+    fn connections_per_user(&self) -> usize {
+        self.0.accounts.limits.connections_per_user
+    }
+
+    fn transport_counters(&self) -> Option<Rc<transport::TransportCounters>> {
+        Some(self.0.transport.clone())
+    }
 }
 
 /// Binds the service socket (mode 0600) and serves every connection.

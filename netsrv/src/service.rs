@@ -7,6 +7,7 @@
 //! poll that moved something.
 
 use crate::egress::EgressRegistry;
+use crate::limits::{Account, Accounts, Charge, Limits};
 use crate::offload::TxBinding;
 use crate::stack::{SockId, Stack, TcpOptions};
 use capnet_ring::{Doorbell, HandoffTable, SocketRings};
@@ -33,6 +34,11 @@ const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 /// Capacity of each byte ring of a socket in ring mode.
 pub const SOCKET_RING_BYTES: u32 = 256 * 1024;
 const MAX_IO: u32 = 1 << 20;
+/// What a UDP socket holds on each interface it is bound on: the stack's
+/// receive and send packet buffers.
+const UDP_SOCKET_BYTES: usize = 2 * 256 * 1024;
+/// Backlog a listener may ask for (the stack's own bound).
+const MAX_BACKLOG: usize = 256;
 
 pub struct Shared {
     pub stack: RefCell<Stack>,
@@ -44,6 +50,14 @@ pub struct Shared {
     /// Each attached port's current driver instance.
     drivers: RefCell<HashMap<String, Driver>>,
     pub egress: RefCell<EgressRegistry>,
+    /// What each client holds, against `[limits]`.
+    pub accounts: Accounts,
+    /// Charges of TCP sockets their client let go that the stack still
+    /// holds (sending what was queued, closing): they count until the
+    /// stack lets the socket go.
+    lingering: RefCell<Vec<(SockId, Charge)>>,
+    /// What the service socket's connections did at their limits.
+    pub transport: Rc<capnet_schema::transport::TransportCounters>,
 }
 
 /// A driver instance as the control plane holds it.
@@ -54,7 +68,7 @@ struct Driver {
 }
 
 impl Shared {
-    pub fn new(stack: Stack) -> Rc<Shared> {
+    pub fn new(stack: Stack, limits: Limits) -> Rc<Shared> {
         Rc::new(Shared {
             stack: RefCell::new(stack),
             kick: Notify::new(),
@@ -62,7 +76,43 @@ impl Shared {
             handoff: Arc::new(HandoffTable::new()),
             drivers: RefCell::new(HashMap::new()),
             egress: RefCell::new(EgressRegistry::default()),
+            accounts: Accounts::new(limits),
+            lingering: RefCell::default(),
+            transport: Rc::default(),
         })
+    }
+
+    /// Gives back the charges of released sockets the stack has let go.
+    fn reap_lingering(&self) {
+        let Ok(mut stack) = self.stack.try_borrow_mut() else {
+            return;
+        };
+        self.lingering
+            .borrow_mut()
+            .retain(|(id, _)| stack.tcp_info(*id).is_ok());
+    }
+
+    /// The buffer bytes of one TCP socket with `options` (as the stack
+    /// sizes them), after clamping what the client asked for.
+    fn tcp_cost(&self, account: &Account, options: &mut TcpOptions) -> usize {
+        let default = self.stack.borrow().default_buffer;
+        let size = |asked: &mut usize| {
+            if *asked > 0 {
+                *asked = account.socket_buffer(*asked);
+            }
+            let n = if *asked > 0 { *asked } else { default };
+            n.clamp(1024, 16 << 20)
+        };
+        size(&mut options.recv_buffer) + size(&mut options.send_buffer)
+    }
+
+    /// How many interfaces a socket bound to `local` listens on.
+    fn ifaces_for(&self, local: SocketAddr) -> usize {
+        if local.ip().is_unspecified() {
+            self.stack.borrow().ifaces.len().max(1)
+        } else {
+            1
+        }
     }
 
     /// A driver instance's rings are under its port: keep its `Nic` and
@@ -244,12 +294,30 @@ pub struct NetServer {
     shared: Rc<Shared>,
     /// The client's user id (SO_PEERCRED): only root binds ports below 1024.
     uid: u32,
+    /// What this client holds, against its limits.
+    account: Rc<Account>,
 }
 
 impl NetServer {
+    /// A client of user `uid`, limited by `[limits]`.
     pub fn new(shared: Rc<Shared>, uid: u32) -> NetServer {
+        let account = shared.accounts.client(uid);
+        NetServer::with_account(shared, uid, account)
+    }
+
+    /// A peer the supervisor connected (tlsd, the admin): not limited.
+    pub fn trusted(shared: Rc<Shared>) -> NetServer {
+        let account = shared.accounts.trusted();
+        NetServer::with_account(shared, 0, account)
+    }
+
+    fn with_account(shared: Rc<Shared>, uid: u32, account: Rc<Account>) -> NetServer {
         shared.stack.borrow_mut().counters.sessions += 1;
-        NetServer { shared, uid }
+        NetServer {
+            shared,
+            uid,
+            account,
+        }
     }
 
     fn check_privileged(&self, addr: SocketAddr) -> Result<(), Error> {
@@ -268,16 +336,21 @@ impl net::Server for NetServer {
         params: net::TcpConnectParams,
         mut results: net::TcpConnectResults,
     ) -> Result<(), Error> {
+        let _call = self.account.call()?;
         let p = params.get()?;
         let remote = read_socket_addr(p.get_remote()?)?;
-        let (options, timeout) = tcp_options(if p.has_options() {
+        let (mut options, timeout) = tcp_options(if p.has_options() {
             Some(p.get_options()?)
         } else {
             None
         });
         let shared = self.shared.clone();
+        shared.reap_lingering();
+        let charge = self
+            .account
+            .socket(shared.tcp_cost(&self.account, &mut options))?;
         let id = shared.now(|s| s.tcp_connect(remote, &options), &remote.to_string())?;
-        let socket = TcpSocketServer::new(shared.clone(), id);
+        let socket = TcpSocketServer::new(shared.clone(), id, self.account.clone(), charge);
         let what = remote.to_string();
         match tokio::time::timeout(
             timeout,
@@ -303,12 +376,18 @@ impl net::Server for NetServer {
         let p = params.get()?;
         let local = read_socket_addr(p.get_local()?)?;
         self.check_privileged(local)?;
-        let (options, _) = tcp_options(if p.has_options() {
+        let (mut options, _) = tcp_options(if p.has_options() {
             Some(p.get_options()?)
         } else {
             None
         });
         let backlog = p.get_backlog() as usize;
+        // A listener keeps `backlog` listening sockets per interface, and
+        // as many connections ready to accept.
+        self.shared.reap_lingering();
+        let conn_bytes = self.shared.tcp_cost(&self.account, &mut options);
+        let slots = 2 * backlog.clamp(1, MAX_BACKLOG) * self.shared.ifaces_for(local);
+        let charge = self.account.socket(slots * conn_bytes)?;
         let id = self.shared.now(
             |s| s.tcp_listen(local, backlog, options),
             &local.to_string(),
@@ -318,6 +397,9 @@ impl net::Server for NetServer {
             .set_listener(capnp_rpc::new_client(TcpListenerServer {
                 shared: self.shared.clone(),
                 id,
+                account: self.account.clone(),
+                conn_bytes,
+                _charge: charge,
             }));
         Ok(())
     }
@@ -329,12 +411,17 @@ impl net::Server for NetServer {
     ) -> Result<(), Error> {
         let local = read_socket_addr(params.get()?.get_local()?)?;
         self.check_privileged(local)?;
+        let charge = self
+            .account
+            .socket(UDP_SOCKET_BYTES * self.shared.ifaces_for(local))?;
         let id = self.shared.now(|s| s.udp_bind(local), &local.to_string())?;
         results
             .get()
             .set_socket(capnp_rpc::new_client(UdpSocketServer {
                 shared: self.shared.clone(),
                 id,
+                account: self.account.clone(),
+                _charge: charge,
             }));
         Ok(())
     }
@@ -344,6 +431,7 @@ impl net::Server for NetServer {
         _: net::StatusParams,
         mut results: net::StatusResults,
     ) -> Result<(), Error> {
+        let _call = self.account.call()?;
         fill_status(&self.shared, results.get().init_status()).await;
         Ok(())
     }
@@ -357,7 +445,7 @@ impl net::Server for NetServer {
         let target = crate::egress::Target::from_flow(flow)?;
         results
             .get()
-            .set_egress(crate::egress::client(&self.shared, target));
+            .set_egress(crate::egress::client(&self.shared, target, &self.account));
         Ok(())
     }
 }
@@ -365,9 +453,28 @@ impl net::Server for NetServer {
 type NicCounters = capnp::capability::Response<nic::counters_results::Owned>;
 
 /// The whole status, with every driver's own counters.
-pub async fn fill_status(shared: &Rc<Shared>, status: net_status::Builder<'_>) {
+pub async fn fill_status(shared: &Rc<Shared>, mut status: net_status::Builder<'_>) {
     let counters = driver_counters(shared).await;
-    write_status(&shared.stack.borrow(), &counters, status);
+    write_status(&shared.stack.borrow(), &counters, status.reborrow());
+    if let Ok(c) = status.get_counters() {
+        write_limit_counters(shared, c.init_limits());
+    }
+}
+
+fn write_limit_counters(
+    shared: &Shared,
+    mut b: capnet_schema::net_capnp::limit_counters::Builder<'_>,
+) {
+    let refused = *shared.accounts.counters.borrow();
+    b.set_sockets(refused.sockets);
+    b.set_buffer_bytes(refused.buffer_bytes);
+    b.set_subscriptions(refused.subscriptions);
+    b.set_calls(refused.calls);
+    let t = &shared.transport;
+    b.set_connections(t.connections_refused.get());
+    b.set_accept_errors(t.accept_errors.get());
+    b.set_stalls(t.stalls.get());
+    b.set_oversize(t.oversize.get());
 }
 
 /// Every attached driver's own counters. Asked before the stack is
@@ -524,14 +631,24 @@ pub struct TcpSocketServer {
     shared: Rc<Shared>,
     id: SockId,
     doorbell: RefCell<Option<JoinHandle<()>>>,
+    account: Rc<Account>,
+    /// The socket and its buffers (and rings, once open).
+    charge: RefCell<Option<Charge>>,
 }
 
 impl TcpSocketServer {
-    fn new(shared: Rc<Shared>, id: SockId) -> TcpSocketServer {
+    fn new(
+        shared: Rc<Shared>,
+        id: SockId,
+        account: Rc<Account>,
+        charge: Charge,
+    ) -> TcpSocketServer {
         TcpSocketServer {
             shared,
             id,
             doorbell: RefCell::new(None),
+            account,
+            charge: RefCell::new(Some(charge)),
         }
     }
 }
@@ -540,6 +657,9 @@ impl Drop for TcpSocketServer {
     fn drop(&mut self) {
         if let Some(task) = self.doorbell.borrow_mut().take() {
             task.abort();
+        }
+        if let Some(charge) = self.charge.borrow_mut().take() {
+            self.shared.lingering.borrow_mut().push((self.id, charge));
         }
         if let Ok(mut stack) = self.shared.stack.try_borrow_mut() {
             stack.tcp_release(self.id);
@@ -554,6 +674,7 @@ impl tcp_socket::Server for TcpSocketServer {
         params: tcp_socket::ReadParams,
         mut results: tcp_socket::ReadResults,
     ) -> Result<(), Error> {
+        let _call = self.account.call()?;
         let max = params.get()?.get_max().min(MAX_IO) as usize;
         let id = self.id;
         let data = self
@@ -569,6 +690,7 @@ impl tcp_socket::Server for TcpSocketServer {
         params: tcp_socket::WriteParams,
         mut results: tcp_socket::WriteResults,
     ) -> Result<(), Error> {
+        let _call = self.account.call()?;
         let data = params.get()?.get_data()?;
         if data.is_empty() {
             results.get().set_written(0);
@@ -648,6 +770,10 @@ impl tcp_socket::Server for TcpSocketServer {
         _: tcp_socket::OpenRingsParams,
         mut results: tcp_socket::OpenRingsResults,
     ) -> Result<(), Error> {
+        match self.charge.borrow_mut().as_mut() {
+            Some(charge) => charge.add_buffer(2 * SOCKET_RING_BYTES as usize)?,
+            None => return Err(SocketError::Closed.to_capnp("openRings")),
+        }
         let (server_end, fds) = SocketRings::create(SOCKET_RING_BYTES)
             .map_err(|e| SocketError::Busy.to_capnp(format_args!("shared memory: {e}")))?;
         let bell = server_end
@@ -678,6 +804,7 @@ impl tcp_socket::Server for TcpSocketServer {
         results.get().set_egress(crate::egress::client(
             &self.shared,
             crate::egress::Target::Socket(id),
+            &self.account,
         ));
         Ok(())
     }
@@ -687,6 +814,7 @@ impl tcp_socket::Server for TcpSocketServer {
         params: tcp_socket::OffloadTlsParams,
         mut results: tcp_socket::OffloadTlsResults,
     ) -> Result<(), Error> {
+        let _call = self.account.call()?;
         let p = params.get()?;
         let kind = p.get_kind()?;
         let tls = p.get_params()?;
@@ -781,6 +909,7 @@ impl tcp_socket::Server for TcpSocketServer {
         params: tcp_socket::OffloadStopParams,
         _: tcp_socket::OffloadStopResults,
     ) -> Result<(), Error> {
+        let _call = self.account.call()?;
         let p = params.get()?;
         let id = self.id;
         if p.get_kind()? == OffloadKind::TlsRx {
@@ -852,6 +981,10 @@ impl tcp_socket::Server for TcpSocketServer {
 pub struct TcpListenerServer {
     shared: Rc<Shared>,
     id: SockId,
+    account: Rc<Account>,
+    /// The buffer bytes of each connection it accepts.
+    conn_bytes: usize,
+    _charge: Charge,
 }
 
 impl Drop for TcpListenerServer {
@@ -869,12 +1002,19 @@ impl tcp_listener::Server for TcpListenerServer {
         _: tcp_listener::AcceptParams,
         mut results: tcp_listener::AcceptResults,
     ) -> Result<(), Error> {
+        let _call = self.account.call()?;
         let id = self.id;
+        // The connection is charged before it is taken off the queue: one
+        // over the limit stays there for a later accept.
+        self.shared.reap_lingering();
+        let charge = self.account.socket(self.conn_bytes)?;
         let (conn, remote) = self.shared.wait_for(|s| s.tcp_accept(id), "accept").await?;
         let mut r = results.get();
         r.set_socket(capnp_rpc::new_client(TcpSocketServer::new(
             self.shared.clone(),
             conn,
+            self.account.clone(),
+            charge,
         )));
         write_socket_addr(r.init_remote(), remote);
         Ok(())
@@ -912,6 +1052,8 @@ impl tcp_listener::Server for TcpListenerServer {
 pub struct UdpSocketServer {
     shared: Rc<Shared>,
     id: SockId,
+    account: Rc<Account>,
+    _charge: Charge,
 }
 
 impl Drop for UdpSocketServer {
@@ -929,6 +1071,7 @@ impl udp_socket::Server for UdpSocketServer {
         params: udp_socket::SendToParams,
         _: udp_socket::SendToResults,
     ) -> Result<(), Error> {
+        let _call = self.account.call()?;
         let p = params.get()?;
         let data = p.get_data()?;
         let to = read_socket_addr(p.get_to()?)?;
@@ -943,6 +1086,7 @@ impl udp_socket::Server for UdpSocketServer {
         params: udp_socket::RecvFromParams,
         mut results: udp_socket::RecvFromResults,
     ) -> Result<(), Error> {
+        let _call = self.account.call()?;
         let max = params.get()?.get_max().min(MAX_IO) as usize;
         let id = self.id;
         let (data, from) = self

@@ -33,6 +33,7 @@ pub mod supervisor_capnp {
 
 pub mod addr;
 pub mod errors;
+pub mod metered;
 pub mod transport;
 
 /// The schema files, in the order they are compiled.
