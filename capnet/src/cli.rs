@@ -281,7 +281,7 @@ pub fn status(run_dir: &Path) -> Result<String, String> {
         let _ = writeln!(
             out,
             "limits: refused sockets {} buffer-bytes {} subscriptions {} calls {} connections {}; \
-             accept errors {} stalls {} oversize messages {}",
+             accept-errors {} stalls {} oversize {}",
             l.get_sockets(),
             l.get_buffer_bytes(),
             l.get_subscriptions(),
