@@ -98,7 +98,11 @@ pub(crate) fn tls_err(e: capnp::Error) -> io::Error {
         Some(Word::Socket(s)) => s.io_kind(),
         None => io::ErrorKind::Other,
     };
-    io::Error::new(kind, e.to_string())
+    // tlsd's own words, without capnp's "Failed: remote exception:".
+    io::Error::new(
+        kind,
+        capnet_schema::errors::plain_description(&e.extra).to_owned(),
+    )
 }
 
 fn read_addr(r: capnet_schema::common_capnp::socket_addr::Reader<'_>) -> io::Result<SocketAddr> {
@@ -636,7 +640,8 @@ mod tests {
         for (description, kind) in cases {
             let e = tls_err(failed(description));
             assert_eq!(e.kind(), kind, "{description}");
-            assert!(e.to_string().contains(description), "{e}");
+            let plain = description.trim_start_matches("remote exception: ");
+            assert_eq!(e.to_string(), plain);
         }
         let e = tls_err(failed("handshake: x"));
         assert_eq!(TlsError::of(&e), Some(TlsError::Handshake));
