@@ -8,9 +8,12 @@
 //! The supervisor's own peers (tlsd's `Net`, the admin's) are not limited
 //! here: tlsd limits its own clients.
 
+use crate::stack::{Stack, TcpOptions};
 use capnet_schema::errors::SocketError;
+use capnet_schema::transport::TransportCounters;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::rc::{Rc, Weak};
 
 /// The limits, from `[limits]` in the configuration (see
@@ -168,12 +171,11 @@ impl Drop for Charge {
 impl Charge {
     /// Adds `bytes` of buffers (a socket's rings) to this charge.
     pub fn add_buffer(&mut self, bytes: usize) -> Result<(), capnp::Error> {
-        let more = self.account.take(Cost {
+        self.account.admit(Cost {
             buffer_bytes: bytes,
             ..Cost::default()
         })?;
-        self.cost.buffer_bytes += more.cost.buffer_bytes;
-        std::mem::forget(more);
+        self.cost.buffer_bytes += bytes;
         Ok(())
     }
 }
@@ -212,15 +214,21 @@ impl Account {
     }
 
     fn take(self: &Rc<Self>, cost: Cost) -> Result<Charge, capnp::Error> {
+        self.admit(cost)?;
+        Ok(Charge {
+            account: self.clone(),
+            cost,
+        })
+    }
+
+    /// Counts `cost` against the client and its user, if both have room.
+    fn admit(&self, cost: Cost) -> Result<(), capnp::Error> {
         if let Some(l) = self.limits {
             self.check(&l, cost)?;
         }
         self.client.add(cost);
         self.user.add(cost);
-        Ok(Charge {
-            account: self.clone(),
-            cost,
-        })
+        Ok(())
     }
 
     fn check(&self, l: &Limits, cost: Cost) -> Result<(), capnp::Error> {
@@ -297,6 +305,49 @@ impl Account {
         }
         Ok(())
     }
+}
+
+/// The buffer bytes of one TCP socket with `options` (as the stack sizes
+/// them), after clamping what the client asked for.
+pub fn tcp_cost(stack: &Stack, account: &Account, options: &mut TcpOptions) -> usize {
+    let size = |asked: &mut usize| {
+        if *asked > 0 {
+            *asked = account.socket_buffer(*asked);
+        }
+        let n = if *asked > 0 {
+            *asked
+        } else {
+            stack.default_buffer
+        };
+        n.clamp(1024, 16 << 20)
+    };
+    size(&mut options.recv_buffer) + size(&mut options.send_buffer)
+}
+
+/// How many interfaces a socket bound to `local` listens on.
+pub fn ifaces_for(stack: &Stack, local: SocketAddr) -> usize {
+    if local.ip().is_unspecified() {
+        stack.ifaces.len().max(1)
+    } else {
+        1
+    }
+}
+
+/// The `limits` counters of `status`.
+pub fn write_counters(
+    accounts: &Accounts,
+    transport: &TransportCounters,
+    mut b: capnet_schema::net_capnp::limit_counters::Builder<'_>,
+) {
+    let refused = *accounts.counters.borrow();
+    b.set_sockets(refused.sockets);
+    b.set_buffer_bytes(refused.buffer_bytes);
+    b.set_subscriptions(refused.subscriptions);
+    b.set_calls(refused.calls);
+    b.set_connections(transport.connections_refused.get());
+    b.set_accept_errors(transport.accept_errors.get());
+    b.set_stalls(transport.stalls.get());
+    b.set_oversize(transport.oversize.get());
 }
 
 #[cfg(test)]

@@ -92,29 +92,6 @@ impl Shared {
             .retain(|(id, _)| stack.tcp_info(*id).is_ok());
     }
 
-    /// The buffer bytes of one TCP socket with `options` (as the stack
-    /// sizes them), after clamping what the client asked for.
-    fn tcp_cost(&self, account: &Account, options: &mut TcpOptions) -> usize {
-        let default = self.stack.borrow().default_buffer;
-        let size = |asked: &mut usize| {
-            if *asked > 0 {
-                *asked = account.socket_buffer(*asked);
-            }
-            let n = if *asked > 0 { *asked } else { default };
-            n.clamp(1024, 16 << 20)
-        };
-        size(&mut options.recv_buffer) + size(&mut options.send_buffer)
-    }
-
-    /// How many interfaces a socket bound to `local` listens on.
-    fn ifaces_for(&self, local: SocketAddr) -> usize {
-        if local.ip().is_unspecified() {
-            self.stack.borrow().ifaces.len().max(1)
-        } else {
-            1
-        }
-    }
-
     /// A driver instance's rings are under its port: keep its `Nic` and
     /// doorbell task (replacing an older instance's).
     pub fn instance_started(
@@ -346,9 +323,11 @@ impl net::Server for NetServer {
         });
         let shared = self.shared.clone();
         shared.reap_lingering();
-        let charge = self
-            .account
-            .socket(shared.tcp_cost(&self.account, &mut options))?;
+        let charge = self.account.socket(crate::limits::tcp_cost(
+            &shared.stack.borrow(),
+            &self.account,
+            &mut options,
+        ))?;
         let id = shared.now(|s| s.tcp_connect(remote, &options), &remote.to_string())?;
         let socket = TcpSocketServer::new(shared.clone(), id, self.account.clone(), charge);
         let what = remote.to_string();
@@ -385,8 +364,11 @@ impl net::Server for NetServer {
         // A listener keeps `backlog` listening sockets per interface, and
         // as many connections ready to accept.
         self.shared.reap_lingering();
-        let conn_bytes = self.shared.tcp_cost(&self.account, &mut options);
-        let slots = 2 * backlog.clamp(1, MAX_BACKLOG) * self.shared.ifaces_for(local);
+        let conn_bytes =
+            crate::limits::tcp_cost(&self.shared.stack.borrow(), &self.account, &mut options);
+        let slots = 2
+            * backlog.clamp(1, MAX_BACKLOG)
+            * crate::limits::ifaces_for(&self.shared.stack.borrow(), local);
         let charge = self.account.socket(slots * conn_bytes)?;
         let id = self.shared.now(
             |s| s.tcp_listen(local, backlog, options),
@@ -411,9 +393,9 @@ impl net::Server for NetServer {
     ) -> Result<(), Error> {
         let local = read_socket_addr(params.get()?.get_local()?)?;
         self.check_privileged(local)?;
-        let charge = self
-            .account
-            .socket(UDP_SOCKET_BYTES * self.shared.ifaces_for(local))?;
+        let charge = self.account.socket(
+            UDP_SOCKET_BYTES * crate::limits::ifaces_for(&self.shared.stack.borrow(), local),
+        )?;
         let id = self.shared.now(|s| s.udp_bind(local), &local.to_string())?;
         results
             .get()
@@ -457,24 +439,8 @@ pub async fn fill_status(shared: &Rc<Shared>, mut status: net_status::Builder<'_
     let counters = driver_counters(shared).await;
     write_status(&shared.stack.borrow(), &counters, status.reborrow());
     if let Ok(c) = status.get_counters() {
-        write_limit_counters(shared, c.init_limits());
+        crate::limits::write_counters(&shared.accounts, &shared.transport, c.init_limits());
     }
-}
-
-fn write_limit_counters(
-    shared: &Shared,
-    mut b: capnet_schema::net_capnp::limit_counters::Builder<'_>,
-) {
-    let refused = *shared.accounts.counters.borrow();
-    b.set_sockets(refused.sockets);
-    b.set_buffer_bytes(refused.buffer_bytes);
-    b.set_subscriptions(refused.subscriptions);
-    b.set_calls(refused.calls);
-    let t = &shared.transport;
-    b.set_connections(t.connections_refused.get());
-    b.set_accept_errors(t.accept_errors.get());
-    b.set_stalls(t.stalls.get());
-    b.set_oversize(t.oversize.get());
 }
 
 /// Every attached driver's own counters. Asked before the stack is

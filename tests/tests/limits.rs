@@ -348,3 +348,39 @@ fn a_client_that_exhausts_descriptors_makes_nobody_else_fail() {
     let status = cli_ok(&a, &["status"]);
     assert!(status_counter(&status, "accept-errors") >= 1, "{status}");
 }
+
+#[test]
+fn a_user_over_its_connections_hears_limit_and_the_others_stay() {
+    let scratch = Scratch::new("limits-conns");
+    let (a, _b) = two_hosts(&scratch, "\n[limits]\nconnections_per_user = 4\n");
+    let held: Vec<UnixStream> = (0..4)
+        .map(|_| {
+            let mut s = UnixStream::connect(&a.socket).unwrap();
+            s.write_all(&[CONNECT_RPC]).unwrap();
+            s
+        })
+        .collect();
+    // Wait until netsrv has accepted all four.
+    std::thread::sleep(Duration::from_millis(300));
+    let over = a.net().and_then(|n| n.udp_bind(addr("0.0.0.0:0")));
+    let Err(err) = over else {
+        panic!("a fifth connection was served")
+    };
+    assert_eq!(err.kind(), std::io::ErrorKind::QuotaExceeded, "{err}");
+    assert!(err.to_string().contains("holds 4 connections"), "{err}");
+    drop(held);
+    // The connections given back, the user is served again.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match a.net().and_then(|n| n.udp_bind(addr("0.0.0.0:0"))) {
+            Ok(_) => break,
+            Err(e) if Instant::now() < deadline => {
+                assert_eq!(e.kind(), std::io::ErrorKind::QuotaExceeded, "{e}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => panic!("still refused: {e}"),
+        }
+    }
+    let status = cli_ok(&a, &["status"]);
+    assert!(status_counter(&status, "connections") >= 1, "{status}");
+}
