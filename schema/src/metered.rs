@@ -49,13 +49,15 @@ impl ConnectionLimits {
         held_messages: 1024,
     };
 
-    /// A client reading a service's answers: a status with tens of
-    /// thousands of sockets is legitimate. Reading never pauses (a client
-    /// holds what it asked for).
+    /// A client reading a service's answers (and the calls it makes back):
+    /// a status with tens of thousands of sockets is legitimate. A client
+    /// holds little of what it read, so reading pauses only far beyond
+    /// that; the bound still holds against a hostile service or driver
+    /// (netsrv is the client of each nicdrv).
     pub const CLIENT: ConnectionLimits = ConnectionLimits {
         message_bytes: 32 << 20,
-        held_bytes: usize::MAX,
-        held_messages: usize::MAX,
+        held_bytes: 64 << 20,
+        held_messages: 4096,
     };
 
     pub fn reader_options(&self) -> capnp::message::ReaderOptions {

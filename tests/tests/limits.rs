@@ -384,3 +384,44 @@ fn a_user_over_its_connections_hears_limit_and_the_others_stay() {
     let status = cli_ok(&a, &["status"]);
     assert!(status_counter(&status, "connections") >= 1, "{status}");
 }
+
+#[test]
+fn calls_beyond_a_clients_limit_fail_with_limit_and_the_rest_wait() {
+    let scratch = Scratch::new("limits-calls");
+    let (a, _b) = two_hosts(&scratch, "\n[limits]\ncalls = 8\n");
+    let socket = a.socket.clone();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let local = tokio::task::LocalSet::new();
+    let (limited, waiting) = local.block_on(&rt, async move {
+        let mut s = UnixStream::connect(&socket).unwrap();
+        s.write_all(&[CONNECT_RPC]).unwrap();
+        s.set_nonblocking(true).unwrap();
+        let net: net::Client = transport::connect(tokio::net::UnixStream::from_std(s).unwrap());
+        let mut req = net.tcp_listen_request();
+        let mut local_addr = req.get().init_local();
+        local_addr.set_ip(&[0, 0, 0, 0]);
+        local_addr.set_port(5500);
+        let l = req.send().promise.await.unwrap();
+        let l = l.get().unwrap().get_listener().unwrap();
+        // Twenty accepts nobody will answer: eight may wait.
+        let accepts: Vec<_> = (0..20).map(|_| l.accept_request().send().promise).collect();
+        let (mut limited, mut waiting) = (0, 0);
+        for accept in accepts {
+            match tokio::time::timeout(Duration::from_millis(500), accept).await {
+                Err(_) => waiting += 1,
+                Ok(Err(e)) => {
+                    assert!(e.extra.contains("limit: this client holds 8 calls"), "{e}");
+                    limited += 1;
+                }
+                Ok(Ok(_)) => panic!("an accept answered without a connection"),
+            }
+        }
+        (limited, waiting)
+    });
+    assert_eq!((limited, waiting), (12, 8));
+    let status = cli_ok(&a, &["status"]);
+    assert!(status_counter(&status, "calls") >= 12, "{status}");
+}
