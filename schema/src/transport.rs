@@ -94,6 +94,9 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 /// open, so that its bootstrap call hears why.
 const REFUSED_LINGER: Duration = Duration::from_secs(2);
 
+/// How long a new connection may take to say what it is.
+const FIRST_BYTE_DEADLINE: Duration = Duration::from_secs(10);
+
 /// Open connections per user.
 #[derive(Default)]
 struct UserConnections(RefCell<HashMap<u32, usize>>);
@@ -195,13 +198,17 @@ async fn serve_client(
             TransportCounters::bump(&c.connections_refused);
         }
     }
-    let mut first = [0u8; 1];
-    match slot {
-        Some(_) => stream.read_exact(&mut first).await?,
-        None => tokio::time::timeout(REFUSED_LINGER, stream.read_exact(&mut first))
-            .await
-            .map_err(|_| std::io::ErrorKind::TimedOut)??,
+    // Every client writes its first byte at once; one that does not only
+    // holds a descriptor.
+    let deadline = if slot.is_some() {
+        FIRST_BYTE_DEADLINE
+    } else {
+        REFUSED_LINGER
     };
+    let mut first = [0u8; 1];
+    tokio::time::timeout(deadline, stream.read_exact(&mut first))
+        .await
+        .map_err(|_| std::io::ErrorKind::TimedOut)??;
     if first[0] == CONNECT_HANDOFF {
         if slot.is_none() {
             return Ok(());
