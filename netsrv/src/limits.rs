@@ -5,8 +5,8 @@
 //! egress subscription and waiting call a client holds is charged to both,
 //! so that opening more connections does not multiply what a user may
 //! hold. A request over either limit fails with `limit` and is counted.
-//! The supervisor's own peers (tlsd's `Net`, the admin's) are not limited
-//! here: tlsd limits its own clients.
+//! The supervisor's own peers (the admin's `Net`, `--rpc-fd` descriptors)
+//! are not limited. tlsd connects like any client (see docs/security.md).
 
 use crate::stack::{Stack, TcpOptions};
 use capnet_schema::errors::SocketError;
@@ -134,7 +134,7 @@ impl Accounts {
         })
     }
 
-    /// A peer the supervisor connected (tlsd, the admin): not limited.
+    /// A peer the supervisor connected: not limited.
     pub fn trusted(&self) -> Rc<Account> {
         Rc::new(Account {
             uid: 0,

@@ -282,7 +282,8 @@ impl NetServer {
         NetServer::with_account(shared, uid, account)
     }
 
-    /// A peer the supervisor connected (tlsd, the admin): not limited.
+    /// A peer the supervisor connected (the admin's `Net`, a `--rpc-fd`
+    /// descriptor): not limited.
     pub fn trusted(shared: Rc<Shared>) -> NetServer {
         let account = shared.accounts.trusted();
         NetServer::with_account(shared, 0, account)
