@@ -44,7 +44,7 @@ impl Default for Limits {
             user_buffer_bytes: 2 << 30,
             user_subscriptions: 1024,
             user_calls: 2048,
-            connections_per_user: 64,
+            connections_per_user: capnet_schema::transport::DEFAULT_CONNECTIONS_PER_USER,
         }
     }
 }

@@ -425,3 +425,26 @@ fn calls_beyond_a_clients_limit_fail_with_limit_and_the_rest_wait() {
     let status = cli_ok(&a, &["status"]);
     assert!(status_counter(&status, "calls") >= 12, "{status}");
 }
+
+/// examples/capnet.toml documents the defaults: they must be netsrv's.
+#[test]
+fn the_documented_limits_are_netsrvs_defaults() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/capnet.toml");
+    let l = capnet::config::Config::load(&example).unwrap().limits;
+    let d = netsrv::limits::Limits::default();
+    let pairs = [
+        (l.sockets, d.sockets),
+        (l.buffer_bytes, d.buffer_bytes),
+        (l.socket_buffer_max, d.socket_buffer_max),
+        (l.subscriptions, d.subscriptions),
+        (l.calls, d.calls),
+        (l.user_sockets, d.user_sockets),
+        (l.user_buffer_bytes, d.user_buffer_bytes),
+        (l.user_subscriptions, d.user_subscriptions),
+        (l.user_calls, d.user_calls),
+        (l.connections_per_user, d.connections_per_user),
+    ];
+    for (i, (documented, default)) in pairs.into_iter().enumerate() {
+        assert_eq!(documented, Some(default), "setting {i} of [limits]");
+    }
+}
