@@ -257,7 +257,21 @@ struct StackCounters {
   salvageResent @16 :UInt64;      # frames a dead driver never gave back, sent again
   salvageDropped @17 :UInt64;     # such frames given up (too old, or no checksum offload)
   offload @18 :OffloadPathCounters;
-  sessionsRefused @19 :UInt64;    # connections refused by [access] network
+  limits @19 :LimitCounters;
+  sessionsRefused @20 :UInt64;    # connections refused by [access] network
+}
+
+struct LimitCounters {
+  # What clients were refused at their limits ([limits] in the
+  # configuration) and what the service socket survived.
+  sockets @0 :UInt64;             # sockets refused with `limit`
+  bufferBytes @1 :UInt64;         # sockets or rings refused: buffer bytes over the limit
+  subscriptions @2 :UInt64;       # egress subscriptions refused
+  calls @3 :UInt64;               # calls refused: too many waiting
+  connections @4 :UInt64;         # connections refused: their user held too many
+  acceptErrors @5 :UInt64;        # failed accepts (out of descriptors) survived
+  stalls @6 :UInt64;              # times a connection's reading paused: it held too much
+  oversize @7 :UInt64;            # connections ended for a message over the size limit
 }
 
 struct OffloadPathCounters {

@@ -292,6 +292,20 @@ pub fn status(run_dir: &Path) -> Result<String, String> {
             c.get_egress_watchers(),
             c.get_egress_events()
         );
+        let l = c.get_limits()?;
+        let _ = writeln!(
+            out,
+            "limits: refused sockets {} buffer-bytes {} subscriptions {} calls {} connections {}; \
+             accept-errors {} stalls {} oversize {}",
+            l.get_sockets(),
+            l.get_buffer_bytes(),
+            l.get_subscriptions(),
+            l.get_calls(),
+            l.get_connections(),
+            l.get_accept_errors(),
+            l.get_stalls(),
+            l.get_oversize()
+        );
         let o = c.get_offload()?;
         let _ = writeln!(
             out,

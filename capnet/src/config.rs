@@ -25,6 +25,8 @@ pub struct Config {
     pub supervisor: SupervisorConfig,
     #[serde(default)]
     pub access: AccessConfig,
+    #[serde(default)]
+    pub limits: LimitsConfig,
 }
 
 /// How the supervisor keeps the set alive.
@@ -139,6 +141,76 @@ impl Default for AccessConfig {
             low_ports: owner(),
             admin: owner(),
         }
+    }
+}
+
+/// What one client of netsrv (one connection) and one user (a uid, over
+/// all its connections) may hold; see examples/capnet.toml. Unset values
+/// keep netsrv's defaults.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    pub sockets: Option<usize>,
+    pub buffer_bytes: Option<usize>,
+    pub socket_buffer_max: Option<usize>,
+    pub subscriptions: Option<usize>,
+    pub calls: Option<usize>,
+    pub user_sockets: Option<usize>,
+    pub user_buffer_bytes: Option<usize>,
+    pub user_subscriptions: Option<usize>,
+    pub user_calls: Option<usize>,
+    pub connections_per_user: Option<usize>,
+}
+
+/// The largest socket buffer a client may ask for: a socket's whole send
+/// buffer can travel in one message (`offloadStop`), and services read
+/// messages of at most 4 MiB.
+pub const SOCKET_BUFFER_CEILING: usize = 2 << 20;
+
+impl LimitsConfig {
+    fn settings(&self) -> [(&'static str, Option<usize>); 10] {
+        [
+            ("sockets", self.sockets),
+            ("buffer_bytes", self.buffer_bytes),
+            ("socket_buffer_max", self.socket_buffer_max),
+            ("subscriptions", self.subscriptions),
+            ("calls", self.calls),
+            ("user_sockets", self.user_sockets),
+            ("user_buffer_bytes", self.user_buffer_bytes),
+            ("user_subscriptions", self.user_subscriptions),
+            ("user_calls", self.user_calls),
+            ("connections_per_user", self.connections_per_user),
+        ]
+    }
+
+    /// netsrv's `--limit NAME=N` arguments for the values set.
+    pub fn netsrv_args(&self) -> Vec<String> {
+        self.settings()
+            .into_iter()
+            .filter_map(|(name, v)| v.map(|v| ["--limit".to_string(), format!("{name}={v}")]))
+            .flatten()
+            .collect()
+    }
+
+    fn check(&self, tcp_buffer: Option<usize>) -> Result<(), String> {
+        for (name, v) in self.settings() {
+            if v == Some(0) {
+                return Err(format!("[limits] {name} must be at least 1"));
+            }
+        }
+        let max = self.socket_buffer_max.unwrap_or(SOCKET_BUFFER_CEILING);
+        if max > SOCKET_BUFFER_CEILING {
+            return Err(format!(
+                "[limits] socket_buffer_max {max} is over {SOCKET_BUFFER_CEILING} bytes, the \
+                 most a socket's send buffer may hold (it must fit in one message)"
+            ));
+        }
+        if let Some(b) = tcp_buffer.filter(|b| *b > max) {
+            return Err(format!(
+                "[netsrv] tcp_buffer {b} is over [limits] socket_buffer_max ({max})"
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -382,6 +454,18 @@ impl Config {
                         p.name
                     ));
                 }
+                // Descriptors name buffers by a 32-bit offset into the pool.
+                let mtu = p.mtu.unwrap_or(1500) as u64;
+                let pool = b as u64 * (mtu + 14).div_ceil(64) * 64;
+                if pool > u32::MAX as u64 {
+                    return Err(format!(
+                        "port {}: {b} buffers of {} bytes (mtu {mtu}) make a pool of {pool} \
+                         bytes; a port's pool must stay under 4 GiB: use fewer buffers or a \
+                         smaller mtu",
+                        p.name,
+                        (mtu + 14).div_ceil(64) * 64
+                    ));
+                }
             }
             for (what, v) in [
                 ("loss", p.faults.loss),
@@ -444,6 +528,7 @@ impl Config {
         for r in &self.routes {
             check_route_to(&r.to)?;
         }
+        self.limits.check(self.netsrv.tcp_buffer)?;
         Ok(())
     }
 }
@@ -590,6 +675,34 @@ mod tests {
             err("[[port]]\nname='a'\nbackend='sim'\nwire='w'\nbogus=1").contains("unknown field")
         );
         assert!(err("[[port]]\nname='a'\nbackend='sim'\nwire='w'\n[[port]]\nname='a'\nbackend='sim'\nwire='w'").contains("twice"));
+    }
+
+    #[test]
+    fn limits_parse_check_and_reach_netsrv() {
+        let port = "[[port]]\nname='a'\nbackend='sim'\nwire='w'\n";
+        let c = Config::parse(&format!("{port}[limits]\nsockets=8\nuser_calls=16")).unwrap();
+        assert_eq!(
+            c.limits.netsrv_args(),
+            ["--limit", "sockets=8", "--limit", "user_calls=16"]
+        );
+        assert!(Config::parse(port).unwrap().limits.netsrv_args().is_empty());
+        let err = |t: &str| Config::parse(&format!("{port}{t}")).unwrap_err();
+        assert!(err("[limits]\nsockets=0").contains("sockets must be at least 1"));
+        assert!(err("[limits]\nsocket_buffer_max=16777216").contains("fit in one message"));
+        assert!(err("[limits]\nfds=3").contains("unknown field"));
+        assert!(err("[netsrv]\ntcp_buffer=4194304").contains("over [limits] socket_buffer_max"));
+    }
+
+    #[test]
+    fn a_pool_over_4_gib_is_refused() {
+        let port = |b: u32, mtu: u32| {
+            Config::parse(&format!(
+                "[[port]]\nname='a'\nbackend='sim'\nwire='w'\nbuffers={b}\nmtu={mtu}"
+            ))
+        };
+        port(65536, 9000).unwrap();
+        let e = port(65536, 65535).unwrap_err();
+        assert!(e.contains("must stay under 4 GiB"), "{e}");
     }
 
     #[test]

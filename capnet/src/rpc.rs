@@ -39,15 +39,8 @@ pub async fn serve_forever(
     users: Principals,
 ) {
     loop {
-        let mut stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
-            Err(e) => {
-                // Out of fds, say: wait instead of spinning on the error.
-                tracing::warn!(%e, "admin accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                continue;
-            }
-        };
+        // Backs off on errors (out of descriptors) instead of spinning.
+        let mut stream = transport::accept(&listener, None).await;
         let bootstrap = match Peer::of(std::os::fd::AsFd::as_fd(&stream)) {
             Ok(peer) if users.admits(&peer) => bootstrap.clone(),
             Ok(peer) => {

@@ -27,18 +27,10 @@ pub enum TlsError {
     Identity,
     /// The peer sent a fatal alert after the handshake. `InvalidData`.
     Alert,
-    /// A limit of tlsd was reached: the sockets one user (uid) may hold,
-    /// or all of tlsd's. `QuotaExceeded`.
-    Limit,
 }
 
 impl TlsError {
-    pub const ALL: [TlsError; 4] = [
-        TlsError::Handshake,
-        TlsError::Identity,
-        TlsError::Alert,
-        TlsError::Limit,
-    ];
+    pub const ALL: [TlsError; 3] = [TlsError::Handshake, TlsError::Identity, TlsError::Alert];
 
     /// The word that starts a failed call's description.
     pub fn word(self) -> &'static str {
@@ -46,7 +38,6 @@ impl TlsError {
             TlsError::Handshake => "handshake",
             TlsError::Identity => "identity",
             TlsError::Alert => "alert",
-            TlsError::Limit => "limit",
         }
     }
 
@@ -54,7 +45,6 @@ impl TlsError {
         match self {
             TlsError::Handshake | TlsError::Alert => io::ErrorKind::InvalidData,
             TlsError::Identity => io::ErrorKind::NotFound,
-            TlsError::Limit => io::ErrorKind::QuotaExceeded,
         }
     }
 

@@ -73,7 +73,7 @@ impl net_admin::Server for NetAdminServer {
         _: net_admin::NetParams,
         mut results: net_admin::NetResults,
     ) -> Result<(), Error> {
-        let net: net::Client = capnp_rpc::new_client(NetServer::new(self.shared.clone(), true));
+        let net: net::Client = capnp_rpc::new_client(NetServer::trusted(self.shared.clone()));
         results.get().set_net(net);
         Ok(())
     }

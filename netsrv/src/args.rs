@@ -1,6 +1,7 @@
 //! Command line of the netsrv process (normally written by the supervisor).
 
 use crate::addr::parse_cidr;
+use crate::limits::Limits;
 use crate::link::Mode;
 use capnet_schema::access::Principals;
 use smoltcp::wire::{IpAddress, IpCidr};
@@ -44,7 +45,8 @@ pub struct Args {
     pub tcp_buffer: usize,
     /// TCP congestion control: Reno with `--congestion-control reno`.
     pub reno: bool,
-    pub max_sockets: usize,
+    /// What one client (and one user) may hold.
+    pub limits: Limits,
     /// Who may use the socket service at all (default: everyone).
     pub allow_network: Principals,
     /// Who may bind ports below 1024 (default: root only).
@@ -55,7 +57,8 @@ pub const USAGE: &str = "usage: netsrv --port NAME=fd:RPC,HANDOFF | --port NAME=
               [--bond NAME=MODE:LEG,LEG[:PRIMARY]]... (MODE: active-backup | balance-xor)
               [--address NAME=CIDR]... [--route default|CIDR=GATEWAY]...
               [--listen PATH] [--rpc-fd N]... [--admin-fd N]... [--attach-fd N]
-              [--tcp-buffer BYTES] [--congestion-control reno|none] [--max-sockets N]
+              [--tcp-buffer BYTES] [--congestion-control reno|none]
+              [--limit NAME=N]... (NAME: a setting of [limits] in the capnet configuration)
               [--allow-network USERS] [--allow-low-ports USERS]
               (USERS: `*`, uids and @gids, comma-separated; root always may)";
 
@@ -63,7 +66,6 @@ pub fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
     let mut args = Args {
         tcp_buffer: 64 * 1024,
         reno: false,
-        max_sockets: 4096,
         allow_network: Principals::everyone(),
         ..Args::default()
     };
@@ -108,7 +110,7 @@ pub fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
                     }
                 }
             }
-            "--max-sockets" => args.max_sockets = parse_num(&flag, &value()?)?,
+            "--limit" => parse_limit(&mut args.limits, &value()?)?,
             "--allow-network" => {
                 args.allow_network =
                     Principals::parse(&value()?).map_err(|e| format!("{flag}: {e}"))?
@@ -185,6 +187,29 @@ fn parse_bond(v: &str) -> Result<BondArg, String> {
     })
 }
 
+/// `NAME=N`: one of the limits by its `[limits]` name.
+fn parse_limit(limits: &mut Limits, v: &str) -> Result<(), String> {
+    let (name, n) = v
+        .split_once('=')
+        .ok_or_else(|| format!("--limit {v:?}: expected NAME=N"))?;
+    let n: usize = parse_num("--limit", n)?;
+    let field = match name {
+        "sockets" => &mut limits.sockets,
+        "buffer_bytes" => &mut limits.buffer_bytes,
+        "socket_buffer_max" => &mut limits.socket_buffer_max,
+        "subscriptions" => &mut limits.subscriptions,
+        "calls" => &mut limits.calls,
+        "user_sockets" => &mut limits.user_sockets,
+        "user_buffer_bytes" => &mut limits.user_buffer_bytes,
+        "user_subscriptions" => &mut limits.user_subscriptions,
+        "user_calls" => &mut limits.user_calls,
+        "connections_per_user" => &mut limits.connections_per_user,
+        other => return Err(format!("--limit {other}: no such limit")),
+    };
+    *field = n;
+    Ok(())
+}
+
 fn parse_num<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T, String>
 where
     T::Err: std::fmt::Display,
@@ -231,9 +256,11 @@ mod tests {
         let a = p(
             "--port sim0=fd:3,4 --port tap0=path:/x/nic.sock --address sim0=10.0.0.1/24 \
                    --address tap0=fd00::1/64 --route default=10.0.0.254 --listen /r/capnet.sock \
-                   --rpc-fd 7 --tcp-buffer 65536",
+                   --rpc-fd 7 --tcp-buffer 65536 --limit sockets=9 --limit user_calls=3",
         )
         .unwrap();
+        assert_eq!((a.limits.sockets, a.limits.user_calls), (9, 3));
+        assert_eq!(a.limits.subscriptions, Limits::default().subscriptions);
         assert_eq!(a.ports.len(), 2);
         assert_eq!(a.ports[0].source, NicSource::Fds { rpc: 3, handoff: 4 });
         assert_eq!(a.addresses.len(), 2);
@@ -288,6 +315,9 @@ mod tests {
         assert!(p("--port x=fd:3,4 --bogus")
             .unwrap_err()
             .contains("unknown argument"));
+        assert!(p("--port x=fd:3,4 --limit nonsense=3")
+            .unwrap_err()
+            .contains("no such limit"));
         assert!(p("--port x=fd:3,4 --rpc-fd")
             .unwrap_err()
             .contains("needs a value"));

@@ -7,6 +7,7 @@
 //! it reported; only a difference is sent. Calls to one watcher are made
 //! in order, so it sees the changes in the order they happened.
 
+use crate::limits::{Account, Charge};
 use crate::service::Shared;
 use crate::stack::{Change, Egress, SockId, Stack};
 use capnet_schema::addr::read_socket_addr;
@@ -151,16 +152,19 @@ pub fn check(shared: &Rc<Shared>) {
     stack.counters.egress_watchers = watchers;
 }
 
-pub fn client(shared: &Rc<Shared>, target: Target) -> egress::Client {
+pub fn client(shared: &Rc<Shared>, target: Target, account: &Rc<Account>) -> egress::Client {
     capnp_rpc::new_client(EgressServer {
         shared: shared.clone(),
         target,
+        account: account.clone(),
     })
 }
 
 struct EgressServer {
     shared: Rc<Shared>,
     target: Target,
+    /// Subscriptions count against this client's limit.
+    account: Rc<Account>,
 }
 
 impl EgressServer {
@@ -189,6 +193,7 @@ impl egress::Server for EgressServer {
     ) -> Result<(), Error> {
         let watcher = params.get()?.get_watcher()?;
         let last = self.resolve()?;
+        let charge = self.account.subscription()?;
         let last_port = last.port.clone().map(|p| (p, last.epoch));
         let mut reg = self.shared.egress.borrow_mut();
         reg.next += 1;
@@ -211,6 +216,7 @@ impl egress::Server for EgressServer {
             .set_subscription(capnp_rpc::new_client(SubscriptionServer {
                 shared: self.shared.clone(),
                 id,
+                _charge: charge,
             }));
         Ok(())
     }
@@ -220,6 +226,7 @@ impl egress::Server for EgressServer {
 struct SubscriptionServer {
     shared: Rc<Shared>,
     id: u64,
+    _charge: Charge,
 }
 
 impl subscription::Server for SubscriptionServer {}

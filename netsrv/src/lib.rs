@@ -10,6 +10,7 @@ pub mod args;
 pub mod device;
 pub mod driver;
 pub mod egress;
+pub mod limits;
 pub mod link;
 pub mod offload;
 pub mod rpc;

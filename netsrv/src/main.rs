@@ -48,7 +48,7 @@ fn main() -> ExitCode {
 async fn run(args: args::Args) -> std::io::Result<()> {
     let mut stack = netsrv::stack::Stack::new(args.tcp_buffer);
     stack.reno = args.reno;
-    let shared = service::Shared::new(stack);
+    let shared = service::Shared::new(stack, args.limits);
     driver::attach_at_start(&shared, &args.ports).await;
     shared
         .stack
@@ -58,7 +58,7 @@ async fn run(args: args::Args) -> std::io::Result<()> {
     tokio::task::spawn_local(service::run_stack(shared.clone()));
     for &fd in &args.rpc_fds {
         let net: capnet_schema::net_capnp::net::Client =
-            capnp_rpc::new_client(service::NetServer::new(shared.clone(), true));
+            capnp_rpc::new_client(service::NetServer::trusted(shared.clone()));
         rpc::serve(inherited_stream(fd)?, net.client);
     }
     for &fd in &args.admin_fds {

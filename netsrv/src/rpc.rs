@@ -44,8 +44,16 @@ impl ServiceSocket for NetSocket {
         }
         let low_ports = self.low_ports.admits(peer);
         let net: capnet_schema::net_capnp::net::Client =
-            capnp_rpc::new_client(NetServer::new(self.shared.clone(), low_ports));
+            capnp_rpc::new_client(NetServer::new(self.shared.clone(), peer.uid, low_ports));
         net.client
+    }
+
+    fn connections_per_user(&self) -> usize {
+        self.shared.accounts.limits.connections_per_user
+    }
+
+    fn transport_counters(&self) -> Option<Rc<transport::TransportCounters>> {
+        Some(self.shared.transport.clone())
     }
 }
 

@@ -7,6 +7,7 @@
 //! poll that moved something.
 
 use crate::egress::EgressRegistry;
+use crate::limits::{Account, Accounts, Charge, Limits};
 use crate::offload::TxBinding;
 use crate::stack::{SockId, Stack, TcpOptions};
 use capnet_ring::{Doorbell, HandoffTable, SocketRings};
@@ -33,6 +34,11 @@ const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 /// Capacity of each byte ring of a socket in ring mode.
 pub const SOCKET_RING_BYTES: u32 = 256 * 1024;
 const MAX_IO: u32 = 1 << 20;
+/// What a UDP socket holds on each interface it is bound on: the stack's
+/// receive and send packet buffers.
+const UDP_SOCKET_BYTES: usize = 2 * 256 * 1024;
+/// Backlog a listener may ask for (the stack's own bound).
+const MAX_BACKLOG: usize = 256;
 
 pub struct Shared {
     pub stack: RefCell<Stack>,
@@ -44,6 +50,14 @@ pub struct Shared {
     /// Each attached port's current driver instance.
     drivers: RefCell<HashMap<String, Driver>>,
     pub egress: RefCell<EgressRegistry>,
+    /// What each client holds, against `[limits]`.
+    pub accounts: Accounts,
+    /// Charges of TCP sockets their client let go that the stack still
+    /// holds (sending what was queued, closing): they count until the
+    /// stack lets the socket go.
+    lingering: RefCell<Vec<(SockId, Charge)>>,
+    /// What the service socket's connections did at their limits.
+    pub transport: Rc<capnet_schema::transport::TransportCounters>,
 }
 
 /// A driver instance as the control plane holds it.
@@ -54,7 +68,7 @@ struct Driver {
 }
 
 impl Shared {
-    pub fn new(stack: Stack) -> Rc<Shared> {
+    pub fn new(stack: Stack, limits: Limits) -> Rc<Shared> {
         Rc::new(Shared {
             stack: RefCell::new(stack),
             kick: Notify::new(),
@@ -62,7 +76,20 @@ impl Shared {
             handoff: Arc::new(HandoffTable::new()),
             drivers: RefCell::new(HashMap::new()),
             egress: RefCell::new(EgressRegistry::default()),
+            accounts: Accounts::new(limits),
+            lingering: RefCell::default(),
+            transport: Rc::default(),
         })
+    }
+
+    /// Gives back the charges of released sockets the stack has let go.
+    fn reap_lingering(&self) {
+        let Ok(mut stack) = self.stack.try_borrow_mut() else {
+            return;
+        };
+        self.lingering
+            .borrow_mut()
+            .retain(|(id, _)| stack.tcp_info(*id).is_ok());
     }
 
     /// A driver instance's rings are under its port: keep its `Nic` and
@@ -245,12 +272,31 @@ pub struct NetServer {
     /// Whether the client may bind ports below 1024 (`[access] low_ports`,
     /// judged on its SO_PEERCRED credentials).
     low_ports: bool,
+    /// What this client holds, against its limits.
+    account: Rc<Account>,
 }
 
 impl NetServer {
-    pub fn new(shared: Rc<Shared>, low_ports: bool) -> NetServer {
+    /// A client of user `uid`, limited by `[limits]`.
+    pub fn new(shared: Rc<Shared>, uid: u32, low_ports: bool) -> NetServer {
+        let account = shared.accounts.client(uid);
+        NetServer::with_account(shared, low_ports, account)
+    }
+
+    /// A peer the supervisor connected (the admin's `Net`, a `--rpc-fd`
+    /// descriptor): not limited, and may bind any port.
+    pub fn trusted(shared: Rc<Shared>) -> NetServer {
+        let account = shared.accounts.trusted();
+        NetServer::with_account(shared, true, account)
+    }
+
+    fn with_account(shared: Rc<Shared>, low_ports: bool, account: Rc<Account>) -> NetServer {
         shared.stack.borrow_mut().counters.sessions += 1;
-        NetServer { shared, low_ports }
+        NetServer {
+            shared,
+            low_ports,
+            account,
+        }
     }
 
     fn check_privileged(&self, addr: SocketAddr) -> Result<(), Error> {
@@ -270,16 +316,23 @@ impl net::Server for NetServer {
         params: net::TcpConnectParams,
         mut results: net::TcpConnectResults,
     ) -> Result<(), Error> {
+        let _call = self.account.call()?;
         let p = params.get()?;
         let remote = read_socket_addr(p.get_remote()?)?;
-        let (options, timeout) = tcp_options(if p.has_options() {
+        let (mut options, timeout) = tcp_options(if p.has_options() {
             Some(p.get_options()?)
         } else {
             None
         });
         let shared = self.shared.clone();
+        shared.reap_lingering();
+        let charge = self.account.socket(crate::limits::tcp_cost(
+            &shared.stack.borrow(),
+            &self.account,
+            &mut options,
+        ))?;
         let id = shared.now(|s| s.tcp_connect(remote, &options), &remote.to_string())?;
-        let socket = TcpSocketServer::new(shared.clone(), id);
+        let socket = TcpSocketServer::new(shared.clone(), id, self.account.clone(), charge);
         let what = remote.to_string();
         match tokio::time::timeout(
             timeout,
@@ -305,12 +358,21 @@ impl net::Server for NetServer {
         let p = params.get()?;
         let local = read_socket_addr(p.get_local()?)?;
         self.check_privileged(local)?;
-        let (options, _) = tcp_options(if p.has_options() {
+        let (mut options, _) = tcp_options(if p.has_options() {
             Some(p.get_options()?)
         } else {
             None
         });
         let backlog = p.get_backlog() as usize;
+        // A listener keeps `backlog` listening sockets per interface, and
+        // as many connections ready to accept.
+        self.shared.reap_lingering();
+        let conn_bytes =
+            crate::limits::tcp_cost(&self.shared.stack.borrow(), &self.account, &mut options);
+        let slots = 2
+            * backlog.clamp(1, MAX_BACKLOG)
+            * crate::limits::ifaces_for(&self.shared.stack.borrow(), local);
+        let charge = self.account.socket(slots * conn_bytes)?;
         let id = self.shared.now(
             |s| s.tcp_listen(local, backlog, options),
             &local.to_string(),
@@ -320,6 +382,9 @@ impl net::Server for NetServer {
             .set_listener(capnp_rpc::new_client(TcpListenerServer {
                 shared: self.shared.clone(),
                 id,
+                account: self.account.clone(),
+                conn_bytes,
+                _charge: charge,
             }));
         Ok(())
     }
@@ -331,12 +396,17 @@ impl net::Server for NetServer {
     ) -> Result<(), Error> {
         let local = read_socket_addr(params.get()?.get_local()?)?;
         self.check_privileged(local)?;
+        let charge = self.account.socket(
+            UDP_SOCKET_BYTES * crate::limits::ifaces_for(&self.shared.stack.borrow(), local),
+        )?;
         let id = self.shared.now(|s| s.udp_bind(local), &local.to_string())?;
         results
             .get()
             .set_socket(capnp_rpc::new_client(UdpSocketServer {
                 shared: self.shared.clone(),
                 id,
+                account: self.account.clone(),
+                _charge: charge,
             }));
         Ok(())
     }
@@ -346,6 +416,7 @@ impl net::Server for NetServer {
         _: net::StatusParams,
         mut results: net::StatusResults,
     ) -> Result<(), Error> {
+        let _call = self.account.call()?;
         fill_status(&self.shared, results.get().init_status()).await;
         Ok(())
     }
@@ -359,7 +430,7 @@ impl net::Server for NetServer {
         let target = crate::egress::Target::from_flow(flow)?;
         results
             .get()
-            .set_egress(crate::egress::client(&self.shared, target));
+            .set_egress(crate::egress::client(&self.shared, target, &self.account));
         Ok(())
     }
 }
@@ -367,9 +438,12 @@ impl net::Server for NetServer {
 type NicCounters = capnp::capability::Response<nic::counters_results::Owned>;
 
 /// The whole status, with every driver's own counters.
-pub async fn fill_status(shared: &Rc<Shared>, status: net_status::Builder<'_>) {
+pub async fn fill_status(shared: &Rc<Shared>, mut status: net_status::Builder<'_>) {
     let counters = driver_counters(shared).await;
-    write_status(&shared.stack.borrow(), &counters, status);
+    write_status(&shared.stack.borrow(), &counters, status.reborrow());
+    if let Ok(c) = status.get_counters() {
+        crate::limits::write_counters(&shared.accounts, &shared.transport, c.init_limits());
+    }
 }
 
 /// Every attached driver's own counters. Asked before the stack is
@@ -527,14 +601,24 @@ pub struct TcpSocketServer {
     shared: Rc<Shared>,
     id: SockId,
     doorbell: RefCell<Option<JoinHandle<()>>>,
+    account: Rc<Account>,
+    /// The socket and its buffers (and rings, once open).
+    charge: RefCell<Option<Charge>>,
 }
 
 impl TcpSocketServer {
-    fn new(shared: Rc<Shared>, id: SockId) -> TcpSocketServer {
+    fn new(
+        shared: Rc<Shared>,
+        id: SockId,
+        account: Rc<Account>,
+        charge: Charge,
+    ) -> TcpSocketServer {
         TcpSocketServer {
             shared,
             id,
             doorbell: RefCell::new(None),
+            account,
+            charge: RefCell::new(Some(charge)),
         }
     }
 }
@@ -543,6 +627,9 @@ impl Drop for TcpSocketServer {
     fn drop(&mut self) {
         if let Some(task) = self.doorbell.borrow_mut().take() {
             task.abort();
+        }
+        if let Some(charge) = self.charge.borrow_mut().take() {
+            self.shared.lingering.borrow_mut().push((self.id, charge));
         }
         if let Ok(mut stack) = self.shared.stack.try_borrow_mut() {
             stack.tcp_release(self.id);
@@ -557,6 +644,7 @@ impl tcp_socket::Server for TcpSocketServer {
         params: tcp_socket::ReadParams,
         mut results: tcp_socket::ReadResults,
     ) -> Result<(), Error> {
+        let _call = self.account.call()?;
         let max = params.get()?.get_max().min(MAX_IO) as usize;
         let id = self.id;
         let data = self
@@ -572,6 +660,7 @@ impl tcp_socket::Server for TcpSocketServer {
         params: tcp_socket::WriteParams,
         mut results: tcp_socket::WriteResults,
     ) -> Result<(), Error> {
+        let _call = self.account.call()?;
         let data = params.get()?.get_data()?;
         if data.is_empty() {
             results.get().set_written(0);
@@ -651,6 +740,10 @@ impl tcp_socket::Server for TcpSocketServer {
         _: tcp_socket::OpenRingsParams,
         mut results: tcp_socket::OpenRingsResults,
     ) -> Result<(), Error> {
+        match self.charge.borrow_mut().as_mut() {
+            Some(charge) => charge.add_buffer(2 * SOCKET_RING_BYTES as usize)?,
+            None => return Err(SocketError::Closed.to_capnp("openRings")),
+        }
         let (server_end, fds) = SocketRings::create(SOCKET_RING_BYTES)
             .map_err(|e| SocketError::Busy.to_capnp(format_args!("shared memory: {e}")))?;
         let bell = server_end
@@ -681,6 +774,7 @@ impl tcp_socket::Server for TcpSocketServer {
         results.get().set_egress(crate::egress::client(
             &self.shared,
             crate::egress::Target::Socket(id),
+            &self.account,
         ));
         Ok(())
     }
@@ -690,6 +784,7 @@ impl tcp_socket::Server for TcpSocketServer {
         params: tcp_socket::OffloadTlsParams,
         mut results: tcp_socket::OffloadTlsResults,
     ) -> Result<(), Error> {
+        let _call = self.account.call()?;
         let p = params.get()?;
         let kind = p.get_kind()?;
         let tls = p.get_params()?;
@@ -784,6 +879,7 @@ impl tcp_socket::Server for TcpSocketServer {
         params: tcp_socket::OffloadStopParams,
         _: tcp_socket::OffloadStopResults,
     ) -> Result<(), Error> {
+        let _call = self.account.call()?;
         let p = params.get()?;
         let id = self.id;
         if p.get_kind()? == OffloadKind::TlsRx {
@@ -855,6 +951,10 @@ impl tcp_socket::Server for TcpSocketServer {
 pub struct TcpListenerServer {
     shared: Rc<Shared>,
     id: SockId,
+    account: Rc<Account>,
+    /// The buffer bytes of each connection it accepts.
+    conn_bytes: usize,
+    _charge: Charge,
 }
 
 impl Drop for TcpListenerServer {
@@ -872,12 +972,19 @@ impl tcp_listener::Server for TcpListenerServer {
         _: tcp_listener::AcceptParams,
         mut results: tcp_listener::AcceptResults,
     ) -> Result<(), Error> {
+        let _call = self.account.call()?;
         let id = self.id;
+        // The connection is charged before it is taken off the queue: one
+        // over the limit stays there for a later accept.
+        self.shared.reap_lingering();
+        let charge = self.account.socket(self.conn_bytes)?;
         let (conn, remote) = self.shared.wait_for(|s| s.tcp_accept(id), "accept").await?;
         let mut r = results.get();
         r.set_socket(capnp_rpc::new_client(TcpSocketServer::new(
             self.shared.clone(),
             conn,
+            self.account.clone(),
+            charge,
         )));
         write_socket_addr(r.init_remote(), remote);
         Ok(())
@@ -915,6 +1022,8 @@ impl tcp_listener::Server for TcpListenerServer {
 pub struct UdpSocketServer {
     shared: Rc<Shared>,
     id: SockId,
+    account: Rc<Account>,
+    _charge: Charge,
 }
 
 impl Drop for UdpSocketServer {
@@ -932,6 +1041,7 @@ impl udp_socket::Server for UdpSocketServer {
         params: udp_socket::SendToParams,
         _: udp_socket::SendToResults,
     ) -> Result<(), Error> {
+        let _call = self.account.call()?;
         let p = params.get()?;
         let data = p.get_data()?;
         let to = read_socket_addr(p.get_to()?)?;
@@ -946,6 +1056,7 @@ impl udp_socket::Server for UdpSocketServer {
         params: udp_socket::RecvFromParams,
         mut results: udp_socket::RecvFromResults,
     ) -> Result<(), Error> {
+        let _call = self.account.call()?;
         let max = params.get()?.get_max().min(MAX_IO) as usize;
         let id = self.id;
         let (data, from) = self

@@ -27,10 +27,14 @@ pub enum SocketError {
     Unsupported,
     /// The capability was revoked (an offload context released or taken away).
     Revoked,
+    /// The client reached one of its limits (sockets, buffer bytes,
+    /// subscriptions, calls in flight, connections): see `[limits]` in the
+    /// service set's configuration.
+    Limit,
 }
 
 impl SocketError {
-    pub const ALL: [SocketError; 15] = [
+    pub const ALL: [SocketError; 16] = [
         SocketError::Refused,
         SocketError::Reset,
         SocketError::Aborted,
@@ -46,6 +50,7 @@ impl SocketError {
         SocketError::WouldBlock,
         SocketError::Unsupported,
         SocketError::Revoked,
+        SocketError::Limit,
     ];
 
     /// The word that starts a failed call's description.
@@ -66,6 +71,7 @@ impl SocketError {
             SocketError::WouldBlock => "wouldblock",
             SocketError::Unsupported => "unsupported",
             SocketError::Revoked => "revoked",
+            SocketError::Limit => "limit",
         }
     }
 
@@ -104,6 +110,7 @@ impl SocketError {
             SocketError::WouldBlock => io::ErrorKind::WouldBlock,
             SocketError::Unsupported => io::ErrorKind::Unsupported,
             SocketError::Revoked => io::ErrorKind::NotConnected,
+            SocketError::Limit => io::ErrorKind::QuotaExceeded,
         }
     }
 
@@ -123,18 +130,16 @@ impl fmt::Display for SocketError {
 /// (`denied: ...`, `invalid: ...`) without capnp-rpc's prefixes
 /// ("Failed: remote exception: ").
 pub fn describe(e: &capnp::Error) -> String {
-    let mut s = e.extra.as_str();
-    while let Some(rest) = s.strip_prefix("remote exception: ") {
-        s = rest;
-    }
-    if s.is_empty() {
-        e.to_string()
-    } else {
-        s.to_string()
+    match plain_description(&e.extra) {
+        "" => e.to_string(),
+        text => text.to_string(),
     }
 }
 
-/// Turns a failed capnp call into the `io::Error` a socket user expects.
+/// Turns a failed capnp call into the `io::Error` a socket user expects,
+/// with a message a person can read: the service's own words ("limit: this
+/// client holds 1024 sockets ..."), without capnp's "Failed: remote
+/// exception:" framing.
 pub fn capnp_to_io(err: capnp::Error) -> io::Error {
     let kind = match err.kind {
         capnp::ErrorKind::Disconnected => io::ErrorKind::NotConnected,
@@ -142,7 +147,23 @@ pub fn capnp_to_io(err: capnp::Error) -> io::Error {
             .map(SocketError::io_kind)
             .unwrap_or(io::ErrorKind::Other),
     };
-    io::Error::new(kind, describe(&err))
+    let text = plain_description(&err.extra);
+    let text = match err.kind {
+        capnp::ErrorKind::Disconnected => format!("the capnet service went away: {text}"),
+        _ => text.to_string(),
+    };
+    io::Error::new(kind, text)
+}
+
+/// `description` without the prefixes capnp-rpc adds on its way
+/// ("remote exception: "), so that what a service wrote is what a person
+/// reads.
+pub fn plain_description(description: &str) -> &str {
+    let mut text = description.trim();
+    while let Some(rest) = text.strip_prefix("remote exception:") {
+        text = rest.trim_start();
+    }
+    text
 }
 
 #[cfg(test)]
@@ -170,5 +191,21 @@ mod tests {
         assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused);
         let err = capnp_to_io(capnp::Error::disconnected("gone".into()));
         assert_eq!(err.kind(), io::ErrorKind::NotConnected);
+    }
+
+    #[test]
+    fn messages_are_plain() {
+        let remote = capnp::Error::failed(
+            "remote exception: limit: this client holds 4 sockets (limit 4)".into(),
+        );
+        let err = capnp_to_io(remote);
+        assert_eq!(err.kind(), io::ErrorKind::QuotaExceeded);
+        assert_eq!(
+            err.to_string(),
+            "limit: this client holds 4 sockets (limit 4)"
+        );
+        let err = capnp_to_io(SocketError::Denied.to_capnp("port 7 needs root"));
+        assert_eq!(err.to_string(), "denied: port 7 needs root");
+        assert!(!err.to_string().contains("Failed"));
     }
 }

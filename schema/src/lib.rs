@@ -34,6 +34,7 @@ pub mod supervisor_capnp {
 pub mod access;
 pub mod addr;
 pub mod errors;
+pub mod metered;
 pub mod transport;
 
 /// The schema files, in the order they are compiled.

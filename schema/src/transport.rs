@@ -1,6 +1,10 @@
 //! capnp-rpc over a Unix stream: the one way every capnet process talks.
 
-use capnp_rpc::{rpc_twoparty_capnp::Side, twoparty, RpcSystem};
+use capnp_rpc::{rpc_twoparty_capnp::Side, RpcSystem};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::Duration;
 use tokio::net::unix::OwnedReadHalf;
 use tokio::net::UnixStream;
 use tokio_util::compat::{Compat, TokioAsyncReadCompatExt, TokioAsyncWriteCompatExt};
@@ -31,18 +35,29 @@ pub fn listen_for(
     Ok(listener)
 }
 
-/// Messages carry socket data of up to 1 MiB; allow well beyond that.
-pub fn reader_options() -> capnp::message::ReaderOptions {
-    let mut options = capnp::message::ReaderOptions::new();
-    options.traversal_limit_in_words(Some(64 << 20));
-    options
+use crate::metered::MeteredNetwork;
+pub use crate::metered::{ConnectionLimits, TransportCounters};
+
+/// Reading options for messages from a peer on the `side` given.
+pub fn reader_options(side: Side) -> capnp::message::ReaderOptions {
+    limits_of(side).reader_options()
 }
 
-pub type Network = twoparty::VatNetwork<Compat<OwnedReadHalf>>;
+fn limits_of(side: Side) -> ConnectionLimits {
+    match side {
+        Side::Server => ConnectionLimits::SERVICE,
+        Side::Client => ConnectionLimits::CLIENT,
+    }
+}
 
+pub type Network = MeteredNetwork<Compat<OwnedReadHalf>>;
+
+/// A connection whose incoming messages are framed and metered with the
+/// limits of `side` (a service reading requests, or a client reading
+/// answers).
 pub fn vat_network(stream: UnixStream, side: Side) -> Network {
     let (r, w) = stream.into_split();
-    twoparty::VatNetwork::new(r.compat(), w.compat_write(), side, reader_options())
+    MeteredNetwork::new(r.compat(), w.compat_write(), side, limits_of(side), None)
 }
 
 /// Serves `bootstrap` to the peer until the connection ends.
@@ -70,13 +85,76 @@ pub trait ServiceSocket {
     fn handoff(&self) -> &capnet_ring::HandoffTable;
     /// The capability a client with `peer`'s credentials bootstraps.
     fn bootstrap(&self, peer: &crate::access::Peer) -> capnp::capability::Client;
+    /// What one connection may hold.
+    fn connection_limits(&self) -> ConnectionLimits {
+        ConnectionLimits::SERVICE
+    }
+    /// Connections one user may hold open at once (capnp and handoff).
+    fn connections_per_user(&self) -> usize {
+        DEFAULT_CONNECTIONS_PER_USER
+    }
+    /// Where the transport counts what it refused.
+    fn transport_counters(&self) -> Option<Rc<TransportCounters>> {
+        None
+    }
+}
+
+/// See [`ServiceSocket::connections_per_user`].
+pub const DEFAULT_CONNECTIONS_PER_USER: usize = 64;
+
+/// How long a failed accept (out of file descriptors) waits before the
+/// next: the descriptors come back as other connections end.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// How long a connection refused for its user's connection count is kept
+/// open, so that its bootstrap call hears why.
+const REFUSED_LINGER: Duration = Duration::from_secs(2);
+
+/// How long a new connection may take to say what it is.
+const FIRST_BYTE_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Open connections per user.
+#[derive(Default)]
+struct UserConnections(RefCell<HashMap<u32, usize>>);
+
+/// One connection's place in its user's count.
+struct ConnectionSlot {
+    users: Rc<UserConnections>,
+    uid: u32,
+}
+
+impl UserConnections {
+    fn take(self: &Rc<Self>, uid: u32, limit: usize) -> Option<ConnectionSlot> {
+        let mut users = self.0.borrow_mut();
+        let n = users.entry(uid).or_default();
+        if *n >= limit {
+            return None;
+        }
+        *n += 1;
+        Some(ConnectionSlot {
+            users: self.clone(),
+            uid,
+        })
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        let mut users = self.users.0.borrow_mut();
+        if let Some(n) = users.get_mut(&self.uid) {
+            *n -= 1;
+            if *n == 0 {
+                users.remove(&self.uid);
+            }
+        }
+    }
 }
 
 /// A capability that answers every call with `error`: what a peer that
 /// may not use a service bootstraps, so that it learns why instead of
 /// seeing the connection drop.
 pub fn refused(error: capnp::Error) -> capnp::capability::Client {
-    capnp_rpc::new_future_client(async move { Err::<capnp::capability::Client, _>(error) })
+    capnp_rpc::new_broken_cap(error)
 }
 
 /// Serves every connection to `listener`.
@@ -88,53 +166,123 @@ pub fn refused(error: capnp::Error) -> capnp::capability::Client {
 /// (pycapnp), and that byte is the start of its first message.
 pub async fn serve_clients(
     listener: tokio::net::UnixListener,
-    service: std::rc::Rc<dyn ServiceSocket>,
+    service: Rc<dyn ServiceSocket>,
 ) -> std::io::Result<()> {
+    let users = Rc::new(UserConnections::default());
+    let counters = service.transport_counters();
     loop {
-        let (stream, _) = listener.accept().await?;
+        let stream = accept(&listener, counters.as_deref()).await;
         let service = service.clone();
+        let users = users.clone();
         tokio::task::spawn_local(async move {
-            if let Err(e) = serve_client(service, stream).await {
+            if let Err(e) = serve_client(service, users, stream).await {
                 tracing::debug!(%e, "client connection ended");
             }
         });
     }
 }
 
+/// The next connection to `listener`. A failed accept (out of descriptors:
+/// EMFILE, ENFILE; or a connection that died in the queue) is nobody
+/// else's business: it is counted, and the next waits a moment for
+/// descriptors to come back. Never gives up: a service outlives what a
+/// client exhausted.
+pub async fn accept(
+    listener: &tokio::net::UnixListener,
+    counters: Option<&TransportCounters>,
+) -> UnixStream {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => return stream,
+            Err(e) => {
+                if let Some(c) = counters {
+                    TransportCounters::bump(&c.accept_errors);
+                }
+                tracing::warn!(%e, "accept failed; serving on");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+            }
+        }
+    }
+}
+
 async fn serve_client(
-    service: std::rc::Rc<dyn ServiceSocket>,
+    service: Rc<dyn ServiceSocket>,
+    users: Rc<UserConnections>,
     mut stream: UnixStream,
 ) -> std::io::Result<()> {
-    use capnet_ring::handoff::{Token, CONNECT_HANDOFF, CONNECT_RPC};
+    use capnet_ring::handoff::{Token, CONNECT_HANDOFF};
     use std::os::fd::AsFd;
     use tokio::io::AsyncReadExt;
     let peer = crate::access::Peer::of(stream.as_fd())?;
+    let uid = peer.uid;
+    let limit = service.connections_per_user();
+    let slot = users.take(uid, limit);
+    if slot.is_none() {
+        if let Some(c) = service.transport_counters() {
+            TransportCounters::bump(&c.connections_refused);
+        }
+    }
+    // Every client writes its first byte at once; one that does not only
+    // holds a descriptor.
+    let deadline = if slot.is_some() {
+        FIRST_BYTE_DEADLINE
+    } else {
+        REFUSED_LINGER
+    };
     let mut first = [0u8; 1];
-    stream.read_exact(&mut first).await?;
+    tokio::time::timeout(deadline, stream.read_exact(&mut first))
+        .await
+        .map_err(|_| std::io::ErrorKind::TimedOut)??;
     if first[0] == CONNECT_HANDOFF {
+        if slot.is_none() {
+            return Ok(());
+        }
         loop {
             let mut token = [0u8; 16];
             stream.read_exact(&mut token).await?;
             service.handoff().answer(stream.as_fd(), &Token(token))?;
         }
     }
-    let replay = if first[0] == CONNECT_RPC {
-        Vec::new()
-    } else {
-        vec![first[0]]
+    let Some(_slot) = slot else {
+        // Every call on the bootstrap fails with `limit`, then the
+        // connection closes.
+        let why = crate::errors::SocketError::Limit.to_capnp(format_args!(
+            "user {uid} holds {limit} connections to this service, its limit \
+             ([limits] connections_per_user in the capnet configuration)"
+        ));
+        let network = rpc_network(&*service, stream, first[0]);
+        let system = RpcSystem::new(Box::new(network), Some(capnp_rpc::new_broken_cap(why)));
+        let _ = tokio::time::timeout(REFUSED_LINGER, system).await;
+        return Ok(());
     };
     let bootstrap = service.bootstrap(&peer);
-    let (reader, writer) = stream.into_split();
-    let reader =
-        futures::io::AsyncReadExt::chain(futures::io::Cursor::new(replay), reader.compat());
-    let network = twoparty::VatNetwork::new(
-        reader,
-        writer.compat_write(),
-        Side::Server,
-        reader_options(),
-    );
+    let network = rpc_network(&*service, stream, first[0]);
     if let Err(e) = RpcSystem::new(Box::new(network), Some(bootstrap)).await {
         tracing::debug!(%e, "capnp connection ended");
     }
     Ok(())
+}
+
+/// The capnp side of a service connection whose first byte was `first`:
+/// `R`, or the start of a plain capnp client's first message.
+fn rpc_network(
+    service: &dyn ServiceSocket,
+    stream: UnixStream,
+    first: u8,
+) -> MeteredNetwork<impl futures::AsyncRead + Unpin + 'static> {
+    let replay = if first == capnet_ring::handoff::CONNECT_RPC {
+        Vec::new()
+    } else {
+        vec![first]
+    };
+    let (reader, writer) = stream.into_split();
+    let reader =
+        futures::io::AsyncReadExt::chain(futures::io::Cursor::new(replay), reader.compat());
+    MeteredNetwork::new(
+        reader,
+        writer.compat_write(),
+        Side::Server,
+        service.connection_limits(),
+        service.transport_counters(),
+    )
 }

@@ -65,7 +65,7 @@ impl std::error::Error for LimitError {}
 impl LimitError {
     /// The capnp error a client sees: the `limit` word, then why.
     pub fn to_capnp(&self) -> capnp::Error {
-        capnp::Error::failed(format!("limit: {self}"))
+        capnet_schema::errors::SocketError::Limit.to_capnp(self)
     }
 }
 

@@ -64,6 +64,7 @@ fn main() -> ExitCode {
                 shared,
                 network: args.allow_network.clone(),
                 low_ports: args.allow_low_ports.clone(),
+                transport: std::rc::Rc::default(),
             }) => r,
             _ = term.recv() => Ok(()),
         }

@@ -24,6 +24,7 @@ use capnet_schema::tls_capnp::{
     tls, tls_listener, tls_options, tls_socket, OffloadPolicy, RecordMode,
     TlsVersion as WireVersion,
 };
+use capnet_schema::transport::TransportCounters;
 use capnp::capability::Rc as CapRc;
 use capnp::Error;
 use libclient::{Net, TcpStream};
@@ -32,6 +33,7 @@ use std::cell::RefCell;
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -285,17 +287,11 @@ pub struct TlsServer {
     uid: u32,
     /// Whether the client may listen below port 1024 (`[access] low_ports`).
     low_ports: bool,
+    /// tls.sock's transport counters, for `stat`.
+    transport: Rc<TransportCounters>,
 }
 
 impl TlsServer {
-    pub fn new(shared: Arc<Shared>, uid: u32, low_ports: bool) -> TlsServer {
-        TlsServer {
-            shared,
-            uid,
-            low_ports,
-        }
-    }
-
     fn permit(&self) -> Result<Permit, Error> {
         self.shared.gate.take(self.uid).map_err(|e| {
             tracing::info!(uid = self.uid, %e, "TLS socket refused");
@@ -450,7 +446,7 @@ impl tls::Server for TlsServer {
         r.set_curr_handshakes(s.curr_handshakes);
         r.set_curr_sockets(s.curr_sockets);
         r.set_limit_refused(s.limit_refused);
-        r.set_accept_errors(s.accept_errors);
+        r.set_accept_errors(s.accept_errors + self.transport.accept_errors.get());
         Ok(())
     }
 }
@@ -617,6 +613,8 @@ pub struct TlsSocketService {
     pub shared: Arc<Shared>,
     pub network: Principals,
     pub low_ports: Principals,
+    /// What the transport refused and survived on tls.sock.
+    pub transport: Rc<TransportCounters>,
 }
 
 impl capnet_schema::transport::ServiceSocket for TlsSocketService {
@@ -633,56 +631,27 @@ impl capnet_schema::transport::ServiceSocket for TlsSocketService {
             )));
         }
         let low_ports = self.low_ports.admits(peer);
-        let t: tls::Client =
-            capnp_rpc::new_client(TlsServer::new(self.shared.clone(), peer.uid, low_ports));
+        let server = TlsServer {
+            shared: self.shared.clone(),
+            uid: peer.uid,
+            low_ports,
+            transport: self.transport.clone(),
+        };
+        let t: tls::Client = capnp_rpc::new_client(server);
         t.client
+    }
+
+    fn transport_counters(&self) -> Option<Rc<TransportCounters>> {
+        Some(self.transport.clone())
     }
 }
 
-/// How long tlsd waits after a failed accept on tls.sock (out of file
-/// descriptors, say) before it accepts again: long enough not to spin.
-const ACCEPT_RETRY: Duration = Duration::from_millis(100);
-
-/// Serves applications on `listener` for as long as tlsd runs. A failed
-/// accept (running out of file descriptors ends `serve_clients`) is
-/// counted, and serving goes on after a pause on the same socket: clients
-/// already connected keep their sessions, and new ones get in once
-/// descriptors are free again. Errors only if the socket itself is lost.
+/// Serves applications on `listener` for as long as tlsd runs. The shared
+/// transport survives failed accepts (running out of file descriptors):
+/// they are counted, and new clients get in once descriptors are free.
 pub async fn serve_applications(
     listener: tokio::net::UnixListener,
     service: TlsSocketService,
 ) -> io::Result<()> {
-    let shared = service.shared.clone();
-    let service: std::rc::Rc<dyn capnet_schema::transport::ServiceSocket> =
-        std::rc::Rc::new(service);
-    let socket = listener.into_std()?;
-    // One warning per WARN_EVERY at most while descriptors stay short.
-    const WARN_EVERY: Duration = Duration::from_secs(10);
-    let mut warned: Option<std::time::Instant> = None;
-    let mut warn = |e: &io::Error| {
-        Stats::inc(&shared.stats.accept_errors);
-        if warned.is_none_or(|t| t.elapsed() >= WARN_EVERY) {
-            warned = Some(std::time::Instant::now());
-            tracing::warn!(%e, "tls.sock: accept failed (counted in acceptErrors); serving on");
-        }
-    };
-    loop {
-        // A second descriptor of the same socket for this round; retried
-        // while descriptors are short.
-        let round = match socket.try_clone().and_then(|s| {
-            s.set_nonblocking(true)?;
-            tokio::net::UnixListener::from_std(s)
-        }) {
-            Ok(l) => l,
-            Err(e) => {
-                warn(&e);
-                tokio::time::sleep(ACCEPT_RETRY).await;
-                continue;
-            }
-        };
-        if let Err(e) = capnet_schema::transport::serve_clients(round, service.clone()).await {
-            warn(&e);
-            tokio::time::sleep(ACCEPT_RETRY).await;
-        }
-    }
+    capnet_schema::transport::serve_clients(listener, std::rc::Rc::new(service)).await
 }

@@ -334,6 +334,7 @@ fn netsrv_args(
     if let Some(b) = config.netsrv.tcp_buffer {
         a.extend(["--tcp-buffer".to_string(), b.to_string()]);
     }
+    a.extend(config.limits.netsrv_args());
     if let Some(cc) = config.netsrv.congestion_control {
         let cc = match cc {
             crate::config::CongestionControl::Reno => "reno",
