@@ -700,7 +700,7 @@ pub fn tls_stat(dir: &Path) -> Result<String, String> {
     let tls =
         libclient::Tls::connect(&path).map_err(|e| format!("tlsd at {}: {e}", path.display()))?;
     let s = tls.stat().map_err(|e| format!("tlsd: {e}"))?;
-    let rows: [(&str, u64); 24] = [
+    let rows: [(&str, u64); 29] = [
         ("TlsCurrTxSw", s.curr_tx_sw),
         ("TlsCurrRxSw", s.curr_rx_sw),
         ("TlsCurrTxDevice", s.curr_tx_device),
@@ -725,6 +725,11 @@ pub fn tls_stat(dir: &Path) -> Result<String, String> {
         ("TlsBytesSealed", s.bytes_sealed),
         ("TlsBytesOpened", s.bytes_opened),
         ("TlsSessionTickets", s.session_tickets),
+        ("TlsHandshakeTimeouts", s.handshake_timeouts),
+        ("TlsCurrHandshakes", s.curr_handshakes),
+        ("TlsCurrSockets", s.curr_sockets),
+        ("TlsLimitRefused", s.limit_refused),
+        ("TlsAcceptErrors", s.accept_errors),
     ];
     let mut out = String::new();
     for (name, v) in rows {

@@ -226,6 +226,28 @@ pub struct TlsConfig {
     pub roots: Option<PathBuf>,
     /// NSS key log for Wireshark/tshark: debugging only, off by default.
     pub keylog: Option<PathBuf>,
+    /// A handshake not done within this many milliseconds is closed
+    /// (default 10000).
+    pub handshake_timeout_ms: Option<u64>,
+    /// TLS sockets (connections, listeners) one user may hold (default 256).
+    pub max_sockets_per_client: Option<u64>,
+    /// TLS sockets tlsd holds in all (default 1024).
+    pub max_sockets: Option<u64>,
+}
+
+impl TlsConfig {
+    /// tlsd's arguments for the limits set.
+    pub fn limit_args(&self) -> Vec<String> {
+        [
+            ("--handshake-timeout-ms", self.handshake_timeout_ms),
+            ("--max-sockets-per-client", self.max_sockets_per_client),
+            ("--max-sockets", self.max_sockets),
+        ]
+        .into_iter()
+        .filter_map(|(flag, v)| v.map(|v| [flag.to_string(), v.to_string()]))
+        .flatten()
+        .collect()
+    }
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -536,6 +558,15 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tls_limits_reach_tlsd() {
+        let c = Config::parse(include_str!("../../examples/tls-a.toml")).unwrap();
+        assert_eq!(
+            c.tls.limit_args().join(" "),
+            "--handshake-timeout-ms 10000 --max-sockets-per-client 256 --max-sockets 1024"
+        );
+    }
 
     #[test]
     fn access_lists_resolve_names_ids_and_the_owner() {

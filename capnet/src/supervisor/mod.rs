@@ -655,6 +655,7 @@ fn tlsd_args(ctx: &Ctx) -> Vec<String> {
             a.extend([flag.to_string(), p.display().to_string()]);
         }
     }
+    a.extend(tls.limit_args());
     a.extend(access_args(&ctx.access));
     a
 }
