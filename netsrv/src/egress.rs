@@ -15,6 +15,7 @@ use capnet_schema::errors::SocketError;
 use capnet_schema::net_capnp::{
     egress, egress_info, egress_watcher, flow, subscription, EgressReason,
 };
+use capnet_schema::transport::{within, NOTICE_DEADLINE};
 use capnp::capability::Rc as CapRc;
 use capnp::Error;
 use std::collections::HashMap;
@@ -135,7 +136,7 @@ pub fn check(shared: &Rc<Shared>) {
         write_info(req.get().init_info(), &sub.last, sub.generation, why);
         let promise = req.send().promise;
         tokio::task::spawn_local(async move {
-            if let Err(e) = promise.await {
+            if let Err(e) = within(NOTICE_DEADLINE, "egress changed", promise).await {
                 tracing::debug!(%e, "egress watcher did not take a change");
             }
         });

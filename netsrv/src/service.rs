@@ -446,16 +446,26 @@ pub async fn fill_status(shared: &Rc<Shared>, mut status: net_status::Builder<'_
     }
 }
 
+/// How long a status waits for one driver's counters.
+const STATUS_DRIVER_DEADLINE: Duration = Duration::from_secs(1);
+
 /// Every attached driver's own counters. Asked before the stack is
 /// borrowed: no borrow may live across an await.
 async fn driver_counters(shared: &Rc<Shared>) -> HashMap<String, NicCounters> {
-    let mut out = HashMap::new();
-    for (name, nic) in shared.nics() {
-        if let Ok(r) = nic.counters_request().send().promise.await {
-            out.insert(name, r);
+    let asks = shared.nics().into_iter().map(|(name, nic)| async move {
+        let call = nic.counters_request().send().promise;
+        // A driver that does not answer leaves its counters out of the
+        // status; it does not hold the status up.
+        match tokio::time::timeout(STATUS_DRIVER_DEADLINE, call).await {
+            Ok(Ok(r)) => Some((name, r)),
+            _ => None,
         }
-    }
-    out
+    });
+    futures::future::join_all(asks)
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
 }
 
 fn mac_text(m: [u8; 6]) -> String {
@@ -834,7 +844,10 @@ impl tcp_socket::Server for TcpSocketServer {
             r.reborrow().get_params()?.set_tcp_seq(seq);
             r.set_events(events);
         }
-        let resp = match req.send().promise.await {
+        let answer = crate::driver::deadline("offloadTls", req.send().promise)
+            .await
+            .map_err(|e| SocketError::Busy.to_capnp(e));
+        let resp = match answer {
             Ok(r) => r,
             Err(e) => {
                 if !tx {

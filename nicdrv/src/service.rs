@@ -11,6 +11,7 @@ use crate::offload::control::{OffloadConfig, Offloads};
 use capnet_ring::{ChannelLayout, Duplex, HandoffTable};
 use capnet_schema::errors::SocketError;
 use capnet_schema::nic_capnp::{link_watcher, nic, port_counters};
+use capnet_schema::transport;
 use capnp::capability::Rc as CapRc;
 use std::cell::{Cell, RefCell};
 use std::future::Future;
@@ -354,9 +355,15 @@ impl nic::Server for NicServer {
                 while let Some(up) = rx.recv().await {
                     let mut req = watcher.link_changed_request();
                     req.get().set_up(up);
-                    if let Err(e) = req.send().promise.await {
-                        tracing::debug!(%e, "link watcher gone");
-                        break;
+                    let call = req.send().promise;
+                    match transport::within(transport::NOTICE_DEADLINE, "linkChanged", call).await {
+                        Ok(_) => {}
+                        Err(e) if e.kind == capnp::ErrorKind::Disconnected => {
+                            tracing::debug!(%e, "link watcher gone");
+                            break;
+                        }
+                        // A slow watcher still hears the next change.
+                        Err(e) => tracing::warn!(%e, "link watcher"),
                     }
                 }
             });

@@ -150,6 +150,26 @@ impl Drop for ConnectionSlot {
     }
 }
 
+/// How long a notification to a peer (an event, a watcher's callback)
+/// waits for its answer: a peer that never answers must not pile up tasks
+/// that wait for it.
+pub const NOTICE_DEADLINE: Duration = Duration::from_secs(10);
+
+/// `call`, or a `failed` error naming `what` once `deadline` passed.
+pub async fn within<T>(
+    deadline: Duration,
+    what: &str,
+    call: impl std::future::Future<Output = capnp::Result<T>>,
+) -> capnp::Result<T> {
+    match tokio::time::timeout(deadline, call).await {
+        Ok(r) => r,
+        Err(_) => Err(capnp::Error::failed(format!(
+            "{what}: no answer within {} ms",
+            deadline.as_millis()
+        ))),
+    }
+}
+
 /// A capability that answers every call with `error`: what a peer that
 /// may not use a service bootstraps, so that it learns why instead of
 /// seeing the connection drop.

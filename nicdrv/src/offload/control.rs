@@ -17,6 +17,7 @@ use capnet_schema::nic_capnp::nic;
 use capnet_schema::offload_capnp::{
     offload_context, offload_events, offload_info, tls_params, TlsCipher,
 };
+use capnet_schema::transport::{within, NOTICE_DEADLINE};
 use capnet_wire::tls::Version;
 use capnp::capability::Rc as CapRc;
 use std::cell::{Cell, RefCell};
@@ -391,7 +392,7 @@ impl Offloads {
             req.get().set_reason(reason);
             let promise = req.send().promise;
             notices.push(Box::pin(async move {
-                if let Err(e) = promise.await {
+                if let Err(e) = within(NOTICE_DEADLINE, "revoked", promise).await {
                     tracing::warn!(id, %e, "telling the holder of a revoked offload context failed");
                 }
                 drop(events);
@@ -425,7 +426,7 @@ impl Offloads {
         req.get().set_tcp_seq(tcp_seq);
         let promise = req.send().promise;
         tokio::task::spawn_local(async move {
-            if let Err(e) = promise.await {
+            if let Err(e) = within(NOTICE_DEADLINE, "resyncRequest", promise).await {
                 tracing::warn!(id, tcp_seq, %e, "resyncRequest to the holder failed");
             }
         });
