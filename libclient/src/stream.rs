@@ -129,11 +129,15 @@ impl RingStream {
                 Err(gone) => gone,
                 Ok(()) => e,
             })?;
-        SocketRings::attach(fds, grant.ring_bytes).map_err(ring_err)
+        let mut end = SocketRings::attach(fds, grant.ring_bytes).map_err(ring_err)?;
+        // Sleepers are also woken from this process (service gone, RX switch over).
+        end.wake_me = end.wake_me.with_local_ring()?;
+        Ok(end)
     }
 
-    /// A stream over rings already mapped.
-    pub fn from_end(conn: Conn, id: u64, end: ClientEnd) -> RingStream {
+    /// A stream over rings already mapped, whose `wake_me` rings from this
+    /// process too ([`capnet_ring::Doorbell::with_local_ring`]).
+    fn from_end(conn: Conn, id: u64, end: ClientEnd) -> RingStream {
         let bell = Arc::new(Bell::new(end.wake_me));
         conn.watch_bell(id, &bell);
         RingStream {
@@ -205,8 +209,8 @@ impl RingStream {
         self.conn.check()
     }
 
-    /// The eventfd that turns readable when the service answers a wakeup
-    /// request.
+    /// The fd that turns readable when the service answers a wakeup
+    /// request, or the stream is woken from this process (service gone).
     pub fn raw_fd(&self) -> RawFd {
         self.bell.doorbell.as_raw_fd()
     }
@@ -432,8 +436,8 @@ macro_rules! ring_stream_api {
         }
 
         impl std::os::fd::AsRawFd for $stream {
-            /// The eventfd that turns readable when the service answers a
-            /// wakeup request.
+            /// The fd that turns readable when the service answers a
+            /// wakeup request, or the service went away.
             fn as_raw_fd(&self) -> std::os::fd::RawFd {
                 self.$ring.raw_fd()
             }
