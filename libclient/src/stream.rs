@@ -215,6 +215,17 @@ impl RingStream {
         self.bell.doorbell.as_raw_fd()
     }
 
+    /// In non-blocking mode, right before asking for a signal: takes the
+    /// rings already pending. An event loop sleeps on the fd until it turns
+    /// readable, and a doorbell nobody drains stops turning readable (only a
+    /// few rings fit; see `capnet_ring::Doorbell`). Taken before the request
+    /// and its re-check, no ring that answers the request is lost.
+    fn clear_before_arming(&self) {
+        if self.nonblocking.load(Ordering::Relaxed) {
+            self.bell.doorbell.drain();
+        }
+    }
+
     fn wait(&self, ticket: Ticket, deadline: Option<Instant>) -> io::Result<()> {
         if self.nonblocking.load(Ordering::Relaxed) {
             return Err(io::ErrorKind::WouldBlock.into());
@@ -274,6 +285,7 @@ impl RingStream {
                     }
                     return Ok((0, false));
                 }
+                self.clear_before_arming();
                 down.ring.request_signal();
                 if down.ring.available().map_err(ring_err)? > 0
                     || down.ring.eof()
@@ -348,6 +360,7 @@ impl RingStream {
                     }
                     return Ok(n);
                 }
+                self.clear_before_arming();
                 up.ring.request_signal();
                 if up.ring.space().map_err(ring_err)? > 0 || up.ring.reader_closed() {
                     up.ring.cancel_signal();

@@ -261,13 +261,19 @@ fn rss_and_threads(pid: u32) -> (u64, u64) {
 /// is: an eventfd is filled to its maximum count, a socket gets tiny buffers
 /// and as many datagrams as it takes; then the fd is made blocking (the flag
 /// lives in the open file description, which the client shares with the
-/// service if the fd is a dup of the service's).
+/// service if the fd is a dup of the service's). Repeated, it undoes what
+/// the service drained.
 fn block_and_fill(fd: &OwnedFd) {
     let raw = fd.as_raw_fd();
+    // SAFETY: plain fcntl on a live fd.
+    let flags = unsafe { libc::fcntl(raw, libc::F_GETFL) };
+    // SAFETY: plain fcntl on a live fd (non-blocking while we fill it).
+    unsafe { libc::fcntl(raw, libc::F_SETFL, flags | libc::O_NONBLOCK) };
     let kind = std::fs::read_link(format!("/proc/self/fd/{raw}")).unwrap();
     if kind.as_os_str() == "anon_inode:[eventfd]" {
         let full: u64 = 0xffff_ffff_ffff_fffe;
-        loop {
+        // A few tries: the service may ring between our read and write.
+        for _ in 0..100 {
             let mut n = 0u64;
             // SAFETY: 8-byte read into and write from live u64s on a live fd
             // (still non-blocking here).
@@ -298,8 +304,6 @@ fn block_and_fill(fd: &OwnedFd) {
         while unsafe { libc::send(raw, junk.as_ptr().cast(), junk.len(), libc::MSG_DONTWAIT) } > 0 {
         }
     }
-    // SAFETY: plain fcntl on a live fd.
-    let flags = unsafe { libc::fcntl(raw, libc::F_GETFL) };
     // SAFETY: plain fcntl on a live fd.
     assert_eq!(
         unsafe { libc::fcntl(raw, libc::F_SETFL, flags & !libc::O_NONBLOCK) },
@@ -489,4 +493,156 @@ fn doorbells_a_client_made_blocking_stall_nobody() {
     println!(
         "netsrv RSS {rss0} -> {rss} KiB, threads {threads0} -> {threads}; {pending} rings queued"
     );
+}
+
+/// Like [`raw_ring_socket`], through tlsd: a TLS connection made with raw
+/// capnp on `tls.sock`, its rings taken with the handoff. Dropping the
+/// returned sender drops the TLS socket capability (tlsd cancels the
+/// session); the ring fds stay with the caller.
+fn raw_tls_ring_socket(
+    tls_sock: &Path,
+    remote: SocketAddr,
+) -> (Vec<OwnedFd>, std::sync::mpsc::Sender<()>) {
+    use capnet_schema::tls_capnp::tls;
+    let socket = tls_sock.to_path_buf();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let local = tokio::task::LocalSet::new();
+        local.block_on(&rt, async move {
+            let mut s = UnixStream::connect(&socket).unwrap();
+            s.write_all(&[CONNECT_RPC]).unwrap();
+            s.set_nonblocking(true).unwrap();
+            let tls: tls::Client = transport::connect(tokio::net::UnixStream::from_std(s).unwrap());
+            let mut req = tls.connect_request();
+            {
+                let mut p = req.get();
+                let mut ra = p.reborrow().init_remote();
+                ra.set_ip(&[10, 0, 0, 2]);
+                ra.set_port(remote.port());
+                p.set_server_name("capnet.test");
+                p.init_options();
+            }
+            let resp = req.send().promise.await.unwrap();
+            let sock = resp.get().unwrap().get_socket().unwrap();
+            let g = sock.open_rings_request().send().promise.await.unwrap();
+            let token =
+                Token::from_slice(g.get().unwrap().get_grant().unwrap().get_token().unwrap())
+                    .unwrap();
+            let h = UnixStream::connect(&socket).unwrap();
+            (&h).write_all(&[CONNECT_HANDOFF]).unwrap();
+            let fds = handoff::redeem(h.as_fd(), &token, 3).unwrap();
+            tx.send(fds).unwrap();
+            while done_rx.try_recv() == Err(std::sync::mpsc::TryRecvError::Empty) {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            drop(sock);
+            // Keep the connection up while tlsd cancels the session.
+            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        });
+    });
+    (rx.recv().unwrap(), done_tx)
+}
+
+/// Hole 2 through tlsd: the same client, on a TLS socket. With eventfds,
+/// tlsd's session thread blocked ringing the client, and `cancel` (on
+/// tlsd's one capnp thread) blocked ringing the session through a doorbell
+/// the client had made blocking and full: no TLS client got through again.
+#[test]
+fn tls_doorbells_a_client_made_blocking_stall_nobody() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+    let scratch = Scratch::new("tlsbells");
+    let tls = capnet_tests::tls_section(None);
+    let (a_dir, b_dir) = (scratch.0.join("a"), scratch.0.join("b"));
+    let config = |n| format!("{}{tls}", capnet_tests::sim_config(n, ""));
+    let a = capnet::host::Host::start(&config(1), &a_dir, &a_dir).unwrap();
+    let b = capnet::host::Host::start(&config(2), &b_dir, &a_dir).unwrap();
+    let tlsd = a.process("tlsd").unwrap().pid;
+    let (rss0, threads0) = rss_and_threads(tlsd);
+    let options = libclient::TlsOptions::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let server_tls = b.tls().unwrap();
+    let listener = server_tls
+        .listen(addr("0.0.0.0:5500"), 4, &options)
+        .unwrap();
+    let fed = std::thread::spawn({
+        let stop = stop.clone();
+        move || {
+            let (s, _) = listener.accept().unwrap();
+            s.set_write_timeout(Some(Duration::from_millis(100)))
+                .unwrap();
+            while !stop.load(Ordering::Relaxed) {
+                match (&s).write(&[7u8; 1024]) {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+                    Err(_) => break,
+                }
+            }
+        }
+    });
+    let (fds, done) = raw_tls_ring_socket(&a.run_dir.join("tls.sock"), addr("10.0.0.2:5500"));
+    let attack = Arc::new(AtomicBool::new(true));
+    let asker = std::thread::spawn({
+        let attack = attack.clone();
+        let fds: Vec<OwnedFd> = fds.iter().map(|f| f.try_clone().unwrap()).collect();
+        move || {
+            let greedy = Greedy::map(&fds[0]);
+            while attack.load(Ordering::Relaxed) {
+                greedy.step();
+                for fd in &fds[1..] {
+                    block_and_fill(fd);
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    attack.store(false, Ordering::Relaxed);
+    asker.join().unwrap();
+    // The application goes away: tlsd cancels the session.
+    drop(done);
+    std::thread::sleep(Duration::from_millis(300));
+    let (na, nb) = (a.tls().unwrap(), b.tls().unwrap());
+    let good = std::thread::spawn(move || {
+        let listener = nb.listen(addr("0.0.0.0:5501"), 4, &options).unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            receive_all(&mut s).unwrap()
+        });
+        let s = na
+            .connect_stream(addr("10.0.0.2:5501"), "capnet.test", &options)
+            .unwrap();
+        let sent = send_pattern(&mut &s, 5, 64 << 20).unwrap();
+        s.shutdown(Shutdown::Write).unwrap();
+        let (n, got) = server.join().unwrap();
+        assert_eq!(n, 64 << 20);
+        assert_eq!(got, sent);
+    });
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !good.is_finished() {
+        assert!(
+            Instant::now() < deadline,
+            "the good TLS transfer froze: tlsd blocked on a hostile client's doorbell"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    good.join().unwrap();
+    let (rss, threads) = rss_and_threads(tlsd);
+    assert!(
+        threads <= threads0 + 2,
+        "tlsd threads {threads0} -> {threads}"
+    );
+    assert!(rss <= rss0 + 64 * 1024, "tlsd RSS {rss0} KiB -> {rss} KiB");
+    let p = a.process("tlsd").unwrap();
+    assert_eq!((p.pid, p.state.as_str(), p.restarts), (tlsd, "running", 0));
+    stop.store(true, Ordering::Relaxed);
+    drop(fds);
+    fed.join().unwrap();
+    println!("tlsd RSS {rss0} -> {rss} KiB, threads {threads0} -> {threads}");
 }
