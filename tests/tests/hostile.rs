@@ -529,6 +529,8 @@ fn raw_tls_ring_socket(
             }
             let resp = req.send().promise.await.unwrap();
             let sock = resp.get().unwrap().get_socket().unwrap();
+            // The answer holds the capability too.
+            drop(resp);
             let g = sock.open_rings_request().send().promise.await.unwrap();
             let token =
                 Token::from_slice(g.get().unwrap().get_grant().unwrap().get_token().unwrap())
@@ -605,7 +607,13 @@ fn tls_doorbells_a_client_made_blocking_stall_nobody() {
     std::thread::sleep(Duration::from_millis(500));
     attack.store(false, Ordering::Relaxed);
     asker.join().unwrap();
-    // The application goes away: tlsd cancels the session.
+    // The session's last ring meets a full blocking doorbell (with an
+    // eventfd it then sleeps for ever and drains nothing); the doorbell it
+    // sleeps on is made full and blocking once more.
+    std::thread::sleep(Duration::from_millis(300));
+    block_and_fill(&fds[1]);
+    // The application goes away: tlsd cancels the session, ringing that
+    // doorbell from its capnp thread.
     drop(done);
     std::thread::sleep(Duration::from_millis(300));
     let (na, nb) = (a.tls().unwrap(), b.tls().unwrap());
