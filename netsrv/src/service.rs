@@ -213,8 +213,9 @@ pub fn watch_doorbell(shared: &Rc<Shared>, bell: Doorbell) -> std::io::Result<Jo
             let Ok(mut guard) = fd.readable().await else {
                 return;
             };
+            // Read-closed is what epoll says of a wait end the peer shut down.
             let bell = guard.get_inner();
-            if bell.peer_gone() {
+            if guard.ready().is_read_closed() && bell.peer_gone() {
                 tracing::warn!("a peer shut down its doorbell; no longer watching it");
                 shared.kick.notify_one();
                 return;
