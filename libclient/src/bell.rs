@@ -1,6 +1,6 @@
 //! Waiting on a socket's doorbell from several threads.
 //!
-//! One eventfd wakes the application for both directions of a socket. If a
+//! One doorbell wakes the application for both directions of a socket. If a
 //! reader and a writer both slept on it, one could drain the other's wakeup.
 //! So one thread at a time sleeps on the fd (the poller); others wait on a
 //! condition variable for the poller to come back, and everyone re-checks.

@@ -119,7 +119,7 @@
 //!
 //! For event loops: put a socket in non-blocking mode; an operation that
 //! answers `WouldBlock` has asked netsrv for a wakeup, and the socket's raw
-//! fd (an eventfd) becomes readable when it comes (use it with
+//! fd (an epoll fd over the socket's doorbell) becomes readable when it comes (use it with
 //! `mio::unix::SourceFd`, epoll or tokio's `AsyncFd`). An
 //! [`EgressSubscription`] and an [`OffloadContext`] have such an fd too: it
 //! turns readable when a change or an event is queued; clear it with their

@@ -129,11 +129,15 @@ impl RingStream {
                 Err(gone) => gone,
                 Ok(()) => e,
             })?;
-        SocketRings::attach(fds, grant.ring_bytes).map_err(ring_err)
+        let mut end = SocketRings::attach(fds, grant.ring_bytes).map_err(ring_err)?;
+        // Sleepers are also woken from this process (service gone, RX switch over).
+        end.wake_me = end.wake_me.with_local_ring()?;
+        Ok(end)
     }
 
-    /// A stream over rings already mapped.
-    pub fn from_end(conn: Conn, id: u64, end: ClientEnd) -> RingStream {
+    /// A stream over rings already mapped, whose `wake_me` rings from this
+    /// process too ([`capnet_ring::Doorbell::with_local_ring`]).
+    fn from_end(conn: Conn, id: u64, end: ClientEnd) -> RingStream {
         let bell = Arc::new(Bell::new(end.wake_me));
         conn.watch_bell(id, &bell);
         RingStream {
@@ -205,10 +209,21 @@ impl RingStream {
         self.conn.check()
     }
 
-    /// The eventfd that turns readable when the service answers a wakeup
-    /// request.
+    /// The fd that turns readable when the service answers a wakeup
+    /// request, or the stream is woken from this process (service gone).
     pub fn raw_fd(&self) -> RawFd {
         self.bell.doorbell.as_raw_fd()
+    }
+
+    /// In non-blocking mode, right before asking for a signal: takes the
+    /// rings already pending. An event loop sleeps on the fd until it turns
+    /// readable, and a doorbell nobody drains stops turning readable (only a
+    /// few rings fit; see `capnet_ring::Doorbell`). Taken before the request
+    /// and its re-check, no ring that answers the request is lost.
+    fn clear_before_arming(&self) {
+        if self.nonblocking.load(Ordering::Relaxed) {
+            self.bell.doorbell.drain();
+        }
     }
 
     fn wait(&self, ticket: Ticket, deadline: Option<Instant>) -> io::Result<()> {
@@ -270,6 +285,7 @@ impl RingStream {
                     }
                     return Ok((0, false));
                 }
+                self.clear_before_arming();
                 down.ring.request_signal();
                 if down.ring.available().map_err(ring_err)? > 0
                     || down.ring.eof()
@@ -344,6 +360,7 @@ impl RingStream {
                     }
                     return Ok(n);
                 }
+                self.clear_before_arming();
                 up.ring.request_signal();
                 if up.ring.space().map_err(ring_err)? > 0 || up.ring.reader_closed() {
                     up.ring.cancel_signal();
@@ -432,8 +449,8 @@ macro_rules! ring_stream_api {
         }
 
         impl std::os::fd::AsRawFd for $stream {
-            /// The eventfd that turns readable when the service answers a
-            /// wakeup request.
+            /// The fd that turns readable when the service answers a
+            /// wakeup request, or the service went away.
             fn as_raw_fd(&self) -> std::os::fd::RawFd {
                 self.$ring.raw_fd()
             }

@@ -124,7 +124,7 @@ fn inherited_stream(fd: i32) -> std::io::Result<tokio::net::UnixStream> {
     tokio::net::UnixStream::from_std(std_stream)
 }
 
-/// Every socket in ring mode holds a memfd and two eventfds.
+/// Every socket in ring mode holds a memfd and two doorbell sockets.
 fn raise_fd_limit() {
     let mut lim = libc::rlimit {
         rlim_cur: 0,

@@ -226,10 +226,13 @@ pub async fn run_stack(shared: Rc<Shared>) {
     }
 }
 
-/// Forwards a doorbell to the poll loop.
+/// Forwards a doorbell (our wait end) to the poll loop. Every call on it is
+/// non-blocking whatever the peer does to its end. A wait end the peer shut
+/// down (through a dup it kept) would be readable forever: the task ends,
+/// and only that peer goes without wakeups.
 pub fn watch_doorbell(shared: &Rc<Shared>, bell: Doorbell) -> std::io::Result<JoinHandle<()>> {
-    // SAFETY: the Doorbell owns its eventfd for as long as the AsyncFd owns
-    // the Doorbell, and always reports that same descriptor.
+    // SAFETY: the Doorbell owns its fd for as long as the AsyncFd owns the
+    // Doorbell, and always reports that same descriptor.
     let fd = unsafe { AsyncFd::register_with_interest(bell, tokio::io::Interest::READABLE) }?;
     let shared = shared.clone();
     Ok(tokio::task::spawn_local(async move {
@@ -237,8 +240,17 @@ pub fn watch_doorbell(shared: &Rc<Shared>, bell: Doorbell) -> std::io::Result<Jo
             let Ok(mut guard) = fd.readable().await else {
                 return;
             };
-            guard.get_inner().drain();
-            guard.clear_ready();
+            // Read-closed is what epoll says of a wait end the peer shut down.
+            let bell = guard.get_inner();
+            if guard.ready().is_read_closed() && bell.peer_gone() {
+                tracing::warn!("a peer shut down its doorbell; no longer watching it");
+                shared.kick.notify_one();
+                return;
+            }
+            // A full batch may have left rings behind: look again first.
+            if bell.drain() < Doorbell::DRAIN_MAX {
+                guard.clear_ready();
+            }
             shared.kick.notify_one();
         }
     }))

@@ -684,9 +684,10 @@ impl DataPlane {
                         tracing::info!(up, "wire carrier set");
                     }
                     w.duplex.set_carrier(up);
-                    // Both ends must notice, even if neither asked for a signal.
+                    // Both ends must notice, even if neither asked for a signal
+                    // (we through our own bell: our wire end only waits).
                     w.duplex.wake_peer.ring();
-                    w.duplex.wake_me.ring();
+                    self.bell.ring();
                 }
             }
             #[cfg(target_os = "linux")]
@@ -1222,6 +1223,8 @@ impl DataPlane {
                 if let Some(w) = &s.wire {
                     if wire_bell.is_some_and(|i| set.ready(i)) {
                         w.duplex.wake_me.drain();
+                        // Readable for ever after: polling it again would spin.
+                        gone |= w.duplex.wake_me.peer_gone();
                     }
                     if wire_conn.is_some_and(|i| set.ready(i)) && sim::peer_gone(&w.conn) {
                         gone = true;

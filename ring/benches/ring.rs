@@ -2,14 +2,16 @@
 //!
 //! - our descriptor queue (heap- and shared-memory-backed) against `rtrb`, the in-process SPSC
 //!   reference: two threads, single items and batches of 32;
-//! - wakeup latency: an eventfd doorbell ping-pong and our queue with notification suppression
-//!   against a Unix socket ping-pong.
+//! - wakeup latency: a doorbell ping-pong (the socketpair doorbells between processes, and the
+//!   eventfd ones within one) and our queue with notification suppression, against a Unix
+//!   socket ping-pong.
 //!
 //! CPU per item is the whole process's user+system time (getrusage) over the run, divided by
 //! items: on two cores, burning a core to go fast is not free.
 //!
 //! `cargo bench -p capnet-ring --bench ring`; `RING_BENCH_MILLIONS` (default 4) sets the items
-//! per queue run, `RING_BENCH_ROUNDS` (default 20000) the ping-pong round trips.
+//! per queue run, `RING_BENCH_ROUNDS` (default 20000) the ping-pong round trips;
+//! `RING_BENCH=queue` or `RING_BENCH=pingpong` runs only that part.
 
 use std::hint::spin_loop;
 use std::io::{Read, Write};
@@ -243,8 +245,26 @@ fn shm_queue() -> (Producer, Consumer) {
     queue::shm(region, SHM_AT, CAP).unwrap()
 }
 
-/// Ping-pong over two eventfd doorbells: one round trip = two wakeups.
+/// Ping-pong over two doorbells made as between processes (socketpairs, each thread holding its
+/// wait end and the other's ring end): one round trip = two wakeups.
 fn doorbell_pingpong(rounds: u64) {
+    let (ping, ping2) = Doorbell::pair().unwrap();
+    let (pong2, pong) = Doorbell::pair().unwrap();
+    let t = thread::spawn(move || {
+        for _ in 0..rounds {
+            ping2.wait(None).unwrap();
+            pong2.ring();
+        }
+    });
+    for _ in 0..rounds {
+        ping.ring();
+        pong.wait(None).unwrap();
+    }
+    t.join().unwrap();
+}
+
+/// The same over local (eventfd) doorbells, as doorbells between processes were before.
+fn eventfd_pingpong(rounds: u64) {
     let (ping, pong) = (Doorbell::new().unwrap(), Doorbell::new().unwrap());
     let (ping2, pong2) = (ping.try_clone().unwrap(), pong.try_clone().unwrap());
     let t = thread::spawn(move || {
@@ -265,8 +285,8 @@ fn doorbell_pingpong(rounds: u64) {
 fn queue_pingpong(rounds: u64) {
     let (mut to_b, mut at_b) = queue::heap(CAP).unwrap();
     let (mut to_a, mut at_a) = queue::heap(CAP).unwrap();
-    let (wake_a, wake_b) = (Doorbell::new().unwrap(), Doorbell::new().unwrap());
-    let (wake_a2, wake_b2) = (wake_a.try_clone().unwrap(), wake_b.try_clone().unwrap());
+    let (wake_a2, wake_a) = Doorbell::pair().unwrap();
+    let (wake_b, wake_b2) = Doorbell::pair().unwrap();
     let t = thread::spawn(move || {
         for _ in 0..rounds {
             let d = recv_sleeping(&mut at_b, &wake_b2);
@@ -342,7 +362,8 @@ fn main() {
         "{:<34} {:>10} {:>10} {:<9} {:>7} {:>9} {:>9}",
         "", "", "", "", "", "CPU/op", "CPU/op"
     );
-    for batch in [1, BATCH] {
+    let part = std::env::var("RING_BENCH").unwrap_or_default();
+    for batch in [1, BATCH].into_iter().filter(|_| part != "pingpong") {
         let reference = measure(n, || rtrb_run(n, batch));
         let heap = measure(n, || {
             let (p, c) = queue::heap(CAP).unwrap();
@@ -367,18 +388,29 @@ fn main() {
             reference,
         );
     }
+    if part == "queue" {
+        return;
+    }
     let sock = measure(rounds, || socket_pingpong(rounds));
     let bell = measure(rounds, || doorbell_pingpong(rounds));
+    let local = measure(rounds, || eventfd_pingpong(rounds));
     let queue = measure(rounds, || queue_pingpong(rounds));
     row(
-        "eventfd ping-pong vs unix socket",
+        "doorbell ping-pong vs unix socket",
         "Kround/s",
         1e3,
         bell,
         sock,
     );
     row(
-        "queue+eventfd ping-pong vs socket",
+        "eventfd ping-pong vs unix socket",
+        "Kround/s",
+        1e3,
+        local,
+        sock,
+    );
+    row(
+        "queue+doorbell ping-pong vs socket",
         "Kround/s",
         1e3,
         queue,

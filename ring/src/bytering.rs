@@ -525,12 +525,12 @@ mod sockets {
     //! and the "down" ring (netsrv to application); two doorbells wake either end.
 
     use std::io;
-    use std::os::fd::{AsFd, OwnedFd};
+    use std::os::fd::OwnedFd;
     use std::sync::Arc;
 
     use super::{byte_ring_bytes, check_capacity, ByteReader, ByteWriter, ShmBytes};
     use crate::error::RingError;
-    use crate::platform::{Doorbell, SharedRegion};
+    use crate::platform::{Doorbell, End, SharedRegion};
     use crate::shm::atomic_u32_at;
     use crate::sync::{line_up, Ordering, LINE};
 
@@ -569,7 +569,8 @@ mod sockets {
 
     impl SocketRings {
         /// Creates the rings; returns the server end and, for the client, the fds
-        /// `[region, wake_server, wake_client]`.
+        /// `[region, ring_server, wait_client]` (the ring end of the server's doorbell, the wait
+        /// end of the client's).
         pub fn create(capacity: u32) -> io::Result<(ServerEnd, Vec<OwnedFd>)> {
             check_capacity(capacity)?;
             let region = Arc::new(SharedRegion::create(
@@ -577,18 +578,19 @@ mod sockets {
                 socket_region_bytes(capacity),
             )?);
             write_header(&region, capacity)?;
-            let wake_server = Doorbell::new()?;
-            let wake_client = Doorbell::new()?;
+            // Each end waits on its own doorbell and holds only the ring end of the other's.
+            let (ring_server, wait_server) = Doorbell::pair()?;
+            let (ring_client, wait_client) = Doorbell::pair()?;
             let fds = vec![
                 region.fd().try_clone_to_owned()?,
-                wake_server.as_fd().try_clone_to_owned()?,
-                wake_client.as_fd().try_clone_to_owned()?,
+                ring_server.into_fd(),
+                wait_client.into_fd(),
             ];
             let end = ServerEnd {
                 up: ByteReader::new(ShmBytes::new(region.clone(), UP, capacity)?)?,
                 down: ByteWriter::new(ShmBytes::new(region, down(capacity), capacity)?)?,
-                wake_me: wake_server,
-                wake_peer: wake_client,
+                wake_me: wait_server,
+                wake_peer: ring_client,
             };
             Ok((end, fds))
         }
@@ -596,7 +598,7 @@ mod sockets {
         /// Maps the rings from the fds [`SocketRings::create`] handed out; checks size and header.
         pub fn attach(fds: Vec<OwnedFd>, capacity: u32) -> Result<ClientEnd, RingError> {
             check_capacity(capacity)?;
-            let [region, wake_server, wake_client] = <[OwnedFd; 3]>::try_from(fds)
+            let [region, ring_server, wait_client] = <[OwnedFd; 3]>::try_from(fds)
                 .map_err(|_| RingError::Layout("socket rings need exactly 3 fds"))?;
             let region = Arc::new(SharedRegion::from_fd(
                 region,
@@ -606,8 +608,8 @@ mod sockets {
             Ok(ClientEnd {
                 up: ByteWriter::new(ShmBytes::new(region.clone(), UP, capacity)?)?,
                 down: ByteReader::new(ShmBytes::new(region, down(capacity), capacity)?)?,
-                wake_me: Doorbell::from_peer_fd(wake_client)?,
-                wake_peer: Doorbell::from_peer_fd(wake_server)?,
+                wake_me: Doorbell::from_peer_fd(wait_client, End::Wait)?,
+                wake_peer: Doorbell::from_peer_fd(ring_server, End::Ring)?,
             })
         }
     }

@@ -10,17 +10,18 @@
 //! ...  channel B->A
 //! ```
 //!
-//! A keeps `[region, wake_a, wake_b]` for B; B maps the region only if it is a sealed memfd of
+//! A keeps `[region, ring_a, wait_b]` for B (the ring end of A's doorbell, the wait end of B's:
+//! see [`crate::platform::Doorbell::pair`]); B maps the region only if it is a sealed memfd of
 //! the exact size and its header matches the layout B expects.
 
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
 
 use crate::channel::{ChannelLayout, ChannelReceiver, ChannelSender};
 use crate::error::RingError;
-use crate::platform::{Doorbell, SharedRegion};
+use crate::platform::{Doorbell, End, SharedRegion};
 use crate::shm::atomic_u32_at;
 use crate::sync::{Ordering, LINE};
 
@@ -52,24 +53,25 @@ pub struct Duplex {
 }
 
 impl Duplex {
-    /// Creates the link; returns side A and the fds `[region, wake_a, wake_b]` for side B.
+    /// Creates the link; returns side A and the fds `[region, ring_a, wait_b]` for side B.
     pub fn create(name: &str, layout: ChannelLayout) -> io::Result<(Duplex, Vec<OwnedFd>)> {
         layout.check()?;
         let region = Arc::new(SharedRegion::create(name, Duplex::region_bytes(layout))?);
         write_header(&region, layout)?;
-        let wake_a = Doorbell::new()?;
-        let wake_b = Doorbell::new()?;
+        // Each side waits on its own doorbell and holds only the ring end of the other's.
+        let (ring_a, wait_a) = Doorbell::pair()?;
+        let (ring_b, wait_b) = Doorbell::pair()?;
         let fds = vec![
             region.fd().try_clone_to_owned()?,
-            wake_a.as_fd().try_clone_to_owned()?,
-            wake_b.as_fd().try_clone_to_owned()?,
+            ring_a.into_fd(),
+            wait_b.into_fd(),
         ];
         let (tx_at, rx_at) = channel_offsets(Side::A, layout);
         let end = Duplex {
             tx: ChannelSender::attach(region.clone(), tx_at, layout)?,
             rx: ChannelReceiver::attach(region.clone(), rx_at, layout)?,
-            wake_me: wake_a,
-            wake_peer: wake_b,
+            wake_me: wait_a,
+            wake_peer: ring_b,
             region,
             side: Side::A,
         };
@@ -79,7 +81,7 @@ impl Duplex {
     /// Side B, from the fds [`Duplex::create`] handed out; validates size, seals and header.
     pub fn attach(fds: Vec<OwnedFd>, layout: ChannelLayout) -> Result<Duplex, RingError> {
         layout.check()?;
-        let [region, wake_a, wake_b] = <[OwnedFd; 3]>::try_from(fds)
+        let [region, ring_a, wait_b] = <[OwnedFd; 3]>::try_from(fds)
             .map_err(|_| RingError::Layout("duplex needs exactly 3 fds"))?;
         let region = Arc::new(SharedRegion::from_fd(region, Duplex::region_bytes(layout))?);
         check_header(&region, layout)?;
@@ -87,8 +89,8 @@ impl Duplex {
         Ok(Duplex {
             tx: ChannelSender::attach(region.clone(), tx_at, layout)?,
             rx: ChannelReceiver::attach(region.clone(), rx_at, layout)?,
-            wake_me: Doorbell::from_peer_fd(wake_b)?,
-            wake_peer: Doorbell::from_peer_fd(wake_a)?,
+            wake_me: Doorbell::from_peer_fd(wait_b, End::Wait)?,
+            wake_peer: Doorbell::from_peer_fd(ring_a, End::Ring)?,
             region,
             side: Side::B,
         })
@@ -268,7 +270,7 @@ mod tests {
             Duplex::attach(fake, LAYOUT),
             Err(RingError::Layout(_))
         ));
-        // A doorbell that is not an eventfd.
+        // A doorbell that is not a datagram socket.
         let mut fake = dup(&fds);
         fake[1] = std::fs::File::open("/dev/null").unwrap().into();
         assert!(matches!(

@@ -151,7 +151,7 @@ pub fn read_token(sock: BorrowedFd<'_>) -> io::Result<Option<Token>> {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
-    use crate::platform::Doorbell;
+    use crate::platform::{Doorbell, End};
     use std::os::unix::net::UnixStream;
 
     fn bell_fd() -> OwnedFd {
@@ -197,8 +197,8 @@ mod tests {
     fn handoff_over_a_socketpair() {
         let (client, server) = UnixStream::pair().unwrap();
         let table = HandoffTable::new();
-        let bell = Doorbell::new().unwrap();
-        let tok = table.offer(vec![bell.try_clone().unwrap().into_fd()]);
+        let (button, bell) = Doorbell::pair().unwrap();
+        let tok = table.offer(vec![button.into_fd()]);
         let provider = std::thread::spawn(move || {
             let mut answered = vec![];
             while let Some(t) = read_token(server.as_fd()).unwrap() {
@@ -207,7 +207,8 @@ mod tests {
             answered
         });
         let fds = redeem(client.as_fd(), &tok, 1).unwrap();
-        Doorbell::from_fd(fds.into_iter().next().unwrap()).ring();
+        let fd = fds.into_iter().next().unwrap();
+        Doorbell::from_peer_fd(fd, End::Ring).unwrap().ring();
         assert_eq!(bell.drain(), 1, "the fd is the provider's doorbell");
         let again = redeem(client.as_fd(), &tok, 1).unwrap_err();
         assert_eq!(again.kind(), io::ErrorKind::PermissionDenied);

@@ -10,7 +10,7 @@
 //! - [`duplex`]: two channels, a link-state word and two doorbells in one region; both a NIC port
 //!   (nicdrv <-> netsrv) and the simulated wire (nicdrv <-> nicdrv) are made of it.
 //! - [`bytering`]: an SPSC byte stream for socket data, and [`SocketRings`] holding one per direction.
-//! - [`platform`]: the OS seam (memfd regions, eventfd doorbells, SCM_RIGHTS); [`handoff`] moves
+//! - [`platform`]: the OS seam (memfd regions, socketpair doorbells, SCM_RIGHTS); [`handoff`] moves
 //!   fds beside Cap'n Proto, which cannot carry them.
 //!
 //! Peers are untrusted: an impossible index or descriptor is [`RingError::Corrupt`], never a panic
@@ -49,4 +49,4 @@ pub use duplex::{Duplex, Side};
 #[cfg(not(loom))]
 pub use handoff::{redeem, HandoffTable, Token, CONNECT_HANDOFF, CONNECT_RPC};
 #[cfg(not(loom))]
-pub use platform::{clear_cloexec, random_bytes, recv_fds, send_fds, Doorbell, SharedRegion};
+pub use platform::{clear_cloexec, random_bytes, recv_fds, send_fds, Doorbell, End, SharedRegion};

@@ -151,7 +151,8 @@ fn scribble(region: &OwnedFd, fill: impl Fn(usize) -> u8) {
 
 fn ring(fd: &OwnedFd) {
     let one: u64 = 1;
-    // SAFETY: writing 8 bytes from a valid u64 to an eventfd.
+    // SAFETY: writing 8 bytes from a valid u64 to a doorbell fd (an 8-byte
+    // datagram on its socket).
     unsafe { libc::write(fd.as_raw_fd(), &one as *const u64 as *const libc::c_void, 8) };
 }
 
@@ -245,4 +246,412 @@ fn junk_frames_on_the_wire_are_dropped_and_counted() {
     good_transfer(&a.net().unwrap(), &b.net().unwrap(), 5300, 4 << 20)
         .join()
         .unwrap();
+}
+
+/// VmRSS (KiB) and thread count of a process.
+fn rss_and_threads(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| -> u64 {
+        let line = status.lines().find(|l| l.starts_with(name)).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    };
+    (field("VmRSS:"), field("Threads:"))
+}
+
+/// Everything a client can do to a doorbell fd it holds, whatever kind it
+/// is: an eventfd is filled to its maximum count, a socket gets tiny buffers
+/// and as many datagrams as it takes; then the fd is made blocking (the flag
+/// lives in the open file description, which the client shares with the
+/// service if the fd is a dup of the service's). Repeated, it undoes what
+/// the service drained.
+fn block_and_fill(fd: &OwnedFd) {
+    let raw = fd.as_raw_fd();
+    // SAFETY: plain fcntl on a live fd.
+    let flags = unsafe { libc::fcntl(raw, libc::F_GETFL) };
+    // SAFETY: plain fcntl on a live fd (non-blocking while we fill it).
+    unsafe { libc::fcntl(raw, libc::F_SETFL, flags | libc::O_NONBLOCK) };
+    let kind = std::fs::read_link(format!("/proc/self/fd/{raw}")).unwrap();
+    if kind.as_os_str() == "anon_inode:[eventfd]" {
+        let full: u64 = 0xffff_ffff_ffff_fffe;
+        // A few tries: the service may ring between our read and write.
+        for _ in 0..100 {
+            let mut n = 0u64;
+            // SAFETY: 8-byte read into and write from live u64s on a live fd
+            // (still non-blocking here).
+            let wrote = unsafe {
+                libc::read(raw, (&mut n as *mut u64).cast(), 8);
+                libc::write(raw, (&full as *const u64).cast(), 8)
+            };
+            if wrote == 8 {
+                break;
+            }
+        }
+    } else {
+        let small: libc::c_int = 1;
+        for opt in [libc::SO_SNDBUF, libc::SO_RCVBUF] {
+            // SAFETY: a valid int option for the call.
+            unsafe {
+                libc::setsockopt(
+                    raw,
+                    libc::SOL_SOCKET,
+                    opt,
+                    (&small as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+        }
+        let junk = [0u8; 2048];
+        // SAFETY: sends from a live buffer, never blocking.
+        while unsafe { libc::send(raw, junk.as_ptr().cast(), junk.len(), libc::MSG_DONTWAIT) } > 0 {
+        }
+    }
+    // SAFETY: plain fcntl on a live fd.
+    assert_eq!(
+        unsafe { libc::fcntl(raw, libc::F_SETFL, flags & !libc::O_NONBLOCK) },
+        0
+    );
+}
+
+/// A hostile client's view of its socket's rings: it asks for every signal
+/// (all four `wanted` flags) and takes whatever arrives in the receive ring
+/// without reading it, so that netsrv keeps writing and ringing.
+struct Greedy {
+    base: *mut u8,
+    len: usize,
+    /// Offsets of the up and down byte rings.
+    rings: [usize; 2],
+}
+
+impl Greedy {
+    const LINE: usize = 128;
+
+    fn map(region: &OwnedFd) -> Greedy {
+        // SAFETY: fstat on a valid fd into a zeroed stat buffer.
+        let len = unsafe {
+            let mut st: libc::stat = std::mem::zeroed();
+            assert_eq!(libc::fstat(region.as_raw_fd(), &mut st), 0);
+            st.st_size as usize
+        };
+        let capacity = (4..31)
+            .map(|b| 1u32 << b)
+            .find(|&c| capnet_ring::bytering::socket_region_bytes(c) == len)
+            .unwrap();
+        // SAFETY: a fresh shared mapping of the whole memfd.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                region.as_raw_fd(),
+                0,
+            )
+        };
+        assert_ne!(base, libc::MAP_FAILED);
+        let down = Self::LINE + capnet_ring::byte_ring_bytes(capacity);
+        Greedy {
+            base: base.cast(),
+            len,
+            rings: [Self::LINE, down],
+        }
+    }
+
+    fn word(&self, offset: usize) -> &std::sync::atomic::AtomicU32 {
+        assert!(offset.is_multiple_of(4) && offset + 4 <= self.len);
+        // SAFETY: an aligned u32 inside the live mapping (checked above),
+        // only ever accessed atomically by both processes.
+        unsafe { &*(self.base.add(offset) as *const std::sync::atomic::AtomicU32) }
+    }
+
+    fn step(&self) {
+        use std::sync::atomic::Ordering::SeqCst;
+        // Each ring's header: writer line (tail), reader line (head), then
+        // data_wanted and space_wanted on a line each.
+        for ring in self.rings {
+            self.word(ring + 2 * Self::LINE).store(1, SeqCst);
+            self.word(ring + 3 * Self::LINE).store(1, SeqCst);
+        }
+        let down = self.rings[1];
+        let tail = self.word(down).load(SeqCst);
+        self.word(down + Self::LINE).store(tail, SeqCst);
+    }
+}
+
+impl Drop for Greedy {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly what `map` mapped; no reference outlives self.
+        unsafe { libc::munmap(self.base.cast(), self.len) };
+    }
+}
+
+/// Datagrams queued at a doorbell's wait end, taken.
+fn drain_count(fd: impl AsFd) -> u32 {
+    let mut n = 0;
+    let mut byte = 0u8;
+    // SAFETY: non-blocking 1-byte receives into a live u8.
+    while unsafe {
+        libc::recv(
+            fd.as_fd().as_raw_fd(),
+            (&mut byte as *mut u8).cast(),
+            1,
+            libc::MSG_DONTWAIT,
+        )
+    } > 0
+    {
+        n += 1;
+    }
+    n
+}
+
+/// Issue 10, hole 2: a client that makes its doorbells blocking and full
+/// and keeps asking for signals while data arrives for it. With eventfds
+/// shared with the client, netsrv's next ring blocked in write(2) for ever
+/// and every client on the host froze; now the transfer of another client
+/// goes on, and netsrv stays the same process with bounded threads and RSS.
+#[test]
+fn doorbells_a_client_made_blocking_stall_nobody() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+    let scratch = Scratch::new("bells");
+    let (a, b) = two_hosts(&scratch, "");
+    let (na, nb) = (a.net().unwrap(), b.net().unwrap());
+    let netsrv = a.process("netsrv").unwrap().pid;
+    let (rss0, threads0) = rss_and_threads(netsrv);
+    // The hostile socket's peer keeps sending, so netsrv keeps writing into
+    // the socket's receive ring and answering its `wanted` flag.
+    let stop = Arc::new(AtomicBool::new(false));
+    let listener = nb.tcp_listen(addr("0.0.0.0:5400"), 4).unwrap();
+    let fed = std::thread::spawn({
+        let stop = stop.clone();
+        move || {
+            let (s, _) = listener.accept().unwrap();
+            s.set_write_timeout(Some(Duration::from_millis(100)))
+                .unwrap();
+            let mut sent = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                match (&s).write(&[7u8; 1024]) {
+                    Ok(n) => sent += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+                    Err(_) => break,
+                }
+            }
+            sent
+        }
+    });
+    let (fds, done) = raw_ring_socket(&a.socket, addr("10.0.0.2:5400"));
+    for fd in &fds[1..] {
+        block_and_fill(fd);
+    }
+    let asker = std::thread::spawn({
+        let stop = stop.clone();
+        let region = fds[0].try_clone().unwrap();
+        move || {
+            let greedy = Greedy::map(&region);
+            while !stop.load(Ordering::Relaxed) {
+                greedy.step();
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    });
+    let good = good_transfer(&na, &nb, 5401, 64 << 20);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !good.is_finished() {
+        assert!(
+            Instant::now() < deadline,
+            "the good transfer froze: netsrv blocked on a hostile client's doorbell"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    good.join().unwrap();
+    // The attack was real: netsrv kept ringing the blocked doorbell until
+    // no more rings fit, as many as a doorbell of our own holds.
+    let pending = drain_count(&fds[2]);
+    let (ours, mine) = capnet_ring::Doorbell::pair().unwrap();
+    for _ in 0..10_000 {
+        ours.ring();
+    }
+    let full = drain_count(mine.as_fd());
+    assert!(pending >= full, "netsrv rang {pending} times, {full} fit");
+    let (rss, threads) = rss_and_threads(netsrv);
+    assert!(
+        threads <= threads0 + 2,
+        "netsrv threads {threads0} -> {threads}"
+    );
+    assert!(
+        rss <= rss0 + 64 * 1024,
+        "netsrv RSS {rss0} KiB -> {rss} KiB"
+    );
+    let p = a.process("netsrv").unwrap();
+    assert_eq!(
+        (p.pid, p.state.as_str(), p.restarts),
+        (netsrv, "running", 0)
+    );
+    stop.store(true, Ordering::Relaxed);
+    asker.join().unwrap();
+    drop((done, fds));
+    assert!(fed.join().unwrap() > 0, "data reached the hostile socket");
+    println!(
+        "netsrv RSS {rss0} -> {rss} KiB, threads {threads0} -> {threads}; {pending} rings queued"
+    );
+}
+
+/// Like [`raw_ring_socket`], through tlsd: a TLS connection made with raw
+/// capnp on `tls.sock`, its rings taken with the handoff. Dropping the
+/// returned sender drops the TLS socket capability (tlsd cancels the
+/// session); the ring fds stay with the caller.
+fn raw_tls_ring_socket(
+    tls_sock: &Path,
+    remote: SocketAddr,
+) -> (Vec<OwnedFd>, std::sync::mpsc::Sender<()>) {
+    use capnet_schema::tls_capnp::tls;
+    let socket = tls_sock.to_path_buf();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let local = tokio::task::LocalSet::new();
+        local.block_on(&rt, async move {
+            let mut s = UnixStream::connect(&socket).unwrap();
+            s.write_all(&[CONNECT_RPC]).unwrap();
+            s.set_nonblocking(true).unwrap();
+            let tls: tls::Client = transport::connect(tokio::net::UnixStream::from_std(s).unwrap());
+            let mut req = tls.connect_request();
+            {
+                let mut p = req.get();
+                let mut ra = p.reborrow().init_remote();
+                ra.set_ip(&[10, 0, 0, 2]);
+                ra.set_port(remote.port());
+                p.set_server_name("capnet.test");
+                p.init_options();
+            }
+            let resp = req.send().promise.await.unwrap();
+            let sock = resp.get().unwrap().get_socket().unwrap();
+            // The answer holds the capability too.
+            drop(resp);
+            let g = sock.open_rings_request().send().promise.await.unwrap();
+            let token =
+                Token::from_slice(g.get().unwrap().get_grant().unwrap().get_token().unwrap())
+                    .unwrap();
+            let h = UnixStream::connect(&socket).unwrap();
+            (&h).write_all(&[CONNECT_HANDOFF]).unwrap();
+            let fds = handoff::redeem(h.as_fd(), &token, 3).unwrap();
+            tx.send(fds).unwrap();
+            while done_rx.try_recv() == Err(std::sync::mpsc::TryRecvError::Empty) {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            drop(sock);
+            // Keep the connection up while tlsd cancels the session.
+            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        });
+    });
+    (rx.recv().unwrap(), done_tx)
+}
+
+/// Hole 2 through tlsd: the same client, on a TLS socket. With eventfds,
+/// tlsd's session thread blocked ringing the client, and `cancel` (on
+/// tlsd's one capnp thread) blocked ringing the session through a doorbell
+/// the client had made blocking and full: no TLS client got through again.
+#[test]
+fn tls_doorbells_a_client_made_blocking_stall_nobody() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+    let scratch = Scratch::new("tlsbells");
+    let tls = capnet_tests::tls_section(None);
+    let (a_dir, b_dir) = (scratch.0.join("a"), scratch.0.join("b"));
+    let config = |n| format!("{}{tls}", capnet_tests::sim_config(n, ""));
+    let a = capnet::host::Host::start(&config(1), &a_dir, &a_dir).unwrap();
+    let b = capnet::host::Host::start(&config(2), &b_dir, &a_dir).unwrap();
+    let tlsd = a.process("tlsd").unwrap().pid;
+    let (rss0, threads0) = rss_and_threads(tlsd);
+    let options = libclient::TlsOptions::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let server_tls = b.tls().unwrap();
+    let listener = server_tls
+        .listen(addr("0.0.0.0:5500"), 4, &options)
+        .unwrap();
+    let fed = std::thread::spawn({
+        let stop = stop.clone();
+        move || {
+            let (s, _) = listener.accept().unwrap();
+            s.set_write_timeout(Some(Duration::from_millis(100)))
+                .unwrap();
+            while !stop.load(Ordering::Relaxed) {
+                match (&s).write(&[7u8; 1024]) {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+                    Err(_) => break,
+                }
+            }
+        }
+    });
+    let (fds, done) = raw_tls_ring_socket(&a.run_dir.join("tls.sock"), addr("10.0.0.2:5500"));
+    let attack = Arc::new(AtomicBool::new(true));
+    let asker = std::thread::spawn({
+        let attack = attack.clone();
+        let fds: Vec<OwnedFd> = fds.iter().map(|f| f.try_clone().unwrap()).collect();
+        move || {
+            let greedy = Greedy::map(&fds[0]);
+            while attack.load(Ordering::Relaxed) {
+                greedy.step();
+                for fd in &fds[1..] {
+                    block_and_fill(fd);
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    attack.store(false, Ordering::Relaxed);
+    asker.join().unwrap();
+    // The session's last ring meets a full blocking doorbell (with an
+    // eventfd it then sleeps for ever and drains nothing); the doorbell it
+    // sleeps on is made full and blocking once more.
+    std::thread::sleep(Duration::from_millis(300));
+    block_and_fill(&fds[1]);
+    // The application goes away: tlsd cancels the session, ringing that
+    // doorbell from its capnp thread.
+    drop(done);
+    std::thread::sleep(Duration::from_millis(300));
+    let (na, nb) = (a.tls().unwrap(), b.tls().unwrap());
+    let good = std::thread::spawn(move || {
+        let listener = nb.listen(addr("0.0.0.0:5501"), 4, &options).unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            receive_all(&mut s).unwrap()
+        });
+        let s = na
+            .connect_stream(addr("10.0.0.2:5501"), "capnet.test", &options)
+            .unwrap();
+        let sent = send_pattern(&mut &s, 5, 64 << 20).unwrap();
+        s.shutdown(Shutdown::Write).unwrap();
+        let (n, got) = server.join().unwrap();
+        assert_eq!(n, 64 << 20);
+        assert_eq!(got, sent);
+    });
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !good.is_finished() {
+        assert!(
+            Instant::now() < deadline,
+            "the good TLS transfer froze: tlsd blocked on a hostile client's doorbell"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    good.join().unwrap();
+    let (rss, threads) = rss_and_threads(tlsd);
+    assert!(
+        threads <= threads0 + 2,
+        "tlsd threads {threads0} -> {threads}"
+    );
+    assert!(rss <= rss0 + 64 * 1024, "tlsd RSS {rss0} KiB -> {rss} KiB");
+    let p = a.process("tlsd").unwrap();
+    assert_eq!((p.pid, p.state.as_str(), p.restarts), (tlsd, "running", 0));
+    stop.store(true, Ordering::Relaxed);
+    drop(fds);
+    fed.join().unwrap();
+    println!("tlsd RSS {rss0} -> {rss} KiB, threads {threads0} -> {threads}");
 }

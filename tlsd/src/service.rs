@@ -587,12 +587,13 @@ impl tls_socket::Server for TlsSocketServer {
         let Some(sender) = self.rings.borrow_mut().take() else {
             return Err(SocketError::Invalid.to_capnp("the rings are already open"));
         };
-        let (server_end, fds) = SocketRings::create(SOCKET_RING_BYTES)
+        let (mut server_end, fds) = SocketRings::create(SOCKET_RING_BYTES)
             .map_err(|e| SocketError::Busy.to_capnp(format_args!("shared memory: {e}")))?;
-        let wake = server_end
-            .wake_me
-            .try_clone()
-            .map_err(|e| SocketError::Busy.to_capnp(format_args!("doorbell: {e}")))?;
+        // `cancel` wakes the session from this process: its ring goes to a
+        // private eventfd, never to anything the application holds.
+        let doorbell = |e| SocketError::Busy.to_capnp(format_args!("doorbell: {e}"));
+        server_end.wake_me = server_end.wake_me.with_local_ring().map_err(doorbell)?;
+        let wake = server_end.wake_me.try_clone().map_err(doorbell)?;
         sender
             .send(server_end)
             .map_err(|_| SocketError::Closed.to_capnp("the session has ended"))?;

@@ -3,7 +3,7 @@
 //! connection's record layer between them.
 //!
 //! Each session runs on its own thread with a small mio loop over two
-//! eventfds: the application's doorbell and the TCP stream's. It polls
+//! doorbells: the application's and the TCP stream's. It polls
 //! while there is work and sleeps on the doorbells otherwise, like every
 //! capnet data path.
 

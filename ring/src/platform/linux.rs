@@ -1,10 +1,13 @@
-//! Linux: memfd + mmap regions, eventfd doorbells, SCM_RIGHTS fd passing, getrandom.
+//! Linux: memfd + mmap regions, socketpair and eventfd doorbells, SCM_RIGHTS fd passing,
+//! getrandom.
 
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
-use std::time::{Duration, Instant};
+
+mod doorbell;
+pub use doorbell::{Doorbell, End};
 
 /// Seals every region carries: it can never shrink under a mapping (SIGBUS) or grow, and the
 /// seal set itself is final.
@@ -137,125 +140,6 @@ fn seals(fd: BorrowedFd<'_>) -> io::Result<libc::c_int> {
             _ => e,
         }
     })
-}
-
-/// An eventfd used as a doorbell: ring adds one, wait sleeps until non-zero and drains.
-#[derive(Debug)]
-pub struct Doorbell {
-    fd: OwnedFd,
-}
-
-impl Doorbell {
-    pub fn new() -> io::Result<Doorbell> {
-        // SAFETY: plain syscall.
-        let fd = cvt(unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) })?;
-        // SAFETY: eventfd returned a fresh fd that nothing else owns.
-        Ok(Doorbell::from_fd(unsafe { OwnedFd::from_raw_fd(fd) }))
-    }
-
-    /// Wraps an eventfd received from a peer (it must be non-blocking: the peer created it).
-    pub fn from_fd(fd: OwnedFd) -> Doorbell {
-        Doorbell { fd }
-    }
-
-    /// Wraps a doorbell fd from an untrusted peer: it must be a non-blocking eventfd, else
-    /// `InvalidData` (a blocking or foreign fd could stall or misdirect [`Self::ring`]).
-    pub fn from_peer_fd(fd: OwnedFd) -> io::Result<Doorbell> {
-        match std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())) {
-            Ok(target) if target.as_os_str() != "anon_inode:[eventfd]" => {
-                return Err(invalid("doorbell is not an eventfd"));
-            }
-            Ok(_) => {}
-            // Without /proc we cannot tell the kind; the non-blocking check still holds.
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
-        // SAFETY: plain fcntl query.
-        let fl = cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) })?;
-        if fl & libc::O_NONBLOCK == 0 {
-            return Err(invalid("doorbell fd is blocking"));
-        }
-        Ok(Doorbell { fd })
-    }
-
-    /// Wakes the waiter. Errors are ignored: EAGAIN means the counter is saturated, i.e. rung.
-    pub fn ring(&self) {
-        let one: u64 = 1;
-        // SAFETY: writes 8 bytes from a live u64.
-        unsafe { libc::write(self.fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
-    }
-
-    /// Takes all pending rings without blocking; 0 if none.
-    pub fn drain(&self) -> u64 {
-        let mut n: u64 = 0;
-        // SAFETY: reads at most 8 bytes into a live u64.
-        let r = unsafe { libc::read(self.fd.as_raw_fd(), (&mut n as *mut u64).cast(), 8) };
-        if r == 8 {
-            n
-        } else {
-            0
-        }
-    }
-
-    /// Sleeps until rung (then drains) or until `timeout`; false on timeout. EINTR is retried.
-    pub fn wait(&self, timeout: Option<Duration>) -> io::Result<bool> {
-        let deadline = timeout.map(|t| Instant::now() + t);
-        loop {
-            if poll_in(self.fd.as_fd(), deadline)? {
-                self.drain();
-                return Ok(true);
-            }
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                return Ok(false);
-            }
-        }
-    }
-
-    pub fn try_clone(&self) -> io::Result<Doorbell> {
-        Ok(Doorbell::from_fd(self.fd.try_clone()?))
-    }
-
-    /// The eventfd, e.g. to hand to a peer.
-    pub fn into_fd(self) -> OwnedFd {
-        self.fd
-    }
-}
-
-impl AsFd for Doorbell {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
-    }
-}
-
-impl AsRawFd for Doorbell {
-    fn as_raw_fd(&self) -> RawFd {
-        self.fd.as_raw_fd()
-    }
-}
-
-/// One poll(POLLIN) until `deadline`; Ok(false) on timeout or EINTR (the caller loops).
-fn poll_in(fd: BorrowedFd<'_>, deadline: Option<Instant>) -> io::Result<bool> {
-    let ms = match deadline {
-        None => -1,
-        Some(d) => timeout_ms(d.saturating_duration_since(Instant::now())),
-    };
-    let mut pfd = libc::pollfd {
-        fd: fd.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd.
-    match cvt(unsafe { libc::poll(&mut pfd, 1, ms) }) {
-        Ok(n) => Ok(n > 0),
-        Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(false),
-        Err(e) => Err(e),
-    }
-}
-
-/// Rounds up, so that a short timeout never turns into a busy poll(0) loop.
-fn timeout_ms(d: Duration) -> libc::c_int {
-    let ms = d.as_nanos().div_ceil(1_000_000);
-    ms.min(libc::c_int::MAX as u128) as libc::c_int
 }
 
 /// Bytes of control buffer for `n` fds, in u64 words (cmsg wants size_t alignment).
@@ -490,58 +374,17 @@ mod tests {
     }
 
     #[test]
-    fn doorbell_ring_drain_wait() {
-        let b = Doorbell::new().unwrap();
-        assert_eq!(b.drain(), 0);
-        b.ring();
-        b.ring();
-        assert_eq!(b.drain(), 2);
-        assert!(!b.wait(Some(Duration::from_millis(5))).unwrap());
-        b.ring();
-        assert!(b.wait(Some(Duration::from_millis(5))).unwrap());
-        assert_eq!(b.drain(), 0, "wait drains");
-    }
-
-    #[test]
-    fn peer_doorbell_must_be_a_nonblocking_eventfd() {
-        let b = Doorbell::new().unwrap();
-        assert!(Doorbell::from_peer_fd(b.try_clone().unwrap().into_fd()).is_ok());
-        let null: OwnedFd = std::fs::File::open("/dev/null").unwrap().into();
-        assert_eq!(
-            Doorbell::from_peer_fd(null).unwrap_err().kind(),
-            io::ErrorKind::InvalidData
-        );
-        // SAFETY: plain syscall.
-        let blocking = cvt(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) }).unwrap();
-        // SAFETY: fresh fd owned by nobody else.
-        let blocking = unsafe { OwnedFd::from_raw_fd(blocking) };
-        assert_eq!(
-            Doorbell::from_peer_fd(blocking).unwrap_err().kind(),
-            io::ErrorKind::InvalidData
-        );
-    }
-
-    #[test]
-    fn doorbell_wakes_another_thread_through_a_clone() {
-        let b = Doorbell::new().unwrap();
-        let peer = Doorbell::from_fd(b.try_clone().unwrap().into_fd());
-        let t = std::thread::spawn(move || peer.wait(None).unwrap());
-        std::thread::sleep(Duration::from_millis(10));
-        b.ring();
-        assert!(t.join().unwrap());
-    }
-
-    #[test]
     fn fds_travel_over_a_socketpair() {
         let (a, b) = socketpair();
         let region = SharedRegion::create("t", 4096).unwrap();
-        let bell = Doorbell::new().unwrap();
-        send_fds(a.as_fd(), b"hi", &[region.fd(), bell.as_fd()]).unwrap();
+        let (button, bell) = Doorbell::pair().unwrap();
+        send_fds(a.as_fd(), b"hi", &[region.fd(), button.as_fd()]).unwrap();
+        drop(button);
         let mut buf = [0u8; 8];
         let (n, mut fds) = recv_fds(b.as_fd(), &mut buf, 4).unwrap();
         assert_eq!(&buf[..n], b"hi");
         assert_eq!(fds.len(), 2);
-        let peer_bell = Doorbell::from_fd(fds.pop().unwrap());
+        let peer_bell = Doorbell::from_peer_fd(fds.pop().unwrap(), End::Ring).unwrap();
         let peer_region = SharedRegion::from_fd(fds.pop().unwrap(), 4096).unwrap();
         // SAFETY: test-only byte access.
         unsafe { *region.as_ptr() = 7 };
@@ -596,12 +439,5 @@ mod tests {
         // SAFETY: plain fcntl query.
         let fl = unsafe { libc::fcntl(b.as_raw_fd(), libc::F_GETFD) };
         assert_eq!(fl & libc::FD_CLOEXEC, 0);
-    }
-
-    #[test]
-    fn timeouts_round_up() {
-        assert_eq!(timeout_ms(Duration::from_micros(1)), 1);
-        assert_eq!(timeout_ms(Duration::ZERO), 0);
-        assert_eq!(timeout_ms(Duration::from_secs(u64::MAX)), libc::c_int::MAX);
     }
 }

@@ -1,6 +1,7 @@
 //! The OS seam: shared memory regions, doorbells, fd passing, randomness.
 //!
-//! Linux implements it with memfd (sealed against resizing), eventfd and SCM_RIGHTS. Everything
+//! Linux implements it with memfd (sealed against resizing), datagram socketpairs (doorbells
+//! between processes), eventfd (doorbells within one) and SCM_RIGHTS. Everything
 //! else in the crate only uses these names, so porting to Redox means filling in `redox.rs`
 //! (today it compiles and answers `io::ErrorKind::Unsupported`).
 

@@ -42,6 +42,13 @@ impl SharedRegion {
     }
 }
 
+/// Which end of a doorbell between processes this is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum End {
+    Ring,
+    Wait,
+}
+
 /// Holds the fd so that ownership works the same; ringing is not wired up yet.
 #[derive(Debug)]
 pub struct Doorbell {
@@ -49,14 +56,19 @@ pub struct Doorbell {
 }
 
 impl Doorbell {
+    pub const DRAIN_MAX: u64 = 64;
+
     pub fn new() -> io::Result<Doorbell> {
         unsupported()
     }
-    pub fn from_fd(fd: OwnedFd) -> Doorbell {
-        Doorbell { fd }
+    pub fn pair() -> io::Result<(Doorbell, Doorbell)> {
+        unsupported()
     }
-    pub fn from_peer_fd(fd: OwnedFd) -> io::Result<Doorbell> {
+    pub fn from_peer_fd(fd: OwnedFd, _end: End) -> io::Result<Doorbell> {
         Ok(Doorbell { fd })
+    }
+    pub fn with_local_ring(self) -> io::Result<Doorbell> {
+        Ok(self)
     }
     pub fn ring(&self) {}
     pub fn drain(&self) -> u64 {
@@ -65,8 +77,13 @@ impl Doorbell {
     pub fn wait(&self, _timeout: Option<Duration>) -> io::Result<bool> {
         unsupported()
     }
+    pub fn peer_gone(&self) -> bool {
+        false
+    }
     pub fn try_clone(&self) -> io::Result<Doorbell> {
-        Ok(Doorbell::from_fd(self.fd.try_clone()?))
+        Ok(Doorbell {
+            fd: self.fd.try_clone()?,
+        })
     }
     pub fn into_fd(self) -> OwnedFd {
         self.fd
