@@ -20,6 +20,10 @@ pub enum Misbehave {
     Silent,
     /// The ring handoff takes the token and never answers.
     Handoff,
+    /// The port's doorbells are jammed: every doorbell fd the driver can
+    /// reach (its own and a kept copy of netsrv's) made blocking and kept
+    /// full, as a hostile driver would to stall whoever rings or drains.
+    Doorbell,
 }
 
 /// The hook's setting (read once).
@@ -31,6 +35,7 @@ pub fn get() -> Misbehave {
             Ok("mtu") => Misbehave::Mtu,
             Ok("silent") => Misbehave::Silent,
             Ok("handoff") => Misbehave::Handoff,
+            Ok("doorbell") => Misbehave::Doorbell,
             Ok(other) => {
                 tracing::error!(kind = other, "unknown {VAR}; behaving");
                 return Misbehave::No;
@@ -47,4 +52,38 @@ pub fn reported_mtu(mtu: u32) -> u32 {
         Misbehave::Mtu => 65000,
         _ => mtu,
     }
+}
+
+/// With [`Misbehave::Doorbell`]: jams `fds` from a thread of its own, for
+/// the life of the process (clears O_NONBLOCK on each, fills each one's
+/// peer with rings, every millisecond).
+pub fn jam_doorbells(fds: Vec<std::os::fd::OwnedFd>) {
+    use std::os::fd::AsRawFd;
+    let _ = std::thread::Builder::new()
+        .name("nicdrv-jam".into())
+        .spawn(move || loop {
+            for fd in &fds {
+                let fd = fd.as_raw_fd();
+                // SAFETY: fcntl and send on fds this thread owns, from a
+                // live one-byte buffer; errors (a shut end, a full queue)
+                // are what the jam is after and are ignored.
+                unsafe {
+                    let fl = libc::fcntl(fd, libc::F_GETFL);
+                    libc::fcntl(fd, libc::F_SETFL, fl & !libc::O_NONBLOCK);
+                    let b = 1u8;
+                    for _ in 0..1024 {
+                        let r = libc::send(
+                            fd,
+                            (&b as *const u8).cast(),
+                            1,
+                            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                        );
+                        if r < 0 {
+                            break;
+                        }
+                    }
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        });
 }

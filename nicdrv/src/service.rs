@@ -15,6 +15,7 @@ use capnet_schema::transport;
 use capnp::capability::Rc as CapRc;
 use std::cell::{Cell, RefCell};
 use std::future::Future;
+use std::os::fd::AsFd;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -167,6 +168,16 @@ impl Control {
         let session = self.new_id();
         let (duplex, fds) = Duplex::create(&format!("nicdrv-{}", self.info.name), self.layout)
             .map_err(|e| capnp::Error::failed(format!("creating the port rings: {e}")))?;
+        if crate::misbehave::get() == crate::misbehave::Misbehave::Doorbell {
+            // Copies of netsrv's two ends, and our own ring end.
+            let jammed = [&fds[1], &fds[2]]
+                .into_iter()
+                .map(|f| f.try_clone())
+                .chain([duplex.wake_peer.as_fd().try_clone_to_owned()])
+                .collect::<std::io::Result<Vec<_>>>()
+                .map_err(|e| capnp::Error::failed(format!("jam: {e}")))?;
+            crate::misbehave::jam_doorbells(jammed);
+        }
         let token = self.handoff.offer(fds);
         self.shared.session.store(session, Ordering::SeqCst);
         *self.owner.borrow_mut() = Some((session, conn));

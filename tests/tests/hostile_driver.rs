@@ -198,3 +198,73 @@ fn a_driver_that_returns_bad_descriptors_costs_only_its_port() {
         "sim1 {state}: {now:?}"
     );
 }
+
+/// sim1's driver keeps every doorbell of its port blocking and full (its
+/// own, and copies it kept of netsrv's ends) while netsrv keeps sending on
+/// sim1: nothing netsrv rings or drains may block on it, so sim0's transfer
+/// completes and netsrv never stops answering (the watchdog would restart
+/// it).
+#[test]
+fn a_driver_that_jams_its_doorbells_costs_only_its_port() {
+    let scratch = Scratch::new("hostile-driver-doorbell");
+    let bin = hostile_peer::hooked_bin_dir(
+        &scratch.0,
+        "nicdrv",
+        "--name sim1",
+        &[(nicdrv::misbehave::VAR, "doorbell")],
+    );
+    let (a, b) = hosts(&scratch, Some(&bin));
+    let netsrv = a.process("netsrv").unwrap();
+    let before = rss_and_threads(netsrv.pid);
+    // A far end on sim1's wire brings its link up.
+    let _peer = big_frame_to_sim1(&a, &scratch);
+    wait_sim1(&a, &["up"]);
+    // Keep netsrv transmitting on sim1 (ARP for addresses nobody has).
+    let stop = Arc::new(AtomicBool::new(false));
+    let sender = {
+        let stop = stop.clone();
+        let udp = a.net().unwrap().udp_bind(addr("0.0.0.0:7610")).unwrap();
+        std::thread::spawn(move || {
+            let mut n = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                let to = addr(&format!("10.1.0.{}:9", 2 + n % 200));
+                let _ = udp.send_to(&[0x42; 64], to);
+                n += 1;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            n
+        })
+    };
+    good_transfer(&a, &b, 7611);
+    stop.store(true, Ordering::Relaxed);
+    let sent = sender.join().unwrap();
+    // netsrv did put frames on sim1's jammed rings (and rang for them).
+    let status = capnet_tests::cli_ok(&a, &["status"]);
+    let sim1 = status
+        .split("\n  sim1 (sim)")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no sim1 in {status}"));
+    let stack_tx = sim1
+        .split("stack rx ")
+        .nth(1)
+        .and_then(|t| t.split_whitespace().nth(2))
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no stack tx count for sim1 in {status}"));
+    assert!(
+        sent > 10 && stack_tx > 10,
+        "sim1 hardly used: {sent} sends, {stack_tx} frames"
+    );
+    // netsrv answers at once and was never restarted.
+    let started = Instant::now();
+    let now = a.process("netsrv").unwrap();
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(
+        (now.state.as_str(), now.restarts, now.pid),
+        ("running", 0, netsrv.pid),
+        "{now:?}"
+    );
+    let after = rss_and_threads(netsrv.pid);
+    eprintln!("doorbell: sent {sent}; netsrv rss/threads {before:?} -> {after:?}");
+    assert!(after.0 < before.0 + 64 * 1024, "{before:?} -> {after:?}");
+    assert!(after.1 <= before.1 + 2, "{before:?} -> {after:?}");
+}
