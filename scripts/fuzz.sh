@@ -4,7 +4,7 @@
 # are safe Rust over the project's parsers; a panic, an overflow, a hang or
 # a blown memory limit is a crash).
 #
-#   scripts/fuzz.sh             every target for 20 s (what CI runs)
+#   scripts/fuzz.sh             every target for 15 s (what CI runs)
 #   scripts/fuzz.sh 600         every target for 10 minutes
 #   scripts/fuzz.sh 3600 capnp  one target for an hour
 #
@@ -15,13 +15,26 @@
 #   fuzz/libfuzzer/target/x86_64-unknown-linux-gnu/release/TARGET FILE
 # then add the input to fuzz/corpus/TARGET/ with the fix, so that
 # `cargo test -p capnet-fuzz` replays it from then on.
+#
+# `scripts/fuzz.sh merge` adds what runs found to the checked-in corpus:
+# only inputs that add coverage (keep it well under 2 MiB).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-seconds=${1:-20}
+seconds=${1:-15}
 shift || true
+merge=0
+[ "$seconds" = merge ] && merge=1
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
   targets=(wire_frame nicdrv_frames netsrv_frames ring_channel ring_bytes chunks capnp tls_record config)
+fi
+
+# libFuzzer itself is C++, built by the libfuzzer-sys crate.
+if ! command -v c++ >/dev/null; then
+  echo "==> installing a C++ compiler for libFuzzer"
+  sudo=; [ "$(id -u)" -eq 0 ] || sudo=sudo
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq g++ >/dev/null
 fi
 
 fuzz_dir=fuzz/libfuzzer
@@ -36,6 +49,18 @@ for t in "${targets[@]}"; do
   cargo fuzz build --fuzz-dir "$fuzz_dir" --sanitizer none "$t"
 done
 bin="$fuzz_dir/target/x86_64-unknown-linux-gnu/release"
+
+if [ $merge -eq 1 ]; then
+  for t in "${targets[@]}"; do
+    mkdir -p "$fuzz_dir/target/corpus/$t"
+    # Short inputs only (configs: shorter still) keep the corpus small.
+    max_len=1024; [ "$t" = config ] && max_len=256
+    "$bin/$t" -merge=1 -max_len=$max_len "fuzz/corpus/$t" "$fuzz_dir/target/corpus/$t" >/dev/null 2>&1
+    echo "$t: $(ls "fuzz/corpus/$t" | wc -l) files"
+  done
+  du -sh fuzz/corpus
+  exit 0
+fi
 
 total=0
 failed=()

@@ -58,5 +58,7 @@ if [ $quick -eq 0 ]; then
 
   step "cargo check --target x86_64-unknown-redox (everything but the Linux backends and tlsd's C crypto)"
   cargo check --target x86_64-unknown-redox -p capnet-ring -p capnet-schema -p capnet-wire -p capnet-offload -p netsrv -p libclient
+
+  step "fuzzing: every target for a bounded time (scripts/fuzz.sh)" && scripts/fuzz.sh
 fi
 step "all checks passed"
