@@ -2,10 +2,12 @@
 # The test command. On a fresh machine it first installs what the tests need
 # (Debian packages, pycapnp, the Redox target), then runs every check:
 # formatting, clippy, the workspace tests (real processes, sim wires, TAP with
-# Linux as the peer), the loom model checks, and the Redox build check.
+# Linux as the peer), the loom model checks, the Redox build check, a bounded
+# fuzzing run of every target, a check that no test left a process behind,
+# and the README's demo as an unprivileged user.
 #
 #   scripts/test.sh            everything
-#   scripts/test.sh --quick    skip loom and the Redox check
+#   scripts/test.sh --quick    skip loom, the Redox check and fuzzing
 set -euo pipefail
 cd "$(dirname "$0")/.."
 quick=0
@@ -58,6 +60,9 @@ if [ $quick -eq 0 ]; then
 
   step "cargo check --target x86_64-unknown-redox (everything but the Linux backends and tlsd's C crypto)"
   cargo check --target x86_64-unknown-redox -p capnet-ring -p capnet-schema -p capnet-wire -p capnet-offload -p capnet-confine -p netsrv -p libclient
+
+  step "fuzzing: every target for a bounded time (scripts/fuzz.sh)"
+  scripts/fuzz.sh
 fi
 step "no process left behind by the tests"
 left=$(pgrep -a -f "$PWD/target/[a-z]+/(capnet|nicdrv|netsrv|tlsd)( |$)" || true)

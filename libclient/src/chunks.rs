@@ -41,7 +41,7 @@ pub(crate) fn header(len: usize, decrypted: bool) -> [u8; HEADER] {
 }
 
 /// The down ring and where its reader stands.
-pub(crate) struct Down<M: ByteMem = DefaultBytes> {
+pub struct Down<M: ByteMem = DefaultBytes> {
     pub ring: ByteReader<M>,
     /// Bytes taken out of the ring so far (headers included): the
     /// receive-ring position of the next byte.
@@ -64,7 +64,7 @@ pub(crate) struct Down<M: ByteMem = DefaultBytes> {
 }
 
 /// How an RX switch ended.
-pub(crate) enum SwitchEnd {
+pub enum SwitchEnd {
     /// Marked chunks from this receive-ring position on.
     Chunks(u64),
     /// The call failed and netsrv left the ring as it was.

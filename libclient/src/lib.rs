@@ -137,6 +137,12 @@ mod tcp;
 mod tls;
 mod udp;
 
+/// The marked receive chunk reader, for the fuzz targets (`fuzz/`).
+#[doc(hidden)]
+pub mod fuzz_api {
+    pub use crate::chunks::{Down, SwitchEnd};
+}
+
 pub use conn::Net;
 pub use egress::{Egress, EgressInfo, EgressReason, EgressSubscription, Flow, Protocol};
 pub use offload::{

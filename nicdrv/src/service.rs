@@ -10,7 +10,7 @@ use crate::faults::FaultConfig;
 use crate::offload::control::{OffloadConfig, Offloads};
 use capnet_ring::{ChannelLayout, Duplex, HandoffTable};
 use capnet_schema::errors::SocketError;
-use capnet_schema::nic_capnp::{link_watcher, nic, port_counters};
+use capnet_schema::nic_capnp::{link_watcher, nic, port_counters, wire_faults};
 use capnet_schema::transport;
 use capnp::capability::Rc as CapRc;
 use std::cell::{Cell, RefCell};
@@ -212,6 +212,20 @@ pub fn fill_counters(s: &Snapshot, mut c: port_counters::Builder<'_>) {
     c.set_offload_tx_dropped(s.offload_tx_dropped);
 }
 
+/// Reads and checks a capnp `WireFaults` (the carrier is the caller's).
+pub fn read_faults(f: wire_faults::Reader<'_>) -> Result<FaultConfig, capnp::Error> {
+    let faults = FaultConfig {
+        loss_ppm: f.get_loss_ppm(),
+        reorder_ppm: f.get_reorder_ppm(),
+        duplicate_ppm: f.get_duplicate_ppm(),
+        corrupt_ppm: f.get_corrupt_ppm(),
+    };
+    faults
+        .validate()
+        .map_err(|e| SocketError::Invalid.to_capnp(e))?;
+    Ok(faults)
+}
+
 /// Reads a capnp `PortCounters` (for clients and tests).
 pub fn read_counters(c: port_counters::Reader<'_>) -> Snapshot {
     Snapshot {
@@ -317,15 +331,7 @@ impl nic::Server for NicServer {
         _: nic::SetFaultsResults,
     ) -> Result<(), capnp::Error> {
         let f = params.get()?.get_faults()?;
-        let faults = FaultConfig {
-            loss_ppm: f.get_loss_ppm(),
-            reorder_ppm: f.get_reorder_ppm(),
-            duplicate_ppm: f.get_duplicate_ppm(),
-            corrupt_ppm: f.get_corrupt_ppm(),
-        };
-        faults
-            .validate()
-            .map_err(|e| SocketError::Invalid.to_capnp(e))?;
+        let faults = read_faults(f)?;
         let carrier = Some(f.get_carrier_up());
         self.ctl
             .command(|done| Cmd::SetFaults {

@@ -565,6 +565,31 @@ fn tx_bytes_before_the_start_pass_untouched() {
     ));
 }
 
+#[test]
+fn tx_segment_half_the_sequence_space_behind_is_refused() {
+    // Found by fuzzing (fuzz target nicdrv_frames): 2^31 bytes behind the
+    // high-water mark is "behind" both ways round, and the prefix being
+    // collected there was indexed with the wrapped distance (an overflow
+    // panic, which ended nicdrv's data plane).
+    let mut rng = StdRng::seed_from_u64(0x6861);
+    let setup = Setup::random(&mut rng, Version::Tls13, 16);
+    let s = setup.stream(&random_records(&mut rng, 1, 300));
+    let mut tx = TlsTxEngine::new(setup.params());
+    let mut head = s.framed[..3].to_vec();
+    tx.process(setup.seq(0), &mut head).unwrap();
+    tx.acked(setup.seq(3));
+    let mut seg = vec![0u8; 10];
+    assert!(matches!(
+        tx.process(setup.seq(3).wrapping_sub(1 << 31), &mut seg),
+        Err(TxError::Forgotten { .. })
+    ));
+    assert_eq!(seg, [0u8; 10]);
+    // The stream goes on where it was.
+    let mut rest = s.framed[3..].to_vec();
+    tx.process(setup.seq(3), &mut rest).unwrap();
+    assert!(rest[..] == s.sealed[3..]);
+}
+
 /// Feeds `segs` of the sealed stream to `rx`; checks each segment's bytes
 /// against its mark. Returns the outcomes.
 fn feed(

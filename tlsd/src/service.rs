@@ -163,6 +163,43 @@ fn read_options(r: Option<tls_options::Reader<'_>>) -> Result<ConnOptions, Error
     Ok(ConnOptions { tls, offload })
 }
 
+/// `connect`'s parameters, checked before anything is started.
+fn read_connect(
+    p: tls::connect_params::Reader<'_>,
+) -> Result<(SocketAddr, ServerName<'static>, ConnOptions), Error> {
+    let remote = read_socket_addr(p.get_remote()?)?;
+    let name = p
+        .get_server_name()?
+        .to_str()
+        .map_err(|_| SocketError::Invalid.to_capnp("server name: not UTF-8"))?
+        .to_owned();
+    let server_name = ServerName::try_from(name.clone())
+        .map_err(|e| SocketError::Invalid.to_capnp(format_args!("server name {name:?}: {e}")))?;
+    let options = read_options(p.has_options().then(|| p.get_options()).transpose()?)?;
+    Ok((remote, server_name, options))
+}
+
+/// `listen`'s parameters: local address, backlog, options.
+fn read_listen(p: tls::listen_params::Reader<'_>) -> Result<(SocketAddr, u32, ConnOptions), Error> {
+    let local = read_socket_addr(p.get_local()?)?;
+    let options = read_options(p.has_options().then(|| p.get_options()).transpose()?)?;
+    Ok((local, p.get_backlog(), options))
+}
+
+/// The parameter readers above, for the fuzz targets (`fuzz/`).
+#[doc(hidden)]
+pub mod fuzz_api {
+    use super::*;
+
+    pub fn read_connect(p: tls::connect_params::Reader<'_>) -> Result<(), Error> {
+        super::read_connect(p).map(|_| ())
+    }
+
+    pub fn read_listen(p: tls::listen_params::Reader<'_>) -> Result<(), Error> {
+        super::read_listen(p).map(|_| ())
+    }
+}
+
 /// What `info` reports, fixed once the handshake is done.
 #[derive(Clone, Debug)]
 struct Info {
@@ -306,17 +343,7 @@ impl tls::Server for TlsServer {
         params: tls::ConnectParams,
         mut results: tls::ConnectResults,
     ) -> Result<(), Error> {
-        let p = params.get()?;
-        let remote = read_socket_addr(p.get_remote()?)?;
-        let name = p
-            .get_server_name()?
-            .to_str()
-            .map_err(|_| SocketError::Invalid.to_capnp("server name: not UTF-8"))?
-            .to_owned();
-        let server_name = ServerName::try_from(name.clone()).map_err(|e| {
-            SocketError::Invalid.to_capnp(format_args!("server name {name:?}: {e}"))
-        })?;
-        let options = read_options(p.has_options().then(|| p.get_options()).transpose()?)?;
+        let (remote, server_name, options) = read_connect(params.get()?)?;
         let config = self
             .shared
             .identity
@@ -365,16 +392,13 @@ impl tls::Server for TlsServer {
         params: tls::ListenParams,
         mut results: tls::ListenResults,
     ) -> Result<(), Error> {
-        let p = params.get()?;
-        let local = read_socket_addr(p.get_local()?)?;
+        let (local, backlog, options) = read_listen(params.get()?)?;
         if local.port() != 0 && local.port() < 1024 && !self.low_ports {
             return Err(SocketError::Denied.to_capnp(format_args!(
                 "port {} is below 1024 and this user may not bind it ([access] low_ports in the configuration)",
                 local.port()
             )));
         }
-        let backlog = p.get_backlog();
-        let options = read_options(p.has_options().then(|| p.get_options()).transpose()?)?;
         if !self.shared.identity.has_server_identity() {
             return Err(Error::failed(
                 "identity: tlsd has no server certificate and key configured".into(),

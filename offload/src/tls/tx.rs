@@ -249,6 +249,13 @@ impl TlsTxEngine {
                 got: seq,
             });
         }
+        if ahead == i64::from(i32::MIN) {
+            // Half the sequence space behind reads as behind both ways
+            // round (the distances below would wrap), and no byte that old
+            // is remembered.
+            self.counters.dropped += 1;
+            return Err(TxError::Forgotten { seq });
+        }
         let old_len = ((-ahead) as usize).min(payload.len());
         let (old, new) = payload.split_at_mut(old_len);
         let mut out = TxOutcome::default();
