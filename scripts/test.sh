@@ -65,7 +65,12 @@ if [ $quick -eq 0 ]; then
   scripts/fuzz.sh
 fi
 step "no process left behind by the tests"
-left=$(pgrep -a -f "$PWD/target/[a-z]+/(capnet|nicdrv|netsrv|tlsd)( |$)" || true)
+# A set stopped by the last test may take a moment to go.
+for _ in $(seq 10); do
+  left=$(pgrep -a -f "$PWD/target/[a-z]+/(capnet|nicdrv|netsrv|tlsd)( |$)" || true)
+  [ -z "$left" ] && break
+  sleep 0.5
+done
 if [ -n "$left" ]; then
   printf 'still running after the tests:\n%s\n' "$left"
   exit 1
