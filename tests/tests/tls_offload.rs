@@ -20,6 +20,15 @@ use std::time::{Duration, Instant};
 /// Every line of application data starts with this: seen in a TCP payload,
 /// it is cleartext on the wire.
 const MARK: &[u8] = b"CAPNET-PLAINTEXT-";
+
+/// One test at a time: each runs two hosts with NICs doing AES-GCM in
+/// software, and two at once on two cores starve the loss test's receive
+/// path into timing it was not written for (see docs/tls.md, known limits).
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
 const LINE: u64 = 32;
 const BYTES: u64 = 16 << 20;
 
@@ -298,6 +307,7 @@ fn bond_hosts(scratch: &Scratch, p1_offload: bool) -> (Host, Host, Vec<PathBuf>)
 ///    at all are finished in software; nothing fails to authenticate.
 #[test]
 fn loss_and_reordering_during_an_offloaded_transfer() {
+    let _serial = one_at_a_time();
     let scratch = Scratch::new("tls-offload-loss");
     let (a, b, captures) = offload_hosts(&scratch);
     let started = Instant::now();
@@ -340,6 +350,7 @@ fn loss_and_reordering_during_an_offloaded_transfer() {
 ///    revoked on p0 and made again on p1.
 #[test]
 fn bond_failover_moves_the_contexts_to_the_other_leg() {
+    let _serial = one_at_a_time();
     let scratch = Scratch::new("tls-offload-bond");
     let (a, b, captures) = bond_hosts(&scratch, true);
     let started = Instant::now();
@@ -383,6 +394,7 @@ fn bond_failover_moves_the_contexts_to_the_other_leg() {
 ///    then device again once the primary returns.
 #[test]
 fn bond_failover_to_a_plain_leg_and_back() {
+    let _serial = one_at_a_time();
     let scratch = Scratch::new("tls-offload-bond-plain");
     let (a, b, captures) = bond_hosts(&scratch, false);
     let before = stat(&a);
@@ -430,6 +442,7 @@ fn bond_failover_to_a_plain_leg_and_back() {
 ///    device again after the supervisor restarted it.
 #[test]
 fn nicdrv_killed_with_the_tx_context() {
+    let _serial = one_at_a_time();
     let scratch = Scratch::new("tls-offload-kill");
     let (a, b, captures) = offload_hosts(&scratch);
     let started = Instant::now();
