@@ -259,6 +259,7 @@ struct StackCounters {
   offload @18 :OffloadPathCounters;
   limits @19 :LimitCounters;
   sessionsRefused @20 :UInt64;    # connections refused by [access] network
+  driversRefused @21 :UInt64;     # drivers refused: what they reported did not hold, or they did not answer
 }
 
 struct LimitCounters {

@@ -282,10 +282,11 @@ pub fn status(run_dir: &Path) -> Result<String, String> {
         );
         let _ = writeln!(
             out,
-            "drivers: attaches {} detaches {} rings-mapped {}, frames of dead instances resent {} \
-             dropped {}; egress watchers {} events {}",
+            "drivers: attaches {} detaches {} refused {} rings-mapped {}, frames of dead instances \
+             resent {} dropped {}; egress watchers {} events {}",
             c.get_driver_attaches(),
             c.get_driver_detaches(),
+            c.get_drivers_refused(),
             c.get_rings_mapped(),
             c.get_salvage_resent(),
             c.get_salvage_dropped(),

@@ -581,6 +581,7 @@ fn write_status(
     b.set_sessions(c.sessions);
     b.set_sessions_killed(c.sessions_killed);
     b.set_sessions_refused(c.sessions_refused);
+    b.set_drivers_refused(c.drivers_refused);
     b.set_bad_ring_indices(c.bad_ring_indices);
     b.set_tcp_connects(c.tcp_connects);
     b.set_tcp_accepts(c.tcp_accepts);

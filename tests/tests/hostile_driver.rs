@@ -140,6 +140,15 @@ fn hostile_driver_costs_only_its_port(kind: &str, reason: &str) {
         .unwrap_or_else(|| panic!("no refusal logged:\n{log}"));
     assert!(line.contains(reason), "{line}");
     assert!(!line.contains("remote exception"), "{line}");
+    // And counted where an operator looks.
+    let status = capnet_tests::cli_ok(&a, &["status"]);
+    let refused = status
+        .split("drivers: attaches ")
+        .nth(1)
+        .and_then(|t| t.split(" refused ").nth(1))
+        .and_then(|t| t.split_whitespace().next())
+        .and_then(|n| n.parse::<u64>().ok());
+    assert!(refused.is_some_and(|n| n >= 1), "{status}");
 }
 
 #[test]
