@@ -382,3 +382,39 @@ pub fn pcap_tcp_search(path: &std::path::Path, needle: &[u8]) -> std::io::Result
     }
     Ok(out)
 }
+
+fn socket_addr(s: &str) -> std::net::SocketAddr {
+    s.parse().unwrap()
+}
+
+/// A transfer from a well-behaved client (10.0.0.1 to 10.0.0.2 on `port`),
+/// run while something hostile happens. `connected` hears once both ends are up;
+/// the handle returns once every byte was verified.
+pub fn good_transfer(
+    a: &libclient::Net,
+    b: &libclient::Net,
+    port: u16,
+    bytes: u64,
+) -> (std::thread::JoinHandle<()>, std::sync::mpsc::Receiver<()>) {
+    let listener = b
+        .tcp_listen(socket_addr(&format!("0.0.0.0:{port}")), 4)
+        .unwrap();
+    let a = a.clone();
+    let (up_tx, up_rx) = std::sync::mpsc::channel();
+    let handle = std::thread::spawn(move || {
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            receive_all(&mut s).unwrap()
+        });
+        let s = a
+            .tcp_connect(socket_addr(&format!("10.0.0.2:{port}")), None)
+            .unwrap();
+        let _ = up_tx.send(());
+        let sent = send_pattern(&mut &s, 5, bytes).unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        let (n, got) = server.join().unwrap();
+        assert_eq!(n, bytes);
+        assert_eq!(got, sent);
+    });
+    (handle, up_rx)
+}

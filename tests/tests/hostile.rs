@@ -5,7 +5,9 @@
 use capnet_ring::handoff::{self, Token, CONNECT_HANDOFF, CONNECT_RPC};
 use capnet_schema::net_capnp::net;
 use capnet_schema::transport;
-use capnet_tests::{cli_ok, receive_all, send_pattern, status_counter, two_hosts, Scratch};
+use capnet_tests::{
+    cli_ok, good_transfer, receive_all, send_pattern, status_counter, two_hosts, Scratch,
+};
 use rand::{Rng, SeedableRng};
 use std::io::Write;
 use std::net::{Shutdown, SocketAddr};
@@ -17,38 +19,12 @@ fn addr(s: &str) -> SocketAddr {
     s.parse().unwrap()
 }
 
-/// A transfer from a well-behaved client, run while something hostile
-/// happens; returns once it verified every byte.
-fn good_transfer(
-    a: &libclient::Net,
-    b: &libclient::Net,
-    port: u16,
-    bytes: u64,
-) -> std::thread::JoinHandle<()> {
-    let listener = b.tcp_listen(addr(&format!("0.0.0.0:{port}")), 4).unwrap();
-    let a = a.clone();
-    std::thread::spawn(move || {
-        let server = std::thread::spawn(move || {
-            let (mut s, _) = listener.accept().unwrap();
-            receive_all(&mut s).unwrap()
-        });
-        let s = a
-            .tcp_connect(addr(&format!("10.0.0.2:{port}")), None)
-            .unwrap();
-        let sent = send_pattern(&mut &s, 5, bytes).unwrap();
-        s.shutdown(Shutdown::Write).unwrap();
-        let (n, got) = server.join().unwrap();
-        assert_eq!(n, bytes);
-        assert_eq!(got, sent);
-    })
-}
-
 #[test]
 fn garbage_on_the_capnp_socket_ends_only_that_connection() {
     let scratch = Scratch::new("garbage");
     let (a, b) = two_hosts(&scratch, "");
     let (na, nb) = (a.net().unwrap(), b.net().unwrap());
-    let good = good_transfer(&na, &nb, 5100, 16 << 20);
+    let good = good_transfer(&na, &nb, 5100, 16 << 20).0;
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     for round in 0..20 {
         let mut s = UnixStream::connect(&a.socket).unwrap();
@@ -162,7 +138,7 @@ fn corrupted_socket_rings_end_only_that_socket() {
     let (a, b) = two_hosts(&scratch, "");
     let (na, nb) = (a.net().unwrap(), b.net().unwrap());
     let _victim_listener = nb.tcp_listen(addr("0.0.0.0:5200"), 8).unwrap();
-    let good = good_transfer(&na, &nb, 5201, 16 << 20);
+    let good = good_transfer(&na, &nb, 5201, 16 << 20).0;
     // Out-of-range indices everywhere.
     let (fds, done1) = raw_ring_socket(&a.socket, addr("10.0.0.2:5200"));
     scribble(&fds[0], |_| 0xff);
@@ -244,6 +220,7 @@ fn junk_frames_on_the_wire_are_dropped_and_counted() {
     let b_dir = scratch.0.join("b");
     let b = Host::start(&capnet_tests::sim_config(2, ""), &b_dir, &a_dir).unwrap();
     good_transfer(&a.net().unwrap(), &b.net().unwrap(), 5300, 4 << 20)
+        .0
         .join()
         .unwrap();
 }
@@ -454,7 +431,7 @@ fn doorbells_a_client_made_blocking_stall_nobody() {
             }
         }
     });
-    let good = good_transfer(&na, &nb, 5401, 64 << 20);
+    let good = good_transfer(&na, &nb, 5401, 64 << 20).0;
     let deadline = Instant::now() + Duration::from_secs(90);
     while !good.is_finished() {
         assert!(

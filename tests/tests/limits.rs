@@ -8,11 +8,9 @@ use capnet_ring::handoff::CONNECT_RPC;
 use capnet_schema::net_capnp::{net, tcp_socket};
 use capnet_schema::tls_capnp::{tls, tls_socket};
 use capnet_schema::transport;
-use capnet_tests::{
-    cli_ok, receive_all, send_pattern, status_counter, tls_section, two_hosts, Scratch,
-};
+use capnet_tests::{cli_ok, good_transfer, status_counter, tls_section, two_hosts, Scratch};
 use std::io::Write;
-use std::net::{Shutdown, SocketAddr};
+use std::net::SocketAddr;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::mpsc;
@@ -20,36 +18,6 @@ use std::time::{Duration, Instant};
 
 fn addr(s: &str) -> SocketAddr {
     s.parse().unwrap()
-}
-
-/// A transfer from a well-behaved client (as in hostile.rs), run while
-/// something hostile happens. `connected` hears once both ends are up;
-/// the handle returns once every byte was verified.
-fn good_transfer(
-    a: &libclient::Net,
-    b: &libclient::Net,
-    port: u16,
-    bytes: u64,
-) -> (std::thread::JoinHandle<()>, mpsc::Receiver<()>) {
-    let listener = b.tcp_listen(addr(&format!("0.0.0.0:{port}")), 4).unwrap();
-    let a = a.clone();
-    let (up_tx, up_rx) = mpsc::channel();
-    let handle = std::thread::spawn(move || {
-        let server = std::thread::spawn(move || {
-            let (mut s, _) = listener.accept().unwrap();
-            receive_all(&mut s).unwrap()
-        });
-        let s = a
-            .tcp_connect(addr(&format!("10.0.0.2:{port}")), None)
-            .unwrap();
-        let _ = up_tx.send(());
-        let sent = send_pattern(&mut &s, 5, bytes).unwrap();
-        s.shutdown(Shutdown::Write).unwrap();
-        let (n, got) = server.join().unwrap();
-        assert_eq!(n, bytes);
-        assert_eq!(got, sent);
-    });
-    (handle, up_rx)
 }
 
 /// A field of /proc/PID/status ("VmRSS" in KiB, "Threads").
