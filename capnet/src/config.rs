@@ -36,10 +36,49 @@ pub struct SupervisorConfig {
     /// A service that does not answer the supervisor's ping within this
     /// many milliseconds is killed and restarted (0: never). Default 10000.
     pub watchdog_ms: Option<u64>,
+    /// Started as root, each service becomes its own unprivileged user
+    /// once it has opened what needs root. Default true.
+    pub separate_users: Option<bool>,
+    /// netsrv's uid (and gid); tlsd's is the next, every driver's the one
+    /// after. Default [`Self::DEFAULT_UID_BASE`].
+    pub uid_base: Option<u32>,
+}
+
+/// The users the services become when the set starts as root.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServiceUsers {
+    pub netsrv: capnet_confine::User,
+    pub tlsd: capnet_confine::User,
+    pub nicdrv: capnet_confine::User,
 }
 
 impl SupervisorConfig {
     pub const DEFAULT_WATCHDOG_MS: u64 = 10_000;
+    /// 0x70000000: above the ranges that systemd hands to login users,
+    /// dynamic users and containers, so no account owns these ids.
+    pub const DEFAULT_UID_BASE: u32 = 0x7000_0000;
+
+    /// The services' users for a set started by `owner_uid`: separate
+    /// ones only when that is root (another user cannot change uid).
+    pub fn service_users(&self, owner_uid: u32) -> Result<Option<ServiceUsers>, String> {
+        if owner_uid != 0 || !self.separate_users.unwrap_or(true) {
+            return Ok(None);
+        }
+        let base = self.uid_base.unwrap_or(Self::DEFAULT_UID_BASE);
+        let id = |k: u32| {
+            base.checked_add(k)
+                .filter(|&id| id != 0 && id < u32::MAX - 1)
+                .map(|id| capnet_confine::User { uid: id, gid: id })
+                .ok_or_else(|| {
+                    format!("[supervisor] uid_base {base} leaves no room for three uids")
+                })
+        };
+        Ok(Some(ServiceUsers {
+            netsrv: id(0)?,
+            tlsd: id(1)?,
+            nicdrv: id(2)?,
+        }))
+    }
 
     pub fn watchdog(&self) -> Option<std::time::Duration> {
         match self.watchdog_ms.unwrap_or(Self::DEFAULT_WATCHDOG_MS) {

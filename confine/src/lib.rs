@@ -48,10 +48,44 @@ pub enum Access {
     Write,
 }
 
-/// A service's confinement: its system calls and the paths it may use.
+/// The unprivileged user a service started as root becomes, once it has
+/// opened what needs root (a TAP device, its keys, its socket).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct User {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl User {
+    /// `UID:GID`, as the supervisor passes it with `--user`.
+    pub fn parse(s: &str) -> Result<User, String> {
+        let bad = || format!("--user {s}: expected UID:GID (numbers)");
+        let (uid, gid) = s.split_once(':').ok_or_else(bad)?;
+        let user = User {
+            uid: uid.parse().map_err(|_| bad())?,
+            gid: gid.parse().map_err(|_| bad())?,
+        };
+        if user.uid == 0 || user.gid == 0 {
+            return Err(format!(
+                "--user {s}: a service never runs as root by choice"
+            ));
+        }
+        Ok(user)
+    }
+}
+
+impl std::fmt::Display for User {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.uid, self.gid)
+    }
+}
+
+/// A service's confinement: the user it becomes, its system calls and the
+/// paths it may use.
 #[derive(Clone, Debug)]
 pub struct Policy {
     pub service: Service,
+    pub user: Option<User>,
     pub paths: Vec<(PathBuf, Access)>,
 }
 
@@ -59,8 +93,16 @@ impl Policy {
     pub fn new(service: Service) -> Policy {
         Policy {
             service,
+            user: None,
             paths: Vec::new(),
         }
+    }
+
+    /// Becomes `user` first (when given): no supplementary groups, every
+    /// uid and gid (real, effective, saved) set, no way back to root.
+    pub fn user(mut self, user: Option<User>) -> Policy {
+        self.user = user;
+        self
     }
 
     /// Allows `access` beneath `path`. A path that does not exist yet
@@ -74,6 +116,8 @@ impl Policy {
 /// What was enforced.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Report {
+    /// The uid the service dropped to, if it started as root.
+    pub user: Option<u32>,
     pub no_new_privs: bool,
     /// "enforced", "partly enforced" (an older kernel), "unsupported".
     pub landlock: &'static str,
@@ -83,6 +127,7 @@ pub struct Report {
 impl Report {
     pub fn unsupported() -> Report {
         Report {
+            user: None,
             no_new_privs: false,
             landlock: "unsupported",
             seccomp: false,
@@ -92,6 +137,9 @@ impl Report {
 
 impl std::fmt::Display for Report {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(uid) = self.user {
+            write!(f, "uid {uid}, ")?;
+        }
         write!(
             f,
             "no_new_privs {}, landlock {}, seccomp {}",
@@ -109,9 +157,19 @@ pub const DISABLE_ENV: &str = "CAPNET_NO_CONFINE";
 /// Confines the calling process by `policy`. An error means the kernel
 /// refused a restriction it claims to support: the caller should not run
 /// unconfined by accident, and exits.
+///
+/// Dropping to `policy.user` is not confinement one may turn off for
+/// debugging: it happens even with [`DISABLE_ENV`] set.
 pub fn confine(policy: &Policy) -> std::io::Result<Report> {
+    if let Some(user) = policy.user {
+        #[cfg(target_os = "linux")]
+        linux::become_user(user)?;
+        #[cfg(not(target_os = "linux"))]
+        become_user(user)?;
+    }
     if std::env::var_os(DISABLE_ENV).is_some() {
         return Ok(Report {
+            user: policy.user.map(|u| u.uid),
             no_new_privs: false,
             landlock: "off",
             seccomp: false,
@@ -123,7 +181,17 @@ pub fn confine(policy: &Policy) -> std::io::Result<Report> {
     }
     #[cfg(not(target_os = "linux"))]
     {
-        let _ = policy;
-        Ok(Report::unsupported())
+        Ok(Report {
+            user: policy.user.map(|u| u.uid),
+            ..Report::unsupported()
+        })
     }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn become_user(user: User) -> std::io::Result<()> {
+    Err(std::io::Error::new(
+        std::io::ErrorKind::Unsupported,
+        format!("becoming user {user}: not supported on this platform"),
+    ))
 }

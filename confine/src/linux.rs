@@ -1,6 +1,6 @@
 //! Linux: prctl, Landlock (the `landlock` crate), seccomp-bpf (`seccompiler`).
 
-use crate::{syscalls, Access, Policy, Report};
+use crate::{syscalls, Access, Policy, Report, User};
 use landlock::Access as _;
 use landlock::{
     AccessFs, CompatLevel, Compatible, Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetStatus,
@@ -20,10 +20,69 @@ pub fn confine(policy: &Policy) -> io::Result<Report> {
     let landlock = landlock(policy)?;
     seccomp(policy)?;
     Ok(Report {
+        user: policy.user.map(|u| u.uid),
         no_new_privs: true,
         landlock,
         seccomp: true,
     })
+}
+
+/// Becomes `user` for good. glibc applies set*id calls to every thread of
+/// the process, so threads started earlier follow too.
+pub fn become_user(user: User) -> io::Result<()> {
+    use io::Error;
+    let fail = |what: &str| {
+        let e = Error::last_os_error();
+        Error::new(e.kind(), format!("becoming user {user}: {what}: {e}"))
+    };
+    // The kernel clears the parent-death signal when the uid changes; the
+    // supervisor's promise that no service outlives it needs it back.
+    let mut death_signal: libc::c_int = 0;
+    // SAFETY: PR_GET_PDEATHSIG writes one int through a valid pointer;
+    // getppid takes nothing.
+    let parent = unsafe {
+        libc::prctl(
+            libc::PR_GET_PDEATHSIG,
+            &mut death_signal as *mut libc::c_int,
+        );
+        libc::getppid()
+    };
+    // SAFETY: setgroups with a zero length reads no memory; the set*id
+    // calls take integers only.
+    unsafe {
+        // Groups first: after setresuid we no longer could.
+        if libc::setgroups(0, std::ptr::null()) != 0 {
+            return Err(fail("setgroups"));
+        }
+        if libc::setresgid(user.gid, user.gid, user.gid) != 0 {
+            return Err(fail("setresgid"));
+        }
+        if libc::setresuid(user.uid, user.uid, user.uid) != 0 {
+            return Err(fail("setresuid"));
+        }
+    }
+    // The way back must be shut: a kernel or libc that left a saved uid of
+    // 0 behind would let a compromised service become root again.
+    // SAFETY: setuid/getuid/geteuid take and return integers only.
+    let (back, uid, euid) = unsafe { (libc::setuid(0), libc::getuid(), libc::geteuid()) };
+    if back == 0 || uid != user.uid || euid != user.uid {
+        return Err(Error::other(format!(
+            "becoming user {user}: still able to return to root"
+        )));
+    }
+    if death_signal != 0 {
+        // SAFETY: prctl and getppid with integer arguments only.
+        let armed = unsafe {
+            libc::prctl(libc::PR_SET_PDEATHSIG, death_signal as libc::c_ulong) == 0
+                && libc::getppid() == parent
+        };
+        if !armed {
+            return Err(Error::other(format!(
+                "becoming user {user}: the parent exited meanwhile"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The newest ABI we know; older kernels enforce what they can.

@@ -81,3 +81,92 @@ fn a_confined_service_reaches_only_what_its_policy_names() {
     assert!(!said.contains("exec returned"), "{said}");
     assert_eq!(out.status.signal(), Some(libc::SIGSYS), "{said}");
 }
+
+const USER_CHILD: &str = "CAPNET_CONFINE_TEST_USER_CHILD";
+const SERVICE_USER: capnet_confine::User = capnet_confine::User {
+    uid: 0x7000_00f0,
+    gid: 0x7000_00f0,
+};
+
+/// In the child (root): become the service's user, then try to get root
+/// back and to read a file only root may read. Landlock and seccomp are off
+/// (the kill-list would end the process at setuid): the drop alone holds.
+fn user_child(secret: &str) -> ! {
+    let policy = Policy::new(Service::Netsrv)
+        .user(Some(SERVICE_USER))
+        .allow(secret, Access::Read);
+    let report = confine(&policy).unwrap();
+    println!("report {report}");
+    // SAFETY: set*id and get*id take and return integers only.
+    let (back, uid, gid) = unsafe { (libc::setuid(0), libc::getuid(), libc::getgid()) };
+    println!("setuid(0): {back}, uid {uid}, gid {gid}");
+    let read = std::fs::read(secret).map(|_| ()).map_err(|e| e.kind());
+    println!("read root's file: {read:?}");
+    std::process::exit(0);
+}
+
+#[test]
+fn a_service_started_as_root_becomes_its_user_for_good() {
+    if let Ok(secret) = std::env::var(USER_CHILD) {
+        user_child(&secret);
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let secret = std::env::temp_dir().join(format!("capnet-confine-key-{}", std::process::id()));
+    std::fs::write(&secret, b"key").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "a_service_started_as_root_becomes_its_user_for_good",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(USER_CHILD, &secret)
+        .env(capnet_confine::DISABLE_ENV, "1")
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&secret);
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let uid = SERVICE_USER.uid;
+    assert!(
+        said.contains(&format!("report uid {uid}, no_new_privs off")),
+        "{said}"
+    );
+    assert!(
+        said.contains(&format!(
+            "setuid(0): -1, uid {uid}, gid {}",
+            SERVICE_USER.gid
+        )),
+        "{said}"
+    );
+    assert!(
+        said.contains("read root's file: Err(PermissionDenied)"),
+        "{said}"
+    );
+    assert!(out.status.success(), "{said}");
+}
+
+#[test]
+fn user_ids_are_parsed_and_root_is_refused() {
+    use capnet_confine::User;
+    assert_eq!(
+        User::parse("1879048192:1879048193"),
+        Ok(User {
+            uid: 1879048192,
+            gid: 1879048193
+        })
+    );
+    assert!(User::parse("0:5").unwrap_err().contains("root"));
+    assert!(User::parse("5:0").unwrap_err().contains("root"));
+    assert!(User::parse("5").unwrap_err().contains("UID:GID"));
+    assert!(User::parse("a:b").unwrap_err().contains("UID:GID"));
+}

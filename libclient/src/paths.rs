@@ -28,7 +28,7 @@ pub fn default_socket_path() -> PathBuf {
 /// belongs to a service set this process may trust: its directory is not
 /// a symlink, nobody but its owner can write to it, its owner is us, root,
 /// or the user serving the socket, and the server (SO_PEERCRED) runs as
-/// the directory's owner or root. The default run directory must be our
+/// the directory's owner or root (any server, in a directory of root's). The default run directory must be our
 /// own or root's: another local user could have made `/tmp/capnet-UID`
 /// first and would then receive everything we send.
 pub fn verify_service_socket(path: &Path, server: std::os::fd::BorrowedFd<'_>) -> io::Result<()> {
@@ -73,7 +73,9 @@ pub fn verify_service_socket(path: &Path, server: std::os::fd::BorrowedFd<'_>) -
         Err(e) if e.kind() == io::ErrorKind::Unsupported => owner,
         Err(e) => return Err(e),
     };
-    if server != owner && server != 0 {
+    // A directory of root's holds what root put there: a set started as
+    // root serves through services that became users of their own.
+    if server != owner && server != 0 && owner != 0 {
         return Err(denied(format!(
             "the server runs as uid {server} but {} belongs to uid {owner}",
             dir.display()

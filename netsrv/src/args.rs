@@ -51,6 +51,12 @@ pub struct Args {
     pub allow_network: Principals,
     /// Who may bind ports below 1024 (default: root only).
     pub allow_low_ports: Principals,
+    /// The user to become once the sockets are bound (started as root).
+    pub user: Option<capnet_confine::User>,
+    /// tlsd's socket: only `trusted_uid` may connect, and it is served as
+    /// a trusted peer (tlsd judges and limits its own clients).
+    pub trusted_listen: Option<PathBuf>,
+    pub trusted_uid: Option<u32>,
 }
 
 pub const USAGE: &str = "usage: netsrv --port NAME=fd:RPC,HANDOFF | --port NAME=path:SOCKET ...
@@ -60,7 +66,8 @@ pub const USAGE: &str = "usage: netsrv --port NAME=fd:RPC,HANDOFF | --port NAME=
               [--tcp-buffer BYTES] [--congestion-control reno|none]
               [--limit NAME=N]... (NAME: a setting of [limits] in the capnet configuration)
               [--allow-network USERS] [--allow-low-ports USERS]
-              (USERS: `*`, uids and @gids, comma-separated; root always may)";
+              (USERS: `*`, uids and @gids, comma-separated; root always may)
+              [--trusted-listen PATH --trusted-uid UID] [--user UID:GID]";
 
 pub fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
     let mut args = Args {
@@ -99,6 +106,9 @@ pub fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
                 args.routes.push((dst, crate::addr::to_smol(gw)));
             }
             "--listen" => args.listen = Some(PathBuf::from(value()?)),
+            "--trusted-listen" => args.trusted_listen = Some(PathBuf::from(value()?)),
+            "--trusted-uid" => args.trusted_uid = Some(parse_num(&flag, &value()?)?),
+            "--user" => args.user = Some(capnet_confine::User::parse(&value()?)?),
             "--rpc-fd" => args.rpc_fds.push(parse_num(&flag, &value()?)?),
             "--tcp-buffer" => args.tcp_buffer = parse_num(&flag, &value()?)?,
             "--congestion-control" => {
@@ -125,6 +135,9 @@ pub fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
     }
     if args.ports.is_empty() {
         return Err(format!("at least one --port is needed\n{USAGE}"));
+    }
+    if args.trusted_listen.is_some() != args.trusted_uid.is_some() {
+        return Err("--trusted-listen and --trusted-uid go together".into());
     }
     let is_port = |n: &str| args.ports.iter().any(|p| p.name == n);
     let mut enslaved = std::collections::HashSet::new();

@@ -27,6 +27,13 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     raise_fd_limit();
+    let listeners = match rpc::bind(&args) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(%e, "cannot bind the service sockets");
+            return ExitCode::FAILURE;
+        }
+    };
     if let Err(e) = confine(&args) {
         tracing::error!(%e, "cannot confine netsrv");
         return ExitCode::FAILURE;
@@ -36,7 +43,7 @@ fn main() -> ExitCode {
         .build()
         .expect("tokio runtime");
     let local = tokio::task::LocalSet::new();
-    match local.block_on(&runtime, run(args)) {
+    match local.block_on(&runtime, run(args, listeners)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(%e, "netsrv failed");
@@ -45,7 +52,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(args: args::Args) -> std::io::Result<()> {
+async fn run(args: args::Args, listeners: rpc::Listeners) -> std::io::Result<()> {
     let mut stack = netsrv::stack::Stack::new(args.tcp_buffer);
     stack.reno = args.reno;
     let shared = service::Shared::new(stack, args.limits);
@@ -77,13 +84,22 @@ async fn run(args: args::Args) -> std::io::Result<()> {
             }
         });
     }
+    if let Some((listener, uid)) = listeners.trusted {
+        let shared = shared.clone();
+        tokio::task::spawn_local(async move {
+            if let Err(e) = rpc::serve_trusted(shared, listener, uid).await {
+                tracing::error!(%e, "the trusted socket failed; tlsd cannot reach the network");
+            }
+        });
+    }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    match &args.listen {
-        Some(path) => {
+    match listeners.apps {
+        Some((listener, path)) => {
             tokio::select! {
-                r = rpc::listen(
+                r = rpc::serve_apps(
                     shared.clone(),
-                    path,
+                    listener,
+                    &path,
                     args.allow_network.clone(),
                     args.allow_low_ports.clone(),
                 ) => r,
@@ -97,14 +113,11 @@ async fn run(args: args::Args) -> std::io::Result<()> {
     }
 }
 
-/// netsrv touches no file but its service socket, which it binds in the
-/// run directory; everything else comes as inherited fds.
+/// netsrv opens no file once its sockets are bound: everything else comes
+/// as inherited fds. Started as root, it becomes its own user first.
 fn confine(args: &args::Args) -> std::io::Result<()> {
     use capnet_confine::{Access, Policy, Service};
-    let mut policy = Policy::new(Service::Netsrv);
-    if let Some(dir) = args.listen.as_deref().and_then(std::path::Path::parent) {
-        policy = policy.allow(dir, Access::Write);
-    }
+    let mut policy = Policy::new(Service::Netsrv).user(args.user);
     // The panic test hook removes its trigger file once it fired.
     if let Some(trigger) = std::env::var_os(netsrv::test_hooks::PANIC_FILE) {
         if let Some(dir) = std::path::Path::new(&trigger).parent() {

@@ -57,16 +57,54 @@ impl ServiceSocket for NetSocket {
     }
 }
 
-/// Binds the service socket and serves every connection; who may use it is
+/// The sockets netsrv serves, bound at start (before it gives up root).
+pub struct Listeners {
+    /// The application socket.
+    pub apps: Option<(std::os::unix::net::UnixListener, std::path::PathBuf)>,
+    /// tlsd's socket, and the one uid that may connect to it.
+    pub trusted: Option<(std::os::unix::net::UnixListener, u32)>,
+}
+
+/// Binds the application socket for `network` and tlsd's socket for
+/// `trusted_uid` alone (mode 0600, owned by that uid). Binding and handing
+/// the socket file to another uid may need root, so this runs before the
+/// service drops to its own user.
+pub fn bind(args: &crate::args::Args) -> std::io::Result<Listeners> {
+    let annotate = |p: &Path, e: std::io::Error| {
+        std::io::Error::new(e.kind(), format!("{}: {e}", p.display()))
+    };
+    let apps = match &args.listen {
+        Some(path) => Some((
+            transport::listen_for(path, &args.allow_network).map_err(|e| annotate(path, e))?,
+            path.clone(),
+        )),
+        None => None,
+    };
+    let trusted = match (&args.trusted_listen, args.trusted_uid) {
+        (Some(path), Some(uid)) => {
+            let l = transport::listen_private(path).map_err(|e| annotate(path, e))?;
+            // SAFETY: getuid has no preconditions.
+            if uid != unsafe { libc::getuid() } {
+                std::os::unix::fs::chown(path, Some(uid), None).map_err(|e| annotate(path, e))?;
+            }
+            Some((l, uid))
+        }
+        _ => None,
+    };
+    Ok(Listeners { apps, trusted })
+}
+
+/// Serves every connection to the application socket; who may use it is
 /// decided on each peer's credentials, so the socket itself is open to
 /// every local user when `network` admits anyone beyond root.
-pub async fn listen(
+pub async fn serve_apps(
     shared: Rc<Shared>,
+    listener: std::os::unix::net::UnixListener,
     path: &Path,
     network: Principals,
     low_ports: Principals,
 ) -> std::io::Result<()> {
-    let listener = transport::listen_for(path, &network)?;
+    let listener = transport::serve_on(listener)?;
     tracing::info!(path = %path.display(), %network, %low_ports, "serving applications");
     let socket = NetSocket {
         shared,
@@ -74,4 +112,54 @@ pub async fn listen(
         low_ports,
     };
     transport::serve_clients(listener, Rc::new(socket)).await
+}
+
+/// tlsd's way in: the one peer that connects as `uid` gets a trusted `Net`
+/// (not limited, any port), since tlsd serves many users and judges and
+/// limits each of them itself; through the application socket it would be
+/// one ordinary client, and one TLS user could spend every other's share.
+/// Anyone else is refused, root included: a trusted `Net` is only tlsd's.
+struct TrustedSocket {
+    shared: Rc<Shared>,
+    uid: u32,
+}
+
+impl ServiceSocket for TrustedSocket {
+    fn handoff(&self) -> &capnet_ring::HandoffTable {
+        &self.shared.handoff
+    }
+
+    fn bootstrap(&self, peer: &Peer) -> capnp::capability::Client {
+        if peer.uid != self.uid {
+            self.shared.stack.borrow_mut().counters.sessions_refused += 1;
+            tracing::warn!(
+                uid = peer.uid,
+                pid = peer.pid,
+                "refused on the trusted socket: only uid {} (tlsd) may use it",
+                self.uid
+            );
+            return transport::refused(SocketError::Denied.to_capnp(format_args!(
+                "uid {} is not tlsd's (uid {}); applications use capnet.sock",
+                peer.uid, self.uid
+            )));
+        }
+        let net: capnet_schema::net_capnp::net::Client =
+            capnp_rpc::new_client(NetServer::trusted(self.shared.clone()));
+        net.client
+    }
+
+    fn transport_counters(&self) -> Option<Rc<transport::TransportCounters>> {
+        Some(self.shared.transport.clone())
+    }
+}
+
+/// Serves tlsd on its socket.
+pub async fn serve_trusted(
+    shared: Rc<Shared>,
+    listener: std::os::unix::net::UnixListener,
+    uid: u32,
+) -> std::io::Result<()> {
+    let listener = transport::serve_on(listener)?;
+    tracing::info!(uid, "serving tlsd on its trusted socket");
+    transport::serve_clients(listener, Rc::new(TrustedSocket { shared, uid })).await
 }

@@ -27,7 +27,8 @@ common options:
                             OffloadInfo.driverEpoch; default 0)
   --rpc-fd N                inherited connected Unix socket: serve Nic (capnp); repeatable
   --handoff-fd N            inherited Unix socket: redeem RingGrant tokens; repeatable
-  --listen PATH             Unix socket (0600); first byte 'R' = capnp, 'H' = handoff";
+  --listen PATH             Unix socket (0600); first byte 'R' = capnp, 'H' = handoff
+  --user UID:GID            started as root: become this user once the device is open";
 
 /// The device behind the port.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -64,6 +65,8 @@ pub struct Args {
     pub rpc_fds: Vec<RawFd>,
     pub handoff_fds: Vec<RawFd>,
     pub listen: Option<PathBuf>,
+    /// The user to become once the device and capture are open.
+    pub user: Option<capnet_confine::User>,
 }
 
 pub const DEFAULT_MTU: u32 = 1500;
@@ -172,6 +175,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Args, ArgError> {
     let mut rpc_fds = Vec::new();
     let mut handoff_fds = Vec::new();
     let mut listen = None;
+    let mut user = None;
 
     while let Some(flag) = it.next() {
         // Accept `--flag=value` as well as `--flag value`.
@@ -252,6 +256,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Args, ArgError> {
             "--rpc-fd" => rpc_fds.push(fd(&flag, &value()?)?),
             "--handoff-fd" => handoff_fds.push(fd(&flag, &value()?)?),
             "--listen" => listen = Some(PathBuf::from(value()?)),
+            "--user" => user = Some(capnet_confine::User::parse(&value()?).map_err(invalid)?),
             other => return Err(invalid(format!("unknown argument {other:?}"))),
         }
         if inline.is_some()
@@ -317,6 +322,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Args, ArgError> {
         rpc_fds,
         handoff_fds,
         listen,
+        user,
     })
 }
 

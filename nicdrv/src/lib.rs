@@ -149,9 +149,20 @@ async fn serve_listener(listener: UnixListener, ctl: Rc<Control>, table: Arc<Han
     }
 }
 
-/// Runs the driver until SIGTERM/SIGINT (or, without `--listen`, until every
-/// `--rpc-fd` connection has closed).
-pub fn run(args: Args) -> Result<(), String> {
+/// What [`open`] acquired while the driver may still hold privileges: the
+/// inherited sockets, the device (and its namespace), the capture file.
+pub struct Opened {
+    args: Args,
+    rpc_fds: Vec<OwnedFd>,
+    handoff_fds: Vec<OwnedFd>,
+    device: DeviceConfig,
+    pcap: Option<pcap::PcapWriter<std::io::BufWriter<std::fs::File>>>,
+}
+
+/// Takes the inherited sockets and opens the device and the capture. Call
+/// before confinement: a TAP device and `setns` need root, and the driver
+/// gives root up (and every file path but its wire's) right after.
+pub fn open(args: Args) -> Result<Opened, String> {
     // Inherited sockets first, before anything else opens descriptors.
     let rpc_fds = args
         .rpc_fds
@@ -191,6 +202,25 @@ pub fn run(args: Args) -> Result<(), String> {
         }
         None => None,
     };
+    Ok(Opened {
+        args,
+        rpc_fds,
+        handoff_fds,
+        device,
+        pcap,
+    })
+}
+
+/// Runs the driver until SIGTERM/SIGINT (or, without `--listen`, until every
+/// `--rpc-fd` connection has closed).
+pub fn serve(opened: Opened) -> Result<(), String> {
+    let Opened {
+        args,
+        rpc_fds,
+        handoff_fds,
+        device,
+        pcap,
+    } = opened;
     let mac = args.mac.unwrap_or_else(random_mac);
     let layout = dataplane::layout_for(args.mtu, args.buffers);
     let info = PortInfo {

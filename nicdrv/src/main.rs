@@ -28,11 +28,18 @@ fn main() -> ExitCode {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
-    if let Err(e) = confine(&args) {
-        tracing::error!("cannot confine nicdrv: {e}");
-        return ExitCode::FAILURE;
-    }
-    match nicdrv::run(args) {
+    let user = args.user;
+    let wire = match &args.backend {
+        args::Backend::Sim { wire } => Some(wire.clone()),
+        args::Backend::Tap { .. } => None,
+    };
+    let listen = args.listen.clone();
+    let result = nicdrv::open(args).and_then(|opened| {
+        confine(user, wire.as_deref(), listen.as_deref())
+            .map_err(|e| format!("cannot confine nicdrv: {e}"))?;
+        nicdrv::serve(opened)
+    });
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
@@ -42,28 +49,20 @@ fn main() -> ExitCode {
     }
 }
 
-/// The driver touches only its wire's directory (the rendezvous socket
-/// and lock), its capture file, and for TAP the device node and its
-/// namespace.
-fn confine(a: &args::Args) -> std::io::Result<()> {
+/// Once the device and capture are open, the driver touches only its
+/// wire's directory (the rendezvous socket and lock, met again whenever the
+/// peer restarts) and its `--listen` socket's.
+fn confine(
+    user: Option<capnet_confine::User>,
+    wire: Option<&std::path::Path>,
+    listen: Option<&std::path::Path>,
+) -> std::io::Result<()> {
     use capnet_confine::{Access, Policy, Service};
     use std::path::Path;
     let parent = |p: &Path| p.parent().map(Path::to_path_buf).unwrap_or_default();
-    let mut policy = Policy::new(Service::Nicdrv);
-    match &a.backend {
-        args::Backend::Sim { wire } => policy = policy.allow(parent(wire), Access::Write),
-        args::Backend::Tap { netns, .. } => {
-            policy = policy.allow("/dev/net/tun", Access::Write);
-            if let Some(ns) = netns {
-                policy = policy.allow(format!("/run/netns/{ns}"), Access::Read);
-            }
-        }
-    }
-    if let Some(pcap) = &a.pcap {
-        policy = policy.allow(pcap, Access::Write);
-    }
-    if let Some(listen) = &a.listen {
-        policy = policy.allow(parent(listen), Access::Write);
+    let mut policy = Policy::new(Service::Nicdrv).user(user);
+    for path in wire.into_iter().chain(listen) {
+        policy = policy.allow(parent(path), Access::Write);
     }
     let report = capnet_confine::confine(&policy)?;
     tracing::info!(%report, "confined");

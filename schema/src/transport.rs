@@ -10,12 +10,15 @@ use tokio::net::UnixStream;
 use tokio_util::compat::{Compat, TokioAsyncReadCompatExt, TokioAsyncWriteCompatExt};
 
 /// Binds a Unix socket only its owner may connect to (mode 0600), replacing
-/// a stale socket file.
-pub fn listen_private(path: &std::path::Path) -> std::io::Result<tokio::net::UnixListener> {
+/// a stale socket file. The listener is a std one (non-blocking), so that
+/// a service can bind before its runtime exists — while it still holds
+/// the privileges binding may need — and serve later ([`serve_on`]).
+pub fn listen_private(path: &std::path::Path) -> std::io::Result<std::os::unix::net::UnixListener> {
     use std::os::unix::fs::PermissionsExt;
     let _ = std::fs::remove_file(path);
-    let listener = tokio::net::UnixListener::bind(path)?;
+    let listener = std::os::unix::net::UnixListener::bind(path)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    listener.set_nonblocking(true)?;
     Ok(listener)
 }
 
@@ -25,7 +28,7 @@ pub fn listen_private(path: &std::path::Path) -> std::io::Result<tokio::net::Uni
 pub fn listen_for(
     path: &std::path::Path,
     users: &crate::access::Principals,
-) -> std::io::Result<tokio::net::UnixListener> {
+) -> std::io::Result<std::os::unix::net::UnixListener> {
     use std::os::unix::fs::PermissionsExt;
     let listener = listen_private(path)?;
     // SAFETY: getuid has no preconditions.
@@ -33,6 +36,14 @@ pub fn listen_for(
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))?;
     }
     Ok(listener)
+}
+
+/// A bound listener, registered with the current tokio runtime.
+pub fn serve_on(
+    listener: std::os::unix::net::UnixListener,
+) -> std::io::Result<tokio::net::UnixListener> {
+    listener.set_nonblocking(true)?;
+    tokio::net::UnixListener::from_std(listener)
 }
 
 use crate::metered::MeteredNetwork;

@@ -170,7 +170,8 @@ fn junk_frames_on_the_wire_are_dropped_and_counted() {
     let a = Host::start(&capnet_tests::sim_config(1, ""), &a_dir, &a_dir).unwrap();
     // The test is the wire's other end for a while.
     let layout = nicdrv::dataplane::layout_for(1500, 512);
-    let mut peer = nicdrv::sim::connect_wire(&a_dir.join("wire0.sock"), layout).unwrap();
+    let mut peer =
+        nicdrv::sim::connect_wire(&a_dir.join("wires").join("wire0.sock"), layout).unwrap();
     let mut rng = rand::rngs::StdRng::seed_from_u64(11);
     let our_mac = [2u8, 0, 0, 0, 0, 1];
     let mut sent = 0;

@@ -261,16 +261,49 @@ fn a_client_that_opens_sockets_until_refused_gets_limit_and_others_still_work() 
 }
 
 /// Sets (or only reads) a process's RLIMIT_NOFILE; returns the old one.
+/// Set as the process's own user (prlimit(1) run under its uid and gid):
+/// a service started as root became a user of its own, and touching
+/// another user's limits needs CAP_SYS_RESOURCE, which a container's root
+/// may lack.
 fn nofile(pid: u32, new: Option<libc::rlimit>) -> libc::rlimit {
-    let mut old = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
+    use std::os::unix::process::CommandExt;
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("Max open files in /proc/PID/limits");
+    let nums: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    let old = libc::rlimit {
+        rlim_cur: nums[0],
+        rlim_max: nums[1],
     };
-    let new_ptr = new.as_ref().map_or(std::ptr::null(), |n| n as *const _);
-    // SAFETY: prlimit on a process of ours; `new_ptr` is null or points to
-    // a live rlimit, `old` is a valid out-parameter.
-    let r = unsafe { libc::prlimit(pid as i32, libc::RLIMIT_NOFILE, new_ptr, &mut old) };
-    assert_eq!(r, 0, "prlimit: {}", std::io::Error::last_os_error());
+    if let Some(new) = new {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let id = |field: &str| -> u32 {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(field))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse().ok())
+                .unwrap()
+        };
+        let out = std::process::Command::new("prlimit")
+            .arg("--pid")
+            .arg(pid.to_string())
+            .arg(format!("--nofile={}:{}", new.rlim_cur, new.rlim_max))
+            .uid(id("Uid:"))
+            .gid(id("Gid:"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "prlimit: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     old
 }
 

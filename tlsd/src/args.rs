@@ -10,15 +10,18 @@ use std::time::Duration;
 pub struct Args {
     /// The service socket applications connect to (`tls.sock`).
     pub listen: PathBuf,
-    /// netsrv's service socket: tlsd makes its TCP connections there.
+    /// netsrv's socket for tlsd (its trusted one, under a supervisor): tlsd
+    /// makes its TCP connections there.
     pub net: PathBuf,
     pub identity: IdentityConfig,
     /// Who may use TLS at all (default: everyone).
     pub allow_network: Principals,
-    /// Who may listen on ports below 1024 (default: root only): tlsd's own
-    /// connections to netsrv carry tlsd's uid, so tlsd judges this itself.
+    /// Who may listen on ports below 1024 (default: root only): netsrv
+    /// trusts tlsd with any port, so tlsd judges this for its clients.
     pub allow_low_ports: Principals,
     pub limits: Limits,
+    /// The user to become once the keys are read and the socket is bound.
+    pub user: Option<capnet_confine::User>,
 }
 
 impl PartialEq for IdentityConfig {
@@ -33,7 +36,8 @@ pub const USAGE: &str =
     "usage: tlsd --listen PATH --net PATH [--cert PEM --key PEM] [--roots PEM] [--keylog FILE]
             [--handshake-timeout-ms MS] [--max-sockets N] [--max-sockets-per-client N]
             [--handshake-workers N] [--allow-network USERS] [--allow-low-ports USERS]
-            (USERS: `*`, uids and @gids, comma-separated; root always may)";
+            (USERS: `*`, uids and @gids, comma-separated; root always may)
+            [--user UID:GID]";
 
 /// A count of at least 1.
 fn count(flag: &str, v: Option<String>) -> Result<usize, String> {
@@ -51,6 +55,7 @@ pub fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
     let mut allow_network = Principals::everyone();
     let mut allow_low_ports = Principals::root_only();
     let mut limits = Limits::default();
+    let mut user = None;
     while let Some(flag) = args.next() {
         match flag.as_str() {
             "--handshake-timeout-ms" => {
@@ -68,6 +73,11 @@ pub fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
             }
             "--handshake-workers" => {
                 limits.handshake_workers = count(&flag, args.next())?;
+                continue;
+            }
+            "--user" => {
+                let v = args.next().ok_or("--user needs a value")?;
+                user = Some(capnet_confine::User::parse(&v)?);
                 continue;
             }
             _ => {}
@@ -108,6 +118,7 @@ pub fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
         allow_network,
         allow_low_ports,
         limits,
+        user,
     })
 }
 

@@ -34,8 +34,15 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // The keys are read and the key log is open: from here on tlsd touches
-    // no file but its service socket.
+    let listener = match transport::listen_for(&args.listen, &args.allow_network) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("tlsd: {}: {e}", args.listen.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    // The keys are read, the key log is open and the socket is bound: from
+    // here on tlsd touches no file but netsrv's socket.
     if let Err(e) = confine(&args) {
         tracing::error!("cannot confine tlsd: {e}");
         return ExitCode::FAILURE;
@@ -56,7 +63,7 @@ fn main() -> ExitCode {
         .expect("tokio runtime");
     let local = tokio::task::LocalSet::new();
     let served = local.block_on(&runtime, async move {
-        let listener = transport::listen_for(&args.listen, &args.allow_network)?;
+        let listener = transport::serve_on(listener)?;
         tracing::info!(path = %args.listen.display(), "serving applications");
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
@@ -80,9 +87,9 @@ fn main() -> ExitCode {
 
 fn confine(args: &args::Args) -> std::io::Result<()> {
     use capnet_confine::{Access, Policy, Service};
-    let mut policy = Policy::new(Service::Tlsd);
-    if let Some(dir) = args.listen.parent() {
-        policy = policy.allow(dir, Access::Write);
+    let mut policy = Policy::new(Service::Tlsd).user(args.user);
+    if let Some(dir) = args.net.parent() {
+        policy = policy.allow(dir, Access::Read);
     }
     let report = capnet_confine::confine(&policy)?;
     tracing::info!(%report, "confined");

@@ -17,9 +17,12 @@
 //! `failed` and left down.
 
 mod admin;
+mod rundir;
 mod watchdog;
 
-use crate::config::{ppm, Access, Backend, Bond, Config, Port};
+pub use rundir::{prepare_run_dir, RunDirLock};
+
+use crate::config::{ppm, Access, Backend, Bond, Config, Port, ServiceUsers};
 use crate::rpc;
 use crate::spawn::{binary, socket_pair, spawn};
 use capnet_schema::net_capnp::net_admin;
@@ -34,6 +37,9 @@ use std::process::{Child, ExitStatus};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
+
+/// netsrv's socket for tlsd, in the run directory.
+pub const TRUSTED_SOCKET: &str = "net-trusted.sock";
 
 /// An exit sooner than this after the start is a quick one.
 pub const QUICK: Duration = Duration::from_secs(1);
@@ -172,44 +178,18 @@ struct Ctx {
     tlsd: PathBuf,
     socket_path: PathBuf,
     tls_socket_path: PathBuf,
+    /// netsrv's socket for tlsd alone.
+    trusted_socket_path: PathBuf,
     access: Access,
+    /// The users the services become (the set started as root).
+    users: Option<ServiceUsers>,
 }
 
-/// Makes the run directory ours and private (0700); an existing one must
-/// be a real directory (not a symlink) that we own, or another local user
-/// could have prepared it and would own our sockets.
-pub fn prepare_run_dir(dir: &Path) -> io::Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)?;
-    let meta = std::fs::symlink_metadata(dir)?;
-    // SAFETY: getuid has no preconditions.
-    let me = unsafe { libc::getuid() };
-    if !meta.file_type().is_dir() || meta.uid() != me {
-        return Err(io::Error::new(
-            io::ErrorKind::PermissionDenied,
-            format!(
-                "{} is not a directory of ours (owner uid {}); remove it or pick another --run-dir",
-                dir.display(),
-                meta.uid()
-            ),
-        ));
-    }
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-}
-
-/// Lets other users reach the sockets (0711: enter, not list) when the
-/// policy admits anyone but us; each service then judges every peer.
-fn open_run_dir_to(dir: &Path, access: &Access) -> io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    // SAFETY: getuid has no preconditions.
-    let me = unsafe { libc::getuid() };
-    if !access.network.only(me) || !access.admin.only(me) {
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))?;
-    }
-    Ok(())
+/// Where a sim port's wire socket is: a relative path is beneath
+/// `<wire-dir>/wires/`, a directory of its own, since the drivers may
+/// write there (and never in the run directory).
+fn wire_path(opts: &UpOptions, wire: &Path) -> PathBuf {
+    resolve(&opts.wire_dir.join("wires"), wire)
 }
 
 fn resolve(dir: &Path, p: &Path) -> PathBuf {
@@ -244,17 +224,19 @@ pub fn backoff(quick_exits: u32) -> Duration {
 fn nicdrv_args(
     port: &Port,
     opts: &UpOptions,
+    user: Option<capnet_confine::User>,
     epoch: u32,
     rpc_fds: &[&OwnedFd],
     handoff: &OwnedFd,
 ) -> Result<Vec<String>, String> {
     let mut a = vec!["--name".to_string(), port.name.clone()];
     a.extend(["--epoch".into(), epoch.to_string()]);
+    a.extend(user_args(user));
     match port.backend {
         Backend::Sim => {
             let wire = port.wire.as_ref().ok_or("sim port without wire")?;
             a.extend(["--backend".into(), "sim".into(), "--wire".into()]);
-            a.push(resolve(&opts.wire_dir, wire).display().to_string());
+            a.push(wire_path(opts, wire).display().to_string());
         }
         Backend::Tap => {
             a.extend(["--backend".into(), "tap".into(), "--tap".into()]);
@@ -347,6 +329,12 @@ fn netsrv_args(
     a
 }
 
+/// `--user UID:GID` when the service is to become a user of its own.
+fn user_args(user: Option<capnet_confine::User>) -> Vec<String> {
+    user.map(|u| vec!["--user".into(), u.to_string()])
+        .unwrap_or_default()
+}
+
 /// Who may use the network and bind low ports, for netsrv and tlsd.
 fn access_args(access: &Access) -> [String; 4] {
     [
@@ -355,47 +343,6 @@ fn access_args(access: &Access) -> [String; 4] {
         "--allow-low-ports".into(),
         access.low_ports.to_string(),
     ]
-}
-
-/// Holds the run directory for one service set: a second `capnet up` on
-/// the same directory would join the first set's wire with the same
-/// addresses and, on exit, delete its sockets. Released when the
-/// supervisor exits, however it exits.
-pub struct RunDirLock {
-    _file: std::fs::File,
-}
-
-impl RunDirLock {
-    pub fn take(dir: &Path) -> Result<RunDirLock, String> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let path = dir.join("capnet.lock");
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&path)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        // SAFETY: flock on an fd we own; no memory is involved.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::WouldBlock {
-                return Err(format!("{}: {e}", path.display()));
-            }
-            let pid = std::fs::read_to_string(dir.join("capnet.pid")).unwrap_or_default();
-            let pid = match pid.trim() {
-                "" => String::new(),
-                p => format!(" (supervisor pid {p})"),
-            };
-            return Err(format!(
-                "a service set is already running in {}{pid}; stop it with `capnet down --run-dir {}` or pick another --run-dir",
-                dir.display(),
-                dir.display()
-            ));
-        }
-        Ok(RunDirLock { _file: file })
-    }
 }
 
 /// Runs the service set until it is told to stop.
@@ -414,12 +361,36 @@ pub fn up(opts: UpOptions) -> Result<(), String> {
         tlsd: binary("tlsd").map_err(|e| e.to_string())?,
         socket_path: opts.run_dir.join("capnet.sock"),
         tls_socket_path: opts.run_dir.join("tls.sock"),
+        trusted_socket_path: opts.run_dir.join(TRUSTED_SOCKET),
         // SAFETY: getuid has no preconditions.
         access: opts.config.access.resolve(unsafe { libc::getuid() })?,
+        // SAFETY: getuid has no preconditions.
+        users: opts
+            .config
+            .supervisor
+            .service_users(unsafe { libc::getuid() })?,
         opts,
     });
-    open_run_dir_to(&ctx.opts.run_dir, &ctx.access)
+    rundir::open_run_dir_to(&ctx.opts.run_dir, &ctx.access, ctx.users.is_some())
         .map_err(|e| format!("run directory {}: {e}", ctx.opts.run_dir.display()))?;
+    for port in &ctx.opts.config.ports {
+        if let Some(dir) = port
+            .wire
+            .as_ref()
+            .and_then(|w| wire_path(&ctx.opts, w).parent().map(Path::to_path_buf))
+        {
+            rundir::prepare_wire_dir(&dir, &ctx.opts.run_dir, ctx.users.map(|u| u.nicdrv.gid))
+                .map_err(|e| format!("port {}: {e}", port.name))?;
+        }
+    }
+    if let Some(users) = ctx.users {
+        tracing::info!(
+            netsrv = users.netsrv.uid,
+            tlsd = users.tlsd.uid,
+            nicdrv = users.nicdrv.uid,
+            "each service becomes its own user once started"
+        );
+    }
     let config = &ctx.opts.config;
     let mut procs: Vec<Process> = config
         .ports
@@ -445,7 +416,13 @@ pub fn up(opts: UpOptions) -> Result<(), String> {
     }));
     let result = local.block_on(&runtime, run(ctx.clone(), shared.clone()));
     local.block_on(&runtime, stop_all(&shared));
-    for name in ["capnet.sock", "tls.sock", "admin.sock", "capnet.pid"] {
+    for name in [
+        "capnet.sock",
+        "tls.sock",
+        TRUSTED_SOCKET,
+        "admin.sock",
+        "capnet.pid",
+    ] {
         let _ = std::fs::remove_file(ctx.opts.run_dir.join(name));
     }
     result
@@ -498,6 +475,7 @@ async fn run(ctx: Rc<Ctx>, shared: Shared) -> Result<(), String> {
     ));
     let admin_path = ctx.opts.run_dir.join("admin.sock");
     let listener = capnet_schema::transport::listen_for(&admin_path, &ctx.access.admin)
+        .and_then(capnet_schema::transport::serve_on)
         .map_err(|e| format!("{}: {e}", admin_path.display()))?;
     tokio::task::spawn_local(rpc::serve_forever(
         listener,
@@ -551,6 +529,7 @@ fn start_nicdrv(ctx: &Ctx, set: &mut Set, index: usize) -> Result<[OwnedFd; 2], 
     let args = nicdrv_args(
         port,
         &ctx.opts,
+        ctx.users.map(|u| u.nicdrv),
         epoch,
         &[&rpc_child, &admin_child],
         &handoff_child,
@@ -608,6 +587,18 @@ fn start_data_path(ctx: &Ctx, shared: &Shared) -> Result<net_admin::Client, Stri
         &ctx.socket_path,
         &ctx.access,
     ));
+    // tlsd's own way in (it serves many users: see netsrv's rpc.rs).
+    args.extend([
+        "--trusted-listen".to_string(),
+        ctx.trusted_socket_path.display().to_string(),
+        "--trusted-uid".to_string(),
+        ctx.users
+            .map(|u| u.tlsd.uid)
+            // SAFETY: getuid has no preconditions.
+            .unwrap_or_else(|| unsafe { libc::getuid() })
+            .to_string(),
+    ]);
+    args.extend(user_args(ctx.users.map(|u| u.netsrv)));
     let io = |e: io::Error| e.to_string();
     let (admin_child, admin_here) = socket_pair().map_err(io)?;
     let (attach_child, attach_here) = socket_pair().map_err(io)?;
@@ -636,14 +627,15 @@ fn start_data_path(ctx: &Ctx, shared: &Shared) -> Result<net_admin::Client, Stri
     rpc::bootstrap(admin_here).map_err(io)
 }
 
-/// tlsd's arguments: its socket, netsrv's socket, and the TLS files.
+/// tlsd's arguments: its socket, netsrv's socket for it, and the TLS files.
 fn tlsd_args(ctx: &Ctx) -> Vec<String> {
     let mut a = vec![
         "--listen".to_string(),
         ctx.tls_socket_path.display().to_string(),
         "--net".to_string(),
-        ctx.socket_path.display().to_string(),
+        ctx.trusted_socket_path.display().to_string(),
     ];
+    a.extend(user_args(ctx.users.map(|u| u.tlsd)));
     let tls = &ctx.opts.config.tls;
     for (flag, path) in [
         ("--cert", &tls.cert),
