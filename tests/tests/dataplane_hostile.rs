@@ -138,7 +138,7 @@ fn lengths_flipped_in_shared_buffers_hurt_no_one() {
         .unwrap()
         .tcp_listen(addr("0.0.0.0:7400"), 8)
         .unwrap();
-    let mut peer = WirePeer::connect(&scratch.0.join("a/wire1.sock"));
+    let mut peer = WirePeer::connect(&scratch.0.join("a/wires/wire1.sock"));
     let netsrv = pid_of(&a, "netsrv");
     let driver = pid_of(&a, "nicdrv sim1");
     let before = rss_and_threads(netsrv);
@@ -235,7 +235,13 @@ fn lengths_flipped_in_shared_buffers_hurt_no_one() {
 #[test]
 fn a_panic_in_the_data_plane_ends_netsrv_and_it_comes_back() {
     let scratch = Scratch::new("dp-panic");
-    let trigger = scratch.0.join("panic-now");
+    // netsrv removes the trigger; started as root, it is a user of its own
+    // by then.
+    let hook_dir = scratch.0.join("hook");
+    std::fs::create_dir_all(&hook_dir).unwrap();
+    std::fs::set_permissions(&hook_dir, std::os::unix::fs::PermissionsExt::from_mode(0o777))
+        .unwrap();
+    let trigger = hook_dir.join("panic-now");
     let bin = hostile_peer::hooked_bin_dir(
         &scratch.0,
         "netsrv",
@@ -295,7 +301,7 @@ fn a_syn_flood_leaves_netsrv_bounded() {
         .unwrap()
         .tcp_listen(addr("0.0.0.0:7700"), 8)
         .unwrap();
-    let mut peer = WirePeer::connect(&scratch.0.join("a/wire1.sock"));
+    let mut peer = WirePeer::connect(&scratch.0.join("a/wires/wire1.sock"));
     let netsrv = pid_of(&a, "netsrv");
     let before = rss_and_threads(netsrv);
     let good = good_transfer(&a, &b, 7701);
@@ -354,7 +360,7 @@ fn a_spoofed_syn_leaves_an_offloaded_flow_alone() {
         &format!("{}{tls}", sim_config(2, "tls_offload = true")),
         None,
     );
-    let mut peer = WirePeer::connect(&scratch.0.join("a/wire1.sock"));
+    let mut peer = WirePeer::connect(&scratch.0.join("a/wires/wire1.sock"));
     let options = TlsOptions::default();
     let listener = b
         .tls()

@@ -93,7 +93,7 @@ fn wait_sim1(a: &Host, states: &[&str]) -> String {
 /// Makes netsrv send sim1 a frame as large as the port's MTU allows: a
 /// neighbour on wire1 (this test) and an 8000-byte datagram to it.
 fn big_frame_to_sim1(a: &Host, scratch: &Scratch) -> WirePeer {
-    let mut peer = WirePeer::connect(&scratch.0.join("a/wire1.sock"));
+    let mut peer = WirePeer::connect(&scratch.0.join("a/wires/wire1.sock"));
     peer.send(&arp_request(
         [2, 0, 0, 0, 1, 0x99],
         [10, 1, 0, 2],

@@ -11,10 +11,15 @@ use std::path::Path;
 /// could have prepared it and would own our sockets.
 pub fn prepare_run_dir(dir: &Path) -> io::Result<()> {
     use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)?;
+    // Like `mkdir -p -m 0700`: the parents get the usual mode, so that
+    // services running as users of their own can pass through them.
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)?;
+    }
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
+        _ => {}
+    }
     let meta = std::fs::symlink_metadata(dir)?;
     // SAFETY: getuid has no preconditions.
     let me = unsafe { libc::getuid() };
@@ -135,5 +140,29 @@ pub(super) fn prepare_wire_dir(
         ));
     }
     std::os::unix::fs::chown(dir, None, Some(gid))?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode | 0o070))
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode | 0o070))?;
+    reachable(dir, gid)
+}
+
+/// Every directory above `dir` lets the drivers (group `gid`, no other
+/// privilege) pass, else their rendezvous fails later with a bare EACCES.
+fn reachable(dir: &Path, gid: u32) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let dir = std::fs::canonicalize(dir)?;
+    for above in dir.ancestors().skip(1) {
+        let meta = std::fs::metadata(above)?;
+        let search = meta.mode() & 0o001 != 0 || (meta.gid() == gid && meta.mode() & 0o010 != 0);
+        if !search {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!(
+                    "the drivers (gid {gid}) cannot reach the wire directory {}: {} is mode {:o}",
+                    dir.display(),
+                    above.display(),
+                    meta.mode() & 0o7777
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
