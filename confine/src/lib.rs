@@ -15,6 +15,7 @@
 //! the port maps this onto their namespaces.
 
 use std::path::PathBuf;
+use std::sync::OnceLock;
 
 #[cfg(target_os = "linux")]
 mod linux;
@@ -106,17 +107,41 @@ impl std::fmt::Display for Report {
 /// strace or gdb, which the filter would forbid).
 pub const DISABLE_ENV: &str = "CAPNET_NO_CONFINE";
 
+/// What [`confine`] enforced in this process: Landlock leaves no trace in
+/// /proc, so a service reports this over its RPC (`capnet status`).
+static CURRENT: OnceLock<Report> = OnceLock::new();
+
+/// The confinement this process put on itself, once [`confine`] succeeded.
+pub fn current() -> Option<&'static Report> {
+    CURRENT.get()
+}
+
+/// [`current`] as a service reports it: the report's words, or empty
+/// before the process confined itself.
+pub fn current_text() -> String {
+    current().map(Report::to_string).unwrap_or_default()
+}
+
 /// Confines the calling process by `policy`. An error means the kernel
 /// refused a restriction it claims to support: the caller should not run
 /// unconfined by accident, and exits.
 pub fn confine(policy: &Policy) -> std::io::Result<Report> {
-    if std::env::var_os(DISABLE_ENV).is_some() {
-        return Ok(Report {
+    let report = if std::env::var_os(DISABLE_ENV).is_some() {
+        Report {
             no_new_privs: false,
             landlock: "off",
             seccomp: false,
-        });
-    }
+        }
+    } else {
+        enforce(policy)?
+    };
+    // Services confine themselves once; a later call could only add
+    // restrictions, so the first report never claims more than holds.
+    let _ = CURRENT.set(report.clone());
+    Ok(report)
+}
+
+fn enforce(policy: &Policy) -> std::io::Result<Report> {
     #[cfg(target_os = "linux")]
     {
         linux::confine(policy)
@@ -125,5 +150,31 @@ pub fn confine(policy: &Policy) -> std::io::Result<Report> {
     {
         let _ = policy;
         Ok(Report::unsupported())
+    }
+}
+
+/// The Landlock state in a report's words (`current_text`, as a service
+/// answered it): "enforced", "partly enforced", "unsupported", "off".
+pub fn landlock_of(report: &str) -> Option<&str> {
+    report
+        .split(", ")
+        .find_map(|part| part.strip_prefix("landlock "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn landlock_reads_back_from_a_report() {
+        for landlock in ["enforced", "partly enforced", "unsupported", "off"] {
+            let report = Report {
+                no_new_privs: true,
+                landlock,
+                seccomp: true,
+            };
+            assert_eq!(landlock_of(&report.to_string()), Some(landlock));
+        }
+        assert_eq!(landlock_of(""), None);
     }
 }

@@ -19,6 +19,9 @@ pub struct Args {
     /// connections to netsrv carry tlsd's uid, so tlsd judges this itself.
     pub allow_low_ports: Principals,
     pub limits: Limits,
+    /// An inherited socket to the supervisor, which pings tlsd on it (its
+    /// watchdog) and asks for its counters.
+    pub admin_fd: Option<i32>,
 }
 
 impl PartialEq for IdentityConfig {
@@ -33,6 +36,7 @@ pub const USAGE: &str =
     "usage: tlsd --listen PATH --net PATH [--cert PEM --key PEM] [--roots PEM] [--keylog FILE]
             [--handshake-timeout-ms MS] [--max-sockets N] [--max-sockets-per-client N]
             [--handshake-workers N] [--allow-network USERS] [--allow-low-ports USERS]
+            [--admin-fd N]
             (USERS: `*`, uids and @gids, comma-separated; root always may)";
 
 /// A count of at least 1.
@@ -51,6 +55,7 @@ pub fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
     let mut allow_network = Principals::everyone();
     let mut allow_low_ports = Principals::root_only();
     let mut limits = Limits::default();
+    let mut admin_fd = None;
     while let Some(flag) = args.next() {
         match flag.as_str() {
             "--handshake-timeout-ms" => {
@@ -68,6 +73,15 @@ pub fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
             }
             "--handshake-workers" => {
                 limits.handshake_workers = count(&flag, args.next())?;
+                continue;
+            }
+            "--admin-fd" => {
+                let v = args.next().ok_or("--admin-fd needs a value")?;
+                match v.parse::<i32>() {
+                    // 0 to 2 are stdio: never the supervisor's socket.
+                    Ok(fd) if fd > 2 => admin_fd = Some(fd),
+                    _ => return Err(format!("--admin-fd: {v:?} is not a descriptor number")),
+                }
                 continue;
             }
             _ => {}
@@ -108,6 +122,7 @@ pub fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
         allow_network,
         allow_low_ports,
         limits,
+        admin_fd,
     })
 }
 
@@ -133,6 +148,14 @@ mod tests {
             .unwrap_err()
             .contains("unknown"));
         assert!(p("--listen").unwrap_err().contains("value"));
+        assert_eq!(
+            p("--listen x --net y --admin-fd 7").unwrap().admin_fd,
+            Some(7)
+        );
+        assert_eq!(p("--listen x --net y").unwrap().admin_fd, None);
+        assert!(p("--listen x --net y --admin-fd 1")
+            .unwrap_err()
+            .contains("descriptor"));
     }
 
     #[test]
