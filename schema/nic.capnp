@@ -48,6 +48,8 @@ struct PortInfo {
   capturePath @6 :Text;      # pcap file, empty when not capturing
   tlsTxOffload @7 :Bool;     # the port seals TLS records (kTLS device TX)
   tlsRxOffload @8 :Bool;     # the port opens TLS records (kTLS device RX)
+  confinement @9 :Text;
+  # How the driver confined itself, as NetStatus.confinement in net.capnp.
 }
 
 struct PortCounters {

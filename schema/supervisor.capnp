@@ -28,4 +28,7 @@ struct Process {
   restarts @3 :UInt32;
   state @4 :Text;    # running, restarting, failed (crash loop: given up), stopped
   lastExit @5 :Text; # how the last instance ended, e.g. "killed by signal 9"
+  confinement @6 :Text;
+  # How the running instance says it confined itself (its status, info or
+  # stat answer); empty when it did not answer.
 }

@@ -120,4 +120,6 @@ struct TlsStat {
   currSockets @26 :UInt64;       # TLS sockets held now (connections and listeners)
   limitRefused @27 :UInt64;      # sockets and connections refused for a limit
   acceptErrors @28 :UInt64;      # failed accepts survived (e.g. out of file descriptors)
+  confinement @29 :Text;
+  # How tlsd confined itself, as NetStatus.confinement in net.capnp.
 }

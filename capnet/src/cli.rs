@@ -14,9 +14,21 @@ fn err(e: impl std::fmt::Display) -> String {
 
 pub use capnet_schema::errors::describe as describe_error;
 
+/// How process `pid` is confined: what the kernel says in /proc/PID/status
+/// (its user, no_new_privs, a seccomp filter), and the Landlock state from
+/// `reported`, the service's own answer (Landlock is not in /proc).
+pub fn confinement(pid: u32, reported: &str) -> String {
+    // Only the words a service may say: a driver's answer is not printed
+    // raw into an admin's terminal.
+    let landlock = capnet_confine::landlock_of(reported)
+        .filter(|l| matches!(*l, "enforced" | "partly enforced" | "unsupported" | "off"))
+        .unwrap_or("unknown (the service did not say)");
+    format!("{}, landlock {landlock}", kernel_confinement(pid))
+}
+
 /// What the kernel says confines process `pid` (/proc/PID/status): its
 /// user, no_new_privs, and a seccomp filter.
-pub fn confinement(pid: u32) -> String {
+fn kernel_confinement(pid: u32) -> String {
     let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
         return "unknown".into();
     };
@@ -75,6 +87,8 @@ pub struct ProcessInfo {
     pub restarts: u32,
     /// How the last instance ended, e.g. "killed by signal 9"; empty if none did.
     pub last_exit: String,
+    /// How the running instance says it confined itself; empty: unknown.
+    pub confinement: String,
 }
 
 fn read_processes(
@@ -88,6 +102,7 @@ fn read_processes(
                 state: p.get_state()?.to_string()?,
                 restarts: p.get_restarts(),
                 last_exit: p.get_last_exit()?.to_string()?,
+                confinement: p.get_confinement()?.to_string()?,
             })
         })
         .collect()
@@ -180,7 +195,7 @@ pub fn status(run_dir: &Path) -> Result<String, String> {
                 let _ = write!(out, ", last exit: {}", p.last_exit);
             }
             if p.pid != 0 {
-                let _ = write!(out, "; confined: {}", confinement(p.pid));
+                let _ = write!(out, "; confined: {}", confinement(p.pid, &p.confinement));
             }
             out.push('\n');
         }
@@ -752,6 +767,21 @@ mod tests {
     }
 
     #[test]
+    fn landlock_comes_from_the_service_and_only_in_known_words() {
+        let me = std::process::id();
+        let shown = confinement(me, "no_new_privs on, landlock partly enforced, seccomp on");
+        assert!(shown.starts_with("uid "), "{shown}");
+        assert!(shown.ends_with(", landlock partly enforced"), "{shown}");
+        for said in ["", "landlock \x1b[2Jgotcha", "no_new_privs on"] {
+            let shown = confinement(me, said);
+            assert!(
+                shown.ends_with("landlock unknown (the service did not say)"),
+                "{shown}"
+            );
+        }
+    }
+
+    #[test]
     fn port_state_prefers_what_the_supervisor_knows() {
         let p = |state: &str| ProcessInfo {
             name: "nicdrv p0".into(),
@@ -759,6 +789,7 @@ mod tests {
             state: state.into(),
             restarts: 0,
             last_exit: String::new(),
+            confinement: String::new(),
         };
         assert_eq!(port_state("p0", Some("detached"), &[p("failed")]), "failed");
         assert_eq!(

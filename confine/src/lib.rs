@@ -15,6 +15,7 @@
 //! the port maps this onto their namespaces.
 
 use std::path::PathBuf;
+use std::sync::OnceLock;
 
 #[cfg(target_os = "linux")]
 mod linux;
@@ -154,6 +155,21 @@ impl std::fmt::Display for Report {
 /// strace or gdb, which the filter would forbid).
 pub const DISABLE_ENV: &str = "CAPNET_NO_CONFINE";
 
+/// What [`confine`] enforced in this process: Landlock leaves no trace in
+/// /proc, so a service reports this over its RPC (`capnet status`).
+static CURRENT: OnceLock<Report> = OnceLock::new();
+
+/// The confinement this process put on itself, once [`confine`] succeeded.
+pub fn current() -> Option<&'static Report> {
+    CURRENT.get()
+}
+
+/// [`current`] as a service reports it: the report's words, or empty
+/// before the process confined itself.
+pub fn current_text() -> String {
+    current().map(Report::to_string).unwrap_or_default()
+}
+
 /// Confines the calling process by `policy`. An error means the kernel
 /// refused a restriction it claims to support: the caller should not run
 /// unconfined by accident, and exits.
@@ -167,14 +183,23 @@ pub fn confine(policy: &Policy) -> std::io::Result<Report> {
         #[cfg(not(target_os = "linux"))]
         become_user(user)?;
     }
-    if std::env::var_os(DISABLE_ENV).is_some() {
-        return Ok(Report {
+    let report = if std::env::var_os(DISABLE_ENV).is_some() {
+        Report {
             user: policy.user.map(|u| u.uid),
             no_new_privs: false,
             landlock: "off",
             seccomp: false,
-        });
-    }
+        }
+    } else {
+        enforce(policy)?
+    };
+    // Services confine themselves once; a later call could only add
+    // restrictions, so the first report never claims more than holds.
+    let _ = CURRENT.set(report.clone());
+    Ok(report)
+}
+
+fn enforce(policy: &Policy) -> std::io::Result<Report> {
     #[cfg(target_os = "linux")]
     {
         linux::confine(policy)
@@ -194,4 +219,33 @@ fn become_user(user: User) -> std::io::Result<()> {
         std::io::ErrorKind::Unsupported,
         format!("becoming user {user}: not supported on this platform"),
     ))
+}
+
+/// The Landlock state in a report's words (`current_text`, as a service
+/// answered it): "enforced", "partly enforced", "unsupported", "off".
+pub fn landlock_of(report: &str) -> Option<&str> {
+    report
+        .split(", ")
+        .find_map(|part| part.strip_prefix("landlock "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn landlock_reads_back_from_a_report() {
+        for landlock in ["enforced", "partly enforced", "unsupported", "off"] {
+            for user in [None, Some(1879048192)] {
+                let report = Report {
+                    user,
+                    no_new_privs: true,
+                    landlock,
+                    seccomp: true,
+                };
+                assert_eq!(landlock_of(&report.to_string()), Some(landlock));
+            }
+        }
+        assert_eq!(landlock_of(""), None);
+    }
 }

@@ -31,6 +31,7 @@ use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use zeroize::Zeroize;
 
 /// Which direction of a TLS connection the NIC takes over.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -82,7 +83,8 @@ impl TlsCipher {
 }
 
 /// The traffic secrets of one TLS direction, for the NIC. `Debug` shows
-/// the key's length, never the key.
+/// the key's length, never the key; every copy is wiped when dropped
+/// (`offload_tls` makes one for its call).
 #[derive(Clone, PartialEq, Eq)]
 pub struct TlsOffloadParams {
     /// 0x0303 (TLS 1.2) or 0x0304 (TLS 1.3).
@@ -106,6 +108,15 @@ impl std::fmt::Debug for TlsOffloadParams {
             .field("iv", &format_args!("<12 bytes>"))
             .field("record_seq", &self.record_seq)
             .finish()
+    }
+}
+
+impl Drop for TlsOffloadParams {
+    fn drop(&mut self) {
+        // Key material outlives nothing that used it: freed memory is
+        // not cleared, and it is read by whatever reuses it.
+        self.key.zeroize();
+        self.iv.zeroize();
     }
 }
 
@@ -651,21 +662,15 @@ mod tests {
     #[test]
     fn params_are_checked() {
         params().check().unwrap();
-        let p = TlsOffloadParams {
-            version: 0x0302,
-            ..params()
-        };
+        // Field by field: a type that wipes itself on drop cannot be taken
+        // apart with `..`.
+        let mut p = params();
+        p.version = 0x0302;
         assert_eq!(p.check().unwrap_err().kind(), io::ErrorKind::InvalidInput);
-        let p = TlsOffloadParams {
-            cipher: TlsCipher::Aes256Gcm,
-            ..params()
-        };
+        let mut p = params();
+        p.cipher = TlsCipher::Aes256Gcm;
         assert_eq!(p.check().unwrap_err().kind(), io::ErrorKind::InvalidInput);
-        let p = TlsOffloadParams {
-            cipher: TlsCipher::Aes256Gcm,
-            key: vec![1; 32],
-            ..params()
-        };
+        p.key = vec![1; 32];
         p.check().unwrap();
     }
 

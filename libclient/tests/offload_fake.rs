@@ -1116,10 +1116,8 @@ fn refused_offloads_change_nothing() {
     );
 
     // Bad parameters never leave the process.
-    let bad = TlsOffloadParams {
-        key: vec![1; 32],
-        ..params(1)
-    };
+    let mut bad = params(1);
+    bad.key = vec![1; 32];
     let e = s.offload_tls(OffloadKind::TlsTx, &bad, 0).unwrap_err();
     assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{e}");
     assert_eq!(fake.seen().offloads.lock().unwrap().len(), 1);

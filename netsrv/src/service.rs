@@ -453,6 +453,7 @@ type NicCounters = capnp::capability::Response<nic::counters_results::Owned>;
 pub async fn fill_status(shared: &Rc<Shared>, mut status: net_status::Builder<'_>) {
     let counters = driver_counters(shared).await;
     write_status(&shared.stack.borrow(), &counters, status.reborrow());
+    status.set_confinement(capnet_confine::current_text());
     if let Ok(c) = status.get_counters() {
         crate::limits::write_counters(&shared.accounts, &shared.transport, c.init_limits());
     }

@@ -277,6 +277,7 @@ impl nic::Server for NicServer {
         i.set_capture_path(ctl.info.capture_path.as_str());
         i.set_tls_tx_offload(ctl.info.tls_tx_offload);
         i.set_tls_rx_offload(ctl.info.tls_rx_offload);
+        i.set_confinement(capnet_confine::current_text());
         let silent = crate::misbehave::get() == crate::misbehave::Misbehave::Silent;
         async move {
             if silent {

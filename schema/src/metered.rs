@@ -15,10 +15,18 @@
 //! limits (the peer's own calls then wait; nobody else's do). Services
 //! answer the excess with a `limit` error before it gets that far
 //! (netsrv's calls in flight); this is the bound that holds regardless.
+//!
+//! A sent `offloadTls` call has its TLS key and IV wiped once it is
+//! written ([`Wipes`]): capnp-rpc frees a sent message's buffers as they
+//! are, and the caller never sees them again.
 
 use capnp::capability::Promise;
+use capnp::message::{Builder, HeapAllocator};
+use capnp::traits::HasTypeId;
 use capnp_rpc::rpc_twoparty_capnp::Side;
-use futures::{AsyncRead, TryFutureExt};
+use futures::future::LocalBoxFuture;
+use futures::stream::FuturesUnordered;
+use futures::{AsyncRead, FutureExt, StreamExt, TryFutureExt};
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::io;
@@ -249,9 +257,149 @@ impl Drop for Held {
     }
 }
 
+/// Sent messages waiting to be written, then wiped. A caller never sees a
+/// request again after `send` (capnp-rpc hands it to its write queue,
+/// which frees it once written), so the wipe happens here, in the one
+/// place that may still hold it: the connection.
+#[derive(Default)]
+struct Wipes {
+    pending: RefCell<FuturesUnordered<LocalBoxFuture<'static, ()>>>,
+    /// The connection's driver, woken when a message is added.
+    driver: RefCell<Option<Waker>>,
+    /// Messages wiped so far.
+    wiped: Cell<u64>,
+}
+
+impl Wipes {
+    fn add(
+        self: &Rc<Self>,
+        written: impl std::future::Future<Output = ()> + 'static,
+        m: Rc<Builder<HeapAllocator>>,
+    ) {
+        let wipes = Rc::downgrade(self);
+        self.pending.borrow_mut().push(Box::pin(async move {
+            written.await;
+            // Written (or never to be): the write queue has let go, and so
+            // has the RPC system, which drops its copy of a call at `send`.
+            if let Ok(mut m) = Rc::try_unwrap(m) {
+                let _ = wipe(&mut m);
+                if let Some(w) = wipes.upgrade() {
+                    w.wiped.set(w.wiped.get() + 1);
+                }
+            }
+        }));
+        if let Some(w) = self.driver.borrow_mut().take() {
+            w.wake();
+        }
+    }
+
+    /// Wipes what was written since the last poll.
+    fn poll(&self, cx: &mut Context<'_>) {
+        *self.driver.borrow_mut() = Some(cx.waker().clone());
+        let mut pending = self.pending.borrow_mut();
+        while let Poll::Ready(Some(())) = pending.poll_next_unpin(cx) {}
+    }
+}
+
+/// The calls that carry a TLS traffic key: an application's
+/// `TcpSocket.offloadTls` to netsrv, and netsrv's `Nic.offloadTls`.
+const KEY_CALLS: [(u64, u16); 2] = [
+    (
+        <crate::net_capnp::tcp_socket::Client as HasTypeId>::TYPE_ID,
+        8,
+    ),
+    (<crate::nic_capnp::nic::Client as HasTypeId>::TYPE_ID, 6),
+];
+
+/// Whether `m` is a call that carries a key.
+fn carries_key(m: &dyn capnp_rpc::OutgoingMessage) -> bool {
+    use capnp_rpc::rpc_capnp::message;
+    let call = m
+        .get_body_as_reader()
+        .and_then(|b| b.get_as::<message::Reader<'_>>())
+        .and_then(|m| Ok(m.which()?));
+    match call {
+        Ok(message::Which::Call(Ok(c))) => {
+            KEY_CALLS.contains(&(c.get_interface_id(), c.get_method_id()))
+        }
+        _ => false,
+    }
+}
+
+/// Zeroes the key and IV of a call [`carries_key`] names. Walked through
+/// its schema: capnp's generic `clear` stops at capability pointers, which
+/// these calls hold (their `events`).
+fn wipe(m: &mut Builder<HeapAllocator>) -> capnp::Result<()> {
+    use capnp_rpc::rpc_capnp::message;
+    use zeroize::Zeroize;
+    let message::Which::Call(call) = m.get_root::<message::Builder<'_>>()?.which()? else {
+        return Ok(());
+    };
+    let mut call = call?;
+    let id = (
+        call.reborrow().get_interface_id(),
+        call.reborrow().get_method_id(),
+    );
+    let content = call.get_params()?.get_content();
+    let mut params = if id == KEY_CALLS[0] {
+        content
+            .get_as::<crate::net_capnp::tcp_socket::offload_tls_params::Builder<'_>>()?
+            .get_params()?
+    } else if id == KEY_CALLS[1] {
+        content
+            .get_as::<crate::nic_capnp::nic::offload_tls_params::Builder<'_>>()?
+            .get_params()?
+    } else {
+        return Ok(());
+    };
+    if params.has_key() {
+        params.reborrow().get_key()?.zeroize();
+    }
+    if params.has_iv() {
+        params.get_iv()?.zeroize();
+    }
+    Ok(())
+}
+
+/// An outgoing message whose key, if it carries one, [`Wipes`] zeroes
+/// once it is written.
+struct Wiped {
+    inner: Box<dyn capnp_rpc::OutgoingMessage>,
+    wipes: Rc<Wipes>,
+}
+
+impl capnp_rpc::OutgoingMessage for Wiped {
+    fn get_body(&mut self) -> capnp::Result<capnp::any_pointer::Builder<'_>> {
+        self.inner.get_body()
+    }
+
+    fn get_body_as_reader(&self) -> capnp::Result<capnp::any_pointer::Reader<'_>> {
+        self.inner.get_body_as_reader()
+    }
+
+    fn send(self: Box<Self>) -> (Promise<(), capnp::Error>, Rc<Builder<HeapAllocator>>) {
+        if !carries_key(&*self.inner) {
+            return self.inner.send();
+        }
+        let (written, m) = self.inner.send();
+        let written = written.shared();
+        self.wipes.add(written.clone().map(|_| ()), m.clone());
+        (Promise::from_future(written), m)
+    }
+
+    fn take(self: Box<Self>) -> Builder<HeapAllocator> {
+        self.inner.take()
+    }
+
+    fn size_in_words(&self) -> usize {
+        self.inner.size_in_words()
+    }
+}
+
 struct Metered {
     inner: Box<dyn capnp_rpc::Connection<Side>>,
     ledger: Rc<Ledger>,
+    wipes: Rc<Wipes>,
 }
 
 impl capnp_rpc::Connection<Side> for Metered {
@@ -260,7 +408,10 @@ impl capnp_rpc::Connection<Side> for Metered {
     }
 
     fn new_outgoing_message(&mut self, words: u32) -> Box<dyn capnp_rpc::OutgoingMessage> {
-        self.inner.new_outgoing_message(words)
+        Box::new(Wiped {
+            inner: self.inner.new_outgoing_message(words),
+            wipes: self.wipes.clone(),
+        })
     }
 
     fn receive_incoming_message(
@@ -299,6 +450,7 @@ impl capnp_rpc::Connection<Side> for Metered {
 pub struct MeteredNetwork<R: AsyncRead + Unpin + 'static> {
     inner: capnp_rpc::twoparty::VatNetwork<Framed<R>>,
     ledger: Rc<Ledger>,
+    wipes: Rc<Wipes>,
 }
 
 impl<R: AsyncRead + Unpin + 'static> MeteredNetwork<R> {
@@ -326,27 +478,51 @@ impl<R: AsyncRead + Unpin + 'static> MeteredNetwork<R> {
         };
         let inner =
             capnp_rpc::twoparty::VatNetwork::new(framed, writer, side, limits.reader_options());
-        MeteredNetwork { inner, ledger }
+        MeteredNetwork {
+            inner,
+            ledger,
+            wipes: Rc::default(),
+        }
     }
 }
 
 impl<R: AsyncRead + Unpin + 'static> capnp_rpc::VatNetwork<Side> for MeteredNetwork<R> {
     fn connect(&mut self, host_id: Side) -> Option<Box<dyn capnp_rpc::Connection<Side>>> {
-        let ledger = self.ledger.clone();
+        let (ledger, wipes) = (self.ledger.clone(), self.wipes.clone());
         self.inner.connect(host_id).map(|inner| {
-            Box::new(Metered { inner, ledger }) as Box<dyn capnp_rpc::Connection<Side>>
+            Box::new(Metered {
+                inner,
+                ledger,
+                wipes,
+            }) as Box<dyn capnp_rpc::Connection<Side>>
         })
     }
 
     fn accept(&mut self) -> Promise<Box<dyn capnp_rpc::Connection<Side>>, capnp::Error> {
-        let ledger = self.ledger.clone();
+        let (ledger, wipes) = (self.ledger.clone(), self.wipes.clone());
         Promise::from_future(self.inner.accept().map_ok(move |inner| {
-            Box::new(Metered { inner, ledger }) as Box<dyn capnp_rpc::Connection<Side>>
+            Box::new(Metered {
+                inner,
+                ledger,
+                wipes,
+            }) as Box<dyn capnp_rpc::Connection<Side>>
         }))
     }
 
+    /// The RPC system polls this for the connection's life: it also
+    /// drives the wipes of written messages.
     fn drive_until_shutdown(&mut self) -> Promise<(), capnp::Error> {
-        self.inner.drive_until_shutdown()
+        let mut inner = self.inner.drive_until_shutdown();
+        let wipes = self.wipes.clone();
+        Promise::from_future(futures::future::poll_fn(move |cx| {
+            wipes.poll(cx);
+            let done = inner.poll_unpin(cx);
+            if done.is_ready() {
+                // The write queue ended: what it held is freed now.
+                wipes.poll(cx);
+            }
+            done
+        }))
     }
 }
 
@@ -386,6 +562,78 @@ mod tests {
         let mut b = capnp::message::Builder::new_default();
         b.set_root(capnp::text::Reader::from("hello")).unwrap();
         capnp::serialize::write_message_to_words(&b)
+    }
+
+    /// `TcpSocket.offloadTls` as capnp-rpc frames it, with a key of 0xAB
+    /// and an IV of 0xCD.
+    fn offload_call(body: capnp::any_pointer::Builder<'_>) {
+        let root: capnp_rpc::rpc_capnp::message::Builder<'_> = body.init_as();
+        let mut call = root.init_call();
+        call.set_interface_id(KEY_CALLS[0].0);
+        call.set_method_id(KEY_CALLS[0].1);
+        let content = call.init_params().get_content();
+        let mut p = content
+            .init_as::<crate::net_capnp::tcp_socket::offload_tls_params::Builder<'_>>()
+            .init_params();
+        p.set_key(&[0xAB; 16][..]);
+        p.set_iv(&[0xCD; 12][..]);
+    }
+
+    fn holds(segments: &[&[u8]], byte: u8, run: usize) -> bool {
+        segments
+            .iter()
+            .any(|s| s.windows(run).any(|w| w.iter().all(|b| *b == byte)))
+    }
+
+    #[test]
+    fn a_wiped_call_holds_no_byte_of_its_key() {
+        let mut m = Builder::new(HeapAllocator::new());
+        offload_call(m.init_root());
+        assert!(holds(&m.get_segments_for_output(), 0xAB, 16));
+        wipe(&mut m).unwrap();
+        let segments = m.get_segments_for_output();
+        assert!(!holds(&segments, 0xAB, 1) && !holds(&segments, 0xCD, 1));
+    }
+
+    #[test]
+    fn a_sent_message_leaves_whole_and_is_wiped_once_written() {
+        use capnp_rpc::VatNetwork;
+        use tokio_util::compat::{TokioAsyncReadCompatExt, TokioAsyncWriteCompatExt};
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let (ours, mut peer) = tokio::net::UnixStream::pair().unwrap();
+            let (r, w) = ours.into_split();
+            let limits = ConnectionLimits::CLIENT;
+            let mut net =
+                MeteredNetwork::new(r.compat(), w.compat_write(), Side::Client, limits, None);
+            let wipes = net.wipes.clone();
+            let mut driver = net.drive_until_shutdown();
+            let mut conn = net.connect(Side::Server).expect("a connection");
+            let mut m = conn.new_outgoing_message(16);
+            offload_call(m.get_body().unwrap());
+            // What capnp-rpc does with a call: send, drop both handles.
+            drop(m.send());
+            let wiped = futures::future::poll_fn(|cx| {
+                let _ = driver.poll_unpin(cx);
+                if wipes.wiped.get() == 1 {
+                    Poll::Ready(())
+                } else {
+                    Poll::Pending
+                }
+            });
+            tokio::time::timeout(std::time::Duration::from_secs(5), wiped)
+                .await
+                .expect("the written message was not wiped");
+            // The peer got the key: the wipe came after the write.
+            let mut sent = vec![0u8; 4096];
+            let n = tokio::io::AsyncReadExt::read(&mut peer, &mut sent)
+                .await
+                .unwrap();
+            assert!(holds(&[&sent[..n]], 0xAB, 16), "{:?}", &sent[..n]);
+        });
     }
 
     #[test]

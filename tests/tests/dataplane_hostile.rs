@@ -239,8 +239,11 @@ fn a_panic_in_the_data_plane_ends_netsrv_and_it_comes_back() {
     // by then.
     let hook_dir = scratch.0.join("hook");
     std::fs::create_dir_all(&hook_dir).unwrap();
-    std::fs::set_permissions(&hook_dir, std::os::unix::fs::PermissionsExt::from_mode(0o777))
-        .unwrap();
+    std::fs::set_permissions(
+        &hook_dir,
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
     let trigger = hook_dir.join("panic-now");
     let bin = hostile_peer::hooked_bin_dir(
         &scratch.0,

@@ -1,9 +1,10 @@
 //! The supervisor's own promises: its table of children is always true, no
 //! child outlives it, one set per run directory, and a service that stops
-//! answering is killed and started again.
+//! answering (netsrv, tlsd) is killed and started again.
 
 use capnet::host::Host;
-use capnet_tests::{sim_config, Scratch};
+use capnet_tests::{sim_config, tls_section, Scratch};
+use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -117,12 +118,18 @@ fn one_set_per_run_directory() {
     // The first set kept its sockets and serves as before.
     serves(&host);
     assert!(host.process("netsrv").unwrap().pid != 0);
-    // Every service runs with no_new_privs, and `capnet status` says so.
+    // Every service runs with no_new_privs, seccomp and Landlock, and
+    // `capnet status` says so: the first two as /proc has them, Landlock as
+    // each service answered for itself.
     let status = capnet_tests::cli_ok(&host, &["status"]);
     let services: Vec<&str> = status.lines().filter(|l| l.contains(" pid ")).collect();
     assert_eq!(services.len(), 3, "{status}");
     for line in services {
         assert!(line.contains("no_new_privs, seccomp"), "{line}");
+        assert!(
+            line.ends_with("landlock enforced") || line.ends_with("landlock partly enforced"),
+            "{line}"
+        );
     }
 }
 
@@ -160,4 +167,77 @@ fn a_hung_netsrv_is_killed_and_started_again() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Echoes one TLS connection from b's tlsd back to a's: both tlsds serve.
+fn tls_echo(a: &Host, b: &Host, port: u16) -> std::io::Result<()> {
+    let options = libclient::TlsOptions::default();
+    // a's tlsd first: a listener nobody connects to would keep its thread.
+    let client = a.tls()?;
+    let listener = b
+        .tls()?
+        .listen(format!("0.0.0.0:{port}").parse().unwrap(), 1, &options)?;
+    let server = std::thread::spawn(move || -> std::io::Result<()> {
+        let (mut s, _) = listener.accept()?;
+        let mut buf = [0u8; 5];
+        s.read_exact(&mut buf)?;
+        s.write_all(&buf)
+    });
+    let remote = format!("10.0.0.2:{port}").parse().unwrap();
+    let mut s = client.connect_stream(remote, "capnet.test", &options)?;
+    s.write_all(b"hello")?;
+    let mut back = [0u8; 5];
+    s.read_exact(&mut back)?;
+    assert_eq!(&back, b"hello");
+    server.join().expect("server thread")
+}
+
+#[test]
+fn a_hung_tlsd_is_killed_and_started_again() {
+    let scratch = Scratch::new("sup-watchdog-tls");
+    let config = |n| {
+        format!(
+            "[supervisor]\nwatchdog_ms = 1000\n{}{}",
+            tls_section(None),
+            sim_config(n, "")
+        )
+    };
+    let a_dir = scratch.0.join("a");
+    let b_dir = scratch.0.join("b");
+    let a = Host::start(&config(1), &a_dir, &a_dir).expect("host a");
+    let b = Host::start(&config(2), &b_dir, &a_dir).expect("host b");
+    tls_echo(&a, &b, 4433).expect("TLS before");
+    let tlsd = a.process("tlsd").unwrap();
+    // A live process with a dead loop: stopped, it answers nothing.
+    // SAFETY: kill(2) on a service of the set this test started.
+    unsafe { libc::kill(tlsd.pid as libc::pid_t, libc::SIGSTOP) };
+    let restarted = a
+        .wait_process(
+            "tlsd",
+            |p| p.pid != 0 && p.pid != tlsd.pid && p.state == "running",
+            Duration::from_secs(20),
+        )
+        .unwrap();
+    assert!(
+        restarted.last_exit.contains("killed by the watchdog"),
+        "{}",
+        restarted.last_exit
+    );
+    assert!(!alive(tlsd.pid));
+    let status = capnet_tests::cli_ok(&a, &["status"]);
+    assert!(status.contains("killed by the watchdog"), "{status}");
+    // The new instance serves TLS (tls.sock appears a moment after start).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut port = 4434;
+    while let Err(e) = tls_echo(&a, &b, port) {
+        assert!(
+            Instant::now() < deadline,
+            "the restarted tlsd does not serve: {e}"
+        );
+        port += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // It answers the watchdog too: still the same instance a while later.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(a.process("tlsd").unwrap().pid, restarted.pid);
 }

@@ -22,6 +22,9 @@ pub struct Args {
     pub limits: Limits,
     /// The user to become once the keys are read and the socket is bound.
     pub user: Option<capnet_confine::User>,
+    /// An inherited socket to the supervisor, which pings tlsd on it (its
+    /// watchdog) and asks for its counters.
+    pub admin_fd: Option<i32>,
 }
 
 impl PartialEq for IdentityConfig {
@@ -36,8 +39,8 @@ pub const USAGE: &str =
     "usage: tlsd --listen PATH --net PATH [--cert PEM --key PEM] [--roots PEM] [--keylog FILE]
             [--handshake-timeout-ms MS] [--max-sockets N] [--max-sockets-per-client N]
             [--handshake-workers N] [--allow-network USERS] [--allow-low-ports USERS]
-            (USERS: `*`, uids and @gids, comma-separated; root always may)
-            [--user UID:GID]";
+            [--admin-fd N] [--user UID:GID]
+            (USERS: `*`, uids and @gids, comma-separated; root always may)";
 
 /// A count of at least 1.
 fn count(flag: &str, v: Option<String>) -> Result<usize, String> {
@@ -56,6 +59,7 @@ pub fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
     let mut allow_low_ports = Principals::root_only();
     let mut limits = Limits::default();
     let mut user = None;
+    let mut admin_fd = None;
     while let Some(flag) = args.next() {
         match flag.as_str() {
             "--handshake-timeout-ms" => {
@@ -78,6 +82,15 @@ pub fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
             "--user" => {
                 let v = args.next().ok_or("--user needs a value")?;
                 user = Some(capnet_confine::User::parse(&v)?);
+                continue;
+            }
+            "--admin-fd" => {
+                let v = args.next().ok_or("--admin-fd needs a value")?;
+                match v.parse::<i32>() {
+                    // 0 to 2 are stdio: never the supervisor's socket.
+                    Ok(fd) if fd > 2 => admin_fd = Some(fd),
+                    _ => return Err(format!("--admin-fd: {v:?} is not a descriptor number")),
+                }
                 continue;
             }
             _ => {}
@@ -119,6 +132,7 @@ pub fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
         allow_low_ports,
         limits,
         user,
+        admin_fd,
     })
 }
 
@@ -144,6 +158,14 @@ mod tests {
             .unwrap_err()
             .contains("unknown"));
         assert!(p("--listen").unwrap_err().contains("value"));
+        assert_eq!(
+            p("--listen x --net y --admin-fd 7").unwrap().admin_fd,
+            Some(7)
+        );
+        assert_eq!(p("--listen x --net y").unwrap().admin_fd, None);
+        assert!(p("--listen x --net y --admin-fd 1")
+            .unwrap_err()
+            .contains("descriptor"));
     }
 
     #[test]

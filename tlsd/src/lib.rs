@@ -18,3 +18,4 @@ pub mod record;
 pub mod service;
 pub mod session;
 pub mod stats;
+pub mod supervisor;

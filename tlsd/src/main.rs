@@ -65,13 +65,17 @@ fn main() -> ExitCode {
     let served = local.block_on(&runtime, async move {
         let listener = transport::serve_on(listener)?;
         tracing::info!(path = %args.listen.display(), "serving applications");
+        let transport = std::rc::Rc::default();
+        if let Some(fd) = args.admin_fd {
+            tlsd::supervisor::serve(fd, shared.clone(), std::rc::Rc::clone(&transport))?;
+        }
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
             r = service::serve_applications(listener, service::TlsSocketService {
                 shared,
                 network: args.allow_network.clone(),
                 low_ports: args.allow_low_ports.clone(),
-                transport: std::rc::Rc::default(),
+                transport,
             }) => r,
             _ = term.recv() => Ok(()),
         }

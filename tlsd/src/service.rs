@@ -440,39 +440,48 @@ impl tls::Server for TlsServer {
         _: tls::StatParams,
         mut results: tls::StatResults,
     ) -> Result<(), Error> {
-        let s = self.shared.stats.snapshot();
-        let mut r = results.get().init_stat();
-        r.set_curr_tx_sw(s.curr_tx_sw);
-        r.set_curr_rx_sw(s.curr_rx_sw);
-        r.set_curr_tx_device(s.curr_tx_device);
-        r.set_curr_rx_device(s.curr_rx_device);
-        r.set_tx_sw(s.tx_sw);
-        r.set_rx_sw(s.rx_sw);
-        r.set_tx_device(s.tx_device);
-        r.set_rx_device(s.rx_device);
-        r.set_decrypt_error(s.decrypt_error);
-        r.set_rx_device_resync(s.rx_device_resync);
-        r.set_decrypt_retry(s.decrypt_retry);
-        r.set_tx_rekey_ok(s.tx_rekey_ok);
-        r.set_rx_rekey_ok(s.rx_rekey_ok);
-        r.set_rx_rekey_received(s.rx_rekey_received);
-        r.set_reoffloads(s.reoffloads);
-        r.set_handshakes(s.handshakes);
-        r.set_handshake_failures(s.handshake_failures);
-        r.set_alerts_sent(s.alerts_sent);
-        r.set_alerts_received(s.alerts_received);
-        r.set_records_sealed(s.records_sealed);
-        r.set_records_opened(s.records_opened);
-        r.set_bytes_sealed(s.bytes_sealed);
-        r.set_bytes_opened(s.bytes_opened);
-        r.set_session_tickets(s.session_tickets);
-        r.set_handshake_timeouts(s.handshake_timeouts);
-        r.set_curr_handshakes(s.curr_handshakes);
-        r.set_curr_sockets(s.curr_sockets);
-        r.set_limit_refused(s.limit_refused);
-        r.set_accept_errors(s.accept_errors + self.transport.accept_errors.get());
+        write_stat(&self.shared, &self.transport, results.get().init_stat());
         Ok(())
     }
+}
+
+/// What `stat` answers, to applications and to the supervisor alike.
+pub fn write_stat(
+    shared: &Shared,
+    transport: &TransportCounters,
+    mut r: capnet_schema::tls_capnp::tls_stat::Builder<'_>,
+) {
+    let s = shared.stats.snapshot();
+    r.set_curr_tx_sw(s.curr_tx_sw);
+    r.set_curr_rx_sw(s.curr_rx_sw);
+    r.set_curr_tx_device(s.curr_tx_device);
+    r.set_curr_rx_device(s.curr_rx_device);
+    r.set_tx_sw(s.tx_sw);
+    r.set_rx_sw(s.rx_sw);
+    r.set_tx_device(s.tx_device);
+    r.set_rx_device(s.rx_device);
+    r.set_decrypt_error(s.decrypt_error);
+    r.set_rx_device_resync(s.rx_device_resync);
+    r.set_decrypt_retry(s.decrypt_retry);
+    r.set_tx_rekey_ok(s.tx_rekey_ok);
+    r.set_rx_rekey_ok(s.rx_rekey_ok);
+    r.set_rx_rekey_received(s.rx_rekey_received);
+    r.set_reoffloads(s.reoffloads);
+    r.set_handshakes(s.handshakes);
+    r.set_handshake_failures(s.handshake_failures);
+    r.set_alerts_sent(s.alerts_sent);
+    r.set_alerts_received(s.alerts_received);
+    r.set_records_sealed(s.records_sealed);
+    r.set_records_opened(s.records_opened);
+    r.set_bytes_sealed(s.bytes_sealed);
+    r.set_bytes_opened(s.bytes_opened);
+    r.set_session_tickets(s.session_tickets);
+    r.set_handshake_timeouts(s.handshake_timeouts);
+    r.set_curr_handshakes(s.curr_handshakes);
+    r.set_curr_sockets(s.curr_sockets);
+    r.set_limit_refused(s.limit_refused);
+    r.set_accept_errors(s.accept_errors + transport.accept_errors.get());
+    r.set_confinement(capnet_confine::current_text());
 }
 
 pub struct TlsListenerServer {

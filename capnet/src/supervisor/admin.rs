@@ -2,12 +2,13 @@
 //! and the `NetAdmin` proxy it hands out, which follows netsrv across
 //! restarts and replays run-time bond and route changes to a new instance.
 
-use super::{Shared, State};
+use super::{Role, Shared, State};
 use crate::config::{Bond, BondMode};
 use capnet_schema::net_capnp::{self as net_capnp, net_admin};
 use capnet_schema::nic_capnp::nic;
 use capnet_schema::supervisor_capnp::supervisor;
 use capnp::capability::Rc as CapRc;
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -63,20 +64,26 @@ impl supervisor::Server for SupervisorServer {
         _: supervisor::StatusParams,
         mut results: supervisor::StatusResults,
     ) -> Result<(), capnp::Error> {
-        let admin = self.shared.borrow().admin.clone();
-        // A netsrv that does not answer must not hang `capnet status`.
-        let net = match admin {
-            Some(a) => {
-                tokio::time::timeout(Duration::from_secs(3), a.status_request().send().promise)
-                    .await
-                    .ok()
-                    .and_then(Result::ok)
-            }
-            None => None,
+        let (admin, asks) = {
+            let set = self.shared.borrow();
+            (set.admin.clone(), confinement_asks(&set))
         };
+        // A service that does not answer must not hang `capnet status`.
+        let net = async {
+            let a = admin?;
+            let call = a.status_request().send().promise;
+            tokio::time::timeout(STATUS_WAIT, call).await.ok()?.ok()
+        };
+        let (net, answers) = futures::future::join(net, futures::future::join_all(asks)).await;
+        let mut confinement: HashMap<u32, String> = answers.into_iter().flatten().collect();
         let mut r = results.get();
         if let Some(resp) = net {
-            r.set_net(resp.get()?.get_status()?)?;
+            let status = resp.get()?.get_status()?;
+            let netsrv = self.shared.borrow_mut().netsrv().pid();
+            if let Ok(text) = status.get_confinement().and_then(|t| Ok(t.to_string()?)) {
+                confinement.insert(netsrv, text);
+            }
+            r.set_net(status)?;
         }
         let set = self.shared.borrow();
         let mut list = r.init_processes(set.procs.len() as u32);
@@ -88,6 +95,11 @@ impl supervisor::Server for SupervisorServer {
             b.set_restarts(p.restarts);
             b.set_state(p.state.as_str());
             b.set_last_exit(&p.last_exit);
+            // Keyed by pid: an instance that replaced the one asked says
+            // nothing yet.
+            if let Some(text) = confinement.get(&p.pid()).filter(|_| p.pid() != 0) {
+                b.set_confinement(text);
+            }
         }
         Ok(())
     }
@@ -165,6 +177,45 @@ impl supervisor::Server for SupervisorServer {
         results.get().set_contexts(resp.get()?.get_contexts()?)?;
         Ok(())
     }
+}
+
+/// How long `status` waits for a service's answer.
+const STATUS_WAIT: Duration = Duration::from_secs(3);
+
+type Ask = std::pin::Pin<Box<dyn std::future::Future<Output = Option<(u32, String)>>>>;
+
+/// Asks each running driver and tlsd how it confined itself (netsrv says
+/// so in its status): Landlock is not in /proc. Each answer is (pid, text).
+fn confinement_asks(set: &super::Set) -> Vec<Ask> {
+    let mut asks: Vec<Ask> = Vec::new();
+    for p in set.procs.iter().filter(|p| p.child.is_some()) {
+        let pid = p.pid();
+        match p.role {
+            Role::Nicdrv(_) => {
+                let port = p.name.strip_prefix("nicdrv ").unwrap_or(&p.name);
+                if let Some(nic) = set.nics.get(port) {
+                    let call = nic.info_request().send().promise;
+                    asks.push(Box::pin(async move {
+                        let resp = tokio::time::timeout(STATUS_WAIT, call).await.ok()?.ok()?;
+                        let text = resp.get().ok()?.get_info().ok()?.get_confinement().ok()?;
+                        Some((pid, text.to_string().ok()?))
+                    }));
+                }
+            }
+            Role::Tlsd => {
+                if let Some(tlsd) = &set.tlsd {
+                    let call = tlsd.stat_request().send().promise;
+                    asks.push(Box::pin(async move {
+                        let resp = tokio::time::timeout(STATUS_WAIT, call).await.ok()?.ok()?;
+                        let text = resp.get().ok()?.get_stat().ok()?.get_confinement().ok()?;
+                        Some((pid, text.to_string().ok()?))
+                    }));
+                }
+            }
+            Role::Netsrv => {}
+        }
+    }
+    asks
 }
 
 fn mode_from_capnp(m: net_capnp::BondMode) -> BondMode {

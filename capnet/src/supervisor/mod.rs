@@ -7,7 +7,8 @@
 //! socket on which it offers its `Nic` (one end goes to netsrv, one stays
 //! here for administration); netsrv gets the `Nic`s, the application socket,
 //! a `NetAdmin` socket to the supervisor and the attach socket on which
-//! restarted drivers arrive; nobody gets anything else.
+//! restarted drivers arrive; tlsd gets a socket on which it answers the
+//! supervisor's `stat` (the watchdog's ping); nobody gets anything else.
 //!
 //! Restarts: a nicdrv that exits is started again with fresh sockets and
 //! handed to the running netsrv over the attach socket. If netsrv exits, the
@@ -28,6 +29,7 @@ use crate::spawn::{binary, socket_pair, spawn};
 use capnet_schema::net_capnp::net_admin;
 use capnet_schema::nic_capnp::nic;
 use capnet_schema::supervisor_capnp::supervisor;
+use capnet_schema::tls_capnp::tls;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io;
@@ -143,6 +145,8 @@ struct Set {
     nics: HashMap<String, nic::Client>,
     /// netsrv's administration; `None` while it (re)starts.
     admin: Option<net_admin::Client>,
+    /// The running tlsd's channel to us (stat only): the watchdog pings it.
+    tlsd: Option<tls::Client>,
     /// Our end of netsrv's attach socket.
     attach: Option<OwnedFd>,
     /// Counts netsrv instances, so that a late readiness check of an old one
@@ -404,6 +408,7 @@ pub fn up(opts: UpOptions) -> Result<(), String> {
         procs,
         nics: HashMap::new(),
         admin: None,
+        tlsd: None,
         attach: None,
         netsrv_generation: 0,
         bonds: config.bonds.clone(),
@@ -656,12 +661,21 @@ fn tlsd_args(ctx: &Ctx) -> Vec<String> {
 /// a netsrv restart resets its sessions, and it connects again.
 fn start_tlsd(ctx: &Ctx, set: &mut Set) -> Result<(), String> {
     let _ = std::fs::remove_file(&ctx.tls_socket_path);
+    // Our channel to this instance: the watchdog pings it there.
+    let (admin_child, admin_here) = socket_pair().map_err(|e| e.to_string())?;
+    let mut args = tlsd_args(ctx);
+    args.extend(["--admin-fd".into(), admin_child.as_raw_fd().to_string()]);
     let child =
-        spawn(&ctx.tlsd, &tlsd_args(ctx), &[]).map_err(|e| format!("starting tlsd: {e}"))?;
+        spawn(&ctx.tlsd, &args, &[&admin_child]).map_err(|e| format!("starting tlsd: {e}"))?;
     let pid = child.id();
     let p = set.process(Role::Tlsd);
     p.started(child);
     tracing::info!(pid, restarts = p.restarts, "tlsd started");
+    // The child is in the table first: it must be stopped and reaped
+    // whatever happens here.
+    set.tlsd = rpc::bootstrap(admin_here)
+        .inspect_err(|e| tracing::error!(%e, "no channel to tlsd; the watchdog cannot ping it"))
+        .ok();
     Ok(())
 }
 
@@ -771,6 +785,7 @@ async fn on_exit(shared: &Shared, index: usize, status: ExitStatus) {
         }
         Role::Tlsd => {
             let mut set = shared.borrow_mut();
+            set.tlsd = None;
             let p = set.process(Role::Tlsd);
             if p.quick_exits >= QUICK_LIMIT {
                 p.state = State::Failed;
@@ -997,6 +1012,7 @@ async fn stop_all(shared: &Shared) {
     let mut set = shared.borrow_mut();
     set.stopping = true;
     set.admin = None;
+    set.tlsd = None;
     set.nics.clear();
     for p in set.procs.iter_mut().rev() {
         if let Some(child) = &p.child {

@@ -3,8 +3,9 @@
 //! swallowed panic, a stop signal) serves nobody while `capnet status`
 //! would call it running.
 //!
-//! The supervisor pings netsrv (`NetAdmin.status`) and every driver
-//! (`Nic.info`) every quarter of the deadline. One that does not answer
+//! The supervisor pings netsrv (`NetAdmin.status`), every driver
+//! (`Nic.info`) and tlsd (`Tls.stat` on its supervisor channel) every
+//! quarter of the deadline. One that does not answer
 //! within the deadline is sent SIGKILL; its exit is then handled like any
 //! crash, and `capnet status` says why it died.
 
@@ -57,9 +58,12 @@ fn probes(shared: &Shared) -> Vec<(usize, u32, Ping)> {
                     }) as Ping
                 })
             }
-            // tlsd serves only its application socket; it is watched by
-            // its exits.
-            Role::Tlsd => None,
+            Role::Tlsd => set.tlsd.as_ref().map(|tlsd| {
+                let call = tlsd.stat_request().send().promise;
+                Box::pin(async move {
+                    let _ = call.await;
+                }) as Ping
+            }),
         };
         if let Some(ping) = ping {
             out.push((i, p.pid(), ping));
