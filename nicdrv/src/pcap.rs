@@ -151,6 +151,19 @@ pub struct Record {
 
 /// Parses a classic pcap file written in either byte order.
 pub fn parse(bytes: &[u8]) -> Result<(u32, Vec<Record>), String> {
+    let (linktype, records, torn) = parse_live(bytes)?;
+    let at = bytes.len() - torn;
+    match torn {
+        0 => Ok((linktype, records)),
+        1..16 => Err(format!("truncated record header at {at}")),
+        _ => Err(format!("truncated record at {at}")),
+    }
+}
+
+/// Parses a capture a driver may still be writing: its records up to the
+/// last whole one, and the bytes after it (a record half written — the
+/// writer's buffer reaches the file in pieces).
+pub fn parse_live(bytes: &[u8]) -> Result<(u32, Vec<Record>, usize), String> {
     if bytes.len() < 24 {
         return Err("shorter than the pcap header".into());
     }
@@ -173,22 +186,22 @@ pub fn parse(bytes: &[u8]) -> Result<(u32, Vec<Record>), String> {
     let mut at = 24;
     while at < bytes.len() {
         if at + 16 > bytes.len() {
-            return Err(format!("truncated record header at {at}"));
+            break;
         }
         let incl = u32_at(at + 8) as usize;
+        let Some(data) = bytes.get(at + 16..at + 16 + incl) else {
+            break;
+        };
         let rec = Record {
             secs: u32_at(at),
             micros: u32_at(at + 4),
             orig_len: u32_at(at + 12),
-            data: bytes
-                .get(at + 16..at + 16 + incl)
-                .ok_or_else(|| format!("truncated record at {at}"))?
-                .to_vec(),
+            data: data.to_vec(),
         };
         out.push(rec);
         at += 16 + incl;
     }
-    Ok((linktype, out))
+    Ok((linktype, out, bytes.len() - at))
 }
 
 #[cfg(test)]

@@ -349,7 +349,8 @@ pub struct PcapTcp {
 }
 
 /// Reads `path` (as nicdrv's `pcap` writes it) and looks for `needle` in
-/// every TCP payload.
+/// every TCP payload. The capture may be live: a record its driver is
+/// still writing at the end is left out.
 pub fn pcap_tcp_search(path: &std::path::Path, needle: &[u8]) -> std::io::Result<PcapTcp> {
     let bad = |what: String| {
         std::io::Error::new(
@@ -357,7 +358,8 @@ pub fn pcap_tcp_search(path: &std::path::Path, needle: &[u8]) -> std::io::Result
             format!("{}: {what}", path.display()),
         )
     };
-    let (linktype, records) = nicdrv::pcap::parse(&std::fs::read(path)?).map_err(bad)?;
+    let (linktype, records, _torn) =
+        nicdrv::pcap::parse_live(&std::fs::read(path)?).map_err(bad)?;
     if linktype != nicdrv::pcap::LINKTYPE_ETHERNET {
         return Err(bad(format!("link type {linktype}, not Ethernet")));
     }

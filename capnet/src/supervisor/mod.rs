@@ -12,28 +12,30 @@
 //!
 //! Restarts: a nicdrv that exits is started again with fresh sockets and
 //! handed to the running netsrv over the attach socket. If netsrv exits, the
-//! drivers are stopped and the whole data path starts again. An exit within
-//! [`QUICK`] of starting is quick: the next start waits 100 ms, 200 ms,
-//! 400 ms, ...; after [`QUICK_LIMIT`] quick exits in a row the process is
-//! `failed` and left down.
+//! drivers are stopped and the whole data path starts again. When, and how
+//! often, is the restart policy's (`restart.rs`); what each service is
+//! started with is the start-up table's (`start.rs`).
 
 mod admin;
+mod restart;
 mod rundir;
+mod start;
 mod watchdog;
 
+use restart::{backoff, describe_exit, Process, State, QUICK};
 pub use rundir::{prepare_run_dir, RunDirLock};
+use start::{start_data_path, start_nicdrv, start_tlsd, wire_path, Ctx};
 
-use crate::config::{ppm, Access, Backend, Bond, Config, Port, ServiceUsers};
+use crate::config::{Bond, Config};
 use crate::rpc;
-use crate::spawn::{binary, socket_pair, spawn};
+use crate::spawn::binary;
 use capnet_schema::net_capnp::net_admin;
 use capnet_schema::nic_capnp::nic;
 use capnet_schema::supervisor_capnp::supervisor;
 use capnet_schema::tls_capnp::tls;
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ExitStatus};
 use std::rc::Rc;
@@ -42,13 +44,6 @@ use tokio::sync::Notify;
 
 /// netsrv's socket for tlsd, in the run directory.
 pub const TRUSTED_SOCKET: &str = "net-trusted.sock";
-
-/// An exit sooner than this after the start is a quick one.
-pub const QUICK: Duration = Duration::from_secs(1);
-/// Quick exits in a row after which a process is given up.
-pub const QUICK_LIMIT: u32 = 5;
-/// The first back-off after a quick exit; it doubles with each further one.
-pub const BACKOFF: Duration = Duration::from_millis(100);
 
 pub struct UpOptions {
     pub config: Config,
@@ -59,82 +54,11 @@ pub struct UpOptions {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum State {
-    Running,
-    Restarting,
-    Failed,
-    Stopped,
-}
-
-impl State {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            State::Running => "running",
-            State::Restarting => "restarting",
-            State::Failed => "failed",
-            State::Stopped => "stopped",
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Role {
     /// The driver of `config.ports[i]`.
     Nicdrv(usize),
     Netsrv,
     Tlsd,
-}
-
-struct Process {
-    name: String,
-    role: Role,
-    child: Option<Child>,
-    started: Instant,
-    /// Instances started after the first.
-    restarts: u32,
-    /// Instances started so far.
-    starts: u32,
-    quick_exits: u32,
-    state: State,
-    last_exit: String,
-    /// When a restarting process is due to start again; `None` while it
-    /// waits for something else (a nicdrv for the data path restart).
-    restart_at: Option<Instant>,
-    /// Why the watchdog killed this instance, for its exit description.
-    hung: Option<String>,
-}
-
-impl Process {
-    fn new(name: String, role: Role) -> Process {
-        Process {
-            name,
-            role,
-            child: None,
-            started: Instant::now(),
-            restarts: 0,
-            starts: 0,
-            quick_exits: 0,
-            state: State::Stopped,
-            last_exit: String::new(),
-            restart_at: None,
-            hung: None,
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.as_ref().map_or(0, Child::id)
-    }
-
-    fn started(&mut self, child: Child) {
-        self.child = Some(child);
-        self.started = Instant::now();
-        if self.starts > 0 {
-            self.restarts += 1;
-        }
-        self.starts += 1;
-        self.state = State::Running;
-        self.restart_at = None;
-    }
 }
 
 /// The set's state, shared by the monitor and the admin server.
@@ -172,181 +96,6 @@ impl Set {
             .find(|p| p.role == role)
             .expect("every role has its process")
     }
-}
-
-/// What every start needs.
-struct Ctx {
-    opts: UpOptions,
-    nicdrv: PathBuf,
-    netsrv: PathBuf,
-    tlsd: PathBuf,
-    socket_path: PathBuf,
-    tls_socket_path: PathBuf,
-    /// netsrv's socket for tlsd alone.
-    trusted_socket_path: PathBuf,
-    access: Access,
-    /// The users the services become (the set started as root).
-    users: Option<ServiceUsers>,
-}
-
-/// Where a sim port's wire socket is: a relative path is beneath
-/// `<wire-dir>/wires/`, a directory of its own, since the drivers may
-/// write there (and never in the run directory).
-fn wire_path(opts: &UpOptions, wire: &Path) -> PathBuf {
-    resolve(&opts.wire_dir.join("wires"), wire)
-}
-
-fn resolve(dir: &Path, p: &Path) -> PathBuf {
-    if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        dir.join(p)
-    }
-}
-
-/// "exit status 1", "killed by signal 9".
-pub fn describe_exit(status: ExitStatus) -> String {
-    use std::os::unix::process::ExitStatusExt;
-    if let Some(code) = status.code() {
-        format!("exit status {code}")
-    } else if let Some(sig) = status.signal() {
-        format!("killed by signal {sig}")
-    } else {
-        status.to_string()
-    }
-}
-
-/// The wait before the next start after `quick_exits` quick exits in a row.
-pub fn backoff(quick_exits: u32) -> Duration {
-    match quick_exits {
-        0 => Duration::ZERO,
-        n => BACKOFF * (1u32 << (n - 1).min(16)),
-    }
-}
-
-/// `epoch`: instances of this port's driver started before this one.
-fn nicdrv_args(
-    port: &Port,
-    opts: &UpOptions,
-    user: Option<capnet_confine::User>,
-    epoch: u32,
-    rpc_fds: &[&OwnedFd],
-    handoff: &OwnedFd,
-) -> Result<Vec<String>, String> {
-    let mut a = vec!["--name".to_string(), port.name.clone()];
-    a.extend(["--epoch".into(), epoch.to_string()]);
-    a.extend(user_args(user));
-    match port.backend {
-        Backend::Sim => {
-            let wire = port.wire.as_ref().ok_or("sim port without wire")?;
-            a.extend(["--backend".into(), "sim".into(), "--wire".into()]);
-            a.push(wire_path(opts, wire).display().to_string());
-        }
-        Backend::Tap => {
-            a.extend(["--backend".into(), "tap".into(), "--tap".into()]);
-            a.push(port.tap.clone().ok_or("tap port without tap")?);
-            if let Some(ns) = &port.netns {
-                a.extend(["--netns".into(), ns.clone()]);
-            }
-        }
-    }
-    if let Some(mac) = &port.mac {
-        a.extend(["--mac".into(), mac.clone()]);
-    }
-    if let Some(mtu) = port.mtu {
-        a.extend(["--mtu".into(), mtu.to_string()]);
-    }
-    if let Some(b) = port.buffers {
-        a.extend(["--buffers".into(), b.to_string()]);
-    }
-    if let Some(pcap) = &port.pcap {
-        a.extend([
-            "--pcap".into(),
-            resolve(&opts.run_dir, pcap).display().to_string(),
-        ]);
-    }
-    if port.checksum_offload == Some(false) {
-        a.push("--no-csum-offload".into());
-    }
-    if port.tls_offload {
-        a.push("--tls-offload".into());
-    }
-    let f = &port.faults;
-    for (flag, v) in [
-        ("--loss-ppm", f.loss),
-        ("--reorder-ppm", f.reorder),
-        ("--duplicate-ppm", f.duplicate),
-        ("--corrupt-ppm", f.corrupt),
-    ] {
-        let v = ppm(flag, v)?;
-        if v > 0 {
-            a.extend([flag.to_string(), v.to_string()]);
-        }
-    }
-    if let Some(seed) = f.seed {
-        a.extend(["--seed".into(), seed.to_string()]);
-    }
-    for fd in rpc_fds {
-        a.extend(["--rpc-fd".into(), fd.as_raw_fd().to_string()]);
-    }
-    a.extend(["--handoff-fd".into(), handoff.as_raw_fd().to_string()]);
-    Ok(a)
-}
-
-/// netsrv's arguments but the descriptors: ports, bonds, addresses,
-/// routes, buffers, the application socket.
-fn netsrv_args(
-    config: &Config,
-    bonds: &[Bond],
-    routes: &[(String, String)],
-    socket_path: &Path,
-    access: &Access,
-) -> Vec<String> {
-    let mut a = Vec::new();
-    for port in &config.ports {
-        for addr in &port.addresses {
-            a.extend(["--address".to_string(), format!("{}={addr}", port.name)]);
-        }
-    }
-    for b in bonds {
-        a.extend(["--bond".to_string(), b.netsrv_arg()]);
-        for addr in &b.addresses {
-            a.extend(["--address".to_string(), format!("{}={addr}", b.name)]);
-        }
-    }
-    for (to, via) in routes {
-        a.extend(["--route".to_string(), format!("{to}={via}")]);
-    }
-    if let Some(b) = config.netsrv.tcp_buffer {
-        a.extend(["--tcp-buffer".to_string(), b.to_string()]);
-    }
-    a.extend(config.limits.netsrv_args());
-    if let Some(cc) = config.netsrv.congestion_control {
-        let cc = match cc {
-            crate::config::CongestionControl::Reno => "reno",
-            crate::config::CongestionControl::None => "none",
-        };
-        a.extend(["--congestion-control".to_string(), cc.to_string()]);
-    }
-    a.extend(["--listen".to_string(), socket_path.display().to_string()]);
-    a.extend(access_args(access));
-    a
-}
-
-/// `--user UID:GID` when the service is to become a user of its own.
-fn user_args(user: Option<capnet_confine::User>) -> Vec<String> {
-    user.map(|u| vec!["--user".into(), u.to_string()])
-        .unwrap_or_default()
-}
-
-/// Who may use the network and bind low ports, for netsrv and tlsd.
-fn access_args(access: &Access) -> [String; 4] {
-    [
-        "--allow-network".into(),
-        access.network.to_string(),
-        "--allow-low-ports".into(),
-        access.low_ports.to_string(),
-    ]
 }
 
 /// Runs the service set until it is told to stop.
@@ -523,162 +272,6 @@ async fn run(ctx: Rc<Ctx>, shared: Shared) -> Result<(), String> {
     Ok(())
 }
 
-/// Starts one driver; returns netsrv's ends `[rpc, handoff]`.
-fn start_nicdrv(ctx: &Ctx, set: &mut Set, index: usize) -> Result<[OwnedFd; 2], String> {
-    let port = &ctx.opts.config.ports[index];
-    let io = |e: io::Error| e.to_string();
-    let (rpc_child, rpc_netsrv) = socket_pair().map_err(io)?;
-    let (handoff_child, handoff_netsrv) = socket_pair().map_err(io)?;
-    let (admin_child, admin_here) = socket_pair().map_err(io)?;
-    let epoch = set.procs[index].starts;
-    let args = nicdrv_args(
-        port,
-        &ctx.opts,
-        ctx.users.map(|u| u.nicdrv),
-        epoch,
-        &[&rpc_child, &admin_child],
-        &handoff_child,
-    )?;
-    let child = spawn(
-        &ctx.nicdrv,
-        &args,
-        &[&rpc_child, &admin_child, &handoff_child],
-    )
-    .map_err(|e| format!("starting nicdrv for {}: {e}", port.name))?;
-    let pid = child.id();
-    set.procs[index].started(child);
-    let nic: nic::Client = rpc::bootstrap(admin_here).map_err(io)?;
-    set.nics.insert(port.name.clone(), nic);
-    tracing::info!(port = %port.name, pid, restarts = set.procs[index].restarts, "nicdrv started");
-    Ok([rpc_netsrv, handoff_netsrv])
-}
-
-/// Starts every driver, then netsrv over them. Returns netsrv's `NetAdmin`
-/// (not yet known to answer).
-fn start_data_path(ctx: &Ctx, shared: &Shared) -> Result<net_admin::Client, String> {
-    let mut set = shared.borrow_mut();
-    let set = &mut *set;
-    let mut args = Vec::new();
-    let mut fds: Vec<OwnedFd> = Vec::new();
-    for (i, port) in ctx.opts.config.ports.iter().enumerate() {
-        // A fresh start of the data path: earlier crash loops are forgiven.
-        set.procs[i].quick_exits = 0;
-        let [rpc, handoff] = match start_nicdrv(ctx, set, i) {
-            Ok(fds) => fds,
-            Err(e) if set.procs[i].starts == 0 => return Err(e),
-            Err(e) => {
-                tracing::error!("{e}; port {} stays down", port.name);
-                let p = &mut set.procs[i];
-                p.state = State::Failed;
-                p.last_exit = format!("could not start: {e}");
-                continue;
-            }
-        };
-        args.extend([
-            "--port".to_string(),
-            format!(
-                "{}=fd:{},{}",
-                port.name,
-                rpc.as_raw_fd(),
-                handoff.as_raw_fd()
-            ),
-        ]);
-        fds.extend([rpc, handoff]);
-    }
-    args.extend(netsrv_args(
-        &ctx.opts.config,
-        &set.bonds,
-        &set.routes,
-        &ctx.socket_path,
-        &ctx.access,
-    ));
-    // tlsd's own way in (it serves many users: see netsrv's rpc.rs).
-    args.extend([
-        "--trusted-listen".to_string(),
-        ctx.trusted_socket_path.display().to_string(),
-        "--trusted-uid".to_string(),
-        ctx.users
-            .map(|u| u.tlsd.uid)
-            // SAFETY: getuid has no preconditions.
-            .unwrap_or_else(|| unsafe { libc::getuid() })
-            .to_string(),
-    ]);
-    args.extend(user_args(ctx.users.map(|u| u.netsrv)));
-    let io = |e: io::Error| e.to_string();
-    let (admin_child, admin_here) = socket_pair().map_err(io)?;
-    let (attach_child, attach_here) = socket_pair().map_err(io)?;
-    // Never block the supervisor on a netsrv that does not read.
-    let attach_here = std::os::unix::net::UnixStream::from(attach_here);
-    attach_here.set_nonblocking(true).map_err(io)?;
-    let attach_here = OwnedFd::from(attach_here);
-    args.extend([
-        "--admin-fd".to_string(),
-        admin_child.as_raw_fd().to_string(),
-    ]);
-    args.extend([
-        "--attach-fd".to_string(),
-        attach_child.as_raw_fd().to_string(),
-    ]);
-    let _ = std::fs::remove_file(&ctx.socket_path);
-    let mut inherit: Vec<&OwnedFd> = fds.iter().collect();
-    inherit.extend([&admin_child, &attach_child]);
-    let child = spawn(&ctx.netsrv, &args, &inherit).map_err(|e| format!("starting netsrv: {e}"))?;
-    let pid = child.id();
-    set.netsrv().started(child);
-    set.netsrv_generation += 1;
-    set.attach = Some(attach_here);
-    set.admin = None;
-    tracing::info!(pid, restarts = set.netsrv().restarts, "netsrv started");
-    rpc::bootstrap(admin_here).map_err(io)
-}
-
-/// tlsd's arguments: its socket, netsrv's socket for it, and the TLS files.
-fn tlsd_args(ctx: &Ctx) -> Vec<String> {
-    let mut a = vec![
-        "--listen".to_string(),
-        ctx.tls_socket_path.display().to_string(),
-        "--net".to_string(),
-        ctx.trusted_socket_path.display().to_string(),
-    ];
-    a.extend(user_args(ctx.users.map(|u| u.tlsd)));
-    let tls = &ctx.opts.config.tls;
-    for (flag, path) in [
-        ("--cert", &tls.cert),
-        ("--key", &tls.key),
-        ("--roots", &tls.roots),
-        ("--keylog", &tls.keylog),
-    ] {
-        if let Some(p) = path {
-            a.extend([flag.to_string(), p.display().to_string()]);
-        }
-    }
-    a.extend(tls.limit_args());
-    a.extend(access_args(&ctx.access));
-    a
-}
-
-/// Starts tlsd. It needs netsrv's application socket, not netsrv itself:
-/// a netsrv restart resets its sessions, and it connects again.
-fn start_tlsd(ctx: &Ctx, set: &mut Set) -> Result<(), String> {
-    let _ = std::fs::remove_file(&ctx.tls_socket_path);
-    // Our channel to this instance: the watchdog pings it there.
-    let (admin_child, admin_here) = socket_pair().map_err(|e| e.to_string())?;
-    let mut args = tlsd_args(ctx);
-    args.extend(["--admin-fd".into(), admin_child.as_raw_fd().to_string()]);
-    let child =
-        spawn(&ctx.tlsd, &args, &[&admin_child]).map_err(|e| format!("starting tlsd: {e}"))?;
-    let pid = child.id();
-    let p = set.process(Role::Tlsd);
-    p.started(child);
-    tracing::info!(pid, restarts = p.restarts, "tlsd started");
-    // The child is in the table first: it must be stopped and reaped
-    // whatever happens here.
-    set.tlsd = rpc::bootstrap(admin_here)
-        .inspect_err(|e| tracing::error!(%e, "no channel to tlsd; the watchdog cannot ping it"))
-        .ok();
-    Ok(())
-}
-
 /// During start-up: resolves with the first process that exits, and how.
 async fn first_exit(shared: Shared) -> (String, String) {
     loop {
@@ -743,12 +336,11 @@ async fn on_exit(shared: &Shared, index: usize, status: ExitStatus) {
         let mut set = shared.borrow_mut();
         let stopping = set.stopping;
         let p = &mut set.procs[index];
-        p.last_exit = match p.hung.take() {
+        let how = match p.hung.take() {
             Some(why) => why,
             None => describe_exit(status),
         };
-        let quick = p.started.elapsed() < QUICK;
-        p.quick_exits = if quick { p.quick_exits + 1 } else { 0 };
+        let quick = p.exited(how, Instant::now());
         tracing::warn!(process = %p.name, exit = %p.last_exit, quick, "process exited");
         if stopping {
             p.state = State::Stopped;
@@ -766,9 +358,8 @@ async fn on_exit(shared: &Shared, index: usize, status: ExitStatus) {
                 .strip_prefix("nicdrv ")
                 .unwrap_or(&p.name)
                 .to_string();
-            if p.quick_exits >= QUICK_LIMIT {
-                p.state = State::Failed;
-                p.restart_at = None;
+            // Without netsrv the data path restart brings it back.
+            if !p.schedule(Instant::now(), netsrv_up) {
                 tracing::error!(
                     "{} exited {} times within {} s of starting (last: {}); not restarting it; port {port} stays down",
                     p.name,
@@ -776,10 +367,6 @@ async fn on_exit(shared: &Shared, index: usize, status: ExitStatus) {
                     QUICK.as_secs(),
                     p.last_exit
                 );
-            } else {
-                p.state = State::Restarting;
-                // Without netsrv the data path restart brings it back.
-                p.restart_at = netsrv_up.then(|| Instant::now() + backoff(p.quick_exits));
             }
             set.nics.remove(&port);
         }
@@ -787,35 +374,28 @@ async fn on_exit(shared: &Shared, index: usize, status: ExitStatus) {
             let mut set = shared.borrow_mut();
             set.tlsd = None;
             let p = set.process(Role::Tlsd);
-            if p.quick_exits >= QUICK_LIMIT {
-                p.state = State::Failed;
-                p.restart_at = None;
+            if !p.schedule(Instant::now(), true) {
                 tracing::error!(
                     "tlsd exited {} times within {} s of starting (last: {}); not restarting it; TLS stays down",
                     p.quick_exits,
                     QUICK.as_secs(),
                     p.last_exit
                 );
-            } else {
-                p.state = State::Restarting;
-                p.restart_at = Some(Instant::now() + backoff(p.quick_exits));
             }
         }
         Role::Netsrv => {
-            let (failed, wait) = {
+            {
                 let mut set = shared.borrow_mut();
                 set.admin = None;
                 set.attach = None;
                 set.nics.clear();
-                let p = set.netsrv();
-                (p.quick_exits >= QUICK_LIMIT, backoff(p.quick_exits))
-            };
+            }
             stop_drivers(shared).await;
             let mut set = shared.borrow_mut();
             let p = set.netsrv();
+            let wait = backoff(p.quick_exits);
+            let failed = !p.schedule(Instant::now(), true);
             if failed {
-                p.state = State::Failed;
-                p.restart_at = None;
                 tracing::error!(
                     "netsrv exited {} times within {} s of starting (last: {}); not restarting it; the data path stays down",
                     p.quick_exits,
@@ -823,8 +403,6 @@ async fn on_exit(shared: &Shared, index: usize, status: ExitStatus) {
                     p.last_exit
                 );
             } else {
-                p.state = State::Restarting;
-                p.restart_at = Some(Instant::now() + wait);
                 tracing::warn!(
                     wait_ms = wait.as_millis() as u64,
                     "netsrv exited; restarting the data path"
@@ -904,10 +482,12 @@ fn restart_due(ctx: &Rc<Ctx>, shared: &Shared) {
                 let mut set = shared.borrow_mut();
                 if let Err(e) = start_tlsd(ctx, &mut set) {
                     let p = set.process(Role::Tlsd);
-                    p.quick_exits += 1;
-                    p.last_exit = format!("could not start: {e}");
-                    p.restart_at = Some(Instant::now() + backoff(p.quick_exits));
-                    tracing::warn!("{e}");
+                    p.start_failed(&e);
+                    if !p.schedule(Instant::now(), true) {
+                        tracing::error!("tlsd could not be started {} times (last: {e}); not restarting it; TLS stays down", p.quick_exits);
+                    } else {
+                        tracing::warn!("{e}");
+                    }
                 }
             }
         }
@@ -923,14 +503,10 @@ fn restart_nicdrv(ctx: &Ctx, shared: &Shared, index: usize, port: usize) {
         Err(e) => {
             // As an instant exit: the same back-off and limit.
             let p = &mut set.procs[index];
-            p.quick_exits += 1;
-            p.last_exit = format!("could not start: {e}");
-            if p.quick_exits >= QUICK_LIMIT {
-                p.state = State::Failed;
-                p.restart_at = None;
+            p.start_failed(&e);
+            if !p.schedule(Instant::now(), true) {
                 tracing::error!("nicdrv {name} could not be started {} times (last: {e}); not restarting it; port {name} stays down", p.quick_exits);
             } else {
-                p.restart_at = Some(Instant::now() + backoff(p.quick_exits));
                 tracing::warn!("{e}");
             }
             return;
@@ -963,17 +539,13 @@ fn restart_data_path(ctx: &Rc<Ctx>, shared: &Shared) {
         Err(e) => {
             let mut set = shared.borrow_mut();
             let p = set.netsrv();
-            p.quick_exits += 1;
-            p.last_exit = format!("could not start: {e}");
-            if p.quick_exits >= QUICK_LIMIT {
-                p.state = State::Failed;
-                p.restart_at = None;
+            p.start_failed(&e);
+            if !p.schedule(Instant::now(), true) {
                 tracing::error!(
                     "the data path could not be started {} times (last: {e}); giving up",
                     p.quick_exits
                 );
             } else {
-                p.restart_at = Some(Instant::now() + backoff(p.quick_exits));
                 tracing::warn!("{e}");
             }
             return;
@@ -1039,47 +611,5 @@ async fn stop_all(shared: &Shared) {
         }
         p.child = None;
         p.state = State::Stopped;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_from_100ms() {
-        assert_eq!(backoff(0), Duration::ZERO);
-        assert_eq!(backoff(1), Duration::from_millis(100));
-        assert_eq!(backoff(2), Duration::from_millis(200));
-        assert_eq!(backoff(3), Duration::from_millis(400));
-        assert_eq!(backoff(4), Duration::from_millis(800));
-    }
-
-    #[test]
-    fn exits_are_described_plainly() {
-        use std::os::unix::process::ExitStatusExt;
-        assert_eq!(describe_exit(ExitStatus::from_raw(1 << 8)), "exit status 1");
-        assert_eq!(describe_exit(ExitStatus::from_raw(9)), "killed by signal 9");
-    }
-
-    #[test]
-    fn netsrv_gets_bonds_addresses_and_routes() {
-        let config = Config::parse(include_str!("../../../examples/bond-a.toml")).unwrap();
-        let routes = vec![("default".to_string(), "10.0.0.254".to_string())];
-        let access = config.access.resolve(1000).unwrap();
-        let a = netsrv_args(
-            &config,
-            &config.bonds,
-            &routes,
-            Path::new("/r/capnet.sock"),
-            &access,
-        )
-        .join(" ");
-        assert_eq!(
-            a,
-            "--bond bond0=active-backup:p0,p1:p0 --address bond0=10.0.0.1/24 \
-             --route default=10.0.0.254 --listen /r/capnet.sock \
-             --allow-network * --allow-low-ports 1000"
-        );
     }
 }
