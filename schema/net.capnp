@@ -150,7 +150,7 @@ struct RxChunk {
   # Documentation only: the receive ring of a connection with TLS RX offload
   # carries, from `ringOffset` on, chunks of [u32 little-endian header][data].
   # Header: bits 0..23 data length (1..65535), bit 31 set when the NIC opened
-  # (decrypted) every TLS byte of the chunk.
+  # (decrypted) every TLS byte of the chunk. capnet_wire::chunk owns it.
   placeholder @0 :Void;
 }
 

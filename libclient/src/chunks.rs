@@ -1,26 +1,16 @@
 //! The receive side of a ring stream: plain bytes, or marked chunks once
 //! TLS RX offload switched it (see net.capnp `RxChunk`).
 //!
-//! From `ringOffset` on, netsrv writes chunks of `[u32 LE header][data]`
-//! into the receive ring. Header bits 0..23 are the data length (1..65535),
-//! bit 31 is set when the NIC decrypted every TLS byte of the chunk; bits
-//! 24..30 are reserved (zero). [`Down`] hands out plain bytes up to the
-//! switch and, from there on, the data of at most one chunk per read with
-//! its flag. A header may arrive in pieces (and across the ring's wrap); the
-//! pieces are kept until it is whole.
+//! From `ringOffset` on, netsrv writes chunks of `[header][data]` into the
+//! receive ring (`capnet_wire::chunk` owns the format). [`Down`] hands out
+//! plain bytes up to the switch and, from there on, the data of at most one
+//! chunk per read with its flag. A header may arrive in pieces (and across
+//! the ring's wrap); the pieces are kept until it is whole.
 
 use capnet_ring::bytering::{ByteMem, DefaultBytes};
 use capnet_ring::{ByteReader, RingError};
+use capnet_wire::chunk::{ChunkHeader, HEADER_LEN as HEADER};
 use std::io;
-
-/// Bytes of a chunk header.
-pub(crate) const HEADER: usize = 4;
-/// Largest data length of a chunk.
-pub(crate) const MAX_LEN: u32 = 0xffff;
-/// Header bit: the NIC decrypted the chunk.
-pub(crate) const DECRYPTED: u32 = 1 << 31;
-const LEN_MASK: u32 = 0x00ff_ffff;
-const RESERVED: u32 = !(LEN_MASK | DECRYPTED);
 
 pub(crate) fn ring_err(e: RingError) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, format!("socket ring: {e}"))
@@ -33,11 +23,11 @@ fn invalid(why: &str) -> io::Error {
 /// The header of a chunk of `len` bytes (for tests and fakes).
 #[cfg(test)]
 pub(crate) fn header(len: usize, decrypted: bool) -> [u8; HEADER] {
-    let mut h = len as u32;
-    if decrypted {
-        h |= DECRYPTED;
+    ChunkHeader {
+        len: len as u16,
+        decrypted,
     }
-    h.to_le_bytes()
+    .to_bytes()
 }
 
 /// The down ring and where its reader stands.
@@ -187,18 +177,19 @@ impl<M: ByteMem> Down<M> {
                 self.header_len += n;
             }
             self.header_len = 0;
-            let h = u32::from_le_bytes(self.header);
-            let len = h & LEN_MASK;
-            if h & RESERVED != 0 || len == 0 || len > MAX_LEN {
-                let why = format!(
-                    "capnet: malformed receive chunk header {h:#010x} at ring offset {}",
-                    self.consumed - HEADER as u64
-                );
-                self.broken = Some(why.clone());
-                return Err(invalid(&why));
-            }
-            self.left = len as usize;
-            self.decrypted = h & DECRYPTED != 0;
+            let h = match ChunkHeader::parse(self.header) {
+                Ok(h) => h,
+                Err(e) => {
+                    let why = format!(
+                        "capnet: malformed receive chunk at ring offset {}: {e}",
+                        self.consumed - HEADER as u64
+                    );
+                    self.broken = Some(why.clone());
+                    return Err(invalid(&why));
+                }
+            };
+            self.left = usize::from(h.len);
+            self.decrypted = h.decrypted;
         }
         let max = self.left.min(buf.len());
         let n = self.ring.read(&mut buf[..max]).map_err(ring_err)?;
@@ -220,6 +211,7 @@ mod tests {
     use super::*;
     use capnet_ring::bytering::{heap, HeapBytes};
     use capnet_ring::ByteWriter;
+    use capnet_wire::chunk::MAX_LEN;
 
     fn ring(cap: u32) -> (ByteWriter<HeapBytes>, Down<HeapBytes>) {
         let (w, r) = heap(cap).unwrap();
@@ -334,7 +326,7 @@ mod tests {
 
     #[test]
     fn malformed_headers() {
-        for bad in [0u32, 0x1_0000, 0x0100_0001, 0x4000_0001, DECRYPTED] {
+        for bad in [0u32, 0x1_0000, 0x0100_0001, 0x4000_0001, 0x8000_0000] {
             let (mut w, mut down) = ring(64);
             down.end_switch(SwitchEnd::Chunks(0)).unwrap();
             w.write(&bad.to_le_bytes()).unwrap();
@@ -348,11 +340,11 @@ mod tests {
         // The largest length is fine.
         let (mut w, mut down) = ring(1 << 17);
         down.end_switch(SwitchEnd::Chunks(0)).unwrap();
-        w.write(&(MAX_LEN | DECRYPTED).to_le_bytes()).unwrap();
-        w.write(&vec![7u8; MAX_LEN as usize]).unwrap();
+        w.write(&header(MAX_LEN, true)).unwrap();
+        w.write(&vec![7u8; MAX_LEN]).unwrap();
         let runs = drain(&mut down, 4096);
         assert_eq!(runs.len(), 1);
-        assert_eq!(runs[0].0.len(), MAX_LEN as usize);
+        assert_eq!(runs[0].0.len(), MAX_LEN);
         assert!(runs[0].1);
     }
 

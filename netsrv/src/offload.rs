@@ -633,18 +633,5 @@ impl OffloadTable {
     }
 }
 
-/// Header of a marked receive chunk (see net.capnp `RxChunk`).
-pub const CHUNK_HEADER: usize = 4;
-pub const CHUNK_MAX: usize = 0xffff;
-pub const CHUNK_DECRYPTED: u32 = 1 << 31;
-
-pub fn chunk_header(len: usize, decrypted: bool) -> [u8; 4] {
-    let mut h = (len.min(CHUNK_MAX)) as u32;
-    if decrypted {
-        h |= CHUNK_DECRYPTED;
-    }
-    h.to_le_bytes()
-}
-
 #[cfg(test)]
 mod tests;

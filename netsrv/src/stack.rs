@@ -12,6 +12,7 @@ use crate::link::{FlowKey, Leg, Link, Mode, PortMeta};
 use crate::offload::{self, OffloadTable, Tuple, TxBinding};
 use capnet_ring::{RingError, ServerEnd};
 use capnet_schema::errors::SocketError;
+use capnet_wire::chunk::{self, ChunkHeader};
 use smoltcp::iface::{
     Config, Interface, PollIngressSingleResult, PollResult, Route, SocketHandle, SocketSet,
 };
@@ -1776,15 +1777,19 @@ fn pump_chunks(
             }
         };
         let space = rings.down.space()?;
-        if space <= offload::CHUNK_HEADER {
+        if space <= chunk::HEADER_LEN {
             break;
         }
         let n = (run as usize)
             .min(queued)
-            .min(offload::CHUNK_MAX)
-            .min(space - offload::CHUNK_HEADER);
+            .min(chunk::MAX_LEN)
+            .min(space - chunk::HEADER_LEN);
         tracing::trace!(offset = *rx_bytes, n, decrypted, "rx chunk");
-        rings.down.write(&offload::chunk_header(n, decrypted))?;
+        let header = ChunkHeader {
+            len: n as u16, // at most chunk::MAX_LEN
+            decrypted,
+        };
+        rings.down.write(&header.to_bytes())?;
         let mut left = n;
         while left > 0 {
             let dst = rings.down.reserve()?;
@@ -1798,7 +1803,7 @@ fn pump_chunks(
             left -= got;
         }
         *rx_bytes += n as u64;
-        *ring_written += (offload::CHUNK_HEADER + n) as u64;
+        *ring_written += (chunk::HEADER_LEN + n) as u64;
         received = true;
     }
     Ok(received)

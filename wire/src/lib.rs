@@ -9,7 +9,11 @@
 //!
 //! `tls`: the TLS record format and per-record AEAD inputs (nonce, AAD) that
 //! tlsd's software engine and the NIC's TLS engine share.
+//!
+//! `chunk`: the marked receive chunk's header, which netsrv writes into a
+//! client's receive ring and libclient reads.
 
+pub mod chunk;
 pub mod csum;
 pub mod tcp;
 pub mod tls;

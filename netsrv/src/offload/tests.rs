@@ -283,12 +283,3 @@ fn the_table_is_capped_and_swept() {
     table.retain(|t| t.local.port() == 1 && t.remote.port() < 100);
     assert_eq!(table.len(), 100);
 }
-
-#[test]
-fn chunk_headers() {
-    assert_eq!(
-        u32::from_le_bytes(chunk_header(10, true)),
-        10 | CHUNK_DECRYPTED
-    );
-    assert_eq!(u32::from_le_bytes(chunk_header(70000, false)), 0xffff);
-}
