@@ -9,7 +9,7 @@ use capnet_offload::tls::{TlsParams, TlsRxEngine, TlsTxEngine};
 use capnet_wire::csum::{self, RxCheck};
 use capnet_wire::tcp::parse_tcp;
 use capnet_wire::tls::{self, Version};
-use netsrv::offload::{OffloadTable, Tuple, TxBinding};
+use netsrv::offload::{OffloadTable, TxBinding};
 use nicdrv::counters::Counters;
 use nicdrv::offload::{ContextStats, Engine, Engines, Flow, NewContext};
 use std::net::SocketAddr;
@@ -143,7 +143,7 @@ pub fn nicdrv_frames(data: &[u8]) {
 pub fn netsrv_frames(data: &[u8]) {
     let mut input = Input::new(data);
     let mut table = OffloadTable::default();
-    let tuple = Tuple {
+    let tuple = Flow {
         local: sa(LOCAL),
         remote: sa(REMOTE),
     };

@@ -10,7 +10,7 @@
 //! once per stack poll, so the driver's doorbell rings at most once per batch
 //! and only when the driver asked for it.
 
-use crate::offload::{OffloadTable, TxVerdict};
+use crate::offload::{OffloadTable, TxAction};
 use capnet_ring::{flags, ChannelSender, Desc, Duplex, RingError, TxBuf};
 use capnet_wire::csum;
 use smoltcp::phy::{self, Checksum, ChecksumCapabilities, DeviceCapabilities, Medium};
@@ -290,19 +290,19 @@ impl phy::TxToken for TxToken<'_> {
                 h.epoch,
                 self.flags & flags::TX_CSUM != 0,
             ),
-            None => TxVerdict::Send {
+            None => TxAction::Send {
                 flags: 0,
                 context: 0,
             },
         };
         match verdict {
-            TxVerdict::Send { flags, context } => {
+            TxAction::Send { flags, context } => {
                 self.tx.buf_mut(&mut buf)[..len].copy_from_slice(frame);
                 self.tx.send(buf, len as u32, self.flags | flags, context);
                 self.counters.tx_frames += 1;
             }
             // Copied into the hold queue; the buffer goes back unused.
-            TxVerdict::Hold => self.tx.free(buf),
+            TxAction::Hold => self.tx.free(buf),
         }
         result
     }

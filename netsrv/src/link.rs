@@ -12,11 +12,10 @@ use smoltcp::phy::{self, ChecksumCapabilities, DeviceCapabilities};
 use smoltcp::time::Instant;
 use smoltcp::wire::{
     ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
-    EthernetRepr, Icmpv6Packet, Icmpv6Repr, IpAddress, IpCidr, IpProtocol, Ipv4Packet, Ipv6Packet,
-    Ipv6Repr, NdiscNeighborFlags, NdiscRepr, TcpPacket, UdpPacket, IPV6_LINK_LOCAL_ALL_NODES,
+    EthernetRepr, Icmpv6Packet, Icmpv6Repr, IpAddress, IpCidr, IpProtocol, Ipv6Packet, Ipv6Repr,
+    NdiscNeighborFlags, NdiscRepr, IPV6_LINK_LOCAL_ALL_NODES,
 };
 use std::cell::RefCell;
-use std::net::IpAddr;
 use std::rc::Rc;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -199,112 +198,7 @@ pub struct Link {
 /// Legs a link can have (their state fits one machine word).
 pub const MAX_LEGS: usize = 64;
 
-/// The fields of a frame the layer3+4 hash covers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct FlowKey {
-    pub src: IpAddr,
-    pub dst: IpAddr,
-    /// Zero for protocols without ports and for fragments.
-    pub src_port: u16,
-    pub dst_port: u16,
-}
-
-impl FlowKey {
-    pub fn reversed(self) -> FlowKey {
-        FlowKey {
-            src: self.dst,
-            dst: self.src,
-            src_port: self.dst_port,
-            dst_port: self.src_port,
-        }
-    }
-
-    /// The hash of Linux bonding's `xmit_hash_policy=layer3+4`: ports, then
-    /// source and destination address words, folded; the lowest bit goes
-    /// (ports are often even).
-    pub fn hash(&self) -> u32 {
-        let sp = self.src_port.to_be_bytes();
-        let dp = self.dst_port.to_be_bytes();
-        let mut h = u32::from_ne_bytes([sp[0], sp[1], dp[0], dp[1]]);
-        h ^= addr_word(self.src) ^ addr_word(self.dst);
-        h ^= h >> 16;
-        h ^= h >> 8;
-        h >> 1
-    }
-}
-
-fn addr_word(a: IpAddr) -> u32 {
-    match a {
-        IpAddr::V4(v4) => u32::from_ne_bytes(v4.octets()),
-        IpAddr::V6(v6) => {
-            let o = v6.octets();
-            (0..4).fold(0, |h, i| {
-                h ^ u32::from_ne_bytes([o[4 * i], o[4 * i + 1], o[4 * i + 2], o[4 * i + 3]])
-            })
-        }
-    }
-}
-
-/// Which hash a frame leaves by: its flow for IPv4/IPv6, its MAC addresses
-/// otherwise (layer 2 fallback, as Linux does for non-IP frames).
-pub fn frame_hash(frame: &[u8], reverse: bool) -> u32 {
-    match flow_key(frame) {
-        Some(k) if reverse => k.reversed().hash(),
-        Some(k) => k.hash(),
-        None => match EthernetFrame::new_checked(frame) {
-            Ok(eth) => {
-                let (s, d) = (eth.src_addr().0[5], eth.dst_addr().0[5]);
-                u32::from(s ^ d) ^ u32::from(u16::from(eth.ethertype()))
-            }
-            Err(_) => 0,
-        },
-    }
-}
-
-/// The flow of an IPv4 or IPv6 frame.
-pub fn flow_key(frame: &[u8]) -> Option<FlowKey> {
-    let eth = EthernetFrame::new_checked(frame).ok()?;
-    let (src, dst, proto, payload, fragment): (IpAddr, IpAddr, IpProtocol, &[u8], bool) =
-        match eth.ethertype() {
-            EthernetProtocol::Ipv4 => {
-                let ip = Ipv4Packet::new_checked(eth.payload()).ok()?;
-                (
-                    IpAddr::V4(ip.src_addr()),
-                    IpAddr::V4(ip.dst_addr()),
-                    ip.next_header(),
-                    ip.payload(),
-                    ip.more_frags() || ip.frag_offset() != 0,
-                )
-            }
-            EthernetProtocol::Ipv6 => {
-                let ip = Ipv6Packet::new_checked(eth.payload()).ok()?;
-                (
-                    IpAddr::V6(ip.src_addr()),
-                    IpAddr::V6(ip.dst_addr()),
-                    ip.next_header(),
-                    ip.payload(),
-                    false,
-                )
-            }
-            _ => return None,
-        };
-    let (src_port, dst_port) = match proto {
-        _ if fragment => (0, 0),
-        IpProtocol::Tcp => TcpPacket::new_checked(payload)
-            .map(|p| (p.src_port(), p.dst_port()))
-            .unwrap_or((0, 0)),
-        IpProtocol::Udp => UdpPacket::new_checked(payload)
-            .map(|p| (p.src_port(), p.dst_port()))
-            .unwrap_or((0, 0)),
-        _ => (0, 0),
-    };
-    Some(FlowKey {
-        src,
-        dst,
-        src_port,
-        dst_port,
-    })
-}
+pub use capnet_wire::flow::{flow_key, frame_hash, FlowKey};
 
 fn is_group(frame: &[u8]) -> bool {
     frame.first().is_some_and(|b| b & 1 == 1)
@@ -882,41 +776,6 @@ impl phy::Device for Link {
 mod tests {
     use super::*;
     use std::net::{Ipv4Addr, Ipv6Addr};
-
-    fn key(sport: u16, dport: u16) -> FlowKey {
-        FlowKey {
-            src: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
-            dst: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)),
-            src_port: sport,
-            dst_port: dport,
-        }
-    }
-
-    #[test]
-    fn flows_spread_over_two_legs() {
-        let mut counts = [0; 2];
-        for p in 0..16u16 {
-            counts[key(50000 + p * 3, 40000).hash() as usize % 2] += 1;
-        }
-        assert!(counts[0] >= 4 && counts[1] >= 4, "{counts:?}");
-    }
-
-    #[test]
-    fn hash_depends_on_every_field() {
-        let base = key(1000, 2000).hash();
-        assert_ne!(base, key(1002, 2000).hash());
-        assert_ne!(base, key(1000, 2002).hash());
-        let mut k = key(1000, 2000);
-        k.dst = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 4));
-        assert_ne!(base, k.hash());
-        let v6 = FlowKey {
-            src: IpAddr::V6(Ipv6Addr::LOCALHOST),
-            dst: IpAddr::V6(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 2)),
-            src_port: 1,
-            dst_port: 2,
-        };
-        assert_ne!(v6.hash(), v6.reversed().reversed().hash() ^ 1);
-    }
 
     #[test]
     fn frames_hash_like_their_flow() {

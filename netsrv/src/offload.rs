@@ -28,17 +28,9 @@ use crate::rx_marks::{Marks, OutOfOrder};
 use capnet_ring::flags;
 use capnet_wire::csum;
 use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
 use std::ops::Range;
 
-/// A connection as (local, remote).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Tuple {
-    pub local: SocketAddr,
-    pub remote: SocketAddr,
-}
-
-pub use capnet_wire::tcp::parse_tcp;
+pub use capnet_wire::tcp::{parse_tcp, Flow};
 
 /// Stream offset of `seq` for a stream whose first byte has sequence
 /// `first`, near `hint` (a recent offset): unwraps past 4 GiB.
@@ -110,7 +102,7 @@ pub struct RxBinding {
 /// smoltcp has taken it.
 #[derive(Clone, Copy, Debug)]
 struct RxPending {
-    tuple: Tuple,
+    tuple: Flow,
     sock: u64,
     /// For a segment reaching the receive point: where it ends, and whether
     /// the NIC decrypted it.
@@ -192,32 +184,32 @@ pub struct ConnOffload {
 
 /// What to do with a TX frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TxVerdict {
+pub enum TxAction {
     /// Send, OR-ing `flags` into the descriptor and naming `context`.
     Send { flags: u32, context: u32 },
     /// Keep it back (copied into the hold queue); send nothing now.
     Hold,
 }
 
-const SEND: TxVerdict = TxVerdict::Send {
+const SEND: TxAction = TxAction::Send {
     flags: 0,
     context: 0,
 };
 
-fn hold(c: &mut ConnOffload, frame: &[u8], counters: &mut OffloadCounters) -> TxVerdict {
+fn hold(c: &mut ConnOffload, frame: &[u8], counters: &mut OffloadCounters) -> TxAction {
     if c.held.len() >= MAX_HELD {
         c.held.pop_front();
         counters.tx_held_dropped += 1;
     }
     c.held.push_back(frame.to_vec());
     counters.tx_held += 1;
-    TxVerdict::Hold
+    TxAction::Hold
 }
 
 /// Every connection's offload state, consulted by the data path.
 #[derive(Debug, Default)]
 pub struct OffloadTable {
-    conns: HashMap<Tuple, ConnOffload>,
+    conns: HashMap<Flow, ConnOffload>,
     pub counters: OffloadCounters,
     /// A binding or the topology changed since held frames were last
     /// tried.
@@ -227,16 +219,16 @@ pub struct OffloadTable {
 }
 
 impl OffloadTable {
-    pub fn conn(&self, t: &Tuple) -> Option<&ConnOffload> {
+    pub fn conn(&self, t: &Flow) -> Option<&ConnOffload> {
         self.conns.get(t)
     }
 
-    pub fn conn_mut(&mut self, t: &Tuple) -> Option<&mut ConnOffload> {
+    pub fn conn_mut(&mut self, t: &Flow) -> Option<&mut ConnOffload> {
         self.conns.get_mut(t)
     }
 
     /// The connection is gone.
-    pub fn forget(&mut self, t: &Tuple) {
+    pub fn forget(&mut self, t: &Flow) {
         self.conns.remove(t);
     }
 
@@ -251,14 +243,14 @@ impl OffloadTable {
 
     /// Keeps only the connections `live` names (the stack's sockets): a
     /// handshake that never completed leaves nothing behind.
-    pub fn retain(&mut self, live: impl Fn(&Tuple) -> bool) {
+    pub fn retain(&mut self, live: impl Fn(&Flow) -> bool) {
         self.conns.retain(|t, _| live(t));
     }
 
     /// The stack sent a SYN (`ack`: a SYN-ACK, acknowledging the peer's
     /// SYN it accepted): a new handshake on `tuple`, unless a bound flow
     /// holds it (never changed from outside).
-    fn our_syn(&mut self, tuple: Tuple, seq: u32, ack: Option<u32>) {
+    fn our_syn(&mut self, tuple: Flow, seq: u32, ack: Option<u32>) {
         if !self.conns.contains_key(&tuple) && self.conns.len() >= MAX_CONNS {
             if self.counters.untracked == 0 {
                 tracing::warn!("offload table full: new connections cannot be offloaded");
@@ -283,11 +275,11 @@ impl OffloadTable {
         port: &str,
         epoch: u32,
         csum_offload: bool,
-    ) -> TxVerdict {
+    ) -> TxAction {
         let Some(v) = parse_tcp(frame) else {
             return SEND;
         };
-        let tuple = Tuple {
+        let tuple = Flow {
             local: v.src,
             remote: v.dst,
         };
@@ -334,7 +326,7 @@ impl OffloadTable {
         match &c.tx {
             Some(b) if framed && b.port == port && b.epoch == epoch => {
                 self.counters.tx_tagged += 1;
-                TxVerdict::Send {
+                TxAction::Send {
                     flags: flags::TLS_TX,
                     context: b.context,
                 }
@@ -354,7 +346,7 @@ impl OffloadTable {
         let Some(v) = parse_tcp(frame) else {
             return;
         };
-        let tuple = Tuple {
+        let tuple = Flow {
             local: v.src,
             remote: v.dst,
         };
@@ -394,7 +386,7 @@ impl OffloadTable {
         let Some(v) = parse_tcp(frame) else {
             return true;
         };
-        let tuple = Tuple {
+        let tuple = Flow {
             local: v.dst,
             remote: v.src,
         };
@@ -515,7 +507,7 @@ impl OffloadTable {
     /// After a poll: smoltcp has enqueued bytes up to `enqueued`. False if
     /// that is not where the settled marks end (then the marks cannot be
     /// trusted and the connection must end).
-    pub fn reconcile_rx(&mut self, t: &Tuple, enqueued: u64) -> bool {
+    pub fn reconcile_rx(&mut self, t: &Flow, enqueued: u64) -> bool {
         let Some(rx) = self.conns.get_mut(t).and_then(|c| c.rx.as_mut()) else {
             return true;
         };
@@ -530,7 +522,7 @@ impl OffloadTable {
     }
 
     /// Binds TX; `start` is the stream offset of the first framed byte.
-    pub fn bind_tx(&mut self, t: Tuple, b: TxBinding) -> Result<(), &'static str> {
+    pub fn bind_tx(&mut self, t: Flow, b: TxBinding) -> Result<(), &'static str> {
         let Some(c) = self.conns.get_mut(&t).filter(|c| c.tx_first.is_some()) else {
             return Err("the connection's SYN was not seen");
         };
@@ -544,7 +536,7 @@ impl OffloadTable {
 
     /// Unbinds TX; framed bytes from `start` on are sent as `bytes` from
     /// now on. Returns the old binding.
-    pub fn unbind_tx(&mut self, t: &Tuple, start: u64, bytes: Vec<u8>) -> Option<TxBinding> {
+    pub fn unbind_tx(&mut self, t: &Flow, start: u64, bytes: Vec<u8>) -> Option<TxBinding> {
         let c = self.conns.get_mut(t)?;
         let old = c.tx.take();
         self.held_dirty = true;
@@ -566,7 +558,7 @@ impl OffloadTable {
 
     /// The peer acknowledged every byte before `una`: replacement bytes
     /// before it will never be sent again.
-    pub fn acked_tx(&mut self, t: &Tuple, una: u64) {
+    pub fn acked_tx(&mut self, t: &Flow, una: u64) {
         let Some(c) = self.conns.get_mut(t) else {
             return;
         };
@@ -583,7 +575,7 @@ impl OffloadTable {
     /// Binds RX before the NIC makes the context: in-order delivery and
     /// marks from the current receive point `enqueued` (a stream offset) on;
     /// the receive ring holds back bytes from there until `confirm_rx`.
-    pub fn bind_rx(&mut self, t: Tuple, sock: u64, enqueued: u64) -> Result<(), &'static str> {
+    pub fn bind_rx(&mut self, t: Flow, sock: u64, enqueued: u64) -> Result<(), &'static str> {
         let Some(c) = self.conns.get_mut(&t).filter(|c| c.rx_first.is_some()) else {
             return Err("the connection's SYN was not seen");
         };
@@ -610,13 +602,13 @@ impl OffloadTable {
     /// The NIC made the RX context: the receive ring switches to marked
     /// chunks at `ring_offset` (unless it did before). Returns where chunks
     /// begin.
-    pub fn confirm_rx(&mut self, t: &Tuple, ring_offset: u64) -> Option<u64> {
+    pub fn confirm_rx(&mut self, t: &Flow, ring_offset: u64) -> Option<u64> {
         let rx = self.conns.get_mut(t)?.rx.as_mut()?;
         Some(*rx.chunks_from.get_or_insert(ring_offset))
     }
 
     /// The NIC refused: forget a binding that never switched the ring.
-    pub fn cancel_rx(&mut self, t: &Tuple) {
+    pub fn cancel_rx(&mut self, t: &Flow) {
         if let Some(c) = self.conns.get_mut(t) {
             if c.rx.as_ref().is_some_and(|rx| rx.chunks_from.is_none()) {
                 c.rx = None;
@@ -626,7 +618,7 @@ impl OffloadTable {
         }
     }
 
-    pub fn unbind_rx(&mut self, t: &Tuple) {
+    pub fn unbind_rx(&mut self, t: &Flow) {
         if let Some(rx) = self.conns.get_mut(t).and_then(|c| c.rx.as_mut()) {
             rx.active = false;
         }

@@ -9,7 +9,7 @@
 use crate::addr::{endpoint_to_std, from_smol, to_smol};
 use crate::device::{DeviceCounters, OffloadHook, RingDevice};
 use crate::link::{FlowKey, Leg, Link, Mode, PortMeta};
-use crate::offload::{self, OffloadTable, Tuple, TxBinding};
+use crate::offload::{self, Flow, OffloadTable, TxBinding};
 use capnet_ring::{RingError, ServerEnd};
 use capnet_schema::errors::SocketError;
 use capnet_wire::chunk::{self, ChunkHeader};
@@ -115,7 +115,7 @@ struct TcpConn {
     /// Bytes written to the receive ring (with chunk headers once chunked).
     ring_written: u64,
     /// The connection as (local, remote), once known: its offload key.
-    tuple: Option<Tuple>,
+    tuple: Option<Flow>,
 }
 
 struct Listener {
@@ -1186,7 +1186,7 @@ impl Stack {
                     continue;
                 };
                 if let (Some(l), Some(r)) = (s.local_endpoint(), s.remote_endpoint()) {
-                    live.insert(Tuple {
+                    live.insert(Flow {
                         local: endpoint_to_std(l),
                         remote: endpoint_to_std(r),
                     });
@@ -1255,14 +1255,14 @@ impl Stack {
     // ---- offload bindings (netsrv's part of TLS offload) ----
 
     /// The connection's (local, remote), once established.
-    pub fn tcp_tuple(&mut self, id: SockId) -> Result<Tuple, SocketError> {
+    pub fn tcp_tuple(&mut self, id: SockId) -> Result<Flow, SocketError> {
         let (conn, socket) = self.conn(id)?;
         if let Some(t) = conn.tuple {
             return Ok(t);
         }
         match (socket.local_endpoint(), socket.remote_endpoint()) {
             (Some(l), Some(r)) => {
-                let t = Tuple {
+                let t = Flow {
                     local: endpoint_to_std(l),
                     remote: endpoint_to_std(r),
                 };
@@ -1393,7 +1393,7 @@ impl Stack {
             conn.observe(socket);
             if conn.tuple.is_none() {
                 if let (Some(l), Some(r)) = (socket.local_endpoint(), socket.remote_endpoint()) {
-                    conn.tuple = Some(Tuple {
+                    conn.tuple = Some(Flow {
                         local: endpoint_to_std(l),
                         remote: endpoint_to_std(r),
                     });

@@ -6,7 +6,7 @@
 use aes_gcm::aead::{AeadInPlace, KeyInit};
 use capnet_offload::gcm::GcmKey;
 use capnet_offload::tls::{
-    RecordError, ResyncError, RxOutcome, TlsParams, TlsRxEngine, TlsTxEngine, TxError,
+    HeaderError, ResyncError, RxOutcome, TlsParams, TlsRxEngine, TlsTxEngine, TxError,
 };
 use capnet_wire::tls::{self as wire_tls, ContentType, RecordHeader, Version, HEADER_LEN, TAG_LEN};
 use rand::rngs::StdRng;
@@ -355,7 +355,7 @@ fn tx_refuses_bad_records_and_rolls_back() {
                 matches!(
                     e,
                     TxError::BadRecord {
-                        error: RecordError::Header(wire_tls::Error::BadVersion(0x0203)),
+                        error: HeaderError::Header(wire_tls::Error::BadVersion(0x0203)),
                         ..
                     }
                 )
@@ -364,7 +364,7 @@ fn tx_refuses_bad_records_and_rolls_back() {
                 matches!(
                     e,
                     TxError::BadRecord {
-                        error: RecordError::Header(wire_tls::Error::Overflow(_)),
+                        error: HeaderError::Header(wire_tls::Error::Overflow(_)),
                         ..
                     }
                 )
@@ -373,7 +373,7 @@ fn tx_refuses_bad_records_and_rolls_back() {
                 matches!(
                     e,
                     TxError::BadRecord {
-                        error: RecordError::ContentType(0x42),
+                        error: HeaderError::ContentType(0x42),
                         ..
                     }
                 )
@@ -386,7 +386,7 @@ fn tx_refuses_bad_records_and_rolls_back() {
                     matches!(
                         e,
                         TxError::BadRecord {
-                            error: RecordError::TooShort(5),
+                            error: HeaderError::TooShort(5),
                             ..
                         }
                     )
@@ -397,7 +397,7 @@ fn tx_refuses_bad_records_and_rolls_back() {
                     matches!(
                         e,
                         TxError::BadRecord {
-                            error: RecordError::ContentType(22),
+                            error: HeaderError::ContentType(22),
                             ..
                         }
                     )

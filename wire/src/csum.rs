@@ -15,7 +15,7 @@
 
 use smoltcp::wire::{
     EthernetFrame, EthernetProtocol, Icmpv4Packet, Icmpv6Packet, IpAddress, IpProtocol, Ipv4Packet,
-    Ipv6ExtHeader, Ipv6Packet, TcpPacket, UdpPacket, ETHERNET_HEADER_LEN,
+    Ipv6Packet, TcpPacket, UdpPacket, ETHERNET_HEADER_LEN,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,6 +32,12 @@ pub struct Malformed(pub &'static str);
 impl std::fmt::Display for Malformed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.0)
+    }
+}
+
+impl From<crate::ipv6::BadExtHeader> for Malformed {
+    fn from(_: crate::ipv6::BadExtHeader) -> Malformed {
+        Malformed("bad IPv6 extension header")
     }
 }
 
@@ -91,29 +97,6 @@ fn check_ipv4(data: &[u8]) -> Result<RxCheck, Malformed> {
     }
 }
 
-/// Most extension headers walked before giving up.
-const MAX_EXT_HEADERS: usize = 8;
-
-/// Skips IPv6 hop-by-hop and destination-options headers: the upper-layer
-/// protocol and where it starts in `data`. Routing and fragment headers stop
-/// the walk (the pseudo-header or the data would not be all here); they come
-/// back as their own protocol, which the callers leave unchecked.
-fn ipv6_upper(mut proto: IpProtocol, data: &[u8]) -> Result<(IpProtocol, usize), Malformed> {
-    let mut at = 0;
-    for _ in 0..MAX_EXT_HEADERS {
-        match proto {
-            IpProtocol::HopByHop | IpProtocol::Ipv6Opts => {
-                let h = Ipv6ExtHeader::new_checked(&data[at..])
-                    .map_err(|_| Malformed("bad IPv6 extension header"))?;
-                proto = h.next_header();
-                at += 8 + usize::from(h.header_len()) * 8;
-            }
-            _ => return Ok((proto, at)),
-        }
-    }
-    Ok((IpProtocol::Ipv6NoNxt, at))
-}
-
 fn check_ipv6(data: &[u8]) -> Result<RxCheck, Malformed> {
     let ip = Ipv6Packet::new_checked(data).map_err(|_| Malformed("bad IPv6 lengths"))?;
     if ip.version() != 6 {
@@ -121,8 +104,8 @@ fn check_ipv6(data: &[u8]) -> Result<RxCheck, Malformed> {
     }
     let src = ip.src_addr();
     let dst = ip.dst_addr();
-    let (proto, at) = ipv6_upper(ip.next_header(), ip.payload())?;
-    let payload = &ip.payload()[at..];
+    let (proto, at) = crate::ipv6::upper_layer(ip.next_header(), ip.payload())?;
+    let payload = ip.payload().get(at..).ok_or(crate::ipv6::BadExtHeader)?;
     match proto {
         IpProtocol::Tcp => {
             TcpPacket::new_checked(payload).map_err(|_| Malformed("bad TCP header"))?;
@@ -197,8 +180,11 @@ fn fill_ipv6(data: &mut [u8]) -> Result<bool, Malformed> {
     }
     let src = ip.src_addr();
     let dst = ip.dst_addr();
-    let (proto, at) = ipv6_upper(ip.next_header(), ip.payload_mut())?;
-    let payload = &mut ip.payload_mut()[at..];
+    let (proto, at) = crate::ipv6::upper_layer(ip.next_header(), ip.payload_mut())?;
+    let payload = ip
+        .payload_mut()
+        .get_mut(at..)
+        .ok_or(crate::ipv6::BadExtHeader)?;
     match proto {
         IpProtocol::Tcp => {
             fill_tcp(&src.octets(), &dst.octets(), payload)?;

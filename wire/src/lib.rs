@@ -1,19 +1,22 @@
-//! Frame-level logic that the NIC driver and the stack share, so that a
-//! frame is judged the same way on both sides of a port's rings: checksum
-//! verification (what a NIC's RX offload does, and what netsrv does in
-//! software for frames no driver verified) and checksum filling.
+//! The formats capnet's processes share, each with one owner, so that a
+//! frame or a header is judged the same way on both sides of a ring. Pure
+//! functions over smoltcp's typed `wire` views and plain `Repr`-style
+//! structs; builds for Redox.
 //!
-//! Pure functions over smoltcp's typed `wire` views; builds for Redox.
-//!
-//! `tcp`: where a frame's TCP payload is, and whose it is.
-//!
-//! `tls`: the TLS record format and per-record AEAD inputs (nonce, AAD) that
-//! tlsd's software engine and the NIC's TLS engine share.
-//!
-//! `chunk`: the marked receive chunk's header, which netsrv writes into a
-//! client's receive ring and libclient reads.
+//! - `csum`: checksum verification (what a NIC's RX offload does, and what
+//!   netsrv does in software for frames no driver verified) and filling.
+//! - `tcp`: where a frame's TCP payload is and whose it is; [`tcp::Flow`],
+//!   a TCP connection as one host sees it.
+//! - `ipv6`: the walk over IPv6 extension headers.
+//! - `flow`: the flow key a bond's layer3+4 hash covers.
+//! - `tls`: the TLS record format and per-record AEAD inputs (nonce, AAD)
+//!   that tlsd's software engine and the NIC's TLS engine share.
+//! - `chunk`: the marked receive chunk's header, which netsrv writes into a
+//!   client's receive ring and libclient reads.
 
 pub mod chunk;
 pub mod csum;
+pub mod flow;
+pub mod ipv6;
 pub mod tcp;
 pub mod tls;

@@ -3,11 +3,64 @@
 //! capture checks in tests share.
 
 use smoltcp::wire::{
-    EthernetFrame, EthernetProtocol, IpProtocol, Ipv4Packet, Ipv6ExtHeader, Ipv6Packet, TcpPacket,
+    EthernetFrame, EthernetProtocol, IpProtocol, Ipv4Packet, Ipv6Packet, TcpPacket,
     ETHERNET_HEADER_LEN, IPV6_HEADER_LEN,
 };
+use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::ops::Range;
+
+/// A TCP connection as this host sees it.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Flow {
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+}
+
+impl fmt::Display for Flow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}->{}", self.local, self.remote)
+    }
+}
+
+impl fmt::Debug for Flow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+fn unicast(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(a) => !(a.is_unspecified() || a.is_multicast() || a.is_broadcast()),
+        IpAddr::V6(a) => !(a.is_unspecified() || a.is_multicast()),
+    }
+}
+
+impl Flow {
+    /// Both ends unicast, of one family, with non-zero ports.
+    pub fn check(&self) -> Result<(), String> {
+        if self.local.is_ipv4() != self.remote.is_ipv4() {
+            return Err(format!("flow {self}: mixes IPv4 and IPv6"));
+        }
+        if self.local.port() == 0 || self.remote.port() == 0 {
+            return Err(format!("flow {self}: port 0"));
+        }
+        if !unicast(self.local.ip()) || !unicast(self.remote.ip()) {
+            return Err(format!("flow {self}: not a unicast address"));
+        }
+        Ok(())
+    }
+
+    /// The (source, destination) of frames this host sends on the flow.
+    pub fn outbound(&self) -> (SocketAddr, SocketAddr) {
+        (self.local, self.remote)
+    }
+
+    /// The (source, destination) of frames this host receives on the flow.
+    pub fn inbound(&self) -> (SocketAddr, SocketAddr) {
+        (self.remote, self.local)
+    }
+}
 
 /// Where the TCP payload of a frame is, and what it belongs to.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -24,9 +77,6 @@ pub struct TcpSegment {
     /// padding is not payload).
     pub payload: Range<usize>,
 }
-
-/// IPv6 extension headers walked before giving up (as the checksum code).
-const MAX_EXT_HEADERS: usize = 8;
 
 /// Parses an Ethernet frame carrying an unfragmented TCP segment over IPv4
 /// or IPv6 (hop-by-hop and destination-options headers are walked). Anything
@@ -56,18 +106,7 @@ pub fn parse_tcp(frame: &[u8]) -> Option<TcpSegment> {
             let src = IpAddr::V6(Ipv6Addr::from(ip.src_addr().octets()));
             let dst = IpAddr::V6(Ipv6Addr::from(ip.dst_addr().octets()));
             let data = ip.payload();
-            let mut proto = ip.next_header();
-            let mut at = 0usize;
-            for _ in 0..MAX_EXT_HEADERS {
-                match proto {
-                    IpProtocol::HopByHop | IpProtocol::Ipv6Opts => {
-                        let h = Ipv6ExtHeader::new_checked(data.get(at..)?).ok()?;
-                        proto = h.next_header();
-                        at += 8 + usize::from(h.header_len()) * 8;
-                    }
-                    _ => break,
-                }
-            }
+            let (proto, at) = crate::ipv6::upper_layer(ip.next_header(), data).ok()?;
             if proto != IpProtocol::Tcp {
                 return None;
             }
@@ -91,4 +130,43 @@ fn tcp(src: IpAddr, dst: IpAddr, l4: usize, seg: &[u8]) -> Option<TcpSegment> {
         rst: t.rst(),
         payload: l4 + usize::from(t.header_len())..l4 + seg.len(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sa(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn flow_checks() {
+        let ok = Flow {
+            local: sa("10.0.0.1:40000"),
+            remote: sa("10.0.0.2:443"),
+        };
+        assert!(ok.check().is_ok());
+        assert_eq!(ok.to_string(), "10.0.0.1:40000->10.0.0.2:443");
+        let mixed = Flow {
+            local: sa("10.0.0.1:40000"),
+            remote: sa("[fd00::2]:443"),
+        };
+        assert!(mixed.check().unwrap_err().contains("mixes"));
+        let port0 = Flow {
+            local: sa("10.0.0.1:0"),
+            ..ok
+        };
+        assert!(port0.check().unwrap_err().contains("port 0"));
+        let any = Flow {
+            remote: sa("0.0.0.0:443"),
+            ..ok
+        };
+        assert!(any.check().unwrap_err().contains("unicast"));
+        let mcast = Flow {
+            local: sa("[ff02::1]:1"),
+            remote: sa("[fd00::2]:443"),
+        };
+        assert!(mcast.check().unwrap_err().contains("unicast"));
+    }
 }

@@ -2,6 +2,7 @@
 //! receive buffer played by the test.
 
 use super::*;
+use std::net::SocketAddr;
 
 #[test]
 fn offsets_unwrap_across_4gib() {
@@ -18,8 +19,8 @@ fn offsets_unwrap_across_4gib() {
 
 const ISN: u32 = 0xffff_ff00;
 
-fn tuple() -> Tuple {
-    Tuple {
+fn tuple() -> Flow {
+    Flow {
         local: "10.0.0.1:443".parse().unwrap(),
         remote: "10.0.0.2:40000".parse().unwrap(),
     }
@@ -46,7 +47,7 @@ fn segment(ours: bool, syn: bool, seq: u32, ack: Option<u32>, payload: &[u8]) ->
 }
 
 fn segment_of(
-    t: Tuple,
+    t: Flow,
     ours: bool,
     syn: bool,
     seq: u32,
@@ -89,7 +90,7 @@ fn segment_of(
 }
 
 /// The stack sends `frame` on port "p0".
-fn send(table: &mut OffloadTable, mut frame: Vec<u8>) -> TxVerdict {
+fn send(table: &mut OffloadTable, mut frame: Vec<u8>) -> TxAction {
     table.on_tx(&mut frame, "p0", 0, true)
 }
 
@@ -220,7 +221,7 @@ fn rx_marks_refuse_bytes_nothing_accounts_for() {
 fn syns_off_the_wire_make_no_entries() {
     let mut table = OffloadTable::default();
     for port in 0..5000u16 {
-        let t = Tuple {
+        let t = Flow {
             local: "10.0.0.1:443".parse().unwrap(),
             remote: SocketAddr::new("10.0.0.2".parse().unwrap(), port),
         };
@@ -272,7 +273,7 @@ fn an_active_open_learns_the_peer_from_the_answer_to_our_syn() {
 fn the_table_is_capped_and_swept() {
     let mut table = OffloadTable::default();
     for i in 0..MAX_CONNS as u32 + 10 {
-        let t = Tuple {
+        let t = Flow {
             local: SocketAddr::new("10.0.0.1".parse().unwrap(), 1 + (i >> 16) as u16),
             remote: SocketAddr::new("10.0.0.2".parse().unwrap(), i as u16),
         };

@@ -125,17 +125,18 @@ impl RxCtx {
     }
 }
 
-type Tuple = (SocketAddr, SocketAddr);
+/// A frame's (source, destination).
+type Ends = (SocketAddr, SocketAddr);
 
 /// Every installed engine of the port.
 #[derive(Default)]
 pub struct Engines {
     tx: HashMap<u32, TxCtx>,
     /// Inbound 4-tuple -> TX context id: whose records the received ACKs free.
-    tx_by_inbound: HashMap<Tuple, u32>,
+    tx_by_inbound: HashMap<Ends, u32>,
     /// Inbound 4-tuple -> RX context.
-    rx: HashMap<Tuple, RxCtx>,
-    rx_ids: HashMap<u32, Tuple>,
+    rx: HashMap<Ends, RxCtx>,
+    rx_ids: HashMap<u32, Ends>,
 }
 
 impl fmt::Debug for Engines {

@@ -66,8 +66,6 @@ pub use engines::{CmdError, Engine, Engines, InstallError, NewContext, RxMark, T
 pub use capnet_wire::tcp::{parse_tcp, TcpSegment};
 
 use capnet_schema::offload_capnp::OffloadKind;
-use std::fmt;
-use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 #[cfg(doc)]
@@ -103,57 +101,7 @@ impl Kind {
     }
 }
 
-/// A TCP connection as this host sees it.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Flow {
-    pub local: SocketAddr,
-    pub remote: SocketAddr,
-}
-
-impl fmt::Display for Flow {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}->{}", self.local, self.remote)
-    }
-}
-
-impl fmt::Debug for Flow {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(self, f)
-    }
-}
-
-fn unicast(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(a) => !(a.is_unspecified() || a.is_multicast() || a.is_broadcast()),
-        IpAddr::V6(a) => !(a.is_unspecified() || a.is_multicast()),
-    }
-}
-
-impl Flow {
-    /// Both ends unicast, of one family, with non-zero ports.
-    pub fn check(&self) -> Result<(), String> {
-        if self.local.is_ipv4() != self.remote.is_ipv4() {
-            return Err(format!("flow {self}: mixes IPv4 and IPv6"));
-        }
-        if self.local.port() == 0 || self.remote.port() == 0 {
-            return Err(format!("flow {self}: port 0"));
-        }
-        if !unicast(self.local.ip()) || !unicast(self.remote.ip()) {
-            return Err(format!("flow {self}: not a unicast address"));
-        }
-        Ok(())
-    }
-
-    /// The (source, destination) of frames this host sends on the flow.
-    pub fn outbound(&self) -> (SocketAddr, SocketAddr) {
-        (self.local, self.remote)
-    }
-
-    /// The (source, destination) of frames this host receives on the flow.
-    pub fn inbound(&self) -> (SocketAddr, SocketAddr) {
-        (self.remote, self.local)
-    }
-}
+pub use capnet_wire::tcp::Flow;
 
 /// Per-context counters (`OffloadInfo`): the data plane writes, the control
 /// plane reads.
@@ -272,6 +220,7 @@ pub(crate) mod testframe {
 mod tests {
     use super::testframe::{tcp, ACK, PSH};
     use super::*;
+    use std::net::SocketAddr;
 
     fn sa(s: &str) -> SocketAddr {
         s.parse().unwrap()
@@ -336,35 +285,5 @@ mod tests {
         let mut arp = f;
         arp[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
         assert!(parse_tcp(&arp).is_none());
-    }
-
-    #[test]
-    fn flow_checks() {
-        let ok = Flow {
-            local: sa("10.0.0.1:40000"),
-            remote: sa("10.0.0.2:443"),
-        };
-        assert!(ok.check().is_ok());
-        assert_eq!(ok.to_string(), "10.0.0.1:40000->10.0.0.2:443");
-        let mixed = Flow {
-            local: sa("10.0.0.1:40000"),
-            remote: sa("[fd00::2]:443"),
-        };
-        assert!(mixed.check().unwrap_err().contains("mixes"));
-        let port0 = Flow {
-            local: sa("10.0.0.1:0"),
-            ..ok
-        };
-        assert!(port0.check().unwrap_err().contains("port 0"));
-        let any = Flow {
-            remote: sa("0.0.0.0:443"),
-            ..ok
-        };
-        assert!(any.check().unwrap_err().contains("unicast"));
-        let mcast = Flow {
-            local: sa("[ff02::1]:1"),
-            remote: sa("[fd00::2]:443"),
-        };
-        assert!(mcast.check().unwrap_err().contains("unicast"));
     }
 }

@@ -39,7 +39,7 @@ pub struct TlsParams {
 
 /// Why a record header (and, on TX, its explicit nonce) is not acceptable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RecordError {
+pub enum HeaderError {
     /// Does not parse: bad version or a length above the maximum.
     Header(wire_tls::Error),
     /// TLS 1.3 protects only type 23; TLS 1.2 protects 21, 22 and 23.
@@ -48,12 +48,12 @@ pub enum RecordError {
     TooShort(usize),
 }
 
-impl std::fmt::Display for RecordError {
+impl std::fmt::Display for HeaderError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            RecordError::Header(e) => e.fmt(f),
-            RecordError::ContentType(t) => write!(f, "content type {t} cannot be protected"),
-            RecordError::TooShort(n) => write!(f, "record body of {n} bytes is too short"),
+            HeaderError::Header(e) => e.fmt(f),
+            HeaderError::ContentType(t) => write!(f, "content type {t} cannot be protected"),
+            HeaderError::TooShort(n) => write!(f, "record body of {n} bytes is too short"),
         }
     }
 }
@@ -65,18 +65,18 @@ fn min_body(version: Version) -> usize {
 }
 
 /// Checks the 5 header bytes of a protected record.
-fn check_header(version: Version, hdr: &[u8]) -> Result<RecordHeader, RecordError> {
-    let h = RecordHeader::parse(hdr).map_err(RecordError::Header)?;
+fn check_header(version: Version, hdr: &[u8]) -> Result<RecordHeader, HeaderError> {
+    let h = RecordHeader::parse(hdr).map_err(HeaderError::Header)?;
     let ok_type = matches!(
         (version, h.content_type),
         (_, ContentType::ApplicationData)
             | (Version::Tls12, ContentType::Alert | ContentType::Handshake)
     );
     if !ok_type {
-        return Err(RecordError::ContentType(h.content_type.into()));
+        return Err(HeaderError::ContentType(h.content_type.into()));
     }
     if h.body_len < min_body(version) {
-        return Err(RecordError::TooShort(h.body_len));
+        return Err(HeaderError::TooShort(h.body_len));
     }
     Ok(h)
 }

@@ -5,7 +5,7 @@ use std::fmt;
 
 use capnet_wire::tls::{self as wire_tls, Version, TAG_LEN};
 
-use super::{check_header, seq_add, seq_diff, RecordError, TlsParams};
+use super::{check_header, seq_add, seq_diff, HeaderError, TlsParams};
 use crate::gcm::{GcmKey, GcmRecord};
 
 /// Header + TLS 1.2 explicit nonce: the bytes before the ciphertext.
@@ -22,7 +22,7 @@ pub enum TxError {
     /// further behind than the stack's reach).
     Forgotten { seq: u32 },
     /// A header (or its explicit nonce) that is not a protected record.
-    BadRecord { seq: u32, error: RecordError },
+    BadRecord { seq: u32, error: HeaderError },
     /// A TLS 1.2 explicit nonce other than the one for this record number.
     BadExplicitNonce { seq: u32, rec_seq: u64 },
     /// Retransmitted header or explicit nonce bytes that differ from the
