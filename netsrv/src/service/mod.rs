@@ -1,0 +1,273 @@
+//! The socket service: capnp servers for `Net` (`client`), `TcpSocket`
+//! (`tcp`), `TcpListener` (`listener`), `UdpSocket` (`udp`), the drivers'
+//! `LinkWatcher` (`links`) and the status (`status`), and here the state
+//! they share and the poll loop that drives the stack.
+//!
+//! One thread runs everything (see docs/netsrv.md): capnp calls change the
+//! stack synchronously and kick the poll loop; calls that must wait (read,
+//! accept, connect) sleep on `changed`, which the loop signals after every
+//! poll that moved something.
+
+use crate::egress::EgressRegistry;
+use crate::limits::{Account, Accounts, Charge, Limits};
+use crate::offload::TxBinding;
+use crate::stack::{SockId, Stack, TcpOptions};
+use capnet_ring::{Doorbell, HandoffTable, SocketRings};
+use capnet_schema::addr::{read_socket_addr, write_socket_addr};
+use capnet_schema::errors::SocketError;
+use capnet_schema::net_capnp::{
+    net, net_status, tcp_listener, tcp_socket, udp_socket, BondMode, Shutdown,
+};
+use capnet_schema::nic_capnp::{link_watcher, nic};
+use capnet_schema::offload_capnp::OffloadKind;
+use capnp::capability::Rc as CapRc;
+use capnp::Error;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::unix::AsyncFd;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+mod client;
+mod links;
+mod listener;
+mod status;
+mod tcp;
+mod udp;
+
+pub use client::NetServer;
+pub use links::LinkWatcherServer;
+pub use listener::TcpListenerServer;
+pub use status::fill_status;
+pub use tcp::TcpSocketServer;
+pub use udp::UdpSocketServer;
+
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+/// Capacity of each byte ring of a socket in ring mode.
+pub const SOCKET_RING_BYTES: u32 = 256 * 1024;
+const MAX_IO: u32 = 1 << 20;
+/// What a UDP socket holds on each interface it is bound on: the stack's
+/// receive and send packet buffers.
+const UDP_SOCKET_BYTES: usize = 2 * 256 * 1024;
+/// Backlog a listener may ask for (the stack's own bound).
+const MAX_BACKLOG: usize = 256;
+
+pub struct Shared {
+    pub stack: RefCell<Stack>,
+    /// Wakes the poll loop.
+    pub kick: Notify,
+    /// Wakes calls waiting for the stack to change.
+    pub changed: Notify,
+    pub handoff: Arc<HandoffTable>,
+    /// Each attached port's current driver instance.
+    drivers: RefCell<HashMap<String, Driver>>,
+    pub egress: RefCell<EgressRegistry>,
+    /// What each client holds, against `[limits]`.
+    pub accounts: Accounts,
+    /// Charges of TCP sockets their client let go that the stack still
+    /// holds (sending what was queued, closing): they count until the
+    /// stack lets the socket go.
+    lingering: RefCell<Vec<(SockId, Charge)>>,
+    /// What the service socket's connections did at their limits.
+    pub transport: Rc<capnet_schema::transport::TransportCounters>,
+}
+
+/// A driver instance as the control plane holds it.
+struct Driver {
+    instance: u64,
+    nic: nic::Client,
+    doorbell: JoinHandle<()>,
+}
+
+impl Shared {
+    pub fn new(stack: Stack, limits: Limits) -> Rc<Shared> {
+        Rc::new(Shared {
+            stack: RefCell::new(stack),
+            kick: Notify::new(),
+            changed: Notify::new(),
+            handoff: Arc::new(HandoffTable::new()),
+            drivers: RefCell::new(HashMap::new()),
+            egress: RefCell::new(EgressRegistry::default()),
+            accounts: Accounts::new(limits),
+            lingering: RefCell::default(),
+            transport: Rc::default(),
+        })
+    }
+
+    /// Gives back the charges of released sockets the stack has let go.
+    fn reap_lingering(&self) {
+        let Ok(mut stack) = self.stack.try_borrow_mut() else {
+            return;
+        };
+        self.lingering
+            .borrow_mut()
+            .retain(|(id, _)| stack.tcp_info(*id).is_ok());
+    }
+
+    /// A driver instance's rings are under its port: keep its `Nic` and
+    /// doorbell task (replacing an older instance's).
+    pub fn instance_started(
+        &self,
+        port: &str,
+        instance: u64,
+        nic: nic::Client,
+        doorbell: JoinHandle<()>,
+    ) {
+        let old = self.drivers.borrow_mut().insert(
+            port.to_string(),
+            Driver {
+                instance,
+                nic,
+                doorbell,
+            },
+        );
+        if let Some(old) = old {
+            old.doorbell.abort();
+        }
+    }
+
+    /// A driver instance's connection ended: release its rings (once) and
+    /// its doorbell; the port is detached until a new instance attaches.
+    pub fn driver_gone(&self, port: &str, instance: u64) {
+        let released = self.stack.borrow_mut().detach(port, instance);
+        let mut drivers = self.drivers.borrow_mut();
+        if drivers.get(port).is_some_and(|d| d.instance == instance) {
+            if let Some(d) = drivers.remove(port) {
+                d.doorbell.abort();
+            }
+        }
+        if released {
+            tracing::warn!(
+                port,
+                instance,
+                "driver instance gone; its rings are released"
+            );
+        }
+        self.kick.notify_one();
+    }
+
+    /// The current driver of every attached port.
+    /// The `Nic` of the current driver of `port`.
+    pub fn nic(&self, port: &str) -> Option<nic::Client> {
+        self.drivers.borrow().get(port).map(|d| d.nic.clone())
+    }
+
+    pub fn nics(&self) -> Vec<(String, nic::Client)> {
+        self.drivers
+            .borrow()
+            .iter()
+            .map(|(n, d)| (n.clone(), d.nic.clone()))
+            .collect()
+    }
+
+    /// Runs `op` against the stack until it answers, waiting for stack
+    /// progress in between.
+    async fn wait_for<T>(
+        &self,
+        mut op: impl FnMut(&mut Stack) -> Result<Option<T>, SocketError>,
+        what: &str,
+    ) -> Result<T, Error> {
+        loop {
+            let changed = self.changed.notified();
+            let answer = op(&mut self.stack.borrow_mut());
+            match answer {
+                Ok(Some(v)) => {
+                    self.kick.notify_one();
+                    return Ok(v);
+                }
+                Ok(None) => changed.await,
+                Err(e) => return Err(e.to_capnp(what)),
+            }
+        }
+    }
+
+    fn now<T>(
+        &self,
+        op: impl FnOnce(&mut Stack) -> Result<T, SocketError>,
+        what: &str,
+    ) -> Result<T, Error> {
+        let r = op(&mut self.stack.borrow_mut()).map_err(|e| e.to_capnp(what));
+        self.kick.notify_one();
+        r
+    }
+}
+
+/// Drives the stack: poll while there is work, then sleep on doorbells and
+/// timers. Never spins without work.
+pub async fn run_stack(shared: Rc<Shared>) {
+    // Busy polls between yields: each yield costs tokio an epoll_wait, and
+    // while frames flow the doorbells have nothing to say.
+    const BUSY_ROUNDS: u32 = 16;
+    let mut rounds = 0;
+    loop {
+        let busy = shared.stack.borrow_mut().poll();
+        crate::egress::check(&shared);
+        if busy {
+            rounds += 1;
+            if rounds < BUSY_ROUNDS {
+                continue;
+            }
+            rounds = 0;
+            shared.changed.notify_waiters();
+            // Let capnp calls and doorbell tasks in, then poll again.
+            tokio::task::yield_now().await;
+            continue;
+        }
+        if rounds > 0 {
+            rounds = 0;
+            shared.changed.notify_waiters();
+        }
+        if shared.stack.borrow_mut().arm() {
+            continue;
+        }
+        let delay = shared
+            .stack
+            .borrow_mut()
+            .poll_delay()
+            .unwrap_or(Duration::from_secs(1));
+        if delay.is_zero() {
+            tokio::task::yield_now().await;
+            continue;
+        }
+        tokio::select! {
+            _ = shared.kick.notified() => {}
+            _ = tokio::time::sleep(delay) => {}
+        }
+        // Timers may have changed socket state without moving frames.
+        shared.changed.notify_waiters();
+    }
+}
+
+/// Forwards a doorbell (our wait end) to the poll loop. Every call on it is
+/// non-blocking whatever the peer does to its end. A wait end the peer shut
+/// down (through a dup it kept) would be readable forever: the task ends,
+/// and only that peer goes without wakeups.
+pub fn watch_doorbell(shared: &Rc<Shared>, bell: Doorbell) -> std::io::Result<JoinHandle<()>> {
+    // SAFETY: the Doorbell owns its fd for as long as the AsyncFd owns the
+    // Doorbell, and always reports that same descriptor.
+    let fd = unsafe { AsyncFd::register_with_interest(bell, tokio::io::Interest::READABLE) }?;
+    let shared = shared.clone();
+    Ok(tokio::task::spawn_local(async move {
+        loop {
+            let Ok(mut guard) = fd.readable().await else {
+                return;
+            };
+            // Read-closed is what epoll says of a wait end the peer shut down.
+            let bell = guard.get_inner();
+            if guard.ready().is_read_closed() && bell.peer_gone() {
+                tracing::warn!("a peer shut down its doorbell; no longer watching it");
+                shared.kick.notify_one();
+                return;
+            }
+            // A full batch may have left rings behind: look again first.
+            if bell.drain() < Doorbell::DRAIN_MAX {
+                guard.clear_ready();
+            }
+            shared.kick.notify_one();
+        }
+    }))
+}

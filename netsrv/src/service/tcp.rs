@@ -1,0 +1,355 @@
+//! `TcpSocket`: one TCP connection, its socket rings and its NIC offload.
+
+use super::*;
+
+pub struct TcpSocketServer {
+    shared: Rc<Shared>,
+    id: SockId,
+    doorbell: RefCell<Option<JoinHandle<()>>>,
+    account: Rc<Account>,
+    /// The socket and its buffers (and rings, once open).
+    charge: RefCell<Option<Charge>>,
+}
+
+impl TcpSocketServer {
+    pub(super) fn new(
+        shared: Rc<Shared>,
+        id: SockId,
+        account: Rc<Account>,
+        charge: Charge,
+    ) -> TcpSocketServer {
+        TcpSocketServer {
+            shared,
+            id,
+            doorbell: RefCell::new(None),
+            account,
+            charge: RefCell::new(Some(charge)),
+        }
+    }
+}
+
+impl Drop for TcpSocketServer {
+    fn drop(&mut self) {
+        if let Some(task) = self.doorbell.borrow_mut().take() {
+            task.abort();
+        }
+        if let Some(charge) = self.charge.borrow_mut().take() {
+            self.shared.lingering.borrow_mut().push((self.id, charge));
+        }
+        if let Ok(mut stack) = self.shared.stack.try_borrow_mut() {
+            stack.tcp_release(self.id);
+        }
+        self.shared.kick.notify_one();
+    }
+}
+
+impl tcp_socket::Server for TcpSocketServer {
+    async fn read(
+        self: CapRc<Self>,
+        params: tcp_socket::ReadParams,
+        mut results: tcp_socket::ReadResults,
+    ) -> Result<(), Error> {
+        let _call = self.account.call()?;
+        let max = params.get()?.get_max().min(MAX_IO) as usize;
+        let id = self.id;
+        let data = self
+            .shared
+            .wait_for(|s| s.tcp_read(id, max), "read")
+            .await?;
+        results.get().set_data(&data);
+        Ok(())
+    }
+
+    async fn write(
+        self: CapRc<Self>,
+        params: tcp_socket::WriteParams,
+        mut results: tcp_socket::WriteResults,
+    ) -> Result<(), Error> {
+        let _call = self.account.call()?;
+        let data = params.get()?.get_data()?;
+        if data.is_empty() {
+            results.get().set_written(0);
+            return Ok(());
+        }
+        let id = self.id;
+        let n = self
+            .shared
+            .wait_for(|s| s.tcp_write(id, data), "write")
+            .await?;
+        results.get().set_written(n as u32);
+        Ok(())
+    }
+
+    async fn shutdown(
+        self: CapRc<Self>,
+        params: tcp_socket::ShutdownParams,
+        _: tcp_socket::ShutdownResults,
+    ) -> Result<(), Error> {
+        let how = params.get()?.get_how()?;
+        let (read, write) = match how {
+            Shutdown::Read => (true, false),
+            Shutdown::Write => (false, true),
+            Shutdown::Both => (true, true),
+        };
+        let id = self.id;
+        self.shared
+            .now(|s| s.tcp_shutdown(id, read, write), "shutdown")
+    }
+
+    async fn close(
+        self: CapRc<Self>,
+        _: tcp_socket::CloseParams,
+        _: tcp_socket::CloseResults,
+    ) -> Result<(), Error> {
+        let id = self.id;
+        self.shared.now(
+            |s| {
+                s.tcp_release(id);
+                Ok(())
+            },
+            "close",
+        )
+    }
+
+    async fn set_no_delay(
+        self: CapRc<Self>,
+        params: tcp_socket::SetNoDelayParams,
+        _: tcp_socket::SetNoDelayResults,
+    ) -> Result<(), Error> {
+        let on = params.get()?.get_on();
+        let id = self.id;
+        self.shared
+            .now(|s| s.tcp_set_no_delay(id, on), "setNoDelay")
+    }
+
+    async fn info(
+        self: CapRc<Self>,
+        _: tcp_socket::InfoParams,
+        mut results: tcp_socket::InfoResults,
+    ) -> Result<(), Error> {
+        let id = self.id;
+        let (local, remote, state) = self.shared.now(|s| s.tcp_info(id), "info")?;
+        let mut r = results.get();
+        if let Some(a) = local {
+            write_socket_addr(r.reborrow().init_local(), a);
+        }
+        if let Some(a) = remote {
+            write_socket_addr(r.reborrow().init_remote(), a);
+        }
+        r.set_state(&state);
+        Ok(())
+    }
+
+    async fn open_rings(
+        self: CapRc<Self>,
+        _: tcp_socket::OpenRingsParams,
+        mut results: tcp_socket::OpenRingsResults,
+    ) -> Result<(), Error> {
+        match self.charge.borrow_mut().as_mut() {
+            Some(charge) => charge.add_buffer(2 * SOCKET_RING_BYTES as usize)?,
+            None => return Err(SocketError::Closed.to_capnp("openRings")),
+        }
+        let (server_end, fds) = SocketRings::create(SOCKET_RING_BYTES)
+            .map_err(|e| SocketError::Busy.to_capnp(format_args!("shared memory: {e}")))?;
+        let bell = server_end
+            .wake_me
+            .try_clone()
+            .map_err(|e| SocketError::Busy.to_capnp(format_args!("doorbell: {e}")))?;
+        let id = self.id;
+        self.shared
+            .now(|s| s.tcp_attach_rings(id, server_end), "openRings")?;
+        let task = watch_doorbell(&self.shared, bell).map_err(|e| SocketError::Busy.to_capnp(e))?;
+        *self.doorbell.borrow_mut() = Some(task);
+        let token = self.shared.handoff.offer(fds);
+        let mut g = results.get().init_grant();
+        g.set_token(&token.0);
+        g.set_ring_bytes(SOCKET_RING_BYTES);
+        Ok(())
+    }
+
+    async fn egress(
+        self: CapRc<Self>,
+        _: tcp_socket::EgressParams,
+        mut results: tcp_socket::EgressResults,
+    ) -> Result<(), Error> {
+        let id = self.id;
+        // Fails with `closed` for a socket that is gone.
+        self.shared
+            .now(|s| s.egress_of_socket(id).map(|_| ()), "egress")?;
+        results.get().set_egress(crate::egress::client(
+            &self.shared,
+            crate::egress::Target::Socket(id),
+            &self.account,
+        ));
+        Ok(())
+    }
+
+    async fn offload_tls(
+        self: CapRc<Self>,
+        params: tcp_socket::OffloadTlsParams,
+        mut results: tcp_socket::OffloadTlsResults,
+    ) -> Result<(), Error> {
+        let _call = self.account.call()?;
+        let p = params.get()?;
+        let kind = p.get_kind()?;
+        let tls = p.get_params()?;
+        let offset = p.get_stream_offset();
+        let events = p.get_events()?;
+        let id = self.id;
+        let tx = kind == OffloadKind::TlsTx;
+        tracing::debug!(id, ?kind, offset, "offloadTls");
+        let egress = self.shared.now(|s| s.egress_of_socket(id), "offloadTls")?;
+        let Some(port) = egress.port else {
+            return Err(SocketError::Busy.to_capnp("offloadTls: no egress port now"));
+        };
+        // A port without the feature is answered here: no call to its
+        // driver, no receive-side switch.
+        let (has_tx, has_rx) = self.shared.stack.borrow().port_tls_offload(&port);
+        if !(if tx { has_tx } else { has_rx }) {
+            return Err(SocketError::Unsupported.to_capnp(format_args!(
+                "offloadTls: port {port} offers no TLS {} offload",
+                if tx { "TX" } else { "RX" }
+            )));
+        }
+        let nic = self.shared.nic(&port).ok_or_else(|| {
+            SocketError::Busy.to_capnp(format_args!("offloadTls: port {port} has no driver now"))
+        })?;
+        let tuple = self.shared.now(|s| s.tcp_tuple(id), "offloadTls")?;
+        let seq = self
+            .shared
+            .now(|s| s.tcp_seq_at(id, tx, offset), "offloadTls")?;
+        let reach = self.shared.now(|s| s.tcp_send_buffer(id), "offloadTls")?;
+        // RX: expect marks before the NIC can mark anything.
+        if !tx {
+            self.shared
+                .stack
+                .borrow_mut()
+                .tcp_bind_rx(id)
+                .map_err(|e| SocketError::Invalid.to_capnp(format_args!("offloadTls: {e}")))?;
+        }
+        let mut req = nic.offload_tls_request();
+        {
+            let mut r = req.get();
+            let mut flow = r.reborrow().init_flow();
+            write_socket_addr(flow.reborrow().init_local(), tuple.local);
+            write_socket_addr(flow.reborrow().init_remote(), tuple.remote);
+            flow.set_tx_reach(reach);
+            r.set_kind(kind);
+            r.set_params(tls)?;
+            r.reborrow().get_params()?.set_tcp_seq(seq);
+            r.set_events(events);
+        }
+        let answer = crate::driver::deadline("offloadTls", req.send().promise)
+            .await
+            .map_err(|e| SocketError::Busy.to_capnp(e));
+        let resp = match answer {
+            Ok(r) => r,
+            Err(e) => {
+                if !tx {
+                    let _ = self.shared.stack.borrow_mut().tcp_cancel_rx(id);
+                }
+                tracing::debug!(id, ?kind, %e, "the NIC refused an offload context");
+                return Err(e);
+            }
+        };
+        let resp = resp.get()?;
+        let info = resp.get_info()?;
+        let ring_offset = if tx {
+            0
+        } else {
+            self.shared.now(|s| s.tcp_confirm_rx(id), "offloadTls")?
+        };
+        if tx {
+            let binding = TxBinding {
+                port: port.clone(),
+                epoch: egress.epoch,
+                context: info.get_id(),
+                start: offset,
+            };
+            self.shared
+                .stack
+                .borrow_mut()
+                .tcp_bind_tx(id, binding)
+                .map_err(|e| SocketError::Invalid.to_capnp(format_args!("offloadTls: {e}")))?;
+        }
+        tracing::info!(id, %port, ?kind, context = info.get_id(), seq, offset, "connection bound to an offload context");
+        let mut r = results.get();
+        r.set_context(resp.get_context()?);
+        r.set_info(info)?;
+        r.set_ring_offset(ring_offset);
+        r.set_tcp_seq(seq);
+        self.shared.kick.notify_one();
+        Ok(())
+    }
+
+    async fn offload_stop(
+        self: CapRc<Self>,
+        params: tcp_socket::OffloadStopParams,
+        _: tcp_socket::OffloadStopResults,
+    ) -> Result<(), Error> {
+        let _call = self.account.call()?;
+        let p = params.get()?;
+        let id = self.id;
+        if p.get_kind()? == OffloadKind::TlsRx {
+            return self.shared.now(|s| s.tcp_unbind_rx(id), "offloadStop");
+        }
+        let bytes = p.get_replacement()?.to_vec();
+        let start = p.get_replacement_offset();
+        let old = self
+            .shared
+            .now(|s| s.tcp_unbind_tx(id, start, bytes), "offloadStop")?;
+        let Some(old) = old else {
+            return Ok(());
+        };
+        // The drain: every descriptor sent on the old port before now (some
+        // may name the context) must come back before the context goes.
+        let began = std::time::Instant::now();
+        let mark = self
+            .shared
+            .stack
+            .borrow_mut()
+            .port_tx_progress(&old.port, old.epoch)
+            .map(|(sent, _)| sent);
+        if let Some(mark) = mark {
+            loop {
+                let progress = self
+                    .shared
+                    .stack
+                    .borrow_mut()
+                    .port_tx_progress(&old.port, old.epoch);
+                match progress {
+                    Some((_, returned)) if returned < mark => {}
+                    // Returned, or the driver instance is gone.
+                    _ => break,
+                }
+                if began.elapsed() > Duration::from_secs(5) {
+                    return Err(SocketError::Busy.to_capnp(format_args!(
+                        "offloadStop: port {} kept descriptors of context {} for 5 s",
+                        old.port, old.context
+                    )));
+                }
+                self.shared.kick.notify_one();
+                tokio::time::sleep(Duration::from_micros(200)).await;
+            }
+        }
+        tracing::info!(
+            id,
+            port = %old.port,
+            context = old.context,
+            drain_us = began.elapsed().as_micros() as u64,
+            "connection unbound from its TX context; drained"
+        );
+        Ok(())
+    }
+
+    async fn send_unacked(
+        self: CapRc<Self>,
+        _: tcp_socket::SendUnackedParams,
+        mut results: tcp_socket::SendUnackedResults,
+    ) -> Result<(), Error> {
+        let id = self.id;
+        let offset = self.shared.now(|s| s.tcp_send_unacked(id), "sendUnacked")?;
+        results.get().set_offset(offset);
+        Ok(())
+    }
+}
