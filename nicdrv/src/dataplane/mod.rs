@@ -10,7 +10,9 @@
 //! An idle port costs no CPU.
 //!
 //! The control plane talks to it through [`Handle`] (an mpsc command queue
-//! and a doorbell); it reports through [`Event`]s and the [`Shared`] atomics.
+//! and a doorbell); it reports through [`Event`]s and the [`Shared`] atomics
+//! (`api`). The devices are in `device`, the per-frame work in `pipeline`,
+//! the poll(2) set in `poll`; this module is the loop.
 
 use crate::counters::{add, inc, Counters};
 use crate::csum::{self, RxCheck};
@@ -29,6 +31,18 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant, SystemTime};
 
+mod api;
+mod device;
+mod pipeline;
+mod poll;
+
+pub use api::*;
+#[cfg(target_os = "linux")]
+use device::TapDev;
+use device::{device_send, Device, SimDev, UNSENT_TTL};
+use pipeline::{RxPath, TxPath};
+use poll::PollSet;
+
 /// Frames moved per direction before the batch is published.
 const BATCH: usize = 64;
 /// How long an idle loop waits for work (yielding the core) before it sleeps.
@@ -43,177 +57,11 @@ const PEER_CHECK: Duration = Duration::from_millis(5);
 /// Delay between wire rendezvous attempts after an error.
 const RECONNECT_DELAY: Duration = Duration::from_millis(500);
 
-/// State both planes read; only the data plane writes the counters.
-#[derive(Debug, Default)]
-pub struct Shared {
-    pub counters: Counters,
-    pub link_up: AtomicBool,
-    /// The id of the ring session that holds the port, 0 when none.
-    pub session: AtomicU64,
-}
-
 pub type Ack = tokio::sync::oneshot::Sender<()>;
-
-pub enum Cmd {
-    /// A new ring session (nicdrv is side A of `duplex`).
-    Attach {
-        session: u64,
-        duplex: Duplex,
-        done: Option<Ack>,
-    },
-    /// End a session (its capnp connection went away).
-    Detach {
-        session: u64,
-    },
-    SetFaults {
-        faults: FaultConfig,
-        carrier: Option<bool>,
-        done: Option<Ack>,
-    },
-    SetCarrier {
-        up: bool,
-        done: Option<Ack>,
-    },
-    /// The rendezvous thread found the wire's peer.
-    WireUp(Wire),
-    /// Install an offload context in ring session `session` (refused if
-    /// that session is no longer attached).
-    OffloadInstall {
-        session: u64,
-        ctx: Box<NewContext>,
-        done: tokio::sync::oneshot::Sender<Result<(), InstallError>>,
-    },
-    /// Delete an offload context and what it held. Without `done`, the
-    /// data plane answers with [`Event::OffloadDeleted`].
-    OffloadDelete {
-        id: u32,
-        done: Option<Ack>,
-    },
-    /// The holder's answer to a TLS RX resync request: `Some(record
-    /// number)` confirms the candidate at `tcp_seq`, `None` rejects it.
-    OffloadResync {
-        id: u32,
-        tcp_seq: u32,
-        rec_seq: Option<u64>,
-        done: tokio::sync::oneshot::Sender<Result<(), CmdError>>,
-    },
-    /// Delete every offload context (they are revoked).
-    OffloadRevokeAll {
-        reason: &'static str,
-        done: Option<Ack>,
-    },
-    Shutdown,
-}
-
-/// What the data plane tells the control plane.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Event {
-    Link(bool),
-    /// The data plane ended a session (bad descriptor from the stack).
-    SessionEnded(u64),
-    /// These offload contexts were deleted by the driver (the ring session
-    /// ended): their holders must hear that they are revoked.
-    OffloadRevoked {
-        ids: Vec<u32>,
-        reason: &'static str,
-    },
-    /// A TLS RX context lost sync and found a record header candidate.
-    ResyncRequest {
-        id: u32,
-        tcp_seq: u32,
-    },
-    /// An `OffloadDelete` without `done` was carried out.
-    OffloadDeleted(u32),
-}
-
-/// The control plane's end of the command queue.
-#[derive(Clone)]
-pub struct Handle {
-    tx: mpsc::Sender<Cmd>,
-    bell: Arc<Doorbell>,
-    /// Set with every command: a spinning data plane sees it without a syscall.
-    pending: Arc<AtomicBool>,
-}
-
-impl Handle {
-    /// Queues a command and wakes the data plane. False if it has exited.
-    pub fn send(&self, cmd: Cmd) -> bool {
-        let ok = self.tx.send(cmd).is_ok();
-        self.pending.store(true, Ordering::Release);
-        self.bell.ring();
-        ok
-    }
-}
-
-/// The device behind the port, as handed to [`spawn`].
-pub enum DeviceConfig {
-    Sim {
-        wire: PathBuf,
-    },
-    #[cfg(target_os = "linux")]
-    Tap(Tap),
-}
-
-pub struct Config {
-    pub name: String,
-    pub mtu: u32,
-    /// Layout of the port rings and of a wire we create.
-    pub layout: ChannelLayout,
-    pub csum_offload: bool,
-    pub faults: FaultConfig,
-    pub seed: Option<u64>,
-    pub pcap: Option<PcapWriter<BufWriter<File>>>,
-}
-
-/// Buffer size for an IP MTU: the frame (mtu + 14) rounded up to a cache line.
-pub fn layout_for(mtu: u32, buffers: u32) -> ChannelLayout {
-    let frame = mtu + 14;
-    ChannelLayout {
-        buffers,
-        buf_size: frame.div_ceil(64) * 64,
-    }
-}
 
 struct Port {
     id: u64,
     duplex: Duplex,
-}
-
-struct SimDev {
-    path: PathBuf,
-    wire: Option<Wire>,
-    connecting: bool,
-    /// A wire buffer taken before a frame is taken from the stack.
-    spare: Option<TxBuf>,
-    /// The wire had no free buffer: wait for the peer to return some.
-    blocked: bool,
-    /// Our wish for the wire carrier (setCarrier / setFaults).
-    admin_carrier: bool,
-    /// The wire's peer broke the protocol or left: drop the wire.
-    broken: Option<String>,
-    /// Frames a peer that died never gave back: sent again to the peer
-    /// that takes its place (a restarted driver of the same port), so that
-    /// TCP over the wire need not wait out a retransmission timeout.
-    unsent: Vec<Vec<u8>>,
-    unsent_at: Option<Instant>,
-}
-
-/// How long frames of a dead wire peer stay worth sending to its successor.
-const UNSENT_TTL: Duration = Duration::from_secs(1);
-
-#[cfg(target_os = "linux")]
-struct TapDev {
-    tap: Tap,
-    scratch: Vec<u8>,
-    link: bool,
-    recheck: bool,
-    next_poll: Instant,
-}
-
-enum Device {
-    Sim(Box<SimDev>),
-    #[cfg(target_os = "linux")]
-    Tap(TapDev),
 }
 
 /// Starts the data plane thread.
@@ -303,198 +151,6 @@ struct DataPlane {
     /// stack's rings, the sim wire) can still be written by the peer, so it
     /// is copied out once and only the copy is checked, sealed or opened.
     frame: Vec<u8>,
-}
-
-/// Everything the transmit path needs, borrowed apart from the port.
-struct TxPath<'a> {
-    device: &'a mut Device,
-    shaper: &'a mut Shaper,
-    pcap: &'a mut Option<PcapWriter<BufWriter<File>>>,
-    c: &'a Counters,
-    mtu: u32,
-    csum_offload: bool,
-    link_up: bool,
-    offload: &'a mut Engines,
-}
-
-impl TxPath<'_> {
-    /// One frame from the stack.
-    fn transmit(&mut self, frame: &mut [u8], desc: Desc, now: Instant) {
-        let desc_flags = desc.flags;
-        if !csum::frame_len_ok(frame.len(), self.mtu) {
-            inc(&self.c.tx_dropped);
-            return;
-        }
-        if !self.link_up {
-            inc(&self.c.tx_dropped);
-            return;
-        }
-        let mut fill = desc_flags & flags::TX_CSUM != 0 && self.csum_offload;
-        if desc_flags & flags::TLS_TX != 0 {
-            // Sealed in place, or dropped: the frame may hold cleartext.
-            match self.offload.transmit(frame, desc.context, self.c) {
-                TxVerdict::Send { sealed } => fill |= sealed,
-                TxVerdict::Drop => return,
-            }
-        }
-        if fill {
-            match csum::fill_tx(frame) {
-                Ok(true) => inc(&self.c.tx_checksum_filled),
-                Ok(false) => {}
-                Err(m) => tracing::debug!(%m, "TX_CSUM on a frame that does not parse; sent as is"),
-            }
-        }
-        if let Some(p) = self.pcap.as_mut() {
-            if let Err(e) = p.record(SystemTime::now(), frame) {
-                tracing::warn!(%e, "capture write failed; capture stopped");
-                *self.pcap = None;
-            }
-        }
-        inc(&self.c.tx_frames);
-        add(&self.c.tx_bytes, frame.len() as u64);
-        let (device, c) = (&mut *self.device, self.c);
-        self.shaper
-            .transmit(frame, now, c, |f| device_send(device, c, f));
-    }
-}
-
-/// Puts one frame on the device (after fault injection).
-fn device_send(device: &mut Device, c: &Counters, f: &[u8]) {
-    match device {
-        Device::Sim(s) => {
-            let Some(wire) = s.wire.as_mut() else {
-                inc(&c.tx_dropped);
-                return;
-            };
-            let buf = match s.spare.take() {
-                Some(b) => Some(b),
-                None => match wire.duplex.tx.alloc() {
-                    Ok(b) => b,
-                    Err(e) => {
-                        s.broken = Some(format!("wire free queue: {e}"));
-                        None
-                    }
-                },
-            };
-            let Some(mut b) = buf else {
-                inc(&c.tx_dropped);
-                return;
-            };
-            let dst = wire.duplex.tx.buf_mut(&mut b);
-            if f.len() > dst.len() {
-                // The peer made the wire with smaller buffers than our MTU.
-                wire.duplex.tx.free(b);
-                inc(&c.tx_dropped);
-                return;
-            }
-            dst[..f.len()].copy_from_slice(f);
-            wire.duplex.tx.send(b, f.len() as u32, 0, 0);
-        }
-        #[cfg(target_os = "linux")]
-        Device::Tap(t) => {
-            if let Err(e) = t.tap.write_frame(f) {
-                inc(&c.tx_dropped);
-                if e.raw_os_error() == Some(libc::EIO) {
-                    // The interface is down.
-                    t.link = false;
-                    t.recheck = true;
-                } else if e.kind() != io::ErrorKind::WouldBlock {
-                    tracing::debug!(%e, "tap write failed");
-                }
-            }
-        }
-    }
-}
-
-/// Everything the receive path needs.
-struct RxPath<'a> {
-    port: &'a mut Option<Port>,
-    pcap: &'a mut Option<PcapWriter<BufWriter<File>>>,
-    c: &'a Counters,
-    mtu: u32,
-    csum_offload: bool,
-    /// A descriptor from the stack was bad: end its session.
-    port_error: &'a mut Option<RingError>,
-    offload: &'a mut Engines,
-    events: &'a tokio::sync::mpsc::UnboundedSender<Event>,
-}
-
-impl RxPath<'_> {
-    /// One frame from the device, to the stack. `frame` is private memory:
-    /// it is checked and opened here, and only then copied into the
-    /// stack's ring.
-    fn deliver(&mut self, frame: &mut [u8]) {
-        if let Some(p) = self.pcap.as_mut() {
-            if let Err(e) = p.record(SystemTime::now(), frame) {
-                tracing::warn!(%e, "capture write failed; capture stopped");
-                *self.pcap = None;
-            }
-        }
-        if !csum::frame_len_ok(frame.len(), self.mtu) {
-            inc(&self.c.rx_malformed);
-            return;
-        }
-        let mut desc_flags = 0;
-        if self.csum_offload {
-            match csum::check_rx(frame) {
-                Ok(RxCheck::Verified) => desc_flags = flags::CSUM_VERIFIED,
-                Ok(RxCheck::Bad) => desc_flags = flags::CSUM_BAD,
-                Ok(RxCheck::Unchecked) => {}
-                Err(m) => {
-                    tracing::trace!(%m, len = frame.len(), "malformed frame dropped");
-                    inc(&self.c.rx_malformed);
-                    return;
-                }
-            }
-        }
-        let Some(port) = self.port.as_mut() else {
-            inc(&self.c.rx_dropped);
-            return;
-        };
-        if self.port_error.is_some() {
-            inc(&self.c.rx_dropped);
-            return;
-        }
-        let mut b = match port.duplex.tx.alloc() {
-            Ok(Some(b)) => b,
-            Ok(None) => {
-                inc(&self.c.rx_dropped);
-                return;
-            }
-            Err(e) => {
-                *self.port_error = Some(e);
-                inc(&self.c.rx_dropped);
-                return;
-            }
-        };
-        if frame.len() > port.duplex.tx.buf_size() as usize {
-            // The device's frames are larger than the stack's buffers.
-            port.duplex.tx.free(b);
-            inc(&self.c.rx_dropped);
-            return;
-        }
-        let mut context = 0;
-        if desc_flags == flags::CSUM_VERIFIED && !self.offload.is_empty() {
-            // After the capture, which recorded the wire's bytes.
-            let mark = self.offload.receive(frame, self.c);
-            desc_flags |= mark.flags;
-            context = mark.context;
-            if let Some((id, tcp_seq)) = mark.resync_request {
-                let _ = self.events.send(Event::ResyncRequest { id, tcp_seq });
-            }
-        }
-        port.duplex.tx.buf_mut(&mut b)[..frame.len()].copy_from_slice(frame);
-        port.duplex
-            .tx
-            .send(b, frame.len() as u32, desc_flags, context);
-        if desc_flags & flags::CSUM_VERIFIED != 0 {
-            inc(&self.c.rx_checksum_verified);
-        } else if desc_flags & flags::CSUM_BAD != 0 {
-            inc(&self.c.rx_bad_checksum);
-        }
-        inc(&self.c.rx_frames);
-        add(&self.c.rx_bytes, frame.len() as u64);
-    }
 }
 
 impl DataPlane {
@@ -1277,47 +933,6 @@ fn close_port(p: Port) {
 fn ack(done: Option<Ack>) {
     if let Some(d) = done {
         let _ = d.send(());
-    }
-}
-
-/// A small fixed set of fds for poll(2).
-#[derive(Default)]
-struct PollSet {
-    fds: Vec<libc::pollfd>,
-}
-
-impl PollSet {
-    fn add(&mut self, fd: BorrowedFd<'_>) -> usize {
-        self.fds.push(libc::pollfd {
-            fd: fd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        });
-        self.fds.len() - 1
-    }
-
-    fn ready(&self, i: usize) -> bool {
-        self.fds[i].revents != 0
-    }
-
-    fn poll(&mut self, timeout: Option<Duration>) -> io::Result<usize> {
-        let ms: libc::c_int = match timeout {
-            None => -1,
-            Some(d) => d.as_micros().div_ceil(1000).min(i32::MAX as u128) as libc::c_int,
-        };
-        loop {
-            // SAFETY: the pointer and length describe our own initialised pollfd array;
-            // the fds are borrowed from objects that outlive this call.
-            let r =
-                unsafe { libc::poll(self.fds.as_mut_ptr(), self.fds.len() as libc::nfds_t, ms) };
-            if r >= 0 {
-                return Ok(r as usize);
-            }
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::Interrupted {
-                return Err(e);
-            }
-        }
     }
 }
 
