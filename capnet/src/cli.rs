@@ -564,14 +564,37 @@ pub fn bond_primary(run_dir: &Path, name: &str, primary: Option<&str>) -> Result
 }
 
 pub fn routes(run_dir: &Path) -> Result<String, String> {
+    let routes = route_list(run_dir)?;
+    if routes.is_empty() {
+        return Ok("(no routes)\n".into());
+    }
+    Ok(routes.iter().map(|r| format!("{r}\n")).collect())
+}
+
+/// The routes as netsrv has them (`TO via GATEWAY`).
+pub fn route_list(run_dir: &Path) -> Result<Vec<String>, String> {
     with_net_admin(run_dir, async |admin| {
         let resp = admin.status_request().send().promise.await?;
-        let mut out = String::new();
+        let mut out = Vec::new();
         for r in resp.get()?.get_status()?.get_routes()? {
-            let _ = writeln!(out, "{}", r?.to_str()?);
+            out.push(r?.to_str()?.to_string());
         }
         Ok(out)
     })
+}
+
+/// `capnet route --json`: `[{"to": ..., "via": ...}]`.
+pub fn routes_json(run_dir: &Path) -> Result<serde_json::Value, String> {
+    let routes = route_list(run_dir)?;
+    Ok(serde_json::Value::Array(
+        routes
+            .iter()
+            .map(|r| {
+                let (to, via) = r.split_once(" via ").unwrap_or((r.as_str(), ""));
+                serde_json::json!({ "to": to, "via": via })
+            })
+            .collect(),
+    ))
 }
 
 /// `capnet route add|del TO via GW`.
@@ -646,9 +669,26 @@ pub fn down(run_dir: &Path) -> Result<(), String> {
     })
 }
 
-/// `capnet offload list`: every offload context of every running driver:
-/// flow, port, direction, state, resyncs, bytes.
-pub fn offload_list(run_dir: &Path) -> Result<String, String> {
+/// One offload context, as `capnet offload list` shows it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct OffloadRow {
+    pub port: String,
+    pub driver_epoch: u32,
+    pub id: u32,
+    pub kind: &'static str,
+    pub state: String,
+    pub local: String,
+    pub remote: String,
+    pub records: u64,
+    pub bytes: u64,
+    pub resyncs: u64,
+    pub resync_requests: u64,
+    pub auth_failures: u64,
+    pub dropped: u64,
+}
+
+/// Every offload context of every running driver.
+pub fn offload_rows(run_dir: &Path) -> Result<Vec<OffloadRow>, String> {
     with_supervisor(run_dir, async |sup| {
         let status = sup.status_request().send().promise.await?;
         let mut ports = Vec::new();
@@ -660,21 +700,7 @@ pub fn offload_list(run_dir: &Path) -> Result<String, String> {
                 }
             }
         }
-        let mut out = format!(
-            "{:<6} {:>5} {:<6} {:<6} {:<9} {:<45} {:>9} {:>12} {:>7} {:>7} {:>5} {:>7}\n",
-            "port",
-            "epoch",
-            "id",
-            "kind",
-            "state",
-            "flow",
-            "records",
-            "bytes",
-            "resync",
-            "asked",
-            "auth",
-            "dropped"
-        );
+        let mut rows = Vec::new();
         for port in ports {
             let mut req = sup.offload_contexts_request();
             req.get().set_port(&port);
@@ -683,35 +709,91 @@ pub fn offload_list(run_dir: &Path) -> Result<String, String> {
                 let flow = c.get_flow()?;
                 let local = capnet_schema::addr::read_socket_addr(flow.get_local()?)?;
                 let remote = capnet_schema::addr::read_socket_addr(flow.get_remote()?)?;
-                let kind = match c.get_kind()? {
-                    capnet_schema::offload_capnp::OffloadKind::TlsTx => "tls-tx",
-                    capnet_schema::offload_capnp::OffloadKind::TlsRx => "tls-rx",
-                };
-                let _ = writeln!(
-                    out,
-                    "{:<6} {:>5} {:<6} {:<6} {:<9} {:<45} {:>9} {:>12} {:>7} {:>7} {:>5} {:>7}",
-                    c.get_port()?.to_str()?,
-                    c.get_driver_epoch(),
-                    c.get_id(),
-                    kind,
-                    c.get_state()?.to_str()?,
-                    format!("{local} -> {remote}"),
-                    c.get_records(),
-                    c.get_bytes(),
-                    c.get_resyncs(),
-                    c.get_resync_requests(),
-                    c.get_auth_failures(),
-                    c.get_dropped()
-                );
+                rows.push(OffloadRow {
+                    port: c.get_port()?.to_str()?.to_string(),
+                    driver_epoch: c.get_driver_epoch(),
+                    id: c.get_id(),
+                    kind: match c.get_kind()? {
+                        capnet_schema::offload_capnp::OffloadKind::TlsTx => "tls-tx",
+                        capnet_schema::offload_capnp::OffloadKind::TlsRx => "tls-rx",
+                    },
+                    state: c.get_state()?.to_str()?.to_string(),
+                    local: local.to_string(),
+                    remote: remote.to_string(),
+                    records: c.get_records(),
+                    bytes: c.get_bytes(),
+                    resyncs: c.get_resyncs(),
+                    resync_requests: c.get_resync_requests(),
+                    auth_failures: c.get_auth_failures(),
+                    dropped: c.get_dropped(),
+                });
             }
         }
-        Ok(out)
+        Ok(rows)
     })
+}
+
+/// `capnet offload list`: every offload context of every running driver:
+/// flow, port, direction, state, resyncs, bytes.
+pub fn offload_list(run_dir: &Path) -> Result<String, String> {
+    let mut out = format!(
+        "{:<6} {:>5} {:<6} {:<6} {:<9} {:<45} {:>9} {:>12} {:>7} {:>7} {:>5} {:>7}\n",
+        "port",
+        "epoch",
+        "id",
+        "kind",
+        "state",
+        "flow",
+        "records",
+        "bytes",
+        "resync",
+        "asked",
+        "auth",
+        "dropped"
+    );
+    for c in offload_rows(run_dir)? {
+        let _ = writeln!(
+            out,
+            "{:<6} {:>5} {:<6} {:<6} {:<9} {:<45} {:>9} {:>12} {:>7} {:>7} {:>5} {:>7}",
+            c.port,
+            c.driver_epoch,
+            c.id,
+            c.kind,
+            c.state,
+            format!("{} -> {}", c.local, c.remote),
+            c.records,
+            c.bytes,
+            c.resyncs,
+            c.resync_requests,
+            c.auth_failures,
+            c.dropped
+        );
+    }
+    Ok(out)
 }
 
 /// `capnet tls stat`: tlsd's counters, named as in Linux /proc/net/tls_stat
 /// (then capnet's own).
 pub fn tls_stat(dir: &Path) -> Result<String, String> {
+    let mut out = String::new();
+    for (name, v) in tls_stat_rows(dir)? {
+        out += &format!("{name:<24}{v}\n");
+    }
+    Ok(out)
+}
+
+/// `capnet tls stat --json`: `{"TlsCurrTxSw": 0, ...}`.
+pub fn tls_stat_json(dir: &Path) -> Result<serde_json::Value, String> {
+    Ok(serde_json::Value::Object(
+        tls_stat_rows(dir)?
+            .into_iter()
+            .map(|(name, v)| (name.to_string(), v.into()))
+            .collect(),
+    ))
+}
+
+/// tlsd's counters, named as in Linux /proc/net/tls_stat (then capnet's own).
+pub fn tls_stat_rows(dir: &Path) -> Result<Vec<(&'static str, u64)>, String> {
     let path = dir.join("tls.sock");
     let tls =
         libclient::Tls::connect(&path).map_err(|e| format!("tlsd at {}: {e}", path.display()))?;
@@ -747,11 +829,7 @@ pub fn tls_stat(dir: &Path) -> Result<String, String> {
         ("TlsLimitRefused", s.limit_refused),
         ("TlsAcceptErrors", s.accept_errors),
     ];
-    let mut out = String::new();
-    for (name, v) in rows {
-        out += &format!("{name:<24}{v}\n");
-    }
-    Ok(out)
+    Ok(rows.to_vec())
 }
 
 #[cfg(test)]

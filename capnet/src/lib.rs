@@ -2,6 +2,7 @@
 //! the integration tests.
 
 pub mod cli;
+pub mod command;
 pub mod config;
 pub mod demo;
 pub mod host;
