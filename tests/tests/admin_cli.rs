@@ -208,10 +208,21 @@ fn help_everywhere_and_a_closed_pipe_is_no_crash() {
     use std::process::{Command, Stdio};
     let bin = capnet::host::capnet_binary().unwrap();
     for path in capnet::command::paths() {
-        let out = Command::new(&bin).args(&path).arg("--help").output().unwrap();
-        assert!(out.status.success(), "capnet {path:?} --help: {:?}", out.status);
+        let out = Command::new(&bin)
+            .args(&path)
+            .arg("--help")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "capnet {path:?} --help: {:?}",
+            out.status
+        );
         let text = String::from_utf8_lossy(&out.stdout);
-        assert!(text.contains("Usage: capnet"), "capnet {path:?} --help:\n{text}");
+        assert!(
+            text.contains("Usage: capnet"),
+            "capnet {path:?} --help:\n{text}"
+        );
     }
     for args in [&["config"][..], &["--help"], &["completions", "bash"]] {
         let mut child = Command::new(&bin)
@@ -222,7 +233,11 @@ fn help_everywhere_and_a_closed_pipe_is_no_crash() {
             .unwrap();
         drop(child.stdout.take());
         let out = child.wait_with_output().unwrap();
-        assert_eq!(out.status.signal(), None, "capnet {args:?} into a closed pipe");
+        assert_eq!(
+            out.status.signal(),
+            None,
+            "capnet {args:?} into a closed pipe"
+        );
         assert!(out.status.success(), "capnet {args:?}: {:?}", out.status);
     }
 }
