@@ -354,53 +354,33 @@ impl<P: Copy + Ord> Cx<P> {
         }
     }
 
-    fn creating(&mut self, creating: Creating<P>, ev: Event<P>) -> Step<P> {
+    fn creating(&mut self, mut c: Creating<P>, ev: Event<P>) -> Step<P> {
         if let Some(wish) = State::wish(&ev) {
-            return ok(State::Creating(Creating {
-                discard: spoil(creating.discard, wish),
-                ..creating
-            }));
+            c.discard = spoil(c.discard, wish);
+            return ok(State::Creating(c));
         }
-        let Creating {
-            at,
-            discard,
-            mut revoked,
-            mut died,
-            ..
-        } = creating;
         match ev {
             // The create may land on another port than asked (the egress
             // moved and its report is on the way): which one is known only
             // from the answer.
             Event::DriverDied { port } => {
-                if !died.contains(&port) {
-                    died.push(port);
+                if !c.died.contains(&port) {
+                    c.died.push(port);
                 }
-                ok(State::Creating(Creating {
-                    died,
-                    revoked,
-                    discard,
-                    ..creating
-                }))
+                ok(State::Creating(c))
             }
             // Perhaps the context being made: its answer may come second.
             Event::Revoked { ctx } if self.is_new(ctx) => {
-                revoked = Some(ctx);
-                ok(State::Creating(Creating {
-                    died,
-                    revoked,
-                    discard,
-                    ..creating
-                }))
+                c.revoked = Some(ctx);
+                ok(State::Creating(c))
             }
             Event::Created { ctx, port } if self.is_new(ctx) => {
                 self.newest = Some(ctx);
-                let discard = if revoked == Some(ctx) || died.contains(&port) {
-                    spoil(discard, Then::Stay)
-                } else {
-                    discard
-                };
-                match discard {
+                if c.revoked == Some(ctx) || c.died.contains(&port) {
+                    c.discard = spoil(c.discard, Then::Stay);
+                }
+                let at = c.at;
+                match c.discard {
                     None => {
                         self.raise_floor(at);
                         self.push(Action::Activate { ctx, at });
@@ -416,25 +396,20 @@ impl<P: Copy + Ord> Cx<P> {
                 }
             }
             Event::CreateFailed(e) => {
-                if e == CreateError::Unsupported && discard.is_none() {
-                    self.refused_by(creating.port.as_deref());
+                if e == CreateError::Unsupported && c.discard.is_none() {
+                    self.refused_by(c.port.as_deref());
                 }
-                self.push(Action::ResumeSoftware { at });
-                ok(match discard {
+                self.push(Action::ResumeSoftware { at: c.at });
+                ok(match c.discard {
                     None | Some(Then::Stay) => State::Software,
                     // Pause again: the new egress or keys are read afresh.
                     Some(then) => self.after(then),
                 })
             }
-            ev => ignore(
-                State::Creating(Creating {
-                    died,
-                    revoked,
-                    discard,
-                    ..creating
-                }),
-                unused(&ev),
-            ),
+            ev => {
+                let why = unused(&ev);
+                ignore(State::Creating(c), why)
+            }
         }
     }
 
