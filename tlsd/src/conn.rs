@@ -566,6 +566,18 @@ impl TlsConn {
 
     // ---- NIC offload (the holder's side) ----
 
+    /// Stream offset of the next record sealed or framed: where the
+    /// software path stands on transmit.
+    pub fn tx_offset(&self) -> u64 {
+        self.tx_next
+    }
+
+    /// Stream offset of the first record not yet opened: where the software
+    /// path stands on receive.
+    pub fn rx_offset(&self) -> u64 {
+        self.rx_next_record
+    }
+
     /// Where and with what a TX context must start for records from now on;
     /// `None` if this connection cannot be offloaded (cipher, state).
     pub fn device_tx_start(&self) -> Option<DeviceStart> {

@@ -66,7 +66,7 @@ pub fn run(
     control: &Control,
     mut holder: Holder,
 ) -> Ended {
-    holder.offload(&mut conn, &tcp);
+    holder.start(&mut conn, &tcp);
     let ended = match Pump::new(&tcp, &app) {
         Ok(mut pump) => pump.run(&mut conn, &tcp, &mut app, control, &mut holder),
         Err(e) => Ended::Failed(format!("poll: {e}")),
