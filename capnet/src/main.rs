@@ -1,122 +1,11 @@
 //! capnet: start a service set, look at it, change it.
 
+use capnet::cli::args::{self, BondCommand, Cli, Command, OffloadCommand, RouteCommand};
+use capnet::cli::args::{TlsCommand, UpDown};
 use capnet::{cli, config, demo, supervisor};
-use std::path::PathBuf;
+use clap::FromArgMatches;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
-
-const USAGE: &str = "usage:
-  capnet up [--config FILE] [--run-dir DIR] [--wire-dir DIR]
-        start the service set (embedded sim default without --config) and keep
-        it running: crashed drivers and netsrv are restarted
-  capnet status        processes (state, pid, restarts, last exit), ports, bonds,
-                       addresses, routes, sockets, counters
-  capnet link          every port: state (up, down, detached, restarting, failed),
-                       interface, driver epoch, restarts, counters
-  capnet link PORT     the port's driver: link, MAC, MTU, all its counters
-  capnet link PORT up|down
-        carrier from our side (sim: the wire; tap: TUNSETCARRIER)
-  capnet bond [show]   every bond: mode, active leg, legs, failovers, announcements
-  capnet bond add NAME --mode active-backup|balance-xor --legs PORT,PORT[,...]
-                  [--primary PORT] [--address CIDR]...
-        make a bond of free ports (ports with no addresses and in no bond)
-  capnet bond mode NAME active-backup|balance-xor
-  capnet bond primary NAME PORT|none
-  capnet route         the routes
-  capnet route add TO via GATEWAY      TO: default or a CIDR
-  capnet route del TO via GATEWAY
-  capnet wire PORT [--loss PCT] [--reorder PCT] [--duplicate PCT] [--corrupt PCT]
-                   [--carrier up|down]
-        a sim wire's fault injection (values not given are 0, carrier up);
-        `capnet faults` is the same command
-  capnet tls stat      tlsd's counters (the meaning of Linux /proc/net/tls_stat,
-                       plus re-offloads, handshakes, alerts, records)
-  capnet offload list  every NIC offload context: port, id, kind, state, flow,
-                       records, bytes, resyncs, auth failures, frames dropped
-  capnet down          stop the service set
-  capnet demo [--bytes N] [--loss PCT] [--reorder PCT] [--dir DIR]
-        two hosts on a sim wire move data
-  capnet config        print the embedded default configuration
-  capnet run-dir       print the default run directory
-every command but up, demo, config and run-dir takes [--run-dir DIR]
-environment: CAPNET_LOG (tracing filter, default info), CAPNET_BIN_DIR";
-
-struct Flags {
-    positional: Vec<String>,
-    named: Vec<(String, String)>,
-}
-
-fn parse_flags(args: impl Iterator<Item = String>) -> Result<Flags, String> {
-    let mut f = Flags {
-        positional: Vec::new(),
-        named: Vec::new(),
-    };
-    let mut it = args.peekable();
-    while let Some(a) = it.next() {
-        if let Some(name) = a.strip_prefix("--") {
-            let v = it.next().ok_or_else(|| format!("--{name} needs a value"))?;
-            f.named.push((name.to_string(), v));
-        } else {
-            f.positional.push(a);
-        }
-    }
-    Ok(f)
-}
-
-impl Flags {
-    fn take(&mut self, name: &str) -> Option<String> {
-        let i = self.named.iter().position(|(n, _)| n == name)?;
-        Some(self.named.remove(i).1)
-    }
-
-    fn take_all(&mut self, name: &str) -> Vec<String> {
-        let mut out = Vec::new();
-        while let Some(v) = self.take(name) {
-            out.push(v);
-        }
-        out
-    }
-
-    fn positional(&self, i: usize, what: &str) -> Result<String, String> {
-        self.positional
-            .get(i)
-            .cloned()
-            .ok_or_else(|| format!("usage: {what} is missing (see capnet --help)"))
-    }
-
-    fn percent(&mut self, name: &str) -> Result<f64, String> {
-        match self.take(name) {
-            None => Ok(0.0),
-            Some(v) => v.parse().map_err(|e| format!("--{name} {v:?}: {e}")),
-        }
-    }
-
-    fn finish(self, positional: usize) -> Result<(), String> {
-        if let Some((n, _)) = self.named.first() {
-            return Err(format!("unknown option --{n}"));
-        }
-        if self.positional.len() > positional {
-            return Err(format!(
-                "unexpected argument {:?}",
-                self.positional[positional]
-            ));
-        }
-        Ok(())
-    }
-}
-
-fn run_dir(f: &mut Flags) -> PathBuf {
-    f.take("run-dir")
-        .map(PathBuf::from)
-        .unwrap_or_else(libclient::default_run_dir)
-}
-
-fn up_down(v: Option<&String>) -> Result<bool, String> {
-    match v.map(String::as_str) {
-        Some("up") => Ok(true),
-        Some("down") => Ok(false),
-        _ => Err("usage: link PORT up|down".into()),
-    }
-}
 
 fn main() -> ExitCode {
     // A panic anywhere, a data plane's included, ends the process (the
@@ -132,211 +21,136 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        // No escape codes in a log file.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
-    let mut args = std::env::args().skip(1);
-    let Some(cmd) = args.next() else {
-        eprintln!("{USAGE}");
-        return ExitCode::from(2);
-    };
-    let result = parse_flags(args).and_then(|f| dispatch(&cmd, f));
-    match result {
+    // Help, version and usage errors print and exit here (2 for errors).
+    let matches = args::command().get_matches();
+    let name = matches.subcommand_name().unwrap_or_default().to_string();
+    let cli = Cli::from_arg_matches(&matches)
+        .and_then(|cli| cli.check().map(|()| cli))
+        .unwrap_or_else(|e| e.exit());
+    match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(msg) => {
-            eprintln!("capnet {cmd}: {msg}");
-            ExitCode::from(if msg.starts_with("usage") { 2 } else { 1 })
+            eprintln!("capnet {name}: {msg}");
+            ExitCode::FAILURE
         }
     }
 }
 
-fn dispatch(cmd: &str, mut f: Flags) -> Result<(), String> {
-    match cmd {
-        "up" => {
-            let config = match f.take("config") {
-                Some(path) => config::Config::load(&PathBuf::from(path))?,
+/// Prints a command's output; a reader that went away (`capnet status |
+/// head -1`) ends the command quietly.
+fn emit(text: &str) -> Result<(), String> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(e) => Err(format!("standard output: {e}")),
+    }
+}
+
+fn run(command: Command) -> Result<(), String> {
+    match command {
+        Command::Up(up) => {
+            let config = match &up.config {
+                Some(path) => config::Config::load(path)?,
                 None => config::Config::parse(config::DEFAULT)?,
             };
-            let run_dir = run_dir(&mut f);
-            let wire_dir = f
-                .take("wire-dir")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| run_dir.clone());
-            f.finish(0)?;
+            let run_dir = up.run_dir.path();
+            let wire_dir = up.wire_dir.unwrap_or_else(|| run_dir.clone());
             supervisor::up(supervisor::UpOptions {
                 config,
                 run_dir,
                 wire_dir,
             })
         }
-        "status" => {
-            let dir = run_dir(&mut f);
-            f.finish(0)?;
-            print!("{}", cli::status(&dir)?);
-            Ok(())
-        }
-        "wire" | "faults" => {
-            let dir = run_dir(&mut f);
-            let port = f.positional(0, "PORT")?;
-            let args = cli::FaultArgs {
-                loss: f.percent("loss")?,
-                reorder: f.percent("reorder")?,
-                duplicate: f.percent("duplicate")?,
-                corrupt: f.percent("corrupt")?,
-                carrier_up: match f.take("carrier").as_deref() {
-                    None | Some("up") => true,
-                    Some("down") => false,
-                    Some(other) => return Err(format!("--carrier {other:?}: up or down")),
-                },
-            };
-            f.finish(1)?;
-            cli::set_faults(&dir, &port, args)
-        }
-        "carrier" => {
-            let dir = run_dir(&mut f);
-            let port = f.positional(0, "PORT")?;
-            let up = up_down(f.positional.get(1))?;
-            f.finish(2)?;
-            cli::set_carrier(&dir, &port, up)
-        }
-        "link" => {
-            let dir = run_dir(&mut f);
-            if f.positional.is_empty() {
-                f.finish(0)?;
-                print!("{}", cli::links(&dir)?);
-                return Ok(());
+        Command::Status(l) => emit(&cli::status(&l.run_dir.path(), l.json.json)?),
+        Command::Link(l) => {
+            let dir = l.run_dir.path();
+            match (l.port, l.carrier) {
+                (None, _) => emit(&cli::links(&dir, l.json.json)?),
+                (Some(port), None) => emit(&cli::link_detail(&dir, &port, l.json.json)?),
+                (Some(port), Some(c)) => cli::set_carrier(&dir, &port, c == UpDown::Up),
             }
-            let port = f.positional(0, "PORT")?;
-            if f.positional.len() == 1 {
-                f.finish(1)?;
-                print!("{}", cli::link_detail(&dir, &port)?);
-                return Ok(());
-            }
-            let up = up_down(f.positional.get(1))?;
-            f.finish(2)?;
-            cli::set_carrier(&dir, &port, up)
         }
-        "bond" => {
-            let dir = run_dir(&mut f);
-            match f.positional.first().map(String::as_str) {
-                None | Some("show") => {
-                    f.finish(1)?;
-                    print!("{}", cli::bonds(&dir)?);
-                    Ok(())
-                }
-                Some("add") => {
-                    let name = f.positional(1, "the bond's NAME")?;
-                    let mode = f
-                        .take("mode")
-                        .ok_or("usage: bond add NAME --mode active-backup|balance-xor --legs A,B")?
-                        .parse()?;
-                    let legs = f
-                        .take("legs")
-                        .ok_or("usage: bond add NAME --mode MODE --legs A,B: --legs is missing")?
-                        .split(',')
-                        .map(|l| l.trim().to_string())
-                        .collect();
-                    let args = cli::BondArgs {
-                        name,
-                        mode,
-                        legs,
-                        primary: f.take("primary").filter(|p| p != "none"),
-                        addresses: f.take_all("address"),
-                    };
-                    f.finish(2)?;
-                    cli::bond_add(&dir, args)
-                }
-                Some("mode") => {
-                    let name = f.positional(1, "the bond's NAME")?;
-                    let mode = f.positional(2, "MODE")?.parse()?;
-                    f.finish(3)?;
-                    cli::bond_mode(&dir, &name, mode)
-                }
-                Some("primary") => {
-                    let name = f.positional(1, "the bond's NAME")?;
-                    let primary = f.positional(2, "PORT or none")?;
-                    f.finish(3)?;
+        Command::Carrier(c) => {
+            cli::set_carrier(&c.run_dir.path(), &c.port, c.carrier == UpDown::Up)
+        }
+        Command::Bond(b) => {
+            let dir = b.run_dir.path();
+            match b.command {
+                None => emit(&cli::bonds(&dir, b.json.json)?),
+                Some(BondCommand::Show(j)) => emit(&cli::bonds(&dir, j.json)?),
+                Some(BondCommand::Add(a)) => cli::bond_add(
+                    &dir,
+                    cli::BondArgs {
+                        name: a.name,
+                        mode: a.mode,
+                        legs: a.legs,
+                        primary: a.primary.filter(|p| p != "none"),
+                        addresses: a.address,
+                    },
+                ),
+                Some(BondCommand::Mode { name, mode }) => cli::bond_mode(&dir, &name, mode),
+                Some(BondCommand::Primary { name, primary }) => {
                     cli::bond_primary(&dir, &name, Some(primary.as_str()).filter(|p| *p != "none"))
                 }
-                Some(other) => Err(format!(
-                    "usage: bond {other:?}: use show, add, mode or primary"
-                )),
             }
         }
-        "route" => {
-            let dir = run_dir(&mut f);
-            match f.positional.first().map(String::as_str) {
-                None | Some("show") => {
-                    f.finish(1)?;
-                    print!("{}", cli::routes(&dir)?);
-                    Ok(())
+        Command::Route(r) => {
+            let dir = r.run_dir.path();
+            match r.command {
+                None => emit(&cli::routes(&dir, r.json.json)?),
+                Some(RouteCommand::Show(j)) => emit(&cli::routes(&dir, j.json)?),
+                Some(RouteCommand::Add(c)) => {
+                    cli::route_change(&dir, true, &c.to, &c.gateway.to_string())
                 }
-                Some(verb @ ("add" | "del" | "delete" | "remove")) => {
-                    let add = verb == "add";
-                    let to = f.positional(1, "TO")?;
-                    if f.positional.get(2).map(String::as_str) != Some("via") {
-                        return Err(format!("usage: route {verb} TO via GATEWAY"));
-                    }
-                    let via = f.positional(3, "GATEWAY")?;
-                    f.finish(4)?;
-                    cli::route_change(&dir, add, &to, &via)
+                Some(RouteCommand::Del(c)) => {
+                    cli::route_change(&dir, false, &c.to, &c.gateway.to_string())
                 }
-                Some(other) => Err(format!("usage: route {other:?}: use show, add or del")),
             }
         }
-        "tls" => {
-            let dir = run_dir(&mut f);
-            match f.positional.first().map(String::as_str) {
-                None | Some("stat") => {
-                    f.finish(1)?;
-                    print!("{}", cli::tls_stat(&dir)?);
-                    Ok(())
-                }
-                Some(other) => Err(format!("usage: tls {other:?}: use stat")),
-            }
-        }
-        "offload" => {
-            let dir = run_dir(&mut f);
-            match f.positional.first().map(String::as_str) {
-                None | Some("list") => {
-                    f.finish(1)?;
-                    print!("{}", cli::offload_list(&dir)?);
-                    Ok(())
-                }
-                Some(other) => Err(format!("usage: offload {other:?}: use list")),
-            }
-        }
-        "down" => {
-            let dir = run_dir(&mut f);
-            f.finish(0)?;
-            cli::down(&dir)
-        }
-        "demo" => {
-            let bytes = match f.take("bytes") {
-                Some(v) => v.parse().map_err(|e| format!("--bytes {v:?}: {e}"))?,
-                None => 16 << 20,
+        Command::Wire(w) => cli::set_faults(
+            &w.run_dir.path(),
+            &w.port,
+            cli::FaultArgs {
+                loss: w.faults.loss,
+                reorder: w.faults.reorder,
+                duplicate: w.faults.duplicate,
+                corrupt: w.faults.corrupt,
+                carrier_up: w.carrier == UpDown::Up,
+            },
+        ),
+        Command::Tls(t) => {
+            let json = match t.command {
+                None => t.json.json,
+                Some(TlsCommand::Stat(j)) => j.json,
             };
-            let opts = demo::DemoOptions {
-                bytes,
-                loss: f.percent("loss")?,
-                reorder: f.percent("reorder")?,
-                dir: f.take("dir").map(PathBuf::from),
+            emit(&cli::tls_stat(&t.run_dir.path(), json)?)
+        }
+        Command::Offload(o) => {
+            let json = match o.command {
+                None => o.json.json,
+                Some(OffloadCommand::List(j)) => j.json,
             };
-            f.finish(0)?;
-            demo::run(opts)
+            emit(&cli::offload_list(&o.run_dir.path(), json)?)
         }
-        "config" => {
-            f.finish(0)?;
-            print!("{}", config::DEFAULT);
-            Ok(())
+        Command::Down(d) => cli::down(&d.path()),
+        Command::Demo(d) => demo::run(demo::DemoOptions {
+            bytes: d.bytes,
+            loss: d.loss,
+            reorder: d.reorder,
+            dir: d.dir,
+        }),
+        Command::Config => emit(config::DEFAULT),
+        Command::RunDir => emit(&format!("{}\n", libclient::default_run_dir().display())),
+        Command::Help { command } => emit(&args::help_of(&command)?),
+        Command::Completions { shell } => {
+            // Into memory first: the generator panics on a failed write.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut args::command(), "capnet", &mut script);
+            emit(&String::from_utf8_lossy(&script))
         }
-        "run-dir" => {
-            f.finish(0)?;
-            println!("{}", libclient::default_run_dir().display());
-            Ok(())
-        }
-        "help" | "--help" | "-h" => {
-            println!("{USAGE}");
-            Ok(())
-        }
-        other => Err(format!("usage: unknown command {other:?}\n{USAGE}")),
     }
 }
