@@ -13,6 +13,15 @@ pub struct DemoOptions {
     pub dir: Option<PathBuf>,
 }
 
+/// `println!` that lets a reader go away (`capnet demo | head -1`): the
+/// demo runs on and stops its hosts, where a panic would leave them.
+macro_rules! say {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+
 const HOST_A: &str = include_str!("default.toml");
 const HOST_B: &str = include_str!("../../examples/host-b.toml");
 
@@ -93,7 +102,7 @@ pub fn run(opts: DemoOptions) -> Result<(), String> {
     fn e(what: &'static str) -> impl Fn(std::io::Error) -> String {
         move |err| format!("{what}: {err}")
     }
-    println!(
+    say!(
         "starting host a (10.0.0.1) and host b (10.0.0.2) on one sim wire in {}",
         base.display()
     );
@@ -110,9 +119,10 @@ pub fn run(opts: DemoOptions) -> Result<(), String> {
                 return Err(String::from_utf8_lossy(&out.stderr).into_owned());
             }
         }
-        println!(
+        say!(
             "wire faults: {}% loss, {}% reordering on each side",
-            opts.loss, opts.reorder
+            opts.loss,
+            opts.reorder
         );
     }
     let net_a = a.net().map_err(e("connect to host a"))?;
@@ -147,7 +157,7 @@ pub fn run(opts: DemoOptions) -> Result<(), String> {
         }
     }
     let _ = echo.join();
-    println!("udp echo: {echoed}/3 datagrams came back");
+    say!("udp echo: {echoed}/3 datagrams came back");
 
     // TCP both ways at once.
     let listener = net_b
@@ -190,17 +200,17 @@ pub fn run(opts: DemoOptions) -> Result<(), String> {
     let ok_ab = b_got_n == bytes && b_got_hash == a_sent;
     let ok_ba = a_got_n == bytes && a_got_hash == b_sent;
     let mib = bytes as f64 / (1 << 20) as f64;
-    println!(
+    say!(
         "tcp a->b: {b_got_n} bytes, sha256 {} {}",
         hex(&b_got_hash),
         if ok_ab { "matches" } else { "DIFFERS" }
     );
-    println!(
+    say!(
         "tcp b->a: {a_got_n} bytes, sha256 {} {}",
         hex(&a_got_hash),
         if ok_ba { "matches" } else { "DIFFERS" }
     );
-    println!(
+    say!(
         "{:.1} MiB each way in {:.2} s ({:.1} MiB/s each way)",
         mib,
         elapsed.as_secs_f64(),
@@ -208,9 +218,9 @@ pub fn run(opts: DemoOptions) -> Result<(), String> {
     );
     drop(s);
     for (name, h) in [("a", &a), ("b", &b)] {
-        println!("--- host {name}: capnet status");
+        say!("--- host {name}: capnet status");
         let out = h.cli(&["status"]).map_err(e("capnet status"))?;
-        print!("{}", String::from_utf8_lossy(&out.stdout));
+        say!("{}", String::from_utf8_lossy(&out.stdout).trim_end());
     }
     drop((net_a, net_b));
     b.stop().map_err(e("stop b"))?;
@@ -219,7 +229,7 @@ pub fn run(opts: DemoOptions) -> Result<(), String> {
         let _ = std::fs::remove_dir_all(&base);
     }
     if ok_ab && ok_ba && echoed == 3 {
-        println!("demo ok");
+        say!("demo ok");
         Ok(())
     } else {
         Err("demo failed: data did not arrive intact".into())

@@ -2,7 +2,6 @@
 //! the integration tests.
 
 pub mod cli;
-pub mod command;
 pub mod config;
 pub mod demo;
 pub mod host;

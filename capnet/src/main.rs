@@ -1,9 +1,9 @@
-//! capnet: start a service set, look at it, change it. The command tree is
-//! `capnet::command`; this file parses and dispatches.
+//! capnet: start a service set, look at it, change it.
 
-use capnet::command::{BondCommand, Cli, Command, OffloadCommand, RouteCommand, TlsCommand};
+use capnet::cli::args::{self, BondCommand, Cli, Command, OffloadCommand, RouteCommand};
+use capnet::cli::args::{TlsCommand, UpDown};
 use capnet::{cli, config, demo, supervisor};
-use clap::{CommandFactory, Parser};
+use clap::FromArgMatches;
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
@@ -21,19 +21,16 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        // No escape codes in a log file.
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
-        Err(e) => {
-            // Help and version go to stdout, which may be a closed pipe
-            // (`capnet --help | head -1`): nothing more to say then.
-            let _ = e.print();
-            return ExitCode::from(e.exit_code().clamp(0, 255) as u8);
-        }
-    };
-    let name = cli.command.name();
-    match run(cli) {
+    // Help, version and usage errors print and exit here (2 for errors).
+    let matches = args::command().get_matches();
+    let name = matches.subcommand_name().unwrap_or_default().to_string();
+    let cli = Cli::from_arg_matches(&matches)
+        .and_then(|cli| cli.check().map(|()| cli))
+        .unwrap_or_else(|e| e.exit());
+    match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(msg) => {
             eprintln!("capnet {name}: {msg}");
@@ -42,134 +39,117 @@ fn main() -> ExitCode {
     }
 }
 
-/// Writes `text` to stdout; a reader that went away (a closed pipe) is not
-/// an error.
+/// Prints a command's output; a reader that went away (`capnet status |
+/// head -1`) ends the command quietly.
 fn emit(text: &str) -> Result<(), String> {
     let mut out = std::io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.to_string()),
-        _ => Ok(()),
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(e) => Err(format!("standard output: {e}")),
     }
 }
 
-/// `--json`: the listings scripts read, as JSON.
-fn json(command: &Command, dir: &std::path::Path) -> Result<serde_json::Value, String> {
+fn run(command: Command) -> Result<(), String> {
     match command {
-        Command::Route {
-            action: None | Some(RouteCommand::Show),
-        } => cli::routes_json(dir),
-        Command::Tls {
-            action: None | Some(TlsCommand::Stat),
-        } => cli::tls_stat_json(dir),
-        Command::Offload {
-            action: None | Some(OffloadCommand::List),
-        } => serde_json::to_value(cli::offload_rows(dir)?).map_err(|e| e.to_string()),
-        other => Err(format!(
-            "--json is not available for `capnet {}` (yet: route, tls stat and offload list have it)",
-            other.name()
-        )),
-    }
-}
-
-fn run(cli: Cli) -> Result<(), String> {
-    let run_dir = cli
-        .run_dir
-        .clone()
-        .unwrap_or_else(libclient::default_run_dir);
-    let dir = run_dir.as_path();
-    if cli.json {
-        return emit(&format!("{}\n", json(&cli.command, dir)?));
-    }
-    match cli.command {
-        Command::Up { config, wire_dir } => {
-            let config = match config {
-                Some(path) => config::Config::load(&path)?,
+        Command::Up(up) => {
+            let config = match &up.config {
+                Some(path) => config::Config::load(path)?,
                 None => config::Config::parse(config::DEFAULT)?,
             };
-            let wire_dir = wire_dir.unwrap_or_else(|| run_dir.clone());
+            let run_dir = up.run_dir.path();
+            let wire_dir = up.wire_dir.unwrap_or_else(|| run_dir.clone());
             supervisor::up(supervisor::UpOptions {
                 config,
                 run_dir,
                 wire_dir,
             })
         }
-        Command::Status => emit(&cli::status(dir)?),
-        Command::Wire {
-            port,
-            faults,
-            carrier,
-        } => cli::set_faults(
-            dir,
-            &port,
+        Command::Status(l) => emit(&cli::status(&l.run_dir.path(), l.json.json)?),
+        Command::Link(l) => {
+            let dir = l.run_dir.path();
+            match (l.port, l.carrier) {
+                (None, _) => emit(&cli::links(&dir, l.json.json)?),
+                (Some(port), None) => emit(&cli::link_detail(&dir, &port, l.json.json)?),
+                (Some(port), Some(c)) => cli::set_carrier(&dir, &port, c == UpDown::Up),
+            }
+        }
+        Command::Carrier(c) => {
+            cli::set_carrier(&c.run_dir.path(), &c.port, c.carrier == UpDown::Up)
+        }
+        Command::Bond(b) => {
+            let dir = b.run_dir.path();
+            match b.command {
+                None => emit(&cli::bonds(&dir, b.json.json)?),
+                Some(BondCommand::Show(j)) => emit(&cli::bonds(&dir, j.json)?),
+                Some(BondCommand::Add(a)) => cli::bond_add(
+                    &dir,
+                    cli::BondArgs {
+                        name: a.name,
+                        mode: a.mode,
+                        legs: a.legs,
+                        primary: a.primary.filter(|p| p != "none"),
+                        addresses: a.address,
+                    },
+                ),
+                Some(BondCommand::Mode { name, mode }) => cli::bond_mode(&dir, &name, mode),
+                Some(BondCommand::Primary { name, primary }) => {
+                    cli::bond_primary(&dir, &name, Some(primary.as_str()).filter(|p| *p != "none"))
+                }
+            }
+        }
+        Command::Route(r) => {
+            let dir = r.run_dir.path();
+            match r.command {
+                None => emit(&cli::routes(&dir, r.json.json)?),
+                Some(RouteCommand::Show(j)) => emit(&cli::routes(&dir, j.json)?),
+                Some(RouteCommand::Add(c)) => {
+                    cli::route_change(&dir, true, &c.to, &c.gateway.to_string())
+                }
+                Some(RouteCommand::Del(c)) => {
+                    cli::route_change(&dir, false, &c.to, &c.gateway.to_string())
+                }
+            }
+        }
+        Command::Wire(w) => cli::set_faults(
+            &w.run_dir.path(),
+            &w.port,
             cli::FaultArgs {
-                loss: faults.loss,
-                reorder: faults.reorder,
-                duplicate: faults.duplicate,
-                corrupt: faults.corrupt,
-                carrier_up: carrier.is_up(),
+                loss: w.faults.loss,
+                reorder: w.faults.reorder,
+                duplicate: w.faults.duplicate,
+                corrupt: w.faults.corrupt,
+                carrier_up: w.carrier == UpDown::Up,
             },
         ),
-        Command::Carrier { port, state } => cli::set_carrier(dir, &port, state.is_up()),
-        Command::Link { port: None, .. } => emit(&cli::links(dir)?),
-        Command::Link {
-            port: Some(port),
-            state: None,
-        } => emit(&cli::link_detail(dir, &port)?),
-        Command::Link {
-            port: Some(port),
-            state: Some(state),
-        } => cli::set_carrier(dir, &port, state.is_up()),
-        Command::Bond { action } => match action.unwrap_or(BondCommand::Show) {
-            BondCommand::Show => emit(&cli::bonds(dir)?),
-            BondCommand::Add {
-                name,
-                mode,
-                legs,
-                primary,
-                addresses,
-            } => cli::bond_add(
-                dir,
-                cli::BondArgs {
-                    name,
-                    mode: mode.parse()?,
-                    legs: legs.iter().map(|l| l.trim().to_string()).collect(),
-                    primary: primary.filter(|p| p != "none"),
-                    addresses,
-                },
-            ),
-            BondCommand::Mode { name, mode } => cli::bond_mode(dir, &name, mode.parse()?),
-            BondCommand::Primary { name, port } => {
-                cli::bond_primary(dir, &name, Some(port.as_str()).filter(|p| *p != "none"))
-            }
-        },
-        Command::Route { action } => match action.unwrap_or(RouteCommand::Show) {
-            RouteCommand::Show => emit(&cli::routes(dir)?),
-            RouteCommand::Add { to, gateway, .. } => cli::route_change(dir, true, &to, &gateway),
-            RouteCommand::Del { to, gateway, .. } => cli::route_change(dir, false, &to, &gateway),
-        },
-        Command::Tls { action } => match action.unwrap_or(TlsCommand::Stat) {
-            TlsCommand::Stat => emit(&cli::tls_stat(dir)?),
-        },
-        Command::Offload { action } => match action.unwrap_or(OffloadCommand::List) {
-            OffloadCommand::List => emit(&cli::offload_list(dir)?),
-        },
-        Command::Down => cli::down(dir),
-        Command::Demo {
-            bytes,
-            loss,
-            reorder,
-            dir,
-        } => demo::run(demo::DemoOptions {
-            bytes,
-            loss,
-            reorder,
-            dir,
+        Command::Tls(t) => {
+            let json = match t.command {
+                None => t.json.json,
+                Some(TlsCommand::Stat(j)) => j.json,
+            };
+            emit(&cli::tls_stat(&t.run_dir.path(), json)?)
+        }
+        Command::Offload(o) => {
+            let json = match o.command {
+                None => o.json.json,
+                Some(OffloadCommand::List(j)) => j.json,
+            };
+            emit(&cli::offload_list(&o.run_dir.path(), json)?)
+        }
+        Command::Down(d) => cli::down(&d.path()),
+        Command::Demo(d) => demo::run(demo::DemoOptions {
+            bytes: d.bytes,
+            loss: d.loss,
+            reorder: d.reorder,
+            dir: d.dir,
         }),
         Command::Config => emit(config::DEFAULT),
         Command::RunDir => emit(&format!("{}\n", libclient::default_run_dir().display())),
+        Command::Help { command } => emit(&args::help_of(&command)?),
         Command::Completions { shell } => {
+            // Into memory first: the generator panics on a failed write.
             let mut script = Vec::new();
-            clap_complete::generate(shell, &mut Cli::command(), "capnet", &mut script);
+            clap_complete::generate(shell, &mut args::command(), "capnet", &mut script);
             emit(&String::from_utf8_lossy(&script))
         }
     }

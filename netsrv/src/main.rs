@@ -1,6 +1,7 @@
 //! netsrv: TCP/IP and the socket service. Started by the `capnet` supervisor.
 
 use netsrv::{args, driver, rpc, service};
+use std::io::IsTerminal;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::process::ExitCode;
 
@@ -25,7 +26,8 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        // No escape codes in a log file.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     raise_fd_limit();
     let listeners = match rpc::bind(&args) {

@@ -124,36 +124,7 @@ fn fd(flag: &str, v: &str) -> Result<RawFd, ArgError> {
     Ok(n)
 }
 
-/// Parses `02:00:00:00:00:01` (also with `-`); refuses group addresses.
-pub fn parse_mac(s: &str) -> Result<[u8; 6], String> {
-    let parts: Vec<&str> = s.split([':', '-']).collect();
-    if parts.len() != 6 {
-        return Err(format!(
-            "MAC {s:?}: expected six hex octets like 02:00:00:00:00:01"
-        ));
-    }
-    let mut mac = [0u8; 6];
-    for (o, p) in mac.iter_mut().zip(parts) {
-        if p.is_empty() || p.len() > 2 {
-            return Err(format!("MAC {s:?}: bad octet {p:?}"));
-        }
-        *o = u8::from_str_radix(p, 16).map_err(|_| format!("MAC {s:?}: bad octet {p:?}"))?;
-    }
-    if mac[0] & 1 != 0 {
-        return Err(format!("MAC {s:?}: a multicast address cannot name a port"));
-    }
-    if mac == [0; 6] {
-        return Err(format!("MAC {s:?}: the zero address cannot name a port"));
-    }
-    Ok(mac)
-}
-
-pub fn format_mac(mac: &[u8; 6]) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
+pub use capnet_wire::mac::{format_mac, parse_mac};
 
 /// Parses the arguments after the program name.
 pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Args, ArgError> {
@@ -225,7 +196,10 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Args, ArgError> {
                 }
                 netns = Some(v);
             }
-            "--mac" => mac = Some(parse_mac(&value()?).map_err(invalid)?),
+            "--mac" => {
+                let v = value()?;
+                mac = Some(parse_mac(&v).map_err(|e| invalid(format!("--mac {v:?}: {e}")))?);
+            }
             "--mtu" => {
                 let v = value()?;
                 mtu = num(&flag, &v)?;

@@ -1,6 +1,7 @@
 //! `nicdrv`: one NIC port. See `nicdrv --help` and the crate docs.
 
 use nicdrv::args::{self, ArgError};
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -27,7 +28,8 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        // No escape codes in a log file.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let user = args.user;
     let wire = match &args.backend {

@@ -1,6 +1,7 @@
 //! tlsd: the TLS service. Started by the `capnet` supervisor.
 
 use capnet_schema::transport;
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::Arc;
 use tlsd::{args, identity::Identity, service};
@@ -26,7 +27,8 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        // No escape codes in a log file.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let identity = match Identity::load(&args.identity) {
         Ok(i) => i,

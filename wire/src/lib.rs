@@ -13,10 +13,13 @@
 //!   that tlsd's software engine and the NIC's TLS engine share.
 //! - `chunk`: the marked receive chunk's header, which netsrv writes into a
 //!   client's receive ring and libclient reads.
+//! - `mac`: a port's MAC address as text (configuration, nicdrv's command
+//!   line, the CLI).
 
 pub mod chunk;
 pub mod csum;
 pub mod flow;
 pub mod ipv6;
+pub mod mac;
 pub mod tcp;
 pub mod tls;

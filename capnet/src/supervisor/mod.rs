@@ -242,19 +242,21 @@ async fn run(ctx: Rc<Ctx>, shared: Shared) -> Result<(), String> {
     )
     .map_err(|e| e.to_string())?;
 
-    println!(
-        "capnet up: {} port(s), {} bond(s), run directory {}",
+    // Written whatever became of stdout: the set keeps running when its
+    // reader is gone (`capnet up | head -1`).
+    use std::io::Write;
+    let _ = write!(
+        std::io::stdout(),
+        "capnet up: {} port(s), {} bond(s), run directory {}\n\
+         applications connect to {}\n  export CAPNET_SOCKET={}\n\
+         TLS applications connect to {}\n",
         ctx.opts.config.ports.len(),
         ctx.opts.config.bonds.len(),
-        ctx.opts.run_dir.display()
-    );
-    println!("applications connect to {}", ctx.socket_path.display());
-    println!("  export CAPNET_SOCKET={}", ctx.socket_path.display());
-    println!(
-        "TLS applications connect to {}",
+        ctx.opts.run_dir.display(),
+        ctx.socket_path.display(),
+        ctx.socket_path.display(),
         ctx.tls_socket_path.display()
     );
-    use std::io::Write;
     let _ = std::io::stdout().flush();
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

@@ -5,8 +5,11 @@ use serde::Deserialize;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
+mod check;
+pub use check::{check_cidr, check_route_to, ppm};
+
 /// The configuration `capnet up` uses without `--config`.
-pub const DEFAULT: &str = include_str!("default.toml");
+pub const DEFAULT: &str = include_str!("../default.toml");
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -420,55 +423,6 @@ pub struct Route {
     pub via: IpAddr,
 }
 
-/// Percent to parts per million, checked.
-pub fn ppm(what: &str, percent: f64) -> Result<u32, String> {
-    if !(0.0..=100.0).contains(&percent) || percent.is_nan() {
-        return Err(format!(
-            "{what} must be a percentage from 0 to 100, not {percent}"
-        ));
-    }
-    Ok((percent * 10_000.0).round() as u32)
-}
-
-/// Letters, digits, `-` and `_`; 1 to 64 bytes (a port name travels in
-/// one attach message).
-fn check_name(what: &str, name: &str) -> Result<(), String> {
-    if name.is_empty()
-        || name.len() > 64
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-    {
-        return Err(format!(
-            "{what} name {name:?}: use 1 to 64 letters, digits, - and _"
-        ));
-    }
-    Ok(())
-}
-
-/// Checks `ADDRESS/PREFIX`.
-pub fn check_cidr(cidr: &str) -> Result<(IpAddr, u8), String> {
-    let (ip, len) = cidr
-        .split_once('/')
-        .ok_or_else(|| format!("address {cidr:?} needs a /prefix"))?;
-    let ip: IpAddr = ip.parse().map_err(|e| format!("address {cidr:?}: {e}"))?;
-    let len: u8 = len.parse().map_err(|e| format!("address {cidr:?}: {e}"))?;
-    if len > if ip.is_ipv4() { 32 } else { 128 } {
-        return Err(format!("address {cidr:?}: prefix too long"));
-    }
-    Ok((ip, len))
-}
-
-/// Checks a route destination: `default`, `default6` or a CIDR.
-pub fn check_route_to(to: &str) -> Result<(), String> {
-    if to == "default" || to == "default6" {
-        return Ok(());
-    }
-    check_cidr(to)
-        .map(|_| ())
-        .map_err(|e| format!("route to {to:?}: use \"default\" or a CIDR ({e})"))
-}
-
 impl Config {
     pub fn parse(text: &str) -> Result<Config, String> {
         let config: Config = toml::from_str(text).map_err(|e| e.to_string())?;
@@ -480,118 +434,6 @@ impl Config {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
         Config::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
     }
-
-    fn check(&self) -> Result<(), String> {
-        if self.ports.is_empty() {
-            return Err("at least one [[port]] is needed".into());
-        }
-        let mut names = std::collections::HashSet::new();
-        for p in &self.ports {
-            check_name("port", &p.name)?;
-            if !names.insert(&p.name) {
-                return Err(format!("port {:?} is defined twice", p.name));
-            }
-            match p.backend {
-                Backend::Sim if p.wire.is_none() => {
-                    return Err(format!("port {}: a sim port needs `wire`", p.name))
-                }
-                Backend::Tap if p.tap.is_none() => {
-                    return Err(format!("port {}: a tap port needs `tap`", p.name))
-                }
-                _ => {}
-            }
-            for a in &p.addresses {
-                check_cidr(a).map_err(|e| format!("port {}: {e}", p.name))?;
-            }
-            if let Some(mtu) = p.mtu {
-                if !(576..=65535).contains(&mtu) {
-                    return Err(format!("port {}: mtu {mtu} outside 576..=65535", p.name));
-                }
-            }
-            if let Some(b) = p.buffers {
-                if !b.is_power_of_two() || !(8..=65536).contains(&b) {
-                    return Err(format!(
-                        "port {}: buffers must be a power of two from 8 to 65536",
-                        p.name
-                    ));
-                }
-                // Descriptors name buffers by a 32-bit offset into the pool.
-                let mtu = p.mtu.unwrap_or(1500) as u64;
-                let pool = b as u64 * (mtu + 14).div_ceil(64) * 64;
-                if pool > u32::MAX as u64 {
-                    return Err(format!(
-                        "port {}: {b} buffers of {} bytes (mtu {mtu}) make a pool of {pool} \
-                         bytes; a port's pool must stay under 4 GiB: use fewer buffers or a \
-                         smaller mtu",
-                        p.name,
-                        (mtu + 14).div_ceil(64) * 64
-                    ));
-                }
-            }
-            for (what, v) in [
-                ("loss", p.faults.loss),
-                ("reorder", p.faults.reorder),
-                ("duplicate", p.faults.duplicate),
-                ("corrupt", p.faults.corrupt),
-            ] {
-                ppm(what, v).map_err(|e| format!("port {}: {e}", p.name))?;
-            }
-        }
-        let mut legs_used = std::collections::HashMap::new();
-        for b in &self.bonds {
-            check_name("bond", &b.name)?;
-            if names.contains(&b.name) {
-                return Err(format!(
-                    "bond {:?}: a port or another bond already has that name",
-                    b.name
-                ));
-            }
-            names.insert(&b.name);
-            if b.legs.is_empty() {
-                return Err(format!("bond {}: needs at least one leg", b.name));
-            }
-            for leg in &b.legs {
-                let port = self
-                    .ports
-                    .iter()
-                    .find(|p| &p.name == leg)
-                    .ok_or_else(|| format!("bond {}: leg {leg:?} is not a [[port]]", b.name))?;
-                if !port.addresses.is_empty() {
-                    return Err(format!(
-                        "bond {}: leg {leg} has addresses of its own; put them on the bond",
-                        b.name
-                    ));
-                }
-                if let Some(other) = legs_used.insert(leg, &b.name) {
-                    return Err(if other == &b.name {
-                        format!("bond {}: leg {leg} is listed twice", b.name)
-                    } else {
-                        format!(
-                            "bond {}: leg {leg} is already a leg of bond {other}",
-                            b.name
-                        )
-                    });
-                }
-            }
-            if let Some(p) = &b.primary {
-                if !b.legs.contains(p) {
-                    return Err(format!(
-                        "bond {}: primary {p:?} is not one of its legs ({})",
-                        b.name,
-                        b.legs.join(", ")
-                    ));
-                }
-            }
-            for a in &b.addresses {
-                check_cidr(a).map_err(|e| format!("bond {}: {e}", b.name))?;
-            }
-        }
-        for r in &self.routes {
-            check_route_to(&r.to)?;
-        }
-        self.limits.check(self.netsrv.tcp_buffer)?;
-        Ok(())
-    }
 }
 
 #[cfg(test)]
@@ -600,7 +442,7 @@ mod tests {
 
     #[test]
     fn tls_limits_reach_tlsd() {
-        let c = Config::parse(include_str!("../../examples/tls-a.toml")).unwrap();
+        let c = Config::parse(include_str!("../../../examples/tls-a.toml")).unwrap();
         assert_eq!(
             c.tls.limit_args().join(" "),
             "--handshake-timeout-ms 10000 --max-sockets-per-client 256 --max-sockets 1024"
@@ -634,117 +476,17 @@ mod tests {
     fn embedded_default_and_example_parse() {
         let c = Config::parse(DEFAULT).unwrap();
         assert_eq!(c.ports[0].backend, Backend::Sim);
-        Config::parse(include_str!("../../examples/capnet.toml")).unwrap();
-        Config::parse(include_str!("../../examples/host-b.toml")).unwrap();
+        Config::parse(include_str!("../../../examples/capnet.toml")).unwrap();
+        Config::parse(include_str!("../../../examples/host-b.toml")).unwrap();
         for text in [
-            include_str!("../../examples/bond-a.toml"),
-            include_str!("../../examples/bond-b.toml"),
+            include_str!("../../../examples/bond-a.toml"),
+            include_str!("../../../examples/bond-b.toml"),
         ] {
             let c = Config::parse(text).unwrap();
             assert_eq!(c.bonds.len(), 1);
             assert_eq!(c.bonds[0].mode, BondMode::ActiveBackup);
             assert_eq!(c.bonds[0].netsrv_arg(), "bond0=active-backup:p0,p1:p0");
         }
-    }
-
-    const TWO_PORTS: &str = "[[port]]\nname='p0'\nbackend='sim'\nwire='w0'\n\
-                             [[port]]\nname='p1'\nbackend='sim'\nwire='w1'\n\
-                             [[port]]\nname='p2'\nbackend='sim'\nwire='w2'\naddresses=['10.1.0.1/24']\n";
-
-    fn with_bond(bond: &str) -> Result<Config, String> {
-        Config::parse(&format!("{TWO_PORTS}[[bond]]\n{bond}"))
-    }
-
-    #[test]
-    fn bonds_parse() {
-        let c = with_bond(
-            "name='b0'\nmode='balance-xor'\nlegs=['p0','p1']\naddresses=['10.0.0.1/24','fd00::1/64']",
-        )
-        .unwrap();
-        let b = &c.bonds[0];
-        assert_eq!(b.mode, BondMode::BalanceXor);
-        assert_eq!(b.primary, None);
-        assert_eq!(b.netsrv_arg(), "b0=balance-xor:p0,p1");
-        assert_eq!(b.addresses.len(), 2);
-        assert_eq!("active-backup".parse(), Ok(BondMode::ActiveBackup));
-        assert!("round-robin"
-            .parse::<BondMode>()
-            .unwrap_err()
-            .contains("active-backup or balance-xor"));
-    }
-
-    #[test]
-    fn bad_bonds_say_why() {
-        let err = |b: &str| with_bond(b).unwrap_err();
-        assert!(err("name='b0'\nmode='rr'\nlegs=['p0']").contains("unknown variant"));
-        assert!(err("name='b0'\nmode='active-backup'\nlegs=['p0','p9']")
-            .contains("leg \"p9\" is not a [[port]]"));
-        assert!(err("name='b0'\nmode='active-backup'\nlegs=['p0','p0']").contains("listed twice"));
-        assert!(err("name='b0'\nmode='active-backup'\nlegs=['p0','p2']")
-            .contains("leg p2 has addresses of its own"));
-        assert!(
-            err("name='b0'\nmode='active-backup'\nlegs=['p0','p1']\nprimary='p2'")
-                .contains("primary \"p2\" is not one of its legs")
-        );
-        assert!(
-            err("name='p1'\nmode='active-backup'\nlegs=['p0']").contains("already has that name")
-        );
-        assert!(err("name='b0'\nmode='active-backup'\nlegs=[]").contains("at least one leg"));
-        assert!(err("name='b 0'\nmode='active-backup'\nlegs=['p0']").contains("bond name"));
-        assert!(
-            err("name='b0'\nmode='active-backup'\nlegs=['p0']\naddresses=['10.0.0.1']")
-                .contains("/prefix")
-        );
-        assert!(
-            err("name='b0'\nmode='active-backup'\nlegs=['p0']\nspeed=1").contains("unknown field")
-        );
-        let two = Config::parse(&format!(
-            "{TWO_PORTS}[[bond]]\nname='b0'\nmode='active-backup'\nlegs=['p0']\n\
-             [[bond]]\nname='b1'\nmode='active-backup'\nlegs=['p1','p0']"
-        ))
-        .unwrap_err();
-        assert!(two.contains("leg p0 is already a leg of bond b0"), "{two}");
-    }
-
-    #[test]
-    fn routes_take_default_or_a_cidr() {
-        let route = |to: &str| {
-            Config::parse(&format!(
-                "{TWO_PORTS}[[route]]\nto='{to}'\nvia='10.1.0.254'"
-            ))
-        };
-        route("default").unwrap();
-        route("10.9.0.0/16").unwrap();
-        route("fd09::/48").unwrap();
-        assert!(route("10.9.0.0")
-            .unwrap_err()
-            .contains("\"default\" or a CIDR"));
-        assert!(route("10.9.0.0/40")
-            .unwrap_err()
-            .contains("prefix too long"));
-        assert!(route("somewhere").unwrap_err().contains("route to"));
-    }
-
-    #[test]
-    fn bad_configs_say_why() {
-        let err = |t: &str| Config::parse(t).unwrap_err();
-        assert!(err("").contains("at least one"));
-        assert!(err("[[port]]\nname='a'\nbackend='sim'").contains("needs `wire`"));
-        assert!(err("[[port]]\nname='a'\nbackend='tap'").contains("needs `tap`"));
-        assert!(err("[[port]]\nname='a'\nbackend='warp'\nwire='w'").contains("unknown variant"));
-        assert!(
-            err("[[port]]\nname='a'\nbackend='sim'\nwire='w'\naddresses=['10.0.0.1']")
-                .contains("/prefix")
-        );
-        assert!(err("[[port]]\nname='a'\nbackend='sim'\nwire='w'\nmtu=100").contains("mtu"));
-        assert!(
-            err("[[port]]\nname='a'\nbackend='sim'\nwire='w'\n[port.faults]\nloss=200.0")
-                .contains("percentage")
-        );
-        assert!(
-            err("[[port]]\nname='a'\nbackend='sim'\nwire='w'\nbogus=1").contains("unknown field")
-        );
-        assert!(err("[[port]]\nname='a'\nbackend='sim'\nwire='w'\n[[port]]\nname='a'\nbackend='sim'\nwire='w'").contains("twice"));
     }
 
     #[test]
@@ -761,24 +503,5 @@ mod tests {
         assert!(err("[limits]\nsocket_buffer_max=16777216").contains("fit in one message"));
         assert!(err("[limits]\nfds=3").contains("unknown field"));
         assert!(err("[netsrv]\ntcp_buffer=4194304").contains("over [limits] socket_buffer_max"));
-    }
-
-    #[test]
-    fn a_pool_over_4_gib_is_refused() {
-        let port = |b: u32, mtu: u32| {
-            Config::parse(&format!(
-                "[[port]]\nname='a'\nbackend='sim'\nwire='w'\nbuffers={b}\nmtu={mtu}"
-            ))
-        };
-        port(65536, 9000).unwrap();
-        let e = port(65536, 65535).unwrap_err();
-        assert!(e.contains("must stay under 4 GiB"), "{e}");
-    }
-
-    #[test]
-    fn percent_to_ppm() {
-        assert_eq!(ppm("loss", 2.0).unwrap(), 20_000);
-        assert!(ppm("loss", -1.0).is_err());
-        assert!(ppm("loss", f64::NAN).is_err());
     }
 }

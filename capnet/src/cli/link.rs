@@ -1,0 +1,192 @@
+//! `capnet link`: the ports as netsrv and the supervisor see them, and one
+//! port as its driver sees it.
+
+use super::json::{document, object};
+use super::{port_state, read_processes, with_supervisor, ProcessInfo};
+use capnet_schema::supervisor_capnp::supervisor::status_results;
+use serde_json::{json, Value};
+use std::fmt::Write as _;
+use std::path::Path;
+
+/// `capnet link`: one line per port.
+pub fn links(run_dir: &Path, json: bool) -> Result<String, String> {
+    with_supervisor(run_dir, async |sup| {
+        let resp = sup.status_request().send().promise.await?;
+        let r = resp.get()?;
+        let procs = read_processes(r.get_processes()?)?;
+        if json {
+            return Ok(document(&links_json(r, &procs)?));
+        }
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "{:<10} {:<11} {:<10} {:>5} {:>8} {:>12} {:>12} {:>9} {:>9} {:>7}",
+            "PORT",
+            "STATE",
+            "INTERFACE",
+            "EPOCH",
+            "RESTARTS",
+            "RX",
+            "TX",
+            "RX-DROP",
+            "TX-DROP",
+            "CHANGES"
+        );
+        if r.has_net() {
+            for p in r.get_net()?.get_ports()? {
+                let name = p.get_name()?.to_str()?;
+                let c = p.get_counters()?;
+                let iface = p.get_interface()?.to_str()?;
+                let restarts = procs
+                    .iter()
+                    .find(|q| q.name == format!("nicdrv {name}"))
+                    .map_or(0, |q| q.restarts);
+                let _ = writeln!(
+                    out,
+                    "{:<10} {:<11} {:<10} {:>5} {:>8} {:>12} {:>12} {:>9} {:>9} {:>7}",
+                    name,
+                    port_state(name, Some(p.get_state()?.to_str()?), &procs),
+                    if iface.is_empty() { "-" } else { iface },
+                    p.get_driver_epoch(),
+                    restarts,
+                    c.get_rx_frames(),
+                    c.get_tx_frames(),
+                    c.get_rx_dropped(),
+                    c.get_tx_dropped(),
+                    c.get_link_changes()
+                );
+            }
+        } else {
+            for p in &procs {
+                if let Some(name) = p.name.strip_prefix("nicdrv ") {
+                    let _ = writeln!(
+                        out,
+                        "{:<10} {:<11} {:<10} {:>5} {:>8}",
+                        name,
+                        port_state(name, None, &procs),
+                        "-",
+                        "-",
+                        p.restarts
+                    );
+                }
+            }
+            let _ = writeln!(
+                out,
+                "(netsrv is not serving now: no interfaces or counters)"
+            );
+        }
+        Ok(out)
+    })
+}
+
+/// `capnet link PORT`: what the port's driver says, straight from it.
+pub fn link_detail(run_dir: &Path, port: &str, json: bool) -> Result<String, String> {
+    with_supervisor(run_dir, async |sup| {
+        let mut req = sup.port_counters_request();
+        req.get().set_port(port);
+        let resp = req.send().promise.await?;
+        let r = resp.get()?;
+        let (info, c) = (r.get_info()?, r.get_counters()?);
+        if json {
+            let mut obj = object(info)?;
+            obj.insert("counters".into(), Value::Object(object(c)?));
+            return Ok(document(&Value::Object(obj)));
+        }
+        let mac = capnet_wire::mac::format_mac(info.get_mac()?);
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "{} ({}) {} mtu {} link {}, checksum offload {}",
+            info.get_name()?.to_str()?,
+            info.get_backend()?.to_str()?,
+            mac,
+            info.get_mtu(),
+            if info.get_link_up() { "up" } else { "down" },
+            if info.get_checksum_offload() {
+                "on"
+            } else {
+                "off"
+            }
+        );
+        let capture = info.get_capture_path()?.to_str()?;
+        if !capture.is_empty() {
+            let _ = writeln!(out, "capturing to {capture}");
+        }
+        let _ = writeln!(
+            out,
+            "rx {} frames {} bytes, tx {} frames {} bytes\n\
+             rx dropped {} bad-checksum {} malformed {}, tx dropped {}, bad descriptors {}\n\
+             checksums verified {} filled {}; wire lost {} reordered {} duplicated {} corrupted {}; link changes {}",
+            c.get_rx_frames(),
+            c.get_rx_bytes(),
+            c.get_tx_frames(),
+            c.get_tx_bytes(),
+            c.get_rx_dropped(),
+            c.get_rx_bad_checksum(),
+            c.get_rx_malformed(),
+            c.get_tx_dropped(),
+            c.get_bad_descriptors(),
+            c.get_rx_checksum_verified(),
+            c.get_tx_checksum_filled(),
+            c.get_wire_lost(),
+            c.get_wire_reordered(),
+            c.get_wire_duplicated(),
+            c.get_wire_corrupted(),
+            c.get_link_changes()
+        );
+        let _ = writeln!(
+            out,
+            "TLS offload tx {} rx {}: contexts {} released {}; records sealed {} opened {}; \
+             auth failures {} resync requests {}; tx dropped unsealed {}",
+            if info.get_tls_tx_offload() {
+                "on"
+            } else {
+                "off"
+            },
+            if info.get_tls_rx_offload() {
+                "on"
+            } else {
+                "off"
+            },
+            c.get_offload_contexts(),
+            c.get_offload_released(),
+            c.get_tls_tx_records(),
+            c.get_tls_rx_records(),
+            c.get_tls_rx_auth_failures(),
+            c.get_tls_rx_resync_requests(),
+            c.get_offload_tx_dropped()
+        );
+        Ok(out)
+    })
+}
+
+/// One object per port: netsrv's view (as `capnet status --json` has it)
+/// and its driver's restarts; while netsrv is not serving, only what the
+/// supervisor knows (name, state, restarts).
+fn links_json(r: status_results::Reader<'_>, procs: &[ProcessInfo]) -> capnp::Result<Value> {
+    let restarts = |name: &str| {
+        procs
+            .iter()
+            .find(|q| q.name == format!("nicdrv {name}"))
+            .map_or(0, |q| q.restarts)
+    };
+    let mut ports = Vec::new();
+    if r.has_net() {
+        for p in r.get_net()?.get_ports()? {
+            let name = p.get_name()?.to_str()?;
+            let mut obj = object(p)?;
+            let state = port_state(name, Some(p.get_state()?.to_str()?), procs);
+            obj.insert("state".into(), state.into());
+            obj.insert("restarts".into(), restarts(name).into());
+            ports.push(Value::Object(obj));
+        }
+    } else {
+        for p in procs {
+            if let Some(name) = p.name.strip_prefix("nicdrv ") {
+                let state = port_state(name, None, procs);
+                ports.push(json!({ "name": name, "state": state, "restarts": p.restarts }));
+            }
+        }
+    }
+    Ok(Value::Array(ports))
+}
