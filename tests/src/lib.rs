@@ -420,3 +420,16 @@ pub fn good_transfer(
     });
     (handle, up_rx)
 }
+
+/// The fields of /proc/PID/status after `name:` (`"Uid:"` gives the real,
+/// effective, saved and filesystem uids).
+pub fn proc_field(pid: u32, name: &str) -> Vec<String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(name))
+        .unwrap_or_else(|| panic!("no {name} in /proc/{pid}/status"))
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+}

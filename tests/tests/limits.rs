@@ -281,15 +281,7 @@ fn nofile(pid: u32, new: Option<libc::rlimit>) -> libc::rlimit {
         rlim_max: nums[1],
     };
     if let Some(new) = new {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-        let id = |field: &str| -> u32 {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(field))
-                .and_then(|v| v.split_whitespace().next())
-                .and_then(|v| v.parse().ok())
-                .unwrap()
-        };
+        let id = |field: &str| -> u32 { capnet_tests::proc_field(pid, field)[0].parse().unwrap() };
         let out = std::process::Command::new("prlimit")
             .arg("--pid")
             .arg(pid.to_string())

@@ -4,7 +4,7 @@
 //! change uid and keep the starter's.
 
 use capnet::host::Host;
-use capnet_tests::{require_root, sim_config, status_counter, tls_section, Scratch};
+use capnet_tests::{proc_field, require_root, sim_config, status_counter, tls_section, Scratch};
 use libclient::TlsOptions;
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -17,18 +17,6 @@ const NICDRV_UID: u32 = NETSRV_UID + 2;
 
 fn addr(s: &str) -> SocketAddr {
     s.parse().unwrap()
-}
-
-/// The fields of /proc/PID/status after `name:`.
-fn proc_field(pid: u32, name: &str) -> Vec<String> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(name))
-        .unwrap_or_else(|| panic!("no {name} in /proc/{pid}/status"))
-        .split_whitespace()
-        .map(str::to_string)
-        .collect()
 }
 
 /// Two TLS hosts on one wire; `extra` goes into a's configuration.
