@@ -112,23 +112,27 @@ interface TcpSocket {
   # The port this connection leaves from. A connection stays on the
   # interface it was opened on; within a bond its leg follows the bond.
 
-  offloadTls @8 (kind :Offload.OffloadKind, params :Offload.TlsParams,
-                 streamOffset :UInt64, events :Offload.OffloadEvents)
+  offload @8 (request :Offload.OffloadRequest, streamOffset :UInt64,
+              events :Offload.OffloadEvents)
       -> (context :Offload.OffloadContext, info :Offload.OffloadInfo,
           ringOffset :UInt64, tcpSeq :UInt32);
-  # Mints a TLS offload context on this connection's current egress port
-  # (the port's own driver makes it; netsrv passes it through untouched) and
-  # binds the connection to it. `params.tcpSeq` is ignored: netsrv computes
-  # it from `streamOffset`, the position of record `params.recordSeq` in the
-  # bytes written to this socket (tlsTx) or received on it (tlsRx).
+  # Mints an offload context of a kind that works on a TCP stream (tlsTx,
+  # tlsRx) on this connection's current egress port (the port's own driver
+  # makes it; netsrv passes it through) and binds the connection to it.
+  # netsrv fills in `request.flow` (this connection) and the TCP sequence
+  # number of the parameters (`TlsParams.tcpSeq`) from `streamOffset`, the
+  # position of record `params.tls.recordSeq` in the bytes written to this
+  # socket (tlsTx) or received on it (tlsRx); what the caller set there is
+  # ignored.
   #   tlsTx: frames carrying bytes from `streamOffset` on leave tagged with
   #          the context.
   #   tlsRx: the receive ring switches to marked chunks (see `RxChunk`) at
   #          `ringOffset`, the receive-ring position at the time of the call.
   # `tcpSeq` is the TCP sequence number of `streamOffset`: the holder maps
   # the NIC's resync requests (sequence numbers) to stream offsets with it.
-  # Fails with `unsupported` (no such offload on the egress port), `busy`
-  # (no egress now), `invalid` (bad parameters, already bound).
+  # Fails with `unsupported` (no such offload on the egress port, or a kind
+  # netsrv does not bind to a connection), `busy` (no egress now), `invalid`
+  # (bad parameters, already bound).
 
   offloadStop @9 (kind :Offload.OffloadKind, replacement :Data,
                   replacementOffset :UInt64) -> ();

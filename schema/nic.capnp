@@ -23,12 +23,14 @@ interface Nic {
   watchLink @5 (watcher :LinkWatcher) -> ();
   # `watcher` is told of every link change until it is dropped.
 
-  offloadTls @6 (flow :Offload.OffloadFlow, kind :Offload.OffloadKind,
-                 params :Offload.TlsParams, events :Offload.OffloadEvents)
+  offload @6 (request :Offload.OffloadRequest, events :Offload.OffloadEvents)
       -> (context :Offload.OffloadContext, info :Offload.OffloadInfo);
-  # Mints a TLS offload context for one direction of one flow. Fails with
-  # `unsupported` if this port offers no TLS offload of that kind, and with
-  # `invalid` for bad parameters or a flow that already has one.
+  # Mints an offload context of `request.kind` for one flow. Fails with
+  # `unsupported` if this port does not offer that kind (`PortInfo.offloads`)
+  # or the parameters ask for what it cannot do (a cipher, a version),
+  # `invalid` for parameters that do not suit the kind or a flow that
+  # already has a context of that kind, `busy` while no ring session holds
+  # the port.
 
   offloadContexts @7 () -> (contexts :List(Offload.OffloadInfo));
   # Every context this driver instance holds, active or not yet released.
@@ -46,9 +48,9 @@ struct PortInfo {
   linkUp @4 :Bool;
   checksumOffload @5 :Bool;  # RX verification and TX filling in the driver
   capturePath @6 :Text;      # pcap file, empty when not capturing
-  tlsTxOffload @7 :Bool;     # the port seals TLS records (kTLS device TX)
-  tlsRxOffload @8 :Bool;     # the port opens TLS records (kTLS device RX)
-  confinement @9 :Text;
+  offloads @7 :List(Offload.OffloadKind);
+  # The offload context kinds this port offers (`Nic.offload`).
+  confinement @8 :Text;
   # How the driver confined itself, as NetStatus.confinement in net.capnp.
 }
 
@@ -69,13 +71,13 @@ struct PortCounters {
   wireCorrupted @13 :UInt64;
   linkChanges @14 :UInt64;
   badDescriptors @15 :UInt64; # descriptors from the stack that failed checks
-  offloadContexts @16 :UInt64;  # contexts minted
+  offloadContexts @16 :UInt64;  # contexts minted, of every kind
   offloadReleased @17 :UInt64;  # contexts deleted (released, revoked, session end)
-  tlsTxRecords @18 :UInt64;     # records sealed by the TLS engine
-  tlsRxRecords @19 :UInt64;     # records opened and authenticated
-  tlsRxAuthFailures @20 :UInt64;
-  tlsRxResyncRequests @21 :UInt64;
-  offloadTxDropped @22 :UInt64; # frames dropped rather than sent unsealed
+  offloadTxDropped @18 :UInt64;
+  # TX frames naming a context dropped rather than sent unprocessed
+  # (including those naming no context or a context of another flow).
+  offloads @19 :List(Offload.OffloadCounters);
+  # Per kind, for every kind the port offers, in `PortInfo.offloads` order.
 }
 
 struct WireFaults {

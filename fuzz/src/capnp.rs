@@ -163,7 +163,8 @@ fn net_call(iid: u64, mid: u16, content: any_pointer::Reader<'_>) -> capnp::Resu
             let _ = p.get_how();
         }
         (tcp_socket::Client::TYPE_ID, 8) => {
-            let _: tcp_socket::offload_tls_params::Reader<'_> = params(content)?;
+            let p: tcp_socket::offload_params::Reader<'_> = params(content)?;
+            let _ = capnet_schema::offload::read_flow(p.get_request()?.get_flow()?);
         }
         (tcp_socket::Client::TYPE_ID, 9) => {
             let _: tcp_socket::offload_stop_params::Reader<'_> = params(content)?;
@@ -211,18 +212,18 @@ fn nic_call(iid: u64, mid: u16, content: any_pointer::Reader<'_>) -> capnp::Resu
             let _: nic::set_carrier_params::Reader<'_> = params(content)?;
         }
         (nic::Client::TYPE_ID, 6) => {
-            let p: nic::offload_tls_params::Reader<'_> = params(content)?;
-            let f = p.get_flow()?;
-            let flow = nicdrv::offload::Flow {
-                local: read_socket_addr(f.get_local()?)?,
-                remote: read_socket_addr(f.get_remote()?)?,
+            let p: nic::offload_params::Reader<'_> = params(content)?;
+            let cfg = nicdrv::offload::control::OffloadConfig {
+                port: "fuzz0".into(),
+                epoch: 1,
+                offered: capnet_schema::offload::KINDS.to_vec(),
             };
-            let _ = flow.check();
-        }
-        (offload_context::Client::TYPE_ID, 1) => {
-            let _: offload_context::resync_params::Reader<'_> = params(content)?;
+            let _ = nicdrv::offload::control::read_request(&cfg, p.get_request()?);
         }
         (offload_context::Client::TYPE_ID, 2) => {
+            let _: offload_context::resync_params::Reader<'_> = params(content)?;
+        }
+        (offload_context::Client::TYPE_ID, 3) => {
             let _: offload_context::resync_reject_params::Reader<'_> = params(content)?;
         }
         _ => {}

@@ -5,13 +5,14 @@
 
 use crate::input::Input;
 use capnet_offload::gcm::GcmKey;
-use capnet_offload::tls::{TlsParams, TlsRxEngine, TlsTxEngine};
+use capnet_offload::tls::TlsParams;
+use capnet_schema::offload_capnp::OffloadKind;
 use capnet_wire::csum::{self, RxCheck};
 use capnet_wire::tcp::parse_tcp;
 use capnet_wire::tls::{self, Version};
 use netsrv::offload::{OffloadTable, TxBinding};
 use nicdrv::counters::Counters;
-use nicdrv::offload::{ContextStats, Engine, Engines, Flow, NewContext};
+use nicdrv::offload::{tls as nic_tls, ContextStats, Engines, Flow, NewContext};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -87,8 +88,8 @@ pub fn nicdrv_frames(data: &[u8]) {
         local: sa(LOCAL),
         remote: sa(REMOTE),
     };
-    let tx = Engine::Tx(Box::new(TlsTxEngine::new(tls_params(version, input.u32()))));
-    let rx = Engine::Rx(Box::new(TlsRxEngine::new(tls_params(version, input.u32()))));
+    let tx = nic_tls::engine(OffloadKind::TlsTx, tls_params(version, input.u32()), 0);
+    let rx = nic_tls::engine(OffloadKind::TlsRx, tls_params(version, input.u32()), 0);
     for (id, engine) in [(1, tx), (2, rx)] {
         let ctx = NewContext {
             id,
@@ -114,7 +115,7 @@ pub fn nicdrv_frames(data: &[u8]) {
                 let _ = engines.receive(&mut frame, &c);
             }
             1 => {
-                // From netsrv tagged TLS_TX (TxPath::transmit).
+                // From netsrv tagged OFFLOAD_TX (TxPath::transmit).
                 let _ = engines.transmit(&mut frame, u32::from(op >> 6), &c);
                 let _ = csum::fill_tx(&mut frame);
             }
@@ -125,7 +126,7 @@ pub fn nicdrv_frames(data: &[u8]) {
                         .map_or([0; 4], |b| b.try_into().expect("four bytes")),
                 );
                 let rec_seq = (op & 0x80 != 0).then_some(u64::from(op >> 2));
-                let _ = engines.resync(2, tcp_seq, rec_seq);
+                let _ = engines.resync(2, tcp_seq, rec_seq, &c);
             }
             _ => {
                 let _ = engines.delete(u32::from(op >> 6), &c);

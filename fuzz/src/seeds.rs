@@ -250,7 +250,7 @@ fn nicdrv_frames() -> Vec<Vec<u8>> {
 
 fn netsrv_frames() -> Vec<Vec<u8>> {
     let (sealed, framed) = records(&[b"a record", b"another"]);
-    let decrypted = (capnet_ring::flags::TLS_DECRYPTED << 3) as u8;
+    let decrypted = (capnet_ring::flags::OFFLOADED << 3) as u8;
     let mut v = Vec::new();
     v.push(0); // the SYN
     piece(
@@ -411,11 +411,16 @@ fn capnp() -> Vec<Vec<u8>> {
                     f.set_carrier_up(true);
                 }),
                 call(nic::Client::TYPE_ID, 6, |c| {
-                    let mut p = c.init_as::<nic::offload_tls_params::Builder<'_>>();
-                    let mut f = p.reborrow().init_flow();
-                    write_socket_addr(f.reborrow().init_local(), sa(LOCAL));
-                    write_socket_addr(f.init_remote(), sa(REMOTE));
-                    let mut t = p.init_params();
+                    let p = c.init_as::<nic::offload_params::Builder<'_>>();
+                    let mut q = p.init_request();
+                    q.set_kind(capnet_schema::offload_capnp::OffloadKind::TlsRx);
+                    capnet_schema::offload::write_tcp_flow(
+                        q.reborrow().init_flow().init_tcp(),
+                        sa(LOCAL),
+                        sa(REMOTE),
+                        0,
+                    );
+                    let mut t = q.get_params().init_tls();
                     t.set_version(0x0304);
                     t.set_key(&KEY[..16]);
                     t.set_iv(&IV);

@@ -111,7 +111,7 @@ impl<M: ByteMem> Down<M> {
         match end {
             SwitchEnd::Unchanged => Ok(()),
             SwitchEnd::Unknown => {
-                let why = "capnet: the receive side's framing is unknown (offloadTls timed out)";
+                let why = "capnet: the receive side's framing is unknown (offload timed out)";
                 self.broken = Some(why.into());
                 Err(io::Error::new(io::ErrorKind::TimedOut, why))
             }

@@ -50,10 +50,15 @@ impl OffloadKind {
         }
     }
 
-    fn from_wire(k: WireKind) -> OffloadKind {
+    /// A TCP connection's contexts are TLS; any other kind is an error.
+    fn from_wire(k: WireKind) -> capnp::Result<OffloadKind> {
         match k {
-            WireKind::TlsTx => OffloadKind::TlsTx,
-            WireKind::TlsRx => OffloadKind::TlsRx,
+            WireKind::TlsTx => Ok(OffloadKind::TlsTx),
+            WireKind::TlsRx => Ok(OffloadKind::TlsRx),
+            other => Err(capnp::Error::failed(format!(
+                "a {} context on a TCP connection",
+                capnet_schema::offload::kind_name(other)
+            ))),
         }
     }
 }
@@ -185,24 +190,33 @@ pub struct OffloadInfo {
 
 impl OffloadInfo {
     fn read(r: offload_info::Reader<'_>) -> capnp::Result<OffloadInfo> {
-        let (local, remote) = if r.has_flow() {
-            let flow = r.get_flow()?;
-            let addr = |has: bool, a: capnp::Result<_>| {
-                has.then(|| a.and_then(capnet_schema::addr::read_socket_addr).ok())
-                    .flatten()
-            };
-            (
-                addr(flow.has_local(), flow.get_local()),
-                addr(flow.has_remote(), flow.get_remote()),
-            )
-        } else {
-            (None, None)
+        use capnet_schema::offload_capnp::offload_flow;
+        let tcp = r
+            .has_flow()
+            .then(|| match r.get_flow().and_then(|f| Ok(f.which()?)) {
+                Ok(offload_flow::Tcp(Ok(t))) => Some(t),
+                _ => None,
+            })
+            .flatten();
+        // Each end as far as the NIC said it.
+        let (local, remote) = match tcp {
+            Some(t) => {
+                let addr = |has: bool, a: capnp::Result<_>| {
+                    has.then(|| a.and_then(capnet_schema::addr::read_socket_addr).ok())
+                        .flatten()
+                };
+                (
+                    addr(t.has_local(), t.get_local()),
+                    addr(t.has_remote(), t.get_remote()),
+                )
+            }
+            None => (None, None),
         };
         Ok(OffloadInfo {
             id: r.get_id(),
             port: r.get_port()?.to_string()?,
             driver_epoch: r.get_driver_epoch(),
-            kind: OffloadKind::from_wire(r.get_kind()?),
+            kind: OffloadKind::from_wire(r.get_kind()?)?,
             local,
             remote,
             state: r.get_state()?.to_string()?,
@@ -480,7 +494,7 @@ fn seq_to_offset(base_offset: u64, base_seq: u32, seq: u32, near: u64) -> u64 {
     }
 }
 
-/// What an `offloadTls` call came to.
+/// What an `offload` call came to.
 enum Minted {
     /// netsrv answered: the context (in the connection's table), its info,
     /// where marked chunks begin and the TCP sequence number of the stream
@@ -492,7 +506,7 @@ enum Minted {
 
 impl TcpStream {
     /// Mints a TLS offload context on this connection's current egress port
-    /// and binds the connection to it (`TcpSocket.offloadTls`).
+    /// and binds the connection to it (`TcpSocket.offload`).
     /// `stream_offset` is where record `params.record_seq` starts: in the
     /// bytes written to this socket (TX; see
     /// [`write_offset`](Self::write_offset)) or received on it (RX).
@@ -533,11 +547,13 @@ impl TcpStream {
         let minted = conn.call(Some(CONTROL_TIMEOUT), move |ctx| async move {
             let callbacks: offload_events::Client =
                 capnp_rpc::new_client(EventSink { events: sink });
-            let mut req = ctx.tcp(id)?.offload_tls_request();
+            let mut req = ctx.tcp(id)?.offload_request();
             {
                 let mut r = req.get();
-                r.set_kind(kind.to_wire());
-                params.write(r.reborrow().init_params());
+                let mut q = r.reborrow().init_request();
+                q.set_kind(kind.to_wire());
+                // netsrv fills in the flow: the connection.
+                params.write(q.get_params().init_tls());
                 r.set_stream_offset(stream_offset);
                 r.set_events(callbacks);
             }
@@ -695,7 +711,7 @@ mod tests {
         b.set_driver_epoch(1);
         b.set_kind(WireKind::TlsRx);
         {
-            let mut flow = b.reborrow().init_flow();
+            let mut flow = b.reborrow().init_flow().init_tcp();
             capnet_schema::addr::write_socket_addr(
                 flow.reborrow().init_local(),
                 "10.0.0.1:40000".parse().unwrap(),

@@ -459,9 +459,12 @@ fn write_info(mut b: capnet_schema::offload_capnp::offload_info::Builder<'_>, ct
     b.set_port("sim0");
     b.set_driver_epoch(2);
     b.set_kind(ctx.kind);
-    let mut flow = b.reborrow().init_flow();
-    capnet_schema::addr::write_socket_addr(flow.reborrow().init_local(), addr(LOCAL));
-    capnet_schema::addr::write_socket_addr(flow.init_remote(), addr(REMOTE));
+    capnet_schema::offload::write_tcp_flow(
+        b.reborrow().init_flow().init_tcp(),
+        addr(LOCAL),
+        addr(REMOTE),
+        0,
+    );
     b.set_state(if ctx.ended.borrow().is_some() {
         "revoked"
     } else {
@@ -487,14 +490,20 @@ impl tcp_socket::Server for FakeSocket {
         Ok(())
     }
 
-    async fn offload_tls(
+    async fn offload(
         self: capnp::capability::Rc<Self>,
-        params: tcp_socket::OffloadTlsParams,
-        mut results: tcp_socket::OffloadTlsResults,
+        params: tcp_socket::OffloadParams,
+        mut results: tcp_socket::OffloadResults,
     ) -> Result<(), capnp::Error> {
         let p = params.get()?;
-        let kind = p.get_kind()?;
-        let tls = p.get_params()?;
+        let request = p.get_request()?;
+        let kind = request.get_kind()?;
+        let capnet_schema::offload_capnp::offload_request::params::Tls(tls) =
+            request.get_params().which()?
+        else {
+            return Err(SocketError::Invalid.to_capnp("offload: not TLS parameters"));
+        };
+        let tls = tls?;
         let offset = p.get_stream_offset();
         self.shared.seen.offloads.lock().unwrap().push((
             kind,
@@ -503,7 +512,7 @@ impl tcp_socket::Server for FakeSocket {
             tls.get_key()?.to_vec(),
         ));
         if tls.get_record_seq() == UNSUPPORTED_SEQ {
-            return Err(SocketError::Unsupported.to_capnp("offloadTls: sim0 has no TLS offload"));
+            return Err(SocketError::Unsupported.to_capnp("offload: sim0 has no TLS offload"));
         }
         // RX: the ring switches at once, the answer may come later.
         let ring_offset = if kind == WireKind::TlsRx {

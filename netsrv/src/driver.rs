@@ -17,6 +17,7 @@ use crate::service::{watch_doorbell, LinkWatcherServer, Shared};
 use capnet_ring::handoff::{self, Token, CONNECT_HANDOFF, CONNECT_RPC};
 use capnet_ring::{ChannelLayout, Duplex};
 use capnet_schema::nic_capnp::nic;
+use capnet_schema::offload_capnp::OffloadKind;
 use capnp_rpc::{rpc_twoparty_capnp::Side, RpcSystem};
 use std::cell::Cell;
 use std::future::Future;
@@ -236,7 +237,11 @@ async fn attach_instance(
         .to_string()
         .map_err(io_err)?;
     let mtu = info.get_mtu();
-    let tls_offload = (info.get_tls_tx_offload(), info.get_tls_rx_offload());
+    let offers = |kind| {
+        info.get_offloads()
+            .is_ok_and(|l| l.iter().any(|k| k == Ok(kind)))
+    };
+    let tls_offload = (offers(OffloadKind::TlsTx), offers(OffloadKind::TlsRx));
     let checksum_offload = info.get_checksum_offload();
 
     let grant = deadline("openRings", nic.open_rings_request().send().promise).await?;

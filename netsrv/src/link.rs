@@ -434,7 +434,7 @@ impl Link {
                 // by the dead driver, or not: neither resending it sealed
                 // again nor sending it unsealed is safe. TCP resends its
                 // bytes from smoltcp's copy.
-                if flags & capnet_ring::flags::TLS_TX != 0 {
+                if flags & capnet_ring::flags::OFFLOAD_TX != 0 {
                     self.counters.salvage_dropped += 1;
                     continue;
                 }

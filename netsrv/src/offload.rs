@@ -327,7 +327,7 @@ impl OffloadTable {
             Some(b) if framed && b.port == port && b.epoch == epoch => {
                 self.counters.tx_tagged += 1;
                 TxAction::Send {
-                    flags: flags::TLS_TX,
+                    flags: flags::OFFLOAD_TX,
                     context: b.context,
                 }
             }
@@ -413,7 +413,7 @@ impl OffloadTable {
         let end = start + v.payload.len() as u64;
         // What the NIC did to these bytes, whichever context did it: a
         // frame opened by a context revoked since is plaintext all the same.
-        let decrypted = desc_flags & flags::TLS_DECRYPTED != 0;
+        let decrypted = desc_flags & (flags::OFFLOADED | flags::OFFLOAD_FAILED) == flags::OFFLOADED;
         tracing::trace!(start, end, decrypted, enqueued = rx.enqueued, "rx segment");
         if end <= rx.enqueued {
             // Old bytes: smoltcp trims them (and acks).

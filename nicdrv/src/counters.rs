@@ -4,6 +4,7 @@
 //! store (no locked read-modify-write on the hot path); the control plane
 //! reads a snapshot whenever `Nic.counters` is called.
 
+use crate::offload::{KindCounters, KindSnapshot};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 macro_rules! counters {
@@ -12,22 +13,29 @@ macro_rules! counters {
         #[derive(Debug, Default)]
         pub struct Counters {
             $(pub $field: AtomicU64,)*
+            /// Per offload kind (`PortCounters.offloads`).
+            pub offload: KindCounters,
         }
 
         /// A copy of the counters at one moment.
         #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
         pub struct Snapshot {
             $(pub $field: u64,)*
+            pub offload: KindSnapshot,
         }
 
         impl Counters {
             pub fn snapshot(&self) -> Snapshot {
-                Snapshot { $($field: self.$field.load(Ordering::Relaxed),)* }
+                Snapshot {
+                    $($field: self.$field.load(Ordering::Relaxed),)*
+                    offload: self.offload.snapshot(),
+                }
             }
         }
 
         impl Snapshot {
-            /// (capnp field name, value) pairs, in schema order.
+            /// (capnp field name, value) pairs of the plain counters, in
+            /// schema order.
             pub fn fields(&self) -> Vec<(&'static str, u64)> {
                 vec![$(($capnp, self.$field),)*]
             }
@@ -54,10 +62,6 @@ counters! {
     bad_descriptors => "badDescriptors",
     offload_contexts => "offloadContexts",
     offload_released => "offloadReleased",
-    tls_tx_records => "tlsTxRecords",
-    tls_rx_records => "tlsRxRecords",
-    tls_rx_auth_failures => "tlsRxAuthFailures",
-    tls_rx_resync_requests => "tlsRxResyncRequests",
     offload_tx_dropped => "offloadTxDropped",
 }
 
@@ -88,9 +92,9 @@ mod tests {
         assert_eq!(s.rx_bytes, 60);
         assert_eq!(s.bad_descriptors, 1);
         let f = s.fields();
-        assert_eq!(f.len(), 23);
+        assert_eq!(f.len(), 19);
         assert_eq!(f[0], ("rxFrames", 1));
         assert_eq!(f[15], ("badDescriptors", 1));
-        assert_eq!(f[22], ("offloadTxDropped", 0));
+        assert_eq!(f[18], ("offloadTxDropped", 0));
     }
 }

@@ -26,6 +26,7 @@ pub mod tap;
 use args::{Args, Backend};
 use capnet_ring::handoff::{read_token, CONNECT_HANDOFF, CONNECT_RPC};
 use capnet_ring::HandoffTable;
+use capnet_schema::offload_capnp::OffloadKind;
 use dataplane::{Cmd, Config, DeviceConfig, Shared};
 use service::{Control, PortInfo};
 use std::cell::Cell;
@@ -229,8 +230,11 @@ pub fn serve(opened: Opened) -> Result<(), String> {
         mac,
         mtu: args.mtu,
         csum_offload: args.csum_offload,
-        tls_tx_offload: args.tls_offload,
-        tls_rx_offload: args.tls_offload,
+        offloads: if args.tls_offload {
+            vec![OffloadKind::TlsTx, OffloadKind::TlsRx]
+        } else {
+            Vec::new()
+        },
         capture_path: args
             .pcap
             .as_ref()

@@ -8,9 +8,11 @@ use crate::counters::Snapshot;
 use crate::dataplane::{Cmd, Event, Handle, Shared};
 use crate::faults::FaultConfig;
 use crate::offload::control::{OffloadConfig, Offloads};
+use crate::offload::{KindSnapshot, KindStats};
 use capnet_ring::{ChannelLayout, Duplex, HandoffTable};
 use capnet_schema::errors::SocketError;
 use capnet_schema::nic_capnp::{link_watcher, nic, port_counters, wire_faults};
+use capnet_schema::offload_capnp::OffloadKind;
 use capnet_schema::transport;
 use capnp::capability::Rc as CapRc;
 use std::cell::{Cell, RefCell};
@@ -30,8 +32,8 @@ pub struct PortInfo {
     pub mtu: u32,
     pub csum_offload: bool,
     pub capture_path: String,
-    pub tls_tx_offload: bool,
-    pub tls_rx_offload: bool,
+    /// The offload kinds the port offers.
+    pub offloads: Vec<OffloadKind>,
 }
 
 pub struct Control {
@@ -61,8 +63,7 @@ impl Control {
             OffloadConfig {
                 port: info.name.clone(),
                 epoch,
-                tls_tx: info.tls_tx_offload,
-                tls_rx: info.tls_rx_offload,
+                offered: info.offloads.clone(),
             },
             dp.clone(),
             shared.clone(),
@@ -185,8 +186,8 @@ impl Control {
     }
 }
 
-/// Fills a capnp `PortCounters`.
-pub fn fill_counters(s: &Snapshot, mut c: port_counters::Builder<'_>) {
+/// Fills a capnp `PortCounters`, with the kinds in `offered`.
+pub fn fill_counters(s: &Snapshot, offered: &[OffloadKind], mut c: port_counters::Builder<'_>) {
     c.set_rx_frames(s.rx_frames);
     c.set_rx_bytes(s.rx_bytes);
     c.set_tx_frames(s.tx_frames);
@@ -205,11 +206,19 @@ pub fn fill_counters(s: &Snapshot, mut c: port_counters::Builder<'_>) {
     c.set_bad_descriptors(s.bad_descriptors);
     c.set_offload_contexts(s.offload_contexts);
     c.set_offload_released(s.offload_released);
-    c.set_tls_tx_records(s.tls_tx_records);
-    c.set_tls_rx_records(s.tls_rx_records);
-    c.set_tls_rx_auth_failures(s.tls_rx_auth_failures);
-    c.set_tls_rx_resync_requests(s.tls_rx_resync_requests);
     c.set_offload_tx_dropped(s.offload_tx_dropped);
+    let mut list = c.init_offloads(offered.len() as u32);
+    for (i, kind) in offered.iter().enumerate() {
+        let k = s.offload.get(*kind);
+        let mut b = list.reborrow().get(i as u32);
+        b.set_kind(*kind);
+        b.set_contexts(k.contexts);
+        b.set_released(k.released);
+        b.set_records(k.records);
+        b.set_auth_failures(k.auth_failures);
+        b.set_resync_requests(k.resync_requests);
+        b.set_dropped(k.dropped);
+    }
 }
 
 /// Reads and checks a capnp `WireFaults` (the carrier is the caller's).
@@ -226,9 +235,27 @@ pub fn read_faults(f: wire_faults::Reader<'_>) -> Result<FaultConfig, capnp::Err
     Ok(faults)
 }
 
-/// Reads a capnp `PortCounters` (for clients and tests).
+/// Reads a capnp `PortCounters` (for clients and tests); kinds of unknown
+/// number are skipped.
 pub fn read_counters(c: port_counters::Reader<'_>) -> Snapshot {
+    let mut offload = KindSnapshot::default();
+    for k in c.get_offloads().into_iter().flatten() {
+        if let Ok(kind) = k.get_kind() {
+            offload.set(
+                kind,
+                KindStats {
+                    contexts: k.get_contexts(),
+                    released: k.get_released(),
+                    records: k.get_records(),
+                    auth_failures: k.get_auth_failures(),
+                    resync_requests: k.get_resync_requests(),
+                    dropped: k.get_dropped(),
+                },
+            );
+        }
+    }
     Snapshot {
+        offload,
         rx_frames: c.get_rx_frames(),
         rx_bytes: c.get_rx_bytes(),
         tx_frames: c.get_tx_frames(),
@@ -247,10 +274,6 @@ pub fn read_counters(c: port_counters::Reader<'_>) -> Snapshot {
         bad_descriptors: c.get_bad_descriptors(),
         offload_contexts: c.get_offload_contexts(),
         offload_released: c.get_offload_released(),
-        tls_tx_records: c.get_tls_tx_records(),
-        tls_rx_records: c.get_tls_rx_records(),
-        tls_rx_auth_failures: c.get_tls_rx_auth_failures(),
-        tls_rx_resync_requests: c.get_tls_rx_resync_requests(),
         offload_tx_dropped: c.get_offload_tx_dropped(),
     }
 }
@@ -275,8 +298,10 @@ impl nic::Server for NicServer {
         i.set_link_up(ctl.shared.link_up.load(Ordering::Relaxed));
         i.set_checksum_offload(ctl.info.csum_offload);
         i.set_capture_path(ctl.info.capture_path.as_str());
-        i.set_tls_tx_offload(ctl.info.tls_tx_offload);
-        i.set_tls_rx_offload(ctl.info.tls_rx_offload);
+        let mut kinds = i.reborrow().init_offloads(ctl.info.offloads.len() as u32);
+        for (n, kind) in ctl.info.offloads.iter().enumerate() {
+            kinds.set(n as u32, *kind);
+        }
         i.set_confinement(capnet_confine::current_text());
         let silent = crate::misbehave::get() == crate::misbehave::Misbehave::Silent;
         async move {
@@ -322,7 +347,7 @@ impl nic::Server for NicServer {
         mut results: nic::CountersResults,
     ) -> impl Future<Output = Result<(), capnp::Error>> + 'static {
         let s = self.ctl.shared.counters.snapshot();
-        fill_counters(&s, results.get().init_counters());
+        fill_counters(&s, &self.ctl.info.offloads, results.get().init_counters());
         std::future::ready(Ok(()))
     }
 
@@ -390,12 +415,12 @@ impl nic::Server for NicServer {
         std::future::ready(r)
     }
 
-    fn offload_tls(
+    fn offload(
         self: CapRc<Self>,
-        params: nic::OffloadTlsParams,
-        results: nic::OffloadTlsResults,
+        params: nic::OffloadParams,
+        results: nic::OffloadResults,
     ) -> impl Future<Output = Result<(), capnp::Error>> + 'static {
-        self.ctl.offloads.clone().offload_tls(params, results)
+        self.ctl.offloads.clone().offload(params, results)
     }
 
     fn offload_contexts(

@@ -385,11 +385,15 @@ impl Conn {
         }
     }
 
-    /// (tlsTxOffload, tlsRxOffload) of `info`.
-    async fn tls_features(&self) -> (bool, bool) {
+    /// The kinds `info` lists (`PortInfo.offloads`).
+    async fn offered(&self) -> Vec<OffloadKind> {
         let r = self.nic.info_request().send().promise.await.unwrap();
         let i = r.get().unwrap().get_info().unwrap();
-        (i.get_tls_tx_offload(), i.get_tls_rx_offload())
+        i.get_offloads()
+            .unwrap()
+            .iter()
+            .map(|k| k.unwrap())
+            .collect()
     }
 
     async fn try_open_rings(&self, p: &Proc) -> Result<(Duplex, OwnedFd), capnp::Error> {
@@ -411,7 +415,7 @@ impl Conn {
         self.try_open_rings(p).await.expect("openRings").0
     }
 
-    /// `offloadTls`; the context and its info's id.
+    /// `offload` of a TLS kind; the context and its info's id.
     async fn offload(
         &self,
         kind: OffloadKind,
@@ -420,16 +424,18 @@ impl Conn {
         tls: &Tls,
         heard: &Heard,
     ) -> Result<(offload_context::Client, u32), capnp::Error> {
-        let mut req = self.nic.offload_tls_request();
+        let mut req = self.nic.offload_request();
         {
             let mut p = req.get();
-            p.set_kind(kind);
-            {
-                let mut f = p.reborrow().init_flow();
-                capnet_schema::addr::write_socket_addr(f.reborrow().init_local(), sa(local));
-                capnet_schema::addr::write_socket_addr(f.init_remote(), sa(remote));
-            }
-            let mut t = p.reborrow().init_params();
+            let mut q = p.reborrow().init_request();
+            q.set_kind(kind);
+            capnet_schema::offload::write_tcp_flow(
+                q.reborrow().init_flow().init_tcp(),
+                sa(local),
+                sa(remote),
+                0,
+            );
+            let mut t = q.get_params().init_tls();
             t.set_version(tls.version);
             t.set_cipher(tls.cipher);
             t.set_key(&tls.key);
@@ -581,17 +587,28 @@ fn offload_refused_without_the_feature_or_with_bad_parameters() {
     let b = Proc::spawn(&dir, "b", &wire, &[]);
     local_test(async {
         let (ca, cb) = (Conn::open(&a), Conn::open(&b));
-        assert_eq!(ca.tls_features().await, (true, true));
-        assert_eq!(cb.tls_features().await, (false, false));
+        assert_eq!(ca.offered().await, [OffloadKind::TlsTx, OffloadKind::TlsRx]);
+        assert_eq!(cb.offered().await, []);
         let heard = Heard::default();
         let good = Tls::new(0x0304, 16, 1000, 0);
         let (l, r) = ("10.0.0.1:40000", "10.0.0.2:443");
         let tx = OffloadKind::TlsTx;
 
-        // A port without the feature says so for either kind.
+        // A port without the feature says so for either kind, and a port
+        // with TLS for every kind it does not list.
         let _rb = cb.open_rings(&b).await;
         for kind in [OffloadKind::TlsTx, OffloadKind::TlsRx] {
             assert_word(cb.offload(kind, l, r, &good, &heard).await, "unsupported");
+        }
+        for kind in capnet_schema::offload::KINDS {
+            if !matches!(kind, OffloadKind::TlsTx | OffloadKind::TlsRx) {
+                let e = assert_word(ca.offload(kind, l, r, &good, &heard).await, "unsupported");
+                let name = capnet_schema::offload::kind_name(kind);
+                assert!(
+                    e.extra.contains(&format!("offers no {name} offload")),
+                    "{e}"
+                );
+            }
         }
         // A context lives in a ring session.
         assert_word(ca.offload(tx, l, r, &good, &heard).await, "busy");
@@ -713,7 +730,7 @@ fn tx_context_seals_what_leaves() {
             let csum = if i & 1 == 0 { flags::TX_CSUM } else { 0 };
             (
                 tcp_frame(local, remote, *seq, 1, ACK | PSH, &framed[r.clone()], false),
-                flags::TLS_TX | csum,
+                flags::OFFLOAD_TX | csum,
                 id,
             )
         };
@@ -750,23 +767,23 @@ fn tx_context_seals_what_leaves() {
             &next.framed,
             true,
         );
-        assert_dropped(&mut ra, &mut rb, &[(gap.clone(), flags::TLS_TX, id)], 1).await;
+        assert_dropped(&mut ra, &mut rb, &[(gap.clone(), flags::OFFLOAD_TX, id)], 1).await;
         // A tagged frame naming no context: dropped.
         assert_dropped(
             &mut ra,
             &mut rb,
-            &[(gap.clone(), flags::TLS_TX, id + 100)],
+            &[(gap.clone(), flags::OFFLOAD_TX, id + 100)],
             2,
         )
         .await;
         // A frame of another flow naming the context: dropped.
         let other = tcp_frame(local, sa("10.0.0.2:444"), end, 1, ACK, &next.framed, true);
-        assert_dropped(&mut ra, &mut rb, &[(other, flags::TLS_TX, id)], 3).await;
+        assert_dropped(&mut ra, &mut rb, &[(other, flags::OFFLOAD_TX, id)], 3).await;
         // A pure ACK has nothing to seal: it leaves, whatever it names.
         let pure = tcp_frame(local, remote, end, 1, ACK, b"", false);
         send(
             &mut ra,
-            &[(pure.clone(), flags::TLS_TX | flags::TX_CSUM, id + 100)],
+            &[(pure.clone(), flags::OFFLOAD_TX | flags::TX_CSUM, id + 100)],
         )
         .await;
         let p = recv(&mut rb, 1).await;
@@ -774,11 +791,12 @@ fn tx_context_seals_what_leaves() {
         assert_eq!(payload(&p[0].frame), b"");
         // The next record, in order, is sealed.
         let in_order = tcp_frame(local, remote, end, 1, ACK | PSH, &next.framed, false);
-        send(&mut ra, &[(in_order, flags::TLS_TX, id)]).await;
+        send(&mut ra, &[(in_order, flags::OFFLOAD_TX, id)]).await;
         assert_eq!(payload(&recv(&mut rb, 1).await[0].frame), &next.sealed[..]);
 
         let s = ca.counters().await;
-        assert_eq!((s.tls_tx_records, s.offload_tx_dropped), (5, 3));
+        let k = s.offload.get(OffloadKind::TlsTx);
+        assert_eq!((k.records, s.offload_tx_dropped), (5, 3));
         let total = (framed.len() + next.framed.len()) as u64;
         // records, bytes, -, -, -, dropped (the unknown id is nobody's).
         assert_eq!(ctx_info(&ctx).await.unwrap(), [5, total, 0, 0, 0, 2]);
@@ -865,7 +883,7 @@ fn rx_context_opens_records_and_resyncs() {
             )
             .await
             .unwrap();
-        let decrypted = flags::CSUM_VERIFIED | flags::TLS_DECRYPTED;
+        let decrypted = flags::CSUM_VERIFIED | flags::OFFLOADED;
 
         // Record 0 in three pieces, record 1 whole: opened and marked.
         let r0 = &recs[0].sealed;
@@ -935,15 +953,8 @@ fn rx_context_opens_records_and_resyncs() {
             assert_eq!(payload(&g.frame), &r.opened[..]);
         }
 
-        let s = ca.counters().await;
-        assert_eq!(
-            (
-                s.tls_rx_records,
-                s.tls_rx_resync_requests,
-                s.tls_rx_auth_failures
-            ),
-            (4, 1, 0)
-        );
+        let s = ca.counters().await.offload.get(OffloadKind::TlsRx);
+        assert_eq!((s.records, s.resync_requests, s.auth_failures), (4, 1, 0));
         let [records, bytes, requests, resyncs, auth, dropped] = ctx_info(&ctx).await.unwrap();
         assert_eq!((records, requests, resyncs, auth, dropped), (4, 1, 1, 0, 0));
         let marked: usize = [0, 1, 4, 5].iter().map(|i| recs[*i].sealed.len()).sum();
@@ -956,7 +967,8 @@ fn rx_context_opens_records_and_resyncs() {
         let g = recv(&mut ra, 1).await;
         assert_eq!(g[0].flags, flags::CSUM_VERIFIED);
         assert_eq!(payload(&g[0].frame), &tampered[..]);
-        assert_eq!(ca.counters().await.tls_rx_auth_failures, 1);
+        let k = ca.counters().await.offload.get(OffloadKind::TlsRx);
+        assert_eq!(k.auth_failures, 1);
         assert_eq!(
             heard.borrow().len(),
             1,

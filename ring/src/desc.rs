@@ -27,12 +27,20 @@ pub mod flags {
     pub const CSUM_BAD: u32 = 1 << 1;
     /// TX: driver must fill IP/L4 checksums.
     pub const TX_CSUM: u32 = 1 << 2;
-    /// TX: the frame carries TLS records framed for the NIC; the offload
-    /// context named by `context` must seal them (else drop the frame).
-    pub const TLS_TX: u32 = 1 << 3;
-    /// RX: the NIC opened (decrypted and authenticated so far) every TLS
-    /// byte of this frame, for the context named by `context`.
-    pub const TLS_DECRYPTED: u32 = 1 << 4;
+    /// TX: the offload context named by `context` must process the frame
+    /// (else the driver drops it, since it may hold cleartext): tlsTx seals
+    /// the records framed in it; ESP kinds encrypt or encapsulate it.
+    pub const OFFLOAD_TX: u32 = 1 << 3;
+    /// RX: the offload context named by `context` processed this frame, and
+    /// all went well: tlsRx opened (decrypted and authenticated so far)
+    /// every TLS byte of it; ESP kinds removed ESP with the ICV good;
+    /// nvmeTcpRx placed its payload with the data digest good.
+    pub const OFFLOADED: u32 = 1 << 4;
+    /// RX, with [`OFFLOADED`]: the context processed the frame and its check
+    /// failed (ESP ICV or replay, NVMe/TCP data digest); the frame is as it
+    /// came from the wire. tlsRx never sets it: a record that fails to
+    /// authenticate is left for the holder's software path to judge.
+    pub const OFFLOAD_FAILED: u32 = 1 << 5;
 }
 
 /// One queue slot: a descriptor packed into two words.

@@ -35,6 +35,7 @@ pub mod access;
 pub mod addr;
 pub mod errors;
 pub mod metered;
+pub mod offload;
 pub mod transport;
 
 /// The schema files, in the order they are compiled.

@@ -16,7 +16,7 @@
 //! answer the excess with a `limit` error before it gets that far
 //! (netsrv's calls in flight); this is the bound that holds regardless.
 //!
-//! A sent `offloadTls` call has its TLS key and IV wiped once it is
+//! A sent `offload` call has its traffic key and IV (or salt) wiped once it is
 //! written ([`Wipes`]): capnp-rpc frees a sent message's buffers as they
 //! are, and the caller never sees them again.
 
@@ -301,8 +301,8 @@ impl Wipes {
     }
 }
 
-/// The calls that carry a TLS traffic key: an application's
-/// `TcpSocket.offloadTls` to netsrv, and netsrv's `Nic.offloadTls`.
+/// The calls that carry a traffic key (an `OffloadRequest`): a holder's
+/// `TcpSocket.offload` to netsrv, and `Nic.offload`.
 const KEY_CALLS: [(u64, u16); 2] = [
     (
         <crate::net_capnp::tcp_socket::Client as HasTypeId>::TYPE_ID,
@@ -341,22 +341,38 @@ fn wipe(m: &mut Builder<HeapAllocator>) -> capnp::Result<()> {
         call.reborrow().get_method_id(),
     );
     let content = call.get_params()?.get_content();
-    let mut params = if id == KEY_CALLS[0] {
+    let request = if id == KEY_CALLS[0] {
         content
-            .get_as::<crate::net_capnp::tcp_socket::offload_tls_params::Builder<'_>>()?
-            .get_params()?
+            .get_as::<crate::net_capnp::tcp_socket::offload_params::Builder<'_>>()?
+            .get_request()?
     } else if id == KEY_CALLS[1] {
         content
-            .get_as::<crate::nic_capnp::nic::offload_tls_params::Builder<'_>>()?
-            .get_params()?
+            .get_as::<crate::nic_capnp::nic::offload_params::Builder<'_>>()?
+            .get_request()?
     } else {
         return Ok(());
     };
-    if params.has_key() {
-        params.reborrow().get_key()?.zeroize();
-    }
-    if params.has_iv() {
-        params.get_iv()?.zeroize();
+    use crate::offload_capnp::offload_request::params::Which as P;
+    match request.get_params().which()? {
+        P::Tls(t) => {
+            let mut t = t?;
+            if t.has_key() {
+                t.reborrow().get_key()?.zeroize();
+            }
+            if t.has_iv() {
+                t.get_iv()?.zeroize();
+            }
+        }
+        P::Esp(e) => {
+            let mut e = e?;
+            if e.has_key() {
+                e.reborrow().get_key()?.zeroize();
+            }
+            if e.has_salt() {
+                e.get_salt()?.zeroize();
+            }
+        }
+        P::NvmeTcp(_) => {}
     }
     Ok(())
 }
@@ -564,7 +580,7 @@ mod tests {
         capnp::serialize::write_message_to_words(&b)
     }
 
-    /// `TcpSocket.offloadTls` as capnp-rpc frames it, with a key of 0xAB
+    /// `TcpSocket.offload` as capnp-rpc frames it, with a TLS key of 0xAB
     /// and an IV of 0xCD.
     fn offload_call(body: capnp::any_pointer::Builder<'_>) {
         let root: capnp_rpc::rpc_capnp::message::Builder<'_> = body.init_as();
@@ -573,8 +589,10 @@ mod tests {
         call.set_method_id(KEY_CALLS[0].1);
         let content = call.init_params().get_content();
         let mut p = content
-            .init_as::<crate::net_capnp::tcp_socket::offload_tls_params::Builder<'_>>()
-            .init_params();
+            .init_as::<crate::net_capnp::tcp_socket::offload_params::Builder<'_>>()
+            .init_request()
+            .get_params()
+            .init_tls();
         p.set_key(&[0xAB; 16][..]);
         p.set_iv(&[0xCD; 12][..]);
     }

@@ -3,6 +3,7 @@
 
 use super::json::{document, object};
 use super::{port_state, read_processes, with_supervisor, ProcessInfo};
+use capnet_schema::nic_capnp::{port_counters, port_info};
 use capnet_schema::supervisor_capnp::supervisor::status_results;
 use serde_json::{json, Value};
 use std::fmt::Write as _;
@@ -134,30 +135,74 @@ pub fn link_detail(run_dir: &Path, port: &str, json: bool) -> Result<String, Str
             c.get_wire_corrupted(),
             c.get_link_changes()
         );
-        let _ = writeln!(
-            out,
-            "TLS offload tx {} rx {}: contexts {} released {}; records sealed {} opened {}; \
-             auth failures {} resync requests {}; tx dropped unsealed {}",
-            if info.get_tls_tx_offload() {
-                "on"
-            } else {
-                "off"
-            },
-            if info.get_tls_rx_offload() {
-                "on"
-            } else {
-                "off"
-            },
-            c.get_offload_contexts(),
-            c.get_offload_released(),
-            c.get_tls_tx_records(),
-            c.get_tls_rx_records(),
-            c.get_tls_rx_auth_failures(),
-            c.get_tls_rx_resync_requests(),
-            c.get_offload_tx_dropped()
-        );
+        offload_lines(&mut out, info, c)?;
         Ok(out)
     })
+}
+
+/// The offload families of a port, one line each: which kinds it offers and
+/// their counters summed over the family, then the frames dropped for
+/// naming no context.
+fn offload_lines(
+    out: &mut String,
+    info: port_info::Reader<'_>,
+    c: port_counters::Reader<'_>,
+) -> capnp::Result<()> {
+    use capnet_schema::offload_capnp::OffloadKind as K;
+    const FAMILIES: [(&str, &[(K, &str)]); 3] = [
+        ("TLS", &[(K::TlsTx, "tx"), (K::TlsRx, "rx")]),
+        (
+            "ESP",
+            &[
+                (K::EspCryptoTx, "crypto-tx"),
+                (K::EspCryptoRx, "crypto-rx"),
+                (K::EspPacketTx, "packet-tx"),
+                (K::EspPacketRx, "packet-rx"),
+            ],
+        ),
+        ("NVMe/TCP", &[(K::NvmeTcpRx, "rx")]),
+    ];
+    let offered: Vec<K> = info.get_offloads()?.iter().filter_map(Result::ok).collect();
+    let counters: Vec<_> = c.get_offloads()?.iter().collect();
+    for (family, kinds) in FAMILIES {
+        let mut on = Vec::new();
+        let (mut contexts, mut released, mut auth, mut resync, mut dropped) = (0, 0, 0, 0, 0);
+        let mut records = Vec::new();
+        for (kind, label) in kinds {
+            on.push(format!(
+                "{label} {}",
+                if offered.contains(kind) { "on" } else { "off" }
+            ));
+            let Some(k) = counters.iter().find(|k| k.get_kind() == Ok(*kind)) else {
+                continue;
+            };
+            contexts += k.get_contexts();
+            released += k.get_released();
+            auth += k.get_auth_failures();
+            resync += k.get_resync_requests();
+            dropped += k.get_dropped();
+            records.push(format!("{label} {}", k.get_records()));
+        }
+        let records = if records.is_empty() {
+            "0".to_string()
+        } else {
+            records.join(" ")
+        };
+        let _ = writeln!(
+            out,
+            "{family} offload {}: contexts {contexts} released {released}; records {records}; \
+             auth failures {auth} resync requests {resync}; dropped {dropped}",
+            on.join(" ")
+        );
+    }
+    let _ = writeln!(
+        out,
+        "offload contexts {} released {}; tx frames dropped unprocessed {}",
+        c.get_offload_contexts(),
+        c.get_offload_released(),
+        c.get_offload_tx_dropped()
+    );
+    Ok(())
 }
 
 /// One object per port: netsrv's view (as `capnet status --json` has it)

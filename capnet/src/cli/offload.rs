@@ -22,7 +22,7 @@ pub fn offload_list(run_dir: &Path, json: bool) -> Result<String, String> {
             }
         }
         let mut out = format!(
-            "{:<6} {:>5} {:<6} {:<6} {:<9} {:<45} {:>9} {:>12} {:>7} {:>7} {:>5} {:>7}\n",
+            "{:<6} {:>5} {:<6} {:<13} {:<9} {:<45} {:>9} {:>12} {:>7} {:>7} {:>5} {:>7}\n",
             "port",
             "epoch",
             "id",
@@ -46,22 +46,17 @@ pub fn offload_list(run_dir: &Path, json: bool) -> Result<String, String> {
                     contexts.push(Value::Object(object(c)?));
                     continue;
                 }
-                let flow = c.get_flow()?;
-                let local = capnet_schema::addr::read_socket_addr(flow.get_local()?)?;
-                let remote = capnet_schema::addr::read_socket_addr(flow.get_remote()?)?;
-                let kind = match c.get_kind()? {
-                    capnet_schema::offload_capnp::OffloadKind::TlsTx => "tls-tx",
-                    capnet_schema::offload_capnp::OffloadKind::TlsRx => "tls-rx",
-                };
+                let flow = capnet_schema::offload::read_flow(c.get_flow()?)?;
+                let kind = capnet_schema::offload::kind_label(c.get_kind()?);
                 let _ = writeln!(
                     out,
-                    "{:<6} {:>5} {:<6} {:<6} {:<9} {:<45} {:>9} {:>12} {:>7} {:>7} {:>5} {:>7}",
+                    "{:<6} {:>5} {:<6} {:<13} {:<9} {:<45} {:>9} {:>12} {:>7} {:>7} {:>5} {:>7}",
                     c.get_port()?.to_str()?,
                     c.get_driver_epoch(),
                     c.get_id(),
                     kind,
                     c.get_state()?.to_str()?,
-                    format!("{local} -> {remote}"),
+                    flow.to_string(),
                     c.get_records(),
                     c.get_bytes(),
                     c.get_resyncs(),

@@ -134,7 +134,7 @@ impl Buffer {
     /// buffer.
     fn offer(&mut self, table: &mut OffloadTable, at: u64, len: u64, decrypted: bool) -> bool {
         let bytes = stream(at..at + len, decrypted);
-        let flags = if decrypted { flags::TLS_DECRYPTED } else { 0 };
+        let flags = if decrypted { flags::OFFLOADED } else { 0 };
         if !table.on_rx(&frame(false, at, &bytes), flags) {
             return false;
         }

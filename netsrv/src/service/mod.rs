@@ -19,7 +19,8 @@ use capnet_schema::net_capnp::{
     net, net_status, tcp_listener, tcp_socket, udp_socket, BondMode, Shutdown,
 };
 use capnet_schema::nic_capnp::{link_watcher, nic};
-use capnet_schema::offload_capnp::OffloadKind;
+use capnet_schema::offload::{kind_name, write_tcp_flow};
+use capnet_schema::offload_capnp::{offload_request, OffloadKind};
 use capnp::capability::Rc as CapRc;
 use capnp::Error;
 use std::cell::RefCell;

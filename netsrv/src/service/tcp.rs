@@ -184,62 +184,83 @@ impl tcp_socket::Server for TcpSocketServer {
         Ok(())
     }
 
-    async fn offload_tls(
+    async fn offload(
         self: CapRc<Self>,
-        params: tcp_socket::OffloadTlsParams,
-        mut results: tcp_socket::OffloadTlsResults,
+        params: tcp_socket::OffloadParams,
+        mut results: tcp_socket::OffloadResults,
     ) -> Result<(), Error> {
         let _call = self.account.call()?;
         let p = params.get()?;
-        let kind = p.get_kind()?;
-        let tls = p.get_params()?;
+        let request = p.get_request()?;
+        let kind = request.get_kind()?;
         let offset = p.get_stream_offset();
         let events = p.get_events()?;
         let id = self.id;
-        let tx = kind == OffloadKind::TlsTx;
-        tracing::debug!(id, ?kind, offset, "offloadTls");
-        let egress = self.shared.now(|s| s.egress_of_socket(id), "offloadTls")?;
+        let tx = match kind {
+            OffloadKind::TlsTx => true,
+            OffloadKind::TlsRx => false,
+            _ => {
+                return Err(SocketError::Unsupported.to_capnp(format_args!(
+                    "offload: netsrv binds no {} context to a TCP connection",
+                    kind_name(kind)
+                )))
+            }
+        };
+        let offload_request::params::Tls(tls) = request.get_params().which()? else {
+            return Err(SocketError::Invalid.to_capnp(format_args!(
+                "offload: a {} context takes TLS parameters",
+                kind_name(kind)
+            )));
+        };
+        let tls = tls?;
+        tracing::debug!(id, ?kind, offset, "offload");
+        let egress = self.shared.now(|s| s.egress_of_socket(id), "offload")?;
         let Some(port) = egress.port else {
-            return Err(SocketError::Busy.to_capnp("offloadTls: no egress port now"));
+            return Err(SocketError::Busy.to_capnp("offload: no egress port now"));
         };
         // A port without the feature is answered here: no call to its
         // driver, no receive-side switch.
         let (has_tx, has_rx) = self.shared.stack.borrow().port_tls_offload(&port);
         if !(if tx { has_tx } else { has_rx }) {
             return Err(SocketError::Unsupported.to_capnp(format_args!(
-                "offloadTls: port {port} offers no TLS {} offload",
+                "offload: port {port} offers no TLS {} offload",
                 if tx { "TX" } else { "RX" }
             )));
         }
         let nic = self.shared.nic(&port).ok_or_else(|| {
-            SocketError::Busy.to_capnp(format_args!("offloadTls: port {port} has no driver now"))
+            SocketError::Busy.to_capnp(format_args!("offload: port {port} has no driver now"))
         })?;
-        let tuple = self.shared.now(|s| s.tcp_tuple(id), "offloadTls")?;
+        let tuple = self.shared.now(|s| s.tcp_tuple(id), "offload")?;
         let seq = self
             .shared
-            .now(|s| s.tcp_seq_at(id, tx, offset), "offloadTls")?;
-        let reach = self.shared.now(|s| s.tcp_send_buffer(id), "offloadTls")?;
+            .now(|s| s.tcp_seq_at(id, tx, offset), "offload")?;
+        let reach = self.shared.now(|s| s.tcp_send_buffer(id), "offload")?;
         // RX: expect marks before the NIC can mark anything.
         if !tx {
             self.shared
                 .stack
                 .borrow_mut()
                 .tcp_bind_rx(id)
-                .map_err(|e| SocketError::Invalid.to_capnp(format_args!("offloadTls: {e}")))?;
+                .map_err(|e| SocketError::Invalid.to_capnp(format_args!("offload: {e}")))?;
         }
-        let mut req = nic.offload_tls_request();
+        let mut req = nic.offload_request();
         {
             let mut r = req.get();
-            let mut flow = r.reborrow().init_flow();
-            write_socket_addr(flow.reborrow().init_local(), tuple.local);
-            write_socket_addr(flow.reborrow().init_remote(), tuple.remote);
-            flow.set_tx_reach(reach);
-            r.set_kind(kind);
-            r.set_params(tls)?;
-            r.reborrow().get_params()?.set_tcp_seq(seq);
+            let mut q = r.reborrow().init_request();
+            q.set_kind(kind);
+            write_tcp_flow(
+                q.reborrow().init_flow().init_tcp(),
+                tuple.local,
+                tuple.remote,
+                reach,
+            );
+            q.reborrow().get_params().set_tls(tls)?;
+            if let offload_request::params::Tls(t) = q.get_params().which()? {
+                t?.set_tcp_seq(seq);
+            }
             r.set_events(events);
         }
-        let answer = crate::driver::deadline("offloadTls", req.send().promise)
+        let answer = crate::driver::deadline("offload", req.send().promise)
             .await
             .map_err(|e| SocketError::Busy.to_capnp(e));
         let resp = match answer {
@@ -257,7 +278,7 @@ impl tcp_socket::Server for TcpSocketServer {
         let ring_offset = if tx {
             0
         } else {
-            self.shared.now(|s| s.tcp_confirm_rx(id), "offloadTls")?
+            self.shared.now(|s| s.tcp_confirm_rx(id), "offload")?
         };
         if tx {
             let binding = TxBinding {
@@ -270,7 +291,7 @@ impl tcp_socket::Server for TcpSocketServer {
                 .stack
                 .borrow_mut()
                 .tcp_bind_tx(id, binding)
-                .map_err(|e| SocketError::Invalid.to_capnp(format_args!("offloadTls: {e}")))?;
+                .map_err(|e| SocketError::Invalid.to_capnp(format_args!("offload: {e}")))?;
         }
         tracing::info!(id, %port, ?kind, context = info.get_id(), seq, offset, "connection bound to an offload context");
         let mut r = results.get();

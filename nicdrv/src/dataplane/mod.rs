@@ -17,7 +17,7 @@
 use crate::counters::{add, inc, Counters};
 use crate::csum::{self, RxCheck};
 use crate::faults::{FaultConfig, Shaper};
-use crate::offload::{CmdError, Engines, InstallError, NewContext, TxVerdict};
+use crate::offload::{CmdError, Engines, InstallError, NewContext, TxAction};
 use crate::pcap::{PcapWriter, FLUSH_EVERY};
 use crate::sim::{self, Wire};
 #[cfg(target_os = "linux")]
@@ -321,7 +321,11 @@ impl DataPlane {
                     rec_seq,
                     done,
                 } => {
-                    let _ = done.send(self.offload.resync(id, tcp_seq, rec_seq));
+                    let _ =
+                        done.send(
+                            self.offload
+                                .resync(id, tcp_seq, rec_seq, &self.shared.counters),
+                        );
                 }
                 Cmd::OffloadRevokeAll { reason, done } => {
                     self.revoke_offloads(reason);

@@ -29,11 +29,11 @@ impl TxPath<'_> {
             return;
         }
         let mut fill = desc_flags & flags::TX_CSUM != 0 && self.csum_offload;
-        if desc_flags & flags::TLS_TX != 0 {
+        if desc_flags & flags::OFFLOAD_TX != 0 {
             // Sealed in place, or dropped: the frame may hold cleartext.
             match self.offload.transmit(frame, desc.context, self.c) {
-                TxVerdict::Send { sealed } => fill |= sealed,
-                TxVerdict::Drop => return,
+                TxAction::Send { changed } => fill |= changed,
+                TxAction::Drop => return,
             }
         }
         if fill {

@@ -1,4 +1,4 @@
-//! The control plane's half of the offload contexts: `Nic.offloadTls`,
+//! The control plane's half of the offload contexts: `Nic.offload`,
 //! `Nic.offloadContexts`, and the `OffloadContext` capability served
 //! through a revocable proxy.
 //!
@@ -7,18 +7,15 @@
 //! server object answers `revoked` from then on. Dropping the server object
 //! (the holder let go, or its connection died) deletes the context.
 
-use super::{CmdError, ContextStats, Engine, Flow, InstallError, Kind, NewContext};
+use super::{tls, CmdError, ContextStats, Engine, Flow, InstallError, NewContext};
 use crate::dataplane::{Cmd, Handle, Shared};
-use capnet_offload::gcm::GcmKey;
-use capnet_offload::tls::{TlsParams, TlsRxEngine, TlsTxEngine};
-use capnet_schema::addr::{read_socket_addr, write_socket_addr};
 use capnet_schema::errors::SocketError;
 use capnet_schema::nic_capnp::nic;
+use capnet_schema::offload::{kind_name, read_flow, write_flow, OffloadFlow};
 use capnet_schema::offload_capnp::{
-    offload_context, offload_events, offload_info, tls_params, TlsCipher,
+    offload_context, offload_events, offload_info, offload_request, OffloadKind,
 };
 use capnet_schema::transport::{within, NOTICE_DEADLINE};
-use capnet_wire::tls::Version;
 use capnp::capability::Rc as CapRc;
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
@@ -40,8 +37,8 @@ const SHUTDOWN_NOTICE: Duration = Duration::from_secs(1);
 pub struct OffloadConfig {
     pub port: String,
     pub epoch: u32,
-    pub tls_tx: bool,
-    pub tls_rx: bool,
+    /// The kinds it offers, in `PortInfo.offloads` order.
+    pub offered: Vec<OffloadKind>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -56,8 +53,10 @@ enum Life {
 /// The proxy state of one context.
 pub struct Context {
     id: u32,
-    kind: Kind,
+    kind: OffloadKind,
     flow: Flow,
+    /// `TcpFlow.txReach`, as the holder gave it.
+    tx_reach: u32,
     life: Life,
     /// The holder's callbacks; dropped when the context ends.
     events: Option<offload_events::Client>,
@@ -98,14 +97,64 @@ impl Context {
     }
 }
 
-/// An `offloadTls` request, read and checked.
-struct Request {
+/// An `OffloadRequest`, read and checked, with the engine it asks for.
+pub struct Request {
     flow: Flow,
-    kind: Kind,
-    params: TlsParams,
-    /// `OffloadFlow.txReach`.
+    kind: OffloadKind,
     tx_reach: u32,
-    events: offload_events::Client,
+    engine: Box<dyn Engine>,
+}
+
+/// Reads and checks a request for a port of `cfg`: `unsupported` for a
+/// kind it does not offer or what its engines cannot do, `invalid` for a
+/// flow or parameters that do not suit the kind.
+pub fn read_request(
+    cfg: &OffloadConfig,
+    r: offload_request::Reader<'_>,
+) -> Result<Request, capnp::Error> {
+    let invalid = |m: String| SocketError::Invalid.to_capnp(m);
+    let kind = r
+        .get_kind()
+        .map_err(|e| invalid(format!("offload kind {}", e.0)))?;
+    if !cfg.offered.contains(&kind) {
+        return Err(SocketError::Unsupported.to_capnp(format_args!(
+            "port {} offers no {} offload",
+            cfg.port,
+            kind_name(kind)
+        )));
+    }
+    let (flow, tx_reach) = match read_flow(r.get_flow()?)? {
+        OffloadFlow::Tcp {
+            local,
+            remote,
+            tx_reach,
+        } => (Flow { local, remote }, tx_reach),
+        OffloadFlow::Esp(_) => {
+            return Err(invalid(format!(
+                "a {} context is for a TCP flow, not an ESP SA",
+                kind_name(kind)
+            )))
+        }
+    };
+    flow.check().map_err(invalid)?;
+    use offload_request::params::Which as P;
+    let engine = match (kind, r.get_params().which()?) {
+        (OffloadKind::TlsTx | OffloadKind::TlsRx, P::Tls(t)) => {
+            tls::engine(kind, tls::read_params(t?)?, tx_reach)
+        }
+        _ => {
+            return Err(invalid(format!(
+                "the parameters do not suit a {} context",
+                kind_name(kind)
+            )))
+        }
+    };
+    Ok(Request {
+        flow,
+        kind,
+        tx_reach,
+        engine,
+    })
 }
 
 type Notice = Pin<Box<dyn Future<Output = ()>>>;
@@ -147,81 +196,6 @@ impl Offloads {
         &self.cfg
     }
 
-    fn offered(&self, kind: Kind) -> bool {
-        match kind {
-            Kind::TlsTx => self.cfg.tls_tx,
-            Kind::TlsRx => self.cfg.tls_rx,
-        }
-    }
-
-    fn read_request(
-        &self,
-        p: nic::offload_tls_params::Reader<'_>,
-    ) -> Result<Request, capnp::Error> {
-        let invalid = |m: String| SocketError::Invalid.to_capnp(m);
-        let unsupported = |m: String| SocketError::Unsupported.to_capnp(m);
-        let kind = Kind::from_capnp(
-            p.get_kind()
-                .map_err(|e| invalid(format!("offload kind {}", e.0)))?,
-        );
-        if !self.offered(kind) {
-            return Err(unsupported(format!(
-                "port {} offers no {} offload",
-                self.cfg.port,
-                kind.name()
-            )));
-        }
-        let t: tls_params::Reader<'_> = p.get_params()?;
-        let version = match t.get_version() {
-            0x0303 => Version::Tls12,
-            0x0304 => Version::Tls13,
-            v => {
-                return Err(unsupported(format!(
-                    "TLS version {v:#06x} (the NIC does 0x0303 and 0x0304)"
-                )))
-            }
-        };
-        let key_len = match t.get_cipher() {
-            Ok(TlsCipher::Aes128Gcm) => 16,
-            Ok(TlsCipher::Aes256Gcm) => 32,
-            Err(e) => return Err(unsupported(format!("cipher {}", e.0))),
-        };
-        let key = t.get_key()?;
-        if key.len() != key_len {
-            return Err(invalid(format!(
-                "a key of {} bytes for a cipher that takes {key_len}",
-                key.len()
-            )));
-        }
-        let key = GcmKey::new(key).map_err(|e| invalid(e.to_string()))?;
-        let iv: [u8; 12] = t.get_iv()?.try_into().map_err(|_| {
-            invalid(format!(
-                "an IV of {} bytes, not 12",
-                t.get_iv().map_or(0, |v| v.len())
-            ))
-        })?;
-        let f = p.get_flow()?;
-        let flow = Flow {
-            local: read_socket_addr(f.get_local()?)?,
-            remote: read_socket_addr(f.get_remote()?)?,
-        };
-        flow.check().map_err(invalid)?;
-        let events = p.get_events()?;
-        Ok(Request {
-            flow,
-            kind,
-            tx_reach: f.get_tx_reach(),
-            params: TlsParams {
-                version,
-                key,
-                iv,
-                tcp_seq: t.get_tcp_seq(),
-                rec_seq: t.get_record_seq(),
-            },
-            events,
-        })
-    }
-
     fn alloc_id(&self) -> Result<u32, capnp::Error> {
         let id = self.next_id.get();
         if id == 0 {
@@ -233,13 +207,15 @@ impl Offloads {
         Ok(id)
     }
 
-    /// `Nic.offloadTls`.
-    pub async fn offload_tls(
+    /// `Nic.offload`.
+    pub async fn offload(
         self: Rc<Self>,
-        params: nic::OffloadTlsParams,
-        mut results: nic::OffloadTlsResults,
+        params: nic::OffloadParams,
+        mut results: nic::OffloadResults,
     ) -> Result<(), capnp::Error> {
-        let req = self.read_request(params.get()?)?;
+        let p = params.get()?;
+        let req = read_request(&self.cfg, p.get_request()?)?;
+        let events = p.get_events()?;
         let session = self.shared.session.load(Ordering::SeqCst);
         if session == 0 {
             return Err(SocketError::Busy.to_capnp(format_args!(
@@ -255,7 +231,7 @@ impl Offloads {
             return Err(SocketError::Invalid.to_capnp(format_args!(
                 "flow {} already has a {} context",
                 req.flow,
-                req.kind.name()
+                kind_name(req.kind)
             )));
         }
         let id = self.alloc_id()?;
@@ -264,26 +240,21 @@ impl Offloads {
             id,
             kind: req.kind,
             flow: req.flow,
+            tx_reach: req.tx_reach,
             life: Life::Active,
-            events: Some(req.events),
+            events: Some(events),
             stats: stats.clone(),
         }));
         // In the table before the data plane has it: a revocation that
         // comes between the two finds it.
         self.contexts.borrow_mut().insert(id, ctx.clone());
-        let engine = match req.kind {
-            Kind::TlsTx => Engine::Tx(Box::new(
-                TlsTxEngine::new(req.params).retaining(req.tx_reach),
-            )),
-            Kind::TlsRx => Engine::Rx(Box::new(TlsRxEngine::new(req.params))),
-        };
         let (tx, rx) = oneshot::channel();
         let sent = self.dp.send(Cmd::OffloadInstall {
             session,
             ctx: Box::new(NewContext {
                 id,
                 flow: req.flow,
-                engine,
+                engine: req.engine,
                 stats,
             }),
             done: tx,
@@ -300,7 +271,7 @@ impl Offloads {
                 Some(SocketError::Invalid.to_capnp(format_args!(
                     "flow {} already has a {} context",
                     req.flow,
-                    req.kind.name()
+                    kind_name(req.kind)
                 )))
             }
         };
@@ -315,7 +286,7 @@ impl Offloads {
         }
         tracing::info!(
             id,
-            kind = req.kind.name(),
+            kind = kind_name(req.kind),
             flow = %req.flow,
             port = %self.cfg.port,
             "offload context created"
@@ -343,12 +314,15 @@ impl Offloads {
         b.set_id(c.id);
         b.set_port(self.cfg.port.as_str());
         b.set_driver_epoch(self.cfg.epoch);
-        b.set_kind(c.kind.to_capnp());
-        {
-            let mut f = b.reborrow().init_flow();
-            write_socket_addr(f.reborrow().init_local(), c.flow.local);
-            write_socket_addr(f.init_remote(), c.flow.remote);
-        }
+        b.set_kind(c.kind);
+        write_flow(
+            b.reborrow().init_flow(),
+            &OffloadFlow::Tcp {
+                local: c.flow.local,
+                remote: c.flow.remote,
+                tx_reach: c.tx_reach,
+            },
+        );
         b.set_state(c.state());
         let s = c.stats.snapshot();
         b.set_records(s.records);
@@ -378,7 +352,7 @@ impl Offloads {
                 c.life = Life::Revoked(reason.to_string());
                 tracing::info!(
                     id = c.id,
-                    kind = c.kind.name(),
+                    kind = kind_name(c.kind),
                     flow = %c.flow,
                     port = %self.cfg.port,
                     reason,
@@ -421,7 +395,7 @@ impl Offloads {
             c.events.clone()
         };
         let Some(events) = events else { return };
-        tracing::debug!(id, tcp_seq, "TLS RX resync request");
+        tracing::debug!(id, tcp_seq, "resync request");
         let mut req = events.resync_request_request();
         req.get().set_tcp_seq(tcp_seq);
         let promise = req.send().promise;
@@ -482,7 +456,7 @@ impl Offloads {
                 c.life = Life::Released;
                 tracing::info!(
                     id = c.id,
-                    kind = c.kind.name(),
+                    kind = kind_name(c.kind),
                     flow = %c.flow,
                     port = %self.cfg.port,
                     how,
@@ -511,6 +485,9 @@ impl Offloads {
     }
 }
 
+/// The kinds that track records (PDUs) in a received TCP stream and resync.
+const STREAM_RX: [OffloadKind; 2] = [OffloadKind::TlsRx, OffloadKind::NvmeTcpRx];
+
 /// The `OffloadContext` capability of one context.
 struct ContextServer {
     offloads: Rc<Offloads>,
@@ -518,18 +495,30 @@ struct ContextServer {
 }
 
 impl ContextServer {
+    /// The context's id while it is active and of one of `kinds`: a call
+    /// of those kinds only is `invalid` on another.
+    fn active_of(&self, call: &str, kinds: &[OffloadKind]) -> Result<u32, capnp::Error> {
+        let c = self.ctx.borrow();
+        c.check_active()?;
+        if !kinds.contains(&c.kind) {
+            let names: Vec<&str> = kinds.iter().map(|k| kind_name(*k)).collect();
+            return Err(SocketError::Invalid.to_capnp(format_args!(
+                "offload context {} is {}: {call} is for {} contexts",
+                c.id,
+                kind_name(c.kind),
+                names.join(" and ")
+            )));
+        }
+        Ok(c.id)
+    }
+
     async fn resync(&self, tcp_seq: u32, rec_seq: Option<u64>) -> Result<(), capnp::Error> {
-        let id = {
-            let c = self.ctx.borrow();
-            c.check_active()?;
-            if c.kind != Kind::TlsRx {
-                return Err(SocketError::Invalid.to_capnp(format_args!(
-                    "offload context {}: resync is for tlsRx contexts",
-                    c.id
-                )));
-            }
-            c.id
+        let call = if rec_seq.is_some() {
+            "resync"
+        } else {
+            "resyncReject"
         };
+        let id = self.active_of(call, &STREAM_RX)?;
         let r = self
             .offloads
             .data_plane(|done| Cmd::OffloadResync {
@@ -542,8 +531,9 @@ impl ContextServer {
         match r {
             Ok(()) => Ok(()),
             Err(CmdError::Engine(m)) => Err(SocketError::Invalid.to_capnp(m)),
-            Err(CmdError::NotRx) => Err(SocketError::Invalid.to_capnp(format_args!(
-                "offload context {id}: resync is for tlsRx contexts"
+            Err(CmdError::WrongKind(kind)) => Err(SocketError::Invalid.to_capnp(format_args!(
+                "offload context {id} is {}: {call} is for a stream's receive side",
+                kind_name(kind)
             ))),
             Err(CmdError::Unknown) => {
                 // Revoked while the command was queued.
@@ -588,6 +578,43 @@ impl offload_context::Server for ContextServer {
         ContextServer::resync(&self, tcp_seq, None).await
     }
 
+    async fn grant_sequence(
+        self: CapRc<Self>,
+        _: offload_context::GrantSequenceParams,
+        _: offload_context::GrantSequenceResults,
+    ) -> Result<(), capnp::Error> {
+        let id = self.active_of("grantSequence", &[OffloadKind::EspPacketTx])?;
+        Err(no_engine(id))
+    }
+
+    async fn set_lifetime(
+        self: CapRc<Self>,
+        _: offload_context::SetLifetimeParams,
+        _: offload_context::SetLifetimeResults,
+    ) -> Result<(), capnp::Error> {
+        let kinds = [OffloadKind::EspPacketTx, OffloadKind::EspPacketRx];
+        let id = self.active_of("setLifetime", &kinds)?;
+        Err(no_engine(id))
+    }
+
+    async fn place_buffer(
+        self: CapRc<Self>,
+        _: offload_context::PlaceBufferParams,
+        _: offload_context::PlaceBufferResults,
+    ) -> Result<(), capnp::Error> {
+        let id = self.active_of("placeBuffer", &[OffloadKind::NvmeTcpRx])?;
+        Err(no_engine(id))
+    }
+
+    async fn release_buffer(
+        self: CapRc<Self>,
+        _: offload_context::ReleaseBufferParams,
+        _: offload_context::ReleaseBufferResults,
+    ) -> Result<(), capnp::Error> {
+        let id = self.active_of("releaseBuffer", &[OffloadKind::NvmeTcpRx])?;
+        Err(no_engine(id))
+    }
+
     async fn release(
         self: CapRc<Self>,
         _: offload_context::ReleaseParams,
@@ -609,6 +636,14 @@ impl offload_context::Server for ContextServer {
         self.offloads.forget(id);
         r
     }
+}
+
+/// A call of a kind this driver has no engine for: unreachable while no port
+/// offers such a kind (the context could not have been made).
+fn no_engine(id: u32) -> capnp::Error {
+    SocketError::Unsupported.to_capnp(format_args!(
+        "offload context {id}: this driver has no engine for that call"
+    ))
 }
 
 impl Drop for ContextServer {

@@ -1,46 +1,46 @@
-//! TLS offload contexts: the simulated NIC's kTLS device offload.
+//! Offload contexts: the simulated NIC's offload, one contract for every
+//! kind (schema/offload.capnp, docs/offload.md).
 //!
-//! A context is one direction of one TCP flow, minted by `Nic.offloadTls`
-//! and held by the service that owns the flow's TLS state (through netsrv's
-//! `TcpSocket.offloadTls`). It has two halves:
+//! A context is one flow's state in the NIC, minted by `Nic.offload` for a
+//! kind the port offers and held by the service that owns the flow (tlsd,
+//! through netsrv's `TcpSocket.offload`). It has two halves:
 //!
-//! - the engine, in the data plane ([`Engines`]): a
-//!   [`TlsTxEngine`](capnet_offload::tls::TlsTxEngine) named by the `context`
-//!   field of TX descriptors tagged [`flags::TLS_TX`], or a
-//!   [`TlsRxEngine`](capnet_offload::tls::TlsRxEngine) found by the 4-tuple of
-//!   received frames;
+//! - the engine, in the data plane: an [`Engine`] (today the TLS engines of
+//!   [`tls`]) in the context table [`Engines`], named by the `context` field
+//!   of TX descriptors tagged [`flags::OFFLOAD_TX`] and found by the inbound
+//!   4-tuple of received frames;
 //! - the capability, in the control plane ([`control::Offloads`]): an
 //!   `OffloadContext` served through a revocable proxy, and the holder's
 //!   `OffloadEvents`.
 //!
 //! The two planes meet through data-plane commands (install, delete, resync,
 //! revoke all; each acknowledged) and events (resync request, contexts
-//! revoked); per-context counters are atomics both share ([`ContextStats`]).
+//! revoked); counters are atomics both share ([`ContextStats`] per context,
+//! [`KindCounters`] per kind).
 //!
 //! # Data path
 //!
-//! TX, a descriptor with `TLS_TX` and `context = id`: the frame must be an
-//! unfragmented TCP segment of the context's flow (local -> remote). Its
-//! payload goes through the engine, which seals the framed records in place;
-//! then the driver fills the IP and TCP checksums (the payload changed, so
-//! it does whatever `TX_CSUM` says) and sends it. Any refusal drops the
-//! frame, because it may hold cleartext: the engine's own (a gap, a
-//! retransmission of forgotten bytes, a bad record header), an unknown or
-//! deleted id, a frame of another flow, a frame that is not TCP. Those count
-//! in `offloadTxDropped` (and, where the context is known, in its
-//! `dropped`). A tagged frame without payload (a pure ACK, a FIN) holds
-//! nothing to seal and is sent whatever it names.
+//! TX, a descriptor with `OFFLOAD_TX` and `context = id`: the frame must be
+//! an unfragmented TCP segment of the context's flow (local -> remote). Its
+//! payload goes through the engine, which processes it in place (tlsTx
+//! seals the framed records); then the driver fills the IP and TCP checksums
+//! (the payload changed, so it does whatever `TX_CSUM` says) and sends it.
+//! Any refusal drops the frame, because it may hold cleartext: the engine's
+//! own (a gap, a retransmission of forgotten bytes, a bad record header),
+//! an unknown or deleted id, a frame of another flow, a frame that is not
+//! TCP. Those count in `offloadTxDropped` (and, where the context is known,
+//! in its `dropped` and its kind's). A tagged frame without payload (a pure
+//! ACK, a FIN) holds nothing to process and is sent whatever it names.
 //!
-//! RX: a frame whose checksum the driver verified, carrying TCP to a flow
-//! with an RX context (remote -> local), goes through the engine in the
+//! RX: a frame whose checksum the driver verified, carrying TCP of a flow
+//! with contexts (remote -> local), goes through each of its engines in the
 //! buffer handed to the stack (the capture has already recorded it as it
-//! came from the wire). A segment the engine opened whole is marked
-//! `TLS_DECRYPTED` with `context = id`; `CSUM_VERIFIED` stays set although
-//! the TCP checksum no longer matches the plaintext. Frames with a bad or
-//! unchecked checksum pass untouched, and so do frames the stack never gets
-//! (no free buffer): the engine only sees what is delivered. A received
-//! frame of a flow with a TX context, delivered and verified, feeds its ACK
-//! number to the TX engine so that it forgets acknowledged records.
+//! came from the wire). tlsRx marks a segment it opened whole `OFFLOADED`
+//! with `context = id`; `CSUM_VERIFIED` stays set although the TCP checksum
+//! no longer matches the plaintext. A tlsTx engine learns the ACK number, so
+//! that it forgets acknowledged records. Frames with a bad or unchecked
+//! checksum pass untouched, and so do frames the stack never gets (no free
+//! buffer): the engines only see what is delivered.
 //!
 //! # Lifetime
 //!
@@ -59,101 +59,19 @@
 //! Context ids are never reused within a driver instance.
 
 pub mod control;
-mod engines;
+mod counters;
+mod engine;
+mod table;
+pub mod tls;
 
-pub use engines::{CmdError, Engine, Engines, InstallError, NewContext, RxMark, TxVerdict};
+pub use counters::{ContextStats, KindCounters, KindSnapshot, KindStats, StatsSnapshot};
+pub use engine::{CmdError, Engine, RxOutcome, TxAction};
+pub use table::{Engines, InstallError, NewContext, RxMark};
 
-pub use capnet_wire::tcp::{parse_tcp, TcpSegment};
-
-use capnet_schema::offload_capnp::OffloadKind;
-use std::sync::atomic::{AtomicU64, Ordering};
+pub use capnet_wire::tcp::{parse_tcp, Flow, TcpSegment};
 
 #[cfg(doc)]
 use capnet_ring::flags;
-
-/// Which engine a context runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Kind {
-    TlsTx,
-    TlsRx,
-}
-
-impl Kind {
-    pub fn name(self) -> &'static str {
-        match self {
-            Kind::TlsTx => "tlsTx",
-            Kind::TlsRx => "tlsRx",
-        }
-    }
-
-    pub fn to_capnp(self) -> OffloadKind {
-        match self {
-            Kind::TlsTx => OffloadKind::TlsTx,
-            Kind::TlsRx => OffloadKind::TlsRx,
-        }
-    }
-
-    pub fn from_capnp(k: OffloadKind) -> Kind {
-        match k {
-            OffloadKind::TlsTx => Kind::TlsTx,
-            OffloadKind::TlsRx => Kind::TlsRx,
-        }
-    }
-}
-
-pub use capnet_wire::tcp::Flow;
-
-/// Per-context counters (`OffloadInfo`): the data plane writes, the control
-/// plane reads.
-#[derive(Debug, Default)]
-pub struct ContextStats {
-    /// Records sealed (TX) or opened and authenticated (RX).
-    pub records: AtomicU64,
-    /// TX: first-transmission record bytes sealed. RX: payload bytes of the
-    /// segments handed up decrypted.
-    pub bytes: AtomicU64,
-    pub resync_requests: AtomicU64,
-    pub resyncs: AtomicU64,
-    pub auth_failures: AtomicU64,
-    /// Frames dropped rather than sent unsealed.
-    pub dropped: AtomicU64,
-}
-
-/// A copy of [`ContextStats`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct StatsSnapshot {
-    pub records: u64,
-    pub bytes: u64,
-    pub resync_requests: u64,
-    pub resyncs: u64,
-    pub auth_failures: u64,
-    pub dropped: u64,
-}
-
-impl ContextStats {
-    pub fn snapshot(&self) -> StatsSnapshot {
-        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        StatsSnapshot {
-            records: l(&self.records),
-            bytes: l(&self.bytes),
-            resync_requests: l(&self.resync_requests),
-            resyncs: l(&self.resyncs),
-            auth_failures: l(&self.auth_failures),
-            dropped: l(&self.dropped),
-        }
-    }
-
-    /// Stores every value (single writer).
-    fn store(&self, s: StatsSnapshot) {
-        let st = |a: &AtomicU64, v: u64| a.store(v, Ordering::Relaxed);
-        st(&self.records, s.records);
-        st(&self.bytes, s.bytes);
-        st(&self.resync_requests, s.resync_requests);
-        st(&self.resyncs, s.resyncs);
-        st(&self.auth_failures, s.auth_failures);
-        st(&self.dropped, s.dropped);
-    }
-}
 
 /// Test frames: Ethernet + IPv4/IPv6 + TCP with a payload, checksums filled.
 #[cfg(test)]

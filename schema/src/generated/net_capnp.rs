@@ -4934,8 +4934,8 @@ pub mod tcp_socket {
     pub type OpenRingsResults<> = ::capnp::capability::Results<crate::net_capnp::tcp_socket::open_rings_results::Owned>;
     pub type EgressParams<> = ::capnp::capability::Params<crate::net_capnp::tcp_socket::egress_params::Owned>;
     pub type EgressResults<> = ::capnp::capability::Results<crate::net_capnp::tcp_socket::egress_results::Owned>;
-    pub type OffloadTlsParams<> = ::capnp::capability::Params<crate::net_capnp::tcp_socket::offload_tls_params::Owned>;
-    pub type OffloadTlsResults<> = ::capnp::capability::Results<crate::net_capnp::tcp_socket::offload_tls_results::Owned>;
+    pub type OffloadParams<> = ::capnp::capability::Params<crate::net_capnp::tcp_socket::offload_params::Owned>;
+    pub type OffloadResults<> = ::capnp::capability::Results<crate::net_capnp::tcp_socket::offload_results::Owned>;
     pub type OffloadStopParams<> = ::capnp::capability::Params<crate::net_capnp::tcp_socket::offload_stop_params::Owned>;
     pub type OffloadStopResults<> = ::capnp::capability::Results<crate::net_capnp::tcp_socket::offload_stop_results::Owned>;
     pub type SendUnackedParams<> = ::capnp::capability::Params<crate::net_capnp::tcp_socket::send_unacked_params::Owned>;
@@ -5013,7 +5013,7 @@ pub mod tcp_socket {
         pub fn egress_request(&self) -> ::capnp::capability::Request<crate::net_capnp::tcp_socket::egress_params::Owned,crate::net_capnp::tcp_socket::egress_results::Owned> {
             self.client.new_call(_private::TYPE_ID, 7, ::core::option::Option::None)
         }
-        pub fn offload_tls_request(&self) -> ::capnp::capability::Request<crate::net_capnp::tcp_socket::offload_tls_params::Owned,crate::net_capnp::tcp_socket::offload_tls_results::Owned> {
+        pub fn offload_request(&self) -> ::capnp::capability::Request<crate::net_capnp::tcp_socket::offload_params::Owned,crate::net_capnp::tcp_socket::offload_results::Owned> {
             self.client.new_call(_private::TYPE_ID, 8, ::core::option::Option::None)
         }
         pub fn offload_stop_request(&self) -> ::capnp::capability::Request<crate::net_capnp::tcp_socket::offload_stop_params::Owned,crate::net_capnp::tcp_socket::offload_stop_results::Owned> {
@@ -5032,7 +5032,7 @@ pub mod tcp_socket {
         fn info(self: ::capnp::capability::Rc<Self>, _: InfoParams<>, _: InfoResults<>) -> impl ::core::future::Future<Output = Result<(), ::capnp::Error>> + 'static { ::core::future::ready(Err(::capnp::Error::unimplemented("method tcp_socket::Server::info not implemented".to_string()))) }
         fn open_rings(self: ::capnp::capability::Rc<Self>, _: OpenRingsParams<>, _: OpenRingsResults<>) -> impl ::core::future::Future<Output = Result<(), ::capnp::Error>> + 'static { ::core::future::ready(Err(::capnp::Error::unimplemented("method tcp_socket::Server::open_rings not implemented".to_string()))) }
         fn egress(self: ::capnp::capability::Rc<Self>, _: EgressParams<>, _: EgressResults<>) -> impl ::core::future::Future<Output = Result<(), ::capnp::Error>> + 'static { ::core::future::ready(Err(::capnp::Error::unimplemented("method tcp_socket::Server::egress not implemented".to_string()))) }
-        fn offload_tls(self: ::capnp::capability::Rc<Self>, _: OffloadTlsParams<>, _: OffloadTlsResults<>) -> impl ::core::future::Future<Output = Result<(), ::capnp::Error>> + 'static { ::core::future::ready(Err(::capnp::Error::unimplemented("method tcp_socket::Server::offload_tls not implemented".to_string()))) }
+        fn offload(self: ::capnp::capability::Rc<Self>, _: OffloadParams<>, _: OffloadResults<>) -> impl ::core::future::Future<Output = Result<(), ::capnp::Error>> + 'static { ::core::future::ready(Err(::capnp::Error::unimplemented("method tcp_socket::Server::offload not implemented".to_string()))) }
         fn offload_stop(self: ::capnp::capability::Rc<Self>, _: OffloadStopParams<>, _: OffloadStopResults<>) -> impl ::core::future::Future<Output = Result<(), ::capnp::Error>> + 'static { ::core::future::ready(Err(::capnp::Error::unimplemented("method tcp_socket::Server::offload_stop not implemented".to_string()))) }
         fn send_unacked(self: ::capnp::capability::Rc<Self>, _: SendUnackedParams<>, _: SendUnackedResults<>) -> impl ::core::future::Future<Output = Result<(), ::capnp::Error>> + 'static { ::core::future::ready(Err(::capnp::Error::unimplemented("method tcp_socket::Server::send_unacked not implemented".to_string()))) }
     }
@@ -5072,7 +5072,7 @@ pub mod tcp_socket {
                 5 => ::capnp::capability::DispatchCallResult::new(::capnp::capability::Promise::from_future(<_T as Server>::info(this, ::capnp::private::capability::internal_get_typed_params(params), ::capnp::private::capability::internal_get_typed_results(results))), false),
                 6 => ::capnp::capability::DispatchCallResult::new(::capnp::capability::Promise::from_future(<_T as Server>::open_rings(this, ::capnp::private::capability::internal_get_typed_params(params), ::capnp::private::capability::internal_get_typed_results(results))), false),
                 7 => ::capnp::capability::DispatchCallResult::new(::capnp::capability::Promise::from_future(<_T as Server>::egress(this, ::capnp::private::capability::internal_get_typed_params(params), ::capnp::private::capability::internal_get_typed_results(results))), false),
-                8 => ::capnp::capability::DispatchCallResult::new(::capnp::capability::Promise::from_future(<_T as Server>::offload_tls(this, ::capnp::private::capability::internal_get_typed_params(params), ::capnp::private::capability::internal_get_typed_results(results))), false),
+                8 => ::capnp::capability::DispatchCallResult::new(::capnp::capability::Promise::from_future(<_T as Server>::offload(this, ::capnp::private::capability::internal_get_typed_params(params), ::capnp::private::capability::internal_get_typed_results(results))), false),
                 9 => ::capnp::capability::DispatchCallResult::new(::capnp::capability::Promise::from_future(<_T as Server>::offload_stop(this, ::capnp::private::capability::internal_get_typed_params(params), ::capnp::private::capability::internal_get_typed_results(results))), false),
                 10 => ::capnp::capability::DispatchCallResult::new(::capnp::capability::Promise::from_future(<_T as Server>::send_unacked(this, ::capnp::private::capability::internal_get_typed_params(params), ::capnp::private::capability::internal_get_typed_results(results))), false),
                 _ => { ::capnp::capability::DispatchCallResult::new(::capnp::capability::Promise::err(::capnp::Error::unimplemented("Method not implemented.".to_string())), false) }
@@ -8148,7 +8148,7 @@ pub mod tcp_socket {
         }
     }
 
-    pub mod offload_tls_params {
+    pub mod offload_params {
         #[derive(Copy, Clone)]
         pub struct Owned(());
         impl ::capnp::introspect::Introspect for Owned { fn introspect() -> ::capnp::introspect::Type { ::capnp::introspect::TypeVariant::Struct(::capnp::introspect::RawBrandedStructSchema { generic: &_private::RAW_SCHEMA, field_types: _private::get_field_types, annotation_types: _private::get_annotation_types, type_id: ::core::any::TypeId::of::<Owned>() }).into() } }
@@ -8210,20 +8210,16 @@ pub mod tcp_socket {
                 self.reader.total_size()
             }
             #[inline]
-            pub fn get_kind(self) -> ::core::result::Result<crate::offload_capnp::OffloadKind,::capnp::NotInSchema> {
-                ::core::convert::TryFrom::try_from(self.reader.get_data_field::<u16>(0))
-            }
-            #[inline]
-            pub fn get_params(self) -> ::capnp::Result<crate::offload_capnp::tls_params::Reader<'a>> {
+            pub fn get_request(self) -> ::capnp::Result<crate::offload_capnp::offload_request::Reader<'a>> {
                 ::capnp::traits::FromPointerReader::get_from_pointer(&self.reader.get_pointer_field(0), ::core::option::Option::None)
             }
             #[inline]
-            pub fn has_params(&self) -> bool {
+            pub fn has_request(&self) -> bool {
                 !self.reader.get_pointer_field(0).is_null()
             }
             #[inline]
             pub fn get_stream_offset(self) -> u64 {
-                self.reader.get_data_field::<u64>(1)
+                self.reader.get_data_field::<u64>(0)
             }
             #[inline]
             pub fn get_events(self) -> ::capnp::Result<crate::offload_capnp::offload_events::Client> {
@@ -8237,7 +8233,7 @@ pub mod tcp_socket {
 
         pub struct Builder<'a> { builder: ::capnp::private::layout::StructBuilder<'a> }
         impl <> ::capnp::traits::HasStructSize for Builder<'_,>  {
-            const STRUCT_SIZE: ::capnp::private::layout::StructSize = ::capnp::private::layout::StructSize { data: 2, pointers: 2 };
+            const STRUCT_SIZE: ::capnp::private::layout::StructSize = ::capnp::private::layout::StructSize { data: 1, pointers: 2 };
         }
         impl <> ::capnp::traits::HasTypeId for Builder<'_,>  {
             const TYPE_ID: u64 = _private::TYPE_ID;
@@ -8288,36 +8284,28 @@ pub mod tcp_socket {
                 self.builder.as_reader().total_size()
             }
             #[inline]
-            pub fn get_kind(self) -> ::core::result::Result<crate::offload_capnp::OffloadKind,::capnp::NotInSchema> {
-                ::core::convert::TryFrom::try_from(self.builder.get_data_field::<u16>(0))
-            }
-            #[inline]
-            pub fn set_kind(&mut self, value: crate::offload_capnp::OffloadKind)  {
-                self.builder.set_data_field::<u16>(0, value as u16);
-            }
-            #[inline]
-            pub fn get_params(self) -> ::capnp::Result<crate::offload_capnp::tls_params::Builder<'a>> {
+            pub fn get_request(self) -> ::capnp::Result<crate::offload_capnp::offload_request::Builder<'a>> {
                 ::capnp::traits::FromPointerBuilder::get_from_pointer(self.builder.get_pointer_field(0), ::core::option::Option::None)
             }
             #[inline]
-            pub fn set_params(&mut self, value: crate::offload_capnp::tls_params::Reader<'_>) -> ::capnp::Result<()> {
+            pub fn set_request(&mut self, value: crate::offload_capnp::offload_request::Reader<'_>) -> ::capnp::Result<()> {
                 ::capnp::traits::SetterInput::set_pointer_builder(self.builder.reborrow().get_pointer_field(0), value, false)
             }
             #[inline]
-            pub fn init_params(self, ) -> crate::offload_capnp::tls_params::Builder<'a> {
+            pub fn init_request(self, ) -> crate::offload_capnp::offload_request::Builder<'a> {
                 ::capnp::traits::FromPointerBuilder::init_pointer(self.builder.get_pointer_field(0), 0)
             }
             #[inline]
-            pub fn has_params(&self) -> bool {
+            pub fn has_request(&self) -> bool {
                 !self.builder.is_pointer_field_null(0)
             }
             #[inline]
             pub fn get_stream_offset(self) -> u64 {
-                self.builder.get_data_field::<u64>(1)
+                self.builder.get_data_field::<u64>(0)
             }
             #[inline]
             pub fn set_stream_offset(&mut self, value: u64)  {
-                self.builder.set_data_field::<u64>(1, value);
+                self.builder.set_data_field::<u64>(0, value);
             }
             #[inline]
             pub fn get_events(self) -> ::capnp::Result<crate::offload_capnp::offload_events::Client> {
@@ -8340,7 +8328,7 @@ pub mod tcp_socket {
             }
         }
         impl Pipeline  {
-            pub fn get_params(&self) -> crate::offload_capnp::tls_params::Pipeline {
+            pub fn get_request(&self) -> crate::offload_capnp::offload_request::Pipeline {
                 ::capnp::capability::FromTypelessPipeline::new(self._typeless.get_pointer_field(0))
             }
             pub fn get_events(&self) -> crate::offload_capnp::offload_events::Client {
@@ -8348,64 +8336,49 @@ pub mod tcp_socket {
             }
         }
         mod _private {
-            pub(crate) static ENCODED_NODE: [::capnp::Word; 79] = [
+            pub(crate) static ENCODED_NODE: [::capnp::Word; 64] = [
                 ::capnp::word(0, 0, 0, 0, 5, 0, 6, 0),
                 ::capnp::word(42, 129, 232, 20, 164, 139, 109, 209),
-                ::capnp::word(20, 0, 0, 0, 1, 0, 2, 0),
+                ::capnp::word(20, 0, 0, 0, 1, 0, 1, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(2, 0, 7, 0, 0, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(21, 0, 0, 0, 50, 1, 0, 0),
+                ::capnp::word(21, 0, 0, 0, 26, 1, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(29, 0, 0, 0, 231, 0, 0, 0),
+                ::capnp::word(29, 0, 0, 0, 175, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(110, 101, 116, 46, 99, 97, 112, 110),
                 ::capnp::word(112, 58, 84, 99, 112, 83, 111, 99),
                 ::capnp::word(107, 101, 116, 46, 111, 102, 102, 108),
-                ::capnp::word(111, 97, 100, 84, 108, 115, 36, 80),
-                ::capnp::word(97, 114, 97, 109, 115, 0, 0, 0),
-                ::capnp::word(16, 0, 0, 0, 3, 0, 4, 0),
+                ::capnp::word(111, 97, 100, 36, 80, 97, 114, 97),
+                ::capnp::word(109, 115, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(12, 0, 0, 0, 3, 0, 4, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(0, 0, 1, 0, 0, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(97, 0, 0, 0, 42, 0, 0, 0),
+                ::capnp::word(69, 0, 0, 0, 66, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(92, 0, 0, 0, 3, 0, 1, 0),
-                ::capnp::word(104, 0, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(64, 0, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(76, 0, 0, 0, 2, 0, 1, 0),
                 ::capnp::word(1, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(0, 0, 1, 0, 1, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(101, 0, 0, 0, 58, 0, 0, 0),
+                ::capnp::word(73, 0, 0, 0, 106, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(96, 0, 0, 0, 3, 0, 1, 0),
-                ::capnp::word(108, 0, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(72, 0, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(84, 0, 0, 0, 2, 0, 1, 0),
                 ::capnp::word(2, 0, 0, 0, 1, 0, 0, 0),
                 ::capnp::word(0, 0, 1, 0, 2, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(105, 0, 0, 0, 106, 0, 0, 0),
+                ::capnp::word(81, 0, 0, 0, 58, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(104, 0, 0, 0, 3, 0, 1, 0),
-                ::capnp::word(116, 0, 0, 0, 2, 0, 1, 0),
-                ::capnp::word(3, 0, 0, 0, 1, 0, 0, 0),
-                ::capnp::word(0, 0, 1, 0, 3, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(113, 0, 0, 0, 58, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(108, 0, 0, 0, 3, 0, 1, 0),
-                ::capnp::word(120, 0, 0, 0, 2, 0, 1, 0),
-                ::capnp::word(107, 105, 110, 100, 0, 0, 0, 0),
-                ::capnp::word(15, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(220, 43, 115, 77, 12, 116, 92, 218),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(15, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(112, 97, 114, 97, 109, 115, 0, 0),
+                ::capnp::word(76, 0, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(88, 0, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(114, 101, 113, 117, 101, 115, 116, 0),
                 ::capnp::word(16, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(196, 107, 30, 207, 141, 56, 147, 161),
+                ::capnp::word(140, 97, 249, 12, 194, 133, 159, 160),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(16, 0, 0, 0, 0, 0, 0, 0),
@@ -8431,10 +8404,9 @@ pub mod tcp_socket {
             ];
             pub(crate) fn get_field_types(index: u16) -> ::capnp::introspect::Type {
                 match index {
-                    0 => <crate::offload_capnp::OffloadKind as ::capnp::introspect::Introspect>::introspect(),
-                    1 => <crate::offload_capnp::tls_params::Owned as ::capnp::introspect::Introspect>::introspect(),
-                    2 => <u64 as ::capnp::introspect::Introspect>::introspect(),
-                    3 => <crate::offload_capnp::offload_events::Owned as ::capnp::introspect::Introspect>::introspect(),
+                    0 => <crate::offload_capnp::offload_request::Owned as ::capnp::introspect::Introspect>::introspect(),
+                    1 => <u64 as ::capnp::introspect::Introspect>::introspect(),
+                    2 => <crate::offload_capnp::offload_events::Owned as ::capnp::introspect::Introspect>::introspect(),
                     _ => ::capnp::introspect::panic_invalid_field_index(index),
                 }
             }
@@ -8448,14 +8420,14 @@ pub mod tcp_socket {
                 MEMBERS_BY_DISCRIMINANT,
                 MEMBERS_BY_NAME
             );
-            pub(crate) static NONUNION_MEMBERS : &[u16] = &[0,1,2,3];
+            pub(crate) static NONUNION_MEMBERS : &[u16] = &[0,1,2];
             pub(crate) static MEMBERS_BY_DISCRIMINANT : &[u16] = &[];
-            pub(crate) static MEMBERS_BY_NAME : &[u16] = &[3,0,1,2];
+            pub(crate) static MEMBERS_BY_NAME : &[u16] = &[2,0,1];
             pub(crate) const TYPE_ID: u64 = 0xd16d_8ba4_14e8_812a;
         }
     }
 
-    pub mod offload_tls_results {
+    pub mod offload_results {
         #[derive(Copy, Clone)]
         pub struct Owned(());
         impl ::capnp::introspect::Introspect for Owned { fn introspect() -> ::capnp::introspect::Type { ::capnp::introspect::TypeVariant::Struct(::capnp::introspect::RawBrandedStructSchema { generic: &_private::RAW_SCHEMA, field_types: _private::get_field_types, annotation_types: _private::get_annotation_types, type_id: ::core::any::TypeId::of::<Owned>() }).into() } }
@@ -8662,7 +8634,7 @@ pub mod tcp_socket {
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(2, 0, 7, 0, 0, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(21, 0, 0, 0, 58, 1, 0, 0),
+                ::capnp::word(21, 0, 0, 0, 34, 1, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(29, 0, 0, 0, 231, 0, 0, 0),
@@ -8671,8 +8643,8 @@ pub mod tcp_socket {
                 ::capnp::word(110, 101, 116, 46, 99, 97, 112, 110),
                 ::capnp::word(112, 58, 84, 99, 112, 83, 111, 99),
                 ::capnp::word(107, 101, 116, 46, 111, 102, 102, 108),
-                ::capnp::word(111, 97, 100, 84, 108, 115, 36, 82),
-                ::capnp::word(101, 115, 117, 108, 116, 115, 0, 0),
+                ::capnp::word(111, 97, 100, 36, 82, 101, 115, 117),
+                ::capnp::word(108, 116, 115, 0, 0, 0, 0, 0),
                 ::capnp::word(16, 0, 0, 0, 3, 0, 4, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(0, 0, 1, 0, 0, 0, 0, 0),
