@@ -1,0 +1,46 @@
+//! `idle`: the idle CPU of two whole service sets, and netsrv's memory per
+//! idle TCP connection.
+
+use crate::procs::{cpu_seconds, rss_kib, service_pids, two_hosts};
+use capnet_tests::Scratch;
+use std::time::Duration;
+
+pub fn bench_idle_and_memory() {
+    let scratch = Scratch::new("bench-idle");
+    let (a, b) = two_hosts(&scratch);
+    let mut pids = service_pids(&a);
+    pids.extend(service_pids(&b));
+    std::thread::sleep(Duration::from_millis(500));
+    let before: f64 = pids.iter().map(|(_, p)| cpu_seconds(*p)).sum();
+    let window = Duration::from_secs(5);
+    std::thread::sleep(window);
+    let idle: f64 = pids.iter().map(|(_, p)| cpu_seconds(*p)).sum::<f64>() - before;
+    println!(
+        "idle: {} processes of two service sets used {:.2}% of one core over {} s",
+        pids.len(),
+        idle / window.as_secs_f64() * 100.0,
+        window.as_secs()
+    );
+
+    let (na, nb) = (a.net().unwrap(), b.net().unwrap());
+    let netsrv_pid = |pids: &[(String, u32)]| pids.iter().find(|(n, _)| n == "netsrv").unwrap().1;
+    let (pa, pb) = (netsrv_pid(&service_pids(&a)), netsrv_pid(&service_pids(&b)));
+    let l = nb.tcp_listen("0.0.0.0:6000".parse().unwrap(), 128).unwrap();
+    let rss0 = rss_kib(pa) + rss_kib(pb);
+    const N: usize = 200;
+    let mut conns = Vec::new();
+    for _ in 0..N {
+        let c = na
+            .tcp_connect("10.0.0.2:6000".parse().unwrap(), None)
+            .unwrap();
+        let (s, _) = l.accept().unwrap();
+        conns.push((c, s));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let rss1 = rss_kib(pa) + rss_kib(pb);
+    println!(
+        "memory: {} idle TCP connections (both ends in ring mode) add {:.1} KiB of netsrv RSS per connection end",
+        N,
+        (rss1 - rss0) as f64 / (2 * N) as f64
+    );
+}

@@ -1,0 +1,69 @@
+//! System benchmarks, each a ratio against a reference measured in the same
+//! run (`cargo bench -p capnet-tests --bench system`):
+//!
+//! - capnp call latency through libclient vs a Unix socket ping-pong;
+//! - the microkernel tax: TCP bulk through separate processes on a sim wire
+//!   vs the same smoltcp stacks on the same rings in one process;
+//! - idle CPU of two whole service sets;
+//! - memory per idle TCP connection;
+//! - TCP over TAP vs the Linux stack over veth (root only);
+//! - failover time of an active-backup bond and driver restart time, each
+//!   against the time the same stream takes to move the same bytes
+//!   undisturbed;
+//! - a balance-xor bond with 16 flows vs one port with 16 flows;
+//! - TLS bulk in software and with the sim NIC's TLS offload vs plain TCP,
+//!   with each service process's CPU per byte;
+//! - the time a TLS flow takes to be offloaded again after a bond failover.
+//!
+//! CPU time is read from /proc for every process involved.
+//!
+//! `CAPNET_BENCH` picks some (comma-separated; all when unset), each a
+//! module here: `call`, `tax`, `idle`, `tap`, `failover` and `restart`
+//! (`recovery`), `xor`, `tls`, `reoffload`.
+
+mod call;
+mod idle;
+mod procs;
+mod recovery;
+mod reoffload;
+mod stream;
+mod tap;
+mod tax;
+mod tls;
+mod xor;
+
+fn main() {
+    // `cargo test --benches` lists or runs benches in test mode: do nothing.
+    if std::env::args().any(|a| a == "--list") || !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let only = std::env::var("CAPNET_BENCH").unwrap_or_default();
+    let want = |name: &str| only.is_empty() || only.split(',').any(|o| o == name);
+    if want("call") {
+        call::bench_call_latency();
+    }
+    if want("tax") {
+        tax::bench_microkernel_tax();
+    }
+    if want("idle") {
+        idle::bench_idle_and_memory();
+    }
+    if want("tap") {
+        tap::bench_tap_vs_veth();
+    }
+    if want("failover") {
+        recovery::bench_failover();
+    }
+    if want("restart") {
+        recovery::bench_restart();
+    }
+    if want("xor") {
+        xor::bench_xor();
+    }
+    if want("tls") {
+        tls::bench_tls();
+    }
+    if want("reoffload") {
+        reoffload::bench_reoffload();
+    }
+}

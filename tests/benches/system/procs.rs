@@ -1,0 +1,44 @@
+//! The processes a bench measures: two service sets on a sim wire, the
+//! pids of a host's processes, and their CPU time and memory from /proc.
+
+use capnet::host::Host;
+use capnet_tests::Scratch;
+
+fn ticks_per_second() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    unsafe { libc::sysconf(libc::_SC_CLK_TCK) as f64 }
+}
+
+/// User+system CPU seconds of a process.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let t = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (t(11) + t(12)) / ticks_per_second()
+}
+
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// (name, pid) of every service process of a host, and of its supervisor.
+pub fn service_pids(host: &Host) -> Vec<(String, u32)> {
+    let mut pids = vec![("capnet".to_string(), host.pid())];
+    pids.extend(
+        host.processes()
+            .unwrap()
+            .into_iter()
+            .map(|p| (p.name, p.pid)),
+    );
+    pids
+}
+
+pub fn two_hosts(scratch: &Scratch) -> (Host, Host) {
+    capnet_tests::two_hosts(scratch, "")
+}

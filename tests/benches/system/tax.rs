@@ -1,0 +1,152 @@
+//! `tax`: the microkernel tax, TCP bulk through separate processes on a sim
+//! wire vs the same smoltcp stacks on the same rings in one process, with
+//! each process's CPU per GiB.
+
+use crate::procs::{cpu_seconds, service_pids, two_hosts};
+use capnet_ring::{ChannelLayout, Duplex};
+use capnet_tests::Scratch;
+use netsrv::device::RingDevice;
+use netsrv::link::PortMeta;
+use netsrv::stack::{Stack, TcpOptions};
+use std::io::{Read, Write};
+use std::net::Shutdown;
+use std::time::Instant;
+
+pub const BULK: u64 = 256 << 20;
+
+/// Both hosts' stacks in this process, joined by one duplex: no nicdrv, no
+/// wire process, no libclient, no capnp.
+fn in_process_bulk() -> (f64, f64) {
+    let layout = ChannelLayout {
+        buffers: 512,
+        buf_size: 1536,
+    };
+    let (da, fds) = Duplex::create("bench", layout).unwrap();
+    let db = Duplex::attach(fds, layout).unwrap();
+    // No driver sets the carrier here: the "wire" is always up.
+    da.set_carrier(true);
+    let cpu0 = cpu_seconds(std::process::id());
+    let mut stacks = [Stack::new(64 * 1024), Stack::new(64 * 1024)];
+    for (i, (stack, duplex)) in stacks.iter_mut().zip([da, db]).enumerate() {
+        let meta = PortMeta {
+            name: "sim0".into(),
+            backend: "in-process".into(),
+            mac: [2, 0, 0, 0, 0, i as u8 + 1],
+            mtu: 1500,
+            tls_offload: (false, false),
+        };
+        let cidr = netsrv::addr::parse_cidr(&format!("10.0.0.{}/24", i + 1)).unwrap();
+        stack.add_free_port(meta.clone());
+        stack
+            .attach("sim0", meta, RingDevice::new(duplex, 1500, false))
+            .unwrap();
+        stack.configure(&[], &[("sim0".into(), cidr)], &[]).unwrap();
+    }
+    let [mut a, mut b] = stacks;
+    let listener = b
+        .tcp_listen("0.0.0.0:5001".parse().unwrap(), 1, TcpOptions::default())
+        .unwrap();
+    let client = a
+        .tcp_connect("10.0.0.2:5001".parse().unwrap(), &TcpOptions::default())
+        .unwrap();
+    let mut server = None;
+    let chunk = vec![0x5au8; 64 * 1024];
+    let (mut sent, mut got) = (0u64, 0u64);
+    let t = Instant::now();
+    while got < BULK {
+        a.poll();
+        b.poll();
+        if server.is_none() {
+            server = b.tcp_accept(listener).unwrap().map(|(id, _)| id);
+            continue;
+        }
+        if sent < BULK {
+            let n = (BULK - sent).min(chunk.len() as u64) as usize;
+            if let Ok(Some(w)) = a.tcp_write(client, &chunk[..n]) {
+                sent += w as u64;
+            }
+        }
+        while let Ok(Some(data)) = b.tcp_read(server.unwrap(), 1 << 20) {
+            if data.is_empty() {
+                break;
+            }
+            got += data.len() as u64;
+        }
+    }
+    let secs = t.elapsed().as_secs_f64();
+    (
+        BULK as f64 / secs / (1 << 20) as f64,
+        cpu_seconds(std::process::id()) - cpu0,
+    )
+}
+
+fn processes_bulk() -> (f64, Vec<(String, f64)>) {
+    let scratch = Scratch::new("bench-bulk");
+    let (a, b) = two_hosts(&scratch);
+    let (na, nb) = (a.net().unwrap(), b.net().unwrap());
+    let mut pids: Vec<(String, u32)> = service_pids(&a)
+        .into_iter()
+        .map(|(n, p)| (format!("a {n}"), p))
+        .collect();
+    pids.extend(
+        service_pids(&b)
+            .into_iter()
+            .map(|(n, p)| (format!("b {n}"), p)),
+    );
+    pids.push(("application (both ends)".into(), std::process::id()));
+    let before: Vec<f64> = pids.iter().map(|(_, p)| cpu_seconds(*p)).collect();
+    let l = nb.tcp_listen("0.0.0.0:5001".parse().unwrap(), 1).unwrap();
+    // The application does nothing but move bytes, as in the one-process run.
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut n = 0u64;
+        loop {
+            match s.read(&mut buf).unwrap() {
+                0 => return n,
+                k => n += k as u64,
+            }
+        }
+    });
+    let t = Instant::now();
+    let mut s = na
+        .tcp_connect("10.0.0.2:5001".parse().unwrap(), None)
+        .unwrap();
+    let chunk = vec![0x5au8; 256 * 1024];
+    let mut sent = 0;
+    while sent < BULK {
+        sent += s
+            .write(&chunk[..(BULK - sent).min(chunk.len() as u64) as usize])
+            .unwrap() as u64;
+    }
+    s.shutdown(Shutdown::Write).unwrap();
+    let n = server.join().unwrap();
+    let secs = t.elapsed().as_secs_f64();
+    assert_eq!(n, BULK);
+    let cpu = pids
+        .iter()
+        .zip(before)
+        .map(|((name, p), b)| (name.clone(), cpu_seconds(*p) - b))
+        .collect();
+    (BULK as f64 / secs / (1 << 20) as f64, cpu)
+}
+
+pub fn bench_microkernel_tax() {
+    let (mib_proc, cpu) = processes_bulk();
+    let (mib_inproc, cpu_inproc) = in_process_bulk();
+    println!(
+        "TCP bulk 256 MiB: processes on a sim wire {:>7.1} MiB/s   one process {:>7.1} MiB/s   ratio {:.2}",
+        mib_proc,
+        mib_inproc,
+        mib_proc / mib_inproc
+    );
+    let per_gib = |s: f64| s / (BULK as f64 / (1u64 << 30) as f64);
+    for (name, s) in cpu {
+        println!("    CPU {:<28} {:>6.2} s/GiB", name, per_gib(s));
+    }
+    println!(
+        "    CPU {:<28} {:>6.2} s/GiB",
+        "one process (both stacks)",
+        per_gib(cpu_inproc)
+    );
+}
