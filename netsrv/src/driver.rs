@@ -237,11 +237,14 @@ async fn attach_instance(
         .to_string()
         .map_err(io_err)?;
     let mtu = info.get_mtu();
-    let offers = |kind| {
-        info.get_offloads()
-            .is_ok_and(|l| l.iter().any(|k| k == Ok(kind)))
-    };
-    let tls_offload = (offers(OffloadKind::TlsTx), offers(OffloadKind::TlsRx));
+    // Known kinds, once each, whatever a driver lists.
+    let offloads: Vec<OffloadKind> = capnet_schema::offload::KINDS
+        .into_iter()
+        .filter(|kind| {
+            info.get_offloads()
+                .is_ok_and(|l| l.iter().any(|k| k == Ok(*kind)))
+        })
+        .collect();
     let checksum_offload = info.get_checksum_offload();
 
     let grant = deadline("openRings", nic.open_rings_request().send().promise).await?;
@@ -258,7 +261,7 @@ async fn attach_instance(
         backend: backend.chars().take(32).collect(),
         mac: mac.try_into().expect("checked: 6 bytes"),
         mtu: mtu as usize,
-        tls_offload,
+        offloads,
     };
     let fds = redeem_rings(handoff_stream, token).await?;
     let duplex = Duplex::attach(fds, layout)
@@ -311,7 +314,7 @@ pub async fn attach_at_start(shared: &Rc<Shared>, ports: &[crate::args::PortArg]
                 backend: "none".into(),
                 mac: placeholder_mac(&port.name),
                 mtu: 1500,
-                tls_offload: (false, false),
+                offloads: Vec::new(),
             });
         }
     }

@@ -8,6 +8,7 @@
 
 use crate::device::{self, DeviceCounters, RingDevice, RxToken, TxToken};
 use crate::offload::OffloadTable;
+use capnet_schema::offload_capnp::OffloadKind;
 use smoltcp::phy::{self, ChecksumCapabilities, DeviceCapabilities};
 use smoltcp::time::Instant;
 use smoltcp::wire::{
@@ -51,8 +52,8 @@ pub struct PortMeta {
     pub backend: String,
     pub mac: [u8; 6],
     pub mtu: usize,
-    /// The driver offers TLS offload contexts (TX, RX).
-    pub tls_offload: (bool, bool),
+    /// The offload context kinds the driver offers.
+    pub offloads: Vec<OffloadKind>,
 }
 
 /// One port: the rings of its current driver instance, if any.

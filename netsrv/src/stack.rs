@@ -12,6 +12,7 @@ use crate::link::{FlowKey, Leg, Link, Mode, PortMeta};
 use crate::offload::{self, Flow, OffloadTable, TxBinding};
 use capnet_ring::{RingError, ServerEnd};
 use capnet_schema::errors::SocketError;
+use capnet_schema::offload_capnp::OffloadKind;
 use capnet_wire::chunk::{self, ChunkHeader};
 use smoltcp::iface::{
     Config, Interface, PollIngressSingleResult, PollResult, Route, SocketHandle, SocketSet,
@@ -1358,11 +1359,11 @@ impl Stack {
         self.offload.borrow().counters
     }
 
-    /// Whether `port`'s driver offers TLS offload (TX, RX).
-    pub fn port_tls_offload(&self, port: &str) -> (bool, bool) {
+    /// Whether `port`'s driver offers offload contexts of `kind`.
+    pub fn port_offers(&self, port: &str, kind: OffloadKind) -> bool {
         match self.port_location(port) {
-            Some(Some((i, l))) => self.ifaces[i].link.legs[l].meta.tls_offload,
-            _ => (false, false),
+            Some(Some((i, l))) => self.ifaces[i].link.legs[l].meta.offloads.contains(&kind),
+            _ => false,
         }
     }
 

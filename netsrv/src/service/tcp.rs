@@ -220,11 +220,10 @@ impl tcp_socket::Server for TcpSocketServer {
         };
         // A port without the feature is answered here: no call to its
         // driver, no receive-side switch.
-        let (has_tx, has_rx) = self.shared.stack.borrow().port_tls_offload(&port);
-        if !(if tx { has_tx } else { has_rx }) {
+        if !self.shared.stack.borrow().port_offers(&port, kind) {
             return Err(SocketError::Unsupported.to_capnp(format_args!(
-                "offload: port {port} offers no TLS {} offload",
-                if tx { "TX" } else { "RX" }
+                "offload: port {port} offers no {} offload",
+                kind_name(kind)
             )));
         }
         let nic = self.shared.nic(&port).ok_or_else(|| {

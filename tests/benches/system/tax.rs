@@ -33,7 +33,7 @@ fn in_process_bulk() -> (f64, f64) {
             backend: "in-process".into(),
             mac: [2, 0, 0, 0, 0, i as u8 + 1],
             mtu: 1500,
-            tls_offload: (false, false),
+            offloads: Vec::new(),
         };
         let cidr = netsrv::addr::parse_cidr(&format!("10.0.0.{}/24", i + 1)).unwrap();
         stack.add_free_port(meta.clone());
