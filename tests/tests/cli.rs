@@ -348,11 +348,13 @@ fn every_listing_speaks_json() {
     assert_eq!(port["name"], "sim0", "{port}");
     assert_eq!(port["backend"], "sim", "{port}");
     assert_eq!(port["mac"], "02:00:00:00:00:01", "{port}");
-    assert_eq!(port["tls_tx_offload"], true, "{port}");
-    assert!(
-        port["counters"]["tls_tx_records"].as_u64().unwrap() > 0,
+    assert_eq!(
+        port["offloads"],
+        serde_json::json!(["tls-tx", "tls-rx"]),
         "{port}"
     );
+    let tls_tx = find(&port["counters"]["offloads"], "kind", "tls-tx");
+    assert!(tls_tx["records"].as_u64().unwrap() > 0, "{port}");
 
     // bond, route: with and without their verb
     let bonds = json(&a, &["bond", "--json"]);
@@ -379,9 +381,9 @@ fn every_listing_speaks_json() {
         let c = find(&contexts, "kind", kind);
         assert_eq!(c["port"], "sim0", "{c}");
         assert_eq!(c["state"], "active", "{c}");
-        assert_eq!(c["flow"]["remote"], "10.0.0.2:4460", "{c}");
+        assert_eq!(c["flow"]["tcp"]["remote"], "10.0.0.2:4460", "{c}");
         assert!(
-            c["flow"]["local"]
+            c["flow"]["tcp"]["local"]
                 .as_str()
                 .unwrap()
                 .starts_with("10.0.0.1:"),
