@@ -32,6 +32,16 @@ impl SeqNumber {
         self - other <= 0
     }
 
+    /// Whether `self` comes after `other`.
+    pub fn gt(self, other: SeqNumber) -> bool {
+        self - other > 0
+    }
+
+    /// Whether `self` comes after `other` or is it.
+    pub fn ge(self, other: SeqNumber) -> bool {
+        self - other >= 0
+    }
+
     /// The later of the two.
     pub fn max(self, other: SeqNumber) -> SeqNumber {
         if self.lt(other) {
@@ -187,7 +197,8 @@ mod tests {
         let a = SeqNumber(0xffff_fff0);
         let b = SeqNumber(0x10);
         assert!(a.lt(b) && a.le(b) && !b.lt(a) && !b.le(a));
-        assert!(a.le(a) && !a.lt(a));
+        assert!(a.le(a) && !a.lt(a) && a.ge(a) && !a.gt(a));
+        assert!(b.gt(a) && b.ge(a) && !a.gt(b) && !a.ge(b));
         assert_eq!(a.max(b), b);
         assert_eq!(b.max(a), b);
         assert_eq!(a.min(b), a);
@@ -199,7 +210,7 @@ mod tests {
         let d = a + (1usize << 31);
         assert_eq!(d - a, i32::MIN);
         assert_eq!(a - d, i32::MIN);
-        assert!(a.lt(d) && d.lt(a));
+        assert!(a.lt(d) && d.lt(a) && !a.gt(d) && !d.gt(a) && !a.ge(d));
     }
 
     #[test]
