@@ -145,7 +145,7 @@ struct Sync {
 }
 
 impl Sync {
-    fn at(next_index: u64) -> Sync {
+    fn new(next_index: u64) -> Sync {
         Sync {
             next_index,
             prefix: [0; MAX_PREFIX],
@@ -221,7 +221,7 @@ impl<F: Framing> Tracker<F> {
         Tracker {
             framing,
             expected: seq,
-            state: State::InSync(Sync::at(index)),
+            state: State::InSync(Sync::new(index)),
             walk: Walk::default(),
             counters: StreamCounters::default(),
         }
@@ -434,7 +434,7 @@ impl<F: Framing> Tracker<F> {
             if f.have == 0 {
                 if let Some(base) = f.confirmed {
                     let index = base.wrapping_add(f.next_index);
-                    self.state = State::InSync(Sync::at(index));
+                    self.state = State::InSync(Sync::new(index));
                     self.counters.resyncs += 1;
                     w.i = off;
                     w.from = off;
@@ -688,6 +688,36 @@ mod tests {
             assert!(t.in_sync());
             assert_eq!(t.expected(), base + stream.len());
             assert_eq!(t.counters(), StreamCounters::default());
+        }
+    }
+
+    #[test]
+    fn records_of_only_a_prefix() {
+        // NVMe/TCP PDUs without data are all header.
+        let lens = [PSH_LEN, 100, PSH_LEN, PSH_LEN, 50];
+        let (stream, _) = pdus(&lens);
+        for mss in [1, 7, 24, 1000] {
+            let mut t = Tracker::new(Pdus, SeqNumber(0), 0);
+            let (mut starts, mut body) = (Vec::new(), vec![0; lens.len()]);
+            for seg in segments(stream.len(), mss) {
+                let payload = &stream[seg.clone()];
+                t.arrive(SeqNumber(seg.start as u32), payload.len())
+                    .unwrap();
+                while let Some(ev) = t.next(payload) {
+                    match ev {
+                        Event::Start { index, len, .. } => starts.push((index, len)),
+                        Event::Body { range, .. } => body[starts.len() - 1] += range.len(),
+                        other => panic!("{other:?}"),
+                    }
+                }
+            }
+            let want: Vec<_> = lens
+                .iter()
+                .enumerate()
+                .map(|(i, &l)| (i as u64, l))
+                .collect();
+            assert_eq!(starts, want, "mss {mss}");
+            assert_eq!(body, [0, 100 - PSH_LEN, 0, 0, 50 - PSH_LEN]);
         }
     }
 
