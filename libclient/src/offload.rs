@@ -25,6 +25,7 @@ use capnet_schema::errors::{capnp_to_io, SocketError};
 use capnet_schema::offload_capnp::{
     offload_events, offload_info, tls_params, OffloadKind as WireKind, TlsCipher as WireCipher,
 };
+use capnet_wire::tcp::{SeqNumber, StreamBase};
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
@@ -484,14 +485,7 @@ impl std::fmt::Debug for OffloadContext {
 /// is at `base_seq`: of the offsets it may stand for (one per 4 GiB), the
 /// nearest to `near`.
 fn seq_to_offset(base_offset: u64, base_seq: u32, seq: u32, near: u64) -> u64 {
-    let near_seq = base_seq.wrapping_add(near.wrapping_sub(base_offset) as u32);
-    let delta = seq.wrapping_sub(near_seq) as i32 as i128;
-    let at = near as i128 + delta;
-    if at < 0 {
-        (at + (1 << 32)) as u64
-    } else {
-        at as u64
-    }
+    StreamBase::new(SeqNumber(base_seq), base_offset).offset_of(SeqNumber(seq), near)
 }
 
 /// What an `offload` call came to.

@@ -27,6 +27,7 @@
 use crate::rx_marks::{Marks, OutOfOrder};
 use capnet_ring::flags;
 use capnet_wire::csum;
+use capnet_wire::tcp::{SeqNumber, StreamBase};
 use std::collections::{HashMap, VecDeque};
 use std::ops::Range;
 
@@ -35,23 +36,12 @@ pub use capnet_wire::tcp::{parse_tcp, Flow};
 /// Stream offset of `seq` for a stream whose first byte has sequence
 /// `first`, near `hint` (a recent offset): unwraps past 4 GiB.
 fn offset_of(seq: u32, first: u32, hint: u64) -> u64 {
-    let low = seq.wrapping_sub(first);
-    let base = hint & !0xffff_ffff;
-    let candidates = [
-        base.wrapping_sub(1 << 32) | u64::from(low),
-        base | u64::from(low),
-        (base + (1 << 32)) | u64::from(low),
-    ];
-    candidates
-        .into_iter()
-        .filter(|c| *c < (1 << 63))
-        .min_by_key(|c| c.abs_diff(hint))
-        .unwrap_or(u64::from(low))
+    StreamBase::new(SeqNumber(first), 0).offset_of(SeqNumber(seq), hint)
 }
 
 /// The TCP sequence number of stream offset `offset`.
 pub fn seq_of(first: u32, offset: u64) -> u32 {
-    first.wrapping_add(offset as u32)
+    StreamBase::new(SeqNumber(first), 0).seq_of(offset).0
 }
 
 /// TX bound to a context.

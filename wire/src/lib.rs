@@ -6,7 +6,9 @@
 //! - `csum`: checksum verification (what a NIC's RX offload does, and what
 //!   netsrv does in software for frames no driver verified) and filling.
 //! - `tcp`: where a frame's TCP payload is and whose it is; [`tcp::Flow`],
-//!   a TCP connection as one host sees it.
+//!   a TCP connection as one host sees it; [`tcp::SeqNumber`], a sequence
+//!   number whose arithmetic wraps, and [`tcp::StreamBase`], the one
+//!   conversion between sequence numbers and 64-bit stream offsets.
 //! - `ipv6`: the walk over IPv6 extension headers.
 //! - `flow`: the flow key a bond's layer3+4 hash covers.
 //! - `tls`: the TLS record format and per-record AEAD inputs (nonce, AAD)
@@ -21,5 +23,6 @@ pub mod csum;
 pub mod flow;
 pub mod ipv6;
 pub mod mac;
+mod seq;
 pub mod tcp;
 pub mod tls;

@@ -10,6 +10,8 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::ops::Range;
 
+pub use crate::seq::{SeqNumber, StreamBase};
+
 /// A TCP connection as this host sees it.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Flow {

@@ -12,16 +12,20 @@
 //!
 //! Both follow the record chain by header lengths from a known start (TCP
 //! sequence of record `rec_seq`); TCP sequence numbers compare mod 2^32.
+//! RX follows it with the generic stream tracker ([`crate::stream`]), told
+//! the record layout by `Records`.
 
-use capnet_wire::tls::{self as wire_tls, ContentType, RecordHeader, Version};
+use capnet_wire::tls::{self as wire_tls, ContentType, Record, RecordHeader, Version};
 
 use crate::gcm::GcmKey;
+use crate::stream::Framing;
 
 mod rx;
 mod tx;
 
+pub use crate::stream::ResyncError;
 pub use capnet_wire::tls::TAG_LEN;
-pub use rx::{ResyncError, RxCounters, RxOutcome, TlsRxEngine};
+pub use rx::{RxCounters, RxOutcome, TlsRxEngine};
 pub use tx::{TlsTxEngine, TxCounters, TxError, TxOutcome};
 
 /// What both directions start from.
@@ -81,11 +85,36 @@ fn check_header(version: Version, hdr: &[u8]) -> Result<RecordHeader, HeaderErro
     Ok(h)
 }
 
-/// `a - b` in sequence space (RFC 1982): negative when `a` is before `b`.
-fn seq_diff(a: u32, b: u32) -> i64 {
-    i64::from(a.wrapping_sub(b) as i32)
+/// The protected records of one direction, as the stream tracker sees them.
+#[derive(Clone, Copy, Debug)]
+struct Records {
+    version: Version,
 }
 
-fn seq_add(a: u32, n: usize) -> u32 {
-    a.wrapping_add(n as u32)
+impl Framing for Records {
+    fn header_len(&self) -> usize {
+        wire_tls::HEADER_LEN
+    }
+
+    /// The header and, in TLS 1.2, the explicit nonce: what opening a
+    /// record needs.
+    fn prefix_len(&self) -> usize {
+        wire_tls::ciphertext_offset(self.version)
+    }
+
+    fn record_len(&self, hdr: &[u8]) -> Option<usize> {
+        let h = check_header(self.version, hdr).ok()?;
+        Some(wire_tls::HEADER_LEN + h.body_len)
+    }
+
+    /// Only what most records of a protected stream look like: type 23,
+    /// version 0x0303, a body length a protected record of this version
+    /// can have (at least its overhead, at most `MAX_CIPHERTEXT`).
+    fn candidate_len(&self, hdr: &[u8]) -> Option<usize> {
+        let r = Record::new_unchecked(hdr);
+        let plausible = r.content_type() == ContentType::ApplicationData
+            && r.legacy_version() == wire_tls::LEGACY_VERSION
+            && (min_body(self.version)..=wire_tls::MAX_CIPHERTEXT).contains(&r.body_len());
+        plausible.then(|| r.total_len())
+    }
 }

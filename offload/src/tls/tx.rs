@@ -3,9 +3,10 @@
 use std::collections::VecDeque;
 use std::fmt;
 
+use capnet_wire::tcp::SeqNumber;
 use capnet_wire::tls::{self as wire_tls, Version, TAG_LEN};
 
-use super::{check_header, seq_add, seq_diff, HeaderError, TlsParams};
+use super::{check_header, HeaderError, TlsParams};
 use crate::gcm::{GcmKey, GcmRecord};
 
 /// Header + TLS 1.2 explicit nonce: the bytes before the ciphertext.
@@ -82,7 +83,7 @@ pub struct TxCounters {
 
 #[derive(Clone, Debug)]
 struct TxRecord {
-    start: u32,
+    start: SeqNumber,
     prefix: [u8; MAX_PREFIX],
     total_len: usize,
     gcm: GcmRecord,
@@ -93,8 +94,8 @@ struct TxRecord {
 }
 
 impl TxRecord {
-    fn end(&self) -> u32 {
-        seq_add(self.start, self.total_len)
+    fn end(&self) -> SeqNumber {
+        self.start + self.total_len
     }
 
     fn is_open(&self) -> bool {
@@ -120,7 +121,7 @@ impl TxRecord {
                 let n = (ct_off - at).min(chunk.len() - i);
                 if chunk[i..i + n] != self.prefix[at..at + n] {
                     return Err(TxError::RetransmitMismatch {
-                        seq: seq_add(self.start, at),
+                        seq: (self.start + at).0,
                     });
                 }
                 i += n;
@@ -154,7 +155,7 @@ struct Prefix {
 
 /// State to put back when a segment is refused half way.
 struct Undo {
-    hwm: u32,
+    hwm: SeqNumber,
     next_rec_seq: u64,
     prefix: Prefix,
     records: usize,
@@ -168,11 +169,11 @@ pub struct TlsTxEngine {
     key: GcmKey,
     iv: [u8; 12],
     /// Sequence number of the first byte never seen.
-    hwm: u32,
+    hwm: SeqNumber,
     /// Where the offload started. Bytes before it were sealed in software
     /// and pass untouched, until an ack passes it (after that, a byte
     /// before the first remembered record is one that was forgotten).
-    start: Option<u32>,
+    start: Option<SeqNumber>,
     next_rec_seq: u64,
     /// Collected when no record is open.
     prefix: Prefix,
@@ -190,8 +191,8 @@ impl TlsTxEngine {
             version: params.version,
             key: params.key,
             iv: params.iv,
-            hwm: params.tcp_seq,
-            start: Some(params.tcp_seq),
+            hwm: SeqNumber(params.tcp_seq),
+            start: Some(SeqNumber(params.tcp_seq)),
             next_rec_seq: params.rec_seq,
             prefix: Prefix {
                 buf: [0; MAX_PREFIX],
@@ -226,7 +227,7 @@ impl TlsTxEngine {
 
     /// The sequence number of the next new byte.
     pub fn high_water_mark(&self) -> u32 {
-        self.hwm
+        self.hwm.0
     }
 
     /// The record number the next record that starts will get.
@@ -241,25 +242,25 @@ impl TlsTxEngine {
         if payload.is_empty() {
             return Ok(TxOutcome::default());
         }
-        let ahead = seq_diff(seq, self.hwm);
+        let ahead = SeqNumber(seq) - self.hwm;
         if ahead > 0 {
             self.counters.dropped += 1;
             return Err(TxError::Gap {
-                expected: self.hwm,
+                expected: self.hwm.0,
                 got: seq,
             });
         }
-        if ahead == i64::from(i32::MIN) {
+        if ahead == i32::MIN {
             // Half the sequence space behind reads as behind both ways
             // round (the distances below would wrap), and no byte that old
             // is remembered.
             self.counters.dropped += 1;
             return Err(TxError::Forgotten { seq });
         }
-        let old_len = ((-ahead) as usize).min(payload.len());
+        let old_len = (ahead.unsigned_abs() as usize).min(payload.len());
         let (old, new) = payload.split_at_mut(old_len);
         let mut out = TxOutcome::default();
-        if let Err(e) = self.retransmit(seq, old, &mut out) {
+        if let Err(e) = self.retransmit(SeqNumber(seq), old, &mut out) {
             // Nothing changed yet: a retransmission only reads the state.
             self.counters.dropped += 1;
             return Err(e);
@@ -284,23 +285,24 @@ impl TlsTxEngine {
     /// at or before it and beyond the stack's reach (they will never be
     /// retransmitted).
     pub fn acked(&mut self, seq: u32) {
+        let seq = SeqNumber(seq);
         // An ack beyond what left is bogus: it must not free anything.
-        if seq_diff(seq, self.hwm) > 0 {
+        if seq.gt(self.hwm) {
             return;
         }
-        let reach_floor = self.hwm.wrapping_sub(self.reach);
-        let seq = if self.reach > 0 && seq_diff(reach_floor, seq) < 0 {
+        let reach_floor = self.hwm - self.reach;
+        let seq = if self.reach > 0 && reach_floor.lt(seq) {
             reach_floor
         } else {
             seq
         };
-        if self.start.is_some_and(|s| seq_diff(seq, s) >= 0) {
+        if self.start.is_some_and(|s| seq.ge(s)) {
             self.start = None;
         }
         while self
             .records
             .front()
-            .is_some_and(|r| !r.is_open() && seq_diff(r.end(), seq) <= 0)
+            .is_some_and(|r| !r.is_open() && r.end().le(seq))
         {
             self.records.pop_front();
         }
@@ -313,17 +315,17 @@ impl TlsTxEngine {
     /// Bytes below the high-water mark: rebuilt from the remembered records.
     fn retransmit(
         &mut self,
-        seq: u32,
+        seq: SeqNumber,
         data: &mut [u8],
         out: &mut TxOutcome,
     ) -> Result<(), TxError> {
         let ct_off = self.ct_off();
         let mut i = 0;
         while i < data.len() {
-            let pos = seq_add(seq, i);
+            let pos = seq + i;
             let left = data.len() - i;
             if let Some(s) = self.start {
-                let before = seq_diff(s, pos);
+                let before = s - pos;
                 if before > 0 {
                     let n = (before as usize).min(left);
                     out.passthrough_bytes += n;
@@ -332,14 +334,12 @@ impl TlsTxEngine {
                 }
             }
             // The first record that ends after pos.
-            let idx = self
-                .records
-                .partition_point(|r| seq_diff(r.end(), pos) <= 0);
+            let idx = self.records.partition_point(|r| r.end().le(pos));
             let n = match self.records.get_mut(idx) {
                 Some(r) => {
-                    let rel = seq_diff(pos, r.start);
+                    let rel = pos - r.start;
                     if rel < 0 {
-                        return Err(TxError::Forgotten { seq: pos });
+                        return Err(TxError::Forgotten { seq: pos.0 });
                     }
                     let rel = rel as usize;
                     let n = (r.total_len - rel).min(left);
@@ -349,14 +349,14 @@ impl TlsTxEngine {
                 None => {
                     // The prefix being collected at the high-water mark.
                     let p = &self.prefix;
-                    let rel = p.have as i64 - seq_diff(self.hwm, pos);
+                    let rel = p.have as i64 - i64::from(self.hwm - pos);
                     if rel < 0 {
-                        return Err(TxError::Forgotten { seq: pos });
+                        return Err(TxError::Forgotten { seq: pos.0 });
                     }
                     let rel = rel as usize;
                     let n = (p.have - rel).min(left);
                     if data[i..i + n] != p.buf[rel..rel + n] {
-                        return Err(TxError::RetransmitMismatch { seq: pos });
+                        return Err(TxError::RetransmitMismatch { seq: pos.0 });
                     }
                     n
                 }
@@ -390,30 +390,34 @@ impl TlsTxEngine {
                     p.have += n;
                     i += n;
                     if p.have == ct_off {
-                        let start = seq_add(self.hwm, i).wrapping_sub(ct_off as u32);
+                        let start = self.hwm + i - ct_off;
                         self.open_record(start)?;
                     }
                 }
             }
         }
-        self.hwm = seq_add(self.hwm, data.len());
+        self.hwm += data.len();
         out.new_bytes += data.len();
         Ok(())
     }
 
     /// The prefix is complete: check it and open the record.
-    fn open_record(&mut self, start: u32) -> Result<(), TxError> {
+    fn open_record(&mut self, start: SeqNumber) -> Result<(), TxError> {
         let ct_off = self.ct_off();
         let prefix = self.prefix.buf;
-        let hdr = check_header(self.version, &prefix[..wire_tls::HEADER_LEN])
-            .map_err(|error| TxError::BadRecord { seq: start, error })?;
+        let hdr = check_header(self.version, &prefix[..wire_tls::HEADER_LEN]).map_err(|error| {
+            TxError::BadRecord {
+                seq: start.0,
+                error,
+            }
+        })?;
         let rec_seq = self.next_rec_seq;
         if self.version == Version::Tls12
             && prefix[wire_tls::HEADER_LEN..ct_off]
                 != wire_tls::tls12_explicit_nonce(&self.iv, rec_seq)
         {
             return Err(TxError::BadExplicitNonce {
-                seq: start,
+                seq: start.0,
                 rec_seq,
             });
         }

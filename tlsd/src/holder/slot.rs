@@ -9,6 +9,7 @@ use crate::conn::DeviceStart;
 use crate::record::Cipher;
 use crate::stats::Stats;
 use capnet_holder::{Action, ContextId, CreateError, Egress, Event, Holder, Kind};
+use capnet_wire::tcp::{SeqNumber, StreamBase};
 use capnet_wire::tls::Version;
 use libclient::{OffloadContext, OffloadEvent, OffloadKind, TlsCipher, TlsOffloadParams};
 use std::io;
@@ -47,9 +48,9 @@ impl Bound {
     }
 
     fn seq_of(&self, offset: u64) -> u32 {
-        self.ctx
-            .tcp_seq()
-            .wrapping_add(offset.wrapping_sub(self.ctx.stream_offset()) as u32)
+        StreamBase::new(SeqNumber(self.ctx.tcp_seq()), self.ctx.stream_offset())
+            .seq_of(offset)
+            .0
     }
 }
 
