@@ -12,7 +12,7 @@ use capnet_wire::tcp::parse_tcp;
 use capnet_wire::tls::{self, Version};
 use netsrv::offload::{OffloadTable, TxBinding};
 use nicdrv::counters::Counters;
-use nicdrv::offload::{tls as nic_tls, ContextStats, Engines, Flow, NewContext};
+use nicdrv::offload::{tls as nic_tls, ContextStats, Engines, Flow, Matches, NewContext};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -93,7 +93,7 @@ pub fn nicdrv_frames(data: &[u8]) {
     for (id, engine) in [(1, tx), (2, rx)] {
         let ctx = NewContext {
             id,
-            flow,
+            flow: Matches::Tcp(flow),
             engine,
             stats: Arc::new(ContextStats::default()),
         };

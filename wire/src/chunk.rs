@@ -1,7 +1,7 @@
 //! The marked receive chunk: how netsrv tells a client which bytes of its
 //! receive ring the NIC decrypted (TLS RX offload).
 //!
-//! From the ring offset that `TcpSocket.offloadTls` names, the receive ring
+//! From the ring offset that `TcpSocket.offload` names, the receive ring
 //! carries chunks of `[header][data]`. The header is a little-endian u32:
 //! bits 0..23 are the data length (1..=65535), bit 31 is set when the NIC
 //! decrypted every TLS byte of the data, bits 24..30 are zero. netsrv

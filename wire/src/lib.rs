@@ -9,7 +9,9 @@
 //!   a TCP connection as one host sees it; [`tcp::SeqNumber`], a sequence
 //!   number whose arithmetic wraps, and [`tcp::StreamBase`], the one
 //!   conversion between sequence numbers and 64-bit stream offsets.
+//! - `ip`: where an IPv4 or IPv6 packet's upper layer is in a frame.
 //! - `ipv6`: the walk over IPv6 extension headers.
+//! - `esp`: the ESP header (SPI, sequence number) that names an SA.
 //! - `flow`: the flow key a bond's layer3+4 hash covers.
 //! - `tls`: the TLS record format and per-record AEAD inputs (nonce, AAD)
 //!   that tlsd's software engine and the NIC's TLS engine share.
@@ -20,7 +22,9 @@
 
 pub mod chunk;
 pub mod csum;
+pub mod esp;
 pub mod flow;
+pub mod ip;
 pub mod ipv6;
 pub mod mac;
 mod seq;

@@ -2,12 +2,9 @@
 //! one parse the NIC's offload engines, netsrv's offload path and the
 //! capture checks in tests share.
 
-use smoltcp::wire::{
-    EthernetFrame, EthernetProtocol, IpProtocol, Ipv4Packet, Ipv6Packet, TcpPacket,
-    ETHERNET_HEADER_LEN, IPV6_HEADER_LEN,
-};
+use smoltcp::wire::{IpProtocol, TcpPacket};
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 
 pub use crate::seq::{SeqNumber, StreamBase};
@@ -84,39 +81,11 @@ pub struct TcpSegment {
 /// or IPv6 (hop-by-hop and destination-options headers are walked). Anything
 /// else, or lengths that do not add up: `None`.
 pub fn parse_tcp(frame: &[u8]) -> Option<TcpSegment> {
-    let eth = EthernetFrame::new_checked(frame).ok()?;
-    match eth.ethertype() {
-        EthernetProtocol::Ipv4 => {
-            let ip = Ipv4Packet::new_checked(eth.payload()).ok()?;
-            if ip.version() != 4
-                || ip.more_frags()
-                || ip.frag_offset() != 0
-                || ip.next_header() != IpProtocol::Tcp
-            {
-                return None;
-            }
-            let src = IpAddr::V4(Ipv4Addr::from(ip.src_addr().octets()));
-            let dst = IpAddr::V4(Ipv4Addr::from(ip.dst_addr().octets()));
-            let l4 = ETHERNET_HEADER_LEN + usize::from(ip.header_len());
-            tcp(src, dst, l4, ip.payload())
-        }
-        EthernetProtocol::Ipv6 => {
-            let ip = Ipv6Packet::new_checked(eth.payload()).ok()?;
-            if ip.version() != 6 {
-                return None;
-            }
-            let src = IpAddr::V6(Ipv6Addr::from(ip.src_addr().octets()));
-            let dst = IpAddr::V6(Ipv6Addr::from(ip.dst_addr().octets()));
-            let data = ip.payload();
-            let (proto, at) = crate::ipv6::upper_layer(ip.next_header(), data).ok()?;
-            if proto != IpProtocol::Tcp {
-                return None;
-            }
-            let l4 = ETHERNET_HEADER_LEN + IPV6_HEADER_LEN + at;
-            tcp(src, dst, l4, data.get(at..)?)
-        }
-        _ => None,
+    let ip = crate::ip::upper_layer(frame)?;
+    if ip.protocol != IpProtocol::Tcp {
+        return None;
     }
+    tcp(ip.src, ip.dst, ip.at, &frame[ip.at..ip.end])
 }
 
 fn tcp(src: IpAddr, dst: IpAddr, l4: usize, seg: &[u8]) -> Option<TcpSegment> {

@@ -149,18 +149,23 @@ fn offload_lines(
     c: port_counters::Reader<'_>,
 ) -> capnp::Result<()> {
     use capnet_schema::offload_capnp::OffloadKind as K;
-    const FAMILIES: [(&str, &[(K, &str)]); 3] = [
-        ("TLS", &[(K::TlsTx, "tx"), (K::TlsRx, "rx")]),
+    // (kind, its name in the family, what its records are)
+    type Family = (&'static str, &'static [(K, &'static str, &'static str)]);
+    const FAMILIES: [Family; 3] = [
+        (
+            "TLS",
+            &[(K::TlsTx, "tx", "sealed"), (K::TlsRx, "rx", "opened")],
+        ),
         (
             "ESP",
             &[
-                (K::EspCryptoTx, "crypto-tx"),
-                (K::EspCryptoRx, "crypto-rx"),
-                (K::EspPacketTx, "packet-tx"),
-                (K::EspPacketRx, "packet-rx"),
+                (K::EspCryptoTx, "crypto-tx", "crypto-tx"),
+                (K::EspCryptoRx, "crypto-rx", "crypto-rx"),
+                (K::EspPacketTx, "packet-tx", "packet-tx"),
+                (K::EspPacketRx, "packet-rx", "packet-rx"),
             ],
         ),
-        ("NVMe/TCP", &[(K::NvmeTcpRx, "rx")]),
+        ("NVMe/TCP", &[(K::NvmeTcpRx, "rx", "placed")]),
     ];
     let offered: Vec<K> = info.get_offloads()?.iter().filter_map(Result::ok).collect();
     let counters: Vec<_> = c.get_offloads()?.iter().collect();
@@ -168,7 +173,7 @@ fn offload_lines(
         let mut on = Vec::new();
         let (mut contexts, mut released, mut auth, mut resync, mut dropped) = (0, 0, 0, 0, 0);
         let mut records = Vec::new();
-        for (kind, label) in kinds {
+        for (kind, label, done) in kinds {
             on.push(format!(
                 "{label} {}",
                 if offered.contains(kind) { "on" } else { "off" }
@@ -181,7 +186,7 @@ fn offload_lines(
             auth += k.get_auth_failures();
             resync += k.get_resync_requests();
             dropped += k.get_dropped();
-            records.push(format!("{label} {}", k.get_records()));
+            records.push(format!("{done} {}", k.get_records()));
         }
         let records = if records.is_empty() {
             "0".to_string()

@@ -7,7 +7,7 @@
 //! server object answers `revoked` from then on. Dropping the server object
 //! (the holder let go, or its connection died) deletes the context.
 
-use super::{tls, CmdError, ContextStats, Engine, Flow, InstallError, NewContext};
+use super::{tls, CmdError, ContextStats, Engine, Flow, InstallError, Matches, NewContext};
 use crate::dataplane::{Cmd, Handle, Shared};
 use capnet_schema::errors::SocketError;
 use capnet_schema::nic_capnp::nic;
@@ -253,7 +253,7 @@ impl Offloads {
             session,
             ctx: Box::new(NewContext {
                 id,
-                flow: req.flow,
+                flow: Matches::Tcp(req.flow),
                 engine: req.engine,
                 stats,
             }),

@@ -5,7 +5,16 @@
 
 use super::{StatsSnapshot, TcpSegment};
 use capnet_schema::offload_capnp::OffloadKind;
+use capnet_wire::esp::EspPacket;
 use std::fmt;
+
+/// A frame as the table parsed it for an engine: the parse its flow needs,
+/// done once.
+#[derive(Clone, Copy, Debug)]
+pub enum Packet<'a> {
+    Tcp(&'a TcpSegment),
+    Esp(&'a EspPacket),
+}
 
 /// What an engine did to a frame the stack tagged `OFFLOAD_TX` for it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,20 +46,21 @@ pub enum CmdError {
     Engine(String),
 }
 
-/// One context's engine in the data plane. Its flow is a TCP connection;
-/// received frames reach it by the connection's inbound 4-tuple, whether
-/// it transmits (to learn the peer's ACKs) or receives.
+/// One context's engine in the data plane. The table hands it only frames
+/// of its flow ([`super::Matches`]): TX frames the stack tagged for it, and
+/// received frames found by what it matches (a TCP connection's inbound
+/// 4-tuple, whether it transmits, to learn the peer's ACKs, or receives;
+/// an inbound SA's SPI).
 pub trait Engine: Send {
     fn kind(&self) -> OffloadKind;
 
-    /// A frame of its flow the stack tagged for this context, whose
-    /// payload is `frame[seg.payload]`: processed in place, or refused.
-    /// Only called for kinds that transmit.
-    fn transmit(&mut self, frame: &mut [u8], seg: &TcpSegment) -> Result<TxAction, String>;
+    /// A frame of its flow the stack tagged for this context: processed in
+    /// place, or refused.
+    fn transmit(&mut self, frame: &mut [u8], packet: Packet<'_>) -> Result<TxAction, String>;
 
     /// A received frame of its flow whose checksums the driver verified,
     /// in the buffer that goes to the stack.
-    fn receive(&mut self, frame: &mut [u8], seg: &TcpSegment) -> RxOutcome;
+    fn receive(&mut self, frame: &mut [u8], packet: Packet<'_>) -> RxOutcome;
 
     /// The holder's answer to a resync request: `Some(record)` confirms the
     /// candidate at `seq`, `None` rejects it. Stream receive kinds only.

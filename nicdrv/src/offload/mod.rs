@@ -7,8 +7,9 @@
 //!
 //! - the engine, in the data plane: an [`Engine`] (today the TLS engines of
 //!   [`tls`]) in the context table [`Engines`], named by the `context` field
-//!   of TX descriptors tagged [`flags::OFFLOAD_TX`] and found by the inbound
-//!   4-tuple of received frames;
+//!   of TX descriptors tagged [`flags::OFFLOAD_TX`] and found by what it
+//!   matches in received frames ([`Matches`]: a TCP connection's inbound
+//!   4-tuple, or an inbound ESP SA's destination and SPI);
 //! - the capability, in the control plane ([`control::Offloads`]): an
 //!   `OffloadContext` served through a revocable proxy, and the holder's
 //!   `OffloadEvents`.
@@ -65,8 +66,8 @@ mod table;
 pub mod tls;
 
 pub use counters::{ContextStats, KindCounters, KindSnapshot, KindStats, StatsSnapshot};
-pub use engine::{CmdError, Engine, RxOutcome, TxAction};
-pub use table::{Engines, InstallError, NewContext, RxMark};
+pub use engine::{CmdError, Engine, Packet, RxOutcome, TxAction};
+pub use table::{Engines, InstallError, Matches, NewContext, RxMark};
 
 pub use capnet_wire::tcp::{parse_tcp, Flow, TcpSegment};
 

@@ -1,22 +1,74 @@
 //! The data plane's context table: every installed engine, found by
-//! context id (TX descriptors) and by inbound 4-tuple (received frames).
+//! context id (TX descriptors) and by what it matches in received frames (a
+//! TCP connection's inbound 4-tuple, an inbound SA's destination and SPI).
 //! Drops, per-context and per-kind counters are kept here, once for every
 //! kind.
 
-use super::CmdError;
-use super::{parse_tcp, ContextStats, Engine, Flow, RxOutcome, StatsSnapshot, TxAction};
+use super::{
+    parse_tcp, CmdError, ContextStats, Engine, Flow, Packet, RxOutcome, StatsSnapshot, TxAction,
+};
 use crate::counters::{inc, Counters};
+use capnet_schema::offload::{kind_name, EspSa};
 use capnet_schema::offload_capnp::OffloadKind;
+use capnet_wire::esp::parse_esp;
 use std::collections::HashMap;
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+
+/// The flow a context processes frames of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Matches {
+    /// A TCP connection, as this host sees it.
+    Tcp(Flow),
+    /// An ESP security association.
+    Esp(EspSa),
+}
+
+impl fmt::Display for Matches {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Matches::Tcp(flow) => fmt::Display::fmt(flow, f),
+            Matches::Esp(sa) => write!(
+                f,
+                "{} {}->{} spi {:#010x}",
+                if sa.inbound { "in" } else { "out" },
+                sa.local,
+                sa.remote,
+                sa.spi
+            ),
+        }
+    }
+}
+
+/// What received frames find contexts by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Key {
+    /// (source, destination) of a TCP segment.
+    Tcp(SocketAddr, SocketAddr),
+    /// (destination, SPI) of an ESP packet.
+    Spi(IpAddr, u32),
+}
+
+impl Matches {
+    /// The key of the received frames the context sees; an outbound SA
+    /// sees none.
+    fn key(&self) -> Option<Key> {
+        match self {
+            Matches::Tcp(flow) => {
+                let (src, dst) = flow.inbound();
+                Some(Key::Tcp(src, dst))
+            }
+            Matches::Esp(sa) => sa.inbound.then_some(Key::Spi(sa.local, sa.spi)),
+        }
+    }
+}
 
 /// What `Cmd::OffloadInstall` carries.
 #[derive(Debug)]
 pub struct NewContext {
     pub id: u32,
-    pub flow: Flow,
+    pub flow: Matches,
     pub engine: Box<dyn Engine>,
     pub stats: Arc<ContextStats>,
 }
@@ -41,12 +93,9 @@ pub struct RxMark {
     pub resync_request: Option<(u32, u32)>,
 }
 
-/// A frame's (source, destination).
-type Ends = (SocketAddr, SocketAddr);
-
 struct Slot {
     kind: OffloadKind,
-    flow: Flow,
+    flow: Matches,
     engine: Box<dyn Engine>,
     stats: Arc<ContextStats>,
     /// Frames naming the context dropped before they reached the engine.
@@ -69,9 +118,9 @@ impl Slot {
 #[derive(Default)]
 pub struct Engines {
     by_id: HashMap<u32, Slot>,
-    /// Inbound 4-tuple -> the contexts that see its frames (a connection's
-    /// TX context, for the ACKs, and its RX context), in install order.
-    by_inbound: HashMap<Ends, Vec<u32>>,
+    /// Key -> the contexts that see its frames (a connection's TX context,
+    /// for the ACKs, and its RX context; an inbound SA's), in install order.
+    by_key: HashMap<Key, Vec<u32>>,
 }
 
 impl fmt::Debug for Engines {
@@ -100,12 +149,16 @@ impl Engines {
             stats,
         } = ctx;
         let kind = engine.kind();
-        let key = flow.inbound();
-        let peers = self.by_inbound.get(&key).map_or(&[][..], |v| &v[..]);
-        if self.by_id.contains_key(&id) || peers.iter().any(|p| self.by_id[p].kind == kind) {
+        let taken = self
+            .by_id
+            .values()
+            .any(|s| s.kind == kind && s.flow == flow);
+        if taken || self.by_id.contains_key(&id) {
             return Err(InstallError::Duplicate);
         }
-        self.by_inbound.entry(key).or_default().push(id);
+        if let Some(key) = flow.key() {
+            self.by_key.entry(key).or_default().push(id);
+        }
         self.by_id.insert(
             id,
             Slot {
@@ -119,7 +172,7 @@ impl Engines {
         );
         inc(&c.offload_contexts);
         c.offload.created(kind);
-        tracing::debug!(id, %flow, kind = capnet_schema::offload::kind_name(kind), "offload engine installed");
+        tracing::debug!(id, %flow, kind = kind_name(kind), "offload engine installed");
         Ok(())
     }
 
@@ -129,11 +182,12 @@ impl Engines {
         let Some(mut slot) = self.by_id.remove(&id) else {
             return false;
         };
-        let key = slot.flow.inbound();
-        if let Some(ids) = self.by_inbound.get_mut(&key) {
-            ids.retain(|i| *i != id);
-            if ids.is_empty() {
-                self.by_inbound.remove(&key);
+        if let Some(key) = slot.flow.key() {
+            if let Some(ids) = self.by_key.get_mut(&key) {
+                ids.retain(|i| *i != id);
+                if ids.is_empty() {
+                    self.by_key.remove(&key);
+                }
             }
         }
         slot.publish(c);
@@ -169,9 +223,26 @@ impl Engines {
     }
 
     /// A frame from the stack tagged `OFFLOAD_TX` naming context `id`:
-    /// processed in place, or to be dropped.
+    /// processed in place, or to be dropped. It must be a frame of the
+    /// context's flow as this host sends it.
     pub fn transmit(&mut self, frame: &mut [u8], id: u32, c: &Counters) -> TxAction {
         let slot = self.by_id.get_mut(&id);
+        let flow = slot.as_ref().map(|s| s.flow);
+        if let Some(Matches::Esp(sa)) = flow {
+            let Some(p) = parse_esp(frame) else {
+                tracing::debug!(id, "OFFLOAD_TX frame that is not ESP dropped");
+                return dropped(slot, c);
+            };
+            if (p.src, p.dst, p.header.spi) != (sa.local, sa.remote, sa.spi) || sa.inbound {
+                tracing::debug!(
+                    id,
+                    spi = p.header.spi,
+                    "OFFLOAD_TX frame of another SA dropped"
+                );
+                return dropped(slot, c);
+            }
+            return process(slot, frame, Packet::Esp(&p), c);
+        }
         let Some(seg) = parse_tcp(frame) else {
             tracing::debug!(id, "OFFLOAD_TX frame that is not a TCP segment dropped");
             return dropped(slot, c);
@@ -180,36 +251,34 @@ impl Engines {
             // Nothing to process (a pure ACK, a FIN), whatever it names.
             return TxAction::Send { changed: false };
         }
-        let Some(slot) = slot else {
+        let Some(Matches::Tcp(flow)) = flow else {
             tracing::debug!(id, "OFFLOAD_TX frame naming no context dropped");
             return dropped(None, c);
         };
-        if (seg.src, seg.dst) != slot.flow.outbound() {
-            tracing::debug!(id, flow = %slot.flow, src = %seg.src, dst = %seg.dst,
+        if (seg.src, seg.dst) != flow.outbound() {
+            tracing::debug!(id, %flow, src = %seg.src, dst = %seg.dst,
                 "OFFLOAD_TX frame of another flow dropped");
-            return dropped(Some(slot), c);
+            return dropped(slot, c);
         }
-        let action = match slot.engine.transmit(frame, &seg) {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::debug!(id, %e, "offload engine refused a segment; dropped");
-                inc(&c.offload_tx_dropped);
-                TxAction::Drop
-            }
-        };
-        slot.publish(c);
-        action
+        process(slot, frame, Packet::Tcp(&seg), c)
     }
 
     /// A received frame with a verified checksum, in the buffer that goes to
-    /// the stack: every context of its flow sees it; the one that processed
-    /// it names itself in the mark.
+    /// the stack: every context that matches it sees it; the one that
+    /// processed it names itself in the mark.
     pub fn receive(&mut self, frame: &mut [u8], c: &Counters) -> RxMark {
+        if let Some(seg) = parse_tcp(frame) {
+            self.deliver(Key::Tcp(seg.src, seg.dst), frame, Packet::Tcp(&seg), c)
+        } else if let Some(p) = parse_esp(frame) {
+            self.deliver(Key::Spi(p.dst, p.header.spi), frame, Packet::Esp(&p), c)
+        } else {
+            RxMark::default()
+        }
+    }
+
+    fn deliver(&mut self, key: Key, frame: &mut [u8], packet: Packet<'_>, c: &Counters) -> RxMark {
         let mut mark = RxMark::default();
-        let Some(seg) = parse_tcp(frame) else {
-            return mark;
-        };
-        let Some(ids) = self.by_inbound.get(&(seg.src, seg.dst)) else {
+        let Some(ids) = self.by_key.get(&key) else {
             return mark;
         };
         for id in ids {
@@ -219,7 +288,7 @@ impl Engines {
             let RxOutcome {
                 flags,
                 resync_request,
-            } = slot.engine.receive(frame, &seg);
+            } = slot.engine.receive(frame, packet);
             if flags != 0 {
                 mark.flags |= flags;
                 mark.context = *id;
@@ -231,6 +300,28 @@ impl Engines {
         }
         mark
     }
+}
+
+/// Hands a frame of its flow to a context's engine.
+fn process(
+    slot: Option<&mut Slot>,
+    frame: &mut [u8],
+    packet: Packet<'_>,
+    c: &Counters,
+) -> TxAction {
+    let Some(slot) = slot else {
+        return dropped(None, c);
+    };
+    let action = match slot.engine.transmit(frame, packet) {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::debug!(kind = kind_name(slot.kind), %e, "offload engine refused a frame; dropped");
+            inc(&c.offload_tx_dropped);
+            TxAction::Drop
+        }
+    };
+    slot.publish(c);
+    action
 }
 
 /// Counts a frame dropped before an engine saw it.
@@ -314,7 +405,7 @@ mod tests {
         e.install(
             NewContext {
                 id,
-                flow: flow(),
+                flow: Matches::Tcp(flow()),
                 engine,
                 stats: stats.clone(),
             },
@@ -339,7 +430,7 @@ mod tests {
             e.install(
                 NewContext {
                     id: 2,
-                    flow: flow(),
+                    flow: Matches::Tcp(flow()),
                     engine: tls::engine(OffloadKind::TlsTx, params(1), 0),
                     stats: Arc::default(),
                 },
@@ -450,5 +541,158 @@ mod tests {
         assert_eq!(e.delete_all(&c), vec![3]);
         assert_eq!(e.resync(3, 0, None, &c), Err(CmdError::Unknown));
         assert_eq!(c.snapshot().offload_released, 1);
+    }
+
+    /// An engine that counts what it is handed (the table's side of the
+    /// contract, for a flow of any kind).
+    struct Counting {
+        kind: OffloadKind,
+        seen: u64,
+    }
+
+    impl Engine for Counting {
+        fn kind(&self) -> OffloadKind {
+            self.kind
+        }
+
+        fn transmit(&mut self, _: &mut [u8], p: Packet<'_>) -> Result<TxAction, String> {
+            assert!(matches!(p, Packet::Esp(_)));
+            self.seen += 1;
+            Ok(TxAction::Send { changed: true })
+        }
+
+        fn receive(&mut self, _: &mut [u8], p: Packet<'_>) -> RxOutcome {
+            let Packet::Esp(esp) = p else {
+                panic!("an ESP context handed {p:?}")
+            };
+            self.seen += 1;
+            RxOutcome {
+                flags: flags::OFFLOADED | flags::OFFLOAD_FAILED,
+                resync_request: Some(esp.header.seq),
+            }
+        }
+
+        fn stats(&self) -> StatsSnapshot {
+            StatsSnapshot {
+                records: self.seen,
+                ..StatsSnapshot::default()
+            }
+        }
+    }
+
+    /// Ethernet + IPv4 + ESP from `src` to `dst`.
+    fn esp_frame(src: [u8; 4], dst: [u8; 4], spi: u32, seq: u32) -> Vec<u8> {
+        let mut f = vec![0u8; 14];
+        f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+        let mut ip = [0u8; 20];
+        ip[0] = 0x45;
+        ip[2..4].copy_from_slice(&(20u16 + 8 + 16).to_be_bytes());
+        ip[8] = 64;
+        ip[9] = 50;
+        ip[12..16].copy_from_slice(&src);
+        ip[16..20].copy_from_slice(&dst);
+        f.extend_from_slice(&ip);
+        let mut h = [0u8; 8];
+        capnet_wire::esp::EspHeader { spi, seq }.emit(&mut h);
+        f.extend_from_slice(&h);
+        f.extend_from_slice(&[0xEE; 16]);
+        f
+    }
+
+    #[test]
+    fn esp_contexts_are_found_by_spi_and_checked_by_sa() {
+        let c = Counters::default();
+        let mut e = Engines::default();
+        let (me, peer) = ([10, 0, 0, 1], [10, 0, 0, 2]);
+        let sa = |spi, inbound| EspSa {
+            local: me.into(),
+            remote: peer.into(),
+            spi,
+            inbound,
+        };
+        for (id, kind, flow) in [
+            (1, OffloadKind::EspCryptoRx, sa(0x100, true)),
+            (2, OffloadKind::EspCryptoTx, sa(0x200, false)),
+        ] {
+            e.install(
+                NewContext {
+                    id,
+                    flow: Matches::Esp(flow),
+                    engine: Box::new(Counting { kind, seen: 0 }),
+                    stats: Arc::default(),
+                },
+                &c,
+            )
+            .unwrap();
+        }
+        // Inbound: found by (destination, SPI); another SPI or another
+        // destination reaches no engine.
+        let m = e.receive(&mut esp_frame(peer, me, 0x100, 7), &c);
+        assert_eq!(
+            m,
+            RxMark {
+                flags: flags::OFFLOADED | flags::OFFLOAD_FAILED,
+                context: 1,
+                resync_request: Some((1, 7)),
+            }
+        );
+        assert_eq!(
+            e.receive(&mut esp_frame(peer, me, 0x101, 7), &c),
+            RxMark::default()
+        );
+        assert_eq!(
+            e.receive(&mut esp_frame(peer, peer, 0x100, 7), &c),
+            RxMark::default()
+        );
+        // An outbound SA sees no received frame, even one of its SPI.
+        assert_eq!(
+            e.receive(&mut esp_frame(peer, me, 0x200, 1), &c),
+            RxMark::default()
+        );
+        // Outbound: only frames of the SA, as this host sends them.
+        let ok = TxAction::Send { changed: true };
+        assert_eq!(e.transmit(&mut esp_frame(me, peer, 0x200, 1), 2, &c), ok);
+        assert_eq!(
+            e.transmit(&mut esp_frame(me, peer, 0x201, 1), 2, &c),
+            TxAction::Drop
+        );
+        assert_eq!(
+            e.transmit(&mut esp_frame(peer, me, 0x200, 1), 2, &c),
+            TxAction::Drop
+        );
+        assert_eq!(
+            e.transmit(&mut esp_frame(me, peer, 0x100, 1), 1, &c),
+            TxAction::Drop
+        );
+        let mut tcp_frame = tcp(
+            "10.0.0.1:1".parse().unwrap(),
+            "10.0.0.2:2".parse().unwrap(),
+            1,
+            1,
+            ACK,
+            b"x",
+        );
+        assert_eq!(e.transmit(&mut tcp_frame, 2, &c), TxAction::Drop);
+        let s = c.snapshot();
+        assert_eq!(s.offload_tx_dropped, 4);
+        let tx = s.offload.get(OffloadKind::EspCryptoTx);
+        assert_eq!((tx.contexts, tx.records, tx.dropped), (1, 1, 3));
+        assert_eq!(s.offload.get(OffloadKind::EspCryptoRx).records, 1);
+        // One context per SA and kind.
+        let again = NewContext {
+            id: 3,
+            flow: Matches::Esp(sa(0x100, true)),
+            engine: Box::new(Counting {
+                kind: OffloadKind::EspCryptoRx,
+                seen: 0,
+            }),
+            stats: Arc::default(),
+        };
+        assert_eq!(e.install(again, &c), Err(InstallError::Duplicate));
+        assert_eq!(e.delete_all(&c), vec![1, 2]);
+        assert_eq!(
+            e.receive(&mut esp_frame(peer, me, 0x100, 8), &c),
+            RxMark::default()
+        );
     }
 }

@@ -2,8 +2,7 @@
 //! the `TlsParams` a holder sends, read and checked, and the offload
 //! crate's engines behind the trait.
 
-use super::CmdError;
-use super::{Engine, RxOutcome, StatsSnapshot, TcpSegment, TxAction};
+use super::{CmdError, Engine, Packet, RxOutcome, StatsSnapshot, TxAction};
 use capnet_offload::gcm::GcmKey;
 use capnet_offload::tls::{TlsParams, TlsRxEngine, TlsTxEngine};
 use capnet_ring::flags;
@@ -72,16 +71,21 @@ impl Engine for TlsTx {
         OffloadKind::TlsTx
     }
 
-    fn transmit(&mut self, frame: &mut [u8], seg: &TcpSegment) -> Result<TxAction, String> {
+    fn transmit(&mut self, frame: &mut [u8], packet: Packet<'_>) -> Result<TxAction, String> {
+        let Packet::Tcp(seg) = packet else {
+            return Err("not a TCP segment".into());
+        };
         self.0
             .process(seg.seq, &mut frame[seg.payload.clone()])
             .map(|_| TxAction::Send { changed: true })
             .map_err(|e| e.to_string())
     }
 
-    fn receive(&mut self, _: &mut [u8], seg: &TcpSegment) -> RxOutcome {
-        if let Some(ack) = seg.ack.filter(|_| !seg.rst) {
-            self.0.acked(ack);
+    fn receive(&mut self, _: &mut [u8], packet: Packet<'_>) -> RxOutcome {
+        if let Packet::Tcp(seg) = packet {
+            if let Some(ack) = seg.ack.filter(|_| !seg.rst) {
+                self.0.acked(ack);
+            }
         }
         RxOutcome::default()
     }
@@ -109,11 +113,14 @@ impl Engine for TlsRx {
         OffloadKind::TlsRx
     }
 
-    fn transmit(&mut self, _: &mut [u8], _: &TcpSegment) -> Result<TxAction, String> {
+    fn transmit(&mut self, _: &mut [u8], _: Packet<'_>) -> Result<TxAction, String> {
         Err("a tlsRx context seals nothing".into())
     }
 
-    fn receive(&mut self, frame: &mut [u8], seg: &TcpSegment) -> RxOutcome {
+    fn receive(&mut self, frame: &mut [u8], packet: Packet<'_>) -> RxOutcome {
+        let Packet::Tcp(seg) = packet else {
+            return RxOutcome::default();
+        };
         if seg.payload.is_empty() || seg.syn || seg.rst {
             return RxOutcome::default();
         }
