@@ -4,7 +4,7 @@
 //! and nvmeddp for NVMe/TCP) holds the offload contexts a NIC driver mints
 //! for it. Whatever takes a context away — the flow's egress moving to
 //! another port, the driver revoking it, the driver dying, new keys — it
-//! must leave in one order (DESIGN.md, "Offload contexts"):
+//! must leave in one order (docs/offload.md, "Revoking, in this order"):
 //!
 //! 1. the flow switches to the service's software path;
 //! 2. drain: no descriptor naming the context is in flight on the old port;

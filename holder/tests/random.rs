@@ -1,7 +1,7 @@
 //! The holder machine against a fake world — a flow, ports whose drivers
 //! revoke and die, an egress that flaps, answers that come late — driven by
 //! seeded random event sequences. After every step the invariants of
-//! DESIGN.md ("Offload contexts") are checked:
+//! docs/offload.md ("The holder's machine") are checked:
 //!
 //! - a revoked context is never used again (activated, asked, answered)
 //!   once the holder was told;

@@ -3,7 +3,7 @@
 //! rustls runs the handshake ([`handshake`]); certificates, keys and trust
 //! roots are loaded only here ([`identity`]). After the handshake the record
 //! layer is tlsd's own ([`record`]), so that records can be sealed and
-//! opened in software or, later, by a NIC offload context.
+//! opened in software or by a NIC offload context ([`holder`]).
 
 pub mod alert;
 pub mod args;

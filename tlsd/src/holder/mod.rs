@@ -4,7 +4,7 @@
 //! passes the call through to it). The holder follows the connection's
 //! `Egress`: on every change (failover, link down, driver restart, route),
 //! on new keys, and when the driver revokes a context or dies, the context
-//! leaves in the order DESIGN.md gives — software first, drain, delete in
+//! leaves in the order docs/offload.md gives — software first, drain, delete in
 //! the NIC — and a new one is made where the new egress offers it, which
 //! Linux never does.
 //!
