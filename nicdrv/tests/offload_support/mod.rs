@@ -1,0 +1,415 @@
+//! The harness of the TLS offload tests on real `nicdrv --backend sim`
+//! processes: the test is the stack of both ports (capnp on `--listen`,
+//! frames through the port rings) and the holder of the contexts (it
+//! implements `OffloadEvents`). `records` builds the records an independent
+//! AES-GCM seals; `frames` the TCP frames that carry them.
+//!
+//! No assertion depends on timing: "was not sent" is shown by a marker
+//! frame sent after it arriving alone (the wire keeps order without faults).
+#![allow(dead_code)]
+
+pub mod frames;
+pub mod records;
+
+use capnet_ring::{ChannelLayout, Duplex, CONNECT_HANDOFF, CONNECT_RPC};
+use capnet_schema::nic_capnp::nic;
+use capnet_schema::offload_capnp::{offload_context, offload_events, OffloadKind};
+use capnp::capability::Rc as CapRc;
+use capnp_rpc::{rpc_twoparty_capnp::Side, twoparty, RpcSystem};
+use frames::{tcp_frame, ACK, PSH};
+use nicdrv::counters::Snapshot;
+use records::Tls;
+use std::cell::RefCell;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+use tokio_util::compat::{TokioAsyncReadCompatExt, TokioAsyncWriteCompatExt};
+
+pub const WAIT: Duration = Duration::from_secs(15);
+
+pub fn tmpdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("nicdrv-off-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+pub fn sa(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+/// A nicdrv child; SIGTERM and wait on drop.
+pub struct Proc {
+    child: Child,
+    listen: PathBuf,
+}
+
+impl Proc {
+    pub fn spawn(dir: &Path, name: &str, wire: &Path, extra: &[&str]) -> Proc {
+        let listen = dir.join(format!("{name}.sock"));
+        let _ = std::fs::remove_file(&listen);
+        let child = Command::new(env!("CARGO_BIN_EXE_nicdrv"))
+            .args(["--name", name, "--backend", "sim", "--wire"])
+            .arg(wire)
+            .arg("--listen")
+            .arg(&listen)
+            .args(extra)
+            .env(
+                "CAPNET_LOG",
+                std::env::var("CAPNET_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn nicdrv");
+        let deadline = Instant::now() + WAIT;
+        while !listen.exists() {
+            assert!(Instant::now() < deadline, "{name} did not listen");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Proc { child, listen }
+    }
+
+    pub fn sigterm(&self) {
+        // SAFETY: sending a signal to our own child process.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+    }
+
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        self.sigterm();
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st;
+            }
+            assert!(Instant::now() < deadline, "nicdrv did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if self.child.try_wait().unwrap().is_none() {
+            let _ = self.terminate();
+        }
+    }
+}
+
+pub fn is_word(e: &capnp::Error, word: &str) -> bool {
+    let d = e
+        .extra
+        .strip_prefix("remote exception: ")
+        .unwrap_or(&e.extra);
+    capnet_schema::errors::SocketError::from_description(d).map(|w| w.word()) == Some(word)
+}
+
+#[track_caller]
+pub fn assert_word<T>(r: Result<T, capnp::Error>, word: &str) -> capnp::Error {
+    match r {
+        Ok(_) => panic!("expected `{word}`, the call succeeded"),
+        Err(e) => {
+            assert!(is_word(&e, word), "expected `{word}`: {e}");
+            e
+        }
+    }
+}
+
+/// What the holder's `OffloadEvents` was told.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Told {
+    ResyncRequest(u32),
+    Revoked(String),
+}
+
+pub type Heard = Rc<RefCell<Vec<Told>>>;
+
+struct Holder(Heard);
+
+impl offload_events::Server for Holder {
+    fn resync_request(
+        self: CapRc<Self>,
+        params: offload_events::ResyncRequestParams,
+        _: offload_events::ResyncRequestResults,
+    ) -> impl std::future::Future<Output = Result<(), capnp::Error>> + 'static {
+        let r = params.get().map(|p| {
+            self.0
+                .borrow_mut()
+                .push(Told::ResyncRequest(p.get_tcp_seq()))
+        });
+        std::future::ready(r)
+    }
+
+    fn revoked(
+        self: CapRc<Self>,
+        params: offload_events::RevokedParams,
+        _: offload_events::RevokedResults,
+    ) -> impl std::future::Future<Output = Result<(), capnp::Error>> + 'static {
+        let r = (|| {
+            let why = params.get()?.get_reason()?.to_string().unwrap_or_default();
+            self.0.borrow_mut().push(Told::Revoked(why));
+            Ok(())
+        })();
+        std::future::ready(r)
+    }
+}
+
+pub async fn wait_heard(heard: &Heard, what: impl Fn(&Told) -> bool) -> Told {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(t) = heard.borrow().iter().find(|t| what(t)) {
+            return t.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the holder was not told; it heard {:?}",
+            heard.borrow()
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// One capnp connection to a port.
+pub struct Conn {
+    nic: nic::Client,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Conn {
+    pub fn open(p: &Proc) -> Conn {
+        let mut s = UnixStream::connect(&p.listen).unwrap();
+        s.write_all(&[CONNECT_RPC]).unwrap();
+        s.set_nonblocking(true).unwrap();
+        let (r, w) = tokio::net::UnixStream::from_std(s).unwrap().into_split();
+        let net = twoparty::VatNetwork::new(
+            r.compat(),
+            w.compat_write(),
+            Side::Client,
+            Default::default(),
+        );
+        let mut sys = RpcSystem::new(Box::new(net), None);
+        let nic: nic::Client = sys.bootstrap(Side::Server);
+        let task = tokio::task::spawn_local(async move {
+            let _ = sys.await;
+        });
+        Conn { nic, task }
+    }
+
+    pub fn close(self) {
+        self.task.abort();
+    }
+
+    pub async fn counters(&self) -> Snapshot {
+        let r = self.nic.counters_request().send().promise.await.unwrap();
+        nicdrv::service::read_counters(r.get().unwrap().get_counters().unwrap())
+    }
+
+    pub async fn wait_link(&self) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let r = self.nic.info_request().send().promise.await.unwrap();
+            if r.get().unwrap().get_info().unwrap().get_link_up() {
+                return;
+            }
+            assert!(Instant::now() < deadline, "link never came up");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// The kinds `info` lists (`PortInfo.offloads`).
+    pub async fn offered(&self) -> Vec<OffloadKind> {
+        let r = self.nic.info_request().send().promise.await.unwrap();
+        let i = r.get().unwrap().get_info().unwrap();
+        i.get_offloads()
+            .unwrap()
+            .iter()
+            .map(|k| k.unwrap())
+            .collect()
+    }
+
+    pub async fn try_open_rings(&self, p: &Proc) -> Result<(Duplex, OwnedFd), capnp::Error> {
+        let r = self.nic.open_rings_request().send().promise.await?;
+        let g = r.get()?.get_grant()?;
+        let token = capnet_ring::Token::from_slice(g.get_token()?).expect("16-byte token");
+        let layout = ChannelLayout {
+            buffers: g.get_buffer_count(),
+            buf_size: g.get_buffer_size(),
+        };
+        let mut h = UnixStream::connect(&p.listen).unwrap();
+        h.write_all(&[CONNECT_HANDOFF]).unwrap();
+        let fds = capnet_ring::redeem(h.as_fd(), &token, 3).expect("redeem");
+        let region = fds[0].try_clone().unwrap();
+        Ok((Duplex::attach(fds, layout).expect("attach"), region))
+    }
+
+    pub async fn open_rings(&self, p: &Proc) -> Duplex {
+        self.try_open_rings(p).await.expect("openRings").0
+    }
+
+    /// `offload` of a TLS kind; the context and its info's id.
+    pub async fn offload(
+        &self,
+        kind: OffloadKind,
+        local: &str,
+        remote: &str,
+        tls: &Tls,
+        heard: &Heard,
+    ) -> Result<(offload_context::Client, u32), capnp::Error> {
+        let mut req = self.nic.offload_request();
+        {
+            let mut p = req.get();
+            let mut q = p.reborrow().init_request();
+            q.set_kind(kind);
+            capnet_schema::offload::write_tcp_flow(
+                q.reborrow().init_flow().init_tcp(),
+                sa(local),
+                sa(remote),
+                0,
+            );
+            let mut t = q.get_params().init_tls();
+            t.set_version(tls.version);
+            t.set_cipher(tls.cipher);
+            t.set_key(&tls.key);
+            t.set_iv(&tls.iv);
+            t.set_tcp_seq(tls.tcp_seq);
+            t.set_record_seq(tls.rec_seq);
+            p.set_events(capnp_rpc::new_client(Holder(heard.clone())));
+        }
+        let r = req.send().promise.await?;
+        let r = r.get()?;
+        let info = r.get_info()?;
+        Ok((r.get_context()?, info.get_id()))
+    }
+
+    /// `offloadContexts`: (id, state) of each.
+    pub async fn contexts(&self) -> Vec<(u32, String)> {
+        let r = self
+            .nic
+            .offload_contexts_request()
+            .send()
+            .promise
+            .await
+            .unwrap();
+        r.get()
+            .unwrap()
+            .get_contexts()
+            .unwrap()
+            .iter()
+            .map(|c| (c.get_id(), c.get_state().unwrap().to_string().unwrap()))
+            .collect()
+    }
+}
+
+/// (records, bytes, resyncRequests, resyncs, authFailures, dropped) of `info`.
+pub async fn ctx_info(c: &offload_context::Client) -> Result<[u64; 6], capnp::Error> {
+    let r = c.info_request().send().promise.await?;
+    let i = r.get()?.get_info()?;
+    assert_eq!(i.get_state()?.to_str().unwrap(), "active");
+    Ok([
+        i.get_records(),
+        i.get_bytes(),
+        i.get_resync_requests(),
+        i.get_resyncs(),
+        i.get_auth_failures(),
+        i.get_dropped(),
+    ])
+}
+
+/// Sends frames from the stack side: (frame, flags, context).
+pub async fn send(d: &mut Duplex, frames: &[(Vec<u8>, u32, u32)]) {
+    for (f, fl, ctx) in frames {
+        let deadline = Instant::now() + WAIT;
+        let mut b = loop {
+            if let Some(b) = d.tx.alloc().unwrap() {
+                break b;
+            }
+            assert!(Instant::now() < deadline, "no TX buffer came back");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        };
+        d.tx.buf_mut(&mut b)[..f.len()].copy_from_slice(f);
+        d.tx.send(b, f.len() as u32, *fl, *ctx);
+        if d.tx.flush().unwrap() {
+            d.wake_peer.ring();
+        }
+    }
+}
+
+/// A received frame with its descriptor's flags and context.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Got {
+    pub frame: Vec<u8>,
+    pub flags: u32,
+    pub context: u32,
+}
+
+/// Receives exactly `n` frames (panics after [`WAIT`]).
+pub async fn recv(d: &mut Duplex, n: usize) -> Vec<Got> {
+    let deadline = Instant::now() + WAIT;
+    let mut out = Vec::new();
+    while out.len() < n {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {n} frames came: {out:?}",
+            out.len()
+        );
+        while let Some(b) = d.rx.recv().unwrap() {
+            let desc = b.desc();
+            out.push(Got {
+                frame: d.rx.data(&b).to_vec(),
+                flags: desc.flags,
+                context: desc.context,
+            });
+            d.rx.release(b);
+        }
+        if d.rx.flush().unwrap() {
+            d.wake_peer.ring();
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    out
+}
+
+/// A frame of an unrelated flow; when it arrives, every frame sent before
+/// it has arrived or was dropped.
+pub fn marker(n: u32) -> (Vec<u8>, u32, u32) {
+    (
+        tcp_frame(
+            sa("10.0.0.1:7"),
+            sa("10.0.0.2:7"),
+            n,
+            0,
+            ACK | PSH,
+            format!("marker {n}").as_bytes(),
+            true,
+        ),
+        0,
+        0,
+    )
+}
+
+/// Sends `frames`, then a marker, and checks that only the marker arrives.
+pub async fn assert_dropped(
+    from: &mut Duplex,
+    to: &mut Duplex,
+    frames: &[(Vec<u8>, u32, u32)],
+    n: u32,
+) {
+    let mut all = frames.to_vec();
+    all.push(marker(n));
+    send(from, &all).await;
+    let got = recv(to, 1).await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].frame, marker(n).0, "a dropped frame arrived");
+}
+
+pub fn local_test(f: impl std::future::Future<Output = ()>) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    tokio::task::LocalSet::new().block_on(&rt, f);
+}
