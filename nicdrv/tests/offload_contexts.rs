@@ -84,7 +84,7 @@ fn offload_refused_without_the_feature_or_with_bad_parameters() {
         );
 
         // One context per flow and kind.
-        let (_c1, id1) = ca.offload(tx, l, r, &good, &heard).await.unwrap();
+        let (c1, id1) = ca.offload(tx, l, r, &good, &heard).await.unwrap();
         assert_word(ca.offload(tx, l, r, &good, &heard).await, "invalid");
         let (_c2, id2) = ca
             .offload(OffloadKind::TlsRx, l, r, &good, &heard)
@@ -105,6 +105,80 @@ fn offload_refused_without_the_feature_or_with_bad_parameters() {
         );
         let s = ca.counters().await;
         assert_eq!((s.offload_contexts, s.offload_released), (3, 0));
+
+        // A request whose flow or parameters do not suit its kind.
+        let esp_flow = ca
+            .offload_request(
+                |mut q| {
+                    q.set_kind(tx);
+                    let mut sa = q.reborrow().init_flow().init_esp();
+                    sa.set_local(&[10, 0, 0, 1]);
+                    sa.set_remote(&[10, 0, 0, 2]);
+                    sa.set_spi(0x100);
+                    q.get_params().init_tls();
+                },
+                &heard,
+            )
+            .await;
+        let e = assert_word(esp_flow, "invalid");
+        assert!(e.extra.contains("not an ESP SA"), "{e}");
+        for params in ["esp", "nvme", "none"] {
+            let r = ca
+                .offload_request(
+                    |mut q| {
+                        q.set_kind(OffloadKind::TlsRx);
+                        capnet_schema::offload::write_tcp_flow(
+                            q.reborrow().init_flow().init_tcp(),
+                            "10.0.0.1:40001".parse().unwrap(),
+                            "10.0.0.2:443".parse().unwrap(),
+                            0,
+                        );
+                        match params {
+                            "esp" => {
+                                q.get_params().init_esp().set_key(&[1; 16]);
+                            }
+                            "nvme" => {
+                                q.get_params().init_nvme_tcp();
+                            }
+                            _ => {}
+                        }
+                    },
+                    &heard,
+                )
+                .await;
+            // No parameters at all reads as empty TLS parameters.
+            let e = assert_word(
+                r,
+                if params == "none" {
+                    "unsupported"
+                } else {
+                    "invalid"
+                },
+            );
+            assert!(
+                e.extra.contains("tlsRx") || params == "none",
+                "{params}: {e}"
+            );
+        }
+
+        // The calls of other kinds on a TLS context: `invalid`, naming both.
+        let e = assert_word(c1.grant_sequence_request().send().promise.await, "invalid");
+        assert!(
+            e.extra.contains("is tlsTx") && e.extra.contains("espPacketTx"),
+            "{e}"
+        );
+        assert_word(c1.set_lifetime_request().send().promise.await, "invalid");
+        assert_word(c1.place_buffer_request().send().promise.await, "invalid");
+        assert_word(c1.release_buffer_request().send().promise.await, "invalid");
+        let mut resync = c1.resync_request();
+        resync.get().set_tcp_seq(1);
+        let e = assert_word(resync.send().promise.await, "invalid");
+        assert!(e.extra.contains("tlsRx"), "{e}");
+        assert_eq!(
+            ca.counters().await.offload_contexts,
+            3,
+            "refusals make none"
+        );
         assert!(heard.borrow().is_empty());
     });
     let _ = std::fs::remove_dir_all(&dir);

@@ -285,6 +285,23 @@ impl Conn {
         Ok((r.get_context()?, info.get_id()))
     }
 
+    /// `offload` of any request `build` writes; the context and its id.
+    pub async fn offload_request(
+        &self,
+        build: impl FnOnce(capnet_schema::offload_capnp::offload_request::Builder<'_>),
+        heard: &Heard,
+    ) -> Result<(offload_context::Client, u32), capnp::Error> {
+        let mut req = self.nic.offload_request();
+        {
+            let mut p = req.get();
+            build(p.reborrow().init_request());
+            p.set_events(capnp_rpc::new_client(Holder(heard.clone())));
+        }
+        let r = req.send().promise.await?;
+        let r = r.get()?;
+        Ok((r.get_context()?, r.get_info()?.get_id()))
+    }
+
     /// `offloadContexts`: (id, state) of each.
     pub async fn contexts(&self) -> Vec<(u32, String)> {
         let r = self
