@@ -1,7 +1,7 @@
 //! A stand-in for netsrv in the test's process, for libclient's offload API
 //! (what tlsd needs from netsrv): it speaks the service socket protocol
 //! (`R` + capnp bootstrapping `Net`, `H` for the handoff channel), and its
-//! TCP sockets implement `offloadTls` (a fake `OffloadContext` whose
+//! TCP sockets implement `offload` (a fake `OffloadContext` whose
 //! `OffloadEvents` the test drives), `offloadStop`, `sendUnacked` and
 //! `egress` (`service`). A pump thread plays netsrv's receive path (`pump`):
 //! it writes what the test feeds into the receive ring, as plain bytes or,
@@ -31,7 +31,7 @@ use std::sync::{Arc, Mutex};
 pub const RING_BYTES: u32 = 4096;
 pub const LOCAL: &str = "10.0.0.1:40000";
 pub const REMOTE: &str = "10.0.0.2:443";
-/// The fake answers `offloadTls` with this sequence number for offset 0.
+/// The fake answers `offload` with this sequence number for offset 0.
 pub const SEQ_BASE: u32 = 0xffff_ff00;
 /// A `recordSeq` the fake refuses with `unsupported`.
 pub const UNSUPPORTED_SEQ: u64 = 999;
@@ -48,7 +48,7 @@ pub enum Cmd {
     EndSubscription,
 }
 
-/// (kind, stream offset, record seq, key) of an offloadTls call.
+/// (kind, stream offset, record seq, key) of an `offload` call.
 pub type Offload = (WireKind, u64, u64, Vec<u8>);
 
 /// What the fake saw, and the test's handles into it.
@@ -68,7 +68,7 @@ pub struct Shared {
     pub seen: Seen,
     pub pump: Mutex<Option<Pump>>,
     pub pump_stop: AtomicBool,
-    /// offloadTls answers only after this long (after switching the ring).
+    /// `offload` answers only after this long (after switching the ring).
     pub offload_delay_ms: AtomicU64,
     pub commands: Mutex<Option<tokio::sync::mpsc::UnboundedSender<Cmd>>>,
     pub connections: Mutex<Vec<UnixStream>>,
