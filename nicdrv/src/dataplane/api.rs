@@ -13,6 +13,9 @@ pub struct Shared {
     pub session: AtomicU64,
 }
 
+// A handful of commands per session, never per frame: the size of `Attach`
+// (a whole `Duplex`) costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 pub enum Cmd {
     /// A new ring session (nicdrv is side A of `duplex`).
     Attach {
@@ -33,8 +36,6 @@ pub enum Cmd {
         up: bool,
         done: Option<Ack>,
     },
-    /// The rendezvous thread found the wire's peer.
-    WireUp(Wire),
     /// Install an offload context in ring session `session` (refused if
     /// that session is no longer attached).
     OffloadInstall {
@@ -90,7 +91,8 @@ pub enum Event {
 pub struct Handle {
     pub(super) tx: mpsc::Sender<Cmd>,
     pub(super) bell: Arc<Doorbell>,
-    /// Set with every command: a spinning data plane sees it without a syscall.
+    /// Set with every command, and when a device's helper thread has news
+    /// (see [`Handle::wake`]): a spinning data plane sees it without a syscall.
     pub(super) pending: Arc<AtomicBool>,
 }
 
@@ -101,6 +103,13 @@ impl Handle {
         self.pending.store(true, Ordering::Release);
         self.bell.ring();
         ok
+    }
+
+    /// Wakes the data plane without a command: a device's helper thread
+    /// (the sim wire's rendezvous) left it something to take in.
+    pub(super) fn wake(&self) {
+        self.pending.store(true, Ordering::Release);
+        self.bell.ring();
     }
 }
 

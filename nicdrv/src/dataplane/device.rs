@@ -1,89 +1,92 @@
-//! The devices behind a port: the sim wire (a ring shared with another
-//! driver) and a TAP device, and sending one frame to either.
+//! What the loop needs of the device behind a port, in two small traits:
+//! [`Device`] moves frames and keeps the medium, [`Readiness`] lets the
+//! loop sleep on it. The sim wire (`sim_dev`) and the TAP (`tap_dev`) are
+//! the two implementations; the loop is generic over them, so the per-frame
+//! calls are static and the loop never asks which device it drives.
 
 use super::*;
 
-pub(super) struct SimDev {
-    pub(super) path: PathBuf,
-    pub(super) wire: Option<Wire>,
-    pub(super) connecting: bool,
-    /// A wire buffer taken before a frame is taken from the stack.
-    pub(super) spare: Option<TxBuf>,
-    /// The wire had no free buffer: wait for the peer to return some.
-    pub(super) blocked: bool,
-    /// Our wish for the wire carrier (setCarrier / setFaults).
-    pub(super) admin_carrier: bool,
-    /// The wire's peer broke the protocol or left: drop the wire.
-    pub(super) broken: Option<String>,
-    /// Frames a peer that died never gave back: sent again to the peer
-    /// that takes its place (a restarted driver of the same port), so that
-    /// TCP over the wire need not wait out a retransmission timeout.
-    pub(super) unsent: Vec<Vec<u8>>,
-    pub(super) unsent_at: Option<Instant>,
+/// What went wrong with a device, found by [`Device::check`] or
+/// [`Readiness::woken`].
+pub(super) enum Fault {
+    /// The medium went away (the sim wire's peer left or broke the
+    /// protocol). The loop first delivers what is still on it
+    /// ([`Device::receive`] keeps working), then calls [`Device::reset`].
+    Lost(String),
+    /// The device is gone for good: the data plane stops.
+    // Of today's devices only the TAP (Linux only) can vanish.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    Gone(String),
 }
 
-/// How long frames of a dead wire peer stay worth sending to its successor.
-pub(super) const UNSENT_TTL: Duration = Duration::from_secs(1);
+pub(super) trait Device: Readiness {
+    /// Begins bringing the medium up (the sim wire: meeting its peer).
+    /// Called once, on the data-plane thread, before anything else.
+    fn start(&mut self);
 
-#[cfg(target_os = "linux")]
-pub(super) struct TapDev {
-    pub(super) tap: Tap,
-    pub(super) scratch: Vec<u8>,
-    pub(super) link: bool,
-    pub(super) recheck: bool,
-    pub(super) next_poll: Instant,
+    /// Whether the link is up. Cheap, except after an event that made the
+    /// last reading stale: then it reads the device again (one syscall).
+    fn link(&mut self) -> bool;
+
+    /// The administrator's wish for carrier; [`Device::link`] shows the effect.
+    fn set_carrier(&mut self, up: bool);
+
+    /// Called before each frame is taken from the stack while the link is
+    /// up: makes room for one frame. False: no room (the loop stops taking
+    /// frames and waits for [`Readiness::has_work`] with `room`).
+    fn reserve(&mut self) -> bool;
+
+    /// Puts one frame on the device, or counts it in `tx_dropped`.
+    fn send(&mut self, frame: &[u8], c: &Counters);
+
+    /// Hands up to `max` received frames to `deliver`, each in private
+    /// memory (no peer can change it while it is checked); returns how
+    /// many. Without a stack `attached`, a device that can queue frames
+    /// leaves them queued.
+    fn receive(&mut self, attached: bool, max: usize, deliver: impl FnMut(&mut [u8])) -> usize;
+
+    /// Publishes what `send` and `receive` did; wakes the peer if it asked.
+    fn flush(&mut self);
+
+    /// Takes in what happened to the medium since the last call (a peer
+    /// met, a protocol error, a hang-up); returns what the loop must act
+    /// on. Called once per loop pass and again after each fault it returns.
+    fn check(&mut self, now: Instant, c: &Counters) -> Option<Fault>;
+
+    /// After [`Fault::Lost`]: drops the medium, keeping what its peer never
+    /// took for the next one, and begins meeting the next peer.
+    fn reset(&mut self, why: &str);
 }
 
-pub(super) enum Device {
-    Sim(Box<SimDev>),
-    #[cfg(target_os = "linux")]
-    Tap(TapDev),
-}
+/// How the loop sleeps on a device: the sDDF signal protocol (request a
+/// signal, check again, sleep, cancel) plus the descriptors and the timer
+/// the device needs polled.
+pub(super) trait Readiness {
+    /// Whether `has_work` sees the device's frames without a syscall. A
+    /// device that cannot be peeked at is read by going round the loop.
+    fn can_peek(&self) -> bool;
 
-/// Puts one frame on the device (after fault injection).
-pub(super) fn device_send(device: &mut Device, c: &Counters, f: &[u8]) {
-    match device {
-        Device::Sim(s) => {
-            let Some(wire) = s.wire.as_mut() else {
-                inc(&c.tx_dropped);
-                return;
-            };
-            let buf = match s.spare.take() {
-                Some(b) => Some(b),
-                None => match wire.duplex.tx.alloc() {
-                    Ok(b) => b,
-                    Err(e) => {
-                        s.broken = Some(format!("wire free queue: {e}"));
-                        None
-                    }
-                },
-            };
-            let Some(mut b) = buf else {
-                inc(&c.tx_dropped);
-                return;
-            };
-            let dst = wire.duplex.tx.buf_mut(&mut b);
-            if f.len() > dst.len() {
-                // The peer made the wire with smaller buffers than our MTU.
-                wire.duplex.tx.free(b);
-                inc(&c.tx_dropped);
-                return;
-            }
-            dst[..f.len()].copy_from_slice(f);
-            wire.duplex.tx.send(b, f.len() as u32, 0, 0);
-        }
-        #[cfg(target_os = "linux")]
-        Device::Tap(t) => {
-            if let Err(e) = t.tap.write_frame(f) {
-                inc(&c.tx_dropped);
-                if e.raw_os_error() == Some(libc::EIO) {
-                    // The interface is down.
-                    t.link = false;
-                    t.recheck = true;
-                } else if e.kind() != io::ErrorKind::WouldBlock {
-                    tracing::debug!(%e, "tap write failed");
-                }
-            }
-        }
-    }
+    /// Whether the device has what the loop waits for: received frames
+    /// (if `frames`), room given back (if `room`), or a link other than
+    /// [`Device::link`] last said. Atomic loads only.
+    fn has_work(&self, frames: bool, room: bool) -> bool;
+
+    /// Asks the device's peer to ring us when frames arrive, and when
+    /// room is given back if `room`.
+    fn request_signal(&self, room: bool);
+
+    /// The loop is busy again: the peer need not ring.
+    fn cancel_signal(&self);
+
+    /// Adds the descriptors to sleep on to `set`.
+    fn watch(&mut self, set: &mut PollSet);
+
+    /// After poll(2) on the set `watch` filled: takes in what rang.
+    fn woken(&mut self, set: &PollSet) -> Option<Fault>;
+
+    /// When [`Readiness::on_timer`] is next due, if ever.
+    fn deadline(&self) -> Option<Instant>;
+
+    /// The deadline passed.
+    fn on_timer(&mut self, now: Instant);
 }

@@ -11,8 +11,9 @@
 //!
 //! The control plane talks to it through [`Handle`] (an mpsc command queue
 //! and a doorbell); it reports through [`Event`]s and the [`Shared`] atomics
-//! (`api`). The devices are in `device`, the per-frame work in `pipeline`,
-//! the poll(2) set in `poll`; this module is the loop.
+//! (`api`). What the loop needs of a device is the `device` traits, with
+//! the sim wire in `sim_dev` and the TAP in `tap_dev`; the per-frame work is
+//! in `pipeline`, the poll(2) set in `poll`; this module is the loop.
 
 use crate::counters::{add, inc, Counters};
 use crate::csum::{self, RxCheck};
@@ -35,13 +36,17 @@ mod api;
 mod device;
 mod pipeline;
 mod poll;
+mod sim_dev;
+#[cfg(target_os = "linux")]
+mod tap_dev;
 
 pub use api::*;
-#[cfg(target_os = "linux")]
-use device::TapDev;
-use device::{device_send, Device, SimDev, UNSENT_TTL};
+use device::{Device, Fault};
 use pipeline::{RxPath, TxPath};
 use poll::PollSet;
+use sim_dev::SimDev;
+#[cfg(target_os = "linux")]
+use tap_dev::TapDev;
 
 /// Frames moved per direction before the batch is published.
 const BATCH: usize = 64;
@@ -49,13 +54,6 @@ const BATCH: usize = 64;
 const SPIN: Duration = Duration::from_micros(20);
 /// Queue checks (each followed by a sched_yield) between clock reads while spinning.
 const SPIN_YIELDS: usize = 32;
-/// Interface flag poll period when there is no netlink socket.
-const LINK_POLL: Duration = Duration::from_millis(200);
-/// While the loop is busy (and so never polls the wire connection), how often
-/// it checks the connection for the peer's hang-up.
-const PEER_CHECK: Duration = Duration::from_millis(5);
-/// Delay between wire rendezvous attempts after an error.
-const RECONNECT_DELAY: Duration = Duration::from_millis(500);
 
 pub type Ack = tokio::sync::oneshot::Sender<()>;
 
@@ -79,84 +77,93 @@ pub fn spawn(
         bell: bell.clone(),
         pending: pending.clone(),
     };
-    let device = match device {
-        DeviceConfig::Sim { wire } => Device::Sim(Box::new(SimDev {
-            path: wire,
-            wire: None,
-            connecting: false,
-            spare: None,
-            blocked: false,
-            admin_carrier: true,
-            broken: None,
-            unsent: Vec::new(),
-            unsent_at: None,
-        })),
-        #[cfg(target_os = "linux")]
-        DeviceConfig::Tap(tap) => {
-            let link = tap.link_up().unwrap_or(false);
-            Device::Tap(TapDev {
-                tap,
-                scratch: vec![0u8; 65536 + 64],
-                link,
-                recheck: false,
-                next_poll: Instant::now() + LINK_POLL,
-            })
-        }
-    };
-    let dp = DataPlane {
-        shaper: Shaper::new(cfg.faults, cfg.seed),
-        last_flush: Instant::now(),
+    let parts = Parts {
         cfg,
         shared,
         events,
         cmds: rx,
         bell,
-        handle: handle.clone(),
-        port: None,
-        device,
-        next_peer_check: Instant::now(),
-        fatal: None,
         pending,
-        offload: Engines::default(),
-        frame: Vec::with_capacity(65536 + 64),
     };
-    let name = format!("nicdrv-dp-{}", dp.cfg.name);
-    let join = std::thread::Builder::new()
-        .name(name)
-        .spawn(move || dp.run())?;
+    let join = match device {
+        DeviceConfig::Sim { wire } => {
+            let dev = SimDev::new(wire, &parts.cfg, handle.clone());
+            parts.launch(dev)?
+        }
+        #[cfg(target_os = "linux")]
+        DeviceConfig::Tap(tap) => parts.launch(TapDev::new(tap))?,
+    };
     Ok((handle, join))
 }
 
-struct DataPlane {
+/// What a data plane is made of besides its device.
+struct Parts {
     cfg: Config,
     shared: Arc<Shared>,
     events: tokio::sync::mpsc::UnboundedSender<Event>,
     cmds: mpsc::Receiver<Cmd>,
     bell: Arc<Doorbell>,
-    /// For the rendezvous threads.
-    handle: Handle,
+    pending: Arc<AtomicBool>,
+}
+
+impl Parts {
+    fn launch<D: Device + Send + 'static>(
+        self,
+        device: D,
+    ) -> io::Result<std::thread::JoinHandle<()>> {
+        let dp = DataPlane {
+            shaper: Shaper::new(self.cfg.faults, self.cfg.seed),
+            last_flush: Instant::now(),
+            cfg: self.cfg,
+            shared: self.shared,
+            events: self.events,
+            cmds: self.cmds,
+            bell: self.bell,
+            port: None,
+            device,
+            tx_blocked: false,
+            fatal: None,
+            pending: self.pending,
+            offload: Engines::default(),
+            frame: Vec::with_capacity(65536 + 64),
+        };
+        let name = format!("nicdrv-dp-{}", dp.cfg.name);
+        std::thread::Builder::new()
+            .name(name)
+            .spawn(move || dp.run())
+    }
+}
+
+struct DataPlane<D> {
+    cfg: Config,
+    shared: Arc<Shared>,
+    events: tokio::sync::mpsc::UnboundedSender<Event>,
+    cmds: mpsc::Receiver<Cmd>,
+    bell: Arc<Doorbell>,
     port: Option<Port>,
-    device: Device,
+    device: D,
+    /// The device had no room for a frame: the stack's frames are not work
+    /// until it gives some back.
+    tx_blocked: bool,
     shaper: Shaper,
     last_flush: Instant,
-    /// When the busy loop next looks for a hang-up on the wire connection.
-    next_peer_check: Instant,
     /// The device is gone for good: the data plane stops (nicdrv exits non-zero).
     fatal: Option<String>,
-    /// Commands are queued (see [`Handle`]).
+    /// Commands are queued or the device has news (see [`Handle`]).
     pending: Arc<AtomicBool>,
     /// The offload contexts' engines (see [`crate::offload`]).
     offload: Engines,
     /// A private copy of the frame in hand: a frame in shared memory (the
-    /// stack's rings, the sim wire) can still be written by the peer, so it
-    /// is copied out once and only the copy is checked, sealed or opened.
+    /// stack's rings) can still be written by the peer, so it is copied
+    /// out once and only the copy is checked, sealed or opened.
     frame: Vec<u8>,
 }
 
-impl DataPlane {
+impl<D: Device> DataPlane<D> {
     fn run(mut self) {
         tracing::debug!(name = %self.cfg.name, "data plane running");
-        self.start_device();
+        self.device.start();
+        self.check_link();
         let mut idle_since: Option<Instant> = None;
         loop {
             if !self.commands() {
@@ -171,8 +178,7 @@ impl DataPlane {
             work |= self.pump_rx();
             self.timers(now);
             self.flush();
-            self.after_errors();
-            self.check_peer(now);
+            self.check_device(now);
             self.check_link();
             if work {
                 idle_since = None;
@@ -186,56 +192,6 @@ impl DataPlane {
             idle_since = None;
         }
         self.shutdown();
-    }
-
-    fn start_device(&mut self) {
-        match &mut self.device {
-            Device::Sim(_) => self.spawn_connector(),
-            #[cfg(target_os = "linux")]
-            Device::Tap(_) => {}
-        }
-        self.check_link();
-    }
-
-    /// Starts a thread that meets the wire's peer and sends `WireUp`.
-    fn spawn_connector(&mut self) {
-        let Device::Sim(s) = &mut self.device else {
-            return;
-        };
-        if s.connecting || s.wire.is_some() {
-            return;
-        }
-        s.connecting = true;
-        let path = s.path.clone();
-        let layout = self.cfg.layout;
-        let handle = self.handle.clone();
-        let spawned = std::thread::Builder::new()
-            .name(format!("nicdrv-wire-{}", self.cfg.name))
-            .spawn(move || {
-                let mut failures = 0u32;
-                loop {
-                    match sim::connect_wire(&path, layout) {
-                        Ok(w) => {
-                            handle.send(Cmd::WireUp(w));
-                            return;
-                        }
-                        Err(e) => {
-                            // Say it once loudly, then quietly until it works.
-                            if failures == 0 {
-                                tracing::warn!(path = %path.display(), %e, "wire rendezvous failed; retrying");
-                            } else {
-                                tracing::debug!(path = %path.display(), %e, failures, "wire rendezvous failed");
-                            }
-                            failures += 1;
-                            std::thread::sleep(RECONNECT_DELAY);
-                        }
-                    }
-                }
-            });
-        if let Err(e) = spawned {
-            tracing::error!(%e, "cannot start the wire rendezvous thread");
-            s.connecting = false;
-        }
     }
 
     /// Applies queued commands. False: shut down.
@@ -287,17 +243,16 @@ impl DataPlane {
                     tracing::info!(?faults, "wire faults set");
                     self.shaper.set_config(faults);
                     if let Some(up) = carrier {
-                        self.set_carrier(up);
+                        self.device.set_carrier(up);
                     }
                     self.check_link();
                     ack(done);
                 }
                 Cmd::SetCarrier { up, done } => {
-                    self.set_carrier(up);
+                    self.device.set_carrier(up);
                     self.check_link();
                     ack(done);
                 }
-                Cmd::WireUp(w) => self.wire_up(w),
                 Cmd::OffloadInstall { session, ctx, done } => {
                     let r = if self.port.as_ref().is_some_and(|p| p.id == session) {
                         self.offload.install(*ctx, &self.shared.counters)
@@ -335,115 +290,37 @@ impl DataPlane {
         }
     }
 
-    fn set_carrier(&mut self, up: bool) {
-        match &mut self.device {
-            Device::Sim(s) => {
-                s.admin_carrier = up;
-                if let Some(w) = &s.wire {
-                    if w.duplex.carrier() != up {
-                        tracing::info!(up, "wire carrier set");
-                    }
-                    w.duplex.set_carrier(up);
-                    // Both ends must notice, even if neither asked for a signal
-                    // (we through our own bell: our wire end only waits).
-                    w.duplex.wake_peer.ring();
-                    self.bell.ring();
-                }
-            }
-            #[cfg(target_os = "linux")]
-            Device::Tap(t) => {
-                if let Err(e) = t.tap.set_carrier(up) {
-                    tracing::warn!(%e, "TUNSETCARRIER failed");
-                }
-                t.recheck = true;
-            }
+    /// Acts on what the device found wrong with itself.
+    fn check_device(&mut self, now: Instant) {
+        while let Some(fault) = self.device.check(now, &self.shared.counters) {
+            self.on_fault(fault);
         }
     }
 
-    fn wire_up(&mut self, w: Wire) {
-        let Device::Sim(s) = &mut self.device else {
-            return;
-        };
-        s.connecting = false;
-        if let Err(e) = w.conn.set_nonblocking(true) {
-            tracing::warn!(%e, "wire connection");
-        }
-        if !s.admin_carrier {
-            w.duplex.set_carrier(false);
-            w.duplex.wake_peer.ring();
-        }
-        tracing::info!(side = ?w.duplex.side(), layout = ?w.layout, "wire connected");
-        s.wire = Some(w);
-        s.spare = None;
-        s.blocked = false;
-        s.broken = None;
-        let unsent = std::mem::take(&mut s.unsent);
-        if s.unsent_at.is_some_and(|t| t.elapsed() < UNSENT_TTL) && !unsent.is_empty() {
-            tracing::info!(
-                frames = unsent.len(),
-                "sending the frames the last peer never took"
-            );
-            for f in &unsent {
-                device_send(&mut self.device, &self.shared.counters, f);
-            }
+    fn on_fault(&mut self, fault: Fault) {
+        match fault {
+            Fault::Gone(why) => self.fatal = Some(why),
+            Fault::Lost(why) => self.medium_lost(&why),
         }
     }
 
-    fn wire_down(&mut self, why: &str) {
+    fn medium_lost(&mut self, why: &str) {
         // Frames the peer put on the wire before it went are good, like
         // frames on a cable before the cut: deliver them (bounded, in case
         // the peer left a queue it still fakes).
-        if matches!(&self.device, Device::Sim(s) if s.wire.is_some() && s.broken.is_none()) {
-            for _ in 0..64 {
-                if !self.pump_rx() {
-                    break;
-                }
+        for _ in 0..64 {
+            if !self.pump_rx() {
+                break;
             }
         }
-        let Device::Sim(s) = &mut self.device else {
-            return;
-        };
-        if let Some(mut w) = s.wire.take() {
-            tracing::warn!(why, "wire lost; meeting the next peer");
-            if s.broken.is_none() {
-                s.unsent = w
-                    .duplex
-                    .tx
-                    .unreturned_frames()
-                    .into_iter()
-                    .map(|f| f.0)
-                    .collect();
-                s.unsent_at = Some(Instant::now());
-            }
-        }
-        s.spare = None;
-        s.blocked = false;
-        s.broken = None;
+        self.device.reset(why);
+        self.tx_blocked = false;
         self.shaper.discard_held();
         self.check_link();
-        self.spawn_connector();
-    }
-
-    fn link_now(&self) -> bool {
-        match &self.device {
-            Device::Sim(s) => s.wire.as_ref().is_some_and(|w| w.duplex.carrier()),
-            #[cfg(target_os = "linux")]
-            Device::Tap(t) => t.link,
-        }
     }
 
     fn check_link(&mut self) {
-        #[cfg(target_os = "linux")]
-        if let Device::Tap(t) = &mut self.device {
-            if t.recheck {
-                t.recheck = false;
-                match t.tap.link_up() {
-                    Ok(up) => t.link = up,
-                    Err(e) => tracing::debug!(%e, "SIOCGIFFLAGS"),
-                }
-            }
-        }
-        let up = self.link_now();
+        let up = self.device.link();
         if self.shared.link_up.swap(up, Ordering::Relaxed) == up {
             return;
         }
@@ -462,6 +339,7 @@ impl DataPlane {
         let DataPlane {
             port,
             device,
+            tx_blocked,
             shaper,
             cfg,
             shared,
@@ -480,27 +358,14 @@ impl DataPlane {
             link_up,
             offload,
         };
-        if let Device::Sim(s) = &mut *tx.device {
-            s.blocked = false;
-        }
+        *tx_blocked = false;
         let mut n = 0;
         let mut error = None;
         while n < BATCH {
-            // Back-pressure on the sim wire: take a frame only with a wire buffer ready.
-            if let Device::Sim(s) = &mut *tx.device {
-                if let (true, Some(w), None) = (link_up, s.wire.as_mut(), s.spare.as_ref()) {
-                    match w.duplex.tx.alloc() {
-                        Ok(Some(b)) => s.spare = Some(b),
-                        Ok(None) => {
-                            s.blocked = true;
-                            break;
-                        }
-                        Err(e) => {
-                            s.broken = Some(format!("wire free queue: {e}"));
-                            break;
-                        }
-                    }
-                }
+            // Back-pressure: take a frame only with room for it on the device.
+            if link_up && !tx.device.reserve() {
+                *tx_blocked = true;
+                break;
             }
             let b = match p.duplex.rx.recv() {
                 Ok(Some(b)) => b,
@@ -530,12 +395,11 @@ impl DataPlane {
             device,
             cfg,
             shared,
-            fatal,
             offload,
             events,
-            frame,
             ..
         } = self;
+        let attached = port.is_some();
         let mut port_error = None;
         let mut rx = RxPath {
             port,
@@ -547,57 +411,7 @@ impl DataPlane {
             offload,
             events,
         };
-        let mut n = 0;
-        match device {
-            // Until a stack holds the port, frames wait on the wire (its
-            // ring is the NIC's queue) instead of being dropped: a restarted
-            // driver gets what arrived while netsrv was attaching it.
-            Device::Sim(_) if rx.port.is_none() => {}
-            Device::Sim(s) => {
-                if let Some(w) = s.wire.as_mut() {
-                    while n < BATCH {
-                        match w.duplex.rx.recv() {
-                            Ok(Some(b)) => {
-                                frame.clear();
-                                frame.extend_from_slice(w.duplex.rx.data(&b));
-                                w.duplex.rx.release(b);
-                                rx.deliver(frame);
-                                n += 1;
-                            }
-                            Ok(None) => break,
-                            Err(e) => {
-                                s.broken = Some(format!("wire active queue: {e}"));
-                                break;
-                            }
-                        }
-                    }
-                }
-            }
-            #[cfg(target_os = "linux")]
-            Device::Tap(t) => {
-                while n < BATCH {
-                    match t.tap.read_frame(&mut t.scratch) {
-                        Ok(len) => {
-                            rx.deliver(&mut t.scratch[..len]);
-                            n += 1;
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        Err(e) if e.raw_os_error() == Some(libc::EBADFD) => {
-                            // The device was deleted under us: the fd is dead
-                            // for good (and polls as an error forever).
-                            *fatal = Some(format!("tap {}: the device was deleted", t.tap.name()));
-                            break;
-                        }
-                        Err(e) => {
-                            tracing::debug!(%e, "tap read failed");
-                            t.recheck = true;
-                            break;
-                        }
-                    }
-                }
-            }
-        }
+        let n = device.receive(attached, BATCH, |f| rx.deliver(f));
         if let Some(e) = port_error {
             self.end_session(e);
         }
@@ -616,7 +430,7 @@ impl DataPlane {
         if shaper.deadline().is_some_and(|t| t <= now) {
             let c = &shared.counters;
             if shared.link_up.load(Ordering::Relaxed) {
-                shaper.on_timer(now, |f| device_send(device, c, f));
+                shaper.on_timer(now, |f| device.send(f, c));
             } else {
                 shaper.discard_held();
             }
@@ -629,12 +443,8 @@ impl DataPlane {
                 *last_flush = now;
             }
         }
-        #[cfg(target_os = "linux")]
-        if let Device::Tap(t) = device {
-            if t.tap.netlink_fd().is_none() && now >= t.next_poll {
-                t.recheck = true;
-                t.next_poll = now + LINK_POLL;
-            }
+        if device.deadline().is_some_and(|t| t <= now) {
+            device.on_timer(now);
         }
     }
 
@@ -660,44 +470,7 @@ impl DataPlane {
         if let Some(e) = error {
             self.end_session(e);
         }
-        if let Device::Sim(s) = &mut self.device {
-            if let Some(w) = &mut s.wire {
-                let mut ring = false;
-                match w.duplex.tx.flush() {
-                    Ok(r) => ring |= r,
-                    Err(e) => s.broken = Some(format!("wire flush: {e}")),
-                }
-                match w.duplex.rx.flush() {
-                    Ok(r) => ring |= r,
-                    Err(e) => s.broken = Some(format!("wire flush: {e}")),
-                }
-                if ring {
-                    w.duplex.wake_peer.ring();
-                }
-            }
-        }
-    }
-
-    /// The sleeping loop sees the peer's hang-up in poll(2); a loop kept busy
-    /// by the stack looks every [`PEER_CHECK`] (one non-blocking read).
-    fn check_peer(&mut self, now: Instant) {
-        if now < self.next_peer_check {
-            return;
-        }
-        self.next_peer_check = now + PEER_CHECK;
-        if let Device::Sim(s) = &self.device {
-            if s.wire.as_ref().is_some_and(|w| sim::peer_gone(&w.conn)) {
-                self.wire_down("the peer closed the wire");
-            }
-        }
-    }
-
-    fn after_errors(&mut self) {
-        if let Device::Sim(s) = &mut self.device {
-            if let Some(why) = s.broken.take() {
-                self.wire_down(&why);
-            }
-        }
+        self.device.flush();
     }
 
     /// Ends the ring session after a bad descriptor from the stack.
@@ -733,46 +506,29 @@ impl DataPlane {
         if self.cfg.pcap.as_ref().is_some_and(|p| p.is_dirty()) {
             earliest(self.last_flush + FLUSH_EVERY);
         }
-        #[cfg(target_os = "linux")]
-        if let Device::Tap(t) = &self.device {
-            if t.tap.netlink_fd().is_none() {
-                earliest(t.next_poll);
-            }
+        if let Some(t) = self.device.deadline() {
+            earliest(t);
         }
         d
     }
 
     /// Whether a queue has work for us: frames from the stack (unless the
-    /// wire is full), frames from the wire, or wire buffers coming back
-    /// while we wait for them; or a command or a wire carrier change.
+    /// device is full), frames from the device, or room coming back while
+    /// we wait for it; or a command, device news or a link change.
     /// Atomic loads only, no syscall.
     fn work_ready(&self) -> bool {
-        // A command, or the peer changed the wire carrier: not frames, but
-        // not worth a whole spin (under CPU load a spin is 32 yields, each
-        // possibly a full time slice of another process) either.
+        // A command, or news from the device: not frames, but not worth a
+        // whole spin (under CPU load a spin is 32 yields, each possibly a
+        // full time slice of another process) either.
         if self.pending.load(Ordering::Acquire) {
             return true;
         }
-        if let Device::Sim(s) = &self.device {
-            if s.wire.as_ref().is_some_and(|w| w.duplex.carrier())
-                != self.shared.link_up.load(Ordering::Relaxed)
-            {
-                return true;
-            }
-        }
-        let blocked = matches!(&self.device, Device::Sim(s) if s.blocked && s.wire.is_some());
+        let blocked = self.tx_blocked;
         if !blocked && self.port.as_ref().is_some_and(|p| !p.duplex.rx.is_empty()) {
             return true;
         }
-        // Wire frames are work only once a stack holds the port.
-        let attached = self.port.is_some();
-        match &self.device {
-            Device::Sim(s) => s.wire.as_ref().is_some_and(|w| {
-                (attached && !w.duplex.rx.is_empty()) || (blocked && w.duplex.tx.has_returns())
-            }),
-            #[cfg(target_os = "linux")]
-            Device::Tap(_) => false,
-        }
+        // Device frames are work only once a stack holds the port.
+        self.device.has_work(self.port.is_some(), blocked)
     }
 
     /// Waits a little for work before sleeping; true if some arrived.
@@ -785,15 +541,13 @@ impl DataPlane {
     /// the tax benchmark against a pure busy spin of 20 us: about half the
     /// driver CPU per GiB and 1.5-2x the throughput.
     ///
-    /// A TAP has no cheap readiness check: there the whole loop (a read per
-    /// pass) goes round until `SPIN` after `since`.
+    /// A device without a cheap readiness check (a TAP): there the whole
+    /// loop (a read per pass) goes round until `SPIN` after `since`.
     fn spin_for_work(&self, since: Instant, now: Instant) -> bool {
-        #[cfg(target_os = "linux")]
-        if let Device::Tap(_) = self.device {
+        if !self.device.can_peek() {
             std::hint::spin_loop();
             return now.duration_since(since) < SPIN;
         }
-        let _ = now;
         loop {
             for _ in 0..SPIN_YIELDS {
                 if self.work_ready() {
@@ -810,34 +564,20 @@ impl DataPlane {
     /// Asks for signals, re-checks, and sleeps in poll(2) until a doorbell,
     /// a device fd or a timer needs us.
     fn sleep(&mut self) {
-        // 1. Ask to be woken. While the wire has no free buffer we wait for
-        //    its returns, not for the stack's frames (they would wake us for
-        //    nothing: we could not take them).
-        let blocked = self.port.is_some()
-            && matches!(&self.device, Device::Sim(s) if s.blocked && s.wire.is_some());
+        // 1. Ask to be woken. While the device has no room we wait for it
+        //    to give some back, not for the stack's frames (they would wake
+        //    us for nothing: we could not take them).
+        let attached = self.port.is_some();
+        let blocked = attached && self.tx_blocked;
         if let Some(p) = &self.port {
             if !blocked {
                 p.duplex.rx.request_signal();
             }
         }
-        if let Device::Sim(s) = &self.device {
-            if let Some(w) = &s.wire {
-                w.duplex.rx.request_signal();
-                if blocked {
-                    w.duplex.tx.request_signal();
-                }
-            }
-        }
+        self.device.request_signal(blocked);
         // 2. Re-check: work that arrived before the request would ring nobody.
-        let attached = self.port.is_some();
         let pending = (!blocked && self.port.as_ref().is_some_and(|p| !p.duplex.rx.is_empty()))
-            || match &self.device {
-                Device::Sim(s) => s.wire.as_ref().is_some_and(|w| {
-                    (attached && !w.duplex.rx.is_empty()) || (blocked && w.duplex.tx.has_returns())
-                }),
-                #[cfg(target_os = "linux")]
-                Device::Tap(_) => false,
-            };
+            || self.device.has_work(attached, blocked);
         if !pending {
             // 3. Sleep.
             let timeout = self
@@ -849,23 +589,7 @@ impl DataPlane {
                 .port
                 .as_ref()
                 .map(|p| set.add(p.duplex.wake_me.as_fd()));
-            let mut wire_bell = None;
-            let mut wire_conn = None;
-            #[cfg(target_os = "linux")]
-            let mut tap_fds = (None, None);
-            match &self.device {
-                Device::Sim(s) => {
-                    if let Some(w) = &s.wire {
-                        wire_bell = Some(set.add(w.duplex.wake_me.as_fd()));
-                        wire_conn = Some(set.add(w.conn.as_fd()));
-                    }
-                }
-                #[cfg(target_os = "linux")]
-                Device::Tap(t) => {
-                    tap_fds.0 = Some(set.add(t.tap.fd()));
-                    tap_fds.1 = t.tap.netlink_fd().map(|fd| set.add(fd));
-                }
-            }
+            self.device.watch(&mut set);
             if let Err(e) = set.poll(timeout) {
                 tracing::warn!(%e, "poll failed");
                 std::thread::sleep(Duration::from_millis(10));
@@ -878,39 +602,15 @@ impl DataPlane {
                     p.duplex.wake_me.drain();
                 }
             }
-            let mut gone = false;
-            if let Device::Sim(s) = &self.device {
-                if let Some(w) = &s.wire {
-                    if wire_bell.is_some_and(|i| set.ready(i)) {
-                        w.duplex.wake_me.drain();
-                        // Readable for ever after: polling it again would spin.
-                        gone |= w.duplex.wake_me.peer_gone();
-                    }
-                    if wire_conn.is_some_and(|i| set.ready(i)) && sim::peer_gone(&w.conn) {
-                        gone = true;
-                    }
-                }
-            }
-            if gone {
-                self.wire_down("the peer closed the wire");
-            }
-            #[cfg(target_os = "linux")]
-            if let Device::Tap(t) = &mut self.device {
-                if tap_fds.1.is_some_and(|i| set.ready(i)) && t.tap.drain_netlink() {
-                    t.recheck = true;
-                }
+            if let Some(fault) = self.device.woken(&set) {
+                self.on_fault(fault);
             }
         }
         // 4. Busy again: the peers need not ring while we poll.
         if let Some(p) = &self.port {
             p.duplex.rx.cancel_signal();
         }
-        if let Device::Sim(s) = &self.device {
-            if let Some(w) = &s.wire {
-                w.duplex.rx.cancel_signal();
-                w.duplex.tx.cancel_signal();
-            }
-        }
+        self.device.cancel_signal();
         self.check_link();
     }
 

@@ -2,11 +2,12 @@
 //! offload engines, checksum filling, faults and capture; on RX checksum
 //! verification, the RX engines and capture.
 
+use super::device::Device;
 use super::*;
 
 /// Everything the transmit path needs, borrowed apart from the port.
-pub(super) struct TxPath<'a> {
-    pub(super) device: &'a mut Device,
+pub(super) struct TxPath<'a, D> {
+    pub(super) device: &'a mut D,
     pub(super) shaper: &'a mut Shaper,
     pub(super) pcap: &'a mut Option<PcapWriter<BufWriter<File>>>,
     pub(super) c: &'a Counters,
@@ -16,7 +17,7 @@ pub(super) struct TxPath<'a> {
     pub(super) offload: &'a mut Engines,
 }
 
-impl TxPath<'_> {
+impl<D: Device> TxPath<'_, D> {
     /// One frame from the stack.
     pub(super) fn transmit(&mut self, frame: &mut [u8], desc: Desc, now: Instant) {
         let desc_flags = desc.flags;
@@ -52,8 +53,7 @@ impl TxPath<'_> {
         inc(&self.c.tx_frames);
         add(&self.c.tx_bytes, frame.len() as u64);
         let (device, c) = (&mut *self.device, self.c);
-        self.shaper
-            .transmit(frame, now, c, |f| device_send(device, c, f));
+        self.shaper.transmit(frame, now, c, |f| device.send(f, c));
     }
 }
 
