@@ -523,12 +523,16 @@ impl<D: Device> DataPlane<D> {
         if self.pending.load(Ordering::Acquire) {
             return true;
         }
-        let blocked = self.tx_blocked;
+        // Blocked on room matters only while a stack holds the port: room
+        // returned with nobody to send is no work (the pre-sleep check
+        // agrees), or a detached port would spin.
+        let attached = self.port.is_some();
+        let blocked = attached && self.tx_blocked;
         if !blocked && self.port.as_ref().is_some_and(|p| !p.duplex.rx.is_empty()) {
             return true;
         }
         // Device frames are work only once a stack holds the port.
-        self.device.has_work(self.port.is_some(), blocked)
+        self.device.has_work(attached, blocked)
     }
 
     /// Waits a little for work before sleeping; true if some arrived.
