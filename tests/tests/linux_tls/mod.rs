@@ -168,16 +168,26 @@ impl Peer {
 }
 
 /// A capnet service set whose one port is the namespace's TAP device, with
-/// tlsd serving the test PKI's identity and trusting its CA.
+/// tlsd serving the test PKI's identity and trusting its CA. With offload
+/// the port captures what it puts on and takes off the wire
+/// (`host/tap0.pcap`, kept with the scratch directory when a test fails):
+/// with the peer's key log, a record the NIC got wrong can be read there.
 pub fn tap_host(scratch: &Scratch, ns: &Namespace, offload: bool, keylog: Option<&Path>) -> Host {
+    let run = scratch.0.join("host");
+    let offload_lines = if offload {
+        format!(
+            "tls_offload = true\npcap = \"{}\"\n",
+            run.join("tap0.pcap").display()
+        )
+    } else {
+        String::new()
+    };
     let config = format!(
         "[[port]]\nname = \"tap0\"\nbackend = \"tap\"\ntap = \"ctap0\"\nnetns = \"{}\"\n\
-         mac = \"{OUR_MAC}\"\naddresses = [\"{CAPNET_IP}/24\"]\n{}{}",
+         mac = \"{OUR_MAC}\"\naddresses = [\"{CAPNET_IP}/24\"]\n{offload_lines}{}",
         ns.0,
-        if offload { "tls_offload = true\n" } else { "" },
         tls_section(keylog)
     );
-    let run = scratch.0.join("host");
     Host::start(&config, &run, &run).expect("capnet host on the TAP port")
 }
 
