@@ -57,6 +57,13 @@ pub fn reported_mtu(mtu: u32) -> u32 {
 /// With [`Misbehave::Doorbell`]: jams `fds` from a thread of its own, for
 /// the life of the process (clears O_NONBLOCK on each, fills each one's
 /// peer with rings, every millisecond).
+/// `send` flag that keeps a shut end from raising SIGPIPE; Linux's own
+/// (Redox's libc has no such flag).
+#[cfg(target_os = "linux")]
+const NO_SIGPIPE: libc::c_int = libc::MSG_NOSIGNAL;
+#[cfg(not(target_os = "linux"))]
+const NO_SIGPIPE: libc::c_int = 0;
+
 pub fn jam_doorbells(fds: Vec<std::os::fd::OwnedFd>) {
     use std::os::fd::AsRawFd;
     let _ = std::thread::Builder::new()
@@ -76,7 +83,7 @@ pub fn jam_doorbells(fds: Vec<std::os::fd::OwnedFd>) {
                             fd,
                             (&b as *const u8).cast(),
                             1,
-                            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                            libc::MSG_DONTWAIT | NO_SIGPIPE,
                         );
                         if r < 0 {
                             break;
