@@ -14,12 +14,7 @@ use tokio_util::compat::{Compat, TokioAsyncReadCompatExt, TokioAsyncWriteCompatE
 /// a service can bind before its runtime exists — while it still holds
 /// the privileges binding may need — and serve later ([`serve_on`]).
 pub fn listen_private(path: &std::path::Path) -> std::io::Result<std::os::unix::net::UnixListener> {
-    use std::os::unix::fs::PermissionsExt;
-    let _ = std::fs::remove_file(path);
-    let listener = std::os::unix::net::UnixListener::bind(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    listener.set_nonblocking(true)?;
-    Ok(listener)
+    bind_as(path, 0o600)
 }
 
 /// Binds a service socket for `users`: mode 0600 when they are only the
@@ -29,12 +24,34 @@ pub fn listen_for(
     path: &std::path::Path,
     users: &crate::access::Principals,
 ) -> std::io::Result<std::os::unix::net::UnixListener> {
-    use std::os::unix::fs::PermissionsExt;
-    let listener = listen_private(path)?;
     // SAFETY: getuid has no preconditions.
-    if !users.only(unsafe { libc::getuid() }) {
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))?;
+    let mode = if users.only(unsafe { libc::getuid() }) {
+        0o600
+    } else {
+        0o666
+    };
+    bind_as(path, mode)
+}
+
+/// The socket file appears at `path` only once it listens with its final
+/// mode: it is bound beside it and renamed into place. Bound at `path`
+/// itself, the file would exist a moment before listen(2) (a client that
+/// saw it and connected was refused) and before its mode was set (anyone
+/// could connect in between).
+fn bind_as(path: &std::path::Path, mode: u32) -> std::io::Result<std::os::unix::net::UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".{}", std::process::id()));
+    let temp = std::path::PathBuf::from(name);
+    let _ = std::fs::remove_file(&temp);
+    let listener = std::os::unix::net::UnixListener::bind(&temp)?;
+    let placed = std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(mode))
+        .and_then(|()| std::fs::rename(&temp, path));
+    if let Err(e) = placed {
+        let _ = std::fs::remove_file(&temp);
+        return Err(e);
     }
+    listener.set_nonblocking(true)?;
     Ok(listener)
 }
 
@@ -316,4 +333,25 @@ fn rpc_network(
         service.connection_limits(),
         service.transport_counters(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_socket_appears_listening_with_its_mode_and_replaces_a_stale_one() {
+        let dir = std::env::temp_dir().join(format!("capnet-bind-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("s.sock");
+        std::fs::write(&path, b"stale").unwrap();
+        let _l = listen_private(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        std::os::unix::net::UnixStream::connect(&path).expect("listening once it exists");
+        let left: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
+        assert_eq!(left.len(), 1, "no temporary name left: {left:?}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

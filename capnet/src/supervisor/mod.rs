@@ -205,14 +205,7 @@ async fn run(ctx: Rc<Ctx>, shared: Shared) -> Result<(), String> {
     }
     shared.borrow_mut().admin = Some(admin);
     start_tlsd(&ctx, &mut shared.borrow_mut())?;
-    // Ready when tlsd answers on our channel: it serves that only once its
-    // application socket listens. (The socket's file appears at bind(2),
-    // a moment before listen(2): a client connecting then is refused.)
-    let tlsd = shared.borrow().tlsd.clone();
     let tls_ready = async {
-        if let Some(tlsd) = tlsd {
-            let _ = tlsd.stat_request().send().promise.await;
-        }
         while !ctx.tls_socket_path.exists() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
