@@ -49,7 +49,11 @@ pub struct EspPacket {
 /// Parses an Ethernet frame carrying an unfragmented ESP packet over IPv4 or
 /// IPv6 (transport or tunnel mode alike: the outer header is what counts).
 pub fn parse_esp(frame: &[u8]) -> Option<EspPacket> {
-    let ip = crate::ip::upper_layer(frame)?;
+    esp_in(frame, &crate::ip::upper_layer(frame)?)
+}
+
+/// The ESP packet of `frame` whose IP layer `ip` is (already walked).
+pub fn esp_in(frame: &[u8], ip: &crate::ip::UpperLayer) -> Option<EspPacket> {
     if ip.protocol != IpProtocol::IpSecEsp {
         return None;
     }

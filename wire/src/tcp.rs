@@ -81,11 +81,15 @@ pub struct TcpSegment {
 /// or IPv6 (hop-by-hop and destination-options headers are walked). Anything
 /// else, or lengths that do not add up: `None`.
 pub fn parse_tcp(frame: &[u8]) -> Option<TcpSegment> {
-    let ip = crate::ip::upper_layer(frame)?;
+    tcp_in(frame, &crate::ip::upper_layer(frame)?)
+}
+
+/// The TCP segment of `frame` whose IP layer `ip` is (already walked).
+pub fn tcp_in(frame: &[u8], ip: &crate::ip::UpperLayer) -> Option<TcpSegment> {
     if ip.protocol != IpProtocol::Tcp {
         return None;
     }
-    tcp(ip.src, ip.dst, ip.at, &frame[ip.at..ip.end])
+    tcp(ip.src, ip.dst, ip.at, &frame[ip.range()])
 }
 
 fn tcp(src: IpAddr, dst: IpAddr, l4: usize, seg: &[u8]) -> Option<TcpSegment> {

@@ -10,7 +10,9 @@ use super::{
 use crate::counters::{inc, Counters};
 use capnet_schema::offload::{kind_name, EspSa};
 use capnet_schema::offload_capnp::OffloadKind;
-use capnet_wire::esp::parse_esp;
+use capnet_wire::esp::{esp_in, parse_esp};
+use capnet_wire::ip::upper_layer;
+use capnet_wire::tcp::tcp_in;
 use std::collections::HashMap;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -105,9 +107,15 @@ struct Slot {
 }
 
 impl Slot {
+    /// Stores the engine's counters where the control plane reads them;
+    /// nothing when they did not change (a TX engine that only learned an
+    /// ACK), which is most received frames.
     fn publish(&mut self, c: &Counters) {
         let mut now = self.engine.stats();
         now.dropped += self.dropped_here;
+        if now == self.published {
+            return;
+        }
         c.offload.grew(self.kind, &self.published, &now);
         self.stats.store(now);
         self.published = now;
@@ -267,9 +275,13 @@ impl Engines {
     /// the stack: every context that matches it sees it; the one that
     /// processed it names itself in the mark.
     pub fn receive(&mut self, frame: &mut [u8], c: &Counters) -> RxMark {
-        if let Some(seg) = parse_tcp(frame) {
+        // The IP layer is walked once, whatever it carries.
+        let Some(ip) = upper_layer(frame) else {
+            return RxMark::default();
+        };
+        if let Some(seg) = tcp_in(frame, &ip) {
             self.deliver(Key::Tcp(seg.src, seg.dst), frame, Packet::Tcp(&seg), c)
-        } else if let Some(p) = parse_esp(frame) {
+        } else if let Some(p) = esp_in(frame, &ip) {
             self.deliver(Key::Spi(p.dst, p.header.spi), frame, Packet::Esp(&p), c)
         } else {
             RxMark::default()
