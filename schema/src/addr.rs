@@ -6,26 +6,35 @@ use std::net::{IpAddr, SocketAddr};
 
 /// Reads an address; one whose IP is not 4 or 16 bytes is `invalid`.
 pub fn read_socket_addr(r: socket_addr::Reader<'_>) -> capnp::Result<SocketAddr> {
-    let ip = r.get_ip()?;
-    let ip: IpAddr = if let Ok(v4) = <[u8; 4]>::try_from(ip) {
-        v4.into()
-    } else if let Ok(v6) = <[u8; 16]>::try_from(ip) {
-        v6.into()
-    } else {
-        return Err(SocketError::Invalid.to_capnp(format_args!(
-            "an IP address is 4 or 16 bytes, not {}",
-            ip.len()
-        )));
-    };
-    Ok(SocketAddr::new(ip, r.get_port()))
+    Ok(SocketAddr::new(read_ip(r.get_ip()?)?, r.get_port()))
 }
 
 pub fn write_socket_addr(mut b: socket_addr::Builder<'_>, addr: SocketAddr) {
-    match addr.ip() {
-        IpAddr::V4(v4) => b.set_ip(&v4.octets()),
-        IpAddr::V6(v6) => b.set_ip(&v6.octets()),
-    }
+    b.set_ip(&ip_octets(addr.ip()));
     b.set_port(addr.port());
+}
+
+/// An IP address as the schema carries it (`Data`, network order): 4 or
+/// 16 bytes, else `invalid`.
+pub fn read_ip(d: &[u8]) -> capnp::Result<IpAddr> {
+    if let Ok(v4) = <[u8; 4]>::try_from(d) {
+        Ok(v4.into())
+    } else if let Ok(v6) = <[u8; 16]>::try_from(d) {
+        Ok(v6.into())
+    } else {
+        Err(SocketError::Invalid.to_capnp(format_args!(
+            "an IP address is 4 or 16 bytes, not {}",
+            d.len()
+        )))
+    }
+}
+
+/// The bytes [`read_ip`] reads.
+pub fn ip_octets(ip: IpAddr) -> Vec<u8> {
+    match ip {
+        IpAddr::V4(v4) => v4.octets().to_vec(),
+        IpAddr::V6(v6) => v6.octets().to_vec(),
+    }
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! Offload kinds and flows (offload.capnp) as the services name and read
 //! them, so that nicdrv, netsrv, libclient and the CLI say the same thing.
 
-use crate::addr::{read_socket_addr, write_socket_addr};
+use crate::addr::{ip_octets, read_ip, read_socket_addr, write_socket_addr};
 use crate::errors::SocketError;
 use crate::offload_capnp::{offload_flow, tcp_flow, EspDirection, OffloadKind};
 use std::fmt;
@@ -81,39 +81,25 @@ pub enum OffloadFlow {
     Esp(EspSa),
 }
 
+impl fmt::Display for EspSa {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {} -> {} spi {:#010x}",
+            if self.inbound { "in" } else { "out" },
+            self.local,
+            self.remote,
+            self.spi
+        )
+    }
+}
+
 impl fmt::Display for OffloadFlow {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             OffloadFlow::Tcp { local, remote, .. } => write!(f, "{local} -> {remote}"),
-            OffloadFlow::Esp(sa) => write!(
-                f,
-                "{} {} -> {} spi {:#010x}",
-                if sa.inbound { "in" } else { "out" },
-                sa.local,
-                sa.remote,
-                sa.spi
-            ),
+            OffloadFlow::Esp(sa) => fmt::Display::fmt(sa, f),
         }
-    }
-}
-
-fn read_ip(d: &[u8]) -> capnp::Result<IpAddr> {
-    if let Ok(v4) = <[u8; 4]>::try_from(d) {
-        Ok(v4.into())
-    } else if let Ok(v6) = <[u8; 16]>::try_from(d) {
-        Ok(v6.into())
-    } else {
-        Err(SocketError::Invalid.to_capnp(format_args!(
-            "an IP address is 4 or 16 bytes, not {}",
-            d.len()
-        )))
-    }
-}
-
-fn ip_octets(ip: IpAddr) -> Vec<u8> {
-    match ip {
-        IpAddr::V4(v4) => v4.octets().to_vec(),
-        IpAddr::V6(v6) => v6.octets().to_vec(),
     }
 }
 

@@ -31,14 +31,7 @@ impl fmt::Display for Matches {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Matches::Tcp(flow) => fmt::Display::fmt(flow, f),
-            Matches::Esp(sa) => write!(
-                f,
-                "{} {}->{} spi {:#010x}",
-                if sa.inbound { "in" } else { "out" },
-                sa.local,
-                sa.remote,
-                sa.spi
-            ),
+            Matches::Esp(sa) => fmt::Display::fmt(sa, f),
         }
     }
 }
