@@ -47,8 +47,12 @@ pub fn value(v: dynamic_value::Reader<'_>) -> capnp::Result<Value> {
             None => e.get_value().into(),
         },
         R::Text(t) => String::from_utf8_lossy(t.as_bytes()).into_owned().into(),
-        // Bytes as hex octets: the only Data in the listings is a MAC.
-        R::Data(d) => capnet_wire::mac::format_mac(d).into(),
+        // The listings' Data are a port's MAC (6 bytes) and an SA's
+        // addresses (4 or 16).
+        R::Data(d) => match capnet_schema::addr::read_ip(d) {
+            Ok(ip) => ip.to_string().into(),
+            Err(_) => capnet_wire::mac::format_mac(d).into(),
+        },
         R::List(l) => Value::Array(l.iter().map(|v| value(v?)).collect::<capnp::Result<_>>()?),
         R::Struct(s) => {
             let schema = s.get_schema();
@@ -114,6 +118,19 @@ mod tests {
         assert_eq!(v["failovers"], 3);
         assert_eq!(v["tx_no_leg"], 0);
         assert_eq!(v["legs"], serde_json::json!(["p0", "p1"]));
+    }
+
+    #[test]
+    fn sa_addresses_read_as_text() {
+        let mut msg = capnp::message::Builder::new_default();
+        let mut f = msg.init_root::<capnet_schema::offload_capnp::offload_flow::Builder>();
+        let mut sa = f.reborrow().init_esp();
+        sa.set_local(&[10, 0, 0, 1]);
+        sa.set_remote(&"fd00::2".parse::<std::net::Ipv6Addr>().unwrap().octets());
+        sa.set_spi(7);
+        let v = Value::Object(object(f.into_reader()).unwrap());
+        assert_eq!(v["esp"]["local"], "10.0.0.1", "{v}");
+        assert_eq!(v["esp"]["remote"], "fd00::2", "{v}");
     }
 
     #[test]
