@@ -5,6 +5,10 @@
 //! operations either complete or answer `Ok(None)` ("not yet"); the capnp
 //! layer waits for the next stack poll and asks again. Clients never see a
 //! `SocketHandle`: they hold capabilities that map to private ids.
+//!
+//! One file past the size of the others on purpose: this smoltcp glue is
+//! what capnet's own TCP/IP engine replaces whole, so it is changed only as
+//! far as the offload contract needs rather than split now.
 
 use crate::addr::{endpoint_to_std, from_smol, to_smol};
 use crate::device::{DeviceCounters, OffloadHook, RingDevice};
