@@ -237,14 +237,7 @@ async fn attach_instance(
         .to_string()
         .map_err(io_err)?;
     let mtu = info.get_mtu();
-    // Known kinds, once each, whatever a driver lists.
-    let offloads: Vec<OffloadKind> = capnet_schema::offload::KINDS
-        .into_iter()
-        .filter(|kind| {
-            info.get_offloads()
-                .is_ok_and(|l| l.iter().any(|k| k == Ok(*kind)))
-        })
-        .collect();
+    let offloads = info.get_offloads().map(offered_kinds).unwrap_or_default();
     let checksum_offload = info.get_checksum_offload();
 
     let grant = deadline("openRings", nic.open_rings_request().send().promise).await?;
@@ -382,6 +375,20 @@ pub async fn serve_attach_channel(shared: Rc<Shared>, channel: UnixStream) -> st
     }
 }
 
+/// The offload kinds a driver lists, as netsrv keeps them: each known kind
+/// once, in schema order, whatever the list repeats or holds that this
+/// netsrv does not know; one pass over it, however long.
+fn offered_kinds(list: capnp::enum_list::Reader<'_, OffloadKind>) -> Vec<OffloadKind> {
+    let mut seen = [false; capnet_schema::offload::KINDS.len()];
+    for kind in list.iter().flatten() {
+        seen[kind as usize] = true;
+    }
+    capnet_schema::offload::KINDS
+        .into_iter()
+        .filter(|k| seen[*k as usize])
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -390,6 +397,29 @@ mod tests {
 
     fn layout(buffers: u32, buf_size: u32) -> ChannelLayout {
         ChannelLayout { buffers, buf_size }
+    }
+
+    #[test]
+    fn a_driver_listing_kinds_many_times_gets_each_once() {
+        let mut msg = capnp::message::Builder::new_default();
+        let info = msg.init_root::<capnet_schema::nic_capnp::port_info::Builder>();
+        let n = 200_000;
+        let mut l = info.init_offloads(n);
+        for i in 0..n {
+            let k = if i % 2 == 0 {
+                OffloadKind::NvmeTcpRx
+            } else {
+                OffloadKind::TlsRx
+            };
+            l.set(i, k);
+        }
+        let r = msg
+            .get_root_as_reader::<capnet_schema::nic_capnp::port_info::Reader>()
+            .unwrap();
+        assert_eq!(
+            offered_kinds(r.get_offloads().unwrap()),
+            [OffloadKind::TlsRx, OffloadKind::NvmeTcpRx]
+        );
     }
 
     #[test]
