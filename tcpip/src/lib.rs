@@ -1,0 +1,13 @@
+//! capnet's TCP/IP engine: a sans-IO core in the shape of Fuchsia's
+//! netstack3. Frames, the time and socket calls go in; frames, socket
+//! events and timer deadlines come out. The core has no clock, no RNG and
+//! no I/O of its own, so every behaviour runs in one process in a test;
+//! netsrv is its bindings (port rings, socket rings, capnp).
+
+pub mod frag;
+pub mod neighbor;
+pub mod tcp;
+pub mod time;
+pub mod timer;
+
+pub use time::Instant;
