@@ -5,9 +5,11 @@
 //! netsrv is its bindings (port rings, socket rings, capnp).
 
 pub mod frag;
+pub mod icmp;
 pub mod neighbor;
 pub mod tcp;
 pub mod time;
 pub mod timer;
+pub mod udp;
 
 pub use time::Instant;
