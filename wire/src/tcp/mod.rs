@@ -1,13 +1,16 @@
 //! Where a frame's TCP payload is and which connection it belongs to: the
 //! one parse the NIC's offload engines, netsrv's offload path and the
-//! capture checks in tests share.
+//! capture checks in tests share; and the TCP header itself ([`Header`]).
 
 use smoltcp::wire::{IpProtocol, TcpPacket};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 
+mod header;
+
 pub use crate::seq::{SeqNumber, StreamBase};
+pub use header::{Flags, Header, HeaderError, SackBlock, MAX_SACK_BLOCKS};
 
 /// A TCP connection as this host sees it.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
