@@ -3,5 +3,7 @@
 pub mod cc;
 pub mod cookie;
 pub mod isn;
+pub mod recvq;
 pub mod rtt;
 pub mod scoreboard;
+pub mod sendq;
