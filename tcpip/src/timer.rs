@@ -189,8 +189,9 @@ impl<T> TimerWheel<T> {
     /// times in its life), never to the items still pending nor to the
     /// length of the jump in time.
     ///
-    /// If `fired` panics, the items of the slot being emptied that it has
-    /// not been handed are lost.
+    /// `fired` must not panic: if it does, the items of the slot being
+    /// emptied that it has not been handed are lost (and still counted by
+    /// [`len`](Self::len)).
     pub fn expire(&mut self, now: Instant, fired: &mut impl FnMut(T)) {
         let now_tick = now.micros() / TICK_US;
         let mut node = core::mem::replace(&mut self.due_head, NIL);
