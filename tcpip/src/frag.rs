@@ -479,6 +479,15 @@ impl Reassembler {
         } else {
             cost
         };
+        let own = self.datagrams.get(&key).map_or(0, Datagram::charge);
+        if own + cost > self.limits.max_bytes_total || self.limits.max_datagrams == 0 {
+            // Too big for the whole budget: evict nobody for it.
+            if !is_new {
+                self.remove(key);
+                self.counters.discarded += 1;
+            }
+            return Err(FragError::NoMemory);
+        }
         if is_new && self.datagrams.len() >= self.limits.max_datagrams {
             self.evict_oldest(key);
         }
@@ -1163,10 +1172,18 @@ mod tests {
         assert!(r.counters().evicted > before);
         assert!(r.datagrams.contains_key(&k4(3)));
         check(&r);
-        // One datagram bigger than the whole budget is discarded.
+        // One datagram bigger than the whole budget is discarded, and
+        // evicts nobody on its way out.
+        let others = r.len() - 1;
+        let before = r.counters().evicted;
         let e = r.insert(t(4), k4(3), 3000, true, &vec![0; 4000], &[]);
         assert_eq!(e, Err(FragError::NoMemory));
         assert!(!r.datagrams.contains_key(&k4(3)));
+        assert_eq!(r.len(), others);
+        assert_eq!(r.counters().evicted, before);
+        let e = r.insert(t(4), k4(50), 8, true, &vec![0; 4000], &[]);
+        assert_eq!(e, Err(FragError::NoMemory));
+        assert_eq!(r.len(), others);
         check(&r);
     }
 

@@ -447,6 +447,7 @@ impl<P> NeighborCache<P> {
                 }
                 match &mut e.state {
                     State::Incomplete { queue, .. } => self.enqueue(queue, packet),
+                    // Not reached: the entry was made INCOMPLETE just above.
                     _ => Resolve::Dropped {
                         packet,
                         reason: DropReason::NoRoom,
