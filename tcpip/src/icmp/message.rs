@@ -180,8 +180,7 @@ pub fn may_send_error_v4(packet: &[u8], link_broadcast_or_multicast: bool) -> bo
     true
 }
 
-/// The IPv6 extension headers the walks here step over, with the length of
-/// the one at the front of `data`; `None` if it is not one or is cut off.
+/// An IPv6 extension header read from the front of a buffer.
 enum Ext {
     /// An extension header of this many octets, then `next`.
     Header { len: usize, next: u8 },
@@ -230,8 +229,10 @@ pub(super) enum UpperV6 {
     Found { proto: u8, at: usize },
     /// A fragment other than the first: the upper-layer header is not here.
     LaterFragment,
-    /// An extension header is cut off, or there are too many.
+    /// An extension header is cut off.
     Unreadable,
+    /// More than [`MAX_EXT_HEADERS`] extension headers.
+    TooManyHeaders,
 }
 
 /// Steps over the extension headers of an IPv6 payload starting with
@@ -256,7 +257,7 @@ pub(super) fn upper_layer_v6(mut proto: u8, payload: &[u8]) -> UpperV6 {
             _ => return UpperV6::Found { proto, at },
         }
     }
-    UpperV6::Unreadable
+    UpperV6::TooManyHeaders
 }
 
 /// ICMPv6 Redirect (RFC 4861 §4.5).
@@ -301,7 +302,10 @@ pub fn may_send_error_v6(packet: &[u8], kind: &ErrorV6, link_broadcast_or_multic
             Some(&t) => t >= 128 && t != REDIRECT_V6,
             None => false,
         },
-        UpperV6::Found { .. } | UpperV6::LaterFragment | UpperV6::Unreadable => true,
+        UpperV6::Found { .. }
+        | UpperV6::LaterFragment
+        | UpperV6::Unreadable
+        | UpperV6::TooManyHeaders => true,
     }
 }
 
@@ -784,7 +788,7 @@ pub(super) mod tests {
         let many: Vec<u8> = (0..9).flat_map(|_| [0u8, 0, 0, 0, 0, 0, 0, 0]).collect();
         assert!(matches!(
             upper_layer_v6(HOP_BY_HOP, &many),
-            UpperV6::Unreadable
+            UpperV6::TooManyHeaders
         ));
         // Every truncation of the chain is handled.
         for n in 0..p.len() {

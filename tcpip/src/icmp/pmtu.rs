@@ -70,9 +70,15 @@ impl PmtuCache {
     /// over a link of `link_mtu`. Returns the new path MTU if it went down,
     /// `None` if nothing changed.
     ///
+    /// `dst` is the destination of the packet the error quotes (the remote
+    /// end of the connection), not the router that sent the error.
+    ///
     /// An IPv4 report of 0 (a router older than RFC 1191) sets the floor,
     /// as in Linux; the caller that wants RFC 1191 §5's plateau estimate
-    /// instead computes it and reports that.
+    /// instead computes it and reports that. When an IPv4 report is below
+    /// [`IPV4_MIN_PMTU`], Linux also locks the path MTU and stops setting
+    /// DF towards `dst`, so routers may fragment; that is the IP layer's to
+    /// do, and it can tell by comparing the report with the floor.
     pub fn update(
         &mut self,
         now: Instant,

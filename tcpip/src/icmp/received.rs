@@ -36,7 +36,8 @@ pub enum ParseError {
     NotAnError,
     /// An error type whose code is not defined (Time Exceeded beyond 1).
     UnknownCode,
-    /// The quoted IP header is not one (wrong version, bad header length).
+    /// The quoted IP header is not one (wrong version, bad header length,
+    /// more IPv6 extension headers than we walk).
     EmbeddedMalformed,
     /// The quote is of a fragment other than the first: it holds no ports.
     NotFirstFragment,
@@ -205,6 +206,7 @@ fn embedded_v6(quote: &[u8]) -> Result<EmbeddedHeader, ParseError> {
         }
         UpperV6::LaterFragment => Err(ParseError::NotFirstFragment),
         UpperV6::Unreadable => Err(ParseError::Truncated),
+        UpperV6::TooManyHeaders => Err(ParseError::EmbeddedMalformed),
     }
 }
 
@@ -430,6 +432,18 @@ mod tests {
                 A6.into()
             ),
             Err(ParseError::NotFirstFragment)
+        );
+        // More extension headers than are walked.
+        let mut many: Vec<u8> = (0..9).flat_map(|_| [0u8, 0, 0, 0, 0, 0, 0, 0]).collect();
+        many.extend_from_slice(&udp_ports(1, 2));
+        let deep = ipv6(A6, B6, IpProtocol::HopByHop, &many);
+        assert_eq!(
+            parse_error(
+                &err6(ErrorV6::PacketTooBig { mtu: 1280 }, &deep),
+                B6.into(),
+                A6.into()
+            ),
+            Err(ParseError::EmbeddedMalformed)
         );
         // Wrong version and header length inside.
         let mut v = sent.clone();
