@@ -158,7 +158,10 @@ impl HyStart {
                 };
                 let thresh = (last / MIN_RTT_DIVISOR).clamp(MIN_RTT_THRESH, MAX_RTT_THRESH);
                 // No RTT can exceed a bound past Duration::MAX.
-                if last.checked_add(thresh).is_some_and(|bound| round_min >= bound) {
+                if last
+                    .checked_add(thresh)
+                    .is_some_and(|bound| round_min >= bound)
+                {
                     self.phase = Phase::Css {
                         baseline: round_min,
                         rounds: 0,
@@ -261,11 +264,17 @@ mod tests {
         assert!(round(&mut h, &mut seq, &[ms(13); 10]).is_empty());
         let mut h = HyStart::default();
         round(&mut h, &mut seq, &[ms(10); 10]);
-        assert_eq!(round(&mut h, &mut seq, &[ms(14); 10]), vec![Signal::EnterCss]);
+        assert_eq!(
+            round(&mut h, &mut seq, &[ms(14); 10]),
+            vec![Signal::EnterCss]
+        );
         // 400 ms base: 50 ms, clamped down to 16 ms.
         let mut h = HyStart::default();
         round(&mut h, &mut seq, &[ms(400); 10]);
-        assert_eq!(round(&mut h, &mut seq, &[ms(416); 10]), vec![Signal::EnterCss]);
+        assert_eq!(
+            round(&mut h, &mut seq, &[ms(416); 10]),
+            vec![Signal::EnterCss]
+        );
         // Zero RTT: threshold 4 ms, nothing divides by zero.
         let mut h = HyStart::default();
         round(&mut h, &mut seq, &[Duration::ZERO; 10]);
@@ -277,7 +286,10 @@ mod tests {
         let mut h = HyStart::default();
         let mut seq = SeqNumber(0);
         round(&mut h, &mut seq, &[ms(100); 10]);
-        assert_eq!(round(&mut h, &mut seq, &[ms(120); 10]), vec![Signal::EnterCss]);
+        assert_eq!(
+            round(&mut h, &mut seq, &[ms(120); 10]),
+            vec![Signal::EnterCss]
+        );
         assert_eq!(
             round(&mut h, &mut seq, &[ms(101); 10]),
             vec![Signal::ResumeSlowStart]

@@ -82,7 +82,10 @@ mod tests {
     #[test]
     fn huge_and_zero_inputs_do_not_overflow() {
         let mut r = NewReno::default();
-        assert_eq!(r.congestion_avoidance(usize::MAX, 1, usize::MAX), usize::MAX);
+        assert_eq!(
+            r.congestion_avoidance(usize::MAX, 1, usize::MAX),
+            usize::MAX
+        );
         assert_eq!(r.congestion_avoidance(usize::MAX, 0, 1), usize::MAX);
         assert_eq!(r.congestion_avoidance(0, 0, 0), 1);
     }
