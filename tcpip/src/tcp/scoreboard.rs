@@ -565,7 +565,10 @@ impl Scoreboard {
     /// A SACK block that can mark something: `una <= start < end <= end()`,
     /// against the una this ACK leaves.
     fn block_in_window(&self, start: SeqNumber, end: SeqNumber, una: SeqNumber) -> bool {
-        una.le(start) && start.lt(end) && end.le(self.end)
+        // As distances from una (the span is under 2^31), so that edges
+        // 2^31 apart, which compare both ways round, cannot pass.
+        let (s, e, span) = (start - una, end - una, self.end - una);
+        0 <= s && s < e && e <= span
     }
 
     /// Advances una to `ack`, dropping or trimming the segments below it.

@@ -10,10 +10,6 @@ use crate::time::Instant;
 /// RFC 8985 §6.2 step 4: how many recoveries a DSACK-widened window lasts.
 const REO_WND_PERSIST: u8 = 16;
 
-/// The widest the window grows, in quarters of min_RTT (Linux keeps the
-/// multiplier in a byte too); SRTT caps it long before in practice.
-const MAX_REO_WND_MULT: u8 = u8::MAX;
-
 /// What RACK remembers between ACKs.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Rack {
@@ -120,7 +116,8 @@ impl Rack {
         }
         if self.dsack_round.is_none() && dsack {
             self.dsack_round = Some(nxt);
-            self.reo_wnd_mult = self.reo_wnd_mult.saturating_add(1).min(MAX_REO_WND_MULT);
+            // A byte, as in Linux; SRTT caps the window long before.
+            self.reo_wnd_mult = self.reo_wnd_mult.saturating_add(1);
             self.reo_wnd_persist = REO_WND_PERSIST;
         } else if exiting_recovery {
             self.reo_wnd_persist = self.reo_wnd_persist.saturating_sub(1);
