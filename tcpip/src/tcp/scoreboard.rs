@@ -4,8 +4,9 @@
 //!
 //! It owns:
 //! - the record of `[SND.UNA, SND.NXT)` as the segments they were sent in,
-//!   each with its last send time and one [state](SegState): in flight,
-//!   SACKed (RFC 2018), deemed lost, retransmitted;
+//!   each with its last send time and one state: in flight, re-sent,
+//!   SACKed (RFC 2018), deemed lost, retransmitted after being deemed
+//!   lost (Linux's `sacked` bits);
 //! - SACK and DSACK processing (RFC 2018, RFC 2883);
 //! - RFC 6675's bookkeeping: `pipe` ([`Scoreboard::in_flight`]), `NextSeg`
 //!   rule (1) ([`Scoreboard::next_retransmit`]), and `IsLost` with
@@ -30,7 +31,8 @@
 //! Storage is a `VecDeque` sorted by sequence number, tiling
 //! `[una, end)` exactly; lookups are binary searches, so one ACK costs
 //! O(blocks · log n + segments newly (S)ACKed) plus one linear pass in
-//! [`Scoreboard::detect_loss`]. A segment takes 24 bytes.
+//! [`Scoreboard::detect_loss`]. A segment takes 24 bytes; the record spans
+//! under 2^31 bytes (the send window is far smaller).
 
 mod rack;
 #[cfg(test)]

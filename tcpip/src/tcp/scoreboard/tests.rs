@@ -85,6 +85,11 @@ fn states(b: &Scoreboard) -> Vec<(u32, u32, SegState)> {
 }
 
 #[test]
+fn a_segment_is_three_words() {
+    assert!(std::mem::size_of::<Segment>() <= 24);
+}
+
+#[test]
 fn in_order_acks_empty_the_board() {
     let mut b = Scoreboard::new();
     assert!(b.is_empty());
