@@ -6,10 +6,15 @@
 
 pub mod frag;
 pub mod icmp;
+pub mod ip;
 pub mod neighbor;
+pub mod stack;
 pub mod tcp;
 pub mod time;
 pub mod timer;
 pub mod udp;
 
+pub use ip::iface::{Cidr, IfaceId};
+pub use ip::Device;
+pub use stack::{Config, ConnectError, RxMeta, Stack};
 pub use time::Instant;

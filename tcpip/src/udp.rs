@@ -129,6 +129,8 @@ pub struct EphemeralPorts {
 /// Why a bind failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BindError {
+    /// The address is not one of this host's (EADDRNOTAVAIL).
+    AddressNotAvailable,
     /// Another socket holds the port on a conflicting address
     /// (`EADDRINUSE`).
     InUse,

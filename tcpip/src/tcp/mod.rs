@@ -1,9 +1,14 @@
 //! TCP (RFC 9293), with the extensions Linux runs by default.
 
 pub mod cc;
+pub mod conn;
 pub mod cookie;
 pub mod isn;
+pub mod layer;
 pub mod recvq;
 pub mod rtt;
 pub mod scoreboard;
 pub mod sendq;
+
+pub use conn::{Conn, ConnError, Options, State};
+pub use layer::{Event, ListenerId, Tcp, TcpError, TcpId, TcpLimits};

@@ -15,7 +15,7 @@ pub struct SendQueue {
 }
 
 impl SendQueue {
-    pub fn new(limit: usize) -> SendQueue {
+    pub const fn new(limit: usize) -> SendQueue {
         SendQueue {
             bytes: VecDeque::new(),
             limit,

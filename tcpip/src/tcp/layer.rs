@@ -1,0 +1,834 @@
+//! The TCP layer: every connection and listener of the engine, found by
+//! hash (constant cost per segment whatever their number), their timers in
+//! one wheel, a ready list of connections with something to send (so an
+//! idle poll visits none), listen queues with SYN cookies, and the events
+//! the application side hears.
+
+use super::conn::{self, Conn, ConnError, Options, Payload, Sink, State};
+use super::cookie::SynCookies;
+use super::isn::IsnGenerator;
+use super::sendq::SendQueue;
+use crate::time::Instant;
+use crate::timer::TimerWheel;
+use capnet_wire::tcp::{Flags, Flow, Header, SeqNumber};
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+
+/// A connection's name: a slot and the generation that filled it, so a
+/// stale name never reaches a newer connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TcpId {
+    slot: u32,
+    generation: u32,
+}
+
+/// A listener's name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ListenerId {
+    slot: u32,
+    generation: u32,
+}
+
+/// What the application side should look at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// Readable, writable, established or ended: ask the connection.
+    Conn(TcpId),
+    /// A connection waits in the listener's accept queue.
+    Accept(ListenerId),
+}
+
+/// Why a socket call failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TcpError {
+    /// The name is stale (closed and freed).
+    NotFound,
+    /// The 4-tuple, or the listening address, is taken.
+    InUse,
+    /// A configured bound was reached.
+    Limit,
+    /// The connection ended with this error.
+    Ended(ConnError),
+}
+
+/// Bounds of the layer.
+#[derive(Clone, Copy, Debug)]
+pub struct TcpLimits {
+    pub max_connections: usize,
+    /// TIME-WAIT connections kept (Linux tcp_max_tw_buckets); past it a
+    /// closing connection skips TIME-WAIT, and that is counted.
+    pub max_time_wait: usize,
+    pub max_backlog: usize,
+}
+
+impl Default for TcpLimits {
+    fn default() -> TcpLimits {
+        TcpLimits {
+            max_connections: 65536,
+            max_time_wait: 16384,
+            max_backlog: 4096,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TcpCounters {
+    pub active_opens: u64,
+    pub passive_opens: u64,
+    pub resets_sent: u64,
+    pub resets_received: u64,
+    pub no_socket: u64,
+    pub syn_cookies_sent: u64,
+    pub syn_cookies_accepted: u64,
+    pub syn_cookies_rejected: u64,
+    pub listen_overflows: u64,
+    pub time_wait_skipped: u64,
+    pub malformed: u64,
+    pub retransmits: u64,
+    pub timeouts: u64,
+}
+
+struct Slot {
+    generation: u32,
+    conn: Option<Box<Conn>>,
+    listener: Option<ListenerId>,
+    /// In the ready list.
+    ready: bool,
+    /// An event is queued for it.
+    event: bool,
+    /// The deadline in the wheel (stale wheel entries are ignored).
+    armed: Option<Instant>,
+    /// Counted in `time_wait`.
+    in_time_wait: bool,
+}
+
+struct Listener {
+    generation: u32,
+    local: SocketAddr,
+    backlog: usize,
+    opts: Options,
+    mss: usize,
+    /// Half-open connections (SYN-RECEIVED) of this listener.
+    half_open: usize,
+    accept: VecDeque<TcpId>,
+    /// Cookies sent recently: only then is a bare ACK checked as one.
+    cookies_until: Option<Instant>,
+    open: bool,
+    event: bool,
+}
+
+/// One segment the layer sends on its own (RST, a cookie's SYN-ACK).
+static EMPTY: SendQueue = SendQueue::new(0);
+
+pub struct Tcp {
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    demux: HashMap<Flow, u32>,
+    listeners: Vec<Option<Listener>>,
+    listener_generations: Vec<u32>,
+    listen_demux: HashMap<SocketAddr, u32>,
+    wheel: TimerWheel<(u32, u32)>,
+    ready: Vec<u32>,
+    events: VecDeque<Event>,
+    isn: IsnGenerator,
+    cookies: SynCookies,
+    time_wait: usize,
+    live: usize,
+    limits: TcpLimits,
+    pub counters: TcpCounters,
+}
+
+impl Tcp {
+    /// `secret` keys ISNs and cookies; the bindings draw it at random.
+    pub fn new(now: Instant, secret: [u8; 32], limits: TcpLimits) -> Tcp {
+        let mut isn_key = [0u8; 16];
+        isn_key.copy_from_slice(&secret[..16]);
+        let mut cookie_key = [0u8; 16];
+        cookie_key.copy_from_slice(&secret[16..]);
+        Tcp {
+            slots: Vec::new(),
+            free: Vec::new(),
+            demux: HashMap::new(),
+            listeners: Vec::new(),
+            listener_generations: Vec::new(),
+            listen_demux: HashMap::new(),
+            wheel: TimerWheel::new(now),
+            ready: Vec::new(),
+            events: VecDeque::new(),
+            isn: IsnGenerator::new(isn_key),
+            cookies: SynCookies::new(cookie_key),
+            time_wait: 0,
+            live: 0,
+            limits,
+            counters: TcpCounters::default(),
+        }
+    }
+
+    /// Connections held, TIME-WAIT included.
+    pub fn len(&self) -> usize {
+        self.live
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.live == 0
+    }
+
+    pub fn time_wait(&self) -> usize {
+        self.time_wait
+    }
+
+    /// Whether a flow is taken (for picking an ephemeral port).
+    pub fn flow_in_use(&self, flow: &Flow) -> bool {
+        self.demux.contains_key(flow)
+    }
+
+    /// Whether some listener or connection uses this local port.
+    pub fn port_in_use(&self, local: SocketAddr) -> bool {
+        self.listen_demux.contains_key(&local)
+            || self
+                .listen_demux
+                .contains_key(&SocketAddr::new(unspecified(local.ip()), local.port()))
+    }
+
+    pub fn next_event(&mut self) -> Option<Event> {
+        let e = self.events.pop_front()?;
+        match e {
+            Event::Conn(id) => {
+                if let Some(s) = self.slots.get_mut(id.slot as usize) {
+                    s.event = false;
+                }
+            }
+            Event::Accept(id) => {
+                if let Some(Some(l)) = self.listeners.get_mut(id.slot as usize) {
+                    l.event = false;
+                }
+            }
+        }
+        Some(e)
+    }
+
+    pub fn conn(&self, id: TcpId) -> Result<&Conn, TcpError> {
+        match self.slots.get(id.slot as usize) {
+            Some(s) if s.generation == id.generation => s.conn.as_deref().ok_or(TcpError::NotFound),
+            _ => Err(TcpError::NotFound),
+        }
+    }
+
+    /// Runs `f` on a connection, then files what it changed: wake-ups,
+    /// output, timers, the end.
+    pub fn with_conn<R>(
+        &mut self,
+        now: Instant,
+        id: TcpId,
+        f: impl FnOnce(&mut Conn) -> R,
+    ) -> Result<R, TcpError> {
+        let slot = self
+            .slots
+            .get_mut(id.slot as usize)
+            .ok_or(TcpError::NotFound)?;
+        if slot.generation != id.generation {
+            return Err(TcpError::NotFound);
+        }
+        let conn = slot.conn.as_deref_mut().ok_or(TcpError::NotFound)?;
+        let r = f(conn);
+        self.settle(now, id.slot);
+        Ok(r)
+    }
+
+    /// Opens a connection from `local` (address and port chosen by the
+    /// caller) to `remote`.
+    pub fn connect(
+        &mut self,
+        now: Instant,
+        flow: Flow,
+        opts: Options,
+        mss: usize,
+    ) -> Result<TcpId, TcpError> {
+        if self.demux.contains_key(&flow) {
+            return Err(TcpError::InUse);
+        }
+        if self.live >= self.limits.max_connections {
+            return Err(TcpError::Limit);
+        }
+        let iss = self.isn.isn(flow.local, flow.remote, now);
+        let ts = self.isn.timestamp_offset(flow.local, flow.remote);
+        let conn = Conn::connect(flow, opts, mss, iss, ts, now);
+        self.counters.active_opens += 1;
+        let id = self.insert(conn, None);
+        self.settle(now, id.slot);
+        Ok(id)
+    }
+
+    /// Listens on `local` (the address may be unspecified).
+    pub fn listen(
+        &mut self,
+        local: SocketAddr,
+        backlog: usize,
+        opts: Options,
+        mss: usize,
+    ) -> Result<ListenerId, TcpError> {
+        if self.listen_demux.contains_key(&local) {
+            return Err(TcpError::InUse);
+        }
+        let slot = match self.listeners.iter().position(Option::is_none) {
+            Some(i) => i,
+            None => {
+                self.listeners.push(None);
+                self.listener_generations.push(0);
+                self.listeners.len() - 1
+            }
+        };
+        let generation = self.listener_generation(slot);
+        self.listeners[slot] = Some(Listener {
+            generation,
+            local,
+            backlog: backlog.clamp(1, self.limits.max_backlog),
+            opts,
+            mss,
+            half_open: 0,
+            accept: VecDeque::new(),
+            cookies_until: None,
+            open: true,
+            event: false,
+        });
+        self.listen_demux.insert(local, slot as u32);
+        Ok(ListenerId {
+            slot: slot as u32,
+            generation,
+        })
+    }
+
+    fn listener_generation(&self, slot: usize) -> u32 {
+        self.listener_generations[slot]
+    }
+
+    /// A freed listener slot's next occupant gets a new name.
+    fn listener_generations_bump(&mut self, slot: usize) {
+        self.listener_generations[slot] = self.listener_generations[slot].wrapping_add(1);
+    }
+
+    /// The next established connection, if one waits.
+    pub fn accept(&mut self, id: ListenerId) -> Result<Option<(TcpId, Flow)>, TcpError> {
+        while let Some(c) = self.listener_mut(id)?.accept.pop_front() {
+            if let Ok(conn) = self.conn(c) {
+                let flow = conn.flow;
+                if let Some(s) = self.slots.get_mut(c.slot as usize) {
+                    s.listener = None;
+                }
+                return Ok(Some((c, flow)));
+            }
+        }
+        Ok(None)
+    }
+
+    pub fn listener_addr(&self, id: ListenerId) -> Result<SocketAddr, TcpError> {
+        match self.listeners.get(id.slot as usize) {
+            Some(Some(l)) if l.generation == id.generation => Ok(l.local),
+            _ => Err(TcpError::NotFound),
+        }
+    }
+
+    fn listener_mut(&mut self, id: ListenerId) -> Result<&mut Listener, TcpError> {
+        match self.listeners.get_mut(id.slot as usize) {
+            Some(Some(l)) if l.generation == id.generation => Ok(l),
+            _ => Err(TcpError::NotFound),
+        }
+    }
+
+    /// Closes a listener: connections not yet accepted are reset.
+    pub fn close_listener(&mut self, now: Instant, id: ListenerId, sink: &mut impl Sink) {
+        let Ok(l) = self.listener_mut(id) else { return };
+        l.open = false;
+        let pending: Vec<TcpId> = l.accept.drain(..).collect();
+        let local = l.local;
+        self.listen_demux.remove(&local);
+        self.listener_generations_bump(id.slot as usize);
+        self.listeners[id.slot as usize] = None;
+        for c in pending {
+            self.abort(now, c, sink);
+        }
+        // Half-open connections of the listener die with it.
+        let orphans: Vec<u32> = (0..self.slots.len() as u32)
+            .filter(|i| self.slots[*i as usize].listener == Some(id))
+            .collect();
+        for i in orphans {
+            let id = TcpId {
+                slot: i,
+                generation: self.slots[i as usize].generation,
+            };
+            self.abort(now, id, sink);
+        }
+    }
+
+    /// Graceful close: a FIN after the queued data; the connection frees
+    /// itself once done. Unread data makes it an abort (RFC 2525 2.17, as
+    /// Linux does).
+    pub fn close(&mut self, now: Instant, id: TcpId, sink: &mut impl Sink) {
+        let unread = self.conn(id).map(|c| c.readable() > 0).unwrap_or(false);
+        if unread {
+            self.abort(now, id, sink);
+            return;
+        }
+        let _ = self.with_conn(now, id, |c| {
+            c.orphan = true;
+            c.shutdown_write();
+        });
+    }
+
+    /// Abortive close: RST if the peer knows the connection; freed now.
+    pub fn abort(&mut self, now: Instant, id: TcpId, sink: &mut impl Sink) {
+        let Ok(c) = self.conn(id) else { return };
+        let flow = c.flow;
+        let rst = c.rst_seq();
+        let send = self.with_conn(now, id, |c| {
+            c.orphan = true;
+            c.abort()
+        });
+        if send == Ok(true) {
+            self.send_rst(sink, &flow, rst, None);
+        }
+        self.settle(now, id.slot);
+    }
+
+    /// A segment for `flow` (already checksummed; `h` parsed).
+    pub fn input(
+        &mut self,
+        now: Instant,
+        flow: Flow,
+        h: &Header,
+        payload: &[u8],
+        sink: &mut impl Sink,
+    ) {
+        if let Some(&slot) = self.demux.get(&flow) {
+            let s = &mut self.slots[slot as usize];
+            let conn = s.conn.as_deref_mut().expect("demux names live slots");
+            let was = conn.state();
+            if h.flags.rst() {
+                self.counters.resets_received += 1;
+            }
+            let reply = conn.on_segment(now, h, payload);
+            if let conn::Reply::Reset { seq } = reply {
+                self.send_rst(sink, &flow, seq, None);
+            }
+            let now_state = self.slots[slot as usize].conn.as_deref().map(Conn::state);
+            if was == State::SynReceived && now_state != Some(State::SynReceived) {
+                self.handshake_done(
+                    slot,
+                    now_state == Some(State::Established) || now_state == Some(State::CloseWait),
+                );
+            }
+            self.settle(now, slot);
+            return;
+        }
+        if let Some(lslot) = self.find_listener(flow.local) {
+            self.listener_input(now, lslot, flow, h, payload, sink);
+            return;
+        }
+        self.counters.no_socket += 1;
+        self.reset_for(sink, &flow, h, payload.len());
+    }
+
+    fn find_listener(&self, local: SocketAddr) -> Option<u32> {
+        self.listen_demux
+            .get(&local)
+            .or_else(|| {
+                self.listen_demux
+                    .get(&SocketAddr::new(unspecified(local.ip()), local.port()))
+            })
+            .copied()
+    }
+
+    /// RFC 9293 3.10.7.2 (LISTEN), with SYN cookies when the half-open
+    /// queue is full and a clean refusal (no SYN-ACK) when the accept queue
+    /// is.
+    fn listener_input(
+        &mut self,
+        now: Instant,
+        lslot: u32,
+        flow: Flow,
+        h: &Header,
+        payload: &[u8],
+        sink: &mut impl Sink,
+    ) {
+        let f = h.flags;
+        if f.rst() {
+            return;
+        }
+        let l = self.listeners[lslot as usize]
+            .as_mut()
+            .expect("listen_demux names live listeners");
+        let lid = ListenerId {
+            slot: lslot,
+            generation: l.generation,
+        };
+        if f.ack() && !f.syn() {
+            // Only a cookie's answer can complete here.
+            if l.cookies_until.is_some_and(|t| now <= t) {
+                if let Some(mss) =
+                    self.cookies
+                        .check(flow.local, flow.remote, h.seq - 1u32, h.ack - 1u32, now)
+                {
+                    self.counters.syn_cookies_accepted += 1;
+                    self.cookie_conn(now, lid, flow, h, payload, mss, sink);
+                    return;
+                }
+                self.counters.syn_cookies_rejected += 1;
+            }
+            self.reset_for(sink, &flow, h, payload.len());
+            return;
+        }
+        if !f.syn() || f.fin() {
+            return;
+        }
+        if l.accept.len() >= l.backlog {
+            // Linux drops the SYN: the peer retries later, and nothing it
+            // is told must be taken back.
+            self.counters.listen_overflows += 1;
+            return;
+        }
+        if l.half_open >= l.backlog || self.live >= self.limits.max_connections {
+            l.cookies_until = Some(now + std::time::Duration::from_secs(128));
+            let peer_mss = h.mss.unwrap_or(536);
+            let (iss, mss) = self.cookies.encode(
+                flow.local,
+                flow.remote,
+                h.seq,
+                peer_mss.min(l.mss as u16),
+                now,
+            );
+            self.counters.syn_cookies_sent += 1;
+            let mut r = Header {
+                src_port: flow.local.port(),
+                dst_port: flow.remote.port(),
+                seq: iss,
+                ack: h.seq + 1u32,
+                flags: Flags::SYN | Flags::ACK,
+                window: l.opts.recv_buffer.min(65535) as u16,
+                mss: Some(mss),
+                ..Header::default()
+            };
+            if let Some((val, _)) = h.timestamp {
+                let ts = self
+                    .isn
+                    .timestamp_offset(flow.local, flow.remote)
+                    .wrapping_add(now.millis() as u32);
+                let tsval = super::cookie::encode_options(
+                    ts,
+                    h.window_scale.map(|_| conn_wscale(l.opts.recv_buffer)),
+                    h.sack_permitted,
+                );
+                r.timestamp = Some((tsval, val));
+                r.sack_permitted = h.sack_permitted;
+                if h.window_scale.is_some() {
+                    r.window_scale = Some(conn_wscale(l.opts.recv_buffer));
+                }
+            }
+            sink.segment(&flow, &r, Payload::empty(&EMPTY));
+            return;
+        }
+        let opts = l.opts;
+        let mss = l.mss;
+        l.half_open += 1;
+        let iss = self.isn.isn(flow.local, flow.remote, now);
+        let ts = self.isn.timestamp_offset(flow.local, flow.remote);
+        let conn = Conn::accept(flow, opts, mss, iss, ts, h, now);
+        self.counters.passive_opens += 1;
+        let id = self.insert(conn, Some(lid));
+        self.settle(now, id.slot);
+    }
+
+    /// The ACK that completes a cookie handshake makes the connection.
+    #[allow(clippy::too_many_arguments)]
+    fn cookie_conn(
+        &mut self,
+        now: Instant,
+        lid: ListenerId,
+        flow: Flow,
+        h: &Header,
+        payload: &[u8],
+        mss: u16,
+        sink: &mut impl Sink,
+    ) {
+        let l = self.listeners[lid.slot as usize]
+            .as_ref()
+            .expect("caller checked");
+        let opts = l.opts;
+        let cookie_opts = h
+            .timestamp
+            .map(|(_, ecr)| super::cookie::decode_options(ecr));
+        let ts = self.isn.timestamp_offset(flow.local, flow.remote);
+        let conn = Conn::from_cookie(flow, opts, usize::from(mss), h, cookie_opts, ts, now);
+        self.counters.passive_opens += 1;
+        let id = self.insert(conn, Some(lid));
+        self.handshake_done(id.slot, true);
+        let _ = self.with_conn(now, id, |c| c.on_segment(now, h, payload));
+        let _ = sink;
+    }
+
+    /// A connection of a listener left SYN-RECEIVED.
+    fn handshake_done(&mut self, slot: u32, established: bool) {
+        let s = &mut self.slots[slot as usize];
+        let Some(lid) = s.listener else { return };
+        let id = TcpId {
+            slot,
+            generation: s.generation,
+        };
+        let Ok(l) = self.listener_mut(lid) else {
+            return;
+        };
+        l.half_open = l.half_open.saturating_sub(1);
+        if established {
+            l.accept.push_back(id);
+            if !l.event {
+                l.event = true;
+                self.events.push_back(Event::Accept(lid));
+            }
+        }
+    }
+
+    /// RFC 9293 3.10.7.1: the reset a segment without a connection gets.
+    fn reset_for(&mut self, sink: &mut impl Sink, flow: &Flow, h: &Header, payload: usize) {
+        if h.flags.rst() {
+            return;
+        }
+        if h.flags.ack() {
+            self.send_rst(sink, flow, h.ack, None);
+        } else {
+            self.send_rst(sink, flow, SeqNumber(0), Some(h.seq + h.seq_len(payload)));
+        }
+    }
+
+    fn send_rst(
+        &mut self,
+        sink: &mut impl Sink,
+        flow: &Flow,
+        seq: SeqNumber,
+        ack: Option<SeqNumber>,
+    ) {
+        let h = Header {
+            src_port: flow.local.port(),
+            dst_port: flow.remote.port(),
+            seq,
+            ack: ack.unwrap_or_default(),
+            flags: if ack.is_some() {
+                Flags::RST | Flags::ACK
+            } else {
+                Flags::RST
+            },
+            ..Header::default()
+        };
+        self.counters.resets_sent += 1;
+        sink.segment(flow, &h, Payload::empty(&EMPTY));
+    }
+
+    fn insert(&mut self, conn: Conn, listener: Option<ListenerId>) -> TcpId {
+        let flow = conn.flow;
+        let slot = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.slots.push(Slot {
+                    generation: 0,
+                    conn: None,
+                    listener: None,
+                    ready: false,
+                    event: false,
+                    armed: None,
+                    in_time_wait: false,
+                });
+                (self.slots.len() - 1) as u32
+            }
+        };
+        let s = &mut self.slots[slot as usize];
+        s.generation = s.generation.wrapping_add(1);
+        s.conn = Some(Box::new(conn));
+        s.listener = listener;
+        s.ready = false;
+        s.event = false;
+        s.armed = None;
+        s.in_time_wait = false;
+        self.demux.insert(flow, slot);
+        self.live += 1;
+        TcpId {
+            slot,
+            generation: s.generation,
+        }
+    }
+
+    /// After anything touched a connection: queue its event, put it on the
+    /// ready list, re-arm its timer, count TIME-WAIT, and free it when it
+    /// is closed and nobody holds it.
+    fn settle(&mut self, now: Instant, slot: u32) {
+        let s = &mut self.slots[slot as usize];
+        let Some(conn) = s.conn.as_deref_mut() else {
+            return;
+        };
+        let id = TcpId {
+            slot,
+            generation: s.generation,
+        };
+        let state = conn.state();
+        if state == State::TimeWait && !s.in_time_wait {
+            if self.time_wait >= self.limits.max_time_wait {
+                self.counters.time_wait_skipped += 1;
+                conn.skip_time_wait();
+            } else {
+                s.in_time_wait = true;
+                self.time_wait += 1;
+            }
+        }
+        let conn = s.conn.as_deref_mut().expect("checked");
+        if conn.wake && !conn.orphan {
+            conn.wake = false;
+            if !s.event && s.listener.is_none() {
+                s.event = true;
+                self.events.push_back(Event::Conn(id));
+            }
+        }
+        conn.wake &= !conn.orphan;
+        if conn.state() == State::Closed && (conn.orphan || s.listener.is_some()) {
+            self.remove(slot);
+            return;
+        }
+        if conn.wants_output() && !s.ready {
+            s.ready = true;
+            self.ready.push(slot);
+        }
+        let deadline = conn.next_deadline();
+        if deadline != s.armed {
+            s.armed = deadline;
+            if let Some(t) = deadline {
+                self.wheel.insert(t, (slot, s.generation));
+            }
+        }
+        let _ = now;
+    }
+
+    fn remove(&mut self, slot: u32) {
+        let s = &mut self.slots[slot as usize];
+        let Some(conn) = s.conn.take() else { return };
+        if s.in_time_wait {
+            self.time_wait -= 1;
+        }
+        if let Some(lid) = s.listener.take() {
+            if conn.state() != State::Established {
+                if let Ok(l) = self.listener_mut(lid) {
+                    l.half_open = l.half_open.saturating_sub(1);
+                }
+            }
+        }
+        self.counters.retransmits += conn.counters.retransmits;
+        self.counters.timeouts += conn.counters.timeouts;
+        self.demux.remove(&conn.flow);
+        let s = &mut self.slots[slot as usize];
+        s.generation = s.generation.wrapping_add(1);
+        s.armed = None;
+        self.live -= 1;
+        self.free.push(slot);
+    }
+
+    /// Whether `seq` lies in the flow's unacknowledged data (RFC 5927 4.1:
+    /// an ICMP error about anything else is forged or stale).
+    pub fn in_send_window(&self, flow: &Flow, seq: SeqNumber) -> bool {
+        self.demux
+            .get(flow)
+            .and_then(|s| self.slots[*s as usize].conn.as_deref())
+            .is_some_and(|c| c.in_flight_contains(seq))
+    }
+
+    /// The path toward a flow's peer carries smaller packets now.
+    pub fn path_mtu_changed(&mut self, now: Instant, flow: &Flow, mtu: usize) {
+        let Some(&slot) = self.demux.get(flow) else {
+            return;
+        };
+        if let Some(c) = self.slots[slot as usize].conn.as_deref_mut() {
+            c.set_path_mtu(now, mtu);
+        }
+        self.settle(now, slot);
+    }
+
+    /// The application released a connection that already ended.
+    pub fn release(&mut self, now: Instant, id: TcpId) {
+        let _ = self.with_conn(now, id, |c| c.orphan = true);
+    }
+
+    /// Timers, then output of every connection on the ready list.
+    pub fn poll(&mut self, now: Instant, sink: &mut impl Sink) {
+        let mut fired = Vec::new();
+        self.wheel.expire(now, &mut |item| fired.push(item));
+        for (slot, generation) in fired {
+            let s = &mut self.slots[slot as usize];
+            if s.generation != generation {
+                continue;
+            }
+            let Some(conn) = s.conn.as_deref_mut() else {
+                continue;
+            };
+            match conn.next_deadline() {
+                Some(t) if t <= now => {
+                    s.armed = None;
+                    let was = conn.state();
+                    conn.on_timer(now);
+                    if was == State::SynReceived && conn.state() == State::Closed {
+                        self.handshake_done(slot, false);
+                    }
+                    self.settle(now, slot);
+                }
+                Some(t) => {
+                    // Early wheel entry: put the real deadline back.
+                    s.armed = Some(t);
+                    self.wheel.insert(t, (slot, generation));
+                }
+                None => s.armed = None,
+            }
+        }
+        self.flush(now, sink);
+    }
+
+    /// Output of every ready connection.
+    pub fn flush(&mut self, now: Instant, sink: &mut impl Sink) {
+        let ready = std::mem::take(&mut self.ready);
+        for slot in ready {
+            let s = &mut self.slots[slot as usize];
+            s.ready = false;
+            let Some(conn) = s.conn.as_deref_mut() else {
+                continue;
+            };
+            conn.output(now, sink);
+            self.settle(now, slot);
+        }
+    }
+
+    /// The earliest timer of any connection.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        if !self.ready.is_empty() {
+            return Some(Instant::ZERO);
+        }
+        self.wheel.next_deadline()
+    }
+
+    /// Every connection, for `status`.
+    pub fn conns(&self) -> impl Iterator<Item = (TcpId, &Conn)> {
+        self.slots.iter().enumerate().filter_map(|(i, s)| {
+            s.conn.as_deref().map(|c| {
+                (
+                    TcpId {
+                        slot: i as u32,
+                        generation: s.generation,
+                    },
+                    c,
+                )
+            })
+        })
+    }
+}
+
+fn unspecified(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+        IpAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+    }
+}
+
+fn conn_wscale(buffer: usize) -> u8 {
+    conn::wscale_for(buffer)
+}
