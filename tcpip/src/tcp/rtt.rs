@@ -42,6 +42,10 @@ use crate::time::Instant;
 /// The RTO before any sample (RFC 6298 2.1).
 pub const INITIAL_RTO: Duration = Duration::from_secs(1);
 
+/// The RTO before any sample once the handshake had to be retransmitted
+/// (RFC 6298 5.7; Linux's `TCP_TIMEOUT_FALLBACK`).
+pub const FALLBACK_RTO: Duration = Duration::from_secs(3);
+
 /// The floor on the variance term of the RTO (Linux's `TCP_RTO_MIN`), and
 /// so the smallest RTO there is.
 pub const MIN_RTO: Duration = Duration::from_millis(200);
@@ -76,6 +80,9 @@ pub struct RttEstimator {
     /// counting once the RTO reaches MAX_RTO).
     backoffs: u32,
     min_rtt: WindowedMin,
+    /// The RTO while there is no sample: [`INITIAL_RTO`], or
+    /// [`FALLBACK_RTO`] after a retransmitted handshake.
+    unsampled_us: u64,
 }
 
 impl Default for RttEstimator {
@@ -91,7 +98,15 @@ impl RttEstimator {
             smoothed: None,
             backoffs: 0,
             min_rtt: WindowedMin::new(MIN_RTT_WINDOW),
+            unsampled_us: INITIAL_RTO.as_micros() as u64,
         }
+    }
+
+    /// RFC 6298 5.7: the SYN (or SYN-ACK) timed out and the handshake gave
+    /// no sample, so until one comes the RTO is 3 s rather than 1 s (a 1 s
+    /// RTO has just proved too short for this path).
+    pub fn handshake_retransmitted(&mut self) {
+        self.unsampled_us = FALLBACK_RTO.as_micros() as u64;
     }
 
     /// Takes one RTT measurement, made at `now` (RFC 6298 2.2, 2.3), and
@@ -170,7 +185,7 @@ impl RttEstimator {
     /// The RTO without backoff, in microseconds.
     fn base_rto_us(&self) -> u64 {
         match self.smoothed {
-            None => INITIAL_RTO.as_micros() as u64,
+            None => self.unsampled_us,
             Some(s) => (s.srtt8 / 8 + s.rttvar4.max(MIN_RTO_US)).min(MAX_RTO_US),
         }
     }
@@ -273,6 +288,17 @@ mod tests {
         assert_eq!(e.rttvar(), None);
         assert_eq!(e.latest(), None);
         assert_eq!(e.min_rtt(), None);
+    }
+
+    #[test]
+    fn a_retransmitted_handshake_falls_back_to_3s_until_a_sample() {
+        let mut e = RttEstimator::new();
+        e.handshake_retransmitted();
+        assert_eq!(e.rto(), FALLBACK_RTO);
+        e.backoff();
+        assert_eq!(e.rto(), 2 * FALLBACK_RTO);
+        e.sample(at_s(1), ms(100));
+        assert_eq!(e.rto(), ms(300));
     }
 
     #[test]

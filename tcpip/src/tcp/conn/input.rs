@@ -107,10 +107,15 @@ impl Conn {
     fn established(&mut self, now: Instant, h: &Header, rtt: Option<Duration>) {
         self.state = State::Established;
         self.synchronized = true;
+        let retransmitted = self.retries > 0;
         self.retries = 0;
         self.timers.rto = None;
         if let Some(rtt) = self.ts_rtt(now, h).or(rtt) {
             self.rtt.sample(now, rtt);
+        } else if retransmitted {
+            // RFC 6298 5.7 (Linux tcp_init_metrics): no sample, and 1 s
+            // was too short once: data starts with a 3 s RTO.
+            self.rtt.handshake_retransmitted();
         }
         self.rtt.reset_backoff();
         self.snd_wnd = usize::from(h.window) << self.neg.snd_wscale;
