@@ -140,6 +140,8 @@ pub struct Peer {
     pub ts_base: u32,
     /// The last TSval the engine sent (the peer's TSecr).
     pub ts_recent: u32,
+    /// The round trip the scripted handshakes take.
+    pub rtt: Duration,
     queue: VecDeque<Seg>,
     /// ICMP messages the engine sent (the IP payload).
     pub icmp: Vec<Vec<u8>>,
@@ -184,6 +186,7 @@ impl Peer {
             timestamps: true,
             ts_base: 500_000,
             ts_recent: 0,
+            rtt: Duration::from_millis(50),
             queue: VecDeque::new(),
             icmp: Vec::new(),
         }
@@ -467,7 +470,7 @@ impl Peer {
         self.inject(&syn, &[]);
         let synack = self.expect_that("SYN-ACK", |s| s.flags() == Flags::SYN | Flags::ACK);
         assert_eq!(synack.ack, 1);
-        self.advance_ms(1);
+        self.advance(self.rtt);
         self.send(Flags::ACK, 1, 1, &[]);
         let id = self.accept(l).expect("an accepted connection");
         assert!(self.conn(id).is_established());
@@ -479,7 +482,7 @@ impl Peer {
     pub fn active_open(&mut self, opts: Options, wscale: Option<u8>) -> TcpId {
         let id = self.connect(opts);
         self.expect_that("SYN", |s| s.flags() == Flags::SYN);
-        self.advance_ms(1);
+        self.advance(self.rtt);
         let mut sa = self.syn(1460, wscale);
         sa.flags = Flags::SYN | Flags::ACK;
         sa.ack = self.engine_isn + 1u32;
