@@ -477,8 +477,11 @@ impl Conn {
                 let r = self.recvq.insert(at, rest);
                 self.counters.ooo_dropped += (r.dropped > 0) as u64;
                 self.counters.bytes_received += r.advanced as u64;
-                if r.out_of_order || r.duplicate || hole_before {
+                if r.out_of_order || r.duplicate || hole_before || r.dropped > 0 {
                     // RFC 5681 4.2: out of order, or filling a hole: ACK now.
+                    // RFC 9293 3.10.7.4: data beyond the window (a zero
+                    // window's probe) is answered with an ACK at once, which
+                    // tells the peer the window (Linux tcp_data_queue).
                     self.ack.now = true;
                 } else if r.advanced > 0 {
                     self.ack.unacked_segments += 1;
