@@ -90,6 +90,12 @@ impl RecvQueue {
         !self.ooo.is_empty()
     }
 
+    /// How many blocks [`sack_blocks`](Self::sack_blocks) would give now
+    /// (a D-SACK and every out-of-order range), before any cap.
+    pub fn sack_block_count(&self) -> usize {
+        usize::from(self.dsack.is_some()) + self.ooo.len()
+    }
+
     /// Bytes held in the out-of-order store.
     pub fn out_of_order_bytes(&self) -> usize {
         self.ooo_bytes

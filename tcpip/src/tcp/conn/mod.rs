@@ -600,10 +600,26 @@ impl Conn {
     }
 
     /// The largest payload per segment: the peer's MSS within our path's
-    /// room, less the timestamp option when it is on.
+    /// room, less the options the next segment carries: timestamps, and
+    /// the SACK blocks we owe (Linux `tcp_current_mss`; without this a
+    /// full segment with SACK blocks would not fit the path).
     fn effective_mss(&self) -> usize {
         let ts = if self.neg.timestamps { 12 } else { 0 };
-        (self.neg.send_mss.min(self.our_mss) - ts).max(64)
+        (self.neg.send_mss.min(self.our_mss) - ts - self.sack_option_len()).max(64)
+    }
+
+    /// Bytes of the SACK option on our next segment (RFC 2018 3: NOP NOP
+    /// kind length and 8 per block; 3 blocks fit beside timestamps, 4
+    /// without).
+    fn sack_option_len(&self) -> usize {
+        if !self.neg.sack {
+            return 0;
+        }
+        let fit = if self.neg.timestamps { 3 } else { 4 };
+        match self.recvq.sack_block_count().min(fit) {
+            0 => 0,
+            n => 4 + 8 * n,
+        }
     }
 
     fn ts_val(&self, now: Instant) -> u32 {
