@@ -21,6 +21,7 @@ impl Conn {
     /// Takes one segment addressed to this connection.
     pub fn on_segment(&mut self, now: Instant, h: &Header, payload: &[u8]) -> Reply {
         self.counters.segs_in += 1;
+        self.send_blocked = false;
         self.last_rx = now;
         if let Some(idle) = self.opts.keep_alive {
             self.timers.keepalive = Some(now + idle);

@@ -283,6 +283,13 @@ pub struct Conn {
     cwnd_limited: bool,
     /// Send one segment beyond the window (zero-window probe, TLP).
     probe_due: Option<Probe>,
+    /// The last output sent all it could: what is left waits for the peer's
+    /// window, the congestion window or Nagle, and only a segment, a timer
+    /// or a socket call can change that. Without it a connection with data
+    /// held back would stay on the ready list and make every poll "due now".
+    send_blocked: bool,
+    /// The sink refused a segment in the current output (device full).
+    sink_refused: bool,
 }
 
 /// A segment due outside the usual rules.
@@ -354,6 +361,8 @@ impl Conn {
             recovery_quota: 0,
             cwnd_limited: false,
             probe_due: None,
+            send_blocked: false,
+            sink_refused: false,
         }
     }
 
@@ -455,6 +464,7 @@ impl Conn {
             return;
         }
         self.our_mss = mss;
+        self.send_blocked = false;
         self.cc.set_mss(self.effective_mss());
         if self.snd_una != self.snd_max && self.synchronized {
             self.sb.on_rto(now);
@@ -491,6 +501,7 @@ impl Conn {
 
     pub fn set_no_delay(&mut self, on: bool) {
         self.opts.no_delay = on;
+        self.send_blocked = false;
     }
 
     pub fn set_keep_alive(&mut self, idle: Option<Duration>, now: Instant) {
@@ -555,13 +566,18 @@ impl Conn {
         if !self.state.sends() || self.fin != Fin::None {
             return 0;
         }
-        self.sendq.write(data)
+        let n = self.sendq.write(data);
+        if n > 0 {
+            self.send_blocked = false;
+        }
+        n
     }
 
     /// Shuts the sending side: a FIN follows the queued data.
     pub fn shutdown_write(&mut self) {
         if self.fin == Fin::None && self.state.sends() {
             self.fin = Fin::Queued;
+            self.send_blocked = false;
         }
         if self.state == State::SynSent {
             // Nothing reached the peer: the connection just ends.

@@ -54,6 +54,15 @@ pub trait Sink {
 impl Conn {
     /// Sends what is due now; returns the segments sent.
     pub fn output(&mut self, now: Instant, sink: &mut impl Sink) -> usize {
+        self.sink_refused = false;
+        let sent = self.output_inner(now, sink);
+        // What is left is held back by a window or Nagle until something
+        // changes; a full device is retried at the next poll.
+        self.send_blocked = !self.sink_refused;
+        sent
+    }
+
+    fn output_inner(&mut self, now: Instant, sink: &mut impl Sink) -> usize {
         let mut sent = 0;
         match self.state {
             State::Closed => return 0,
@@ -367,6 +376,7 @@ impl Conn {
             len,
         };
         if !sink.segment(&self.flow, &h, payload) {
+            self.sink_refused = true;
             return false;
         }
         self.counters.segs_out += 1;
@@ -425,9 +435,10 @@ impl Conn {
             _ => {
                 self.ack.now
                     || self.probe_due.is_some()
-                    || self.sb.next_retransmit(1).is_some()
-                    || self.data_end().gt(self.snd_nxt)
-                    || self.fin == Fin::Queued
+                    || (!self.send_blocked
+                        && (self.sb.next_retransmit(1).is_some()
+                            || self.data_end().gt(self.snd_nxt)
+                            || self.fin == Fin::Queued))
             }
         }
     }

@@ -53,6 +53,7 @@ impl Conn {
 
     /// Runs every timer that is due.
     pub fn on_timer(&mut self, now: Instant) {
+        self.send_blocked = false;
         if due(&mut self.timers.close, now) {
             self.finish(None);
             return;
