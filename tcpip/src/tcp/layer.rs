@@ -514,8 +514,7 @@ impl Tcp {
                     .wrapping_add(now.millis() as u32);
                 // The cookie keeps the peer's shift (what its windows are
                 // scaled by); ours is recomputed from the buffer on the ACK.
-                let tsval =
-                    super::cookie::encode_options(ts, h.window_scale, h.sack_permitted);
+                let tsval = super::cookie::encode_options(ts, h.window_scale, h.sack_permitted);
                 r.timestamp = Some((tsval, val));
                 r.sack_permitted = h.sack_permitted;
                 if h.window_scale.is_some() {

@@ -381,6 +381,11 @@ impl Conn {
         self.snd_wl2 = h.ack;
         if was_zero && self.snd_wnd > 0 {
             self.timers.persist = None;
+            if self.snd_una == self.snd_max {
+                // The probes' backoff ends with the window (Linux
+                // tcp_ack_probe); no timeout of data is behind it.
+                self.rtt.reset_backoff();
+            }
             self.wake = true;
         }
     }

@@ -306,14 +306,13 @@ impl Conn {
         };
         let sent = match probe {
             Probe::ZeroWindow => {
+                // Linux's tcp_xmit_probe_skb: `<SEQ=SND.UNA-1>` without data
+                // makes the peer ACK with its window. A byte of new data
+                // (RFC 9293 3.8.6.1's probe) would count as in flight and
+                // arm the retransmission and tail-loss timers, whose
+                // firings would then probe without the persist backoff.
                 self.counters.zero_window_probes += 1;
-                let unsent = (self.data_end() - self.snd_nxt).max(0) as usize;
-                if unsent > 0 {
-                    let seq = self.snd_nxt;
-                    self.send_range(now, sink, seq, 1, Transmit::New)
-                } else {
-                    self.send_keepalive(now, sink)
-                }
+                self.send_keepalive(now, sink)
             }
             Probe::KeepAlive => self.send_keepalive(now, sink),
             Probe::TailLoss => {
