@@ -266,7 +266,10 @@ impl Peer {
     pub fn expect(&mut self, what: &str) -> Seg {
         match self.queue.pop_front() {
             Some(s) => s,
-            None => panic!("expected {what} at {}ms; the engine sent nothing", self.now.millis()),
+            None => panic!(
+                "expected {what} at {}ms; the engine sent nothing",
+                self.now.millis()
+            ),
         }
     }
 
