@@ -67,6 +67,7 @@ impl Conn {
         } else {
             // Simultaneous open (RFC 9293 3.5, figure 8): SYN-ACK from here.
             self.state = State::SynReceived;
+            self.simultaneous_open = true;
             self.snd_nxt = self.iss;
             self.timers.rto = Some(now);
         }
@@ -144,6 +145,25 @@ impl Conn {
     fn synchronized_segment(&mut self, now: Instant, h: &Header, payload: &[u8]) -> Reply {
         let f = h.flags;
         let seg_len = h.seq_len(payload.len());
+        if self.simultaneous_open
+            && self.state == State::SynReceived
+            && f.syn()
+            && f.ack()
+            && !f.rst()
+            && h.seq == self.irs
+            && h.ack == self.snd_max
+        {
+            // RFC 9293 3.5 figure 8: the peer's SYN-ACK crossed ours; its
+            // ACK completes the handshake (Linux tcp_validate_incoming
+            // lets it pass, though its SYN lies just below RCV.NXT).
+            let rtt = (self.retries == 0).then(|| now.since(self.last_tx));
+            self.snd_una = h.ack;
+            self.established(now, h, rtt);
+            // RFC 7323 2.2: the window of a SYN is not scaled.
+            self.snd_wnd = usize::from(h.window);
+            self.max_snd_wnd = self.max_snd_wnd.max(self.snd_wnd);
+            return Reply::Nothing;
+        }
         // RFC 7323 5.3: PAWS.
         if let (true, Some((val, _))) = (self.neg.timestamps, h.timestamp) {
             let older = (val.wrapping_sub(self.ts.recent) as i32) < 0;

@@ -290,6 +290,9 @@ pub struct Conn {
     send_blocked: bool,
     /// The sink refused a segment in the current output (device full).
     sink_refused: bool,
+    /// SYN-RECEIVED was reached from SYN-SENT (both SYNs crossed), so the
+    /// peer's SYN-ACK may complete the handshake.
+    simultaneous_open: bool,
 }
 
 /// A segment due outside the usual rules.
@@ -363,6 +366,7 @@ impl Conn {
             probe_due: None,
             send_blocked: false,
             sink_refused: false,
+            simultaneous_open: false,
         }
     }
 
