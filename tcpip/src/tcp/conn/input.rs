@@ -224,6 +224,13 @@ impl Conn {
         if self.state == State::Closed {
             return Reply::Nothing;
         }
+        if self.orphan && !payload.is_empty() && (h.seq + payload.len()).gt(self.rcv_nxt()) {
+            // RFC 1122 4.2.2.13 / RFC 2525 2.17: the application closed, so
+            // new data can never be read: abort and tell the peer (Linux
+            // tcp_rcv_state_process, TCPAbortOnData), `<SEQ=SEG.ACK>`.
+            self.finish(Some(ConnError::Aborted));
+            return Reply::Reset { seq: h.ack };
+        }
         if !payload.is_empty() || f.fin() {
             self.take_data(now, h.seq, payload, f.fin());
         }
