@@ -14,6 +14,7 @@ const A: Flags = Flags::ACK;
 const PA: Flags = Flags(Flags::PSH.0 | Flags::ACK.0);
 
 const SA: Flags = Flags(Flags::SYN.0 | Flags::ACK.0);
+const RA: Flags = Flags(Flags::RST.0 | Flags::ACK.0);
 const RST: Flags = Flags::RST;
 
 /// The segments fill the peer's window `wnd` in segments of at most
@@ -778,4 +779,303 @@ fn data_segments_carrying_sack_blocks_still_fit_the_mtu() {
         let opts_len = if ts { 12 } else { 0 } + 4 + 16;
         assert_eq!(segs[0].len(), 1460 - opts_len, "{}", segs[0]);
     }
+}
+
+// ------------------------------------------------ simultaneous open / close
+
+/// RFC 9293 3.5 figure 8: both ends send a SYN; each answers the other's
+/// with a SYN-ACK, and the SYN-ACK completes the handshake (Linux
+/// tcp_validate_incoming accepts it in SYN-RECEIVED).
+#[test]
+fn simultaneous_open() {
+    let mut p = Peer::new(false);
+    let id = p.connect(opts());
+    p.expect_that("SYN", |s| s.flags() == Flags::SYN);
+    p.advance_ms(10);
+    let syn = p.syn(1460, Some(7));
+    p.inject(&syn, &[]);
+    let sa = p.expect_that("SYN-ACK", |s| s.flags() == SA);
+    assert_eq!((sa.seq, sa.ack), (0, 1), "<SEQ=ISS><ACK=IRS+1>: {sa}");
+    assert_eq!(p.conn(id).state(), State::SynReceived);
+    // The peer's SYN-ACK crosses ours.
+    let mut psa = p.syn(1460, Some(7));
+    psa.flags = SA;
+    psa.ack = p.engine_isn + 1u32;
+    psa.timestamp = Some((p.tsval(), p.ts_recent));
+    p.inject(&psa, &[]);
+    assert_eq!(p.conn(id).state(), State::Established);
+    let extra = p.take_all();
+    assert!(extra.iter().all(|s| s.is_pure_ack()), "{extra:?}");
+    p.write(id, b"hello");
+    let d = p.expect("data");
+    assert_eq!((d.seq, d.ack, d.len()), (1, 1, 5), "{d}");
+}
+
+/// RFC 9293 3.6 figure 13: both FINs cross: FIN-WAIT-1, then CLOSING on
+/// the peer's FIN (which we ACK), then TIME-WAIT on the ACK of ours.
+#[test]
+fn simultaneous_close() {
+    let mut p = Peer::new(false);
+    let (_, id) = p.passive_open(opts(), Some(7));
+    p.with(id, |c| c.shutdown_write());
+    let fin = p.expect_that("FIN", |s| s.flags().fin());
+    assert_eq!(fin.seq, 1);
+    assert_eq!(p.conn(id).state(), State::FinWait1);
+    p.send(Flags(Flags::FIN.0 | Flags::ACK.0), 1, 1, &[]);
+    let a = p.expect_that("ACK of the peer's FIN", |s| s.is_pure_ack());
+    assert_eq!((a.seq, a.ack), (2, 2), "{a}");
+    assert_eq!(p.conn(id).state(), State::Closing);
+    p.send(A, 2, 2, &[]);
+    assert_eq!(p.conn(id).state(), State::TimeWait);
+    p.expect_none("nothing more");
+}
+
+// --------------------------------------------------------------------- RST
+
+/// RFC 9293 3.10.7.3: in SYN-SENT a RST with an acceptable ACK refuses
+/// the connection; one without an ACK, or with a bad one, is ignored.
+#[test]
+fn a_reset_answering_our_syn_refuses() {
+    let mut p = Peer::new(false);
+    let id = p.connect(opts());
+    p.expect("SYN");
+    p.send(RST, 0, 0, &[]);
+    p.send(RA, 0, 5, &[]);
+    assert_eq!(p.conn(id).state(), State::SynSent);
+    p.expect_none("RSTs are not answered");
+    p.send(RA, 0, 1, &[]);
+    assert_eq!(p.conn(id).state(), State::Closed);
+    assert_eq!(p.conn(id).error(), Some(ConnError::Refused));
+}
+
+/// RFC 9293 3.10.7.1: segments to a closed port get a reset: for one
+/// with an ACK `<SEQ=SEG.ACK><CTL=RST>`, else `<SEQ=0><ACK=SEG.SEQ+
+/// SEG.LEN><CTL=RST,ACK>`; a RST gets nothing.
+#[test]
+fn a_closed_port_answers_with_the_right_reset() {
+    for v6 in [false, true] {
+        let mut p = Peer::new(v6);
+        let syn = p.syn(1460, Some(7));
+        p.inject(&syn, &[]);
+        let r = p.expect_that("RST,ACK", |s| s.flags() == RA);
+        assert_eq!((r.h.seq.0, r.ack), (0, 1), "{r}");
+        p.engine_isn = capnet_wire::tcp::SeqNumber(7_000);
+        p.send(PA, 5, 100, &data(10));
+        let r = p.expect_that("RST", |s| s.flags() == RST);
+        assert_eq!(r.seq, 100, "<SEQ=SEG.ACK>: {r}");
+        p.send(Flags(Flags::FIN.0), 5, 0, &data(10));
+        let r = p.expect_that("RST,ACK", |s| s.flags() == RA);
+        assert_eq!(r.ack, 5 + 10 + 1, "SEG.SEQ + SEG.LEN (FIN counts): {r}");
+        p.send(RST, 5, 0, &[]);
+        p.expect_none("a RST is never answered");
+    }
+}
+
+// ----------------------------------------------------------------- path MTU
+
+/// RFC 1191 / RFC 8201, RFC 5927 4.1: an ICMP "fragmentation needed" or
+/// "packet too big" quoting data in flight shrinks later segments to fit
+/// (and resends what was in flight at the old size); one quoting a
+/// sequence number outside the flight is ignored.
+#[test]
+fn path_mtu_errors_shrink_segments_only_for_data_in_flight() {
+    for v6 in [false, true] {
+        let mut p = Peer::new(v6);
+        let id = p.active_open(opts(), Some(7));
+        let mss = if v6 { 1440 - 12 } else { 1460 - 12 };
+        let (hdr, small) = if v6 { (40, 1280) } else { (20, 1000) };
+        p.write(id, &data(4 * mss));
+        let segs = p.take_all();
+        assert_eq!(segs.len(), 4);
+        assert!(segs.iter().all(|s| s.len() == mss));
+        // Forged: the quoted sequence number is not in flight.
+        let mut forged = segs[0].ip.clone();
+        forged[hdr + 4..hdr + 8]
+            .copy_from_slice(&(p.engine_isn.0.wrapping_add(1 << 30)).to_be_bytes());
+        p.send_too_big(&forged, small);
+        p.expect_none("a forged error changes nothing");
+        p.advance_ms(50);
+        p.send(A, 1, 1 + mss as i64, &[]);
+        p.write(id, &data(mss));
+        let s = p.expect("a full segment");
+        assert_eq!(s.len(), mss, "{s}");
+        // Genuine: quoting the segment in flight.
+        p.send_too_big(&segs[1].ip, small);
+        let mut resent = p.take_all();
+        resent.extend(p.wait_segment(Duration::from_millis(5)));
+        assert!(!resent.is_empty(), "what was in flight goes again");
+        for r in &resent {
+            assert!(r.ip.len() <= small as usize, "{} bytes: {r}", r.ip.len());
+        }
+        p.write(id, &data(3 * mss));
+        for s in p.take_all() {
+            assert!(s.ip.len() <= small as usize, "{} bytes: {s}", s.ip.len());
+        }
+    }
+}
+
+// ------------------------------------------------------ delayed ACK, Nagle
+
+/// RFC 9293 3.8.6.3 / RFC 5681 4.2 (Linux: 40 ms minimum delay): past the
+/// quick-ACK start, one segment is ACKed after the delay, a second one at
+/// once.
+#[test]
+fn delayed_ack_and_every_second_segment() {
+    let mut p = Peer::new(false);
+    let (_, _id) = p.passive_open(opts(), Some(7));
+    let mut seq = 1i64;
+    // Quick ACKs first (Linux's quickack mode at the start).
+    let mut quick = 0;
+    loop {
+        p.send(PA, seq, 1, &data(1448));
+        seq += 1448;
+        if p.take_all().is_empty() {
+            break;
+        }
+        quick += 1;
+        assert!(quick <= 16, "quick ACKs never end");
+        p.advance_ms(1);
+    }
+    let at = p.now;
+    let a = p
+        .wait_segment(Duration::from_millis(500))
+        .expect("delayed ACK");
+    assert_eq!(a.ack as i64, seq, "{a}");
+    assert_eq!(a.at.since(at), Duration::from_millis(40), "{a}");
+    // Two full segments: the second is ACKed at once.
+    p.advance_ms(100);
+    p.send(PA, seq, 1, &data(1448));
+    p.expect_none("the first of two waits");
+    p.send(PA, seq + 1448, 1, &data(1448));
+    let a = p.expect_that("an immediate ACK", |s| s.is_pure_ack());
+    assert_eq!(a.ack as i64, seq + 2 * 1448);
+}
+
+/// RFC 896 / RFC 9293 3.7.4: a second small write waits while the first
+/// is unacknowledged (and the engine is not busy-polled meanwhile), unless
+/// TCP_NODELAY.
+#[test]
+fn nagle_holds_a_second_runt_until_the_ack() {
+    for no_delay in [false, true] {
+        let mut p = Peer::new(false);
+        let o = Options { no_delay, ..opts() };
+        let id = p.active_open(o, Some(7));
+        p.write(id, &data(100));
+        p.expect_that("the first runt", |s| s.len() == 100);
+        p.write(id, &data(100));
+        if no_delay {
+            let s = p.expect("the second runt at once");
+            assert_eq!((s.seq, s.len()), (101, 100));
+            continue;
+        }
+        p.expect_none("Nagle holds the second runt");
+        assert!(
+            p.stack.next_deadline().is_some_and(|d| d > p.now),
+            "nothing is due while data waits on Nagle"
+        );
+        p.advance_ms(20);
+        p.expect_none("still held");
+        p.send(A, 1, 101, &[]);
+        let s = p.expect("the second runt after the ACK");
+        assert_eq!((s.seq, s.len()), (101, 100));
+    }
+}
+
+// --------------------------------------------------------------- keep-alive
+
+/// RFC 9293 3.8.4 (RFC 1122 4.2.3.6) with Linux's numbers: after the idle
+/// time a probe `<SEQ=SND.UNA-1>` goes; an answer restarts the idle time;
+/// 9 unanswered probes 75 s apart end the connection.
+#[test]
+fn keep_alive_probes_then_times_out() {
+    let mut p = Peer::new(false);
+    let idle = Duration::from_secs(60);
+    let o = Options {
+        keep_alive: Some(idle),
+        ..opts()
+    };
+    let (_, id) = p.passive_open(o, Some(7));
+    let start = p.now;
+    let k = p.wait_segment(Duration::from_secs(100)).expect("a probe");
+    assert_eq!((k.seq, k.len()), (0, 0), "<SEQ=SND.UNA-1>: {k}");
+    assert_eq!(k.at.since(start), idle);
+    // Answered: the next probe is an idle time later.
+    p.send(A, 1, 1, &[]);
+    let answered = p.now;
+    let k = p.wait_segment(Duration::from_secs(100)).expect("a probe");
+    assert_eq!(k.at.since(answered), idle);
+    let mut last = k.at;
+    for _ in 1..9 {
+        let k = p.wait_segment(Duration::from_secs(100)).expect("a probe");
+        assert_eq!(k.at.since(last), Duration::from_secs(75));
+        last = k.at;
+    }
+    p.advance(Duration::from_secs(76));
+    assert_eq!(p.conn(id).state(), State::Closed);
+    assert_eq!(p.conn(id).error(), Some(ConnError::TimedOut));
+}
+
+// ------------------------------------------------------------ FIN, half-close
+
+/// RFC 9293 3.6: after our FIN (shutdown of writing) the peer may go on
+/// sending; we take and ACK its data, and its FIN ends in TIME-WAIT.
+#[test]
+fn half_close_keeps_reading() {
+    let mut p = Peer::new(false);
+    let (_, id) = p.passive_open(opts(), Some(7));
+    p.with(id, |c| c.shutdown_write());
+    p.expect_that("FIN", |s| s.flags().fin() && s.seq == 1);
+    p.send(A, 1, 2, &[]);
+    assert_eq!(p.conn(id).state(), State::FinWait2);
+    p.send(PA, 1, 2, &data(300));
+    p.expect_that("ACK", |s| s.ack == 301 && s.seq == 2);
+    assert_eq!(p.read_all(id), data(300));
+    p.send(Flags(Flags::FIN.0 | Flags::ACK.0), 301, 2, &[]);
+    p.expect_that("ACK of FIN", |s| s.ack == 302);
+    assert_eq!(p.conn(id).state(), State::TimeWait);
+    assert!(p.conn(id).read_eof());
+}
+
+/// RFC 9293 3.6: the peer's FIN first: CLOSE-WAIT, where we may still
+/// write; our close sends FIN (LAST-ACK) and its ACK ends the connection.
+#[test]
+fn peer_closes_first_and_we_still_write() {
+    let mut p = Peer::new(false);
+    let (_, id) = p.passive_open(opts(), Some(7));
+    p.send(Flags(Flags::FIN.0 | Flags::ACK.0), 1, 1, &[]);
+    p.expect_that("ACK of FIN", |s| s.is_pure_ack() && s.ack == 2);
+    assert_eq!(p.conn(id).state(), State::CloseWait);
+    assert!(p.conn(id).read_eof());
+    p.write(id, &data(10));
+    p.expect_that("data after the peer's FIN", |s| s.len() == 10);
+    p.close(id);
+    let f = p.expect_that("FIN", |s| s.flags().fin());
+    assert_eq!(f.seq, 11);
+    p.send(A, 2, 12, &[]);
+    assert!(!p.alive(id), "closed and freed");
+}
+
+/// RFC 2525 2.17 / RFC 1122 4.2.2.13: closing with unread data aborts
+/// with a RST, as does data arriving after the close.
+#[test]
+fn close_with_unread_data_or_data_after_close_resets() {
+    let mut p = Peer::new(false);
+    let (_, id) = p.passive_open(opts(), Some(7));
+    p.send(PA, 1, 1, &data(10));
+    p.take_all();
+    p.close(id);
+    let r = p.expect_that("RST", |s| s.flags().rst());
+    assert_eq!(r.seq, 1, "{r}");
+    assert!(!p.alive(id));
+
+    // Data after close (Linux: tcp_rcv_state_process, LINUX_MIB_TCPABORTONDATA).
+    let mut p = Peer::new(false);
+    let (_, id) = p.passive_open(opts(), Some(7));
+    p.close(id);
+    p.expect_that("FIN", |s| s.flags().fin());
+    p.send(A, 1, 2, &[]);
+    p.send(PA, 1, 2, &data(10));
+    let r = p.expect_that("RST", |s| s.flags().rst());
+    assert_eq!(r.seq, 2, "<SEQ=SEG.ACK>: {r}");
+    assert!(!p.alive(id));
 }
