@@ -182,6 +182,11 @@ impl Stack {
                     IcmpError::V6(ErrorV6::TimeExceeded(TimeExceeded::ReassemblyTimeout)),
                 ),
             };
+            // Only our own addresses and broadcast/multicast ones get as
+            // far as reassembly: one not ours was sent to many, and no
+            // error may answer it (RFC 1122 3.2.2; a directed broadcast
+            // is not visible in the quoted header alone).
+            let multicast = !self.is_local(dst);
             let d = Datagram {
                 iface: crate::ip::iface::IfaceId(usize::MAX),
                 src,
@@ -189,7 +194,7 @@ impl Stack {
                 protocol: IpProtocol::Unknown(0),
                 body: &[],
                 packet: &packet,
-                multicast: false,
+                multicast,
                 checksum_ok: true,
                 hop_limit: 0,
             };
