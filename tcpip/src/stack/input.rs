@@ -150,7 +150,10 @@ impl Stack {
             self.ip.counters.not_for_us += 1;
             return;
         }
-        if p.src_addr().is_broadcast() || p.src_addr().is_multicast() {
+        // Martians (RFC 1122 3.2.1.3): a loopback source never comes from
+        // a wire, and the ICMP rules trust that it did not.
+        let src4 = p.src_addr();
+        if src4.is_broadcast() || src4.is_multicast() || src4.is_loopback() {
             self.ip.counters.malformed += 1;
             return;
         }
@@ -236,7 +239,8 @@ impl Stack {
             self.ip.counters.not_for_us += 1;
             return;
         }
-        if src6.is_multicast() {
+        // RFC 4291 2.5.3: ::1 received on an interface is dropped.
+        if src6.is_multicast() || src6.is_loopback() {
             self.ip.counters.malformed += 1;
             return;
         }
