@@ -47,13 +47,11 @@ impl Stack {
         d: &Datagram<'_>,
         kind: IcmpError,
     ) {
+        let to_many = d.multicast || d.link_multicast;
         let (allowed, limited) = match kind {
-            IcmpError::V4(k) => (
-                icmp::may_send_error_v4(d.packet, d.multicast),
-                k.rate_limited(),
-            ),
+            IcmpError::V4(k) => (icmp::may_send_error_v4(d.packet, to_many), k.rate_limited()),
             IcmpError::V6(k) => (
-                icmp::may_send_error_v6(d.packet, &k, d.multicast),
+                icmp::may_send_error_v6(d.packet, &k, to_many),
                 k.rate_limited(),
             ),
         };
@@ -197,6 +195,7 @@ impl Stack {
                 multicast,
                 checksum_ok: true,
                 hop_limit: 0,
+                link_multicast: false,
             };
             self.send_error(now, dev, &d, kind);
         }

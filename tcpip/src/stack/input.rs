@@ -17,6 +17,15 @@ use smoltcp::wire::{
 };
 use std::net::{IpAddr, Ipv6Addr};
 
+/// What the link layer says about a frame's IP packet.
+#[derive(Clone, Copy)]
+struct Link {
+    iface: IfaceId,
+    checksum_ok: bool,
+    /// The frame went to a link-layer broadcast or multicast address.
+    multicast: bool,
+}
+
 /// One received IP datagram, reassembled if it came in fragments.
 pub(super) struct Datagram<'a> {
     pub iface: IfaceId,
@@ -29,6 +38,10 @@ pub(super) struct Datagram<'a> {
     pub packet: &'a [u8],
     /// Addressed to a broadcast or multicast address.
     pub multicast: bool,
+    /// Came in a link-layer broadcast or multicast frame, whatever its IP
+    /// destination: no ICMP error and no TCP answers it (RFC 1122 3.2.2;
+    /// Linux's `pkt_type != PACKET_HOST`).
+    pub link_multicast: bool,
     pub checksum_ok: bool,
     pub hop_limit: u8,
 }
@@ -56,14 +69,15 @@ impl Stack {
             self.ip.counters.not_for_us += 1;
             return;
         }
+        let link = Link {
+            iface,
+            checksum_ok: meta.checksum_ok,
+            multicast: dst[0] & 1 != 0,
+        };
         match eth.ethertype() {
             EthernetProtocol::Arp => self.arp_input(now, iface, eth.payload(), dev),
-            EthernetProtocol::Ipv4 => {
-                self.ipv4_input(now, iface, eth.payload(), meta.checksum_ok, dev)
-            }
-            EthernetProtocol::Ipv6 => {
-                self.ipv6_input(now, iface, eth.payload(), meta.checksum_ok, dev)
-            }
+            EthernetProtocol::Ipv4 => self.ipv4_input(now, link, eth.payload(), dev),
+            EthernetProtocol::Ipv6 => self.ipv6_input(now, link, eth.payload(), dev),
             _ => self.ip.counters.unknown_protocol += 1,
         }
     }
@@ -118,14 +132,12 @@ impl Stack {
         }
     }
 
-    fn ipv4_input(
-        &mut self,
-        now: Instant,
-        iface: IfaceId,
-        payload: &[u8],
-        checksum_ok: bool,
-        dev: &mut dyn Device,
-    ) {
+    fn ipv4_input(&mut self, now: Instant, link: Link, payload: &[u8], dev: &mut dyn Device) {
+        let Link {
+            iface,
+            checksum_ok,
+            multicast: link_multicast,
+        } = link;
         let Ok(p) = Ipv4Packet::new_checked(payload) else {
             self.ip.counters.malformed += 1;
             return;
@@ -195,6 +207,7 @@ impl Stack {
                         // Reassembled: the NIC checked fragments, not the datagram.
                         checksum_ok: false,
                         hop_limit,
+                        link_multicast,
                     };
                     self.deliver(now, d, dev);
                 }
@@ -213,18 +226,17 @@ impl Stack {
             multicast,
             checksum_ok,
             hop_limit,
+            link_multicast,
         };
         self.deliver(now, d, dev);
     }
 
-    fn ipv6_input(
-        &mut self,
-        now: Instant,
-        iface: IfaceId,
-        payload: &[u8],
-        checksum_ok: bool,
-        dev: &mut dyn Device,
-    ) {
+    fn ipv6_input(&mut self, now: Instant, link: Link, payload: &[u8], dev: &mut dyn Device) {
+        let Link {
+            iface,
+            checksum_ok,
+            multicast: link_multicast,
+        } = link;
         let Ok(p) = Ipv6Packet::new_checked(payload) else {
             self.ip.counters.malformed += 1;
             return;
@@ -311,6 +323,7 @@ impl Stack {
                         multicast: dst6.is_multicast(),
                         checksum_ok: false,
                         hop_limit,
+                        link_multicast,
                     };
                     self.deliver(now, d, dev);
                 }
@@ -329,6 +342,7 @@ impl Stack {
             multicast: dst6.is_multicast(),
             checksum_ok,
             hop_limit,
+            link_multicast,
         };
         self.deliver(now, d, dev);
     }
@@ -336,7 +350,7 @@ impl Stack {
     /// The upper layer of a datagram addressed to us.
     fn deliver(&mut self, now: Instant, d: Datagram<'_>, dev: &mut dyn Device) {
         match d.protocol {
-            IpProtocol::Tcp if !d.multicast => {
+            IpProtocol::Tcp if !d.multicast && !d.link_multicast => {
                 self.tcp_input(now, d.src, d.dst, d.body, d.checksum_ok, dev)
             }
             IpProtocol::Udp => self.udp_input(now, &d, dev),
