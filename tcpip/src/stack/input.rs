@@ -459,6 +459,15 @@ impl Stack {
                     self.ip.release(dev, iface, mac, released);
                 }
                 // To the asker, or to all nodes for DAD (RFC 4861 7.2.4).
+                // A unicast reachability probe may leave out its link-layer
+                // address (7.2.2): the asker is then reached by the one
+                // the cache holds, or its probe, wanting a solicited
+                // advertisement, would never succeed.
+                let mac = mac.or_else(|| {
+                    let known = (!src.is_unspecified())
+                        .then(|| self.ip.neighbors.get(now, iface.0, IpAddr::V6(src)))?;
+                    known?.mac
+                });
                 let all = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
                 let (to_ip, to_mac, flags) = match (src.is_unspecified(), mac) {
                     (false, Some(m)) => (
