@@ -26,7 +26,7 @@ merge=0
 [ "$seconds" = merge ] && merge=1
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-  targets=(wire_frame nicdrv_frames netsrv_frames ring_channel ring_bytes chunks capnp tls_record config)
+  targets=(wire_frame nicdrv_frames netsrv_frames ring_channel ring_bytes chunks capnp tls_record config engine_frames)
 fi
 
 # libFuzzer itself is C++, built by the libfuzzer-sys crate.

@@ -6,6 +6,7 @@
 //! engine. See the README's "Fuzzing" section.
 
 pub mod capnp;
+pub mod engine;
 pub mod frames;
 pub mod input;
 pub mod records;
@@ -27,6 +28,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("capnp", capnp::capnp),
     ("tls_record", records::tls_record),
     ("config", config),
+    ("engine_frames", engine::engine_frames),
 ];
 
 /// A configuration file as `capnet up --config` reads it.

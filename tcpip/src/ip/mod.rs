@@ -83,7 +83,7 @@ impl Ip {
         Ip {
             ifaces: Vec::new(),
             routes: Routes::default(),
-            neighbors: NeighborCache::new(neighbor::NeighborConfig::default(), seed),
+            neighbors: NeighborCache::new(neighbor_config(), seed),
             ident: (seed >> 16) as u16,
             counters: IpCounters::default(),
         }
@@ -429,6 +429,20 @@ impl Ip {
     fn next_ident(&mut self) -> u16 {
         self.ident = self.ident.wrapping_add(1);
         self.ident
+    }
+}
+
+/// Packets queued per unresolved neighbour: every fragment of the largest
+/// UDP datagram (65535 bytes in 1232-byte IPv6 fragments at the 1280 MTU
+/// floor is 54), so that a datagram sent before resolution is not cut to
+/// its last few fragments and lost whole. Linux bounds the queue by bytes
+/// (`unres_qlen_bytes`, 208 KiB by default) for the same reason.
+const NEIGHBOR_QUEUE: usize = 64;
+
+fn neighbor_config() -> neighbor::NeighborConfig {
+    neighbor::NeighborConfig {
+        queue_len: NEIGHBOR_QUEUE,
+        ..Default::default()
     }
 }
 

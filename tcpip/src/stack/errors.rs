@@ -47,13 +47,11 @@ impl Stack {
         d: &Datagram<'_>,
         kind: IcmpError,
     ) {
+        let to_many = d.multicast || d.link_multicast;
         let (allowed, limited) = match kind {
-            IcmpError::V4(k) => (
-                icmp::may_send_error_v4(d.packet, d.multicast),
-                k.rate_limited(),
-            ),
+            IcmpError::V4(k) => (icmp::may_send_error_v4(d.packet, to_many), k.rate_limited()),
             IcmpError::V6(k) => (
-                icmp::may_send_error_v6(d.packet, &k, d.multicast),
+                icmp::may_send_error_v6(d.packet, &k, to_many),
                 k.rate_limited(),
             ),
         };
@@ -182,6 +180,11 @@ impl Stack {
                     IcmpError::V6(ErrorV6::TimeExceeded(TimeExceeded::ReassemblyTimeout)),
                 ),
             };
+            // Only our own addresses and broadcast/multicast ones get as
+            // far as reassembly: one not ours was sent to many, and no
+            // error may answer it (RFC 1122 3.2.2; a directed broadcast
+            // is not visible in the quoted header alone).
+            let multicast = !self.is_local(dst);
             let d = Datagram {
                 iface: crate::ip::iface::IfaceId(usize::MAX),
                 src,
@@ -189,9 +192,10 @@ impl Stack {
                 protocol: IpProtocol::Unknown(0),
                 body: &[],
                 packet: &packet,
-                multicast: false,
+                multicast,
                 checksum_ok: true,
                 hop_limit: 0,
+                link_multicast: false,
             };
             self.send_error(now, dev, &d, kind);
         }

@@ -17,6 +17,15 @@ use smoltcp::wire::{
 };
 use std::net::{IpAddr, Ipv6Addr};
 
+/// What the link layer says about a frame's IP packet.
+#[derive(Clone, Copy)]
+struct Link {
+    iface: IfaceId,
+    checksum_ok: bool,
+    /// The frame went to a link-layer broadcast or multicast address.
+    multicast: bool,
+}
+
 /// One received IP datagram, reassembled if it came in fragments.
 pub(super) struct Datagram<'a> {
     pub iface: IfaceId,
@@ -29,6 +38,10 @@ pub(super) struct Datagram<'a> {
     pub packet: &'a [u8],
     /// Addressed to a broadcast or multicast address.
     pub multicast: bool,
+    /// Came in a link-layer broadcast or multicast frame, whatever its IP
+    /// destination: no ICMP error and no TCP answers it (RFC 1122 3.2.2;
+    /// Linux's `pkt_type != PACKET_HOST`).
+    pub link_multicast: bool,
     pub checksum_ok: bool,
     pub hop_limit: u8,
 }
@@ -56,14 +69,15 @@ impl Stack {
             self.ip.counters.not_for_us += 1;
             return;
         }
+        let link = Link {
+            iface,
+            checksum_ok: meta.checksum_ok,
+            multicast: dst[0] & 1 != 0,
+        };
         match eth.ethertype() {
             EthernetProtocol::Arp => self.arp_input(now, iface, eth.payload(), dev),
-            EthernetProtocol::Ipv4 => {
-                self.ipv4_input(now, iface, eth.payload(), meta.checksum_ok, dev)
-            }
-            EthernetProtocol::Ipv6 => {
-                self.ipv6_input(now, iface, eth.payload(), meta.checksum_ok, dev)
-            }
+            EthernetProtocol::Ipv4 => self.ipv4_input(now, link, eth.payload(), dev),
+            EthernetProtocol::Ipv6 => self.ipv6_input(now, link, eth.payload(), dev),
             _ => self.ip.counters.unknown_protocol += 1,
         }
     }
@@ -118,14 +132,12 @@ impl Stack {
         }
     }
 
-    fn ipv4_input(
-        &mut self,
-        now: Instant,
-        iface: IfaceId,
-        payload: &[u8],
-        checksum_ok: bool,
-        dev: &mut dyn Device,
-    ) {
+    fn ipv4_input(&mut self, now: Instant, link: Link, payload: &[u8], dev: &mut dyn Device) {
+        let Link {
+            iface,
+            checksum_ok,
+            multicast: link_multicast,
+        } = link;
         let Ok(p) = Ipv4Packet::new_checked(payload) else {
             self.ip.counters.malformed += 1;
             return;
@@ -150,7 +162,10 @@ impl Stack {
             self.ip.counters.not_for_us += 1;
             return;
         }
-        if p.src_addr().is_broadcast() || p.src_addr().is_multicast() {
+        // Martians (RFC 1122 3.2.1.3): a loopback source never comes from
+        // a wire, and the ICMP rules trust that it did not.
+        let src4 = p.src_addr();
+        if src4.is_broadcast() || src4.is_multicast() || src4.is_loopback() {
             self.ip.counters.malformed += 1;
             return;
         }
@@ -192,6 +207,7 @@ impl Stack {
                         // Reassembled: the NIC checked fragments, not the datagram.
                         checksum_ok: false,
                         hop_limit,
+                        link_multicast,
                     };
                     self.deliver(now, d, dev);
                 }
@@ -210,18 +226,17 @@ impl Stack {
             multicast,
             checksum_ok,
             hop_limit,
+            link_multicast,
         };
         self.deliver(now, d, dev);
     }
 
-    fn ipv6_input(
-        &mut self,
-        now: Instant,
-        iface: IfaceId,
-        payload: &[u8],
-        checksum_ok: bool,
-        dev: &mut dyn Device,
-    ) {
+    fn ipv6_input(&mut self, now: Instant, link: Link, payload: &[u8], dev: &mut dyn Device) {
+        let Link {
+            iface,
+            checksum_ok,
+            multicast: link_multicast,
+        } = link;
         let Ok(p) = Ipv6Packet::new_checked(payload) else {
             self.ip.counters.malformed += 1;
             return;
@@ -236,7 +251,8 @@ impl Stack {
             self.ip.counters.not_for_us += 1;
             return;
         }
-        if src6.is_multicast() {
+        // RFC 4291 2.5.3: ::1 received on an interface is dropped.
+        if src6.is_multicast() || src6.is_loopback() {
             self.ip.counters.malformed += 1;
             return;
         }
@@ -307,6 +323,7 @@ impl Stack {
                         multicast: dst6.is_multicast(),
                         checksum_ok: false,
                         hop_limit,
+                        link_multicast,
                     };
                     self.deliver(now, d, dev);
                 }
@@ -325,6 +342,7 @@ impl Stack {
             multicast: dst6.is_multicast(),
             checksum_ok,
             hop_limit,
+            link_multicast,
         };
         self.deliver(now, d, dev);
     }
@@ -332,7 +350,7 @@ impl Stack {
     /// The upper layer of a datagram addressed to us.
     fn deliver(&mut self, now: Instant, d: Datagram<'_>, dev: &mut dyn Device) {
         match d.protocol {
-            IpProtocol::Tcp if !d.multicast => {
+            IpProtocol::Tcp if !d.multicast && !d.link_multicast => {
                 self.tcp_input(now, d.src, d.dst, d.body, d.checksum_ok, dev)
             }
             IpProtocol::Udp => self.udp_input(now, &d, dev),
@@ -441,6 +459,15 @@ impl Stack {
                     self.ip.release(dev, iface, mac, released);
                 }
                 // To the asker, or to all nodes for DAD (RFC 4861 7.2.4).
+                // A unicast reachability probe may leave out its link-layer
+                // address (7.2.2): the asker is then reached by the one
+                // the cache holds, or its probe, wanting a solicited
+                // advertisement, would never succeed.
+                let mac = mac.or_else(|| {
+                    let known = (!src.is_unspecified())
+                        .then(|| self.ip.neighbors.get(now, iface.0, IpAddr::V6(src)))?;
+                    known?.mac
+                });
                 let all = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
                 let (to_ip, to_mac, flags) = match (src.is_unspecified(), mac) {
                     (false, Some(m)) => (
