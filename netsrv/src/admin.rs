@@ -7,9 +7,10 @@ use crate::addr::parse_cidr;
 use crate::link::Mode;
 use crate::service::{fill_status, NetServer, Shared};
 use capnet_schema::net_capnp::{net, net_admin, BondMode};
+use capnet_tcpip::Cidr;
 use capnp::capability::Rc as CapRc;
 use capnp::Error;
-use smoltcp::wire::{IpAddress, IpCidr};
+use std::net::IpAddr;
 use std::rc::Rc;
 
 pub struct NetAdminServer {
@@ -45,7 +46,7 @@ fn invalid(e: impl std::fmt::Display) -> Error {
 }
 
 /// `default` (IPv4 or IPv6 by the gateway) or a CIDR, and a gateway.
-pub fn parse_route(to: &str, via: &str) -> Result<(IpCidr, IpAddress), String> {
+pub fn parse_route(to: &str, via: &str) -> Result<(Cidr, IpAddr), String> {
     let gw: std::net::IpAddr = via
         .parse()
         .map_err(|e| format!("invalid: gateway {via:?}: {e}"))?;
@@ -55,7 +56,7 @@ pub fn parse_route(to: &str, via: &str) -> Result<(IpCidr, IpAddress), String> {
         other => parse_cidr(other),
     }
     .map_err(|e| format!("invalid: {e}"))?;
-    Ok((to, crate::addr::to_smol(gw)))
+    Ok((to, gw))
 }
 
 impl net_admin::Server for NetAdminServer {

@@ -4,7 +4,8 @@ use crate::addr::parse_cidr;
 use crate::limits::Limits;
 use crate::link::Mode;
 use capnet_schema::access::Principals;
-use smoltcp::wire::{IpAddress, IpCidr};
+use capnet_tcpip::Cidr;
+use std::net::IpAddr;
 use std::path::PathBuf;
 
 /// Where a port's `Nic` capability comes from.
@@ -35,9 +36,9 @@ pub struct Args {
     pub ports: Vec<PortArg>,
     pub bonds: Vec<BondArg>,
     /// (port or bond name, address)
-    pub addresses: Vec<(String, IpCidr)>,
+    pub addresses: Vec<(String, Cidr)>,
     /// (destination, gateway)
-    pub routes: Vec<(IpCidr, IpAddress)>,
+    pub routes: Vec<(Cidr, IpAddr)>,
     pub listen: Option<PathBuf>,
     pub rpc_fds: Vec<i32>,
     pub admin_fds: Vec<i32>,
@@ -103,7 +104,7 @@ pub fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
                 let gw: std::net::IpAddr = gw
                     .parse()
                     .map_err(|e| format!("--route gateway {gw:?}: {e}"))?;
-                args.routes.push((dst, crate::addr::to_smol(gw)));
+                args.routes.push((dst, gw));
             }
             "--listen" => args.listen = Some(PathBuf::from(value()?)),
             "--trusted-listen" => args.trusted_listen = Some(PathBuf::from(value()?)),
@@ -299,7 +300,7 @@ mod tests {
                 primary: Some("b".into()),
             }]
         );
-        assert_eq!(a.routes[0].0.prefix_len(), 16);
+        assert_eq!(a.routes[0].0.prefix, 16);
         assert_eq!((a.admin_fds.clone(), a.attach_fd), (vec![8], Some(9)));
     }
 

@@ -1,8 +1,9 @@
-//! smoltcp's view of a NIC port: a `Device` over the port's shared-memory rings.
+//! A NIC port as the TCP/IP engine sees it: frames in and out of the port's
+//! shared-memory rings.
 //!
 //! The driver can write its buffers at any time, so nothing here parses
 //! them in place: a received frame is copied out of its buffer once (the
-//! buffer goes back to the driver at once) and smoltcp, the checksum check
+//! buffer goes back to the driver at once) and the engine, the checksum check
 //! and the offload path see only that private copy; a frame to send is built
 //! in private memory, judged there, and copied into a ring buffer. A copy of
 //! at most one MTU per frame is what a peer that changes lengths between a
@@ -13,8 +14,6 @@
 use crate::offload::{OffloadTable, TxAction};
 use capnet_ring::{flags, ChannelSender, Desc, Duplex, RingError, TxBuf};
 use capnet_wire::csum;
-use smoltcp::phy::{self, Checksum, ChecksumCapabilities, DeviceCapabilities, Medium};
-use smoltcp::time::Instant;
 use std::cell::RefCell;
 use std::rc::Rc;
 
@@ -26,7 +25,7 @@ pub struct DeviceCounters {
     /// Frames with a bad checksum (the driver's verdict or ours) or, when
     /// checked here, malformed headers; dropped.
     pub rx_bad_checksum: u64,
-    /// Frames smoltcp wanted to send while every TX buffer was in flight.
+    /// Frames the engine wanted to send while every TX buffer was in flight.
     pub tx_no_buffer: u64,
 }
 
@@ -42,7 +41,7 @@ impl DeviceCounters {
 pub struct RingDevice {
     duplex: Duplex,
     /// One TX buffer taken ahead, so that `transmit` can say "no buffer"
-    /// before smoltcp builds a frame, without leaking buffers of unused tokens.
+    /// before the engine builds a frame, without leaking buffers of unused tokens.
     spare: Option<TxBuf>,
     mtu: usize,
     checksum_offload: bool,
@@ -197,7 +196,7 @@ impl RingDevice {
         }
     }
 
-    /// With offload on, smoltcp checks no checksum: trust the driver's
+    /// With offload on, netsrv checks no checksum: trust the driver's
     /// verdict where it gave one, and check in software where it could not
     /// (fragments, extension headers, protocols it does not parse).
     fn checksum_ok(&self, desc: Desc) -> bool {
@@ -223,7 +222,7 @@ impl RingDevice {
 /// The check a driver with checksum offload makes (one implementation,
 /// `capnet_wire::csum`, serves both): a frame with a wrong checksum or
 /// headers whose lengths do not add up is dropped; one the check does not
-/// cover (not IP, fragments, other protocols) passes to smoltcp.
+/// cover (not IP, fragments, other protocols) passes to the engine.
 pub fn software_checksum_ok(frame: &[u8]) -> bool {
     matches!(
         csum::check_rx(frame),
@@ -231,11 +230,8 @@ pub fn software_checksum_ok(frame: &[u8]) -> bool {
     )
 }
 
-/// A received frame's private copy, for smoltcp.
-pub struct RxToken<'a> {
-    frame: &'a [u8],
-}
-
+/// A frame to send on this port: built in private memory, judged by the
+/// offload path, then copied into a ring buffer.
 pub struct TxToken<'a> {
     tx: &'a mut ChannelSender,
     spare: &'a mut Option<TxBuf>,
@@ -246,21 +242,14 @@ pub struct TxToken<'a> {
     offload: Option<&'a OffloadHook>,
 }
 
-impl phy::RxToken for RxToken<'_> {
-    fn consume<R, F>(self, f: F) -> R
-    where
-        F: FnOnce(&[u8]) -> R,
-    {
-        f(self.frame)
-    }
-}
-
-impl phy::TxToken for TxToken<'_> {
-    fn consume<R, F>(self, len: usize, f: F) -> R
+impl TxToken<'_> {
+    /// Builds a `len`-byte frame with `f` and sends it (or drops and counts
+    /// it when the token has no buffer).
+    pub fn consume<R, F>(self, len: usize, f: F) -> R
     where
         F: FnOnce(&mut [u8]) -> R,
     {
-        // smoltcp builds the frame in private memory, where the offload
+        // The engine builds the frame in private memory, where the offload
         // path may read and change it; only the finished frame is copied
         // into the ring, where the driver can write.
         if self.build.len() < len {
@@ -344,40 +333,6 @@ impl RingDevice {
         &self.rx_frame
     }
 
-    /// A token for the frame from `next_rx`, and one for a reply on this port.
-    pub fn tokens(&mut self, _frame: RxFrame) -> (RxToken<'_>, TxToken<'_>) {
-        // A reply token without a buffer is still valid: smoltcp may not use it.
-        self.take_tx_buffer();
-        let flags = self.tx_flags();
-        let RingDevice {
-            duplex,
-            spare,
-            counters,
-            offload,
-            rx_frame,
-            tx_frame,
-            ..
-        } = self;
-        (
-            RxToken { frame: rx_frame },
-            TxToken {
-                tx: &mut duplex.tx,
-                spare,
-                build: tx_frame,
-                flags,
-                counters,
-                offload: offload.as_ref(),
-            },
-        )
-    }
-
-    /// A token for the frame from `next_rx` alone.
-    pub fn rx_token(&mut self, _frame: RxFrame) -> RxToken<'_> {
-        RxToken {
-            frame: &self.rx_frame,
-        }
-    }
-
     /// A transmit token that may have no buffer (its frame is then dropped
     /// and counted), for replies.
     pub fn reply_token(&mut self) -> TxToken<'_> {
@@ -439,68 +394,16 @@ impl RingDevice {
     }
 }
 
-impl phy::Device for RingDevice {
-    type RxToken<'a> = RxToken<'a>;
-    type TxToken<'a> = TxToken<'a>;
-
-    fn receive(&mut self, _now: Instant) -> Option<(RxToken<'_>, TxToken<'_>)> {
-        let frame = self.next_rx()?;
-        Some(self.tokens(frame))
-    }
-
-    fn transmit(&mut self, _now: Instant) -> Option<TxToken<'_>> {
-        self.tx_token()
-    }
-
-    fn capabilities(&self) -> DeviceCapabilities {
-        capabilities(self.mtu, self.checksum_offload)
-    }
-}
-
-/// What smoltcp may assume of a port (or of a bond, whose legs all share
-/// the smallest MTU and checksum offload only if every leg has it).
-pub fn capabilities(mtu: usize, checksum_offload: bool) -> DeviceCapabilities {
-    let mut caps = DeviceCapabilities::default();
-    caps.medium = Medium::Ethernet;
-    caps.max_transmission_unit = mtu + 14;
-    caps.max_burst_size = Some(64);
-    caps.checksum = if checksum_offload {
-        // The driver verifies on RX (bad frames never reach smoltcp) and
-        // fills on TX.
-        let mut c = ChecksumCapabilities::ignored();
-        c.ipv4 = Checksum::None;
-        c
-    } else {
-        ChecksumCapabilities::default()
-    };
-    caps
-}
-
 #[cfg(test)]
 mod tests {
     use super::software_checksum_ok;
-    use crate::test_frames::ipv4_frame;
-    use smoltcp::wire::{IpProtocol, Ipv4Address, UdpPacket, UdpRepr};
+    use crate::test_frames::udp_frame as frame;
+    use std::net::Ipv4Addr;
 
     /// An Ethernet/IPv4/UDP frame with correct checksums.
     fn udp_frame() -> Vec<u8> {
-        let payload = b"checksum me";
-        let (src, dst) = (Ipv4Address::new(10, 0, 0, 1), Ipv4Address::new(10, 0, 0, 2));
-        let udp = UdpRepr {
-            src_port: 1,
-            dst_port: 2,
-        };
-        let len = udp.header_len() + payload.len();
-        ipv4_frame(src, dst, IpProtocol::Udp, len, |l4, caps| {
-            udp.emit(
-                &mut UdpPacket::new_unchecked(l4),
-                &src.into(),
-                &dst.into(),
-                payload.len(),
-                |b| b.copy_from_slice(payload),
-                caps,
-            );
-        })
+        let (src, dst) = (Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2));
+        frame(src, dst, (1, 2), b"checksum me")
     }
 
     #[test]
@@ -511,7 +414,7 @@ mod tests {
             let mut bad = frame.clone();
             bad[i] ^= 0x10;
             // A flip in a checksummed field is caught (length fields may
-            // instead make the frame unparsable, which smoltcp drops).
+            // instead make the frame unparsable, which the engine drops).
             if software_checksum_ok(&bad) {
                 assert!(matches!(i, 16..=17 | 38..=39), "flip at {i} went unnoticed");
             }

@@ -6,22 +6,19 @@
 //! addresses or its sockets noticing more than a pause. See
 //! docs/resilience.md.
 
-use crate::device::{DeviceCounters, RingDevice, RxToken, TxToken};
+use crate::device::{DeviceCounters, RingDevice, TxToken};
 use crate::offload::OffloadTable;
 use capnet_schema::offload_capnp::OffloadKind;
-use smoltcp::phy;
-use smoltcp::time::Instant;
-use smoltcp::wire::IpCidr;
+use capnet_tcpip::Cidr;
 use std::cell::RefCell;
 use std::rc::Rc;
 
-mod announce;
-mod phy_device;
+mod io;
 #[cfg(test)]
 mod tests;
 
-use announce::build_announcement;
-pub use phy_device::{LinkRx, LinkTx};
+use capnet_tcpip::ip::announcement;
+pub use io::LinkTx;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -209,18 +206,6 @@ fn is_group(frame: &[u8]) -> bool {
     frame.first().is_some_and(|b| b & 1 == 1)
 }
 
-/// Mutable access to two different elements.
-fn two_mut<T>(v: &mut [T], a: usize, b: usize) -> (&mut T, &mut T) {
-    debug_assert_ne!(a, b);
-    if a < b {
-        let (l, r) = v.split_at_mut(b);
-        (&mut l[a], &mut r[0])
-    } else {
-        let (l, r) = v.split_at_mut(a);
-        (&mut r[0], &mut l[b])
-    }
-}
-
 impl Link {
     pub fn new(name: String, mode: Mode, legs: Vec<Leg>, primary: Option<usize>) -> Link {
         let mac = legs
@@ -252,6 +237,11 @@ impl Link {
 
     pub fn mac(&self) -> [u8; 6] {
         self.mac
+    }
+
+    /// The IP MTU frames on this link may carry (the smallest leg's).
+    pub fn mtu(&self) -> usize {
+        self.mtu
     }
 
     pub fn is_bond(&self) -> bool {
@@ -385,7 +375,7 @@ impl Link {
     /// a gratuitous ARP per IPv4 address and an unsolicited neighbour
     /// advertisement per IPv6 address, on every leg that now carries
     /// traffic.
-    pub fn announce(&mut self, addresses: &[IpCidr]) {
+    pub fn announce(&mut self, addresses: &[Cidr]) {
         if !std::mem::take(&mut self.announce_pending) {
             return;
         }
@@ -395,13 +385,13 @@ impl Link {
             Mode::BalanceXor => self.live.clone(),
         };
         for cidr in addresses {
-            let len = build_announcement(&mut self.scratch, self.mac, cidr.address());
+            let len = announcement(&mut self.scratch, self.mac, cidr.addr);
             for &i in &legs {
                 let Some(dev) = self.legs[i].device.as_mut() else {
                     continue;
                 };
                 let frame = &self.scratch[..len];
-                phy::TxToken::consume(dev.reply_token(), len, |b| b.copy_from_slice(frame));
+                dev.reply_token().consume(len, |b| b.copy_from_slice(frame));
                 self.counters.announcements += 1;
             }
         }
@@ -438,7 +428,7 @@ impl Link {
                 // A frame for a TLS context may have been sealed in place
                 // by the dead driver, or not: neither resending it sealed
                 // again nor sending it unsealed is safe. TCP resends its
-                // bytes from smoltcp's copy.
+                // bytes from its send queue.
                 if flags & capnet_ring::flags::OFFLOAD_TX != 0 {
                     self.counters.salvage_dropped += 1;
                     continue;
@@ -450,9 +440,7 @@ impl Link {
                 }
                 match dev.tx_token() {
                     Some(t) => {
-                        phy::TxToken::consume(t, frame.len(), |b| {
-                            b.copy_from_slice(&frame[..b.len()])
-                        });
+                        t.consume(frame.len(), |b| b.copy_from_slice(&frame[..b.len()]));
                         self.counters.salvage_resent += 1;
                     }
                     None => waiting.push((frame, flags)),
@@ -474,7 +462,7 @@ impl Link {
         };
         match dev.tx_token() {
             Some(t) => {
-                phy::TxToken::consume(t, frame.len(), |b| b.copy_from_slice(&frame[..b.len()]));
+                t.consume(frame.len(), |b| b.copy_from_slice(&frame[..b.len()]));
                 true
             }
             None => false,

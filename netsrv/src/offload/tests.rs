@@ -54,8 +54,7 @@ fn segment_of(
     ack: Option<u32>,
     payload: &[u8],
 ) -> Vec<u8> {
-    use crate::test_frames::ipv4_frame;
-    use smoltcp::wire::{IpAddress, IpProtocol, TcpControl, TcpPacket, TcpRepr, TcpSeqNumber};
+    use capnet_wire::tcp::{Flags, Header, SeqNumber};
     use std::net::IpAddr;
     let (from, to) = if ours {
         (t.local, t.remote)
@@ -65,28 +64,20 @@ fn segment_of(
     let (IpAddr::V4(src), IpAddr::V4(dst)) = (from.ip(), to.ip()) else {
         unreachable!()
     };
-    let tcp = TcpRepr {
+    let mut flags = if syn { Flags::SYN } else { Flags(0) };
+    if ack.is_some() {
+        flags = flags | Flags::ACK;
+    }
+    let h = Header {
         src_port: from.port(),
         dst_port: to.port(),
-        control: if syn {
-            TcpControl::Syn
-        } else {
-            TcpControl::None
-        },
-        seq_number: TcpSeqNumber(seq as i32),
-        ack_number: ack.map(|a| TcpSeqNumber(a as i32)),
-        window_len: 1000,
-        window_scale: None,
-        max_seg_size: None,
-        sack_permitted: false,
-        sack_ranges: [None; 3],
-        timestamp: None,
-        payload,
+        seq: SeqNumber(seq),
+        ack: SeqNumber(ack.unwrap_or(0)),
+        flags,
+        window: 1000,
+        ..Header::default()
     };
-    ipv4_frame(src, dst, IpProtocol::Tcp, tcp.buffer_len(), |l4, caps| {
-        let (s, d) = (IpAddress::Ipv4(src), IpAddress::Ipv4(dst));
-        tcp.emit(&mut TcpPacket::new_unchecked(l4), &s, &d, caps);
-    })
+    crate::test_frames::tcp_frame(src, dst, &h, payload)
 }
 
 /// The stack sends `frame` on port "p0".

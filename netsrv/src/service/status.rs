@@ -80,8 +80,7 @@ fn write_status(
         .ifaces
         .iter()
         .flat_map(|p| {
-            p.iface
-                .ip_addrs()
+            p.addrs
                 .iter()
                 .map(move |a| format!("{a} on {}", p.link.name))
         })

@@ -6,8 +6,11 @@
 //! queue to the frame); otherwise the IP packet waits in the neighbour
 //! cache and leaves when the address is learned.
 
+mod announce;
 pub mod iface;
 pub mod route;
+
+pub use announce::announcement;
 
 use crate::neighbor::{self, NeighborCache, Resolve};
 use crate::time::Instant;

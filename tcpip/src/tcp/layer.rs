@@ -115,6 +115,8 @@ struct Listener {
     cookies_until: Option<Instant>,
     open: bool,
     event: bool,
+    /// Other addresses it answers on (see `alias_listener`).
+    aliases: Vec<SocketAddr>,
 }
 
 /// One segment the layer sends on its own (RST, a cookie's SYN-ACK).
@@ -134,6 +136,10 @@ pub struct Tcp {
     cookies: SynCookies,
     time_wait: usize,
     live: usize,
+    /// The last flush stopped at a device with no room: output waits for
+    /// the bindings to say there is room again (their next poll), rather
+    /// than asking for an immediate one.
+    stalled: bool,
     limits: TcpLimits,
     pub counters: TcpCounters,
 }
@@ -159,6 +165,7 @@ impl Tcp {
             cookies: SynCookies::new(cookie_key),
             time_wait: 0,
             live: 0,
+            stalled: false,
             limits,
             counters: TcpCounters::default(),
         }
@@ -210,6 +217,17 @@ impl Tcp {
     pub fn conn(&self, id: TcpId) -> Result<&Conn, TcpError> {
         match self.slots.get(id.slot as usize) {
             Some(s) if s.generation == id.generation => s.conn.as_deref().ok_or(TcpError::NotFound),
+            _ => Err(TcpError::NotFound),
+        }
+    }
+
+    /// A connection to change directly; the caller files the change with
+    /// [`with_conn`](Self::with_conn) (or [`poll`](Self::poll)) after.
+    pub fn conn_mut(&mut self, id: TcpId) -> Result<&mut Conn, TcpError> {
+        match self.slots.get_mut(id.slot as usize) {
+            Some(s) if s.generation == id.generation => {
+                s.conn.as_deref_mut().ok_or(TcpError::NotFound)
+            }
             _ => Err(TcpError::NotFound),
         }
     }
@@ -290,6 +308,7 @@ impl Tcp {
             cookies_until: None,
             open: true,
             event: false,
+            aliases: Vec::new(),
         });
         self.listen_demux.insert(local, slot as u32);
         Ok(ListenerId {
@@ -321,6 +340,25 @@ impl Tcp {
         Ok(None)
     }
 
+    /// Makes the listener answer on `local` too (a dual-stack listener on
+    /// the unspecified addresses of both families).
+    pub fn alias_listener(&mut self, id: ListenerId, local: SocketAddr) -> Result<(), TcpError> {
+        if self.listen_demux.contains_key(&local) {
+            return Err(TcpError::InUse);
+        }
+        self.listener_mut(id)?.aliases.push(local);
+        self.listen_demux.insert(local, id.slot);
+        Ok(())
+    }
+
+    /// Connections waiting in a listener's accept queue.
+    pub fn accept_queue_len(&self, id: ListenerId) -> usize {
+        match self.listeners.get(id.slot as usize) {
+            Some(Some(l)) if l.generation == id.generation => l.accept.len(),
+            _ => 0,
+        }
+    }
+
     pub fn listener_addr(&self, id: ListenerId) -> Result<SocketAddr, TcpError> {
         match self.listeners.get(id.slot as usize) {
             Some(Some(l)) if l.generation == id.generation => Ok(l.local),
@@ -341,7 +379,11 @@ impl Tcp {
         l.open = false;
         let pending: Vec<TcpId> = l.accept.drain(..).collect();
         let local = l.local;
+        let aliases = std::mem::take(&mut l.aliases);
         self.listen_demux.remove(&local);
+        for a in aliases {
+            self.listen_demux.remove(&a);
+        }
         self.listener_generations_bump(id.slot as usize);
         self.listeners[id.slot as usize] = None;
         for c in pending {
@@ -782,23 +824,36 @@ impl Tcp {
         self.flush(now, sink);
     }
 
-    /// Output of every ready connection.
+    /// Output of every ready connection, until the device is full.
     pub fn flush(&mut self, now: Instant, sink: &mut impl Sink) {
+        let mut sink = Refusals {
+            inner: sink,
+            refused: false,
+        };
         let ready = std::mem::take(&mut self.ready);
-        for slot in ready {
+        self.stalled = false;
+        for (i, &slot) in ready.iter().enumerate() {
+            if sink.refused {
+                // The device is full: the rest wait, in order.
+                self.ready.extend_from_slice(&ready[i..]);
+                break;
+            }
             let s = &mut self.slots[slot as usize];
             s.ready = false;
             let Some(conn) = s.conn.as_deref_mut() else {
                 continue;
             };
-            conn.output(now, sink);
+            conn.output(now, &mut sink);
             self.settle(now, slot);
         }
+        self.stalled = sink.refused;
     }
 
-    /// The earliest timer of any connection.
+    /// The earliest timer of any connection; now if output waits (unless
+    /// it waits for room on the device: the bindings poll again when the
+    /// device has room).
     pub fn next_deadline(&self) -> Option<Instant> {
-        if !self.ready.is_empty() {
+        if !self.ready.is_empty() && !self.stalled {
             return Some(Instant::ZERO);
         }
         self.wheel.next_deadline()
@@ -817,6 +872,20 @@ impl Tcp {
                 )
             })
         })
+    }
+}
+
+/// A sink that remembers whether the device refused a segment.
+struct Refusals<'a, S: Sink> {
+    inner: &'a mut S,
+    refused: bool,
+}
+
+impl<S: Sink> Sink for Refusals<'_, S> {
+    fn segment(&mut self, flow: &Flow, h: &Header, payload: Payload<'_>) -> bool {
+        let ok = !self.refused && self.inner.segment(flow, h, payload);
+        self.refused |= !ok;
+        ok
     }
 }
 

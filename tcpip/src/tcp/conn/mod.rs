@@ -537,6 +537,22 @@ impl Conn {
         }
     }
 
+    /// The send queue's bound: TCP never retransmits further behind the
+    /// newest byte it sent.
+    pub fn send_buffer(&self) -> usize {
+        self.sendq.limit()
+    }
+
+    /// Whether the peer's FIN has been taken (every byte before it too).
+    pub fn peer_closed(&self) -> bool {
+        self.peer_fin_reached
+    }
+
+    /// Whether the application may still write (no FIN queued or sent).
+    pub fn may_send(&self) -> bool {
+        self.state.sends() && self.fin == Fin::None
+    }
+
     /// Bytes written and not yet acknowledged.
     pub fn send_queued(&self) -> usize {
         self.sendq.len()

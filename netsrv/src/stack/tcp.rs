@@ -1,0 +1,701 @@
+//! TCP sockets: connections and listeners by private id, their calls, and
+//! the pump between a connection and its shared rings.
+
+use super::{Links, SockId, SocketSummary, Stack};
+use crate::offload::{self, OffloadTable};
+use capnet_ring::{RingError, ServerEnd};
+use capnet_schema::errors::SocketError;
+use capnet_tcpip::tcp::cc::Algorithm;
+use capnet_tcpip::tcp::{Conn, ConnError, ListenerId, Options, State, TcpError, TcpId};
+use capnet_tcpip::ConnectError;
+use capnet_wire::chunk::{self, ChunkHeader};
+use capnet_wire::tcp::Flow;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+const MAX_BACKLOG: usize = 256;
+
+/// Options a client sets on a TCP socket.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TcpOptions {
+    pub no_delay: bool,
+    pub send_buffer: usize,
+    pub recv_buffer: usize,
+    pub keep_alive: Option<Duration>,
+}
+
+pub(super) struct TcpConn {
+    pub id: TcpId,
+    pub rings: Option<ServerEnd>,
+    pub established: bool,
+    pub saw_fin: bool,
+    /// The application closed or dropped its capability.
+    pub released: bool,
+    /// We sent FIN on the application's behalf.
+    pub fin_queued: bool,
+    /// EOF or error already passed to the down ring.
+    pub end_delivered: bool,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+    /// Bytes written to the receive ring (with chunk headers once chunked).
+    pub ring_written: u64,
+    /// The connection as (local, remote): its offload key.
+    pub tuple: Option<Flow>,
+}
+
+pub(super) struct Listener {
+    pub id: ListenerId,
+    pub local: SocketAddr,
+    pub backlog: usize,
+}
+
+impl TcpConn {
+    fn new(id: TcpId, tuple: Flow, established: bool) -> TcpConn {
+        TcpConn {
+            id,
+            rings: None,
+            established,
+            saw_fin: false,
+            released: false,
+            fin_queued: false,
+            end_delivered: false,
+            rx_bytes: 0,
+            tx_bytes: 0,
+            ring_written: 0,
+            tuple: Some(tuple),
+        }
+    }
+
+    /// Tracks what happened to the connection between polls.
+    fn observe(&mut self, c: &Conn) {
+        if c.is_established() {
+            self.established = true;
+        }
+        if c.peer_closed() {
+            self.saw_fin = true;
+        }
+    }
+
+    /// Why the connection ended, if not by an orderly FIN.
+    fn end_error(&self, c: &Conn) -> Option<SocketError> {
+        if c.state() != State::Closed || self.saw_fin {
+            return None;
+        }
+        Some(match c.error() {
+            Some(ConnError::TimedOut) => SocketError::TimedOut,
+            Some(ConnError::Aborted) => SocketError::Aborted,
+            Some(ConnError::Refused) => SocketError::Refused,
+            _ if self.established => SocketError::Reset,
+            _ => SocketError::Refused,
+        })
+    }
+}
+
+fn tcp_error(e: TcpError) -> SocketError {
+    match e {
+        TcpError::NotFound => SocketError::Closed,
+        TcpError::InUse => SocketError::AddrInUse,
+        TcpError::Limit => SocketError::Limit,
+        TcpError::Ended(_) => SocketError::Closed,
+    }
+}
+
+impl Stack {
+    fn engine_options(&self, options: &TcpOptions) -> Options {
+        let buffer = |b: usize| if b > 0 { b } else { self.default_buffer }.clamp(1024, 16 << 20);
+        Options {
+            no_delay: options.no_delay,
+            keep_alive: options.keep_alive,
+            send_buffer: buffer(options.send_buffer),
+            recv_buffer: buffer(options.recv_buffer),
+            congestion: if self.reno {
+                Algorithm::NewReno
+            } else {
+                Algorithm::Cubic
+            },
+            ..Options::default()
+        }
+    }
+
+    pub(super) fn conn(&mut self, id: SockId) -> Result<(&mut TcpConn, &mut Conn), SocketError> {
+        let tc = self.tcp.get_mut(&id).ok_or(SocketError::Closed)?;
+        let c = self
+            .engine
+            .tcp
+            .conn_mut(tc.id)
+            .map_err(|_| SocketError::Closed)?;
+        Ok((tc, c))
+    }
+
+    /// Files what a socket call changed on a connection (output, timers).
+    fn settle(&mut self, id: SockId) {
+        let now = self.now();
+        if let Some(tc) = self.tcp.get(&id) {
+            let _ = self.engine.tcp(now, tc.id, |_| ());
+        }
+    }
+
+    /// Starts a connection; `tcp_connected` tells when it is up.
+    pub fn tcp_connect(
+        &mut self,
+        remote: SocketAddr,
+        options: &TcpOptions,
+    ) -> Result<SockId, SocketError> {
+        if remote.port() == 0 || remote.ip().is_unspecified() {
+            return Err(SocketError::Invalid);
+        }
+        let iface = self.route(remote.ip()).ok_or(SocketError::Unreachable)?;
+        let src = self
+            .source_address(iface, remote.ip())
+            .ok_or(SocketError::AddrNotAvailable)?;
+        let opts = self.engine_options(options);
+        let now = self.now();
+        let local = SocketAddr::new(src, 0);
+        let tid = self
+            .engine
+            .tcp_connect(now, Some(local), remote, opts)
+            .map_err(|e| match e {
+                ConnectError::NoRoute => SocketError::Unreachable,
+                ConnectError::AddressNotAvailable | ConnectError::NoPorts => {
+                    SocketError::AddrNotAvailable
+                }
+                ConnectError::Invalid => SocketError::Invalid,
+                ConnectError::Tcp(e) => tcp_error(e),
+            })?;
+        let flow = self
+            .engine
+            .tcp
+            .conn(tid)
+            .map(|c| c.flow)
+            .map_err(tcp_error)?;
+        let id = self.next_id();
+        self.tcp.insert(id, TcpConn::new(tid, flow, false));
+        self.counters.tcp_connects += 1;
+        Ok(id)
+    }
+
+    /// `Ok(true)` once established; `refused` if the peer reset the attempt.
+    pub fn tcp_connected(&mut self, id: SockId) -> Result<bool, SocketError> {
+        let (tc, c) = self.conn(id)?;
+        tc.observe(c);
+        match c.state() {
+            State::SynSent | State::SynReceived => Ok(false),
+            State::Closed if !tc.established => {
+                Err(tc.end_error(c).unwrap_or(SocketError::Refused))
+            }
+            State::Closed => Err(tc.end_error(c).unwrap_or(SocketError::Reset)),
+            _ => Ok(true),
+        }
+    }
+
+    /// Reads up to `max` bytes; `Ok(Some(empty))` is EOF (or `max` 0).
+    pub fn tcp_read(&mut self, id: SockId, max: usize) -> Result<Option<Vec<u8>>, SocketError> {
+        let (tc, c) = self.conn(id)?;
+        if tc.rings.is_some() {
+            return Err(SocketError::Invalid);
+        }
+        tc.observe(c);
+        if max == 0 {
+            // As read(2) with a zero length: nothing, at once.
+            return Ok(Some(Vec::new()));
+        }
+        if c.readable() > 0 {
+            let mut buf = vec![0u8; max.min(1 << 20).min(c.readable())];
+            let n = c.read(&mut buf);
+            buf.truncate(n);
+            tc.rx_bytes += n as u64;
+            self.settle(id);
+            return Ok(Some(buf));
+        }
+        if c.read_eof() {
+            return Ok(Some(Vec::new()));
+        }
+        match tc.end_error(c) {
+            Some(e) => Err(e),
+            None if c.state() == State::Closed => Ok(Some(Vec::new())),
+            None => Ok(None),
+        }
+    }
+
+    /// Queues what fits of `data`; `Ok(None)` while the send buffer is full.
+    pub fn tcp_write(&mut self, id: SockId, data: &[u8]) -> Result<Option<usize>, SocketError> {
+        let (tc, c) = self.conn(id)?;
+        if tc.rings.is_some() {
+            return Err(SocketError::Invalid);
+        }
+        tc.observe(c);
+        if matches!(c.state(), State::SynSent | State::SynReceived) {
+            return Ok(None);
+        }
+        if !c.may_send() {
+            return Err(tc.end_error(c).unwrap_or(SocketError::Closed));
+        }
+        let n = c.write(data);
+        if n == 0 {
+            return Ok(None);
+        }
+        tc.tx_bytes += n as u64;
+        self.settle(id);
+        Ok(Some(n))
+    }
+
+    /// Half-closes: `write` sends FIN once queued data is out; `read` drops
+    /// what arrives from now on.
+    pub fn tcp_shutdown(&mut self, id: SockId, read: bool, write: bool) -> Result<(), SocketError> {
+        let (tc, c) = self.conn(id)?;
+        if write && !tc.fin_queued {
+            match &mut tc.rings {
+                // The application closes its ring; FIN follows the bytes in it.
+                Some(r) => r.up.close(),
+                None => {
+                    c.shutdown_write();
+                    tc.fin_queued = true;
+                }
+            }
+        }
+        if read {
+            match &mut tc.rings {
+                Some(r) => r.down.close(),
+                None => c.shutdown_read(),
+            }
+        }
+        self.settle(id);
+        Ok(())
+    }
+
+    pub fn tcp_set_no_delay(&mut self, id: SockId, on: bool) -> Result<(), SocketError> {
+        let (_, c) = self.conn(id)?;
+        c.set_no_delay(on);
+        self.settle(id);
+        Ok(())
+    }
+
+    /// The application is done with the socket: send what it queued, then
+    /// FIN; the connection finishes on its own.
+    pub fn tcp_release(&mut self, id: SockId) {
+        if let Some(tc) = self.tcp.get_mut(&id) {
+            tc.released = true;
+        }
+    }
+
+    /// Ends a socket at once (RST), e.g. when its connect timed out.
+    pub fn tcp_abort(&mut self, id: SockId) {
+        let Some(tc) = self.tcp.remove(&id) else {
+            return;
+        };
+        if let Some(t) = &tc.tuple {
+            self.offload.borrow_mut().forget(t);
+        }
+        let now = self.now();
+        let mut links = Links {
+            ifaces: &mut self.ifaces,
+        };
+        self.engine.tcp_abort(now, tc.id, &mut links);
+    }
+
+    pub fn tcp_info(
+        &mut self,
+        id: SockId,
+    ) -> Result<(Option<SocketAddr>, Option<SocketAddr>, String), SocketError> {
+        let (_, c) = self.conn(id)?;
+        Ok((
+            Some(c.flow.local),
+            Some(c.flow.remote),
+            c.state().name().to_uppercase(),
+        ))
+    }
+
+    /// Moves the socket's data onto shared byte rings.
+    pub fn tcp_attach_rings(&mut self, id: SockId, rings: ServerEnd) -> Result<(), SocketError> {
+        let tc = self.tcp.get_mut(&id).ok_or(SocketError::Closed)?;
+        if tc.rings.is_some() {
+            return Err(SocketError::Busy);
+        }
+        tc.rings = Some(rings);
+        Ok(())
+    }
+
+    // ---- TCP listeners ----
+
+    pub fn tcp_listen(
+        &mut self,
+        local: SocketAddr,
+        backlog: usize,
+        options: TcpOptions,
+    ) -> Result<SockId, SocketError> {
+        if !local.ip().is_unspecified() && self.iface_owning(local.ip()).is_none() {
+            return Err(SocketError::AddrNotAvailable);
+        }
+        let port = if local.port() == 0 {
+            self.ephemeral_port()?
+        } else if self
+            .listeners
+            .values()
+            .any(|l| l.local.port() == local.port())
+        {
+            return Err(SocketError::AddrInUse);
+        } else {
+            local.port()
+        };
+        let local = SocketAddr::new(local.ip(), port);
+        let backlog = backlog.clamp(1, MAX_BACKLOG);
+        let opts = self.engine_options(&options);
+        let lid = self
+            .engine
+            .tcp_listen(local, backlog, opts)
+            .map_err(tcp_error)?;
+        if local.ip().is_unspecified() {
+            // One listener serves both families, as a dual-stack socket.
+            let other: IpAddr = if local.is_ipv4() {
+                std::net::Ipv6Addr::UNSPECIFIED.into()
+            } else {
+                std::net::Ipv4Addr::UNSPECIFIED.into()
+            };
+            let _ = self
+                .engine
+                .tcp
+                .alias_listener(lid, SocketAddr::new(other, port));
+        }
+        let id = self.next_id();
+        self.listeners.insert(
+            id,
+            Listener {
+                id: lid,
+                local,
+                backlog,
+            },
+        );
+        Ok(id)
+    }
+
+    pub fn tcp_listener_addr(&self, id: SockId) -> Result<SocketAddr, SocketError> {
+        let l = self.listeners.get(&id).ok_or(SocketError::Closed)?;
+        Ok(l.local)
+    }
+
+    /// Takes an established connection off the accept queue.
+    pub fn tcp_accept(&mut self, id: SockId) -> Result<Option<(SockId, SocketAddr)>, SocketError> {
+        let l = self.listeners.get(&id).ok_or(SocketError::Closed)?;
+        let Some((tid, flow)) = self.engine.tcp.accept(l.id).map_err(tcp_error)? else {
+            return Ok(None);
+        };
+        let conn_id = self.next_id();
+        self.tcp.insert(conn_id, TcpConn::new(tid, flow, true));
+        self.counters.tcp_accepts += 1;
+        Ok(Some((conn_id, flow.remote)))
+    }
+
+    pub fn tcp_listener_close(&mut self, id: SockId) {
+        if let Some(l) = self.listeners.remove(&id) {
+            let now = self.now();
+            let mut links = Links {
+                ifaces: &mut self.ifaces,
+            };
+            self.engine.tcp_close_listener(now, l.id, &mut links);
+        }
+    }
+
+    /// Moves bytes between ring-mode sockets and the engine, tracks
+    /// connection ends, and retires released sockets.
+    pub(super) fn pump_connections(&mut self) -> bool {
+        let now = self.now();
+        let mut moved = false;
+        let mut finished = Vec::new();
+        let mut killed = Vec::new();
+        let mut offload_broken = Vec::new();
+        let mut table = self.offload.borrow_mut();
+        for (&id, tc) in &mut self.tcp {
+            let Ok(c) = self.engine.tcp.conn_mut(tc.id) else {
+                finished.push(id);
+                continue;
+            };
+            tc.observe(c);
+            if let Some(t) = tc.tuple {
+                let enqueued = tc.rx_bytes + c.readable() as u64;
+                if !table.reconcile_rx(&t, enqueued) {
+                    tracing::error!(
+                        id,
+                        "receive marks lost track of the stream; aborting the connection"
+                    );
+                    offload_broken.push(id);
+                    continue;
+                }
+                table.acked_tx(&t, tc.tx_bytes - c.send_queued() as u64);
+            }
+            match tc.pump(c, &mut table) {
+                Ok(m) => moved |= m,
+                Err(err) => {
+                    tracing::warn!(id, %err, "client broke its socket ring; ending that socket");
+                    killed.push(id);
+                    continue;
+                }
+            }
+            if tc.released {
+                let drained = tc
+                    .rings
+                    .as_ref()
+                    .is_none_or(|r| r.up.available().unwrap_or(0) == 0);
+                if !tc.fin_queued && drained {
+                    c.shutdown_write();
+                    tc.fin_queued = true;
+                }
+                if tc.fin_queued || c.state() == State::Closed {
+                    finished.push(id);
+                }
+            }
+        }
+        drop(table);
+        for id in self.tcp.keys().copied().collect::<Vec<_>>() {
+            if let Some(tc) = self.tcp.get(&id) {
+                let _ = self.engine.tcp(now, tc.id, |_| ());
+            }
+        }
+        for id in killed {
+            self.counters.sessions_killed += 1;
+            self.counters.bad_ring_indices += 1;
+            self.tcp_abort(id);
+        }
+        for id in offload_broken {
+            self.tcp_abort(id);
+        }
+        for id in finished {
+            let Some(tc) = self.tcp.remove(&id) else {
+                continue;
+            };
+            if let Some(t) = &tc.tuple {
+                self.offload.borrow_mut().forget(t);
+            }
+            if tc.established && !tc.saw_fin && !tc.fin_queued {
+                self.counters.tcp_resets += 1;
+            }
+            // The engine finishes the close (FIN, TIME-WAIT) on its own.
+            self.engine.tcp.release(now, tc.id);
+        }
+        moved
+    }
+
+    /// Asks every socket ring for a doorbell; true if work is waiting.
+    pub(super) fn arm_connections(&mut self) -> bool {
+        let mut pending = false;
+        let table = self.offload.borrow();
+        for tc in self.tcp.values_mut() {
+            let Some(r) = &mut tc.rings else { continue };
+            r.up.request_signal();
+            r.down.request_signal();
+            let Ok(c) = self.engine.tcp.conn_mut(tc.id) else {
+                continue;
+            };
+            // Bytes held back while a NIC makes an RX context are not work:
+            // spinning on them would starve the call that ends the wait.
+            let held = tc
+                .tuple
+                .and_then(|t| table.conn(&t))
+                .and_then(|c| c.rx.as_ref())
+                .is_some_and(|rx| rx.plain_allowance(tc.rx_bytes) == Some(0));
+            let up_ready = c.writable() > 0 && r.up.available().unwrap_or(0) > 0;
+            let down_ready = !held && c.readable() > 0 && r.down.space().unwrap_or(0) > 0;
+            if up_ready || down_ready {
+                r.up.cancel_signal();
+                r.down.cancel_signal();
+                pending = true;
+            }
+        }
+        pending
+    }
+
+    pub(super) fn tcp_summaries(&self) -> Vec<SocketSummary> {
+        let mut out = Vec::new();
+        for tc in self.tcp.values() {
+            let Ok(c) = self.engine.tcp.conn(tc.id) else {
+                continue;
+            };
+            let state = c.state().name().to_uppercase();
+            out.push(SocketSummary {
+                kind: "tcp",
+                local: c.flow.local.to_string(),
+                remote: c.flow.remote.to_string(),
+                state: match &tc.rings {
+                    Some(r) => format!(
+                        "{state} sendq {} recvq {} up {} down-space {}",
+                        c.send_queued(),
+                        c.readable(),
+                        r.up.available().unwrap_or(0),
+                        r.down.space().unwrap_or(0)
+                    ),
+                    None => format!("{state} sendq {} recvq {}", c.send_queued(), c.readable()),
+                },
+                rx_bytes: tc.rx_bytes,
+                tx_bytes: tc.tx_bytes,
+                ring_mode: tc.rings.is_some(),
+            });
+        }
+        for l in self.listeners.values() {
+            let ready = self.engine.tcp.accept_queue_len(l.id);
+            out.push(SocketSummary {
+                kind: "tcp-listen",
+                local: l.local.to_string(),
+                remote: String::new(),
+                state: format!("backlog {} ready {ready}", l.backlog),
+                rx_bytes: 0,
+                tx_bytes: 0,
+                ring_mode: false,
+            });
+        }
+        out
+    }
+}
+
+impl TcpConn {
+    /// Moves bytes between the rings and the engine. `Err` when the client
+    /// broke the ring contract.
+    fn pump(&mut self, c: &mut Conn, table: &mut OffloadTable) -> Result<bool, RingError> {
+        let chunked = self
+            .tuple
+            .and_then(|t| table.conn_mut(&t))
+            .and_then(|c| c.rx.as_mut());
+        let Some(rings) = &mut self.rings else {
+            return Ok(false);
+        };
+        let mut moved = false;
+        // Application -> network.
+        let mut sent = false;
+        while c.writable() > 0 {
+            let chunk = rings.up.peek()?;
+            if chunk.is_empty() {
+                break;
+            }
+            let n = c.write(chunk);
+            if n == 0 {
+                break;
+            }
+            rings.up.consume(n);
+            self.tx_bytes += n as u64;
+            sent = true;
+        }
+        if sent {
+            moved = true;
+            if rings.up.signal_wanted() {
+                rings.wake_peer.ring();
+            }
+        }
+        if !self.fin_queued && rings.up.eof() && c.may_send() {
+            c.shutdown_write();
+            self.fin_queued = true;
+            moved = true;
+        }
+        // Network -> application.
+        let mut received = false;
+        // While the NIC makes an RX context, bytes past the binding wait:
+        // they may come back marked.
+        let limit = chunked
+            .as_ref()
+            .and_then(|rx| rx.plain_allowance(self.rx_bytes));
+        match chunked.filter(|rx| rx.chunks_from.is_some()) {
+            None => {
+                let mut left = limit.map_or(usize::MAX, |l| l as usize);
+                while c.readable() > 0 && left > 0 {
+                    let space = rings.down.reserve()?;
+                    if space.is_empty() {
+                        break;
+                    }
+                    let want = space.len().min(left);
+                    let n = c.read(&mut space[..want]);
+                    if n == 0 {
+                        break;
+                    }
+                    rings.down.commit(n);
+                    self.rx_bytes += n as u64;
+                    self.ring_written += n as u64;
+                    left -= n;
+                    received = true;
+                }
+            }
+            Some(rx) => {
+                received |= pump_chunks(c, rings, rx, &mut self.rx_bytes, &mut self.ring_written)?;
+            }
+        }
+        let ended = c.read_eof() || (c.state() == State::Closed && c.readable() == 0);
+        let end_error = self.end_error(c);
+        let Some(rings) = &mut self.rings else {
+            return Ok(moved);
+        };
+        if !self.end_delivered && self.established && ended {
+            match end_error {
+                Some(e) => {
+                    rings.down.set_error(e.code());
+                    // The application's writes have nowhere to go either.
+                    rings.up.close();
+                }
+                None => rings.down.close(),
+            }
+            self.end_delivered = true;
+            received = true;
+        }
+        if received {
+            moved = true;
+            if rings.down.signal_wanted() {
+                rings.wake_peer.ring();
+            }
+        }
+        Ok(moved)
+    }
+}
+
+/// Receive path of a connection with TLS RX offload: marked chunks (see
+/// net.capnp `RxChunk`), one per run of bytes the NIC did or did not
+/// decrypt.
+fn pump_chunks(
+    c: &mut Conn,
+    rings: &mut ServerEnd,
+    rx: &mut offload::RxBinding,
+    rx_bytes: &mut u64,
+    ring_written: &mut u64,
+) -> Result<bool, RingError> {
+    let mut received = false;
+    loop {
+        let queued = c.readable();
+        if queued == 0 {
+            break;
+        }
+        // Bytes the engine held before the binding carry no marks: unmarked.
+        let (run, decrypted) = if *rx_bytes < rx.marks_start() {
+            (rx.marks_start() - *rx_bytes, false)
+        } else {
+            match rx.marks.run_at(*rx_bytes) {
+                Some(r) => r,
+                // Reconciled before the pump: cannot happen; stop safely.
+                None => break,
+            }
+        };
+        let space = rings.down.space()?;
+        if space <= chunk::HEADER_LEN {
+            break;
+        }
+        let n = (run as usize)
+            .min(queued)
+            .min(chunk::MAX_LEN)
+            .min(space - chunk::HEADER_LEN);
+        tracing::trace!(offset = *rx_bytes, n, decrypted, "rx chunk");
+        let header = ChunkHeader {
+            len: n as u16, // at most chunk::MAX_LEN
+            decrypted,
+        };
+        rings.down.write(&header.to_bytes())?;
+        let mut left = n;
+        while left > 0 {
+            let dst = rings.down.reserve()?;
+            let want = left.min(dst.len());
+            let got = c.read(&mut dst[..want]);
+            if got == 0 {
+                // The engine said `queued` bytes were there.
+                return Err(RingError::Layout("receive queue shrank"));
+            }
+            rings.down.commit(got);
+            left -= got;
+        }
+        *rx_bytes += n as u64;
+        *ring_written += (chunk::HEADER_LEN + n) as u64;
+        received = true;
+    }
+    Ok(received)
+}
