@@ -59,7 +59,7 @@ if [ $quick -eq 0 ]; then
     cargo test -p capnet-ring --release --test loom
 
   step "cargo check --target x86_64-unknown-redox (everything but tlsd's C crypto and the supervisor; nicdrv without its TAP backend)"
-  cargo check --target x86_64-unknown-redox -p capnet-ring -p capnet-schema -p capnet-wire -p capnet-offload -p capnet-holder -p capnet-confine -p netsrv -p nicdrv -p libclient
+  cargo check --target x86_64-unknown-redox -p capnet-ring -p capnet-schema -p capnet-wire -p capnet-tcpip -p capnet-offload -p capnet-holder -p capnet-confine -p netsrv -p nicdrv -p libclient
 
   step "fuzzing: every target for a bounded time (scripts/fuzz.sh)"
   scripts/fuzz.sh

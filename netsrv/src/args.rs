@@ -44,8 +44,8 @@ pub struct Args {
     pub admin_fds: Vec<i32>,
     pub attach_fd: Option<i32>,
     pub tcp_buffer: usize,
-    /// TCP congestion control: Reno with `--congestion-control reno`.
-    pub reno: bool,
+    /// TCP congestion control (`--congestion-control cubic|newreno`).
+    pub congestion: capnet_tcpip::tcp::cc::Algorithm,
     /// What one client (and one user) may hold.
     pub limits: Limits,
     /// Who may use the socket service at all (default: everyone).
@@ -64,7 +64,7 @@ pub const USAGE: &str = "usage: netsrv --port NAME=fd:RPC,HANDOFF | --port NAME=
               [--bond NAME=MODE:LEG,LEG[:PRIMARY]]... (MODE: active-backup | balance-xor)
               [--address NAME=CIDR]... [--route default|CIDR=GATEWAY]...
               [--listen PATH] [--rpc-fd N]... [--admin-fd N]... [--attach-fd N]
-              [--tcp-buffer BYTES] [--congestion-control reno|none]
+              [--tcp-buffer BYTES] [--congestion-control cubic|newreno]
               [--limit NAME=N]... (NAME: a setting of [limits] in the capnet configuration)
               [--allow-network USERS] [--allow-low-ports USERS]
               (USERS: `*`, uids and @gids, comma-separated; root always may)
@@ -73,7 +73,7 @@ pub const USAGE: &str = "usage: netsrv --port NAME=fd:RPC,HANDOFF | --port NAME=
 pub fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
     let mut args = Args {
         tcp_buffer: 64 * 1024,
-        reno: false,
+        congestion: Default::default(),
         allow_network: Principals::everyone(),
         ..Args::default()
     };
@@ -113,13 +113,10 @@ pub fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
             "--rpc-fd" => args.rpc_fds.push(parse_num(&flag, &value()?)?),
             "--tcp-buffer" => args.tcp_buffer = parse_num(&flag, &value()?)?,
             "--congestion-control" => {
-                args.reno = match value()?.as_str() {
-                    "reno" => true,
-                    "none" => false,
-                    other => {
-                        return Err(format!("--congestion-control {other:?}: use reno or none"))
-                    }
-                }
+                let v = value()?;
+                args.congestion = v
+                    .parse()
+                    .map_err(|_| format!("--congestion-control {v:?}: use cubic or newreno"))?;
             }
             "--limit" => parse_limit(&mut args.limits, &value()?)?,
             "--allow-network" => {

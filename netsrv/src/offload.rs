@@ -2,14 +2,13 @@
 //! them.
 //!
 //! netsrv holds no keys and does no crypto. It
-//! - learns each connection's initial sequence numbers from the handshake
-//!   as the stack accepted it, so that stream offsets (what holders speak)
-//!   and TCP sequence numbers (what NICs speak) convert. Only the stack's
-//!   own SYNs make an entry; the peer's initial sequence number is the one
-//!   the stack acknowledged (our SYN-ACK), or a SYN-ACK that acknowledges
-//!   our SYN. A SYN off the wire never makes or changes an entry: a flood
-//!   cannot grow the table and a spoofed SYN cannot disturb a flow. Entries
-//!   are capped and swept when their socket is gone ([`OffloadTable::retain`]);
+//! - takes each connection's first sequence numbers from the engine's TCP
+//!   state when a holder binds it ([`OffloadTable::learn_bases`]), so that
+//!   stream offsets (what holders speak) and TCP sequence numbers (what
+//!   NICs speak) convert. No frame makes or changes an entry: a SYN flood
+//!   (or the SYN cookies that answer it) cannot grow the table and a
+//!   spoofed SYN cannot disturb a flow. Entries are capped and swept when
+//!   their socket is gone ([`OffloadTable::retain`]);
 //! - tags TX frames of a bound connection with its context when they leave
 //!   on the context's port, and holds them when they would leave elsewhere
 //!   (framed records are cleartext: they never leave untagged);
@@ -19,9 +18,9 @@
 //! - on RX, remembers which stream bytes the NIC decrypted, so that the
 //!   receive ring can say so, byte for byte.
 //!
-//! The RX marks stay exact without mirroring smoltcp's reassembly: every
-//! segment goes to smoltcp, and after each one the stack reads back how far
-//! smoltcp enqueued ([`OffloadTable::settle_rx`]); `rx_marks` decides the
+//! The RX marks stay exact without mirroring the engine's reassembly: every
+//! segment goes to the engine, and after each one the stack reads back how far
+//! the engine enqueued ([`OffloadTable::settle_rx`]); `rx_marks` decides the
 //! newly enqueued bytes' marks from what is certain about them.
 
 use crate::rx_marks::{Marks, OutOfOrder};
@@ -72,7 +71,7 @@ impl Replacement {
 pub struct RxBinding {
     /// The socket, for reading back its receive point after a segment.
     pub sock: u64,
-    /// smoltcp's receive point as a stream offset: every byte before it was
+    /// the engine's receive point as a stream offset: every byte before it was
     /// enqueued, and `marks` says which were decrypted. Read back from the
     /// socket after each segment, never guessed.
     pub enqueued: u64,
@@ -84,12 +83,12 @@ pub struct RxBinding {
     pub chunks_from: Option<u64>,
     /// Still expecting NIC marks (false after `offloadStop`).
     pub active: bool,
-    /// smoltcp enqueued bytes the marks cannot account for.
+    /// The engine enqueued bytes the marks cannot account for.
     broken: bool,
 }
 
-/// A segment of an RX-bound connection handed to smoltcp, settled once
-/// smoltcp has taken it.
+/// A segment of an RX-bound connection handed to the engine, settled once
+/// The engine has taken it.
 #[derive(Clone, Copy, Debug)]
 struct RxPending {
     tuple: Flow,
@@ -127,16 +126,16 @@ pub struct OffloadCounters {
     /// Held frames given up (too many); TCP retransmits them.
     pub tx_held_dropped: u64,
     pub rx_decrypted: u64,
-    /// Segments of RX-bound connections beyond smoltcp's receive point
-    /// (smoltcp keeps them for reassembly).
+    /// Segments of RX-bound connections beyond the engine's receive point
+    /// (the engine keeps them for reassembly).
     pub rx_out_of_order: u64,
     /// Of those, decrypted by the NIC (their plaintext is kept until
-    /// smoltcp enqueued them).
+    /// The engine enqueued them).
     pub rx_out_of_order_decrypted: u64,
     /// Decrypted segments dropped: too much plaintext kept (the peer sends
     /// them again).
     pub rx_out_of_order_dropped: u64,
-    /// Connections whose marks disagreed with smoltcp: aborted.
+    /// Connections whose marks disagreed with the engine: aborted.
     pub rx_mark_errors: u64,
     /// Handshakes not tracked because the table was full (those
     /// connections cannot be offloaded).
@@ -204,7 +203,7 @@ pub struct OffloadTable {
     /// A binding or the topology changed since held frames were last
     /// tried.
     held_dirty: bool,
-    /// The segment smoltcp is taking now, to settle after it did.
+    /// The segment the engine is taking now, to settle after it did.
     rx_pending: Option<RxPending>,
 }
 
@@ -237,10 +236,10 @@ impl OffloadTable {
         self.conns.retain(|t, _| live(t));
     }
 
-    /// The stack sent a SYN (`ack`: a SYN-ACK, acknowledging the peer's
-    /// SYN it accepted): a new handshake on `tuple`, unless a bound flow
-    /// holds it (never changed from outside).
-    fn our_syn(&mut self, tuple: Flow, seq: u32, ack: Option<u32>) {
+    /// The first data byte's sequence number each way of an established
+    /// connection, from the engine, before a holder binds it; a flow already
+    /// bound keeps what it has.
+    pub fn learn_bases(&mut self, tuple: Flow, seq: u32, ack: u32) {
         if !self.conns.contains_key(&tuple) && self.conns.len() >= MAX_CONNS {
             if self.counters.untracked == 0 {
                 tracing::warn!("offload table full: new connections cannot be offloaded");
@@ -252,12 +251,11 @@ impl OffloadTable {
         if c.tx.is_some() || c.rx.is_some() {
             return;
         }
-        // A SYN's `seq` is already its first data byte's.
         c.tx_first = Some(seq);
-        c.rx_first = ack;
+        c.rx_first = Some(ack);
     }
 
-    /// A frame smoltcp built for `port` (driver `epoch`). `csum_offload`:
+    /// A frame the engine built for `port` (driver `epoch`). `csum_offload`:
     /// the port fills checksums (else we must after changing the payload).
     pub fn on_tx(
         &mut self,
@@ -274,9 +272,6 @@ impl OffloadTable {
             remote: v.dst,
         };
         if v.syn {
-            if !v.rst {
-                self.our_syn(tuple, v.seq, v.ack);
-            }
             return SEND;
         }
         let Some(c) = self.conns.get_mut(&tuple) else {
@@ -370,7 +365,7 @@ impl OffloadTable {
         out
     }
 
-    /// A frame from a port, before smoltcp. False: drop it (a decrypted
+    /// A frame from a port, before engine. False: drop it (a decrypted
     /// segment whose plaintext cannot be kept, of an RX-bound connection).
     pub fn on_rx(&mut self, frame: &[u8], desc_flags: u32) -> bool {
         let Some(v) = parse_tcp(frame) else {
@@ -381,13 +376,6 @@ impl OffloadTable {
             remote: v.src,
         };
         if v.syn {
-            // Only the answer to our own SYN, which acknowledges exactly
-            // our first byte (as the stack checks it), and only once.
-            if let Some(c) = self.conns.get_mut(&tuple) {
-                if c.rx_first.is_none() && v.ack.is_some() && v.ack == c.tx_first && !v.rst {
-                    c.rx_first = Some(v.seq);
-                }
-            }
             return true;
         }
         let Some(c) = self.conns.get_mut(&tuple) else {
@@ -406,13 +394,13 @@ impl OffloadTable {
         let decrypted = desc_flags & (flags::OFFLOADED | flags::OFFLOAD_FAILED) == flags::OFFLOADED;
         tracing::trace!(start, end, decrypted, enqueued = rx.enqueued, "rx segment");
         if end <= rx.enqueued {
-            // Old bytes: smoltcp trims them (and acks).
+            // Old bytes: the engine trims them (and acks).
             return true;
         }
         c.rx_hint = end;
         let payload = &frame[v.payload];
         let write = if start > rx.enqueued {
-            // Beyond the receive point: smoltcp may keep it for
+            // Beyond the receive point: the engine may keep it for
             // reassembly, so its plaintext must be kept to tell later.
             if decrypted && !rx.ooo.keep_plaintext(start, payload) {
                 self.counters.rx_out_of_order_dropped += 1;
@@ -449,7 +437,7 @@ impl OffloadTable {
         true
     }
 
-    /// The socket of the RX-bound connection whose segment smoltcp just
+    /// The socket of the RX-bound connection whose segment the engine just
     /// took, if any: its receive point goes to [`OffloadTable::settle_rx`].
     pub fn rx_pending_socket(&self) -> Option<u64> {
         self.rx_pending.as_ref().map(|p| p.sock)
@@ -460,7 +448,7 @@ impl OffloadTable {
         self.rx_pending = None;
     }
 
-    /// smoltcp took the pending segment and has now enqueued every byte
+    /// The engine took the pending segment and has now enqueued every byte
     /// before `enqueued` (a stream offset); `peek` reads enqueued bytes
     /// (by stream offset) when their content must decide their marks.
     pub fn settle_rx(&mut self, enqueued: u64, peek: impl FnMut(Range<u64>) -> Option<Vec<u8>>) {
@@ -494,7 +482,7 @@ impl OffloadTable {
         }
     }
 
-    /// After a poll: smoltcp has enqueued bytes up to `enqueued`. False if
+    /// After a poll: the engine has enqueued bytes up to `enqueued`. False if
     /// that is not where the settled marks end (then the marks cannot be
     /// trusted and the connection must end).
     pub fn reconcile_rx(&mut self, t: &Flow, enqueued: u64) -> bool {
@@ -514,7 +502,7 @@ impl OffloadTable {
     /// Binds TX; `start` is the stream offset of the first framed byte.
     pub fn bind_tx(&mut self, t: Flow, b: TxBinding) -> Result<(), &'static str> {
         let Some(c) = self.conns.get_mut(&t).filter(|c| c.tx_first.is_some()) else {
-            return Err("the connection's SYN was not seen");
+            return Err("the connection is not established");
         };
         if c.tx.is_some() {
             return Err("TX is already bound to a context");
@@ -567,7 +555,7 @@ impl OffloadTable {
     /// the receive ring holds back bytes from there until `confirm_rx`.
     pub fn bind_rx(&mut self, t: Flow, sock: u64, enqueued: u64) -> Result<(), &'static str> {
         let Some(c) = self.conns.get_mut(&t).filter(|c| c.rx_first.is_some()) else {
-            return Err("the connection's SYN was not seen");
+            return Err("the connection is not established");
         };
         if let Some(rx) = &mut c.rx {
             if rx.active {

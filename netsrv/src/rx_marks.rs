@@ -1,9 +1,9 @@
 //! Which received stream bytes a NIC decrypted, byte for byte, for one
 //! connection whose TLS receive side is offloaded.
 //!
-//! smoltcp keeps out-of-order segments in its receive buffer, and a later
+//! The engine keeps out-of-order segments in its receive buffer, and a later
 //! copy of the same bytes overwrites an earlier one; which copy a byte holds
-//! when it is finally enqueued is smoltcp's business. Rather than mirror its
+//! when it is finally enqueued is the engine's business. Rather than mirror its
 //! reassembly, this module settles a byte's mark by what is known for sure:
 //! - a byte no out-of-order segment touched was written by the segment that
 //!   reached the receive point: it carries that segment's mark;
@@ -70,12 +70,12 @@ impl Marks {
 /// dropped instead (the peer sends them again).
 pub const MAX_KEPT: usize = 4 << 20;
 
-/// What went beyond smoltcp's receive point, for settling marks once those
+/// What went beyond the engine's receive point, for settling marks once those
 /// bytes are enqueued.
 #[derive(Clone, Debug, Default)]
 pub struct OutOfOrder {
-    /// Stream ranges of segments handed to smoltcp beyond the receive point,
-    /// sorted, disjoint, merged (a superset of what smoltcp kept).
+    /// Stream ranges of segments handed to the engine beyond the receive point,
+    /// sorted, disjoint, merged (a superset of what the engine kept).
     touched: Vec<Range<u64>>,
     /// Plaintext of decrypted segments that may sit beyond the receive
     /// point, by first offset.
@@ -84,7 +84,7 @@ pub struct OutOfOrder {
 }
 
 impl OutOfOrder {
-    /// A segment's bytes `range` go to smoltcp beyond the receive point.
+    /// A segment's bytes `range` go to the engine beyond the receive point.
     pub fn touch(&mut self, range: Range<u64>) {
         if range.is_empty() {
             return;

@@ -79,8 +79,10 @@ fn nicdrv_killed_ten_times_during_256mib() {
     assert_eq!(snap.port("sim0").epoch, KILLS, "{snap:?}");
     assert_eq!(a.process("netsrv").unwrap().pid, netsrv, "netsrv restarted");
     let after = fds_and_memfds(netsrv);
+    // The sender's socket is gone by now: its ring region may be too (a
+    // released socket's ring goes once its connection is in TIME-WAIT).
     assert!(
-        after.0 <= before.0 && after.1 == before.1,
+        after.0 <= before.0 && after.1 <= before.1,
         "netsrv's (fds, memfds) grew from {before:?} to {after:?}"
     );
     assert_eq!(snapshot(&b).tcp_resets, 0);

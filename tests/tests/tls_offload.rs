@@ -338,7 +338,7 @@ fn loss_and_reordering_during_an_offloaded_transfer() {
         assert!(s.rx_device_resync >= 1, "{who}: {s:?}");
         assert!(s.decrypt_retry >= 1, "{who}: {s:?}");
         assert_eq!(link_tls(h, "sim0", "auth failures"), 0, "{who}");
-        // Out-of-order segments went to smoltcp's reassembly, and the
+        // Out-of-order segments went to the engine's reassembly, and the
         // receive marks never lost track.
         assert!(netsrv_offload(h, "out-of-order") >= 1, "{who}");
         assert_marks_held(h, who);

@@ -8,8 +8,7 @@ use super::{Backend, Bond, Config, Port, TlsConfig};
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 
-/// The most addresses one interface holds (netsrv's smoltcp is built with
-/// `iface-max-addr-count-4`).
+/// The most addresses one interface holds (netsrv's bound).
 pub const MAX_ADDRESSES: usize = 4;
 /// The most routes netsrv holds (`iface-max-route-count-16`).
 pub const MAX_ROUTES: usize = 16;

@@ -296,15 +296,17 @@ impl TlsConfig {
 #[serde(deny_unknown_fields)]
 pub struct NetsrvConfig {
     pub tcp_buffer: Option<usize>,
-    /// "none" (the default) or "reno".
+    /// "cubic" (the default, RFC 9438 with HyStart++) or "newreno" (RFC
+    /// 5681/6582; "reno" is read as it).
     pub congestion_control: Option<CongestionControl>,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum CongestionControl {
-    Reno,
-    None,
+    Cubic,
+    #[serde(alias = "reno")]
+    Newreno,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]

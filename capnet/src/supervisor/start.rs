@@ -141,8 +141,8 @@ fn netsrv_args(
     a.extend(config.limits.netsrv_args());
     if let Some(cc) = config.netsrv.congestion_control {
         let cc = match cc {
-            crate::config::CongestionControl::Reno => "reno",
-            crate::config::CongestionControl::None => "none",
+            crate::config::CongestionControl::Cubic => "cubic",
+            crate::config::CongestionControl::Newreno => "newreno",
         };
         a.extend(["--congestion-control".to_string(), cc.to_string()]);
     }

@@ -1,4 +1,4 @@
-//! The offload table's data path, with frames made here and smoltcp's
+//! The offload table's data path, with frames made here and the engine's
 //! receive buffer played by the test.
 
 use super::*;
@@ -85,14 +85,18 @@ fn send(table: &mut OffloadTable, mut frame: Vec<u8>) -> TxAction {
     table.on_tx(&mut frame, "p0", 0, true)
 }
 
-/// A passive open as the stack accepted it: the peer's SYN, our SYN-ACK.
+/// An established connection whose bases the engine gave.
 fn accepted() -> OffloadTable {
     let mut table = OffloadTable::default();
+    // The handshake's frames make no entry ...
     assert!(table.on_rx(&frame(true, 0, &[]), 0));
     assert_eq!(
         send(&mut table, segment(true, true, OUR_ISN - 1, Some(ISN), &[])),
         SEND
     );
+    assert_eq!(table.len(), 0);
+    // ... the engine's state does.
+    table.learn_bases(tuple(), OUR_ISN, ISN);
     table
 }
 
@@ -115,7 +119,7 @@ fn stream(range: Range<u64>, decrypted: bool) -> Vec<u8> {
         .collect()
 }
 
-/// smoltcp's receive buffer as far as these tests need it: every
+/// the engine's receive buffer as far as these tests need it: every
 /// segment handed over is written at its offset (last write wins).
 #[derive(Default)]
 struct Buffer(Vec<u8>);
@@ -147,24 +151,24 @@ impl Buffer {
 #[test]
 fn rx_marks_follow_what_smoltcp_enqueued() {
     let mut table = bound();
-    let mut smoltcp = Buffer::default();
-    // In order, decrypted; smoltcp takes it all.
-    assert!(smoltcp.offer(&mut table, 0, 100, true));
+    let mut engine = Buffer::default();
+    // In order, decrypted; the engine takes it all.
+    assert!(engine.offer(&mut table, 0, 100, true));
     assert_eq!(table.rx_pending_socket(), Some(7));
-    smoltcp.settle(&mut table, 100);
-    // Decrypted beyond the receive point (the NIC took a byte smoltcp
+    engine.settle(&mut table, 100);
+    // Decrypted beyond the receive point (the NIC took a byte the engine
     // refused, a zero-window probe say): kept aside.
-    assert!(smoltcp.offer(&mut table, 200, 100, true));
-    smoltcp.settle(&mut table, 100);
+    assert!(engine.offer(&mut table, 200, 100, true));
+    engine.settle(&mut table, 100);
     // A retransmission the NIC left alone overwrites half of it.
-    assert!(smoltcp.offer(&mut table, 250, 100, false));
-    smoltcp.settle(&mut table, 100);
-    // The hole filled, undecrypted: smoltcp enqueues through 350.
-    assert!(smoltcp.offer(&mut table, 100, 100, false));
-    smoltcp.settle(&mut table, 350);
+    assert!(engine.offer(&mut table, 250, 100, false));
+    engine.settle(&mut table, 100);
+    // The hole filled, undecrypted: the engine enqueues through 350.
+    assert!(engine.offer(&mut table, 100, 100, false));
+    engine.settle(&mut table, 350);
     // A decrypted segment over the receive point, trimmed by the window.
-    assert!(smoltcp.offer(&mut table, 300, 100, true));
-    smoltcp.settle(&mut table, 380);
+    assert!(engine.offer(&mut table, 300, 100, true));
+    engine.settle(&mut table, 380);
     // Old bytes change nothing.
     assert!(table.on_rx(&frame(false, 0, &stream(0..100, false)), 0));
     assert_eq!(table.rx_pending_socket(), None);
@@ -228,36 +232,40 @@ fn syns_off_the_wire_make_no_entries() {
 #[test]
 fn spoofed_syns_leave_a_bound_flow_alone() {
     let mut table = bound();
-    let mut smoltcp = Buffer::default();
-    assert!(smoltcp.offer(&mut table, 0, 100, true));
-    smoltcp.settle(&mut table, 100);
+    let mut engine = Buffer::default();
+    assert!(engine.offer(&mut table, 0, 100, true));
+    engine.settle(&mut table, 100);
     // A SYN and SYN-ACKs with the flow's 4-tuple and other numbers.
     assert!(table.on_rx(&segment(false, true, 0x5555, None, &[]), 0));
     assert!(table.on_rx(&segment(false, true, 0x5555, Some(OUR_ISN), &[]), 0));
     assert!(table.on_rx(&segment(false, true, 0x6666, Some(0x77), &[]), 0));
     assert_eq!(table.conn(&tuple()).unwrap().rx_first, Some(ISN));
-    assert!(smoltcp.offer(&mut table, 100, 100, true));
-    smoltcp.settle(&mut table, 200);
+    assert!(engine.offer(&mut table, 100, 100, true));
+    engine.settle(&mut table, 200);
     assert!(table.reconcile_rx(&tuple(), 200));
     assert_eq!(marks(&mut table), [(200, true)]);
     assert_eq!(table.counters.rx_mark_errors, 0);
 }
 
 #[test]
-fn an_active_open_learns_the_peer_from_the_answer_to_our_syn() {
+fn our_own_syns_and_syn_acks_make_no_entries_either() {
+    // SYN cookies answer a flood with SYN-ACKs: none may make an entry.
     let mut table = OffloadTable::default();
-    assert_eq!(
-        send(&mut table, segment(true, true, OUR_ISN - 1, None, &[])),
-        SEND
-    );
-    assert_eq!(table.conn(&tuple()).unwrap().rx_first, None);
-    // A SYN-ACK that does not acknowledge our SYN is not the answer.
-    assert!(table.on_rx(&segment(false, true, 0x5555, Some(OUR_ISN + 1), &[]), 0));
-    assert_eq!(table.conn(&tuple()).unwrap().rx_first, None);
-    assert!(table.on_rx(&segment(false, true, ISN - 1, Some(OUR_ISN), &[]), 0));
-    assert!(table.on_rx(&segment(false, true, 0x5555, Some(OUR_ISN), &[]), 0));
-    let c = table.conn(&tuple()).unwrap();
-    assert_eq!((c.tx_first, c.rx_first), (Some(OUR_ISN), Some(ISN)));
+    for port in 0..5000u16 {
+        let t = Flow {
+            local: "10.0.0.1:443".parse().unwrap(),
+            remote: SocketAddr::new("10.0.0.2".parse().unwrap(), port),
+        };
+        assert_eq!(
+            send(&mut table, segment_of(t, true, true, 1, Some(2), &[])),
+            SEND
+        );
+        assert_eq!(
+            send(&mut table, segment_of(t, true, true, 1, None, &[])),
+            SEND
+        );
+    }
+    assert_eq!(table.len(), 0);
 }
 
 #[test]
@@ -268,7 +276,7 @@ fn the_table_is_capped_and_swept() {
             local: SocketAddr::new("10.0.0.1".parse().unwrap(), 1 + (i >> 16) as u16),
             remote: SocketAddr::new("10.0.0.2".parse().unwrap(), i as u16),
         };
-        send(&mut table, segment_of(t, true, true, 1, Some(2), &[]));
+        table.learn_bases(t, 1, 2);
     }
     assert_eq!(table.len(), MAX_CONNS);
     assert_eq!(table.counters.untracked(), 10);

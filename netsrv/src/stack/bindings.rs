@@ -112,15 +112,26 @@ impl Stack {
     }
 
     /// The TCP sequence number of stream offset `offset`, sent (`tx`) or
-    /// received.
+    /// received: from the engine's own state, never from frames.
     pub fn tcp_seq_at(&mut self, id: SockId, tx: bool, offset: u64) -> Result<u32, SocketError> {
-        let t = self.tcp_tuple(id)?;
-        let table = self.offload.borrow();
-        let first = table
-            .conn(&t)
-            .and_then(|c| if tx { c.tx_first } else { c.rx_first })
-            .ok_or(SocketError::Invalid)?;
+        let (tx_first, rx_first) = self.first_seqs(id)?;
+        let first = if tx { tx_first } else { rx_first };
         Ok(offload::seq_of(first, offset))
+    }
+
+    /// The first data byte's sequence number each way.
+    fn first_seqs(&mut self, id: SockId) -> Result<(u32, u32), SocketError> {
+        let (_, c) = self.conn(id)?;
+        let (tx, rx) = c.first_data_seqs().ok_or(SocketError::NotConnected)?;
+        Ok((tx.0, rx.0))
+    }
+
+    /// Gives the offload table the connection's sequence bases.
+    fn learn_bases(&mut self, id: SockId) -> Result<Flow, SocketError> {
+        let t = self.tcp_tuple(id)?;
+        let (tx, rx) = self.first_seqs(id)?;
+        self.offload.borrow_mut().learn_bases(t, tx, rx);
+        Ok(t)
     }
 
     /// The socket's send buffer: TCP never retransmits further behind the
@@ -138,7 +149,7 @@ impl Stack {
     }
 
     pub fn tcp_bind_tx(&mut self, id: SockId, b: TxBinding) -> Result<(), String> {
-        let t = self.tcp_tuple(id).map_err(|e| e.to_string())?;
+        let t = self.learn_bases(id).map_err(|e| e.to_string())?;
         self.offload
             .borrow_mut()
             .bind_tx(t, b)
@@ -158,7 +169,7 @@ impl Stack {
     /// Expects NIC marks from the current receive point on (before the NIC
     /// makes the RX context, so that nothing it opens goes unmarked).
     pub fn tcp_bind_rx(&mut self, id: SockId) -> Result<(), String> {
-        let t = self.tcp_tuple(id).map_err(|e| e.to_string())?;
+        let t = self.learn_bases(id).map_err(|e| e.to_string())?;
         let (tc, c) = self.conn(id).map_err(|e| e.to_string())?;
         let enqueued = tc.rx_bytes + c.readable() as u64;
         self.offload

@@ -148,8 +148,8 @@ pub struct Stack {
     next_ephemeral: u16,
     pub counters: StackCounters,
     pub default_buffer: usize,
-    /// NewReno congestion control on new TCP sockets (else CUBIC).
-    pub reno: bool,
+    /// Congestion control of new TCP sockets.
+    pub congestion: capnet_tcpip::tcp::cc::Algorithm,
     epoch: std::time::Instant,
     /// Connections bound to NIC offload contexts; every link and port
     /// device consults it.
@@ -190,7 +190,7 @@ impl Stack {
             next_ephemeral: EPHEMERAL.start() + (seed % span) as u16,
             counters: StackCounters::default(),
             default_buffer,
-            reno: false,
+            congestion: Default::default(),
             epoch: std::time::Instant::now(),
             offload: Rc::default(),
             panic_trigger: crate::test_hooks::PanicTrigger::from_env(),

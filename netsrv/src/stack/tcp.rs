@@ -5,7 +5,6 @@ use super::{Links, SockId, SocketSummary, Stack};
 use crate::offload::{self, OffloadTable};
 use capnet_ring::{RingError, ServerEnd};
 use capnet_schema::errors::SocketError;
-use capnet_tcpip::tcp::cc::Algorithm;
 use capnet_tcpip::tcp::{Conn, ConnError, ListenerId, Options, State, TcpError, TcpId};
 use capnet_tcpip::ConnectError;
 use capnet_wire::chunk::{self, ChunkHeader};
@@ -108,11 +107,7 @@ impl Stack {
             keep_alive: options.keep_alive,
             send_buffer: buffer(options.send_buffer),
             recv_buffer: buffer(options.recv_buffer),
-            congestion: if self.reno {
-                Algorithm::NewReno
-            } else {
-                Algorithm::Cubic
-            },
+            congestion: self.congestion,
             ..Options::default()
         }
     }
@@ -439,7 +434,9 @@ impl Stack {
                     c.shutdown_write();
                     tc.fin_queued = true;
                 }
-                if tc.fin_queued || c.state() == State::Closed {
+                // Kept until nothing of it can be sent again: an offload
+                // binding must see every retransmission of its bytes.
+                if matches!(c.state(), State::Closed | State::TimeWait) {
                     finished.push(id);
                 }
             }

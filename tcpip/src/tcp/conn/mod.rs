@@ -453,6 +453,13 @@ impl Conn {
         c
     }
 
+    /// The sequence numbers of the first data byte each way (sent,
+    /// received), once the handshake is done: where stream offset 0 is.
+    pub fn first_data_seqs(&self) -> Option<(SeqNumber, SeqNumber)> {
+        self.synchronized
+            .then(|| (self.iss + 1u32, self.irs + 1u32))
+    }
+
     /// Whether `seq` is in what we sent and the peer has not acknowledged.
     pub fn in_flight_contains(&self, seq: SeqNumber) -> bool {
         seq.ge(self.snd_una) && seq.lt(self.snd_max.max(self.snd_una + 1u32))
