@@ -720,6 +720,36 @@ fn a_zero_window_is_probed_with_backoff_then_data_resumes() {
     assert_eq!(last.len(), 5_000 - 3 * 1448, "{last}");
 }
 
+/// RFC 9293 3.8.6.2.1: a window too small to use (sender SWS avoidance)
+/// with nothing in flight is probed too, or a lost window update would
+/// leave both ends waiting for ever.
+#[test]
+fn a_runt_window_with_nothing_in_flight_is_probed_until_it_opens() {
+    let mut p = Peer::new(false);
+    let id = p.active_open(opts(), Some(0));
+    p.advance_ms(5);
+    let n = 7 * 1448;
+    p.write(id, &data(n));
+    assert_eq!(p.take_all().len(), 7);
+    p.advance_ms(50);
+    // Everything acknowledged; the window is 200 bytes (the update that
+    // opens it is "lost": never sent).
+    let mut h = p.hdr(A, 1, n as i64 + 1);
+    h.window = 200;
+    p.inject(&h, &[]);
+    p.write(id, &data(5_000));
+    p.expect_none("a 200-byte window is not worth a segment");
+    let probe = p.wait_segment(Duration::from_secs(5)).expect("a probe");
+    assert_eq!((probe.seq as i64, probe.len()), (n as i64, 0), "{probe}");
+    // The probe's answer carries the open window: data flows.
+    let mut h = p.hdr(A, 1, n as i64 + 1);
+    h.window = 65535;
+    p.inject(&h, &[]);
+    let segs = p.take_all();
+    assert!(!segs.is_empty(), "data after the window opened");
+    assert_eq!(segs[0].seq as usize, n + 1, "{segs:?}");
+}
+
 /// RFC 9293 3.8.6.2.2: a receiver whose buffer is full advertises a zero
 /// window; when the application reads, a window update goes out.
 #[test]

@@ -401,12 +401,14 @@ impl Conn {
         if !newer {
             return;
         }
-        let was_zero = self.snd_wnd == 0;
+        let before = self.snd_wnd;
         self.snd_wnd = usize::from(h.window) << self.neg.snd_wscale;
         self.max_snd_wnd = self.max_snd_wnd.max(self.snd_wnd);
         self.snd_wl1 = h.seq;
         self.snd_wl2 = h.ack;
-        if was_zero && self.snd_wnd > 0 {
+        // A window that opened (from zero, or from a size SWS avoidance
+        // would not use) ends the probing.
+        if self.snd_wnd > before {
             self.timers.persist = None;
             if self.snd_una == self.snd_max {
                 // The probes' backoff ends with the window (Linux

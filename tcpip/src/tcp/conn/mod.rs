@@ -672,15 +672,21 @@ impl Conn {
     /// A timeline a test or `status` can print.
     pub fn summary(&self) -> String {
         format!(
-            "{} {} una={} nxt={} wnd={} cwnd={} rto={:?} inflight={}",
+            "{} {} una={} nxt={} max={} wnd={} cwnd={} rto={:?} inflight={} lost={} recovery={:?} timers={:?} blocked={} retries={}",
             self.flow,
             self.state.name(),
             self.snd_una,
             self.snd_nxt,
+            self.snd_max,
             self.snd_wnd,
             self.cc.cwnd(),
             self.rtt.rto(),
-            self.sb.in_flight()
+            self.sb.in_flight(),
+            self.sb.lost_bytes(),
+            self.recovery,
+            self.timers,
+            self.send_blocked,
+            self.retries,
         )
     }
 }

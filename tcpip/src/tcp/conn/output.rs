@@ -262,12 +262,8 @@ impl Conn {
             }
             let unacked = self.snd_nxt != self.snd_una;
             if len == 0 && !fin_due {
-                if wnd_room == 0 && !unacked && self.timers.persist.is_none() {
-                    let backoff = self
-                        .rtt
-                        .rto()
-                        .clamp(limits::PERSIST_MIN, limits::PERSIST_MAX);
-                    self.timers.persist = Some(now + backoff);
+                if wnd_room == 0 && !unacked {
+                    self.arm_persist(now);
                 }
                 break;
             }
@@ -275,6 +271,13 @@ impl Conn {
                 // Window- or cwnd-limited to a runt: wait unless it is half
                 // the largest window the peer ever offered (SWS avoidance).
                 if len < self.max_snd_wnd / 2 || unacked {
+                    if !unacked {
+                        // Nothing in flight will bring an ACK: if the
+                        // window update that would end the wait was lost,
+                        // only a probe asks for it again (RFC 9293
+                        // 3.8.6.2.1's override timer; Linux's probe timer).
+                        self.arm_persist(now);
+                    }
                     break;
                 }
             }
@@ -297,6 +300,17 @@ impl Conn {
             sent += 1;
         }
         sent
+    }
+
+    /// Arms the persist timer if it is not running.
+    fn arm_persist(&mut self, now: Instant) {
+        if self.timers.persist.is_none() {
+            let backoff = self
+                .rtt
+                .rto()
+                .clamp(limits::PERSIST_MIN, limits::PERSIST_MAX);
+            self.timers.persist = Some(now + backoff);
+        }
     }
 
     /// A zero-window, tail-loss or keep-alive probe that is due.
