@@ -8,6 +8,7 @@
 
 mod announce;
 pub mod iface;
+pub mod policy;
 pub mod route;
 
 pub use announce::announcement;
@@ -58,6 +59,9 @@ pub struct IpCounters {
     pub neighbor_drops: u64,
     pub unknown_protocol: u64,
     pub too_big: u64,
+    /// Packets the policy discarded, sent and received.
+    pub policy_discards_out: u64,
+    pub policy_discards_in: u64,
 }
 
 /// An upper-layer packet to send: where, what, and who writes its bytes.
@@ -69,6 +73,8 @@ pub struct Packet<'a> {
     pub len: usize,
     /// Don't fragment (IPv4): set for TCP, whose segments fit the path.
     pub dont_fragment: bool,
+    /// TCP's and UDP's (source, destination) ports, for policy.
+    pub ports: Option<(u16, u16)>,
     /// Writes the upper-layer part (exactly `len` bytes, checksum included).
     pub fill: &'a mut dyn FnMut(&mut [u8]),
 }
@@ -78,6 +84,7 @@ pub struct Ip {
     pub routes: Routes,
     pub neighbors: NeighborCache<(IpAddr, Vec<u8>)>,
     ident: u16,
+    policy: Option<Box<dyn policy::Policy>>,
     pub counters: IpCounters,
 }
 
@@ -88,8 +95,34 @@ impl Ip {
             routes: Routes::default(),
             neighbors: NeighborCache::new(neighbor_config(), seed),
             ident: (seed >> 16) as u16,
+            policy: None,
             counters: IpCounters::default(),
         }
+    }
+
+    /// Installs the policy every packet passes (replacing any other).
+    pub fn set_policy(&mut self, policy: Option<Box<dyn policy::Policy>>) {
+        self.policy = policy;
+    }
+
+    /// Whether policy lets a packet leave (counted when it does not).
+    pub fn policy_output(&mut self, s: &policy::Selector) -> bool {
+        let ok = self
+            .policy
+            .as_mut()
+            .is_none_or(|p| p.output(s) == policy::Verdict::Accept);
+        self.counters.policy_discards_out += u64::from(!ok);
+        ok
+    }
+
+    /// Whether policy lets a received datagram through to its transport.
+    pub fn policy_input(&mut self, s: &policy::Selector) -> bool {
+        let ok = self
+            .policy
+            .as_mut()
+            .is_none_or(|p| p.input(s) == policy::Verdict::Accept);
+        self.counters.policy_discards_in += u64::from(!ok);
+        ok
     }
 
     pub fn add_iface(&mut self, iface: Iface) -> IfaceId {
@@ -162,6 +195,17 @@ impl Ip {
         hop: NextHop,
         p: Packet<'_>,
     ) -> Sent {
+        let selector = policy::Selector {
+            src: p.src,
+            dst: p.dst,
+            protocol: p.protocol,
+            ports: p.ports,
+            iface: hop.iface,
+        };
+        if !self.policy_output(&selector) {
+            // As a packet lost on the way: the sender's own recovery applies.
+            return Sent::Dropped;
+        }
         let Some(iface) = self.iface(hop.iface) else {
             self.counters.no_route += 1;
             return Sent::NoRoute;

@@ -34,6 +34,7 @@ impl Stack {
             protocol,
             len: message.len(),
             dont_fragment: false,
+            ports: None,
             fill: &mut fill,
         };
         self.ip.send(now, dev, p);

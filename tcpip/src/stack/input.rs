@@ -349,6 +349,21 @@ impl Stack {
 
     /// The upper layer of a datagram addressed to us.
     fn deliver(&mut self, now: Instant, d: Datagram<'_>, dev: &mut dyn Device) {
+        // Neighbour discovery is the link's business (RFC 4301 bypass).
+        let neighbour_discovery =
+            d.protocol == IpProtocol::Icmpv6 && matches!(d.body.first(), Some(133..=137));
+        if !neighbour_discovery {
+            let selector = crate::ip::policy::Selector {
+                src: d.src,
+                dst: d.dst,
+                protocol: d.protocol,
+                ports: crate::ip::policy::ports(d.protocol, d.body),
+                iface: d.iface,
+            };
+            if !self.ip.policy_input(&selector) {
+                return;
+            }
+        }
         match d.protocol {
             IpProtocol::Tcp if !d.multicast && !d.link_multicast => {
                 self.tcp_input(now, d.src, d.dst, d.body, d.checksum_ok, dev)

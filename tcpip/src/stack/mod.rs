@@ -154,6 +154,11 @@ impl Stack {
         })
     }
 
+    /// Installs the IP policy every packet passes (the IPsec SPD's hook).
+    pub fn set_policy(&mut self, policy: Option<Box<dyn crate::ip::policy::Policy>>) {
+        self.ip.set_policy(policy);
+    }
+
     /// Timers, neighbour solicitations, reassembly timeouts, and output of
     /// every socket with something to send.
     pub fn poll(&mut self, now: Instant, dev: &mut dyn Device) {

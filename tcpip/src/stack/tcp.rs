@@ -32,6 +32,7 @@ impl Sink for TcpOut<'_> {
             protocol: IpProtocol::Tcp,
             len: hl + payload.len(),
             dont_fragment: true,
+            ports: Some((flow.local.port(), flow.remote.port())),
             fill: &mut fill,
         };
         self.ip.send(self.now, self.dev, p) != Sent::DeviceFull

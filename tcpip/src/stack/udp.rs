@@ -147,6 +147,7 @@ impl Stack {
                 protocol: IpProtocol::Udp,
                 len: l4_len,
                 dont_fragment: false,
+                ports: Some((local.port(), to.port())),
                 fill: &mut fill,
             };
             return sent(self.ip.send(now, dev, p));
@@ -165,6 +166,17 @@ impl Stack {
         dev: &mut dyn Device,
     ) -> Result<(), UdpSendError> {
         let hop = self.ip.routes.lookup(dst).ok_or(UdpSendError::NoRoute)?;
+        // Policy judges the datagram once, not each fragment.
+        let selector = crate::ip::policy::Selector {
+            src,
+            dst,
+            protocol: IpProtocol::Udp,
+            ports: crate::ip::policy::ports(IpProtocol::Udp, datagram),
+            iface: hop.iface,
+        };
+        if !self.ip.policy_output(&selector) {
+            return Err(UdpSendError::Dropped);
+        }
         let v6 = dst.is_ipv6();
         // Each fragment carries the IP header (and IPv6's fragment header).
         let room = mtu.saturating_sub(if v6 { IPV6_HEADER + 8 } else { IPV4_HEADER });
