@@ -1,5 +1,5 @@
 //! `tax`: the microkernel tax, TCP bulk through separate processes on a sim
-//! wire vs the same smoltcp stacks on the same rings in one process, with
+//! wire vs the same engines on the same rings in one process, with
 //! each process's CPU per GiB.
 
 use crate::procs::{cpu_seconds, service_pids, two_hosts};
