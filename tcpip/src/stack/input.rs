@@ -26,6 +26,15 @@ struct Link {
     multicast: bool,
 }
 
+/// A fragment's place in its datagram.
+struct Fragment<'a> {
+    key: FragKey,
+    offset: usize,
+    more: bool,
+    /// The unfragmentable part, with the offset-0 fragment only.
+    header: &'a [u8],
+}
+
 /// One received IP datagram, reassembled if it came in fragments.
 pub(super) struct Datagram<'a> {
     pub iface: IfaceId,
@@ -175,47 +184,6 @@ impl Stack {
         let body = &packet[header_len..];
         let protocol = p.next_header();
         let hop_limit = p.hop_limit();
-        if p.more_frags() || p.frag_offset() != 0 {
-            let key = FragKey::V4 {
-                src: p.src_addr(),
-                dst: dst4,
-                id: p.ident(),
-                protocol: protocol.into(),
-            };
-            let offset = usize::from(p.frag_offset());
-            let header = if offset == 0 {
-                &packet[..header_len]
-            } else {
-                &[][..]
-            };
-            match self
-                .reasm
-                .insert(now, key, offset, p.more_frags(), body, header)
-            {
-                Ok(Some(whole)) => {
-                    self.counters.reassembled += 1;
-                    let mut rebuilt = whole.header.clone();
-                    rebuilt.extend_from_slice(&whole.payload);
-                    let d = Datagram {
-                        iface,
-                        src,
-                        dst,
-                        protocol,
-                        body: &whole.payload,
-                        packet: &rebuilt,
-                        multicast,
-                        // Reassembled: the NIC checked fragments, not the datagram.
-                        checksum_ok: false,
-                        hop_limit,
-                        link_multicast,
-                    };
-                    self.deliver(now, d, dev);
-                }
-                Ok(None) => {}
-                Err(_) => self.counters.frag_errors += 1,
-            }
-            return;
-        }
         let d = Datagram {
             iface,
             src,
@@ -228,6 +196,28 @@ impl Stack {
             hop_limit,
             link_multicast,
         };
+        if p.more_frags() || p.frag_offset() != 0 {
+            let key = FragKey::V4 {
+                src: src4,
+                dst: dst4,
+                id: p.ident(),
+                protocol: protocol.into(),
+            };
+            let offset = usize::from(p.frag_offset());
+            let header = if offset == 0 {
+                &packet[..header_len]
+            } else {
+                &[][..]
+            };
+            let fragment = Fragment {
+                key,
+                offset,
+                more: p.more_frags(),
+                header,
+            };
+            self.reassemble(now, fragment, d, dev);
+            return;
+        }
         self.deliver(now, d, dev);
     }
 
@@ -299,37 +289,26 @@ impl Stack {
                     }
                 }
             }
-            match self
-                .reasm
-                .insert(now, key, offset, f.more_frags(), data, &header)
-            {
-                Ok(Some(whole)) => {
-                    self.counters.reassembled += 1;
-                    let mut rebuilt = whole.header.clone();
-                    rebuilt.extend_from_slice(&whole.payload);
-                    let Ok((protocol, at)) =
-                        capnet_wire::ipv6::upper_layer(next_header, &whole.payload)
-                    else {
-                        self.ip.counters.malformed += 1;
-                        return;
-                    };
-                    let d = Datagram {
-                        iface,
-                        src,
-                        dst,
-                        protocol,
-                        body: &whole.payload[at..],
-                        packet: &rebuilt,
-                        multicast: dst6.is_multicast(),
-                        checksum_ok: false,
-                        hop_limit,
-                        link_multicast,
-                    };
-                    self.deliver(now, d, dev);
-                }
-                Ok(None) => {}
-                Err(_) => self.counters.frag_errors += 1,
-            }
+            // The fragment header's next header says what the payload is.
+            let d = Datagram {
+                iface,
+                src,
+                dst,
+                protocol: next_header,
+                body: data,
+                packet,
+                multicast: dst6.is_multicast(),
+                checksum_ok,
+                hop_limit,
+                link_multicast,
+            };
+            let fragment = Fragment {
+                key,
+                offset,
+                more: f.more_frags(),
+                header: &header,
+            };
+            self.reassemble(now, fragment, d, dev);
             return;
         }
         let d = Datagram {
@@ -343,6 +322,47 @@ impl Stack {
             checksum_ok,
             hop_limit,
             link_multicast,
+        };
+        self.deliver(now, d, dev);
+    }
+
+    /// A fragment (`d` its datagram so far: body the fragment's data) goes
+    /// to reassembly; the datagram it completes is delivered.
+    fn reassemble(&mut self, now: Instant, f: Fragment<'_>, d: Datagram<'_>, dev: &mut dyn Device) {
+        let whole = match self
+            .reasm
+            .insert(now, f.key, f.offset, f.more, d.body, f.header)
+        {
+            Ok(Some(whole)) => whole,
+            Ok(None) => return,
+            Err(_) => {
+                self.counters.frag_errors += 1;
+                return;
+            }
+        };
+        self.counters.reassembled += 1;
+        let mut rebuilt = whole.header.clone();
+        rebuilt.extend_from_slice(&whole.payload);
+        // IPv6's payload may start with more extension headers.
+        let (protocol, at) = match f.key {
+            FragKey::V4 { .. } => (d.protocol, 0),
+            FragKey::V6 { .. } => {
+                match capnet_wire::ipv6::upper_layer(d.protocol, &whole.payload) {
+                    Ok(walked) => walked,
+                    Err(_) => {
+                        self.ip.counters.malformed += 1;
+                        return;
+                    }
+                }
+            }
+        };
+        let d = Datagram {
+            protocol,
+            body: &whole.payload[at..],
+            packet: &rebuilt,
+            // The NIC checked fragments, not the datagram.
+            checksum_ok: false,
+            ..d
         };
         self.deliver(now, d, dev);
     }

@@ -5,7 +5,7 @@
 //! sim wire). Linux needs root, nft and ethtool; without them only capnet's
 //! figure is printed.
 
-use crate::procs::two_hosts;
+use crate::procs::{sh, two_hosts};
 use capnet_tests::{cli_ok, receive_counting, send_pattern, Progress, Scratch};
 use std::net::Shutdown;
 use std::process::Command;
@@ -15,15 +15,6 @@ use std::time::Instant;
 const BYTES: u64 = 16 << 20;
 /// Loss rates in percent.
 const RATES: [f64; 3] = [0.5, 1.0, 2.0];
-
-fn sh(cmd: &str) -> bool {
-    Command::new("bash")
-        .arg("-c")
-        .arg(cmd)
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
-}
 
 /// capnet: MiB/s of one 16 MiB transfer from host a to host b at `loss`%.
 fn capnet_goodput(loss: f64, port: u16) -> f64 {

@@ -42,3 +42,13 @@ pub fn service_pids(host: &Host) -> Vec<(String, u32)> {
 pub fn two_hosts(scratch: &Scratch) -> (Host, Host) {
     capnet_tests::two_hosts(scratch, "")
 }
+
+/// Runs a shell command; whether it succeeded.
+pub fn sh(cmd: &str) -> bool {
+    std::process::Command::new("bash")
+        .arg("-c")
+        .arg(cmd)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}

@@ -1,21 +1,13 @@
 //! `tap` (root only): TCP from capnet over TAP to a Linux sink vs Linux to
 //! Linux over veth, in the same namespace layout.
 
+use crate::procs::sh;
 use crate::tax::BULK;
 use capnet::host::Host;
 use capnet_tests::{send_pattern, Scratch};
 use std::net::Shutdown;
 use std::process::Command;
 use std::time::{Duration, Instant};
-
-fn sh(cmd: &str) -> bool {
-    Command::new("bash")
-        .arg("-c")
-        .arg(cmd)
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
-}
 
 pub fn bench_tap_vs_veth() {
     // SAFETY: geteuid has no preconditions.
