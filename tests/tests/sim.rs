@@ -298,3 +298,62 @@ fn options_and_readiness_for_event_loops() {
     assert_eq!(n, 4 << 20);
     assert_eq!(got, sender.join().unwrap());
 }
+
+/// On a loss-free wire nothing waits for a timer: 20 transfers of 32 MiB
+/// through the project's echo server (each byte goes there and back) never
+/// pause for 200 ms or more, the engine's minimum retransmission timeout.
+/// A correctness property (no lost segment, no stuck window), not a speed.
+#[test]
+fn echo_traffic_on_a_clean_wire_never_pauses() {
+    const BYTES: usize = 32 << 20;
+    const TRANSFERS: usize = 20;
+    let scratch = Scratch::new("echo-pauses");
+    let (a, b) = two_hosts(&scratch, "");
+    let (na, nb) = (a.net().unwrap(), b.net().unwrap());
+    let listener = nb.tcp_listen(addr("0.0.0.0:5007"), 4).unwrap();
+    let server = std::thread::spawn(move || {
+        for _ in 0..TRANSFERS {
+            let (mut s, _) = listener.accept().unwrap();
+            echo_until_eof(&mut s).unwrap();
+        }
+    });
+    let mut worst = Duration::ZERO;
+    for t in 0..TRANSFERS {
+        let s = na.tcp_connect(addr("10.0.0.2:5007"), None).unwrap();
+        let (sent, got, gap) = std::thread::scope(|scope| {
+            let w = scope.spawn(|| {
+                let h = send_pattern(&mut &s, t as u64, BYTES as u64).unwrap();
+                s.shutdown(Shutdown::Write).unwrap();
+                h
+            });
+            // The longest time without a byte arriving.
+            let mut buf = vec![0u8; 64 * 1024];
+            let mut got = 0usize;
+            let mut gap = Duration::ZERO;
+            let mut last = std::time::Instant::now();
+            let mut hash = sha2::Sha256::default();
+            loop {
+                let n = (&s).read(&mut buf).unwrap();
+                let now = std::time::Instant::now();
+                gap = gap.max(now - last);
+                last = now;
+                if n == 0 {
+                    break;
+                }
+                sha2::Digest::update(&mut hash, &buf[..n]);
+                got += n;
+            }
+            let digest: [u8; 32] = sha2::Digest::finalize(hash).into();
+            (w.join().unwrap(), (got, digest), gap)
+        });
+        assert_eq!(got.0, BYTES, "transfer {t}: echoed byte count");
+        assert_eq!(got.1, sent, "transfer {t}: echoed sha256");
+        worst = worst.max(gap);
+        assert!(
+            gap < Duration::from_millis(200),
+            "transfer {t}: a pause of {gap:?} on a loss-free wire"
+        );
+    }
+    server.join().unwrap();
+    eprintln!("{TRANSFERS} echoed transfers of 32 MiB: longest pause {worst:?}");
+}
