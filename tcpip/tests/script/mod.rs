@@ -7,11 +7,14 @@
 //! [`Peer::peer_isn`]). ARP requests and neighbour solicitations for the
 //! peer are answered at once, so the engine can always send.
 
-#![allow(dead_code)]
+// Each test file uses a part of the harness and of the names it brings.
+#![allow(dead_code, unused_imports)]
 
-use capnet_tcpip::tcp::{Conn, ListenerId, Options, TcpId};
+pub use capnet_tcpip::tcp::Options;
+use capnet_tcpip::tcp::{Conn, ListenerId, TcpId};
 use capnet_tcpip::{Cidr, Device, IfaceId, Instant, RxMeta, Stack};
-use capnet_wire::tcp::{Flags, Header, SeqNumber};
+pub use capnet_wire::tcp::Flags;
+use capnet_wire::tcp::{Header, SeqNumber};
 use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::wire::{
     ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
@@ -20,7 +23,7 @@ use smoltcp::wire::{
 };
 use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::time::Duration;
+pub use std::time::Duration;
 
 pub const ENGINE_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
 pub const PEER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
@@ -678,4 +681,35 @@ pub fn ip_frame(src: IpAddr, dst: IpAddr, protocol: IpProtocol, l4: &[u8], hops:
     }
     f[14 + header..].copy_from_slice(l4);
     f
+}
+
+// ---------------------------------------------------------------------------
+// What every scripted test file uses.
+
+pub use capnet_tcpip::tcp::{ConnError, State};
+
+pub const A: Flags = Flags::ACK;
+pub const PA: Flags = Flags(Flags::PSH.0 | Flags::ACK.0);
+
+pub const SA: Flags = Flags(Flags::SYN.0 | Flags::ACK.0);
+pub const RA: Flags = Flags(Flags::RST.0 | Flags::ACK.0);
+pub const RST: Flags = Flags::RST;
+
+/// The segments fill the peer's window `wnd` in segments of at most
+/// `mss`, stopping short of a runt at its edge (RFC 9293 3.8.6.2.1, sender
+/// SWS avoidance; Linux's `tcp_snd_wnd_test`).
+#[track_caller]
+pub fn assert_fills_window(segs: &[Seg], wnd: usize, mss: usize) {
+    let sent: usize = segs.iter().map(|s| s.len()).sum();
+    assert!(segs.iter().all(|s| s.len() <= mss), "MSS {mss}: {segs:?}");
+    assert!(sent <= wnd && sent + mss > wnd, "window {wnd}: {segs:?}");
+}
+
+pub fn data(n: usize) -> Vec<u8> {
+    (0..n).map(|i| (i * 7 + 3) as u8).collect()
+}
+
+/// Options with a small receive buffer (and so a small window scale).
+pub fn opts() -> Options {
+    Options::default()
 }
