@@ -329,6 +329,12 @@ impl RingDevice {
     }
 
     /// The bytes of the frame from the last `next_rx` (a private copy).
+    /// Hands the frame from the last `next_rx` to `into` (the buffers are
+    /// swapped: no copy).
+    pub fn take_rx(&mut self, _frame: RxFrame, into: &mut Vec<u8>) {
+        std::mem::swap(&mut self.rx_frame, into);
+    }
+
     pub fn rx_data(&self, _frame: &RxFrame) -> &[u8] {
         &self.rx_frame
     }

@@ -35,13 +35,15 @@ impl Instant {
     }
 }
 
+/// A duration in microseconds, saturating at `u64::MAX`.
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
 impl Add<Duration> for Instant {
     type Output = Instant;
     fn add(self, d: Duration) -> Instant {
-        Instant(
-            self.0
-                .saturating_add(d.as_micros().min(u64::MAX as u128) as u64),
-        )
+        Instant(self.0.saturating_add(micros(d)))
     }
 }
 
@@ -54,10 +56,7 @@ impl AddAssign<Duration> for Instant {
 impl Sub<Duration> for Instant {
     type Output = Instant;
     fn sub(self, d: Duration) -> Instant {
-        Instant(
-            self.0
-                .saturating_sub(d.as_micros().min(u64::MAX as u128) as u64),
-        )
+        Instant(self.0.saturating_sub(micros(d)))
     }
 }
 

@@ -73,8 +73,9 @@ impl Link {
                     self.counters.rx_inactive += 1;
                     continue;
                 }
-                frame.clear();
-                frame.extend_from_slice(data);
+                if let Some(dev) = self.legs[i].device.as_mut() {
+                    dev.take_rx(buf, frame);
+                }
                 self.rx_next = (i + 1) % n;
                 return true;
             }

@@ -398,6 +398,9 @@ impl Stack {
         let mut finished = Vec::new();
         let mut killed = Vec::new();
         let mut offload_broken = Vec::new();
+        // Connections the pump changed: only these are filed with the
+        // engine again (output, timers), not every connection every poll.
+        let mut touched = Vec::new();
         let mut table = self.offload.borrow_mut();
         for (&id, tc) in &mut self.tcp {
             let Ok(c) = self.engine.tcp.conn_mut(tc.id) else {
@@ -418,7 +421,11 @@ impl Stack {
                 table.acked_tx(&t, tc.tx_bytes - c.send_queued() as u64);
             }
             match tc.pump(c, &mut table) {
-                Ok(m) => moved |= m,
+                Ok(true) => {
+                    moved = true;
+                    touched.push(tc.id);
+                }
+                Ok(false) => {}
                 Err(err) => {
                     tracing::warn!(id, %err, "client broke its socket ring; ending that socket");
                     killed.push(id);
@@ -433,6 +440,7 @@ impl Stack {
                 if !tc.fin_queued && drained {
                     c.shutdown_write();
                     tc.fin_queued = true;
+                    touched.push(tc.id);
                 }
                 // Kept until nothing of it can be sent again: an offload
                 // binding must see every retransmission of its bytes.
@@ -442,10 +450,8 @@ impl Stack {
             }
         }
         drop(table);
-        for id in self.tcp.keys().copied().collect::<Vec<_>>() {
-            if let Some(tc) = self.tcp.get(&id) {
-                let _ = self.engine.tcp(now, tc.id, |_| ());
-            }
+        for id in touched {
+            let _ = self.engine.tcp(now, id, |_| ());
         }
         for id in killed {
             self.counters.sessions_killed += 1;
