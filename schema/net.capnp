@@ -290,9 +290,9 @@ struct OffloadPathCounters {
   txHeld @2 :UInt64;             # frames kept back (their context's port was not their egress, or no buffer)
   txHeldSent @3 :UInt64;
   txHeldDropped @4 :UInt64;      # given up (too many held); TCP retransmits them
-  rxDecrypted @5 :UInt64;        # in-order segments the NIC had decrypted
-  rxOutOfOrder @6 :UInt64;       # segments beyond smoltcp's receive point (kept for reassembly)
-  rxOutOfOrderDropped @7 :UInt64;  # decrypted segments dropped: too much plaintext kept to tell them later
-  rxMarkErrors @8 :UInt64;       # connections aborted: smoltcp held bytes the marks could not account for
-  rxOutOfOrderDecrypted @9 :UInt64;  # of rxOutOfOrder, decrypted by the NIC (marks settled by content)
+  rxDecrypted @5 :UInt64;        # segments of RX-bound connections the NIC had decrypted
+  rxOutOfOrder @6 :UInt64;       # segments of RX-bound connections that waited in TCP's reassembly
+  rxOutOfOrderDropped @7 :UInt64;  # always 0: TCP keeps marks with the bytes (was: plaintext over budget)
+  rxMarkErrors @8 :UInt64;       # always 0: TCP keeps marks with the bytes (was: marks lost track)
+  rxOutOfOrderDecrypted @9 :UInt64;  # of rxOutOfOrder, decrypted by the NIC
 }

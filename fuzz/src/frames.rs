@@ -137,8 +137,8 @@ pub fn nicdrv_frames(data: &[u8]) {
 }
 
 /// netsrv's offload path (`OffloadTable`) over frames from a port and
-/// frames smoltcp built, with the connection's RX and TX bound; the
-/// receive point only moves forward, as smoltcp's does.
+/// frames the engine built, with the connection's RX and TX bound; the
+/// receive point only moves forward, as TCP's does.
 ///
 /// Input: ops of `[op][...]`, frames as `[u16 len][frame]`.
 pub fn netsrv_frames(data: &[u8]) {
@@ -161,14 +161,9 @@ pub fn netsrv_frames(data: &[u8]) {
                 let _ = netsrv::device::software_checksum_ok(frame);
                 let flags = u32::from(op >> 3);
                 let _ = table.on_rx(frame, flags);
-                if table.rx_pending_socket().is_some() {
-                    enqueued += u64::from(input.u16());
-                    table.settle_rx(enqueued, |r| {
-                        let len = (r.end.saturating_sub(r.start)).min(1 << 16) as usize;
-                        (op & 0x80 == 0).then(|| vec![0x17; len])
-                    });
-                }
-                let _ = table.reconcile_rx(&tuple, enqueued);
+                enqueued += u64::from(input.u16());
+                let ooo = u64::from(op >> 4);
+                table.observe_rx(&tuple, ooo, ooo / 2);
             }
             2 => {
                 let mut frame = input.piece().to_vec();
@@ -176,7 +171,7 @@ pub fn netsrv_frames(data: &[u8]) {
                 let _ = table.take_releasable();
             }
             3 => {
-                let _ = table.bind_rx(tuple, 1, enqueued);
+                let _ = table.bind_rx(tuple, enqueued, (0, 0));
                 let _ = table.confirm_rx(&tuple, u64::from(input.u16()));
             }
             4 => {

@@ -14,7 +14,6 @@ pub mod limits;
 pub mod link;
 pub mod offload;
 pub mod rpc;
-pub mod rx_marks;
 pub mod service;
 pub mod stack;
 #[cfg(test)]

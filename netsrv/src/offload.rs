@@ -15,20 +15,16 @@
 //! - after the holder moved to software, sends its software-sealed
 //!   replacement for framed bytes still in flight, and tells when no
 //!   descriptor naming the old context is still in flight (the drain);
-//! - on RX, remembers which stream bytes the NIC decrypted, so that the
-//!   receive ring can say so, byte for byte.
-//!
-//! The RX marks stay exact without mirroring the engine's reassembly: every
-//! segment goes to the engine, and after each one the stack reads back how far
-//! the engine enqueued ([`OffloadTable::settle_rx`]); `rx_marks` decides the
-//! newly enqueued bytes' marks from what is certain about them.
+//! - on RX, gives the engine each segment of an RX-bound connection with
+//!   the NIC's outcome ([`Mark`]); TCP keeps the mark with the bytes
+//!   through reassembly, so the receive ring can say byte for byte which
+//!   ones the NIC decrypted.
 
-use crate::rx_marks::{Marks, OutOfOrder};
 use capnet_ring::flags;
+use capnet_tcpip::tcp::Mark;
 use capnet_wire::csum;
 use capnet_wire::tcp::{SeqNumber, StreamBase};
 use std::collections::{HashMap, VecDeque};
-use std::ops::Range;
 
 pub use capnet_wire::tcp::{parse_tcp, Flow};
 
@@ -69,49 +65,25 @@ impl Replacement {
 /// RX bound to a context.
 #[derive(Clone, Debug)]
 pub struct RxBinding {
-    /// The socket, for reading back its receive point after a segment.
-    pub sock: u64,
-    /// the engine's receive point as a stream offset: every byte before it was
-    /// enqueued, and `marks` says which were decrypted. Read back from the
-    /// socket after each segment, never guessed.
-    pub enqueued: u64,
-    pub marks: Marks,
-    /// What went beyond the receive point, for settling marks later.
-    ooo: OutOfOrder,
+    /// The receive point when the binding was made (a stream offset): the
+    /// NIC may open any segment from here on.
+    pub start: u64,
     /// Receive-ring position where marked chunks begin, once the NIC made
-    /// the context (until then the receive ring stops at `marks.start`).
+    /// the context (until then the receive ring stops at `start`).
     pub chunks_from: Option<u64>,
     /// Still expecting NIC marks (false after `offloadStop`).
     pub active: bool,
-    /// The engine enqueued bytes the marks cannot account for.
-    broken: bool,
-}
-
-/// A segment of an RX-bound connection handed to the engine, settled once
-/// The engine has taken it.
-#[derive(Clone, Copy, Debug)]
-struct RxPending {
-    tuple: Flow,
-    sock: u64,
-    /// For a segment reaching the receive point: where it ends, and whether
-    /// the NIC decrypted it.
-    write: Option<(u64, bool)>,
 }
 
 impl RxBinding {
-    /// The first stream offset with marks.
-    pub fn marks_start(&self) -> u64 {
-        self.marks.start
-    }
-
-    /// While the NIC makes the context, the bytes from where the marks
-    /// start wait (they may come back marked): how many of the bytes from
-    /// stream offset `read` on may go to the receive ring now. `None`: no
-    /// limit (the context is made).
+    /// While the NIC makes the context, the bytes from `start` wait (they
+    /// may come back marked): how many of the bytes from stream offset
+    /// `read` on may go to the receive ring now. `None`: no limit (the
+    /// context is made).
     pub fn plain_allowance(&self, read: u64) -> Option<u64> {
         self.chunks_from
             .is_none()
-            .then(|| self.marks_start().saturating_sub(read))
+            .then(|| self.start.saturating_sub(read))
     }
 }
 
@@ -125,18 +97,13 @@ pub struct OffloadCounters {
     pub tx_held_sent: u64,
     /// Held frames given up (too many); TCP retransmits them.
     pub tx_held_dropped: u64,
+    /// Segments of RX-bound connections the NIC had decrypted.
     pub rx_decrypted: u64,
-    /// Segments of RX-bound connections beyond the engine's receive point
-    /// (the engine keeps them for reassembly).
+    /// Segments of RX-bound connections that waited out of order in TCP's
+    /// reassembly (their marks with them).
     pub rx_out_of_order: u64,
-    /// Of those, decrypted by the NIC (their plaintext is kept until
-    /// The engine enqueued them).
+    /// Of those, decrypted by the NIC.
     pub rx_out_of_order_decrypted: u64,
-    /// Decrypted segments dropped: too much plaintext kept (the peer sends
-    /// them again).
-    pub rx_out_of_order_dropped: u64,
-    /// Connections whose marks disagreed with the engine: aborted.
-    pub rx_mark_errors: u64,
     /// Handshakes not tracked because the table was full (those
     /// connections cannot be offloaded).
     untracked: u64,
@@ -158,17 +125,18 @@ const MAX_HELD: usize = 512;
 /// One connection's offload state.
 #[derive(Debug, Default)]
 pub struct ConnOffload {
-    /// Sequence number of the first stream byte each way (ISS+1, IRS+1).
+    /// Sequence number of the first stream byte sent (ISS+1).
     pub tx_first: Option<u32>,
-    pub rx_first: Option<u32>,
     tx_hint: u64,
-    rx_hint: u64,
     pub tx: Option<TxBinding>,
     replacement: Option<Replacement>,
     held: VecDeque<Vec<u8>>,
     /// Some held frame waits for its context's port (not for a buffer).
     held_for_port: bool,
     pub rx: Option<RxBinding>,
+    /// The connection's out-of-order counts (all, marked) when last
+    /// added to the table's counters.
+    rx_ooo_seen: (u64, u64),
 }
 
 /// What to do with a TX frame.
@@ -203,8 +171,6 @@ pub struct OffloadTable {
     /// A binding or the topology changed since held frames were last
     /// tried.
     held_dirty: bool,
-    /// The segment the engine is taking now, to settle after it did.
-    rx_pending: Option<RxPending>,
 }
 
 impl OffloadTable {
@@ -236,10 +202,10 @@ impl OffloadTable {
         self.conns.retain(|t, _| live(t));
     }
 
-    /// The first data byte's sequence number each way of an established
-    /// connection, from the engine, before a holder binds it; a flow already
-    /// bound keeps what it has.
-    pub fn learn_bases(&mut self, tuple: Flow, seq: u32, ack: u32) {
+    /// The first data byte's sequence number of an established connection,
+    /// from the engine, before a holder binds it; a flow already bound
+    /// keeps what it has.
+    pub fn learn_bases(&mut self, tuple: Flow, seq: u32) {
         if !self.conns.contains_key(&tuple) && self.conns.len() >= MAX_CONNS {
             if self.counters.untracked == 0 {
                 tracing::warn!("offload table full: new connections cannot be offloaded");
@@ -252,7 +218,6 @@ impl OffloadTable {
             return;
         }
         c.tx_first = Some(seq);
-        c.rx_first = Some(ack);
     }
 
     /// A frame the engine built for `port` (driver `epoch`). `csum_offload`:
@@ -365,138 +330,40 @@ impl OffloadTable {
         out
     }
 
-    /// A frame from a port, before engine. False: drop it (a decrypted
-    /// segment whose plaintext cannot be kept, of an RX-bound connection).
-    pub fn on_rx(&mut self, frame: &[u8], desc_flags: u32) -> bool {
+    /// A frame from a port, before the engine: what the NIC did to its
+    /// payload, as the engine is to keep it. Only a connection bound to an
+    /// RX context has marks (a frame opened by a context revoked since is
+    /// plaintext all the same); any other frame is plain, whatever its
+    /// descriptor claims.
+    pub fn on_rx(&mut self, frame: &[u8], desc_flags: u32) -> Mark {
         let Some(v) = parse_tcp(frame) else {
-            return true;
+            return Mark::Plain;
         };
         let tuple = Flow {
             local: v.dst,
             remote: v.src,
         };
-        if v.syn {
-            return true;
+        let bound = self.conns.get(&tuple).is_some_and(|c| c.rx.is_some());
+        if !bound || v.payload.is_empty() {
+            return Mark::Plain;
         }
-        let Some(c) = self.conns.get_mut(&tuple) else {
-            return true;
-        };
-        let (Some(first), Some(rx)) = (c.rx_first, c.rx.as_mut()) else {
-            return true;
-        };
-        if v.payload.is_empty() {
-            return true;
+        if desc_flags & (flags::OFFLOADED | flags::OFFLOAD_FAILED) != flags::OFFLOADED {
+            return Mark::Plain;
         }
-        let start = offset_of(v.seq, first, c.rx_hint);
-        let end = start + v.payload.len() as u64;
-        // What the NIC did to these bytes, whichever context did it: a
-        // frame opened by a context revoked since is plaintext all the same.
-        let decrypted = desc_flags & (flags::OFFLOADED | flags::OFFLOAD_FAILED) == flags::OFFLOADED;
-        tracing::trace!(start, end, decrypted, enqueued = rx.enqueued, "rx segment");
-        if end <= rx.enqueued {
-            // Old bytes: the engine trims them (and acks).
-            return true;
-        }
-        c.rx_hint = end;
-        let payload = &frame[v.payload];
-        let write = if start > rx.enqueued {
-            // Beyond the receive point: the engine may keep it for
-            // reassembly, so its plaintext must be kept to tell later.
-            if decrypted && !rx.ooo.keep_plaintext(start, payload) {
-                self.counters.rx_out_of_order_dropped += 1;
-                return false;
-            }
-            rx.ooo.touch(start..end);
-            self.counters.rx_out_of_order += 1;
-            if decrypted {
-                self.counters.rx_out_of_order_decrypted += 1;
-            }
-            None
-        } else {
-            if decrypted {
-                // Over bytes that waited out of order, which copy each byte
-                // holds is decided by content.
-                let from = rx.enqueued;
-                if rx.ooo.touches(&(from..end))
-                    && !rx
-                        .ooo
-                        .keep_plaintext(from, &payload[(from - start) as usize..])
-                {
-                    self.counters.rx_out_of_order_dropped += 1;
-                    return false;
-                }
-                self.counters.rx_decrypted += 1;
-            }
-            Some((end, decrypted))
-        };
-        self.rx_pending = Some(RxPending {
-            tuple,
-            sock: rx.sock,
-            write,
-        });
-        true
+        self.counters.rx_decrypted += 1;
+        Mark::Decrypted
     }
 
-    /// The socket of the RX-bound connection whose segment the engine just
-    /// took, if any: its receive point goes to [`OffloadTable::settle_rx`].
-    pub fn rx_pending_socket(&self) -> Option<u64> {
-        self.rx_pending.as_ref().map(|p| p.sock)
-    }
-
-    /// The pending segment's socket is gone.
-    pub fn forget_rx_pending(&mut self) {
-        self.rx_pending = None;
-    }
-
-    /// The engine took the pending segment and has now enqueued every byte
-    /// before `enqueued` (a stream offset); `peek` reads enqueued bytes
-    /// (by stream offset) when their content must decide their marks.
-    pub fn settle_rx(&mut self, enqueued: u64, peek: impl FnMut(Range<u64>) -> Option<Vec<u8>>) {
-        let Some(p) = self.rx_pending.take() else {
+    /// A bound connection's out-of-order counts from TCP (all segments,
+    /// NIC-marked ones), added to the table's counters as they grow.
+    pub fn observe_rx(&mut self, t: &Flow, out_of_order: u64, marked: u64) {
+        let Some(c) = self.conns.get_mut(t).filter(|c| c.rx.is_some()) else {
             return;
         };
-        let Some(rx) = self.conns.get_mut(&p.tuple).and_then(|c| c.rx.as_mut()) else {
-            return;
-        };
-        if rx.broken || enqueued == rx.enqueued {
-            return;
-        }
-        let settled = if enqueued < rx.enqueued {
-            Err("the receive point went back")
-        } else {
-            rx.ooo
-                .settle(&mut rx.marks, rx.enqueued..enqueued, p.write, peek)
-        };
-        match settled {
-            Ok(()) => rx.enqueued = enqueued,
-            Err(why) => {
-                tracing::error!(
-                    from = rx.enqueued,
-                    to = enqueued,
-                    why,
-                    "receive marks lost track"
-                );
-                rx.broken = true;
-                self.counters.rx_mark_errors += 1;
-            }
-        }
-    }
-
-    /// After a poll: the engine has enqueued bytes up to `enqueued`. False if
-    /// that is not where the settled marks end (then the marks cannot be
-    /// trusted and the connection must end).
-    pub fn reconcile_rx(&mut self, t: &Flow, enqueued: u64) -> bool {
-        let Some(rx) = self.conns.get_mut(t).and_then(|c| c.rx.as_mut()) else {
-            return true;
-        };
-        if rx.broken || enqueued != rx.enqueued {
-            if !rx.broken {
-                self.counters.rx_mark_errors += 1;
-            }
-            rx.broken = true;
-            return false;
-        }
-        true
+        let (all, decrypted) = c.rx_ooo_seen;
+        self.counters.rx_out_of_order += out_of_order.saturating_sub(all);
+        self.counters.rx_out_of_order_decrypted += marked.saturating_sub(decrypted);
+        c.rx_ooo_seen = (out_of_order, marked);
     }
 
     /// Binds TX; `start` is the stream offset of the first framed byte.
@@ -550,11 +417,12 @@ impl OffloadTable {
         }
     }
 
-    /// Binds RX before the NIC makes the context: in-order delivery and
-    /// marks from the current receive point `enqueued` (a stream offset) on;
-    /// the receive ring holds back bytes from there until `confirm_rx`.
-    pub fn bind_rx(&mut self, t: Flow, sock: u64, enqueued: u64) -> Result<(), &'static str> {
-        let Some(c) = self.conns.get_mut(&t).filter(|c| c.rx_first.is_some()) else {
+    /// Binds RX before the NIC makes the context: marks from the current
+    /// receive point `enqueued` (a stream offset) on; the receive ring
+    /// holds back bytes from there until `confirm_rx`. `ooo`: the
+    /// connection's out-of-order counts now (all, marked).
+    pub fn bind_rx(&mut self, t: Flow, enqueued: u64, ooo: (u64, u64)) -> Result<(), &'static str> {
+        let Some(c) = self.conns.get_mut(&t) else {
             return Err("the connection is not established");
         };
         if let Some(rx) = &mut c.rx {
@@ -566,14 +434,11 @@ impl OffloadTable {
             return Ok(());
         }
         c.rx = Some(RxBinding {
-            sock,
-            enqueued,
-            marks: Marks::new(enqueued),
-            ooo: OutOfOrder::default(),
+            start: enqueued,
             chunks_from: None,
             active: true,
-            broken: false,
         });
+        c.rx_ooo_seen = ooo;
         Ok(())
     }
 

@@ -211,7 +211,10 @@ fn checksum_ok_from_the_nic_skips_verification() {
     r.meet_peer();
     let s4 = r.bind("0.0.0.0:9");
     let s6 = r.bind("[::]:9");
-    let ok = RxMeta { checksum_ok: true };
+    let ok = RxMeta {
+        checksum_ok: true,
+        ..RxMeta::default()
+    };
     let mut f = udp_frame(US_MAC, sa("10.0.0.2:4000"), sa("10.0.0.1:9"), b"trusted");
     f[14 + 10] ^= 0x40; // IP header checksum
     f[14 + 26] ^= 0x40; // UDP checksum
@@ -260,6 +263,7 @@ fn random_corruption_of_valid_frames_never_panics() {
         }
         let meta = RxMeta {
             checksum_ok: rng.gen_bool(0.3),
+            ..RxMeta::default()
         };
         r.rx_meta(&f, meta);
         if round % 100 == 0 {

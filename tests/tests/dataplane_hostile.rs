@@ -435,6 +435,5 @@ fn a_spoofed_syn_leaves_an_offloaded_flow_alone() {
     assert_eq!(got, sent);
     assert_eq!(info.rx, RecordMode::Device, "{info:?}");
     assert!(status_counter(&line, "decrypted") > 0, "{line}");
-    assert_eq!(status_counter(&line, "mark-errors"), 0, "{line}");
     assert!(spoofed > 100, "the spoofing hardly ran");
 }

@@ -6,8 +6,8 @@
 
 use capnet::host::Host;
 use capnet_tests::{
-    bond_config_legs, cli_ok, pcap_tcp_search, receive_counting, sim_config, status_counter,
-    tls_section, wait_progress, Progress, Scratch,
+    bond_config_legs, cli_ok, pcap_tcp_search, receive_counting, sim_config, tls_section,
+    wait_progress, Progress, Scratch,
 };
 use libclient::{RecordMode, TlsInfo, TlsOptions, TlsStat, TlsStream};
 use sha2::{Digest, Sha256};
@@ -203,16 +203,15 @@ fn netsrv_offload(host: &Host, name: &str) -> u64 {
     cli_counter(host, &["status"], "offload:", name)
 }
 
-/// Prints netsrv's offload-path counters; its receive marks never lost
-/// track of a stream (a connection would have been aborted).
-fn assert_marks_held(host: &Host, who: &str) {
+/// Prints netsrv's offload-path counters (TCP keeps the receive marks
+/// with the bytes, so a wrong mark shows as an authentication failure).
+fn print_offload_path(host: &Host, who: &str) {
     let status = cli_ok(host, &["status"]);
     let line = status
         .lines()
         .find(|l| l.starts_with("offload:"))
         .unwrap_or_else(|| panic!("{who}: no offload line in status:\n{status}"));
     eprintln!("{who} netsrv {line}");
-    assert_eq!(status_counter(line, "mark-errors"), 0, "{who}: {line}");
 }
 
 fn stat(host: &Host) -> TlsStat {
@@ -338,10 +337,10 @@ fn loss_and_reordering_during_an_offloaded_transfer() {
         assert!(s.rx_device_resync >= 1, "{who}: {s:?}");
         assert!(s.decrypt_retry >= 1, "{who}: {s:?}");
         assert_eq!(link_tls(h, "sim0", "auth failures"), 0, "{who}");
-        // Out-of-order segments went to the engine's reassembly, and the
-        // receive marks never lost track.
+        // Out-of-order segments went through TCP's reassembly with their
+        // marks.
         assert!(netsrv_offload(h, "out-of-order") >= 1, "{who}");
-        assert_marks_held(h, who);
+        print_offload_path(h, who);
     }
     assert_no_cleartext(vec![a, b], &captures, 2 * BYTES);
 }
@@ -374,8 +373,8 @@ fn bond_failover_moves_the_contexts_to_the_other_leg() {
     assert!(s.reoffloads >= 1, "{s:?}");
     assert_clean(&s, "a", 1);
     assert_clean(&stat(&b), "b", 1);
-    assert_marks_held(&a, "a");
-    assert_marks_held(&b, "b");
+    print_offload_path(&a, "a");
+    print_offload_path(&b, "b");
     let p1 = link_tls(&a, "p1", "contexts");
     assert!(
         p1 >= 1,
@@ -427,8 +426,8 @@ fn bond_failover_to_a_plain_leg_and_back() {
     assert!(s.reoffloads > before.reoffloads, "{s:?}");
     assert_clean(&s, "a", 1);
     assert_clean(&stat(&b), "b", 1);
-    assert_marks_held(&a, "a");
-    assert_marks_held(&b, "b");
+    print_offload_path(&a, "a");
+    print_offload_path(&b, "b");
     assert_eq!(link_tls(&a, "p1", "contexts"), 0, "p1 offers no TLS");
     assert!(
         link_tls(&a, "p0", "contexts") >= 2,
@@ -477,8 +476,8 @@ fn nicdrv_killed_with_the_tx_context() {
     assert!(s.reoffloads >= 1, "{s:?}");
     assert_clean(&s, "a", 1);
     assert_clean(&stat(&b), "b", 1);
-    assert_marks_held(&a, "a");
-    assert_marks_held(&b, "b");
+    print_offload_path(&a, "a");
+    print_offload_path(&b, "b");
     // The new driver instance holds the new contexts.
     assert!(link_tls(&a, "sim0", "contexts") >= 1);
     // The restarted driver continued a's capture instead of starting it

@@ -167,7 +167,7 @@ fn human(r: status_results::Reader<'_>, procs: &[ProcessInfo]) -> capnp::Result<
     let _ = writeln!(
         out,
         "offload: tx tagged {} replaced {} held {} (sent {} dropped {}); rx decrypted {} \
-         out-of-order {} (decrypted {}, dropped {}) mark-errors {}",
+         out-of-order {} (decrypted {})",
         o.get_tx_tagged(),
         o.get_tx_replaced(),
         o.get_tx_held(),
@@ -176,8 +176,6 @@ fn human(r: status_results::Reader<'_>, procs: &[ProcessInfo]) -> capnp::Result<
         o.get_rx_decrypted(),
         o.get_rx_out_of_order(),
         o.get_rx_out_of_order_decrypted(),
-        o.get_rx_out_of_order_dropped(),
-        o.get_rx_mark_errors()
     );
     Ok(out)
 }

@@ -2,6 +2,7 @@
 //! bond picks (or nowhere, with no leg up).
 
 use super::*;
+use capnet_tcpip::tcp::Mark;
 
 pub enum LinkTx<'a> {
     /// Straight into the buffer of the chosen leg.
@@ -42,19 +43,15 @@ impl LinkTx<'_> {
 }
 
 impl Link {
-    /// The next received frame from any leg, copied into `frame` (frames
-    /// the offload path swallows, and group frames an inactive
-    /// active-backup leg hears, are skipped). False when none waits.
-    pub fn receive(&mut self, frame: &mut Vec<u8>) -> bool {
-        while let Some(i) = self.legs.iter().position(|l| !l.received.is_empty()) {
-            let Some((f, desc)) = self.legs[i].received.pop_front() else {
-                break;
-            };
-            if !self.offload.borrow_mut().on_rx(&f, desc.flags) {
-                continue;
-            }
+    /// The next received frame from any leg, put into `frame`, and what
+    /// the NIC did to its payload (group frames an inactive active-backup
+    /// leg hears are skipped). `None` when none waits.
+    pub fn receive(&mut self, frame: &mut Vec<u8>) -> Option<Mark> {
+        if let Some(i) = self.legs.iter().position(|l| !l.received.is_empty()) {
+            let (f, desc) = self.legs[i].received.pop_front()?;
+            let mark = self.offload.borrow_mut().on_rx(&f, desc.flags);
             *frame = f;
-            return true;
+            return Some(mark);
         }
         let n = self.legs.len();
         for k in 0..n {
@@ -64,23 +61,20 @@ impl Link {
                     break;
                 };
                 let data = dev.rx_data(&buf);
-                let desc = buf.desc();
-                if !self.offload.borrow_mut().on_rx(data, desc.flags) {
-                    continue;
-                }
                 // A switch floods group frames to every leg: take them once.
                 if self.mode == Mode::ActiveBackup && self.active != Some(i) && is_group(data) {
                     self.counters.rx_inactive += 1;
                     continue;
                 }
+                let mark = self.offload.borrow_mut().on_rx(data, buf.desc().flags);
                 if let Some(dev) = self.legs[i].device.as_mut() {
                     dev.take_rx(buf, frame);
                 }
                 self.rx_next = (i + 1) % n;
-                return true;
+                return Some(mark);
             }
         }
-        false
+        None
     }
 
     /// A token to send one frame on the leg the bond picks; `None` when no

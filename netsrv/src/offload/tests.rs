@@ -1,5 +1,4 @@
-//! The offload table's data path, with frames made here and the engine's
-//! receive buffer played by the test.
+//! The offload table's data path, with frames made here.
 
 use super::*;
 use std::net::SocketAddr;
@@ -89,127 +88,77 @@ fn send(table: &mut OffloadTable, mut frame: Vec<u8>) -> TxAction {
 fn accepted() -> OffloadTable {
     let mut table = OffloadTable::default();
     // The handshake's frames make no entry ...
-    assert!(table.on_rx(&frame(true, 0, &[]), 0));
+    assert_eq!(table.on_rx(&frame(true, 0, &[]), OFFLOADED), Mark::Plain);
     assert_eq!(
         send(&mut table, segment(true, true, OUR_ISN - 1, Some(ISN), &[])),
         SEND
     );
     assert_eq!(table.len(), 0);
     // ... the engine's state does.
-    table.learn_bases(tuple(), OUR_ISN, ISN);
+    table.learn_bases(tuple(), OUR_ISN);
     table
 }
 
 /// An RX-bound connection whose receive point is offset 0.
 fn bound() -> OffloadTable {
     let mut table = accepted();
-    table.bind_rx(tuple(), 7, 0).unwrap();
+    table.bind_rx(tuple(), 0, (0, 0)).unwrap();
     table
 }
 
-fn marks(table: &mut OffloadTable) -> Vec<(u64, bool)> {
-    let rx = table.conn_mut(&tuple()).unwrap().rx.as_mut().unwrap();
-    rx.marks.runs.iter().copied().collect()
-}
+const OFFLOADED: u32 = flags::OFFLOADED;
 
-/// Stream byte `i`: plaintext `i`, ciphertext `i ^ 0xa5`.
-fn stream(range: Range<u64>, decrypted: bool) -> Vec<u8> {
-    range
-        .map(|i| if decrypted { i as u8 } else { i as u8 ^ 0xa5 })
-        .collect()
-}
-
-/// the engine's receive buffer as far as these tests need it: every
-/// segment handed over is written at its offset (last write wins).
-#[derive(Default)]
-struct Buffer(Vec<u8>);
-
-impl Buffer {
-    /// Hands a segment to the table and, if it lets it through, to the
-    /// buffer.
-    fn offer(&mut self, table: &mut OffloadTable, at: u64, len: u64, decrypted: bool) -> bool {
-        let bytes = stream(at..at + len, decrypted);
-        let flags = if decrypted { flags::OFFLOADED } else { 0 };
-        if !table.on_rx(&frame(false, at, &bytes), flags) {
-            return false;
-        }
-        let end = (at + len) as usize;
-        if self.0.len() < end {
-            self.0.resize(end, 0);
-        }
-        self.0[at as usize..end].copy_from_slice(&bytes);
-        true
-    }
-
-    fn settle(&self, table: &mut OffloadTable, enqueued: u64) {
-        table.settle_rx(enqueued, |r| {
-            Some(self.0[r.start as usize..r.end as usize].to_vec())
-        });
-    }
+#[test]
+fn rx_segments_carry_the_nics_outcome_only_when_bound() {
+    let data = frame(false, 0, b"record bytes");
+    // Unbound: plain, whatever the descriptor claims.
+    let mut table = accepted();
+    assert_eq!(table.on_rx(&data, OFFLOADED), Mark::Plain);
+    // Bound: the NIC's word, unless it also says it failed.
+    let mut table = bound();
+    assert_eq!(table.on_rx(&data, OFFLOADED), Mark::Decrypted);
+    assert_eq!(table.on_rx(&data, 0), Mark::Plain);
+    assert_eq!(
+        table.on_rx(&data, OFFLOADED | flags::OFFLOAD_FAILED),
+        Mark::Plain
+    );
+    // A pure ACK has nothing to mark.
+    assert_eq!(table.on_rx(&frame(false, 12, &[]), OFFLOADED), Mark::Plain);
+    assert_eq!(table.counters.rx_decrypted, 1);
+    // After offloadStop, frames the NIC opened in flight are still plaintext.
+    table.unbind_rx(&tuple());
+    assert_eq!(table.on_rx(&data, OFFLOADED), Mark::Decrypted);
 }
 
 #[test]
-fn rx_marks_follow_what_smoltcp_enqueued() {
-    let mut table = bound();
-    let mut engine = Buffer::default();
-    // In order, decrypted; the engine takes it all.
-    assert!(engine.offer(&mut table, 0, 100, true));
-    assert_eq!(table.rx_pending_socket(), Some(7));
-    engine.settle(&mut table, 100);
-    // Decrypted beyond the receive point (the NIC took a byte the engine
-    // refused, a zero-window probe say): kept aside.
-    assert!(engine.offer(&mut table, 200, 100, true));
-    engine.settle(&mut table, 100);
-    // A retransmission the NIC left alone overwrites half of it.
-    assert!(engine.offer(&mut table, 250, 100, false));
-    engine.settle(&mut table, 100);
-    // The hole filled, undecrypted: the engine enqueues through 350.
-    assert!(engine.offer(&mut table, 100, 100, false));
-    engine.settle(&mut table, 350);
-    // A decrypted segment over the receive point, trimmed by the window.
-    assert!(engine.offer(&mut table, 300, 100, true));
-    engine.settle(&mut table, 380);
-    // Old bytes change nothing.
-    assert!(table.on_rx(&frame(false, 0, &stream(0..100, false)), 0));
-    assert_eq!(table.rx_pending_socket(), None);
-    assert_eq!(
-        marks(&mut table),
-        [
-            (100, true),
-            (200, false),
-            (250, true),
-            (350, false),
-            (380, true)
-        ]
-    );
-    assert!(table.reconcile_rx(&tuple(), 380));
-    let c = table.counters;
+fn rx_out_of_order_counts_grow_from_the_binding_on() {
+    let mut table = accepted();
+    table.bind_rx(tuple(), 0, (5, 1)).unwrap();
+    table.observe_rx(&tuple(), 5, 1);
+    assert_eq!(table.counters.rx_out_of_order, 0);
+    table.observe_rx(&tuple(), 9, 3);
+    table.observe_rx(&tuple(), 9, 3);
     assert_eq!(
         (
-            c.rx_decrypted,
-            c.rx_out_of_order,
-            c.rx_out_of_order_decrypted,
-            c.rx_out_of_order_dropped,
-            c.rx_mark_errors
+            table.counters.rx_out_of_order,
+            table.counters.rx_out_of_order_decrypted
         ),
-        (2, 2, 1, 0, 0)
+        (4, 2)
     );
 }
 
 #[test]
-fn rx_marks_refuse_bytes_nothing_accounts_for() {
-    let mut table = bound();
-    // An out-of-order segment cannot move the receive point past bytes
-    // nobody wrote.
-    assert!(table.on_rx(&frame(false, 100, &stream(100..200, false)), 0));
-    table.settle_rx(300, |_| None);
-    assert!(!table.reconcile_rx(&tuple(), 300));
-    assert_eq!(table.counters.rx_mark_errors, 1);
-
-    // Bytes enqueued behind the stack's back (no segment settled).
-    let mut table = bound();
-    assert!(!table.reconcile_rx(&tuple(), 10));
-    assert_eq!(table.counters.rx_mark_errors, 1);
+fn the_receive_ring_waits_at_the_binding_until_the_context_is_made() {
+    let mut table = accepted();
+    table.bind_rx(tuple(), 100, (0, 0)).unwrap();
+    let rx = table.conn(&tuple()).unwrap().rx.clone().unwrap();
+    assert_eq!(rx.plain_allowance(40), Some(60));
+    assert_eq!(rx.plain_allowance(100), Some(0));
+    assert_eq!(table.confirm_rx(&tuple(), 4096), Some(4096));
+    // Confirmed once: a second confirmation keeps the first position.
+    assert_eq!(table.confirm_rx(&tuple(), 9999), Some(4096));
+    let rx = table.conn(&tuple()).unwrap().rx.clone().unwrap();
+    assert_eq!(rx.plain_allowance(100), None);
 }
 
 #[test]
@@ -220,31 +169,31 @@ fn syns_off_the_wire_make_no_entries() {
             local: "10.0.0.1:443".parse().unwrap(),
             remote: SocketAddr::new("10.0.0.2".parse().unwrap(), port),
         };
-        assert!(table.on_rx(&segment_of(t, false, true, 7, None, &[]), 0));
-        assert!(table.on_rx(&segment_of(t, false, true, 7, Some(9), &[]), 0));
+        let syn = segment_of(t, false, true, 7, None, &[]);
+        let syn_ack = segment_of(t, false, true, 7, Some(9), &[]);
+        assert_eq!(table.on_rx(&syn, OFFLOADED), Mark::Plain);
+        assert_eq!(table.on_rx(&syn_ack, OFFLOADED), Mark::Plain);
     }
     assert_eq!(table.len(), 0);
     // Nor can a connection be bound on the strength of one.
-    assert!(table.bind_rx(tuple(), 7, 0).is_err());
+    assert!(table.bind_rx(tuple(), 0, (0, 0)).is_err());
     assert_eq!(table.len(), 0);
 }
 
 #[test]
 fn spoofed_syns_leave_a_bound_flow_alone() {
     let mut table = bound();
-    let mut engine = Buffer::default();
-    assert!(engine.offer(&mut table, 0, 100, true));
-    engine.settle(&mut table, 100);
     // A SYN and SYN-ACKs with the flow's 4-tuple and other numbers.
-    assert!(table.on_rx(&segment(false, true, 0x5555, None, &[]), 0));
-    assert!(table.on_rx(&segment(false, true, 0x5555, Some(OUR_ISN), &[]), 0));
-    assert!(table.on_rx(&segment(false, true, 0x6666, Some(0x77), &[]), 0));
-    assert_eq!(table.conn(&tuple()).unwrap().rx_first, Some(ISN));
-    assert!(engine.offer(&mut table, 100, 100, true));
-    engine.settle(&mut table, 200);
-    assert!(table.reconcile_rx(&tuple(), 200));
-    assert_eq!(marks(&mut table), [(200, true)]);
-    assert_eq!(table.counters.rx_mark_errors, 0);
+    for syn in [
+        segment(false, true, 0x5555, None, &[]),
+        segment(false, true, 0x5555, Some(OUR_ISN), &[]),
+        segment(false, true, 0x6666, Some(0x77), &[]),
+    ] {
+        assert_eq!(table.on_rx(&syn, OFFLOADED), Mark::Plain);
+    }
+    let c = table.conn(&tuple()).unwrap();
+    assert_eq!(c.tx_first, Some(OUR_ISN));
+    assert!(c.rx.as_ref().is_some_and(|rx| rx.active && rx.start == 0));
 }
 
 #[test]
@@ -276,7 +225,7 @@ fn the_table_is_capped_and_swept() {
             local: SocketAddr::new("10.0.0.1".parse().unwrap(), 1 + (i >> 16) as u16),
             remote: SocketAddr::new("10.0.0.2".parse().unwrap(), i as u16),
         };
-        table.learn_bases(t, 1, 2);
+        table.learn_bases(t, 1);
     }
     assert_eq!(table.len(), MAX_CONNS);
     assert_eq!(table.counters.untracked(), 10);

@@ -169,7 +169,5 @@ fn write_status(
     ob.set_tx_held_dropped(o.tx_held_dropped);
     ob.set_rx_decrypted(o.rx_decrypted);
     ob.set_rx_out_of_order(o.rx_out_of_order);
-    ob.set_rx_out_of_order_dropped(o.rx_out_of_order_dropped);
     ob.set_rx_out_of_order_decrypted(o.rx_out_of_order_decrypted);
-    ob.set_rx_mark_errors(o.rx_mark_errors);
 }

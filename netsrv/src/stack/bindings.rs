@@ -47,33 +47,6 @@ impl Stack {
         table.retain(|t| live.contains(t));
     }
 
-    /// The engine took a segment of an RX-offloaded connection: its marks
-    /// settle against how far the connection has now enqueued.
-    pub(super) fn settle_rx_marks(&mut self) {
-        let mut table = self.offload.borrow_mut();
-        let Some(id) = table.rx_pending_socket() else {
-            return;
-        };
-        let Some(tc) = self.tcp.get(&id) else {
-            table.forget_rx_pending();
-            return;
-        };
-        let Ok(c) = self.engine.tcp.conn(tc.id) else {
-            table.forget_rx_pending();
-            return;
-        };
-        let read = tc.rx_bytes;
-        let enqueued = read + c.readable() as u64;
-        let (a, b) = c.peek();
-        table.settle_rx(enqueued, |range| {
-            // Queued bytes by stream offset: the queue starts at `read`.
-            let skip = usize::try_from(range.start.checked_sub(read)?).ok()?;
-            let len = usize::try_from(range.end - range.start).ok()?;
-            let bytes: Vec<u8> = a.iter().chain(b).skip(skip).take(len).copied().collect();
-            (bytes.len() == len).then_some(bytes)
-        });
-    }
-
     /// Frames of offload-bound connections kept back while their context
     /// was on another port: judged again now that something changed.
     pub(super) fn send_held(&mut self) -> bool {
@@ -126,11 +99,11 @@ impl Stack {
         Ok((tx.0, rx.0))
     }
 
-    /// Gives the offload table the connection's sequence bases.
+    /// Gives the offload table the connection's first sent sequence number.
     fn learn_bases(&mut self, id: SockId) -> Result<Flow, SocketError> {
         let t = self.tcp_tuple(id)?;
-        let (tx, rx) = self.first_seqs(id)?;
-        self.offload.borrow_mut().learn_bases(t, tx, rx);
+        let (tx, _) = self.first_seqs(id)?;
+        self.offload.borrow_mut().learn_bases(t, tx);
         Ok(t)
     }
 
@@ -172,9 +145,10 @@ impl Stack {
         let t = self.learn_bases(id).map_err(|e| e.to_string())?;
         let (tc, c) = self.conn(id).map_err(|e| e.to_string())?;
         let enqueued = tc.rx_bytes + c.readable() as u64;
+        let ooo = (c.counters.out_of_order, c.counters.marked_out_of_order);
         self.offload
             .borrow_mut()
-            .bind_rx(t, id, enqueued)
+            .bind_rx(t, enqueued, ooo)
             .map_err(str::to_owned)
     }
 

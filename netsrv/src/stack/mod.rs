@@ -605,19 +605,19 @@ impl Stack {
             }
             let id = iface.id;
             for _ in 0..RX_BATCH {
-                if !self.ifaces[i].link.receive(&mut self.rx_frame) {
+                let Some(mark) = self.ifaces[i].link.receive(&mut self.rx_frame) else {
                     break;
-                }
+                };
                 activity = true;
-                let meta = RxMeta { checksum_ok: true };
+                let meta = RxMeta {
+                    checksum_ok: true,
+                    mark,
+                };
                 let mut links = Links {
                     ifaces: &mut self.ifaces,
                 };
                 self.engine
                     .receive(now, id, &self.rx_frame, meta, &mut links);
-                // The receive marks of an offloaded connection settle
-                // after each of its segments.
-                self.settle_rx_marks();
             }
         }
         let mut links = Links {

@@ -5,7 +5,7 @@ use super::{Links, SockId, SocketSummary, Stack};
 use crate::offload::{self, OffloadTable};
 use capnet_ring::{RingError, ServerEnd};
 use capnet_schema::errors::SocketError;
-use capnet_tcpip::tcp::{Conn, ConnError, ListenerId, Options, State, TcpError, TcpId};
+use capnet_tcpip::tcp::{Conn, ConnError, ListenerId, Mark, Options, State, TcpError, TcpId};
 use capnet_tcpip::ConnectError;
 use capnet_wire::chunk::{self, ChunkHeader};
 use capnet_wire::tcp::Flow;
@@ -397,7 +397,6 @@ impl Stack {
         let mut moved = false;
         let mut finished = Vec::new();
         let mut killed = Vec::new();
-        let mut offload_broken = Vec::new();
         // Connections the pump changed: only these are filed with the
         // engine again (output, timers), not every connection every poll.
         let mut touched = Vec::new();
@@ -409,15 +408,7 @@ impl Stack {
             };
             tc.observe(c);
             if let Some(t) = tc.tuple {
-                let enqueued = tc.rx_bytes + c.readable() as u64;
-                if !table.reconcile_rx(&t, enqueued) {
-                    tracing::error!(
-                        id,
-                        "receive marks lost track of the stream; aborting the connection"
-                    );
-                    offload_broken.push(id);
-                    continue;
-                }
+                table.observe_rx(&t, c.counters.out_of_order, c.counters.marked_out_of_order);
                 table.acked_tx(&t, tc.tx_bytes - c.send_queued() as u64);
             }
             match tc.pump(c, &mut table) {
@@ -456,9 +447,6 @@ impl Stack {
         for id in killed {
             self.counters.sessions_killed += 1;
             self.counters.bad_ring_indices += 1;
-            self.tcp_abort(id);
-        }
-        for id in offload_broken {
             self.tcp_abort(id);
         }
         for id in finished {
@@ -646,38 +634,34 @@ impl TcpConn {
 
 /// Receive path of a connection with TLS RX offload: marked chunks (see
 /// net.capnp `RxChunk`), one per run of bytes the NIC did or did not
-/// decrypt.
+/// decrypt, as TCP kept the marks with the bytes. Bytes the engine held
+/// before the binding are plain.
 fn pump_chunks(
     c: &mut Conn,
     rings: &mut ServerEnd,
-    rx: &mut offload::RxBinding,
+    rx: &offload::RxBinding,
     rx_bytes: &mut u64,
     ring_written: &mut u64,
 ) -> Result<bool, RingError> {
     let mut received = false;
-    loop {
-        let queued = c.readable();
-        if queued == 0 {
-            break;
-        }
-        // Bytes the engine held before the binding carry no marks: unmarked.
-        let (run, decrypted) = if *rx_bytes < rx.marks_start() {
-            (rx.marks_start() - *rx_bytes, false)
-        } else {
-            match rx.marks.run_at(*rx_bytes) {
-                Some(r) => r,
-                // Reconciled before the pump: cannot happen; stop safely.
-                None => break,
-            }
+    while let Some((mark, run)) = c.front_run() {
+        let decrypted = match mark {
+            _ if *rx_bytes < rx.start => false,
+            Mark::Plain => false,
+            Mark::Decrypted => true,
+            // Placed bytes are for a placement context's holder; netsrv
+            // makes no such marks for a TLS socket.
+            Mark::Placed { .. } => break,
+        };
+        let run = match rx.start.checked_sub(*rx_bytes) {
+            Some(before) if before > 0 => run.min(before as usize),
+            _ => run,
         };
         let space = rings.down.space()?;
         if space <= chunk::HEADER_LEN {
             break;
         }
-        let n = (run as usize)
-            .min(queued)
-            .min(chunk::MAX_LEN)
-            .min(space - chunk::HEADER_LEN);
+        let n = run.min(chunk::MAX_LEN).min(space - chunk::HEADER_LEN);
         tracing::trace!(offset = *rx_bytes, n, decrypted, "rx chunk");
         let header = ChunkHeader {
             len: n as u16, // at most chunk::MAX_LEN
@@ -690,7 +674,7 @@ fn pump_chunks(
             let want = left.min(dst.len());
             let got = c.read(&mut dst[..want]);
             if got == 0 {
-                // The engine said `queued` bytes were there.
+                // TCP said the run held `n` bytes.
                 return Err(RingError::Layout("receive queue shrank"));
             }
             rings.down.commit(got);

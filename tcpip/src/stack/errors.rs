@@ -195,6 +195,7 @@ impl Stack {
                 packet: &packet,
                 multicast,
                 checksum_ok: true,
+                mark: crate::tcp::Mark::Plain,
                 hop_limit: 0,
                 link_multicast: false,
             };

@@ -9,6 +9,7 @@ use crate::icmp;
 use crate::ip::iface::IfaceId;
 use crate::ip::Device;
 use crate::neighbor::Learned;
+use crate::tcp::Mark;
 use crate::time::Instant;
 use smoltcp::wire::{
     ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
@@ -22,6 +23,8 @@ use std::net::{IpAddr, Ipv6Addr};
 struct Link {
     iface: IfaceId,
     checksum_ok: bool,
+    /// What the NIC did to the payload it carries.
+    mark: Mark,
     /// The frame went to a link-layer broadcast or multicast address.
     multicast: bool,
 }
@@ -52,6 +55,8 @@ pub(super) struct Datagram<'a> {
     /// Linux's `pkt_type != PACKET_HOST`).
     pub link_multicast: bool,
     pub checksum_ok: bool,
+    /// What the NIC did to the payload.
+    pub mark: Mark,
     pub hop_limit: u8,
 }
 
@@ -81,6 +86,7 @@ impl Stack {
         let link = Link {
             iface,
             checksum_ok: meta.checksum_ok,
+            mark: meta.mark,
             multicast: dst[0] & 1 != 0,
         };
         match eth.ethertype() {
@@ -145,6 +151,7 @@ impl Stack {
         let Link {
             iface,
             checksum_ok,
+            mark,
             multicast: link_multicast,
         } = link;
         let Ok(p) = Ipv4Packet::new_checked(payload) else {
@@ -193,6 +200,7 @@ impl Stack {
             packet,
             multicast,
             checksum_ok,
+            mark,
             hop_limit,
             link_multicast,
         };
@@ -225,6 +233,7 @@ impl Stack {
         let Link {
             iface,
             checksum_ok,
+            mark,
             multicast: link_multicast,
         } = link;
         let Ok(p) = Ipv6Packet::new_checked(payload) else {
@@ -299,6 +308,7 @@ impl Stack {
                 packet,
                 multicast: dst6.is_multicast(),
                 checksum_ok,
+                mark,
                 hop_limit,
                 link_multicast,
             };
@@ -320,6 +330,7 @@ impl Stack {
             packet,
             multicast: dst6.is_multicast(),
             checksum_ok,
+            mark,
             hop_limit,
             link_multicast,
         };
@@ -360,8 +371,10 @@ impl Stack {
             protocol,
             body: &whole.payload[at..],
             packet: &rebuilt,
-            // The NIC checked fragments, not the datagram.
+            // The NIC checked fragments, not the datagram, and offloads
+            // only whole segments.
             checksum_ok: false,
+            mark: Mark::Plain,
             ..d
         };
         self.deliver(now, d, dev);
@@ -385,9 +398,7 @@ impl Stack {
             }
         }
         match d.protocol {
-            IpProtocol::Tcp if !d.multicast && !d.link_multicast => {
-                self.tcp_input(now, d.src, d.dst, d.body, d.checksum_ok, dev)
-            }
+            IpProtocol::Tcp if !d.multicast && !d.link_multicast => self.tcp_input(now, &d, dev),
             IpProtocol::Udp => self.udp_input(now, &d, dev),
             IpProtocol::Icmp if d.src.is_ipv4() => self.icmpv4_input(now, &d, dev),
             IpProtocol::Icmpv6 if d.src.is_ipv6() => self.icmpv6_input(now, &d, dev),

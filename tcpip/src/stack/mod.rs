@@ -19,7 +19,7 @@ use crate::icmp::{IcmpRateLimiter, PmtuCache, RateLimitConfig};
 use crate::ip::iface::{Cidr, Iface, IfaceId, Mac};
 use crate::ip::route::Route;
 use crate::ip::{Device, Ip};
-use crate::tcp::{ListenerId, Tcp, TcpId, TcpLimits};
+use crate::tcp::{ListenerId, Mark, Tcp, TcpId, TcpLimits};
 use crate::time::Instant;
 use crate::udp::{PortRange, UdpId, UdpLimits, UdpSockets};
 use std::collections::VecDeque;
@@ -33,6 +33,8 @@ pub use udp::UdpSendError;
 pub struct RxMeta {
     /// The NIC verified every checksum in it.
     pub checksum_ok: bool,
+    /// What the NIC's offload did to a TCP segment's payload in it.
+    pub mark: Mark,
 }
 
 /// How an engine starts.

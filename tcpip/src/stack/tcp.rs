@@ -1,6 +1,7 @@
 //! TCP's glue: segments become IP packets on the way down, checked
 //! segments reach the TCP layer on the way up, and the socket calls.
 
+use super::input::Datagram;
 use super::{unicast, Stack};
 use crate::ip::{Device, Ip, Packet, Sent};
 use crate::tcp::conn::{Payload, Sink};
@@ -54,20 +55,13 @@ pub enum ConnectError {
 }
 
 impl Stack {
-    pub(super) fn tcp_input(
-        &mut self,
-        now: Instant,
-        src: IpAddr,
-        dst: IpAddr,
-        seg: &[u8],
-        checksum_ok: bool,
-        dev: &mut dyn Device,
-    ) {
+    pub(super) fn tcp_input(&mut self, now: Instant, d: &Datagram<'_>, dev: &mut dyn Device) {
+        let (src, dst, seg) = (d.src, d.dst, d.body);
         let Ok(t) = TcpPacket::new_checked(seg) else {
             self.tcp.counters.malformed += 1;
             return;
         };
-        if !checksum_ok && !t.verify_checksum(&src.into(), &dst.into()) {
+        if !d.checksum_ok && !t.verify_checksum(&src.into(), &dst.into()) {
             self.ip.counters.bad_checksum += 1;
             return;
         }
@@ -88,7 +82,8 @@ impl Stack {
             dev,
             now,
         };
-        self.tcp.input(now, flow, &h, &seg[offset..], &mut out);
+        self.tcp
+            .input(now, flow, &h, &seg[offset..], d.mark, &mut out);
     }
 
     pub(super) fn tcp_poll(&mut self, now: Instant, dev: &mut dyn Device) {

@@ -7,6 +7,7 @@
 use super::conn::{self, Conn, ConnError, Options, Payload, Sink, State};
 use super::cookie::SynCookies;
 use super::isn::IsnGenerator;
+use super::mark::Mark;
 use super::sendq::SendQueue;
 use crate::time::Instant;
 use crate::timer::TimerWheel;
@@ -299,6 +300,7 @@ impl Tcp {
         flow: Flow,
         h: &Header,
         payload: &[u8],
+        mark: Mark,
         sink: &mut impl Sink,
     ) {
         if let Some(&slot) = self.demux.get(&flow) {
@@ -308,7 +310,7 @@ impl Tcp {
             if h.flags.rst() {
                 self.counters.resets_received += 1;
             }
-            let reply = conn.on_segment(now, h, payload);
+            let reply = conn.on_segment(now, h, payload, mark);
             if let conn::Reply::Reset { seq } = reply {
                 self.send_rst(sink, &flow, seq, None);
             }

@@ -5,6 +5,7 @@ pub mod conn;
 pub mod cookie;
 pub mod isn;
 pub mod layer;
+pub mod mark;
 pub mod recvq;
 pub mod rtt;
 pub mod scoreboard;
@@ -12,3 +13,4 @@ pub mod sendq;
 
 pub use conn::{Conn, ConnError, Options, State};
 pub use layer::{Event, ListenerId, Tcp, TcpError, TcpId, TcpLimits};
+pub use mark::Mark;

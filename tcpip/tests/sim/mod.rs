@@ -119,7 +119,13 @@ pub struct Net {
     pub dropped: u64,
     /// Every frame put on the wire, for tests that inspect segments.
     pub capture: Option<Vec<(Instant, usize, Vec<u8>)>>,
+    /// The receiving NIC: may change a frame for host `to` and says what
+    /// it did (offload marks).
+    pub nic: Option<Nic>,
 }
+
+/// A receiving NIC's offload, as [`Net::nic`] runs it.
+pub type Nic = Box<dyn FnMut(usize, &mut Vec<u8>) -> RxMeta>;
 
 pub fn mac(i: usize) -> [u8; 6] {
     [0x02, 0, 0, 0, 0, i as u8 + 1]
@@ -163,6 +169,7 @@ impl Net {
             frames: 0,
             dropped: 0,
             capture: None,
+            nic: None,
         }
     }
 
@@ -241,10 +248,14 @@ impl Net {
             if top.at > self.now {
                 break;
             }
-            let f = self.wire.pop().unwrap();
+            let mut f = self.wire.pop().unwrap();
             let iface = self.hosts[f.to].iface;
+            let meta = match &mut self.nic {
+                Some(nic) => nic(f.to, &mut f.frame),
+                None => RxMeta::default(),
+            };
             self.with(f.to, |s, now, out| {
-                s.receive(now, iface, &f.frame, RxMeta::default(), out)
+                s.receive(now, iface, &f.frame, meta, out)
             });
         }
         for h in 0..self.hosts.len() {

@@ -19,7 +19,7 @@ pub enum Reply {
 
 impl Conn {
     /// Takes one segment addressed to this connection.
-    pub fn on_segment(&mut self, now: Instant, h: &Header, payload: &[u8]) -> Reply {
+    pub fn on_segment(&mut self, now: Instant, h: &Header, payload: &[u8], mark: Mark) -> Reply {
         self.counters.segs_in += 1;
         self.send_blocked = false;
         self.last_rx = now;
@@ -27,14 +27,14 @@ impl Conn {
             self.timers.keepalive = Some(now + idle);
         }
         match self.state {
-            State::SynSent => self.syn_sent(now, h, payload),
+            State::SynSent => self.syn_sent(now, h, payload, mark),
             State::Closed => Reply::Nothing,
-            _ => self.synchronized_segment(now, h, payload),
+            _ => self.synchronized_segment(now, h, payload, mark),
         }
     }
 
     /// RFC 9293 3.10.7.3.
-    fn syn_sent(&mut self, now: Instant, h: &Header, payload: &[u8]) -> Reply {
+    fn syn_sent(&mut self, now: Instant, h: &Header, payload: &[u8], mark: Mark) -> Reply {
         let f = h.flags;
         let acceptable_ack = f.ack() && h.ack.gt(self.iss) && h.ack.le(self.snd_max);
         if f.ack() && !acceptable_ack {
@@ -62,7 +62,7 @@ impl Conn {
             self.ack.now = true;
             // Data on a SYN-ACK (TFO-style) is taken like any other.
             if !payload.is_empty() {
-                self.take_data(now, h.seq + 1u32, payload, false);
+                self.take_data(now, h.seq + 1u32, payload, mark, false);
             }
         } else {
             // Simultaneous open (RFC 9293 3.5, figure 8): SYN-ACK from here.
@@ -142,7 +142,13 @@ impl Conn {
     }
 
     /// RFC 9293 3.10.7.4, for every state past SYN-SENT.
-    fn synchronized_segment(&mut self, now: Instant, h: &Header, payload: &[u8]) -> Reply {
+    fn synchronized_segment(
+        &mut self,
+        now: Instant,
+        h: &Header,
+        payload: &[u8],
+        mark: Mark,
+    ) -> Reply {
         let f = h.flags;
         let seg_len = h.seq_len(payload.len());
         if self.simultaneous_open
@@ -232,7 +238,7 @@ impl Conn {
             return Reply::Reset { seq: h.ack };
         }
         if !payload.is_empty() || f.fin() {
-            self.take_data(now, h.seq, payload, f.fin());
+            self.take_data(now, h.seq, payload, mark, f.fin());
         }
         Reply::Nothing
     }
@@ -264,7 +270,7 @@ impl Conn {
         if let Some(at) = self.recvq.next().checked_sub(behind as u64) {
             let seen = len.min(behind as usize);
             // Inserting data entirely below RCV.NXT only records the D-SACK.
-            self.recvq.insert(at, &vec![0; seen]);
+            self.recvq.insert(at, &vec![0; seen], Mark::Plain);
         }
     }
 
@@ -484,8 +490,16 @@ impl Conn {
         });
     }
 
-    /// The payload (and FIN) of an acceptable segment.
-    pub(super) fn take_data(&mut self, now: Instant, seq: SeqNumber, payload: &[u8], fin: bool) {
+    /// The payload (and FIN) of an acceptable segment, with what the NIC
+    /// did to it.
+    pub(super) fn take_data(
+        &mut self,
+        now: Instant,
+        seq: SeqNumber,
+        payload: &[u8],
+        mark: Mark,
+        fin: bool,
+    ) {
         if fin {
             let at = seq + payload.len();
             if self.peer_fin.is_none() && self.state.receives() {
@@ -509,8 +523,12 @@ impl Conn {
             if !rest.is_empty() {
                 let at = self.recvq.next() + ((seq + skip) - nxt) as u64;
                 let hole_before = self.recvq.has_out_of_order();
-                let r = self.recvq.insert(at, rest);
+                let r = self.recvq.insert(at, rest, mark);
                 self.counters.ooo_dropped += (r.dropped > 0) as u64;
+                if r.out_of_order {
+                    self.counters.out_of_order += 1;
+                    self.counters.marked_out_of_order += u64::from(mark != Mark::Plain);
+                }
                 self.counters.bytes_received += r.advanced as u64;
                 if r.out_of_order || r.duplicate || hole_before || r.dropped > 0 {
                     // RFC 5681 4.2: out of order, or filling a hole: ACK now.

@@ -12,6 +12,7 @@ mod output;
 mod timers;
 
 use super::cc::{Algorithm, CongestionControl};
+use super::mark::Mark;
 use super::recvq::RecvQueue;
 use super::rtt::RttEstimator;
 use super::scoreboard::Scoreboard;
@@ -194,6 +195,10 @@ pub struct ConnCounters {
     pub paws_drops: u64,
     pub out_of_window: u64,
     pub ooo_dropped: u64,
+    /// Segments that waited for a hole before them.
+    pub out_of_order: u64,
+    /// Of those, ones whose payload a NIC had marked (decrypted, placed).
+    pub marked_out_of_order: u64,
     pub zero_window_probes: u64,
 }
 
@@ -565,7 +570,8 @@ impl Conn {
         self.sendq.len()
     }
 
-    /// Reads in-order bytes.
+    /// Reads in-order bytes, whatever the NIC did to them, up to the first
+    /// placed byte.
     pub fn read(&mut self, dst: &mut [u8]) -> usize {
         let n = self.recvq.read(dst);
         if n > 0 {
@@ -574,12 +580,14 @@ impl Conn {
         n
     }
 
-    /// The in-order bytes, in at most two slices, without taking them.
-    pub fn peek(&self) -> (&[u8], &[u8]) {
-        self.recvq.peek()
+    /// The run of received bytes at the read point that share one mark:
+    /// the mark, and how many bytes it holds ([`read`](Self::read) takes
+    /// them, or [`consume`](Self::consume) if they were placed).
+    pub fn front_run(&self) -> Option<(Mark, usize)> {
+        self.recvq.front_run()
     }
 
-    /// Drops `n` bytes seen through [`peek`](Self::peek).
+    /// Drops `n` in-order bytes unread (placed ones are only taken so).
     pub fn consume(&mut self, n: usize) {
         self.recvq.consume(n);
         if n > 0 {

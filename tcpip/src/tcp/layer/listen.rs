@@ -284,7 +284,8 @@ impl Tcp {
         self.counters.passive_opens += 1;
         let id = self.insert(conn, Some(lid));
         self.handshake_done(id.slot, true);
-        let _ = self.with_conn(now, id, |c| c.on_segment(now, h, payload));
+        // No offload context can name a flow that had no connection: plain.
+        let _ = self.with_conn(now, id, |c| c.on_segment(now, h, payload, Mark::Plain));
         let _ = sink;
     }
 
