@@ -286,7 +286,7 @@ struct OffloadPathCounters {
   # netsrv's part of NIC offload (TLS): what it did with the frames of
   # connections bound to offload contexts.
   txTagged @0 :UInt64;           # frames tagged for a context's engine
-  txReplaced @1 :UInt64;         # frames whose framed bytes left software-sealed instead
+  txReplaced @1 :UInt64;         # framed bytes rewritten software-sealed in TCP's send queue after the holder left its context
   txHeld @2 :UInt64;             # frames kept back (their context's port was not their egress, or no buffer)
   txHeldSent @3 :UInt64;
   txHeldDropped @4 :UInt64;      # given up (too many held); TCP retransmits them

@@ -166,8 +166,8 @@ pub fn netsrv_frames(data: &[u8]) {
                 table.observe_rx(&tuple, ooo, ooo / 2);
             }
             2 => {
-                let mut frame = input.piece().to_vec();
-                let _ = table.on_tx(&mut frame, "sim0", 1, op & 0x80 != 0);
+                let frame = input.piece().to_vec();
+                let _ = table.on_tx(&frame, "sim0", 1);
                 let _ = table.take_releasable();
             }
             3 => {
@@ -185,11 +185,10 @@ pub fn netsrv_frames(data: &[u8]) {
             }
             5 => {
                 sent += u64::from(input.u16());
-                table.acked_tx(&tuple, sent);
             }
             6 => {
                 let bytes = input.piece().to_vec();
-                let _ = table.unbind_tx(&tuple, sent, bytes);
+                let _ = (table.unbind_tx(&tuple), bytes);
             }
             _ => {
                 table.topology_changed();

@@ -273,12 +273,7 @@ impl TxToken<'_> {
             return result;
         }
         let verdict = match self.offload {
-            Some(h) => h.table.borrow_mut().on_tx(
-                frame,
-                &h.port,
-                h.epoch,
-                self.flags & flags::TX_CSUM != 0,
-            ),
+            Some(h) => h.table.borrow_mut().on_tx(frame, &h.port, h.epoch),
             None => TxAction::Send {
                 flags: 0,
                 context: 0,

@@ -12,9 +12,11 @@
 //! - tags TX frames of a bound connection with its context when they leave
 //!   on the context's port, and holds them when they would leave elsewhere
 //!   (framed records are cleartext: they never leave untagged);
-//! - after the holder moved to software, sends its software-sealed
-//!   replacement for framed bytes still in flight, and tells when no
-//!   descriptor naming the old context is still in flight (the drain);
+//! - after the holder moved to software, drops the frames it held (TCP
+//!   sends their bytes again from its queue, where the stack wrote the
+//!   holder's software-sealed replacement over the framed bytes), and
+//!   tells when no descriptor naming the old context is still in flight
+//!   (the drain);
 //! - on RX, gives the engine each segment of an RX-bound connection with
 //!   the NIC's outcome ([`Mark`]); TCP keeps the mark with the bytes
 //!   through reassembly, so the receive ring can say byte for byte which
@@ -22,7 +24,6 @@
 
 use capnet_ring::flags;
 use capnet_tcpip::tcp::Mark;
-use capnet_wire::csum;
 use capnet_wire::tcp::{SeqNumber, StreamBase};
 use std::collections::{HashMap, VecDeque};
 
@@ -47,19 +48,6 @@ pub struct TxBinding {
     pub context: u32,
     /// First stream offset the holder framed for the NIC.
     pub start: u64,
-}
-
-/// Software-sealed bytes to send instead of framed ones.
-#[derive(Clone, Debug, Default)]
-struct Replacement {
-    start: u64,
-    bytes: Vec<u8>,
-}
-
-impl Replacement {
-    fn end(&self) -> u64 {
-        self.start + self.bytes.len() as u64
-    }
 }
 
 /// RX bound to a context.
@@ -91,6 +79,8 @@ impl RxBinding {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct OffloadCounters {
     pub tx_tagged: u64,
+    /// Framed bytes rewritten software-sealed after the holder moved to
+    /// software (in TCP's send queue, or on their way into it).
     pub tx_replaced: u64,
     /// Frames kept back: they would have left untagged with framed bytes.
     pub tx_held: u64,
@@ -129,7 +119,6 @@ pub struct ConnOffload {
     pub tx_first: Option<u32>,
     tx_hint: u64,
     pub tx: Option<TxBinding>,
-    replacement: Option<Replacement>,
     held: VecDeque<Vec<u8>>,
     /// Some held frame waits for its context's port (not for a buffer).
     held_for_port: bool,
@@ -220,15 +209,8 @@ impl OffloadTable {
         c.tx_first = Some(seq);
     }
 
-    /// A frame the engine built for `port` (driver `epoch`). `csum_offload`:
-    /// the port fills checksums (else we must after changing the payload).
-    pub fn on_tx(
-        &mut self,
-        frame: &mut [u8],
-        port: &str,
-        epoch: u32,
-        csum_offload: bool,
-    ) -> TxAction {
+    /// A frame the engine built for `port` (driver `epoch`).
+    pub fn on_tx(&mut self, frame: &[u8], port: &str, epoch: u32) -> TxAction {
         let Some(v) = parse_tcp(frame) else {
             return SEND;
         };
@@ -254,25 +236,10 @@ impl OffloadTable {
         let start = offset_of(v.seq, first, c.tx_hint);
         let end = start + v.payload.len() as u64;
         c.tx_hint = end;
-        let mut changed = false;
-        if let Some(r) = &c.replacement {
-            let (from, to) = (start.max(r.start), end.min(r.end()));
-            if from < to {
-                let dst = v.payload.start + (from - start) as usize;
-                let src = (from - r.start) as usize;
-                let n = (to - from) as usize;
-                frame[dst..dst + n].copy_from_slice(&r.bytes[src..src + n]);
-                changed = true;
-                self.counters.tx_replaced += 1;
-            }
-        }
         // Bytes from the binding's start on are framed: only its context
         // may send them (its NIC passes the bytes before `start` as they
         // are).
         let framed = c.tx.as_ref().is_some_and(|b| end > b.start);
-        if changed && !csum_offload {
-            let _ = csum::fill_tx(frame);
-        }
         match &c.tx {
             Some(b) if framed && b.port == port && b.epoch == epoch => {
                 self.counters.tx_tagged += 1;
@@ -379,42 +346,18 @@ impl OffloadTable {
         Ok(())
     }
 
-    /// Unbinds TX; framed bytes from `start` on are sent as `bytes` from
-    /// now on. Returns the old binding.
-    pub fn unbind_tx(&mut self, t: &Flow, start: u64, bytes: Vec<u8>) -> Option<TxBinding> {
+    /// Unbinds TX: the holder moved to software, and the stack rewrites
+    /// the framed bytes in TCP's queue. Frames held back hold framed
+    /// bytes (cleartext) and no context may send them now: they are
+    /// dropped, and TCP sends their bytes again as rewritten. Returns the
+    /// old binding.
+    pub fn unbind_tx(&mut self, t: &Flow) -> Option<TxBinding> {
         let c = self.conns.get_mut(t)?;
         let old = c.tx.take();
-        self.held_dirty = true;
-        // A later replacement covers an earlier one's tail: keep the union
-        // contiguous by keeping whichever starts first, extended.
-        match &mut c.replacement {
-            Some(r) if r.end() >= start && r.start <= start => {
-                r.bytes.truncate((start - r.start) as usize);
-                r.bytes.extend_from_slice(&bytes);
-            }
-            _ => {
-                if !bytes.is_empty() {
-                    c.replacement = Some(Replacement { start, bytes });
-                }
-            }
-        }
+        self.counters.tx_held_dropped += c.held.len() as u64;
+        c.held.clear();
+        c.held_for_port = false;
         old
-    }
-
-    /// The peer acknowledged every byte before `una`: replacement bytes
-    /// before it will never be sent again.
-    pub fn acked_tx(&mut self, t: &Flow, una: u64) {
-        let Some(c) = self.conns.get_mut(t) else {
-            return;
-        };
-        if let Some(r) = &mut c.replacement {
-            if una >= r.end() {
-                c.replacement = None;
-            } else if una > r.start {
-                r.bytes.drain(..(una - r.start) as usize);
-                r.start = una;
-            }
-        }
     }
 
     /// Binds RX before the NIC makes the context: marks from the current

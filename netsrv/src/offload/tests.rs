@@ -80,8 +80,8 @@ fn segment_of(
 }
 
 /// The stack sends `frame` on port "p0".
-fn send(table: &mut OffloadTable, mut frame: Vec<u8>) -> TxAction {
-    table.on_tx(&mut frame, "p0", 0, true)
+fn send(table: &mut OffloadTable, frame: Vec<u8>) -> TxAction {
+    table.on_tx(&frame, "p0", 0)
 }
 
 /// An established connection whose bases the engine gave.
@@ -159,6 +159,44 @@ fn the_receive_ring_waits_at_the_binding_until_the_context_is_made() {
     assert_eq!(table.confirm_rx(&tuple(), 9999), Some(4096));
     let rx = table.conn(&tuple()).unwrap().rx.clone().unwrap();
     assert_eq!(rx.plain_allowance(100), None);
+}
+
+/// Our data segment at stream offset `offset`.
+fn ours(offset: u64, payload: &[u8]) -> Vec<u8> {
+    segment(true, false, seq_of(OUR_ISN, offset), Some(ISN), payload)
+}
+
+#[test]
+fn framed_bytes_leave_only_tagged_and_held_frames_die_with_the_binding() {
+    let mut table = accepted();
+    let binding = |port: &str| TxBinding {
+        port: port.into(),
+        epoch: 0,
+        context: 5,
+        start: 100,
+    };
+    table.bind_tx(tuple(), binding("p0")).unwrap();
+    // Before the binding's start: as it is; from it on: tagged.
+    assert_eq!(send(&mut table, ours(0, &[1; 100])), SEND);
+    let tagged = TxAction::Send {
+        flags: flags::OFFLOAD_TX,
+        context: 5,
+    };
+    assert_eq!(send(&mut table, ours(50, &[1; 100])), tagged);
+    // The context moved to another port: framed bytes wait, in order,
+    // and so does what follows them.
+    table.unbind_tx(&tuple());
+    table.bind_tx(tuple(), binding("p1")).unwrap();
+    assert_eq!(send(&mut table, ours(150, &[2; 100])), TxAction::Hold);
+    assert_eq!(table.take_releasable().len(), 1);
+    assert_eq!(send(&mut table, ours(250, &[2; 100])), TxAction::Hold);
+    // The holder left for software: held frames (cleartext records) are
+    // dropped, and what TCP sends again leaves untagged.
+    let old = table.unbind_tx(&tuple()).unwrap();
+    assert_eq!(old.port, "p1");
+    assert!(table.take_releasable().is_empty());
+    assert_eq!(table.counters.tx_held_dropped, 1);
+    assert_eq!(send(&mut table, ours(150, &[3; 200])), SEND);
 }
 
 #[test]

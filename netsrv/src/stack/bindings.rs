@@ -129,6 +129,10 @@ impl Stack {
             .map_err(str::to_owned)
     }
 
+    /// The holder left its TX context: the framed bytes from stream offset
+    /// `start` on are `bytes` (sealed in software) from now on. TCP's queue
+    /// gets them over what it holds; bytes still in the socket ring get
+    /// them on their way in.
     pub fn tcp_unbind_tx(
         &mut self,
         id: SockId,
@@ -136,7 +140,37 @@ impl Stack {
         bytes: Vec<u8>,
     ) -> Result<Option<TxBinding>, SocketError> {
         let t = self.tcp_tuple(id)?;
-        Ok(self.offload.borrow_mut().unbind_tx(&t, start, bytes))
+        let old = self.offload.borrow_mut().unbind_tx(&t);
+        let tc = self.tcp.get_mut(&id).ok_or(SocketError::Closed)?;
+        let c = self
+            .engine
+            .tcp
+            .conn_mut(tc.id)
+            .map_err(|_| SocketError::Closed)?;
+        let una = tc.tx_bytes - c.send_queued() as u64;
+        // Bytes the peer acknowledged are never sent again.
+        let skip = una.saturating_sub(start).min(bytes.len() as u64) as usize;
+        let from = start + skip as u64;
+        let queued = usize::try_from(tc.tx_bytes.saturating_sub(from)).unwrap_or(usize::MAX);
+        let rest = &bytes[skip..];
+        let n = c.rewrite_queued((from - una) as usize, &rest[..queued.min(rest.len())]);
+        let mut replaced = n as u64;
+        let tail = &rest[n..];
+        if !tail.is_empty() {
+            // A later rewrite covers an earlier one's tail: keep the union
+            // contiguous from whichever starts first.
+            let at = from + n as u64;
+            match &mut tc.tx_rewrite {
+                Some((s, b)) if *s <= at && *s + b.len() as u64 >= at => {
+                    b.truncate((at - *s) as usize);
+                    b.extend_from_slice(tail);
+                }
+                pending => *pending = Some((at, tail.to_vec())),
+            }
+            replaced += tail.len() as u64;
+        }
+        self.offload.borrow_mut().counters.tx_replaced += replaced;
+        Ok(old)
     }
 
     /// Expects NIC marks from the current receive point on (before the NIC

@@ -40,6 +40,10 @@ pub(super) struct TcpConn {
     pub ring_written: u64,
     /// The connection as (local, remote): its offload key.
     pub tuple: Option<Flow>,
+    /// Software-sealed bytes to write instead of framed ones still in the
+    /// socket ring when the holder left its TX context: (stream offset,
+    /// bytes).
+    pub tx_rewrite: Option<(u64, Vec<u8>)>,
 }
 
 pub(super) struct Listener {
@@ -62,6 +66,7 @@ impl TcpConn {
             tx_bytes: 0,
             ring_written: 0,
             tuple: Some(tuple),
+            tx_rewrite: None,
         }
     }
 
@@ -409,7 +414,6 @@ impl Stack {
             tc.observe(c);
             if let Some(t) = tc.tuple {
                 table.observe_rx(&t, c.counters.out_of_order, c.counters.marked_out_of_order);
-                table.acked_tx(&t, tc.tx_bytes - c.send_queued() as u64);
             }
             match tc.pump(c, &mut table) {
                 Ok(true) => {
@@ -555,7 +559,10 @@ impl TcpConn {
             if chunk.is_empty() {
                 break;
             }
-            let n = c.write(chunk);
+            let n = match rewritten(&mut self.tx_rewrite, self.tx_bytes, chunk) {
+                Some(bytes) => c.write(&bytes),
+                None => c.write(chunk),
+            };
             if n == 0 {
                 break;
             }
@@ -630,6 +637,25 @@ impl TcpConn {
         }
         Ok(moved)
     }
+}
+
+/// `chunk`, at stream offset `at`, with the pending rewrite's bytes over
+/// it (`None`: nothing to rewrite there); drops the rewrite once passed.
+fn rewritten(rewrite: &mut Option<(u64, Vec<u8>)>, at: u64, chunk: &[u8]) -> Option<Vec<u8>> {
+    let (start, bytes) = rewrite.as_ref()?;
+    let end = start + bytes.len() as u64;
+    if at >= end {
+        *rewrite = None;
+        return None;
+    }
+    let (from, to) = (at.max(*start), (at + chunk.len() as u64).min(end));
+    if from >= to {
+        return None;
+    }
+    let mut out = chunk.to_vec();
+    out[(from - at) as usize..(to - at) as usize]
+        .copy_from_slice(&bytes[(from - start) as usize..(to - start) as usize]);
+    Some(out)
 }
 
 /// Receive path of a connection with TLS RX offload: marked chunks (see

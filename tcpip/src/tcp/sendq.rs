@@ -74,6 +74,21 @@ impl SendQueue {
         debug_assert_eq!(filled, dst.len(), "read past the send queue");
     }
 
+    /// Writes `bytes` over the held bytes at `offset` (from `snd.una`), as
+    /// far as the queue goes; returns how many. Retransmissions send the
+    /// new bytes (an offload holder's software-sealed records in place of
+    /// the ones framed for a NIC that is gone).
+    pub fn overwrite(&mut self, offset: usize, bytes: &[u8]) -> usize {
+        let n = bytes.len().min(self.bytes.len().saturating_sub(offset));
+        if n == 0 {
+            return 0;
+        }
+        for (d, s) in self.bytes.range_mut(offset..offset + n).zip(bytes) {
+            *d = *s;
+        }
+        n
+    }
+
     /// Drops the first `n` bytes (acknowledged).
     pub fn ack(&mut self, n: usize) {
         let n = n.min(self.bytes.len());
@@ -99,6 +114,11 @@ mod tests {
         let mut out = [0u8; 7];
         q.read(2, &mut out);
         assert_eq!(&out, b"ijklmno");
+        assert_eq!(q.overwrite(8, b"XYZ"), 2);
+        assert_eq!(q.overwrite(11, b"!"), 0);
+        let mut out = [0u8; 4];
+        q.read(6, &mut out);
+        assert_eq!(&out, b"mnXY");
         q.ack(100);
         assert!(q.is_empty());
         let mut big = SendQueue::new(1 << 20);

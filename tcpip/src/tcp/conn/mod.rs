@@ -608,6 +608,13 @@ impl Conn {
         n
     }
 
+    /// Writes `bytes` over queued bytes from `offset` (from the first
+    /// unacknowledged byte) on, as far as the queue goes; returns how many.
+    /// What is sent or sent again from there is the new bytes.
+    pub fn rewrite_queued(&mut self, offset: usize, bytes: &[u8]) -> usize {
+        self.sendq.overwrite(offset, bytes)
+    }
+
     /// Shuts the sending side: a FIN follows the queued data.
     pub fn shutdown_write(&mut self) {
         if self.fin == Fin::None && self.state.sends() {
