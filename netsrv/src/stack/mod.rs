@@ -596,7 +596,6 @@ impl Stack {
             legs_changed |= iface.link.refresh();
             if let Some(f) = self.engine.ip.iface_mut(iface.id) {
                 f.mtu = iface.link.mtu();
-                f.up = iface.link.has_live_leg();
             }
             iface.link.resend_salvaged();
             if iface.link.announce_pending() {

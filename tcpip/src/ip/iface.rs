@@ -1,5 +1,5 @@
 //! Interfaces as the engine sees them: a link-layer address, an MTU,
-//! addresses with their prefixes, and whether the link is up. What carries
+//! addresses with their prefixes. What carries
 //! an interface's frames (a port, a bond of ports) is the bindings' affair.
 
 use std::net::IpAddr;
@@ -81,7 +81,6 @@ pub struct Iface {
     /// The IP MTU: the largest IP packet a frame carries.
     pub mtu: usize,
     pub addrs: Vec<Cidr>,
-    pub up: bool,
 }
 
 impl Iface {
@@ -90,7 +89,6 @@ impl Iface {
             mac,
             mtu,
             addrs: Vec::new(),
-            up: true,
         }
     }
 

@@ -166,13 +166,14 @@ impl Ip {
         self.ifaces().find(|(_, f)| f.has_addr(ip)).map(|(i, _)| i)
     }
 
-    /// Where a packet to `dst` goes, and from which address.
+    /// Where a packet to `dst` goes, and from which address. A route
+    /// whose link has no carrier still serves, as Linux keeps `linkdown`
+    /// routes: what goes out meanwhile is lost and TCP sends it again, so
+    /// a connect in a link's first moments (or during a flap) waits rather
+    /// than fails.
     pub fn route(&self, dst: IpAddr) -> Option<(NextHop, IpAddr, usize)> {
         let hop = self.routes.lookup(dst)?;
         let iface = self.iface(hop.iface)?;
-        if !iface.up {
-            return None;
-        }
         let src = iface.source_for(dst)?;
         Some((hop, src, iface.mtu))
     }
