@@ -267,6 +267,8 @@ struct StackCounters {
   limits @19 :LimitCounters;
   sessionsRefused @20 :UInt64;    # connections refused by [access] network
   driversRefused @21 :UInt64;     # drivers refused: what they reported did not hold, or they did not answer
+  tcpRetransmits @22 :UInt64;     # TCP segments sent again, by connections open now or since closed
+  tcpTimeouts @23 :UInt64;        # TCP retransmission timeouts, likewise
 }
 
 struct LimitCounters {

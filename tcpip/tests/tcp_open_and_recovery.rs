@@ -306,6 +306,40 @@ fn a_tail_loss_gets_a_probe_after_two_srtt() {
     assert_eq!(p.conn(id).counters.timeouts, 0);
 }
 
+/// RFC 8985 7.2: the probe timer restarts after new data is sent, so it
+/// counts the flight as it is after the burst. A flight of two segments
+/// that begins with nothing in flight (the window refilled after a full
+/// ACK, or a response) and is lost whole gets a probe after 2*SRTT: the
+/// allowance for a delayed ACK (WCDelAckT) is for a flight of one, and
+/// with it the probe would come after the RTO, that is never.
+#[test]
+fn a_flight_of_two_sent_from_idle_gets_a_probe_after_two_srtt() {
+    let (mut p, id, first) = sender(1);
+    p.advance_ms(50);
+    sack(&mut p, i64::from(first[0].seq) + 1448, &[]);
+    p.expect_none("all acknowledged");
+    p.write(id, &data(2 * 1448));
+    let segs = p.take_all();
+    assert_eq!(segs.len(), 2, "{segs:?}");
+    // Both are lost.
+    let probe = p.wait_segment(Duration::from_secs(5)).expect("a probe");
+    let waited = probe.at.since(segs[1].at);
+    assert_eq!(probe.seq, segs[1].seq, "the last segment: {probe}");
+    assert!(
+        waited >= Duration::from_millis(90) && waited <= Duration::from_millis(120),
+        "PTO = 2 * SRTT (50 ms), not the RTO (250 ms): waited {waited:?}"
+    );
+    assert_eq!(p.conn(id).counters.tail_loss_probes, 1);
+    assert_eq!(p.conn(id).counters.timeouts, 0);
+    // The probe arrives: its SACK shows the first lost, resent at once.
+    p.advance_ms(50);
+    let seq = |i: usize| i64::from(segs[i].seq);
+    sack(&mut p, seq(0), &[(seq(1), seq(1) + 1448)]);
+    let r = p.wait_segment(Duration::from_millis(30)).expect("0 again");
+    assert_eq!(r.seq, segs[0].seq, "{r}");
+    assert_eq!(p.conn(id).counters.timeouts, 0);
+}
+
 /// RFC 8985 6.2: a segment sent before one now SACKed is lost once
 /// RACK.rtt + RACK.reo_wnd (min_RTT / 4) has passed since it was sent:
 /// not at the SACK (that may be reordering), but a reorder window later.

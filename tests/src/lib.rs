@@ -4,6 +4,8 @@
 use capnet::host::Host;
 use std::path::PathBuf;
 
+pub mod tap_rig;
+
 pub use capnet::demo::{pattern, receive_all, receive_counting, send_pattern, Progress};
 
 /// Echoes everything back until EOF; returns the byte count.

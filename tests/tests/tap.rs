@@ -2,90 +2,13 @@
 //! inside a network namespace the test makes. Needs root.
 
 use capnet::host::Host;
+use capnet_tests::tap_rig::{sh, sha256_file, Namespace};
 use capnet_tests::{pattern, receive_all, require_root, send_pattern, Scratch};
 use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
 use std::net::Shutdown;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 const OUR_MAC: &str = "02:00:00:00:aa:01";
-
-fn sh(cmd: &str) -> String {
-    let out = Command::new("bash").arg("-c").arg(cmd).output().unwrap();
-    assert!(
-        out.status.success(),
-        "`{cmd}` failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// A network namespace with a TAP device `ctap0` at 10.77.0.1/24.
-struct Namespace(String);
-
-impl Namespace {
-    fn new() -> Namespace {
-        let name = format!("capnet-t{}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &name]).output();
-        sh(&format!(
-            "ip netns add {name} && ip -n {name} link set lo up && \
-             ip -n {name} tuntap add dev ctap0 mode tap && \
-             ip -n {name} addr add 10.77.0.1/24 dev ctap0 && ip -n {name} link set ctap0 up"
-        ));
-        Namespace(name)
-    }
-
-    fn exec(&self, cmd: &str) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.0, "bash", "-c", cmd]);
-        c
-    }
-
-    fn spawn(&self, cmd: &str) -> KillOnDrop {
-        KillOnDrop(
-            self.exec(&format!("exec {cmd}"))
-                .stdin(Stdio::null())
-                .spawn()
-                .unwrap(),
-        )
-    }
-}
-
-impl Drop for Namespace {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
-    }
-}
-
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn wait_for_port(ns: &Namespace, port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        let out = ns
-            .exec(&format!("ss -ltn 'sport = :{port}' | grep -q LISTEN"))
-            .status()
-            .unwrap();
-        if out.success() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("nothing listens on {port} in the namespace");
-}
-
-fn sha256_file(path: &std::path::Path) -> [u8; 32] {
-    Sha256::digest(std::fs::read(path).unwrap()).into()
-}
 
 #[test]
 fn linux_peer_over_tap() {
@@ -93,12 +16,8 @@ fn linux_peer_over_tap() {
         return;
     }
     let scratch = Scratch::new("tap");
-    let ns = Namespace::new();
-    let config = format!(
-        "[[port]]\nname = \"tap0\"\nbackend = \"tap\"\ntap = \"ctap0\"\nnetns = \"{}\"\nmac = \"{OUR_MAC}\"\n\
-         pcap = \"tap0.pcap\"\naddresses = [\"10.77.0.2/24\"]\n",
-        ns.0
-    );
+    let ns = Namespace::new("t");
+    let config = ns.port_config(OUR_MAC, "pcap = \"tap0.pcap\"\n");
     let run = scratch.0.join("host");
     let host = Host::start(&config, &run, &run).unwrap();
     let net = host.net().unwrap();
@@ -166,7 +85,7 @@ fn linux_peer_over_tap() {
         "python3 -m http.server 8000 --bind 10.77.0.1 --directory {}",
         www.display()
     ));
-    wait_for_port(&ns, 8000);
+    ns.wait_for_port(8000);
     let mut s = net
         .tcp_connect("10.77.0.1:8000".parse().unwrap(), None)
         .unwrap();
@@ -193,7 +112,7 @@ fn linux_peer_over_tap() {
         "socat -u TCP-LISTEN:40001,reuseaddr OPEN:{},creat,trunc",
         sink.display()
     ));
-    wait_for_port(&ns, 40001);
+    ns.wait_for_port(40001);
     let s = net
         .tcp_connect("10.77.0.1:40001".parse().unwrap(), None)
         .unwrap();
@@ -213,7 +132,7 @@ fn linux_peer_over_tap() {
         "socat -u OPEN:{} TCP-LISTEN:40002,reuseaddr",
         source.display()
     ));
-    wait_for_port(&ns, 40002);
+    ns.wait_for_port(40002);
     let mut s = net
         .tcp_connect("10.77.0.1:40002".parse().unwrap(), None)
         .unwrap();

@@ -121,8 +121,8 @@ fn human(r: status_results::Reader<'_>, procs: &[ProcessInfo]) -> capnp::Result<
     let c = net.get_counters()?;
     let _ = writeln!(
         out,
-        "stack: sessions {} killed {} refused {} bad-ring-indices {} connects {} accepts {} resets {} udp sent {} received {} \
-         bad-checksum {} tx-no-buffer {} ports-disabled {}",
+        "stack: sessions {} killed {} refused {} bad-ring-indices {} connects {} accepts {} resets {} \
+         retransmits {} timeouts {} udp sent {} received {} bad-checksum {} tx-no-buffer {} ports-disabled {}",
         c.get_sessions(),
         c.get_sessions_killed(),
         c.get_sessions_refused(),
@@ -130,6 +130,8 @@ fn human(r: status_results::Reader<'_>, procs: &[ProcessInfo]) -> capnp::Result<
         c.get_tcp_connects(),
         c.get_tcp_accepts(),
         c.get_tcp_resets(),
+        c.get_tcp_retransmits(),
+        c.get_tcp_timeouts(),
         c.get_udp_sent(),
         c.get_udp_received(),
         c.get_rx_bad_checksum(),

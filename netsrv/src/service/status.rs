@@ -150,6 +150,9 @@ fn write_status(
     b.set_driver_attaches(attaches);
     b.set_driver_detaches(detaches);
     b.set_rings_mapped(mapped);
+    let (retransmits, timeouts) = stack.tcp_loss_counters();
+    b.set_tcp_retransmits(retransmits);
+    b.set_tcp_timeouts(timeouts);
     let (resent, dropped) = stack.ifaces.iter().fold((0, 0), |(r, d), i| {
         (
             r + i.link.counters.salvage_resent,

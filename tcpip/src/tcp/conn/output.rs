@@ -299,6 +299,14 @@ impl Conn {
             self.spend_quota(len);
             sent += 1;
         }
+        if sent > 0 {
+            // RFC 8985 7.2: the probe timer restarts after new data is sent,
+            // for the whole burst (Linux tcp_write_xmit). Armed with the
+            // first segment only, a burst that began with nothing in flight
+            // would keep a lone segment's allowance for a delayed ACK: a
+            // PTO past the RTO, so no probe for its tail.
+            self.arm_loss_probe(now);
+        }
         sent
     }
 

@@ -135,11 +135,17 @@ impl Conn {
     /// Arms the retransmission timer, and a tail-loss probe before it when
     /// the connection is not recovering (RFC 8985 7.2).
     pub(super) fn arm_retransmit(&mut self, now: Instant) {
-        let rto = self.rtt.rto();
-        self.timers.rto = Some(now + rto);
+        self.timers.rto = Some(now + self.rtt.rto());
+        self.arm_loss_probe(now);
+    }
+
+    /// (Re)arms the tail-loss probe for the flight as it is now, if it is
+    /// due before the retransmission timer and the connection is not
+    /// recovering (RFC 8985 7.2).
+    pub(super) fn arm_loss_probe(&mut self, now: Instant) {
         self.timers.tlp = None;
         if self.recovery == Recovery::Open && self.neg.sack {
-            if let Some(srtt) = self.rtt.srtt() {
+            if let (Some(srtt), Some(rto)) = (self.rtt.srtt(), self.timers.rto) {
                 let one_segment = (self.snd_max - self.snd_una) as usize <= self.effective_mss();
                 let mut pto = 2 * srtt;
                 if one_segment {
@@ -147,7 +153,7 @@ impl Conn {
                     pto += limits::DELAYED_ACK * 5;
                 }
                 let pto = pto.max(Duration::from_millis(10));
-                if pto < rto {
+                if now + pto < rto {
                     self.timers.tlp = Some(now + pto);
                 }
             }
