@@ -93,14 +93,32 @@ enum Shutdown {
 }
 
 interface TcpSocket {
+  # Calls on a socket after `close` fail with `closed`. After a reset the
+  # first read or write fails with `reset`; later reads answer EOF and later
+  # writes `closed` (as Linux reports a socket error once).
+
   read @0 (max :UInt32) -> (data :Data);
-  # Waits until data is there. Empty data means the peer closed (EOF).
+  # Waits until data is there. Empty data means the peer closed (EOF), or
+  # `max` was 0 (answered at once).
 
   write @1 (data :Data) -> (written :UInt32);
-  # Waits until at least one byte was queued.
+  # Waits until at least one byte was queued. Fails with `closed` after
+  # shutdown(write).
 
   shutdown @2 (how :Shutdown) -> ();
+  # write: a FIN follows the bytes written. read: reads no longer wait, they
+  # answer what is queued or empty data at once; as on Linux, bytes the peer
+  # sends later are still received and read. Both ways shut: new data from
+  # the peer resets the connection (nobody will read it).
+
   close @3 () -> ();
+  # Lets go of the socket. By default the bytes written still go out, then a
+  # FIN, in the background. With a linger of 0 (setLinger) the connection is
+  # reset instead (RST; unsent bytes are dropped). With a linger of T, close
+  # returns once the peer acknowledged every byte and the FIN, or after T;
+  # the graceful close goes on in the background. Dropping the capability
+  # closes as `close` does, without waiting.
+
   setNoDelay @4 (on :Bool) -> ();
   info @5 () -> (local :Common.SocketAddr, remote :Common.SocketAddr, state :Text);
 
@@ -148,6 +166,11 @@ interface TcpSocket {
   sendUnacked @10 () -> (offset :UInt64);
   # Offset, in the bytes written to this socket, of the first byte the peer
   # has not acknowledged: nothing before it will be sent again.
+
+  setLinger @11 (on :Bool, timeoutMs :UInt32) -> ();
+  # SO_LINGER: what `close` does (see there). `timeoutMs` is at most 120000
+  # (Linux's longest FIN-WAIT-2 wait), else `invalid`; `on` false is the
+  # default close.
 }
 
 struct RxChunk {

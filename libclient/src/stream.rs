@@ -18,16 +18,20 @@
 use crate::bell::{Bell, Ticket};
 use crate::chunks::{ring_err, Down, SwitchEnd};
 use crate::conn::{Conn, Ctx};
-use capnet_ring::{ByteWriter, ClientEnd, Doorbell, SocketRings};
+use capnet_ring::{ByteWriter, ClientEnd, Doorbell, RingError, SocketRings};
 use capnet_schema::common_capnp::ring_grant;
 use capnet_schema::errors::SocketError;
 use std::future::Future;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
+fn broken_pipe() -> io::Error {
+    io::Error::new(io::ErrorKind::BrokenPipe, "connection closed for writing")
+}
 
 /// How long a control call on an established socket may take.
 pub(crate) const CONTROL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -71,6 +75,31 @@ impl Grant {
     }
 }
 
+/// What reads do after a shutdown of the receiving side (a `ReadShut` as
+/// `u8`, in an atomic).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum ReadShut {
+    /// Not shut: reads wait for data.
+    Open = 0,
+    /// Reads never wait: they answer what is queued, else 0 (Linux's TCP
+    /// `SHUT_RD`, where bytes that come later are still read).
+    NoWait = 1,
+    /// Reads answer end of stream (a TLS stream: there is no way to tell
+    /// the peer, and no byte after it is wanted).
+    Eof = 2,
+}
+
+impl ReadShut {
+    fn from_u8(v: u8) -> ReadShut {
+        match v {
+            1 => ReadShut::NoWait,
+            2 => ReadShut::Eof,
+            _ => ReadShut::Open,
+        }
+    }
+}
+
 /// The up ring and how much went into it.
 struct Up {
     ring: ByteWriter,
@@ -94,8 +123,27 @@ pub(crate) struct RingStream {
     read_timeout: Mutex<Option<Duration>>,
     write_timeout: Mutex<Option<Duration>>,
     nonblocking: AtomicBool,
-    /// `shutdown_read` was called: reads answer end of stream.
-    read_shut: AtomicBool,
+    /// A [`ReadShut`]: what `shutdown_read` asked of reads.
+    read_shut: AtomicU8,
+    /// An [`ErrorReport`]: how often the error the service left in the
+    /// down ring is reported.
+    errors: AtomicU8,
+}
+
+/// How often a stream reports the error that ended it (an `ErrorReport`
+/// as `u8`, in an atomic).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum ErrorReport {
+    /// To every read and write (a TLS stream: an error must never look like
+    /// the end of the stream, which would hide a truncation).
+    Always = 0,
+    /// Once, to the first read or write; later reads answer end of stream
+    /// and later writes `BrokenPipe` (a TCP stream, as Linux reports a
+    /// socket error once: `sock_error`).
+    Once = 1,
+    /// `Once`, and it was reported.
+    Reported = 2,
 }
 
 impl RingStream {
@@ -153,7 +201,8 @@ impl RingStream {
             read_timeout: Mutex::new(None),
             write_timeout: Mutex::new(None),
             nonblocking: AtomicBool::new(false),
-            read_shut: AtomicBool::new(false),
+            read_shut: AtomicU8::new(ReadShut::Open as u8),
+            errors: AtomicU8::new(ErrorReport::Always as u8),
         }
     }
 
@@ -198,11 +247,41 @@ impl RingStream {
         Ok(())
     }
 
-    /// Reads answer end of stream from now on (the service is not told;
-    /// for a socket whose service can stop the down direction itself, ask
-    /// it instead).
-    pub fn shutdown_read(&self) {
-        self.read_shut.store(true, Ordering::Relaxed);
+    /// Shuts the receiving side for this process's reads (the service is
+    /// not told here): `how` says what reads answer from now on.
+    pub fn shutdown_read(&self, how: ReadShut) {
+        self.read_shut.store(how as u8, Ordering::Relaxed);
+    }
+
+    fn read_shut(&self) -> ReadShut {
+        ReadShut::from_u8(self.read_shut.load(Ordering::Relaxed))
+    }
+
+    /// The service closed the up ring's reading end: the connection can
+    /// send no more (it was reset, or both directions ended).
+    pub fn writes_refused(&self) -> bool {
+        lock(&self.up).ring.reader_closed()
+    }
+
+    /// From now on the error that ends the stream is reported as `how`
+    /// says (the default is `Always`).
+    pub fn report_errors(&self, how: ErrorReport) {
+        self.errors.store(how as u8, Ordering::Relaxed);
+    }
+
+    /// The error the service left in the down ring, if it is still to be
+    /// reported (see [`ErrorReport`]).
+    fn take_error(&self, code: u32) -> Option<io::Error> {
+        let once = ErrorReport::Once as u8;
+        let reported = ErrorReport::Reported as u8;
+        let report = match self.errors.load(Ordering::Relaxed) {
+            v if v == once => self
+                .errors
+                .compare_exchange(once, reported, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok(),
+            v => v != reported,
+        };
+        report.then(|| socket_error(code))
     }
 
     pub fn flush(&self) -> io::Result<()> {
@@ -247,7 +326,8 @@ impl RingStream {
     /// of marked chunks, or the data of at most one chunk with its
     /// decrypted flag.
     pub fn read_marked(&self, buf: &mut [u8]) -> io::Result<(usize, bool)> {
-        if buf.is_empty() || self.read_shut.load(Ordering::Relaxed) {
+        let shut = self.read_shut();
+        if buf.is_empty() || shut == ReadShut::Eof {
             return Ok((0, false));
         }
         let deadline = deadline(self.read_timeout());
@@ -274,7 +354,11 @@ impl RingStream {
                     continue;
                 }
                 if let Some(code) = down.ring.error() {
-                    return Err(socket_error(code));
+                    // Reported (once, for TCP; then the end of the stream).
+                    return match self.take_error(code) {
+                        Some(e) => Err(e),
+                        None => Ok((0, false)),
+                    };
                 }
                 if down.ring.eof() {
                     if down.mid_chunk() {
@@ -283,6 +367,9 @@ impl RingStream {
                             "capnet: the stream ended inside a marked receive chunk",
                         ));
                     }
+                    return Ok((0, false));
+                }
+                if shut == ReadShut::NoWait {
                     return Ok((0, false));
                 }
                 self.clear_before_arming();
@@ -347,12 +434,17 @@ impl RingStream {
             {
                 let mut up = lock(&self.up);
                 if up.ring.reader_closed() {
-                    return Err(match lock(&self.down).ring.error() {
-                        Some(code) => socket_error(code),
-                        None => io::Error::new(io::ErrorKind::BrokenPipe, "connection closed"),
-                    });
+                    // How the connection ended (once, for TCP; then EPIPE).
+                    let error = lock(&self.down).ring.error();
+                    return Err(error
+                        .and_then(|code| self.take_error(code))
+                        .unwrap_or_else(broken_pipe));
                 }
-                let n = up.ring.write(data).map_err(ring_err)?;
+                let n = up.ring.write(data).map_err(|e| match e {
+                    // shutdown(Write) closed the ring: EPIPE, as Linux.
+                    RingError::Closed => broken_pipe(),
+                    e => ring_err(e),
+                })?;
                 if n > 0 {
                     up.written += n as u64;
                     if up.ring.signal_wanted() {

@@ -2,11 +2,13 @@
 
 use crate::accept::Acceptor;
 use crate::conn::{cap_err, Net, Object};
-use crate::stream::{ring_stream_api, Grant, RingStream, CONTROL_TIMEOUT};
+use crate::stream::{
+    lock, ring_stream_api, ErrorReport, Grant, ReadShut, RingStream, CONTROL_TIMEOUT,
+};
 use capnet_schema::net_capnp::Shutdown;
 use std::io;
 use std::net::{Shutdown as StdShutdown, SocketAddr, ToSocketAddrs};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 pub(crate) fn resolve(addr: impl ToSocketAddrs) -> io::Result<SocketAddr> {
@@ -15,7 +17,20 @@ pub(crate) fn resolve(addr: impl ToSocketAddrs) -> io::Result<SocketAddr> {
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no address to connect to"))
 }
 
-/// A TCP connection, like `std::net::TcpStream`.
+/// A TCP connection, like `std::net::TcpStream`, with the semantics of a
+/// Linux socket (`tests/tests/socket_semantics.rs` holds it to them):
+///
+/// - A reset is reported once, to the first read or write (`ConnectionReset`,
+///   after the bytes that came before it); then reads answer 0 and writes
+///   `BrokenPipe`, and `shutdown` answers `NotConnected`.
+/// - A write after `shutdown(Write)`, or after the peer's reset answered
+///   our bytes, is `BrokenPipe`.
+/// - After `shutdown(Read)` reads never wait: they answer what is queued, or
+///   0; bytes the peer sends later are still read (Linux `SHUT_RD`). With
+///   both directions shut, new data from the peer resets the connection.
+/// - Dropping the stream closes it: what was written still goes out, then
+///   a FIN. [`set_linger`](Self::set_linger) changes that as `SO_LINGER`
+///   does.
 ///
 /// If the network service goes away (netsrv exits or is killed), sleepers
 /// in `read` and `write` wake at once and every operation from then on
@@ -27,6 +42,8 @@ pub struct TcpStream {
     ring: RingStream,
     local: OnceLock<SocketAddr>,
     peer: SocketAddr,
+    /// SO_LINGER, as netsrv was told.
+    linger: Mutex<Option<Duration>>,
 }
 
 impl TcpStream {
@@ -52,10 +69,12 @@ impl TcpStream {
                 .map_err(cap_err)?;
             Grant::read(resp.get().map_err(cap_err)?.get_grant().map_err(cap_err)?).map_err(cap_err)
         })?;
+        ring.report_errors(ErrorReport::Once);
         Ok(TcpStream {
             ring,
             local: OnceLock::new(),
             peer,
+            linger: Mutex::new(None),
         })
     }
 
@@ -171,12 +190,64 @@ impl TcpStream {
         self.ring.chunks_from()
     }
 
+    /// SO_LINGER, as `std::net::TcpStream::set_linger` (unstable there):
+    /// what dropping the stream does.
+    ///
+    /// - `None` (the default): the drop returns at once; what was written
+    ///   still goes out, then a FIN.
+    /// - `Some(Duration::ZERO)`: the drop resets the connection (RST); bytes
+    ///   not yet sent are dropped and the peer's reads fail with
+    ///   `ConnectionReset`.
+    /// - `Some(t)`: the drop waits until the peer has acknowledged every
+    ///   byte and the FIN, or until `t` passed; then the close goes on in
+    ///   the background, as Linux's does. Unlike Linux (whole seconds),
+    ///   `t` counts in milliseconds (rounded up); at most 120 s, else
+    ///   `InvalidInput`.
+    pub fn set_linger(&self, linger: Option<Duration>) -> io::Result<()> {
+        let ms = match linger {
+            Some(t) => u32::try_from(t.as_nanos().div_ceil(1_000_000)).map_err(|_| {
+                io::Error::new(io::ErrorKind::InvalidInput, "linger longer than 120 s")
+            })?,
+            None => 0,
+        };
+        let id = self.object();
+        self.ring
+            .conn()
+            .call(Some(CONTROL_TIMEOUT), move |ctx| async move {
+                let mut req = ctx.tcp(id)?.set_linger_request();
+                req.get().set_on(linger.is_some());
+                req.get().set_timeout_ms(ms);
+                req.send().promise.await.map_err(cap_err)?;
+                Ok(())
+            })?;
+        *lock(&self.linger) = linger.map(|_| Duration::from_millis(ms.into()));
+        Ok(())
+    }
+
+    /// The linger [`set_linger`](Self::set_linger) set (milliseconds).
+    pub fn linger(&self) -> io::Result<Option<Duration>> {
+        Ok(*lock(&self.linger))
+    }
+
+    /// As `std`'s: `Write` sends a FIN after the bytes written (later
+    /// writes are `BrokenPipe`); `Read` makes reads answer at once (what is
+    /// queued, or 0), as Linux's `SHUT_RD`. A connection that was reset or
+    /// has ended both ways answers `NotConnected`.
     pub fn shutdown(&self, how: StdShutdown) -> io::Result<()> {
         self.ring.conn().check()?;
+        if self.ring.writes_refused() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                "the connection has ended",
+            ));
+        }
         if matches!(how, StdShutdown::Write | StdShutdown::Both) {
             self.ring.shutdown_write()?;
         }
         if matches!(how, StdShutdown::Read | StdShutdown::Both) {
+            self.ring.shutdown_read(ReadShut::NoWait);
+            // netsrv hears of it too: with both directions shut, data that
+            // comes after resets the connection.
             let id = self.object();
             self.ring
                 .conn()
@@ -192,6 +263,31 @@ impl TcpStream {
 }
 
 ring_stream_api!(TcpStream, ring);
+
+impl Drop for TcpStream {
+    /// With a linger set, the close is a call: a reset must leave before
+    /// the ring's end of stream could make netsrv send a FIN, and a
+    /// lingering close waits for its answer. (The ring stream then lets go
+    /// of the socket as always.)
+    fn drop(&mut self) {
+        let Some(linger) = *lock(&self.linger) else {
+            return;
+        };
+        if !linger.is_zero() {
+            // The FIN after the bytes written, as the drop would.
+            let _ = self.ring.shutdown_write();
+        }
+        let id = self.object();
+        let _ = self
+            .ring
+            .conn()
+            .call(Some(linger + CONTROL_TIMEOUT), move |ctx| async move {
+                let req = ctx.tcp(id)?.close_request();
+                req.send().promise.await.map_err(cap_err)?;
+                Ok(())
+            });
+    }
+}
 
 impl std::fmt::Debug for TcpStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -7,7 +7,7 @@
 
 use crate::accept::Acceptor;
 use crate::conn::{Conn, Object, Service};
-use crate::stream::{ring_stream_api, Grant, RingStream, CONTROL_TIMEOUT};
+use crate::stream::{ring_stream_api, Grant, ReadShut, RingStream, CONTROL_TIMEOUT};
 use crate::tcp::resolve;
 use capnet_schema::errors::SocketError;
 use capnet_schema::tls_capnp::{self as wire, tls_info, tls_options, tls_stat};
@@ -526,7 +526,7 @@ impl TlsStream {
     pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
         self.ring.conn().check()?;
         if matches!(how, Shutdown::Read | Shutdown::Both) {
-            self.ring.shutdown_read();
+            self.ring.shutdown_read(ReadShut::Eof);
         }
         if matches!(how, Shutdown::Write | Shutdown::Both) {
             self.ring.shutdown_write()?;

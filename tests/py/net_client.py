@@ -3,7 +3,8 @@
 Usage: net_client.py SCHEMA_DIR SOCKET HOST PORT BYTES
 Connects to the service socket with plain Cap'n Proto (no shared memory),
 opens a TCP connection through Net.tcpConnect, writes BYTES bytes with
-TcpSocket.write, reads the echo back with TcpSocket.read and checks it.
+TcpSocket.write, reads the echo back with TcpSocket.read and checks it;
+then that a read with max 0 answers nothing and a read after close fails.
 """
 
 import asyncio
@@ -37,8 +38,22 @@ async def main(schema_dir, socket_path, host, port, total):
         echoed += data
     assert bytes(echoed) == payload, "echo differs"
 
+    # A read with a maximum of 0 answers nothing, at once (read(2) with a
+    # zero length), however much is queued.
+    await sock.write(data=b"queued")
+    assert (await sock.read(max=0)).data == b"", "read(max=0) returned bytes"
+
     info = await sock.info()
     await sock.close()
+    # Every call after close fails with `closed`, as a call on a closed fd.
+    try:
+        await asyncio.wait_for(sock.read(max=16), 5)
+    except asyncio.TimeoutError:
+        raise AssertionError("read after close hangs")
+    except capnp.KjException as e:
+        assert "closed:" in str(e), f"read after close: {e}"
+    else:
+        raise AssertionError("read after close succeeded")
     print(f"pycapnp: {total} bytes echoed over {info.state} connection")
 
 

@@ -633,3 +633,99 @@ fn tls_doorbells_a_client_made_blocking_stall_nobody() {
     fed.join().unwrap();
     println!("tlsd RSS {rss0} -> {rss} KiB, threads {threads0} -> {threads}");
 }
+
+/// The socket calls of issue 12 against a hostile client: `setLinger` out
+/// of bounds is `invalid`; a lingering `close` whose peer never takes the
+/// data returns at its bound and does not hold up anyone else; calls after
+/// `close` are refused with `closed`; a socket shut for reading that a
+/// remote peer floods fills only its window (no session is killed, its
+/// other direction keeps working).
+#[test]
+fn linger_close_and_shutdown_read_cannot_hold_the_service() {
+    use capnet_schema::errors::SocketError;
+    use std::time::{Duration, Instant};
+    let scratch = Scratch::new("linger");
+    let (a, b) = two_hosts(&scratch, "");
+    let (na, nb) = (a.net().unwrap(), b.net().unwrap());
+    // A peer on b that accepts and never reads.
+    let listener = nb.tcp_listen(addr("0.0.0.0:5400"), 4).unwrap();
+    let sleeper = std::thread::spawn(move || {
+        let (s, _) = listener.accept().unwrap();
+        std::thread::sleep(Duration::from_secs(8));
+        drop(s);
+    });
+    let socket = a.socket.clone();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let word = |e: capnp::Error| SocketError::from_description(&e.to_string());
+    let (closed_in, after_close) = tokio::task::LocalSet::new().block_on(&rt, async move {
+        let mut s = UnixStream::connect(&socket).unwrap();
+        s.write_all(&[CONNECT_RPC]).unwrap();
+        s.set_nonblocking(true).unwrap();
+        let net: net::Client = transport::connect(tokio::net::UnixStream::from_std(s).unwrap());
+        let mut req = net.tcp_connect_request();
+        let mut ra = req.get().init_remote();
+        ra.set_ip(&[10, 0, 0, 2]);
+        ra.set_port(5400);
+        let resp = req.send().promise.await.unwrap();
+        let sock = resp.get().unwrap().get_socket().unwrap();
+        // Out of bounds: refused, typed.
+        for ms in [u32::MAX, 120_001] {
+            let mut req = sock.set_linger_request();
+            req.get().set_on(true);
+            req.get().set_timeout_ms(ms);
+            let err = req.send().promise.await.map(|_| ()).unwrap_err();
+            assert_eq!(word(err), Some(SocketError::Invalid), "{ms} ms");
+        }
+        // Fill everything between us and the sleeping peer.
+        let chunk = vec![0x5a; 64 * 1024];
+        loop {
+            let mut req = sock.write_request();
+            req.get().set_data(&chunk);
+            let sent = tokio::time::timeout(Duration::from_millis(300), req.send().promise);
+            if sent.await.is_err() {
+                break;
+            }
+        }
+        let mut req = sock.set_linger_request();
+        req.get().set_on(true);
+        req.get().set_timeout_ms(1500);
+        req.send().promise.await.unwrap();
+        let began = Instant::now();
+        sock.close_request().send().promise.await.unwrap();
+        let closed_in = began.elapsed();
+        let mut req = sock.read_request();
+        req.get().set_max(16);
+        let after = req.send().promise.await.map(|_| ()).unwrap_err();
+        (closed_in, word(after))
+    });
+    assert!(
+        closed_in >= Duration::from_millis(1400) && closed_in < Duration::from_secs(5),
+        "a lingering close of 1.5 s took {closed_in:?}"
+    );
+    assert_eq!(after_close, Some(SocketError::Closed));
+    // A remote peer floods a socket shut for reading.
+    let listener = nb.tcp_listen(addr("0.0.0.0:5401"), 4).unwrap();
+    let flooder = std::thread::spawn(move || {
+        let (s, _) = listener.accept().unwrap();
+        s.set_write_timeout(Some(Duration::from_secs(2))).unwrap();
+        let _ = send_pattern(&mut &s, 9, 16 << 20);
+        let mut got = [0u8; 5];
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        std::io::Read::read_exact(&mut &s, &mut got).unwrap();
+        got
+    });
+    let mut shut = na.tcp_connect(addr("10.0.0.2:5401"), None).unwrap();
+    shut.shutdown(Shutdown::Read).unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    shut.write_all(b"still").unwrap();
+    assert_eq!(&flooder.join().unwrap(), b"still");
+    // Others were served throughout; nobody was taken for a ring breaker.
+    good_transfer(&na, &nb, 5402, 8 << 20).0.join().unwrap();
+    let status = cli_ok(&a, &["status"]);
+    assert_eq!(status_counter(&status, "killed"), 0, "{status}");
+    drop(shut);
+    sleeper.join().unwrap();
+}

@@ -1,6 +1,12 @@
 //! `TcpSocket`: one TCP connection, its socket rings and its NIC offload.
 
 use super::*;
+use std::cell::Cell;
+
+/// The longest linger a client may set: Linux's longest FIN-WAIT-2 wait
+/// (`TCP_LINGER2`'s bound). A lingering `close` is a call held open that
+/// long, counted against the client's calls in flight.
+pub const MAX_LINGER: Duration = Duration::from_secs(120);
 
 pub struct TcpSocketServer {
     shared: Rc<Shared>,
@@ -9,6 +15,11 @@ pub struct TcpSocketServer {
     account: Rc<Account>,
     /// The socket and its buffers (and rings, once open).
     charge: RefCell<Option<Charge>>,
+    /// SO_LINGER: `Some(0)` resets on close, `Some(t)` lets `close` wait
+    /// up to `t` for the peer to acknowledge everything.
+    linger: Cell<Option<Duration>>,
+    /// `close` was called: every later call fails with `closed`.
+    closed: Cell<bool>,
 }
 
 impl TcpSocketServer {
@@ -24,6 +35,27 @@ impl TcpSocketServer {
             doorbell: RefCell::new(None),
             account,
             charge: RefCell::new(Some(charge)),
+            linger: Cell::new(None),
+            closed: Cell::new(false),
+        }
+    }
+
+    /// Fails with `closed` once the client closed the socket (as a call on
+    /// a closed fd fails with EBADF).
+    fn check_open(&self, what: &str) -> Result<(), Error> {
+        if self.closed.get() {
+            return Err(SocketError::Closed.to_capnp(format_args!("{what}: the socket is closed")));
+        }
+        Ok(())
+    }
+
+    /// Lets the stack have the socket: a reset with a linger of 0, else the
+    /// graceful close in the background.
+    fn let_go(&self, stack: &mut Stack) {
+        if self.linger.get() == Some(Duration::ZERO) {
+            stack.tcp_abort(self.id);
+        } else {
+            stack.tcp_release(self.id);
         }
     }
 }
@@ -37,7 +69,9 @@ impl Drop for TcpSocketServer {
             self.shared.lingering.borrow_mut().push((self.id, charge));
         }
         if let Ok(mut stack) = self.shared.stack.try_borrow_mut() {
-            stack.tcp_release(self.id);
+            if !self.closed.get() {
+                self.let_go(&mut stack);
+            }
         }
         self.shared.kick.notify_one();
     }
@@ -49,6 +83,7 @@ impl tcp_socket::Server for TcpSocketServer {
         params: tcp_socket::ReadParams,
         mut results: tcp_socket::ReadResults,
     ) -> Result<(), Error> {
+        self.check_open("read")?;
         let _call = self.account.call()?;
         let max = params.get()?.get_max().min(MAX_IO) as usize;
         let id = self.id;
@@ -65,6 +100,7 @@ impl tcp_socket::Server for TcpSocketServer {
         params: tcp_socket::WriteParams,
         mut results: tcp_socket::WriteResults,
     ) -> Result<(), Error> {
+        self.check_open("write")?;
         let _call = self.account.call()?;
         let data = params.get()?.get_data()?;
         if data.is_empty() {
@@ -85,6 +121,7 @@ impl tcp_socket::Server for TcpSocketServer {
         params: tcp_socket::ShutdownParams,
         _: tcp_socket::ShutdownResults,
     ) -> Result<(), Error> {
+        self.check_open("shutdown")?;
         let how = params.get()?.get_how()?;
         let (read, write) = match how {
             Shutdown::Read => (true, false),
@@ -101,14 +138,54 @@ impl tcp_socket::Server for TcpSocketServer {
         _: tcp_socket::CloseParams,
         _: tcp_socket::CloseResults,
     ) -> Result<(), Error> {
-        let id = self.id;
+        self.check_open("close")?;
+        let linger = self.linger.get().filter(|t| !t.is_zero());
+        // A lingering close is a call held open: counted as one in flight
+        // (and refused with `limit`, the socket still open, past the bound).
+        let _call = match linger {
+            Some(_) => Some(self.account.call()?),
+            None => None,
+        };
+        self.closed.set(true);
         self.shared.now(
             |s| {
-                s.tcp_release(id);
+                self.let_go(s);
                 Ok(())
             },
             "close",
+        )?;
+        let Some(linger) = linger else {
+            return Ok(());
+        };
+        // SO_LINGER: wait for the peer to take everything, up to the
+        // linger; the close goes on in the background after that (Linux
+        // `sk_stream_wait_close`).
+        let id = self.id;
+        let _ = tokio::time::timeout(
+            linger,
+            self.shared.wait_for(|s| s.tcp_close_done(id), "close"),
         )
+        .await;
+        Ok(())
+    }
+
+    async fn set_linger(
+        self: CapRc<Self>,
+        params: tcp_socket::SetLingerParams,
+        _: tcp_socket::SetLingerResults,
+    ) -> Result<(), Error> {
+        self.check_open("setLinger")?;
+        let p = params.get()?;
+        let timeout = Duration::from_millis(p.get_timeout_ms().into());
+        if p.get_on() && timeout > MAX_LINGER {
+            return Err(SocketError::Invalid.to_capnp(format_args!(
+                "setLinger: {} ms is longer than the longest linger, {} ms",
+                timeout.as_millis(),
+                MAX_LINGER.as_millis()
+            )));
+        }
+        self.linger.set(p.get_on().then_some(timeout));
+        Ok(())
     }
 
     async fn set_no_delay(
@@ -116,6 +193,7 @@ impl tcp_socket::Server for TcpSocketServer {
         params: tcp_socket::SetNoDelayParams,
         _: tcp_socket::SetNoDelayResults,
     ) -> Result<(), Error> {
+        self.check_open("setNoDelay")?;
         let on = params.get()?.get_on();
         let id = self.id;
         self.shared
@@ -127,6 +205,7 @@ impl tcp_socket::Server for TcpSocketServer {
         _: tcp_socket::InfoParams,
         mut results: tcp_socket::InfoResults,
     ) -> Result<(), Error> {
+        self.check_open("info")?;
         let id = self.id;
         let (local, remote, state) = self.shared.now(|s| s.tcp_info(id), "info")?;
         let mut r = results.get();
@@ -145,6 +224,7 @@ impl tcp_socket::Server for TcpSocketServer {
         _: tcp_socket::OpenRingsParams,
         mut results: tcp_socket::OpenRingsResults,
     ) -> Result<(), Error> {
+        self.check_open("openRings")?;
         match self.charge.borrow_mut().as_mut() {
             Some(charge) => charge.add_buffer(2 * SOCKET_RING_BYTES as usize)?,
             None => return Err(SocketError::Closed.to_capnp("openRings")),
@@ -172,6 +252,7 @@ impl tcp_socket::Server for TcpSocketServer {
         _: tcp_socket::EgressParams,
         mut results: tcp_socket::EgressResults,
     ) -> Result<(), Error> {
+        self.check_open("egress")?;
         let id = self.id;
         // Fails with `closed` for a socket that is gone.
         self.shared
@@ -189,6 +270,7 @@ impl tcp_socket::Server for TcpSocketServer {
         params: tcp_socket::OffloadParams,
         mut results: tcp_socket::OffloadResults,
     ) -> Result<(), Error> {
+        self.check_open("offload")?;
         let _call = self.account.call()?;
         let p = params.get()?;
         let request = p.get_request()?;
@@ -307,6 +389,7 @@ impl tcp_socket::Server for TcpSocketServer {
         params: tcp_socket::OffloadStopParams,
         _: tcp_socket::OffloadStopResults,
     ) -> Result<(), Error> {
+        self.check_open("offloadStop")?;
         let _call = self.account.call()?;
         let p = params.get()?;
         let id = self.id;
@@ -367,6 +450,7 @@ impl tcp_socket::Server for TcpSocketServer {
         _: tcp_socket::SendUnackedParams,
         mut results: tcp_socket::SendUnackedResults,
     ) -> Result<(), Error> {
+        self.check_open("sendUnacked")?;
         let id = self.id;
         let offset = self.shared.now(|s| s.tcp_send_unacked(id), "sendUnacked")?;
         results.get().set_offset(offset);

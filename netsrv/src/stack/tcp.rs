@@ -34,6 +34,8 @@ pub(super) struct TcpConn {
     pub fin_queued: bool,
     /// EOF or error already passed to the down ring.
     pub end_delivered: bool,
+    /// The up ring's reading end is closed: the application's writes fail.
+    pub writes_refused: bool,
     pub rx_bytes: u64,
     pub tx_bytes: u64,
     /// Bytes written to the receive ring (with chunk headers once chunked).
@@ -44,6 +46,15 @@ pub(super) struct TcpConn {
     /// socket ring when the holder left its TX context: (stream offset,
     /// bytes).
     pub tx_rewrite: Option<(u64, Vec<u8>)>,
+    /// The application shut the receiving side: plain reads answer at once
+    /// (bytes still arrive and are read, as on Linux).
+    pub read_shut: bool,
+    /// Plain calls reported how the connection ended (once, as Linux
+    /// reports a socket error once).
+    pub error_reported: bool,
+    /// Shut both ways: received bytes (read and queued) past which new data
+    /// resets the connection.
+    pub abort_on_data: Option<u64>,
 }
 
 pub(super) struct Listener {
@@ -62,11 +73,15 @@ impl TcpConn {
             released: false,
             fin_queued: false,
             end_delivered: false,
+            writes_refused: false,
             rx_bytes: 0,
             tx_bytes: 0,
             ring_written: 0,
             tuple: Some(tuple),
             tx_rewrite: None,
+            read_shut: false,
+            error_reported: false,
+            abort_on_data: None,
         }
     }
 
@@ -78,6 +93,30 @@ impl TcpConn {
         if c.peer_closed() {
             self.saw_fin = true;
         }
+    }
+
+    /// Bytes received so far: read, and queued to read.
+    fn received(&self, c: &Conn) -> u64 {
+        self.rx_bytes + c.readable() as u64
+    }
+
+    /// With both directions shut and our FIN queued, data from the peer can
+    /// never be read: from now on it resets the connection (Linux
+    /// tcp_rcv_state_process, TCPAbortOnData; RFC 1122 4.2.2.13). True when
+    /// it came.
+    fn data_after_shutdown(&mut self, c: &Conn) -> bool {
+        if !(self.read_shut && self.fin_queued) {
+            return false;
+        }
+        let received = self.received(c);
+        let limit = *self.abort_on_data.get_or_insert(received);
+        received > limit
+    }
+
+    /// How a plain call learns that the connection ended with `e`: the first
+    /// call gets the error, later ones see the end (Linux's `sock_error`).
+    fn report(&mut self, e: SocketError) -> Option<SocketError> {
+        (!std::mem::replace(&mut self.error_reported, true)).then_some(e)
     }
 
     /// Why the connection ended, if not by an orderly FIN.
@@ -210,11 +249,17 @@ impl Stack {
         if c.read_eof() {
             return Ok(Some(Vec::new()));
         }
-        match tc.end_error(c) {
-            Some(e) => Err(e),
-            None if c.state() == State::Closed => Ok(Some(Vec::new())),
-            None => Ok(None),
+        if let Some(e) = tc.end_error(c) {
+            return match tc.report(e) {
+                Some(e) => Err(e),
+                None => Ok(Some(Vec::new())),
+            };
         }
+        if c.state() == State::Closed || tc.read_shut {
+            // Shut for reading: nothing queued is answered at once.
+            return Ok(Some(Vec::new()));
+        }
+        Ok(None)
     }
 
     /// Queues what fits of `data`; `Ok(None)` while the send buffer is full.
@@ -228,7 +273,8 @@ impl Stack {
             return Ok(None);
         }
         if !c.may_send() {
-            return Err(tc.end_error(c).unwrap_or(SocketError::Closed));
+            let e = tc.end_error(c).and_then(|e| tc.report(e));
+            return Err(e.unwrap_or(SocketError::Closed));
         }
         let n = c.write(data);
         if n == 0 {
@@ -239,8 +285,10 @@ impl Stack {
         Ok(Some(n))
     }
 
-    /// Half-closes: `write` sends FIN once queued data is out; `read` drops
-    /// what arrives from now on.
+    /// Half-closes: `write` sends FIN once queued data is out; `read` makes
+    /// reads answer at once. As on Linux, bytes still arrive and are read
+    /// after a shutdown of the receiving side alone; once both sides are
+    /// shut, new data resets the connection (see `data_after_shutdown`).
     pub fn tcp_shutdown(&mut self, id: SockId, read: bool, write: bool) -> Result<(), SocketError> {
         let (tc, c) = self.conn(id)?;
         if write && !tc.fin_queued {
@@ -254,10 +302,7 @@ impl Stack {
             }
         }
         if read {
-            match &mut tc.rings {
-                Some(r) => r.down.close(),
-                None => c.shutdown_read(),
-            }
+            tc.read_shut = true;
         }
         self.settle(id);
         Ok(())
@@ -271,11 +316,32 @@ impl Stack {
     }
 
     /// The application is done with the socket: send what it queued, then
-    /// FIN; the connection finishes on its own.
+    /// FIN; the connection finishes on its own. The engine owns it from now
+    /// on as an orphan, as Linux's `close()` leaves it: new data from the
+    /// peer resets it (nobody will read it), and FIN-WAIT-2 times out.
     pub fn tcp_release(&mut self, id: SockId) {
+        let now = self.now();
         if let Some(tc) = self.tcp.get_mut(&id) {
             tc.released = true;
+            self.engine.tcp.release(now, tc.id);
         }
+    }
+
+    /// For a lingering close: `Some` once the peer acknowledged every byte
+    /// and our FIN (or the connection is gone).
+    pub fn tcp_close_done(&mut self, id: SockId) -> Result<Option<()>, SocketError> {
+        let Some(tc) = self.tcp.get(&id) else {
+            return Ok(Some(()));
+        };
+        let Ok(c) = self.engine.tcp.conn(tc.id) else {
+            return Ok(Some(()));
+        };
+        let done = match c.state() {
+            State::Closed => true,
+            State::FinWait2 | State::TimeWait => tc.fin_queued,
+            _ => false,
+        };
+        Ok(done.then_some(()))
     }
 
     /// Ends a socket at once (RST), e.g. when its connect timed out.
@@ -291,6 +357,27 @@ impl Stack {
             ifaces: &mut self.ifaces,
         };
         self.engine.tcp_abort(now, tc.id, &mut links);
+    }
+
+    /// Data came after both directions were shut: reset the connection
+    /// (RST to the peer) and tell the application, as Linux does
+    /// (`ECONNRESET`).
+    fn tcp_reset_on_data(&mut self, id: SockId) {
+        let Some(tc) = self.tcp.get_mut(&id) else {
+            return;
+        };
+        tracing::debug!(id, "data after shutdown of both directions; resetting");
+        if let Some(r) = &mut tc.rings {
+            if !tc.end_delivered {
+                r.down.set_error(SocketError::Reset.code());
+                tc.end_delivered = true;
+            }
+            r.up.close();
+            tc.writes_refused = true;
+            r.wake_peer.ring();
+        }
+        self.counters.tcp_resets += 1;
+        self.tcp_abort(id);
     }
 
     pub fn tcp_info(
@@ -402,6 +489,7 @@ impl Stack {
         let mut moved = false;
         let mut finished = Vec::new();
         let mut killed = Vec::new();
+        let mut data_after_shutdown = Vec::new();
         // Connections the pump changed: only these are filed with the
         // engine again (output, timers), not every connection every poll.
         let mut touched = Vec::new();
@@ -412,6 +500,10 @@ impl Stack {
                 continue;
             };
             tc.observe(c);
+            if tc.data_after_shutdown(c) {
+                data_after_shutdown.push(id);
+                continue;
+            }
             if let Some(t) = tc.tuple {
                 table.observe_rx(&t, c.counters.out_of_order, c.counters.marked_out_of_order);
             }
@@ -452,6 +544,9 @@ impl Stack {
             self.counters.sessions_killed += 1;
             self.counters.bad_ring_indices += 1;
             self.tcp_abort(id);
+        }
+        for id in data_after_shutdown {
+            self.tcp_reset_on_data(id);
         }
         for id in finished {
             let Some(tc) = self.tcp.remove(&id) else {
@@ -634,15 +729,21 @@ impl TcpConn {
         };
         if !self.end_delivered && self.established && ended {
             match end_error {
-                Some(e) => {
-                    rings.down.set_error(e.code());
-                    // The application's writes have nowhere to go either.
-                    rings.up.close();
-                }
+                // The application's writes have nowhere to go either: the
+                // connection is closed (below).
+                Some(e) => rings.down.set_error(e.code()),
                 None => rings.down.close(),
             }
             self.end_delivered = true;
             received = true;
+        }
+        if c.state() == State::Closed && !self.writes_refused {
+            // Nothing written from now on can go anywhere (a reset, or the
+            // end of both directions): the application's writes fail, and a
+            // writer waiting for room wakes to learn it.
+            rings.up.close();
+            self.writes_refused = true;
+            rings.wake_peer.ring();
         }
         if received {
             moved = true;
