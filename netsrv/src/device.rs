@@ -48,6 +48,8 @@ pub struct RingDevice {
     /// The first contract violation seen from the driver; the port is dead
     /// after it.
     fault: Option<RingError>,
+    /// The fault was reported by [`Self::take_new_fault`].
+    fault_told: bool,
     pub counters: DeviceCounters,
     /// Frames moved since the last `take_activity`.
     activity: u64,
@@ -89,6 +91,7 @@ impl RingDevice {
             mtu,
             checksum_offload,
             fault: None,
+            fault_told: false,
             counters: DeviceCounters::default(),
             activity: 0,
             offload: None,
@@ -120,6 +123,13 @@ impl RingDevice {
 
     pub fn fault(&self) -> Option<&RingError> {
         self.fault.as_ref()
+    }
+
+    /// True once, after the driver broke the ring contract.
+    pub fn take_new_fault(&mut self) -> bool {
+        let new = self.fault.is_some() && !self.fault_told;
+        self.fault_told |= new;
+        new
     }
 
     fn record(&mut self, err: RingError) {

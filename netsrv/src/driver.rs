@@ -189,27 +189,25 @@ pub async fn attach(
     result
 }
 
-/// How often a driver's rings are looked at for a broken contract.
-const FAULT_CHECK: Duration = Duration::from_millis(100);
-
 /// Resolves once the rings of driver `instance` of port `name` broke their
 /// contract (the device saw a descriptor that names nothing, say): then
 /// its connection is closed and its rings released, as for a dead driver.
+/// Woken only when the poll loop saw a fault: an idle port costs nothing.
 async fn ring_fault(shared: &Shared, name: &str, instance: &Cell<u64>) -> String {
     loop {
-        tokio::time::sleep(FAULT_CHECK).await;
-        let Ok(mut stack) = shared.stack.try_borrow_mut() else {
-            continue;
-        };
-        let Some(leg) = stack.leg_mut(name) else {
-            continue;
-        };
-        if instance.get() == 0 || leg.instance != instance.get() {
-            continue;
+        // Registered before looking, so a fault found after the look
+        // still wakes it.
+        let signal = shared.faults.notified();
+        let fault = shared.stack.try_borrow_mut().ok().and_then(|mut stack| {
+            let leg = stack.leg_mut(name)?;
+            let ours = instance.get() != 0 && leg.instance == instance.get();
+            let e = leg.device.as_ref().and_then(|d| d.fault()).filter(|_| ours);
+            e.map(ToString::to_string)
+        });
+        if let Some(why) = fault {
+            return why;
         }
-        if let Some(e) = leg.device.as_ref().and_then(|d| d.fault()) {
-            return e.to_string();
-        }
+        signal.await;
     }
 }
 

@@ -63,6 +63,8 @@ pub struct Shared {
     pub kick: Notify,
     /// Wakes calls waiting for the stack to change.
     pub changed: Notify,
+    /// A driver broke its ring contract (its watcher detaches it).
+    pub faults: Notify,
     pub handoff: Arc<HandoffTable>,
     /// Each attached port's current driver instance.
     drivers: RefCell<HashMap<String, Driver>>,
@@ -90,6 +92,7 @@ impl Shared {
             stack: RefCell::new(stack),
             kick: Notify::new(),
             changed: Notify::new(),
+            faults: Notify::new(),
             handoff: Arc::new(HandoffTable::new()),
             drivers: RefCell::new(HashMap::new()),
             egress: RefCell::new(EgressRegistry::default()),
@@ -205,7 +208,13 @@ pub async fn run_stack(shared: Rc<Shared>) {
     const BUSY_ROUNDS: u32 = 16;
     let mut rounds = 0;
     loop {
-        let busy = shared.stack.borrow_mut().poll();
+        let (busy, faulted) = {
+            let mut stack = shared.stack.borrow_mut();
+            (stack.poll(), stack.take_new_faults())
+        };
+        if faulted {
+            shared.faults.notify_waiters();
+        }
         crate::egress::check(&shared);
         if busy {
             rounds += 1;

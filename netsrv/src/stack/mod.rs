@@ -372,6 +372,17 @@ impl Stack {
         }
     }
 
+    /// Whether a driver broke its ring contract since the last call (the
+    /// device found out while the stack polled it).
+    pub fn take_new_faults(&mut self) -> bool {
+        let legs = self.ifaces.iter_mut().flat_map(|i| i.link.legs.iter_mut());
+        let mut any = false;
+        for leg in legs.chain(self.free.iter_mut()) {
+            any |= leg.device.as_mut().is_some_and(|d| d.take_new_fault());
+        }
+        any
+    }
+
     /// Every port with the interface it serves ("" when free).
     pub fn ports(&self) -> Vec<(&Leg, &str)> {
         let mut out = Vec::new();
