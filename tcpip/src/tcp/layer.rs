@@ -83,6 +83,8 @@ pub struct TcpCounters {
     pub syn_cookies_rejected: u64,
     pub listen_overflows: u64,
     pub time_wait_skipped: u64,
+    /// TIME-WAIT ended early by a new SYN for the same flow (RFC 6191).
+    pub time_wait_reopened: u64,
     pub malformed: u64,
     pub retransmits: u64,
     pub timeouts: u64,
@@ -301,7 +303,12 @@ impl Tcp {
         payload: &[u8],
         sink: &mut impl Sink,
     ) {
-        if let Some(&slot) = self.demux.get(&flow) {
+        let known = self
+            .demux
+            .get(&flow)
+            .copied()
+            .filter(|&slot| !self.time_wait_yields(slot, h));
+        if let Some(slot) = known {
             let s = &mut self.slots[slot as usize];
             let conn = s.conn.as_deref_mut().expect("demux names live slots");
             let was = conn.state();

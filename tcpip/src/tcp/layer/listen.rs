@@ -164,6 +164,24 @@ impl Tcp {
             .copied()
     }
 
+    /// A SYN that may open a new incarnation of a flow in TIME-WAIT (see
+    /// [`Conn::time_wait_yields_to`]) ends that TIME-WAIT when a listener
+    /// will take the SYN, as Linux does: a client reuses its port as soon
+    /// as its own end is closed, which for a server that closes first is
+    /// long before our TIME-WAIT ends. A connection its application still
+    /// holds is left alone.
+    pub(super) fn time_wait_yields(&mut self, slot: u32, h: &Header) -> bool {
+        let Some(c) = self.slots[slot as usize].conn.as_deref() else {
+            return false;
+        };
+        if !c.orphan || !c.time_wait_yields_to(h) || self.find_listener(c.flow.local).is_none() {
+            return false;
+        }
+        self.counters.time_wait_reopened += 1;
+        self.remove(slot);
+        true
+    }
+
     /// RFC 9293 3.10.7.2 (LISTEN), with SYN cookies when the half-open
     /// queue is full and a clean refusal (no SYN-ACK) when the accept queue
     /// is.
