@@ -460,13 +460,9 @@ impl Tcp {
         if s.in_time_wait {
             self.time_wait -= 1;
         }
-        if let Some(lid) = s.listener.take() {
-            if conn.state() != State::Established {
-                if let Ok(l) = self.listener_mut(lid) {
-                    l.half_open = l.half_open.saturating_sub(1);
-                }
-            }
-        }
+        // Its place among the listener's half-open connections, if it had
+        // one, was given back when it left SYN-RECEIVED.
+        s.listener = None;
         self.counters.retransmits += conn.counters.retransmits;
         self.counters.timeouts += conn.counters.timeouts;
         self.demux.remove(&conn.flow);

@@ -301,14 +301,17 @@ impl Tcp {
         let conn = Conn::from_cookie(flow, opts, usize::from(mss), h, cookie_opts, ts, now);
         self.counters.passive_opens += 1;
         let id = self.insert(conn, Some(lid));
-        self.handshake_done(id.slot, true);
+        // Never half-open here: straight to the accept queue.
+        self.enqueue_accepted(lid, id);
         let _ = self.with_conn(now, id, |c| c.on_segment(now, h, payload));
         let _ = sink;
     }
 
-    /// A connection of a listener left SYN-RECEIVED.
+    /// A connection of a listener left SYN-RECEIVED: it is half-open no
+    /// more (the one place where the count goes down), and waits to be
+    /// accepted if it got established.
     pub(super) fn handshake_done(&mut self, slot: u32, established: bool) {
-        let s = &mut self.slots[slot as usize];
+        let s = &self.slots[slot as usize];
         let Some(lid) = s.listener else { return };
         let id = TcpId {
             slot,
@@ -319,11 +322,19 @@ impl Tcp {
         };
         l.half_open = l.half_open.saturating_sub(1);
         if established {
-            l.accept.push_back(id);
-            if !l.event {
-                l.event = true;
-                self.events.push_back(Event::Accept(lid));
-            }
+            self.enqueue_accepted(lid, id);
+        }
+    }
+
+    /// An established connection joins its listener's accept queue.
+    fn enqueue_accepted(&mut self, lid: ListenerId, id: TcpId) {
+        let Ok(l) = self.listener_mut(lid) else {
+            return;
+        };
+        l.accept.push_back(id);
+        if !l.event {
+            l.event = true;
+            self.events.push_back(Event::Accept(lid));
         }
     }
 }
