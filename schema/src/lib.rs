@@ -33,6 +33,7 @@ pub mod supervisor_capnp {
 
 pub mod access;
 pub mod addr;
+pub mod coalesce;
 pub mod errors;
 pub mod metered;
 pub mod offload;

@@ -492,6 +492,7 @@ impl<R: AsyncRead + Unpin + 'static> MeteredNetwork<R> {
             state: FrameState::Filling,
             stalled: false,
         };
+        let writer = crate::coalesce::Coalesce::new(writer);
         let inner =
             capnp_rpc::twoparty::VatNetwork::new(framed, writer, side, limits.reader_options());
         MeteredNetwork {

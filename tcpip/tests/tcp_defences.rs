@@ -192,6 +192,71 @@ fn a_syn_cookie_without_timestamps_keeps_only_the_mss() {
     );
 }
 
+/// A SYN-ACK from the listener on `port` (a SYN from there first).
+fn syn_from(p: &mut Peer, port: u16) -> Seg {
+    p.remote.set_port(port);
+    let syn = p.syn(1460, Some(7));
+    p.inject(&syn, &[]);
+    p.expect_that("SYN-ACK", |s| s.flags() == SA)
+}
+
+/// Cookies start when the half-open connections that live fill the
+/// backlog: one that dies (reset in SYN-RECEIVED, or reset after its
+/// handshake while it waits to be accepted) gives back one place, once,
+/// and one made from a cookie never took one.
+#[test]
+fn the_half_open_count_follows_the_connections_that_live() {
+    // Reset in SYN-RECEIVED.
+    let mut p = Peer::new(false);
+    p.listen(2, opts());
+    syn_from(&mut p, 21_000);
+    syn_from(&mut p, 21_001);
+    p.remote.set_port(21_000);
+    p.send(RST, 1, 0, &[]);
+    syn_from(&mut p, 21_002);
+    assert_eq!(p.stack.tcp.counters.syn_cookies_sent, 0);
+    syn_from(&mut p, 21_003);
+    assert_eq!(
+        p.stack.tcp.counters.syn_cookies_sent, 1,
+        "two live half-open: a cookie"
+    );
+
+    // Reset after the handshake, before the accept.
+    let mut p = Peer::new(false);
+    p.listen(3, opts());
+    let sa = syn_from(&mut p, 22_000);
+    syn_from(&mut p, 22_001);
+    p.remote.set_port(22_000);
+    p.engine_isn = sa.h.seq;
+    p.send(A, 1, 1, &[]);
+    p.send(RST, 1, 0, &[]);
+    syn_from(&mut p, 22_002);
+    syn_from(&mut p, 22_003);
+    assert_eq!(p.stack.tcp.counters.syn_cookies_sent, 0);
+    syn_from(&mut p, 22_004);
+    assert_eq!(
+        p.stack.tcp.counters.syn_cookies_sent, 1,
+        "three live half-open: a cookie"
+    );
+
+    // A connection from a cookie.
+    let mut p = Peer::new(false);
+    let l = p.listen(1, opts());
+    syn_from(&mut p, 23_000);
+    let sa = syn_from(&mut p, 23_001);
+    assert_eq!(p.stack.tcp.counters.syn_cookies_sent, 1);
+    let mut ack = p.hdr(A, 1, 0);
+    ack.ack = sa.h.seq + 1u32;
+    ack.timestamp = Some((p.tsval(), sa.h.timestamp.unwrap().0));
+    p.inject(&ack, &[]);
+    assert!(p.accept(l).is_some());
+    syn_from(&mut p, 23_002);
+    assert_eq!(
+        p.stack.tcp.counters.syn_cookies_sent, 2,
+        "the first connection is still half-open: a cookie"
+    );
+}
+
 /// A full accept queue drops new SYNs silently (Linux): no SYN-ACK, so no
 /// promise that would have to be broken by a reset later.
 #[test]

@@ -8,6 +8,7 @@
 
 mod script;
 
+use capnet_tcpip::tcp::{ListenerId, TcpId};
 use script::*;
 
 // -------------------------------------------------------------- zero window
@@ -454,4 +455,92 @@ fn close_with_unread_data_or_data_after_close_resets() {
     let r = p.expect_that("RST", |s| s.flags().rst());
     assert_eq!(r.seq, 2, "<SEQ=SEG.ACK>: {r}");
     assert!(!p.alive(id));
+}
+
+// ---------------------------------------------------------------- TIME-WAIT
+
+const FA: Flags = Flags(Flags::FIN.0 | Flags::ACK.0);
+
+/// The engine answers a request and closes first, as an HTTP/1.0 server
+/// does: its end waits in TIME-WAIT, the peer's end is gone at once (so
+/// the peer may use the same port again right away). Returns the
+/// listener and the connection.
+fn server_closes_first(p: &mut Peer) -> (ListenerId, TcpId) {
+    let (l, id) = p.passive_open(opts(), Some(7));
+    p.send(PA, 1, 1, &data(10));
+    assert_eq!(p.read_all(id), data(10));
+    p.write(id, &data(20));
+    p.close(id);
+    let sent = p.take_all();
+    assert!(sent.iter().any(|s| s.flags().fin()), "{sent:?}");
+    p.send(FA, 11, 22, &[]);
+    p.expect_that("ACK of the peer's FIN", |s| s.is_pure_ack() && s.ack == 12);
+    assert_eq!(p.conn(id).state(), State::TimeWait);
+    (l, id)
+}
+
+/// RFC 6191 2 (RFC 1122 4.2.2.13 without timestamps; Linux
+/// `tcp_timewait_state_process`): a SYN for a flow in TIME-WAIT with a
+/// newer timestamp, or without timestamps a sequence number beyond
+/// RCV.NXT, is a new incarnation: TIME-WAIT ends and the listener answers
+/// it. Without this a client that reuses its port meets an ACK instead of
+/// a SYN-ACK, resets, and waits for its SYN to be sent again.
+#[test]
+fn a_new_syn_ends_time_wait_and_opens_a_connection() {
+    for timestamps in [true, false] {
+        let mut p = Peer::new(false);
+        p.timestamps = timestamps;
+        let (l, old) = server_closes_first(&mut p);
+        p.advance_ms(1_000);
+        p.peer_isn = p.peer_isn + 1_000_000u32;
+        let syn = p.syn(1460, Some(7));
+        p.inject(&syn, &[]);
+        let sa = p.expect_that("SYN-ACK", |s| s.flags() == SA);
+        assert_eq!(sa.ack, 1, "{sa}");
+        assert!(!p.alive(old), "the old incarnation is gone");
+        p.expect_none("nothing else");
+        p.send(A, 1, 1, &[]);
+        let new = p.accept(l).expect("the new connection");
+        assert!(p.conn(new).is_established());
+        assert_eq!(p.stack.tcp.time_wait(), 0);
+        assert_eq!(p.stack.tcp.counters.time_wait_reopened, 1);
+    }
+}
+
+/// RFC 6191 2: a SYN that may be an old duplicate (its timestamp not newer,
+/// or without timestamps its sequence number not beyond RCV.NXT) leaves
+/// TIME-WAIT alone and gets an ACK (RFC 5961 4.2); so does any SYN when
+/// nothing listens any more.
+#[test]
+fn an_old_syn_leaves_time_wait_alone() {
+    let mut p = Peer::new(false);
+    let (_, id) = server_closes_first(&mut p);
+    p.advance_ms(1_000);
+    let mut syn = p.syn(1460, Some(7));
+    syn.seq = p.peer_isn + 1_000_000u32;
+    syn.timestamp = Some((p.tsval().wrapping_sub(5_000), 0));
+    p.inject(&syn, &[]);
+    p.expect_that("ACK", |s| s.is_pure_ack() && s.ack == 12);
+    assert_eq!(p.conn(id).state(), State::TimeWait);
+
+    let mut p = Peer::new(false);
+    p.timestamps = false;
+    let (_, id) = server_closes_first(&mut p);
+    p.advance_ms(1_000);
+    let mut syn = p.syn(1460, Some(7));
+    syn.seq = p.peer_isn + 5u32;
+    p.inject(&syn, &[]);
+    p.expect_that("ACK", |s| s.is_pure_ack() && s.ack == 12);
+    assert_eq!(p.conn(id).state(), State::TimeWait);
+
+    let mut p = Peer::new(false);
+    let (l, id) = server_closes_first(&mut p);
+    p.close_listener(l);
+    p.advance_ms(1_000);
+    p.peer_isn = p.peer_isn + 1_000_000u32;
+    let syn = p.syn(1460, Some(7));
+    p.inject(&syn, &[]);
+    p.expect_that("ACK", |s| s.is_pure_ack());
+    assert_eq!(p.conn(id).state(), State::TimeWait);
+    assert_eq!(p.stack.tcp.counters.time_wait_reopened, 0);
 }

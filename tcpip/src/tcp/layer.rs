@@ -84,6 +84,8 @@ pub struct TcpCounters {
     pub syn_cookies_rejected: u64,
     pub listen_overflows: u64,
     pub time_wait_skipped: u64,
+    /// TIME-WAIT ended early by a new SYN for the same flow (RFC 6191).
+    pub time_wait_reopened: u64,
     pub malformed: u64,
     pub retransmits: u64,
     pub timeouts: u64,
@@ -303,7 +305,12 @@ impl Tcp {
         mark: Mark,
         sink: &mut impl Sink,
     ) {
-        if let Some(&slot) = self.demux.get(&flow) {
+        let known = self
+            .demux
+            .get(&flow)
+            .copied()
+            .filter(|&slot| !self.time_wait_yields(slot, h));
+        if let Some(slot) = known {
             let s = &mut self.slots[slot as usize];
             let conn = s.conn.as_deref_mut().expect("demux names live slots");
             let was = conn.state();
@@ -455,13 +462,9 @@ impl Tcp {
         if s.in_time_wait {
             self.time_wait -= 1;
         }
-        if let Some(lid) = s.listener.take() {
-            if conn.state() != State::Established {
-                if let Ok(l) = self.listener_mut(lid) {
-                    l.half_open = l.half_open.saturating_sub(1);
-                }
-            }
-        }
+        // Its place among the listener's half-open connections, if it had
+        // one, was given back when it left SYN-RECEIVED.
+        s.listener = None;
         self.counters.retransmits += conn.counters.retransmits;
         self.counters.timeouts += conn.counters.timeouts;
         self.demux.remove(&conn.flow);

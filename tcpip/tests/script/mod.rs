@@ -453,6 +453,13 @@ impl Peer {
         self.poll();
     }
 
+    pub fn close_listener(&mut self, l: ListenerId) {
+        let mut cap = Capture::default();
+        self.stack.tcp_close_listener(self.now, l, &mut cap);
+        self.absorb(cap.frames);
+        self.poll();
+    }
+
     // ---- scripted handshakes ----
 
     /// The peer's SYN with every option Linux sends.

@@ -9,6 +9,9 @@
 //! - idle CPU of two whole service sets;
 //! - memory per idle TCP connection;
 //! - TCP over TAP vs the Linux stack over veth (root only);
+//! - HTTP requests per second with one connection per request (`wrk`),
+//!   the same server program on capnet over TAP vs on Linux over veth
+//!   (root only);
 //! - failover time of an active-backup bond and driver restart time, each
 //!   against the time the same stream takes to move the same bytes
 //!   undisturbed;
@@ -20,12 +23,14 @@
 //! CPU time is read from /proc for every process involved.
 //!
 //! `CAPNET_BENCH` picks some (comma-separated; all when unset), each a
-//! module here: `call`, `tax`, `idle`, `tap`, `loss`, `failover` and
+//! module here: `call`, `tax`, `idle`, `tap`, `http`, `loss`, `failover` and
 //! `restart` (`recovery`), `xor`, `tls`, `reoffload`.
 
 mod call;
+mod http;
 mod idle;
 mod loss;
+mod netns;
 mod procs;
 mod recovery;
 mod reoffload;
@@ -53,6 +58,9 @@ fn main() {
     }
     if want("tap") {
         tap::bench_tap_vs_veth();
+    }
+    if want("http") {
+        http::bench_http();
     }
     if want("loss") {
         loss::bench_loss();

@@ -52,3 +52,22 @@ pub fn sh(cmd: &str) -> bool {
         .map(|s| s.success())
         .unwrap_or(false)
 }
+
+/// User+system CPU seconds of this process's children that were waited for.
+fn reaped_children_cpu() -> f64 {
+    // SAFETY: rusage is plain data; all zeroes is a valid value.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: the pointer is to a local that outlives the call.
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
+}
+
+/// Waits for a child: whether it succeeded, and the CPU seconds it used,
+/// all of them (its /proc entry is gone once it ends). No other child may
+/// be waited for meanwhile.
+pub fn wait_cpu(child: &mut std::process::Child) -> (bool, f64) {
+    let before = reaped_children_cpu();
+    let ok = child.wait().is_ok_and(|s| s.success());
+    (ok, reaped_children_cpu() - before)
+}

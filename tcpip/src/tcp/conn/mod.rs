@@ -499,6 +499,27 @@ impl Conn {
         }
     }
 
+    /// Whether a SYN may end TIME-WAIT as a new incarnation of the flow
+    /// (RFC 6191 2, Linux `tcp_timewait_state_process`): its timestamp is
+    /// newer than TS.Recent (or equal, with a sequence number beyond
+    /// RCV.NXT); without timestamps on both sides, its sequence number is
+    /// beyond RCV.NXT (RFC 1122 4.2.2.13). Anything else may be an old
+    /// duplicate.
+    pub fn time_wait_yields_to(&self, h: &Header) -> bool {
+        let f = h.flags;
+        if self.state != State::TimeWait || !f.syn() || f.ack() || f.rst() {
+            return false;
+        }
+        let beyond = h.seq.gt(self.rcv_nxt());
+        match h.timestamp {
+            Some((val, _)) if self.neg.timestamps => {
+                let newer = val.wrapping_sub(self.ts.recent) as i32;
+                newer > 0 || (newer == 0 && beyond)
+            }
+            _ => beyond,
+        }
+    }
+
     pub fn state(&self) -> State {
         self.state
     }

@@ -164,6 +164,24 @@ impl Tcp {
             .copied()
     }
 
+    /// A SYN that may open a new incarnation of a flow in TIME-WAIT (see
+    /// [`Conn::time_wait_yields_to`]) ends that TIME-WAIT when a listener
+    /// will take the SYN, as Linux does: a client reuses its port as soon
+    /// as its own end is closed, which for a server that closes first is
+    /// long before our TIME-WAIT ends. A connection its application still
+    /// holds is left alone.
+    pub(super) fn time_wait_yields(&mut self, slot: u32, h: &Header) -> bool {
+        let Some(c) = self.slots[slot as usize].conn.as_deref() else {
+            return false;
+        };
+        if !c.orphan || !c.time_wait_yields_to(h) || self.find_listener(c.flow.local).is_none() {
+            return false;
+        }
+        self.counters.time_wait_reopened += 1;
+        self.remove(slot);
+        true
+    }
+
     /// RFC 9293 3.10.7.2 (LISTEN), with SYN cookies when the half-open
     /// queue is full and a clean refusal (no SYN-ACK) when the accept queue
     /// is.
@@ -283,15 +301,18 @@ impl Tcp {
         let conn = Conn::from_cookie(flow, opts, usize::from(mss), h, cookie_opts, ts, now);
         self.counters.passive_opens += 1;
         let id = self.insert(conn, Some(lid));
-        self.handshake_done(id.slot, true);
+        // Never half-open here: straight to the accept queue.
+        self.enqueue_accepted(lid, id);
         // No offload context can name a flow that had no connection: plain.
         let _ = self.with_conn(now, id, |c| c.on_segment(now, h, payload, Mark::Plain));
         let _ = sink;
     }
 
-    /// A connection of a listener left SYN-RECEIVED.
+    /// A connection of a listener left SYN-RECEIVED: it is half-open no
+    /// more (the one place where the count goes down), and waits to be
+    /// accepted if it got established.
     pub(super) fn handshake_done(&mut self, slot: u32, established: bool) {
-        let s = &mut self.slots[slot as usize];
+        let s = &self.slots[slot as usize];
         let Some(lid) = s.listener else { return };
         let id = TcpId {
             slot,
@@ -302,11 +323,19 @@ impl Tcp {
         };
         l.half_open = l.half_open.saturating_sub(1);
         if established {
-            l.accept.push_back(id);
-            if !l.event {
-                l.event = true;
-                self.events.push_back(Event::Accept(lid));
-            }
+            self.enqueue_accepted(lid, id);
+        }
+    }
+
+    /// An established connection joins its listener's accept queue.
+    fn enqueue_accepted(&mut self, lid: ListenerId, id: TcpId) {
+        let Ok(l) = self.listener_mut(lid) else {
+            return;
+        };
+        l.accept.push_back(id);
+        if !l.event {
+            l.event = true;
+            self.events.push_back(Event::Accept(lid));
         }
     }
 }
