@@ -5,29 +5,19 @@
 //! Real processes, no mocks. Needs root.
 
 use capnet::host::Host;
+use capnet_tests::tap_rig::{sh, KillOnDrop};
 use capnet_tests::{
     fds_and_memfds, receive_counting, require_root, send_pattern, snapshot, wait_progress,
     Progress, Snapshot,
 };
 use std::net::{Shutdown, SocketAddr};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 fn addr(s: &str) -> SocketAddr {
     s.parse().unwrap()
-}
-
-fn sh(cmd: &str) -> String {
-    let out = Command::new("bash").arg("-c").arg(cmd).output().unwrap();
-    assert!(
-        out.status.success(),
-        "`{cmd}` failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// A network namespace with persistent taps, and a scratch run directory:
@@ -135,15 +125,6 @@ impl Drop for Lab {
         }
         let _ = Command::new("ip").args(["netns", "del", &self.ns]).output();
         let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 

@@ -141,12 +141,7 @@ impl Stack {
     ) -> Result<Option<TxBinding>, SocketError> {
         let t = self.tcp_tuple(id)?;
         let old = self.offload.borrow_mut().unbind_tx(&t);
-        let tc = self.tcp.get_mut(&id).ok_or(SocketError::Closed)?;
-        let c = self
-            .engine
-            .tcp
-            .conn_mut(tc.id)
-            .map_err(|_| SocketError::Closed)?;
+        let (tc, c) = self.conn(id)?;
         let una = tc.tx_bytes - c.send_queued() as u64;
         // Bytes the peer acknowledged are never sent again.
         let skip = una.saturating_sub(start).min(bytes.len() as u64) as usize;

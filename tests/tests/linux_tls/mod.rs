@@ -8,12 +8,13 @@
 pub mod transfer;
 
 use capnet::host::Host;
+pub use capnet_tests::tap_rig::{sh, KillOnDrop};
 use capnet_tests::{tls_section, Scratch};
 use libclient::{RecordMode, TlsInfo, TlsVersion};
 use sha2::{Digest, Sha256};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
+use std::process::{ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 pub const OUR_MAC: &str = "02:00:00:00:aa:02";
@@ -34,17 +35,6 @@ pub fn hex(b: &[u8]) -> String {
 
 pub fn sha(b: &[u8]) -> Sha {
     Sha256::digest(b).into()
-}
-
-pub fn sh(cmd: &str) -> String {
-    let out = Command::new("bash").arg("-c").arg(cmd).output().unwrap();
-    assert!(
-        out.status.success(),
-        "`{cmd}` failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 pub fn read_lossy(path: &Path) -> String {
@@ -92,15 +82,6 @@ impl Namespace {
 impl Drop for Namespace {
     fn drop(&mut self) {
         let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
-    }
-}
-
-pub struct KillOnDrop(pub Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 
