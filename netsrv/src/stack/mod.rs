@@ -14,6 +14,7 @@
 //!   a connection's sequence numbers and receive queue).
 
 mod bindings;
+mod pump;
 mod tcp;
 mod udp;
 
