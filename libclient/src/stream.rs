@@ -24,7 +24,6 @@ use capnet_schema::errors::SocketError;
 use std::future::Future;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
-use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -73,6 +72,28 @@ impl Grant {
             ring_bytes: g.get_ring_bytes(),
         })
     }
+}
+
+/// Awaits a socket's pipelined `openRings` answer, within
+/// [`CONTROL_TIMEOUT`]. On failure the socket `id`, just put in the
+/// connection's table, is taken out again (the service closes it).
+pub(crate) async fn granted(
+    ctx: &Ctx,
+    id: u64,
+    answer: impl Future<Output = capnp::Result<Grant>>,
+    err: fn(capnp::Error) -> io::Error,
+) -> io::Result<Grant> {
+    let grant = match tokio::time::timeout(CONTROL_TIMEOUT, answer).await {
+        Ok(answer) => answer.map_err(err),
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "openRings timed out",
+        )),
+    };
+    if grant.is_err() {
+        ctx.remove(id);
+    }
+    grant
 }
 
 /// What reads do after a shutdown of the receiving side (a `ReadShut` as
@@ -148,14 +169,12 @@ pub(crate) enum ErrorReport {
 
 impl RingStream {
     /// Takes the socket `id` (already in the connection's table) to ring
-    /// mode; `open_rings` is its `openRings` call, made on the connection
-    /// thread. On failure the socket is released.
-    pub fn open<F, Fut>(conn: Conn, id: u64, open_rings: F) -> io::Result<RingStream>
-    where
-        F: FnOnce(Rc<Ctx>) -> Fut + Send + 'static,
-        Fut: Future<Output = io::Result<Grant>> + 'static,
-    {
-        match Self::attach(&conn, open_rings) {
+    /// mode with `grant`, its `openRings` answer (asked in the same job as
+    /// the call that brought the socket, pipelined on it: one trip to the
+    /// connection thread and one message exchange, not two). On failure
+    /// the socket is released.
+    pub fn open(conn: Conn, id: u64, grant: Grant) -> io::Result<RingStream> {
+        match Self::attach(&conn, grant) {
             Ok(end) => Ok(Self::from_end(conn, id, end)),
             Err(e) => {
                 // Nobody will hold this socket: let the service close it.
@@ -165,12 +184,7 @@ impl RingStream {
         }
     }
 
-    fn attach<F, Fut>(conn: &Conn, open_rings: F) -> io::Result<ClientEnd>
-    where
-        F: FnOnce(Rc<Ctx>) -> Fut + Send + 'static,
-        Fut: Future<Output = io::Result<Grant>> + 'static,
-    {
-        let grant = conn.call(Some(CONTROL_TIMEOUT), open_rings)?;
+    fn attach(conn: &Conn, grant: Grant) -> io::Result<ClientEnd> {
         let fds = conn
             .redeem(&grant.token, 3)
             .map_err(|e| match conn.check() {

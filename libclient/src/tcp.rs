@@ -3,7 +3,7 @@
 use crate::accept::Acceptor;
 use crate::conn::{cap_err, Net, Object};
 use crate::stream::{
-    lock, ring_stream_api, ErrorReport, Grant, ReadShut, RingStream, CONTROL_TIMEOUT,
+    granted, lock, ring_stream_api, ErrorReport, Grant, ReadShut, RingStream, CONTROL_TIMEOUT,
 };
 use capnet_schema::net_capnp::Shutdown;
 use std::io;
@@ -57,18 +57,14 @@ impl TcpStream {
     }
 
     /// Takes a socket capability (already in the connection's table) to ring
-    /// mode.
-    pub(crate) fn from_object(net: Net, id: u64, peer: SocketAddr) -> io::Result<TcpStream> {
-        let ring = RingStream::open(net.conn().clone(), id, move |ctx| async move {
-            let resp = ctx
-                .tcp(id)?
-                .open_rings_request()
-                .send()
-                .promise
-                .await
-                .map_err(cap_err)?;
-            Grant::read(resp.get().map_err(cap_err)?.get_grant().map_err(cap_err)?).map_err(cap_err)
-        })?;
+    /// mode with its `openRings` answer.
+    pub(crate) fn from_object(
+        net: Net,
+        id: u64,
+        peer: SocketAddr,
+        grant: Grant,
+    ) -> io::Result<TcpStream> {
+        let ring = RingStream::open(net.conn().clone(), id, grant)?;
         ring.report_errors(ErrorReport::Once);
         Ok(TcpStream {
             ring,
@@ -348,15 +344,24 @@ impl Net {
         options: &TcpOptions,
     ) -> io::Result<TcpStream> {
         let options = *options;
-        let id = self.call(None, move |ctx| async move {
+        let (id, grant) = self.call(None, move |ctx| async move {
             let mut req = ctx.net().tcp_connect_request();
             crate::udp::write_addr(req.get().init_remote(), addr);
             options.write(req.get().init_options());
-            let resp = req.send().promise.await.map_err(cap_err)?;
+            let call = req.send();
+            let rings = call.pipeline.get_socket().open_rings_request().send();
+            let resp = call.promise.await.map_err(cap_err)?;
             let sock = resp.get().map_err(cap_err)?.get_socket().map_err(cap_err)?;
-            Ok(ctx.insert(Object::Tcp(sock)))
+            let id = ctx.insert(Object::Tcp(sock));
+            let grant = granted(
+                &ctx,
+                id,
+                async move { Grant::read(rings.promise.await?.get()?.get_grant()?) },
+                cap_err,
+            );
+            Ok((id, grant.await?))
         })?;
-        TcpStream::from_object(self.clone(), id, addr)
+        TcpStream::from_object(self.clone(), id, addr, grant)
     }
 
     pub fn tcp_listen(&self, addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
@@ -432,21 +437,23 @@ impl TcpListener {
     pub fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
         let id = self.id;
         let accepted = self.acceptor.accept(move |ctx| async move {
-            let resp = ctx
-                .listener(id)?
-                .accept_request()
-                .send()
-                .promise
-                .await
-                .map_err(cap_err)?;
+            let call = ctx.listener(id)?.accept_request().send();
+            let rings = call.pipeline.get_socket().open_rings_request().send();
+            let resp = call.promise.await.map_err(cap_err)?;
             let r = resp.get().map_err(cap_err)?;
             let remote = crate::udp::read_addr(r.get_remote().map_err(cap_err)?)?;
-            let sock = r.get_socket().map_err(cap_err)?;
-            Ok((ctx.insert(Object::Tcp(sock)), remote))
+            let sock = ctx.insert(Object::Tcp(r.get_socket().map_err(cap_err)?));
+            let grant = granted(
+                &ctx,
+                sock,
+                async move { Grant::read(rings.promise.await?.get()?.get_grant()?) },
+                cap_err,
+            );
+            Ok((sock, remote, grant.await?))
         });
-        let (sock, remote) = accepted?;
+        let (sock, remote, grant) = accepted?;
         Ok((
-            TcpStream::from_object(self.net.clone(), sock, remote)?,
+            TcpStream::from_object(self.net.clone(), sock, remote, grant)?,
             remote,
         ))
     }

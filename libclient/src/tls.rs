@@ -7,7 +7,7 @@
 
 use crate::accept::Acceptor;
 use crate::conn::{Conn, Object, Service};
-use crate::stream::{ring_stream_api, Grant, ReadShut, RingStream, CONTROL_TIMEOUT};
+use crate::stream::{granted, ring_stream_api, Grant, ReadShut, RingStream, CONTROL_TIMEOUT};
 use crate::tcp::resolve;
 use capnet_schema::errors::SocketError;
 use capnet_schema::tls_capnp::{self as wire, tls_info, tls_options, tls_stat};
@@ -384,16 +384,25 @@ impl Tls {
     ) -> io::Result<TlsStream> {
         let options = options.clone();
         let server_name = server_name.to_owned();
-        let id = self.conn.call(None, move |ctx| async move {
+        let (id, grant) = self.conn.call(None, move |ctx| async move {
             let mut req = ctx.tls().connect_request();
             crate::udp::write_addr(req.get().init_remote(), addr);
             req.get().set_server_name(server_name.as_str());
             options.write(req.get().init_options());
-            let resp = req.send().promise.await.map_err(tls_err)?;
+            let call = req.send();
+            let rings = call.pipeline.get_socket().open_rings_request().send();
+            let resp = call.promise.await.map_err(tls_err)?;
             let sock = resp.get().map_err(tls_err)?.get_socket().map_err(tls_err)?;
-            Ok(ctx.insert(Object::TlsSocket(sock)))
+            let id = ctx.insert(Object::TlsSocket(sock));
+            let grant = granted(
+                &ctx,
+                id,
+                async move { Grant::read(rings.promise.await?.get()?.get_grant()?) },
+                tls_err,
+            );
+            Ok((id, grant.await?))
         })?;
-        TlsStream::from_object(self.conn.clone(), id, addr)
+        TlsStream::from_object(self.conn.clone(), id, addr, grant)
     }
 
     /// Listens on `addr` and serves tlsd's configured identity (`NotFound`
@@ -468,18 +477,10 @@ impl TlsStream {
         Tls::default_tls()?.connect_stream(resolve(addr)?, server_name, &TlsOptions::default())
     }
 
-    /// Takes a TLS socket (already in the connection's table) to ring mode.
-    fn from_object(conn: Conn, id: u64, peer: SocketAddr) -> io::Result<TlsStream> {
-        let ring = RingStream::open(conn, id, move |ctx| async move {
-            let resp = ctx
-                .tls_socket(id)?
-                .open_rings_request()
-                .send()
-                .promise
-                .await
-                .map_err(tls_err)?;
-            Grant::read(resp.get().map_err(tls_err)?.get_grant().map_err(tls_err)?).map_err(tls_err)
-        })?;
+    /// Takes a TLS socket (already in the connection's table) to ring mode
+    /// with its `openRings` answer.
+    fn from_object(conn: Conn, id: u64, peer: SocketAddr, grant: Grant) -> io::Result<TlsStream> {
+        let ring = RingStream::open(conn, id, grant)?;
         Ok(TlsStream {
             ring,
             peer,
@@ -592,21 +593,23 @@ impl TlsListener {
 
     pub fn accept(&self) -> io::Result<(TlsStream, SocketAddr)> {
         let id = self.id;
-        let (sock, remote) = self.acceptor.accept(move |ctx| async move {
-            let resp = ctx
-                .tls_listener(id)?
-                .accept_request()
-                .send()
-                .promise
-                .await
-                .map_err(tls_err)?;
+        let (sock, remote, grant) = self.acceptor.accept(move |ctx| async move {
+            let call = ctx.tls_listener(id)?.accept_request().send();
+            let rings = call.pipeline.get_socket().open_rings_request().send();
+            let resp = call.promise.await.map_err(tls_err)?;
             let r = resp.get().map_err(tls_err)?;
             let remote = read_addr(r.get_remote().map_err(tls_err)?)?;
-            let sock = r.get_socket().map_err(tls_err)?;
-            Ok((ctx.insert(Object::TlsSocket(sock)), remote))
+            let sock = ctx.insert(Object::TlsSocket(r.get_socket().map_err(tls_err)?));
+            let grant = granted(
+                &ctx,
+                sock,
+                async move { Grant::read(rings.promise.await?.get()?.get_grant()?) },
+                tls_err,
+            );
+            Ok((sock, remote, grant.await?))
         })?;
         Ok((
-            TlsStream::from_object(self.conn.clone(), sock, remote)?,
+            TlsStream::from_object(self.conn.clone(), sock, remote, grant)?,
             remote,
         ))
     }
