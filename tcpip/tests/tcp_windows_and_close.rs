@@ -8,7 +8,7 @@
 
 mod script;
 
-use capnet_tcpip::tcp::{ListenerId, TcpId};
+use capnet_tcpip::tcp::{limits, ListenerId, TcpId};
 use script::*;
 
 // -------------------------------------------------------------- zero window
@@ -455,6 +455,39 @@ fn close_with_unread_data_or_data_after_close_resets() {
     let r = p.expect_that("RST", |s| s.flags().rst());
     assert_eq!(r.seq, 2, "<SEQ=SEG.ACK>: {r}");
     assert!(!p.alive(id));
+}
+
+/// tcp_fin_timeout: a connection the application let go of waits in
+/// FIN-WAIT-2 for the peer's FIN only so long, whether it was let go of
+/// before our FIN was acknowledged (close) or after (shutdown, then
+/// release: what netsrv does when a ring-mode socket ends), else a peer
+/// that never sends its FIN would hold it forever.
+#[test]
+fn an_orphan_fin_wait_2_times_out() {
+    for release_after_ack in [false, true] {
+        let mut p = Peer::new(false);
+        let (_, id) = p.passive_open(opts(), Some(7));
+        if release_after_ack {
+            p.with(id, |c| c.shutdown_write());
+        } else {
+            p.close(id);
+        }
+        p.expect_that("FIN", |s| s.flags().fin());
+        p.send(A, 1, 2, &[]);
+        assert_eq!(p.conn(id).state(), State::FinWait2);
+        if release_after_ack {
+            let now = p.now;
+            p.stack.tcp.release(now, id);
+        }
+        p.advance(limits::FIN_TIMEOUT - Duration::from_secs(1));
+        assert!(p.alive(id), "still waiting for the peer's FIN");
+        p.advance(Duration::from_secs(2));
+        assert!(
+            !p.alive(id),
+            "released={release_after_ack}: freed after tcp_fin_timeout"
+        );
+        p.expect_none("FIN-WAIT-2 ends quietly");
+    }
 }
 
 // ---------------------------------------------------------------- TIME-WAIT

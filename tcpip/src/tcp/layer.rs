@@ -275,8 +275,8 @@ impl Tcp {
             return;
         }
         let _ = self.with_conn(now, id, |c| {
-            c.orphan = true;
             c.shutdown_write();
+            c.orphan(now);
         });
     }
 
@@ -497,7 +497,7 @@ impl Tcp {
 
     /// The application released a connection that already ended.
     pub fn release(&mut self, now: Instant, id: TcpId) {
-        let _ = self.with_conn(now, id, |c| c.orphan = true);
+        let _ = self.with_conn(now, id, |c| c.orphan(now));
     }
 
     /// Timers, then output of every connection on the ready list.

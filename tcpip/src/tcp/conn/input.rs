@@ -383,7 +383,7 @@ impl Conn {
             State::FinWait1 => {
                 self.state = State::FinWait2;
                 if self.orphan {
-                    self.timers.close = Some(now + limits::FIN_TIMEOUT);
+                    self.arm_fin_timeout(now);
                 }
             }
             State::Closing => self.enter_time_wait(now),

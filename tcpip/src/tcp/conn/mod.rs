@@ -649,6 +649,23 @@ impl Conn {
         }
     }
 
+    /// The application let go: the engine alone finishes the connection.
+    /// A FIN-WAIT-2 reached before that gets its timeout now, else a peer
+    /// that acknowledged our FIN but never sends its own would hold the
+    /// connection forever.
+    pub(crate) fn orphan(&mut self, now: Instant) {
+        self.orphan = true;
+        if self.state == State::FinWait2 {
+            self.arm_fin_timeout(now);
+        }
+    }
+
+    pub(super) fn arm_fin_timeout(&mut self, now: Instant) {
+        if self.timers.close.is_none() {
+            self.timers.close = Some(now + limits::FIN_TIMEOUT);
+        }
+    }
+
     /// Shuts the receiving side: unread bytes and later data are dropped.
     pub fn shutdown_read(&mut self) {
         self.read_shut = true;
