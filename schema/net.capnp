@@ -292,6 +292,36 @@ struct StackCounters {
   driversRefused @21 :UInt64;     # drivers refused: what they reported did not hold, or they did not answer
   tcpRetransmits @22 :UInt64;     # TCP segments sent again, by connections open now or since closed
   tcpTimeouts @23 :UInt64;        # TCP retransmission timeouts, likewise
+  tcp @24 :TcpCounters;           # the TCP engine's own counters
+}
+
+struct TcpCounters {
+  # TCP since netsrv started, as `netstat -s` counts it: the engine's
+  # counters, and every connection's (open now or since freed) summed.
+  activeOpens @0 :UInt64;
+  passiveOpens @1 :UInt64;
+  resetsSent @2 :UInt64;
+  resetsReceived @3 :UInt64;
+  noSocket @4 :UInt64;            # segments for no connection or listener (answered with RST)
+  synCookiesSent @5 :UInt64;      # SYN-ACKs sent as cookies (a listener's half-open queue was full)
+  synCookiesAccepted @6 :UInt64;
+  synCookiesRejected @7 :UInt64;  # ACKs that carried no valid cookie
+  listenOverflows @8 :UInt64;     # connections refused: the accept queue was full
+  timeWaitSkipped @9 :UInt64;     # closes that skipped TIME-WAIT: too many in it
+  timeWaitReopened @10 :UInt64;   # TIME-WAITs ended by a new SYN for the flow (RFC 6191)
+  segmentsIn @11 :UInt64;
+  segmentsOut @12 :UInt64;
+  retransmits @13 :UInt64;        # segments sent again
+  fastRecoveries @14 :UInt64;     # loss recovery episodes (SACK / RACK), not timeouts
+  timeouts @15 :UInt64;           # retransmission timeouts
+  tailLossProbes @16 :UInt64;
+  dsacks @17 :UInt64;             # duplicate-SACKs received (spurious retransmissions seen)
+  challengeAcks @18 :UInt64;      # RFC 5961 challenge ACKs sent
+  pawsDrops @19 :UInt64;          # segments dropped by PAWS (old timestamps)
+  outOfWindow @20 :UInt64;        # segments outside the receive window
+  outOfOrder @21 :UInt64;         # segments that waited for a hole before them
+  outOfOrderDropped @22 :UInt64;  # out-of-order segments dropped (reassembly full)
+  zeroWindowProbes @23 :UInt64;
 }
 
 struct LimitCounters {

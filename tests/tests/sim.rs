@@ -59,6 +59,29 @@ fn bulk_64mib_each_way_with_loss_and_reordering() {
     let status = cli_ok(&a, &["status"]);
     assert!(status_counter(&status, "lost") > 100, "{status}");
     assert!(status_counter(&status, "reordered") > 10, "{status}");
+    // And TCP's counters say how it coped: each host both sent and
+    // received 64 MiB, so each retransmitted, recovered and reassembled.
+    for h in [&a, &b] {
+        let tcp = tcp_counters(h);
+        let n = |k: &str| tcp[k].as_u64().unwrap_or_else(|| panic!("no {k}: {tcp}"));
+        assert!(
+            n("segments_in") > 40_000 && n("segments_out") > 40_000,
+            "{tcp}"
+        );
+        assert!(n("retransmits") > 100, "{tcp}");
+        assert!(n("fast_recoveries") > 10, "{tcp}");
+        assert!(n("out_of_order") > 100, "{tcp}");
+        assert_eq!(n("resets_sent") + n("resets_received"), 0, "{tcp}");
+        // One connection carries both directions.
+        assert_eq!(n("active_opens") + n("passive_opens"), 1, "{tcp}");
+    }
+}
+
+/// `status --json`'s TCP counters.
+fn tcp_counters(host: &capnet::host::Host) -> serde_json::Value {
+    let status: serde_json::Value =
+        serde_json::from_str(&cli_ok(host, &["status", "--json"])).unwrap();
+    status["net"]["counters"]["tcp"].clone()
 }
 
 #[test]
@@ -131,6 +154,8 @@ fn two_hundred_concurrent_connections() {
     assert_eq!(server.join().unwrap(), N * 20_000);
     let status = cli_ok(&b, &["status"]);
     assert_eq!(status_counter(&status, "accepts"), N as u64, "{status}");
+    assert_eq!(tcp_counters(&b)["passive_opens"], N as u64);
+    assert_eq!(tcp_counters(&a)["active_opens"], N as u64);
     // Every connection closed with FIN, none with RST.
     for h in [&a, &b] {
         let status = cli_ok(h, &["status"]);

@@ -138,6 +138,39 @@ fn human(r: status_results::Reader<'_>, procs: &[ProcessInfo]) -> capnp::Result<
         c.get_tx_no_buffer(),
         c.get_port_bad_descriptors()
     );
+    let t = c.get_tcp()?;
+    let _ = writeln!(
+        out,
+        "tcp: opens active {} passive {}; segments in {} out {}; retransmits {} fast-recoveries {} \
+         timeouts {} tail-loss-probes {} dsacks {}; out-of-order {} (dropped {}) out-of-window {} \
+         paws-drops {} challenge-acks {} zero-window-probes {}; resets sent {} received {} \
+         no-socket {}; syn-cookies sent {} accepted {} rejected {}; listen-overflows {}; \
+         time-wait skipped {} reopened {}",
+        t.get_active_opens(),
+        t.get_passive_opens(),
+        t.get_segments_in(),
+        t.get_segments_out(),
+        t.get_retransmits(),
+        t.get_fast_recoveries(),
+        t.get_timeouts(),
+        t.get_tail_loss_probes(),
+        t.get_dsacks(),
+        t.get_out_of_order(),
+        t.get_out_of_order_dropped(),
+        t.get_out_of_window(),
+        t.get_paws_drops(),
+        t.get_challenge_acks(),
+        t.get_zero_window_probes(),
+        t.get_resets_sent(),
+        t.get_resets_received(),
+        t.get_no_socket(),
+        t.get_syn_cookies_sent(),
+        t.get_syn_cookies_accepted(),
+        t.get_syn_cookies_rejected(),
+        t.get_listen_overflows(),
+        t.get_time_wait_skipped(),
+        t.get_time_wait_reopened()
+    );
     let _ = writeln!(
         out,
         "drivers: attaches {} detaches {} refused {} rings-mapped {}, frames of dead instances \

@@ -150,9 +150,11 @@ fn write_status(
     b.set_driver_attaches(attaches);
     b.set_driver_detaches(detaches);
     b.set_rings_mapped(mapped);
-    let (retransmits, timeouts) = stack.tcp_loss_counters();
-    b.set_tcp_retransmits(retransmits);
-    b.set_tcp_timeouts(timeouts);
+    let tcp = &stack.engine().tcp;
+    let totals = tcp.conn_totals();
+    b.set_tcp_retransmits(totals.retransmits);
+    b.set_tcp_timeouts(totals.timeouts);
+    write_tcp_counters(&tcp.counters, &totals, b.reborrow().init_tcp());
     let (resent, dropped) = stack.ifaces.iter().fold((0, 0), |(r, d), i| {
         (
             r + i.link.counters.salvage_resent,
@@ -173,4 +175,35 @@ fn write_status(
     ob.set_rx_decrypted(o.rx_decrypted);
     ob.set_rx_out_of_order(o.rx_out_of_order);
     ob.set_rx_out_of_order_decrypted(o.rx_out_of_order_decrypted);
+}
+
+fn write_tcp_counters(
+    t: &capnet_tcpip::tcp::TcpCounters,
+    c: &capnet_tcpip::tcp::ConnCounters,
+    mut b: capnet_schema::net_capnp::tcp_counters::Builder<'_>,
+) {
+    b.set_active_opens(t.active_opens);
+    b.set_passive_opens(t.passive_opens);
+    b.set_resets_sent(t.resets_sent);
+    b.set_resets_received(t.resets_received);
+    b.set_no_socket(t.no_socket);
+    b.set_syn_cookies_sent(t.syn_cookies_sent);
+    b.set_syn_cookies_accepted(t.syn_cookies_accepted);
+    b.set_syn_cookies_rejected(t.syn_cookies_rejected);
+    b.set_listen_overflows(t.listen_overflows);
+    b.set_time_wait_skipped(t.time_wait_skipped);
+    b.set_time_wait_reopened(t.time_wait_reopened);
+    b.set_segments_in(c.segs_in);
+    b.set_segments_out(c.segs_out);
+    b.set_retransmits(c.retransmits);
+    b.set_fast_recoveries(c.fast_recoveries);
+    b.set_timeouts(c.timeouts);
+    b.set_tail_loss_probes(c.tail_loss_probes);
+    b.set_dsacks(c.dsacks);
+    b.set_challenge_acks(c.challenge_acks);
+    b.set_paws_drops(c.paws_drops);
+    b.set_out_of_window(c.out_of_window);
+    b.set_out_of_order(c.out_of_order);
+    b.set_out_of_order_dropped(c.ooo_dropped);
+    b.set_zero_window_probes(c.zero_window_probes);
 }

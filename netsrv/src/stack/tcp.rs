@@ -480,21 +480,6 @@ impl Stack {
         }
     }
 
-    /// The engine's TCP retransmissions and retransmission timeouts, of
-    /// the connections it has closed and of those open now (for `status`).
-    pub fn tcp_loss_counters(&self) -> (u64, u64) {
-        let tcp = &self.engine.tcp;
-        tcp.conns().fold(
-            (tcp.counters.retransmits, tcp.counters.timeouts),
-            |(retransmits, timeouts), (_, c)| {
-                (
-                    retransmits + c.counters.retransmits,
-                    timeouts + c.counters.timeouts,
-                )
-            },
-        )
-    }
-
     pub(super) fn tcp_summaries(&self) -> Vec<SocketSummary> {
         let mut out = Vec::new();
         for tc in self.tcp.values() {

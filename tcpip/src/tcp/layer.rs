@@ -4,7 +4,7 @@
 //! idle poll visits none), listen queues with SYN cookies, and the events
 //! the application side hears.
 
-use super::conn::{self, Conn, ConnError, Options, Payload, Sink, State};
+use super::conn::{self, Conn, ConnCounters, ConnError, Options, Payload, Sink, State};
 use super::cookie::SynCookies;
 use super::isn::IsnGenerator;
 use super::mark::Mark;
@@ -87,8 +87,8 @@ pub struct TcpCounters {
     /// TIME-WAIT ended early by a new SYN for the same flow (RFC 6191).
     pub time_wait_reopened: u64,
     pub malformed: u64,
-    pub retransmits: u64,
-    pub timeouts: u64,
+    /// The counters of every connection freed so far, summed.
+    pub ended: ConnCounters,
 }
 
 struct Slot {
@@ -465,8 +465,7 @@ impl Tcp {
         // Its place among the listener's half-open connections, if it had
         // one, was given back when it left SYN-RECEIVED.
         s.listener = None;
-        self.counters.retransmits += conn.counters.retransmits;
-        self.counters.timeouts += conn.counters.timeouts;
+        self.counters.ended.add(&conn.counters);
         self.demux.remove(&conn.flow);
         let s = &mut self.slots[slot as usize];
         s.generation = s.generation.wrapping_add(1);
@@ -569,6 +568,16 @@ impl Tcp {
     }
 
     /// Every connection, for `status`.
+    /// Every connection's counters summed, those freed included (what
+    /// `netstat -s` shows).
+    pub fn conn_totals(&self) -> ConnCounters {
+        let mut sum = self.counters.ended;
+        for (_, c) in self.conns() {
+            sum.add(&c.counters);
+        }
+        sum
+    }
+
     pub fn conns(&self) -> impl Iterator<Item = (TcpId, &Conn)> {
         self.slots.iter().enumerate().filter_map(|(i, s)| {
             s.conn.as_deref().map(|c| {

@@ -11,6 +11,6 @@ pub mod rtt;
 pub mod scoreboard;
 pub mod sendq;
 
-pub use conn::{limits, Conn, ConnError, Options, State};
-pub use layer::{Event, ListenerId, Tcp, TcpError, TcpId, TcpLimits};
+pub use conn::{limits, Conn, ConnCounters, ConnError, Options, State};
+pub use layer::{Event, ListenerId, Tcp, TcpCounters, TcpError, TcpId, TcpLimits};
 pub use mark::Mark;

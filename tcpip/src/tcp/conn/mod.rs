@@ -180,7 +180,7 @@ enum Recovery {
 }
 
 /// Counters of one connection (what `ss -ti` shows).
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ConnCounters {
     pub segs_in: u64,
     pub segs_out: u64,
@@ -200,6 +200,47 @@ pub struct ConnCounters {
     /// Of those, ones whose payload a NIC had marked (decrypted, placed).
     pub marked_out_of_order: u64,
     pub zero_window_probes: u64,
+}
+
+impl ConnCounters {
+    /// Adds `o` field by field (totals over connections). Destructured, so
+    /// that a new counter cannot be left out of the totals.
+    pub fn add(&mut self, o: &ConnCounters) {
+        let ConnCounters {
+            segs_in,
+            segs_out,
+            bytes_acked,
+            bytes_received,
+            retransmits,
+            fast_recoveries,
+            timeouts,
+            tail_loss_probes,
+            dsacks,
+            challenge_acks,
+            paws_drops,
+            out_of_window,
+            ooo_dropped,
+            out_of_order,
+            marked_out_of_order,
+            zero_window_probes,
+        } = *o;
+        self.segs_in += segs_in;
+        self.segs_out += segs_out;
+        self.bytes_acked += bytes_acked;
+        self.bytes_received += bytes_received;
+        self.retransmits += retransmits;
+        self.fast_recoveries += fast_recoveries;
+        self.timeouts += timeouts;
+        self.tail_loss_probes += tail_loss_probes;
+        self.dsacks += dsacks;
+        self.challenge_acks += challenge_acks;
+        self.paws_drops += paws_drops;
+        self.out_of_window += out_of_window;
+        self.ooo_dropped += ooo_dropped;
+        self.out_of_order += out_of_order;
+        self.marked_out_of_order += marked_out_of_order;
+        self.zero_window_probes += zero_window_probes;
+    }
 }
 
 /// The acknowledgment we owe.
