@@ -340,6 +340,34 @@ fn a_flight_of_two_sent_from_idle_gets_a_probe_after_two_srtt() {
     assert_eq!(p.conn(id).counters.timeouts, 0);
 }
 
+/// RFC 8985 7.2, as Linux's tcp_schedule_loss_probe: on a sub-millisecond
+/// path the probe waits 2*SRTT and a timer's slack (2 ms), not a floor of
+/// 10 ms (30 round trips here) during which the flight stands still.
+#[test]
+fn a_tail_loss_on_a_short_path_is_probed_within_a_few_ms() {
+    let mut p = Peer::new(false);
+    p.rtt = Duration::from_micros(300);
+    let id = p.active_open(opts(), Some(7));
+    p.write(id, &data(4 * 1448));
+    let segs = p.take_all();
+    assert_eq!(segs.len(), 4, "{segs:?}");
+    p.advance(Duration::from_micros(300));
+    // 0 and 1 arrive; the ACK of the rest is lost.
+    sack(&mut p, i64::from(segs[2].seq), &[]);
+    p.expect_none("no retransmission yet");
+    let acked_at = p.now;
+    let probe = p.wait_segment(Duration::from_secs(1)).expect("a probe");
+    let waited = probe.at.since(acked_at);
+    assert_eq!(probe.seq, segs[3].seq, "the last segment: {probe}");
+    // Timestamp samples tick in milliseconds: SRTT is about one.
+    assert!(
+        waited <= Duration::from_millis(5),
+        "PTO = 2 * SRTT + 2 ms: waited {waited:?}"
+    );
+    assert_eq!(p.conn(id).counters.tail_loss_probes, 1);
+    assert_eq!(p.conn(id).counters.timeouts, 0);
+}
+
 /// RFC 8985 6.2: a segment sent before one now SACKed is lost once
 /// RACK.rtt + RACK.reo_wnd (min_RTT / 4) has passed since it was sent:
 /// not at the SACK (that may be reordering), but a reorder window later.

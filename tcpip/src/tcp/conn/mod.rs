@@ -134,6 +134,9 @@ pub mod limits {
     /// The persist timer's bounds (RFC 9293 3.8.6.1).
     pub const PERSIST_MIN: Duration = Duration::from_millis(200);
     pub const PERSIST_MAX: Duration = Duration::from_secs(120);
+    /// What a tail-loss probe waits beyond 2*SRTT (Linux TCP_TIMEOUT_MIN,
+    /// two jiffies at HZ=1000).
+    pub const PROBE_SLACK: Duration = Duration::from_millis(2);
     /// Quick ACKs at the start of a connection (Linux TCP_MAX_QUICKACKS).
     pub const QUICK_ACKS: u32 = 16;
     /// RFC 7323 5.5: a timestamp older than 24 days is not used for PAWS.
