@@ -210,6 +210,12 @@ pub struct ConnCounters {
 struct AckState {
     /// Send one with the next output, whatever else goes.
     now: bool,
+    /// The one owed must leave before the next segment is taken, not with
+    /// the output after a batch of them: each out-of-order segment and
+    /// each hole filled gets its own (RFC 5681 4.2), so that the sender
+    /// sees every step of the SACK scoreboard and one lost ACK does not
+    /// hide a whole batch's news (Linux answers each segment as it comes).
+    immediate: bool,
     /// Full-sized segments received since our last ACK.
     unacked_segments: u32,
     /// ACKs left to send without delay (connection start, after a hole).
