@@ -165,6 +165,40 @@ fn out_of_order_data_is_sacked_latest_block_first() {
     assert_eq!(p.read_all(id).len(), 5000);
 }
 
+/// RFC 5681 4.2: out-of-order segments that arrive together (bindings
+/// take a ring's worth of frames per wakeup) get one duplicate ACK each,
+/// sent as each is taken, with the SACK blocks as they stood then; the
+/// segment that fills the hole gets its own. One ACK for the whole batch
+/// would leave the sender blind to the loss if that ACK were lost.
+#[test]
+fn out_of_order_segments_taken_together_get_an_ack_each() {
+    let mut p = Peer::new(false);
+    let (_, id) = p.passive_open(opts(), Some(7));
+    let d = data(1000);
+    // [1, 1001) is lost; three segments after it arrive in one batch.
+    let batch: Vec<_> = [1001, 2001, 3001]
+        .iter()
+        .map(|&seq| (p.hdr(PA, seq, 1), d.clone()))
+        .collect();
+    p.inject_batch(&batch);
+    let acks = p.take_all();
+    assert_eq!(acks.len(), 3, "one duplicate ACK per segment: {acks:?}");
+    for (i, a) in acks.iter().enumerate() {
+        assert!(a.is_pure_ack() && a.ack == 1, "{a}");
+        let end = 2001 + 1000 * i as i32;
+        assert_eq!(a.sacks(p.peer_isn), vec![(1001, end)], "{a}");
+    }
+    // The hole fills in a batch with in-order data behind it: the filling
+    // segment is answered at once, the in-order one with the output after.
+    let batch = vec![(p.hdr(PA, 1, 1), d.clone()), (p.hdr(PA, 4001, 1), d)];
+    p.inject_batch(&batch);
+    let acks = p.take_all();
+    assert_eq!(acks[0].ack, 4001, "the filled hole: {acks:?}");
+    assert!(acks[0].sacks(p.peer_isn).is_empty(), "{acks:?}");
+    assert_eq!(acks.last().unwrap().ack, 5001, "{acks:?}");
+    assert_eq!(p.read_all(id).len(), 5000);
+}
+
 /// RFC 2883 4: a duplicate segment is reported in the first SACK block
 /// (a D-SACK), below the cumulative ACK or inside a SACKed block.
 #[test]
@@ -337,6 +371,34 @@ fn a_flight_of_two_sent_from_idle_gets_a_probe_after_two_srtt() {
     sack(&mut p, seq(0), &[(seq(1), seq(1) + 1448)]);
     let r = p.wait_segment(Duration::from_millis(30)).expect("0 again");
     assert_eq!(r.seq, segs[0].seq, "{r}");
+    assert_eq!(p.conn(id).counters.timeouts, 0);
+}
+
+/// RFC 8985 7.2, as Linux's tcp_schedule_loss_probe: on a sub-millisecond
+/// path the probe waits 2*SRTT and a timer's slack (2 ms), not a floor of
+/// 10 ms (30 round trips here) during which the flight stands still.
+#[test]
+fn a_tail_loss_on_a_short_path_is_probed_within_a_few_ms() {
+    let mut p = Peer::new(false);
+    p.rtt = Duration::from_micros(300);
+    let id = p.active_open(opts(), Some(7));
+    p.write(id, &data(4 * 1448));
+    let segs = p.take_all();
+    assert_eq!(segs.len(), 4, "{segs:?}");
+    p.advance(Duration::from_micros(300));
+    // 0 and 1 arrive; the ACK of the rest is lost.
+    sack(&mut p, i64::from(segs[2].seq), &[]);
+    p.expect_none("no retransmission yet");
+    let acked_at = p.now;
+    let probe = p.wait_segment(Duration::from_secs(1)).expect("a probe");
+    let waited = probe.at.since(acked_at);
+    assert_eq!(probe.seq, segs[3].seq, "the last segment: {probe}");
+    // Timestamp samples tick in milliseconds: SRTT is about one.
+    assert!(
+        waited <= Duration::from_millis(5),
+        "PTO = 2 * SRTT + 2 ms: waited {waited:?}"
+    );
+    assert_eq!(p.conn(id).counters.tail_loss_probes, 1);
     assert_eq!(p.conn(id).counters.timeouts, 0);
 }
 

@@ -318,6 +318,7 @@ impl Tcp {
                 self.counters.resets_received += 1;
             }
             let reply = conn.on_segment(now, h, payload, mark);
+            conn.send_immediate_ack(now, sink);
             if let conn::Reply::Reset { seq } = reply {
                 self.send_rst(sink, &flow, seq, None);
             }

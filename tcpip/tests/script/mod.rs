@@ -337,14 +337,32 @@ impl Peer {
 
     /// Sends a header as it is (absolute numbers, given ports).
     pub fn inject(&mut self, h: &Header, payload: &[u8]) {
+        let frame = self.tcp_frame(h, payload);
+        self.receive(&frame);
+    }
+
+    /// Sends segments that arrive together: the engine takes them all, then
+    /// is polled once, as bindings that drain a ring of frames per wakeup do.
+    pub fn inject_batch(&mut self, segments: &[(Header, Vec<u8>)]) {
+        let mut cap = Capture::default();
+        for (h, payload) in segments {
+            let frame = self.tcp_frame(h, payload);
+            self.stack
+                .receive(self.now, self.iface, &frame, RxMeta::default(), &mut cap);
+        }
+        self.absorb(cap.frames);
+        self.poll();
+    }
+
+    /// The frame that carries a segment from the peer.
+    fn tcp_frame(&self, h: &Header, payload: &[u8]) -> Vec<u8> {
         let (src, dst) = (self.remote.ip(), self.local.ip());
         let hl = h.header_len();
         let mut l4 = vec![0u8; hl + payload.len()];
         h.emit(&mut l4);
         l4[hl..].copy_from_slice(payload);
         TcpPacket::new_unchecked(&mut l4[..]).fill_checksum(&src.into(), &dst.into());
-        let frame = ip_frame(src, dst, IpProtocol::Tcp, &l4, 64);
-        self.receive(&frame);
+        ip_frame(src, dst, IpProtocol::Tcp, &l4, 64)
     }
 
     /// Hands the engine a raw frame, then polls it as the bindings do

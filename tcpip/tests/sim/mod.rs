@@ -45,6 +45,10 @@ pub struct Link {
     pub rate: u64,
     /// Frames the bottleneck queue holds before dropping.
     pub queue: usize,
+    /// A receiver that takes frames in batches (a service woken by a
+    /// doorbell): arrivals are held to the next multiple of this and taken
+    /// together, then answered with one poll. Zero: each frame on arrival.
+    pub batch: Duration,
     pub faults: Faults,
 }
 
@@ -54,6 +58,7 @@ impl Default for Link {
             delay: Duration::from_millis(5),
             rate: 100_000_000 / 8 * 10, // 1 Gbit/s
             queue: 1000,
+            batch: Duration::ZERO,
             faults: Faults::default(),
         }
     }
@@ -208,6 +213,11 @@ impl Net {
             let mut at = done + self.link.delay;
             if self.rng.gen_bool(f.reorder) {
                 at += f.reorder_delay;
+            }
+            let batch = self.link.batch.as_micros() as u64;
+            if batch > 0 {
+                let us = at.micros().div_ceil(batch) * batch;
+                at = Instant::from_micros(us);
             }
             let copies = if self.rng.gen_bool(f.duplicate) { 2 } else { 1 };
             let dst = frame[..6].to_vec();

@@ -6,7 +6,7 @@
 //! figure is printed.
 
 use crate::procs::{sh, two_hosts};
-use capnet_tests::{cli_ok, receive_counting, send_pattern, Progress, Scratch};
+use capnet_tests::{cli_ok, receive_counting, send_pattern, status_counter, Progress, Scratch};
 use std::net::Shutdown;
 use std::process::Command;
 use std::time::Instant;
@@ -16,8 +16,16 @@ const BYTES: u64 = 16 << 20;
 /// Loss rates in percent.
 const RATES: [f64; 3] = [0.5, 1.0, 2.0];
 
-/// capnet: MiB/s of one 16 MiB transfer from host a to host b at `loss`%.
-fn capnet_goodput(loss: f64, port: u16) -> f64 {
+/// What capnet's sending host did: TCP segments sent again, and
+/// retransmission timeouts.
+struct Recovery {
+    retransmits: u64,
+    timeouts: u64,
+}
+
+/// capnet: MiB/s of one 16 MiB transfer from host a to host b at `loss`%,
+/// and what recovery cost the sender.
+fn capnet_goodput(loss: f64, port: u16) -> (f64, Recovery) {
     let scratch = Scratch::new("bench-loss");
     let (a, b) = two_hosts(&scratch);
     for h in [&a, &b] {
@@ -39,7 +47,13 @@ fn capnet_goodput(loss: f64, port: u16) -> f64 {
     c.shutdown(Shutdown::Write).unwrap();
     let (got, _) = server.join().unwrap();
     assert_eq!(got, BYTES);
-    BYTES as f64 / t.elapsed().as_secs_f64() / (1 << 20) as f64
+    let rate = BYTES as f64 / t.elapsed().as_secs_f64() / (1 << 20) as f64;
+    let status = cli_ok(&a, &["status"]);
+    let recovery = Recovery {
+        retransmits: status_counter(&status, "retransmits"),
+        timeouts: status_counter(&status, "timeouts"),
+    };
+    (rate, recovery)
 }
 
 /// Linux over veth with `loss`% dropped at each end's ingress; `None`
@@ -98,14 +112,15 @@ pub fn bench_loss() {
     let linux = root && veth_pair(&ns);
     for (i, loss) in RATES.iter().enumerate() {
         let port = 42000 + i as u16;
-        let ours = capnet_goodput(*loss, port);
+        let (ours, r) = capnet_goodput(*loss, port);
+        let recovery = format!("{} retransmits, {} timeouts", r.retransmits, r.timeouts);
         match linux.then(|| linux_goodput(&ns, *loss, port)).flatten() {
             Some(theirs) => println!(
-                "goodput at {loss}% loss, 16 MiB: capnet {ours:.1} MiB/s, Linux over veth {theirs:.1} MiB/s: {:.2}",
+                "goodput at {loss}% loss, 16 MiB: capnet {ours:.1} MiB/s ({recovery}), Linux over veth {theirs:.1} MiB/s: {:.2}",
                 ours / theirs
             ),
             None => println!(
-                "goodput at {loss}% loss, 16 MiB: capnet {ours:.1} MiB/s (Linux reference skipped: needs root, nft, ethtool)"
+                "goodput at {loss}% loss, 16 MiB: capnet {ours:.1} MiB/s ({recovery}) (Linux reference skipped: needs root, nft, ethtool)"
             ),
         }
     }

@@ -536,6 +536,7 @@ impl Conn {
                     // window's probe) is answered with an ACK at once, which
                     // tells the peer the window (Linux tcp_data_queue).
                     self.ack.now = true;
+                    self.ack.immediate = true;
                 } else if r.advanced > 0 {
                     self.ack.unacked_segments += 1;
                     // RFC 5681 4.2 / RFC 9293 3.8.6.3: every second segment.

@@ -134,6 +134,9 @@ pub mod limits {
     /// The persist timer's bounds (RFC 9293 3.8.6.1).
     pub const PERSIST_MIN: Duration = Duration::from_millis(200);
     pub const PERSIST_MAX: Duration = Duration::from_secs(120);
+    /// What a tail-loss probe waits beyond 2*SRTT (Linux TCP_TIMEOUT_MIN,
+    /// two jiffies at HZ=1000).
+    pub const PROBE_SLACK: Duration = Duration::from_millis(2);
     /// Quick ACKs at the start of a connection (Linux TCP_MAX_QUICKACKS).
     pub const QUICK_ACKS: u32 = 16;
     /// RFC 7323 5.5: a timestamp older than 24 days is not used for PAWS.
@@ -248,6 +251,12 @@ impl ConnCounters {
 struct AckState {
     /// Send one with the next output, whatever else goes.
     now: bool,
+    /// The one owed must leave before the next segment is taken, not with
+    /// the output after a batch of them: each out-of-order segment and
+    /// each hole filled gets its own (RFC 5681 4.2), so that the sender
+    /// sees every step of the SACK scoreboard and one lost ACK does not
+    /// hide a whole batch's news (Linux answers each segment as it comes).
+    immediate: bool,
     /// Full-sized segments received since our last ACK.
     unacked_segments: u32,
     /// ACKs left to send without delay (connection start, after a hole).

@@ -372,6 +372,20 @@ impl Conn {
         self.emit(sink, &h, 0, 0)
     }
 
+    /// The ACK a segment just made due at once (out of order, or filling a
+    /// hole), before the next segment is taken; the rest of the output
+    /// waits for the next [`output`](Self::output). Returns whether one
+    /// was sent.
+    pub fn send_immediate_ack(&mut self, now: Instant, sink: &mut impl Sink) -> bool {
+        if !std::mem::take(&mut self.ack.immediate) || !self.ack.now {
+            return false;
+        }
+        if !self.synchronized || self.state == State::Closed {
+            return false;
+        }
+        self.send_ack(now, sink)
+    }
+
     /// A pure ACK (with SACK blocks when out-of-order data waits).
     fn send_ack(&mut self, now: Instant, sink: &mut impl Sink) -> bool {
         let h = self.header(Flags::ACK, self.snd_nxt, now);
@@ -403,6 +417,7 @@ impl Conn {
         self.counters.segs_out += 1;
         if h.flags.ack() {
             self.ack.now = false;
+            self.ack.immediate = false;
             self.ack.unacked_segments = 0;
             self.ack.quick = self.ack.quick.saturating_sub(1);
             self.ack.last_sent = h.ack;

@@ -147,12 +147,16 @@ impl Conn {
         if self.recovery == Recovery::Open && self.neg.sack {
             if let (Some(srtt), Some(rto)) = (self.rtt.srtt(), self.timers.rto) {
                 let one_segment = (self.snd_max - self.snd_una) as usize <= self.effective_mss();
-                let mut pto = 2 * srtt;
+                // Linux tcp_schedule_loss_probe: 2*SRTT plus a timer's
+                // slack (TCP_TIMEOUT_MIN, two jiffies). A floor of 10 ms
+                // (the old draft's) is 30 round trips on a sub-millisecond
+                // path, where an ACK lost at the tail of a flight then
+                // stalls it for that long.
+                let mut pto = 2 * srtt + limits::PROBE_SLACK;
                 if one_segment {
                     // The peer may hold a lone segment's ACK for its delay.
                     pto += limits::DELAYED_ACK * 5;
                 }
-                let pto = pto.max(Duration::from_millis(10));
                 if now + pto < rto {
                     self.timers.tlp = Some(now + pto);
                 }
