@@ -198,6 +198,14 @@ impl Account {
         })
     }
 
+    /// Buffer bytes alone (a socket's queues grown by autotuning).
+    pub fn buffers(self: &Rc<Self>, buffer_bytes: usize) -> Result<Charge, capnp::Error> {
+        self.take(Cost {
+            buffer_bytes,
+            ..Cost::default()
+        })
+    }
+
     pub fn subscription(self: &Rc<Self>) -> Result<Charge, capnp::Error> {
         self.take(Cost {
             subscriptions: 1,

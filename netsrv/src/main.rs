@@ -58,6 +58,7 @@ fn main() -> ExitCode {
 async fn run(args: args::Args, listeners: rpc::Listeners) -> std::io::Result<()> {
     let mut stack = netsrv::stack::Stack::new(args.tcp_buffer);
     stack.congestion = args.congestion;
+    stack.buffer_max = args.limits.socket_buffer_max;
     let shared = service::Shared::new(stack, args.limits);
     driver::attach_at_start(&shared, &args.ports).await;
     shared

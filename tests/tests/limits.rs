@@ -441,3 +441,67 @@ fn the_documented_limits_are_netsrvs_defaults() {
         assert_eq!(documented, Some(default), "setting {i} of [limits]");
     }
 }
+
+/// The bound of the receive queue of host's TCP connection on `port`, from
+/// `status` ("recvq held/bound").
+fn recv_bound(host: &Host, port: u16) -> usize {
+    let status = cli_ok(host, &["status"]);
+    let line = status
+        .lines()
+        .find(|l| l.trim_start().starts_with("tcp ") && l.contains(&format!(":{port} ")))
+        .unwrap_or_else(|| panic!("no connection on port {port}:\n{status}"));
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let at = words
+        .iter()
+        .position(|w| *w == "recvq")
+        .unwrap_or_else(|| panic!("no recvq in {line:?}"));
+    words[at + 1].split('/').nth(1).unwrap().parse().unwrap()
+}
+
+/// Autotuning grows a bulk connection's queues (the receiver's window past
+/// its first 64 KiB) and pays for it from the client's buffer budget: a
+/// client whose budget has no room left keeps its first queues, is told
+/// nothing, and its transfer completes all the same.
+#[test]
+fn autotuned_queues_are_paid_from_the_clients_buffer_budget() {
+    // A listener (backlog 1: two 128 KiB connections' worth), the accepted
+    // connection (128 KiB) and its rings (512 KiB) leave 128 KiB of 1 MiB
+    // to grow into.
+    for (budget, grows) in [("", true), ("\n[limits]\nbuffer_bytes = 1048576\n", false)] {
+        let scratch = Scratch::new("limits-autotune");
+        let (a, b) = two_hosts(&scratch, budget);
+        let (na, nb) = (a.net().unwrap(), b.net().unwrap());
+        let listener = nb.tcp_listen(addr("0.0.0.0:5400"), 1).unwrap();
+        let (tx, rx) = mpsc::channel();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut buf = vec![0u8; 256 << 10];
+            let mut n = 0u64;
+            loop {
+                match std::io::Read::read(&mut s, &mut buf).unwrap() {
+                    0 => break,
+                    k => n += k as u64,
+                }
+            }
+            tx.send(n).unwrap();
+            // Held open until the bounds were read.
+            std::thread::sleep(Duration::from_secs(2));
+        });
+        let mut c = na.tcp_connect(addr("10.0.0.2:5400"), None).unwrap();
+        let chunk = vec![0x5au8; 256 << 10];
+        for _ in 0..128 {
+            c.write_all(&chunk).unwrap();
+        }
+        c.shutdown(std::net::Shutdown::Write).unwrap();
+        assert_eq!(rx.recv().unwrap(), 32 << 20);
+        let bound = recv_bound(&b, 5400);
+        if grows {
+            assert!(bound >= 512 << 10, "the window hardly grew: {bound}");
+            assert!(bound <= 2 << 20, "over socket_buffer_max: {bound}");
+        } else {
+            // 128 KiB were left: one step to 128 KiB fits, the next not.
+            assert!(bound <= 128 << 10, "grew past the client's budget: {bound}");
+        }
+        server.join().unwrap();
+    }
+}

@@ -149,6 +149,10 @@ pub struct Stack {
     next_ephemeral: u16,
     pub counters: StackCounters,
     pub default_buffer: usize,
+    /// How far autotuning may grow a TCP socket's queues (each way), when
+    /// its client's account pays for it; at or below `default_buffer`:
+    /// never.
+    pub buffer_max: usize,
     /// Congestion control of new TCP sockets.
     pub congestion: capnet_tcpip::tcp::cc::Algorithm,
     epoch: std::time::Instant,
@@ -191,6 +195,7 @@ impl Stack {
             next_ephemeral: EPHEMERAL.start() + (seed % span) as u16,
             counters: StackCounters::default(),
             default_buffer,
+            buffer_max: 0,
             congestion: Default::default(),
             epoch: std::time::Instant::now(),
             offload: Rc::default(),

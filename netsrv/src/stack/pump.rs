@@ -36,6 +36,9 @@ impl Stack {
             if let Some(t) = tc.tuple {
                 table.observe_rx(&t, c.counters.out_of_order, c.counters.marked_out_of_order);
             }
+            if let Some(want) = c.buffers_wanted() {
+                tc.grow(c, want);
+            }
             match tc.pump(c, &mut table) {
                 Ok(true) => {
                     moved = true;
@@ -124,6 +127,26 @@ impl Stack {
 }
 
 impl TcpConn {
+    /// Grows the connection's queues to what autotuning asks, if the
+    /// client's account pays for it; otherwise they stay as they are.
+    fn grow(&mut self, c: &mut Conn, (send, recv): (usize, usize)) {
+        let more = send.saturating_sub(c.send_buffer()) + recv.saturating_sub(c.recv_buffer());
+        let paid = match (&mut self.growth.charge, &self.growth.account) {
+            (Some(charge), _) => charge.add_buffer(more).is_ok(),
+            (None, Some(account)) => account
+                .buffers(more)
+                .map(|charge| self.growth.charge = Some(charge))
+                .is_ok(),
+            // Nobody holds the socket yet (or any more): nobody to pay.
+            (None, None) => false,
+        };
+        if paid {
+            c.grow_buffers(send, recv);
+        } else {
+            c.stop_growing();
+        }
+    }
+
     /// Moves bytes between the rings and the engine. `Err` when the client
     /// broke the ring contract.
     fn pump(&mut self, c: &mut Conn, table: &mut OffloadTable) -> Result<bool, RingError> {

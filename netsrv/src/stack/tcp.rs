@@ -2,12 +2,14 @@
 //! (the pump between a connection and its shared rings is `pump.rs`).
 
 use super::{Links, SockId, SocketSummary, Stack};
+use crate::limits::{Account, Charge};
 use capnet_ring::ServerEnd;
 use capnet_schema::errors::SocketError;
 use capnet_tcpip::tcp::{Conn, ConnError, ListenerId, Options, State, TcpError, TcpId};
 use capnet_tcpip::ConnectError;
 use capnet_wire::tcp::Flow;
 use std::net::{IpAddr, SocketAddr};
+use std::rc::Rc;
 use std::time::Duration;
 
 const MAX_BACKLOG: usize = 256;
@@ -53,6 +55,15 @@ pub(super) struct TcpConn {
     /// Shut both ways: received bytes (read and queued) past which new data
     /// resets the connection.
     pub abort_on_data: Option<u64>,
+    /// Who pays when autotuning grows the queues, and what it paid so far.
+    pub growth: Growth,
+}
+
+/// Autotuning's account: the client's, once a client holds the socket.
+#[derive(Default)]
+pub(super) struct Growth {
+    pub account: Option<Rc<Account>>,
+    pub charge: Option<Charge>,
 }
 
 pub(super) struct Listener {
@@ -78,6 +89,7 @@ impl TcpConn {
             tuple: Some(tuple),
             tx_rewrite: None,
             read_shut: false,
+            growth: Growth::default(),
             error_reported: false,
             abort_on_data: None,
         }
@@ -144,11 +156,16 @@ fn tcp_error(e: TcpError) -> SocketError {
 impl Stack {
     fn engine_options(&self, options: &TcpOptions) -> Options {
         let buffer = |b: usize| if b > 0 { b } else { self.default_buffer }.clamp(1024, 16 << 20);
+        // A size the client chose stays that size (as SO_SNDBUF and
+        // SO_RCVBUF turn Linux's autotuning off).
+        let max = |b: usize| if b > 0 { 0 } else { self.buffer_max };
         Options {
             no_delay: options.no_delay,
             keep_alive: options.keep_alive,
             send_buffer: buffer(options.send_buffer),
             recv_buffer: buffer(options.recv_buffer),
+            send_buffer_max: max(options.send_buffer),
+            recv_buffer_max: max(options.recv_buffer),
             congestion: self.congestion,
             ..Options::default()
         }
@@ -325,6 +342,14 @@ impl Stack {
         }
     }
 
+    /// Autotuning of the socket's queues is paid from `account` (the
+    /// client's that holds it).
+    pub fn tcp_set_account(&mut self, id: SockId, account: Rc<Account>) {
+        if let Some(tc) = self.tcp.get_mut(&id) {
+            tc.growth.account = Some(account);
+        }
+    }
+
     /// For a lingering close: `Some` once the peer acknowledged every byte
     /// and our FIN (or the connection is gone).
     pub fn tcp_close_done(&mut self, id: SockId) -> Result<Option<()>, SocketError> {
@@ -491,15 +516,24 @@ impl Stack {
                 kind: "tcp",
                 local: c.flow.local.to_string(),
                 remote: c.flow.remote.to_string(),
+                // Queues as held/bound (autotuning moves the bounds).
                 state: match &tc.rings {
                     Some(r) => format!(
-                        "{state} sendq {} recvq {} up {} down-space {}",
+                        "{state} sendq {}/{} recvq {}/{} up {} down-space {}",
                         c.send_queued(),
+                        c.send_buffer(),
                         c.readable(),
+                        c.recv_buffer(),
                         r.up.available().unwrap_or(0),
                         r.down.space().unwrap_or(0)
                     ),
-                    None => format!("{state} sendq {} recvq {}", c.send_queued(), c.readable()),
+                    None => format!(
+                        "{state} sendq {}/{} recvq {}/{}",
+                        c.send_queued(),
+                        c.send_buffer(),
+                        c.readable(),
+                        c.recv_buffer()
+                    ),
                 },
                 rx_bytes: tc.rx_bytes,
                 tx_bytes: tc.tx_bytes,

@@ -614,7 +614,3 @@ fn unspecified(ip: IpAddr) -> IpAddr {
         IpAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
     }
 }
-
-fn conn_wscale(buffer: usize) -> u8 {
-    conn::wscale_for(buffer)
-}

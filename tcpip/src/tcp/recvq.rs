@@ -75,6 +75,11 @@ impl RecvQueue {
         }
     }
 
+    /// Stream offset of the first unread byte: how far the application read.
+    pub fn read_at(&self) -> u64 {
+        self.read_at
+    }
+
     /// RCV.NXT as a stream offset.
     pub fn next(&self) -> u64 {
         self.next

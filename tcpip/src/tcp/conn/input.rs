@@ -530,6 +530,9 @@ impl Conn {
                     self.counters.marked_out_of_order += u64::from(mark != Mark::Plain);
                 }
                 self.counters.bytes_received += r.advanced as u64;
+                if r.advanced > 0 {
+                    self.measure_reads(now);
+                }
                 if r.out_of_order || r.duplicate || hole_before || r.dropped > 0 {
                     // RFC 5681 4.2: out of order, or filling a hole: ACK now.
                     // RFC 9293 3.10.7.4: data beyond the window (a zero

@@ -10,6 +10,7 @@
 mod input;
 mod output;
 mod timers;
+mod tune;
 
 use super::cc::{Algorithm, CongestionControl};
 use super::mark::Mark;
@@ -97,6 +98,11 @@ pub struct Options {
     pub keep_alive: Option<Duration>,
     pub send_buffer: usize,
     pub recv_buffer: usize,
+    /// Ceilings autotuning may grow the queues to, when the binding grants
+    /// it (`buffers_wanted`, `grow_buffers`); at or below the sizes above,
+    /// the queues stay as they are.
+    pub send_buffer_max: usize,
+    pub recv_buffer_max: usize,
     pub congestion: Algorithm,
 }
 
@@ -108,8 +114,18 @@ impl Default for Options {
             keep_alive: None,
             send_buffer: 256 * 1024,
             recv_buffer: 256 * 1024,
+            send_buffer_max: 0,
+            recv_buffer_max: 0,
             congestion: Algorithm::default(),
         }
+    }
+}
+
+impl Options {
+    /// Our window scale: one that covers the largest receive queue this
+    /// connection may grow to.
+    pub(crate) fn wscale(&self) -> u8 {
+        wscale_for(self.recv_buffer.max(self.recv_buffer_max))
     }
 }
 
@@ -348,6 +364,8 @@ pub struct Conn {
     /// SYN-RECEIVED was reached from SYN-SENT (both SYNs crossed), so the
     /// peer's SYN-ACK may complete the handshake.
     simultaneous_open: bool,
+    /// Buffer autotuning's measurements.
+    tune: tune::Tune,
 }
 
 /// A segment due outside the usual rules.
@@ -422,6 +440,7 @@ impl Conn {
             send_blocked: false,
             sink_refused: false,
             simultaneous_open: false,
+            tune: tune::Tune::default(),
         }
     }
 
@@ -437,7 +456,7 @@ impl Conn {
         let mut c = Conn::new(flow, opts, our_mss, iss, ts_offset, now);
         c.neg.timestamps = true;
         c.neg.sack = true;
-        c.neg.rcv_wscale = wscale_for(opts.recv_buffer);
+        c.neg.rcv_wscale = opts.wscale();
         c
     }
 
@@ -457,7 +476,7 @@ impl Conn {
         c.neg.timestamps = true;
         c.neg.sack = true;
         if syn.window_scale.is_some() {
-            c.neg.rcv_wscale = wscale_for(opts.recv_buffer);
+            c.neg.rcv_wscale = opts.wscale();
         }
         c.take_peer_syn(now, syn);
         c
@@ -487,7 +506,7 @@ impl Conn {
             c.neg.sack = o.sack;
             if let Some(shift) = o.wscale {
                 c.neg.snd_wscale = shift;
-                c.neg.rcv_wscale = wscale_for(opts.recv_buffer);
+                c.neg.rcv_wscale = opts.wscale();
             }
             if let Some((val, _)) = ack.timestamp {
                 c.ts.recent = val;
@@ -624,6 +643,11 @@ impl Conn {
     /// newest byte it sent.
     pub fn send_buffer(&self) -> usize {
         self.sendq.limit()
+    }
+
+    /// The receive queue's bound: the most the window ever offers.
+    pub fn recv_buffer(&self) -> usize {
+        self.recvq.limit()
     }
 
     /// Whether the peer's FIN has been taken (every byte before it too).

@@ -261,7 +261,7 @@ impl Tcp {
                 r.timestamp = Some((tsval, val));
                 r.sack_permitted = h.sack_permitted;
                 if h.window_scale.is_some() {
-                    r.window_scale = Some(conn_wscale(l.opts.recv_buffer));
+                    r.window_scale = Some(l.opts.wscale());
                 }
             }
             sink.segment(&flow, &r, Payload::empty(&EMPTY));
