@@ -71,7 +71,9 @@ fn bulk_64mib_each_way_with_loss_and_reordering() {
         assert!(n("retransmits") > 100, "{tcp}");
         assert!(n("fast_recoveries") > 10, "{tcp}");
         assert!(n("out_of_order") > 100, "{tcp}");
-        assert_eq!(n("resets_sent") + n("resets_received"), 0, "{tcp}");
+        // (Resets are not asserted: under loss a retransmitted FIN's ACK
+        // can reach a host that already freed the connection, which
+        // answers it with a RST, as Linux does.)
         // One connection carries both directions.
         assert_eq!(n("active_opens") + n("passive_opens"), 1, "{tcp}");
     }
