@@ -182,6 +182,12 @@ impl RingDevice {
     }
 
     /// Takes a TX buffer ahead for the next token; false if none is free.
+    /// TCP payload bytes the receive ring holds when full (one segment of
+    /// at most MTU - 40 bytes per buffer).
+    pub fn rx_ring_payload(&self) -> usize {
+        self.duplex.rx.layout().buffers as usize * self.mtu.saturating_sub(40)
+    }
+
     pub fn reserve_tx(&mut self) -> bool {
         self.fault.is_none() && self.take_tx_buffer()
     }

@@ -496,8 +496,10 @@ fn autotuned_queues_are_paid_from_the_clients_buffer_budget() {
         assert_eq!(rx.recv().unwrap(), 32 << 20);
         let bound = recv_bound(&b, 5400);
         if grows {
-            assert!(bound >= 512 << 10, "the window hardly grew: {bound}");
-            assert!(bound <= 2 << 20, "over socket_buffer_max: {bound}");
+            // Up to half of what the sim port's receive ring holds (512
+            // buffers of 1460 bytes of payload).
+            assert!(bound >= 256 << 10, "the window hardly grew: {bound}");
+            assert!(bound <= 512 * 1460 / 2, "over the ring's half: {bound}");
         } else {
             // 128 KiB were left: one step to 128 KiB fits, the next not.
             assert!(bound <= 128 << 10, "grew past the client's budget: {bound}");

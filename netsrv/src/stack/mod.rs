@@ -401,6 +401,22 @@ impl Stack {
         out
     }
 
+    /// How far autotuning may grow a TCP socket's queues: `buffer_max`, but
+    /// no more than half of what the smallest attached port's receive ring
+    /// holds. A window past that lets one flow's bursts overflow the ring,
+    /// and every overflow is a loss the sender must recover from (found by
+    /// the echo test: 2 MiB windows overran the sim ports' 512-buffer rings
+    /// thousands of times and stalled on retransmission timeouts).
+    pub fn autotune_ceiling(&self) -> usize {
+        self.ports()
+            .iter()
+            .filter_map(|(leg, _)| leg.device.as_ref())
+            .map(|d| d.rx_ring_payload() / 2)
+            .min()
+            .unwrap_or(self.buffer_max)
+            .min(self.buffer_max)
+    }
+
     /// A port the command line named: free until `add_iface`/`add_bond`
     /// takes it.
     pub fn add_free_port(&mut self, meta: PortMeta) {

@@ -158,7 +158,8 @@ impl Stack {
         let buffer = |b: usize| if b > 0 { b } else { self.default_buffer }.clamp(1024, 16 << 20);
         // A size the client chose stays that size (as SO_SNDBUF and
         // SO_RCVBUF turn Linux's autotuning off).
-        let max = |b: usize| if b > 0 { 0 } else { self.buffer_max };
+        let ceiling = self.autotune_ceiling();
+        let max = |b: usize| if b > 0 { 0 } else { ceiling };
         Options {
             no_delay: options.no_delay,
             keep_alive: options.keep_alive,
