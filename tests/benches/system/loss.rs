@@ -105,23 +105,47 @@ fn veth_pair(ns: &str) -> bool {
     ))
 }
 
+/// Runs of each side at each rate: one lost SYN costs either side its
+/// one-second initial RTO, so one run alone says little.
+const RUNS: u16 = 3;
+
+/// The median of `v`, and its range as "lo-hi".
+fn median_range(mut v: Vec<f64>) -> (f64, String) {
+    v.sort_by(f64::total_cmp);
+    (v[v.len() / 2], format!("{:.1}-{:.1}", v[0], v[v.len() - 1]))
+}
+
 pub fn bench_loss() {
     let ns = format!("capnet-l{}", std::process::id());
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
     let linux = root && veth_pair(&ns);
+    println!("goodput under random loss, 16 MiB one way, median of {RUNS} runs each (range):");
     for (i, loss) in RATES.iter().enumerate() {
-        let port = 42000 + i as u16;
-        let (ours, r) = capnet_goodput(*loss, port);
-        let recovery = format!("{} retransmits, {} timeouts", r.retransmits, r.timeouts);
-        match linux.then(|| linux_goodput(&ns, *loss, port)).flatten() {
-            Some(theirs) => println!(
-                "goodput at {loss}% loss, 16 MiB: capnet {ours:.1} MiB/s ({recovery}), Linux over veth {theirs:.1} MiB/s: {:.2}",
+        let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+        let (mut retransmits, mut timeouts) = (0, 0);
+        for run in 0..RUNS {
+            let port = 42000 + 10 * i as u16 + run;
+            let (mib, r) = capnet_goodput(*loss, port);
+            ours.push(mib);
+            retransmits += r.retransmits;
+            timeouts += r.timeouts;
+            if let Some(mib) = linux.then(|| linux_goodput(&ns, *loss, port)).flatten() {
+                theirs.push(mib);
+            }
+        }
+        let (ours, our_range) = median_range(ours);
+        let recovery = format!("{retransmits} retransmits, {timeouts} timeouts in all");
+        if theirs.len() == RUNS as usize {
+            let (theirs, their_range) = median_range(theirs);
+            println!(
+                "  {loss}% loss: capnet {ours:.1} MiB/s ({our_range}; {recovery}), Linux over veth {theirs:.1} MiB/s ({their_range}): {:.2}",
                 ours / theirs
-            ),
-            None => println!(
-                "goodput at {loss}% loss, 16 MiB: capnet {ours:.1} MiB/s ({recovery}) (Linux reference skipped: needs root, nft, ethtool)"
-            ),
+            );
+        } else {
+            println!(
+                "  {loss}% loss: capnet {ours:.1} MiB/s ({our_range}; {recovery}) (Linux reference skipped: needs root, nft, ethtool)"
+            );
         }
     }
     if root {
