@@ -455,6 +455,14 @@ fn recv_bound(host: &Host, port: u16) -> usize {
         .iter()
         .position(|w| *w == "recvq")
         .unwrap_or_else(|| panic!("no recvq in {line:?}"));
+    // The round trip as `ss -ti` shows it: smoothed, then the least seen.
+    let rtt = words.iter().position(|w| *w == "rtt").unwrap();
+    let (srtt, min) = words[rtt + 1]
+        .trim_end_matches("us")
+        .split_once('/')
+        .unwrap();
+    let (srtt, min): (u64, u64) = (srtt.parse().unwrap(), min.parse().unwrap());
+    assert!(min > 0 && min <= srtt, "{line}");
     words[at + 1].split('/').nth(1).unwrap().parse().unwrap()
 }
 

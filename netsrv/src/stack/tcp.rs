@@ -512,7 +512,15 @@ impl Stack {
             let Ok(c) = self.engine.tcp.conn(tc.id) else {
                 continue;
             };
-            let state = c.state().name().to_uppercase();
+            let mut state = c.state().name().to_uppercase();
+            if let Some((srtt, min)) = c.rtt() {
+                state += &format!(
+                    " rtt {}/{}us cwnd {}",
+                    srtt.as_micros(),
+                    min.as_micros(),
+                    c.cwnd()
+                );
+            }
             out.push(SocketSummary {
                 kind: "tcp",
                 local: c.flow.local.to_string(),

@@ -645,6 +645,17 @@ impl Conn {
         self.sendq.limit()
     }
 
+    /// The smoothed round-trip time and the smallest seen, once measured
+    /// (what `ss -ti` shows as rtt and minrtt).
+    pub fn rtt(&self) -> Option<(Duration, Duration)> {
+        Some((self.rtt.srtt()?, self.rtt.min_rtt()?))
+    }
+
+    /// The congestion window in bytes.
+    pub fn cwnd(&self) -> usize {
+        self.cc.cwnd()
+    }
+
     /// The receive queue's bound: the most the window ever offers.
     pub fn recv_buffer(&self) -> usize {
         self.recvq.limit()
