@@ -120,15 +120,15 @@ pub enum DropReason {
     NotUnicast,
 }
 
-/// What [`NeighborCache::resolve`] did with a packet.
+/// What [`NeighborCache::resolve`](super::NeighborCache::resolve) did with a packet.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Resolve<P> {
     /// Send `packet` to `mac` now.
     Send { mac: Mac, packet: P },
     /// The packet waits for resolution; it comes back from
-    /// [`NeighborCache::learn`] when the address is learned, or as
+    /// [`NeighborCache::learn`](super::NeighborCache::learn) when the address is learned, or as
     /// [`Action::Dropped`] when resolution fails. A solicitation may now be
-    /// due: it comes out of [`NeighborCache::poll`], whose deadline is now.
+    /// due: it comes out of [`NeighborCache::poll`](super::NeighborCache::poll), whose deadline is now.
     /// `displaced` is the queue's oldest packet, dropped to make room
     /// ([`DropReason::QueueFull`], already counted).
     Queued { displaced: Option<P> },
@@ -136,7 +136,7 @@ pub enum Resolve<P> {
     Dropped { packet: P, reason: DropReason },
 }
 
-/// What the caller must do, from [`NeighborCache::poll`].
+/// What the caller must do, from [`NeighborCache::poll`](super::NeighborCache::poll).
 #[derive(Debug, PartialEq, Eq)]
 pub enum Action<P> {
     /// Send a solicitation for `target` out of `iface`: an ARP request, or a

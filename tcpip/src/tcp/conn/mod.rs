@@ -1,7 +1,7 @@
 //! One TCP connection (RFC 9293): its state, its queues and the machinery
 //! that decides what it sends. Sans-IO: segments and the time come in
-//! ([`input`]), segments go out through a [`Sink`] ([`output`]), and
-//! deadlines are asked for ([`timers`]); the application's calls are
+//! (`input.rs`), segments go out through a [`Sink`] (`output.rs`), and
+//! deadlines are asked for (`timers.rs`); the application's calls are
 //! `socket.rs`, buffer autotuning `tune.rs`.
 //!
 //! Sequence numbers become 64-bit stream offsets once, at the edge
