@@ -13,7 +13,6 @@
 //! connection (which would be accepted only to be closed).
 
 use crate::conn::{Conn, Ctx};
-use crate::stream::Grant;
 use futures::future::{AbortHandle, Abortable};
 use std::future::Future;
 use std::io;
@@ -23,9 +22,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
-/// What an accept brings: the socket's object id on the connection, the
-/// peer, and the socket's rings.
-pub(crate) type Accepted = (u64, SocketAddr, Grant);
+/// What an accept brings: the socket's object id on the connection, and
+/// the peer.
+pub(crate) type Accepted = (u64, SocketAddr);
 
 /// How long a non-blocking `accept` waits for a connection already queued.
 const NONBLOCKING_WAIT: Duration = Duration::from_millis(1);
@@ -66,7 +65,7 @@ impl Landing {
         let mut st = self.slot.lock();
         st.in_flight = None;
         if st.closed {
-            if let Ok((id, _, _)) = result {
+            if let Ok((id, _)) = result {
                 ctx.remove(id);
             }
         } else {
@@ -166,7 +165,7 @@ impl Drop for Acceptor {
     fn drop(&mut self) {
         let mut st = self.slot.lock();
         st.closed = true;
-        if let Some(Ok((id, _, _))) = st.ready.take() {
+        if let Some(Ok((id, _))) = st.ready.take() {
             self.conn.release(id);
         }
         if let Some(call) = st.in_flight.take() {

@@ -169,10 +169,9 @@ pub(crate) enum ErrorReport {
 
 impl RingStream {
     /// Takes the socket `id` (already in the connection's table) to ring
-    /// mode with `grant`, its `openRings` answer (asked in the same job as
-    /// the call that brought the socket, pipelined on it: one trip to the
-    /// connection thread and one message exchange, not two). On failure
-    /// the socket is released.
+    /// mode with `grant`, its `openRings` answer (a connect pipelines the
+    /// call on the socket it brings: one trip to the connection thread and
+    /// one message exchange, not two). On failure the socket is released.
     pub fn open(conn: Conn, id: u64, grant: Grant) -> io::Result<RingStream> {
         match Self::attach(&conn, grant) {
             Ok(end) => Ok(Self::from_end(conn, id, end)),

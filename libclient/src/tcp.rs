@@ -437,21 +437,35 @@ impl TcpListener {
     pub fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
         let id = self.id;
         let accepted = self.acceptor.accept(move |ctx| async move {
-            let call = ctx.listener(id)?.accept_request().send();
-            let rings = call.pipeline.get_socket().open_rings_request().send();
-            let resp = call.promise.await.map_err(cap_err)?;
+            let resp = ctx
+                .listener(id)?
+                .accept_request()
+                .send()
+                .promise
+                .await
+                .map_err(cap_err)?;
             let r = resp.get().map_err(cap_err)?;
             let remote = crate::udp::read_addr(r.get_remote().map_err(cap_err)?)?;
-            let sock = ctx.insert(Object::Tcp(r.get_socket().map_err(cap_err)?));
-            let grant = granted(
-                &ctx,
-                sock,
-                async move { Grant::read(rings.promise.await?.get()?.get_grant()?) },
-                cap_err,
-            );
-            Ok((sock, remote, grant.await?))
+            let sock = r.get_socket().map_err(cap_err)?;
+            Ok((ctx.insert(Object::Tcp(sock)), remote))
         });
-        let (sock, remote, grant) = accepted?;
+        let (sock, remote) = accepted?;
+        // Asked only now, not pipelined on the accept: a non-blocking
+        // listener's accept may land long before it is taken, and a grant
+        // waiting that long would outlive its token.
+        let grant = self
+            .net
+            .call(None, move |ctx| async move {
+                let rings = ctx.tcp(sock)?.open_rings_request().send();
+                granted(
+                    &ctx,
+                    sock,
+                    async move { Grant::read(rings.promise.await?.get()?.get_grant()?) },
+                    cap_err,
+                )
+                .await
+            })
+            .inspect_err(|_| self.net.release(sock))?;
         Ok((
             TcpStream::from_object(self.net.clone(), sock, remote, grant)?,
             remote,

@@ -593,21 +593,33 @@ impl TlsListener {
 
     pub fn accept(&self) -> io::Result<(TlsStream, SocketAddr)> {
         let id = self.id;
-        let (sock, remote, grant) = self.acceptor.accept(move |ctx| async move {
-            let call = ctx.tls_listener(id)?.accept_request().send();
-            let rings = call.pipeline.get_socket().open_rings_request().send();
-            let resp = call.promise.await.map_err(tls_err)?;
+        let (sock, remote) = self.acceptor.accept(move |ctx| async move {
+            let resp = ctx
+                .tls_listener(id)?
+                .accept_request()
+                .send()
+                .promise
+                .await
+                .map_err(tls_err)?;
             let r = resp.get().map_err(tls_err)?;
             let remote = read_addr(r.get_remote().map_err(tls_err)?)?;
-            let sock = ctx.insert(Object::TlsSocket(r.get_socket().map_err(tls_err)?));
-            let grant = granted(
-                &ctx,
-                sock,
-                async move { Grant::read(rings.promise.await?.get()?.get_grant()?) },
-                tls_err,
-            );
-            Ok((sock, remote, grant.await?))
+            let sock = r.get_socket().map_err(tls_err)?;
+            Ok((ctx.insert(Object::TlsSocket(sock)), remote))
         })?;
+        // Asked only now (see `TcpListener::accept`).
+        let grant = self
+            .conn
+            .call(None, move |ctx| async move {
+                let rings = ctx.tls_socket(sock)?.open_rings_request().send();
+                granted(
+                    &ctx,
+                    sock,
+                    async move { Grant::read(rings.promise.await?.get()?.get_grant()?) },
+                    tls_err,
+                )
+                .await
+            })
+            .inspect_err(|_| self.conn.release(sock))?;
         Ok((
             TlsStream::from_object(self.conn.clone(), sock, remote, grant)?,
             remote,

@@ -62,10 +62,6 @@ pub(super) trait Device: Readiness {
 /// signal, check again, sleep, cancel) plus the descriptors and the timer
 /// the device needs polled.
 pub(super) trait Readiness {
-    /// Whether `has_work` sees the device's frames without a syscall. A
-    /// device that cannot be peeked at is read by going round the loop.
-    fn can_peek(&self) -> bool;
-
     /// Whether the device has what the loop waits for: received frames
     /// (if `frames`), room given back (if `room`), or a link other than
     /// [`Device::link`] last said. Atomic loads only.

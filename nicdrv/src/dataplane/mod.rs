@@ -50,10 +50,6 @@ use tap_dev::TapDev;
 
 /// Frames moved per direction before the batch is published.
 const BATCH: usize = 64;
-/// How long an idle loop waits for work (yielding the core) before it sleeps.
-const SPIN: Duration = Duration::from_micros(20);
-/// Queue checks (each followed by a sched_yield) between clock reads while spinning.
-const SPIN_YIELDS: usize = 32;
 
 pub type Ack = tokio::sync::oneshot::Sender<()>;
 
@@ -164,7 +160,6 @@ impl<D: Device> DataPlane<D> {
         tracing::debug!(name = %self.cfg.name, "data plane running");
         self.device.start();
         self.check_link();
-        let mut idle_since: Option<Instant> = None;
         loop {
             if !self.commands() {
                 break;
@@ -181,15 +176,15 @@ impl<D: Device> DataPlane<D> {
             self.check_device(now);
             self.check_link();
             if work {
-                idle_since = None;
                 continue;
             }
-            let since = *idle_since.get_or_insert(now);
-            if self.spin_for_work(since, now) {
-                continue;
-            }
+            // No spin before sleeping. A yield-spin of 20 us (queue checks
+            // between sched_yields) once halved the tax with smoltcp; with
+            // netsrv batching it cost more than the wakeups it saved: on the
+            // tax bench 345-354 -> 400-466 MiB/s without it, and half the
+            // driver CPU per HTTP request (perf sched: 211,529 switches in
+            // 1.1 s of a 2% loss demo, most of them these yields).
             self.sleep();
-            idle_since = None;
         }
         self.shutdown();
     }
@@ -510,59 +505,6 @@ impl<D: Device> DataPlane<D> {
             earliest(t);
         }
         d
-    }
-
-    /// Whether a queue has work for us: frames from the stack (unless the
-    /// device is full), frames from the device, or room coming back while
-    /// we wait for it; or a command, device news or a link change.
-    /// Atomic loads only, no syscall.
-    fn work_ready(&self) -> bool {
-        // A command, or news from the device: not frames, but not worth a
-        // whole spin (under CPU load a spin is 32 yields, each possibly a
-        // full time slice of another process) either.
-        if self.pending.load(Ordering::Acquire) {
-            return true;
-        }
-        // Blocked on room matters only while a stack holds the port: room
-        // returned with nobody to send is no work (the pre-sleep check
-        // agrees), or a detached port would spin.
-        let attached = self.port.is_some();
-        let blocked = attached && self.tx_blocked;
-        if !blocked && self.port.as_ref().is_some_and(|p| !p.duplex.rx.is_empty()) {
-            return true;
-        }
-        // Device frames are work only once a stack holds the port.
-        self.device.has_work(attached, blocked)
-    }
-
-    /// Waits a little for work before sleeping; true if some arrived.
-    ///
-    /// It checks only the queue indices, and between checks it yields the
-    /// core rather than burning it: on two cores with half a dozen busy
-    /// processes, the peer whose frames we wait for may need this very core.
-    /// It gives up after [`SPIN`] (the clock is read every [`SPIN_YIELDS`]
-    /// yields, so at least that many scheduling rounds go by). Measured on
-    /// the tax benchmark against a pure busy spin of 20 us: about half the
-    /// driver CPU per GiB and 1.5-2x the throughput.
-    ///
-    /// A device without a cheap readiness check (a TAP): there the whole
-    /// loop (a read per pass) goes round until `SPIN` after `since`.
-    fn spin_for_work(&self, since: Instant, now: Instant) -> bool {
-        if !self.device.can_peek() {
-            std::hint::spin_loop();
-            return now.duration_since(since) < SPIN;
-        }
-        loop {
-            for _ in 0..SPIN_YIELDS {
-                if self.work_ready() {
-                    return true;
-                }
-                std::thread::yield_now();
-            }
-            if since.elapsed() >= SPIN {
-                return false;
-            }
-        }
     }
 
     /// Asks for signals, re-checks, and sleeps in poll(2) until a doorbell,

@@ -291,10 +291,6 @@ impl Device for SimDev {
 }
 
 impl Readiness for SimDev {
-    fn can_peek(&self) -> bool {
-        true
-    }
-
     fn has_work(&self, frames: bool, room: bool) -> bool {
         let carrier = self.wire.as_ref().is_some_and(|w| w.duplex.carrier());
         carrier != self.reported

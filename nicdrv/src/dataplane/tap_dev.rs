@@ -117,10 +117,6 @@ impl Device for TapDev {
 }
 
 impl Readiness for TapDev {
-    fn can_peek(&self) -> bool {
-        false
-    }
-
     fn has_work(&self, _frames: bool, _room: bool) -> bool {
         self.recheck
     }
