@@ -91,16 +91,12 @@ pub enum Event {
 pub struct Handle {
     pub(super) tx: mpsc::Sender<Cmd>,
     pub(super) bell: Arc<Doorbell>,
-    /// Set with every command, and when a device's helper thread has news
-    /// (see [`Handle::wake`]): a spinning data plane sees it without a syscall.
-    pub(super) pending: Arc<AtomicBool>,
 }
 
 impl Handle {
     /// Queues a command and wakes the data plane. False if it has exited.
     pub fn send(&self, cmd: Cmd) -> bool {
         let ok = self.tx.send(cmd).is_ok();
-        self.pending.store(true, Ordering::Release);
         self.bell.ring();
         ok
     }
@@ -108,7 +104,6 @@ impl Handle {
     /// Wakes the data plane without a command: a device's helper thread
     /// (the sim wire's rendezvous) left it something to take in.
     pub(super) fn wake(&self) {
-        self.pending.store(true, Ordering::Release);
         self.bell.ring();
     }
 }
