@@ -96,6 +96,28 @@ pub(crate) async fn granted(
     grant
 }
 
+/// Asks a socket already in the connection's table for its rings, as a
+/// job of its own (an accepted socket, once taken: a grant pipelined on
+/// the accept could wait in a non-blocking listener's slot longer than its
+/// token lives). `ask` sends the socket's `openRings` and reads the grant
+/// from the answer. On failure the socket is released.
+pub(crate) fn ask_grant<A, Fut>(
+    conn: &Conn,
+    id: u64,
+    err: fn(capnp::Error) -> io::Error,
+    ask: A,
+) -> io::Result<Grant>
+where
+    A: FnOnce(&Ctx) -> io::Result<Fut> + Send + 'static,
+    Fut: Future<Output = capnp::Result<Grant>> + 'static,
+{
+    conn.call(None, move |ctx| async move {
+        let answer = ask(&ctx)?;
+        granted(&ctx, id, answer, err).await
+    })
+    .inspect_err(|_| conn.release(id))
+}
+
 /// What reads do after a shutdown of the receiving side (a `ReadShut` as
 /// `u8`, in an atomic).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -3,7 +3,8 @@
 use crate::accept::Acceptor;
 use crate::conn::{cap_err, Net, Object};
 use crate::stream::{
-    granted, lock, ring_stream_api, ErrorReport, Grant, ReadShut, RingStream, CONTROL_TIMEOUT,
+    ask_grant, granted, lock, ring_stream_api, ErrorReport, Grant, ReadShut, RingStream,
+    CONTROL_TIMEOUT,
 };
 use capnet_schema::net_capnp::Shutdown;
 use std::io;
@@ -450,22 +451,10 @@ impl TcpListener {
             Ok((ctx.insert(Object::Tcp(sock)), remote))
         });
         let (sock, remote) = accepted?;
-        // Asked only now, not pipelined on the accept: a non-blocking
-        // listener's accept may land long before it is taken, and a grant
-        // waiting that long would outlive its token.
-        let grant = self
-            .net
-            .call(None, move |ctx| async move {
-                let rings = ctx.tcp(sock)?.open_rings_request().send();
-                granted(
-                    &ctx,
-                    sock,
-                    async move { Grant::read(rings.promise.await?.get()?.get_grant()?) },
-                    cap_err,
-                )
-                .await
-            })
-            .inspect_err(|_| self.net.release(sock))?;
+        let grant = ask_grant(self.net.conn(), sock, cap_err, move |ctx| {
+            let rings = ctx.tcp(sock)?.open_rings_request().send();
+            Ok(async move { Grant::read(rings.promise.await?.get()?.get_grant()?) })
+        })?;
         Ok((
             TcpStream::from_object(self.net.clone(), sock, remote, grant)?,
             remote,

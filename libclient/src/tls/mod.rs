@@ -15,7 +15,9 @@ pub use options::{OffloadPolicy, RecordMode, TlsInfo, TlsOptions, TlsStat, TlsVe
 
 use crate::accept::Acceptor;
 use crate::conn::{Conn, Object, Service};
-use crate::stream::{granted, ring_stream_api, Grant, ReadShut, RingStream, CONTROL_TIMEOUT};
+use crate::stream::{
+    ask_grant, granted, ring_stream_api, Grant, ReadShut, RingStream, CONTROL_TIMEOUT,
+};
 use crate::tcp::resolve;
 use std::io;
 use std::net::{Shutdown, SocketAddr, ToSocketAddrs};
@@ -312,20 +314,10 @@ impl TlsListener {
             let sock = r.get_socket().map_err(tls_err)?;
             Ok((ctx.insert(Object::TlsSocket(sock)), remote))
         })?;
-        // Asked only now (see `TcpListener::accept`).
-        let grant = self
-            .conn
-            .call(None, move |ctx| async move {
-                let rings = ctx.tls_socket(sock)?.open_rings_request().send();
-                granted(
-                    &ctx,
-                    sock,
-                    async move { Grant::read(rings.promise.await?.get()?.get_grant()?) },
-                    tls_err,
-                )
-                .await
-            })
-            .inspect_err(|_| self.conn.release(sock))?;
+        let grant = ask_grant(&self.conn, sock, tls_err, move |ctx| {
+            let rings = ctx.tls_socket(sock)?.open_rings_request().send();
+            Ok(async move { Grant::read(rings.promise.await?.get()?.get_grant()?) })
+        })?;
         Ok((
             TlsStream::from_object(self.conn.clone(), sock, remote, grant)?,
             remote,
