@@ -88,7 +88,15 @@ impl net::Server for NetServer {
             &self.account,
             &mut options,
         ))?;
-        let id = shared.now(|s| s.tcp_connect(remote, &options), &remote.to_string())?;
+        let account = self.account.clone();
+        let id = shared.now(
+            |s| {
+                let id = s.tcp_connect(remote, &options)?;
+                s.tcp_set_account(id, account);
+                Ok(id)
+            },
+            &remote.to_string(),
+        )?;
         let socket = TcpSocketServer::new(shared.clone(), id, self.account.clone(), charge);
         let what = remote.to_string();
         match tokio::time::timeout(

@@ -32,7 +32,20 @@ impl tcp_listener::Server for TcpListenerServer {
         // over the limit stays there for a later accept.
         self.shared.reap_lingering();
         let charge = self.account.socket(self.conn_bytes)?;
-        let (conn, remote) = self.shared.wait_for(|s| s.tcp_accept(id), "accept").await?;
+        let account = &self.account;
+        let (conn, remote) = self
+            .shared
+            .wait_for(
+                |s| {
+                    let accepted = s.tcp_accept(id)?;
+                    if let Some((conn, _)) = accepted {
+                        s.tcp_set_account(conn, account.clone());
+                    }
+                    Ok(accepted)
+                },
+                "accept",
+            )
+            .await?;
         let mut r = results.get();
         r.set_socket(capnp_rpc::new_client(TcpSocketServer::new(
             self.shared.clone(),

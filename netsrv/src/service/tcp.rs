@@ -29,9 +29,6 @@ impl TcpSocketServer {
         account: Rc<Account>,
         charge: Charge,
     ) -> TcpSocketServer {
-        if let Ok(mut stack) = shared.stack.try_borrow_mut() {
-            stack.tcp_set_account(id, account.clone());
-        }
         TcpSocketServer {
             shared,
             id,

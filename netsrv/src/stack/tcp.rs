@@ -344,7 +344,8 @@ impl Stack {
     }
 
     /// Autotuning of the socket's queues is paid from `account` (the
-    /// client's that holds it).
+    /// client's that holds it); set where a client gets the socket, in the
+    /// same borrow that made or accepted it, so no poll sees it unpaid.
     pub fn tcp_set_account(&mut self, id: SockId, account: Rc<Account>) {
         if let Some(tc) = self.tcp.get_mut(&id) {
             tc.growth.account = Some(account);
