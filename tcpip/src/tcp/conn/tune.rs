@@ -11,8 +11,9 @@ use super::Conn;
 use crate::time::Instant;
 use std::time::Duration;
 
-/// The shortest interval reads are measured over: on a path faster than
-/// that, a millisecond's reading is still a fair picture of the rate.
+/// The shortest interval reads are measured over (and the interval before
+/// the first RTT sample): on a path faster than that, 200 us of reading is
+/// still a fair picture of the rate.
 const MIN_INTERVAL: Duration = Duration::from_micros(200);
 
 /// What the receive side measured (Linux `rcvq_space`).
