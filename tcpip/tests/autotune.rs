@@ -75,14 +75,7 @@ fn transfer(binding: Binding) -> Outcome {
             net.hosts[1]
                 .stack
                 .tcp(now, b, |c| {
-                    let mut buf = [0u8; 65536];
-                    loop {
-                        let n = c.read(&mut buf);
-                        if n == 0 {
-                            break;
-                        }
-                        got.extend_from_slice(&buf[..n]);
-                    }
+                    sim::read_all(c, &mut got);
                     answer(c);
                 })
                 .unwrap();

@@ -84,14 +84,7 @@ fn transfer(net: &mut Net, loss: f64, data: &[u8]) -> Transfer {
             net.hosts[1]
                 .stack
                 .tcp(now, b, |c| {
-                    let mut buf = [0u8; 16384];
-                    loop {
-                        let n = c.read(&mut buf);
-                        if n == 0 {
-                            break;
-                        }
-                        got.extend_from_slice(&buf[..n]);
-                    }
+                    sim::read_all(c, &mut got);
                 })
                 .unwrap();
         }

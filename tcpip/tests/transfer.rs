@@ -41,14 +41,7 @@ fn exchange(
                     c.shutdown_write();
                 }
             }
-            let mut buf = [0u8; 8192];
-            loop {
-                let n = c.read(&mut buf);
-                if n == 0 {
-                    break;
-                }
-                got_a.extend_from_slice(&buf[..n]);
-            }
+            sim::read_all(c, &mut got_a);
         })
         .unwrap();
         if let Some(b) = b {
@@ -58,14 +51,7 @@ fn exchange(
                 if sent_b == b_data.len() {
                     c.shutdown_write();
                 }
-                let mut buf = [0u8; 8192];
-                loop {
-                    let n = c.read(&mut buf);
-                    if n == 0 {
-                        break;
-                    }
-                    got_b.extend_from_slice(&buf[..n]);
-                }
+                sim::read_all(c, &mut got_b);
             })
             .unwrap();
         }

@@ -7,7 +7,7 @@
 #![allow(dead_code)]
 
 use capnet_tcpip::stack::Event;
-use capnet_tcpip::tcp::{ListenerId, Options, TcpId};
+use capnet_tcpip::tcp::{Conn, ListenerId, Options, TcpId};
 use capnet_tcpip::{Cidr, Device, IfaceId, Instant, RxMeta, Stack};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -322,5 +322,17 @@ impl Net {
             v.push(e);
         }
         v
+    }
+}
+
+/// Reads everything `c` holds now onto the end of `got`.
+pub fn read_all(c: &mut Conn, got: &mut Vec<u8>) {
+    let mut buf = [0u8; 16384];
+    loop {
+        let n = c.read(&mut buf);
+        if n == 0 {
+            return;
+        }
+        got.extend_from_slice(&buf[..n]);
     }
 }
