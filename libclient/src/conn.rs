@@ -1,6 +1,8 @@
 //! One connection to a service of a service set (netsrv's `Net`, tlsd's
 //! `Tls`): the service's capability served on a background thread, and the
-//! handoff side channel for shared-memory grants.
+//! handoff side channel for shared-memory grants, redeemed on that thread
+//! too (so a grant is redeemed in the same job that asked for it: a socket
+//! comes to the application with its rings, after one trip to the thread).
 //!
 //! capnp clients are single-threaded (`Rc`), so they live on the connection's
 //! thread in a table; the blocking socket API sends that thread jobs and waits
@@ -16,6 +18,7 @@
 
 use crate::bell::Bell;
 use capnet_ring::handoff::{self, Token, CONNECT_HANDOFF, CONNECT_RPC};
+use capnet_ring::recv_fds;
 use capnet_schema::errors::capnp_to_io;
 use capnet_schema::net_capnp::{egress, net, subscription, tcp_listener, tcp_socket, udp_socket};
 use capnet_schema::offload_capnp::offload_context;
@@ -25,7 +28,7 @@ use capnp::capability::FromClientHook;
 use capnp_rpc::rpc_twoparty_capnp::Side;
 use capnp_rpc::RpcSystem;
 use futures::future::LocalBoxFuture;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::future::Future;
 use std::io::{self, Write};
@@ -57,6 +60,49 @@ pub(crate) struct Ctx {
     bootstrap: capnp::capability::Client,
     objects: RefCell<HashMap<u64, Object>>,
     next: RefCell<u64>,
+    handoff: Handoff,
+}
+
+/// The handoff side channel: one redeem exchange at a time (a token out,
+/// a status byte and the fds back).
+struct Handoff {
+    stream: tokio::net::UnixStream,
+    turn: tokio::sync::Mutex<()>,
+    /// An exchange was abandoned halfway (its job dropped, or the socket
+    /// failed): a late answer would be read as the next one's, so no
+    /// exchange is tried again.
+    out_of_step: Cell<bool>,
+}
+
+impl Handoff {
+    /// One exchange: the outer error is the channel's, the inner the
+    /// answer's (refused, malformed).
+    async fn exchange(&self, token: &Token, fds: usize) -> io::Result<io::Result<Vec<OwnedFd>>> {
+        use tokio::io::Interest;
+        let s = &self.stream;
+        // 16 bytes into a socket that holds at most one unanswered token:
+        // never a partial write, so a retry after `WouldBlock` sends all.
+        loop {
+            s.writable().await?;
+            match s.try_io(Interest::WRITABLE, || {
+                capnet_ring::send_fds(s.as_fd(), &token.0, &[])
+            }) {
+                Ok(()) => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let mut status = [0u8; 1];
+        let (n, got) = loop {
+            s.readable().await?;
+            match s.try_io(Interest::READABLE, || recv_fds(s.as_fd(), &mut status, fds)) {
+                Ok(r) => break r,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        };
+        Ok(handoff::read_answer(n, status[0], got, fds))
+    }
 }
 
 /// `Ctx::$name(id)`: the object `id` if it is a `$variant`.
@@ -86,12 +132,39 @@ object_getters! {
 }
 
 impl Ctx {
-    fn new(bootstrap: capnp::capability::Client) -> Ctx {
+    fn new(bootstrap: capnp::capability::Client, handoff: tokio::net::UnixStream) -> Ctx {
         Ctx {
             bootstrap,
             objects: RefCell::new(HashMap::new()),
             next: RefCell::new(0),
+            handoff: Handoff {
+                stream: handoff,
+                turn: tokio::sync::Mutex::new(()),
+                out_of_step: Cell::new(false),
+            },
         }
+    }
+
+    /// Redeems a shared-memory grant on the handoff channel, expecting
+    /// `fds` descriptors.
+    pub async fn redeem(&self, token: &[u8], fds: usize) -> io::Result<Vec<OwnedFd>> {
+        let token = Token::from_slice(token).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidData, "grant token is not 16 bytes")
+        })?;
+        let h = &self.handoff;
+        let _turn = h.turn.lock().await;
+        if h.out_of_step.get() {
+            return Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the handoff channel is out of step after an abandoned exchange",
+            ));
+        }
+        // Cleared only by an exchange that ends (this future may be dropped
+        // halfway).
+        h.out_of_step.set(true);
+        let answer = h.exchange(&token, fds).await?;
+        h.out_of_step.set(false);
+        answer
     }
 
     /// The bootstrap capability as `T` (calls fail with "unimplemented" if
@@ -179,7 +252,6 @@ type Job = Box<dyn FnOnce(Rc<Ctx>) -> LocalBoxFuture<'static, ()> + Send>;
 struct Inner {
     service: Service,
     jobs: tokio::sync::mpsc::UnboundedSender<Job>,
-    handoff: Mutex<UnixStream>,
     life: Arc<Life>,
 }
 
@@ -257,6 +329,7 @@ impl Conn {
         crate::paths::verify_service_socket(path, handoff.as_fd())?;
         handoff.write_all(&[CONNECT_HANDOFF])?;
         rpc.set_nonblocking(true)?;
+        handoff.set_nonblocking(true)?;
         let (jobs, mut queue) = tokio::sync::mpsc::unbounded_channel::<Job>();
         let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
         let life = Arc::new(Life {
@@ -280,7 +353,9 @@ impl Conn {
                 };
                 let local = tokio::task::LocalSet::new();
                 local.block_on(&runtime, async move {
-                    let stream = match tokio::net::UnixStream::from_std(rpc) {
+                    let streams = tokio::net::UnixStream::from_std(rpc)
+                        .and_then(|rpc| Ok((rpc, tokio::net::UnixStream::from_std(handoff)?)));
+                    let (stream, handoff) = match streams {
                         Ok(s) => s,
                         Err(e) => {
                             let _ = ready_tx.send(Err(e));
@@ -291,7 +366,7 @@ impl Conn {
                         Box::new(transport::vat_network(stream, Side::Client)),
                         None,
                     );
-                    let ctx = Rc::new(Ctx::new(system.bootstrap(Side::Server)));
+                    let ctx = Rc::new(Ctx::new(system.bootstrap(Side::Server), handoff));
                     let _ = ready_tx.send(Ok(()));
                     let serve = async move {
                         while let Some(job) = queue.recv().await {
@@ -316,7 +391,6 @@ impl Conn {
             inner: Arc::new(Inner {
                 service,
                 jobs,
-                handoff: Mutex::new(handoff),
                 life,
             }),
         })
@@ -433,15 +507,6 @@ impl Conn {
             ctx.remove(id);
             async {}
         });
-    }
-
-    /// Redeems a shared-memory grant on the handoff channel.
-    pub fn redeem(&self, token: &[u8], fds: usize) -> io::Result<Vec<OwnedFd>> {
-        let token = Token::from_slice(token).ok_or_else(|| {
-            io::Error::new(io::ErrorKind::InvalidData, "grant token is not 16 bytes")
-        })?;
-        let stream = self.inner.handoff.lock().unwrap_or_else(|e| e.into_inner());
-        handoff::redeem(stream.as_fd(), &token, fds)
     }
 }
 

@@ -23,7 +23,7 @@ use capnet_schema::common_capnp::ring_grant;
 use capnet_schema::errors::SocketError;
 use std::future::Future;
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -74,48 +74,41 @@ impl Grant {
     }
 }
 
-/// Awaits a socket's pipelined `openRings` answer, within
-/// [`CONTROL_TIMEOUT`]. On failure the socket `id`, just put in the
+/// A socket's rings as the handoff gave them: the shared region and the two
+/// doorbells, and each ring's capacity. Mapped by [`RingStream::open`].
+pub(crate) struct Rings {
+    fds: Vec<OwnedFd>,
+    ring_bytes: u32,
+}
+
+/// Awaits a socket's pipelined `openRings` answer and redeems its grant,
+/// within [`CONTROL_TIMEOUT`]. On failure the socket `id`, just put in the
 /// connection's table, is taken out again (the service closes it).
 pub(crate) async fn granted(
     ctx: &Ctx,
     id: u64,
     answer: impl Future<Output = capnp::Result<Grant>>,
     err: fn(capnp::Error) -> io::Error,
-) -> io::Result<Grant> {
-    let grant = match tokio::time::timeout(CONTROL_TIMEOUT, answer).await {
-        Ok(answer) => answer.map_err(err),
+) -> io::Result<Rings> {
+    let redeemed = async {
+        let grant = answer.await.map_err(err)?;
+        let fds = ctx.redeem(&grant.token, 3).await?;
+        Ok(Rings {
+            fds,
+            ring_bytes: grant.ring_bytes,
+        })
+    };
+    let rings = match tokio::time::timeout(CONTROL_TIMEOUT, redeemed).await {
+        Ok(rings) => rings,
         Err(_) => Err(io::Error::new(
             io::ErrorKind::TimedOut,
             "openRings timed out",
         )),
     };
-    if grant.is_err() {
+    if rings.is_err() {
         ctx.remove(id);
     }
-    grant
-}
-
-/// Asks a socket already in the connection's table for its rings, as a
-/// job of its own (an accepted socket, once taken: a grant pipelined on
-/// the accept could wait in a non-blocking listener's slot longer than its
-/// token lives). `ask` sends the socket's `openRings` and reads the grant
-/// from the answer. On failure the socket is released.
-pub(crate) fn ask_grant<A, Fut>(
-    conn: &Conn,
-    id: u64,
-    err: fn(capnp::Error) -> io::Error,
-    ask: A,
-) -> io::Result<Grant>
-where
-    A: FnOnce(&Ctx) -> io::Result<Fut> + Send + 'static,
-    Fut: Future<Output = capnp::Result<Grant>> + 'static,
-{
-    conn.call(None, move |ctx| async move {
-        let answer = ask(&ctx)?;
-        granted(&ctx, id, answer, err).await
-    })
-    .inspect_err(|_| conn.release(id))
+    rings
 }
 
 /// What reads do after a shutdown of the receiving side (a `ReadShut` as
@@ -191,11 +184,11 @@ pub(crate) enum ErrorReport {
 
 impl RingStream {
     /// Takes the socket `id` (already in the connection's table) to ring
-    /// mode with `grant`, its `openRings` answer (a connect pipelines the
-    /// call on the socket it brings: one trip to the connection thread and
-    /// one message exchange, not two). On failure the socket is released.
-    pub fn open(conn: Conn, id: u64, grant: Grant) -> io::Result<RingStream> {
-        match Self::attach(&conn, grant) {
+    /// mode with `rings`, from its `openRings` (pipelined on the call that
+    /// brought the socket: one trip to the connection thread and one message
+    /// exchange). On failure the socket is released.
+    pub fn open(conn: Conn, id: u64, rings: Rings) -> io::Result<RingStream> {
+        match Self::attach(rings) {
             Ok(end) => Ok(Self::from_end(conn, id, end)),
             Err(e) => {
                 // Nobody will hold this socket: let the service close it.
@@ -205,14 +198,8 @@ impl RingStream {
         }
     }
 
-    fn attach(conn: &Conn, grant: Grant) -> io::Result<ClientEnd> {
-        let fds = conn
-            .redeem(&grant.token, 3)
-            .map_err(|e| match conn.check() {
-                Err(gone) => gone,
-                Ok(()) => e,
-            })?;
-        let mut end = SocketRings::attach(fds, grant.ring_bytes).map_err(ring_err)?;
+    fn attach(rings: Rings) -> io::Result<ClientEnd> {
+        let mut end = SocketRings::attach(rings.fds, rings.ring_bytes).map_err(ring_err)?;
         // Sleepers are also woken from this process (service gone, RX switch over).
         end.wake_me = end.wake_me.with_local_ring()?;
         Ok(end)

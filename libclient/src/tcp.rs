@@ -1,15 +1,17 @@
 //! TCP streams and listeners.
 
-use crate::accept::Acceptor;
-use crate::conn::{cap_err, Net, Object};
+use crate::accept::{Accepted, Acceptor};
+use crate::conn::{cap_err, Ctx, Net, Object};
 use crate::stream::{
-    ask_grant, granted, lock, ring_stream_api, ErrorReport, Grant, ReadShut, RingStream,
+    granted, lock, ring_stream_api, ErrorReport, Grant, ReadShut, RingStream, Rings,
     CONTROL_TIMEOUT,
 };
 use capnet_schema::net_capnp::Shutdown;
+use futures::FutureExt;
 use std::io;
 use std::net::{Shutdown as StdShutdown, SocketAddr, ToSocketAddrs};
-use std::sync::{Mutex, OnceLock};
+use std::rc::Rc;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 pub(crate) fn resolve(addr: impl ToSocketAddrs) -> io::Result<SocketAddr> {
@@ -63,9 +65,9 @@ impl TcpStream {
         net: Net,
         id: u64,
         peer: SocketAddr,
-        grant: Grant,
+        rings: Rings,
     ) -> io::Result<TcpStream> {
-        let ring = RingStream::open(net.conn().clone(), id, grant)?;
+        let ring = RingStream::open(net.conn().clone(), id, rings)?;
         ring.report_errors(ErrorReport::Once);
         Ok(TcpStream {
             ring,
@@ -345,7 +347,7 @@ impl Net {
         options: &TcpOptions,
     ) -> io::Result<TcpStream> {
         let options = *options;
-        let (id, grant) = self.call(None, move |ctx| async move {
+        let (id, rings) = self.call(None, move |ctx| async move {
             let mut req = ctx.net().tcp_connect_request();
             crate::udp::write_addr(req.get().init_remote(), addr);
             options.write(req.get().init_options());
@@ -354,15 +356,10 @@ impl Net {
             let resp = call.promise.await.map_err(cap_err)?;
             let sock = resp.get().map_err(cap_err)?.get_socket().map_err(cap_err)?;
             let id = ctx.insert(Object::Tcp(sock));
-            let grant = granted(
-                &ctx,
-                id,
-                async move { Grant::read(rings.promise.await?.get()?.get_grant()?) },
-                cap_err,
-            );
-            Ok((id, grant.await?))
+            let answer = async move { Grant::read(rings.promise.await?.get()?.get_grant()?) };
+            Ok((id, granted(&ctx, id, answer, cap_err).await?))
         })?;
-        TcpStream::from_object(self.clone(), id, addr, grant)
+        TcpStream::from_object(self.clone(), id, addr, rings)
     }
 
     pub fn tcp_listen(&self, addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
@@ -402,7 +399,10 @@ impl Net {
             net: self.clone(),
             id,
             local,
-            acceptor: Acceptor::new(self.conn().clone()),
+            acceptor: Acceptor::new(
+                self.conn().clone(),
+                Arc::new(move |ctx| accept_call(ctx, id).boxed_local()),
+            ),
         })
     }
 }
@@ -436,27 +436,9 @@ impl TcpListener {
     }
 
     pub fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
-        let id = self.id;
-        let accepted = self.acceptor.accept(move |ctx| async move {
-            let resp = ctx
-                .listener(id)?
-                .accept_request()
-                .send()
-                .promise
-                .await
-                .map_err(cap_err)?;
-            let r = resp.get().map_err(cap_err)?;
-            let remote = crate::udp::read_addr(r.get_remote().map_err(cap_err)?)?;
-            let sock = r.get_socket().map_err(cap_err)?;
-            Ok((ctx.insert(Object::Tcp(sock)), remote))
-        });
-        let (sock, remote) = accepted?;
-        let grant = ask_grant(self.net.conn(), sock, cap_err, move |ctx| {
-            let rings = ctx.tcp(sock)?.open_rings_request().send();
-            Ok(async move { Grant::read(rings.promise.await?.get()?.get_grant()?) })
-        })?;
+        let (sock, remote, rings) = self.acceptor.accept()?;
         Ok((
-            TcpStream::from_object(self.net.clone(), sock, remote, grant)?,
+            TcpStream::from_object(self.net.clone(), sock, remote, rings)?,
             remote,
         ))
     }
@@ -464,6 +446,20 @@ impl TcpListener {
     pub fn incoming(&self) -> impl Iterator<Item = io::Result<TcpStream>> + '_ {
         std::iter::repeat_with(move || self.accept().map(|(s, _)| s))
     }
+}
+
+/// One accept on listener `id`, with the connection's `openRings`
+/// pipelined on it.
+async fn accept_call(ctx: Rc<Ctx>, id: u64) -> io::Result<Accepted> {
+    let call = ctx.listener(id)?.accept_request().send();
+    let rings = call.pipeline.get_socket().open_rings_request().send();
+    let resp = call.promise.await.map_err(cap_err)?;
+    let r = resp.get().map_err(cap_err)?;
+    let remote = crate::udp::read_addr(r.get_remote().map_err(cap_err)?)?;
+    let sock = ctx.insert(Object::Tcp(r.get_socket().map_err(cap_err)?));
+    let answer = async move { Grant::read(rings.promise.await?.get()?.get_grant()?) };
+    let rings = granted(&ctx, sock, answer, cap_err).await?;
+    Ok((sock, remote, rings))
 }
 
 impl Drop for TcpListener {

@@ -116,7 +116,19 @@ pub fn redeem(sock: BorrowedFd<'_>, token: &Token, expect_fds: usize) -> io::Res
     send_fds(sock, &token.0, &[])?;
     let mut status = [0u8; 1];
     let (n, fds) = recv_fds(sock, &mut status, expect_fds)?;
-    match (n, status[0]) {
+    read_answer(n, status[0], fds, expect_fds)
+}
+
+/// Client side: what the provider answered to a redeem, as [`redeem`] returns it, from the
+/// `n` bytes (0 or 1), `status` byte and `fds` one `recv_fds` got (for callers that do the I/O
+/// themselves, as an async one does).
+pub fn read_answer(
+    n: usize,
+    status: u8,
+    fds: Vec<OwnedFd>,
+    expect_fds: usize,
+) -> io::Result<Vec<OwnedFd>> {
+    match (n, status) {
         (0, _) => Err(io::ErrorKind::UnexpectedEof.into()),
         (_, REFUSED) => Err(io::Error::new(
             io::ErrorKind::PermissionDenied,

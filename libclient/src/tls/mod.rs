@@ -13,16 +13,18 @@ pub(crate) use error::tls_err;
 pub use error::TlsError;
 pub use options::{OffloadPolicy, RecordMode, TlsInfo, TlsOptions, TlsStat, TlsVersion};
 
-use crate::accept::Acceptor;
-use crate::conn::{Conn, Object, Service};
+use crate::accept::{Accepted, Acceptor};
+use crate::conn::{Conn, Ctx, Object, Service};
 use crate::stream::{
-    ask_grant, granted, ring_stream_api, Grant, ReadShut, RingStream, CONTROL_TIMEOUT,
+    granted, ring_stream_api, Grant, ReadShut, RingStream, Rings, CONTROL_TIMEOUT,
 };
 use crate::tcp::resolve;
+use futures::FutureExt;
 use std::io;
 use std::net::{Shutdown, SocketAddr, ToSocketAddrs};
 use std::path::Path;
-use std::sync::{Mutex, OnceLock};
+use std::rc::Rc;
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// A connection to a service set's TLS service (tlsd, `tls.sock`). Cheap to
 /// clone; the connection ends when the last clone and every socket made
@@ -92,7 +94,7 @@ impl Tls {
     ) -> io::Result<TlsStream> {
         let options = options.clone();
         let server_name = server_name.to_owned();
-        let (id, grant) = self.conn.call(None, move |ctx| async move {
+        let (id, rings) = self.conn.call(None, move |ctx| async move {
             let mut req = ctx.tls().connect_request();
             crate::udp::write_addr(req.get().init_remote(), addr);
             req.get().set_server_name(server_name.as_str());
@@ -102,15 +104,10 @@ impl Tls {
             let resp = call.promise.await.map_err(tls_err)?;
             let sock = resp.get().map_err(tls_err)?.get_socket().map_err(tls_err)?;
             let id = ctx.insert(Object::TlsSocket(sock));
-            let grant = granted(
-                &ctx,
-                id,
-                async move { Grant::read(rings.promise.await?.get()?.get_grant()?) },
-                tls_err,
-            );
-            Ok((id, grant.await?))
+            let answer = async move { Grant::read(rings.promise.await?.get()?.get_grant()?) };
+            Ok((id, granted(&ctx, id, answer, tls_err).await?))
         })?;
-        TlsStream::from_object(self.conn.clone(), id, addr, grant)
+        TlsStream::from_object(self.conn.clone(), id, addr, rings)
     }
 
     /// Listens on `addr` and serves tlsd's configured identity (`NotFound`
@@ -148,7 +145,10 @@ impl Tls {
             conn: self.conn.clone(),
             id,
             local,
-            acceptor: Acceptor::new(self.conn.clone()),
+            acceptor: Acceptor::new(
+                self.conn.clone(),
+                Arc::new(move |ctx| accept_call(ctx, id).boxed_local()),
+            ),
         })
     }
 }
@@ -187,8 +187,8 @@ impl TlsStream {
 
     /// Takes a TLS socket (already in the connection's table) to ring mode
     /// with its `openRings` answer.
-    fn from_object(conn: Conn, id: u64, peer: SocketAddr, grant: Grant) -> io::Result<TlsStream> {
-        let ring = RingStream::open(conn, id, grant)?;
+    fn from_object(conn: Conn, id: u64, peer: SocketAddr, rings: Rings) -> io::Result<TlsStream> {
+        let ring = RingStream::open(conn, id, rings)?;
         Ok(TlsStream {
             ring,
             peer,
@@ -300,26 +300,9 @@ impl TlsListener {
     }
 
     pub fn accept(&self) -> io::Result<(TlsStream, SocketAddr)> {
-        let id = self.id;
-        let (sock, remote) = self.acceptor.accept(move |ctx| async move {
-            let resp = ctx
-                .tls_listener(id)?
-                .accept_request()
-                .send()
-                .promise
-                .await
-                .map_err(tls_err)?;
-            let r = resp.get().map_err(tls_err)?;
-            let remote = read_addr(r.get_remote().map_err(tls_err)?)?;
-            let sock = r.get_socket().map_err(tls_err)?;
-            Ok((ctx.insert(Object::TlsSocket(sock)), remote))
-        })?;
-        let grant = ask_grant(&self.conn, sock, tls_err, move |ctx| {
-            let rings = ctx.tls_socket(sock)?.open_rings_request().send();
-            Ok(async move { Grant::read(rings.promise.await?.get()?.get_grant()?) })
-        })?;
+        let (sock, remote, rings) = self.acceptor.accept()?;
         Ok((
-            TlsStream::from_object(self.conn.clone(), sock, remote, grant)?,
+            TlsStream::from_object(self.conn.clone(), sock, remote, rings)?,
             remote,
         ))
     }
@@ -327,6 +310,20 @@ impl TlsListener {
     pub fn incoming(&self) -> impl Iterator<Item = io::Result<TlsStream>> + '_ {
         std::iter::repeat_with(move || self.accept().map(|(s, _)| s))
     }
+}
+
+/// One accept on TLS listener `id`, with the connection's `openRings`
+/// pipelined on it.
+async fn accept_call(ctx: Rc<Ctx>, id: u64) -> io::Result<Accepted> {
+    let call = ctx.tls_listener(id)?.accept_request().send();
+    let rings = call.pipeline.get_socket().open_rings_request().send();
+    let resp = call.promise.await.map_err(tls_err)?;
+    let r = resp.get().map_err(tls_err)?;
+    let remote = read_addr(r.get_remote().map_err(tls_err)?)?;
+    let sock = ctx.insert(Object::TlsSocket(r.get_socket().map_err(tls_err)?));
+    let answer = async move { Grant::read(rings.promise.await?.get()?.get_grant()?) };
+    let rings = granted(&ctx, sock, answer, tls_err).await?;
+    Ok((sock, remote, rings))
 }
 
 impl Drop for TlsListener {
