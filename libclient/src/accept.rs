@@ -3,22 +3,23 @@
 //! An accept is a capnp call that returns once a connection is there; the
 //! connection's `openRings` is pipelined on it and its grant redeemed in the
 //! same job, so a connection arrives with its rings. A listener's first
-//! `accept` starts a pump on the connection thread: one call in flight,
-//! each connection it brings queued here (up to [`QUEUE`]) and the next
-//! call sent as soon as one lands. So a loop that accepts and hands each
-//! connection to a thread waits for the service only when nothing is
-//! queued, as with the kernel's accept queue; with one call per `accept`
-//! (and the rings asked for after it) the loop waited three round trips per
-//! connection, which capped connection-per-request HTTP at ~1,300 requests
-//! a second with a core idle.
+//! `accept` starts pumps on the connection thread (up to [`PUMPS`], each
+//! with one call in flight): each connection a pump brings is queued here
+//! and its next call sent at once, while what is queued and in flight stays
+//! within [`QUEUE`]. So a loop that accepts and hands each connection to a
+//! thread waits for the service only when nothing is queued, as with the
+//! kernel's accept queue; with one call per `accept` (and the rings asked
+//! for after it) the loop waited three round trips per connection, which
+//! capped connection-per-request HTTP at ~1,300 requests a second with a
+//! core idle.
 //!
-//! The pump stops when the queue is full or a call fails (the error is a
-//! later `accept`'s answer); `accept` starts it again. A non-blocking
+//! A pump stops when the queue is full or its call fails (the error is a
+//! later `accept`'s answer); `accept` starts pumps again. A non-blocking
 //! `accept` waits 1 ms for a connection, then answers `WouldBlock` with the
-//! call still in flight: cancelling it would drop the socket it may bring a
-//! moment later, and the service would close that connection.
+//! calls still in flight: cancelling one would drop the socket it may bring
+//! a moment later, and the service would close that connection.
 //!
-//! When the listener goes, the call in flight is cancelled: the service
+//! When the listener goes, the calls in flight are cancelled: the service
 //! then drops its end of it, and with it the last hold on the listening
 //! socket, so the port is released at once rather than at the next
 //! connection (which would be accepted only to be closed). Queued
@@ -43,18 +44,25 @@ pub(crate) type Accepted = (u64, SocketAddr, Rings);
 pub(crate) type AcceptCall =
     Arc<dyn Fn(Rc<Ctx>) -> LocalBoxFuture<'static, io::Result<Accepted>> + Send + Sync>;
 
-/// Connections accepted ahead of the application. Each holds a socket of
-/// the client's allowance and its rings, so the queue is short: it only
-/// has to cover the time a loop spends between two `accept`s.
+/// Connections accepted ahead of the application, queued or on their way.
+/// Each holds a socket of the client's allowance (and, once here, its
+/// rings), so the queue is short: it only has to cover the round trips a
+/// connection takes to arrive.
 const QUEUE: usize = 4;
+
+/// Accept calls in flight at once: a connection takes three message
+/// exchanges to arrive (the accept with its `openRings`, then the redeem),
+/// and one call at a time capped a loop at one connection per ~0.35 ms.
+const PUMPS: usize = 2;
 
 /// How long a non-blocking `accept` waits for a connection already queued.
 const NONBLOCKING_WAIT: Duration = Duration::from_millis(1);
 
 #[derive(Default)]
 struct State {
-    /// The pump is running; aborting it cancels its call in flight.
-    pump: Option<AbortHandle>,
+    /// The pumps running, by number; aborting one cancels its call.
+    pumps: Vec<(u64, AbortHandle)>,
+    next_pump: u64,
     /// What calls brought, not yet taken, oldest first.
     ready: VecDeque<io::Result<Accepted>>,
     /// The listener is gone: a late connection is closed, not kept.
@@ -73,18 +81,19 @@ impl Shared {
     }
 }
 
-/// The pump's hold on the queue. Dropped without [`Pumping::stop`] (the
+/// A pump's hold on the queue. Dropped without [`Pumping::stop`] (the
 /// connection thread went away with the job), it queues the service-gone
 /// error for the accept that waits.
 struct Pumping {
     shared: Arc<Shared>,
+    number: u64,
     gone: Option<io::Error>,
 }
 
 impl Pumping {
     fn stop(mut self, st: &mut State) {
         self.gone = None;
-        st.pump = None;
+        st.pumps.retain(|(n, _)| *n != self.number);
     }
 }
 
@@ -92,7 +101,7 @@ impl Drop for Pumping {
     fn drop(&mut self) {
         if let Some(e) = self.gone.take() {
             let mut st = self.shared.lock();
-            st.pump = None;
+            st.pumps.retain(|(n, _)| *n != self.number);
             if !st.closed {
                 st.ready.push_back(Err(e));
             }
@@ -116,7 +125,8 @@ async fn pump(pumping: Pumping, ctx: Rc<Ctx>) {
         let failed = result.is_err();
         st.ready.push_back(result);
         shared.done.notify_all();
-        if failed || st.ready.len() >= QUEUE {
+        // This pump's next call counts among those on their way.
+        if failed || st.ready.len() + st.pumps.len() > QUEUE {
             return pumping.stop(&mut st);
         }
     }
@@ -151,31 +161,37 @@ impl Acceptor {
         self.shared.done.notify_all();
     }
 
-    /// Starts the pump unless it runs, the queue is full, or the last thing
-    /// queued is an error not yet taken.
+    /// Starts pumps while fewer than [`PUMPS`] run and the queue has room,
+    /// unless the last thing queued is an error not yet taken.
     fn start(&self, st: &mut State) -> io::Result<()> {
         let stopped_on_error = st.ready.back().is_some_and(|r| r.is_err());
-        if st.pump.is_some() || st.closed || stopped_on_error || st.ready.len() >= QUEUE {
-            return Ok(());
+        while !st.closed
+            && !stopped_on_error
+            && st.pumps.len() < PUMPS
+            && st.ready.len() + st.pumps.len() < QUEUE
+        {
+            self.conn.check()?;
+            let (abort, registration) = AbortHandle::new_pair();
+            let number = st.next_pump;
+            st.next_pump += 1;
+            st.pumps.push((number, abort));
+            let pumping = Pumping {
+                shared: self.shared.clone(),
+                number,
+                gone: Some(self.conn.gone()),
+            };
+            self.conn.spawn(move |ctx| async move {
+                // Aborted: the listener went, and `pumping` (dropped here)
+                // has no one left to tell.
+                let _ = Abortable::new(pump(pumping, ctx), registration).await;
+            });
         }
-        self.conn.check()?;
-        let (abort, registration) = AbortHandle::new_pair();
-        st.pump = Some(abort);
-        let pumping = Pumping {
-            shared: self.shared.clone(),
-            gone: Some(self.conn.gone()),
-        };
-        self.conn.spawn(move |ctx| async move {
-            // Aborted: the listener went, and `pumping` (dropped here) has
-            // no one left to tell.
-            let _ = Abortable::new(pump(pumping, ctx), registration).await;
-        });
         Ok(())
     }
 
-    /// The next connection: the oldest queued, else what the pump brings
-    /// next. Non-blocking: waits 1 ms, then `WouldBlock` with the pump's
-    /// call still in flight.
+    /// The next connection: the oldest queued, else what the pumps bring
+    /// next. Non-blocking: waits 1 ms, then `WouldBlock` with the pumps'
+    /// calls still in flight.
     pub fn accept(&self) -> io::Result<Accepted> {
         let mut st = self.shared.lock();
         if st.ready.is_empty() {
@@ -216,7 +232,7 @@ impl Drop for Acceptor {
         for (id, _, _) in st.ready.drain(..).flatten() {
             self.conn.release(id);
         }
-        if let Some(pump) = st.pump.take() {
+        for (_, pump) in st.pumps.drain(..) {
             pump.abort();
         }
     }
