@@ -293,6 +293,7 @@ struct StackCounters {
   tcpRetransmits @22 :UInt64;     # TCP segments sent again, by connections open now or since closed
   tcpTimeouts @23 :UInt64;        # TCP retransmission timeouts, likewise
   tcp @24 :TcpCounters;           # the TCP engine's own counters
+  tcpClosedUnread @25 :UInt64;    # closes with received bytes unread: reset, not closed (RFC 2525 2.17)
 }
 
 struct TcpCounters {

@@ -488,9 +488,12 @@ impl RingStream {
 
 impl Drop for RingStream {
     fn drop(&mut self) {
-        // Bytes already written still go out, then the end of stream.
-        lock(&self.up).ring.close();
+        // Bytes already written still go out, then the end of stream;
+        // unless bytes came that were never read, which makes the close a
+        // reset. The down ring closes first, so that a service that sees
+        // the up ring's end already sees that too.
         lock(&self.down).ring.close();
+        lock(&self.up).ring.close();
         self.wake_peer.ring();
         self.conn.unwatch_bell(self.id);
         self.conn.release(self.id);

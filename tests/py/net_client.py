@@ -42,6 +42,15 @@ async def main(schema_dir, socket_path, host, port, total):
     # zero length), however much is queued.
     await sock.write(data=b"queued")
     assert (await sock.read(max=0)).data == b"", "read(max=0) returned bytes"
+    # Read the echo of it: closing with bytes unread would reset the
+    # connection (RFC 2525 2.17, as Linux does), and the echo server sees
+    # an orderly end.
+    echoed = bytearray()
+    while len(echoed) < 6:
+        data = (await sock.read(max=16)).data
+        assert data, "EOF before the echo of 'queued'"
+        echoed += data
+    assert bytes(echoed) == b"queued", "echo of 'queued' differs"
 
     info = await sock.info()
     await sock.close()

@@ -390,6 +390,20 @@ fn close_with_unsent_data(side: &dyn Side, log: &mut Log) {
     });
 }
 
+/// Closing with bytes received and never read resets the connection, so
+/// the peer learns they were lost (RFC 2525 2.17; Linux `tcp_close`): its
+/// next read says so once, then reads are EOF and writes a broken pipe.
+fn close_with_unread_data(side: &dyn Side, log: &mut Log) {
+    let (local, peer) = side.pair();
+    log.step("peer write", peer.write(b"never read"));
+    std::thread::sleep(SETTLE);
+    drop(local);
+    std::thread::sleep(SETTLE);
+    log.step("peer read", read_text(&*peer, 64));
+    log.step("peer read again", read_text(&*peer, 64));
+    log.step("peer write", peer.write(b"x"));
+}
+
 /// SO_LINGER 0: close resets the connection; the peer's read says so once,
 /// then reads EOF, and writes are a broken pipe.
 fn linger_zero(side: &dyn Side, log: &mut Log) {
@@ -550,6 +564,7 @@ const SCENARIOS: &[(&str, Scenario)] = &[
     ("shutdown_read", shutdown_read),
     ("shutdown_both", shutdown_both),
     ("close_with_unsent_data", close_with_unsent_data),
+    ("close_with_unread_data", close_with_unread_data),
     ("linger_zero", linger_zero),
     ("linger_timeout_expires", linger_timeout_expires),
     ("linger_timeout_met", linger_timeout_met),
@@ -861,6 +876,17 @@ async fn plain_scenarios<P: PlainSide>(side: &P) -> Vec<(&'static str, Log)> {
     );
     log.note_refused("close again", refused(s.close().await, P::CAPNET));
     out.push(("plain_close", log));
+
+    // close with bytes unread: a reset, which the peer's next call reports.
+    let mut log = Log::default();
+    let (s, peer) = side.pair().await;
+    log.step("peer write", peer.write(b"never read"));
+    tokio::time::sleep(SETTLE).await;
+    log.step("close", s.close().await);
+    tokio::time::sleep(SETTLE).await;
+    log.step("peer reads", read_text(&*peer, 64));
+    log.step("peer writes", peer.write(b"x"));
+    out.push(("plain_close_unread", log));
 
     // A reset: the first call says so; later reads are EOF, later writes a
     // broken pipe.

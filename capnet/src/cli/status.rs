@@ -122,7 +122,7 @@ fn human(r: status_results::Reader<'_>, procs: &[ProcessInfo]) -> capnp::Result<
     let _ = writeln!(
         out,
         "stack: sessions {} killed {} refused {} bad-ring-indices {} connects {} accepts {} resets {} \
-         retransmits {} timeouts {} udp sent {} received {} bad-checksum {} tx-no-buffer {} ports-disabled {}",
+         (closed-unread {}) retransmits {} timeouts {} udp sent {} received {} bad-checksum {} tx-no-buffer {} ports-disabled {}",
         c.get_sessions(),
         c.get_sessions_killed(),
         c.get_sessions_refused(),
@@ -130,6 +130,7 @@ fn human(r: status_results::Reader<'_>, procs: &[ProcessInfo]) -> capnp::Result<
         c.get_tcp_connects(),
         c.get_tcp_accepts(),
         c.get_tcp_resets(),
+        c.get_tcp_closed_unread(),
         c.get_tcp_retransmits(),
         c.get_tcp_timeouts(),
         c.get_udp_sent(),

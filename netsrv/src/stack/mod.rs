@@ -85,6 +85,9 @@ pub struct StackCounters {
     pub tcp_connects: u64,
     pub tcp_accepts: u64,
     pub tcp_resets: u64,
+    /// Closes with received bytes unread, made resets (Linux's
+    /// TCPAbortOnClose).
+    pub tcp_closed_unread: u64,
     pub udp_sent: u64,
     pub udp_received: u64,
     /// Live egress subscriptions, and change notifications sent.

@@ -19,6 +19,7 @@ impl Stack {
         let mut finished = Vec::new();
         let mut killed = Vec::new();
         let mut data_after_shutdown = Vec::new();
+        let mut dropped_unread = Vec::new();
         // Connections the pump changed: only these are filed with the
         // engine again (output, timers), not every connection every poll.
         let mut touched = Vec::new();
@@ -31,6 +32,11 @@ impl Stack {
             tc.observe(c);
             if tc.data_after_shutdown(c) {
                 data_after_shutdown.push(id);
+                continue;
+            }
+            // Before the pump can take the closed up ring for a FIN.
+            if tc.dropped_with_unread(c) {
+                dropped_unread.push(id);
                 continue;
             }
             if let Some(t) = tc.tuple {
@@ -79,6 +85,9 @@ impl Stack {
         }
         for id in data_after_shutdown {
             self.tcp_reset_on_data(id);
+        }
+        for id in dropped_unread {
+            self.reset_unread(id);
         }
         for id in finished {
             let Some(tc) = self.tcp.remove(&id) else {

@@ -123,6 +123,23 @@ impl TcpConn {
         received > limit
     }
 
+    /// Bytes the application was given and never read: still in the engine,
+    /// or in the down ring (a broken ring counts as unread).
+    pub(super) fn unread(&self, c: &Conn) -> bool {
+        let in_ring = self.rings.as_ref().is_some_and(|r| {
+            r.down
+                .space()
+                .map_or(true, |free| free < r.down.capacity() as usize)
+        });
+        c.readable() > 0 || in_ring
+    }
+
+    /// The application closed its end of the rings with bytes unread: the
+    /// connection is reset, not closed (below, `tcp_release`).
+    pub(super) fn dropped_with_unread(&self, c: &Conn) -> bool {
+        self.rings.as_ref().is_some_and(|r| r.down.reader_closed()) && self.unread(c)
+    }
+
     /// How a plain call learns that the connection ended with `e`: the first
     /// call gets the error, later ones see the end (Linux's `sock_error`).
     fn report(&mut self, e: SocketError) -> Option<SocketError> {
@@ -335,12 +352,30 @@ impl Stack {
     /// FIN; the connection finishes on its own. The engine owns it from now
     /// on as an orphan, as Linux's `close()` leaves it: new data from the
     /// peer resets it (nobody will read it), and FIN-WAIT-2 times out.
+    ///
+    /// Bytes received and never read make it a reset instead, at once and
+    /// with what was queued to send dropped (RFC 2525 2.17, RFC 9293
+    /// 3.10.4; Linux `tcp_close`): the peer learns that its data was lost.
     pub fn tcp_release(&mut self, id: SockId) {
         let now = self.now();
-        if let Some(tc) = self.tcp.get_mut(&id) {
-            tc.released = true;
-            self.engine.tcp.release(now, tc.id);
+        let Some(tc) = self.tcp.get_mut(&id) else {
+            return;
+        };
+        let unread = self.engine.tcp.conn(tc.id).is_ok_and(|c| tc.unread(c));
+        if unread {
+            self.reset_unread(id);
+            return;
         }
+        tc.released = true;
+        self.engine.tcp.release(now, tc.id);
+    }
+
+    /// Closed with data unread: a reset (see [`Stack::tcp_release`]).
+    pub(super) fn reset_unread(&mut self, id: SockId) {
+        tracing::debug!(id, "closed with data unread; resetting");
+        self.counters.tcp_resets += 1;
+        self.counters.tcp_closed_unread += 1;
+        self.tcp_abort(id);
     }
 
     /// Autotuning of the socket's queues is paid from `account` (the
