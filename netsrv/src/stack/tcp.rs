@@ -123,21 +123,31 @@ impl TcpConn {
         received > limit
     }
 
+    /// Bytes in the down ring the application has not read; `None` if the
+    /// ring's indices are broken.
+    fn unread_in_ring(&self) -> Option<bool> {
+        let Some(r) = &self.rings else {
+            return Some(false);
+        };
+        let free = r.down.space().ok()?;
+        Some(free < r.down.capacity() as usize)
+    }
+
     /// Bytes the application was given and never read: still in the engine,
     /// or in the down ring (a broken ring counts as unread).
     pub(super) fn unread(&self, c: &Conn) -> bool {
-        let in_ring = self.rings.as_ref().is_some_and(|r| {
-            r.down
-                .space()
-                .map_or(true, |free| free < r.down.capacity() as usize)
-        });
-        c.readable() > 0 || in_ring
+        c.readable() > 0 || self.unread_in_ring().unwrap_or(true)
     }
 
     /// The application closed its end of the rings with bytes unread: the
-    /// connection is reset, not closed (below, `tcp_release`).
+    /// connection is reset, not closed (`Stack::tcp_release`). A broken
+    /// ring is not this: the pump finds it and ends the socket for it.
     pub(super) fn dropped_with_unread(&self, c: &Conn) -> bool {
-        self.rings.as_ref().is_some_and(|r| r.down.reader_closed()) && self.unread(c)
+        let Some(in_ring) = self.unread_in_ring() else {
+            return false;
+        };
+        let reader_closed = self.rings.as_ref().is_some_and(|r| r.down.reader_closed());
+        reader_closed && (in_ring || c.readable() > 0)
     }
 
     /// How a plain call learns that the connection ended with `e`: the first
