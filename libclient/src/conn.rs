@@ -75,6 +75,34 @@ struct Handoff {
 }
 
 impl Handoff {
+    fn new(stream: tokio::net::UnixStream) -> Handoff {
+        Handoff {
+            stream,
+            turn: tokio::sync::Mutex::new(()),
+            out_of_step: Cell::new(false),
+        }
+    }
+
+    /// Redeems a shared-memory grant, expecting `fds` descriptors.
+    async fn redeem(&self, token: &[u8], fds: usize) -> io::Result<Vec<OwnedFd>> {
+        let token = Token::from_slice(token).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidData, "grant token is not 16 bytes")
+        })?;
+        let _turn = self.turn.lock().await;
+        if self.out_of_step.get() {
+            return Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the handoff channel is out of step after an abandoned exchange",
+            ));
+        }
+        // Cleared only by an exchange that ends (this future may be dropped
+        // halfway).
+        self.out_of_step.set(true);
+        let answer = self.exchange(&token, fds).await?;
+        self.out_of_step.set(false);
+        answer
+    }
+
     /// One exchange: the outer error is the channel's, the inner the
     /// answer's (refused, malformed).
     async fn exchange(&self, token: &Token, fds: usize) -> io::Result<io::Result<Vec<OwnedFd>>> {
@@ -137,34 +165,14 @@ impl Ctx {
             bootstrap,
             objects: RefCell::new(HashMap::new()),
             next: RefCell::new(0),
-            handoff: Handoff {
-                stream: handoff,
-                turn: tokio::sync::Mutex::new(()),
-                out_of_step: Cell::new(false),
-            },
+            handoff: Handoff::new(handoff),
         }
     }
 
     /// Redeems a shared-memory grant on the handoff channel, expecting
     /// `fds` descriptors.
     pub async fn redeem(&self, token: &[u8], fds: usize) -> io::Result<Vec<OwnedFd>> {
-        let token = Token::from_slice(token).ok_or_else(|| {
-            io::Error::new(io::ErrorKind::InvalidData, "grant token is not 16 bytes")
-        })?;
-        let h = &self.handoff;
-        let _turn = h.turn.lock().await;
-        if h.out_of_step.get() {
-            return Err(io::Error::new(
-                io::ErrorKind::BrokenPipe,
-                "the handoff channel is out of step after an abandoned exchange",
-            ));
-        }
-        // Cleared only by an exchange that ends (this future may be dropped
-        // halfway).
-        h.out_of_step.set(true);
-        let answer = h.exchange(&token, fds).await?;
-        h.out_of_step.set(false);
-        answer
+        self.handoff.redeem(token, fds).await
     }
 
     /// The bootstrap capability as `T` (calls fail with "unimplemented" if
@@ -574,4 +582,90 @@ pub(crate) fn cap_err(e: capnp::Error) -> io::Error {
         return service_gone();
     }
     capnp_to_io(e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Handoff;
+    use capnet_ring::handoff::{read_token, HandoffTable};
+    use std::io;
+    use std::os::fd::{AsFd, OwnedFd};
+    use std::os::unix::net::UnixStream;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    /// A provider on the other end of a socketpair: answers each token it
+    /// reads from `table`, after waiting for a go from `go` (one per token).
+    fn provider(table: std::sync::Arc<HandoffTable>, sock: UnixStream, go: mpsc::Receiver<()>) {
+        std::thread::spawn(move || {
+            while let Ok(Some(token)) = read_token(sock.as_fd()) {
+                if go.recv().is_err() {
+                    return;
+                }
+                table.answer(sock.as_fd(), &token).unwrap();
+            }
+        });
+    }
+
+    fn memfd() -> OwnedFd {
+        capnet_ring::SharedRegion::create("t", 4096)
+            .unwrap()
+            .fd()
+            .try_clone_to_owned()
+            .unwrap()
+    }
+
+    fn run<T>(f: impl std::future::Future<Output = T>) -> T {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    #[test]
+    fn grants_are_redeemed_refusals_reported_and_the_channel_kept() {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        let table = std::sync::Arc::new(HandoffTable::new());
+        let (go, gate) = mpsc::channel();
+        provider(table.clone(), theirs, gate);
+        let token = table.offer(vec![memfd(), memfd()]);
+        run(async {
+            let h = Handoff::new(tokio::net::UnixStream::from_std(ours).unwrap());
+            go.send(()).unwrap();
+            assert_eq!(h.redeem(&token.0, 2).await.unwrap().len(), 2);
+            // Redeemed once only: the second is refused, and says so.
+            go.send(()).unwrap();
+            let e = h.redeem(&token.0, 2).await.unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::PermissionDenied);
+            // The channel is still in step.
+            let next = table.offer(vec![memfd()]);
+            go.send(()).unwrap();
+            assert_eq!(h.redeem(&next.0, 1).await.unwrap().len(), 1);
+        });
+    }
+
+    #[test]
+    fn an_abandoned_exchange_stops_the_channel_rather_than_misreading_its_late_answer() {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        let table = std::sync::Arc::new(HandoffTable::new());
+        let (go, gate) = mpsc::channel();
+        provider(table.clone(), theirs, gate);
+        let first = table.offer(vec![memfd()]);
+        let second = table.offer(vec![memfd()]);
+        run(async {
+            let h = Handoff::new(tokio::net::UnixStream::from_std(ours).unwrap());
+            // The provider holds its answer: the caller gives up waiting.
+            let abandoned = tokio::time::timeout(Duration::from_millis(50), h.redeem(&first.0, 1));
+            assert!(abandoned.await.is_err());
+            // The late answer (the first grant's fds) must not be taken for
+            // the second's.
+            go.send(()).unwrap();
+            go.send(()).unwrap();
+            let e = h.redeem(&second.0, 1).await.unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::BrokenPipe);
+        });
+    }
 }
