@@ -130,6 +130,7 @@ mod bell;
 mod chunks;
 mod conn;
 mod egress;
+mod handoff;
 mod offload;
 mod paths;
 mod stream;
