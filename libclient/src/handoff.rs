@@ -87,20 +87,27 @@ mod tests {
     use std::io;
     use std::os::fd::{AsFd, OwnedFd};
     use std::os::unix::net::UnixStream;
-    use std::sync::mpsc;
+    use std::sync::{mpsc, Arc};
     use std::time::Duration;
 
-    /// A provider on the other end of a socketpair: answers each token it
-    /// reads from `table`, after waiting for a go from `go` (one per token).
-    fn provider(table: std::sync::Arc<HandoffTable>, sock: UnixStream, go: mpsc::Receiver<()>) {
+    /// Our end of a handoff channel, and a provider on the other end that
+    /// answers each token it reads from the table, once `go` says so (one
+    /// go per token).
+    fn channel() -> (UnixStream, Arc<HandoffTable>, mpsc::Sender<()>) {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        let table = Arc::new(HandoffTable::new());
+        let (go, gate) = mpsc::channel::<()>();
+        let provider = table.clone();
         std::thread::spawn(move || {
-            while let Ok(Some(token)) = read_token(sock.as_fd()) {
-                if go.recv().is_err() {
+            while let Ok(Some(token)) = read_token(theirs.as_fd()) {
+                if gate.recv().is_err() {
                     return;
                 }
-                table.answer(sock.as_fd(), &token).unwrap();
+                provider.answer(theirs.as_fd(), &token).unwrap();
             }
         });
+        (ours, table, go)
     }
 
     fn memfd() -> OwnedFd {
@@ -121,11 +128,7 @@ mod tests {
 
     #[test]
     fn grants_are_redeemed_refusals_reported_and_the_channel_kept() {
-        let (ours, theirs) = UnixStream::pair().unwrap();
-        ours.set_nonblocking(true).unwrap();
-        let table = std::sync::Arc::new(HandoffTable::new());
-        let (go, gate) = mpsc::channel();
-        provider(table.clone(), theirs, gate);
+        let (ours, table, go) = channel();
         let token = table.offer(vec![memfd(), memfd()]);
         run(async {
             let h = Handoff::new(tokio::net::UnixStream::from_std(ours).unwrap());
@@ -144,11 +147,7 @@ mod tests {
 
     #[test]
     fn an_abandoned_exchange_stops_the_channel_rather_than_misreading_its_late_answer() {
-        let (ours, theirs) = UnixStream::pair().unwrap();
-        ours.set_nonblocking(true).unwrap();
-        let table = std::sync::Arc::new(HandoffTable::new());
-        let (go, gate) = mpsc::channel();
-        provider(table.clone(), theirs, gate);
+        let (ours, table, go) = channel();
         let first = table.offer(vec![memfd()]);
         let second = table.offer(vec![memfd()]);
         run(async {
