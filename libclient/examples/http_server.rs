@@ -42,7 +42,11 @@ fn answer(mut stream: impl Read + Write, response: &[u8]) {
     let mut buf = [0u8; 4096];
     while !req.windows(4).any(|w| w == b"\r\n\r\n") {
         match stream.read(&mut buf) {
-            Ok(0) | Err(_) => return,
+            Ok(0) => return,
+            Err(e) => {
+                eprintln!("http_server: a read failed before the request's end: {e}");
+                return;
+            }
             Ok(n) => req.extend_from_slice(&buf[..n]),
         }
     }

@@ -382,7 +382,24 @@ impl Stack {
 
     /// Closed with data unread: a reset (see [`Stack::tcp_release`]).
     pub(super) fn reset_unread(&mut self, id: SockId) {
-        tracing::debug!(id, "closed with data unread; resetting");
+        if let Some(tc) = self.tcp.get(&id) {
+            let engine = self
+                .engine
+                .tcp
+                .conn(tc.id)
+                .map(|c| (c.readable(), c.state()));
+            let ring = tc
+                .rings
+                .as_ref()
+                .map(|r| (r.down.capacity() as usize).saturating_sub(r.down.space().unwrap_or(0)));
+            tracing::debug!(
+                id,
+                ?engine,
+                ?ring,
+                rx_bytes = tc.rx_bytes,
+                "closed with data unread; resetting"
+            );
+        }
         self.counters.tcp_resets += 1;
         self.counters.tcp_closed_unread += 1;
         self.tcp_abort(id);
