@@ -142,12 +142,15 @@ impl TcpConn {
     /// The application closed its end of the rings with bytes unread: the
     /// connection is reset, not closed (`Stack::tcp_release`). A broken
     /// ring is not this: the pump finds it and ends the socket for it.
+    ///
+    /// Asked of every ring-mode connection on every pump: the one flag
+    /// first, the indices only once the application has closed.
     pub(super) fn dropped_with_unread(&self, c: &Conn) -> bool {
-        let Some(in_ring) = self.unread_in_ring() else {
+        if !self.rings.as_ref().is_some_and(|r| r.down.reader_closed()) {
             return false;
-        };
-        let reader_closed = self.rings.as_ref().is_some_and(|r| r.down.reader_closed());
-        reader_closed && (in_ring || c.readable() > 0)
+        }
+        self.unread_in_ring()
+            .is_some_and(|in_ring| in_ring || c.readable() > 0)
     }
 
     /// How a plain call learns that the connection ended with `e`: the first
