@@ -22,6 +22,7 @@ use capnet_ring::handoff::{CONNECT_HANDOFF, CONNECT_RPC};
 use capnet_schema::errors::capnp_to_io;
 use capnet_schema::net_capnp::{egress, net, subscription, tcp_listener, tcp_socket, udp_socket};
 use capnet_schema::offload_capnp::offload_context;
+use capnet_schema::quiet::QuietStream;
 use capnet_schema::tls_capnp::{tls, tls_listener, tls_socket};
 use capnet_schema::transport;
 use capnp::capability::FromClientHook;
@@ -90,7 +91,7 @@ object_getters! {
 }
 
 impl Ctx {
-    fn new(bootstrap: capnp::capability::Client, handoff: tokio::net::UnixStream) -> Ctx {
+    fn new(bootstrap: capnp::capability::Client, handoff: QuietStream) -> Ctx {
         Ctx {
             bootstrap,
             objects: RefCell::new(HashMap::new()),
@@ -291,19 +292,16 @@ impl Conn {
                 };
                 let local = tokio::task::LocalSet::new();
                 local.block_on(&runtime, async move {
-                    let streams = tokio::net::UnixStream::from_std(rpc)
-                        .and_then(|rpc| Ok((rpc, tokio::net::UnixStream::from_std(handoff)?)));
-                    let (stream, handoff) = match streams {
+                    let streams = transport::vat_network(rpc, Side::Client)
+                        .and_then(|rpc| Ok((rpc, QuietStream::new(handoff)?)));
+                    let (network, handoff) = match streams {
                         Ok(s) => s,
                         Err(e) => {
                             let _ = ready_tx.send(Err(e));
                             return;
                         }
                     };
-                    let mut system = RpcSystem::new(
-                        Box::new(transport::vat_network(stream, Side::Client)),
-                        None,
-                    );
+                    let mut system = RpcSystem::new(Box::new(network), None);
                     let ctx = Rc::new(Ctx::new(system.bootstrap(Side::Server), handoff));
                     let _ = ready_tx.send(Ok(()));
                     let serve = async move {

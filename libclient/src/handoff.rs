@@ -6,6 +6,7 @@
 
 use capnet_ring::handoff::{self, Token};
 use capnet_ring::recv_fds;
+use capnet_schema::quiet::QuietStream;
 use std::cell::Cell;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
@@ -13,7 +14,7 @@ use std::os::fd::{AsFd, OwnedFd};
 /// The handoff side channel: one redeem exchange at a time (a token out,
 /// a status byte and the fds back).
 pub(crate) struct Handoff {
-    stream: tokio::net::UnixStream,
+    stream: QuietStream,
     turn: tokio::sync::Mutex<()>,
     /// An exchange was abandoned halfway (its job dropped, or the socket
     /// failed): a late answer would be read as the next one's, so no
@@ -22,7 +23,7 @@ pub(crate) struct Handoff {
 }
 
 impl Handoff {
-    pub fn new(stream: tokio::net::UnixStream) -> Handoff {
+    pub fn new(stream: QuietStream) -> Handoff {
         Handoff {
             stream,
             turn: tokio::sync::Mutex::new(()),
@@ -53,29 +54,16 @@ impl Handoff {
     /// One exchange: the outer error is the channel's, the inner the
     /// answer's (refused, malformed).
     async fn exchange(&self, token: &Token, fds: usize) -> io::Result<io::Result<Vec<OwnedFd>>> {
-        use tokio::io::Interest;
-        let s = &self.stream;
         // 16 bytes into a socket that holds at most one unanswered token:
         // never a partial write, so a retry after `WouldBlock` sends all.
-        loop {
-            s.writable().await?;
-            match s.try_io(Interest::WRITABLE, || {
-                capnet_ring::send_fds(s.as_fd(), &token.0, &[])
-            }) {
-                Ok(()) => break,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(e),
-            }
-        }
+        self.stream
+            .write_with(|s| capnet_ring::send_fds(s.as_fd(), &token.0, &[]))
+            .await?;
         let mut status = [0u8; 1];
-        let (n, got) = loop {
-            s.readable().await?;
-            match s.try_io(Interest::READABLE, || recv_fds(s.as_fd(), &mut status, fds)) {
-                Ok(r) => break r,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(e),
-            }
-        };
+        let (n, got) = self
+            .stream
+            .read_with(|s| recv_fds(s.as_fd(), &mut status, fds))
+            .await?;
         Ok(handoff::read_answer(n, status[0], got, fds))
     }
 }
@@ -84,6 +72,7 @@ impl Handoff {
 mod tests {
     use super::Handoff;
     use capnet_ring::handoff::{read_token, HandoffTable};
+    use capnet_schema::quiet::QuietStream;
     use std::io;
     use std::os::fd::{AsFd, OwnedFd};
     use std::os::unix::net::UnixStream;
@@ -131,7 +120,7 @@ mod tests {
         let (ours, table, go) = channel();
         let token = table.offer(vec![memfd(), memfd()]);
         run(async {
-            let h = Handoff::new(tokio::net::UnixStream::from_std(ours).unwrap());
+            let h = Handoff::new(QuietStream::new(ours).unwrap());
             go.send(()).unwrap();
             assert_eq!(h.redeem(&token.0, 2).await.unwrap().len(), 2);
             // Redeemed once only: the second is refused, and says so.
@@ -151,7 +140,7 @@ mod tests {
         let first = table.offer(vec![memfd()]);
         let second = table.offer(vec![memfd()]);
         run(async {
-            let h = Handoff::new(tokio::net::UnixStream::from_std(ours).unwrap());
+            let h = Handoff::new(QuietStream::new(ours).unwrap());
             // The provider holds its answer: the caller gives up waiting.
             let abandoned = tokio::time::timeout(Duration::from_millis(50), h.redeem(&first.0, 1));
             assert!(abandoned.await.is_err());

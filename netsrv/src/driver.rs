@@ -151,9 +151,7 @@ pub async fn attach(
     name: &str,
     (rpc, handoff_stream): (UnixStream, UnixStream),
 ) -> std::io::Result<()> {
-    rpc.set_nonblocking(true)?;
-    let rpc = tokio::net::UnixStream::from_std(rpc)?;
-    let network = capnet_schema::transport::vat_network(rpc, Side::Client);
+    let network = capnet_schema::transport::vat_network(rpc, Side::Client)?;
     let mut system = RpcSystem::new(Box::new(network), None);
     let nic: nic::Client = system.bootstrap(Side::Server);
 

@@ -37,6 +37,7 @@ pub mod coalesce;
 pub mod errors;
 pub mod metered;
 pub mod offload;
+pub mod quiet;
 pub mod transport;
 
 /// The schema files, in the order they are compiled.

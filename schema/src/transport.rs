@@ -5,9 +5,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
-use tokio::net::unix::OwnedReadHalf;
 use tokio::net::UnixStream;
-use tokio_util::compat::{Compat, TokioAsyncReadCompatExt, TokioAsyncWriteCompatExt};
 
 /// Binds a Unix socket only its owner may connect to (mode 0600), replacing
 /// a stale socket file. The listener is a std one (non-blocking), so that
@@ -65,6 +63,7 @@ pub fn serve_on(
 
 use crate::metered::MeteredNetwork;
 pub use crate::metered::{ConnectionLimits, TransportCounters};
+use crate::quiet::QuietStream;
 
 /// Reading options for messages from a peer on the `side` given.
 pub fn reader_options(side: Side) -> capnp::message::ReaderOptions {
@@ -78,25 +77,38 @@ fn limits_of(side: Side) -> ConnectionLimits {
     }
 }
 
-pub type Network = MeteredNetwork<Compat<OwnedReadHalf>>;
+pub type Network = MeteredNetwork<QuietStream>;
 
 /// A connection whose incoming messages are framed and metered with the
 /// limits of `side` (a service reading requests, or a client reading
 /// answers).
-pub fn vat_network(stream: UnixStream, side: Side) -> Network {
-    let (r, w) = stream.into_split();
-    MeteredNetwork::new(r.compat(), w.compat_write(), side, limits_of(side), None)
+pub fn vat_network(stream: std::os::unix::net::UnixStream, side: Side) -> std::io::Result<Network> {
+    let stream = QuietStream::new(stream)?;
+    Ok(MeteredNetwork::new(
+        stream.clone(),
+        stream,
+        side,
+        limits_of(side),
+        None,
+    ))
 }
 
 /// Serves `bootstrap` to the peer until the connection ends.
 pub async fn serve(stream: UnixStream, bootstrap: capnp::capability::Client) -> capnp::Result<()> {
-    RpcSystem::new(Box::new(vat_network(stream, Side::Server)), Some(bootstrap)).await
+    let network = vat_network(stream.into_std()?, Side::Server)?;
+    RpcSystem::new(Box::new(network), Some(bootstrap)).await
 }
 
 /// Bootstraps the capability the peer offers; the connection runs as a task
 /// on the current `LocalSet` until both sides drop it.
+/// A stream the runtime cannot take gives a capability whose every call
+/// fails with why.
 pub fn connect<C: capnp::capability::FromClientHook>(stream: UnixStream) -> C {
-    let mut system = RpcSystem::new(Box::new(vat_network(stream, Side::Client)), None);
+    let network = match stream.into_std().and_then(|s| vat_network(s, Side::Client)) {
+        Ok(n) => n,
+        Err(e) => return C::new(capnp_rpc::new_broken_cap(e.into()).hook),
+    };
+    let mut system = RpcSystem::new(Box::new(network), None);
     let client: C = system.bootstrap(Side::Server);
     tokio::task::spawn_local(async move {
         if let Err(e) = system.await {
@@ -256,11 +268,12 @@ pub async fn accept(
 async fn serve_client(
     service: Rc<dyn ServiceSocket>,
     users: Rc<UserConnections>,
-    mut stream: UnixStream,
+    stream: UnixStream,
 ) -> std::io::Result<()> {
     use capnet_ring::handoff::{Token, CONNECT_HANDOFF};
+    use futures::AsyncReadExt;
     use std::os::fd::AsFd;
-    use tokio::io::AsyncReadExt;
+    let mut stream = QuietStream::from_tokio(stream)?;
     let peer = crate::access::Peer::of(stream.as_fd())?;
     let uid = peer.uid;
     let limit = service.connections_per_user();
@@ -315,7 +328,7 @@ async fn serve_client(
 /// `R`, or the start of a plain capnp client's first message.
 fn rpc_network(
     service: &dyn ServiceSocket,
-    stream: UnixStream,
+    stream: QuietStream,
     first: u8,
 ) -> MeteredNetwork<impl futures::AsyncRead + Unpin + 'static> {
     let replay = if first == capnet_ring::handoff::CONNECT_RPC {
@@ -323,12 +336,10 @@ fn rpc_network(
     } else {
         vec![first]
     };
-    let (reader, writer) = stream.into_split();
-    let reader =
-        futures::io::AsyncReadExt::chain(futures::io::Cursor::new(replay), reader.compat());
+    let reader = futures::io::AsyncReadExt::chain(futures::io::Cursor::new(replay), stream.clone());
     MeteredNetwork::new(
         reader,
-        writer.compat_write(),
+        stream,
         Side::Server,
         service.connection_limits(),
         service.transport_counters(),
