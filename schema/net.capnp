@@ -294,6 +294,8 @@ struct StackCounters {
   tcpTimeouts @23 :UInt64;        # TCP retransmission timeouts, likewise
   tcp @24 :TcpCounters;           # the TCP engine's own counters
   tcpClosedUnread @25 :UInt64;    # closes with received bytes unread: reset, not closed (RFC 2525 2.17)
+  ringSetsMade @26 :UInt64;       # socket ring sets made (openRings)
+  ringSetsReused @27 :UInt64;     # socket ring sets a client let go of, taken up again by its next openRings
 }
 
 struct TcpCounters {

@@ -86,6 +86,20 @@ pub struct ByteHeader {
 }
 
 impl ByteHeader {
+    /// Back to a fresh ring's indices and flags. Only while neither end is
+    /// in use (a ring set taken up again for the same client).
+    fn reset(&self) {
+        let w = &self.writer.0;
+        for word in [&w.tail, &w.state, &w.error] {
+            word.store(0, Ordering::Relaxed);
+        }
+        self.reader.0.head.store(0, Ordering::Relaxed);
+        self.reader.0.closed.store(0, Ordering::Relaxed);
+        self.data_wanted.0.store(0, Ordering::Relaxed);
+        self.space_wanted.0.store(0, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+    }
+
     fn new() -> ByteHeader {
         ByteHeader {
             writer: CacheLine(WriterLine {
@@ -254,6 +268,15 @@ impl<M: ByteMem> ByteWriter<M> {
         self.mem.capacity()
     }
 
+    /// Empties the ring and opens it again, for both ends: only while the
+    /// reader is not using it (see [`ServerEnd::reset`]).
+    pub fn reset(&mut self) {
+        self.mem.header().reset();
+        self.tail = 0;
+        self.cached_head = 0;
+        self.closed = false;
+    }
+
     /// Copies what fits of `data` and publishes it; returns how many bytes were taken.
     pub fn write(&mut self, data: &[u8]) -> Result<usize, RingError> {
         self.check_open()?;
@@ -383,6 +406,14 @@ impl<M: ByteMem> ByteReader<M> {
 
     pub fn capacity(&self) -> u32 {
         self.mem.capacity()
+    }
+
+    /// Empties the ring and opens it again, for both ends: only while the
+    /// writer is not using it (see [`ServerEnd::reset`]).
+    pub fn reset(&mut self) {
+        self.mem.header().reset();
+        self.head = 0;
+        self.cached_tail = 0;
     }
 
     /// Copies up to `out.len()` bytes out; 0 means empty (then see [`Self::eof`], [`Self::error`]).
@@ -567,6 +598,20 @@ mod sockets {
         pub wake_peer: Doorbell,
     }
 
+    impl ServerEnd {
+        /// The rings as [`SocketRings::create`] made them, for another
+        /// connection of the client that held them: both rings empty and
+        /// open, this end's doorbell drained. Only once that client let go
+        /// of them (it closed both rings and released the socket); the
+        /// client's wait end must be drained too. A client that kept using
+        /// them anyway reaches only its own next connection.
+        pub fn reset(&mut self) {
+            self.up.reset();
+            self.down.reset();
+            self.wake_me.drain();
+        }
+    }
+
     impl SocketRings {
         /// Creates the rings; returns the server end and, for the client, the fds
         /// `[region, ring_server, wait_client]` (the ring end of the server's doorbell, the wait
@@ -651,6 +696,24 @@ mod tests {
         assert_eq!(&buf[..5], b"hello");
         assert_eq!(r.read(&mut buf).unwrap(), 0);
         assert!(!r.eof());
+    }
+
+    #[test]
+    fn a_reset_ring_is_empty_and_open_at_both_ends() {
+        let (mut w, mut r) = ring();
+        w.write(b"stale bytes").unwrap();
+        w.close();
+        r.close();
+        r.request_signal();
+        w.reset();
+        r.reset();
+        assert!(!w.reader_closed() && !r.eof());
+        assert_eq!(r.available().unwrap(), 0);
+        assert!(!w.signal_wanted(), "a stale signal request survived");
+        assert_eq!(w.write(b"new").unwrap(), 3);
+        let mut buf = [0u8; 16];
+        assert_eq!(r.read(&mut buf).unwrap(), 3);
+        assert_eq!(&buf[..3], b"new");
     }
 
     #[test]

@@ -31,6 +31,8 @@ pub struct NetServer {
     low_ports: bool,
     /// What this client holds, against its limits.
     account: Rc<Account>,
+    /// Ring sets its sockets let go of, for its next ones.
+    rings: Rc<RingPool>,
 }
 
 impl NetServer {
@@ -52,6 +54,7 @@ impl NetServer {
         NetServer {
             shared,
             low_ports,
+            rings: Rc::new(RingPool::new(account.clone())),
             account,
         }
     }
@@ -97,7 +100,13 @@ impl net::Server for NetServer {
             },
             &remote.to_string(),
         )?;
-        let socket = TcpSocketServer::new(shared.clone(), id, self.account.clone(), charge);
+        let socket = TcpSocketServer::new(
+            shared.clone(),
+            id,
+            self.account.clone(),
+            charge,
+            self.rings.clone(),
+        );
         let what = remote.to_string();
         match tokio::time::timeout(
             timeout,
@@ -150,6 +159,7 @@ impl net::Server for NetServer {
                 account: self.account.clone(),
                 conn_bytes,
                 _charge: charge,
+                rings: self.rings.clone(),
             }));
         Ok(())
     }

@@ -9,6 +9,8 @@ pub struct TcpListenerServer {
     /// The buffer bytes of each connection it accepts.
     pub(super) conn_bytes: usize,
     pub(super) _charge: Charge,
+    /// The client's pool of ring sets, for the connections it accepts.
+    pub(super) rings: Rc<RingPool>,
 }
 
 impl Drop for TcpListenerServer {
@@ -52,6 +54,7 @@ impl tcp_listener::Server for TcpListenerServer {
             conn,
             self.account.clone(),
             charge,
+            self.rings.clone(),
         )));
         write_socket_addr(r.init_remote(), remote);
         Ok(())

@@ -12,7 +12,7 @@ use crate::egress::EgressRegistry;
 use crate::limits::{Account, Accounts, Charge, Limits};
 use crate::offload::TxBinding;
 use crate::stack::{SockId, Stack, TcpOptions};
-use capnet_ring::{Doorbell, HandoffTable, SocketRings};
+use capnet_ring::{Doorbell, HandoffTable};
 use capnet_schema::addr::{read_socket_addr, write_socket_addr};
 use capnet_schema::errors::SocketError;
 use capnet_schema::net_capnp::{
@@ -23,6 +23,7 @@ use capnet_schema::offload::{kind_name, write_tcp_flow};
 use capnet_schema::offload_capnp::{offload_request, OffloadKind};
 use capnp::capability::Rc as CapRc;
 use capnp::Error;
+use rings::{ClientFds, RingPool};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -36,6 +37,7 @@ use tokio::task::JoinHandle;
 mod client;
 mod links;
 mod listener;
+mod rings;
 mod status;
 mod tcp;
 mod udp;
@@ -71,12 +73,20 @@ pub struct Shared {
     pub egress: RefCell<EgressRegistry>,
     /// What each client holds, against `[limits]`.
     pub accounts: Accounts,
-    /// Charges of TCP sockets their client let go that the stack still
-    /// holds (sending what was queued, closing): they count until the
-    /// stack lets the socket go.
-    lingering: RefCell<Vec<(SockId, Charge)>>,
+    /// TCP sockets their client let go that the stack still holds
+    /// (sending what was queued, closing): their charges count until the
+    /// stack lets the socket go, and their rings go back to their client's
+    /// pool then.
+    lingering: RefCell<Vec<Lingering>>,
     /// What the service socket's connections did at their limits.
     pub transport: Rc<capnet_schema::transport::TransportCounters>,
+}
+
+/// A socket its client let go of, until the stack does.
+struct Lingering {
+    id: SockId,
+    _charge: Charge,
+    rings: Option<(Rc<RingPool>, ClientFds)>,
 }
 
 /// A driver instance as the control plane holds it.
@@ -102,14 +112,22 @@ impl Shared {
         })
     }
 
-    /// Gives back the charges of released sockets the stack has let go.
+    /// Gives back the charges of released sockets the stack has let go,
+    /// and their rings to their clients' pools.
     fn reap_lingering(&self) {
         let Ok(mut stack) = self.stack.try_borrow_mut() else {
             return;
         };
-        self.lingering
-            .borrow_mut()
-            .retain(|(id, _)| stack.tcp_info(*id).is_ok());
+        let mut retired = std::mem::take(&mut stack.retired_rings);
+        self.lingering.borrow_mut().retain_mut(|l| {
+            if stack.tcp_info(l.id).is_ok() {
+                return true;
+            }
+            if let (Some((pool, fds)), Some(end)) = (l.rings.take(), retired.remove(&l.id)) {
+                pool.put_back(end, fds);
+            }
+            false
+        });
     }
 
     /// A driver instance's rings are under its port: keep its `Nic` and

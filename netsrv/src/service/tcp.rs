@@ -20,6 +20,10 @@ pub struct TcpSocketServer {
     linger: Cell<Option<Duration>>,
     /// `close` was called: every later call fails with `closed`.
     closed: Cell<bool>,
+    /// The client's pool of ring sets, and the client's side of this
+    /// socket's set, for the pool once the stack is done with it.
+    rings: Rc<RingPool>,
+    kept: RefCell<Option<ClientFds>>,
 }
 
 impl TcpSocketServer {
@@ -28,6 +32,7 @@ impl TcpSocketServer {
         id: SockId,
         account: Rc<Account>,
         charge: Charge,
+        rings: Rc<RingPool>,
     ) -> TcpSocketServer {
         TcpSocketServer {
             shared,
@@ -37,6 +42,8 @@ impl TcpSocketServer {
             charge: RefCell::new(Some(charge)),
             linger: Cell::new(None),
             closed: Cell::new(false),
+            rings,
+            kept: RefCell::new(None),
         }
     }
 
@@ -66,7 +73,12 @@ impl Drop for TcpSocketServer {
             task.abort();
         }
         if let Some(charge) = self.charge.borrow_mut().take() {
-            self.shared.lingering.borrow_mut().push((self.id, charge));
+            let rings = self.kept.borrow_mut().take();
+            self.shared.lingering.borrow_mut().push(Lingering {
+                id: self.id,
+                _charge: charge,
+                rings: rings.map(|fds| (self.rings.clone(), fds)),
+            });
         }
         if let Ok(mut stack) = self.shared.stack.try_borrow_mut() {
             if !self.closed.get() {
@@ -225,22 +237,37 @@ impl tcp_socket::Server for TcpSocketServer {
         mut results: tcp_socket::OpenRingsResults,
     ) -> Result<(), Error> {
         self.check_open("openRings")?;
+        // An idle set's charge is given back as it is taken.
+        let opened = self
+            .rings
+            .open()
+            .map_err(|e| SocketError::Busy.to_capnp(format_args!("shared memory: {e}")))?;
         match self.charge.borrow_mut().as_mut() {
             Some(charge) => charge.add_buffer(2 * SOCKET_RING_BYTES as usize)?,
             None => return Err(SocketError::Closed.to_capnp("openRings")),
         }
-        let (server_end, fds) = SocketRings::create(SOCKET_RING_BYTES)
-            .map_err(|e| SocketError::Busy.to_capnp(format_args!("shared memory: {e}")))?;
+        let server_end = opened.end;
+        let reused = opened.reused;
         let bell = server_end
             .wake_me
             .try_clone()
             .map_err(|e| SocketError::Busy.to_capnp(format_args!("doorbell: {e}")))?;
         let id = self.id;
-        self.shared
-            .now(|s| s.tcp_attach_rings(id, server_end), "openRings")?;
+        self.shared.now(
+            |s| {
+                s.tcp_attach_rings(id, server_end)?;
+                match reused {
+                    true => s.counters.ring_sets_reused += 1,
+                    false => s.counters.ring_sets_made += 1,
+                }
+                Ok(())
+            },
+            "openRings",
+        )?;
         let task = watch_doorbell(&self.shared, bell).map_err(|e| SocketError::Busy.to_capnp(e))?;
         *self.doorbell.borrow_mut() = Some(task);
-        let token = self.shared.handoff.offer(fds);
+        *self.kept.borrow_mut() = Some(opened.kept);
+        let token = self.shared.handoff.offer(opened.offer);
         let mut g = results.get().init_grant();
         g.set_token(&token.0);
         g.set_ring_bytes(SOCKET_RING_BYTES);

@@ -88,6 +88,8 @@ pub struct StackCounters {
     /// Closes with received bytes unread, made resets (Linux's
     /// TCPAbortOnClose).
     pub tcp_closed_unread: u64,
+    pub ring_sets_made: u64,
+    pub ring_sets_reused: u64,
     pub udp_sent: u64,
     pub udp_received: u64,
     /// Live egress subscriptions, and change notifications sent.
@@ -166,6 +168,9 @@ pub struct Stack {
     next_offload_sweep: std::time::Instant,
     /// A received frame, copied out of its link.
     rx_frame: Vec<u8>,
+    /// Rings of sockets their client released, once the stack let the
+    /// socket go: the service gives them back to that client's pool.
+    pub retired_rings: HashMap<SockId, capnet_ring::ServerEnd>,
 }
 
 fn random_secret() -> [u8; 32] {
@@ -205,6 +210,7 @@ impl Stack {
             panic_trigger: crate::test_hooks::PanicTrigger::from_env(),
             next_offload_sweep: std::time::Instant::now(),
             rx_frame: Vec::new(),
+            retired_rings: HashMap::new(),
         }
     }
 

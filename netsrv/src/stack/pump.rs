@@ -90,9 +90,14 @@ impl Stack {
             self.reset_unread(id);
         }
         for id in finished {
-            let Some(tc) = self.tcp.remove(&id) else {
+            let Some(mut tc) = self.tcp.remove(&id) else {
                 continue;
             };
+            if tc.released {
+                if let Some(rings) = tc.rings.take() {
+                    self.retired_rings.insert(id, rings);
+                }
+            }
             if let Some(t) = &tc.tuple {
                 self.offload.borrow_mut().forget(t);
             }
