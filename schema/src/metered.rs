@@ -20,6 +20,7 @@
 //! written ([`Wipes`]): capnp-rpc frees a sent message's buffers as they
 //! are, and the caller never sees them again.
 
+use crate::coalesce::Drain;
 use capnp::capability::Promise;
 use capnp::message::{Builder, HeapAllocator};
 use capnp::traits::HasTypeId;
@@ -124,10 +125,12 @@ impl Ledger {
 }
 
 enum FrameState {
-    /// Collecting a message; its size is known once the table is in.
+    /// Collecting a message at the start of `buf`; its size is known once
+    /// the table is in.
     Filling,
-    /// Handing a complete message to the capnp reader from `pos`.
-    Delivering { pos: usize },
+    /// Handing the complete message `buf[..end]` to the capnp reader from
+    /// `pos`; what follows it is the start of the next.
+    Delivering { pos: usize, end: usize },
 }
 
 /// Reads whole messages from `inner` with memory that grows only with the
@@ -140,8 +143,11 @@ pub struct Framed<R> {
     stalled: bool,
 }
 
-/// Bytes read from the peer at a time while a message fills.
+/// Most bytes read from the peer at a time while a message fills.
 const READ_CHUNK: usize = 16 * 1024;
+/// Least bytes asked for: a read takes what else is waiting (the next
+/// messages of a burst) rather than one message's exact size.
+const READ_AHEAD: usize = 4 * 1024;
 
 impl<R> Framed<R> {
     /// How many bytes `buf` needs now: the first word, then the segment
@@ -188,21 +194,23 @@ impl<R: AsyncRead + Unpin> AsyncRead for Framed<R> {
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
         loop {
-            if let FrameState::Delivering { pos } = &mut this.state {
-                let n = out.len().min(this.buf.len() - *pos);
+            if let FrameState::Delivering { pos, end } = &mut this.state {
+                let n = out.len().min(*end - *pos);
                 out[..n].copy_from_slice(&this.buf[*pos..*pos + n]);
                 *pos += n;
-                if *pos == this.buf.len() {
+                if *pos == *end {
+                    this.buf.drain(..*end);
                     // Keep a small buffer for the next message, not a big one.
-                    if this.buf.capacity() > READ_CHUNK {
-                        this.buf = Vec::new();
+                    if this.buf.capacity() > 2 * READ_CHUNK {
+                        this.buf.shrink_to(READ_CHUNK);
                     }
-                    this.buf.clear();
                     this.state = FrameState::Filling;
                 }
                 return Poll::Ready(Ok(n));
             }
-            if this.buf.is_empty() && this.ledger.over() {
+            // A new message starts here: none is taken while the
+            // connection holds too much (the bytes already read wait).
+            if this.ledger.over() {
                 *this.ledger.waiting.borrow_mut() = Some(cx.waker().clone());
                 if !this.stalled {
                     this.stalled = true;
@@ -214,16 +222,16 @@ impl<R: AsyncRead + Unpin> AsyncRead for Framed<R> {
             }
             this.stalled = false;
             let want = this.needed()?;
-            if this.buf.len() == want {
+            if this.buf.len() >= want {
                 this.ledger.framed.borrow_mut().push_back(want);
                 this.ledger.bytes.set(this.ledger.bytes.get() + want);
                 this.ledger.messages.set(this.ledger.messages.get() + 1);
-                this.state = FrameState::Delivering { pos: 0 };
+                this.state = FrameState::Delivering { pos: 0, end: want };
                 continue;
             }
             // Through a scratch buffer: `buf` grows only by what arrived.
             let mut scratch = [0u8; READ_CHUNK];
-            let chunk = (want - this.buf.len()).min(READ_CHUNK);
+            let chunk = (want - this.buf.len()).clamp(READ_AHEAD, READ_CHUNK);
             match Pin::new(&mut this.inner).poll_read(cx, &mut scratch[..chunk]) {
                 Poll::Ready(Ok(0)) if this.buf.is_empty() => return Poll::Ready(Ok(0)),
                 Poll::Ready(Ok(0)) => {
@@ -467,6 +475,8 @@ pub struct MeteredNetwork<R: AsyncRead + Unpin + 'static> {
     inner: capnp_rpc::twoparty::VatNetwork<Framed<R>>,
     ledger: Rc<Ledger>,
     wipes: Rc<Wipes>,
+    /// Writes what the write queue gathered (see [`crate::coalesce`]).
+    drain: Rc<dyn Drain>,
 }
 
 impl<R: AsyncRead + Unpin + 'static> MeteredNetwork<R> {
@@ -493,12 +503,14 @@ impl<R: AsyncRead + Unpin + 'static> MeteredNetwork<R> {
             stalled: false,
         };
         let writer = crate::coalesce::Coalesce::new(writer);
+        let drain = writer.drain();
         let inner =
             capnp_rpc::twoparty::VatNetwork::new(framed, writer, side, limits.reader_options());
         MeteredNetwork {
             inner,
             ledger,
             wipes: Rc::default(),
+            drain,
         }
     }
 }
@@ -526,14 +538,21 @@ impl<R: AsyncRead + Unpin + 'static> capnp_rpc::VatNetwork<Side> for MeteredNetw
         }))
     }
 
-    /// The RPC system polls this for the connection's life: it also
-    /// drives the wipes of written messages.
+    /// The RPC system polls this for the connection's life: it runs the
+    /// write queue, then writes out what the queue gathered (every message
+    /// that was ready: one write), and drives the wipes of written
+    /// messages.
     fn drive_until_shutdown(&mut self) -> Promise<(), capnp::Error> {
         let mut inner = self.inner.drive_until_shutdown();
-        let wipes = self.wipes.clone();
+        let (wipes, drain) = (self.wipes.clone(), self.drain.clone());
         Promise::from_future(futures::future::poll_fn(move |cx| {
             wipes.poll(cx);
             let done = inner.poll_unpin(cx);
+            // A peer that does not read leaves this pending; the write
+            // queue then waits for room as it did on a full socket.
+            if let Poll::Ready(Err(e)) = drain.poll_drain(cx) {
+                return Poll::Ready(Err(e.into()));
+            }
             if done.is_ready() {
                 // The write queue ended: what it held is freed now.
                 wipes.poll(cx);
@@ -666,6 +685,26 @@ mod tests {
         assert_eq!(out, two);
         assert_eq!(r.ledger.messages.get(), 2);
         assert_eq!(r.ledger.bytes.get(), two.len());
+    }
+
+    #[test]
+    fn a_burst_of_messages_is_one_read() {
+        let one = message();
+        let mut three = one.clone();
+        three.extend_from_slice(&one);
+        three.extend_from_slice(&one);
+        let mut r = framed(three.clone(), ConnectionLimits::SERVICE);
+        let mut out = vec![0u8; one.len()];
+        now(r.read_exact(&mut out)).unwrap();
+        assert_eq!(
+            r.inner.position(),
+            three.len() as u64,
+            "read one message at a time"
+        );
+        let mut rest = Vec::new();
+        now(r.read_to_end(&mut rest)).unwrap();
+        assert_eq!(rest, three[one.len()..]);
+        assert_eq!(r.ledger.messages.get(), 3);
     }
 
     #[test]
