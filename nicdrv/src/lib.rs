@@ -33,7 +33,7 @@ use std::cell::Cell;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::FileTypeExt;
-use std::os::unix::net::UnixStream as StdUnixStream;
+use std::os::unix::net::{UnixListener as StdUnixListener, UnixStream as StdUnixStream};
 use std::path::Path;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -104,15 +104,18 @@ fn spawn_handoff(sock: OwnedFd, table: Arc<HandoffTable>) {
     }
 }
 
-fn bind_listener(path: &Path) -> io::Result<UnixListener> {
-    use std::os::unix::fs::PermissionsExt;
-    match std::fs::remove_file(path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
+/// Binds `--listen` for the driver's own user (`--user`, else who runs
+/// it), mode 0600. The socket file appears only once it listens with that
+/// mode (`transport::listen_private`); handing it to another uid may need
+/// root, so this runs before confinement.
+fn bind_listener(path: &Path, user: Option<capnet_confine::User>) -> io::Result<StdUnixListener> {
+    let l = capnet_schema::transport::listen_private(path)?;
+    if let Some(u) = user {
+        // SAFETY: getuid has no preconditions.
+        if u.uid != unsafe { libc::getuid() } {
+            std::os::unix::fs::chown(path, Some(u.uid), Some(u.gid))?;
+        }
     }
-    let l = UnixListener::bind(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
     Ok(l)
 }
 
@@ -158,6 +161,7 @@ pub struct Opened {
     handoff_fds: Vec<OwnedFd>,
     device: DeviceConfig,
     pcap: Option<pcap::PcapWriter<std::io::BufWriter<std::fs::File>>>,
+    listener: Option<StdUnixListener>,
 }
 
 /// Takes the inherited sockets and opens the device and the capture. Call
@@ -203,12 +207,22 @@ pub fn open(args: Args) -> Result<Opened, String> {
         }
         None => None,
     };
+    let listener = match &args.listen {
+        Some(p) => {
+            let l = bind_listener(p, args.user)
+                .map_err(|e| format!("--listen {}: {e}", p.display()))?;
+            tracing::info!(path = %p.display(), "listening");
+            Some(l)
+        }
+        None => None,
+    };
     Ok(Opened {
         args,
         rpc_fds,
         handoff_fds,
         device,
         pcap,
+        listener,
     })
 }
 
@@ -221,6 +235,7 @@ pub fn serve(opened: Opened) -> Result<(), String> {
         handoff_fds,
         device,
         pcap,
+        listener,
     } = opened;
     let mac = args.mac.unwrap_or_else(random_mac);
     let layout = dataplane::layout_for(args.mtu, args.buffers);
@@ -284,7 +299,7 @@ pub fn serve(opened: Opened) -> Result<(), String> {
     let ctl = Control::new(info, layout, shared, dp.clone(), table.clone(), args.epoch);
     let result = local.block_on(
         &runtime,
-        control_plane(ctl, ev_rx, rpc_fds, args.listen.as_deref(), table),
+        control_plane(ctl, ev_rx, rpc_fds, listener, table),
     );
 
     dp.send(Cmd::Shutdown);
@@ -301,7 +316,7 @@ async fn control_plane(
     ctl: Rc<Control>,
     ev_rx: tokio::sync::mpsc::UnboundedReceiver<dataplane::Event>,
     rpc_fds: Vec<OwnedFd>,
-    listen: Option<&Path>,
+    listener: Option<StdUnixListener>,
     table: Arc<HandoffTable>,
 ) -> Result<(), String> {
     use tokio::signal::unix::{signal, SignalKind};
@@ -327,10 +342,9 @@ async fn control_plane(
             }
         });
     }
-    let exit_when_orphaned = listen.is_none();
-    if let Some(path) = listen {
-        let l = bind_listener(path).map_err(|e| format!("--listen {}: {e}", path.display()))?;
-        tracing::info!(path = %path.display(), "listening");
+    let exit_when_orphaned = listener.is_none();
+    if let Some(l) = listener {
+        let l = capnet_schema::transport::serve_on(l).map_err(|e| format!("--listen: {e}"))?;
         tokio::task::spawn_local(serve_listener(l, ctl.clone(), table));
     }
 

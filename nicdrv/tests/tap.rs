@@ -12,7 +12,7 @@ use smoltcp::wire::{
     EthernetRepr, Icmpv4Packet, Icmpv4Repr, IpProtocol, Ipv4Address, Ipv4Packet, Ipv4Repr,
 };
 use std::cell::RefCell;
-use std::io::{ErrorKind, Write};
+use std::io::Write;
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -171,17 +171,8 @@ struct Conn {
 
 impl Conn {
     fn open(listen: &Path) -> Conn {
-        // The socket file appears at bind(2), a moment before listen(2):
-        // a connect in between is refused.
-        let deadline = Instant::now() + WAIT;
-        let mut s = loop {
-            match UnixStream::connect(listen) {
-                Err(e) if e.kind() == ErrorKind::ConnectionRefused && Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(5))
-                }
-                r => break r.unwrap(),
-            }
-        };
+        // nicdrv's socket file appears only once it listens.
+        let mut s = UnixStream::connect(listen).unwrap();
         s.write_all(&[CONNECT_RPC]).unwrap();
         s.set_nonblocking(true).unwrap();
         let (r, w) = tokio::net::UnixStream::from_std(s).unwrap().into_split();

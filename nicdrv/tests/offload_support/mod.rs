@@ -20,7 +20,7 @@ use frames::{tcp_frame, ACK, PSH};
 use nicdrv::counters::Snapshot;
 use records::Tls;
 use std::cell::RefCell;
-use std::io::{ErrorKind, Write};
+use std::io::Write;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
@@ -181,17 +181,8 @@ pub struct Conn {
 
 impl Conn {
     pub fn open(p: &Proc) -> Conn {
-        // The socket file appears at bind(2), a moment before listen(2):
-        // a connect in between is refused.
-        let deadline = Instant::now() + WAIT;
-        let mut s = loop {
-            match UnixStream::connect(&p.listen) {
-                Err(e) if e.kind() == ErrorKind::ConnectionRefused && Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(5))
-                }
-                r => break r.unwrap(),
-            }
-        };
+        // nicdrv's socket file appears only once it listens.
+        let mut s = UnixStream::connect(&p.listen).unwrap();
         s.write_all(&[CONNECT_RPC]).unwrap();
         s.set_nonblocking(true).unwrap();
         let (r, w) = tokio::net::UnixStream::from_std(s).unwrap().into_split();
