@@ -178,6 +178,32 @@ impl Charge {
         self.cost.buffer_bytes += bytes;
         Ok(())
     }
+
+    /// Moves up to `bytes` of this charge's buffers into a charge of their
+    /// own (what a socket's rings cost, kept when the socket goes). Nothing
+    /// is counted twice or admitted again.
+    pub fn split_buffer(&mut self, bytes: usize) -> Charge {
+        let bytes = bytes.min(self.cost.buffer_bytes);
+        self.cost.buffer_bytes -= bytes;
+        Charge {
+            account: self.account.clone(),
+            cost: Cost {
+                buffer_bytes: bytes,
+                ..Cost::default()
+            },
+        }
+    }
+
+    /// Takes `other` (of the same account) into this charge, without
+    /// admitting it again.
+    pub fn absorb(&mut self, mut other: Charge) {
+        debug_assert!(Rc::ptr_eq(&self.account, &other.account));
+        let c = std::mem::take(&mut other.cost);
+        self.cost.sockets += c.sockets;
+        self.cost.buffer_bytes += c.buffer_bytes;
+        self.cost.subscriptions += c.subscriptions;
+        self.cost.calls += c.calls;
+    }
 }
 
 impl Account {
@@ -385,6 +411,24 @@ mod tests {
         assert_eq!(accounts.counters.borrow().sockets, 1);
         drop(s1);
         a.socket(10).unwrap();
+    }
+
+    #[test]
+    fn a_split_charge_moves_without_counting_twice_and_is_given_back_once() {
+        let accounts = small();
+        let a = accounts.client(1000);
+        let held = || (a.client.buffer_bytes.get(), a.user.buffer_bytes.get());
+        let mut socket = a.socket(600).unwrap();
+        // The rings' part outlives the socket; the rest goes with it.
+        let rings = socket.split_buffer(400);
+        drop(socket);
+        assert_eq!(held(), (400, 400));
+        // A new socket takes the rings over without admitting them again.
+        let mut next = a.socket(500).unwrap();
+        next.absorb(rings);
+        assert_eq!(held(), (900, 900));
+        drop(next);
+        assert_eq!(held(), (0, 0));
     }
 
     #[test]

@@ -208,8 +208,8 @@ impl<R: AsyncRead + Unpin> AsyncRead for Framed<R> {
                 }
                 return Poll::Ready(Ok(n));
             }
-            // A new message starts here: none is taken while the
-            // connection holds too much (the bytes already read wait).
+            // Collecting: nothing more is framed or read while the
+            // connection holds too much (bytes already read wait in `buf`).
             if this.ledger.over() {
                 *this.ledger.waiting.borrow_mut() = Some(cx.waker().clone());
                 if !this.stalled {

@@ -72,18 +72,21 @@ impl QuietStream {
         cx: &mut Context<'_>,
         mut io: impl FnMut(&UnixStream) -> io::Result<R>,
     ) -> Poll<io::Result<R>> {
-        let waiting = self.0.write.borrow().clone();
-        let Some(waiting) = waiting else {
-            match io(self.get_ref()) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                done => return Poll::Ready(done),
+        let current = self.0.write.borrow().clone();
+        let waiting = match current {
+            Some(waiting) => waiting,
+            None => {
+                match io(self.get_ref()) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    done => return Poll::Ready(done),
+                }
+                // epoll reports a registration that is writable at once, so
+                // room made before it is not missed.
+                let dup = self.get_ref().try_clone()?;
+                let fd = Rc::new(register(dup, Interest::WRITABLE)?);
+                *self.0.write.borrow_mut() = Some(fd.clone());
+                fd
             }
-            // epoll reports a registration that is writable at once, so room
-            // made before it is not missed.
-            let dup = self.get_ref().try_clone()?;
-            let fd = Rc::new(register(dup, Interest::WRITABLE)?);
-            *self.0.write.borrow_mut() = Some(fd);
-            return self.poll_write_with(cx, io);
         };
         loop {
             let mut guard = ready!(waiting.poll_write_ready(cx))?;

@@ -100,9 +100,8 @@ pub async fn serve(stream: UnixStream, bootstrap: capnp::capability::Client) -> 
 }
 
 /// Bootstraps the capability the peer offers; the connection runs as a task
-/// on the current `LocalSet` until both sides drop it.
-/// A stream the runtime cannot take gives a capability whose every call
-/// fails with why.
+/// on the current `LocalSet` until both sides drop it. A stream the runtime
+/// cannot take gives a capability whose every call fails with why.
 pub fn connect<C: capnp::capability::FromClientHook>(stream: UnixStream) -> C {
     let network = match stream.into_std().and_then(|s| vat_network(s, Side::Client)) {
         Ok(n) => n,

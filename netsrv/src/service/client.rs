@@ -54,7 +54,7 @@ impl NetServer {
         NetServer {
             shared,
             low_ports,
-            rings: Rc::new(RingPool::new(account.clone())),
+            rings: Rc::default(),
             account,
         }
     }

@@ -85,7 +85,7 @@ pub struct Shared {
 /// A socket its client let go of, until the stack does.
 struct Lingering {
     id: SockId,
-    _charge: Charge,
+    charge: Charge,
     rings: Option<(Rc<RingPool>, ClientFds)>,
 }
 
@@ -124,7 +124,9 @@ impl Shared {
                 return true;
             }
             if let (Some((pool, fds)), Some(end)) = (l.rings.take(), retired.remove(&l.id)) {
-                pool.put_back(end, fds);
+                // The rings keep their part of the socket's charge.
+                let charge = l.charge.split_buffer(2 * SOCKET_RING_BYTES as usize);
+                pool.put_back(end, fds, charge);
             }
             false
         });

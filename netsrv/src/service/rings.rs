@@ -11,12 +11,11 @@
 //! it released can only reach its own later connections.
 
 use super::SOCKET_RING_BYTES;
-use crate::limits::{Account, Charge};
+use crate::limits::Charge;
 use capnet_ring::{Doorbell, ServerEnd, SocketRings};
 use std::cell::RefCell;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
-use std::rc::Rc;
 
 /// Idle sets kept per client: enough for a burst of short connections,
 /// little memory (only the pages the rings touched).
@@ -43,12 +42,12 @@ impl ClientFds {
 struct Idle {
     end: ServerEnd,
     fds: ClientFds,
-    _charge: Charge,
+    charge: Charge,
 }
 
 /// One client's idle ring sets.
+#[derive(Default)]
 pub struct RingPool {
-    account: Rc<Account>,
     idle: RefCell<Vec<Idle>>,
 }
 
@@ -58,21 +57,23 @@ pub struct Opened {
     pub end: ServerEnd,
     pub offer: Vec<OwnedFd>,
     pub kept: ClientFds,
-    pub reused: bool,
+    /// A reused set's charge, for the socket to take over; `None` for a
+    /// new set, which the socket is charged for.
+    pub charge: Option<Charge>,
 }
 
 impl RingPool {
-    pub fn new(account: Rc<Account>) -> RingPool {
-        RingPool {
-            account,
-            idle: RefCell::default(),
-        }
-    }
-
-    /// An idle set, reset, or a new one. The set's charge is the caller's
-    /// to make (an idle set's own is given back here).
-    pub fn open(&self) -> io::Result<Opened> {
-        while let Some(Idle { mut end, fds, .. }) = self.idle.borrow_mut().pop() {
+    /// An idle set, reset, if there is one.
+    pub fn take_idle(&self) -> io::Result<Option<Opened>> {
+        loop {
+            let Some(Idle {
+                mut end,
+                fds,
+                charge,
+            }) = self.idle.borrow_mut().pop()
+            else {
+                break;
+            };
             // A doorbell the client shut down would stay readable forever.
             if fds.wait_client.peer_gone() || end.wake_me.peer_gone() {
                 continue;
@@ -80,13 +81,18 @@ impl RingPool {
             end.reset();
             fds.wait_client.drain();
             let offer = fds.offer()?;
-            return Ok(Opened {
+            return Ok(Some(Opened {
                 end,
                 offer,
                 kept: fds,
-                reused: true,
-            });
+                charge: Some(charge),
+            }));
         }
+        Ok(None)
+    }
+
+    /// A new set (its charge is the caller's to make).
+    pub fn create() -> io::Result<Opened> {
         let (end, mut fds) = SocketRings::create(SOCKET_RING_BYTES)?;
         let offer = fds
             .iter()
@@ -103,23 +109,17 @@ impl RingPool {
                 ring_server,
                 wait_client: Doorbell::from_peer_fd(wait_client, capnet_ring::End::Wait)?,
             },
-            reused: false,
+            charge: None,
         })
     }
 
-    /// A set the client let go of and the stack is done with. Kept while
-    /// the pool has room and the client's limits allow its memory.
-    pub fn put_back(&self, end: ServerEnd, fds: ClientFds) {
+    /// A set the client let go of and the stack is done with, with what it
+    /// was charged as part of its socket: kept, still charged, while the
+    /// pool has room.
+    pub fn put_back(&self, end: ServerEnd, fds: ClientFds, charge: Charge) {
         let mut idle = self.idle.borrow_mut();
-        if idle.len() >= IDLE_MAX {
-            return;
-        }
-        if let Ok(charge) = self.account.buffers(2 * SOCKET_RING_BYTES as usize) {
-            idle.push(Idle {
-                end,
-                fds,
-                _charge: charge,
-            });
+        if idle.len() < IDLE_MAX {
+            idle.push(Idle { end, fds, charge });
         }
     }
 }

@@ -76,7 +76,7 @@ impl Drop for TcpSocketServer {
             let rings = self.kept.borrow_mut().take();
             self.shared.lingering.borrow_mut().push(Lingering {
                 id: self.id,
-                _charge: charge,
+                charge,
                 rings: rings.map(|fds| (self.rings.clone(), fds)),
             });
         }
@@ -237,17 +237,25 @@ impl tcp_socket::Server for TcpSocketServer {
         mut results: tcp_socket::OpenRingsResults,
     ) -> Result<(), Error> {
         self.check_open("openRings")?;
-        // An idle set's charge is given back as it is taken.
-        let opened = self
-            .rings
-            .open()
-            .map_err(|e| SocketError::Busy.to_capnp(format_args!("shared memory: {e}")))?;
-        match self.charge.borrow_mut().as_mut() {
-            Some(charge) => charge.add_buffer(2 * SOCKET_RING_BYTES as usize)?,
-            None => return Err(SocketError::Closed.to_capnp("openRings")),
+        let mut slot = self.charge.borrow_mut();
+        let Some(charge) = slot.as_mut() else {
+            return Err(SocketError::Closed.to_capnp("openRings"));
+        };
+        let shm_err = |e| SocketError::Busy.to_capnp(format_args!("shared memory: {e}"));
+        // A reused set brings its charge; a new one is admitted first.
+        let mut opened = match self.rings.take_idle().map_err(shm_err)? {
+            Some(opened) => opened,
+            None => {
+                charge.add_buffer(2 * SOCKET_RING_BYTES as usize)?;
+                RingPool::create().map_err(shm_err)?
+            }
+        };
+        let reused = opened.charge.is_some();
+        if let Some(rings) = opened.charge.take() {
+            charge.absorb(rings);
         }
+        drop(slot);
         let server_end = opened.end;
-        let reused = opened.reused;
         let bell = server_end
             .wake_me
             .try_clone()
