@@ -9,7 +9,8 @@
 //!   with every descriptor from the peer checked against private shadow state.
 //! - [`duplex`]: two channels, a link-state word and two doorbells in one region; both a NIC port
 //!   (nicdrv <-> netsrv) and the simulated wire (nicdrv <-> nicdrv) are made of it.
-//! - [`bytering`]: an SPSC byte stream for socket data, and [`SocketRings`] holding one per direction.
+//! - [`bytering`]: an SPSC byte stream for socket data; [`sockets`]: [`SocketRings`], one per
+//!   direction of a socket, with its doorbells.
 //! - [`platform`]: the OS seam (memfd regions, socketpair doorbells, SCM_RIGHTS); [`handoff`] moves
 //!   fds beside Cap'n Proto, which cannot carry them.
 //!
@@ -34,14 +35,14 @@ pub mod handoff;
 pub mod platform;
 #[cfg(not(loom))]
 mod shm;
+#[cfg(not(loom))]
+pub mod sockets;
 
 pub use bytering::{byte_ring_bytes, ByteReader, ByteWriter};
 pub use desc::{flags, Desc};
 pub use error::RingError;
 pub use queue::{Consumer, Producer};
 
-#[cfg(not(loom))]
-pub use bytering::{ClientEnd, ServerEnd, SocketRings};
 #[cfg(not(loom))]
 pub use channel::{ChannelLayout, ChannelReceiver, ChannelSender, RxBuf, TxBuf};
 #[cfg(not(loom))]
@@ -50,3 +51,5 @@ pub use duplex::{Duplex, Side};
 pub use handoff::{redeem, HandoffTable, Token, CONNECT_HANDOFF, CONNECT_RPC};
 #[cfg(not(loom))]
 pub use platform::{clear_cloexec, random_bytes, recv_fds, send_fds, Doorbell, End, SharedRegion};
+#[cfg(not(loom))]
+pub use sockets::{ClientEnd, ServerEnd, SocketRings};

@@ -435,3 +435,32 @@ pub fn proc_field(pid: u32, name: &str) -> Vec<String> {
         .map(str::to_string)
         .collect()
 }
+
+/// Overwrites a shared region with `fill`, as a hostile client could.
+pub fn scribble(region: &std::os::fd::OwnedFd, fill: impl Fn(usize) -> u8) {
+    let fd = std::os::fd::AsRawFd::as_raw_fd(region);
+    // SAFETY: fstat on a valid fd into a zeroed stat buffer.
+    let len = unsafe {
+        let mut st: libc::stat = std::mem::zeroed();
+        assert_eq!(libc::fstat(fd, &mut st), 0);
+        st.st_size as usize
+    };
+    // SAFETY: a fresh shared mapping of the whole memfd, written through a
+    // raw pointer within its length, then unmapped.
+    unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            fd,
+            0,
+        );
+        assert_ne!(p, libc::MAP_FAILED);
+        let bytes = std::slice::from_raw_parts_mut(p as *mut u8, len);
+        for (i, b) in bytes.iter_mut().enumerate() {
+            *b = fill(i);
+        }
+        libc::munmap(p, len);
+    }
+}

@@ -6,7 +6,7 @@ use capnet_ring::handoff::{self, Token, CONNECT_HANDOFF, CONNECT_RPC};
 use capnet_schema::net_capnp::net;
 use capnet_schema::transport;
 use capnet_tests::{
-    cli_ok, good_transfer, receive_all, send_pattern, status_counter, two_hosts, Scratch,
+    cli_ok, good_transfer, receive_all, scribble, send_pattern, status_counter, two_hosts, Scratch,
 };
 use rand::{Rng, SeedableRng};
 use std::io::Write;
@@ -95,34 +95,6 @@ fn raw_ring_socket(
         });
     });
     (rx.recv().unwrap(), done_tx)
-}
-
-/// Overwrites a shared region with `fill`, as a hostile client could.
-fn scribble(region: &OwnedFd, fill: impl Fn(usize) -> u8) {
-    // SAFETY: fstat on a valid fd into a zeroed stat buffer.
-    let len = unsafe {
-        let mut st: libc::stat = std::mem::zeroed();
-        assert_eq!(libc::fstat(region.as_raw_fd(), &mut st), 0);
-        st.st_size as usize
-    };
-    // SAFETY: a fresh shared mapping of the whole memfd, written through a
-    // raw pointer within its length, then unmapped.
-    unsafe {
-        let p = libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED,
-            region.as_raw_fd(),
-            0,
-        );
-        assert_ne!(p, libc::MAP_FAILED);
-        let bytes = std::slice::from_raw_parts_mut(p as *mut u8, len);
-        for (i, b) in bytes.iter_mut().enumerate() {
-            *b = fill(i);
-        }
-        libc::munmap(p, len);
-    }
 }
 
 fn ring(fd: &OwnedFd) {

@@ -1,12 +1,19 @@
 //! Socket ring sets are taken up again: a connection's rings, once its
 //! client let go of it and the stack is done with it, serve that client's
 //! next connection — empty and open, byte-exact — and never another
-//! client's.
+//! client's; what a hostile client does to a set it released reaches no
+//! further than that.
 
 use capnet::host::Host;
-use capnet_tests::{cli_ok, status_counter, two_hosts, Scratch};
+use capnet_ring::handoff::{self, Token, CONNECT_HANDOFF, CONNECT_RPC};
+use capnet_ring::SocketRings;
+use capnet_schema::net_capnp::{net, tcp_socket};
+use capnet_schema::transport;
+use capnet_tests::{cli_ok, scribble, status_counter, two_hosts, Scratch};
 use std::io::{Read, Write};
 use std::net::SocketAddr;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 /// Connections, one after another.
@@ -103,4 +110,114 @@ fn ring_sets_serve_their_clients_next_connections_and_nobody_elses() {
         made_before + 1,
         "a set was shared across clients"
     );
+}
+
+/// A raw capnp client's connect and `openRings` to `to`, with its grant
+/// redeemed on `handoff`: the socket, the set's fds
+/// `[region, ring_server, wait_client]` and each ring's capacity.
+async fn raw_rings(
+    net: &net::Client,
+    handoff: &UnixStream,
+    to: SocketAddr,
+) -> (tcp_socket::Client, Vec<OwnedFd>, u32) {
+    let mut req = net.tcp_connect_request();
+    let mut ra = req.get().init_remote();
+    ra.set_ip(&[10, 0, 0, 2]);
+    ra.set_port(to.port());
+    let resp = req.send().promise.await.unwrap();
+    let sock = resp.get().unwrap().get_socket().unwrap();
+    let g = sock.open_rings_request().send().promise.await.unwrap();
+    let grant = g.get().unwrap().get_grant().unwrap();
+    let token = Token::from_slice(grant.get_token().unwrap()).unwrap();
+    let fds = handoff::redeem(handoff.as_fd(), &token, 3).unwrap();
+    (sock, fds, grant.get_ring_bytes())
+}
+
+/// What the peer sends on the second connection.
+const SENT: [u8; 4096] = [7; 4096];
+
+#[test]
+fn what_a_client_does_to_a_set_it_released_does_not_reach_its_next_connection() {
+    let scratch = Scratch::new("ring-reuse-hostile");
+    let (a, b) = two_hosts(&scratch, "");
+    let nb = b.net().unwrap();
+    let listener = nb.tcp_listen(addr("0.0.0.0:7402"), 4).unwrap();
+    // The peer closes each of the first two connections once the client
+    // has; it sends on the second; it keeps the third.
+    let peer = std::thread::spawn(move || {
+        for round in 0..2 {
+            let (s, _) = listener.accept().unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            if round == 1 {
+                (&s).write_all(&SENT).unwrap();
+            }
+            assert_eq!((&s).read(&mut [0u8; 1]).unwrap(), 0, "round {round}");
+        }
+        listener.accept().unwrap().0
+    });
+    let (made, reused) = ring_sets(&a);
+    let socket = a.socket.clone();
+    let to = addr("10.0.0.2:7402");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let settle = || tokio::time::sleep(Duration::from_millis(300));
+    tokio::task::LocalSet::new().block_on(&rt, async {
+        let mut s = UnixStream::connect(&socket).unwrap();
+        s.write_all(&[CONNECT_RPC]).unwrap();
+        s.set_nonblocking(true).unwrap();
+        let net: net::Client = transport::connect(tokio::net::UnixStream::from_std(s).unwrap());
+        let handoff = UnixStream::connect(&socket).unwrap();
+        (&handoff).write_all(&[CONNECT_HANDOFF]).unwrap();
+
+        // Released and closed: its set goes to this client's pool. Then
+        // garbage over all of it, indices and flags included.
+        let (first, fds, _) = raw_rings(&net, &handoff, to).await;
+        drop(first);
+        settle().await;
+        scribble(&fds[0], |_| 0xff);
+
+        // Taken up again, reset: the peer's bytes arrive whole in a good
+        // ring, where netsrv would otherwise end the socket for broken
+        // indices.
+        let (second, fds, ring_bytes) = raw_rings(&net, &handoff, to).await;
+        let mut end = SocketRings::attach(fds, ring_bytes).unwrap();
+        let mut got = Vec::new();
+        for _ in 0..100 {
+            let mut buf = [0u8; 4096];
+            let n = end.down.read(&mut buf).unwrap();
+            got.extend_from_slice(&buf[..n]);
+            if got.len() >= SENT.len() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(got == SENT, "{} bytes, not the peer's", got.len());
+        assert_eq!(
+            ring_sets(&a),
+            (made + 1, reused + 1),
+            "the set was not reused"
+        );
+        let status = cli_ok(&a, &["status"]);
+        assert_eq!(status_counter(&status, "bad-ring-indices"), 0, "{status}");
+
+        // A wait end its client shut down would stay readable for ever:
+        // that set is not reused, and the next connection gets a new one.
+        // SAFETY: shutdown(2) on a socket fd we hold.
+        let shut = unsafe { libc::shutdown(end.wake_me.as_fd().as_raw_fd(), libc::SHUT_RDWR) };
+        assert_eq!(shut, 0);
+        end.down.close();
+        end.up.close();
+        end.wake_peer.ring();
+        drop(second);
+        settle().await;
+        let (_third, _, _) = raw_rings(&net, &handoff, to).await;
+        assert_eq!(
+            ring_sets(&a),
+            (made + 2, reused + 1),
+            "a broken set was reused"
+        );
+    });
+    drop(peer.join().unwrap());
 }

@@ -75,10 +75,9 @@ impl RingPool {
                 break;
             };
             // A doorbell the client shut down would stay readable forever.
-            if fds.wait_client.peer_gone() || end.wake_me.peer_gone() {
+            if fds.wait_client.peer_gone() || end.wake_me.peer_gone() || end.reset().is_err() {
                 continue;
             }
-            end.reset();
             fds.wait_client.drain();
             let offer = fds.offer()?;
             return Ok(Some(Opened {
