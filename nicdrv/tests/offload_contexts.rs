@@ -4,6 +4,7 @@
 //! capability dropped, the ring session ending, the driver shutting down)
 //! and what its holder is told. The harness is in `offload_support`.
 
+mod common;
 mod offload_support;
 
 use capnet_ring::Duplex;

@@ -4,6 +4,7 @@
 //! what an RX context's port hands up is checked against the plaintext.
 //! Neither the wire nor a capture ever holds the plaintext.
 
+mod common;
 mod offload_support;
 
 use capnet_ring::flags;

@@ -2,10 +2,9 @@
 //! namespace made for the test. Needs root and /dev/net/tun; skipped only with CAPNET_SKIP_ROOT_TESTS (with a
 //! message) where they are missing.
 
-use capnet_ring::{flags, ChannelLayout, Duplex, CONNECT_HANDOFF, CONNECT_RPC};
+use capnet_ring::{flags, ChannelLayout, Duplex, CONNECT_HANDOFF};
 use capnet_schema::nic_capnp::{link_watcher, nic};
 use capnp::capability::Rc as CapRc;
-use capnp_rpc::{rpc_twoparty_capnp::Side, twoparty, RpcSystem};
 use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::wire::{
     ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
@@ -19,11 +18,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
-use tokio_util::compat::{TokioAsyncReadCompatExt, TokioAsyncWriteCompatExt};
 
 mod common;
 
-use common::{arm, wait_change, Events, TimedWatcher, LINK_DEADLINE};
+use common::{arm, connect_nic, wait_change, Events, TimedWatcher, LINK_DEADLINE};
 
 const WAIT: Duration = Duration::from_secs(15);
 const TAP: &str = "ntap0";
@@ -171,22 +169,7 @@ struct Conn {
 
 impl Conn {
     fn open(listen: &Path) -> Conn {
-        // nicdrv's socket file appears only once it listens.
-        let mut s = UnixStream::connect(listen).unwrap();
-        s.write_all(&[CONNECT_RPC]).unwrap();
-        s.set_nonblocking(true).unwrap();
-        let (r, w) = tokio::net::UnixStream::from_std(s).unwrap().into_split();
-        let net = twoparty::VatNetwork::new(
-            r.compat(),
-            w.compat_write(),
-            Side::Client,
-            Default::default(),
-        );
-        let mut sys = RpcSystem::new(Box::new(net), None);
-        let nic: nic::Client = sys.bootstrap(Side::Server);
-        let task = tokio::task::spawn_local(async move {
-            let _ = sys.await;
-        });
+        let (nic, task) = connect_nic(listen);
         Conn {
             nic,
             task,

@@ -2,95 +2,25 @@
 //! their stacks: capnp on the `--listen` sockets, ring fds through the
 //! handoff side channel, frames through the port rings.
 
-use capnet_ring::{flags, ChannelLayout, Duplex, CONNECT_HANDOFF, CONNECT_RPC};
+use capnet_ring::{flags, ChannelLayout, Duplex, CONNECT_HANDOFF};
 use capnet_schema::nic_capnp::{link_watcher, nic};
 use capnp::capability::Rc as CapRc;
-use capnp_rpc::{rpc_twoparty_capnp::Side, twoparty, RpcSystem};
 use nicdrv::counters::Snapshot;
-use smoltcp::phy::ChecksumCapabilities;
-use smoltcp::wire::{
-    EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr, IpProtocol, Ipv4Address,
-    Ipv4Packet, Ipv4Repr, UdpPacket, UdpRepr,
-};
 use std::cell::RefCell;
 use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
-use tokio_util::compat::{TokioAsyncReadCompatExt, TokioAsyncWriteCompatExt};
 
 mod common;
 
-use common::{arm, fd_count, memfd_maps, wait_change, Events, TimedWatcher, LINK_DEADLINE};
-
-const WAIT: Duration = Duration::from_secs(15);
-
-fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("nicdrv-it-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-/// A nicdrv child; SIGTERM and wait on drop.
-struct Proc {
-    child: Child,
-    listen: PathBuf,
-}
-
-impl Proc {
-    fn spawn(dir: &Path, name: &str, wire: &Path, extra: &[&str]) -> Proc {
-        let listen = dir.join(format!("{name}.sock"));
-        let _ = std::fs::remove_file(&listen);
-        let child = Command::new(env!("CARGO_BIN_EXE_nicdrv"))
-            .args(["--name", name, "--backend", "sim", "--wire"])
-            .arg(wire)
-            .arg("--listen")
-            .arg(&listen)
-            .args(extra)
-            .env(
-                "CAPNET_LOG",
-                std::env::var("CAPNET_LOG").unwrap_or_else(|_| "info".into()),
-            )
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("spawn nicdrv");
-        let deadline = Instant::now() + WAIT;
-        while !listen.exists() {
-            assert!(Instant::now() < deadline, "{name} did not listen");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        Proc { child, listen }
-    }
-
-    fn terminate(&mut self) -> std::process::ExitStatus {
-        // SAFETY: sending a signal to our own child process.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                return st;
-            }
-            assert!(Instant::now() < deadline, "nicdrv did not stop on SIGTERM");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn alive(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if self.alive() {
-            let _ = self.terminate();
-        }
-    }
-}
+use common::frames::{recv, send, send_batch, udp_frame};
+use common::{
+    arm, connect_nic, fd_count, memfd_maps, tmpdir, wait_change, Events, Proc, TimedWatcher,
+    LINK_DEADLINE, WAIT,
+};
 
 /// One capnp connection to a port; dropping it (or `close`) disconnects.
 struct Conn {
@@ -100,22 +30,7 @@ struct Conn {
 
 impl Conn {
     fn open(p: &Proc) -> Conn {
-        // nicdrv's socket file appears only once it listens.
-        let mut s = UnixStream::connect(&p.listen).unwrap();
-        s.write_all(&[CONNECT_RPC]).unwrap();
-        s.set_nonblocking(true).unwrap();
-        let (r, w) = tokio::net::UnixStream::from_std(s).unwrap().into_split();
-        let net = twoparty::VatNetwork::new(
-            r.compat(),
-            w.compat_write(),
-            Side::Client,
-            Default::default(),
-        );
-        let mut sys = RpcSystem::new(Box::new(net), None);
-        let nic: nic::Client = sys.bootstrap(Side::Server);
-        let task = tokio::task::spawn_local(async move {
-            let _ = sys.await;
-        });
+        let (nic, task) = connect_nic(&p.listen);
         Conn { nic, task }
     }
 
@@ -218,94 +133,6 @@ impl link_watcher::Server for Watcher {
             Ok(())
         }
     }
-}
-
-fn udp_frame(seq: u32, fill_checksums: bool) -> Vec<u8> {
-    let caps = if fill_checksums {
-        ChecksumCapabilities::default()
-    } else {
-        ChecksumCapabilities::ignored()
-    };
-    let payload = format!("frame {seq:06} {}", "x".repeat((seq % 300) as usize)).into_bytes();
-    let (s, d) = (Ipv4Address::new(10, 0, 0, 1), Ipv4Address::new(10, 0, 0, 2));
-    let udp = UdpRepr {
-        src_port: 4000,
-        dst_port: 5000,
-    };
-    let ip = Ipv4Repr {
-        src_addr: s,
-        dst_addr: d,
-        next_header: IpProtocol::Udp,
-        payload_len: udp.header_len() + payload.len(),
-        hop_limit: 64,
-    };
-    let mut buf = vec![0u8; 14 + ip.buffer_len() + ip.payload_len];
-    let mut eth = EthernetFrame::new_unchecked(&mut buf[..]);
-    EthernetRepr {
-        src_addr: EthernetAddress([2, 0, 0, 0, 0, 1]),
-        dst_addr: EthernetAddress([2, 0, 0, 0, 0, 2]),
-        ethertype: EthernetProtocol::Ipv4,
-    }
-    .emit(&mut eth);
-    let mut p = Ipv4Packet::new_unchecked(eth.payload_mut());
-    ip.emit(&mut p, &caps);
-    udp.emit(
-        &mut UdpPacket::new_unchecked(p.payload_mut()),
-        &s.into(),
-        &d.into(),
-        payload.len(),
-        |b| b.copy_from_slice(&payload),
-        &caps,
-    );
-    buf
-}
-
-/// Sends frames from the stack side (retrying while nicdrv holds every buffer).
-async fn send(d: &mut Duplex, frames: &[(Vec<u8>, u32)]) {
-    for (f, fl) in frames {
-        let deadline = Instant::now() + WAIT;
-        let mut b = loop {
-            if let Some(b) = d.tx.alloc().unwrap() {
-                break b;
-            }
-            assert!(Instant::now() < deadline, "no TX buffer came back");
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        };
-        d.tx.buf_mut(&mut b)[..f.len()].copy_from_slice(f);
-        d.tx.send(b, f.len() as u32, *fl, 0);
-        if d.tx.flush().unwrap() {
-            d.wake_peer.ring();
-        }
-    }
-}
-
-/// Sends frames from the stack side in one batch (one publish).
-fn send_batch(d: &mut Duplex, frames: &[(Vec<u8>, u32)]) {
-    for (f, fl) in frames {
-        let mut b = d.tx.alloc().unwrap().expect("a free TX buffer");
-        d.tx.buf_mut(&mut b)[..f.len()].copy_from_slice(f);
-        d.tx.send(b, f.len() as u32, *fl, 0);
-    }
-    if d.tx.flush().unwrap() {
-        d.wake_peer.ring();
-    }
-}
-
-/// Receives frames on the stack side for up to `within` (or until `n` came).
-async fn recv(d: &mut Duplex, n: usize, within: Duration) -> Vec<(Vec<u8>, u32)> {
-    let deadline = Instant::now() + within;
-    let mut out = Vec::new();
-    while out.len() < n && Instant::now() < deadline {
-        while let Some(b) = d.rx.recv().unwrap() {
-            out.push((d.rx.data(&b).to_vec(), b.desc().flags));
-            d.rx.release(b);
-        }
-        if d.rx.flush().unwrap() {
-            d.wake_peer.ring();
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    out
 }
 
 fn local_test(f: impl std::future::Future<Output = ()>) {

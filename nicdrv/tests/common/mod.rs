@@ -3,6 +3,12 @@
 //! doorbell, `LinkWatcher.linkChanged`), and /proc leak counters.
 #![allow(dead_code)]
 
+mod driver;
+pub mod frames;
+// Each test binary uses its part of these.
+#[allow(unused_imports)]
+pub use driver::{connect_nic, tmpdir, Proc, WAIT};
+
 use capnet_ring::Duplex;
 use capnet_schema::nic_capnp::link_watcher;
 use capnp::capability::Rc as CapRc;

@@ -1,0 +1,101 @@
+//! Frames on a port's rings from the stack's side: a numbered UDP frame,
+//! and sending and receiving them through a [`Duplex`].
+
+use super::WAIT;
+use capnet_ring::Duplex;
+use smoltcp::phy::ChecksumCapabilities;
+use smoltcp::wire::{
+    EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr, IpProtocol, Ipv4Address,
+    Ipv4Packet, Ipv4Repr, UdpPacket, UdpRepr,
+};
+use std::time::{Duration, Instant};
+
+/// An Ethernet/IPv4/UDP frame whose payload names `seq` (its length varies
+/// with `seq`).
+pub fn udp_frame(seq: u32, fill_checksums: bool) -> Vec<u8> {
+    let caps = if fill_checksums {
+        ChecksumCapabilities::default()
+    } else {
+        ChecksumCapabilities::ignored()
+    };
+    let payload = format!("frame {seq:06} {}", "x".repeat((seq % 300) as usize)).into_bytes();
+    let (s, d) = (Ipv4Address::new(10, 0, 0, 1), Ipv4Address::new(10, 0, 0, 2));
+    let udp = UdpRepr {
+        src_port: 4000,
+        dst_port: 5000,
+    };
+    let ip = Ipv4Repr {
+        src_addr: s,
+        dst_addr: d,
+        next_header: IpProtocol::Udp,
+        payload_len: udp.header_len() + payload.len(),
+        hop_limit: 64,
+    };
+    let mut buf = vec![0u8; 14 + ip.buffer_len() + ip.payload_len];
+    let mut eth = EthernetFrame::new_unchecked(&mut buf[..]);
+    EthernetRepr {
+        src_addr: EthernetAddress([2, 0, 0, 0, 0, 1]),
+        dst_addr: EthernetAddress([2, 0, 0, 0, 0, 2]),
+        ethertype: EthernetProtocol::Ipv4,
+    }
+    .emit(&mut eth);
+    let mut p = Ipv4Packet::new_unchecked(eth.payload_mut());
+    ip.emit(&mut p, &caps);
+    udp.emit(
+        &mut UdpPacket::new_unchecked(p.payload_mut()),
+        &s.into(),
+        &d.into(),
+        payload.len(),
+        |b| b.copy_from_slice(&payload),
+        &caps,
+    );
+    buf
+}
+
+/// Sends frames from the stack side (retrying while nicdrv holds every buffer).
+pub async fn send(d: &mut Duplex, frames: &[(Vec<u8>, u32)]) {
+    for (f, fl) in frames {
+        let deadline = Instant::now() + WAIT;
+        let mut b = loop {
+            if let Some(b) = d.tx.alloc().unwrap() {
+                break b;
+            }
+            assert!(Instant::now() < deadline, "no TX buffer came back");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        };
+        d.tx.buf_mut(&mut b)[..f.len()].copy_from_slice(f);
+        d.tx.send(b, f.len() as u32, *fl, 0);
+        if d.tx.flush().unwrap() {
+            d.wake_peer.ring();
+        }
+    }
+}
+
+/// Sends frames from the stack side in one batch (one publish).
+pub fn send_batch(d: &mut Duplex, frames: &[(Vec<u8>, u32)]) {
+    for (f, fl) in frames {
+        let mut b = d.tx.alloc().unwrap().expect("a free TX buffer");
+        d.tx.buf_mut(&mut b)[..f.len()].copy_from_slice(f);
+        d.tx.send(b, f.len() as u32, *fl, 0);
+    }
+    if d.tx.flush().unwrap() {
+        d.wake_peer.ring();
+    }
+}
+
+/// Receives frames on the stack side for up to `within` (or until `n` came).
+pub async fn recv(d: &mut Duplex, n: usize, within: Duration) -> Vec<(Vec<u8>, u32)> {
+    let deadline = Instant::now() + within;
+    let mut out = Vec::new();
+    while out.len() < n && Instant::now() < deadline {
+        while let Some(b) = d.rx.recv().unwrap() {
+            out.push((d.rx.data(&b).to_vec(), b.desc().flags));
+            d.rx.release(b);
+        }
+        if d.rx.flush().unwrap() {
+            d.wake_peer.ring();
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    out
+}
