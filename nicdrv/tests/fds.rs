@@ -2,13 +2,14 @@
 //! capnp (`--rpc-fd`) and for the ring handoff (`--handoff-fd`).
 
 use capnet_ring::{ChannelLayout, Duplex};
-use capnet_schema::nic_capnp::nic;
-use capnp_rpc::{rpc_twoparty_capnp::Side, twoparty, RpcSystem};
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::net::UnixStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use tokio_util::compat::{TokioAsyncReadCompatExt, TokioAsyncWriteCompatExt};
+
+mod common;
+
+use common::nic_over;
 
 #[test]
 fn bad_arguments_exit_2() {
@@ -81,21 +82,7 @@ fn inherited_sockets_like_the_supervisor() {
         .build()
         .unwrap();
     tokio::task::LocalSet::new().block_on(&rt, async {
-        rpc_here.set_nonblocking(true).unwrap();
-        let (r, w) = tokio::net::UnixStream::from_std(rpc_here)
-            .unwrap()
-            .into_split();
-        let net = twoparty::VatNetwork::new(
-            r.compat(),
-            w.compat_write(),
-            Side::Client,
-            Default::default(),
-        );
-        let mut sys = RpcSystem::new(Box::new(net), None);
-        let nic: nic::Client = sys.bootstrap(Side::Server);
-        let task = tokio::task::spawn_local(async move {
-            let _ = sys.await;
-        });
+        let (nic, task) = nic_over(rpc_here);
         let info = nic.info_request().send().promise.await.unwrap();
         let info = info.get().unwrap().get_info().unwrap();
         assert_eq!(info.get_name().unwrap().to_str().unwrap(), "fd0");

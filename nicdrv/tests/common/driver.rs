@@ -89,6 +89,11 @@ impl Drop for Proc {
 pub fn connect_nic(listen: &Path) -> (nic::Client, tokio::task::JoinHandle<()>) {
     let mut s = UnixStream::connect(listen).unwrap();
     s.write_all(&[CONNECT_RPC]).unwrap();
+    nic_over(s)
+}
+
+/// The driver's `Nic` over a stream that carries capnp from here on.
+pub fn nic_over(s: UnixStream) -> (nic::Client, tokio::task::JoinHandle<()>) {
     s.set_nonblocking(true).unwrap();
     let (r, w) = tokio::net::UnixStream::from_std(s).unwrap().into_split();
     let net = twoparty::VatNetwork::new(

@@ -54,7 +54,13 @@ pub fn udp_frame(seq: u32, fill_checksums: bool) -> Vec<u8> {
 
 /// Sends frames from the stack side (retrying while nicdrv holds every buffer).
 pub async fn send(d: &mut Duplex, frames: &[(Vec<u8>, u32)]) {
-    for (f, fl) in frames {
+    send_each(d, frames.iter().map(|(f, fl)| (&f[..], *fl, 0))).await
+}
+
+/// Sends each (frame, flags, context) from the stack side, retrying while
+/// nicdrv holds every buffer.
+pub async fn send_each(d: &mut Duplex, frames: impl IntoIterator<Item = (&[u8], u32, u32)>) {
+    for (f, fl, ctx) in frames {
         let deadline = Instant::now() + WAIT;
         let mut b = loop {
             if let Some(b) = d.tx.alloc().unwrap() {
@@ -64,7 +70,7 @@ pub async fn send(d: &mut Duplex, frames: &[(Vec<u8>, u32)]) {
             tokio::time::sleep(Duration::from_millis(1)).await;
         };
         d.tx.buf_mut(&mut b)[..f.len()].copy_from_slice(f);
-        d.tx.send(b, f.len() as u32, *fl, 0);
+        d.tx.send(b, f.len() as u32, fl, ctx);
         if d.tx.flush().unwrap() {
             d.wake_peer.ring();
         }

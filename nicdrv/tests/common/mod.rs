@@ -7,7 +7,7 @@ mod driver;
 pub mod frames;
 // Each test binary uses its part of these.
 #[allow(unused_imports)]
-pub use driver::{connect_nic, tmpdir, Proc, WAIT};
+pub use driver::{connect_nic, nic_over, tmpdir, Proc, WAIT};
 
 use capnet_ring::Duplex;
 use capnet_schema::nic_capnp::link_watcher;

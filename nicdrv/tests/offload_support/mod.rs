@@ -256,21 +256,8 @@ pub async fn ctx_info(c: &offload_context::Client) -> Result<[u64; 6], capnp::Er
 
 /// Sends frames from the stack side: (frame, flags, context).
 pub async fn send(d: &mut Duplex, frames: &[(Vec<u8>, u32, u32)]) {
-    for (f, fl, ctx) in frames {
-        let deadline = Instant::now() + WAIT;
-        let mut b = loop {
-            if let Some(b) = d.tx.alloc().unwrap() {
-                break b;
-            }
-            assert!(Instant::now() < deadline, "no TX buffer came back");
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        };
-        d.tx.buf_mut(&mut b)[..f.len()].copy_from_slice(f);
-        d.tx.send(b, f.len() as u32, *fl, *ctx);
-        if d.tx.flush().unwrap() {
-            d.wake_peer.ring();
-        }
-    }
+    let each = frames.iter().map(|(f, fl, ctx)| (&f[..], *fl, *ctx));
+    crate::common::frames::send_each(d, each).await
 }
 
 /// A received frame with its descriptor's flags and context.
