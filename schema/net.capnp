@@ -122,9 +122,14 @@ interface TcpSocket {
   setNoDelay @4 (on :Bool) -> ();
   info @5 () -> (local :Common.SocketAddr, remote :Common.SocketAddr, state :Text);
 
-  openRings @6 () -> (grant :Common.RingGrant);
+  openRings @6 (held :List(UInt64)) -> (grant :Common.RingGrant, set :RingSet);
   # Moves the socket's data to two shared byte rings (to and from netsrv) with
   # a doorbell each. Afterwards read and write fail with `invalid`.
+  # `held` names ring sets of this connection's earlier sockets that the
+  # caller released and still has mapped (at most 64, else `limit`): if
+  # netsrv has one of them idle, it resets it and answers `set.reused`, with
+  # no token to redeem (the caller starts both rings afresh over its
+  # mapping). Otherwise the grant's token brings a set's descriptors.
 
   egress @7 () -> (egress :Egress);
   # The port this connection leaves from. A connection stays on the
@@ -296,6 +301,18 @@ struct StackCounters {
   tcpClosedUnread @25 :UInt64;    # closes with received bytes unread: reset, not closed (RFC 2525 2.17)
   ringSetsMade @26 :UInt64;       # socket ring sets made (openRings)
   ringSetsReused @27 :UInt64;     # socket ring sets a client let go of, taken up again by its next openRings
+  ringSetsStillMapped @28 :UInt64; # of those, ones the client still had mapped (no descriptors sent)
+}
+
+struct RingSet {
+  # Which socket ring set an `openRings` answered with.
+  id @0 :UInt64;
+  # This connection's number for the set (never 0; never used for another).
+  reused @1 :Bool;
+  # The set is one of `held`: the grant has no token.
+  gone @2 :List(UInt64);
+  # Of `held`, the sets netsrv let go of: they will never come back, unmap
+  # them.
 }
 
 struct TcpCounters {

@@ -18,6 +18,7 @@
 
 use crate::bell::Bell;
 use crate::handoff::Handoff;
+use crate::held::{Held, HeldSet};
 use capnet_ring::handoff::{CONNECT_HANDOFF, CONNECT_RPC};
 use capnet_schema::errors::capnp_to_io;
 use capnet_schema::net_capnp::{egress, net, subscription, tcp_listener, tcp_socket, udp_socket};
@@ -62,6 +63,8 @@ pub(crate) struct Ctx {
     objects: RefCell<HashMap<u64, Object>>,
     next: RefCell<u64>,
     handoff: Handoff,
+    /// Socket ring sets released and still mapped (netsrv only).
+    pub held: Rc<RefCell<Held>>,
 }
 
 /// `Ctx::$name(id)`: the object `id` if it is a `$variant`.
@@ -97,6 +100,7 @@ impl Ctx {
             objects: RefCell::new(HashMap::new()),
             next: RefCell::new(0),
             handoff: Handoff::new(handoff),
+            held: Rc::default(),
         }
     }
 
@@ -441,6 +445,16 @@ impl Conn {
     pub fn release(&self, id: u64) {
         self.spawn(move |ctx| {
             ctx.remove(id);
+            async {}
+        });
+    }
+
+    /// Releases socket `id` and keeps its ring set mapped, for netsrv to
+    /// hand back to a later socket ([`crate::held`]).
+    pub fn release_keeping(&self, id: u64, set: HeldSet) {
+        self.spawn(move |ctx| {
+            ctx.remove(id);
+            ctx.held.borrow_mut().put(set.id, set);
             async {}
         });
     }

@@ -131,6 +131,7 @@ mod chunks;
 mod conn;
 mod egress;
 mod handoff;
+mod held;
 mod offload;
 mod paths;
 mod stream;

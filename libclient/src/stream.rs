@@ -18,9 +18,11 @@
 use crate::bell::{Bell, Ticket};
 use crate::chunks::{ring_err, Down, SwitchEnd};
 use crate::conn::{Conn, Ctx};
+use crate::held::{HeldSet, Named, TakenUp};
 use capnet_ring::{ByteWriter, ClientEnd, Doorbell, RingError, SocketRings};
 use capnet_schema::common_capnp::ring_grant;
 use capnet_schema::errors::SocketError;
+use capnet_schema::net_capnp::tcp_socket;
 use std::future::Future;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -59,10 +61,19 @@ fn check_timeout(t: Option<Duration>) -> io::Result<()> {
 }
 
 /// A socket's `openRings` answer: the token to redeem and each ring's
-/// capacity.
+/// capacity, and for netsrv's sockets which set it is.
 pub(crate) struct Grant {
     token: Vec<u8>,
     ring_bytes: u32,
+    set: Option<SetAnswer>,
+}
+
+/// netsrv's word on the set (`RingSet`).
+struct SetAnswer {
+    id: u64,
+    /// One the request named as held: there is no token.
+    reused: bool,
+    gone: Vec<u64>,
 }
 
 impl Grant {
@@ -70,33 +81,82 @@ impl Grant {
         Ok(Grant {
             token: g.get_token()?.to_vec(),
             ring_bytes: g.get_ring_bytes(),
+            set: None,
+        })
+    }
+
+    /// A `TcpSocket.openRings` answer.
+    pub fn read_tcp(r: tcp_socket::open_rings_results::Reader<'_>) -> capnp::Result<Grant> {
+        let set = r.get_set()?;
+        Ok(Grant {
+            set: Some(SetAnswer {
+                id: set.get_id(),
+                reused: set.get_reused(),
+                gone: set.get_gone()?.iter().collect(),
+            }),
+            ..Grant::read(r.get_grant()?)?
         })
     }
 }
 
-/// A socket's rings as the handoff gave them: the shared region and the two
-/// doorbells, and each ring's capacity. Mapped by [`RingStream::open`].
-pub(crate) struct Rings {
-    fds: Vec<OwnedFd>,
-    ring_bytes: u32,
+/// A socket's rings: descriptors the handoff gave (with each ring's
+/// capacity), or a set this connection kept mapped. Mapped by
+/// [`RingStream::open`].
+pub(crate) enum Rings {
+    Granted {
+        fds: Vec<OwnedFd>,
+        ring_bytes: u32,
+        /// netsrv's number for the set, to keep it once released.
+        set: Option<u64>,
+    },
+    Held(HeldSet),
+}
+
+/// Names the ring sets this connection keeps in a socket's `openRings`
+/// request (netsrv's sockets only; see [`crate::held`]).
+pub(crate) fn name_held(ctx: &Ctx, mut req: tcp_socket::open_rings_params::Builder<'_>) -> Named {
+    let named = Named::new(&ctx.held);
+    let mut list = req.reborrow().init_held(named.ids().len() as u32);
+    for (i, id) in named.ids().iter().enumerate() {
+        list.set(i as u32, *id);
+    }
+    named
 }
 
 /// Awaits a socket's pipelined `openRings` answer and redeems its grant,
-/// within [`CONTROL_TIMEOUT`]. On failure the socket `id`, just put in the
-/// connection's table, is taken out again (the service closes it).
+/// within [`CONTROL_TIMEOUT`]; or takes the set it names back from the
+/// sets `named` in the request. On failure the socket `id`, just put in
+/// the connection's table, is taken out again (the service closes it).
 pub(crate) async fn granted(
     ctx: &Ctx,
     id: u64,
+    named: Option<Named>,
     answer: impl Future<Output = capnp::Result<Grant>>,
     err: fn(capnp::Error) -> io::Error,
 ) -> io::Result<Rings> {
     let redeemed = async {
         let grant = answer.await.map_err(err)?;
-        let fds = ctx.redeem(&grant.token, 3).await?;
-        Ok(Rings {
-            fds,
-            ring_bytes: grant.ring_bytes,
-        })
+        let Some(set) = grant.set else {
+            let fds = ctx.redeem(&grant.token, 3).await?;
+            return Ok(Rings::Granted {
+                fds,
+                ring_bytes: grant.ring_bytes,
+                set: None,
+            });
+        };
+        let back = named.and_then(|n| n.settle(set.reused.then_some(set.id), &set.gone));
+        match (set.reused, back) {
+            (true, Some(held)) => Ok(Rings::Held(held)),
+            (true, None) => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "openRings: the service answered with a ring set this client does not hold",
+            )),
+            (false, _) => Ok(Rings::Granted {
+                fds: ctx.redeem(&grant.token, 3).await?,
+                ring_bytes: grant.ring_bytes,
+                set: Some(set.id),
+            }),
+        }
     };
     let rings = match tokio::time::timeout(CONTROL_TIMEOUT, redeemed).await {
         Ok(rings) => rings,
@@ -156,6 +216,9 @@ pub(crate) struct RingStream {
     down: Mutex<Down>,
     bell: Arc<Bell>,
     wake_peer: Doorbell,
+    /// The set behind the rings, kept mapped once the stream is done with
+    /// it (netsrv's sockets).
+    held: Mutex<Option<HeldSet>>,
     read_timeout: Mutex<Option<Duration>>,
     write_timeout: Mutex<Option<Duration>>,
     nonblocking: AtomicBool,
@@ -189,7 +252,7 @@ impl RingStream {
     /// exchange). On failure the socket is released.
     pub fn open(conn: Conn, id: u64, rings: Rings) -> io::Result<RingStream> {
         match Self::attach(rings) {
-            Ok(end) => Ok(Self::from_end(conn, id, end)),
+            Ok((end, held)) => Ok(Self::from_end(conn, id, end, held)),
             Err(e) => {
                 // Nobody will hold this socket: let the service close it.
                 conn.release(id);
@@ -198,16 +261,41 @@ impl RingStream {
         }
     }
 
-    fn attach(rings: Rings) -> io::Result<ClientEnd> {
-        let mut end = SocketRings::attach(rings.fds, rings.ring_bytes).map_err(ring_err)?;
+    /// The rings, and the set to keep once the stream is done with it.
+    fn attach(rings: Rings) -> io::Result<(TakenUp, Option<HeldSet>)> {
+        let (mut end, held) = match rings {
+            Rings::Granted {
+                fds,
+                ring_bytes,
+                set,
+            } => {
+                let end = SocketRings::attach(fds, ring_bytes).map_err(ring_err)?;
+                let held = set.map(|id| HeldSet::keep(id, &end)).transpose()?;
+                let ClientEnd {
+                    up,
+                    down,
+                    wake_me,
+                    wake_peer,
+                    ..
+                } = end;
+                let end = TakenUp {
+                    up,
+                    down,
+                    wake_me,
+                    wake_peer,
+                };
+                (end, held)
+            }
+            Rings::Held(held) => (held.take_up()?, Some(held)),
+        };
         // Sleepers are also woken from this process (service gone, RX switch over).
         end.wake_me = end.wake_me.with_local_ring()?;
-        Ok(end)
+        Ok((end, held))
     }
 
     /// A stream over rings already mapped, whose `wake_me` rings from this
     /// process too ([`capnet_ring::Doorbell::with_local_ring`]).
-    fn from_end(conn: Conn, id: u64, end: ClientEnd) -> RingStream {
+    fn from_end(conn: Conn, id: u64, end: TakenUp, held: Option<HeldSet>) -> RingStream {
         let bell = Arc::new(Bell::new(end.wake_me));
         conn.watch_bell(id, &bell);
         RingStream {
@@ -220,6 +308,7 @@ impl RingStream {
             down: Mutex::new(Down::new(end.down)),
             bell,
             wake_peer: end.wake_peer,
+            held: Mutex::new(held),
             read_timeout: Mutex::new(None),
             write_timeout: Mutex::new(None),
             nonblocking: AtomicBool::new(false),
@@ -496,7 +585,10 @@ impl Drop for RingStream {
         lock(&self.up).ring.close();
         self.wake_peer.ring();
         self.conn.unwatch_bell(self.id);
-        self.conn.release(self.id);
+        match lock(&self.held).take() {
+            Some(set) => self.conn.release_keeping(self.id, set),
+            None => self.conn.release(self.id),
+        }
     }
 }
 

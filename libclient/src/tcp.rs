@@ -3,7 +3,7 @@
 use crate::accept::{Accepted, Acceptor};
 use crate::conn::{cap_err, Ctx, Net, Object};
 use crate::stream::{
-    granted, lock, ring_stream_api, ErrorReport, Grant, ReadShut, RingStream, Rings,
+    granted, lock, name_held, ring_stream_api, ErrorReport, Grant, ReadShut, RingStream, Rings,
     CONTROL_TIMEOUT,
 };
 use capnet_schema::net_capnp::Shutdown;
@@ -352,12 +352,14 @@ impl Net {
             crate::udp::write_addr(req.get().init_remote(), addr);
             options.write(req.get().init_options());
             let call = req.send();
-            let rings = call.pipeline.get_socket().open_rings_request().send();
+            let mut rings = call.pipeline.get_socket().open_rings_request();
+            let named = name_held(&ctx, rings.get());
+            let rings = rings.send();
             let resp = call.promise.await.map_err(cap_err)?;
             let sock = resp.get().map_err(cap_err)?.get_socket().map_err(cap_err)?;
             let id = ctx.insert(Object::Tcp(sock));
-            let answer = async move { Grant::read(rings.promise.await?.get()?.get_grant()?) };
-            Ok((id, granted(&ctx, id, answer, cap_err).await?))
+            let answer = async move { Grant::read_tcp(rings.promise.await?.get()?) };
+            Ok((id, granted(&ctx, id, Some(named), answer, cap_err).await?))
         })?;
         TcpStream::from_object(self.clone(), id, addr, rings)
     }
@@ -452,13 +454,15 @@ impl TcpListener {
 /// pipelined on it.
 async fn accept_call(ctx: Rc<Ctx>, id: u64) -> io::Result<Accepted> {
     let call = ctx.listener(id)?.accept_request().send();
-    let rings = call.pipeline.get_socket().open_rings_request().send();
+    let mut rings = call.pipeline.get_socket().open_rings_request();
+    let named = name_held(&ctx, rings.get());
+    let rings = rings.send();
     let resp = call.promise.await.map_err(cap_err)?;
     let r = resp.get().map_err(cap_err)?;
     let remote = crate::udp::read_addr(r.get_remote().map_err(cap_err)?)?;
     let sock = ctx.insert(Object::Tcp(r.get_socket().map_err(cap_err)?));
-    let answer = async move { Grant::read(rings.promise.await?.get()?.get_grant()?) };
-    let rings = granted(&ctx, sock, answer, cap_err).await?;
+    let answer = async move { Grant::read_tcp(rings.promise.await?.get()?) };
+    let rings = granted(&ctx, sock, Some(named), answer, cap_err).await?;
     Ok((sock, remote, rings))
 }
 

@@ -26,7 +26,7 @@ use crate::sync::{fence, AtomicU32, CacheLine, Ordering, LINE};
 #[cfg(not(loom))]
 pub use crate::shm::ShmBytes;
 #[cfg(not(loom))]
-pub use crate::sockets::{socket_region_bytes, ClientEnd, ServerEnd, SocketRings};
+pub use crate::sockets::{socket_region_bytes, ClientEnd, ServerEnd, SocketMapping, SocketRings};
 
 /// The memory a byte ring lives in by default: shared memory, or the heap under loom.
 #[cfg(not(loom))]

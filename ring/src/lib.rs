@@ -52,4 +52,4 @@ pub use handoff::{redeem, HandoffTable, Token, CONNECT_HANDOFF, CONNECT_RPC};
 #[cfg(not(loom))]
 pub use platform::{clear_cloexec, random_bytes, recv_fds, send_fds, Doorbell, End, SharedRegion};
 #[cfg(not(loom))]
-pub use sockets::{ClientEnd, ServerEnd, SocketRings};
+pub use sockets::{ClientEnd, ServerEnd, SocketMapping, SocketRings};

@@ -44,6 +44,35 @@ pub struct ClientEnd {
     pub down: ByteReader,
     pub wake_me: Doorbell,
     pub wake_peer: Doorbell,
+    /// The region behind both rings, to take the same set up again.
+    pub mapping: SocketMapping,
+}
+
+/// A client's mapping of one socket's region. A client that released its
+/// socket can keep it (and the set's doorbells): when netsrv hands the same
+/// set to a later socket, [`Self::rings`] starts both rings afresh over it
+/// and nothing is mapped again.
+#[derive(Debug, Clone)]
+pub struct SocketMapping {
+    region: Arc<SharedRegion>,
+    capacity: u32,
+}
+
+impl SocketMapping {
+    /// The up and down rings of a set netsrv reset ([`ServerEnd::reset`])
+    /// for a new socket: the header checked again, this end's positions at
+    /// zero. netsrv may already be writing the down ring; nothing here
+    /// writes to the region.
+    pub fn rings(&self) -> Result<(ByteWriter, ByteReader), RingError> {
+        check_header(&self.region, self.capacity)?;
+        let up = ByteWriter::new(ShmBytes::new(self.region.clone(), UP, self.capacity)?)?;
+        let down = ByteReader::new(ShmBytes::new(
+            self.region.clone(),
+            down(self.capacity),
+            self.capacity,
+        )?)?;
+        Ok((up, down))
+    }
 }
 
 impl ServerEnd {
@@ -101,12 +130,14 @@ impl SocketRings {
             region,
             socket_region_bytes(capacity),
         )?);
-        check_header(&region, capacity)?;
+        let mapping = SocketMapping { region, capacity };
+        let (up, down) = mapping.rings()?;
         Ok(ClientEnd {
-            up: ByteWriter::new(ShmBytes::new(region.clone(), UP, capacity)?)?,
-            down: ByteReader::new(ShmBytes::new(region, down(capacity), capacity)?)?,
+            up,
+            down,
             wake_me: Doorbell::from_peer_fd(wait_client, End::Wait)?,
             wake_peer: Doorbell::from_peer_fd(ring_server, End::Ring)?,
+            mapping,
         })
     }
 }
@@ -127,4 +158,45 @@ fn check_header(region: &SharedRegion, capacity: u32) -> Result<(), RingError> {
         return Err(RingError::Layout("socket ring capacity mismatch"));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kept_mapping_takes_up_a_reset_set() {
+        let (mut server, fds) = SocketRings::create(4096).unwrap();
+        let mut client = SocketRings::attach(fds, 4096).unwrap();
+        let mut buf = [0u8; 64];
+        assert_eq!(client.up.write(b"first").unwrap(), 5);
+        assert_eq!(server.down.write(b"answer").unwrap(), 6);
+        assert_eq!(server.up.read(&mut buf).unwrap(), 5);
+        client.down.close();
+        client.up.close();
+        let mapping = client.mapping.clone();
+        drop(client);
+        // Scribbled on while released: the reset puts the header back.
+        server.reset().unwrap();
+        // netsrv may write before the client took the set up again.
+        assert_eq!(server.down.write(b"next").unwrap(), 4);
+        let (mut up, mut down) = mapping.rings().unwrap();
+        assert_eq!(down.read(&mut buf).unwrap(), 4);
+        assert_eq!(&buf[..4], b"next");
+        assert_eq!(up.write(b"again").unwrap(), 5);
+        assert_eq!(server.up.read(&mut buf).unwrap(), 5);
+        assert_eq!(&buf[..5], b"again");
+        assert!(!server.up.eof() && !server.down.reader_closed());
+    }
+
+    #[test]
+    fn a_kept_mapping_refuses_a_region_without_its_header() {
+        let (_server, fds) = SocketRings::create(4096).unwrap();
+        let client = SocketRings::attach(fds, 4096).unwrap();
+        let region = &client.mapping.region;
+        crate::shm::atomic_u32_at(region, 0)
+            .unwrap()
+            .store(0, crate::sync::Ordering::Relaxed);
+        assert!(matches!(client.mapping.rings(), Err(RingError::Layout(_))));
+    }
 }

@@ -34,12 +34,13 @@ fn payload(round: usize, from_client: bool) -> Vec<u8> {
         .collect()
 }
 
-/// (made, reused) on `host`.
-fn ring_sets(host: &Host) -> (u64, u64) {
+/// (made, reused, of those still mapped by the client) on `host`.
+fn ring_sets(host: &Host) -> (u64, u64, u64) {
     let status = cli_ok(host, &["status"]);
     (
         status_counter(&status, "made"),
         status_counter(&status, "reused"),
+        status_counter(&status, "still-mapped"),
     )
 }
 
@@ -81,7 +82,7 @@ fn ring_sets_serve_their_clients_next_connections_and_nobody_elses() {
     server.join().unwrap();
 
     for (name, host) in [("client", &a), ("server", &b)] {
-        let (made, reused) = ring_sets(host);
+        let (made, reused, mapped) = ring_sets(host);
         assert_eq!(
             made + reused,
             ROUNDS as u64,
@@ -91,11 +92,19 @@ fn ring_sets_serve_their_clients_next_connections_and_nobody_elses() {
             reused >= ROUNDS as u64 / 2,
             "{name}: {made} sets made, only {reused} taken up again"
         );
+        assert!(mapped <= reused, "{name}");
     }
+    // The connecting side asks for its rings after the last connection
+    // released its set: it gets that set back over the mapping it kept.
+    let (_, reused, mapped) = ring_sets(&a);
+    assert!(
+        mapped >= reused / 2,
+        "client: of {reused} sets taken up again only {mapped} without a new mapping"
+    );
 
     // Another client of host a gets sets of its own, however many idle
     // ones the first client left.
-    let (made_before, _) = ring_sets(&a);
+    let (made_before, ..) = ring_sets(&a);
     let other = a.net().unwrap();
     let listener = nb.tcp_listen(addr("0.0.0.0:7401"), 4).unwrap();
     let c = other.tcp_connect(addr("10.0.0.2:7401"), None).unwrap();
@@ -104,7 +113,7 @@ fn ring_sets_serve_their_clients_next_connections_and_nobody_elses() {
     let mut got = [0u8; 5];
     (&s).read_exact(&mut got).unwrap();
     assert_eq!(&got, b"fresh");
-    let (made_after, _) = ring_sets(&a);
+    let (made_after, ..) = ring_sets(&a);
     assert_eq!(
         made_after,
         made_before + 1,
@@ -112,25 +121,58 @@ fn ring_sets_serve_their_clients_next_connections_and_nobody_elses() {
     );
 }
 
-/// A raw capnp client's connect and `openRings` to `to`, with its grant
-/// redeemed on `handoff`: the socket, the set's fds
-/// `[region, ring_server, wait_client]` and each ring's capacity.
+/// What a raw capnp client's `openRings` brought.
+struct Raw {
+    sock: tcp_socket::Client,
+    /// `[region, ring_server, wait_client]`, unless the set was one it
+    /// named as held.
+    fds: Option<Vec<OwnedFd>>,
+    ring_bytes: u32,
+    set: u64,
+    gone: Vec<u64>,
+}
+
+/// A raw capnp client's connect to `to` and `openRings` naming `held`,
+/// with a grant redeemed on `handoff`.
 async fn raw_rings(
     net: &net::Client,
     handoff: &UnixStream,
     to: SocketAddr,
-) -> (tcp_socket::Client, Vec<OwnedFd>, u32) {
+    held: &[u64],
+) -> Result<Raw, capnp::Error> {
     let mut req = net.tcp_connect_request();
     let mut ra = req.get().init_remote();
     ra.set_ip(&[10, 0, 0, 2]);
     ra.set_port(to.port());
-    let resp = req.send().promise.await.unwrap();
-    let sock = resp.get().unwrap().get_socket().unwrap();
-    let g = sock.open_rings_request().send().promise.await.unwrap();
-    let grant = g.get().unwrap().get_grant().unwrap();
-    let token = Token::from_slice(grant.get_token().unwrap()).unwrap();
-    let fds = handoff::redeem(handoff.as_fd(), &token, 3).unwrap();
-    (sock, fds, grant.get_ring_bytes())
+    let resp = req.send().promise.await?;
+    let sock = resp.get()?.get_socket()?;
+    let mut req = sock.open_rings_request();
+    let mut list = req.get().init_held(held.len() as u32);
+    for (i, id) in held.iter().enumerate() {
+        list.set(i as u32, *id);
+    }
+    let g = req.send().promise.await?;
+    let r = g.get()?;
+    let (grant, set) = (r.get_grant()?, r.get_set()?);
+    assert_eq!(
+        set.get_reused(),
+        grant.get_token()?.is_empty(),
+        "a token with a held set, or none with a new one"
+    );
+    let fds = match set.get_reused() {
+        true => None,
+        false => {
+            let token = Token::from_slice(grant.get_token()?).unwrap();
+            Some(handoff::redeem(handoff.as_fd(), &token, 3).unwrap())
+        }
+    };
+    Ok(Raw {
+        sock,
+        fds,
+        ring_bytes: grant.get_ring_bytes(),
+        set: set.get_id(),
+        gone: set.get_gone()?.iter().collect(),
+    })
 }
 
 /// What the peer sends on the second connection.
@@ -143,7 +185,8 @@ fn what_a_client_does_to_a_set_it_released_does_not_reach_its_next_connection() 
     let nb = b.net().unwrap();
     let listener = nb.tcp_listen(addr("0.0.0.0:7402"), 4).unwrap();
     // The peer closes each of the first two connections once the client
-    // has; it sends on the second; it keeps the third.
+    // has; it sends on the second; it keeps the third, and the listener
+    // (the fourth waits in its queue).
     let peer = std::thread::spawn(move || {
         for round in 0..2 {
             let (s, _) = listener.accept().unwrap();
@@ -153,9 +196,9 @@ fn what_a_client_does_to_a_set_it_released_does_not_reach_its_next_connection() 
             }
             assert_eq!((&s).read(&mut [0u8; 1]).unwrap(), 0, "round {round}");
         }
-        listener.accept().unwrap().0
+        (listener.accept().unwrap().0, listener)
     });
-    let (made, reused) = ring_sets(&a);
+    let (made, reused, mapped) = ring_sets(&a);
     let socket = a.socket.clone();
     let to = addr("10.0.0.2:7402");
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -171,22 +214,30 @@ fn what_a_client_does_to_a_set_it_released_does_not_reach_its_next_connection() 
         let handoff = UnixStream::connect(&socket).unwrap();
         (&handoff).write_all(&[CONNECT_HANDOFF]).unwrap();
 
-        // Released and closed: its set goes to this client's pool. Then
-        // garbage over all of it, indices and flags included.
-        let (first, fds, _) = raw_rings(&net, &handoff, to).await;
-        drop(first);
+        // Released and closed: its set goes to this client's pool. The
+        // client keeps its mapping, then writes garbage over all of it,
+        // indices and flags included.
+        let first = raw_rings(&net, &handoff, to, &[]).await.unwrap();
+        let fds = first.fds.unwrap();
+        let region = fds[0].try_clone().unwrap();
+        let mut kept = SocketRings::attach(fds, first.ring_bytes).unwrap();
+        drop(first.sock);
         settle().await;
-        scribble(&fds[0], |_| 0xff);
+        scribble(&region, |_| 0xff);
 
-        // Taken up again, reset: the peer's bytes arrive whole in a good
-        // ring, where netsrv would otherwise end the socket for broken
-        // indices.
-        let (second, fds, ring_bytes) = raw_rings(&net, &handoff, to).await;
-        let mut end = SocketRings::attach(fds, ring_bytes).unwrap();
+        // Named as held, it comes back without descriptors, reset: over
+        // the old mapping the peer's bytes arrive whole in a good ring,
+        // where netsrv would otherwise end the socket for broken indices.
+        let second = raw_rings(&net, &handoff, to, &[first.set, 999])
+            .await
+            .unwrap();
+        assert!(second.fds.is_none() && second.set == first.set);
+        assert_eq!(second.gone, [999], "a set it never had is gone");
+        let (_up, mut down) = kept.mapping.rings().unwrap();
         let mut got = Vec::new();
         for _ in 0..100 {
             let mut buf = [0u8; 4096];
-            let n = end.down.read(&mut buf).unwrap();
+            let n = down.read(&mut buf).unwrap();
             got.extend_from_slice(&buf[..n]);
             if got.len() >= SENT.len() {
                 break;
@@ -196,28 +247,41 @@ fn what_a_client_does_to_a_set_it_released_does_not_reach_its_next_connection() 
         assert!(got == SENT, "{} bytes, not the peer's", got.len());
         assert_eq!(
             ring_sets(&a),
-            (made + 1, reused + 1),
-            "the set was not reused"
+            (made + 1, reused + 1, mapped + 1),
+            "the set was not taken up over the kept mapping"
         );
         let status = cli_ok(&a, &["status"]);
         assert_eq!(status_counter(&status, "bad-ring-indices"), 0, "{status}");
 
         // A wait end its client shut down would stay readable for ever:
-        // that set is not reused, and the next connection gets a new one.
+        // that set is not reused, the next connection gets a new one, and
+        // the client hears that the old one is gone.
         // SAFETY: shutdown(2) on a socket fd we hold.
-        let shut = unsafe { libc::shutdown(end.wake_me.as_fd().as_raw_fd(), libc::SHUT_RDWR) };
+        let shut = unsafe { libc::shutdown(kept.wake_me.as_fd().as_raw_fd(), libc::SHUT_RDWR) };
         assert_eq!(shut, 0);
-        end.down.close();
-        end.up.close();
-        end.wake_peer.ring();
-        drop(second);
+        down.close();
+        kept.up.close();
+        kept.wake_peer.ring();
+        drop(second.sock);
         settle().await;
-        let (_third, _, _) = raw_rings(&net, &handoff, to).await;
+        let third = raw_rings(&net, &handoff, to, &[first.set]).await.unwrap();
+        assert!(third.fds.is_some() && third.set != first.set);
+        assert_eq!(third.gone, [first.set]);
         assert_eq!(
             ring_sets(&a),
-            (made + 2, reused + 1),
+            (made + 2, reused + 1, mapped + 1),
             "a broken set was reused"
         );
+
+        // Naming more sets than any client keeps is refused with `limit`.
+        let many: Vec<u64> = (1..=65).collect();
+        let err = raw_rings(&net, &handoff, to, &many).await.err().unwrap();
+        assert!(
+            err.to_string().contains("limit") && err.to_string().contains("65 held"),
+            "{err}"
+        );
+        kept.down.close();
+        drop(third.sock);
     });
     drop(peer.join().unwrap());
 }

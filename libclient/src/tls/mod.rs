@@ -105,7 +105,7 @@ impl Tls {
             let sock = resp.get().map_err(tls_err)?.get_socket().map_err(tls_err)?;
             let id = ctx.insert(Object::TlsSocket(sock));
             let answer = async move { Grant::read(rings.promise.await?.get()?.get_grant()?) };
-            Ok((id, granted(&ctx, id, answer, tls_err).await?))
+            Ok((id, granted(&ctx, id, None, answer, tls_err).await?))
         })?;
         TlsStream::from_object(self.conn.clone(), id, addr, rings)
     }
@@ -322,7 +322,7 @@ async fn accept_call(ctx: Rc<Ctx>, id: u64) -> io::Result<Accepted> {
     let remote = read_addr(r.get_remote().map_err(tls_err)?)?;
     let sock = ctx.insert(Object::TlsSocket(r.get_socket().map_err(tls_err)?));
     let answer = async move { Grant::read(rings.promise.await?.get()?.get_grant()?) };
-    let rings = granted(&ctx, sock, answer, tls_err).await?;
+    let rings = granted(&ctx, sock, None, answer, tls_err).await?;
     Ok((sock, remote, rings))
 }
 

@@ -23,7 +23,7 @@ use capnet_schema::offload::{kind_name, write_tcp_flow};
 use capnet_schema::offload_capnp::{offload_request, OffloadKind};
 use capnp::capability::Rc as CapRc;
 use capnp::Error;
-use rings::{ClientFds, RingPool};
+use rings::{ClientFds, RingPool, HELD_MAX};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::SocketAddr;

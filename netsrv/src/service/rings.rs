@@ -6,26 +6,35 @@
 //! request, and its fresh pages fault in on both sides. A set its client
 //! let go of (both rings closed, the socket released) once the stack is
 //! done with it waits here, charged to the client, and the client's next
-//! `openRings` gets it again: reset, with duplicates of the same
-//! descriptors. Never another client's: one that kept a mapping of a set
-//! it released can only reach its own later connections.
+//! `openRings` gets it again, reset. If the client says it still has that
+//! set mapped (`held`), nothing more is sent; otherwise duplicates of the
+//! same descriptors go out in the grant. Never another client's: one that
+//! kept a mapping of a set it released can only reach its own later
+//! connections.
 
 use super::SOCKET_RING_BYTES;
 use crate::limits::Charge;
 use capnet_ring::{Doorbell, ServerEnd, SocketRings};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
+use std::collections::HashSet;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
+use std::rc::Rc;
 
 /// Idle sets kept per client: enough for a burst of short connections,
 /// little memory (only the pages the rings touched).
 const IDLE_MAX: usize = 16;
+
+/// The most sets an `openRings` may name as held (the client keeps as many
+/// as this pool does; more is a client that lies).
+pub const HELD_MAX: usize = 64;
 
 /// The client's side of a set, as netsrv keeps it to hand out again.
 pub struct ClientFds {
     region: OwnedFd,
     ring_server: OwnedFd,
     wait_client: Doorbell,
+    id: SetId,
 }
 
 impl ClientFds {
@@ -39,6 +48,19 @@ impl ClientFds {
     }
 }
 
+/// A set's number, counted among the client's sets for as long as netsrv
+/// can still hand the set out again (it is attached to a socket or idle).
+struct SetId {
+    id: u64,
+    alive: Rc<RefCell<HashSet<u64>>>,
+}
+
+impl Drop for SetId {
+    fn drop(&mut self) {
+        self.alive.borrow_mut().remove(&self.id);
+    }
+}
+
 struct Idle {
     end: ServerEnd,
     fds: ClientFds,
@@ -49,49 +71,70 @@ struct Idle {
 #[derive(Default)]
 pub struct RingPool {
     idle: RefCell<Vec<Idle>>,
+    alive: Rc<RefCell<HashSet<u64>>>,
+    last_id: Cell<u64>,
 }
 
-/// A set for a new connection: netsrv's end, the fds to grant, and the
-/// client's fds to keep for [`RingPool::put_back`].
+/// A set for a new connection: netsrv's end, the client's fds to keep for
+/// [`RingPool::put_back`], and how the client gets it.
 pub struct Opened {
     pub end: ServerEnd,
-    pub offer: Vec<OwnedFd>,
     pub kept: ClientFds,
+    /// The fds to grant; `None` for a set the client still has mapped.
+    pub offer: Option<Vec<OwnedFd>>,
     /// A reused set's charge, for the socket to take over; `None` for a
     /// new set, which the socket is charged for.
     pub charge: Option<Charge>,
 }
 
+impl Opened {
+    /// The set's number for the client.
+    pub fn id(&self) -> u64 {
+        self.kept.id.id
+    }
+}
+
 impl RingPool {
-    /// An idle set, reset, if there is one.
-    pub fn take_idle(&self) -> io::Result<Option<Opened>> {
+    /// An idle set, reset, if there is one: one the client named in
+    /// `held` (it still has it mapped) first.
+    pub fn take_idle(&self, held: &[u64]) -> io::Result<Option<Opened>> {
         loop {
-            let Some(Idle {
-                mut end,
-                fds,
-                charge,
-            }) = self.idle.borrow_mut().pop()
+            let next = {
+                let mut idle = self.idle.borrow_mut();
+                let mapped = idle.iter().rposition(|s| held.contains(&s.fds.id.id));
+                match mapped {
+                    Some(i) => Some((idle.swap_remove(i), true)),
+                    None => idle.pop().map(|s| (s, false)),
+                }
+            };
+            let Some((
+                Idle {
+                    mut end,
+                    fds,
+                    charge,
+                },
+                mapped,
+            )) = next
             else {
-                break;
+                return Ok(None);
             };
             // A doorbell the client shut down would stay readable forever.
             if fds.wait_client.peer_gone() || end.wake_me.peer_gone() || end.reset().is_err() {
                 continue;
             }
             fds.wait_client.drain();
-            let offer = fds.offer()?;
+            let offer = if mapped { None } else { Some(fds.offer()?) };
             return Ok(Some(Opened {
                 end,
-                offer,
                 kept: fds,
+                offer,
                 charge: Some(charge),
             }));
         }
-        Ok(None)
     }
 
     /// A new set (its charge is the caller's to make).
-    pub fn create() -> io::Result<Opened> {
+    pub fn create(&self) -> io::Result<Opened> {
         let (end, mut fds) = SocketRings::create(SOCKET_RING_BYTES)?;
         let offer = fds
             .iter()
@@ -100,16 +143,33 @@ impl RingPool {
         let wait_client = fds.pop().expect("three fds");
         let ring_server = fds.pop().expect("three fds");
         let region = fds.pop().expect("three fds");
+        let id = self.last_id.get() + 1;
+        self.last_id.set(id);
+        self.alive.borrow_mut().insert(id);
         Ok(Opened {
             end,
-            offer,
             kept: ClientFds {
                 region,
                 ring_server,
                 wait_client: Doorbell::from_peer_fd(wait_client, capnet_ring::End::Wait)?,
+                id: SetId {
+                    id,
+                    alive: self.alive.clone(),
+                },
             },
+            offer: Some(offer),
             charge: None,
         })
+    }
+
+    /// Of the sets the client says it holds, those netsrv let go of: they
+    /// can never come back, so the client may unmap them.
+    pub fn gone(&self, held: &[u64]) -> Vec<u64> {
+        let alive = self.alive.borrow();
+        held.iter()
+            .copied()
+            .filter(|id| !alive.contains(id))
+            .collect()
     }
 
     /// A set the client let go of and the stack is done with, with what it
@@ -120,5 +180,36 @@ impl RingPool {
         if idle.len() < IDLE_MAX {
             idle.push(Idle { end, fds, charge });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::limits::{Accounts, Limits};
+
+    #[test]
+    fn a_held_set_comes_back_first_without_fds_and_dropped_ones_are_gone() {
+        let accounts = Accounts::new(Limits::default());
+        let client = accounts.client(1000);
+        let pool = RingPool::default();
+        let (one, two) = (pool.create().unwrap(), pool.create().unwrap());
+        let (id1, id2) = (one.id(), two.id());
+        assert_ne!(id1, id2);
+        for set in [one, two] {
+            pool.put_back(set.end, set.kept, client.socket(0).unwrap());
+        }
+        // The client holds the older one: it is taken before the newer.
+        let back = pool.take_idle(&[id1, 42]).unwrap().unwrap();
+        assert_eq!(back.id(), id1);
+        assert!(back.offer.is_none() && back.charge.is_some());
+        assert_eq!(pool.gone(&[id1, id2, 42]), [42]);
+        // Not held: the other comes with duplicates of its fds.
+        let other = pool.take_idle(&[id1]).unwrap().unwrap();
+        assert_eq!(other.id(), id2);
+        assert_eq!(other.offer.as_ref().map(Vec::len), Some(3));
+        assert!(pool.take_idle(&[]).unwrap().is_none());
+        drop(back);
+        assert_eq!(pool.gone(&[id1, id2]), [id1]);
     }
 }

@@ -233,24 +233,34 @@ impl tcp_socket::Server for TcpSocketServer {
 
     async fn open_rings(
         self: CapRc<Self>,
-        _: tcp_socket::OpenRingsParams,
+        params: tcp_socket::OpenRingsParams,
         mut results: tcp_socket::OpenRingsResults,
     ) -> Result<(), Error> {
         self.check_open("openRings")?;
+        let held = params.get()?.get_held()?;
+        if held.len() as usize > HELD_MAX {
+            return Err(SocketError::Limit.to_capnp(format_args!(
+                "openRings: {} held ring sets named, at most {HELD_MAX}",
+                held.len()
+            )));
+        }
+        let held: Vec<u64> = held.iter().collect();
         let mut slot = self.charge.borrow_mut();
         let Some(charge) = slot.as_mut() else {
             return Err(SocketError::Closed.to_capnp("openRings"));
         };
         let shm_err = |e| SocketError::Busy.to_capnp(format_args!("shared memory: {e}"));
         // A reused set brings its charge; a new one is admitted first.
-        let mut opened = match self.rings.take_idle().map_err(shm_err)? {
+        let mut opened = match self.rings.take_idle(&held).map_err(shm_err)? {
             Some(opened) => opened,
             None => {
                 charge.add_buffer(2 * SOCKET_RING_BYTES as usize)?;
-                RingPool::create().map_err(shm_err)?
+                self.rings.create().map_err(shm_err)?
             }
         };
         let reused = opened.charge.is_some();
+        let mapped = opened.offer.is_none();
+        let set_id = opened.id();
         if let Some(rings) = opened.charge.take() {
             charge.absorb(rings);
         }
@@ -268,6 +278,9 @@ impl tcp_socket::Server for TcpSocketServer {
                     true => s.counters.ring_sets_reused += 1,
                     false => s.counters.ring_sets_made += 1,
                 }
+                if mapped {
+                    s.counters.ring_sets_still_mapped += 1;
+                }
                 Ok(())
             },
             "openRings",
@@ -275,10 +288,20 @@ impl tcp_socket::Server for TcpSocketServer {
         let task = watch_doorbell(&self.shared, bell).map_err(|e| SocketError::Busy.to_capnp(e))?;
         *self.doorbell.borrow_mut() = Some(task);
         *self.kept.borrow_mut() = Some(opened.kept);
-        let token = self.shared.handoff.offer(opened.offer);
-        let mut g = results.get().init_grant();
-        g.set_token(&token.0);
+        let mut r = results.get();
+        let mut g = r.reborrow().init_grant();
+        if let Some(fds) = opened.offer {
+            g.set_token(&self.shared.handoff.offer(fds).0);
+        }
         g.set_ring_bytes(SOCKET_RING_BYTES);
+        let mut set = r.init_set();
+        set.set_id(set_id);
+        set.set_reused(mapped);
+        let gone = self.rings.gone(&held);
+        let mut list = set.init_gone(gone.len() as u32);
+        for (i, id) in gone.into_iter().enumerate() {
+            list.set(i as u32, id);
+        }
         Ok(())
     }
 

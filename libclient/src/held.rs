@@ -1,0 +1,228 @@
+//! The socket ring sets this connection released and still has mapped.
+//!
+//! netsrv keeps a released set for the client's next socket. A client that
+//! kept its mapping names it in `openRings` (`held`); if netsrv has it
+//! idle, it answers with that set and sends nothing, and the new stream
+//! starts both rings afresh over the old mapping: no handoff exchange, no
+//! mmap and munmap, no first-touch faults. The cache lives on the
+//! connection thread, which both builds each `openRings` and takes its
+//! answer.
+//!
+//! A set named in a request still in flight is pinned: it may come back in
+//! that answer, so it must still be here then. netsrv says which named sets
+//! it let go of (`gone`); those are unmapped at once.
+
+use capnet_ring::{Doorbell, RingError, SocketMapping};
+use std::cell::RefCell;
+use std::io;
+use std::rc::Rc;
+
+/// Sets kept per connection, as many as netsrv keeps idle for it.
+pub const HELD_MAX: usize = 16;
+
+/// A released set as the client keeps it: the mapping and the doorbells'
+/// descriptors (the wait end of its own, the ring end of netsrv's).
+pub(crate) struct HeldSet {
+    pub id: u64,
+    mapping: SocketMapping,
+    wait: Doorbell,
+    ring: Doorbell,
+}
+
+/// A stream's view of a set: fresh ring positions, and doorbells
+/// duplicated from the kept ones (a stream's descriptors are its own, so
+/// that nothing an application did with them, such as an epoll
+/// registration, reaches the next stream).
+pub(crate) struct TakenUp {
+    pub up: capnet_ring::ByteWriter,
+    pub down: capnet_ring::ByteReader,
+    pub wake_me: Doorbell,
+    pub wake_peer: Doorbell,
+}
+
+impl HeldSet {
+    /// Keeps what a stream needs to take the set up again later.
+    pub fn keep(id: u64, end: &capnet_ring::ClientEnd) -> io::Result<HeldSet> {
+        Ok(HeldSet {
+            id,
+            mapping: end.mapping.clone(),
+            wait: end.wake_me.try_clone()?,
+            ring: end.wake_peer.try_clone()?,
+        })
+    }
+
+    /// The set's rings for a new stream, after netsrv reset them.
+    pub fn take_up(&self) -> io::Result<TakenUp> {
+        let (up, down) = self.mapping.rings().map_err(|e| match e {
+            RingError::Io(e) => e,
+            e => io::Error::new(io::ErrorKind::InvalidData, e.to_string()),
+        })?;
+        Ok(TakenUp {
+            up,
+            down,
+            wake_me: self.wait.try_clone()?,
+            wake_peer: self.ring.try_clone()?,
+        })
+    }
+}
+
+struct Entry<T> {
+    id: u64,
+    set: T,
+    /// Requests in flight that named it.
+    pinned: u32,
+}
+
+/// The kept sets, oldest first.
+pub(crate) struct Held<T = HeldSet> {
+    entries: Vec<Entry<T>>,
+}
+
+impl<T> Default for Held<T> {
+    fn default() -> Self {
+        Held {
+            entries: Vec::new(),
+        }
+    }
+}
+
+impl<T> Held<T> {
+    /// Every kept set's id, for a request; each is pinned until
+    /// [`Self::settle`] or [`Self::unpin`] with the same list.
+    pub fn name_all(&mut self) -> Vec<u64> {
+        self.entries
+            .iter_mut()
+            .map(|e| {
+                e.pinned += 1;
+                e.id
+            })
+            .collect()
+    }
+
+    /// A request that named `named` is over without an answer.
+    pub fn unpin(&mut self, named: &[u64]) {
+        for e in self.entries.iter_mut().filter(|e| named.contains(&e.id)) {
+            e.pinned = e.pinned.saturating_sub(1);
+        }
+    }
+
+    /// The answer to a request that named `named`: the sets netsrv let go
+    /// of are dropped, and the one it handed back (`reused`) is taken out.
+    pub fn settle(&mut self, named: &[u64], reused: Option<u64>, gone: &[u64]) -> Option<T> {
+        self.unpin(named);
+        // Only what this request named can come back or be gone in it.
+        self.entries
+            .retain(|e| !(gone.contains(&e.id) && named.contains(&e.id)));
+        let reused = reused.filter(|id| named.contains(id))?;
+        let i = self.entries.iter().position(|e| e.id == reused)?;
+        Some(self.entries.remove(i).set)
+    }
+
+    /// A set a stream released. When full, the oldest set no request names
+    /// makes room; if every one is named, `set` is not kept.
+    pub fn put(&mut self, id: u64, set: T) {
+        if self.entries.len() >= HELD_MAX {
+            match self.entries.iter().position(|e| e.pinned == 0) {
+                Some(i) => drop(self.entries.remove(i)),
+                None => return,
+            }
+        }
+        self.entries.push(Entry { id, set, pinned: 0 });
+    }
+}
+
+/// The sets one `openRings` named, pinned until its answer is settled;
+/// dropped unsettled (the request failed or was abandoned), they are
+/// unpinned.
+pub(crate) struct Named {
+    held: Rc<RefCell<Held>>,
+    ids: Vec<u64>,
+    settled: bool,
+}
+
+impl Named {
+    pub fn new(held: &Rc<RefCell<Held>>) -> Named {
+        let ids = held.borrow_mut().name_all();
+        Named {
+            held: held.clone(),
+            ids,
+            settled: false,
+        }
+    }
+
+    pub fn ids(&self) -> &[u64] {
+        &self.ids
+    }
+
+    /// Settles the answer (see [`Held::settle`]).
+    pub fn settle(mut self, reused: Option<u64>, gone: &[u64]) -> Option<HeldSet> {
+        self.settled = true;
+        self.held.borrow_mut().settle(&self.ids, reused, gone)
+    }
+}
+
+impl Drop for Named {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.held.borrow_mut().unpin(&self.ids);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_named_set_comes_back_once_and_gone_ones_leave() {
+        let mut held = Held::default();
+        held.put(1, "a");
+        held.put(2, "b");
+        held.put(3, "c");
+        let named = held.name_all();
+        assert_eq!(named, [1, 2, 3]);
+        held.put(4, "d");
+        assert_eq!(held.settle(&named, Some(2), &[3]), Some("b"));
+        assert_eq!(held.name_all(), [1, 4]);
+        // An id this request did not name is neither handed back nor dropped.
+        assert_eq!(held.settle(&[1], Some(4), &[4]), None);
+        assert_eq!(held.entries.len(), 2);
+    }
+
+    #[test]
+    fn a_pinned_set_is_never_evicted() {
+        let mut held = Held::default();
+        for id in 0..HELD_MAX as u64 {
+            held.put(id, id);
+        }
+        let named = held.name_all();
+        // Every set is named by a request in flight: a new one is not kept.
+        held.put(100, 100);
+        assert_eq!(held.entries.len(), HELD_MAX);
+        assert_eq!(held.settle(&named, Some(0), &[]), Some(0));
+        held.put(101, 101);
+        held.put(102, 102);
+        // Once unpinned, the oldest makes room.
+        assert_eq!(held.name_all()[0], 2);
+        assert_eq!(held.entries.len(), HELD_MAX);
+    }
+
+    #[test]
+    fn an_abandoned_request_unpins() {
+        let held = Rc::new(RefCell::new(Held::default()));
+        for id in 0..HELD_MAX as u64 {
+            held.borrow_mut().put(id, dummy());
+        }
+        let named = Named::new(&held);
+        assert_eq!(named.ids().len(), HELD_MAX);
+        drop(named);
+        held.borrow_mut().put(100, dummy());
+        assert_eq!(held.borrow().entries[0].id, 1, "the oldest made room");
+    }
+
+    fn dummy() -> HeldSet {
+        let (_server, fds) = capnet_ring::SocketRings::create(4096).unwrap();
+        let end = capnet_ring::SocketRings::attach(fds, 4096).unwrap();
+        HeldSet::keep(7, &end).unwrap()
+    }
+}
