@@ -12,58 +12,101 @@
 //! that answer, so it must still be here then. netsrv says which named sets
 //! it let go of (`gone`); those are unmapped at once.
 
-use capnet_ring::{Doorbell, RingError, SocketMapping};
+use crate::bell::Bell;
+use capnet_ring::{ByteReader, ByteWriter, ClientEnd, Doorbell, RingError, SocketMapping};
 use std::cell::RefCell;
 use std::io;
 use std::rc::Rc;
+use std::sync::Arc;
 
 /// Sets kept per connection, as many as netsrv keeps idle for it.
 pub const HELD_MAX: usize = 16;
 
-/// A released set as the client keeps it: the mapping and the doorbells'
-/// descriptors (the wait end of its own, the ring end of netsrv's).
+/// A released set as the client keeps it: the mapping, the doorbells'
+/// descriptors (the wait end of its own, the ring end of netsrv's), and
+/// the last stream's bell if none of its descriptors left libclient.
 pub(crate) struct HeldSet {
     pub id: u64,
     mapping: SocketMapping,
+    /// The wait end as netsrv made it, to make a stream's bell from.
     wait: Doorbell,
-    ring: Doorbell,
+    wake_peer: Arc<Doorbell>,
+    bell: Option<Arc<Bell>>,
 }
 
-/// A stream's view of a set: fresh ring positions, and doorbells
-/// duplicated from the kept ones (a stream's descriptors are its own, so
-/// that nothing an application did with them, such as an epoll
-/// registration, reaches the next stream).
+/// A stream's view of a set: fresh ring positions and the doorbells.
 pub(crate) struct TakenUp {
-    pub up: capnet_ring::ByteWriter,
-    pub down: capnet_ring::ByteReader,
-    pub wake_me: Doorbell,
-    pub wake_peer: Doorbell,
+    pub up: ByteWriter,
+    pub down: ByteReader,
+    pub bell: Arc<Bell>,
+    pub wake_peer: Arc<Doorbell>,
 }
 
 impl HeldSet {
-    /// Keeps what a stream needs to take the set up again later.
-    pub fn keep(id: u64, end: &capnet_ring::ClientEnd) -> io::Result<HeldSet> {
-        Ok(HeldSet {
-            id,
-            mapping: end.mapping.clone(),
-            wait: end.wake_me.try_clone()?,
-            ring: end.wake_peer.try_clone()?,
-        })
+    /// The rings of a set netsrv just granted, and what to keep of it.
+    pub fn granted(id: Option<u64>, end: ClientEnd) -> io::Result<(TakenUp, Option<HeldSet>)> {
+        let ClientEnd {
+            up,
+            down,
+            wake_me,
+            wake_peer,
+            mapping,
+        } = end;
+        let wake_peer = Arc::new(wake_peer);
+        let (bell_end, held) = match id {
+            Some(id) => {
+                let held = HeldSet {
+                    id,
+                    mapping,
+                    wait: wake_me.try_clone()?,
+                    wake_peer: wake_peer.clone(),
+                    bell: None,
+                };
+                (wake_me, Some(held))
+            }
+            None => (wake_me, None),
+        };
+        let taken = TakenUp {
+            up,
+            down,
+            bell: new_bell(bell_end)?,
+            wake_peer,
+        };
+        Ok((taken, held))
     }
 
-    /// The set's rings for a new stream, after netsrv reset them.
-    pub fn take_up(&self) -> io::Result<TakenUp> {
+    /// The set's rings for a new stream, after netsrv reset them. The last
+    /// stream's bell serves again if it never showed its descriptor to the
+    /// application; otherwise the stream gets a new one, so that nothing
+    /// the application did with the old one (an epoll registration) reaches
+    /// the new stream.
+    pub fn take_up(&mut self) -> io::Result<TakenUp> {
         let (up, down) = self.mapping.rings().map_err(|e| match e {
             RingError::Io(e) => e,
             e => io::Error::new(io::ErrorKind::InvalidData, e.to_string()),
         })?;
+        let bell = match self.bell.take() {
+            Some(bell) => bell,
+            None => new_bell(self.wait.try_clone()?)?,
+        };
         Ok(TakenUp {
             up,
             down,
-            wake_me: self.wait.try_clone()?,
-            wake_peer: self.ring.try_clone()?,
+            bell,
+            wake_peer: self.wake_peer.clone(),
         })
     }
+
+    /// Keeps `bell` for the next stream (its descriptor stayed inside).
+    pub fn keep_bell(&mut self, bell: Arc<Bell>) {
+        self.bell = Some(bell);
+    }
+}
+
+/// A stream's bell over the wait end `wait`, which also rings from this
+/// process (service gone, RX switch over).
+fn new_bell(wait: Doorbell) -> io::Result<Arc<Bell>> {
+    Ok(Arc::new(Bell::new(wait.with_local_ring()?)))
 }
 
 struct Entry<T> {
@@ -172,6 +215,7 @@ impl Drop for Named {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::fd::AsRawFd;
 
     #[test]
     fn a_named_set_comes_back_once_and_gone_ones_leave() {
@@ -220,9 +264,40 @@ mod tests {
         assert_eq!(held.borrow().entries[0].id, 1, "the oldest made room");
     }
 
+    #[test]
+    fn a_bell_kept_serves_the_next_stream_and_otherwise_a_new_one_is_made() {
+        let (mut server, fds) = capnet_ring::SocketRings::create(4096).unwrap();
+        let end = capnet_ring::SocketRings::attach(fds, 4096).unwrap();
+        let (first, held) = HeldSet::granted(Some(1), end).unwrap();
+        let mut held = held.unwrap();
+        held.keep_bell(first.bell.clone());
+        server.reset().unwrap();
+        let second = held.take_up().unwrap();
+        assert!(Arc::ptr_eq(&first.bell, &second.bell));
+        assert!(Arc::ptr_eq(&first.wake_peer, &second.wake_peer));
+        // Not kept (its descriptor was shown): a bell of its own, which
+        // still wakes for the set's doorbell.
+        server.reset().unwrap();
+        let third = held.take_up().unwrap();
+        assert!(!Arc::ptr_eq(&second.bell, &third.bell));
+        assert_ne!(
+            second.bell.doorbell.as_raw_fd(),
+            third.bell.doorbell.as_raw_fd()
+        );
+        server.wake_peer.ring();
+        let t = third.bell.ticket();
+        assert!(third
+            .bell
+            .wait(
+                t,
+                Some(std::time::Instant::now() + std::time::Duration::from_secs(5))
+            )
+            .unwrap());
+    }
+
     fn dummy() -> HeldSet {
         let (_server, fds) = capnet_ring::SocketRings::create(4096).unwrap();
         let end = capnet_ring::SocketRings::attach(fds, 4096).unwrap();
-        HeldSet::keep(7, &end).unwrap()
+        HeldSet::granted(Some(7), end).unwrap().1.unwrap()
     }
 }

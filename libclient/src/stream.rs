@@ -19,7 +19,7 @@ use crate::bell::{Bell, Ticket};
 use crate::chunks::{ring_err, Down, SwitchEnd};
 use crate::conn::{Conn, Ctx};
 use crate::held::{HeldSet, Named, TakenUp};
-use capnet_ring::{ByteWriter, ClientEnd, Doorbell, RingError, SocketRings};
+use capnet_ring::{ByteWriter, Doorbell, RingError, SocketRings};
 use capnet_schema::common_capnp::ring_grant;
 use capnet_schema::errors::SocketError;
 use capnet_schema::net_capnp::tcp_socket;
@@ -215,10 +215,12 @@ pub(crate) struct RingStream {
     up: Mutex<Up>,
     down: Mutex<Down>,
     bell: Arc<Bell>,
-    wake_peer: Doorbell,
+    wake_peer: Arc<Doorbell>,
     /// The set behind the rings, kept mapped once the stream is done with
     /// it (netsrv's sockets).
     held: Mutex<Option<HeldSet>>,
+    /// The bell's descriptor went to the application (`raw_fd`).
+    fd_shown: AtomicBool,
     read_timeout: Mutex<Option<Duration>>,
     write_timeout: Mutex<Option<Duration>>,
     nonblocking: AtomicBool,
@@ -263,41 +265,18 @@ impl RingStream {
 
     /// The rings, and the set to keep once the stream is done with it.
     fn attach(rings: Rings) -> io::Result<(TakenUp, Option<HeldSet>)> {
-        let (mut end, held) = match rings {
+        match rings {
             Rings::Granted {
                 fds,
                 ring_bytes,
                 set,
-            } => {
-                let end = SocketRings::attach(fds, ring_bytes).map_err(ring_err)?;
-                let held = set.map(|id| HeldSet::keep(id, &end)).transpose()?;
-                let ClientEnd {
-                    up,
-                    down,
-                    wake_me,
-                    wake_peer,
-                    ..
-                } = end;
-                let end = TakenUp {
-                    up,
-                    down,
-                    wake_me,
-                    wake_peer,
-                };
-                (end, held)
-            }
-            Rings::Held(held) => (held.take_up()?, Some(held)),
-        };
-        // Sleepers are also woken from this process (service gone, RX switch over).
-        end.wake_me = end.wake_me.with_local_ring()?;
-        Ok((end, held))
+            } => HeldSet::granted(set, SocketRings::attach(fds, ring_bytes).map_err(ring_err)?),
+            Rings::Held(mut held) => Ok((held.take_up()?, Some(held))),
+        }
     }
 
-    /// A stream over rings already mapped, whose `wake_me` rings from this
-    /// process too ([`capnet_ring::Doorbell::with_local_ring`]).
     fn from_end(conn: Conn, id: u64, end: TakenUp, held: Option<HeldSet>) -> RingStream {
-        let bell = Arc::new(Bell::new(end.wake_me));
-        conn.watch_bell(id, &bell);
+        conn.watch_bell(id, &end.bell);
         RingStream {
             conn,
             id,
@@ -306,9 +285,10 @@ impl RingStream {
                 written: 0,
             }),
             down: Mutex::new(Down::new(end.down)),
-            bell,
+            bell: end.bell,
             wake_peer: end.wake_peer,
             held: Mutex::new(held),
+            fd_shown: AtomicBool::new(false),
             read_timeout: Mutex::new(None),
             write_timeout: Mutex::new(None),
             nonblocking: AtomicBool::new(false),
@@ -402,6 +382,7 @@ impl RingStream {
     /// The fd that turns readable when the service answers a wakeup
     /// request, or the stream is woken from this process (service gone).
     pub fn raw_fd(&self) -> RawFd {
+        self.fd_shown.store(true, Ordering::Relaxed);
         self.bell.doorbell.as_raw_fd()
     }
 
@@ -586,7 +567,12 @@ impl Drop for RingStream {
         self.wake_peer.ring();
         self.conn.unwatch_bell(self.id);
         match lock(&self.held).take() {
-            Some(set) => self.conn.release_keeping(self.id, set),
+            Some(mut set) => {
+                if !self.fd_shown.load(Ordering::Relaxed) {
+                    set.keep_bell(self.bell.clone());
+                }
+                self.conn.release_keeping(self.id, set)
+            }
             None => self.conn.release(self.id),
         }
     }

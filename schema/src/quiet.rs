@@ -131,7 +131,23 @@ impl AsyncRead for QuietStream {
         cx: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
-        self.poll_read_with(cx, |mut s| s.read(buf))
+        loop {
+            let mut guard = ready!(self.0.read.poll_read_ready(cx))?;
+            match guard.try_io(|fd| fd.get_ref().read(buf)) {
+                Ok(Ok(n)) => {
+                    // A short read of a stream socket emptied it: wait for
+                    // epoll's next word rather than read again to hear
+                    // EAGAIN (a system call per read; tokio's own streams do
+                    // the same). Data that came since is still reported.
+                    if n > 0 && n < buf.len() {
+                        guard.clear_ready();
+                    }
+                    return Poll::Ready(Ok(n));
+                }
+                Ok(other) => return Poll::Ready(other),
+                Err(_would_block) => continue,
+            }
+        }
     }
 }
 
@@ -200,6 +216,28 @@ mod tests {
             assert_eq!(got.len(), total);
             assert!(got.iter().all(|&b| b == 7));
             assert!(!writer.await.unwrap(), "still registered for writing");
+        });
+    }
+
+    #[test]
+    fn data_that_comes_right_after_a_short_read_is_not_missed() {
+        run(async {
+            let (ours, theirs) = UnixStream::pair().unwrap();
+            let mut ours = QuietStream::new(ours).unwrap();
+            let mut buf = [0u8; 64];
+            (&theirs).write_all(b"first").unwrap();
+            assert_eq!(ours.read(&mut buf).await.unwrap(), 5);
+            // Between the short read (readiness dropped) and the next wait.
+            (&theirs).write_all(b"second").unwrap();
+            assert_eq!(ours.read(&mut buf).await.unwrap(), 6);
+            assert_eq!(&buf[..6], b"second");
+            let late = tokio::task::spawn_local(async move {
+                let n = ours.read(&mut buf).await.unwrap();
+                buf[..n].to_vec()
+            });
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            (&theirs).write_all(b"third").unwrap();
+            assert_eq!(late.await.unwrap(), b"third");
         });
     }
 

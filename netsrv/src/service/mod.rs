@@ -23,7 +23,7 @@ use capnet_schema::offload::{kind_name, write_tcp_flow};
 use capnet_schema::offload_capnp::{offload_request, OffloadKind};
 use capnp::capability::Rc as CapRc;
 use capnp::Error;
-use rings::{ClientFds, RingPool, HELD_MAX};
+use rings::{Kept, RingPool, HELD_MAX};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -86,7 +86,7 @@ pub struct Shared {
 struct Lingering {
     id: SockId,
     charge: Charge,
-    rings: Option<(Rc<RingPool>, ClientFds)>,
+    rings: Option<(Rc<RingPool>, Kept)>,
 }
 
 /// A driver instance as the control plane holds it.

@@ -20,6 +20,7 @@ use std::collections::HashSet;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::rc::Rc;
+use tokio::task::JoinHandle;
 
 /// Idle sets kept per client: enough for a burst of short connections,
 /// little memory (only the pages the rings touched).
@@ -29,15 +30,38 @@ const IDLE_MAX: usize = 16;
 /// as this pool does; more is a client that lies).
 pub const HELD_MAX: usize = 64;
 
-/// The client's side of a set, as netsrv keeps it to hand out again.
-pub struct ClientFds {
+/// What netsrv keeps of a set besides its own end, to hand it out again:
+/// the client's descriptors, the set's number, and the task that watches
+/// netsrv's doorbell (it lives as long as the set: a reused set needs no
+/// new registration with the runtime).
+pub struct Kept {
     region: OwnedFd,
     ring_server: OwnedFd,
     wait_client: Doorbell,
     id: SetId,
+    watcher: Option<Watcher>,
 }
 
-impl ClientFds {
+/// A doorbell's watcher task, stopped when dropped.
+struct Watcher(JoinHandle<()>);
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl Kept {
+    /// Whether the set's doorbell is still watched (a watcher ends when
+    /// the client shuts the doorbell down).
+    pub fn watched(&self) -> bool {
+        self.watcher.as_ref().is_some_and(|w| !w.0.is_finished())
+    }
+
+    pub fn watch(&mut self, task: JoinHandle<()>) {
+        self.watcher = Some(Watcher(task));
+    }
+
     /// Duplicates, in [`SocketRings::attach`]'s order, for a grant.
     fn offer(&self) -> io::Result<Vec<OwnedFd>> {
         Ok(vec![
@@ -63,7 +87,7 @@ impl Drop for SetId {
 
 struct Idle {
     end: ServerEnd,
-    fds: ClientFds,
+    fds: Kept,
     charge: Charge,
 }
 
@@ -79,7 +103,7 @@ pub struct RingPool {
 /// [`RingPool::put_back`], and how the client gets it.
 pub struct Opened {
     pub end: ServerEnd,
-    pub kept: ClientFds,
+    pub kept: Kept,
     /// The fds to grant; `None` for a set the client still has mapped.
     pub offer: Option<Vec<OwnedFd>>,
     /// A reused set's charge, for the socket to take over; `None` for a
@@ -148,7 +172,7 @@ impl RingPool {
         self.alive.borrow_mut().insert(id);
         Ok(Opened {
             end,
-            kept: ClientFds {
+            kept: Kept {
                 region,
                 ring_server,
                 wait_client: Doorbell::from_peer_fd(wait_client, capnet_ring::End::Wait)?,
@@ -156,6 +180,7 @@ impl RingPool {
                     id,
                     alive: self.alive.clone(),
                 },
+                watcher: None,
             },
             offer: Some(offer),
             charge: None,
@@ -175,7 +200,7 @@ impl RingPool {
     /// A set the client let go of and the stack is done with, with what it
     /// was charged as part of its socket: kept, still charged, while the
     /// pool has room.
-    pub fn put_back(&self, end: ServerEnd, fds: ClientFds, charge: Charge) {
+    pub fn put_back(&self, end: ServerEnd, fds: Kept, charge: Charge) {
         let mut idle = self.idle.borrow_mut();
         if idle.len() < IDLE_MAX {
             idle.push(Idle { end, fds, charge });

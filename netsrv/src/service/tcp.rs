@@ -11,7 +11,6 @@ pub const MAX_LINGER: Duration = Duration::from_secs(120);
 pub struct TcpSocketServer {
     shared: Rc<Shared>,
     id: SockId,
-    doorbell: RefCell<Option<JoinHandle<()>>>,
     account: Rc<Account>,
     /// The socket and its buffers (and rings, once open).
     charge: RefCell<Option<Charge>>,
@@ -23,7 +22,7 @@ pub struct TcpSocketServer {
     /// The client's pool of ring sets, and the client's side of this
     /// socket's set, for the pool once the stack is done with it.
     rings: Rc<RingPool>,
-    kept: RefCell<Option<ClientFds>>,
+    kept: RefCell<Option<Kept>>,
 }
 
 impl TcpSocketServer {
@@ -37,7 +36,6 @@ impl TcpSocketServer {
         TcpSocketServer {
             shared,
             id,
-            doorbell: RefCell::new(None),
             account,
             charge: RefCell::new(Some(charge)),
             linger: Cell::new(None),
@@ -69,9 +67,6 @@ impl TcpSocketServer {
 
 impl Drop for TcpSocketServer {
     fn drop(&mut self) {
-        if let Some(task) = self.doorbell.borrow_mut().take() {
-            task.abort();
-        }
         if let Some(charge) = self.charge.borrow_mut().take() {
             let rings = self.kept.borrow_mut().take();
             self.shared.lingering.borrow_mut().push(Lingering {
@@ -266,10 +261,16 @@ impl tcp_socket::Server for TcpSocketServer {
         }
         drop(slot);
         let server_end = opened.end;
-        let bell = server_end
-            .wake_me
-            .try_clone()
-            .map_err(|e| SocketError::Busy.to_capnp(format_args!("doorbell: {e}")))?;
+        let mut kept = opened.kept;
+        if !kept.watched() {
+            let bell = server_end
+                .wake_me
+                .try_clone()
+                .map_err(|e| SocketError::Busy.to_capnp(format_args!("doorbell: {e}")))?;
+            kept.watch(
+                watch_doorbell(&self.shared, bell).map_err(|e| SocketError::Busy.to_capnp(e))?,
+            );
+        }
         let id = self.id;
         self.shared.now(
             |s| {
@@ -285,9 +286,7 @@ impl tcp_socket::Server for TcpSocketServer {
             },
             "openRings",
         )?;
-        let task = watch_doorbell(&self.shared, bell).map_err(|e| SocketError::Busy.to_capnp(e))?;
-        *self.doorbell.borrow_mut() = Some(task);
-        *self.kept.borrow_mut() = Some(opened.kept);
+        *self.kept.borrow_mut() = Some(kept);
         let mut r = results.get();
         let mut g = r.reborrow().init_grant();
         if let Some(fds) = opened.offer {
