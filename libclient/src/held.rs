@@ -15,6 +15,7 @@
 use crate::bell::Bell;
 use capnet_ring::{ByteReader, ByteWriter, ClientEnd, Doorbell, RingError, SocketMapping};
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::io;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -109,22 +110,20 @@ fn new_bell(wait: Doorbell) -> io::Result<Arc<Bell>> {
     Ok(Arc::new(Bell::new(wait.with_local_ring()?)))
 }
 
-struct Entry<T> {
-    id: u64,
-    set: T,
-    /// Requests in flight that named it.
-    pinned: u32,
-}
-
-/// The kept sets, oldest first.
+/// The kept sets, oldest first, and how many requests in flight named each
+/// id. A pin is by id, not by entry: a set named by a request, taken up by
+/// another and released again may still come back in the first one's
+/// answer, so it must not be evicted meanwhile.
 pub(crate) struct Held<T = HeldSet> {
-    entries: Vec<Entry<T>>,
+    entries: Vec<(u64, T)>,
+    pins: HashMap<u64, u32>,
 }
 
 impl<T> Default for Held<T> {
     fn default() -> Self {
         Held {
             entries: Vec::new(),
+            pins: HashMap::new(),
         }
     }
 }
@@ -133,19 +132,22 @@ impl<T> Held<T> {
     /// Every kept set's id, for a request; each is pinned until
     /// [`Self::settle`] or [`Self::unpin`] with the same list.
     pub fn name_all(&mut self) -> Vec<u64> {
-        self.entries
-            .iter_mut()
-            .map(|e| {
-                e.pinned += 1;
-                e.id
-            })
-            .collect()
+        let ids: Vec<u64> = self.entries.iter().map(|(id, _)| *id).collect();
+        for id in &ids {
+            *self.pins.entry(*id).or_default() += 1;
+        }
+        ids
     }
 
     /// A request that named `named` is over without an answer.
     pub fn unpin(&mut self, named: &[u64]) {
-        for e in self.entries.iter_mut().filter(|e| named.contains(&e.id)) {
-            e.pinned = e.pinned.saturating_sub(1);
+        for id in named {
+            if let Some(n) = self.pins.get_mut(id) {
+                *n -= 1;
+                if *n == 0 {
+                    self.pins.remove(id);
+                }
+            }
         }
     }
 
@@ -155,22 +157,26 @@ impl<T> Held<T> {
         self.unpin(named);
         // Only what this request named can come back or be gone in it.
         self.entries
-            .retain(|e| !(gone.contains(&e.id) && named.contains(&e.id)));
+            .retain(|(id, _)| !(gone.contains(id) && named.contains(id)));
         let reused = reused.filter(|id| named.contains(id))?;
-        let i = self.entries.iter().position(|e| e.id == reused)?;
-        Some(self.entries.remove(i).set)
+        let i = self.entries.iter().position(|(id, _)| *id == reused)?;
+        Some(self.entries.remove(i).1)
     }
 
     /// A set a stream released. When full, the oldest set no request names
     /// makes room; if every one is named, `set` is not kept.
     pub fn put(&mut self, id: u64, set: T) {
         if self.entries.len() >= HELD_MAX {
-            match self.entries.iter().position(|e| e.pinned == 0) {
+            match self
+                .entries
+                .iter()
+                .position(|(id, _)| !self.pins.contains_key(id))
+            {
                 Some(i) => drop(self.entries.remove(i)),
                 None => return,
             }
         }
-        self.entries.push(Entry { id, set, pinned: 0 });
+        self.entries.push((id, set));
     }
 }
 
@@ -252,6 +258,23 @@ mod tests {
     }
 
     #[test]
+    fn a_set_taken_up_and_released_again_stays_pinned_by_an_older_request() {
+        let mut held = Held::default();
+        held.put(1, 1);
+        let older = held.name_all();
+        let newer = held.name_all();
+        // The newer request's answer hands set 1 back; its stream ends and
+        // releases it again.
+        assert_eq!(held.settle(&newer, Some(1), &[]), Some(1));
+        held.put(1, 1);
+        for id in 10..10 + HELD_MAX as u64 {
+            held.put(id, id);
+        }
+        // The older request may still get set 1: it was not evicted.
+        assert_eq!(held.settle(&older, Some(1), &[]), Some(1));
+    }
+
+    #[test]
     fn an_abandoned_request_unpins() {
         let held = Rc::new(RefCell::new(Held::default()));
         for id in 0..HELD_MAX as u64 {
@@ -261,7 +284,7 @@ mod tests {
         assert_eq!(named.ids().len(), HELD_MAX);
         drop(named);
         held.borrow_mut().put(100, dummy());
-        assert_eq!(held.borrow().entries[0].id, 1, "the oldest made room");
+        assert_eq!(held.borrow().entries[0].0, 1, "the oldest made room");
     }
 
     #[test]

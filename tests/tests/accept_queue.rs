@@ -9,9 +9,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 /// Connections made before the application accepts any.
-const CLIENTS: usize = 8;
+const CLIENTS: usize = 12;
 /// libclient's queue of connections accepted ahead (`accept.rs`).
-const QUEUED: u64 = 4;
+const QUEUED: u64 = 8;
 /// What any single wait may take before it counts as a hang.
 const PATIENCE: Duration = Duration::from_secs(5);
 
