@@ -162,6 +162,9 @@ fn net_call(iid: u64, mid: u16, content: any_pointer::Reader<'_>) -> capnp::Resu
             let p: tcp_socket::shutdown_params::Reader<'_> = params(content)?;
             let _ = p.get_how();
         }
+        (tcp_socket::Client::TYPE_ID, 6) => {
+            let _ = netsrv::service::read_held(params(content)?);
+        }
         (tcp_socket::Client::TYPE_ID, 8) => {
             let p: tcp_socket::offload_params::Reader<'_> = params(content)?;
             let _ = capnet_schema::offload::read_flow(p.get_request()?.get_flow()?);

@@ -384,6 +384,13 @@ fn capnp() -> Vec<Vec<u8>> {
                     let mut p = c.init_as::<tcp_socket::read_params::Builder<'_>>();
                     p.set_max(4096);
                 }),
+                call(tcp_socket::Client::TYPE_ID, 6, |c| {
+                    let p = c.init_as::<tcp_socket::open_rings_params::Builder<'_>>();
+                    let mut held = p.init_held(3);
+                    for (i, id) in [1, 2, u64::MAX].into_iter().enumerate() {
+                        held.set(i as u32, id);
+                    }
+                }),
                 call(udp_socket::Client::TYPE_ID, 0, |c| {
                     let mut p = c.init_as::<udp_socket::send_to_params::Builder<'_>>();
                     p.set_data(b"datagram");

@@ -30,14 +30,21 @@ impl tcp_listener::Server for TcpListenerServer {
     ) -> Result<(), Error> {
         let _call = self.account.call()?;
         let id = self.id;
-        // The connection is charged before it is taken off the queue: one
-        // over the limit stays there for a later accept.
         self.shared.reap_lingering();
-        let charge = self.account.socket(self.conn_bytes)?;
+        // A client that could not pay for a connection hears so at once,
+        // as accept(2) fails with EMFILE before it waits.
+        drop(self.account.socket(self.conn_bytes)?);
+        // A waiting accept holds nothing of the client's allowance (a
+        // listener may keep several in flight); the connection is charged
+        // before it is taken off the queue, so one over the limit stays
+        // there for a later accept.
         let account = &self.account;
-        let (conn, remote) = self
-            .shared
-            .wait_for(
+        let (conn, remote, charge) = loop {
+            self.shared
+                .wait_for(|s| Ok(s.tcp_accept_ready(id)?.then_some(())), "accept")
+                .await?;
+            let charge = self.account.socket(self.conn_bytes)?;
+            let accepted = self.shared.now(
                 |s| {
                     let accepted = s.tcp_accept(id)?;
                     if let Some((conn, _)) = accepted {
@@ -46,8 +53,11 @@ impl tcp_listener::Server for TcpListenerServer {
                     Ok(accepted)
                 },
                 "accept",
-            )
-            .await?;
+            )?;
+            if let Some((conn, remote)) = accepted {
+                break (conn, remote, charge);
+            }
+        };
         let mut r = results.get();
         r.set_socket(capnp_rpc::new_client(TcpSocketServer::new(
             self.shared.clone(),

@@ -15,6 +15,8 @@
 use super::SOCKET_RING_BYTES;
 use crate::limits::Charge;
 use capnet_ring::{Doorbell, ServerEnd, SocketRings};
+use capnet_schema::errors::SocketError;
+use capnet_schema::net_capnp::tcp_socket;
 use std::cell::{Cell, RefCell};
 use std::collections::HashSet;
 use std::io;
@@ -28,7 +30,20 @@ const IDLE_MAX: usize = 16;
 
 /// The most sets an `openRings` may name as held (the client keeps as many
 /// as this pool does; more is a client that lies).
-pub const HELD_MAX: usize = 64;
+const HELD_MAX: usize = 64;
+
+/// The sets an `openRings` names as held by the client, at most
+/// [`HELD_MAX`] (else `limit`).
+pub fn read_held(p: tcp_socket::open_rings_params::Reader<'_>) -> Result<Vec<u64>, capnp::Error> {
+    let held = p.get_held()?;
+    if held.len() as usize > HELD_MAX {
+        return Err(SocketError::Limit.to_capnp(format_args!(
+            "openRings: {} held ring sets named, at most {HELD_MAX}",
+            held.len()
+        )));
+    }
+    Ok(held.iter().collect())
+}
 
 /// What netsrv keeps of a set besides its own end, to hand it out again:
 /// the client's descriptors, the set's number, and the task that watches

@@ -232,14 +232,7 @@ impl tcp_socket::Server for TcpSocketServer {
         mut results: tcp_socket::OpenRingsResults,
     ) -> Result<(), Error> {
         self.check_open("openRings")?;
-        let held = params.get()?.get_held()?;
-        if held.len() as usize > HELD_MAX {
-            return Err(SocketError::Limit.to_capnp(format_args!(
-                "openRings: {} held ring sets named, at most {HELD_MAX}",
-                held.len()
-            )));
-        }
-        let held: Vec<u64> = held.iter().collect();
+        let held = read_held(params.get()?)?;
         let mut slot = self.charge.borrow_mut();
         let Some(charge) = slot.as_mut() else {
             return Err(SocketError::Closed.to_capnp("openRings"));

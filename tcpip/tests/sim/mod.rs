@@ -300,13 +300,14 @@ impl Net {
         self.hosts[host].stack.tcp_listen(addr, 64, opts).unwrap()
     }
 
+    /// Takes a connection off `l`'s queue; every call checks that
+    /// `accept_ready` said so beforehand.
     pub fn accept(&mut self, host: usize, l: ListenerId) -> Option<TcpId> {
-        self.hosts[host]
-            .stack
-            .tcp
-            .accept(l)
-            .unwrap()
-            .map(|(id, _)| id)
+        let tcp = &mut self.hosts[host].stack.tcp;
+        let ready = tcp.accept_ready(l).unwrap();
+        let got = tcp.accept(l).unwrap().map(|(id, _)| id);
+        assert_eq!(ready, got.is_some(), "accept_ready disagrees with accept");
+        got
     }
 
     pub fn connect(&mut self, host: usize, to: SocketAddr, opts: Options) -> TcpId {

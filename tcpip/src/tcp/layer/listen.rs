@@ -66,6 +66,15 @@ impl Tcp {
     }
 
     /// The next established connection, if one waits.
+    /// Whether [`Self::accept`] would hand out a connection now.
+    pub fn accept_ready(&self, id: ListenerId) -> Result<bool, TcpError> {
+        Ok(self
+            .listener(id)?
+            .accept
+            .iter()
+            .any(|c| self.conn(*c).is_ok()))
+    }
+
     pub fn accept(&mut self, id: ListenerId) -> Result<Option<(TcpId, Flow)>, TcpError> {
         while let Some(c) = self.listener_mut(id)?.accept.pop_front() {
             if let Ok(conn) = self.conn(c) {
