@@ -290,3 +290,59 @@ fn what_a_client_does_to_a_set_it_released_does_not_reach_its_next_connection() 
     });
     drop(peer.join().unwrap());
 }
+
+/// An application that registered a stream's descriptor in its own epoll
+/// and then dropped the stream must not hear of the next stream that takes
+/// up the same ring set: that stream gets a doorbell epoll of its own.
+#[test]
+fn a_stream_whose_descriptor_was_seen_hands_no_registration_to_the_next() {
+    let scratch = Scratch::new("ring-reuse-epoll");
+    let (a, b) = two_hosts(&scratch, "");
+    let (na, nb) = (a.net().unwrap(), b.net().unwrap());
+    let listener = nb.tcp_listen(addr("0.0.0.0:7403"), 4).unwrap();
+
+    let first = na.tcp_connect(addr("10.0.0.2:7403"), None).unwrap();
+    let (peer, _) = listener.accept().unwrap();
+    // SAFETY: plain syscalls on fds this test owns; the event is a local.
+    let app_epoll = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+    assert!(app_epoll >= 0);
+    let mut ev = libc::epoll_event {
+        events: libc::EPOLLIN as u32,
+        u64: 1,
+    };
+    // SAFETY: as above.
+    let added =
+        unsafe { libc::epoll_ctl(app_epoll, libc::EPOLL_CTL_ADD, first.as_raw_fd(), &mut ev) };
+    assert_eq!(added, 0);
+    drop(first);
+    drop(peer);
+    std::thread::sleep(Duration::from_millis(100));
+
+    let (_, _, mapped) = ring_sets(&a);
+    let second = na.tcp_connect(addr("10.0.0.2:7403"), None).unwrap();
+    let (peer, _) = listener.accept().unwrap();
+    assert_eq!(
+        ring_sets(&a).2,
+        mapped + 1,
+        "the set did not come back mapped"
+    );
+    // A read that finds nothing asks netsrv for a wakeup; the peer's byte
+    // then rings the second stream's doorbell, which nobody drains.
+    second.set_nonblocking(true).unwrap();
+    let err = (&second).read(&mut [0u8; 1]).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::WouldBlock);
+    (&peer).write_all(b"x").unwrap();
+    let mut pfd = libc::pollfd {
+        fd: second.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    assert_eq!(unsafe { libc::poll(&mut pfd, 1, 5000) }, 1, "no wakeup");
+    let mut out = [libc::epoll_event { events: 0, u64: 0 }];
+    // SAFETY: one event slot, no waiting.
+    let n = unsafe { libc::epoll_wait(app_epoll, out.as_mut_ptr(), 1, 0) };
+    assert_eq!(n, 0, "the first stream's registration heard the second");
+    // SAFETY: closing our own epoll fd.
+    unsafe { libc::close(app_epoll) };
+}
