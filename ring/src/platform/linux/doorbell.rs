@@ -291,13 +291,34 @@ fn read_event(fd: BorrowedFd<'_>) -> u64 {
     }
 }
 
-/// Receives the datagrams waiting, at most [`Doorbell::DRAIN_MAX`], in one
-/// `recvmmsg` (one `recv` each and one more to hear EAGAIN was a system call
-/// per wakeup more than needed). Another error (a socket error the kernel
+/// Receives the datagrams waiting, at most [`Doorbell::DRAIN_MAX`], with
+/// `recvmmsg` a batch at a time (one `recv` each and one more to hear
+/// EAGAIN was a system call per wakeup more than needed; a batch short of
+/// full says the queue is empty). Another error (a socket error the kernel
 /// reported, e.g. the peer reconnecting its end) is taken by the call and
 /// ends it.
 fn recv_all(fd: BorrowedFd<'_>) -> u64 {
-    const N: usize = Doorbell::DRAIN_MAX as usize;
+    // Rarely more than a few wait: a batch is small to set up.
+    const BATCH: usize = 8;
+    let mut n = 0;
+    while n < Doorbell::DRAIN_MAX {
+        let got = recv_batch::<BATCH>(fd);
+        n += got.taken;
+        if got.ended || got.taken < BATCH as u64 {
+            break;
+        }
+    }
+    n.min(Doorbell::DRAIN_MAX)
+}
+
+struct Batch {
+    /// Rings taken.
+    taken: u64,
+    /// The end was shut down (or the call failed): stop.
+    ended: bool,
+}
+
+fn recv_batch<const N: usize>(fd: BorrowedFd<'_>) -> Batch {
     // Rings are one byte; longer datagrams are truncated into one byte each.
     let mut bytes = [0u8; N];
     // SAFETY: iovec and mmsghdr are plain data; all zeroes is a valid value.
@@ -325,14 +346,25 @@ fn recv_all(fd: BorrowedFd<'_>) -> u64 {
         match r {
             0.. => break r as usize,
             _ if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted => {}
-            _ => return 0,
+            _ => {
+                return Batch {
+                    taken: 0,
+                    ended: true,
+                }
+            }
         }
     };
     // An empty datagram, or end of input on an end the peer shut down
     // (which the kernel reports as one empty datagram after another).
     match msgs[..got].iter().position(|m| m.msg_len == 0) {
-        Some(first_empty) if shut_down(fd) => first_empty as u64,
-        _ => got as u64,
+        Some(first_empty) if shut_down(fd) => Batch {
+            taken: first_empty as u64,
+            ended: true,
+        },
+        _ => Batch {
+            taken: got as u64,
+            ended: false,
+        },
     }
 }
 
