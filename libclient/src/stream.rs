@@ -18,7 +18,7 @@
 use crate::bell::{Bell, Ticket};
 use crate::chunks::{ring_err, Down, SwitchEnd};
 use crate::conn::{Conn, Ctx};
-use crate::held::{HeldSet, Named, TakenUp};
+use crate::held::{HeldSet, Named, TakenUp, HELD_MAX};
 use capnet_ring::{ByteWriter, Doorbell, RingError, SocketRings};
 use capnet_schema::common_capnp::ring_grant;
 use capnet_schema::errors::SocketError;
@@ -92,7 +92,8 @@ impl Grant {
             set: Some(SetAnswer {
                 id: set.get_id(),
                 reused: set.get_reused(),
-                gone: set.get_gone()?.iter().collect(),
+                // No request names more than the connection keeps.
+                gone: set.get_gone()?.iter().take(HELD_MAX).collect(),
             }),
             ..Grant::read(r.get_grant()?)?
         })
