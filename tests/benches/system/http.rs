@@ -16,11 +16,10 @@
 //! that port may still be in its TIME-WAIT.
 
 use crate::netns::{Namespaces, TAP_CAPNET, VETH_NS};
-use crate::procs::{cpu_seconds, service_pids, sh, wait_cpu};
+use crate::procs::{cpu_line, cpu_seconds, example_binary, service_pids, sh, wait_cpu, Example};
 use capnet_tests::{cli_ok, Scratch};
-use std::io::{BufRead, BufReader, Read};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::io::Read;
+use std::process::{Command, Stdio};
 
 const CONNECTIONS: [u32; 3] = [1, 50, 200];
 const SECONDS: u32 = 10;
@@ -74,39 +73,6 @@ impl Wrk {
     }
 }
 
-/// The example, built with the workspace beside the service binaries.
-fn http_server_binary() -> Option<PathBuf> {
-    let capnet = capnet::host::capnet_binary().ok()?;
-    let path = capnet.parent()?.join("examples/http_server");
-    path.is_file().then_some(path)
-}
-
-/// A running http_server, killed when dropped (a failing bench leaves
-/// none behind).
-struct Server {
-    child: Child,
-    _out: BufReader<std::process::ChildStdout>,
-}
-
-impl Server {
-    /// Starts the server and waits until it listens.
-    fn start(mut cmd: Command) -> Server {
-        let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap();
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        out.read_line(&mut line).unwrap();
-        assert!(line.starts_with("http on"), "http_server said {line:?}");
-        Server { child, _out: out }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// One wrk run from namespace `netns` against `addr`, with each of
 /// `procs`' CPU seconds over it (wrk's last).
 fn run_wrk(netns: &str, addr: &str, conns: u32, procs: &[(String, u32)]) -> (Wrk, Vec<f64>) {
@@ -137,22 +103,13 @@ fn run_wrk(netns: &str, addr: &str, conns: u32, procs: &[(String, u32)]) -> (Wrk
 }
 
 /// "name N" for each process: microseconds of CPU per request.
-fn cpu_line(names: &[&str], cpu: &[f64], requests: u64) -> String {
-    names
-        .iter()
-        .zip(cpu)
-        .map(|(n, s)| format!("{n} {:.0}", s * 1e6 / requests.max(1) as f64))
-        .collect::<Vec<_>>()
-        .join("  ")
-}
-
 pub fn bench_http() {
     const NAME: &str = "HTTP connection per request";
     if !sh("command -v wrk >/dev/null") {
         println!("{NAME}: skipped (needs wrk: apt-get install wrk)");
         return;
     }
-    let Some(server) = http_server_binary() else {
+    let Some(server) = example_binary("http_server") else {
         println!(
             "{NAME}: skipped (needs the http_server example: cargo build --release -p libclient --examples)"
         );
@@ -171,10 +128,10 @@ pub fn bench_http() {
     let mut ours = Command::new(&server);
     ours.env("CAPNET_SOCKET", &host.socket)
         .arg(format!("0.0.0.0:{PORT}"));
-    let ours = Server::start(ours);
+    let ours = Example::start(ours, "http on");
     let mut theirs = Namespaces::exec(&nets.ns, server.to_str().unwrap());
     theirs.args(["--std", &format!("{VETH_NS}:{PORT}")]);
-    let theirs = Server::start(theirs);
+    let theirs = Example::start(theirs, "http on");
 
     let mut capnet_procs = service_pids(&host);
     capnet_procs.push(("http_server".into(), ours.child.id()));

@@ -12,6 +12,8 @@
 //! - HTTP requests per second with one connection per request (`wrk`),
 //!   the same server program on capnet over TAP vs on Linux over veth
 //!   (root only);
+//! - request/response latency (1-byte TCP ping-pong, p50 and p99), the
+//!   same echo server on capnet over TAP vs on Linux over veth (root only);
 //! - failover time of an active-backup bond and driver restart time, each
 //!   against the time the same stream takes to move the same bytes
 //!   undisturbed;
@@ -23,7 +25,7 @@
 //! CPU time is read from /proc for every process involved.
 //!
 //! `CAPNET_BENCH` picks some (comma-separated; all when unset), each a
-//! module here: `call`, `tax`, `idle`, `tap`, `http`, `loss`, `failover` and
+//! module here: `call`, `tax`, `idle`, `tap`, `http`, `pingpong`, `loss`, `failover` and
 //! `restart` (`recovery`), `xor`, `tls`, `reoffload`.
 
 mod call;
@@ -31,6 +33,7 @@ mod http;
 mod idle;
 mod loss;
 mod netns;
+mod pingpong;
 mod procs;
 mod recovery;
 mod reoffload;
@@ -61,6 +64,9 @@ fn main() {
     }
     if want("http") {
         http::bench_http();
+    }
+    if want("pingpong") {
+        pingpong::bench_pingpong();
     }
     if want("loss") {
         loss::bench_loss();

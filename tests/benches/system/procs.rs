@@ -3,6 +3,9 @@
 
 use capnet::host::Host;
 use capnet_tests::Scratch;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
 
 fn ticks_per_second() -> f64 {
     // SAFETY: sysconf has no preconditions.
@@ -70,4 +73,49 @@ pub fn wait_cpu(child: &mut std::process::Child) -> (bool, f64) {
     let before = reaped_children_cpu();
     let ok = child.wait().is_ok_and(|s| s.success());
     (ok, reaped_children_cpu() - before)
+}
+
+/// A libclient example, built with the workspace beside the service
+/// binaries (`cargo build --release --workspace --all-targets`).
+pub fn example_binary(name: &str) -> Option<PathBuf> {
+    let capnet = capnet::host::capnet_binary().ok()?;
+    let path = capnet.parent()?.join("examples").join(name);
+    path.is_file().then_some(path)
+}
+
+/// A running example server, killed when dropped (a failing bench leaves
+/// none behind).
+pub struct Example {
+    pub child: Child,
+    _out: BufReader<std::process::ChildStdout>,
+}
+
+impl Example {
+    /// Starts the server and waits for its first line, which must begin
+    /// with `ready` (it prints it once it listens).
+    pub fn start(mut cmd: Command, ready: &str) -> Example {
+        let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        assert!(line.starts_with(ready), "the server said {line:?}");
+        Example { child, _out: out }
+    }
+}
+
+impl Drop for Example {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// "name N  name N ...": each process's CPU in µs per `unit` of `units`.
+pub fn cpu_line(names: &[&str], cpu: &[f64], units: u64) -> String {
+    names
+        .iter()
+        .zip(cpu)
+        .map(|(n, s)| format!("{n} {:.0}", s * 1e6 / units.max(1) as f64))
+        .collect::<Vec<_>>()
+        .join("  ")
 }
