@@ -16,24 +16,14 @@
 //! Indices from the peer are validated (`tail - head <= capacity`, monotonic) and an impossible
 //! state is [`RingError::Corrupt`].
 
-use std::cell::UnsafeCell;
-use std::ptr::NonNull;
-use std::sync::Arc;
-
 use crate::error::RingError;
 use crate::sync::{fence, AtomicU32, CacheLine, Ordering, LINE};
 
+pub use crate::bytemem::{heap, ByteMem, DefaultBytes, HeapBytes};
 #[cfg(not(loom))]
 pub use crate::shm::ShmBytes;
 #[cfg(not(loom))]
 pub use crate::sockets::{socket_region_bytes, ClientEnd, ServerEnd, SocketMapping, SocketRings};
-
-/// The memory a byte ring lives in by default: shared memory, or the heap under loom.
-#[cfg(not(loom))]
-pub type DefaultBytes = ShmBytes;
-/// The memory a byte ring lives in by default: shared memory, or the heap under loom.
-#[cfg(loom)]
-pub type DefaultBytes = HeapBytes;
 
 /// Bytes of the header: four cache-line blocks.
 pub const HEADER_BYTES: usize = core::mem::size_of::<ByteHeader>();
@@ -101,7 +91,7 @@ impl ByteHeader {
         fence(Ordering::SeqCst);
     }
 
-    fn new() -> ByteHeader {
+    pub(crate) fn new() -> ByteHeader {
         ByteHeader {
             writer: CacheLine(WriterLine {
                 tail: AtomicU32::new(0),
@@ -116,82 +106,6 @@ impl ByteHeader {
             space_wanted: CacheLine(AtomicU32::new(0)),
         }
     }
-}
-
-/// Where a byte ring's header and data live.
-///
-/// # Safety
-/// `data()` must point to `capacity()` bytes (a valid capacity) that stay valid and are touched
-/// by nobody but the ring's writer and reader for as long as the value lives.
-pub unsafe trait ByteMem {
-    fn header(&self) -> &ByteHeader;
-    fn data(&self) -> NonNull<u8>;
-    fn capacity(&self) -> u32;
-    /// Hook for loom: records an access to bytes `[at, at + len)` so that loom can check that the
-    /// index protocol orders it against the other side's accesses. A no-op elsewhere.
-    #[inline]
-    fn track(&self, _at: u32, _len: usize, _write: bool) {}
-}
-
-/// A byte ring in heap memory: for tests, benchmarks and loom.
-#[derive(Clone, Debug)]
-pub struct HeapBytes(Arc<HeapBytesInner>);
-
-#[derive(Debug)]
-struct HeapBytesInner {
-    header: ByteHeader,
-    data: Box<[UnsafeCell<u8>]>,
-    #[cfg(loom)]
-    cells: Box<[loom::cell::UnsafeCell<()>]>,
-}
-
-// SAFETY: the header is atomics; the data cells are only accessed by the one writer and one
-// reader, in disjoint ranges that the index protocol hands over with Release/Acquire.
-unsafe impl Sync for HeapBytesInner {}
-// SAFETY: as above; nothing in it is tied to a thread.
-unsafe impl Send for HeapBytesInner {}
-
-// SAFETY: `data` is a boxed slice of exactly `capacity` cells (see `heap`), kept alive by the Arc.
-unsafe impl ByteMem for HeapBytes {
-    #[inline]
-    fn header(&self) -> &ByteHeader {
-        &self.0.header
-    }
-    #[inline]
-    fn data(&self) -> NonNull<u8> {
-        // UnsafeCell<u8> is repr(transparent): the slice is `capacity` u8s we may write through.
-        NonNull::from(&self.0.data[..]).cast::<u8>()
-    }
-    #[inline]
-    fn capacity(&self) -> u32 {
-        self.0.data.len() as u32
-    }
-    #[cfg(loom)]
-    fn track(&self, at: u32, len: usize, write: bool) {
-        let mask = self.capacity() - 1;
-        for i in 0..len as u32 {
-            let cell = &self.0.cells[(at.wrapping_add(i) & mask) as usize];
-            if write {
-                cell.with_mut(|_| ());
-            } else {
-                cell.with(|_| ());
-            }
-        }
-    }
-}
-
-/// Both ends of a heap-backed byte ring of `capacity` bytes.
-pub fn heap(capacity: u32) -> Result<(ByteWriter<HeapBytes>, ByteReader<HeapBytes>), RingError> {
-    check_capacity(capacity)?;
-    let mem = HeapBytes(Arc::new(HeapBytesInner {
-        header: ByteHeader::new(),
-        data: (0..capacity).map(|_| UnsafeCell::new(0)).collect(),
-        #[cfg(loom)]
-        cells: (0..capacity)
-            .map(|_| loom::cell::UnsafeCell::new(()))
-            .collect(),
-    }));
-    Ok((ByteWriter::new(mem.clone())?, ByteReader::new(mem)?))
 }
 
 /// Where `at` falls in the data area, and how many bytes fit before the end.
@@ -798,68 +712,4 @@ mod tests {
         assert_eq!(got, N);
         t.join().unwrap();
     }
-
-    #[test]
-    fn socket_rings_move_bytes_both_ways() {
-        let (mut server, fds) = SocketRings::create(4096).unwrap();
-        let mut client = SocketRings::attach(fds, 4096).unwrap();
-        assert_eq!(client.up.write(b"GET /").unwrap(), 5);
-        if client.up.signal_wanted() {
-            client.wake_peer.ring();
-        }
-        let mut buf = [0u8; 16];
-        assert_eq!(server.up.read(&mut buf).unwrap(), 5);
-        assert_eq!(&buf[..5], b"GET /");
-        server.down.request_signal();
-        client.down.request_signal();
-        assert_eq!(server.down.write(b"200").unwrap(), 3);
-        assert!(server.down.signal_wanted());
-        server.wake_peer.ring();
-        assert!(client
-            .wake_me
-            .wait(Some(std::time::Duration::from_secs(1)))
-            .unwrap());
-        assert_eq!(client.down.read(&mut buf).unwrap(), 3);
-        client.up.close();
-        assert!(server.up.eof());
-    }
-
-    #[test]
-    fn socket_rings_attach_checks_layout() {
-        let (_server, fds) = SocketRings::create(4096).unwrap();
-        let dup = |fds: &Vec<std::os::fd::OwnedFd>| {
-            fds.iter()
-                .map(|f| f.try_clone().unwrap())
-                .collect::<Vec<_>>()
-        };
-        assert!(
-            matches!(SocketRings::attach(dup(&fds), 8192), Err(RingError::Io(_))),
-            "size"
-        );
-        let two: Vec<_> = dup(&fds).into_iter().take(2).collect();
-        assert!(matches!(
-            SocketRings::attach(two, 4096),
-            Err(RingError::Layout(_))
-        ));
-        assert!(matches!(
-            SocketRings::attach(dup(&fds), 100),
-            Err(RingError::Layout(_))
-        ));
-        let (_small, small_fds) = SocketRings::create(8).unwrap();
-        assert!(
-            SocketRings::attach(small_fds, 8).is_ok(),
-            "small rings stay line aligned"
-        );
-        // Same size, other capacity field: a tampered header is refused.
-        let region = SharedRegion::create("t", socket_region_bytes(4096)).unwrap();
-        let mut fake = dup(&fds);
-        fake[0] = region.fd().try_clone_to_owned().unwrap();
-        assert!(matches!(
-            SocketRings::attach(fake, 4096),
-            Err(RingError::Layout(_))
-        ));
-        assert!(SocketRings::attach(fds, 4096).is_ok());
-    }
-
-    use crate::platform::SharedRegion;
 }

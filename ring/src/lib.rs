@@ -20,6 +20,7 @@
 
 mod sync;
 
+mod bytemem;
 pub mod bytering;
 pub mod desc;
 pub mod error;

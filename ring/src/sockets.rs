@@ -165,6 +165,68 @@ mod tests {
     use super::*;
 
     #[test]
+    fn socket_rings_move_bytes_both_ways() {
+        let (mut server, fds) = SocketRings::create(4096).unwrap();
+        let mut client = SocketRings::attach(fds, 4096).unwrap();
+        assert_eq!(client.up.write(b"GET /").unwrap(), 5);
+        if client.up.signal_wanted() {
+            client.wake_peer.ring();
+        }
+        let mut buf = [0u8; 16];
+        assert_eq!(server.up.read(&mut buf).unwrap(), 5);
+        assert_eq!(&buf[..5], b"GET /");
+        server.down.request_signal();
+        client.down.request_signal();
+        assert_eq!(server.down.write(b"200").unwrap(), 3);
+        assert!(server.down.signal_wanted());
+        server.wake_peer.ring();
+        assert!(client
+            .wake_me
+            .wait(Some(std::time::Duration::from_secs(1)))
+            .unwrap());
+        assert_eq!(client.down.read(&mut buf).unwrap(), 3);
+        client.up.close();
+        assert!(server.up.eof());
+    }
+
+    #[test]
+    fn socket_rings_attach_checks_layout() {
+        let (_server, fds) = SocketRings::create(4096).unwrap();
+        let dup = |fds: &Vec<std::os::fd::OwnedFd>| {
+            fds.iter()
+                .map(|f| f.try_clone().unwrap())
+                .collect::<Vec<_>>()
+        };
+        assert!(
+            matches!(SocketRings::attach(dup(&fds), 8192), Err(RingError::Io(_))),
+            "size"
+        );
+        let two: Vec<_> = dup(&fds).into_iter().take(2).collect();
+        assert!(matches!(
+            SocketRings::attach(two, 4096),
+            Err(RingError::Layout(_))
+        ));
+        assert!(matches!(
+            SocketRings::attach(dup(&fds), 100),
+            Err(RingError::Layout(_))
+        ));
+        let (_small, small_fds) = SocketRings::create(8).unwrap();
+        assert!(
+            SocketRings::attach(small_fds, 8).is_ok(),
+            "small rings stay line aligned"
+        );
+        // Same size, other capacity field: a tampered header is refused.
+        let region = SharedRegion::create("t", socket_region_bytes(4096)).unwrap();
+        let mut fake = dup(&fds);
+        fake[0] = region.fd().try_clone_to_owned().unwrap();
+        assert!(matches!(
+            SocketRings::attach(fake, 4096),
+            Err(RingError::Layout(_))
+        ));
+        assert!(SocketRings::attach(fds, 4096).is_ok());
+    }
+
+    #[test]
     fn a_kept_mapping_takes_up_a_reset_set() {
         let (mut server, fds) = SocketRings::create(4096).unwrap();
         let mut client = SocketRings::attach(fds, 4096).unwrap();
