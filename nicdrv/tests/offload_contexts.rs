@@ -7,13 +7,12 @@
 mod common;
 mod offload_support;
 
-use capnet_ring::Duplex;
 use capnet_schema::offload_capnp::OffloadKind;
 use offload_support::records::Tls;
 use offload_support::{
     assert_word, ctx_info, is_word, local_test, tmpdir, wait_heard, Conn, Heard, Proc, Told, WAIT,
 };
-use std::os::fd::{AsRawFd, OwnedFd};
+
 use std::time::{Duration, Instant};
 
 #[test]
@@ -185,32 +184,6 @@ fn offload_refused_without_the_feature_or_with_bad_parameters() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Writes an impossible producer index into the stack's TX active queue
-/// (as `tests/wire.rs` does): the driver ends the ring session.
-fn corrupt_stack_tx_queue(region: &OwnedFd, d: &Duplex) {
-    let layout = d.tx.layout();
-    let len = Duplex::region_bytes(layout);
-    let at = 128 + layout.region_bytes() + capnet_ring::queue::queue_bytes(layout.buffers);
-    // SAFETY: maps the shared region we were given, writes one aligned u32 inside it, unmaps.
-    unsafe {
-        let p = libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED,
-            region.as_raw_fd(),
-            0,
-        );
-        assert_ne!(p, libc::MAP_FAILED);
-        let tail = p
-            .cast::<u8>()
-            .add(at)
-            .cast::<std::sync::atomic::AtomicU32>();
-        (*tail).store(layout.buffers * 4 + 7, std::sync::atomic::Ordering::SeqCst);
-        libc::munmap(p, len);
-    }
-}
-
 async fn wait_contexts(c: &Conn, want: &[(u32, &str)]) {
     let want: Vec<(u32, String)> = want.iter().map(|(i, s)| (*i, s.to_string())).collect();
     let deadline = Instant::now() + WAIT;
@@ -295,7 +268,7 @@ fn context_lifecycle_release_drop_revoke() {
         };
         let heard2 = Heard::default();
         let (ctx4, id4) = c2.offload(tx, l, r, &tls, &heard2).await.unwrap();
-        corrupt_stack_tx_queue(&region, &rings);
+        common::frames::corrupt_stack_tx_queue(&region, &rings);
         rings.wake_peer.ring();
         let told = wait_heard(&heard2, |t| matches!(t, Told::Revoked(_))).await;
         assert!(

@@ -8,7 +8,7 @@ use capnp::capability::Rc as CapRc;
 use nicdrv::counters::Snapshot;
 use std::cell::RefCell;
 use std::io::Write;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::process::Command;
 use std::rc::Rc;
@@ -352,7 +352,7 @@ fn ring_session_lifecycle() {
         };
 
         // A descriptor that breaks the contract ends the session (not the driver).
-        corrupt_stack_tx_queue(&region, &r2);
+        common::frames::corrupt_stack_tx_queue(&region, &r2);
         r2.wake_peer.ring();
         let deadline = Instant::now() + WAIT;
         while c2.counters().await.bad_descriptors != 1 {
@@ -364,33 +364,6 @@ fn ring_session_lifecycle() {
         let _r3 = c2.open_rings(&a).await;
     });
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// Writes an impossible producer index into the stack's TX active queue
-/// (channel B->A: after the 128-byte duplex header and channel A->B; its
-/// active queue follows its free queue; `tail` is the queue's first word).
-fn corrupt_stack_tx_queue(region: &OwnedFd, d: &Duplex) {
-    let layout = d.tx.layout();
-    let len = Duplex::region_bytes(layout);
-    let at = 128 + layout.region_bytes() + capnet_ring::queue::queue_bytes(layout.buffers);
-    // SAFETY: maps the shared region we were given, writes one aligned u32 inside it, unmaps.
-    unsafe {
-        let p = libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED,
-            region.as_raw_fd(),
-            0,
-        );
-        assert_ne!(p, libc::MAP_FAILED);
-        let tail = p
-            .cast::<u8>()
-            .add(at)
-            .cast::<std::sync::atomic::AtomicU32>();
-        (*tail).store(layout.buffers * 4 + 7, std::sync::atomic::Ordering::SeqCst);
-        libc::munmap(p, len);
-    }
 }
 
 #[test]

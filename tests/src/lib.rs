@@ -436,31 +436,20 @@ pub fn proc_field(pid: u32, name: &str) -> Vec<String> {
         .collect()
 }
 
+/// The size of a shared region's memfd.
+pub fn region_len(region: &std::os::fd::OwnedFd) -> usize {
+    let file = std::fs::File::from(region.try_clone().unwrap());
+    file.metadata().unwrap().len() as usize
+}
+
 /// Overwrites a shared region with `fill`, as a hostile client could.
 pub fn scribble(region: &std::os::fd::OwnedFd, fill: impl Fn(usize) -> u8) {
-    let fd = std::os::fd::AsRawFd::as_raw_fd(region);
-    // SAFETY: fstat on a valid fd into a zeroed stat buffer.
-    let len = unsafe {
-        let mut st: libc::stat = std::mem::zeroed();
-        assert_eq!(libc::fstat(fd, &mut st), 0);
-        st.st_size as usize
-    };
-    // SAFETY: a fresh shared mapping of the whole memfd, written through a
-    // raw pointer within its length, then unmapped.
-    unsafe {
-        let p = libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED,
-            fd,
-            0,
-        );
-        assert_ne!(p, libc::MAP_FAILED);
-        let bytes = std::slice::from_raw_parts_mut(p as *mut u8, len);
-        for (i, b) in bytes.iter_mut().enumerate() {
-            *b = fill(i);
-        }
-        libc::munmap(p, len);
+    let len = region_len(region);
+    let map = capnet_ring::SharedRegion::from_fd(region.try_clone().unwrap(), len).unwrap();
+    // SAFETY: the whole live mapping; the bytes are the peer's to read as
+    // whatever it finds (a hostile write, on purpose).
+    let bytes = unsafe { std::slice::from_raw_parts_mut(map.as_ptr(), len) };
+    for (i, b) in bytes.iter_mut().enumerate() {
+        *b = fill(i);
     }
 }

@@ -266,8 +266,7 @@ fn block_and_fill(fd: &OwnedFd) {
 /// (all four `wanted` flags) and takes whatever arrives in the receive ring
 /// without reading it, so that netsrv keeps writing and ringing.
 struct Greedy {
-    base: *mut u8,
-    len: usize,
+    map: capnet_ring::SharedRegion,
     /// Offsets of the up and down byte rings.
     rings: [usize; 2],
 }
@@ -276,41 +275,24 @@ impl Greedy {
     const LINE: usize = 128;
 
     fn map(region: &OwnedFd) -> Greedy {
-        // SAFETY: fstat on a valid fd into a zeroed stat buffer.
-        let len = unsafe {
-            let mut st: libc::stat = std::mem::zeroed();
-            assert_eq!(libc::fstat(region.as_raw_fd(), &mut st), 0);
-            st.st_size as usize
-        };
+        let len = capnet_tests::region_len(region);
         let capacity = (4..31)
             .map(|b| 1u32 << b)
             .find(|&c| capnet_ring::bytering::socket_region_bytes(c) == len)
             .unwrap();
-        // SAFETY: a fresh shared mapping of the whole memfd.
-        let base = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                region.as_raw_fd(),
-                0,
-            )
-        };
-        assert_ne!(base, libc::MAP_FAILED);
+        let map = capnet_ring::SharedRegion::from_fd(region.try_clone().unwrap(), len).unwrap();
         let down = Self::LINE + capnet_ring::byte_ring_bytes(capacity);
         Greedy {
-            base: base.cast(),
-            len,
+            map,
             rings: [Self::LINE, down],
         }
     }
 
     fn word(&self, offset: usize) -> &std::sync::atomic::AtomicU32 {
-        assert!(offset.is_multiple_of(4) && offset + 4 <= self.len);
+        assert!(offset.is_multiple_of(4) && offset + 4 <= self.map.len());
         // SAFETY: an aligned u32 inside the live mapping (checked above),
         // only ever accessed atomically by both processes.
-        unsafe { &*(self.base.add(offset) as *const std::sync::atomic::AtomicU32) }
+        unsafe { &*(self.map.as_ptr().add(offset) as *const std::sync::atomic::AtomicU32) }
     }
 
     fn step(&self) {
@@ -324,13 +306,6 @@ impl Greedy {
         let down = self.rings[1];
         let tail = self.word(down).load(SeqCst);
         self.word(down + Self::LINE).store(tail, SeqCst);
-    }
-}
-
-impl Drop for Greedy {
-    fn drop(&mut self) {
-        // SAFETY: unmaps exactly what `map` mapped; no reference outlives self.
-        unsafe { libc::munmap(self.base.cast(), self.len) };
     }
 }
 

@@ -2,12 +2,14 @@
 //! and sending and receiving them through a [`Duplex`].
 
 use super::WAIT;
-use capnet_ring::Duplex;
+use capnet_ring::{Duplex, SharedRegion};
 use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::wire::{
     EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr, IpProtocol, Ipv4Address,
     Ipv4Packet, Ipv4Repr, UdpPacket, UdpRepr,
 };
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 /// An Ethernet/IPv4/UDP frame whose payload names `seq` (its length varies
@@ -104,4 +106,20 @@ pub async fn recv(d: &mut Duplex, n: usize, within: Duration) -> Vec<(Vec<u8>, u
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     out
+}
+
+/// Writes an impossible producer index into the stack's TX active queue
+/// (channel B->A: after the 128-byte duplex header and channel A->B; its
+/// active queue follows its free queue; `tail` is the queue's first word):
+/// the driver must end the ring session.
+pub fn corrupt_stack_tx_queue(region: &OwnedFd, d: &Duplex) {
+    let layout = d.tx.layout();
+    let len = Duplex::region_bytes(layout);
+    let at = 128 + layout.region_bytes() + capnet_ring::queue::queue_bytes(layout.buffers);
+    let map = SharedRegion::from_fd(region.try_clone().unwrap(), len).unwrap();
+    assert!(at.is_multiple_of(4) && at + 4 <= map.len());
+    // SAFETY: an aligned u32 inside the live mapping (checked above), a
+    // queue index both sides only touch atomically.
+    let tail = unsafe { &*map.as_ptr().add(at).cast::<AtomicU32>() };
+    tail.store(layout.buffers * 4 + 7, Ordering::SeqCst);
 }
