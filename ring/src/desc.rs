@@ -41,6 +41,31 @@ pub mod flags {
     /// came from the wire. tlsRx never sets it: a record that fails to
     /// authenticate is left for the holder's software path to judge.
     pub const OFFLOAD_FAILED: u32 = 1 << 5;
+    /// TX: a TCP frame merged from segments (`capnet_wire::gso`): the
+    /// driver cuts it into segments of [`gso_size`] payload bytes and fills
+    /// their checksums (TSO). Only to a port that offers segmentation.
+    pub const TSO: u32 = 1 << 6;
+    /// RX: a TCP frame the driver coalesced from segments of [`gso_size`]
+    /// payload bytes (GRO), their checksums verified.
+    pub const GRO: u32 = 1 << 7;
+
+    /// The segment size a [`TSO`] or [`GRO`] frame carries in the top half.
+    pub const fn gso_size(flags: u32) -> u16 {
+        (flags >> 16) as u16
+    }
+
+    /// `flags` with the segment size `size`.
+    pub const fn with_gso_size(flags: u32, size: u16) -> u32 {
+        (flags & 0xffff) | ((size as u32) << 16)
+    }
+
+    #[test]
+    fn the_segment_size_rides_in_the_top_half() {
+        let f = flags::with_gso_size(flags::TSO | flags::TX_CSUM, 1448);
+        assert_eq!(flags::gso_size(f), 1448);
+        assert_eq!(f & 0xffff, flags::TSO | flags::TX_CSUM);
+        assert_eq!(flags::gso_size(flags::with_gso_size(f, 9000)), 9000);
+    }
 }
 
 /// One queue slot: a descriptor packed into two words.
@@ -79,6 +104,14 @@ impl Slot {
             context,
         }
     }
+
+    #[test]
+    fn the_segment_size_rides_in_the_top_half() {
+        let f = flags::with_gso_size(flags::TSO | flags::TX_CSUM, 1448);
+        assert_eq!(flags::gso_size(f), 1448);
+        assert_eq!(f & 0xffff, flags::TSO | flags::TX_CSUM);
+        assert_eq!(flags::gso_size(flags::with_gso_size(f, 9000)), 9000);
+    }
 }
 
 #[inline]
@@ -116,12 +149,30 @@ mod tests {
 
     #[test]
     fn flags_are_distinct_bits() {
-        let all = [flags::CSUM_VERIFIED, flags::CSUM_BAD, flags::TX_CSUM];
+        let all = [
+            flags::CSUM_VERIFIED,
+            flags::CSUM_BAD,
+            flags::TX_CSUM,
+            flags::OFFLOAD_TX,
+            flags::OFFLOADED,
+            flags::OFFLOAD_FAILED,
+            flags::TSO,
+            flags::GRO,
+        ];
         for (i, a) in all.iter().enumerate() {
             assert_eq!(a.count_ones(), 1);
+            assert_eq!(flags::gso_size(*a), 0);
             for b in &all[i + 1..] {
                 assert_eq!(a & b, 0);
             }
         }
+    }
+
+    #[test]
+    fn the_segment_size_rides_in_the_top_half() {
+        let f = flags::with_gso_size(flags::TSO | flags::TX_CSUM, 1448);
+        assert_eq!(flags::gso_size(f), 1448);
+        assert_eq!(f & 0xffff, flags::TSO | flags::TX_CSUM);
+        assert_eq!(flags::gso_size(flags::with_gso_size(f, 9000)), 9000);
     }
 }

@@ -24,6 +24,7 @@ pub mod chunk;
 pub mod csum;
 pub mod esp;
 pub mod flow;
+pub mod gso;
 pub mod ip;
 pub mod ipv6;
 pub mod mac;
