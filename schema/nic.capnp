@@ -52,6 +52,12 @@ struct PortInfo {
   # The offload context kinds this port offers (`Nic.offload`).
   confinement @8 :Text;
   # How the driver confined itself, as NetStatus.confinement in net.capnp.
+  segmentation @9 :Bool;
+  # TCP segmentation offload both ways (needs checksumOffload): the stack
+  # may send a TCP frame merged from segments, up to the ring buffer size,
+  # flagged TSO with its segment size, and the driver cuts it into frames
+  # of the MTU (TSO); the driver coalesces received in-order segments of a
+  # flow into one frame flagged GRO (GRO). See capnet_wire::gso.
 }
 
 struct PortCounters {
@@ -78,6 +84,11 @@ struct PortCounters {
   # (including those naming no context or a context of another flow).
   offloads @19 :List(Offload.OffloadCounters);
   # Per kind, for every kind the port offers, in `PortInfo.offloads` order.
+  txSegmented @20 :UInt64;     # TSO frames from the stack cut into segments
+  txSegments @21 :UInt64;      # the frames they became
+  txSegmentErrors @22 :UInt64; # TSO frames that could not be cut (dropped)
+  rxCoalesced @23 :UInt64;     # frames handed to the stack coalesced (GRO)
+  rxCoalescedSegments @24 :UInt64; # the received frames they held
 }
 
 struct WireFaults {

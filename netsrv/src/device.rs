@@ -13,7 +13,7 @@
 
 use crate::offload::{OffloadTable, TxAction};
 use capnet_ring::{flags, ChannelSender, Desc, Duplex, RingError, TxBuf};
-use capnet_wire::csum;
+use capnet_wire::{csum, gso};
 use std::cell::RefCell;
 use std::rc::Rc;
 
@@ -27,6 +27,12 @@ pub struct DeviceCounters {
     pub rx_bad_checksum: u64,
     /// Frames the engine wanted to send while every TX buffer was in flight.
     pub tx_no_buffer: u64,
+    /// Frames merged from segments for the driver to cut (TSO), and the
+    /// segments they held.
+    pub tx_merged: u64,
+    pub tx_merged_segments: u64,
+    /// Frames the driver coalesced from segments (GRO).
+    pub rx_coalesced: u64,
 }
 
 impl DeviceCounters {
@@ -35,6 +41,9 @@ impl DeviceCounters {
         self.tx_frames += o.tx_frames;
         self.rx_bad_checksum += o.rx_bad_checksum;
         self.tx_no_buffer += o.tx_no_buffer;
+        self.tx_merged += o.tx_merged;
+        self.tx_merged_segments += o.tx_merged_segments;
+        self.rx_coalesced += o.rx_coalesced;
     }
 }
 
@@ -45,6 +54,11 @@ pub struct RingDevice {
     spare: Option<TxBuf>,
     mtu: usize,
     checksum_offload: bool,
+    /// The driver cuts merged frames (TSO) and coalesces received ones.
+    segmentation: bool,
+    /// Segments being merged into one frame in a TX buffer; sent when a
+    /// frame that does not continue it comes, or at `flush`.
+    merging: Option<Merging>,
     /// The first contract violation seen from the driver; the port is dead
     /// after it.
     fault: Option<RingError>,
@@ -84,12 +98,19 @@ pub struct OffloadHook {
 
 impl RingDevice {
     /// `mtu` is the IP MTU; Ethernet frames are 14 bytes longer.
-    pub fn new(duplex: Duplex, mtu: usize, checksum_offload: bool) -> RingDevice {
+    pub fn new(
+        duplex: Duplex,
+        mtu: usize,
+        checksum_offload: bool,
+        segmentation: bool,
+    ) -> RingDevice {
         RingDevice {
             duplex,
             spare: None,
             mtu,
             checksum_offload,
+            segmentation: segmentation && checksum_offload,
+            merging: None,
             fault: None,
             fault_told: false,
             counters: DeviceCounters::default(),
@@ -109,6 +130,7 @@ impl RingDevice {
     /// Sends in-flight descriptors and returned ones so far (for the drain:
     /// the driver returns buffers in order).
     pub fn tx_progress(&mut self) -> (u64, u64) {
+        self.finish_merge();
         // Take back what the driver returned: a port no frame is sent on
         // any more (the bond moved away) never reclaims otherwise.
         if let Err(e) = self.duplex.tx.reclaim_returned() {
@@ -139,11 +161,17 @@ impl RingDevice {
         }
     }
 
+    /// Sends the frame being merged, if any.
+    fn finish_merge(&mut self) {
+        finish_merge(&mut self.duplex.tx, &mut self.merging, &mut self.counters);
+    }
+
     /// Publishes staged descriptors and rings the driver if it asked.
     pub fn flush(&mut self) {
         if self.fault.is_some() {
             return;
         }
+        self.finish_merge();
         let tx = self.duplex.tx.flush();
         let rx = self.duplex.rx.flush();
         match (tx, rx) {
@@ -246,11 +274,39 @@ pub fn software_checksum_ok(frame: &[u8]) -> bool {
     )
 }
 
+/// Segments of one flow merged in a TX buffer (see `capnet_wire::gso`),
+/// with the descriptor flags and context they all had.
+struct Merging {
+    buf: TxBuf,
+    merge: gso::Merge,
+    flags: u32,
+    context: u32,
+}
+
+/// Sends the merged frame: flagged TSO with its segment size if it holds
+/// more than one segment, else as the plain frame it is.
+fn finish_merge(tx: &mut ChannelSender, merging: &mut Option<Merging>, c: &mut DeviceCounters) {
+    let Some(mut m) = merging.take() else { return };
+    let len = m.merge.finish(tx.buf_mut(&mut m.buf));
+    let segments = m.merge.segments();
+    let mut desc_flags = m.flags;
+    if segments > 1 {
+        desc_flags = flags::with_gso_size(desc_flags | flags::TSO, m.merge.size());
+        c.tx_merged += 1;
+        c.tx_merged_segments += u64::from(segments);
+    }
+    tx.send(m.buf, len as u32, desc_flags, m.context);
+    c.tx_frames += 1;
+}
+
 /// A frame to send on this port: built in private memory, judged by the
-/// offload path, then copied into a ring buffer.
+/// offload path, then copied into a ring buffer (or merged into the frame
+/// in one, when the driver segments).
 pub struct TxToken<'a> {
     tx: &'a mut ChannelSender,
     spare: &'a mut Option<TxBuf>,
+    /// `Some` when the driver segments: the frame being merged.
+    merging: Option<&'a mut Option<Merging>>,
     /// Private memory the frame is built in.
     build: &'a mut Vec<u8>,
     flags: u32,
@@ -297,9 +353,42 @@ impl TxToken<'_> {
         };
         match verdict {
             TxAction::Send { flags, context } => {
-                self.tx.buf_mut(&mut buf)[..len].copy_from_slice(frame);
-                self.tx.send(buf, len as u32, self.flags | flags, context);
-                self.counters.tx_frames += 1;
+                let desc_flags = self.flags | flags;
+                let Some(merging) = self.merging else {
+                    self.tx.buf_mut(&mut buf)[..len].copy_from_slice(frame);
+                    self.tx.send(buf, len as u32, desc_flags, context);
+                    self.counters.tx_frames += 1;
+                    return result;
+                };
+                if let Some(m) = merging.as_mut() {
+                    let same = m.flags == desc_flags && m.context == context;
+                    if same && m.merge.push(self.tx.buf_mut(&mut m.buf), frame) {
+                        // The buffer in hand stays for the next frame.
+                        *self.spare = Some(buf);
+                        if m.merge.is_closed() {
+                            finish_merge(self.tx, merging, self.counters);
+                        }
+                        return result;
+                    }
+                    finish_merge(self.tx, merging, self.counters);
+                }
+                let cap = self.tx.buf_size() as usize;
+                let dst = self.tx.buf_mut(&mut buf);
+                match gso::Merge::start(dst, frame, cap, gso::Ident::Consecutive) {
+                    Some(merge) => {
+                        *merging = Some(Merging {
+                            buf,
+                            merge,
+                            flags: desc_flags,
+                            context,
+                        });
+                    }
+                    None => {
+                        dst[..len].copy_from_slice(frame);
+                        self.tx.send(buf, len as u32, desc_flags, context);
+                        self.counters.tx_frames += 1;
+                    }
+                }
             }
             // Copied into the hold queue; the buffer goes back unused.
             TxAction::Hold => self.tx.free(buf),
@@ -335,6 +424,7 @@ impl RingDevice {
             }
         };
         self.counters.rx_frames += 1;
+        self.counters.rx_coalesced += u64::from(desc.flags & flags::GRO != 0);
         self.activity += 1;
         Some(RxFrame { desc })
     }
@@ -360,6 +450,7 @@ impl RingDevice {
         TxToken {
             tx: &mut self.duplex.tx,
             spare: &mut self.spare,
+            merging: self.segmentation.then_some(&mut self.merging),
             build: &mut self.tx_frame,
             flags,
             counters: &mut self.counters,
@@ -384,6 +475,7 @@ impl RingDevice {
         if self.fault.is_some() {
             return Vec::new();
         }
+        self.finish_merge();
         self.duplex.tx.unreturned_frames()
     }
 
@@ -408,6 +500,11 @@ impl RingDevice {
 
     pub fn checksum_offload(&self) -> bool {
         self.checksum_offload
+    }
+
+    /// Whether the driver cuts merged frames and coalesces received ones.
+    pub fn segmentation(&self) -> bool {
+        self.segmentation
     }
 }
 

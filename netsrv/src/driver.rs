@@ -235,6 +235,7 @@ async fn attach_instance(
     let mtu = info.get_mtu();
     let offloads = info.get_offloads().map(offered_kinds).unwrap_or_default();
     let checksum_offload = info.get_checksum_offload();
+    let segmentation = info.get_segmentation();
 
     let grant = deadline("openRings", nic.open_rings_request().send().promise).await?;
     let grant = grant.get().map_err(io_err)?.get_grant().map_err(io_err)?;
@@ -256,8 +257,8 @@ async fn attach_instance(
     let duplex = Duplex::attach(fds, layout)
         .map_err(|e| io_err(format!("its rings cannot be mapped: {e}")))?;
     let bell = duplex.wake_me.try_clone()?;
-    let device = RingDevice::new(duplex, meta.mtu, checksum_offload);
-    tracing::info!(port = %meta.name, backend = %meta.backend, mtu = meta.mtu, checksum_offload, "driver attached");
+    let device = RingDevice::new(duplex, meta.mtu, checksum_offload, segmentation);
+    tracing::info!(port = %meta.name, backend = %meta.backend, mtu = meta.mtu, checksum_offload, segmentation, "driver attached");
     {
         let mut stack = shared.stack.borrow_mut();
         if stack.leg_mut(name).is_none() {

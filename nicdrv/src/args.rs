@@ -20,7 +20,10 @@ common options:
   --loss-ppm N --reorder-ppm N --duplicate-ppm N --corrupt-ppm N
                             wire faults on our transmit side, parts per million
   --seed N                  seed of the fault injection RNG
-  --no-csum-offload         do not verify RX checksums nor fill TX checksums
+  --no-csum-offload         do not verify RX checksums nor fill TX checksums (and no
+                            segmentation offload)
+  --no-segmentation         no TCP segmentation offload: the stack's frames are at most
+                            one MTU, and received segments are not coalesced
   --tls-offload             offer TLS TX and RX offload contexts (kTLS device offload);
                             needs checksum offload
   --epoch N                 which instance of the port's driver this is (reported in
@@ -59,6 +62,8 @@ pub struct Args {
     pub faults: FaultConfig,
     pub seed: Option<u64>,
     pub csum_offload: bool,
+    /// TSO and GRO (on unless `--no-segmentation` or `--no-csum-offload`).
+    pub segmentation: bool,
     /// TLS TX and RX offload (`--tls-offload`).
     pub tls_offload: bool,
     pub epoch: u32,
@@ -141,6 +146,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Args, ArgError> {
     let mut faults = FaultConfig::default();
     let mut seed = None;
     let mut csum_offload = true;
+    let mut segmentation = true;
     let mut tls_offload = false;
     let mut epoch = 0;
     let mut rpc_fds = Vec::new();
@@ -225,6 +231,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Args, ArgError> {
             "--corrupt-ppm" => faults.corrupt_ppm = ppm(&flag, &value()?)?,
             "--seed" => seed = Some(num(&flag, &value()?)?),
             "--no-csum-offload" => csum_offload = false,
+            "--no-segmentation" => segmentation = false,
             "--tls-offload" => tls_offload = true,
             "--epoch" => epoch = num(&flag, &value()?)?,
             "--rpc-fd" => rpc_fds.push(fd(&flag, &value()?)?),
@@ -236,7 +243,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Args, ArgError> {
         if inline.is_some()
             && matches!(
                 flag.as_str(),
-                "--no-csum-offload" | "--tls-offload" | "-h" | "--help"
+                "--no-csum-offload" | "--no-segmentation" | "--tls-offload" | "-h" | "--help"
             )
         {
             return Err(invalid(format!("{flag} takes no value")));
@@ -291,6 +298,8 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Args, ArgError> {
         faults,
         seed,
         csum_offload,
+        // Segments are cut and coalesced with their checksums filled and verified.
+        segmentation: segmentation && csum_offload,
         tls_offload,
         epoch,
         rpc_fds,

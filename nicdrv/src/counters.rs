@@ -63,6 +63,11 @@ counters! {
     offload_contexts => "offloadContexts",
     offload_released => "offloadReleased",
     offload_tx_dropped => "offloadTxDropped",
+    tx_segmented => "txSegmented",
+    tx_segments => "txSegments",
+    tx_segment_errors => "txSegmentErrors",
+    rx_coalesced => "rxCoalesced",
+    rx_coalesced_segments => "rxCoalescedSegments",
 }
 
 /// Adds `n` to a counter that only the calling thread writes.
@@ -92,7 +97,7 @@ mod tests {
         assert_eq!(s.rx_bytes, 60);
         assert_eq!(s.bad_descriptors, 1);
         let f = s.fields();
-        assert_eq!(f.len(), 19);
+        assert_eq!(f.len(), 24);
         assert_eq!(f[0], ("rxFrames", 1));
         assert_eq!(f[15], ("badDescriptors", 1));
         assert_eq!(f[18], ("offloadTxDropped", 0));

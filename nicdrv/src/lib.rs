@@ -238,13 +238,14 @@ pub fn serve(opened: Opened) -> Result<(), String> {
         listener,
     } = opened;
     let mac = args.mac.unwrap_or_else(random_mac);
-    let layout = dataplane::layout_for(args.mtu, args.buffers);
+    let layout = dataplane::port_layout(args.mtu, args.buffers, args.segmentation);
     let info = PortInfo {
         name: args.name.clone(),
         backend: args.backend.kind(),
         mac,
         mtu: args.mtu,
         csum_offload: args.csum_offload,
+        segmentation: args.segmentation,
         offloads: if args.tls_offload {
             vec![OffloadKind::TlsTx, OffloadKind::TlsRx]
         } else {
@@ -262,6 +263,7 @@ pub fn serve(opened: Opened) -> Result<(), String> {
         mac = %args::format_mac(&mac),
         mtu = args.mtu,
         tls_offload = args.tls_offload,
+        segmentation = args.segmentation,
         epoch = args.epoch,
         buffers = layout.buffers,
         buf_size = layout.buf_size,
@@ -274,8 +276,9 @@ pub fn serve(opened: Opened) -> Result<(), String> {
         Config {
             name: args.name.clone(),
             mtu: args.mtu,
-            layout,
+            layout: dataplane::layout_for(args.mtu, args.buffers),
             csum_offload: args.csum_offload,
+            segmentation: args.segmentation,
             faults: args.faults,
             seed: args.seed,
             pcap,

@@ -31,6 +31,8 @@ pub struct PortInfo {
     pub mac: [u8; 6],
     pub mtu: u32,
     pub csum_offload: bool,
+    /// TSO and GRO (`PortInfo.segmentation`).
+    pub segmentation: bool,
     pub capture_path: String,
     /// The offload kinds the port offers.
     pub offloads: Vec<OffloadKind>,
@@ -207,6 +209,11 @@ pub fn fill_counters(s: &Snapshot, offered: &[OffloadKind], mut c: port_counters
     c.set_offload_contexts(s.offload_contexts);
     c.set_offload_released(s.offload_released);
     c.set_offload_tx_dropped(s.offload_tx_dropped);
+    c.set_tx_segmented(s.tx_segmented);
+    c.set_tx_segments(s.tx_segments);
+    c.set_tx_segment_errors(s.tx_segment_errors);
+    c.set_rx_coalesced(s.rx_coalesced);
+    c.set_rx_coalesced_segments(s.rx_coalesced_segments);
     let mut list = c.init_offloads(offered.len() as u32);
     for (i, kind) in offered.iter().enumerate() {
         let k = s.offload.get(*kind);
@@ -275,6 +282,11 @@ pub fn read_counters(c: port_counters::Reader<'_>) -> Snapshot {
         offload_contexts: c.get_offload_contexts(),
         offload_released: c.get_offload_released(),
         offload_tx_dropped: c.get_offload_tx_dropped(),
+        tx_segmented: c.get_tx_segmented(),
+        tx_segments: c.get_tx_segments(),
+        tx_segment_errors: c.get_tx_segment_errors(),
+        rx_coalesced: c.get_rx_coalesced(),
+        rx_coalesced_segments: c.get_rx_coalesced_segments(),
     }
 }
 
@@ -297,6 +309,7 @@ impl nic::Server for NicServer {
         i.set_mtu(crate::misbehave::reported_mtu(ctl.info.mtu));
         i.set_link_up(ctl.shared.link_up.load(Ordering::Relaxed));
         i.set_checksum_offload(ctl.info.csum_offload);
+        i.set_segmentation(ctl.info.segmentation);
         i.set_capture_path(ctl.info.capture_path.as_str());
         let mut kinds = i.reborrow().init_offloads(ctl.info.offloads.len() as u32);
         for (n, kind) in ctl.info.offloads.iter().enumerate() {

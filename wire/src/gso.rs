@@ -212,7 +212,8 @@ impl Merge {
         } else {
             same(0..ETH + 2) && same(ETH + 6..ETH + 10) && same(ETH + 12..l.l4)
         };
-        let tcp_same = same(l.l4..l.l4 + 4) && same(l.l4 + 8..l.l4 + 13) && same(l.l4 + 14..l.l4 + 16);
+        let tcp_same =
+            same(l.l4..l.l4 + 4) && same(l.l4 + 8..l.l4 + 13) && same(l.l4 + 14..l.l4 + 16);
         let rest_same = same(l.l4 + 18..l.payload);
         (ip_same && tcp_same && rest_same).then_some(l.payload..frame.len())
     }

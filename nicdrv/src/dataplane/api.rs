@@ -120,17 +120,36 @@ pub enum DeviceConfig {
 pub struct Config {
     pub name: String,
     pub mtu: u32,
-    /// Layout of the port rings and of a wire we create.
+    /// Layout of a wire we create (buffers of one MTU frame).
     pub layout: ChannelLayout,
     pub csum_offload: bool,
+    /// TSO and GRO toward the port's stack (its rings' buffers hold
+    /// [`capnet_wire::gso::MAX_FRAME`]).
+    pub segmentation: bool,
     pub faults: FaultConfig,
     pub seed: Option<u64>,
     pub pcap: Option<PcapWriter<BufWriter<File>>>,
 }
 
-/// Buffer size for an IP MTU: the frame (mtu + 14) rounded up to a cache line.
+/// Buffer size for an IP MTU: the frame (mtu + 14) rounded up to a cache
+/// line. The port's rings with segmentation offload hold merged frames.
 pub fn layout_for(mtu: u32, buffers: u32) -> ChannelLayout {
-    let frame = mtu + 14;
+    layout_of(mtu + 14, buffers)
+}
+
+/// The port rings' layout: merged frames with segmentation offload.
+pub fn port_layout(mtu: u32, buffers: u32, segmentation: bool) -> ChannelLayout {
+    if segmentation {
+        layout_of(
+            capnet_wire::gso::MAX_FRAME.max(mtu as usize + 14) as u32,
+            buffers,
+        )
+    } else {
+        layout_for(mtu, buffers)
+    }
+}
+
+fn layout_of(frame: u32, buffers: u32) -> ChannelLayout {
     ChannelLayout {
         buffers,
         buf_size: frame.div_ceil(64) * 64,

@@ -43,7 +43,7 @@ mod tap_dev;
 
 pub use api::*;
 use device::{Device, Fault};
-use pipeline::{RxPath, TxPath};
+use pipeline::{Cut, RxPath, TxPath};
 use poll::PollSet;
 use sim_dev::SimDev;
 #[cfg(target_os = "linux")]
@@ -118,6 +118,8 @@ impl Parts {
             fatal: None,
             offload: Engines::default(),
             frame: Vec::with_capacity(65536 + 64),
+            cut: None,
+            segment: vec![0; 65536 + 64],
         };
         let name = format!("nicdrv-dp-{}", dp.cfg.name);
         std::thread::Builder::new()
@@ -147,6 +149,11 @@ struct DataPlane<D> {
     /// stack's rings) can still be written by the peer, so it is copied
     /// out once and only the copy is checked, sealed or opened.
     frame: Vec<u8>,
+    /// `frame` is a merged frame (TSO) being cut: its segments go one by
+    /// one as the device has room, before another frame is taken.
+    cut: Option<Cut>,
+    /// Where a segment of `frame` is written.
+    segment: Vec<u8>,
 }
 
 impl<D: Device> DataPlane<D> {
@@ -330,9 +337,10 @@ impl<D: Device> DataPlane<D> {
             shared,
             offload,
             frame,
+            cut,
+            segment,
             ..
         } = self;
-        let Some(p) = port.as_mut() else { return false };
         let mut tx = TxPath {
             device,
             shaper,
@@ -340,6 +348,7 @@ impl<D: Device> DataPlane<D> {
             c: &shared.counters,
             mtu: cfg.mtu,
             csum_offload: cfg.csum_offload,
+            segmentation: cfg.segmentation,
             link_up,
             offload,
         };
@@ -347,11 +356,20 @@ impl<D: Device> DataPlane<D> {
         let mut n = 0;
         let mut error = None;
         while n < BATCH {
-            // Back-pressure: take a frame only with room for it on the device.
+            // Back-pressure: take a frame (or cut a segment) only with room
+            // for it on the device.
             if link_up && !tx.device.reserve() {
                 *tx_blocked = true;
                 break;
             }
+            if let Some(c) = cut.as_mut() {
+                if tx.segment(c, frame, segment, now) {
+                    *cut = None;
+                }
+                n += 1;
+                continue;
+            }
+            let Some(p) = port.as_mut() else { break };
             let b = match p.duplex.rx.recv() {
                 Ok(Some(b)) => b,
                 Ok(None) => break,
@@ -364,7 +382,7 @@ impl<D: Device> DataPlane<D> {
             frame.clear();
             frame.extend_from_slice(p.duplex.rx.data(&b));
             p.duplex.rx.release(b);
-            tx.transmit(frame, desc, now);
+            *cut = tx.transmit(frame, desc, now);
             n += 1;
         }
         if let Some(e) = error {
@@ -392,11 +410,14 @@ impl<D: Device> DataPlane<D> {
             c: &shared.counters,
             mtu: cfg.mtu,
             csum_offload: cfg.csum_offload,
+            segmentation: cfg.segmentation,
+            gro: None,
             port_error: &mut port_error,
             offload,
             events,
         };
         let n = device.receive(attached, BATCH, |f| rx.deliver(f));
+        rx.finish();
         if let Some(e) = port_error {
             self.end_session(e);
         }

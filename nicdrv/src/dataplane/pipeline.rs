@@ -4,6 +4,7 @@
 
 use super::device::Device;
 use super::*;
+use capnet_wire::gso;
 
 /// Everything the transmit path needs, borrowed apart from the port.
 pub(super) struct TxPath<'a, D> {
@@ -13,29 +14,51 @@ pub(super) struct TxPath<'a, D> {
     pub(super) c: &'a Counters,
     pub(super) mtu: u32,
     pub(super) csum_offload: bool,
+    /// The port offers TSO: merged frames are cut, not dropped.
+    pub(super) segmentation: bool,
     pub(super) link_up: bool,
     pub(super) offload: &'a mut Engines,
 }
 
 impl<D: Device> TxPath<'_, D> {
-    /// One frame from the stack.
-    pub(super) fn transmit(&mut self, frame: &mut [u8], desc: Desc, now: Instant) {
+    /// One frame from the stack: sent, or, if the stack merged it from
+    /// segments (TSO), checked and handed back to be cut one segment at a
+    /// time as the device has room ([`TxPath::segment`]).
+    pub(super) fn transmit(&mut self, frame: &mut [u8], desc: Desc, now: Instant) -> Option<Cut> {
         let desc_flags = desc.flags;
-        if !csum::frame_len_ok(frame.len(), self.mtu) {
+        let tso = desc_flags & flags::TSO != 0;
+        let len_ok = if tso {
+            self.segmentation && frame.len() <= gso::MAX_FRAME
+        } else {
+            csum::frame_len_ok(frame.len(), self.mtu)
+        };
+        if !len_ok || !self.link_up {
             inc(&self.c.tx_dropped);
-            return;
-        }
-        if !self.link_up {
-            inc(&self.c.tx_dropped);
-            return;
+            return None;
         }
         let mut fill = desc_flags & flags::TX_CSUM != 0 && self.csum_offload;
         if desc_flags & flags::OFFLOAD_TX != 0 {
             // Sealed in place, or dropped: the frame may hold cleartext.
+            // A merged frame is sealed whole, before it is cut.
             match self.offload.transmit(frame, desc.context, self.c) {
                 TxAction::Send { changed } => fill |= changed,
-                TxAction::Drop => return,
+                TxAction::Drop => return None,
             }
+        }
+        if tso {
+            return match gso::Segments::new(frame, flags::gso_size(desc_flags), self.mtu as usize) {
+                Ok(segments) => {
+                    inc(&self.c.tx_segmented);
+                    add(&self.c.tx_segments, segments.count() as u64);
+                    Some(Cut { segments, next: 0 })
+                }
+                Err(e) => {
+                    tracing::debug!(%e, len = frame.len(), "TSO frame dropped");
+                    inc(&self.c.tx_segment_errors);
+                    inc(&self.c.tx_dropped);
+                    None
+                }
+            };
         }
         if fill {
             match csum::fill_tx(frame) {
@@ -44,6 +67,33 @@ impl<D: Device> TxPath<'_, D> {
                 Err(m) => tracing::debug!(%m, "TX_CSUM on a frame that does not parse; sent as is"),
             }
         }
+        self.emit(frame, now);
+        None
+    }
+
+    /// The next segment of a merged frame (its checksums filled), into
+    /// `out`, and onto the wire. True once the last has gone.
+    pub(super) fn segment(
+        &mut self,
+        cut: &mut Cut,
+        frame: &[u8],
+        out: &mut [u8],
+        now: Instant,
+    ) -> bool {
+        let len = cut.segments.write(frame, cut.next, out);
+        cut.next += 1;
+        inc(&self.c.tx_checksum_filled);
+        if self.link_up {
+            self.emit(&mut out[..len], now);
+        } else {
+            inc(&self.c.tx_dropped);
+        }
+        cut.next == cut.segments.count()
+    }
+
+    /// One frame of at most the MTU: captured, counted, and handed to the
+    /// fault injection on its way to the device.
+    fn emit(&mut self, frame: &mut [u8], now: Instant) {
         if let Some(p) = self.pcap.as_mut() {
             if let Err(e) = p.record(SystemTime::now(), frame) {
                 tracing::warn!(%e, "capture write failed; capture stopped");
@@ -57,6 +107,13 @@ impl<D: Device> TxPath<'_, D> {
     }
 }
 
+/// A merged frame from the stack being cut into segments; the frame stays
+/// in the data plane's private copy until the last has gone.
+pub(super) struct Cut {
+    segments: gso::Segments,
+    next: usize,
+}
+
 /// Everything the receive path needs.
 pub(super) struct RxPath<'a> {
     pub(super) port: &'a mut Option<Port>,
@@ -64,10 +121,23 @@ pub(super) struct RxPath<'a> {
     pub(super) c: &'a Counters,
     pub(super) mtu: u32,
     pub(super) csum_offload: bool,
+    /// Coalesce in-order segments of a flow (GRO).
+    pub(super) segmentation: bool,
+    /// The frame being coalesced, in a buffer of the port's ring.
+    pub(super) gro: Option<Gro>,
     /// A descriptor from the stack was bad: end its session.
     pub(super) port_error: &'a mut Option<RingError>,
     pub(super) offload: &'a mut Engines,
     pub(super) events: &'a tokio::sync::mpsc::UnboundedSender<Event>,
+}
+
+/// Segments being coalesced into one frame for the stack, and what the
+/// NIC did to them (only segments it did the same to are coalesced).
+pub(super) struct Gro {
+    buf: TxBuf,
+    merge: gso::Merge,
+    flags: u32,
+    context: u32,
 }
 
 impl RxPath<'_> {
@@ -98,29 +168,7 @@ impl RxPath<'_> {
                 }
             }
         }
-        let Some(port) = self.port.as_mut() else {
-            inc(&self.c.rx_dropped);
-            return;
-        };
-        if self.port_error.is_some() {
-            inc(&self.c.rx_dropped);
-            return;
-        }
-        let mut b = match port.duplex.tx.alloc() {
-            Ok(Some(b)) => b,
-            Ok(None) => {
-                inc(&self.c.rx_dropped);
-                return;
-            }
-            Err(e) => {
-                *self.port_error = Some(e);
-                inc(&self.c.rx_dropped);
-                return;
-            }
-        };
-        if frame.len() > port.duplex.tx.buf_size() as usize {
-            // The device's frames are larger than the stack's buffers.
-            port.duplex.tx.free(b);
+        if self.port.is_none() || self.port_error.is_some() {
             inc(&self.c.rx_dropped);
             return;
         }
@@ -134,16 +182,120 @@ impl RxPath<'_> {
                 let _ = self.events.send(Event::ResyncRequest { id, tcp_seq });
             }
         }
+        let taken = match self.coalesce(frame, desc_flags, context) {
+            Some(taken) => taken,
+            None => self.send(frame, desc_flags, context),
+        };
+        if taken {
+            if desc_flags & flags::CSUM_VERIFIED != 0 {
+                inc(&self.c.rx_checksum_verified);
+            } else if desc_flags & flags::CSUM_BAD != 0 {
+                inc(&self.c.rx_bad_checksum);
+            }
+            inc(&self.c.rx_frames);
+            add(&self.c.rx_bytes, frame.len() as u64);
+        }
+    }
+
+    /// Copies a frame into a buffer of the port's ring, to the stack.
+    /// False: no buffer (counted).
+    fn send(&mut self, frame: &[u8], desc_flags: u32, context: u32) -> bool {
+        let Some(mut b) = self.alloc(frame.len()) else {
+            return false;
+        };
+        let Some(port) = self.port.as_mut() else {
+            return false;
+        };
         port.duplex.tx.buf_mut(&mut b)[..frame.len()].copy_from_slice(frame);
         port.duplex
             .tx
             .send(b, frame.len() as u32, desc_flags, context);
-        if desc_flags & flags::CSUM_VERIFIED != 0 {
-            inc(&self.c.rx_checksum_verified);
-        } else if desc_flags & flags::CSUM_BAD != 0 {
-            inc(&self.c.rx_bad_checksum);
+        true
+    }
+
+    /// Adds a verified frame to the frame being coalesced, or starts one
+    /// with it: whether it was taken (false: no buffer, counted). `None`:
+    /// the frame goes to the stack by itself (after what was being
+    /// coalesced).
+    fn coalesce(&mut self, frame: &[u8], desc_flags: u32, context: u32) -> Option<bool> {
+        if let Some(g) = self.gro.as_mut() {
+            let port = self.port.as_mut()?;
+            let same = g.flags == desc_flags && g.context == context;
+            if same && g.merge.push(port.duplex.tx.buf_mut(&mut g.buf), frame) {
+                if g.merge.is_closed() {
+                    self.finish();
+                }
+                return Some(true);
+            }
+            self.finish();
         }
-        inc(&self.c.rx_frames);
-        add(&self.c.rx_bytes, frame.len() as u64);
+        if !self.segmentation || desc_flags & flags::CSUM_VERIFIED == 0 {
+            return None;
+        }
+        gso::Layout::of(frame)?;
+        let Some(mut buf) = self.alloc(frame.len()) else {
+            return Some(false);
+        };
+        let port = self.port.as_mut()?;
+        let cap = port.duplex.tx.buf_size() as usize;
+        let dst = port.duplex.tx.buf_mut(&mut buf);
+        match gso::Merge::start(dst, frame, cap, gso::Ident::Any) {
+            Some(merge) => {
+                self.gro = Some(Gro {
+                    buf,
+                    merge,
+                    flags: desc_flags,
+                    context,
+                });
+                Some(true)
+            }
+            None => {
+                port.duplex.tx.free(buf);
+                None
+            }
+        }
+    }
+
+    /// Hands the frame being coalesced to the stack.
+    pub(super) fn finish(&mut self) {
+        let Some(mut g) = self.gro.take() else { return };
+        let Some(port) = self.port.as_mut() else {
+            return;
+        };
+        let len = g.merge.finish(port.duplex.tx.buf_mut(&mut g.buf));
+        let segments = g.merge.segments();
+        let mut desc_flags = g.flags;
+        if segments > 1 {
+            desc_flags = flags::with_gso_size(desc_flags | flags::GRO, g.merge.size());
+            inc(&self.c.rx_coalesced);
+            add(&self.c.rx_coalesced_segments, u64::from(segments));
+        }
+        port.duplex
+            .tx
+            .send(g.buf, len as u32, desc_flags, g.context);
+    }
+
+    /// A buffer of the port's ring for a frame of `len` bytes to the
+    /// stack; counted as a drop when there is none.
+    fn alloc(&mut self, len: usize) -> Option<TxBuf> {
+        let port = self.port.as_mut()?;
+        match port.duplex.tx.alloc() {
+            Ok(Some(b)) if port.duplex.tx.buf_size() as usize >= len => Some(b),
+            Ok(Some(b)) => {
+                // The device's frames are larger than the stack's buffers.
+                port.duplex.tx.free(b);
+                inc(&self.c.rx_dropped);
+                None
+            }
+            Ok(None) => {
+                inc(&self.c.rx_dropped);
+                None
+            }
+            Err(e) => {
+                *self.port_error = Some(e);
+                inc(&self.c.rx_dropped);
+                None
+            }
+        }
     }
 }

@@ -38,7 +38,7 @@ fn in_process_bulk() -> (f64, f64) {
         let cidr = netsrv::addr::parse_cidr(&format!("10.0.0.{}/24", i + 1)).unwrap();
         stack.add_free_port(meta.clone());
         stack
-            .attach("sim0", meta, RingDevice::new(duplex, 1500, false))
+            .attach("sim0", meta, RingDevice::new(duplex, 1500, false, false))
             .unwrap();
         stack.configure(&[], &[("sim0".into(), cidr)], &[]).unwrap();
     }

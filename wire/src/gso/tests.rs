@@ -50,7 +50,13 @@ fn run(v6: bool, n: usize, size: usize, last: usize, last_flags: u8) -> Vec<Vec<
             let len = if i + 1 == n { last } else { size };
             let payload: Vec<u8> = (0..len).map(|b| (b * 7 + i * 13) as u8).collect();
             let flags = if i + 1 == n { ACK | last_flags } else { ACK };
-            frame(v6, 1000 + (i * size) as u32, 0xfff0u16.wrapping_add(i as u16), flags, &payload)
+            frame(
+                v6,
+                1000 + (i * size) as u32,
+                0xfff0u16.wrapping_add(i as u16),
+                flags,
+                &payload,
+            )
         })
         .collect()
 }
@@ -85,7 +91,12 @@ fn cut(merged: &[u8], size: u16) -> Vec<Vec<u8>> {
 fn a_merged_run_cuts_back_into_the_same_frames() {
     for v6 in [false, true] {
         let size = if v6 { 1428 } else { 1448 };
-        for (n, last, flags) in [(2, 1000, PSH), (44, size, 0), (7, 1, FIN | PSH), (3, size, FIN)] {
+        for (n, last, flags) in [
+            (2, 1000, PSH),
+            (44, size, 0),
+            (7, 1, FIN | PSH),
+            (3, size, FIN),
+        ] {
             let frames = run(v6, n, size, last, flags);
             let (merged, m, taken) = merge_all(&frames, Ident::Consecutive);
             assert_eq!(taken, n, "v6 {v6} n {n}");
@@ -110,7 +121,8 @@ fn a_merged_frame_has_the_whole_length_and_a_good_ip_checksum() {
 fn a_merge_stops_at_what_does_not_continue_it() {
     let base = run(false, 3, 1448, 1448, 0);
     let (mut buf, max) = (vec![0u8; MAX_FRAME], MAX_FRAME);
-    let start = || Merge::start(&mut vec![0u8; MAX_FRAME], &base[0], max, Ident::Consecutive).unwrap();
+    let start =
+        || Merge::start(&mut vec![0u8; MAX_FRAME], &base[0], max, Ident::Consecutive).unwrap();
     let changed = |at: usize, v: u8| {
         let mut f = base[1].clone();
         f[at] ^= v;
@@ -119,10 +131,19 @@ fn a_merge_stops_at_what_does_not_continue_it() {
     let l4 = ETH + IPV4;
     let refused = [
         ("a gap", frame(false, 1000 + 1449, 0xfff1, ACK, &[0; 1448])),
-        ("a bigger segment", frame(false, 1448 + 1000, 0xfff1, ACK, &[0; 1449])),
-        ("a skipped ident", frame(false, 1448 + 1000, 0xfff3, ACK, &[0; 1448])),
+        (
+            "a bigger segment",
+            frame(false, 1448 + 1000, 0xfff1, ACK, &[0; 1449]),
+        ),
+        (
+            "a skipped ident",
+            frame(false, 1448 + 1000, 0xfff3, ACK, &[0; 1448]),
+        ),
         ("no payload", frame(false, 1448 + 1000, 0xfff1, ACK, &[])),
-        ("a SYN", frame(false, 1448 + 1000, 0xfff1, ACK | SYN, &[0; 10])),
+        (
+            "a SYN",
+            frame(false, 1448 + 1000, 0xfff1, ACK | SYN, &[0; 10]),
+        ),
         ("another port", changed(l4 + 1, 1)),
         ("another ack", changed(l4 + 11, 1)),
         ("another window", changed(l4 + 15, 1)),
@@ -180,18 +201,29 @@ fn a_cut_refuses_what_it_cannot_cut() {
     assert_eq!(Segments::new(&f, 1449, 1500).unwrap_err(), CutError::Size);
     assert_eq!(Segments::new(&f, 1448, 1500).unwrap().count(), 3);
     let syn = frame(false, 1, 1, ACK | SYN, &[1; 3000]);
-    assert_eq!(Segments::new(&syn, 1448, 1500).unwrap_err(), CutError::Flags);
+    assert_eq!(
+        Segments::new(&syn, 1448, 1500).unwrap_err(),
+        CutError::Flags
+    );
     let empty = frame(false, 1, 1, ACK, &[]);
-    assert_eq!(Segments::new(&empty, 1448, 1500).unwrap_err(), CutError::NoPayload);
+    assert_eq!(
+        Segments::new(&empty, 1448, 1500).unwrap_err(),
+        CutError::NoPayload
+    );
     let mut udp = f.clone();
     udp[ETH + 9] = 17;
-    assert_eq!(Segments::new(&udp, 1448, 1500).unwrap_err(), CutError::NotTcp);
+    assert_eq!(
+        Segments::new(&udp, 1448, 1500).unwrap_err(),
+        CutError::NotTcp
+    );
     // The CWR of a cut frame is on its first segment only.
     let cwr = frame(true, 1, 0, ACK | CWR | PSH, &[1; 3000]);
     let segs = cut(&cwr, 1428);
     let flags: Vec<u8> = segs.iter().map(|s| s[ETH + IPV6 + 13]).collect();
     assert_eq!(flags, [ACK | CWR, ACK, ACK | PSH]);
-    assert!(segs.iter().all(|s| csum::check_rx(s) == Ok(csum::RxCheck::Verified)));
+    assert!(segs
+        .iter()
+        .all(|s| csum::check_rx(s) == Ok(csum::RxCheck::Verified)));
 }
 
 #[test]

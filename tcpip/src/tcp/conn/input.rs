@@ -18,9 +18,16 @@ pub enum Reply {
 }
 
 impl Conn {
+    /// The segments a payload of `len` bytes came in: one, or as many as
+    /// it holds of our MSS when the NIC coalesced them (GRO).
+    fn segments_held(&self, len: usize) -> u32 {
+        len.div_ceil(self.our_mss.max(1))
+            .clamp(1, u32::MAX as usize) as u32
+    }
+
     /// Takes one segment addressed to this connection.
     pub fn on_segment(&mut self, now: Instant, h: &Header, payload: &[u8], mark: Mark) -> Reply {
-        self.counters.segs_in += 1;
+        self.counters.segs_in += self.segments_held(payload.len()) as u64;
         self.send_blocked = false;
         self.last_rx = now;
         if let Some(idle) = self.opts.keep_alive {
@@ -541,7 +548,11 @@ impl Conn {
                     self.ack.now = true;
                     self.ack.immediate = true;
                 } else if r.advanced > 0 {
-                    self.ack.unacked_segments += 1;
+                    // A segment the NIC coalesced (GRO) counts as the
+                    // full-sized segments it held (Linux acks once more than
+                    // one MSS arrived unacknowledged).
+                    let held = self.segments_held(rest.len());
+                    self.ack.unacked_segments = self.ack.unacked_segments.saturating_add(held);
                     // RFC 5681 4.2 / RFC 9293 3.8.6.3: every second segment.
                     if !self.opts.delayed_ack
                         || self.ack.quick > 0

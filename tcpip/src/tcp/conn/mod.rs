@@ -203,6 +203,8 @@ enum Recovery {
 /// Counters of one connection (what `ss -ti` shows).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ConnCounters {
+    /// Segments received; a segment the NIC coalesced counts as the MSS-
+    /// sized segments it holds.
     pub segs_in: u64,
     pub segs_out: u64,
     pub bytes_acked: u64,
