@@ -201,3 +201,56 @@ pub fn netsrv_frames(data: &[u8]) {
         }
     }
 }
+
+/// Segmentation offload's two halves (`capnet_wire::gso`), as nicdrv uses
+/// them on what netsrv sends (cut) and on what the wire brings (coalesce).
+///
+/// Input: `[gso size u16 LE]` then frames as `[u16 LE len][frame]`. The first
+/// frame is cut into segments of the size, which must each fit the MTU with
+/// right checksums and together carry its payload; all of them are
+/// coalesced in order, and the coalesced frame cut again must give as many
+/// segments as were coalesced.
+pub fn segmentation(data: &[u8]) {
+    use capnet_wire::gso::{Ident, Layout, Merge, Segments, MAX_FRAME};
+    let mut input = Input::new(data);
+    let size = input.u16();
+    let mut frames = Vec::new();
+    while !input.is_empty() && frames.len() < 64 {
+        let len = usize::from(input.u16());
+        frames.push(input.bytes(len));
+    }
+    let Some(first) = frames.first() else { return };
+    let mut out = vec![0u8; MAX_FRAME];
+    if let Ok(s) = Segments::new(first, size, MTU as usize) {
+        let layout = Layout::of(first).expect("a frame that cuts has a layout");
+        let mut payload = Vec::new();
+        for i in 0..s.count() {
+            let n = s.write(first, i, &mut out);
+            assert_eq!(n, s.frame_len(i));
+            assert!(csum::frame_len_ok(n, MTU), "segment {i} of {n} bytes");
+            assert_eq!(csum::check_rx(&out[..n]), Ok(RxCheck::Verified));
+            let l = Layout::of(&out[..n]).expect("a segment has the frame's layout");
+            payload.extend_from_slice(&out[l.payload..n]);
+        }
+        assert_eq!(
+            payload,
+            &first[layout.payload..],
+            "the segments carry the payload"
+        );
+    }
+    let mut buf = vec![0u8; MAX_FRAME];
+    let Some(mut m) = Merge::start(&mut buf, first, MAX_FRAME, Ident::Any) else {
+        return;
+    };
+    for f in &frames[1..] {
+        m.push(&mut buf, f);
+    }
+    let len = m.finish(&mut buf);
+    assert!(
+        Layout::of(&buf[..len]).is_some(),
+        "a merged frame has a layout"
+    );
+    if let Ok(s) = Segments::new(&buf[..len], m.size(), MTU as usize) {
+        assert_eq!(s.count(), usize::from(m.segments()));
+    }
+}

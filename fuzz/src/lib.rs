@@ -29,6 +29,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("tls_record", records::tls_record),
     ("config", config),
     ("engine_frames", engine::engine_frames),
+    ("segmentation", frames::segmentation),
 ];
 
 /// A configuration file as `capnet up --config` reads it.

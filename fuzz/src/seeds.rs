@@ -664,6 +664,46 @@ fn engine_frames() -> Vec<Vec<u8>> {
     v
 }
 
+/// A run of full segments (each its own input's first frame is cut; the
+/// run coalesces), and a merged frame to cut.
+fn segmentation() -> Vec<Vec<u8>> {
+    let segs: Vec<Vec<u8>> = (0..4u32)
+        .map(|i| {
+            let payload = vec![i as u8; 1000];
+            tcp(
+                sa(LOCAL),
+                sa(REMOTE),
+                1000 + i * 1000,
+                Some(1),
+                TcpControl::None,
+                &payload,
+            )
+        })
+        .collect();
+    let input = |size: u16, frames: &[Vec<u8>]| {
+        let mut v = size.to_le_bytes().to_vec();
+        for f in frames {
+            v.extend_from_slice(&(f.len() as u16).to_le_bytes());
+            v.extend_from_slice(f);
+        }
+        v
+    };
+    let mut buf = vec![0u8; capnet_wire::gso::MAX_FRAME];
+    let max = buf.len();
+    let mut m =
+        capnet_wire::gso::Merge::start(&mut buf, &segs[0], max, capnet_wire::gso::Ident::Any)
+            .expect("a full ACK segment leads");
+    for s in &segs[1..] {
+        assert!(m.push(&mut buf, s));
+    }
+    let len = m.finish(&mut buf);
+    vec![
+        input(1000, &segs),
+        input(400, &[buf[..len].to_vec()]),
+        input(64, &segs[..1]),
+    ]
+}
+
 /// The seeds of target `name`.
 pub fn seeds(name: &str) -> Vec<Vec<u8>> {
     match name {
@@ -677,6 +717,7 @@ pub fn seeds(name: &str) -> Vec<Vec<u8>> {
         "tls_record" => tls_record(),
         "config" => config(),
         "engine_frames" => engine_frames(),
+        "segmentation" => segmentation(),
         _ => Vec::new(),
     }
 }

@@ -108,7 +108,7 @@ fn inherited_sockets_like_the_supervisor() {
             layout,
             ChannelLayout {
                 buffers: 512,
-                buf_size: 1536
+                buf_size: 65600, // a merged frame (segmentation offload)
             }
         );
         let fds = capnet_ring::redeem(handoff_here.as_fd(), &token, 3).unwrap();

@@ -248,9 +248,12 @@ pub struct PortSnap {
     pub name: String,
     pub state: String,
     pub epoch: u32,
-    /// Frames the stack sent and received on the port.
+    /// Frames the stack sent and received on the port (a frame merged
+    /// for segmentation offload is one).
     pub tx_frames: u64,
     pub rx_frames: u64,
+    /// Frames the port's driver put on its medium (segments).
+    pub wire_tx_frames: u64,
 }
 
 /// netsrv's status, read through the supervisor's admin socket.
@@ -296,6 +299,7 @@ pub fn snapshot(host: &Host) -> Snapshot {
                 epoch: p.get_driver_epoch(),
                 tx_frames: p.get_tx_frames(),
                 rx_frames: p.get_rx_frames(),
+                wire_tx_frames: p.get_counters().map_or(0, |c| c.get_tx_frames()),
             });
         }
         if let Some(b) = net.get_bonds().unwrap().iter().next() {

@@ -151,7 +151,10 @@ fn balance_xor_spreads_flows_keeps_them_and_survives_a_dead_leg() {
         "a flow changed legs while links were stable"
     );
     let snap = snapshot(&a);
-    let (p0, p1) = (snap.port("p0").tx_frames, snap.port("p1").tx_frames);
+    let (p0, p1) = (
+        snap.port("p0").wire_tx_frames,
+        snap.port("p1").wire_tx_frames,
+    );
     assert!(p0 > 1000 && p1 > 1000, "both legs carry: p0 {p0} p1 {p1}");
     cli_ok(&a, &["link", "p1", "down"]);
     let mut results = std::collections::HashMap::new();

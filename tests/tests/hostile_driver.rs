@@ -23,10 +23,13 @@ fn addr(s: &str) -> SocketAddr {
 }
 
 /// Host a: sim0 (10.0.0.1/24, to host b) and sim1 (10.1.0.1/24).
+/// Host a: sim0 as usual, and sim1 for the hostile driver. sim1's rings
+/// hold one MTU frame each (no segmentation offload), so that an MTU lie
+/// shows against its buffers.
 fn config_a() -> String {
     format!(
         "{}[[port]]\nname = \"sim1\"\nbackend = \"sim\"\nwire = \"wire1.sock\"\n\
-         mac = \"02:00:00:00:01:01\"\naddresses = [\"10.1.0.1/24\"]\n",
+         mac = \"02:00:00:00:01:01\"\naddresses = [\"10.1.0.1/24\"]\nsegmentation = false\n",
         sim_config(1, "")
     )
 }

@@ -97,17 +97,14 @@ pub fn link_detail(run_dir: &Path, port: &str, json: bool) -> Result<String, Str
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "{} ({}) {} mtu {} link {}, checksum offload {}",
+            "{} ({}) {} mtu {} link {}, checksum offload {}, segmentation {}",
             info.get_name()?.to_str()?,
             info.get_backend()?.to_str()?,
             mac,
             info.get_mtu(),
             if info.get_link_up() { "up" } else { "down" },
-            if info.get_checksum_offload() {
-                "on"
-            } else {
-                "off"
-            }
+            on_off(info.get_checksum_offload()),
+            on_off(info.get_segmentation())
         );
         let capture = info.get_capture_path()?.to_str()?;
         if !capture.is_empty() {
@@ -135,6 +132,7 @@ pub fn link_detail(run_dir: &Path, port: &str, json: bool) -> Result<String, Str
             c.get_wire_corrupted(),
             c.get_link_changes()
         );
+        segmentation_line(&mut out, "", c);
         offload_lines(&mut out, info, c)?;
         Ok(out)
     })
@@ -239,4 +237,28 @@ fn links_json(r: status_results::Reader<'_>, procs: &[ProcessInfo]) -> capnp::Re
         }
     }
     Ok(Value::Array(ports))
+}
+
+fn on_off(on: bool) -> &'static str {
+    if on {
+        "on"
+    } else {
+        "off"
+    }
+}
+
+/// What segmentation offload did on a port (nothing when it did nothing).
+pub fn segmentation_line(out: &mut String, indent: &str, c: port_counters::Reader<'_>) {
+    if c.get_tx_segmented() + c.get_rx_coalesced() + c.get_tx_segment_errors() == 0 {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "{indent}segmentation: tx cut {} into {} segment-errors {}, rx coalesced {} from {}",
+        c.get_tx_segmented(),
+        c.get_tx_segments(),
+        c.get_tx_segment_errors(),
+        c.get_rx_coalesced(),
+        c.get_rx_coalesced_segments()
+    );
 }

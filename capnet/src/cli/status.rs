@@ -92,6 +92,7 @@ fn human(r: status_results::Reader<'_>, procs: &[ProcessInfo]) -> capnp::Result<
             c.get_wire_corrupted(),
             c.get_link_changes()
         );
+        super::link::segmentation_line(&mut out, "    ", c);
     }
     let _ = writeln!(out, "bonds:");
     write_bonds(&mut out, net)?;

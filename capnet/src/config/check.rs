@@ -141,13 +141,27 @@ impl Port {
                 return Err("buffers must be a power of two from 8 to 65536".into());
             }
             // Descriptors name buffers by a 32-bit offset into the pool.
+            // With segmentation offload a buffer holds a merged frame.
             let mtu = self.mtu.unwrap_or(1500) as u64;
-            let buffer = (mtu + 14).div_ceil(64) * 64;
+            let segmentation =
+                self.segmentation != Some(false) && self.checksum_offload != Some(false);
+            let frame = if segmentation {
+                (mtu + 14).max(capnet_wire::gso::MAX_FRAME as u64)
+            } else {
+                mtu + 14
+            };
+            let buffer = frame.div_ceil(64) * 64;
             let pool = b as u64 * buffer;
             if pool > u32::MAX as u64 {
+                let why = if segmentation {
+                    " (segmentation offload: a buffer holds a merged frame)"
+                } else {
+                    ""
+                };
                 return Err(format!(
-                    "{b} buffers of {buffer} bytes (mtu {mtu}) make a pool of {pool} bytes; a \
-                     port's pool must stay under 4 GiB: use fewer buffers or a smaller mtu"
+                    "{b} buffers of {buffer} bytes (mtu {mtu}){why} make a pool of {pool} bytes; \
+                     a port's pool must stay under 4 GiB: use fewer buffers, a smaller mtu or \
+                     segmentation = false"
                 ));
             }
         }
@@ -473,9 +487,16 @@ mod tests {
                 "[[port]]\nname='a'\nbackend='sim'\nwire='w'\nbuffers={b}\nmtu={mtu}"
             ))
         };
-        port(65536, 9000).unwrap();
+        port(32768, 9000).unwrap();
         let e = port(65536, 65535).unwrap_err();
         assert!(e.contains("must stay under 4 GiB"), "{e}");
+        // A buffer holds a merged frame with segmentation offload.
+        let e = port(65536, 1500).unwrap_err();
+        assert!(e.contains("segmentation offload"), "{e}");
+        Config::parse(
+            "[[port]]\nname='a'\nbackend='sim'\nwire='w'\nbuffers=65536\nmtu=9000\nsegmentation=false",
+        )
+        .unwrap();
     }
 
     #[test]

@@ -330,6 +330,9 @@ pub struct Port {
     pub addresses: Vec<String>,
     pub pcap: Option<PathBuf>,
     pub checksum_offload: Option<bool>,
+    /// TCP segmentation offload between netsrv and the port's driver (TSO
+    /// and GRO); on unless false or checksum offload is off.
+    pub segmentation: Option<bool>,
     /// The port's NIC seals and opens TLS records (kTLS device offload);
     /// needs checksum offload.
     #[serde(default)]

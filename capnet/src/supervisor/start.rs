@@ -86,6 +86,9 @@ fn nicdrv_args(
     if port.checksum_offload == Some(false) {
         a.push("--no-csum-offload".into());
     }
+    if port.segmentation == Some(false) {
+        a.push("--no-segmentation".into());
+    }
     if port.tls_offload {
         a.push("--tls-offload".into());
     }

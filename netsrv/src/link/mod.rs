@@ -202,6 +202,32 @@ pub const MAX_LEGS: usize = 64;
 
 pub use capnet_wire::flow::{flow_key, frame_hash, FlowKey};
 
+/// Frames merged for a driver that segments (TSO) cut back into the
+/// segments they hold, so that any leg can take them (one that segments
+/// merges them again). Checksums are filled: `TX_CSUM` is dropped.
+fn cut_merged(frames: Vec<(Vec<u8>, u32)>, mtu: usize) -> Vec<(Vec<u8>, u32)> {
+    use capnet_ring::flags;
+    let mut out = Vec::with_capacity(frames.len());
+    for (frame, f) in frames {
+        if f & flags::TSO == 0 {
+            out.push((frame, f));
+            continue;
+        }
+        // Our own frame, unless memory went bad: a frame that does not cut
+        // is lost as on a wire, and TCP sends its bytes again.
+        let Ok(segments) = capnet_wire::gso::Segments::new(&frame, flags::gso_size(f), mtu) else {
+            continue;
+        };
+        let plain = f & !(flags::TSO | flags::TX_CSUM) & 0xffff;
+        for k in 0..segments.count() {
+            let mut seg = vec![0; segments.frame_len(k)];
+            segments.write(&frame, k, &mut seg);
+            out.push((seg, plain));
+        }
+    }
+    out
+}
+
 fn is_group(frame: &[u8]) -> bool {
     frame.first().is_some_and(|b| b & 1 == 1)
 }
@@ -415,7 +441,7 @@ impl Link {
             if self.live.is_empty() {
                 continue;
             }
-            let frames = std::mem::take(&mut self.legs[i].salvaged);
+            let frames = cut_merged(std::mem::take(&mut self.legs[i].salvaged), self.mtu);
             let mut waiting = Vec::new();
             for (frame, flags) in frames {
                 let Some(dev) = self

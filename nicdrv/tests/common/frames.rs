@@ -123,3 +123,58 @@ pub fn corrupt_stack_tx_queue(region: &OwnedFd, d: &Duplex) {
     let tail = unsafe { &*map.as_ptr().add(at).cast::<AtomicU32>() };
     tail.store(layout.buffers * 4 + 7, Ordering::SeqCst);
 }
+
+/// An Ethernet/IPv4/TCP segment (ACK, and `flags`) of the flow
+/// 10.0.0.1:40000 -> 10.0.0.2:80, checksums filled: what a stack sends.
+pub fn tcp_frame(seq: u32, ident: u16, flags: u8, payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![0u8; 14 + 20 + 20 + payload.len()];
+    f[..6].copy_from_slice(&[2, 0, 0, 0, 0, 2]);
+    f[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 1]);
+    f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+    let ip = &mut f[14..34];
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&((40 + payload.len()) as u16).to_be_bytes());
+    ip[4..6].copy_from_slice(&ident.to_be_bytes());
+    ip[6] = 0x40;
+    ip[8] = 64;
+    ip[9] = 6;
+    ip[12..16].copy_from_slice(&[10, 0, 0, 1]);
+    ip[16..20].copy_from_slice(&[10, 0, 0, 2]);
+    let tcp = &mut f[34..54];
+    tcp[0..2].copy_from_slice(&40000u16.to_be_bytes());
+    tcp[2..4].copy_from_slice(&80u16.to_be_bytes());
+    tcp[4..8].copy_from_slice(&seq.to_be_bytes());
+    tcp[8..12].copy_from_slice(&1u32.to_be_bytes());
+    tcp[12] = 5 << 4;
+    tcp[13] = 0x10 | flags;
+    tcp[14..16].copy_from_slice(&1024u16.to_be_bytes());
+    f[54..].copy_from_slice(payload);
+    capnet_wire::csum::fill_tx(&mut f).expect("a TCP frame");
+    f
+}
+
+/// `n` consecutive full segments of `size` bytes (the last with PSH), and
+/// the frame merged from them for a port that segments (TSO), with its
+/// descriptor flags.
+pub fn tso_run(n: usize, size: usize) -> (Vec<Vec<u8>>, (Vec<u8>, u32)) {
+    use capnet_wire::gso::{Ident, Merge, MAX_FRAME};
+    let segs: Vec<Vec<u8>> = (0..n)
+        .map(|i| {
+            let payload: Vec<u8> = (0..size).map(|b| (b * 31 + i * 7) as u8).collect();
+            let psh = if i + 1 == n { 0x08 } else { 0 };
+            tcp_frame(5000 + (i * size) as u32, 100 + i as u16, psh, &payload)
+        })
+        .collect();
+    let mut buf = vec![0u8; MAX_FRAME];
+    let mut m = Merge::start(&mut buf, &segs[0], MAX_FRAME, Ident::Consecutive).unwrap();
+    for s in &segs[1..] {
+        assert!(m.push(&mut buf, s));
+    }
+    let len = m.finish(&mut buf);
+    buf.truncate(len);
+    let f = capnet_ring::flags::with_gso_size(
+        capnet_ring::flags::TSO | capnet_ring::flags::TX_CSUM,
+        m.size(),
+    );
+    (segs, (buf, f))
+}

@@ -3,6 +3,7 @@
 //! doorbell, `LinkWatcher.linkChanged`), and /proc leak counters.
 #![allow(dead_code)]
 
+pub mod conn;
 mod driver;
 pub mod frames;
 // Each test binary uses its part of these.

@@ -1,0 +1,145 @@
+//! Segmentation offload through two `nicdrv --backend sim` processes, this
+//! test as both stacks: a merged frame (TSO) leaves as the segments it was
+//! merged from and arrives coalesced (GRO); without segmentation each side
+//! gets plain frames; a stack's TSO descriptors that cannot be cut are
+//! dropped and counted, and the port keeps working.
+
+use capnet_ring::flags;
+use std::time::Duration;
+
+mod common;
+
+use common::conn::{local_test, Conn};
+
+/// Runs an async test body and hands back what it returned.
+fn local_test_with<T, F: std::future::Future<Output = T>>(f: impl FnOnce() -> F) -> T {
+    let mut out = None;
+    local_test(async { out = Some(f().await) });
+    out.expect("the test body ran")
+}
+use common::frames::{recv, send, tcp_frame, tso_run, udp_frame};
+use common::{tmpdir, Proc, WAIT};
+
+#[test]
+fn a_merged_frame_leaves_as_its_segments_and_arrives_coalesced() {
+    let dir = tmpdir("tso-gro");
+    let wire = dir.join("wire.sock");
+    let pcap = dir.join("a.pcap");
+    let mut a = Proc::spawn(&dir, "a", &wire, &["--pcap", pcap.to_str().unwrap()]);
+    let b = Proc::spawn(&dir, "b", &wire, &[]);
+    let segments = local_test_with(|| async {
+        let (ca, cb) = (Conn::open(&a), Conn::open(&b));
+        ca.wait_link(true).await;
+        cb.wait_link(true).await;
+        let (mut ra, mut rb) = (ca.open_rings(&a).await, cb.open_rings(&b).await);
+        assert!(ra.tx.buf_size() as usize >= capnet_wire::gso::MAX_FRAME);
+        let (segments, merged) = tso_run(40, 1460);
+        send(&mut ra, std::slice::from_ref(&merged)).await;
+        // B coalesces what A cut: the same merged frame, checksums verified.
+        let got = recv(&mut rb, 1, WAIT).await;
+        assert_eq!(got.len(), 1, "one coalesced frame");
+        assert_eq!(got[0].0, merged.0, "the merged frame, byte for byte");
+        assert_eq!(
+            got[0].1,
+            flags::with_gso_size(flags::CSUM_VERIFIED | flags::GRO, 1460)
+        );
+        let (sa, sb) = (ca.counters().await, cb.counters().await);
+        assert_eq!((sa.tx_segmented, sa.tx_segments, sa.tx_frames), (1, 40, 40));
+        assert_eq!(
+            (sb.rx_coalesced, sb.rx_coalesced_segments, sb.rx_frames),
+            (1, 40, 40)
+        );
+        segments
+    });
+    // On the wire (A's capture): the very segments the frame was merged from.
+    assert!(a.terminate().success());
+    let (_, captured) = nicdrv::pcap::parse(&std::fs::read(&pcap).unwrap()).unwrap();
+    let tcp: Vec<&[u8]> = captured
+        .iter()
+        .map(|r| &r.data[..])
+        .filter(|f| f.len() > 60)
+        .collect();
+    assert_eq!(tcp, segments.iter().map(|s| &s[..]).collect::<Vec<_>>());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn without_segmentation_frames_stay_plain() {
+    let dir = tmpdir("no-tso");
+    let wire = dir.join("wire.sock");
+    let a = Proc::spawn(&dir, "a", &wire, &["--no-segmentation"]);
+    let b = Proc::spawn(&dir, "b", &wire, &["--no-segmentation"]);
+    local_test(async {
+        let (ca, cb) = (Conn::open(&a), Conn::open(&b));
+        ca.wait_link(true).await;
+        cb.wait_link(true).await;
+        let (mut ra, mut rb) = (ca.open_rings(&a).await, cb.open_rings(&b).await);
+        assert_eq!(ra.tx.buf_size(), 1536);
+        let (segments, merged) = tso_run(3, 1460);
+        // A port without segmentation cannot take a merged frame (it does
+        // not fit its buffers): the segments go one by one and stay apart.
+        let plain: Vec<(Vec<u8>, u32)> = segments
+            .iter()
+            .map(|s| (s.clone(), flags::TX_CSUM))
+            .collect();
+        send(&mut ra, &plain).await;
+        let got = recv(&mut rb, 3, WAIT).await;
+        let frames: Vec<Vec<u8>> = got.iter().map(|g| g.0.clone()).collect();
+        assert_eq!(frames, segments);
+        assert!(got.iter().all(|g| g.1 == flags::CSUM_VERIFIED));
+        assert!(merged.0.len() > ra.tx.buf_size() as usize);
+        let sb = cb.counters().await;
+        assert_eq!((sb.rx_coalesced, sb.rx_frames), (0, 3));
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn tso_frames_that_cannot_be_cut_are_dropped_and_counted() {
+    let dir = tmpdir("tso-hostile");
+    let wire = dir.join("wire.sock");
+    let mut a = Proc::spawn(&dir, "a", &wire, &[]);
+    let mut b = Proc::spawn(&dir, "b", &wire, &[]);
+    local_test(async {
+        let (ca, cb) = (Conn::open(&a), Conn::open(&b));
+        ca.wait_link(true).await;
+        cb.wait_link(true).await;
+        let (mut ra, mut rb) = (ca.open_rings(&a).await, cb.open_rings(&b).await);
+        let (_, (merged, _)) = tso_run(4, 1000);
+        let tso = |size: u16| flags::with_gso_size(flags::TSO, size);
+        let mut syn = merged.clone();
+        syn[14 + 20 + 13] |= 0x02;
+        let mut short_ip = merged.clone();
+        short_ip[16..18].copy_from_slice(&1000u16.to_be_bytes());
+        let bad = vec![
+            (merged.clone(), tso(0)),
+            (merged.clone(), tso(63)),
+            (merged.clone(), tso(1461)),
+            (udp_frame(7, true), tso(500)),
+            (syn, tso(1000)),
+            (short_ip, tso(1000)),
+            (tcp_frame(1, 1, 0, &[]), tso(1000)),
+            (vec![0xff; 80], tso(1000)),
+        ];
+        send(&mut ra, &bad).await;
+        // And the port still works: a good frame after them arrives.
+        let good = udp_frame(8, true);
+        send(&mut ra, &[(good.clone(), 0)]).await;
+        let got = recv(&mut rb, 1, WAIT).await;
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].0, good);
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let s = ca.counters().await;
+            if s.tx_segment_errors == bad.len() as u64 {
+                assert_eq!(s.tx_segmented, 0);
+                assert_eq!(s.bad_descriptors, 0, "a bad frame is not a bad descriptor");
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{s:?}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    assert!(a.alive() && b.alive(), "a bad TSO frame killed a driver");
+    let _ = std::fs::remove_dir_all(&dir);
+}
