@@ -2,7 +2,7 @@
 //! wire vs the same engines on the same rings in one process, with
 //! each process's CPU per GiB.
 
-use crate::procs::{cpu_seconds, service_pids, two_hosts};
+use crate::procs::{cpu_seconds, service_pids};
 use capnet_ring::{ChannelLayout, Duplex};
 use capnet_tests::Scratch;
 use netsrv::device::RingDevice;
@@ -80,9 +80,10 @@ fn in_process_bulk() -> (f64, f64) {
     )
 }
 
-fn processes_bulk() -> (f64, Vec<(String, f64)>) {
+/// The bulk through the processes; `extra` is the ports' extra config.
+fn processes_bulk(extra: &str) -> (f64, Vec<(String, f64)>) {
     let scratch = Scratch::new("bench-bulk");
-    let (a, b) = two_hosts(&scratch);
+    let (a, b) = capnet_tests::two_hosts(&scratch, extra);
     let (na, nb) = (a.net().unwrap(), b.net().unwrap());
     let mut pids: Vec<(String, u32)> = service_pids(&a)
         .into_iter()
@@ -132,17 +133,27 @@ fn processes_bulk() -> (f64, Vec<(String, f64)>) {
 }
 
 pub fn bench_microkernel_tax() {
-    let (mib_proc, cpu) = processes_bulk();
+    // Segmentation offload on (the default) and off, against one reference:
+    // the stacks in one process exchange frames of one MTU.
+    let (mib_proc, cpu) = processes_bulk("");
+    let (mib_plain, cpu_plain) = processes_bulk("segmentation = false");
     let (mib_inproc, cpu_inproc) = in_process_bulk();
-    println!(
-        "TCP bulk 256 MiB: processes on a sim wire {:>7.1} MiB/s   one process {:>7.1} MiB/s   ratio {:.2}",
-        mib_proc,
-        mib_inproc,
-        mib_proc / mib_inproc
-    );
     let per_gib = |s: f64| s / (BULK as f64 / (1u64 << 30) as f64);
-    for (name, s) in cpu {
-        println!("    CPU {:<28} {:>6.2} s/GiB", name, per_gib(s));
+    for (what, mib, cpu) in [
+        ("segmentation offload on ", mib_proc, cpu),
+        ("segmentation offload off", mib_plain, cpu_plain),
+    ] {
+        println!(
+            "TCP bulk 256 MiB: processes on a sim wire, {what} {:>7.1} MiB/s   one process {:>7.1} MiB/s   ratio {:.2}",
+            mib,
+            mib_inproc,
+            mib / mib_inproc
+        );
+        let total: f64 = cpu.iter().map(|(_, s)| per_gib(*s)).sum();
+        for (name, s) in cpu {
+            println!("    CPU {:<28} {:>6.2} s/GiB", name, per_gib(s));
+        }
+        println!("    CPU {:<28} {:>6.2} s/GiB", "all processes", total);
     }
     println!(
         "    CPU {:<28} {:>6.2} s/GiB",
