@@ -550,13 +550,13 @@ impl Stack {
         Ok(l.local)
     }
 
-    /// Takes an established connection off the accept queue.
     /// Whether an accept on listener `id` would take a connection now.
     pub fn tcp_accept_ready(&self, id: SockId) -> Result<bool, SocketError> {
         let l = self.listeners.get(&id).ok_or(SocketError::Closed)?;
         self.engine.tcp.accept_ready(l.id).map_err(tcp_error)
     }
 
+    /// Takes an established connection off the accept queue.
     pub fn tcp_accept(&mut self, id: SockId) -> Result<Option<(SockId, SocketAddr)>, SocketError> {
         let l = self.listeners.get(&id).ok_or(SocketError::Closed)?;
         let Some((tid, flow)) = self.engine.tcp.accept(l.id).map_err(tcp_error)? else {

@@ -65,7 +65,6 @@ impl Tcp {
         })
     }
 
-    /// The next established connection, if one waits.
     /// Whether [`Self::accept`] would hand out a connection now.
     pub fn accept_ready(&self, id: ListenerId) -> Result<bool, TcpError> {
         Ok(self
@@ -75,6 +74,7 @@ impl Tcp {
             .any(|c| self.conn(*c).is_ok()))
     }
 
+    /// The next established connection, if one waits.
     pub fn accept(&mut self, id: ListenerId) -> Result<Option<(TcpId, Flow)>, TcpError> {
         while let Some(c) = self.listener_mut(id)?.accept.pop_front() {
             if let Ok(conn) = self.conn(c) {
