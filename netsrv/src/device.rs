@@ -27,12 +27,6 @@ pub struct DeviceCounters {
     pub rx_bad_checksum: u64,
     /// Frames the engine wanted to send while every TX buffer was in flight.
     pub tx_no_buffer: u64,
-    /// Frames merged from segments for the driver to cut (TSO), and the
-    /// segments they held.
-    pub tx_merged: u64,
-    pub tx_merged_segments: u64,
-    /// Frames the driver coalesced from segments (GRO).
-    pub rx_coalesced: u64,
 }
 
 impl DeviceCounters {
@@ -41,9 +35,6 @@ impl DeviceCounters {
         self.tx_frames += o.tx_frames;
         self.rx_bad_checksum += o.rx_bad_checksum;
         self.tx_no_buffer += o.tx_no_buffer;
-        self.tx_merged += o.tx_merged;
-        self.tx_merged_segments += o.tx_merged_segments;
-        self.rx_coalesced += o.rx_coalesced;
     }
 }
 
@@ -284,16 +275,14 @@ struct Merging {
 }
 
 /// Sends the merged frame: flagged TSO with its segment size if it holds
-/// more than one segment, else as the plain frame it is.
+/// more than one segment, else as the plain frame it is. (The driver
+/// counts what it cuts: `PortCounters.txSegmented`.)
 fn finish_merge(tx: &mut ChannelSender, merging: &mut Option<Merging>, c: &mut DeviceCounters) {
     let Some(mut m) = merging.take() else { return };
     let len = m.merge.finish(tx.buf_mut(&mut m.buf));
-    let segments = m.merge.segments();
     let mut desc_flags = m.flags;
-    if segments > 1 {
+    if m.merge.segments() > 1 {
         desc_flags = flags::with_gso_size(desc_flags | flags::TSO, m.merge.size());
-        c.tx_merged += 1;
-        c.tx_merged_segments += u64::from(segments);
     }
     tx.send(m.buf, len as u32, desc_flags, m.context);
     c.tx_frames += 1;
@@ -424,7 +413,6 @@ impl RingDevice {
             }
         };
         self.counters.rx_frames += 1;
-        self.counters.rx_coalesced += u64::from(desc.flags & flags::GRO != 0);
         self.activity += 1;
         Some(RxFrame { desc })
     }
@@ -500,11 +488,6 @@ impl RingDevice {
 
     pub fn checksum_offload(&self) -> bool {
         self.checksum_offload
-    }
-
-    /// Whether the driver cuts merged frames and coalesces received ones.
-    pub fn segmentation(&self) -> bool {
-        self.segmentation
     }
 }
 

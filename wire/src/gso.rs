@@ -249,14 +249,6 @@ impl Merge {
         self.size as u16
     }
 
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     /// No segment can follow (the last was short, or carried PSH or FIN).
     pub fn is_closed(&self) -> bool {
         self.closed
