@@ -134,13 +134,21 @@ pub struct Merge {
 }
 
 impl Merge {
-    /// Starts a merged frame with `frame` (copied to the front of `buf`,
-    /// which must hold it) if it can lead one: a plain TCP segment with
-    /// payload and no flag but ACK. `max` bounds the merged frame's length.
-    pub fn start(buf: &mut [u8], frame: &[u8], max: usize, ident: Ident) -> Option<Merge> {
+    /// The layout of `frame` if it can lead a merged frame: a plain TCP
+    /// segment with payload and no flag but ACK (pure ACKs, PSH, FIN and
+    /// the rest go by themselves).
+    pub fn leads(frame: &[u8]) -> Option<Layout> {
         let layout = Layout::of(frame)?;
+        (frame.len() > layout.payload && layout.flags(frame) == ACK).then_some(layout)
+    }
+
+    /// Starts a merged frame with `frame` (copied to the front of `buf`,
+    /// which must hold it) if it [`leads`](Self::leads) one. `max` bounds
+    /// the merged frame's length.
+    pub fn start(buf: &mut [u8], frame: &[u8], max: usize, ident: Ident) -> Option<Merge> {
+        let layout = Self::leads(frame)?;
         let size = frame.len() - layout.payload;
-        if size == 0 || layout.flags(frame) != ACK || frame.len() > max.min(buf.len()) {
+        if frame.len() > max.min(buf.len()) {
             return None;
         }
         let mut head = [0u8; MAX_HEADERS];

@@ -232,7 +232,9 @@ impl RxPath<'_> {
         if !self.segmentation || desc_flags & flags::CSUM_VERIFIED == 0 {
             return None;
         }
-        gso::Layout::of(frame)?;
+        // Only a frame that can lead takes a buffer here: a pure ACK, say,
+        // goes by itself without a buffer taken and given back first.
+        gso::Merge::leads(frame)?;
         let Some(mut buf) = self.alloc(frame.len()) else {
             return Some(false);
         };

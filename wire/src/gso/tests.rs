@@ -184,8 +184,10 @@ fn only_a_plain_ack_with_payload_leads() {
         frame(false, 1, 1, SYN, &[]),
         frame(false, 1, 1, ACK, &[]),
     ] {
+        assert!(Merge::leads(&f).is_none());
         assert!(Merge::start(&mut buf, &f, MAX_FRAME, Ident::Any).is_none());
     }
+    assert!(Merge::leads(&frame(false, 1, 1, ACK, &[1; 100])).is_some());
     let mut fragment = frame(false, 1, 1, ACK, &[1; 100]);
     fragment[ETH + 6] |= 0x20;
     assert!(Merge::start(&mut buf, &fragment, MAX_FRAME, Ident::Any).is_none());
