@@ -75,9 +75,8 @@ fn without_segmentation_frames_stay_plain() {
         cb.wait_link(true).await;
         let (mut ra, mut rb) = (ca.open_rings(&a).await, cb.open_rings(&b).await);
         assert_eq!(ra.tx.buf_size(), 1536);
-        let (segments, merged) = tso_run(3, 1460);
-        // A port without segmentation cannot take a merged frame (it does
-        // not fit its buffers): the segments go one by one and stay apart.
+        let (segments, _) = tso_run(3, 1460);
+        // The segments go one by one and stay apart.
         let plain: Vec<(Vec<u8>, u32)> = segments
             .iter()
             .map(|s| (s.clone(), flags::TX_CSUM))
@@ -87,9 +86,28 @@ fn without_segmentation_frames_stay_plain() {
         let frames: Vec<Vec<u8>> = got.iter().map(|g| g.0.clone()).collect();
         assert_eq!(frames, segments);
         assert!(got.iter().all(|g| g.1 == flags::CSUM_VERIFIED));
-        assert!(merged.0.len() > ra.tx.buf_size() as usize);
         let sb = cb.counters().await;
         assert_eq!((sb.rx_coalesced, sb.rx_frames), (0, 3));
+        // A merged frame small enough for its buffers is still not cut:
+        // dropped and counted, nothing reaches the wire.
+        let (_, small) = tso_run(2, 500);
+        send(&mut ra, &[small]).await;
+        let deadline = std::time::Instant::now() + WAIT;
+        while ca.counters().await.tx_segment_errors == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the TSO frame was not counted"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let sa = ca.counters().await;
+        assert_eq!(
+            (sa.tx_segment_errors, sa.tx_segmented, sa.tx_frames),
+            (1, 0, 3)
+        );
+        assert!(recv(&mut rb, 1, Duration::from_millis(100))
+            .await
+            .is_empty());
     });
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -334,7 +334,8 @@ impl Segments {
     /// Writes segment `i` (below [`count`](Self::count)) of `frame` into
     /// `out` (at least [`frame_len`](Self::frame_len) bytes) with its
     /// checksums filled; returns its length. `frame` must be the frame
-    /// [`new`](Self::new) checked, unchanged.
+    /// [`new`](Self::new) checked, its headers and length unchanged (its
+    /// payload may have been sealed since).
     pub fn write(&self, frame: &[u8], i: usize, out: &mut [u8]) -> usize {
         let l = self.layout;
         let start = l.payload + i * self.size;

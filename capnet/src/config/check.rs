@@ -170,6 +170,11 @@ impl Port {
             // after sealing and decrypts only frames whose checksum it verified.
             return Err("tls_offload needs checksum_offload: it cannot be false".into());
         }
+        if self.segmentation == Some(true) && self.checksum_offload == Some(false) {
+            // Segments are cut with their checksums filled, and coalesced
+            // only once each one's checksum is verified.
+            return Err("segmentation needs checksum_offload: it cannot be false".into());
+        }
         for (what, v) in [
             ("loss", self.faults.loss),
             ("reorder", self.faults.reorder),
@@ -614,6 +619,9 @@ mod tests {
         );
         let e = tap("netns='../x'").unwrap_err();
         assert!(e.contains("port t0: netns \"../x\""), "{e}");
+        let e = port("segmentation=true\nchecksum_offload=false").unwrap_err();
+        assert!(e.contains("segmentation needs checksum_offload"), "{e}");
+        port("segmentation=false\nchecksum_offload=false").unwrap();
         let e = port("tls_offload=true\nchecksum_offload=false").unwrap_err();
         assert!(
             e.contains("port sim0: tls_offload needs checksum_offload"),

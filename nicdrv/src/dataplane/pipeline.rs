@@ -26,16 +26,19 @@ impl<D: Device> TxPath<'_, D> {
     /// time as the device has room ([`TxPath::segment`]).
     pub(super) fn transmit(&mut self, frame: &mut [u8], desc: Desc, now: Instant) -> Option<Cut> {
         let desc_flags = desc.flags;
-        let tso = desc_flags & flags::TSO != 0;
-        let len_ok = if tso {
-            self.segmentation && frame.len() <= gso::MAX_FRAME
-        } else {
-            csum::frame_len_ok(frame.len(), self.mtu)
-        };
-        if !len_ok || !self.link_up {
+        if !self.link_up {
             inc(&self.c.tx_dropped);
             return None;
         }
+        // A merged frame is checked before any engine sees it.
+        let segments = if desc_flags & flags::TSO != 0 {
+            Some(self.segments(frame, desc_flags)?)
+        } else if csum::frame_len_ok(frame.len(), self.mtu) {
+            None
+        } else {
+            inc(&self.c.tx_dropped);
+            return None;
+        };
         let mut fill = desc_flags & flags::TX_CSUM != 0 && self.csum_offload;
         if desc_flags & flags::OFFLOAD_TX != 0 {
             // Sealed in place, or dropped: the frame may hold cleartext.
@@ -45,20 +48,10 @@ impl<D: Device> TxPath<'_, D> {
                 TxAction::Drop => return None,
             }
         }
-        if tso {
-            return match gso::Segments::new(frame, flags::gso_size(desc_flags), self.mtu as usize) {
-                Ok(segments) => {
-                    inc(&self.c.tx_segmented);
-                    add(&self.c.tx_segments, segments.count() as u64);
-                    Some(Cut { segments, next: 0 })
-                }
-                Err(e) => {
-                    tracing::debug!(%e, len = frame.len(), "TSO frame dropped");
-                    inc(&self.c.tx_segment_errors);
-                    inc(&self.c.tx_dropped);
-                    None
-                }
-            };
+        if let Some(segments) = segments {
+            inc(&self.c.tx_segmented);
+            add(&self.c.tx_segments, segments.count() as u64);
+            return Some(Cut { segments, next: 0 });
         }
         if fill {
             match csum::fill_tx(frame) {
@@ -69,6 +62,23 @@ impl<D: Device> TxPath<'_, D> {
         }
         self.emit(frame, now);
         None
+    }
+
+    /// How a merged frame is cut; `None` (dropped, counted) if the port
+    /// does not segment or the frame cannot be cut.
+    fn segments(&self, frame: &[u8], desc_flags: u32) -> Option<gso::Segments> {
+        let cut = if self.segmentation {
+            gso::Segments::new(frame, flags::gso_size(desc_flags), self.mtu as usize)
+                .map_err(|e| e.to_string())
+        } else {
+            Err("a TSO frame to a port that does not segment".into())
+        };
+        cut.map_err(|why| {
+            tracing::debug!(why, len = frame.len(), "TSO frame dropped");
+            inc(&self.c.tx_segment_errors);
+            inc(&self.c.tx_dropped);
+        })
+        .ok()
     }
 
     /// The next segment of a merged frame (its checksums filled), into
