@@ -10,7 +10,8 @@ mod offload_support;
 use capnet_schema::offload_capnp::OffloadKind;
 use offload_support::records::Tls;
 use offload_support::{
-    assert_word, ctx_info, is_word, local_test, tmpdir, wait_heard, Conn, Heard, Proc, Told, WAIT,
+    assert_word, ctx_info, is_word, local_test, tmpdir, wait_heard, Conn, Heard, Offloads, Proc,
+    Told, WAIT,
 };
 
 use std::time::{Duration, Instant};

@@ -13,7 +13,7 @@ use offload_support::frames::{contains, payload, tcp_frame, tcp_seq_of, ACK, PSH
 use offload_support::records::{Rec, Tls, SECRET};
 use offload_support::{
     assert_dropped, assert_word, ctx_info, local_test, recv, sa, send, tmpdir, wait_heard, Conn,
-    Heard, Proc, Told,
+    Heard, Offloads, Proc, Told,
 };
 
 #[test]
@@ -40,8 +40,8 @@ fn tx_context_seals_what_leaves() {
     let sealed: Vec<u8> = recs.iter().flat_map(|r| r.sealed.clone()).collect();
     local_test(async {
         let (ca, cb) = (Conn::open(&a), Conn::open(&b));
-        ca.wait_link().await;
-        cb.wait_link().await;
+        ca.wait_link(true).await;
+        cb.wait_link(true).await;
         let mut ra = ca.open_rings(&a).await;
         let mut rb = cb.open_rings(&b).await;
         let heard = Heard::default();
@@ -210,8 +210,8 @@ fn rx_context_opens_records_and_resyncs() {
     };
     local_test(async {
         let (ca, cb) = (Conn::open(&a), Conn::open(&b));
-        ca.wait_link().await;
-        cb.wait_link().await;
+        ca.wait_link(true).await;
+        cb.wait_link(true).await;
         let mut ra = ca.open_rings(&a).await;
         let mut rb = cb.open_rings(&b).await;
         let heard = Heard::default();

@@ -11,13 +11,7 @@ mod common;
 
 use common::conn::{local_test, Conn};
 
-/// Runs an async test body and hands back what it returned.
-fn local_test_with<T, F: std::future::Future<Output = T>>(f: impl FnOnce() -> F) -> T {
-    let mut out = None;
-    local_test(async { out = Some(f().await) });
-    out.expect("the test body ran")
-}
-use common::frames::{recv, send, tcp_frame, tso_run, udp_frame};
+use common::frames::{recv, send, tcp_frame, tso_run, udp_frame, ACK};
 use common::{tmpdir, Proc, WAIT};
 
 #[test]
@@ -27,7 +21,7 @@ fn a_merged_frame_leaves_as_its_segments_and_arrives_coalesced() {
     let pcap = dir.join("a.pcap");
     let mut a = Proc::spawn(&dir, "a", &wire, &["--pcap", pcap.to_str().unwrap()]);
     let b = Proc::spawn(&dir, "b", &wire, &[]);
-    let segments = local_test_with(|| async {
+    let segments = local_test(async {
         let (ca, cb) = (Conn::open(&a), Conn::open(&b));
         ca.wait_link(true).await;
         cb.wait_link(true).await;
@@ -125,6 +119,10 @@ fn tso_frames_that_cannot_be_cut_are_dropped_and_counted() {
         let (mut ra, mut rb) = (ca.open_rings(&a).await, cb.open_rings(&b).await);
         let (_, (merged, _)) = tso_run(4, 1000);
         let tso = |size: u16| flags::with_gso_size(flags::TSO, size);
+        let (src, dst) = (
+            "10.0.0.1:40000".parse().unwrap(),
+            "10.0.0.2:80".parse().unwrap(),
+        );
         let mut syn = merged.clone();
         syn[14 + 20 + 13] |= 0x02;
         let mut short_ip = merged.clone();
@@ -136,7 +134,7 @@ fn tso_frames_that_cannot_be_cut_are_dropped_and_counted() {
             (udp_frame(7, true), tso(500)),
             (syn, tso(1000)),
             (short_ip, tso(1000)),
-            (tcp_frame(1, 1, 0, &[]), tso(1000)),
+            (tcp_frame(src, dst, 1, 1, ACK, &[], true), tso(1000)),
             (vec![0xff; 80], tso(1000)),
         ];
         send(&mut ra, &bad).await;

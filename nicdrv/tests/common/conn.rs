@@ -105,10 +105,12 @@ impl Conn {
     }
 }
 
-pub fn local_test(f: impl std::future::Future<Output = ()>) {
+/// Runs an async test body on a single-threaded runtime (capnp clients
+/// are not `Send`) and hands back what it returned.
+pub fn local_test<T>(f: impl std::future::Future<Output = T>) -> T {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    tokio::task::LocalSet::new().block_on(&rt, f);
+    tokio::task::LocalSet::new().block_on(&rt, f)
 }

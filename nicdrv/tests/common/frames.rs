@@ -8,6 +8,7 @@ use smoltcp::wire::{
     EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr, IpProtocol, Ipv4Address,
     Ipv4Packet, Ipv4Repr, UdpPacket, UdpRepr,
 };
+use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -124,32 +125,46 @@ pub fn corrupt_stack_tx_queue(region: &OwnedFd, d: &Duplex) {
     tail.store(layout.buffers * 4 + 7, Ordering::SeqCst);
 }
 
-/// An Ethernet/IPv4/TCP segment (ACK, and `flags`) of the flow
-/// 10.0.0.1:40000 -> 10.0.0.2:80, checksums filled: what a stack sends.
-pub fn tcp_frame(seq: u32, ident: u16, flags: u8, payload: &[u8]) -> Vec<u8> {
-    let mut f = vec![0u8; 14 + 20 + 20 + payload.len()];
-    f[..6].copy_from_slice(&[2, 0, 0, 0, 0, 2]);
-    f[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 1]);
-    f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
-    let ip = &mut f[14..34];
+pub const ACK: u8 = 0x10;
+pub const PSH: u8 = 0x08;
+
+/// Ethernet + IPv4 + TCP. Checksums: filled when `csum`, else left zero.
+pub fn tcp_frame(
+    src: SocketAddr,
+    dst: SocketAddr,
+    seq: u32,
+    ack: u32,
+    tcp_flags: u8,
+    payload: &[u8],
+    csum: bool,
+) -> Vec<u8> {
+    let (SocketAddr::V4(s), SocketAddr::V4(d)) = (src, dst) else {
+        panic!("IPv4 only")
+    };
+    let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00];
+    let tcp_len = 20 + payload.len();
+    let mut ip = [0u8; 20];
     ip[0] = 0x45;
-    ip[2..4].copy_from_slice(&((40 + payload.len()) as u16).to_be_bytes());
-    ip[4..6].copy_from_slice(&ident.to_be_bytes());
+    ip[2..4].copy_from_slice(&((20 + tcp_len) as u16).to_be_bytes());
     ip[6] = 0x40;
     ip[8] = 64;
     ip[9] = 6;
-    ip[12..16].copy_from_slice(&[10, 0, 0, 1]);
-    ip[16..20].copy_from_slice(&[10, 0, 0, 2]);
-    let tcp = &mut f[34..54];
-    tcp[0..2].copy_from_slice(&40000u16.to_be_bytes());
-    tcp[2..4].copy_from_slice(&80u16.to_be_bytes());
-    tcp[4..8].copy_from_slice(&seq.to_be_bytes());
-    tcp[8..12].copy_from_slice(&1u32.to_be_bytes());
-    tcp[12] = 5 << 4;
-    tcp[13] = 0x10 | flags;
-    tcp[14..16].copy_from_slice(&1024u16.to_be_bytes());
-    f[54..].copy_from_slice(payload);
-    capnet_wire::csum::fill_tx(&mut f).expect("a TCP frame");
+    ip[12..16].copy_from_slice(&s.ip().octets());
+    ip[16..20].copy_from_slice(&d.ip().octets());
+    f.extend_from_slice(&ip);
+    let mut t = [0u8; 20];
+    t[0..2].copy_from_slice(&src.port().to_be_bytes());
+    t[2..4].copy_from_slice(&dst.port().to_be_bytes());
+    t[4..8].copy_from_slice(&seq.to_be_bytes());
+    t[8..12].copy_from_slice(&ack.to_be_bytes());
+    t[12] = 5 << 4;
+    t[13] = tcp_flags;
+    t[14..16].copy_from_slice(&65535u16.to_be_bytes());
+    f.extend_from_slice(&t);
+    f.extend_from_slice(payload);
+    if csum {
+        capnet_wire::csum::fill_tx(&mut f).unwrap();
+    }
     f
 }
 
@@ -161,8 +176,17 @@ pub fn tso_run(n: usize, size: usize) -> (Vec<Vec<u8>>, (Vec<u8>, u32)) {
     let segs: Vec<Vec<u8>> = (0..n)
         .map(|i| {
             let payload: Vec<u8> = (0..size).map(|b| (b * 31 + i * 7) as u8).collect();
-            let psh = if i + 1 == n { 0x08 } else { 0 };
-            tcp_frame(5000 + (i * size) as u32, 100 + i as u16, psh, &payload)
+            let flags = if i + 1 == n { ACK | PSH } else { ACK };
+            let seq = 5000 + (i * size) as u32;
+            let (src, dst) = (
+                "10.0.0.1:40000".parse().unwrap(),
+                "10.0.0.2:80".parse().unwrap(),
+            );
+            let mut f = tcp_frame(src, dst, seq, 1, flags, &payload, false);
+            // Idents that follow one another, as a stack's do.
+            f[18..20].copy_from_slice(&(100 + i as u16).to_be_bytes());
+            capnet_wire::csum::fill_tx(&mut f).unwrap();
+            f
         })
         .collect();
     let mut buf = vec![0u8; MAX_FRAME];

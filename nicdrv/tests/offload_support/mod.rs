@@ -11,24 +11,20 @@
 pub mod frames;
 pub mod records;
 
-pub use crate::common::{connect_nic, tmpdir, Proc, WAIT};
+pub use crate::common::conn::{local_test, Conn};
+pub use crate::common::{tmpdir, Proc, WAIT};
 
 pub fn sa(s: &str) -> SocketAddr {
     s.parse().unwrap()
 }
 
-use capnet_ring::{ChannelLayout, Duplex, CONNECT_HANDOFF};
-use capnet_schema::nic_capnp::nic;
+use capnet_ring::Duplex;
 use capnet_schema::offload_capnp::{offload_context, offload_events, OffloadKind};
 use capnp::capability::Rc as CapRc;
 use frames::{tcp_frame, ACK, PSH};
-use nicdrv::counters::Snapshot;
 use records::Tls;
 use std::cell::RefCell;
-use std::io::Write;
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::net::UnixStream;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -105,41 +101,28 @@ pub async fn wait_heard(heard: &Heard, what: impl Fn(&Told) -> bool) -> Told {
     }
 }
 
-/// One capnp connection to a port.
-pub struct Conn {
-    nic: nic::Client,
-    task: tokio::task::JoinHandle<()>,
+/// What the offload tests ask of a port besides the common calls.
+pub trait Offloads {
+    async fn offered(&self) -> Vec<OffloadKind>;
+    async fn offload(
+        &self,
+        kind: OffloadKind,
+        local: &str,
+        remote: &str,
+        tls: &Tls,
+        heard: &Heard,
+    ) -> Result<(offload_context::Client, u32), capnp::Error>;
+    async fn offload_request(
+        &self,
+        build: impl FnOnce(capnet_schema::offload_capnp::offload_request::Builder<'_>),
+        heard: &Heard,
+    ) -> Result<(offload_context::Client, u32), capnp::Error>;
+    async fn contexts(&self) -> Vec<(u32, String)>;
 }
 
-impl Conn {
-    pub fn open(p: &Proc) -> Conn {
-        let (nic, task) = connect_nic(&p.listen);
-        Conn { nic, task }
-    }
-
-    pub fn close(self) {
-        self.task.abort();
-    }
-
-    pub async fn counters(&self) -> Snapshot {
-        let r = self.nic.counters_request().send().promise.await.unwrap();
-        nicdrv::service::read_counters(r.get().unwrap().get_counters().unwrap())
-    }
-
-    pub async fn wait_link(&self) {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let r = self.nic.info_request().send().promise.await.unwrap();
-            if r.get().unwrap().get_info().unwrap().get_link_up() {
-                return;
-            }
-            assert!(Instant::now() < deadline, "link never came up");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-
+impl Offloads for Conn {
     /// The kinds `info` lists (`PortInfo.offloads`).
-    pub async fn offered(&self) -> Vec<OffloadKind> {
+    async fn offered(&self) -> Vec<OffloadKind> {
         let r = self.nic.info_request().send().promise.await.unwrap();
         let i = r.get().unwrap().get_info().unwrap();
         i.get_offloads()
@@ -149,27 +132,8 @@ impl Conn {
             .collect()
     }
 
-    pub async fn try_open_rings(&self, p: &Proc) -> Result<(Duplex, OwnedFd), capnp::Error> {
-        let r = self.nic.open_rings_request().send().promise.await?;
-        let g = r.get()?.get_grant()?;
-        let token = capnet_ring::Token::from_slice(g.get_token()?).expect("16-byte token");
-        let layout = ChannelLayout {
-            buffers: g.get_buffer_count(),
-            buf_size: g.get_buffer_size(),
-        };
-        let mut h = UnixStream::connect(&p.listen).unwrap();
-        h.write_all(&[CONNECT_HANDOFF]).unwrap();
-        let fds = capnet_ring::redeem(h.as_fd(), &token, 3).expect("redeem");
-        let region = fds[0].try_clone().unwrap();
-        Ok((Duplex::attach(fds, layout).expect("attach"), region))
-    }
-
-    pub async fn open_rings(&self, p: &Proc) -> Duplex {
-        self.try_open_rings(p).await.expect("openRings").0
-    }
-
     /// `offload` of a TLS kind; the context and its info's id.
-    pub async fn offload(
+    async fn offload(
         &self,
         kind: OffloadKind,
         local: &str,
@@ -204,7 +168,7 @@ impl Conn {
     }
 
     /// `offload` of any request `build` writes; the context and its id.
-    pub async fn offload_request(
+    async fn offload_request(
         &self,
         build: impl FnOnce(capnet_schema::offload_capnp::offload_request::Builder<'_>),
         heard: &Heard,
@@ -221,7 +185,7 @@ impl Conn {
     }
 
     /// `offloadContexts`: (id, state) of each.
-    pub async fn contexts(&self) -> Vec<(u32, String)> {
+    async fn contexts(&self) -> Vec<(u32, String)> {
         let r = self
             .nic
             .offload_contexts_request()
@@ -326,12 +290,4 @@ pub async fn assert_dropped(
     let got = recv(to, 1).await;
     assert_eq!(got.len(), 1, "{got:?}");
     assert_eq!(got[0].frame, marker(n).0, "a dropped frame arrived");
-}
-
-pub fn local_test(f: impl std::future::Future<Output = ()>) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    tokio::task::LocalSet::new().block_on(&rt, f);
 }
