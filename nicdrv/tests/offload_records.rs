@@ -12,7 +12,7 @@ use capnet_schema::offload_capnp::OffloadKind;
 use offload_support::frames::{contains, payload, tcp_frame, tcp_seq_of, ACK, PSH};
 use offload_support::records::{Rec, Tls, SECRET};
 use offload_support::{
-    assert_dropped, assert_word, ctx_info, local_test, recv, sa, send, tmpdir, wait_heard, Conn,
+    assert_dropped, assert_word, ctx_info, linked, local_test, recv, sa, send, tmpdir, wait_heard,
     Heard, Offloads, Proc, Told,
 };
 
@@ -39,11 +39,7 @@ fn tx_context_seals_what_leaves() {
     let framed: Vec<u8> = recs.iter().flat_map(|r| r.framed.clone()).collect();
     let sealed: Vec<u8> = recs.iter().flat_map(|r| r.sealed.clone()).collect();
     local_test(async {
-        let (ca, cb) = (Conn::open(&a), Conn::open(&b));
-        ca.wait_link(true).await;
-        cb.wait_link(true).await;
-        let mut ra = ca.open_rings(&a).await;
-        let mut rb = cb.open_rings(&b).await;
+        let (ca, _cb, mut ra, mut rb) = linked(&a, &b).await;
         let heard = Heard::default();
         let (ctx, id) = ca
             .offload(
@@ -209,11 +205,7 @@ fn rx_context_opens_records_and_resyncs() {
         )
     };
     local_test(async {
-        let (ca, cb) = (Conn::open(&a), Conn::open(&b));
-        ca.wait_link(true).await;
-        cb.wait_link(true).await;
-        let mut ra = ca.open_rings(&a).await;
-        let mut rb = cb.open_rings(&b).await;
+        let (ca, _cb, mut ra, mut rb) = linked(&a, &b).await;
         let heard = Heard::default();
         let (ctx, id) = ca
             .offload(

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 mod common;
 
-use common::conn::{local_test, Conn};
+use common::conn::{linked, local_test};
 
 use common::frames::{recv, send, tcp_frame, tso_run, udp_frame, ACK};
 use common::{tmpdir, Proc, WAIT};
@@ -22,10 +22,7 @@ fn a_merged_frame_leaves_as_its_segments_and_arrives_coalesced() {
     let mut a = Proc::spawn(&dir, "a", &wire, &["--pcap", pcap.to_str().unwrap()]);
     let b = Proc::spawn(&dir, "b", &wire, &[]);
     let segments = local_test(async {
-        let (ca, cb) = (Conn::open(&a), Conn::open(&b));
-        ca.wait_link(true).await;
-        cb.wait_link(true).await;
-        let (mut ra, mut rb) = (ca.open_rings(&a).await, cb.open_rings(&b).await);
+        let (ca, cb, mut ra, mut rb) = linked(&a, &b).await;
         assert!(ra.tx.buf_size() as usize >= capnet_wire::gso::MAX_FRAME);
         let (segments, merged) = tso_run(40, 1460);
         send(&mut ra, std::slice::from_ref(&merged)).await;
@@ -64,10 +61,7 @@ fn without_segmentation_frames_stay_plain() {
     let a = Proc::spawn(&dir, "a", &wire, &["--no-segmentation"]);
     let b = Proc::spawn(&dir, "b", &wire, &["--no-segmentation"]);
     local_test(async {
-        let (ca, cb) = (Conn::open(&a), Conn::open(&b));
-        ca.wait_link(true).await;
-        cb.wait_link(true).await;
-        let (mut ra, mut rb) = (ca.open_rings(&a).await, cb.open_rings(&b).await);
+        let (ca, cb, mut ra, mut rb) = linked(&a, &b).await;
         assert_eq!(ra.tx.buf_size(), 1536);
         let (segments, _) = tso_run(3, 1460);
         // The segments go one by one and stay apart.
@@ -113,10 +107,7 @@ fn tso_frames_that_cannot_be_cut_are_dropped_and_counted() {
     let mut a = Proc::spawn(&dir, "a", &wire, &[]);
     let mut b = Proc::spawn(&dir, "b", &wire, &[]);
     local_test(async {
-        let (ca, cb) = (Conn::open(&a), Conn::open(&b));
-        ca.wait_link(true).await;
-        cb.wait_link(true).await;
-        let (mut ra, mut rb) = (ca.open_rings(&a).await, cb.open_rings(&b).await);
+        let (ca, _cb, mut ra, mut rb) = linked(&a, &b).await;
         let (_, (merged, _)) = tso_run(4, 1000);
         let tso = |size: u16| flags::with_gso_size(flags::TSO, size);
         let (src, dst) = (

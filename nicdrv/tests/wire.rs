@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::conn::{local_test, Conn};
+use common::conn::{linked, local_test, Conn};
 use common::frames::{recv, send, send_batch, udp_frame};
 use common::{arm, fd_count, memfd_maps, tmpdir, wait_change, Proc, LINK_DEADLINE, WAIT};
 
@@ -438,10 +438,7 @@ fn faulty_wire_loses_nothing_else() {
     );
     let b = Proc::spawn(&dir, "b", &wire, &[]);
     local_test(async {
-        let (ca, cb) = (Conn::open(&a), Conn::open(&b));
-        ca.wait_link(true).await;
-        cb.wait_link(true).await;
-        let (mut ra, mut rb) = (ca.open_rings(&a).await, cb.open_rings(&b).await);
+        let (ca, cb, mut ra, mut rb) = linked(&a, &b).await;
         let mut got = 0usize;
         for round in 0..30u32 {
             let frames: Vec<(Vec<u8>, u32)> = (0..100)
@@ -483,10 +480,7 @@ fn jumbo_frames() {
     let a = Proc::spawn(&dir, "a", &wire, &args);
     let b = Proc::spawn(&dir, "b", &wire, &args);
     local_test(async {
-        let (ca, cb) = (Conn::open(&a), Conn::open(&b));
-        ca.wait_link(true).await;
-        cb.wait_link(true).await;
-        let (mut ra, mut rb) = (ca.open_rings(&a).await, cb.open_rings(&b).await);
+        let (ca, _cb, mut ra, mut rb) = linked(&a, &b).await;
         assert_eq!(ra.tx.buf_size(), 9024);
         // Largest frame: 9000 bytes of IP + 14; one byte more is refused.
         let mut big = udp_frame(1, true);

@@ -105,6 +105,16 @@ impl Conn {
     }
 }
 
+/// Connections to two ports on one wire, once their link is up, and the
+/// rings of each (the test is both stacks).
+pub async fn linked(a: &Proc, b: &Proc) -> (Conn, Conn, Duplex, Duplex) {
+    let (ca, cb) = (Conn::open(a), Conn::open(b));
+    ca.wait_link(true).await;
+    cb.wait_link(true).await;
+    let (ra, rb) = (ca.open_rings(a).await, cb.open_rings(b).await);
+    (ca, cb, ra, rb)
+}
+
 /// Runs an async test body on a single-threaded runtime (capnp clients
 /// are not `Send`) and hands back what it returned.
 pub fn local_test<T>(f: impl std::future::Future<Output = T>) -> T {

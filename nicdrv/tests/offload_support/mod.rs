@@ -11,7 +11,8 @@
 pub mod frames;
 pub mod records;
 
-pub use crate::common::conn::{local_test, Conn};
+#[allow(unused_imports)] // each test binary uses its part
+pub use crate::common::conn::{linked, local_test, Conn};
 pub use crate::common::{tmpdir, Proc, WAIT};
 
 pub fn sa(s: &str) -> SocketAddr {
