@@ -395,6 +395,51 @@ fn socket_addr(s: &str) -> std::net::SocketAddr {
     s.parse().unwrap()
 }
 
+/// `bytes` each way on one connection from 10.0.0.1 (`a`) to 10.0.0.2:`port`
+/// (`b`), both directions at once, each checked whole against what the
+/// other side sent; returns the digests of what arrived (a->b, b->a).
+pub fn transfer_both_ways(
+    a: &libclient::Net,
+    b: &libclient::Net,
+    port: u16,
+    bytes: u64,
+) -> ([u8; 32], [u8; 32]) {
+    use std::net::Shutdown;
+    let listener = b
+        .tcp_listen(socket_addr(&format!("0.0.0.0:{port}")), 4)
+        .unwrap();
+    let server = std::thread::spawn(move || {
+        let (s, _) = listener.accept().unwrap();
+        std::thread::scope(|scope| {
+            let w = scope.spawn(|| {
+                let h = send_pattern(&mut &s, 22, bytes).unwrap();
+                s.shutdown(Shutdown::Write).unwrap();
+                h
+            });
+            let got = receive_all(&mut &s).unwrap();
+            (got, w.join().unwrap())
+        })
+    });
+    let s = a
+        .tcp_connect(socket_addr(&format!("10.0.0.2:{port}")), None)
+        .unwrap();
+    let (sent_a, got_a) = std::thread::scope(|scope| {
+        let w = scope.spawn(|| {
+            let h = send_pattern(&mut &s, 11, bytes).unwrap();
+            s.shutdown(Shutdown::Write).unwrap();
+            h
+        });
+        let got = receive_all(&mut &s).unwrap();
+        (w.join().unwrap(), got)
+    });
+    let (got_b, sent_b) = server.join().unwrap();
+    assert_eq!(got_b.0, bytes, "a->b byte count");
+    assert_eq!(got_b.1, sent_a, "a->b sha256");
+    assert_eq!(got_a.0, bytes, "b->a byte count");
+    assert_eq!(got_a.1, sent_b, "b->a sha256");
+    (got_b.1, got_a.1)
+}
+
 /// A transfer from a well-behaved client (10.0.0.1 to 10.0.0.2 on `port`),
 /// run while something hostile happens. `connected` hears once both ends are up;
 /// the handle returns once every byte was verified.

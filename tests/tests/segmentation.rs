@@ -3,14 +3,9 @@
 //! default) and off, and a capture of the wire with it on holds only frames
 //! within the MTU with right checksums, by tshark's reading.
 
-use capnet_tests::{cli_ok, receive_all, send_pattern, status_counter, two_hosts, Scratch};
-use std::net::{Shutdown, SocketAddr};
+use capnet_tests::{cli_ok, status_counter, transfer_both_ways, two_hosts, Scratch};
 
 const BYTES: u64 = 16 << 20;
-
-fn addr(s: &str) -> SocketAddr {
-    s.parse().unwrap()
-}
 
 /// `BYTES` each way on one connection under 1% loss and 1% reordering;
 /// returns the digests each side received (a->b, b->a), checked against
@@ -21,36 +16,11 @@ fn both_ways(extra: &str, scratch: &Scratch) -> ([u8; 32], [u8; 32], String) {
         cli_ok(h, &["faults", "sim0", "--loss", "1", "--reorder", "1"]);
     }
     let (na, nb) = (a.net().unwrap(), b.net().unwrap());
-    let listener = nb.tcp_listen(addr("0.0.0.0:5001"), 1).unwrap();
-    let server = std::thread::spawn(move || {
-        let (s, _) = listener.accept().unwrap();
-        std::thread::scope(|scope| {
-            let w = scope.spawn(|| {
-                let h = send_pattern(&mut &s, 2, BYTES).unwrap();
-                s.shutdown(Shutdown::Write).unwrap();
-                h
-            });
-            (receive_all(&mut &s).unwrap(), w.join().unwrap())
-        })
-    });
-    let s = na.tcp_connect(addr("10.0.0.2:5001"), None).unwrap();
-    let (sent_a, got_a) = std::thread::scope(|scope| {
-        let w = scope.spawn(|| {
-            let h = send_pattern(&mut &s, 1, BYTES).unwrap();
-            s.shutdown(Shutdown::Write).unwrap();
-            h
-        });
-        (w.join().unwrap(), receive_all(&mut &s).unwrap())
-    });
-    let (got_b, sent_b) = server.join().unwrap();
-    assert_eq!((got_b.0, got_a.0), (BYTES, BYTES));
-    assert_eq!(got_b.1, sent_a, "a->b");
-    assert_eq!(got_a.1, sent_b, "b->a");
+    let (ab, ba) = transfer_both_ways(&na, &nb, 5001, BYTES);
     let link = cli_ok(&a, &["link", "sim0"]);
-    drop(s);
     a.stop().unwrap();
     b.stop().unwrap();
-    (got_b.1, got_a.1, link)
+    (ab, ba, link)
 }
 
 #[test]

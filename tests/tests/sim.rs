@@ -1,7 +1,8 @@
 //! Two service sets on a sim wire: TCP and UDP end to end.
 
 use capnet_tests::{
-    cli_ok, echo_until_eof, receive_all, send_pattern, status_counter, two_hosts, Scratch,
+    cli_ok, echo_until_eof, receive_all, send_pattern, status_counter, transfer_both_ways,
+    two_hosts, Scratch,
 };
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr};
@@ -13,39 +14,6 @@ fn addr(s: &str) -> SocketAddr {
 
 /// Sends `bytes` each way at once over one connection; both sides check the
 /// sha256 of what they got against what the other sent.
-fn transfer_both_ways(a: &libclient::Net, b: &libclient::Net, port: u16, bytes: u64) {
-    let listener = b.tcp_listen(addr(&format!("0.0.0.0:{port}")), 4).unwrap();
-    let server = std::thread::spawn(move || {
-        let (s, _) = listener.accept().unwrap();
-        std::thread::scope(|scope| {
-            let w = scope.spawn(|| {
-                let h = send_pattern(&mut &s, 22, bytes).unwrap();
-                s.shutdown(Shutdown::Write).unwrap();
-                h
-            });
-            let got = receive_all(&mut &s).unwrap();
-            (got, w.join().unwrap())
-        })
-    });
-    let s = a
-        .tcp_connect(addr(&format!("10.0.0.2:{port}")), None)
-        .unwrap();
-    let (sent_a, got_a) = std::thread::scope(|scope| {
-        let w = scope.spawn(|| {
-            let h = send_pattern(&mut &s, 11, bytes).unwrap();
-            s.shutdown(Shutdown::Write).unwrap();
-            h
-        });
-        let got = receive_all(&mut &s).unwrap();
-        (w.join().unwrap(), got)
-    });
-    let (got_b, sent_b) = server.join().unwrap();
-    assert_eq!(got_b.0, bytes, "a->b byte count");
-    assert_eq!(got_b.1, sent_a, "a->b sha256");
-    assert_eq!(got_a.0, bytes, "b->a byte count");
-    assert_eq!(got_a.1, sent_b, "b->a sha256");
-}
-
 #[test]
 fn bulk_64mib_each_way_with_loss_and_reordering() {
     let scratch = Scratch::new("bulk");
