@@ -93,6 +93,14 @@ fn on_and_off_give_byte_identical_streams_and_the_wire_holds_only_mtu_frames() {
         );
         assert!(f[1].is_empty(), "malformed: {line}");
         assert!(f[2] != "0" && f[3] != "0", "bad checksum: {line}");
+        if !f[4].is_empty() {
+            // Verified, not merely unchecked.
+            assert_eq!(
+                (f[2], f[3]),
+                ("1", "1"),
+                "TCP checksums not verified: {line}"
+            );
+        }
         frames += 1;
         full += usize::from(f[4].parse::<usize>().is_ok_and(|n| n >= 1400));
     }

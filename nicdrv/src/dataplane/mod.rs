@@ -119,7 +119,7 @@ impl Parts {
             offload: Engines::default(),
             frame: Vec::with_capacity(65536 + 64),
             cut: None,
-            segment: vec![0; 65536 + 64],
+            segment: vec![0; capnet_wire::gso::MAX_FRAME],
         };
         let name = format!("nicdrv-dp-{}", dp.cfg.name);
         std::thread::Builder::new()

@@ -92,8 +92,8 @@ impl<D: Device> TxPath<'_, D> {
     ) -> bool {
         let len = cut.segments.write(frame, cut.next, out);
         cut.next += 1;
-        inc(&self.c.tx_checksum_filled);
         if self.link_up {
+            inc(&self.c.tx_checksum_filled);
             self.emit(&mut out[..len], now);
         } else {
             inc(&self.c.tx_dropped);
