@@ -26,7 +26,12 @@ merge=0
 [ "$seconds" = merge ] && merge=1
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-  targets=(wire_frame nicdrv_frames netsrv_frames ring_channel ring_bytes chunks capnp tls_record config engine_frames)
+  # Every libFuzzer binary (fuzz/tests/corpus.rs checks they are exactly
+  # capnet_fuzz::TARGETS).
+  for f in fuzz/libfuzzer/fuzz_targets/*.rs; do
+    t=${f##*/}
+    targets+=("${t%.rs}")
+  done
 fi
 
 # libFuzzer itself is C++, built by the libfuzzer-sys crate.

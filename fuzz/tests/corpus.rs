@@ -49,3 +49,27 @@ fn checked_in_corpora_replay() {
     }
     eprintln!("{total} corpus inputs replayed");
 }
+
+/// `scripts/fuzz.sh` fuzzes what `fuzz/libfuzzer/fuzz_targets/` holds: every
+/// target needs its binary there (and declared), or CI replays its seeds
+/// and never fuzzes it.
+#[test]
+fn every_target_is_a_libfuzzer_binary() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("libfuzzer");
+    let manifest = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap();
+    let mut binaries: Vec<String> = std::fs::read_dir(dir.join("fuzz_targets"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter_map(|f| f.strip_suffix(".rs").map(str::to_owned))
+        .collect();
+    binaries.sort();
+    let mut names: Vec<String> = TARGETS.iter().map(|(n, _)| n.to_string()).collect();
+    names.sort();
+    assert_eq!(binaries, names, "fuzz_targets/*.rs against TARGETS");
+    for n in &names {
+        assert!(
+            manifest.contains(&format!("name = \"{n}\"\npath = \"fuzz_targets/{n}.rs\"")),
+            "{n} is not a [[bin]] of fuzz/libfuzzer/Cargo.toml"
+        );
+    }
+}
