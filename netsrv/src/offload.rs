@@ -176,6 +176,11 @@ impl OffloadTable {
         self.conns.remove(t);
     }
 
+    /// The connections tracked.
+    pub fn flows(&self) -> impl Iterator<Item = &Flow> {
+        self.conns.keys()
+    }
+
     /// Connections tracked.
     pub fn len(&self) -> usize {
         self.conns.len()

@@ -25,7 +25,7 @@ use capnp::capability::Rc as CapRc;
 use capnp::Error;
 pub use rings::read_held;
 use rings::{Kept, RingPool};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -64,6 +64,8 @@ pub struct Shared {
     pub stack: RefCell<Stack>,
     /// Wakes the poll loop.
     pub kick: Notify,
+    /// Sockets whose client rang since the loop last looked.
+    rang: RefCell<Vec<SockId>>,
     /// Wakes calls waiting for the stack to change.
     pub changed: Notify,
     /// A driver broke its ring contract (its watcher detaches it).
@@ -102,6 +104,7 @@ impl Shared {
         Rc::new(Shared {
             stack: RefCell::new(stack),
             kick: Notify::new(),
+            rang: RefCell::default(),
             changed: Notify::new(),
             faults: Notify::new(),
             handoff: Arc::new(HandoffTable::new()),
@@ -231,6 +234,9 @@ pub async fn run_stack(shared: Rc<Shared>) {
     loop {
         let (busy, faulted) = {
             let mut stack = shared.stack.borrow_mut();
+            for id in shared.rang.take() {
+                stack.tcp_rang(id);
+            }
             (stack.poll(), stack.take_new_faults())
         };
         if faulted {
@@ -273,11 +279,16 @@ pub async fn run_stack(shared: Rc<Shared>) {
     }
 }
 
-/// Forwards a doorbell (our wait end) to the poll loop. Every call on it is
+/// Forwards a doorbell (our wait end) to the poll loop; a socket ring
+/// set's names the socket that holds the set now (`owner`). Every call on it is
 /// non-blocking whatever the peer does to its end. A wait end the peer shut
 /// down (through a dup it kept) would be readable forever: the task ends,
 /// and only that peer goes without wakeups.
-pub fn watch_doorbell(shared: &Rc<Shared>, bell: Doorbell) -> std::io::Result<JoinHandle<()>> {
+pub fn watch_doorbell(
+    shared: &Rc<Shared>,
+    bell: Doorbell,
+    owner: Option<Rc<Cell<SockId>>>,
+) -> std::io::Result<JoinHandle<()>> {
     // SAFETY: the Doorbell owns its fd for as long as the AsyncFd owns the
     // Doorbell, and always reports that same descriptor.
     let fd = unsafe { AsyncFd::register_with_interest(bell, tokio::io::Interest::READABLE) }?;
@@ -297,6 +308,9 @@ pub fn watch_doorbell(shared: &Rc<Shared>, bell: Doorbell) -> std::io::Result<Jo
             // A full batch may have left rings behind: look again first.
             if bell.drain() < Doorbell::DRAIN_MAX {
                 guard.clear_ready();
+            }
+            if let Some(id) = &owner {
+                shared.rang.borrow_mut().push(id.get());
             }
             shared.kick.notify_one();
         }

@@ -14,6 +14,7 @@
 
 use super::SOCKET_RING_BYTES;
 use crate::limits::Charge;
+use crate::stack::SockId;
 use capnet_ring::{Doorbell, ServerEnd, SocketRings};
 use capnet_schema::errors::SocketError;
 use capnet_schema::net_capnp::tcp_socket;
@@ -55,6 +56,8 @@ pub struct Kept {
     wait_client: Doorbell,
     id: SetId,
     watcher: Option<Watcher>,
+    /// The socket that holds the set now, for the watcher to name.
+    owner: Rc<Cell<SockId>>,
 }
 
 /// A doorbell's watcher task, stopped when dropped.
@@ -75,6 +78,12 @@ impl Kept {
 
     pub fn watch(&mut self, task: JoinHandle<()>) {
         self.watcher = Some(Watcher(task));
+    }
+
+    /// The set now belongs to socket `id`: its doorbell names that socket.
+    pub fn hand_to(&self, id: SockId) -> Rc<Cell<SockId>> {
+        self.owner.set(id);
+        self.owner.clone()
     }
 
     /// Duplicates, in [`SocketRings::attach`]'s order, for a grant.
@@ -196,6 +205,7 @@ impl RingPool {
                     alive: self.alive.clone(),
                 },
                 watcher: None,
+                owner: Rc::default(),
             },
             offer: Some(offer),
             charge: None,

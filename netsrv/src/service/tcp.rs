@@ -255,13 +255,15 @@ impl tcp_socket::Server for TcpSocketServer {
         drop(slot);
         let server_end = opened.end;
         let mut kept = opened.kept;
+        let owner = kept.hand_to(self.id);
         if !kept.watched() {
             let bell = server_end
                 .wake_me
                 .try_clone()
                 .map_err(|e| SocketError::Busy.to_capnp(format_args!("doorbell: {e}")))?;
             kept.watch(
-                watch_doorbell(&self.shared, bell).map_err(|e| SocketError::Busy.to_capnp(e))?,
+                watch_doorbell(&self.shared, bell, Some(owner))
+                    .map_err(|e| SocketError::Busy.to_capnp(e))?,
             );
         }
         let id = self.id;

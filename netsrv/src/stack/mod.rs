@@ -15,6 +15,7 @@
 
 mod bindings;
 mod pump;
+mod ready;
 mod tcp;
 mod udp;
 
@@ -150,6 +151,8 @@ pub struct Stack {
     next_instance: u64,
     engine: capnet_tcpip::Stack,
     tcp: HashMap<SockId, tcp::TcpConn>,
+    /// The TCP sockets the next pump looks at.
+    ready: ready::ReadySockets,
     listeners: HashMap<SockId, tcp::Listener>,
     udp: HashMap<SockId, udp::UdpSock>,
     next_id: SockId,
@@ -199,6 +202,7 @@ impl Stack {
             next_instance: 0,
             engine: capnet_tcpip::Stack::new(Instant::ZERO, config),
             tcp: HashMap::new(),
+            ready: Default::default(),
             listeners: HashMap::new(),
             udp: HashMap::new(),
             next_id: 1,
@@ -670,11 +674,7 @@ impl Stack {
         if legs_changed {
             self.changed(Change::Legs);
         }
-        // The service asks every socket after a poll with activity; the
-        // events only say that there was some.
-        while self.engine.next_event().is_some() {
-            activity = true;
-        }
+        activity |= self.take_events();
         activity |= self.send_held();
         activity |= self.pump_connections();
         // What the pump queued leaves now rather than at the next poll.
@@ -682,12 +682,34 @@ impl Stack {
             ifaces: &mut self.ifaces,
         };
         self.engine.poll(now, &mut links);
+        self.take_events();
         for iface in &mut self.ifaces {
             iface.link.flush();
             activity |= iface.link.take_activity();
         }
         self.sweep_offload();
         activity
+    }
+
+    /// Files the engine's events: its connections' sockets are looked at
+    /// in the next pump. The service's calls (accepts, datagrams) ask again
+    /// after a poll with activity; the events only say that there was some.
+    fn take_events(&mut self) -> bool {
+        let mut any = false;
+        while let Some(e) = self.engine.next_event() {
+            any = true;
+            if let capnet_tcpip::stack::Event::Tcp(id) = e {
+                self.ready.wake_engine(id);
+            }
+        }
+        any
+    }
+
+    /// The client rang the socket's doorbell: its pump looks at it.
+    pub fn tcp_rang(&mut self, id: SockId) {
+        if self.tcp.contains_key(&id) {
+            self.ready.wake(id);
+        }
     }
 
     /// Asks every ring for a doorbell before sleeping; true if work arrived

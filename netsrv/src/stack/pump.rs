@@ -24,7 +24,16 @@ impl Stack {
         // engine again (output, timers), not every connection every poll.
         let mut touched = Vec::new();
         let mut table = self.offload.borrow_mut();
-        for (&id, tc) in &mut self.tcp {
+        // Offload-bound connections are looked at every pump: the table
+        // watches their receive order and holds their bytes back.
+        for flow in table.flows() {
+            self.ready.wake_flow(flow);
+        }
+        for id in self.ready.take() {
+            let Some(tc) = self.tcp.get_mut(&id) else {
+                continue;
+            };
+            self.ready.looked_at(id);
             let Ok(c) = self.engine.tcp.conn_mut(tc.id) else {
                 finished.push(id);
                 continue;
@@ -90,7 +99,7 @@ impl Stack {
             self.reset_unread(id);
         }
         for id in finished {
-            let Some(mut tc) = self.tcp.remove(&id) else {
+            let Some(mut tc) = self.forget_tcp(id) else {
                 continue;
             };
             if tc.released {
@@ -110,11 +119,16 @@ impl Stack {
         moved
     }
 
-    /// Asks every socket ring for a doorbell; true if work is waiting.
+    /// Asks the rings of the sockets looked at since the last time for
+    /// doorbells (the others still have theirs asked for); true if work is
+    /// waiting.
     pub(super) fn arm_connections(&mut self) -> bool {
-        let mut pending = false;
+        let mut pending = self.ready.pending();
         let table = self.offload.borrow();
-        for tc in self.tcp.values_mut() {
+        for id in self.ready.take_unarmed() {
+            let Some(tc) = self.tcp.get_mut(&id) else {
+                continue;
+            };
             let Some(r) = &mut tc.rings else { continue };
             r.up.request_signal();
             r.down.request_signal();
@@ -133,6 +147,7 @@ impl Stack {
             if up_ready || down_ready {
                 r.up.cancel_signal();
                 r.down.cancel_signal();
+                self.ready.wake(id);
                 pending = true;
             }
         }

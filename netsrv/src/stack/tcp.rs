@@ -202,7 +202,12 @@ impl Stack {
         }
     }
 
+    /// The socket and its connection, for a call that may change them:
+    /// the next pump looks at it.
     pub(super) fn conn(&mut self, id: SockId) -> Result<(&mut TcpConn, &mut Conn), SocketError> {
+        if self.tcp.contains_key(&id) {
+            self.ready.wake(id);
+        }
         let tc = self.tcp.get_mut(&id).ok_or(SocketError::Closed)?;
         let c = self
             .engine
@@ -254,7 +259,7 @@ impl Stack {
             .map(|c| c.flow)
             .map_err(tcp_error)?;
         let id = self.next_id();
-        self.tcp.insert(id, TcpConn::new(tid, flow, false));
+        self.insert_tcp(id, TcpConn::new(tid, flow, false));
         self.counters.tcp_connects += 1;
         Ok(id)
     }
@@ -381,6 +386,19 @@ impl Stack {
         }
         tc.released = true;
         self.engine.tcp.release(now, tc.id);
+        self.ready.release(id);
+    }
+
+    fn insert_tcp(&mut self, id: SockId, tc: TcpConn) {
+        self.ready.add(id, tc.id, tc.tuple);
+        self.tcp.insert(id, tc);
+    }
+
+    /// Takes the socket out of the stack's tables.
+    pub(super) fn forget_tcp(&mut self, id: SockId) -> Option<TcpConn> {
+        let tc = self.tcp.remove(&id)?;
+        self.ready.remove(id, tc.id, tc.tuple);
+        Some(tc)
     }
 
     /// Closed with data unread: a reset (see [`Stack::tcp_release`]).
@@ -414,6 +432,7 @@ impl Stack {
     pub fn tcp_set_account(&mut self, id: SockId, account: Rc<Account>) {
         if let Some(tc) = self.tcp.get_mut(&id) {
             tc.growth.account = Some(account);
+            self.ready.wake(id);
         }
     }
 
@@ -436,7 +455,7 @@ impl Stack {
 
     /// Ends a socket at once (RST), e.g. when its connect timed out.
     pub fn tcp_abort(&mut self, id: SockId) {
-        let Some(tc) = self.tcp.remove(&id) else {
+        let Some(tc) = self.forget_tcp(id) else {
             return;
         };
         if let Some(t) = &tc.tuple {
@@ -489,6 +508,7 @@ impl Stack {
             return Err(SocketError::Busy);
         }
         tc.rings = Some(rings);
+        self.ready.wake(id);
         Ok(())
     }
 
@@ -563,7 +583,7 @@ impl Stack {
             return Ok(None);
         };
         let conn_id = self.next_id();
-        self.tcp.insert(conn_id, TcpConn::new(tid, flow, true));
+        self.insert_tcp(conn_id, TcpConn::new(tid, flow, true));
         self.counters.tcp_accepts += 1;
         Ok(Some((conn_id, flow.remote)))
     }

@@ -7,6 +7,9 @@
 //! - TCP goodput under 0.5, 1 and 2% random frame loss vs Linux over veth
 //!   with the same loss (root for the reference);
 //! - idle CPU of two whole service sets;
+//! - many connections: connect and accept rates and the per-packet cost
+//!   (ping-pong round trip, netsrv CPU) at 10, 1,000 and up to 10,000 idle
+//!   connections, vs Linux over veth (root for the reference);
 //! - memory per idle TCP connection;
 //! - TCP over TAP vs the Linux stack over veth (root only);
 //! - HTTP requests per second with one connection per request (`wrk`),
@@ -25,10 +28,11 @@
 //! CPU time is read from /proc for every process involved.
 //!
 //! `CAPNET_BENCH` picks some (comma-separated; all when unset), each a
-//! module here: `call`, `tax`, `idle`, `tap`, `http`, `pingpong`, `loss`, `failover` and
+//! module here: `call`, `tax`, `idle`, `conns`, `tap`, `http`, `pingpong`, `loss`, `failover` and
 //! `restart` (`recovery`), `xor`, `tls`, `reoffload`.
 
 mod call;
+mod conns;
 mod http;
 mod idle;
 mod loss;
@@ -58,6 +62,9 @@ fn main() {
     }
     if want("idle") {
         idle::bench_idle_and_memory();
+    }
+    if want("conns") {
+        conns::bench_conns();
     }
     if want("tap") {
         tap::bench_tap_vs_veth();

@@ -299,37 +299,49 @@ pub fn s_client_to_capnet_server(
     info
 }
 
-/// The Python client: sends the file it is given from one thread while the
-/// main thread reads to close_notify, answers it (unwrap), prints counts
-/// and sha256s. Key log to `keylog`.
+/// The Python client: sends the file it is given while it reads to
+/// close_notify, answers it (unwrap), prints counts and sha256s. Key log to
+/// `keylog`. One thread with a non-blocking socket: OpenSSL does not allow
+/// one SSL object to be read and written from two threads at once (a read
+/// that takes a post-handshake message while a write runs failed the
+/// write with "internal error" now and then).
 pub const PY_CLIENT: &str = r#"
-import hashlib, socket, ssl, sys, threading
+import hashlib, selectors, socket, ssl, sys
 host, port, ca, keylog, path = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
 with open(path, 'rb') as f:
     data = f.read()
 ctx = ssl.create_default_context(cafile=ca)
 ctx.keylog_filename = keylog
-# A blocking socket: with a timeout, CPython makes it non-blocking, and a
-# read and a write at once on one SSL object then misread each other's
-# WANT_READ/WANT_WRITE (rwstate is shared) as an EOF.
 raw = socket.create_connection((host, port))
 s = ctx.wrap_socket(raw, server_hostname='capnet.test', suppress_ragged_eofs=False)
 print('version', s.version(), s.cipher()[0], flush=True)
-def send():
-    mv = memoryview(data)
-    for i in range(0, len(mv), 1 << 16):
-        s.sendall(mv[i:i + (1 << 16)])
-sender = threading.Thread(target=send)
-sender.start()
+s.setblocking(False)
+sel = selectors.DefaultSelector()
+sel.register(s, selectors.EVENT_READ)
+mv = memoryview(data)
 h = hashlib.sha256()
-total = 0
-while True:
-    d = s.recv(1 << 16)
-    if not d:
-        break
-    h.update(d)
-    total += len(d)
-sender.join()
+total = sent = 0
+ended = False
+while not ended or sent < len(data):
+    events = selectors.EVENT_READ | (selectors.EVENT_WRITE if sent < len(data) else 0)
+    sel.modify(s, events)
+    sel.select()
+    # Everything readable now, OpenSSL's own buffer included.
+    while not ended:
+        try:
+            d = s.recv(1 << 16)
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            break
+        if not d:
+            ended = True
+        h.update(d)
+        total += len(d)
+    if sent < len(data):
+        try:
+            sent += s.send(mv[sent:sent + (1 << 16)])
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            pass
+s.setblocking(True)
 s.unwrap()
 print('sent', len(data), hashlib.sha256(data).hexdigest())
 print('received', total, h.hexdigest(), flush=True)

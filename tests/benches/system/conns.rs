@@ -1,0 +1,249 @@
+//! `conns`: what many connections cost. Two service sets on a sim wire
+//! hold 10, 1,000 and then as many idle TCP connections as the machine's
+//! descriptor limit allows (up to 10,000); at each level: how fast the new
+//! ones were connected and accepted, netsrv's memory per connection end,
+//! and the cost of one packet then: a one-byte ping-pong over one more
+//! connection, its median round trip and both netsrvs' CPU per round trip.
+//! The goal is a per-packet cost flat in the number of connections.
+//!
+//! The reference (root only) is Linux over veth between two namespaces: the
+//! same connect and accept loop and the same ping-pong, with threads of this
+//! process moved into the namespaces.
+
+use crate::netns::{Namespaces, VETH_NS};
+use crate::procs::{cpu_seconds, rss_kib, service_pids};
+use capnet_tests::Scratch;
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+const ROUND_TRIPS: usize = 2000;
+const PORT: u16 = 6100;
+
+/// Descriptors this process holds per connection (both ends) today.
+const FDS_PER_PAIR: usize = 13;
+
+/// Levels of idle connections: 10, 100, 1,000 and the most this process's
+/// descriptor limit allows, up to 10,000.
+fn levels() -> Vec<usize> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit fills the struct it is given.
+    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
+    let top = (lim.rlim_max as usize / FDS_PER_PAIR / 100 * 100).clamp(100, 10_000);
+    let mut v: Vec<usize> = [10, 100, 1000, top]
+        .into_iter()
+        .filter(|&n| n <= top)
+        .collect();
+    v.dedup();
+    v
+}
+
+fn raise_nofile() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write the struct they are given.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+        lim.rlim_cur = lim.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+    }
+}
+
+/// One ping-pong run over a connected pair: the median and 99th percentile
+/// round trip in µs.
+fn ping_pong<S: Read + Write + Send + 'static>(mut client: S, mut server: S) -> (f64, f64) {
+    let echo = std::thread::spawn(move || {
+        let mut b = [0u8; 1];
+        while server.read_exact(&mut b).is_ok() {
+            if server.write_all(&b).is_err() {
+                break;
+            }
+        }
+    });
+    let mut b = [7u8; 1];
+    let mut times = Vec::with_capacity(ROUND_TRIPS);
+    for i in 0..ROUND_TRIPS + ROUND_TRIPS / 10 {
+        let t = Instant::now();
+        client.write_all(&b).unwrap();
+        client.read_exact(&mut b).unwrap();
+        if i >= ROUND_TRIPS / 10 {
+            times.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+    }
+    drop(client);
+    echo.join().unwrap();
+    times.sort_by(|a, b| a.total_cmp(b));
+    (times[times.len() / 2], times[times.len() * 99 / 100])
+}
+
+struct Level {
+    conns: usize,
+    rate: f64,
+    p50: f64,
+    p99: f64,
+    cpu_us: f64,
+    kib_per_end: f64,
+}
+
+fn capnet_levels() -> Vec<Level> {
+    let scratch = Scratch::new("bench-conns");
+    let extra = "\n[limits]\nsockets = 12000\nuser_sockets = 30000\nbuffer_bytes = 8589934592\nuser_buffer_bytes = 17179869184\n";
+    let (a, b) = capnet_tests::two_hosts(&scratch, extra);
+    let (na, nb) = (a.net().unwrap(), b.net().unwrap());
+    let netsrv = |h| {
+        service_pids(h)
+            .into_iter()
+            .find(|(n, _)| n == "netsrv")
+            .unwrap()
+            .1
+    };
+    let pids = [netsrv(&a), netsrv(&b)];
+    let listener = nb
+        .tcp_listen(SocketAddr::from(([0, 0, 0, 0], PORT)), 256)
+        .unwrap();
+    let to: SocketAddr = format!("10.0.0.2:{PORT}").parse().unwrap();
+    let rss0: u64 = pids.iter().map(|p| rss_kib(*p)).sum();
+    let mut held = Vec::new();
+    let mut out = Vec::new();
+    for level in levels() {
+        let t = Instant::now();
+        let new = level - held.len();
+        while held.len() < level {
+            let c = na.tcp_connect(to, None).unwrap_or_else(|e| {
+                let fds = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count());
+                panic!("connection {}: {e} ({fds} descriptors open)", held.len())
+            });
+            let (s, _) = listener.accept().unwrap_or_else(|e| {
+                let fds = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count());
+                panic!("accept {}: {e} ({fds} descriptors open)", held.len())
+            });
+            held.push((c, s));
+        }
+        let rate = new as f64 / t.elapsed().as_secs_f64();
+        std::thread::sleep(Duration::from_millis(300));
+        let rss: u64 = pids.iter().map(|p| rss_kib(*p)).sum();
+        let c = na.tcp_connect(to, None).unwrap();
+        let (s, _) = listener.accept().unwrap();
+        let cpu0: f64 = pids.iter().map(|p| cpu_seconds(*p)).sum();
+        let (p50, p99) = ping_pong(c, s);
+        let cpu1: f64 = pids.iter().map(|p| cpu_seconds(*p)).sum();
+        let trips = ROUND_TRIPS + ROUND_TRIPS / 10;
+        out.push(Level {
+            conns: level,
+            rate,
+            p50,
+            p99,
+            cpu_us: (cpu1 - cpu0) / trips as f64 * 1e6,
+            kib_per_end: rss.saturating_sub(rss0) as f64 / (2 * level) as f64,
+        });
+    }
+    let t = Instant::now();
+    let n = held.len();
+    drop(held);
+    println!(
+        "      capnet: {n} connections closed (both ends) in {:.0} ms",
+        t.elapsed().as_secs_f64() * 1e3
+    );
+    out
+}
+
+/// Enters network namespace `name` on this thread.
+fn enter_netns(name: &str) {
+    let f = std::fs::File::open(format!("/run/netns/{name}")).expect("namespace");
+    // SAFETY: setns on a namespace file we hold open; it changes only this
+    // thread's network namespace.
+    let r = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&f), libc::CLONE_NEWNET) };
+    assert_eq!(r, 0, "setns: {}", std::io::Error::last_os_error());
+}
+
+fn linux_levels(nets: &Namespaces) -> Vec<Level> {
+    let (ns, cl) = (nets.ns.clone(), nets.cl.clone());
+    let addr: SocketAddr = format!("{VETH_NS}:{PORT}").parse().unwrap();
+    // The server side: a thread in `ns` accepting and keeping connections.
+    let (tx, rx) = std::sync::mpsc::channel::<std::net::TcpStream>();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        enter_netns(&ns);
+        let l = std::net::TcpListener::bind(addr).unwrap();
+        ready_tx.send(()).unwrap();
+        while let Ok((s, _)) = l.accept() {
+            if tx.send(s).is_err() {
+                break;
+            }
+        }
+    });
+    ready_rx.recv().unwrap();
+    let client = std::thread::spawn(move || {
+        enter_netns(&cl);
+        let mut held = Vec::new();
+        let mut out = Vec::new();
+        for level in levels() {
+            let t = Instant::now();
+            let new = level - held.len();
+            while held.len() < level {
+                let c = std::net::TcpStream::connect(addr).unwrap();
+                let s = rx.recv().unwrap();
+                held.push((c, s));
+            }
+            let rate = new as f64 / t.elapsed().as_secs_f64();
+            let c = std::net::TcpStream::connect(addr).unwrap();
+            let s = rx.recv().unwrap();
+            c.set_nodelay(true).unwrap();
+            s.set_nodelay(true).unwrap();
+            let (p50, p99) = ping_pong(c, s);
+            out.push(Level {
+                conns: level,
+                rate,
+                p50,
+                p99,
+                cpu_us: 0.0,
+                kib_per_end: 0.0,
+            });
+        }
+        out
+    });
+    client.join().unwrap()
+}
+
+pub fn bench_conns() {
+    raise_nofile();
+    let ours = capnet_levels();
+    let theirs = Namespaces::new("connections", "n").map(|nets| {
+        let l = linux_levels(&nets);
+        drop(nets);
+        l
+    });
+    println!(
+        "connections: idle TCP connections held, then a 1-byte ping-pong ({ROUND_TRIPS} round trips) over one more"
+    );
+    for (i, c) in ours.iter().enumerate() {
+        let linux = theirs.as_ref().and_then(|t| t.get(i));
+        let reference = linux.map_or(String::new(), |l| {
+            format!(
+                "   Linux over veth: {:.0} conn/s, p50 {:.1} us   ratio conn/s {:.2} p50 {:.2}",
+                l.rate,
+                l.p50,
+                c.rate / l.rate,
+                c.p50 / l.p50
+            )
+        });
+        println!(
+            "  {:>6} conns: capnet {:.0} connect+accept/s, p50 {:.1} us p99 {:.1} us, netsrv CPU {:.1} us/round trip (both), {:.1} KiB RSS/conn end{reference}",
+            c.conns, c.rate, c.p50, c.p99, c.cpu_us, c.kib_per_end
+        );
+    }
+    if let (Some(first), Some(last)) = (ours.first(), ours.last()) {
+        println!(
+            "      per-packet cost at {} vs {} connections: netsrv CPU per round trip {:.2}x, p50 {:.2}x (goal: flat, 1.0)",
+            last.conns,
+            first.conns,
+            last.cpu_us / first.cpu_us,
+            last.p50 / first.p50
+        );
+    }
+}
