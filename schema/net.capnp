@@ -122,7 +122,7 @@ interface TcpSocket {
   setNoDelay @4 (on :Bool) -> ();
   info @5 () -> (local :Common.SocketAddr, remote :Common.SocketAddr, state :Text);
 
-  openRings @6 (held :List(UInt64)) -> (grant :Common.RingGrant, set :RingSet);
+  openRings @6 (held :List(UInt64), arena :Bool, arenaMapped :Bool) -> (grant :Common.RingGrant, set :RingSet);
   # Moves the socket's data to two shared byte rings (to and from netsrv) with
   # a doorbell each. Afterwards read and write fail with `invalid`.
   # `held` names ring sets of this connection's earlier sockets that the
@@ -130,6 +130,12 @@ interface TcpSocket {
   # netsrv has one of them idle, it resets it and answers `set.reused`, with
   # no token to redeem (the caller starts both rings afresh over its
   # mapping). Otherwise the grant's token brings a set's descriptors.
+  # With `arena`, the rings are instead a slot of the client's arena: one
+  # region and one doorbell each way for all its sockets, so a client with
+  # thousands of sockets holds a few descriptors. The grant's token brings
+  # the arena's descriptors unless the caller says it has the arena mapped
+  # (`arenaMapped`). An arena has as many slots as the client may have
+  # sockets; with every slot held, `limit`.
 
   egress @7 () -> (egress :Egress);
   # The port this connection leaves from. A connection stays on the
@@ -302,6 +308,7 @@ struct StackCounters {
   ringSetsMade @26 :UInt64;       # socket ring sets made (openRings)
   ringSetsReused @27 :UInt64;     # socket ring sets a client let go of, taken up again by its next openRings
   ringSetsStillMapped @28 :UInt64; # of those, ones the client still had mapped (no descriptors sent)
+  ringArenaSlots @29 :UInt64;     # socket rings given as slots of a client's arena (openRings with arena)
 }
 
 struct RingSet {
@@ -313,6 +320,13 @@ struct RingSet {
   gone @2 :List(UInt64);
   # Of `held`, the sets netsrv let go of: they will never come back, unmap
   # them.
+  arenaSlot @3 :UInt32;
+  # With `inArena`: the slot of the client's arena that holds the rings.
+  arenaSlots @4 :UInt32;
+  # With `inArena`: how many slots the arena has (its layout, with the
+  # grant's `ringBytes`).
+  inArena @5 :Bool;
+  # The rings are a slot of the client's arena (asked for with `arena`).
 }
 
 struct TcpCounters {

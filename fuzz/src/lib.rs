@@ -25,6 +25,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("ring_channel", rings::ring_channel),
     ("ring_bytes", rings::ring_bytes),
     ("chunks", rings::chunks),
+    ("arena", rings::arena),
     ("capnp", capnp::capnp),
     ("tls_record", records::tls_record),
     ("config", config),

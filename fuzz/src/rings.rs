@@ -1,16 +1,19 @@
 //! Shared memory a peer scribbled: a channel's descriptor queues and buffer
 //! pool (`capnet_ring::channel`, over `queue`), a socket's byte rings and
-//! their region header (`bytering`), and the marked receive chunks libclient
-//! reads from the down ring (`libclient::fuzz_api`).
+//! their region header (`bytering`), a client's socket arena with its ready
+//! lists (`arena`, `ready`), and the marked receive chunks libclient reads
+//! from the down ring (`libclient::fuzz_api`).
 //!
 //! The regions are real memfds mapped twice, as two processes map them;
 //! the hostile peer's writes go through the fd, anywhere in the region.
 
 use crate::input::Input;
+use capnet_ring::arena::{ArenaLayout, ClientArena, ServerArena};
 use capnet_ring::bytering::{heap, socket_region_bytes};
 use capnet_ring::{ByteReader, ByteWriter, ChannelLayout, ChannelReceiver, ChannelSender};
-use capnet_ring::{RxBuf, SharedRegion, SocketRings};
+use capnet_ring::{RxBuf, ServerEnd, SharedRegion, SocketRings};
 use libclient::fuzz_api::{Down, SwitchEnd};
+use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
@@ -240,6 +243,109 @@ pub fn ring_bytes(data: &[u8]) {
             }
         };
         byte_op(end, op, &mut input);
+    }
+}
+
+/// Slots of the arena target.
+const ARENA_SLOTS: u32 = 4;
+
+/// A client's socket arena as netsrv made it, scribbled anywhere (ready
+/// lists, headers, rings) while both sides hand out slots, write and read
+/// their rings and take each other's news. A listed slot is always one of
+/// the arena's, and no slot is held by two sockets at once.
+///
+/// Input: ops of `[op][...]`.
+pub fn arena(data: &[u8]) {
+    let layout = ArenaLayout::new(ARENA_SLOTS, CAPACITY).expect("layout");
+    let (mut server, fds) = ServerArena::create(layout).expect("arena");
+    let file = File::from(fds[0].try_clone().expect("dup"));
+    let size = layout.bytes();
+    let Ok(mut client) = ClientArena::attach(fds, layout) else {
+        return;
+    };
+    // netsrv's sockets by slot; the client's view of the same slots.
+    let mut held: HashMap<u32, ServerEnd> = HashMap::new();
+    let mut views: HashMap<u32, (Option<ByteWriter>, Option<ByteReader>)> = HashMap::new();
+    let (mut server_news, mut client_news) = (true, true);
+    let mut input = Input::new(data);
+    for _ in 0..256 {
+        if input.is_empty() {
+            break;
+        }
+        let op = input.u8();
+        let slot = u32::from(op >> 5) % ARENA_SLOTS;
+        match op % 8 {
+            0 => scribble(&mut input, &file, size),
+            1 => {
+                if let Ok(Some((s, end))) = server.take_slot() {
+                    assert!(s < ARENA_SLOTS);
+                    assert!(!held.contains_key(&s), "slot {s} handed out twice");
+                    held.insert(s, end);
+                }
+            }
+            2 => {
+                held.remove(&slot);
+            }
+            3 => {
+                // The client takes up a slot netsrv handed out (or not).
+                if let Ok((mapping, _)) = client.slot(slot) {
+                    let view = mapping.rings().map(|(u, d)| (Some(u), Some(d)));
+                    views.insert(slot, view.unwrap_or((None, None)));
+                }
+            }
+            4 => {
+                // netsrv's pump: what the client sent, then an answer; a
+                // broken ring ends that socket.
+                if let Some(end) = held.get_mut(&slot) {
+                    let mut buf = [0u8; CAPACITY as usize];
+                    let moved = end.up.read(&mut buf).and_then(|n| {
+                        assert!(n <= buf.len());
+                        end.down.write(input.piece())
+                    });
+                    match moved {
+                        Ok(n) => {
+                            assert!(n <= CAPACITY as usize);
+                            end.wake_peer.ring();
+                        }
+                        Err(_) => {
+                            held.remove(&slot);
+                        }
+                    }
+                }
+            }
+            5 => {
+                if let Some((up, down)) = views.get_mut(&slot) {
+                    match op & 0x10 {
+                        0 => byte_op(End::W(up), op >> 3, &mut input),
+                        _ => byte_op(End::R(down), op >> 3, &mut input),
+                    }
+                }
+                if let Ok((_, waker)) = client.slot(slot) {
+                    waker.ring();
+                }
+            }
+            6 => {
+                if server_news {
+                    match server.up.take() {
+                        Ok(Some(s)) => assert!(s < ARENA_SLOTS, "listed slot {s}"),
+                        Ok(None) => {}
+                        // netsrv stops hearing a client that broke its list.
+                        Err(_) => server_news = false,
+                    }
+                }
+                let _ = server.wake_me.drain();
+            }
+            _ => {
+                if client_news {
+                    match client.down.take() {
+                        Ok(Some(s)) => assert!(s < ARENA_SLOTS, "listed slot {s}"),
+                        Ok(None) => {}
+                        Err(_) => client_news = false,
+                    }
+                }
+                let _ = (client.down.is_empty(), server.free_slots());
+            }
+        }
     }
 }
 

@@ -315,6 +315,27 @@ fn ring_bytes() -> Vec<Vec<u8>> {
     vec![v, bad]
 }
 
+fn arena() -> Vec<Vec<u8>> {
+    // Two slots handed out, the client takes them up, writes and lists
+    // slot 1, netsrv takes the news and answers, the client takes its news.
+    let at = |slot: u8, action: u8| slot << 5 | action;
+    let mut v = vec![1, 1, at(0, 3), at(1, 3), at(1, 5)];
+    piece(&mut v, b"up");
+    v.extend_from_slice(&[6, at(1, 4)]);
+    piece(&mut v, b"down");
+    v.extend_from_slice(&[7, at(0, 2), 1]);
+    // The up list scribbled: its first entry names slot 9 of 4, and its
+    // tail says one entry is there.
+    let mut bad = vec![1, at(0, 3), 0];
+    bad.extend_from_slice(&8192u16.to_le_bytes());
+    piece(&mut bad, &9u32.to_le_bytes());
+    bad.push(0);
+    bad.extend_from_slice(&4096u16.to_le_bytes());
+    piece(&mut bad, &1u32.to_le_bytes());
+    bad.extend_from_slice(&[6, 6, 7]);
+    vec![v, bad]
+}
+
 fn chunks() -> Vec<Vec<u8>> {
     let mut v = vec![0];
     piece(&mut v, b"plain");
@@ -713,6 +734,7 @@ pub fn seeds(name: &str) -> Vec<Vec<u8>> {
         "ring_channel" => ring_channel(),
         "ring_bytes" => ring_bytes(),
         "chunks" => chunks(),
+        "arena" => arena(),
         "capnp" => capnp(),
         "tls_record" => tls_record(),
         "config" => config(),

@@ -16,6 +16,7 @@
 //! wakes. From then on every operation on the connection answers
 //! [`Service::gone`] (`ConnectionReset`).
 
+use crate::arena::ArenaCell;
 use crate::bell::Bell;
 use crate::handoff::Handoff;
 use crate::held::{Held, HeldSet};
@@ -65,6 +66,8 @@ pub(crate) struct Ctx {
     handoff: Handoff,
     /// Socket ring sets released and still mapped (netsrv only).
     pub held: Rc<RefCell<Held>>,
+    /// The connection's socket arena, if it uses one (netsrv only).
+    pub arena: Arc<ArenaCell>,
 }
 
 /// `Ctx::$name(id)`: the object `id` if it is a `$variant`.
@@ -94,13 +97,18 @@ object_getters! {
 }
 
 impl Ctx {
-    fn new(bootstrap: capnp::capability::Client, handoff: QuietStream) -> Ctx {
+    fn new(
+        bootstrap: capnp::capability::Client,
+        handoff: QuietStream,
+        arena: Arc<ArenaCell>,
+    ) -> Ctx {
         Ctx {
             bootstrap,
             objects: RefCell::new(HashMap::new()),
             next: RefCell::new(0),
             handoff: Handoff::new(handoff),
             held: Rc::default(),
+            arena,
         }
     }
 
@@ -196,6 +204,7 @@ struct Inner {
     service: Service,
     jobs: tokio::sync::mpsc::UnboundedSender<Job>,
     life: Arc<Life>,
+    arena: Arc<ArenaCell>,
 }
 
 /// Whether the service is still there, and whom to wake when it is not.
@@ -259,6 +268,12 @@ pub(crate) struct Conn {
 impl Conn {
     /// Connects to `service`'s socket at `path`.
     pub fn connect(path: &Path, service: Service) -> io::Result<Conn> {
+        Self::connect_with(path, service, false)
+    }
+
+    /// Connects to `service`'s socket at `path`; with `arena`, its TCP
+    /// sockets' rings are slots of one arena ([`crate::arena`]).
+    pub fn connect_with(path: &Path, service: Service, arena: bool) -> io::Result<Conn> {
         let annotate = |e: io::Error| {
             io::Error::new(
                 e.kind(),
@@ -281,6 +296,8 @@ impl Conn {
             socket: OwnedFd::from(rpc.try_clone()?),
         });
         let thread_life = life.clone();
+        let arena = Arc::new(ArenaCell::new(arena));
+        let thread_arena = arena.clone();
         std::thread::Builder::new()
             .name(service.thread_name().into())
             .spawn(move || {
@@ -306,7 +323,11 @@ impl Conn {
                         }
                     };
                     let mut system = RpcSystem::new(Box::new(network), None);
-                    let ctx = Rc::new(Ctx::new(system.bootstrap(Side::Server), handoff));
+                    let ctx = Rc::new(Ctx::new(
+                        system.bootstrap(Side::Server),
+                        handoff,
+                        thread_arena,
+                    ));
                     let _ = ready_tx.send(Ok(()));
                     let serve = async move {
                         while let Some(job) = queue.recv().await {
@@ -332,6 +353,7 @@ impl Conn {
                 service,
                 jobs,
                 life,
+                arena,
             }),
         })
     }
@@ -449,6 +471,11 @@ impl Conn {
         });
     }
 
+    /// The connection's arena, once netsrv sent it.
+    pub fn arena(&self) -> Option<Arc<crate::arena::Arena>> {
+        self.inner.arena.get().cloned()
+    }
+
     /// Releases socket `id` and keeps its ring set mapped, for netsrv to
     /// hand back to a later socket ([`crate::held`]).
     pub fn release_keeping(&self, id: u64, set: HeldSet) {
@@ -474,6 +501,39 @@ impl Net {
         Ok(Net {
             conn: Conn::connect(path.as_ref(), Service::Net)?,
         })
+    }
+
+    /// Connects to the service socket at `path`, for many sockets: every
+    /// TCP stream of this connection has its rings in one shared region
+    /// with one doorbell each way (an arena), so the process holds a few
+    /// descriptors however many streams it has, and a new stream costs no
+    /// descriptor exchange. The streams share one wakeup: a thread blocked
+    /// on a stream also wakes for the others' news (and goes back to
+    /// sleep), and every stream's `as_raw_fd` is the same descriptor. An
+    /// event loop waits with [`Net::news`] instead, which says which
+    /// streams have news. At most as many streams as the service's
+    /// `[limits] sockets` allows (else `limit`).
+    pub fn connect_arena(path: impl AsRef<Path>) -> io::Result<Net> {
+        Ok(Net {
+            conn: Conn::connect_with(path.as_ref(), Service::Net, true)?,
+        })
+    }
+
+    /// For a connection made with [`Net::connect_arena`]: the streams (by
+    /// [`crate::TcpStream::token`]) that have news since the last call,
+    /// each once: bytes to read, room to write, or their end. Waits up to
+    /// `timeout` (`None`: until there is news) while there is none; an
+    /// empty answer is a timeout. A token of a stream already dropped may
+    /// come: skip it. `Unsupported` on a connection without an arena.
+    pub fn news(&self, timeout: Option<Duration>) -> io::Result<Vec<u64>> {
+        self.conn.check()?;
+        let Some(arena) = self.conn.arena() else {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "capnet: news needs a connection made with Net::connect_arena (and a stream)",
+            ));
+        };
+        arena.news(timeout.map(|t| std::time::Instant::now() + t))
     }
 
     /// The process-wide connection to `$CAPNET_SOCKET` (or the default run

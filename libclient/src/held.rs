@@ -13,7 +13,7 @@
 //! it let go of (`gone`); those are unmapped at once.
 
 use crate::bell::Bell;
-use capnet_ring::{ByteReader, ByteWriter, ClientEnd, Doorbell, RingError, SocketMapping};
+use capnet_ring::{ByteReader, ByteWriter, ClientEnd, Doorbell, RingError, SocketMapping, Waker};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io;
@@ -31,7 +31,7 @@ pub(crate) struct HeldSet {
     mapping: SocketMapping,
     /// The wait end as netsrv made it, to make a stream's bell from.
     wait: Doorbell,
-    wake_peer: Arc<Doorbell>,
+    wake_peer: Arc<Waker>,
     bell: Option<Arc<Bell>>,
 }
 
@@ -40,7 +40,7 @@ pub(crate) struct TakenUp {
     pub up: ByteWriter,
     pub down: ByteReader,
     pub bell: Arc<Bell>,
-    pub wake_peer: Arc<Doorbell>,
+    pub wake_peer: Arc<Waker>,
 }
 
 impl HeldSet {

@@ -126,6 +126,7 @@
 //! `clear_wakeup`, then take what is queued until nothing is left.
 
 mod accept;
+mod arena;
 mod bell;
 mod chunks;
 mod conn;

@@ -19,7 +19,7 @@ use crate::bell::{Bell, Ticket};
 use crate::chunks::{ring_err, Down, SwitchEnd};
 use crate::conn::{Conn, Ctx};
 use crate::held::{HeldSet, Named, TakenUp, HELD_MAX};
-use capnet_ring::{ByteWriter, Doorbell, RingError, SocketRings};
+use capnet_ring::{ArenaLayout, ByteWriter, RingError, SocketRings, Waker};
 use capnet_schema::common_capnp::ring_grant;
 use capnet_schema::errors::SocketError;
 use capnet_schema::net_capnp::tcp_socket;
@@ -74,6 +74,8 @@ struct SetAnswer {
     /// One the request named as held: there is no token.
     reused: bool,
     gone: Vec<u64>,
+    /// A slot of the connection's arena: (slot, the arena's slots).
+    arena: Option<(u32, u32)>,
 }
 
 impl Grant {
@@ -94,6 +96,9 @@ impl Grant {
                 reused: set.get_reused(),
                 // No request names more than the connection keeps.
                 gone: set.get_gone()?.iter().take(HELD_MAX).collect(),
+                arena: set
+                    .get_in_arena()
+                    .then(|| (set.get_arena_slot(), set.get_arena_slots())),
             }),
             ..Grant::read(r.get_grant()?)?
         })
@@ -111,11 +116,17 @@ pub(crate) enum Rings {
         set: Option<u64>,
     },
     Held(HeldSet),
+    /// A slot of the connection's arena, taken up.
+    Arena(TakenUp),
 }
 
 /// Names the ring sets this connection keeps in a socket's `openRings`
 /// request (netsrv's sockets only; see [`crate::held`]).
 pub(crate) fn name_held(ctx: &Ctx, mut req: tcp_socket::open_rings_params::Builder<'_>) -> Named {
+    if ctx.arena.wanted {
+        req.set_arena(true);
+        req.set_arena_mapped(ctx.arena.get().is_some());
+    }
     let named = Named::new(&ctx.held);
     let mut list = req.reborrow().init_held(named.ids().len() as u32);
     for (i, id) in named.ids().iter().enumerate() {
@@ -145,6 +156,9 @@ pub(crate) async fn granted(
                 set: None,
             });
         };
+        if let Some((slot, slots)) = set.arena {
+            return arena_slot(ctx, id, &grant.token, grant.ring_bytes, slot, slots).await;
+        }
         let back = named.and_then(|n| n.settle(set.reused.then_some(set.id), &set.gone));
         match (set.reused, back) {
             (true, Some(held)) => Ok(Rings::Held(held)),
@@ -170,6 +184,36 @@ pub(crate) async fn granted(
         ctx.remove(id);
     }
     rings
+}
+
+/// Slot `slot` of the connection's arena of `slots` slots, for socket
+/// `id`: the arena mapped from the grant's descriptors the first time.
+async fn arena_slot(
+    ctx: &Ctx,
+    id: u64,
+    token: &[u8],
+    ring_bytes: u32,
+    slot: u32,
+    slots: u32,
+) -> io::Result<Rings> {
+    let invalid =
+        |what: &str| io::Error::new(io::ErrorKind::InvalidData, format!("openRings: {what}"));
+    let layout = ArenaLayout::new(slots, ring_bytes).map_err(|e| invalid(&e.to_string()))?;
+    let arena = match token.is_empty() {
+        false => {
+            let fds = ctx.redeem(token, 3).await?;
+            ctx.arena.attach(fds, layout)?.clone()
+        }
+        true => ctx
+            .arena
+            .get()
+            .cloned()
+            .ok_or_else(|| invalid("a slot of an arena this client has not mapped"))?,
+    };
+    if arena.layout() != layout {
+        return Err(invalid("the arena's layout changed"));
+    }
+    Ok(Rings::Arena(arena.take_up(slot, id)?))
 }
 
 /// What reads do after a shutdown of the receiving side (a `ReadShut` as
@@ -216,12 +260,14 @@ pub(crate) struct RingStream {
     up: Mutex<Up>,
     down: Mutex<Down>,
     bell: Arc<Bell>,
-    wake_peer: Arc<Doorbell>,
+    wake_peer: Arc<Waker>,
     /// The set behind the rings, kept mapped once the stream is done with
     /// it (netsrv's sockets).
     held: Mutex<Option<HeldSet>>,
     /// The bell's descriptor went to the application (`raw_fd`).
     fd_shown: AtomicBool,
+    /// The bell is the arena's, shared with the connection's other streams.
+    shared_bell: bool,
     read_timeout: Mutex<Option<Duration>>,
     write_timeout: Mutex<Option<Duration>>,
     nonblocking: AtomicBool,
@@ -254,8 +300,9 @@ impl RingStream {
     /// brought the socket: one trip to the connection thread and one message
     /// exchange). On failure the socket is released.
     pub fn open(conn: Conn, id: u64, rings: Rings) -> io::Result<RingStream> {
+        let shared_bell = matches!(rings, Rings::Arena(_));
         match Self::attach(rings) {
-            Ok((end, held)) => Ok(Self::from_end(conn, id, end, held)),
+            Ok((end, held)) => Ok(Self::from_end(conn, id, end, held, shared_bell)),
             Err(e) => {
                 // Nobody will hold this socket: let the service close it.
                 conn.release(id);
@@ -273,10 +320,17 @@ impl RingStream {
                 set,
             } => HeldSet::granted(set, SocketRings::attach(fds, ring_bytes).map_err(ring_err)?),
             Rings::Held(mut held) => Ok((held.take_up()?, Some(held))),
+            Rings::Arena(taken) => Ok((taken, None)),
         }
     }
 
-    fn from_end(conn: Conn, id: u64, end: TakenUp, held: Option<HeldSet>) -> RingStream {
+    fn from_end(
+        conn: Conn,
+        id: u64,
+        end: TakenUp,
+        held: Option<HeldSet>,
+        shared_bell: bool,
+    ) -> RingStream {
         conn.watch_bell(id, &end.bell);
         RingStream {
             conn,
@@ -290,6 +344,7 @@ impl RingStream {
             wake_peer: end.wake_peer,
             held: Mutex::new(held),
             fd_shown: AtomicBool::new(false),
+            shared_bell,
             read_timeout: Mutex::new(None),
             write_timeout: Mutex::new(None),
             nonblocking: AtomicBool::new(false),
@@ -391,9 +446,11 @@ impl RingStream {
     /// rings already pending. An event loop sleeps on the fd until it turns
     /// readable, and a doorbell nobody drains stops turning readable (only a
     /// few rings fit; see `capnet_ring::Doorbell`). Taken before the request
-    /// and its re-check, no ring that answers the request is lost.
+    /// and its re-check, no ring that answers the request is lost. An
+    /// arena's bell is drained only by its sleepers ([`crate::Net::news`]):
+    /// a ring taken here could be another stream's news.
     fn clear_before_arming(&self) {
-        if self.nonblocking.load(Ordering::Relaxed) {
+        if self.nonblocking.load(Ordering::Relaxed) && !self.shared_bell {
             self.bell.doorbell.drain();
         }
     }

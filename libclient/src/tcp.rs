@@ -87,6 +87,12 @@ impl TcpStream {
         self.ring.id()
     }
 
+    /// The stream's name in [`Net::news`]: unique within its connection,
+    /// never reused.
+    pub fn token(&self) -> u64 {
+        self.ring.id()
+    }
+
     pub(crate) fn ring_conn(&self) -> &crate::conn::Conn {
         self.ring.conn()
     }

@@ -269,7 +269,7 @@ async fn attach_instance(
             .ok_or_else(|| io_err(format!("no port named {name}")))?;
         instance.set(id);
     }
-    let bell_task = watch_doorbell(shared, bell, None)?;
+    let bell_task = watch_doorbell(shared, bell, |_| Some(false))?;
     shared.instance_started(name, instance.get(), nic.clone(), bell_task);
 
     let mut watch = nic.watch_link_request();

@@ -207,6 +207,11 @@ impl Charge {
 }
 
 impl Account {
+    /// How many sockets the client may hold at once (`None`: unbounded).
+    pub fn socket_limit(&self) -> Option<usize> {
+        self.limits.map(|l| l.sockets)
+    }
+
     /// The largest buffer one socket gets: a larger request is clamped.
     pub fn socket_buffer(&self, requested: usize) -> usize {
         match self.limits {

@@ -10,7 +10,8 @@
 //! - [`duplex`]: two channels, a link-state word and two doorbells in one region; both a NIC port
 //!   (nicdrv <-> netsrv) and the simulated wire (nicdrv <-> nicdrv) are made of it.
 //! - [`bytering`]: an SPSC byte stream for socket data; [`sockets`]: [`SocketRings`], one per
-//!   direction of a socket, with its doorbells.
+//!   direction of a socket, with its doorbells; [`arena`]: many sockets' rings in one region
+//!   with one doorbell and one [`ready`] list per direction, so descriptors stay bounded.
 //! - [`platform`]: the OS seam (memfd regions, socketpair doorbells, SCM_RIGHTS); [`handoff`] moves
 //!   fds beside Cap'n Proto, which cannot carry them.
 //!
@@ -25,7 +26,10 @@ pub mod bytering;
 pub mod desc;
 pub mod error;
 pub mod queue;
+pub mod ready;
 
+#[cfg(not(loom))]
+pub mod arena;
 #[cfg(not(loom))]
 pub mod channel;
 #[cfg(not(loom))]
@@ -45,6 +49,8 @@ pub use error::RingError;
 pub use queue::{Consumer, Producer};
 
 #[cfg(not(loom))]
+pub use arena::{ArenaLayout, ClientArena, ServerArena};
+#[cfg(not(loom))]
 pub use channel::{ChannelLayout, ChannelReceiver, ChannelSender, RxBuf, TxBuf};
 #[cfg(not(loom))]
 pub use duplex::{Duplex, Side};
@@ -53,4 +59,4 @@ pub use handoff::{redeem, HandoffTable, Token, CONNECT_HANDOFF, CONNECT_RPC};
 #[cfg(not(loom))]
 pub use platform::{clear_cloexec, random_bytes, recv_fds, send_fds, Doorbell, End, SharedRegion};
 #[cfg(not(loom))]
-pub use sockets::{ClientEnd, ServerEnd, SocketMapping, SocketRings};
+pub use sockets::{ClientEnd, ServerEnd, SlotNews, SocketMapping, SocketRings, Waker};

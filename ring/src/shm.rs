@@ -16,6 +16,7 @@ use crate::desc::Slot;
 use crate::error::RingError;
 use crate::platform::SharedRegion;
 use crate::queue::{check_capacity, queue_bytes, QueueHeader, QueueMem};
+use crate::ready::FlagMem;
 
 /// Checks that `[offset, offset + len)` lies in `region` and `offset` is aligned to `align`.
 fn check_span(
@@ -100,6 +101,41 @@ impl QueueMem for ShmQueue {
         // SAFETY: `cap` slots after the header were checked to lie in the mapping, aligned; Slot
         // is two AtomicU64 (any bit pattern valid); the mapping lives as long as `self`.
         unsafe { std::slice::from_raw_parts(self.slots.as_ptr(), self.cap) }
+    }
+}
+
+/// A ready list's per-slot flags placed in a shared region.
+#[derive(Debug)]
+pub struct ShmFlags {
+    flags: NonNull<AtomicU32>,
+    len: usize,
+    _region: Arc<SharedRegion>,
+}
+
+// SAFETY: the pointer refers to atomics in a mapping that `_region` keeps alive; atomics may be
+// used from any thread.
+unsafe impl Send for ShmFlags {}
+// SAFETY: as above: access only ever goes through atomics.
+unsafe impl Sync for ShmFlags {}
+
+impl ShmFlags {
+    /// The `len` flags at `offset` (4-aligned) in `region`.
+    pub fn new(region: Arc<SharedRegion>, offset: usize, len: u32) -> Result<ShmFlags, RingError> {
+        check_span(&region, offset, 4 * len as usize, 4)?;
+        Ok(ShmFlags {
+            flags: ptr_at::<AtomicU32>(&region, offset),
+            len: len as usize,
+            _region: region,
+        })
+    }
+}
+
+impl FlagMem for ShmFlags {
+    fn flags(&self) -> &[AtomicU32] {
+        // SAFETY: `len` flags from `flags` were checked to lie in the mapping, 4-aligned;
+        // AtomicU32 has u32's layout and any bit pattern is valid; the mapping lives as long as
+        // `self`.
+        unsafe { std::slice::from_raw_parts(self.flags.as_ptr(), self.len) }
     }
 }
 

@@ -1,13 +1,17 @@
 //! Per-socket rings: one region holds a small header, the "up" ring (application to netsrv)
-//! and the "down" ring (netsrv to application); two doorbells wake either end.
+//! and the "down" ring (netsrv to application); two doorbells wake either end. The same
+//! layout is a slot of a client's [`crate::arena`], where the arena's doorbells and ready
+//! lists wake either end instead.
 
 use std::io;
 use std::os::fd::OwnedFd;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
+use crate::arena::SlotLease;
 use crate::bytering::{byte_ring_bytes, check_capacity, ByteReader, ByteWriter, ShmBytes};
 use crate::error::RingError;
 use crate::platform::{Doorbell, End, SharedRegion};
+use crate::ready::ReadySender;
 use crate::shm::atomic_u32_at;
 use crate::sync::{line_up, Ordering, LINE};
 
@@ -26,15 +30,68 @@ pub fn socket_region_bytes(capacity: u32) -> usize {
 
 pub struct SocketRings;
 
+/// How one end wakes the other: a doorbell of the socket's own, or the
+/// socket's slot on its arena's ready list and the arena's doorbell.
+#[derive(Debug)]
+pub enum Waker {
+    Bell(Doorbell),
+    Slot { news: Arc<SlotNews>, slot: u32 },
+}
+
+impl Waker {
+    /// Wakes the other end; never blocks (see [`Doorbell::ring`]).
+    pub fn ring(&self) {
+        match self {
+            Waker::Bell(d) => d.ring(),
+            Waker::Slot { news, slot } => news.tell(*slot),
+        }
+    }
+}
+
+/// One direction of an arena: the ready list this end writes and the
+/// doorbell it rings after.
+#[derive(Debug)]
+pub struct SlotNews {
+    list: Mutex<ReadySender>,
+    bell: Doorbell,
+}
+
+impl SlotNews {
+    pub(crate) fn new(list: ReadySender, bell: Doorbell) -> SlotNews {
+        SlotNews {
+            list: Mutex::new(list),
+            bell,
+        }
+    }
+
+    /// Lists `slot` and rings. A list the peer broke (full: it never takes
+    /// its entries) wakes the peer all the same; it only loses the news of
+    /// which slot.
+    fn tell(&self, slot: u32) {
+        let _ = self
+            .list
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .mark(slot);
+        self.bell.ring();
+    }
+}
+
 /// netsrv's end: reads what the application sends, writes what it receives.
 #[derive(Debug)]
 pub struct ServerEnd {
     pub up: ByteReader,
     pub down: ByteWriter,
-    pub wake_me: Doorbell,
-    pub wake_peer: Doorbell,
+    /// This end's own doorbell; `None` in an arena, whose doorbell wakes
+    /// this end for every slot.
+    pub wake_me: Option<Doorbell>,
+    pub wake_peer: Waker,
     /// The region behind both rings, for its header ([`Self::reset`]).
     region: Arc<SharedRegion>,
+    /// Where the rings start in it.
+    base: usize,
+    /// An arena slot's hold on it.
+    _lease: Option<SlotLease>,
 }
 
 /// The application's end.
@@ -43,39 +100,73 @@ pub struct ClientEnd {
     pub up: ByteWriter,
     pub down: ByteReader,
     pub wake_me: Doorbell,
-    pub wake_peer: Doorbell,
+    pub wake_peer: Waker,
     /// The region behind both rings, to take the same set up again.
     pub mapping: SocketMapping,
 }
 
-/// A client's mapping of one socket's region. A client that released its
+/// A client's mapping of one socket's rings. A client that released its
 /// socket can keep it (and the set's doorbells): when netsrv hands the same
 /// set to a later socket, [`Self::rings`] starts both rings afresh over it
 /// and nothing is mapped again.
 #[derive(Debug, Clone)]
 pub struct SocketMapping {
     region: Arc<SharedRegion>,
+    base: usize,
     capacity: u32,
 }
 
 impl SocketMapping {
+    pub(crate) fn at(region: Arc<SharedRegion>, base: usize, capacity: u32) -> SocketMapping {
+        SocketMapping {
+            region,
+            base,
+            capacity,
+        }
+    }
+
     /// The up and down rings of a set netsrv reset ([`ServerEnd::reset`])
     /// for a new socket: the header checked again, this end's positions at
     /// zero. netsrv may already be writing the down ring; nothing here
     /// writes to the region.
     pub fn rings(&self) -> Result<(ByteWriter, ByteReader), RingError> {
-        check_header(&self.region, self.capacity)?;
-        let up = ByteWriter::new(ShmBytes::new(self.region.clone(), UP, self.capacity)?)?;
-        let down = ByteReader::new(ShmBytes::new(
-            self.region.clone(),
-            down(self.capacity),
-            self.capacity,
-        )?)?;
+        check_header(&self.region, self.base, self.capacity)?;
+        let at = |off| ShmBytes::new(self.region.clone(), self.base + off, self.capacity);
+        let up = ByteWriter::new(at(UP)?)?;
+        let down = ByteReader::new(at(down(self.capacity))?)?;
         Ok((up, down))
     }
 }
 
 impl ServerEnd {
+    /// The rings at `base` in `region`, header written and both rings
+    /// empty and open.
+    pub(crate) fn at(
+        region: Arc<SharedRegion>,
+        base: usize,
+        capacity: u32,
+        wake_me: Option<Doorbell>,
+        wake_peer: Waker,
+    ) -> Result<ServerEnd, RingError> {
+        let at = |off| ShmBytes::new(region.clone(), base + off, capacity);
+        let mut end = ServerEnd {
+            up: ByteReader::new(at(UP)?)?,
+            down: ByteWriter::new(at(down(capacity))?)?,
+            wake_me,
+            wake_peer,
+            region,
+            base,
+            _lease: None,
+        };
+        end.reset()?;
+        Ok(end)
+    }
+
+    pub(crate) fn leased(mut self, lease: SlotLease) -> ServerEnd {
+        self._lease = Some(lease);
+        self
+    }
+
     /// The rings as [`SocketRings::create`] made them, for another
     /// connection of the client that held them: the region's header
     /// written again, both rings empty and open, this end's doorbell
@@ -84,10 +175,12 @@ impl ServerEnd {
     /// too. A client that kept using them anyway reaches only its own next
     /// connection.
     pub fn reset(&mut self) -> Result<(), RingError> {
-        write_header(&self.region, self.up.capacity())?;
+        write_header(&self.region, self.base, self.up.capacity())?;
         self.up.reset();
         self.down.reset();
-        self.wake_me.drain();
+        if let Some(bell) = &self.wake_me {
+            bell.drain();
+        }
         Ok(())
     }
 }
@@ -102,7 +195,6 @@ impl SocketRings {
             "capnet-socket",
             socket_region_bytes(capacity),
         )?);
-        write_header(&region, capacity)?;
         // Each end waits on its own doorbell and holds only the ring end of the other's.
         let (ring_server, wait_server) = Doorbell::pair()?;
         let (ring_client, wait_client) = Doorbell::pair()?;
@@ -111,13 +203,13 @@ impl SocketRings {
             ring_server.into_fd(),
             wait_client.into_fd(),
         ];
-        let end = ServerEnd {
-            up: ByteReader::new(ShmBytes::new(region.clone(), UP, capacity)?)?,
-            down: ByteWriter::new(ShmBytes::new(region.clone(), down(capacity), capacity)?)?,
-            wake_me: wait_server,
-            wake_peer: ring_client,
+        let end = ServerEnd::at(
             region,
-        };
+            0,
+            capacity,
+            Some(wait_server),
+            Waker::Bell(ring_client),
+        )?;
         Ok((end, fds))
     }
 
@@ -130,27 +222,27 @@ impl SocketRings {
             region,
             socket_region_bytes(capacity),
         )?);
-        let mapping = SocketMapping { region, capacity };
+        let mapping = SocketMapping::at(region, 0, capacity);
         let (up, down) = mapping.rings()?;
         Ok(ClientEnd {
             up,
             down,
             wake_me: Doorbell::from_peer_fd(wait_client, End::Wait)?,
-            wake_peer: Doorbell::from_peer_fd(ring_server, End::Ring)?,
+            wake_peer: Waker::Bell(Doorbell::from_peer_fd(ring_server, End::Ring)?),
             mapping,
         })
     }
 }
 
-fn write_header(region: &SharedRegion, capacity: u32) -> Result<(), RingError> {
-    atomic_u32_at(region, 0)?.store(MAGIC, Ordering::Relaxed);
-    atomic_u32_at(region, 4)?.store(VERSION, Ordering::Relaxed);
-    atomic_u32_at(region, 8)?.store(capacity, Ordering::Relaxed);
+fn write_header(region: &SharedRegion, base: usize, capacity: u32) -> Result<(), RingError> {
+    atomic_u32_at(region, base)?.store(MAGIC, Ordering::Relaxed);
+    atomic_u32_at(region, base + 4)?.store(VERSION, Ordering::Relaxed);
+    atomic_u32_at(region, base + 8)?.store(capacity, Ordering::Relaxed);
     Ok(())
 }
 
-fn check_header(region: &SharedRegion, capacity: u32) -> Result<(), RingError> {
-    let word = |off| atomic_u32_at(region, off).map(|w| w.load(Ordering::Relaxed));
+fn check_header(region: &SharedRegion, base: usize, capacity: u32) -> Result<(), RingError> {
+    let word = |off| atomic_u32_at(region, base + off).map(|w| w.load(Ordering::Relaxed));
     if word(0)? != MAGIC || word(4)? != VERSION {
         return Err(RingError::Layout("not a capnet socket ring region"));
     }

@@ -625,8 +625,14 @@ impl tls_socket::Server for TlsSocketServer {
         // `cancel` wakes the session from this process: its ring goes to a
         // private eventfd, never to anything the application holds.
         let doorbell = |e| SocketError::Busy.to_capnp(format_args!("doorbell: {e}"));
-        server_end.wake_me = server_end.wake_me.with_local_ring().map_err(doorbell)?;
-        let wake = server_end.wake_me.try_clone().map_err(doorbell)?;
+        let bell = server_end
+            .wake_me
+            .take()
+            .ok_or_else(|| doorbell(std::io::Error::other("a ring set without its doorbell")))?
+            .with_local_ring()
+            .map_err(doorbell)?;
+        let wake = bell.try_clone().map_err(doorbell)?;
+        server_end.wake_me = Some(bell);
         sender
             .send(server_end)
             .map_err(|_| SocketError::Closed.to_capnp("the session has ended"))?;

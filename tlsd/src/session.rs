@@ -9,7 +9,7 @@
 
 use crate::conn::TlsConn;
 use crate::holder::Holder;
-use capnet_ring::ServerEnd;
+use capnet_ring::{Doorbell, ServerEnd};
 use capnet_schema::errors::SocketError;
 use libclient::TcpStream;
 use mio::unix::SourceFd;
@@ -67,7 +67,7 @@ pub fn run(
     mut holder: Holder,
 ) -> Ended {
     holder.start(&mut conn, &tcp);
-    let ended = match Pump::new(&tcp, &app) {
+    let ended = match Pump::new(&tcp, &mut app) {
         Ok(mut pump) => pump.run(&mut conn, &tcp, &mut app, control, &mut holder),
         Err(e) => Ended::Failed(format!("poll: {e}")),
     };
@@ -78,6 +78,8 @@ pub fn run(
 struct Pump {
     poll: Poll,
     events: Events,
+    /// The application's rings' doorbell (taken from its end).
+    wake: Doorbell,
     buf: Vec<u8>,
     tcp_eof: bool,
     tcp_shut: bool,
@@ -97,19 +99,21 @@ fn app_error(code: SocketError, app: &mut ServerEnd) {
 }
 
 impl Pump {
-    fn new(tcp: &TcpStream, app: &ServerEnd) -> io::Result<Pump> {
+    fn new(tcp: &TcpStream, app: &mut ServerEnd) -> io::Result<Pump> {
         tcp.set_nonblocking(true)?;
+        let wake = app
+            .wake_me
+            .take()
+            .ok_or_else(|| io::Error::other("the application's rings have no doorbell"))?;
         let poll = Poll::new()?;
         poll.registry()
             .register(&mut SourceFd(&tcp.as_raw_fd()), WIRE, Interest::READABLE)?;
-        poll.registry().register(
-            &mut SourceFd(&app.wake_me.as_raw_fd()),
-            APP,
-            Interest::READABLE,
-        )?;
+        poll.registry()
+            .register(&mut SourceFd(&wake.as_raw_fd()), APP, Interest::READABLE)?;
         Ok(Pump {
             poll,
             events: Events::with_capacity(4),
+            wake,
             buf: vec![0u8; 64 * 1024],
             tcp_eof: false,
             tcp_shut: false,
@@ -263,7 +267,7 @@ impl Pump {
                     return Ended::Failed(format!("poll: {e}"));
                 }
             }
-            app.wake_me.drain();
+            self.wake.drain();
         }
     }
 

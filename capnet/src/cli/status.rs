@@ -123,7 +123,7 @@ fn human(r: status_results::Reader<'_>, procs: &[ProcessInfo]) -> capnp::Result<
     let _ = writeln!(
         out,
         "stack: sessions {} killed {} refused {} bad-ring-indices {} connects {} accepts {} resets {} \
-         (closed-unread {}) retransmits {} timeouts {} ring-sets made {} reused {} still-mapped {} udp sent {} received {} bad-checksum {} \
+         (closed-unread {}) retransmits {} timeouts {} ring-sets made {} reused {} still-mapped {} arena-slots {} udp sent {} received {} bad-checksum {} \
          tx-no-buffer {} ports-disabled {}",
         c.get_sessions(),
         c.get_sessions_killed(),
@@ -138,6 +138,7 @@ fn human(r: status_results::Reader<'_>, procs: &[ProcessInfo]) -> capnp::Result<
         c.get_ring_sets_made(),
         c.get_ring_sets_reused(),
         c.get_ring_sets_still_mapped(),
+        c.get_ring_arena_slots(),
         c.get_udp_sent(),
         c.get_udp_received(),
         c.get_rx_bad_checksum(),

@@ -133,7 +133,7 @@ pub fn pump_loop(shared: Arc<Shared>) {
                 p.as_ref().map(|p| {
                     p.end.down.request_signal();
                     p.end.up.request_signal();
-                    p.end.wake_me.try_clone().unwrap()
+                    p.end.wake_me.as_ref().unwrap().try_clone().unwrap()
                 })
             };
             match bell {

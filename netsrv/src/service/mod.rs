@@ -279,15 +279,17 @@ pub async fn run_stack(shared: Rc<Shared>) {
     }
 }
 
-/// Forwards a doorbell (our wait end) to the poll loop; a socket ring
-/// set's names the socket that holds the set now (`owner`). Every call on it is
+/// Forwards a doorbell (our wait end) to the poll loop, after `on_ring`
+/// filed what the ring means (it answers whether work may be left that
+/// another ring will not announce). Every call on the doorbell is
 /// non-blocking whatever the peer does to its end. A wait end the peer shut
 /// down (through a dup it kept) would be readable forever: the task ends,
-/// and only that peer goes without wakeups.
+/// and only that peer goes without wakeups; so does one `on_ring` gives up
+/// on (`None`).
 pub fn watch_doorbell(
     shared: &Rc<Shared>,
     bell: Doorbell,
-    owner: Option<Rc<Cell<SockId>>>,
+    mut on_ring: impl FnMut(&Shared) -> Option<bool> + 'static,
 ) -> std::io::Result<JoinHandle<()>> {
     // SAFETY: the Doorbell owns its fd for as long as the AsyncFd owns the
     // Doorbell, and always reports that same descriptor.
@@ -306,13 +308,24 @@ pub fn watch_doorbell(
                 return;
             }
             // A full batch may have left rings behind: look again first.
-            if bell.drain() < Doorbell::DRAIN_MAX {
+            let drained = bell.drain() < Doorbell::DRAIN_MAX;
+            let Some(left) = on_ring(&shared) else {
+                shared.kick.notify_one();
+                return;
+            };
+            if drained && !left {
                 guard.clear_ready();
-            }
-            if let Some(id) = &owner {
-                shared.rang.borrow_mut().push(id.get());
             }
             shared.kick.notify_one();
         }
     }))
+}
+
+/// What a socket ring set's doorbell means: the socket holding the set now
+/// (`owner`) has news.
+pub fn socket_rang(owner: Rc<Cell<SockId>>) -> impl FnMut(&Shared) -> Option<bool> {
+    move |shared| {
+        shared.rang.borrow_mut().push(owner.get());
+        Some(false)
+    }
 }

@@ -12,14 +12,15 @@
 //! kept a mapping of a set it released can only reach its own later
 //! connections.
 
-use super::SOCKET_RING_BYTES;
+use super::{watch_doorbell, Shared, SOCKET_RING_BYTES};
 use crate::limits::Charge;
 use crate::stack::SockId;
+use capnet_ring::arena::{self, ArenaLayout, ServerArena};
 use capnet_ring::{Doorbell, ServerEnd, SocketRings};
 use capnet_schema::errors::SocketError;
 use capnet_schema::net_capnp::tcp_socket;
 use std::cell::{Cell, RefCell};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::rc::Rc;
@@ -115,12 +116,63 @@ struct Idle {
     charge: Charge,
 }
 
-/// One client's idle ring sets.
+/// One client's idle ring sets, and its arena.
 #[derive(Default)]
 pub struct RingPool {
     idle: RefCell<Vec<Idle>>,
     alive: Rc<RefCell<HashSet<u64>>>,
     last_id: Cell<u64>,
+    arena: RefCell<Option<Arena>>,
+}
+
+/// The client's socket arena (`capnet_ring::arena`), made at its first
+/// `openRings` that asks for one. A slot is free again when the stack
+/// drops the socket's end of it.
+struct Arena {
+    end: Rc<RefCell<ServerArena>>,
+    /// The client's descriptors, for a client that says it has not mapped
+    /// the arena.
+    fds: Vec<OwnedFd>,
+    /// Which socket holds each slot now, for the watcher to name.
+    owners: Rc<RefCell<HashMap<u32, SockId>>>,
+    _watcher: Watcher,
+}
+
+/// A slot of the client's arena for a new socket.
+pub struct ArenaSlot {
+    pub end: ServerEnd,
+    pub slot: u32,
+    pub layout: ArenaLayout,
+    /// The arena's descriptors, for a client that has not mapped it.
+    pub offer: Option<Vec<OwnedFd>>,
+}
+
+/// What the arena's doorbell means: the sockets of the slots the client
+/// listed have news. At most one pass over the list per ring, so a client
+/// listing as fast as netsrv reads cannot keep it there; a list the client
+/// broke is counted and no longer watched (only its own sockets go without
+/// wakeups).
+fn arena_rang(
+    arena: Rc<RefCell<ServerArena>>,
+    owners: Rc<RefCell<HashMap<u32, SockId>>>,
+) -> impl FnMut(&Shared) -> Option<bool> {
+    move |shared| {
+        let mut arena = arena.borrow_mut();
+        let owners = owners.borrow();
+        let mut rang = shared.rang.borrow_mut();
+        for _ in 0..arena.layout().slots {
+            match arena.up.take() {
+                Ok(Some(slot)) => rang.extend(owners.get(&slot)),
+                Ok(None) => return Some(false),
+                Err(err) => {
+                    tracing::warn!(%err, "a client broke its arena's ready list; no longer watching it");
+                    shared.stack.borrow_mut().counters.bad_ring_indices += 1;
+                    return None;
+                }
+            }
+        }
+        Some(true)
+    }
 }
 
 /// A set for a new connection: netsrv's end, the client's fds to keep for
@@ -167,7 +219,8 @@ impl RingPool {
                 return Ok(None);
             };
             // A doorbell the client shut down would stay readable forever.
-            if fds.wait_client.peer_gone() || end.wake_me.peer_gone() || end.reset().is_err() {
+            let gone = end.wake_me.as_ref().is_none_or(Doorbell::peer_gone);
+            if fds.wait_client.peer_gone() || gone || end.reset().is_err() {
                 continue;
             }
             fds.wait_client.drain();
@@ -210,6 +263,58 @@ impl RingPool {
             offer: Some(offer),
             charge: None,
         })
+    }
+
+    /// A free slot of the client's arena of `slots` slots (made now if the
+    /// client has none) for socket `owner`; `None` when every slot is held.
+    /// The arena's descriptors come along unless the client has it
+    /// `mapped`.
+    pub fn arena_slot(
+        &self,
+        shared: &Rc<Shared>,
+        slots: u32,
+        owner: SockId,
+        mapped: bool,
+    ) -> io::Result<Option<ArenaSlot>> {
+        let mut arena = self.arena.borrow_mut();
+        let arena = match &mut *arena {
+            Some(a) => a,
+            None => {
+                let layout = ArenaLayout::new(slots.min(arena::MAX_SLOTS), SOCKET_RING_BYTES)?;
+                let (end, fds) = ServerArena::create(layout)?;
+                let bell = end.wake_me.try_clone()?;
+                let end = Rc::new(RefCell::new(end));
+                let owners = Rc::<RefCell<HashMap<u32, SockId>>>::default();
+                let task = watch_doorbell(shared, bell, arena_rang(end.clone(), owners.clone()))?;
+                arena.insert(Arena {
+                    end,
+                    fds,
+                    owners,
+                    _watcher: Watcher(task),
+                })
+            }
+        };
+        let a = arena.end.borrow();
+        let Some((slot, end)) = a.take_slot()? else {
+            return Ok(None);
+        };
+        arena.owners.borrow_mut().insert(slot, owner);
+        let offer = match mapped {
+            true => None,
+            false => Some(
+                arena
+                    .fds
+                    .iter()
+                    .map(|f| f.try_clone())
+                    .collect::<io::Result<_>>()?,
+            ),
+        };
+        Ok(Some(ArenaSlot {
+            end,
+            slot,
+            layout: a.layout(),
+            offer,
+        }))
     }
 
     /// Of the sets the client says it holds, those netsrv let go of: they

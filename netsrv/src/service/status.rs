@@ -145,6 +145,7 @@ fn write_status(
     b.set_ring_sets_made(c.ring_sets_made);
     b.set_ring_sets_reused(c.ring_sets_reused);
     b.set_ring_sets_still_mapped(c.ring_sets_still_mapped);
+    b.set_ring_arena_slots(c.ring_arena_slots);
     b.set_tcp_resets(c.tcp_resets);
     b.set_udp_sent(c.udp_sent);
     b.set_udp_received(c.udp_received);

@@ -2,6 +2,7 @@
 
 use super::*;
 use std::cell::Cell;
+use std::io;
 
 /// The longest linger a client may set: Linux's longest FIN-WAIT-2 wait
 /// (`TCP_LINGER2`'s bound). A lingering `close` is a call held open that
@@ -51,6 +52,52 @@ impl TcpSocketServer {
         if self.closed.get() {
             return Err(SocketError::Closed.to_capnp(format_args!("{what}: the socket is closed")));
         }
+        Ok(())
+    }
+
+    /// `openRings` with `arena`: a slot of the client's arena, charged as a
+    /// set of rings.
+    fn open_arena_slot(
+        &self,
+        mapped: bool,
+        mut results: tcp_socket::OpenRingsResults,
+    ) -> Result<(), Error> {
+        let mut charge = self.charge.borrow_mut();
+        let Some(charge) = charge.as_mut() else {
+            return Err(SocketError::Closed.to_capnp("openRings"));
+        };
+        charge.add_buffer(2 * SOCKET_RING_BYTES as usize)?;
+        let slots = self
+            .account
+            .socket_limit()
+            .map_or(u32::MAX, |n| u32::try_from(n).unwrap_or(u32::MAX));
+        let opened = self
+            .rings
+            .arena_slot(&self.shared, slots, self.id, mapped)
+            .map_err(|e| SocketError::Busy.to_capnp(format_args!("shared memory: {e}")))?
+            .ok_or_else(|| {
+                SocketError::Limit.to_capnp("openRings: every slot of the client's arena is held")
+            })?;
+        let id = self.id;
+        self.shared.now(
+            |s| {
+                s.tcp_attach_rings(id, opened.end)?;
+                s.counters.ring_arena_slots += 1;
+                Ok(())
+            },
+            "openRings",
+        )?;
+        let mut r = results.get();
+        let mut g = r.reborrow().init_grant();
+        if let Some(fds) = opened.offer {
+            g.set_token(&self.shared.handoff.offer(fds).0);
+        }
+        g.set_ring_bytes(SOCKET_RING_BYTES);
+        g.set_region_bytes(opened.layout.bytes() as u64);
+        let mut set = r.init_set();
+        set.set_in_arena(true);
+        set.set_arena_slot(opened.slot);
+        set.set_arena_slots(opened.layout.slots);
         Ok(())
     }
 
@@ -232,7 +279,11 @@ impl tcp_socket::Server for TcpSocketServer {
         mut results: tcp_socket::OpenRingsResults,
     ) -> Result<(), Error> {
         self.check_open("openRings")?;
-        let held = read_held(params.get()?)?;
+        let p = params.get()?;
+        if p.get_arena() {
+            return self.open_arena_slot(p.get_arena_mapped(), results);
+        }
+        let held = read_held(p)?;
         let mut slot = self.charge.borrow_mut();
         let Some(charge) = slot.as_mut() else {
             return Err(SocketError::Closed.to_capnp("openRings"));
@@ -259,10 +310,13 @@ impl tcp_socket::Server for TcpSocketServer {
         if !kept.watched() {
             let bell = server_end
                 .wake_me
-                .try_clone()
+                .as_ref()
+                .map(Doorbell::try_clone)
+                .transpose()
+                .and_then(|b| b.ok_or_else(|| io::Error::other("a set without a doorbell")))
                 .map_err(|e| SocketError::Busy.to_capnp(format_args!("doorbell: {e}")))?;
             kept.watch(
-                watch_doorbell(&self.shared, bell, Some(owner))
+                watch_doorbell(&self.shared, bell, socket_rang(owner))
                     .map_err(|e| SocketError::Busy.to_capnp(e))?,
             );
         }

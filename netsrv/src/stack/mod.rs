@@ -93,6 +93,7 @@ pub struct StackCounters {
     pub ring_sets_reused: u64,
     /// Of those, sets the client still had mapped: no descriptors sent.
     pub ring_sets_still_mapped: u64,
+    pub ring_arena_slots: u64,
     pub udp_sent: u64,
     pub udp_received: u64,
     /// Live egress subscriptions, and change notifications sent.

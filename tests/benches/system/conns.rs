@@ -1,10 +1,11 @@
 //! `conns`: what many connections cost. Two service sets on a sim wire
-//! hold 10, 1,000 and then as many idle TCP connections as the machine's
-//! descriptor limit allows (up to 10,000); at each level: how fast the new
-//! ones were connected and accepted, netsrv's memory per connection end,
-//! and the cost of one packet then: a one-byte ping-pong over one more
-//! connection, its median round trip and both netsrvs' CPU per round trip.
-//! The goal is a per-packet cost flat in the number of connections.
+//! hold 10, 1,000 and 10,000 idle TCP connections, through arenas
+//! (`Net::connect_arena`: a few descriptors for all of them); at each
+//! level: how fast the new ones were connected and accepted, netsrv's
+//! memory per connection end, and the cost of one packet then: a one-byte
+//! ping-pong over one more connection, its median round trip and both
+//! netsrvs' CPU per round trip. The goal is a per-packet cost flat in the
+//! number of connections.
 //!
 //! The reference (root only) is Linux over veth between two namespaces: the
 //! same connect and accept loop and the same ping-pong, with threads of this
@@ -13,6 +14,7 @@
 use crate::netns::{Namespaces, VETH_NS};
 use crate::procs::{cpu_seconds, rss_kib, service_pids};
 use capnet_tests::Scratch;
+use libclient::Net;
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -20,27 +22,11 @@ use std::time::{Duration, Instant};
 const ROUND_TRIPS: usize = 2000;
 const PORT: u16 = 6100;
 
-/// Descriptors this process holds per connection (both ends) today.
-const FDS_PER_PAIR: usize = 13;
+/// Levels of idle connections.
+const LEVELS: [usize; 3] = [10, 1000, 10_000];
 
-/// Levels of idle connections: 10, 100, 1,000 and the most this process's
-/// descriptor limit allows, up to 10,000.
-fn levels() -> Vec<usize> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit fills the struct it is given.
-    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
-    let top = (lim.rlim_max as usize / FDS_PER_PAIR / 100 * 100).clamp(100, 10_000);
-    let mut v: Vec<usize> = [10, 100, 1000, top]
-        .into_iter()
-        .filter(|&n| n <= top)
-        .collect();
-    v.dedup();
-    v
-}
-
+/// Linux's reference holds both ends of 10,000 connections in this
+/// process: more descriptors than a default limit (root may raise it).
 fn raise_nofile() {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
@@ -49,8 +35,15 @@ fn raise_nofile() {
     // SAFETY: getrlimit/setrlimit read and write the struct they are given.
     unsafe {
         libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
-        lim.rlim_cur = lim.rlim_max;
-        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        let want = lim.rlim_max.max(65536);
+        let raised = libc::rlimit {
+            rlim_cur: want,
+            rlim_max: want,
+        };
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) != 0 {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
     }
 }
 
@@ -92,9 +85,10 @@ struct Level {
 
 fn capnet_levels() -> Vec<Level> {
     let scratch = Scratch::new("bench-conns");
-    let extra = "\n[limits]\nsockets = 12000\nuser_sockets = 30000\nbuffer_bytes = 8589934592\nuser_buffer_bytes = 17179869184\n";
+    let extra = "\n[limits]\nsockets = 10100\nuser_sockets = 20400\nbuffer_bytes = 17179869184\nuser_buffer_bytes = 34359738368\n";
     let (a, b) = capnet_tests::two_hosts(&scratch, extra);
-    let (na, nb) = (a.net().unwrap(), b.net().unwrap());
+    let na = Net::connect_arena(&a.socket).unwrap();
+    let nb = Net::connect_arena(&b.socket).unwrap();
     let netsrv = |h| {
         service_pids(h)
             .into_iter()
@@ -110,7 +104,7 @@ fn capnet_levels() -> Vec<Level> {
     let rss0: u64 = pids.iter().map(|p| rss_kib(*p)).sum();
     let mut held = Vec::new();
     let mut out = Vec::new();
-    for level in levels() {
+    for level in LEVELS {
         let t = Instant::now();
         let new = level - held.len();
         while held.len() < level {
@@ -182,7 +176,7 @@ fn linux_levels(nets: &Namespaces) -> Vec<Level> {
         enter_netns(&cl);
         let mut held = Vec::new();
         let mut out = Vec::new();
-        for level in levels() {
+        for level in LEVELS {
             let t = Instant::now();
             let new = level - held.len();
             while held.len() < level {
