@@ -58,9 +58,9 @@ fn raise_nofile() {
     }
 }
 
-/// One ping-pong run over a connected pair: the median and 99th percentile
-/// round trip in µs.
-fn ping_pong<S: Read + Write + Send + 'static>(mut client: S, mut server: S) -> (f64, f64) {
+/// One ping-pong run over a connected pair: every timed round trip in µs,
+/// sorted.
+fn ping_pong<S: Read + Write + Send + 'static>(mut client: S, mut server: S) -> Vec<f64> {
     let echo = std::thread::spawn(move || {
         let mut b = [0u8; 1];
         while server.read_exact(&mut b).is_ok() {
@@ -82,7 +82,19 @@ fn ping_pong<S: Read + Write + Send + 'static>(mut client: S, mut server: S) -> 
     drop(client);
     echo.join().unwrap();
     times.sort_by(|a, b| a.total_cmp(b));
-    (times[times.len() / 2], times[times.len() * 99 / 100])
+    times
+}
+
+/// The `q`-quantile of sorted `times`.
+fn quantile(times: &[f64], q: f64) -> f64 {
+    times[((times.len() - 1) as f64 * q).round() as usize]
+}
+
+/// Every percentile, 0 to 100: a latency CDF for the plots.
+fn percentiles(times: &[f64]) -> Vec<f64> {
+    (0..=100)
+        .map(|p| quantile(times, p as f64 / 100.0))
+        .collect()
 }
 
 struct Level {
@@ -92,6 +104,22 @@ struct Level {
     p99: f64,
     cpu_us: f64,
     kib_per_end: f64,
+    /// Round trip percentiles 0..=100, µs.
+    cdf: Vec<f64>,
+}
+
+impl Level {
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "conns": self.conns,
+            "connects_per_s": self.rate,
+            "p50_us": self.p50,
+            "p99_us": self.p99,
+            "netsrv_cpu_us_per_round_trip": self.cpu_us,
+            "netsrv_rss_kib_per_end": self.kib_per_end,
+            "round_trip_percentiles_us": self.cdf,
+        })
+    }
 }
 
 fn capnet_levels() -> Vec<Level> {
@@ -116,10 +144,10 @@ fn capnet_levels() -> Vec<Level> {
     // p50, p99 and both netsrvs' CPU per round trip over one pair.
     let measure = |c: libclient::TcpStream, s: libclient::TcpStream| {
         let cpu0: f64 = pids.iter().map(|p| cpu_seconds(*p)).sum();
-        let (p50, p99) = ping_pong(c, s);
+        let times = ping_pong(c, s);
         let cpu1: f64 = pids.iter().map(|p| cpu_seconds(*p)).sum();
         let trips = ROUND_TRIPS + ROUND_TRIPS / 10;
-        (p50, p99, (cpu1 - cpu0) / trips as f64 * 1e6)
+        (times, (cpu1 - cpu0) / trips as f64 * 1e6)
     };
     // The same ping-pong with a doorbell per stream, no arena: what the
     // arena's shared wakeup costs a packet.
@@ -132,7 +160,8 @@ fn capnet_levels() -> Vec<Level> {
             .tcp_connect(format!("10.0.0.2:{}", PORT + 1).parse().unwrap(), None)
             .unwrap();
         let (s, _) = l.accept().unwrap();
-        let (p50, p99, cpu) = measure(c, s);
+        let (times, cpu) = measure(c, s);
+        let (p50, p99) = (quantile(&times, 0.5), quantile(&times, 0.99));
         println!(
             "      capnet, a doorbell per stream (Net::connect): p50 {p50:.1} us p99 {p99:.1} us, netsrv CPU {cpu:.1} us/round trip (both)"
         );
@@ -158,12 +187,13 @@ fn capnet_levels() -> Vec<Level> {
         let rss: u64 = pids.iter().map(|p| rss_kib(*p)).sum();
         let c = na.tcp_connect(to, None).unwrap();
         let (s, _) = listener.accept().unwrap();
-        let (p50, p99, cpu_us) = measure(c, s);
+        let (times, cpu_us) = measure(c, s);
         out.push(Level {
             conns: level,
             rate,
-            p50,
-            p99,
+            p50: quantile(&times, 0.5),
+            p99: quantile(&times, 0.99),
+            cdf: percentiles(&times),
             cpu_us,
             kib_per_end: rss.saturating_sub(rss0) as f64 / (2 * level) as f64,
         });
@@ -221,12 +251,13 @@ fn linux_levels(nets: &Namespaces) -> Vec<Level> {
             let s = rx.recv().unwrap();
             c.set_nodelay(true).unwrap();
             s.set_nodelay(true).unwrap();
-            let (p50, p99) = ping_pong(c, s);
+            let times = ping_pong(c, s);
             out.push(Level {
                 conns: level,
                 rate,
-                p50,
-                p99,
+                p50: quantile(&times, 0.5),
+                p99: quantile(&times, 0.99),
+                cdf: percentiles(&times),
                 cpu_us: 0.0,
                 kib_per_end: 0.0,
             });
@@ -272,5 +303,14 @@ pub fn bench_conns() {
             last.cpu_us / first.cpu_us,
             last.p50 / first.p50
         );
+    }
+    let json = |levels: &[Level]| levels.iter().map(Level::json).collect::<Vec<_>>();
+    let results = serde_json::json!({
+        "capnet": json(&ours),
+        "linux": theirs.as_deref().map(json),
+    });
+    match crate::procs::write_results("conns", &results) {
+        Ok(path) => println!("      results for scripts/plots.py: {}", path.display()),
+        Err(e) => println!("      results not written: {e}"),
     }
 }

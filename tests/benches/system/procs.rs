@@ -119,3 +119,16 @@ pub fn cpu_line(names: &[&str], cpu: &[f64], units: u64) -> String {
         .collect::<Vec<_>>()
         .join("  ")
 }
+
+/// Writes a bench's figures as JSON to `target/bench-results/<name>.json`
+/// (or under `$CAPNET_BENCH_OUT`), where `scripts/plots.py` reads them.
+pub fn write_results(name: &str, results: &serde_json::Value) -> std::io::Result<PathBuf> {
+    let dir = std::env::var_os("CAPNET_BENCH_OUT").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench-results"),
+        PathBuf::from,
+    );
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join(format!("{name}.json"));
+    std::fs::write(&path, serde_json::to_vec_pretty(results)?)?;
+    Ok(path)
+}
