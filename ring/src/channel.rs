@@ -157,8 +157,13 @@ impl ChannelSender {
     }
 
     /// A buffer to fill, or None while every buffer is lent out (see [`Self::request_signal`]).
+    ///
+    /// The most recently returned buffer first: returns are taken in as
+    /// soon as they come, so the buffers in use stay the few that are warm
+    /// in the cache rather than cycling through the whole pool (with 64 KiB
+    /// segmentation buffers, 33 MiB of it).
     pub fn alloc(&mut self) -> Result<Option<TxBuf>, RingError> {
-        if self.free_list.is_empty() {
+        if self.free_list.is_empty() || !self.free.is_empty() {
             self.reclaim()?;
         }
         Ok(self.free_list.pop().map(|i| TxBuf(i as usize)))
@@ -514,9 +519,8 @@ mod tests {
         let mut q = rogue_free_queue(&region);
         q.enqueue(got.desc()).unwrap();
         q.enqueue(d).unwrap();
-        for _ in 0..3 {
-            tx.alloc().unwrap().unwrap(); // the 3 never-lent buffers
-        }
+        // Returns are taken in (and checked) at the next alloc, before the
+        // three buffers never lent are used.
         tx.alloc().unwrap_err()
     }
 

@@ -151,9 +151,11 @@ impl RecvQueue {
             .next()
             .map_or(self.ready.len(), |p| (p.start - self.read_at) as usize);
         let n = dst.len().min(before_placed);
-        for (d, s) in dst.iter_mut().zip(self.ready.drain(..n)) {
-            *d = s;
-        }
+        let (front, back) = self.ready.as_slices();
+        let first = n.min(front.len());
+        dst[..first].copy_from_slice(&front[..first]);
+        dst[first..n].copy_from_slice(&back[..n - first]);
+        self.ready.drain(..n);
         self.read_at += n as u64;
         self.marks.forget_before(self.read_at);
         self.shrink_when_empty();
