@@ -200,13 +200,19 @@ impl RingDevice {
         &self.duplex.wake_me
     }
 
-    /// Takes a TX buffer ahead for the next token; false if none is free.
-    /// TCP payload bytes the receive ring holds when full (one segment of
-    /// at most MTU - 40 bytes per buffer).
+    /// TCP payload bytes the receive ring holds when full: a segment of at
+    /// most MTU - 40 bytes per buffer, or with segmentation offload a
+    /// coalesced frame of up to a buffer's size.
     pub fn rx_ring_payload(&self) -> usize {
-        self.duplex.rx.layout().buffers as usize * self.mtu.saturating_sub(40)
+        let layout = self.duplex.rx.layout();
+        let per_buffer = match self.segmentation {
+            true => (layout.buf_size as usize).saturating_sub(54),
+            false => self.mtu.saturating_sub(40),
+        };
+        layout.buffers as usize * per_buffer
     }
 
+    /// Takes a TX buffer ahead for the next token; false if none is free.
     pub fn reserve_tx(&mut self) -> bool {
         self.fault.is_none() && self.take_tx_buffer()
     }
