@@ -32,7 +32,7 @@ use crate::platform::{Doorbell, End, SharedRegion};
 use crate::queue::{queue_bytes, Consumer, Producer};
 use crate::ready::{ReadyReceiver, ReadySender};
 use crate::shm::{atomic_u32_at, ShmFlags};
-use crate::sockets::{socket_region_bytes, ServerEnd, SlotNews, SocketMapping, Waker};
+use crate::sockets::{doorbells, socket_region_bytes, ServerEnd, SlotNews, SocketMapping, Waker};
 use crate::sync::Ordering;
 
 const MAGIC: u32 = u32::from_le_bytes(*b"CNAR");
@@ -156,13 +156,7 @@ impl ServerArena {
         word(4)?.store(VERSION, Ordering::Relaxed);
         word(8)?.store(layout.slots, Ordering::Relaxed);
         word(12)?.store(layout.capacity, Ordering::Relaxed);
-        let (ring_server, wait_server) = Doorbell::pair()?;
-        let (ring_client, wait_client) = Doorbell::pair()?;
-        let fds = vec![
-            region.fd().try_clone_to_owned()?,
-            ring_server.into_fd(),
-            wait_client.into_fd(),
-        ];
+        let (wait_server, ring_client, fds) = doorbells(&region)?;
         let up = layout.receiver(&region, UP_LIST)?;
         let down = layout.sender(&region, layout.down_list())?;
         Ok((

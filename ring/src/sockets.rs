@@ -195,14 +195,7 @@ impl SocketRings {
             "capnet-socket",
             socket_region_bytes(capacity),
         )?);
-        // Each end waits on its own doorbell and holds only the ring end of the other's.
-        let (ring_server, wait_server) = Doorbell::pair()?;
-        let (ring_client, wait_client) = Doorbell::pair()?;
-        let fds = vec![
-            region.fd().try_clone_to_owned()?,
-            ring_server.into_fd(),
-            wait_client.into_fd(),
-        ];
+        let (wait_server, ring_client, fds) = doorbells(&region)?;
         let end = ServerEnd::at(
             region,
             0,
@@ -232,6 +225,21 @@ impl SocketRings {
             mapping,
         })
     }
+}
+
+/// The doorbells of rings in `region`: the server's wait end, the ring
+/// end of the client's, and the client's descriptors `[region,
+/// ring_server, wait_client]`. Each end waits on its own doorbell and holds
+/// only the ring end of the other's.
+pub(crate) fn doorbells(region: &SharedRegion) -> io::Result<(Doorbell, Doorbell, Vec<OwnedFd>)> {
+    let (ring_server, wait_server) = Doorbell::pair()?;
+    let (ring_client, wait_client) = Doorbell::pair()?;
+    let fds = vec![
+        region.fd().try_clone_to_owned()?,
+        ring_server.into_fd(),
+        wait_client.into_fd(),
+    ];
+    Ok((wait_server, ring_client, fds))
 }
 
 fn write_header(region: &SharedRegion, base: usize, capacity: u32) -> Result<(), RingError> {

@@ -210,6 +210,36 @@ pub fn wait_bonds_settled(a: &Host, b: &Host, active_backup: bool) {
     }
 }
 
+/// A process's resident memory in KiB (0 once it is gone).
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A raw capnp client of the service socket at `socket`, and its handoff
+/// connection: what a client that bypasses libclient holds. Call inside a
+/// tokio `LocalSet`.
+pub fn raw_net(
+    socket: &std::path::Path,
+) -> (
+    capnet_schema::net_capnp::net::Client,
+    std::os::unix::net::UnixStream,
+) {
+    use capnet_ring::handoff::{CONNECT_HANDOFF, CONNECT_RPC};
+    use std::io::Write;
+    let mut s = std::os::unix::net::UnixStream::connect(socket).unwrap();
+    s.write_all(&[CONNECT_RPC]).unwrap();
+    s.set_nonblocking(true).unwrap();
+    let net = capnet_schema::transport::connect(tokio::net::UnixStream::from_std(s).unwrap());
+    let mut handoff = std::os::unix::net::UnixStream::connect(socket).unwrap();
+    handoff.write_all(&[CONNECT_HANDOFF]).unwrap();
+    (net, handoff)
+}
+
 /// Open descriptors and mapped memfds of a process (a leak check).
 pub fn fds_and_memfds(pid: u32) -> (usize, usize) {
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))

@@ -4,11 +4,10 @@
 //! no longer heard, while netsrv serves everybody else.
 
 use capnet_ring::arena::{ArenaLayout, ClientArena, UP_LIST};
-use capnet_ring::handoff::{self, Token, CONNECT_HANDOFF, CONNECT_RPC};
+use capnet_ring::handoff::{self, Token};
 use capnet_ring::{Desc, Doorbell, End, Producer, SharedRegion};
 use capnet_schema::net_capnp::{net, tcp_socket};
-use capnet_schema::transport;
-use capnet_tests::{cli_ok, status_counter, two_hosts, Scratch};
+use capnet_tests::{cli_ok, raw_net, status_counter, two_hosts, Scratch};
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, OwnedFd};
@@ -87,12 +86,7 @@ fn an_arena_serves_its_client_and_a_client_that_breaks_it_hurts_only_itself() {
         .build()
         .unwrap();
     tokio::task::LocalSet::new().block_on(&rt, async {
-        let mut s = UnixStream::connect(&socket).unwrap();
-        s.write_all(&[CONNECT_RPC]).unwrap();
-        s.set_nonblocking(true).unwrap();
-        let net: net::Client = transport::connect(tokio::net::UnixStream::from_std(s).unwrap());
-        let handoff = UnixStream::connect(&socket).unwrap();
-        (&handoff).write_all(&[CONNECT_HANDOFF]).unwrap();
+        let (net, handoff) = raw_net(&socket);
 
         // The first slot brings the arena, sized by the client's socket
         // limit; the second comes without descriptors.

@@ -5,7 +5,7 @@
 //! the connections hold (none, once the echo is done).
 
 use capnet::host::Host;
-use capnet_tests::{two_hosts, Scratch};
+use capnet_tests::{fds_and_memfds, rss_kib, two_hosts, Scratch};
 use libclient::{Net, TcpStream};
 use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
@@ -25,17 +25,10 @@ fn pid_of(host: &Host) -> u32 {
     host.process("netsrv").expect("netsrv").pid
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        .unwrap_or(0)
-}
-
-fn fds(pid: &str) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+/// Open descriptors of this process and of both netsrvs.
+fn fds(pids: [u32; 2]) -> (usize, usize, usize) {
+    let n = |pid| fds_and_memfds(pid).0;
+    (n(std::process::id()), n(pids[0]), n(pids[1]))
 }
 
 /// Connection `i`'s bytes.
@@ -112,7 +105,7 @@ fn ten_thousand_connections_echo_with_bounded_descriptors_and_memory() {
     let (first_in, _) = listener.accept().unwrap();
     std::thread::sleep(Duration::from_millis(200));
     let rss0 = rss_kib(pa) + rss_kib(pb);
-    let fds0 = (fds("self"), fds(&pa.to_string()), fds(&pb.to_string()));
+    let fds0 = fds([pa, pb]);
 
     let t = Instant::now();
     let connector = {
@@ -173,7 +166,7 @@ fn ten_thousand_connections_echo_with_bounded_descriptors_and_memory() {
     std::thread::sleep(Duration::from_millis(300));
     let rss = rss_kib(pa) + rss_kib(pb);
     let per_end = rss.saturating_sub(rss0) / (2 * N as u64);
-    let fds1 = (fds("self"), fds(&pa.to_string()), fds(&pb.to_string()));
+    let fds1 = fds([pa, pb]);
     eprintln!(
         "netsrv RSS {rss0} -> {rss} KiB: {per_end} KiB per connection end; descriptors (this process, netsrv a, b) {fds0:?} -> {fds1:?}"
     );

@@ -5,11 +5,10 @@
 //! further than that.
 
 use capnet::host::Host;
-use capnet_ring::handoff::{self, Token, CONNECT_HANDOFF, CONNECT_RPC};
+use capnet_ring::handoff::{self, Token};
 use capnet_ring::SocketRings;
 use capnet_schema::net_capnp::{net, tcp_socket};
-use capnet_schema::transport;
-use capnet_tests::{cli_ok, scribble, status_counter, two_hosts, Scratch};
+use capnet_tests::{cli_ok, raw_net, scribble, status_counter, two_hosts, Scratch};
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -212,12 +211,7 @@ fn what_a_client_does_to_a_set_it_released_does_not_reach_its_next_connection() 
         .unwrap();
     let settle = || tokio::time::sleep(Duration::from_millis(300));
     tokio::task::LocalSet::new().block_on(&rt, async {
-        let mut s = UnixStream::connect(&socket).unwrap();
-        s.write_all(&[CONNECT_RPC]).unwrap();
-        s.set_nonblocking(true).unwrap();
-        let net: net::Client = transport::connect(tokio::net::UnixStream::from_std(s).unwrap());
-        let handoff = UnixStream::connect(&socket).unwrap();
-        (&handoff).write_all(&[CONNECT_HANDOFF]).unwrap();
+        let (net, handoff) = raw_net(&socket);
 
         // Released and closed: its set goes to this client's pool. The
         // client keeps its mapping, then writes garbage over all of it,

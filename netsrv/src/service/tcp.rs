@@ -78,27 +78,46 @@ impl TcpSocketServer {
             .ok_or_else(|| {
                 SocketError::Limit.to_capnp("openRings: every slot of the client's arena is held")
             })?;
-        let id = self.id;
-        self.shared.now(
-            |s| {
-                s.tcp_attach_rings(id, opened.end)?;
-                s.counters.ring_arena_slots += 1;
-                Ok(())
-            },
-            "openRings",
-        )?;
+        self.attach(opened.end, |c| c.ring_arena_slots += 1)?;
         let mut r = results.get();
         let mut g = r.reborrow().init_grant();
-        if let Some(fds) = opened.offer {
-            g.set_token(&self.shared.handoff.offer(fds).0);
-        }
-        g.set_ring_bytes(SOCKET_RING_BYTES);
+        self.write_grant(g.reborrow(), opened.offer);
         g.set_region_bytes(opened.layout.bytes() as u64);
         let mut set = r.init_set();
         set.set_in_arena(true);
         set.set_arena_slot(opened.slot);
         set.set_arena_slots(opened.layout.slots);
         Ok(())
+    }
+
+    /// Moves the socket's data onto `rings`, counted by `count`.
+    fn attach(
+        &self,
+        rings: capnet_ring::ServerEnd,
+        count: impl FnOnce(&mut crate::stack::StackCounters),
+    ) -> Result<(), Error> {
+        let id = self.id;
+        self.shared.now(
+            |s| {
+                s.tcp_attach_rings(id, rings)?;
+                count(&mut s.counters);
+                Ok(())
+            },
+            "openRings",
+        )
+    }
+
+    /// An `openRings` grant: the rings' capacity, and a token for `offer`'s
+    /// descriptors if the client is to get any.
+    fn write_grant(
+        &self,
+        mut g: capnet_schema::common_capnp::ring_grant::Builder<'_>,
+        offer: Option<Vec<std::os::fd::OwnedFd>>,
+    ) {
+        if let Some(fds) = offer {
+            g.set_token(&self.shared.handoff.offer(fds).0);
+        }
+        g.set_ring_bytes(SOCKET_RING_BYTES);
     }
 
     /// Lets the stack have the socket: a reset with a linger of 0, else the
@@ -320,28 +339,18 @@ impl tcp_socket::Server for TcpSocketServer {
                     .map_err(|e| SocketError::Busy.to_capnp(e))?,
             );
         }
-        let id = self.id;
-        self.shared.now(
-            |s| {
-                s.tcp_attach_rings(id, server_end)?;
-                match reused {
-                    true => s.counters.ring_sets_reused += 1,
-                    false => s.counters.ring_sets_made += 1,
-                }
-                if mapped {
-                    s.counters.ring_sets_still_mapped += 1;
-                }
-                Ok(())
-            },
-            "openRings",
-        )?;
+        self.attach(server_end, |c| {
+            match reused {
+                true => c.ring_sets_reused += 1,
+                false => c.ring_sets_made += 1,
+            }
+            if mapped {
+                c.ring_sets_still_mapped += 1;
+            }
+        })?;
         *self.kept.borrow_mut() = Some(kept);
         let mut r = results.get();
-        let mut g = r.reborrow().init_grant();
-        if let Some(fds) = opened.offer {
-            g.set_token(&self.shared.handoff.offer(fds).0);
-        }
-        g.set_ring_bytes(SOCKET_RING_BYTES);
+        self.write_grant(r.reborrow().init_grant(), opened.offer);
         let mut set = r.init_set();
         set.set_id(set_id);
         set.set_reused(mapped);

@@ -109,6 +109,18 @@ struct Level {
 }
 
 impl Level {
+    fn new(conns: usize, rate: f64, times: &[f64], cpu_us: f64, kib_per_end: f64) -> Level {
+        Level {
+            conns,
+            rate,
+            p50: quantile(times, 0.5),
+            p99: quantile(times, 0.99),
+            cpu_us,
+            kib_per_end,
+            cdf: percentiles(times),
+        }
+    }
+
     fn json(&self) -> serde_json::Value {
         serde_json::json!({
             "conns": self.conns,
@@ -188,15 +200,8 @@ fn capnet_levels() -> Vec<Level> {
         let c = na.tcp_connect(to, None).unwrap();
         let (s, _) = listener.accept().unwrap();
         let (times, cpu_us) = measure(c, s);
-        out.push(Level {
-            conns: level,
-            rate,
-            p50: quantile(&times, 0.5),
-            p99: quantile(&times, 0.99),
-            cdf: percentiles(&times),
-            cpu_us,
-            kib_per_end: rss.saturating_sub(rss0) as f64 / (2 * level) as f64,
-        });
+        let kib_per_end = rss.saturating_sub(rss0) as f64 / (2 * level) as f64;
+        out.push(Level::new(level, rate, &times, cpu_us, kib_per_end));
     }
     let t = Instant::now();
     let n = held.len();
@@ -252,15 +257,7 @@ fn linux_levels(nets: &Namespaces) -> Vec<Level> {
             c.set_nodelay(true).unwrap();
             s.set_nodelay(true).unwrap();
             let times = ping_pong(c, s);
-            out.push(Level {
-                conns: level,
-                rate,
-                p50: quantile(&times, 0.5),
-                p99: quantile(&times, 0.99),
-                cdf: percentiles(&times),
-                cpu_us: 0.0,
-                kib_per_end: 0.0,
-            });
+            out.push(Level::new(level, rate, &times, 0.0, 0.0));
         }
         out
     });

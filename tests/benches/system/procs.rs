@@ -21,14 +21,7 @@ pub fn cpu_seconds(pid: u32) -> f64 {
     (t(11) + t(12)) / ticks_per_second()
 }
 
-pub fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        .unwrap_or(0)
-}
+pub use capnet_tests::rss_kib;
 
 /// (name, pid) of every service process of a host, and of its supervisor.
 pub fn service_pids(host: &Host) -> Vec<(String, u32)> {
