@@ -7,7 +7,8 @@
 Reads target/bench-results/conns.json (what the `conns` bench wrote) and
 writes docs/plots/conns-cost.svg (the cost of a packet against the number
 of idle connections held) and docs/plots/conns-latency-cdf.svg (round-trip
-CDFs at each level, capnet and Linux). Plain SVG from the standard library:
+CDFs at each level: capnet to capnet, Linux to capnet over TAP, Linux to
+Linux over veth). Plain SVG from the standard library:
 nothing to install.
 """
 
@@ -18,8 +19,8 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"]
-W, H = 640, 400
-LEFT, RIGHT, TOP, BOTTOM = 70, 200, 40, 50
+W, H = 700, 400
+LEFT, RIGHT, TOP, BOTTOM = 70, 230, 40, 50
 
 
 def esc(s):
@@ -107,14 +108,16 @@ def chart(path, title, xlabel, ylabel, series, xlog=False, ylog=False, ymin=None
 def conns(results, out_dir):
     with open(os.path.join(results, "conns.json")) as f:
         r = json.load(f)
-    ours, theirs = r["capnet"], r.get("linux") or []
+    ours, theirs, tap = r["capnet"], r.get("linux") or [], r.get("tap") or []
     pts = lambda levels, key: [(l["conns"], l[key]) for l in levels]
     series = [
-        ("capnet p50", pts(ours, "p50_us"), False),
-        ("netsrv CPU", pts(ours, "netsrv_cpu_us_per_round_trip"), False),
+        ("capnet to capnet, p50", pts(ours, "p50_us"), False),
+        ("both netsrvs' CPU", pts(ours, "netsrv_cpu_us_per_round_trip"), False),
     ]
+    if tap:
+        series.append(("Linux to capnet (TAP), p50", pts(tap, "p50_us"), False))
     if theirs:
-        series.append(("Linux p50", pts(theirs, "p50_us"), True))
+        series.append(("Linux to Linux (veth), p50", pts(theirs, "p50_us"), True))
     chart(
         os.path.join(out_dir, "conns-cost.svg"),
         "One-byte ping-pong beside idle connections",
@@ -124,7 +127,12 @@ def conns(results, out_dir):
         xlog=True,
     )
     series = []
-    for name, levels, dashed in (("capnet", ours, False), ("Linux", theirs, True)):
+    sides = (
+        ("capnet-capnet", ours, False),
+        ("Linux-capnet TAP", tap, False),
+        ("Linux-Linux", theirs, True),
+    )
+    for name, levels, dashed in sides:
         for l in levels:
             cdf = l["round_trip_percentiles_us"]
             series.append((f"{name}, {l['conns']:,}", [(v, i / 100) for i, v in enumerate(cdf)], dashed))

@@ -18,6 +18,7 @@ fn plots_draw_every_series_of_the_conns_bench() {
     let results = serde_json::json!({
         "capnet": [level(10, 190.0), level(1000, 195.0), level(10000, 200.0)],
         "linux": [level(10, 70.0), level(1000, 71.0), level(9900, 72.0)],
+        "tap": [level(10, 120.0), level(1000, 125.0), level(10000, 130.0)],
     });
     let input = scratch.0.join("results");
     let output = scratch.0.join("plots");
@@ -38,14 +39,14 @@ fn plots_draw_every_series_of_the_conns_bench() {
     let cost = std::fs::read_to_string(output.join("conns-cost.svg")).unwrap();
     assert_eq!(
         cost.matches("<polyline").count(),
-        3,
-        "capnet p50, netsrv CPU, Linux p50"
+        4,
+        "capnet p50, netsrv CPU, TAP p50, Linux p50"
     );
-    assert_eq!(cost.matches("<circle").count(), 9, "three levels each");
+    assert_eq!(cost.matches("<circle").count(), 12, "three levels each");
     let cdf = std::fs::read_to_string(output.join("conns-latency-cdf.svg")).unwrap();
     assert_eq!(
         cdf.matches("<polyline").count(),
-        6,
+        9,
         "a CDF per level and side"
     );
     for svg in [&cost, &cdf] {

@@ -11,7 +11,7 @@
 //! same connect and accept loop and the same ping-pong, with threads of this
 //! process moved into the namespaces.
 
-use crate::netns::{Namespaces, VETH_NS};
+use crate::netns::{Namespaces, TAP_CAPNET, VETH_NS};
 use crate::procs::{cpu_seconds, rss_kib, service_pids};
 use capnet_tests::Scratch;
 use libclient::Net;
@@ -24,6 +24,8 @@ const PORT: u16 = 6100;
 
 /// Levels of idle connections.
 const LEVELS: [usize; 3] = [10, 1000, 10_000];
+/// Room for 10,000 sockets and their buffers in one client.
+const LIMITS: &str = "\n[limits]\nsockets = 10100\nuser_sockets = 20400\nbuffer_bytes = 17179869184\nuser_buffer_bytes = 34359738368\n";
 
 /// Linux's reference holds both ends of its connections in this process,
 /// two descriptors each: as many as the limit allows (raised as far as
@@ -60,7 +62,10 @@ fn raise_nofile() {
 
 /// One ping-pong run over a connected pair: every timed round trip in µs,
 /// sorted.
-fn ping_pong<S: Read + Write + Send + 'static>(mut client: S, mut server: S) -> Vec<f64> {
+fn ping_pong<C: Read + Write, S: Read + Write + Send + 'static>(
+    mut client: C,
+    mut server: S,
+) -> Vec<f64> {
     let echo = std::thread::spawn(move || {
         let mut b = [0u8; 1];
         while server.read_exact(&mut b).is_ok() {
@@ -136,8 +141,7 @@ impl Level {
 
 fn capnet_levels() -> Vec<Level> {
     let scratch = Scratch::new("bench-conns");
-    let extra = "\n[limits]\nsockets = 10100\nuser_sockets = 20400\nbuffer_bytes = 17179869184\nuser_buffer_bytes = 34359738368\n";
-    let (a, b) = capnet_tests::two_hosts(&scratch, extra);
+    let (a, b) = capnet_tests::two_hosts(&scratch, LIMITS);
     let na = Net::connect_arena(&a.socket).unwrap();
     let nb = Net::connect_arena(&b.socket).unwrap();
     let netsrv = |h| {
@@ -213,6 +217,86 @@ fn capnet_levels() -> Vec<Level> {
     out
 }
 
+/// From Linux over TAP: a client in the namespace connects to a capnet
+/// server (one arena) at each level, sends a byte on each new connection
+/// and reads it back, then runs the ping-pong over one more. CPU is the
+/// capnet host's netsrv and nicdrv.
+fn tap_levels(nets: &Namespaces) -> Vec<Level> {
+    let scratch = Scratch::new("bench-conns-tap");
+    let host = nets.capnet_with(&scratch, LIMITS);
+    let pids: Vec<u32> = service_pids(&host)
+        .into_iter()
+        .filter(|(n, _)| n == "netsrv" || n.starts_with("nicdrv"))
+        .map(|(_, p)| p)
+        .collect();
+    let net = Net::connect_arena(&host.socket).unwrap();
+    let listener = net
+        .tcp_listen(SocketAddr::from(([0, 0, 0, 0], PORT)), 256)
+        .unwrap();
+    let to: SocketAddr = format!("{TAP_CAPNET}:{PORT}").parse().unwrap();
+    // The Linux side, on a thread in the namespace; told how many to open.
+    let (want_tx, want_rx) = std::sync::mpsc::channel::<usize>();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<std::net::TcpStream>();
+    let ns = nets.ns.clone();
+    let linux = std::thread::spawn(move || {
+        enter_netns(&ns);
+        let mut held = Vec::new();
+        while let Ok(n) = want_rx.recv() {
+            let new: Vec<std::net::TcpStream> = (0..n)
+                .map(|_| std::net::TcpStream::connect(to).unwrap())
+                .collect();
+            for mut s in new {
+                s.write_all(b"x").unwrap();
+                held.push(s);
+            }
+            let from = held.len() - n;
+            for s in &mut held[from..] {
+                let mut b = [0u8; 1];
+                s.read_exact(&mut b).unwrap();
+                assert_eq!(&b, b"x");
+            }
+            let pp = std::net::TcpStream::connect(to).unwrap();
+            pp.set_nodelay(true).unwrap();
+            done_tx.send(pp).unwrap();
+        }
+        held.len()
+    });
+    let mut ours = Vec::new();
+    let mut out = Vec::new();
+    for level in LEVELS {
+        let t = Instant::now();
+        let new = level - ours.len();
+        want_tx.send(new).unwrap();
+        for _ in 0..new {
+            let (s, _) = listener.accept().unwrap();
+            ours.push(s);
+        }
+        let rate = new as f64 / t.elapsed().as_secs_f64();
+        // Each new connection's byte, back to where it came from.
+        for s in &mut ours[level - new..] {
+            let mut b = [0u8; 1];
+            s.read_exact(&mut b).unwrap();
+            s.write_all(&b).unwrap();
+        }
+        let client = done_rx.recv().unwrap();
+        let (server, _) = listener.accept().unwrap();
+        let cpu0: f64 = pids.iter().map(|p| cpu_seconds(*p)).sum();
+        let times = ping_pong(client, server);
+        let cpu1: f64 = pids.iter().map(|p| cpu_seconds(*p)).sum();
+        let trips = ROUND_TRIPS + ROUND_TRIPS / 10;
+        out.push(Level::new(
+            level,
+            rate,
+            &times,
+            (cpu1 - cpu0) / trips as f64 * 1e6,
+            0.0,
+        ));
+    }
+    drop(want_tx);
+    assert_eq!(linux.join().unwrap(), ours.len());
+    out
+}
+
 /// Enters network namespace `name` on this thread.
 fn enter_netns(name: &str) {
     let f = std::fs::File::open(format!("/run/netns/{name}")).expect("namespace");
@@ -267,11 +351,10 @@ fn linux_levels(nets: &Namespaces) -> Vec<Level> {
 pub fn bench_conns() {
     raise_nofile();
     let ours = capnet_levels();
-    let theirs = Namespaces::new("connections", "n").map(|nets| {
-        let l = linux_levels(&nets);
-        drop(nets);
-        l
-    });
+    let (theirs, tap) = match Namespaces::new("connections", "n") {
+        Some(nets) => (Some(linux_levels(&nets)), Some(tap_levels(&nets))),
+        None => (None, None),
+    };
     println!(
         "connections: idle TCP connections held, then a 1-byte ping-pong ({ROUND_TRIPS} round trips) over one more"
     );
@@ -301,10 +384,25 @@ pub fn bench_conns() {
             last.p50 / first.p50
         );
     }
+    for (i, t) in tap.iter().flatten().enumerate() {
+        let linux = theirs.as_ref().and_then(|l| l.get(i));
+        let reference = linux.map_or(String::new(), |l| {
+            format!(
+                "   ratio to Linux over veth: conn/s {:.2} p50 {:.2}",
+                t.rate / l.rate,
+                t.p50 / l.p50
+            )
+        });
+        println!(
+            "  {:>6} conns from Linux over TAP: {:.0} connect+accept/s, p50 {:.1} us p99 {:.1} us, netsrv+nicdrv CPU {:.1} us/round trip{reference}",
+            t.conns, t.rate, t.p50, t.p99, t.cpu_us
+        );
+    }
     let json = |levels: &[Level]| levels.iter().map(Level::json).collect::<Vec<_>>();
     let results = serde_json::json!({
         "capnet": json(&ours),
         "linux": theirs.as_deref().map(json),
+        "tap": tap.as_deref().map(json),
     });
     match crate::procs::write_results("conns", &results) {
         Ok(path) => println!("      results for scripts/plots.py: {}", path.display()),

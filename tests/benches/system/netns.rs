@@ -58,8 +58,13 @@ impl Namespaces {
 
     /// A capnet service set whose one port is the TAP, at [`TAP_CAPNET`].
     pub fn capnet(&self, scratch: &Scratch) -> Host {
+        self.capnet_with(scratch, "")
+    }
+
+    /// The same, with more configuration after the port (`[limits]`, ...).
+    pub fn capnet_with(&self, scratch: &Scratch, extra: &str) -> Host {
         let config = format!(
-            "[[port]]\nname = \"tap0\"\nbackend = \"tap\"\ntap = \"ctap0\"\nnetns = \"{}\"\naddresses = [\"{TAP_CAPNET}/24\"]\n",
+            "[[port]]\nname = \"tap0\"\nbackend = \"tap\"\ntap = \"ctap0\"\nnetns = \"{}\"\naddresses = [\"{TAP_CAPNET}/24\"]\n{extra}",
             self.ns
         );
         let run = scratch.0.join("host");
