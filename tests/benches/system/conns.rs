@@ -11,7 +11,7 @@
 //! same connect and accept loop and the same ping-pong, with threads of this
 //! process moved into the namespaces.
 
-use crate::netns::{Namespaces, TAP_CAPNET, VETH_NS};
+use crate::netns::{enter_netns, Namespaces, TAP_CAPNET, VETH_NS};
 use crate::procs::{cpu_seconds, rss_kib, service_pids};
 use capnet_tests::Scratch;
 use libclient::Net;
@@ -295,15 +295,6 @@ fn tap_levels(nets: &Namespaces) -> Vec<Level> {
     drop(want_tx);
     assert_eq!(linux.join().unwrap(), ours.len());
     out
-}
-
-/// Enters network namespace `name` on this thread.
-fn enter_netns(name: &str) {
-    let f = std::fs::File::open(format!("/run/netns/{name}")).expect("namespace");
-    // SAFETY: setns on a namespace file we hold open; it changes only this
-    // thread's network namespace.
-    let r = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&f), libc::CLONE_NEWNET) };
-    assert_eq!(r, 0, "setns: {}", std::io::Error::last_os_error());
 }
 
 fn linux_levels(nets: &Namespaces) -> Vec<Level> {

@@ -72,6 +72,40 @@ impl Namespaces {
     }
 }
 
+/// Enters network namespace `name` (one of ours) on this thread.
+pub fn enter_netns(name: &str) {
+    let f = std::fs::File::open(format!("/run/netns/{name}")).expect("namespace");
+    // SAFETY: setns on a namespace file we hold open; it changes only this
+    // thread's network namespace.
+    let r = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&f), libc::CLONE_NEWNET) };
+    assert_eq!(r, 0, "setns: {}", std::io::Error::last_os_error());
+}
+
+/// A TCP sink in namespace `netns`, listening on `addr` once this returns:
+/// it takes one connection and reads it to the end in 256 KiB reads (so
+/// that it is never what a bench measures); the thread's answer is the
+/// byte count.
+pub fn sink(netns: &str, addr: std::net::SocketAddr) -> std::thread::JoinHandle<u64> {
+    let netns = netns.to_string();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let t = std::thread::spawn(move || {
+        enter_netns(&netns);
+        let l = std::net::TcpListener::bind(addr).unwrap();
+        ready_tx.send(()).unwrap();
+        let (mut s, _) = l.accept().unwrap();
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut n = 0u64;
+        loop {
+            match std::io::Read::read(&mut s, &mut buf).unwrap() {
+                0 => return n,
+                k => n += k as u64,
+            }
+        }
+    });
+    ready_rx.recv().unwrap();
+    t
+}
+
 impl Drop for Namespaces {
     fn drop(&mut self) {
         sh(&format!(
