@@ -8,7 +8,7 @@
 //! the hostile peer's writes go through the fd, anywhere in the region.
 
 use crate::input::Input;
-use capnet_ring::arena::{ArenaLayout, ClientArena, ServerArena};
+use capnet_ring::arena::{ArenaLayout, ClientArena, ServerArena, SlotHold};
 use capnet_ring::bytering::{heap, socket_region_bytes};
 use capnet_ring::{ByteReader, ByteWriter, ChannelLayout, ChannelReceiver, ChannelSender};
 use capnet_ring::{RxBuf, ServerEnd, SharedRegion, SocketRings};
@@ -264,7 +264,10 @@ pub fn arena(data: &[u8]) {
         return;
     };
     // netsrv's sockets by slot; the client's view of the same slots.
+    // netsrv's ends by slot, with the client's hold on each (dropped apart:
+    // a slot is free once both are gone).
     let mut held: HashMap<u32, ServerEnd> = HashMap::new();
+    let mut holds: HashMap<u32, SlotHold> = HashMap::new();
     let mut views: HashMap<u32, (Option<ByteWriter>, Option<ByteReader>)> = HashMap::new();
     let (mut server_news, mut client_news) = (true, true);
     let mut input = Input::new(data);
@@ -277,14 +280,19 @@ pub fn arena(data: &[u8]) {
         match op % 8 {
             0 => scribble(&mut input, &file, size),
             1 => {
-                if let Ok(Some((s, end))) = server.take_slot() {
+                if let Ok(Some((s, end, hold))) = server.take_slot() {
                     assert!(s < ARENA_SLOTS);
-                    assert!(!held.contains_key(&s), "slot {s} handed out twice");
+                    let busy = held.contains_key(&s) || holds.contains_key(&s);
+                    assert!(!busy, "slot {s} handed out while in use");
                     held.insert(s, end);
+                    holds.insert(s, hold);
                 }
             }
             2 => {
-                held.remove(&slot);
+                match op & 0x10 {
+                    0 => held.remove(&slot).map(drop),
+                    _ => holds.remove(&slot).map(drop),
+                };
             }
             3 => {
                 // The client takes up a slot netsrv handed out (or not).

@@ -115,13 +115,23 @@ impl ArenaLayout {
 /// likeliest to be warm).
 type FreeSlots = Arc<Mutex<Vec<u32>>>;
 
-/// A slot held by a [`ServerEnd`]: free again when that end is dropped, so
-/// a slot is never handed to a second socket while the first one's end
-/// still exists.
+/// A slot in use: free again once the [`ServerEnd`] over it and the
+/// [`SlotHold`] handed out with it are both gone, so a slot never serves a
+/// second socket while the stack still has the first one's end, nor while
+/// its client may still read and write the first one's rings.
 #[derive(Debug)]
 pub(crate) struct SlotLease {
     slot: u32,
     free: FreeSlots,
+}
+
+/// The client's side of a slot in use ([`ServerArena::take_slot`]): netsrv
+/// keeps it until the client has let go of the socket. A socket the stack
+/// ends early (a reset) leaves the client's stream over the same rings; the
+/// slot must not be emptied under it for another socket.
+#[derive(Debug)]
+pub struct SlotHold {
+    _lease: Arc<SlotLease>,
 }
 
 impl Drop for SlotLease {
@@ -177,15 +187,19 @@ impl ServerArena {
     }
 
     /// A free slot's rings for a new socket, header written and both rings
-    /// empty and open, with the slot's number; `None` when every slot is
-    /// held. The slot is free again once the end is dropped.
-    pub fn take_slot(&self) -> Result<Option<(u32, ServerEnd)>, RingError> {
+    /// empty and open, with the slot's number and the client's hold on it;
+    /// `None` when every slot is in use. The slot is free again once the end
+    /// and the hold are both dropped.
+    pub fn take_slot(&self) -> Result<Option<(u32, ServerEnd, SlotHold)>, RingError> {
         let Some(slot) = self.free.lock().unwrap_or_else(|e| e.into_inner()).pop() else {
             return Ok(None);
         };
-        let lease = SlotLease {
+        let lease = Arc::new(SlotLease {
             slot,
             free: self.free.clone(),
+        });
+        let hold = SlotHold {
+            _lease: lease.clone(),
         };
         let end = ServerEnd::at(
             self.region.clone(),
@@ -198,7 +212,7 @@ impl ServerArena {
             },
         )?
         .leased(lease);
-        Ok(Some((slot, end)))
+        Ok(Some((slot, end, hold)))
     }
 
     /// Slots no socket holds.
@@ -282,10 +296,12 @@ mod tests {
         let layout = ArenaLayout::new(3, 4096).unwrap();
         let (mut server, fds) = ServerArena::create(layout).unwrap();
         let mut client = ClientArena::attach(fds, layout).unwrap();
+        let mut holds = Vec::new();
         let mut ends: Vec<ServerEnd> = (0..3)
             .map(|i| {
-                let (slot, end) = server.take_slot().unwrap().unwrap();
+                let (slot, end, hold) = server.take_slot().unwrap().unwrap();
                 assert_eq!(slot, i, "lowest first");
+                holds.push(hold);
                 end
             })
             .collect();
@@ -310,11 +326,13 @@ mod tests {
         assert_eq!(down.read(&mut buf).unwrap(), 4);
         assert_eq!(&buf[..4], b"back");
 
-        // Handed to a new socket once the old end is gone: emptied, and the
-        // client's view starts over.
+        // Handed to a new socket once the old end and the client's hold are
+        // both gone: emptied, and the client's view starts over.
         drop(ends.pop());
+        assert_eq!(server.free_slots(), 0, "the client may still use it");
+        drop(holds.pop());
         assert_eq!(server.free_slots(), 1);
-        let (slot, end) = server.take_slot().unwrap().unwrap();
+        let (slot, end, _hold) = server.take_slot().unwrap().unwrap();
         assert_eq!(slot, 2);
         ends.push(end);
         let (mut up, _down) = m2.rings().unwrap();
@@ -352,7 +370,7 @@ mod tests {
         assert!(layout.bytes() > 16 << 30, "{}", layout.bytes());
         let (server, fds) = ServerArena::create(layout).unwrap();
         let client = ClientArena::attach(fds, layout).unwrap();
-        let (slot, mut end) = server.take_slot().unwrap().unwrap();
+        let (slot, mut end, _hold) = server.take_slot().unwrap().unwrap();
         let (m, _) = client.slot(slot).unwrap();
         let (_, mut down) = m.rings().unwrap();
         assert_eq!(end.down.write(b"far").unwrap(), 3);

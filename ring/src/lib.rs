@@ -49,7 +49,7 @@ pub use error::RingError;
 pub use queue::{Consumer, Producer};
 
 #[cfg(not(loom))]
-pub use arena::{ArenaLayout, ClientArena, ServerArena};
+pub use arena::{ArenaLayout, ClientArena, ServerArena, SlotHold};
 #[cfg(not(loom))]
 pub use channel::{ChannelLayout, ChannelReceiver, ChannelSender, RxBuf, TxBuf};
 #[cfg(not(loom))]

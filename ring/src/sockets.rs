@@ -91,7 +91,7 @@ pub struct ServerEnd {
     /// Where the rings start in it.
     base: usize,
     /// An arena slot's hold on it.
-    _lease: Option<SlotLease>,
+    _lease: Option<Arc<SlotLease>>,
 }
 
 /// The application's end.
@@ -162,7 +162,7 @@ impl ServerEnd {
         Ok(end)
     }
 
-    pub(crate) fn leased(mut self, lease: SlotLease) -> ServerEnd {
+    pub(crate) fn leased(mut self, lease: Arc<SlotLease>) -> ServerEnd {
         self._lease = Some(lease);
         self
     }

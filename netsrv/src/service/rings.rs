@@ -15,7 +15,7 @@
 use super::{watch_doorbell, Shared, SOCKET_RING_BYTES};
 use crate::limits::Charge;
 use crate::stack::SockId;
-use capnet_ring::arena::{self, ArenaLayout, ServerArena};
+use capnet_ring::arena::{self, ArenaLayout, ServerArena, SlotHold};
 use capnet_ring::{Doorbell, ServerEnd, SocketRings};
 use capnet_schema::errors::SocketError;
 use capnet_schema::net_capnp::tcp_socket;
@@ -141,6 +141,8 @@ struct Arena {
 /// A slot of the client's arena for a new socket.
 pub struct ArenaSlot {
     pub end: ServerEnd,
+    /// Kept until the client lets go of the socket (see [`SlotHold`]).
+    pub hold: SlotHold,
     pub slot: u32,
     pub layout: ArenaLayout,
     /// The arena's descriptors, for a client that has not mapped it.
@@ -295,7 +297,7 @@ impl RingPool {
             }
         };
         let a = arena.end.borrow();
-        let Some((slot, end)) = a.take_slot()? else {
+        let Some((slot, end, hold)) = a.take_slot()? else {
             return Ok(None);
         };
         arena.owners.borrow_mut().insert(slot, owner);
@@ -311,6 +313,7 @@ impl RingPool {
         };
         Ok(Some(ArenaSlot {
             end,
+            hold,
             slot,
             layout: a.layout(),
             offer,

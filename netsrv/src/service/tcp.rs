@@ -24,6 +24,8 @@ pub struct TcpSocketServer {
     /// socket's set, for the pool once the stack is done with it.
     rings: Rc<RingPool>,
     kept: RefCell<Option<Kept>>,
+    /// An arena slot's hold, until the client lets go of the socket.
+    slot_hold: RefCell<Option<capnet_ring::SlotHold>>,
 }
 
 impl TcpSocketServer {
@@ -43,6 +45,7 @@ impl TcpSocketServer {
             closed: Cell::new(false),
             rings,
             kept: RefCell::new(None),
+            slot_hold: RefCell::new(None),
         }
     }
 
@@ -79,6 +82,7 @@ impl TcpSocketServer {
                 SocketError::Limit.to_capnp("openRings: every slot of the client's arena is held")
             })?;
         self.attach(opened.end, |c| c.ring_arena_slots += 1)?;
+        *self.slot_hold.borrow_mut() = Some(opened.hold);
         let mut r = results.get();
         let mut g = r.reborrow().init_grant();
         self.write_grant(g.reborrow(), opened.offer);
