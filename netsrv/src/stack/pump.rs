@@ -54,7 +54,9 @@ impl Stack {
             if let Some(want) = c.buffers_wanted() {
                 tc.grow(c, want);
             }
-            match tc.pump(c, &mut table) {
+            let pumped = tc.pump(c, &mut table);
+            tc.arm_abort_on_data(c);
+            match pumped {
                 Ok(true) => {
                     moved = true;
                     touched.push(tc.id);
@@ -72,8 +74,7 @@ impl Stack {
                     .as_ref()
                     .is_none_or(|r| r.up.available().unwrap_or(0) == 0);
                 if !tc.fin_queued && drained {
-                    c.shutdown_write();
-                    tc.fin_queued = true;
+                    tc.queue_fin(c);
                     touched.push(tc.id);
                 }
                 // Kept until nothing of it can be sent again: an offload
@@ -212,6 +213,7 @@ impl TcpConn {
             }
         }
         if !self.fin_queued && rings.up.eof() && c.may_send() {
+            // The abort-on-data limit follows in `pump_connections`.
             c.shutdown_write();
             self.fin_queued = true;
             moved = true;

@@ -115,12 +115,25 @@ impl TcpConn {
     /// tcp_rcv_state_process, TCPAbortOnData; RFC 1122 4.2.2.13). True when
     /// it came.
     pub(super) fn data_after_shutdown(&mut self, c: &Conn) -> bool {
-        if !(self.read_shut && self.fin_queued) {
-            return false;
+        self.abort_on_data
+            .is_some_and(|limit| self.received(c) > limit)
+    }
+
+    /// Queues our FIN.
+    pub(super) fn queue_fin(&mut self, c: &mut Conn) {
+        c.shutdown_write();
+        self.fin_queued = true;
+        self.arm_abort_on_data(c);
+    }
+
+    /// Once both directions are shut and our FIN is queued, what has been
+    /// received is all the application may get: set then, at that moment
+    /// (the pump looks at a socket only when it has news, and the data
+    /// that should reset the connection may be that news).
+    pub(super) fn arm_abort_on_data(&mut self, c: &Conn) {
+        if self.read_shut && self.fin_queued && self.abort_on_data.is_none() {
+            self.abort_on_data = Some(self.received(c));
         }
-        let received = self.received(c);
-        let limit = *self.abort_on_data.get_or_insert(received);
-        received > limit
     }
 
     /// Bytes in the down ring the application has not read; `None` if the
@@ -346,14 +359,12 @@ impl Stack {
             match &mut tc.rings {
                 // The application closes its ring; FIN follows the bytes in it.
                 Some(r) => r.up.close(),
-                None => {
-                    c.shutdown_write();
-                    tc.fin_queued = true;
-                }
+                None => tc.queue_fin(c),
             }
         }
         if read {
             tc.read_shut = true;
+            tc.arm_abort_on_data(c);
         }
         self.settle(id);
         Ok(())
