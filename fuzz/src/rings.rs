@@ -216,7 +216,7 @@ fn byte_op(end: End<'_>, op: u8, input: &mut Input<'_>) {
 /// ops of `[op][...]`.
 pub fn ring_bytes(data: &[u8]) {
     let mut input = Input::new(data);
-    let (server, fds) = SocketRings::create(CAPACITY).expect("socket rings");
+    let (server, _wake, fds) = SocketRings::create(CAPACITY).expect("socket rings");
     let size = socket_region_bytes(CAPACITY);
     let file = File::from(fds[0].try_clone().expect("dup"));
     let header = input.piece();

@@ -289,7 +289,7 @@ mod tests {
 
     #[test]
     fn a_bell_kept_serves_the_next_stream_and_otherwise_a_new_one_is_made() {
-        let (mut server, fds) = capnet_ring::SocketRings::create(4096).unwrap();
+        let (mut server, _wake, fds) = capnet_ring::SocketRings::create(4096).unwrap();
         let end = capnet_ring::SocketRings::attach(fds, 4096).unwrap();
         let (first, held) = HeldSet::granted(Some(1), end).unwrap();
         let mut held = held.unwrap();
@@ -319,7 +319,7 @@ mod tests {
     }
 
     fn dummy() -> HeldSet {
-        let (_server, fds) = capnet_ring::SocketRings::create(4096).unwrap();
+        let (_server, _wake, fds) = capnet_ring::SocketRings::create(4096).unwrap();
         let end = capnet_ring::SocketRings::attach(fds, 4096).unwrap();
         HeldSet::granted(Some(7), end).unwrap().1.unwrap()
     }

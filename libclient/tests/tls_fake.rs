@@ -5,7 +5,7 @@
 
 use capnet_ring::bytering::socket_region_bytes;
 use capnet_ring::handoff::{read_token, CONNECT_HANDOFF, CONNECT_RPC};
-use capnet_ring::{HandoffTable, ServerEnd, SocketRings};
+use capnet_ring::{Doorbell, HandoffTable, ServerEnd, SocketRings};
 use capnet_schema::errors::SocketError;
 use capnet_schema::tls_capnp::{tls, tls_info, tls_listener, tls_socket, RecordMode, TlsVersion};
 use libclient::{OffloadPolicy, Tls, TlsError, TlsOptions, TlsStream};
@@ -147,10 +147,10 @@ impl FakeTls {
     /// A connection whose "handshake" completed: rings with an echo loop
     /// behind them.
     fn socket(&self, info: Info) -> tls_socket::Client {
-        let (end, fds) = SocketRings::create(RING_BYTES).unwrap();
+        let (end, wake_me, fds) = SocketRings::create(RING_BYTES).unwrap();
         let shared = self.shared.clone();
         let reset = info.server_name == "reset.test";
-        std::thread::spawn(move || echo(shared, end, reset));
+        std::thread::spawn(move || echo(shared, end, wake_me, reset));
         self.shared.seen.handshakes.fetch_add(1, Ordering::Relaxed);
         capnp_rpc::new_client(FakeSocket {
             shared: self.shared.clone(),
@@ -164,7 +164,7 @@ impl FakeTls {
 /// it ends the down ring too ("close_notify"). For `reset.test` it fails
 /// the connection at once with the Reset code, as tlsd does after a reset
 /// or a fatal alert.
-fn echo(shared: Arc<Shared>, mut end: ServerEnd, reset: bool) {
+fn echo(shared: Arc<Shared>, mut end: ServerEnd, wake_me: Doorbell, reset: bool) {
     if reset {
         end.down.set_error(SocketError::Reset.code());
         end.up.close();
@@ -207,9 +207,7 @@ fn echo(shared: Arc<Shared>, mut end: ServerEnd, reset: bool) {
             // Polls as well, so that a missed signal only slows it down.
             end.up.request_signal();
             end.down.request_signal();
-            if let Some(bell) = &end.wake_me {
-                let _ = bell.wait(Some(Duration::from_millis(20)));
-            }
+            let _ = wake_me.wait(Some(Duration::from_millis(20)));
         }
     }
 }

@@ -205,7 +205,6 @@ impl ServerArena {
             self.region.clone(),
             self.layout.slot_at(slot),
             self.layout.capacity,
-            None,
             Waker::Slot {
                 news: self.down.clone(),
                 slot,

@@ -78,13 +78,12 @@ impl SlotNews {
 }
 
 /// netsrv's end: reads what the application sends, writes what it receives.
+/// What wakes it is its owner's: the set's own doorbell
+/// ([`SocketRings::create`]), or its arena's.
 #[derive(Debug)]
 pub struct ServerEnd {
     pub up: ByteReader,
     pub down: ByteWriter,
-    /// This end's own doorbell; `None` in an arena, whose doorbell wakes
-    /// this end for every slot.
-    pub wake_me: Option<Doorbell>,
     pub wake_peer: Waker,
     /// The region behind both rings, for its header ([`Self::reset`]).
     region: Arc<SharedRegion>,
@@ -145,14 +144,12 @@ impl ServerEnd {
         region: Arc<SharedRegion>,
         base: usize,
         capacity: u32,
-        wake_me: Option<Doorbell>,
         wake_peer: Waker,
     ) -> Result<ServerEnd, RingError> {
         let at = |off| ShmBytes::new(region.clone(), base + off, capacity);
         let mut end = ServerEnd {
             up: ByteReader::new(at(UP)?)?,
             down: ByteWriter::new(at(down(capacity))?)?,
-            wake_me,
             wake_peer,
             region,
             base,
@@ -169,41 +166,31 @@ impl ServerEnd {
 
     /// The rings as [`SocketRings::create`] made them, for another
     /// connection of the client that held them: the region's header
-    /// written again, both rings empty and open, this end's doorbell
-    /// drained. Only once that client let go of them (it closed both rings
-    /// and released the socket); the client's wait end must be drained
-    /// too. A client that kept using them anyway reaches only its own next
-    /// connection.
+    /// written again, both rings empty and open. Only once that client let
+    /// go of them (it closed both rings and released the socket); both
+    /// doorbells' wait ends must be drained too. A client that kept using
+    /// them anyway reaches only its own next connection.
     pub fn reset(&mut self) -> Result<(), RingError> {
         write_header(&self.region, self.base, self.up.capacity())?;
         self.up.reset();
         self.down.reset();
-        if let Some(bell) = &self.wake_me {
-            bell.drain();
-        }
         Ok(())
     }
 }
 
 impl SocketRings {
-    /// Creates the rings; returns the server end and, for the client, the fds
-    /// `[region, ring_server, wait_client]` (the ring end of the server's doorbell, the wait
-    /// end of the client's).
-    pub fn create(capacity: u32) -> io::Result<(ServerEnd, Vec<OwnedFd>)> {
+    /// Creates the rings; returns the server end, the wait end of the server's doorbell and,
+    /// for the client, the fds `[region, ring_server, wait_client]` (the ring end of the
+    /// server's doorbell, the wait end of the client's).
+    pub fn create(capacity: u32) -> io::Result<(ServerEnd, Doorbell, Vec<OwnedFd>)> {
         check_capacity(capacity)?;
         let region = Arc::new(SharedRegion::create(
             "capnet-socket",
             socket_region_bytes(capacity),
         )?);
         let (wait_server, ring_client, fds) = doorbells(&region)?;
-        let end = ServerEnd::at(
-            region,
-            0,
-            capacity,
-            Some(wait_server),
-            Waker::Bell(ring_client),
-        )?;
-        Ok((end, fds))
+        let end = ServerEnd::at(region, 0, capacity, Waker::Bell(ring_client))?;
+        Ok((end, wait_server, fds))
     }
 
     /// Maps the rings from the fds [`SocketRings::create`] handed out; checks size and header.
@@ -266,7 +253,7 @@ mod tests {
 
     #[test]
     fn socket_rings_move_bytes_both_ways() {
-        let (mut server, fds) = SocketRings::create(4096).unwrap();
+        let (mut server, _wake, fds) = SocketRings::create(4096).unwrap();
         let mut client = SocketRings::attach(fds, 4096).unwrap();
         assert_eq!(client.up.write(b"GET /").unwrap(), 5);
         if client.up.signal_wanted() {
@@ -291,7 +278,7 @@ mod tests {
 
     #[test]
     fn socket_rings_attach_checks_layout() {
-        let (_server, fds) = SocketRings::create(4096).unwrap();
+        let (_server, _wake, fds) = SocketRings::create(4096).unwrap();
         let dup = |fds: &Vec<std::os::fd::OwnedFd>| {
             fds.iter()
                 .map(|f| f.try_clone().unwrap())
@@ -310,7 +297,7 @@ mod tests {
             SocketRings::attach(dup(&fds), 100),
             Err(RingError::Layout(_))
         ));
-        let (_small, small_fds) = SocketRings::create(8).unwrap();
+        let (_small, _wake, small_fds) = SocketRings::create(8).unwrap();
         assert!(
             SocketRings::attach(small_fds, 8).is_ok(),
             "small rings stay line aligned"
@@ -328,7 +315,7 @@ mod tests {
 
     #[test]
     fn a_kept_mapping_takes_up_a_reset_set() {
-        let (mut server, fds) = SocketRings::create(4096).unwrap();
+        let (mut server, _wake, fds) = SocketRings::create(4096).unwrap();
         let mut client = SocketRings::attach(fds, 4096).unwrap();
         let mut buf = [0u8; 64];
         assert_eq!(client.up.write(b"first").unwrap(), 5);
@@ -353,7 +340,7 @@ mod tests {
 
     #[test]
     fn a_kept_mapping_refuses_a_region_without_its_header() {
-        let (_server, fds) = SocketRings::create(4096).unwrap();
+        let (_server, _wake, fds) = SocketRings::create(4096).unwrap();
         let client = SocketRings::attach(fds, 4096).unwrap();
         let region = &client.mapping.region;
         crate::shm::atomic_u32_at(region, 0)

@@ -14,9 +14,9 @@ use crate::holder::Holder;
 use crate::identity::{Identity, Options, TlsVersion};
 use crate::limits::{Gate, Limits, Permit};
 use crate::listener::Listener;
-use crate::session::{self, Control, Ended, Handle};
+use crate::session::{self, AppRings, Control, Ended, Handle};
 use crate::stats::Stats;
-use capnet_ring::{HandoffTable, ServerEnd, SocketRings};
+use capnet_ring::{HandoffTable, SocketRings};
 use capnet_schema::access::{Peer, Principals};
 use capnet_schema::addr::{read_socket_addr, write_socket_addr};
 use capnet_schema::errors::SocketError;
@@ -232,7 +232,7 @@ fn info_of(est: &Established, tcp: &TcpStream) -> Info {
 /// A session thread waiting for its rings, then running.
 struct Started {
     info: Info,
-    rings: mpsc::Sender<ServerEnd>,
+    rings: mpsc::Sender<AppRings>,
     control: Arc<Control>,
 }
 
@@ -249,7 +249,7 @@ fn start_session(
     let info = info_of(&est, &tcp);
     let stats = shared.stats.clone();
     let conn = TlsConn::new(est, shared.stats.clone()).map_err(handshake_err)?;
-    let (rings_tx, rings_rx) = mpsc::channel::<ServerEnd>();
+    let (rings_tx, rings_rx) = mpsc::channel::<AppRings>();
     let control = Arc::new(Control::default());
     let thread_control = control.clone();
     let remote = info.remote;
@@ -262,7 +262,7 @@ fn start_session(
                 return;
             };
             let holder = Holder::new(offload, &tcp, stats);
-            let ended = session::run(conn, tcp, app, &thread_control, holder);
+            let ended = session::run(conn, tcp, app.end, app.wake_me, &thread_control, holder);
             match ended {
                 Ended::Clean | Ended::Cancelled => {
                     tracing::debug!(%remote, ?ended, "session ended")
@@ -550,7 +550,7 @@ pub struct TlsSocketServer {
     shared: Arc<Shared>,
     info: Info,
     /// Until `openRings`: where the session thread waits for its rings.
-    rings: RefCell<Option<mpsc::Sender<ServerEnd>>>,
+    rings: RefCell<Option<mpsc::Sender<AppRings>>>,
     /// After `openRings`: how to stop the session.
     handle: RefCell<Option<Handle>>,
     control: Arc<Control>,
@@ -620,21 +620,15 @@ impl tls_socket::Server for TlsSocketServer {
         let Some(sender) = self.rings.borrow_mut().take() else {
             return Err(SocketError::Invalid.to_capnp("the rings are already open"));
         };
-        let (mut server_end, fds) = SocketRings::create(SOCKET_RING_BYTES)
+        let (end, wake_me, fds) = SocketRings::create(SOCKET_RING_BYTES)
             .map_err(|e| SocketError::Busy.to_capnp(format_args!("shared memory: {e}")))?;
         // `cancel` wakes the session from this process: its ring goes to a
         // private eventfd, never to anything the application holds.
         let doorbell = |e| SocketError::Busy.to_capnp(format_args!("doorbell: {e}"));
-        let bell = server_end
-            .wake_me
-            .take()
-            .ok_or_else(|| doorbell(std::io::Error::other("a ring set without its doorbell")))?
-            .with_local_ring()
-            .map_err(doorbell)?;
-        let wake = bell.try_clone().map_err(doorbell)?;
-        server_end.wake_me = Some(bell);
+        let wake_me = wake_me.with_local_ring().map_err(doorbell)?;
+        let wake = wake_me.try_clone().map_err(doorbell)?;
         sender
-            .send(server_end)
+            .send(AppRings { end, wake_me })
             .map_err(|_| SocketError::Closed.to_capnp("the session has ended"))?;
         *self.handle.borrow_mut() = Some(Handle {
             control: self.control.clone(),

@@ -55,6 +55,13 @@ pub enum Ended {
     Failed(String),
 }
 
+/// The application's rings, as the service hands them to the session:
+/// tlsd's end and the doorbell the application rings.
+pub struct AppRings {
+    pub end: ServerEnd,
+    pub wake_me: Doorbell,
+}
+
 /// Runs the session until both directions are done, the application goes
 /// away, or something fails. Consumes the TCP stream (dropping it closes
 /// the connection). `holder` moves records to and from NIC offload
@@ -63,11 +70,12 @@ pub fn run(
     mut conn: TlsConn,
     tcp: TcpStream,
     mut app: ServerEnd,
+    wake: Doorbell,
     control: &Control,
     mut holder: Holder,
 ) -> Ended {
     holder.start(&mut conn, &tcp);
-    let ended = match Pump::new(&tcp, &mut app) {
+    let ended = match Pump::new(&tcp, wake) {
         Ok(mut pump) => pump.run(&mut conn, &tcp, &mut app, control, &mut holder),
         Err(e) => Ended::Failed(format!("poll: {e}")),
     };
@@ -78,7 +86,7 @@ pub fn run(
 struct Pump {
     poll: Poll,
     events: Events,
-    /// The application's rings' doorbell (taken from its end).
+    /// The application's rings' doorbell (our wait end).
     wake: Doorbell,
     buf: Vec<u8>,
     tcp_eof: bool,
@@ -99,12 +107,8 @@ fn app_error(code: SocketError, app: &mut ServerEnd) {
 }
 
 impl Pump {
-    fn new(tcp: &TcpStream, app: &mut ServerEnd) -> io::Result<Pump> {
+    fn new(tcp: &TcpStream, wake: Doorbell) -> io::Result<Pump> {
         tcp.set_nonblocking(true)?;
-        let wake = app
-            .wake_me
-            .take()
-            .ok_or_else(|| io::Error::other("the application's rings have no doorbell"))?;
         let poll = Poll::new()?;
         poll.registry()
             .register(&mut SourceFd(&tcp.as_raw_fd()), WIRE, Interest::READABLE)?;

@@ -3,7 +3,7 @@
 //! chunks; what the application writes is read from the send ring.
 
 use super::Shared;
-use capnet_ring::ServerEnd;
+use capnet_ring::{Doorbell, ServerEnd};
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -12,6 +12,8 @@ use std::time::Duration;
 /// netsrv's receive path for one connection.
 pub struct Pump {
     pub end: ServerEnd,
+    /// The doorbell the client rings.
+    pub wake_me: Doorbell,
     /// Bytes written into the receive ring (headers included).
     pub written: u64,
     /// Marked chunks from `chunks_from` on.
@@ -133,7 +135,7 @@ pub fn pump_loop(shared: Arc<Shared>) {
                 p.as_ref().map(|p| {
                     p.end.down.request_signal();
                     p.end.up.request_signal();
-                    p.end.wake_me.as_ref().unwrap().try_clone().unwrap()
+                    p.wake_me.try_clone().unwrap()
                 })
             };
             match bell {

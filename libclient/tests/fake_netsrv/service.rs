@@ -142,9 +142,10 @@ impl net::Server for FakeNet {
         _: net::TcpConnectParams,
         mut results: net::TcpConnectResults,
     ) -> Result<(), capnp::Error> {
-        let (end, fds) = SocketRings::create(RING_BYTES).unwrap();
+        let (end, wake_me, fds) = SocketRings::create(RING_BYTES).unwrap();
         *self.shared.pump.lock().unwrap() = Some(Pump {
             end,
+            wake_me,
             written: 0,
             chunks_from: None,
             pending: VecDeque::new(),

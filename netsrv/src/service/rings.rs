@@ -12,7 +12,7 @@
 //! kept a mapping of a set it released can only reach its own later
 //! connections.
 
-use super::{watch_doorbell, Shared, SOCKET_RING_BYTES};
+use super::{socket_rang, watch_doorbell, Shared, SOCKET_RING_BYTES};
 use crate::limits::Charge;
 use crate::stack::SockId;
 use capnet_ring::arena::{self, ArenaLayout, ServerArena, SlotHold};
@@ -48,13 +48,15 @@ pub fn read_held(p: tcp_socket::open_rings_params::Reader<'_>) -> Result<Vec<u64
 }
 
 /// What netsrv keeps of a set besides its own end, to hand it out again:
-/// the client's descriptors, the set's number, and the task that watches
-/// netsrv's doorbell (it lives as long as the set: a reused set needs no
-/// new registration with the runtime).
+/// the client's descriptors, netsrv's doorbell, the set's number, and the
+/// task that watches that doorbell (it lives as long as the set: a reused
+/// set needs no new registration with the runtime).
 pub struct Kept {
     region: OwnedFd,
     ring_server: OwnedFd,
     wait_client: Doorbell,
+    /// netsrv's wait end: the client rings it.
+    wake_me: Doorbell,
     id: SetId,
     watcher: Option<Watcher>,
     /// The socket that holds the set now, for the watcher to name.
@@ -77,14 +79,19 @@ impl Kept {
         self.watcher.as_ref().is_some_and(|w| !w.0.is_finished())
     }
 
-    pub fn watch(&mut self, task: JoinHandle<()>) {
-        self.watcher = Some(Watcher(task));
-    }
-
-    /// The set now belongs to socket `id`: its doorbell names that socket.
-    pub fn hand_to(&self, id: SockId) -> Rc<Cell<SockId>> {
+    /// The set now belongs to socket `id`: its doorbell names that socket
+    /// to the poll loop, from a watcher started now if it has none.
+    pub fn hand_to(&mut self, shared: &Rc<Shared>, id: SockId) -> io::Result<()> {
         self.owner.set(id);
-        self.owner.clone()
+        if !self.watched() {
+            let task = watch_doorbell(
+                shared,
+                self.wake_me.try_clone()?,
+                socket_rang(self.owner.clone()),
+            )?;
+            self.watcher = Some(Watcher(task));
+        }
+        Ok(())
     }
 
     /// Duplicates, in [`SocketRings::attach`]'s order, for a grant.
@@ -221,11 +228,11 @@ impl RingPool {
                 return Ok(None);
             };
             // A doorbell the client shut down would stay readable forever.
-            let gone = end.wake_me.as_ref().is_none_or(Doorbell::peer_gone);
-            if fds.wait_client.peer_gone() || gone || end.reset().is_err() {
+            if fds.wait_client.peer_gone() || fds.wake_me.peer_gone() || end.reset().is_err() {
                 continue;
             }
             fds.wait_client.drain();
+            fds.wake_me.drain();
             let offer = if mapped { None } else { Some(fds.offer()?) };
             return Ok(Some(Opened {
                 end,
@@ -238,7 +245,7 @@ impl RingPool {
 
     /// A new set (its charge is the caller's to make).
     pub fn create(&self) -> io::Result<Opened> {
-        let (end, mut fds) = SocketRings::create(SOCKET_RING_BYTES)?;
+        let (end, wake_me, mut fds) = SocketRings::create(SOCKET_RING_BYTES)?;
         let offer = fds
             .iter()
             .map(|f| f.try_clone())
@@ -255,6 +262,7 @@ impl RingPool {
                 region,
                 ring_server,
                 wait_client: Doorbell::from_peer_fd(wait_client, capnet_ring::End::Wait)?,
+                wake_me,
                 id: SetId {
                     id,
                     alive: self.alive.clone(),

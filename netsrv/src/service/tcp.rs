@@ -2,7 +2,6 @@
 
 use super::*;
 use std::cell::Cell;
-use std::io;
 
 /// The longest linger a client may set: Linux's longest FIN-WAIT-2 wait
 /// (`TCP_LINGER2`'s bound). A lingering `close` is a call held open that
@@ -329,20 +328,8 @@ impl tcp_socket::Server for TcpSocketServer {
         drop(slot);
         let server_end = opened.end;
         let mut kept = opened.kept;
-        let owner = kept.hand_to(self.id);
-        if !kept.watched() {
-            let bell = server_end
-                .wake_me
-                .as_ref()
-                .map(Doorbell::try_clone)
-                .transpose()
-                .and_then(|b| b.ok_or_else(|| io::Error::other("a set without a doorbell")))
-                .map_err(|e| SocketError::Busy.to_capnp(format_args!("doorbell: {e}")))?;
-            kept.watch(
-                watch_doorbell(&self.shared, bell, socket_rang(owner))
-                    .map_err(|e| SocketError::Busy.to_capnp(e))?,
-            );
-        }
+        kept.hand_to(&self.shared, self.id)
+            .map_err(|e| SocketError::Busy.to_capnp(format_args!("doorbell: {e}")))?;
         self.attach(server_end, |c| {
             match reused {
                 true => c.ring_sets_reused += 1,
