@@ -10,7 +10,8 @@
 
 use crate::bell::Bell;
 use crate::held::TakenUp;
-use capnet_ring::{ArenaLayout, ClientArena, RingError};
+use crate::stream::lock;
+use capnet_ring::{ArenaLayout, ClientArena};
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::OwnedFd;
@@ -19,7 +20,6 @@ use std::time::Instant;
 
 /// Whether a connection uses an arena, and the arena once netsrv sent it.
 /// Shared by the application's threads and the connection thread.
-#[derive(Default)]
 pub(crate) struct ArenaCell {
     pub wanted: bool,
     arena: OnceLock<Arc<Arena>>,
@@ -55,20 +55,9 @@ pub(crate) struct Arena {
     owners: Mutex<HashMap<u32, u64>>,
 }
 
-fn ring_err(e: RingError) -> io::Error {
-    match e {
-        RingError::Io(e) => e,
-        e => io::Error::new(io::ErrorKind::InvalidData, e.to_string()),
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 impl Arena {
     fn attach(fds: Vec<OwnedFd>, layout: ArenaLayout) -> io::Result<Arena> {
-        let client = ClientArena::attach(fds, layout).map_err(ring_err)?;
+        let client = ClientArena::attach(fds, layout)?;
         let bell = Arc::new(Bell::new(client.wake_me.try_clone()?.with_local_ring()?));
         Ok(Arena {
             client: Mutex::new(client),
@@ -83,8 +72,8 @@ impl Arena {
 
     /// The rings of slot `slot`, which netsrv just handed to stream `id`.
     pub fn take_up(&self, slot: u32, id: u64) -> io::Result<TakenUp> {
-        let (mapping, waker) = lock(&self.client).slot(slot).map_err(ring_err)?;
-        let (up, down) = mapping.rings().map_err(ring_err)?;
+        let (mapping, waker) = lock(&self.client).slot(slot)?;
+        let (up, down) = mapping.rings()?;
         lock(&self.owners).insert(slot, id);
         Ok(TakenUp {
             up,
@@ -96,7 +85,8 @@ impl Arena {
 
     /// Streams (object numbers) netsrv listed since the last call, each
     /// once; waits until there is one or until `deadline` (`None`: as long
-    /// as it takes). A slot no stream holds any more is skipped.
+    /// as it takes). A slot's last stream is named until another takes the
+    /// slot up: the caller skips numbers it no longer holds.
     pub fn news(&self, deadline: Option<Instant>) -> io::Result<Vec<u64>> {
         loop {
             let ticket = self.bell.ticket();
@@ -104,7 +94,7 @@ impl Arena {
             {
                 let mut client = lock(&self.client);
                 let owners = lock(&self.owners);
-                while let Some(slot) = client.down.take().map_err(ring_err)? {
+                while let Some(slot) = client.down.take()? {
                     out.extend(owners.get(&slot));
                 }
             }

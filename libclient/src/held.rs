@@ -13,7 +13,7 @@
 //! it let go of (`gone`); those are unmapped at once.
 
 use crate::bell::Bell;
-use capnet_ring::{ByteReader, ByteWriter, ClientEnd, Doorbell, RingError, SocketMapping, Waker};
+use capnet_ring::{ByteReader, ByteWriter, ClientEnd, Doorbell, SocketMapping, Waker};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io;
@@ -82,10 +82,7 @@ impl HeldSet {
     /// the application did with the old one (an epoll registration) reaches
     /// the new stream.
     pub fn take_up(&mut self) -> io::Result<TakenUp> {
-        let (up, down) = self.mapping.rings().map_err(|e| match e {
-            RingError::Io(e) => e,
-            e => io::Error::new(io::ErrorKind::InvalidData, e.to_string()),
-        })?;
+        let (up, down) = self.mapping.rings()?;
         let bell = match self.bell.take() {
             Some(bell) => bell,
             None => new_bell(self.wait.try_clone()?)?,

@@ -1,6 +1,6 @@
 //! A client's socket arena: the rings of many sockets in one region, with
 //! one doorbell and one ready list per direction, so that a client with
-//! thousands of sockets holds four descriptors for all of them (DESIGN.md:
+//! thousands of sockets holds three descriptors for all of them (DESIGN.md:
 //! "a client's rings share a region it maps once, and one doorbell per
 //! direction carries a ready list of sockets").
 //!
@@ -14,7 +14,7 @@
 //! | then | `slots` socket ring sets, each laid out as [`crate::sockets`]'s region |
 //!
 //! A slot belongs to one socket at a time; netsrv writes its header and
-//! empties its rings before handing it out ([`ServerArena::slot`]). Pages
+//! empties its rings before handing it out ([`ServerArena::take_slot`]). Pages
 //! are touched only as slots are used: a sparse region costs memory for
 //! the rings in use, not for the arena's size.
 //!

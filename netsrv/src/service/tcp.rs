@@ -64,11 +64,6 @@ impl TcpSocketServer {
         mapped: bool,
         mut results: tcp_socket::OpenRingsResults,
     ) -> Result<(), Error> {
-        let mut charge = self.charge.borrow_mut();
-        let Some(charge) = charge.as_mut() else {
-            return Err(SocketError::Closed.to_capnp("openRings"));
-        };
-        charge.add_buffer(2 * SOCKET_RING_BYTES as usize)?;
         let slots = self
             .account
             .socket_limit()
@@ -80,6 +75,15 @@ impl TcpSocketServer {
             .ok_or_else(|| {
                 SocketError::Limit.to_capnp("openRings: every slot of the client's arena is held")
             })?;
+        // Charged once the slot is had: a refusal costs nothing, and a slot
+        // refused the charge goes back as `opened` drops.
+        {
+            let mut charge = self.charge.borrow_mut();
+            let Some(charge) = charge.as_mut() else {
+                return Err(SocketError::Closed.to_capnp("openRings"));
+            };
+            charge.add_buffer(2 * SOCKET_RING_BYTES as usize)?;
+        }
         self.attach(opened.end, |c| c.ring_arena_slots += 1)?;
         *self.slot_hold.borrow_mut() = Some(opened.hold);
         let mut r = results.get();

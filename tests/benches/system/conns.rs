@@ -27,35 +27,37 @@ const LEVELS: [usize; 3] = [10, 1000, 10_000];
 /// Room for 10,000 sockets and their buffers in one client.
 const LIMITS: &str = "\n[limits]\nsockets = 10100\nuser_sockets = 20400\nbuffer_bytes = 17179869184\nuser_buffer_bytes = 34359738368\n";
 
-/// Linux's reference holds both ends of its connections in this process,
-/// two descriptors each: as many as the limit allows (raised as far as
-/// this process may), up to the level.
-fn linux_cap() -> usize {
+/// This process's descriptor limit.
+fn nofile() -> libc::rlimit {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
     // SAFETY: getrlimit fills the struct it is given.
     unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
-    (lim.rlim_cur as usize).saturating_sub(200) / 2 / 100 * 100
+    lim
 }
 
+/// Linux's reference holds both ends of its connections in this process,
+/// two descriptors each: as many as the limit allows (raised as far as
+/// this process may), up to the level.
+fn linux_cap() -> usize {
+    (nofile().rlim_cur as usize).saturating_sub(200) / 2 / 100 * 100
+}
+
+/// Raises the limit to 65,536 (root, with the right to), else to the
+/// hard limit.
 fn raise_nofile() {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit read and write the struct they are given.
-    unsafe {
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
-        let want = lim.rlim_max.max(65536);
-        let raised = libc::rlimit {
-            rlim_cur: want,
-            rlim_max: want,
+    let hard = nofile().rlim_max;
+    let want = hard.max(65536);
+    for (cur, max) in [(want, want), (hard, hard)] {
+        let lim = libc::rlimit {
+            rlim_cur: cur,
+            rlim_max: max,
         };
-        if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) != 0 {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        // SAFETY: setrlimit reads the struct it is given.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } == 0 {
+            return;
         }
     }
 }
