@@ -425,6 +425,62 @@ fn socket_addr(s: &str) -> std::net::SocketAddr {
     s.parse().unwrap()
 }
 
+/// A stream the both-ways transfer runs on: a TCP or a TLS stream.
+pub trait Duplex: Send + Sync + 'static
+where
+    for<'a> &'a Self: std::io::Read + std::io::Write,
+{
+    fn shutdown_write(&self);
+}
+
+impl Duplex for libclient::TcpStream {
+    fn shutdown_write(&self) {
+        self.shutdown(std::net::Shutdown::Write).unwrap();
+    }
+}
+
+impl Duplex for libclient::TlsStream {
+    fn shutdown_write(&self) {
+        self.shutdown(std::net::Shutdown::Write).unwrap();
+    }
+}
+
+/// `bytes` each way at once between the stream `connect` gives and the one
+/// `accept` gives (on a thread of its own, started first, so that a
+/// handshake can run), each checked whole against what the other side
+/// sent; returns the client's stream and the digests of what arrived
+/// (client->server, server->client).
+pub fn both_ways<S: Duplex>(
+    connect: impl FnOnce() -> S,
+    accept: impl FnOnce() -> S + Send + 'static,
+    bytes: u64,
+) -> (S, [u8; 32], [u8; 32])
+where
+    for<'a> &'a S: std::io::Read + std::io::Write,
+{
+    // Sends its pattern while it reads the other side's to the end.
+    let exchange = move |s: &S, seed: u64| {
+        std::thread::scope(|scope| {
+            let w = scope.spawn(|| {
+                let h = send_pattern(&mut &*s, seed, bytes).unwrap();
+                s.shutdown_write();
+                h
+            });
+            let got = receive_all(&mut &*s).unwrap();
+            (w.join().unwrap(), got)
+        })
+    };
+    let server = std::thread::spawn(move || exchange(&accept(), 22));
+    let client = connect();
+    let (sent_a, got_a) = exchange(&client, 11);
+    let (sent_b, got_b) = server.join().unwrap();
+    assert_eq!(got_b.0, bytes, "client->server byte count");
+    assert_eq!(got_b.1, sent_a, "client->server sha256");
+    assert_eq!(got_a.0, bytes, "server->client byte count");
+    assert_eq!(got_a.1, sent_b, "server->client sha256");
+    (client, got_b.1, got_a.1)
+}
+
 /// `bytes` each way on one connection from 10.0.0.1 (`a`) to 10.0.0.2:`port`
 /// (`b`), both directions at once, each checked whole against what the
 /// other side sent; returns the digests of what arrived (a->b, b->a).
@@ -434,40 +490,16 @@ pub fn transfer_both_ways(
     port: u16,
     bytes: u64,
 ) -> ([u8; 32], [u8; 32]) {
-    use std::net::Shutdown;
     let listener = b
         .tcp_listen(socket_addr(&format!("0.0.0.0:{port}")), 4)
         .unwrap();
-    let server = std::thread::spawn(move || {
-        let (s, _) = listener.accept().unwrap();
-        std::thread::scope(|scope| {
-            let w = scope.spawn(|| {
-                let h = send_pattern(&mut &s, 22, bytes).unwrap();
-                s.shutdown(Shutdown::Write).unwrap();
-                h
-            });
-            let got = receive_all(&mut &s).unwrap();
-            (got, w.join().unwrap())
-        })
-    });
-    let s = a
-        .tcp_connect(socket_addr(&format!("10.0.0.2:{port}")), None)
-        .unwrap();
-    let (sent_a, got_a) = std::thread::scope(|scope| {
-        let w = scope.spawn(|| {
-            let h = send_pattern(&mut &s, 11, bytes).unwrap();
-            s.shutdown(Shutdown::Write).unwrap();
-            h
-        });
-        let got = receive_all(&mut &s).unwrap();
-        (w.join().unwrap(), got)
-    });
-    let (got_b, sent_b) = server.join().unwrap();
-    assert_eq!(got_b.0, bytes, "a->b byte count");
-    assert_eq!(got_b.1, sent_a, "a->b sha256");
-    assert_eq!(got_a.0, bytes, "b->a byte count");
-    assert_eq!(got_a.1, sent_b, "b->a sha256");
-    (got_b.1, got_a.1)
+    let to = socket_addr(&format!("10.0.0.2:{port}"));
+    let (_, ab, ba) = both_ways(
+        || a.tcp_connect(to, None).unwrap(),
+        move || listener.accept().unwrap().0,
+        bytes,
+    );
+    (ab, ba)
 }
 
 /// A transfer from a well-behaved client (10.0.0.1 to 10.0.0.2 on `port`),
