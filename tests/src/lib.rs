@@ -426,20 +426,20 @@ fn socket_addr(s: &str) -> std::net::SocketAddr {
 }
 
 /// A stream the both-ways transfer runs on: a TCP or a TLS stream.
-pub trait Duplex: Send + Sync + 'static
+pub trait ByteStream: Send + Sync + 'static
 where
     for<'a> &'a Self: std::io::Read + std::io::Write,
 {
     fn shutdown_write(&self);
 }
 
-impl Duplex for libclient::TcpStream {
+impl ByteStream for libclient::TcpStream {
     fn shutdown_write(&self) {
         self.shutdown(std::net::Shutdown::Write).unwrap();
     }
 }
 
-impl Duplex for libclient::TlsStream {
+impl ByteStream for libclient::TlsStream {
     fn shutdown_write(&self) {
         self.shutdown(std::net::Shutdown::Write).unwrap();
     }
@@ -450,7 +450,7 @@ impl Duplex for libclient::TlsStream {
 /// handshake can run), each checked whole against what the other side
 /// sent; returns the client's stream and the digests of what arrived
 /// (client->server, server->client).
-pub fn both_ways<S: Duplex>(
+pub fn both_ways<S: ByteStream>(
     connect: impl FnOnce() -> S,
     accept: impl FnOnce() -> S + Send + 'static,
     bytes: u64,
