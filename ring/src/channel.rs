@@ -35,6 +35,21 @@ pub struct ChannelLayout {
 }
 
 impl ChannelLayout {
+    /// `buffers` buffers for frames of up to `frame` bytes, each rounded up
+    /// to a cache line.
+    pub fn for_frames(frame: u32, buffers: u32) -> ChannelLayout {
+        ChannelLayout {
+            buffers,
+            buf_size: frame.div_ceil(64) * 64,
+        }
+    }
+
+    /// Bytes of the buffer pool: descriptors name buffers by a 32-bit
+    /// offset into it ([`Self::check`]).
+    pub fn pool_bytes(&self) -> u64 {
+        self.data_bytes() as u64
+    }
+
     /// Bytes of shared memory the channel takes (queues and data), rounded to a cache line.
     pub fn region_bytes(&self) -> usize {
         self.data_offset() + line_up(self.data_bytes())

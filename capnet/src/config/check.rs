@@ -142,16 +142,15 @@ impl Port {
             }
             // Descriptors name buffers by a 32-bit offset into the pool.
             // With segmentation offload a buffer holds a merged frame.
-            let mtu = self.mtu.unwrap_or(1500) as u64;
+            let mtu = self.mtu.unwrap_or(1500);
             let segmentation =
                 self.segmentation != Some(false) && self.checksum_offload != Some(false);
-            let frame = if segmentation {
-                (mtu + 14).max(capnet_wire::gso::MAX_FRAME as u64)
-            } else {
-                mtu + 14
+            let frame = match segmentation {
+                true => (mtu + 14).max(capnet_wire::gso::MAX_FRAME as u32),
+                false => mtu + 14,
             };
-            let buffer = frame.div_ceil(64) * 64;
-            let pool = b as u64 * buffer;
+            let layout = capnet_ring::ChannelLayout::for_frames(frame, b);
+            let (buffer, pool) = (layout.buf_size, layout.pool_bytes());
             if pool > u32::MAX as u64 {
                 let why = if segmentation {
                     " (segmentation offload: a buffer holds a merged frame)"

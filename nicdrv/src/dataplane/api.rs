@@ -134,24 +134,17 @@ pub struct Config {
 /// Buffer size for an IP MTU: the frame (mtu + 14) rounded up to a cache
 /// line. The port's rings with segmentation offload hold merged frames.
 pub fn layout_for(mtu: u32, buffers: u32) -> ChannelLayout {
-    layout_of(mtu + 14, buffers)
+    ChannelLayout::for_frames(mtu + 14, buffers)
 }
 
 /// The port rings' layout: merged frames with segmentation offload.
 pub fn port_layout(mtu: u32, buffers: u32, segmentation: bool) -> ChannelLayout {
     if segmentation {
-        layout_of(
+        ChannelLayout::for_frames(
             capnet_wire::gso::MAX_FRAME.max(mtu as usize + 14) as u32,
             buffers,
         )
     } else {
         layout_for(mtu, buffers)
-    }
-}
-
-fn layout_of(frame: u32, buffers: u32) -> ChannelLayout {
-    ChannelLayout {
-        buffers,
-        buf_size: frame.div_ceil(64) * 64,
     }
 }
