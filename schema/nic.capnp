@@ -84,11 +84,16 @@ struct PortCounters {
   # (including those naming no context or a context of another flow).
   offloads @19 :List(Offload.OffloadCounters);
   # Per kind, for every kind the port offers, in `PortInfo.offloads` order.
-  txSegmented @20 :UInt64;     # TSO frames from the stack cut into segments
+  txSegmented @20 :UInt64;     # TSO frames from the stack cut (by the driver or the device)
   txSegments @21 :UInt64;      # the frames they became
   txSegmentErrors @22 :UInt64; # TSO frames that could not be cut (dropped)
   rxCoalesced @23 :UInt64;     # frames handed to the stack coalesced (GRO)
   rxCoalescedSegments @24 :UInt64; # the received frames they held
+  txSegmentedByDevice @25 :UInt64;
+  # Of txSegmented, those handed to the device whole for it to cut (a TAP:
+  # Linux cuts them).
+  rxCoalescedByDevice @26 :UInt64;
+  # Of rxCoalesced, those the device handed up merged (a TAP: Linux's GSO).
 }
 
 struct WireFaults {

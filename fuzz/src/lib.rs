@@ -31,6 +31,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("config", config),
     ("engine_frames", engine::engine_frames),
     ("segmentation", frames::segmentation),
+    ("tap_frames", frames::tap_frames),
 ];
 
 /// A configuration file as `capnet up --config` reads it.

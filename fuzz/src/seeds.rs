@@ -725,6 +725,66 @@ fn segmentation() -> Vec<Vec<u8>> {
     ]
 }
 
+/// Linux's frames over a TAP: a merged frame with a partial checksum
+/// (GSO), a segment with a partial checksum, one Linux verified, and a
+/// plain one.
+fn tap_frames() -> Vec<Vec<u8>> {
+    use capnet_wire::gso::Segments;
+    use capnet_wire::vnet::{Header, F_DATA_VALID, GSO_NONE, LEN};
+    let with = |h: Header, frame: &[u8]| {
+        let mut v = vec![0u8; LEN];
+        h.emit((&mut v[..]).try_into().expect("LEN bytes"));
+        v.extend_from_slice(frame);
+        v
+    };
+    let mut merged = tcp(
+        sa(LOCAL),
+        sa(REMOTE),
+        1000,
+        Some(1),
+        TcpControl::None,
+        &[5; 6000],
+    );
+    let cut = Segments::new(&merged, 1448, 1500)
+        .expect("a plain TCP frame cuts")
+        .for_device(&mut merged);
+    let gso = Header::tso(&cut);
+    let mut small = tcp(
+        sa(LOCAL),
+        sa(REMOTE),
+        1,
+        Some(1),
+        TcpControl::Psh,
+        b"partial",
+    );
+    let small_cut = Segments::new(&small, 1448, 1500)
+        .expect("a plain TCP frame cuts")
+        .for_device(&mut small);
+    let partial = Header {
+        gso_type: GSO_NONE,
+        gso_size: 0,
+        ..Header::tso(&small_cut)
+    };
+    let plain = tcp(
+        sa(LOCAL),
+        sa(REMOTE),
+        9,
+        Some(1),
+        TcpControl::None,
+        b"plain",
+    );
+    let valid = Header {
+        flags: F_DATA_VALID,
+        ..Header::default()
+    };
+    vec![
+        with(gso, &merged),
+        with(partial, &small),
+        with(valid, &plain),
+        with(Header::default(), &plain),
+    ]
+}
+
 /// The seeds of target `name`.
 pub fn seeds(name: &str) -> Vec<Vec<u8>> {
     match name {
@@ -740,6 +800,7 @@ pub fn seeds(name: &str) -> Vec<Vec<u8>> {
         "config" => config(),
         "engine_frames" => engine_frames(),
         "segmentation" => segmentation(),
+        "tap_frames" => tap_frames(),
         _ => Vec::new(),
     }
 }

@@ -68,6 +68,8 @@ counters! {
     tx_segment_errors => "txSegmentErrors",
     rx_coalesced => "rxCoalesced",
     rx_coalesced_segments => "rxCoalescedSegments",
+    tx_segmented_by_device => "txSegmentedByDevice",
+    rx_coalesced_by_device => "rxCoalescedByDevice",
 }
 
 /// Adds `n` to a counter that only the calling thread writes.
@@ -97,7 +99,7 @@ mod tests {
         assert_eq!(s.rx_bytes, 60);
         assert_eq!(s.bad_descriptors, 1);
         let f = s.fields();
-        assert_eq!(f.len(), 24);
+        assert_eq!(f.len(), 26);
         assert_eq!(f[0], ("rxFrames", 1));
         assert_eq!(f[15], ("badDescriptors", 1));
         assert_eq!(f[18], ("offloadTxDropped", 0));

@@ -140,6 +140,12 @@ impl Shaper {
         self.inj.set_config(cfg);
     }
 
+    /// No faults set and no frame held: what goes in comes out unchanged
+    /// and in order.
+    pub fn is_clean(&self) -> bool {
+        self.inj.config().is_clean() && self.held_until.is_none()
+    }
+
     /// When the held frame must leave, if one is held.
     pub fn deadline(&self) -> Option<Instant> {
         self.held_until

@@ -188,7 +188,9 @@ pub fn open(args: Args) -> Result<Opened, String> {
             if let Some(ns) = netns {
                 tap::enter_netns(ns).map_err(|e| format!("--netns {ns}: {e}"))?;
             }
-            DeviceConfig::Tap(tap::Tap::open(tap).map_err(|e| format!("--tap {tap}: {e}"))?)
+            let tap =
+                tap::Tap::open(tap, args.segmentation).map_err(|e| format!("--tap {tap}: {e}"))?;
+            DeviceConfig::Tap(tap)
         }
         #[cfg(not(target_os = "linux"))]
         Backend::Tap { .. } => return Err("the tap backend needs Linux".into()),

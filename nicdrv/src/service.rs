@@ -214,6 +214,8 @@ pub fn fill_counters(s: &Snapshot, offered: &[OffloadKind], mut c: port_counters
     c.set_tx_segment_errors(s.tx_segment_errors);
     c.set_rx_coalesced(s.rx_coalesced);
     c.set_rx_coalesced_segments(s.rx_coalesced_segments);
+    c.set_tx_segmented_by_device(s.tx_segmented_by_device);
+    c.set_rx_coalesced_by_device(s.rx_coalesced_by_device);
     let mut list = c.init_offloads(offered.len() as u32);
     for (i, kind) in offered.iter().enumerate() {
         let k = s.offload.get(*kind);
@@ -287,6 +289,8 @@ pub fn read_counters(c: port_counters::Reader<'_>) -> Snapshot {
         tx_segment_errors: c.get_tx_segment_errors(),
         rx_coalesced: c.get_rx_coalesced(),
         rx_coalesced_segments: c.get_rx_coalesced_segments(),
+        tx_segmented_by_device: c.get_tx_segmented_by_device(),
+        rx_coalesced_by_device: c.get_rx_coalesced_by_device(),
     }
 }
 

@@ -13,6 +13,15 @@
 //! and our own TUNSETCARRIER also trigger a re-read. Without netlink, the
 //! fallback is SIOCGIFFLAGS `IFF_UP && IFF_RUNNING`, polled.
 //!
+//! # Offloads with Linux
+//!
+//! With segmentation offload the TAP is opened with `IFF_VNET_HDR` and
+//! `TUNSETOFFLOAD` (checksum, TSO over IPv4 and IPv6): every frame both
+//! ways carries a virtio-net header ([`capnet_wire::vnet`]). A merged frame
+//! from the stack goes to Linux whole, in one write, for Linux to cut; Linux
+//! hands up its own merged frames (64 KiB in one read) and frames whose
+//! checksum it left partial, which nicdrv completes.
+//!
 //! # Persistent and non-persistent taps
 //!
 //! [`Tap::open`] attaches to an existing tap (made persistent with
@@ -25,7 +34,7 @@
 
 use std::ffi::CString;
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, IoSlice, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 
@@ -63,6 +72,8 @@ fn ifreq_for(name: &str) -> io::Result<libc::ifreq> {
 /// An open TAP device and its link-state helpers.
 pub struct Tap {
     file: File,
+    /// Opened with `IFF_VNET_HDR`: frames carry a virtio-net header.
+    vnet: bool,
     name: String,
     /// Interface index of our device (taken right after TUNSETIFF).
     index: u32,
@@ -83,8 +94,10 @@ const BUSY_RETRY: std::time::Duration = std::time::Duration::from_secs(3);
 
 impl Tap {
     /// Attaches to the TAP device `name` in the current namespace, or creates
-    /// a non-persistent one if there is none (see the module docs).
-    pub fn open(name: &str) -> io::Result<Tap> {
+    /// a non-persistent one if there is none (see the module docs); with
+    /// `offloads`, frames carry virtio-net headers and Linux may hand over
+    /// partial checksums and merged TCP frames.
+    pub fn open(name: &str, offloads: bool) -> io::Result<Tap> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -95,7 +108,8 @@ impl Tap {
         let started = std::time::Instant::now();
         loop {
             let mut req = ifreq_for(name)?;
-            req.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI) as libc::c_short;
+            let vnet = if offloads { libc::IFF_VNET_HDR } else { 0 };
+            req.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI | vnet) as libc::c_short;
             // SAFETY: TUNSETIFF reads (and updates) the ifreq we pass, which lives across the call.
             let r = unsafe {
                 libc::ioctl(
@@ -115,6 +129,29 @@ impl Tap {
                 continue;
             }
             return Err(io::Error::new(e.kind(), format!("TUNSETIFF {name}: {e}")));
+        }
+        // Set either way: a persistent tap keeps the offloads the last
+        // driver asked for, and without virtio-net headers Linux must
+        // neither leave checksums partial nor hand over merged frames.
+        let features = if offloads {
+            libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6
+        } else {
+            0
+        };
+        // SAFETY: TUNSETOFFLOAD takes its argument by value; no memory is passed.
+        let r = unsafe {
+            libc::ioctl(
+                file.as_raw_fd(),
+                libc::TUNSETOFFLOAD as _,
+                features as libc::c_ulong,
+            )
+        };
+        if r != 0 {
+            let e = io::Error::last_os_error();
+            return Err(io::Error::new(
+                e.kind(),
+                format!("TUNSETOFFLOAD {name}: {e}"),
+            ));
         }
         let index = if_index(name);
         if existed {
@@ -143,6 +180,7 @@ impl Tap {
         };
         Ok(Tap {
             file,
+            vnet: offloads,
             name: name.to_string(),
             index,
             existed,
@@ -171,15 +209,27 @@ impl Tap {
         self.file.as_fd()
     }
 
-    /// Reads one frame; `WouldBlock` when none is queued.
+    /// Whether frames carry a virtio-net header (opened with offloads).
+    pub fn vnet(&self) -> bool {
+        self.vnet
+    }
+
+    /// Reads one frame, after its virtio-net header if [`Tap::vnet`];
+    /// `WouldBlock` when none is queued.
     pub fn read_frame(&self, buf: &mut [u8]) -> io::Result<usize> {
         (&self.file).read(buf)
     }
 
-    /// Writes one frame. EIO means the interface is down.
-    pub fn write_frame(&self, frame: &[u8]) -> io::Result<()> {
-        let n = (&self.file).write(frame)?;
-        if n != frame.len() {
+    /// Writes one frame, after `header` (which must be empty unless
+    /// [`Tap::vnet`], and a virtio-net header if it is). EIO means the
+    /// interface is down.
+    pub fn write_frame(&self, header: &[u8], frame: &[u8]) -> io::Result<()> {
+        let n = if header.is_empty() {
+            (&self.file).write(frame)?
+        } else {
+            (&self.file).write_vectored(&[IoSlice::new(header), IoSlice::new(frame)])?
+        };
+        if n != header.len() + frame.len() {
             return Err(io::Error::new(
                 io::ErrorKind::WriteZero,
                 "short write to tap",

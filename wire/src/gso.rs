@@ -325,6 +325,11 @@ impl Segments {
         self.count
     }
 
+    /// The bytes of all the segments' frames.
+    pub fn wire_bytes(&self) -> usize {
+        self.count * self.layout.payload + (self.len - self.layout.payload)
+    }
+
     /// The length of segment `i`'s frame.
     pub fn frame_len(&self, i: usize) -> usize {
         let start = self.layout.payload + i * self.size;
@@ -364,6 +369,53 @@ impl Segments {
         // Cannot fail: the layout was checked and is unchanged.
         let _ = csum::fill_tx(out);
         len
+    }
+}
+
+/// A merged frame readied for a device that cuts it itself (a TAP with
+/// virtio-net headers: [`crate::vnet::Header::tso`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeviceCut {
+    pub v6: bool,
+    /// The first segment carries CWR (the others must not).
+    pub cwr: bool,
+    /// Where the TCP header starts: the checksum's start.
+    pub l4: u16,
+    /// The headers' length.
+    pub headers: u16,
+    /// Each segment's payload.
+    pub size: u16,
+}
+
+impl Segments {
+    /// Readies `frame` (the frame [`new`](Self::new) checked) to be cut
+    /// by a device, as Linux readies a GSO frame: its IPv4 header checksum
+    /// filled and its TCP checksum partial, the pseudo-header's sum over
+    /// the whole length, which the device adjusts and completes for each
+    /// segment.
+    pub fn for_device(&self, frame: &mut [u8]) -> DeviceCut {
+        let l = self.layout;
+        let tcp_len = (frame.len() - l.l4) as u64;
+        let addrs = if l.v6 {
+            ETH + 8..ETH + IPV6
+        } else {
+            write16(frame, ETH + 10, 0);
+            let sum = !sum16(&frame[ETH..ETH + IPV4]);
+            write16(frame, ETH + 10, sum);
+            ETH + 12..ETH + IPV4
+        };
+        let mut acc = u64::from(sum16(&frame[addrs])) + u64::from(PROTO_TCP) + tcp_len;
+        while acc > 0xffff {
+            acc = (acc & 0xffff) + (acc >> 16);
+        }
+        write16(frame, l.l4 + 16, acc as u16);
+        DeviceCut {
+            v6: l.v6,
+            cwr: l.flags(frame) & CWR != 0,
+            l4: l.l4 as u16,
+            headers: l.payload as u16,
+            size: self.size as u16,
+        }
     }
 }
 

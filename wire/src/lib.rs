@@ -17,6 +17,9 @@
 //!   that tlsd's software engine and the NIC's TLS engine share.
 //! - `chunk`: the marked receive chunk's header, which netsrv writes into a
 //!   client's receive ring and libclient reads.
+//! - `gso`: TCP segmentation offload, merging segments and cutting them.
+//! - `vnet`: the virtio-net header a Linux TAP puts before each frame
+//!   (checksum and segmentation offload with Linux).
 //! - `mac`: a port's MAC address as text (configuration, nicdrv's command
 //!   line, the CLI).
 
@@ -31,3 +34,4 @@ pub mod mac;
 mod seq;
 pub mod tcp;
 pub mod tls;
+pub mod vnet;

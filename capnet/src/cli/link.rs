@@ -254,11 +254,14 @@ pub fn segmentation_line(out: &mut String, indent: &str, c: port_counters::Reade
     }
     let _ = writeln!(
         out,
-        "{indent}segmentation: tx cut {} into {} segment-errors {}, rx coalesced {} from {}",
+        "{indent}segmentation: tx cut {} into {} cut-by-device {} segment-errors {}, \
+         rx coalesced {} from {} merged-by-device {}",
         c.get_tx_segmented(),
         c.get_tx_segments(),
+        c.get_tx_segmented_by_device(),
         c.get_tx_segment_errors(),
         c.get_rx_coalesced(),
-        c.get_rx_coalesced_segments()
+        c.get_rx_coalesced_segments(),
+        c.get_rx_coalesced_by_device()
     );
 }

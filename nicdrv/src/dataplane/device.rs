@@ -36,14 +36,29 @@ pub(super) trait Device: Readiness {
     /// frames and waits for [`Readiness::has_work`] with `room`).
     fn reserve(&mut self) -> bool;
 
-    /// Puts one frame on the device, or counts it in `tx_dropped`.
-    fn send(&mut self, frame: &[u8], c: &Counters);
+    /// Whether the device takes a merged TCP frame whole and cuts it
+    /// itself (a TAP whose Linux does the segmentation).
+    fn cuts_merged(&self) -> bool;
+
+    /// Puts one frame on the device, or counts it in `tx_dropped`: a frame
+    /// of at most the MTU, or, with `cut`, a merged frame readied for a
+    /// device that [`cuts_merged`](Device::cuts_merged).
+    fn send(&mut self, frame: &[u8], cut: Option<&DeviceCut>, c: &Counters);
 
     /// Hands up to `max` received frames to `deliver`, each in private
-    /// memory (no peer can change it while it is checked); returns how
-    /// many. Without a stack `attached`, a device that can queue frames
-    /// leaves them queued.
-    fn receive(&mut self, attached: bool, max: usize, deliver: impl FnMut(&mut [u8])) -> usize;
+    /// memory (no peer can change it while it is checked) with what the
+    /// device said of it (the sim wire says nothing; a TAP may say its
+    /// checksums are good, or that it is a merged frame); returns how
+    /// many. A frame the device describes wrongly is counted in
+    /// `rx_malformed` and not delivered. Without a stack `attached`, a
+    /// device that can queue frames leaves them queued.
+    fn receive(
+        &mut self,
+        attached: bool,
+        max: usize,
+        c: &Counters,
+        deliver: impl FnMut(&mut [u8], Received),
+    ) -> usize;
 
     /// Publishes what `send` and `receive` did; wakes the peer if it asked.
     fn flush(&mut self);

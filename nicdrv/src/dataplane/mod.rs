@@ -25,6 +25,8 @@ use crate::sim::{self, Wire};
 #[cfg(target_os = "linux")]
 use crate::tap::Tap;
 use capnet_ring::{flags, ChannelLayout, Desc, Doorbell, Duplex, RingError, TxBuf};
+use capnet_wire::gso::DeviceCut;
+use capnet_wire::vnet::{self, Received};
 use std::fs::File;
 use std::io::{self, BufWriter};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
@@ -152,7 +154,8 @@ struct DataPlane<D> {
     /// `frame` is a merged frame (TSO) being cut: its segments go one by
     /// one as the device has room, before another frame is taken.
     cut: Option<Cut>,
-    /// Where a segment of `frame` is written.
+    /// Where a segment of `frame` is written (and, on receive, a merged
+    /// frame from the device is cut when it must be).
     segment: Vec<u8>,
 }
 
@@ -351,6 +354,7 @@ impl<D: Device> DataPlane<D> {
             segmentation: cfg.segmentation,
             link_up,
             offload,
+            out: segment,
         };
         *tx_blocked = false;
         let mut n = 0;
@@ -363,7 +367,7 @@ impl<D: Device> DataPlane<D> {
                 break;
             }
             if let Some(c) = cut.as_mut() {
-                if tx.segment(c, frame, segment, now) {
+                if tx.segment(c, frame, now) {
                     *cut = None;
                 }
                 n += 1;
@@ -400,6 +404,7 @@ impl<D: Device> DataPlane<D> {
             shared,
             offload,
             events,
+            segment,
             ..
         } = self;
         let attached = port.is_some();
@@ -415,8 +420,10 @@ impl<D: Device> DataPlane<D> {
             port_error: &mut port_error,
             offload,
             events,
+            segment,
         };
-        let n = device.receive(attached, BATCH, |f| rx.deliver(f));
+        let c = &shared.counters;
+        let n = device.receive(attached, BATCH, c, |f, what| rx.deliver(f, what));
         rx.finish();
         if let Some(e) = port_error {
             self.end_session(e);
@@ -436,7 +443,7 @@ impl<D: Device> DataPlane<D> {
         if shaper.deadline().is_some_and(|t| t <= now) {
             let c = &shared.counters;
             if shared.link_up.load(Ordering::Relaxed) {
-                shaper.on_timer(now, |f| device.send(f, c));
+                shaper.on_timer(now, |f| device.send(f, None, c));
             } else {
                 shaper.discard_held();
             }

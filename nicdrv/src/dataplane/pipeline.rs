@@ -18,6 +18,8 @@ pub(super) struct TxPath<'a, D> {
     pub(super) segmentation: bool,
     pub(super) link_up: bool,
     pub(super) offload: &'a mut Engines,
+    /// Where a segment of a merged frame is written.
+    pub(super) out: &'a mut [u8],
 }
 
 impl<D: Device> TxPath<'_, D> {
@@ -51,6 +53,12 @@ impl<D: Device> TxPath<'_, D> {
         if let Some(segments) = segments {
             inc(&self.c.tx_segmented);
             add(&self.c.tx_segments, segments.count() as u64);
+            // Faults act on the wire's frames: a device that cuts merged
+            // frames itself gets them only when there are none.
+            if self.device.cuts_merged() && self.shaper.is_clean() {
+                self.emit_merged(frame, &segments);
+                return None;
+            }
             return Some(Cut { segments, next: 0 });
         }
         if fill {
@@ -83,13 +91,8 @@ impl<D: Device> TxPath<'_, D> {
 
     /// The next segment of a merged frame (its checksums filled), into
     /// `out`, and onto the wire. True once the last has gone.
-    pub(super) fn segment(
-        &mut self,
-        cut: &mut Cut,
-        frame: &[u8],
-        out: &mut [u8],
-        now: Instant,
-    ) -> bool {
+    pub(super) fn segment(&mut self, cut: &mut Cut, frame: &[u8], now: Instant) -> bool {
+        let out = std::mem::take(&mut self.out);
         let len = cut.segments.write(frame, cut.next, out);
         cut.next += 1;
         if self.link_up {
@@ -98,22 +101,58 @@ impl<D: Device> TxPath<'_, D> {
         } else {
             inc(&self.c.tx_dropped);
         }
+        self.out = out;
         cut.next == cut.segments.count()
+    }
+
+    /// A merged frame, whole, to a device that cuts it: captured and
+    /// counted as the frames it becomes.
+    fn emit_merged(&mut self, frame: &mut [u8], segments: &gso::Segments) {
+        let cut = segments.for_device(frame);
+        capture_cut(self.pcap, frame, segments, self.out);
+        inc(&self.c.tx_segmented_by_device);
+        add(&self.c.tx_frames, segments.count() as u64);
+        add(&self.c.tx_bytes, segments.wire_bytes() as u64);
+        self.device.send(frame, Some(&cut), self.c);
     }
 
     /// One frame of at most the MTU: captured, counted, and handed to the
     /// fault injection on its way to the device.
     fn emit(&mut self, frame: &mut [u8], now: Instant) {
-        if let Some(p) = self.pcap.as_mut() {
-            if let Err(e) = p.record(SystemTime::now(), frame) {
-                tracing::warn!(%e, "capture write failed; capture stopped");
-                *self.pcap = None;
-            }
-        }
+        capture(self.pcap, frame);
         inc(&self.c.tx_frames);
         add(&self.c.tx_bytes, frame.len() as u64);
         let (device, c) = (&mut *self.device, self.c);
-        self.shaper.transmit(frame, now, c, |f| device.send(f, c));
+        self.shaper
+            .transmit(frame, now, c, |f| device.send(f, None, c));
+    }
+}
+
+/// Records the segments `frame` is cut into, if there is a capture: what
+/// the wire carries, whoever cuts it. `out` holds a segment.
+fn capture_cut(
+    pcap: &mut Option<PcapWriter<BufWriter<File>>>,
+    frame: &[u8],
+    segments: &gso::Segments,
+    out: &mut [u8],
+) {
+    for i in 0..segments.count() {
+        if pcap.is_none() {
+            return;
+        }
+        let len = segments.write(frame, i, out);
+        capture(pcap, &out[..len]);
+    }
+}
+
+/// Records `frame` in the capture, if there is one; a capture that cannot
+/// be written is stopped.
+fn capture(pcap: &mut Option<PcapWriter<BufWriter<File>>>, frame: &[u8]) {
+    if let Some(p) = pcap.as_mut() {
+        if let Err(e) = p.record(SystemTime::now(), frame) {
+            tracing::warn!(%e, "capture write failed; capture stopped");
+            *pcap = None;
+        }
     }
 }
 
@@ -139,6 +178,8 @@ pub(super) struct RxPath<'a> {
     pub(super) port_error: &'a mut Option<RingError>,
     pub(super) offload: &'a mut Engines,
     pub(super) events: &'a tokio::sync::mpsc::UnboundedSender<Event>,
+    /// Where a merged frame from the device is cut, when it must be.
+    pub(super) segment: &'a mut Vec<u8>,
 }
 
 /// Segments being coalesced into one frame for the stack, and what the
@@ -151,22 +192,77 @@ pub(super) struct Gro {
 }
 
 impl RxPath<'_> {
-    /// One frame from the device, to the stack. `frame` is private memory:
-    /// it is checked and opened here, and only then copied into the
-    /// stack's ring.
-    pub(super) fn deliver(&mut self, frame: &mut [u8]) {
-        if let Some(p) = self.pcap.as_mut() {
-            if let Err(e) = p.record(SystemTime::now(), frame) {
-                tracing::warn!(%e, "capture write failed; capture stopped");
-                *self.pcap = None;
+    /// One frame from the device, to the stack, with what the device said
+    /// of it. `frame` is private memory: it is checked and opened here,
+    /// and only then copied into the stack's ring.
+    pub(super) fn deliver(&mut self, frame: &mut [u8], what: Received) {
+        match what.gso_size {
+            Some(size) => self.deliver_merged(frame, size),
+            None => {
+                capture(self.pcap, frame);
+                self.deliver_one(frame, what.verified);
             }
         }
+    }
+
+    /// A merged TCP frame from the device (Linux's, over a TAP), checked
+    /// as a cut would check it: to the stack whole when nothing here needs
+    /// its segments, else cut, each segment delivered by itself (and
+    /// coalesced again).
+    fn deliver_merged(&mut self, frame: &mut [u8], size: u16) {
+        let segments = match gso::Segments::new(frame, size, self.mtu as usize) {
+            Ok(s) => s,
+            Err(e) => {
+                capture(self.pcap, frame);
+                tracing::trace!(%e, len = frame.len(), "merged frame from the device refused");
+                inc(&self.c.rx_malformed);
+                return;
+            }
+        };
+        capture_cut(self.pcap, frame, &segments, self.segment);
+        if !(self.segmentation && self.csum_offload && self.offload.is_empty()) {
+            let mut out = std::mem::take(self.segment);
+            for i in 0..segments.count() {
+                let len = segments.write(frame, i, &mut out);
+                self.deliver_one(&mut out[..len], true);
+            }
+            *self.segment = out;
+            return;
+        }
+        // What was being coalesced came first.
+        self.finish();
+        if self.port.is_none() || self.port_error.is_some() {
+            inc(&self.c.rx_dropped);
+            return;
+        }
+        let count = segments.count() as u64;
+        let mut desc_flags = flags::CSUM_VERIFIED;
+        if count > 1 {
+            desc_flags = flags::with_gso_size(desc_flags | flags::GRO, size);
+        }
+        if self.send(frame, desc_flags, 0) {
+            if count > 1 {
+                inc(&self.c.rx_coalesced);
+                inc(&self.c.rx_coalesced_by_device);
+                add(&self.c.rx_coalesced_segments, count);
+            }
+            add(&self.c.rx_checksum_verified, count);
+            add(&self.c.rx_frames, count);
+            add(&self.c.rx_bytes, segments.wire_bytes() as u64);
+        }
+    }
+
+    /// A frame of at most the MTU from the device; `verified` if the
+    /// device vouched for its checksums.
+    fn deliver_one(&mut self, frame: &mut [u8], verified: bool) {
         if !csum::frame_len_ok(frame.len(), self.mtu) {
             inc(&self.c.rx_malformed);
             return;
         }
         let mut desc_flags = 0;
-        if self.csum_offload {
+        if self.csum_offload && verified {
+            desc_flags = flags::CSUM_VERIFIED;
+        } else if self.csum_offload {
             match csum::check_rx(frame) {
                 Ok(RxCheck::Verified) => desc_flags = flags::CSUM_VERIFIED,
                 Ok(RxCheck::Bad) => desc_flags = flags::CSUM_BAD,

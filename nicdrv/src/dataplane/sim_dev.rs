@@ -132,7 +132,7 @@ impl SimDev {
                 "sending the frames the last peer never took"
             );
             for f in &unsent {
-                self.send(f, c);
+                self.send(f, None, c);
             }
         }
     }
@@ -179,7 +179,11 @@ impl Device for SimDev {
         }
     }
 
-    fn send(&mut self, f: &[u8], c: &Counters) {
+    fn cuts_merged(&self) -> bool {
+        false
+    }
+
+    fn send(&mut self, f: &[u8], _cut: Option<&DeviceCut>, c: &Counters) {
         let Some(wire) = self.wire.as_mut() else {
             inc(&c.tx_dropped);
             return;
@@ -209,7 +213,13 @@ impl Device for SimDev {
         wire.duplex.tx.send(b, f.len() as u32, 0, 0);
     }
 
-    fn receive(&mut self, attached: bool, max: usize, mut deliver: impl FnMut(&mut [u8])) -> usize {
+    fn receive(
+        &mut self,
+        attached: bool,
+        max: usize,
+        _c: &Counters,
+        mut deliver: impl FnMut(&mut [u8], Received),
+    ) -> usize {
         // Until a stack holds the port, frames wait on the wire (its ring is
         // the NIC's queue) instead of being dropped: a restarted driver gets
         // what arrived while netsrv was attaching it.
@@ -223,7 +233,7 @@ impl Device for SimDev {
                     self.frame.clear();
                     self.frame.extend_from_slice(w.duplex.rx.data(&b));
                     w.duplex.rx.release(b);
-                    deliver(&mut self.frame);
+                    deliver(&mut self.frame, Received::default());
                     n += 1;
                 }
                 Ok(None) => break,

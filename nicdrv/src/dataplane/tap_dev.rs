@@ -28,7 +28,8 @@ impl TapDev {
         let link = tap.link_up().unwrap_or(false);
         TapDev {
             tap,
-            scratch: vec![0u8; 65536 + 64],
+            // A virtio-net header and the largest merged frame.
+            scratch: vec![0u8; vnet::LEN + capnet_wire::gso::MAX_FRAME],
             link,
             recheck: false,
             next_poll: Instant::now() + LINK_POLL,
@@ -63,8 +64,21 @@ impl Device for TapDev {
         true
     }
 
-    fn send(&mut self, f: &[u8], c: &Counters) {
-        if let Err(e) = self.tap.write_frame(f) {
+    fn cuts_merged(&self) -> bool {
+        self.tap.vnet()
+    }
+
+    fn send(&mut self, f: &[u8], cut: Option<&DeviceCut>, c: &Counters) {
+        let mut header = [0u8; vnet::LEN];
+        let header: &[u8] = if self.tap.vnet() {
+            cut.map(vnet::Header::tso)
+                .unwrap_or_default()
+                .emit(&mut header);
+            &header
+        } else {
+            &[]
+        };
+        if let Err(e) = self.tap.write_frame(header, f) {
             inc(&c.tx_dropped);
             if e.raw_os_error() == Some(libc::EIO) {
                 // The interface is down.
@@ -80,13 +94,25 @@ impl Device for TapDev {
         &mut self,
         _attached: bool,
         max: usize,
-        mut deliver: impl FnMut(&mut [u8]),
+        c: &Counters,
+        mut deliver: impl FnMut(&mut [u8], Received),
     ) -> usize {
         let mut n = 0;
         while n < max {
             match self.tap.read_frame(&mut self.scratch) {
+                Ok(len) if !self.tap.vnet() => {
+                    deliver(&mut self.scratch[..len], Received::default());
+                    n += 1;
+                }
                 Ok(len) => {
-                    deliver(&mut self.scratch[..len]);
+                    let (header, frame) = self.scratch[..len].split_at_mut(len.min(vnet::LEN));
+                    match vnet::Header::parse(header).and_then(|h| h.receive(frame)) {
+                        Ok(what) => deliver(frame, what),
+                        Err(e) => {
+                            tracing::trace!(%e, len, "frame from the tap refused");
+                            inc(&c.rx_malformed);
+                        }
+                    }
                     n += 1;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,

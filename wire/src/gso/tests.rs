@@ -249,3 +249,51 @@ fn junk_never_panics() {
         }
     }
 }
+
+/// One's complement addition of two 16-bit words.
+fn ones_add(a: u16, b: u16) -> u16 {
+    let s = u32::from(a) + u32::from(b);
+    ((s & 0xffff) + (s >> 16)) as u16
+}
+
+#[test]
+fn a_frame_readied_for_a_device_cuts_as_linux_cuts_it() {
+    for v6 in [false, true] {
+        let size = if v6 { 1428 } else { 1448 };
+        let frames = run(v6, 9, size, 700, PSH);
+        let (mut merged, m, _) = merge_all(&frames, Ident::Consecutive);
+        let s = Segments::new(&merged, m.size(), 1500).unwrap();
+        let l4 = ETH + if v6 { IPV6 } else { IPV4 };
+        let dc = s.for_device(&mut merged);
+        assert_eq!(
+            dc,
+            DeviceCut {
+                v6,
+                cwr: false,
+                l4: l4 as u16,
+                headers: (l4 + 32) as u16,
+                size: size as u16,
+            }
+        );
+        if !v6 {
+            assert_eq!(sum16(&merged[ETH..ETH + IPV4]), 0xffff);
+        }
+        // What Linux's tcp_gso_segment does with the partial checksum:
+        // takes the whole length out, puts the segment's in, and the
+        // device sums the segment from the TCP header on.
+        let partial = read16(&merged, l4 + 16);
+        let whole = (merged.len() - l4) as u16;
+        for (i, want) in frames.iter().enumerate() {
+            let mut seg = vec![0u8; s.frame_len(i)];
+            s.write(&merged, i, &mut seg);
+            let len = (seg.len() - l4) as u16;
+            write16(&mut seg, l4 + 16, ones_add(ones_add(partial, !whole), len));
+            let sum = !sum16(&seg[l4..]);
+            write16(&mut seg, l4 + 16, sum);
+            assert_eq!(&seg, want, "v6 {v6} segment {i}");
+        }
+    }
+    let mut cwr = frame(false, 1, 2, ACK | CWR, &[1u8; 3000]);
+    let s = Segments::new(&cwr, 1448, 1500).unwrap();
+    assert!(s.for_device(&mut cwr).cwr);
+}
