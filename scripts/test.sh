@@ -59,7 +59,7 @@ if [ $quick -eq 0 ]; then
   RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 CARGO_TARGET_DIR=target/loom \
     cargo test -p capnet-ring --release --test loom
 
-  step "cargo check --target x86_64-unknown-redox (everything but tlsd's C crypto and the supervisor; nicdrv without its TAP backend)"
+  step "cargo check --target x86_64-unknown-redox (everything but tlsd and the supervisor; nicdrv without its TAP backend; capnet-offload with ring)"
   cargo check --target x86_64-unknown-redox -p capnet-ring -p capnet-schema -p capnet-wire -p capnet-tcpip -p capnet-offload -p capnet-holder -p capnet-confine -p netsrv -p nicdrv -p libclient
 
   step "fuzzing: every target for a bounded time (scripts/fuzz.sh)"

@@ -112,6 +112,15 @@ impl TxRecord {
         first: bool,
     ) -> Result<(), TxError> {
         let tag_off = self.total_len - TAG_LEN;
+        if first && rel == ct_off && rel + chunk.len() == self.total_len {
+            // The whole body and tag at hand: sealed in one pass.
+            let (body, tag_out) = chunk.split_at_mut(tag_off - ct_off);
+            if let Some(tag) = self.gcm.seal_whole(body) {
+                tag_out.copy_from_slice(&tag);
+                self.tag = Some(tag);
+                return Ok(());
+            }
+        }
         let mut i = 0;
         while i < chunk.len() {
             let at = rel + i;
