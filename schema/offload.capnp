@@ -202,4 +202,7 @@ struct OffloadCounters {
   authFailures @4 :UInt64;
   resyncRequests @5 :UInt64;
   dropped @6 :UInt64;        # TX frames dropped rather than sent unprocessed
+  engineNanos @7 :UInt64;
+  # Time the engines ran, in nanoseconds: what a real NIC does in hardware
+  # (the simulated one spends the driver's CPU on it).
 }

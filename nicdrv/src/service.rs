@@ -227,6 +227,7 @@ pub fn fill_counters(s: &Snapshot, offered: &[OffloadKind], mut c: port_counters
         b.set_auth_failures(k.auth_failures);
         b.set_resync_requests(k.resync_requests);
         b.set_dropped(k.dropped);
+        b.set_engine_nanos(k.engine_nanos);
     }
 }
 
@@ -259,6 +260,7 @@ pub fn read_counters(c: port_counters::Reader<'_>) -> Snapshot {
                     auth_failures: k.get_auth_failures(),
                     resync_requests: k.get_resync_requests(),
                     dropped: k.get_dropped(),
+                    engine_nanos: k.get_engine_nanos(),
                 },
             );
         }

@@ -22,7 +22,7 @@ use aes::cipher::{BlockEncrypt, KeyInit};
 use aes::{Aes128, Aes256, Block};
 use ghash::universal_hash::UniversalHash;
 use ghash::GHash;
-use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_128_GCM, AES_256_GCM};
+use ring::aead::{Aad, LessSafeKey, Nonce, Tag, UnboundKey, AES_128_GCM, AES_256_GCM};
 
 pub const BLOCK_LEN: usize = 16;
 pub const NONCE_LEN: usize = 12;
@@ -142,7 +142,7 @@ pub struct GcmRecord {
     aad: [u8; MAX_WHOLE_AAD],
     aad_len: u64,
     ct_len: u64,
-    /// The tag of a record sealed whole.
+    /// The tag of a record sealed or opened whole: nothing follows.
     sealed: Option<[u8; TAG_LEN]>,
 }
 
@@ -216,6 +216,40 @@ impl GcmRecord {
 
     pub fn nonce(&self) -> &[u8; NONCE_LEN] {
         &self.nonce
+    }
+
+    /// Opens `body`, the record's whole ciphertext, in place in one pass
+    /// and checks `tag`: true (plaintext now), or false with `body` as it
+    /// was (ring clears a body whose tag is wrong; `scratch` keeps a copy
+    /// meanwhile). `None`, with nothing done, once any ciphertext was
+    /// absorbed or when the AAD was too long to keep.
+    pub fn open_whole(
+        &mut self,
+        body: &mut [u8],
+        tag: &[u8; TAG_LEN],
+        scratch: &mut Vec<u8>,
+    ) -> Option<bool> {
+        let aad_len = usize::try_from(self.aad_len).ok()?;
+        if self.ct_len > 0 || self.sealed.is_some() || aad_len > MAX_WHOLE_AAD {
+            return None;
+        }
+        scratch.clear();
+        scratch.extend_from_slice(body);
+        let opened = self.key.inner.whole.open_in_place_separate_tag(
+            Nonce::assume_unique_for_key(self.nonce),
+            Aad::from(&self.aad[..aad_len]),
+            Tag::from(*tag),
+            body,
+            0..,
+        );
+        let opened = opened.is_ok();
+        self.ct_len = body.len() as u64;
+        self.sealed = Some(*tag);
+        if !opened {
+            body.copy_from_slice(scratch);
+            return Some(false);
+        }
+        Some(true)
     }
 
     /// Feeds the next ciphertext bytes (in order, any piece sizes) to GHASH.
@@ -502,6 +536,34 @@ mod tests {
             // The keystream still decrypts any piece (retransmissions).
             rec.apply_keystream(0, &mut buf);
             assert_eq!(buf, pt, "round {round}");
+        }
+    }
+
+    #[test]
+    fn whole_records_open_or_stay_as_they_were() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0x6f70);
+        let mut scratch = Vec::new();
+        for round in 0..200 {
+            let key: Vec<u8> = (0..if round % 2 == 0 { 16 } else { 32 })
+                .map(|_| rng.gen())
+                .collect();
+            let nonce: [u8; 12] = rng.gen();
+            let aad: Vec<u8> = (0..rng.gen_range(0..=MAX_WHOLE_AAD))
+                .map(|_| rng.gen())
+                .collect();
+            let pt: Vec<u8> = (0..rng.gen_range(1..17_000)).map(|_| rng.gen()).collect();
+            let (ct, mut tag) = reference(&key, &nonce, &aad, &pt);
+            let k = GcmKey::new(&key).unwrap();
+            let mut buf = ct.clone();
+            let wrong = round % 3 == 0;
+            if wrong {
+                tag[rng.gen_range(0..TAG_LEN)] ^= 1 << rng.gen_range(0..8);
+            }
+            let mut rec = GcmRecord::new(&k, &nonce, &aad);
+            let ok = rec.open_whole(&mut buf, &tag, &mut scratch);
+            assert_eq!(ok, Some(!wrong), "round {round}");
+            assert_eq!(&buf, if wrong { &ct } else { &pt }, "round {round}");
+            assert_eq!(rec.open_whole(&mut buf, &tag, &mut scratch), None);
         }
     }
 

@@ -6,8 +6,8 @@
 
 use capnet::host::Host;
 use capnet_tests::{
-    bond_config_legs, cli_ok, pcap_tcp_search, receive_counting, sim_config, tls_section,
-    wait_progress, Progress, Scratch,
+    bond_config_legs, cli_ok, pcap_tcp_search, receive_counting, sim_config, status_counter,
+    tls_section, wait_progress, Progress, Scratch,
 };
 use libclient::{RecordMode, TlsInfo, TlsOptions, TlsStat, TlsStream};
 use sha2::{Digest, Sha256};
@@ -337,6 +337,11 @@ fn loss_and_reordering_during_an_offloaded_transfer() {
         assert!(s.rx_device_resync >= 1, "{who}: {s:?}");
         assert!(s.decrypt_retry >= 1, "{who}: {s:?}");
         assert_eq!(link_tls(h, "sim0", "auth failures"), 0, "{who}");
+        // The engines' time is counted apart (a real NIC's hardware), and
+        // they opened coalesced frames (whole records in one pass).
+        assert!(link_tls(h, "sim0", "engine-us") > 0, "{who}");
+        let link = cli_ok(h, &["link", "sim0"]);
+        assert!(status_counter(&link, "coalesced") > 0, "{who}: {link}");
         // Out-of-order segments went through TCP's reassembly with their
         // marks.
         assert!(netsrv_offload(h, "out-of-order") >= 1, "{who}");

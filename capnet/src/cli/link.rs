@@ -170,6 +170,7 @@ fn offload_lines(
     for (family, kinds) in FAMILIES {
         let mut on = Vec::new();
         let (mut contexts, mut released, mut auth, mut resync, mut dropped) = (0, 0, 0, 0, 0);
+        let mut engine_nanos = 0;
         let mut records = Vec::new();
         for (kind, label, done) in kinds {
             on.push(format!(
@@ -184,6 +185,7 @@ fn offload_lines(
             auth += k.get_auth_failures();
             resync += k.get_resync_requests();
             dropped += k.get_dropped();
+            engine_nanos += k.get_engine_nanos();
             records.push(format!("{done} {}", k.get_records()));
         }
         let records = if records.is_empty() {
@@ -194,8 +196,9 @@ fn offload_lines(
         let _ = writeln!(
             out,
             "{family} offload {}: contexts {contexts} released {released}; records {records}; \
-             auth failures {auth} resync requests {resync}; dropped {dropped}",
-            on.join(" ")
+             auth failures {auth} resync requests {resync}; dropped {dropped}; engine-us {}",
+            on.join(" "),
+            engine_nanos / 1_000
         );
     }
     let _ = writeln!(

@@ -122,6 +122,7 @@ impl Parts {
             frame: Vec::with_capacity(65536 + 64),
             cut: None,
             segment: vec![0; capnet_wire::gso::MAX_FRAME],
+            merged: vec![0; capnet_wire::gso::MAX_FRAME],
         };
         let name = format!("nicdrv-dp-{}", dp.cfg.name);
         std::thread::Builder::new()
@@ -157,6 +158,8 @@ struct DataPlane<D> {
     /// Where a segment of `frame` is written (and, on receive, a merged
     /// frame from the device is cut when it must be).
     segment: Vec<u8>,
+    /// Where received segments are coalesced while RX engines exist.
+    merged: Vec<u8>,
 }
 
 impl<D: Device> DataPlane<D> {
@@ -405,6 +408,7 @@ impl<D: Device> DataPlane<D> {
             offload,
             events,
             segment,
+            merged,
             ..
         } = self;
         let attached = port.is_some();
@@ -421,6 +425,7 @@ impl<D: Device> DataPlane<D> {
             offload,
             events,
             segment,
+            merged,
         };
         let c = &shared.counters;
         let n = device.receive(attached, BATCH, c, |f, what| rx.deliver(f, what));

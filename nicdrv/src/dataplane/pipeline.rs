@@ -180,12 +180,19 @@ pub(super) struct RxPath<'a> {
     pub(super) events: &'a tokio::sync::mpsc::UnboundedSender<Event>,
     /// Where a merged frame from the device is cut, when it must be.
     pub(super) segment: &'a mut Vec<u8>,
+    /// Where frames are coalesced while RX engines exist ([`Gro`]).
+    pub(super) merged: &'a mut Vec<u8>,
 }
 
 /// Segments being coalesced into one frame for the stack, and what the
 /// NIC did to them (only segments it did the same to are coalesced).
 pub(super) struct Gro {
-    buf: TxBuf,
+    /// A buffer of the port's ring the frame is built in; `None` while RX
+    /// engines exist: then it is built in private memory
+    /// (`RxPath::merged`), the engines open it whole when it is finished
+    /// (a merged frame holds whole records, opened in one pass), and only
+    /// then is it copied to the stack (which can write its ring's buffers).
+    buf: Option<TxBuf>,
     merge: gso::Merge,
     flags: u32,
     context: u32,
@@ -220,7 +227,7 @@ impl RxPath<'_> {
             }
         };
         capture_cut(self.pcap, frame, &segments, self.segment);
-        if !(self.segmentation && self.csum_offload && self.offload.is_empty()) {
+        if !(self.segmentation && self.csum_offload) {
             let mut out = std::mem::take(self.segment);
             for i in 0..segments.count() {
                 let len = segments.write(frame, i, &mut out);
@@ -236,11 +243,11 @@ impl RxPath<'_> {
             return;
         }
         let count = segments.count() as u64;
-        let mut desc_flags = flags::CSUM_VERIFIED;
+        let (mut desc_flags, context) = self.open(frame, flags::CSUM_VERIFIED);
         if count > 1 {
             desc_flags = flags::with_gso_size(desc_flags | flags::GRO, size);
         }
-        if self.send(frame, desc_flags, 0) {
+        if self.send(frame, desc_flags, context) {
             if count > 1 {
                 inc(&self.c.rx_coalesced);
                 inc(&self.c.rx_coalesced_by_device);
@@ -278,19 +285,12 @@ impl RxPath<'_> {
             inc(&self.c.rx_dropped);
             return;
         }
-        let mut context = 0;
-        if desc_flags == flags::CSUM_VERIFIED && !self.offload.is_empty() {
-            // After the capture, which recorded the wire's bytes.
-            let mark = self.offload.receive(frame, self.c);
-            desc_flags |= mark.flags;
-            context = mark.context;
-            if let Some((id, tcp_seq)) = mark.resync_request {
-                let _ = self.events.send(Event::ResyncRequest { id, tcp_seq });
-            }
-        }
-        let taken = match self.coalesce(frame, desc_flags, context) {
+        let taken = match self.coalesce(frame, desc_flags) {
             Some(taken) => taken,
-            None => self.send(frame, desc_flags, context),
+            None => {
+                let (desc_flags, context) = self.open(frame, desc_flags);
+                self.send(frame, desc_flags, context)
+            }
         };
         if taken {
             if desc_flags & flags::CSUM_VERIFIED != 0 {
@@ -301,6 +301,20 @@ impl RxPath<'_> {
             inc(&self.c.rx_frames);
             add(&self.c.rx_bytes, frame.len() as u64);
         }
+    }
+
+    /// Hands a verified frame to the RX engines (after the capture, which
+    /// recorded the wire's bytes): its flags with what they did, and the
+    /// context that did it.
+    fn open(&mut self, frame: &mut [u8], desc_flags: u32) -> (u32, u32) {
+        if desc_flags != flags::CSUM_VERIFIED || self.offload.is_empty() {
+            return (desc_flags, 0);
+        }
+        let mark = self.offload.receive(frame, self.c);
+        if let Some((id, tcp_seq)) = mark.resync_request {
+            let _ = self.events.send(Event::ResyncRequest { id, tcp_seq });
+        }
+        (desc_flags | mark.flags, mark.context)
     }
 
     /// Copies a frame into a buffer of the port's ring, to the stack.
@@ -322,12 +336,15 @@ impl RxPath<'_> {
     /// Adds a verified frame to the frame being coalesced, or starts one
     /// with it: whether it was taken (false: no buffer, counted). `None`:
     /// the frame goes to the stack by itself (after what was being
-    /// coalesced).
-    fn coalesce(&mut self, frame: &[u8], desc_flags: u32, context: u32) -> Option<bool> {
+    /// coalesced), through the RX engines.
+    fn coalesce(&mut self, frame: &[u8], desc_flags: u32) -> Option<bool> {
         if let Some(g) = self.gro.as_mut() {
             let port = self.port.as_mut()?;
-            let same = g.flags == desc_flags && g.context == context;
-            if same && g.merge.push(port.duplex.tx.buf_mut(&mut g.buf), frame) {
+            let buf = match g.buf.as_mut() {
+                Some(b) => port.duplex.tx.buf_mut(b),
+                None => &mut self.merged[..],
+            };
+            if g.flags == desc_flags && g.merge.push(buf, frame) {
                 if g.merge.is_closed() {
                     self.finish();
                 }
@@ -341,36 +358,47 @@ impl RxPath<'_> {
         // Only a frame that can lead takes a buffer here: a pure ACK, say,
         // goes by itself without a buffer taken and given back first.
         gso::Merge::leads(frame)?;
-        let Some(mut buf) = self.alloc(frame.len()) else {
+        let mut buf = None;
+        if self.offload.is_empty() {
+            match self.alloc(frame.len()) {
+                Some(b) => buf = Some(b),
+                None => return Some(false),
+            }
+        }
+        let Some(port) = self.port.as_mut() else {
             return Some(false);
         };
-        let port = self.port.as_mut()?;
         let cap = port.duplex.tx.buf_size() as usize;
-        let dst = port.duplex.tx.buf_mut(&mut buf);
+        let dst = match buf.as_mut() {
+            Some(b) => port.duplex.tx.buf_mut(b),
+            None => &mut self.merged[..],
+        };
         match gso::Merge::start(dst, frame, cap, gso::Ident::Any) {
             Some(merge) => {
                 self.gro = Some(Gro {
                     buf,
                     merge,
                     flags: desc_flags,
-                    context,
+                    context: 0,
                 });
                 Some(true)
             }
             None => {
-                port.duplex.tx.free(buf);
+                if let Some(b) = buf {
+                    port.duplex.tx.free(b);
+                }
                 None
             }
         }
     }
 
-    /// Hands the frame being coalesced to the stack.
+    /// Hands the frame being coalesced to the stack (through the RX
+    /// engines, if it was built in private memory).
     pub(super) fn finish(&mut self) {
-        let Some(mut g) = self.gro.take() else { return };
+        let Some(g) = self.gro.take() else { return };
         let Some(port) = self.port.as_mut() else {
             return;
         };
-        let len = g.merge.finish(port.duplex.tx.buf_mut(&mut g.buf));
         let segments = g.merge.segments();
         let mut desc_flags = g.flags;
         if segments > 1 {
@@ -378,9 +406,19 @@ impl RxPath<'_> {
             inc(&self.c.rx_coalesced);
             add(&self.c.rx_coalesced_segments, u64::from(segments));
         }
-        port.duplex
-            .tx
-            .send(g.buf, len as u32, desc_flags, g.context);
+        match g.buf {
+            Some(mut buf) => {
+                let len = g.merge.finish(port.duplex.tx.buf_mut(&mut buf));
+                port.duplex.tx.send(buf, len as u32, desc_flags, g.context);
+            }
+            None => {
+                let mut merged = std::mem::take(self.merged);
+                let len = g.merge.finish(&mut merged);
+                let (opened, context) = self.open(&mut merged[..len], g.flags);
+                self.send(&merged[..len], desc_flags | opened, context);
+                *self.merged = merged;
+            }
+        }
     }
 
     /// A buffer of the port's ring for a frame of `len` bytes to the

@@ -68,6 +68,8 @@ pub struct KindStats {
     pub auth_failures: u64,
     pub resync_requests: u64,
     pub dropped: u64,
+    /// Nanoseconds the engines ran: what a real NIC does in hardware.
+    pub engine_nanos: u64,
 }
 
 #[derive(Debug, Default)]
@@ -78,6 +80,7 @@ struct KindAtomics {
     auth_failures: AtomicU64,
     resync_requests: AtomicU64,
     dropped: AtomicU64,
+    engine_nanos: AtomicU64,
 }
 
 /// Every kind's counters over the port.
@@ -111,6 +114,14 @@ impl KindCounters {
         add(&self.of(kind).released, 1);
     }
 
+    /// An engine of `kind` ran for `time` on one frame.
+    pub fn ran(&self, kind: OffloadKind, time: std::time::Duration) {
+        add(
+            &self.of(kind).engine_nanos,
+            u64::try_from(time.as_nanos()).unwrap_or(u64::MAX),
+        );
+    }
+
     /// Adds what a context's counters grew by between two snapshots.
     pub fn grew(&self, kind: OffloadKind, before: &StatsSnapshot, after: &StatsSnapshot) {
         let k = self.of(kind);
@@ -138,6 +149,7 @@ impl KindCounters {
                 auth_failures: l(&k.auth_failures),
                 resync_requests: l(&k.resync_requests),
                 dropped: l(&k.dropped),
+                engine_nanos: l(&k.engine_nanos),
             }
         }))
     }

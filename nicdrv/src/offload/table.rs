@@ -17,6 +17,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Instant;
 
 /// The flow a context processes frames of.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -290,10 +291,12 @@ impl Engines {
             let Some(slot) = self.by_id.get_mut(id) else {
                 continue;
             };
+            let started = Instant::now();
             let RxOutcome {
                 flags,
                 resync_request,
             } = slot.engine.receive(frame, packet);
+            c.offload.ran(slot.kind, started.elapsed());
             if flags != 0 {
                 mark.flags |= flags;
                 mark.context = *id;
@@ -317,7 +320,10 @@ fn process(
     let Some(slot) = slot else {
         return dropped(None, c);
     };
-    let action = match slot.engine.transmit(frame, packet) {
+    let started = Instant::now();
+    let done = slot.engine.transmit(frame, packet);
+    c.offload.ran(slot.kind, started.elapsed());
+    let action = match done {
         Ok(a) => a,
         Err(e) => {
             tracing::debug!(kind = kind_name(slot.kind), %e, "offload engine refused a frame; dropped");

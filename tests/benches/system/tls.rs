@@ -1,9 +1,10 @@
 //! `tls`: TLS bulk in software and with the sim NIC's TLS offload vs plain
-//! TCP, with each service process's CPU per byte.
+//! TCP, with each service process's CPU per byte, and the time the NICs'
+//! TLS engines ran (part of the drivers' CPU here; a real NIC's hardware).
 
 use crate::procs::cpu_seconds;
 use capnet::host::Host;
-use capnet_tests::{sim_config, tls_section, Scratch};
+use capnet_tests::{cli_ok, sim_config, status_counter, tls_section, Scratch};
 use libclient::{OffloadPolicy, RecordMode, TlsOptions};
 use std::io::{Read, Write};
 use std::net::Shutdown;
@@ -60,7 +61,14 @@ fn read_counting(r: &mut impl Read) -> u64 {
 struct Transfer {
     secs: f64,
     cpu: Vec<f64>,
+    /// Seconds the TLS engines of each host's NIC ran (a seals, b opens).
+    engines: [f64; 2],
     suite: String,
+}
+
+/// Seconds the TLS offload engines of each host's port ran so far.
+fn engine_seconds(hosts: [&Host; 2]) -> [f64; 2] {
+    hosts.map(|h| status_counter(&cli_ok(h, &["link", "sim0"]), "engine-us") as f64 / 1e6)
 }
 
 /// Moves TLS_BULK from a to b once, as `carry` says; checks that TLS took
@@ -73,6 +81,7 @@ fn one_way(a: &Host, b: &Host, carry: Carry, port: u16, pids: &[(String, u32)]) 
             .map(|(_, p)| cpu_seconds(*p))
             .collect::<Vec<f64>>()
     };
+    let engines0 = engine_seconds([a, b]);
     let (cpu0, t, suite) = if carry == Carry::Plain {
         let (na, nb) = (a.net().unwrap(), b.net().unwrap());
         let l = nb.tcp_listen(listen, 1).unwrap();
@@ -116,9 +125,14 @@ fn one_way(a: &Host, b: &Host, carry: Carry, port: u16, pids: &[(String, u32)]) 
         (cpu0, t, info.cipher_suite)
     };
     let secs = t.elapsed().as_secs_f64();
+    let cpu = cpu().iter().zip(cpu0).map(|(c, c0)| c - c0).collect();
     Transfer {
         secs,
-        cpu: cpu().iter().zip(cpu0).map(|(c, c0)| c - c0).collect(),
+        cpu,
+        engines: {
+            let [ea, eb] = engine_seconds([a, b]);
+            [ea - engines0[0], eb - engines0[1]]
+        },
         suite,
     }
 }
@@ -156,12 +170,15 @@ pub fn bench_tls() {
         vec![0.0; pids.len()],
         vec![0.0; pids.len()],
     ];
+    let mut engines = [[0.0; 2]; 3];
     let mut suite = String::new();
     for _ in 0..ROUNDS {
         for (i, carry) in Carry::ALL.into_iter().enumerate() {
             let r = one_way(&a, &b, carry, port, &pids);
             port += 1;
             secs[i].push(r.secs);
+            engines[i][0] += r.engines[0];
+            engines[i][1] += r.engines[1];
             for (sum, c) in cpu[i].iter_mut().zip(r.cpu) {
                 *sum += c;
             }
@@ -217,6 +234,28 @@ pub fn bench_tls() {
         cpu[0].iter().sum::<f64>() * 1e9 / bytes,
         cpu[1].iter().sum::<f64>() * 1e9 / bytes,
         cpu[2].iter().sum::<f64>() * 1e9 / bytes
+    );
+    let all: Vec<f64> = cpu.iter().map(|c| c.iter().sum::<f64>()).collect();
+    for (h, what) in [
+        (0, "a's NIC TLS engines (seal)"),
+        (1, "b's NIC TLS engines (open)"),
+    ] {
+        println!(
+            "    {:<33} {:>9.2} {:>9.2} {:>9.2}",
+            format!("of which {what}"),
+            engines[0][h] * 1e9 / bytes,
+            engines[1][h] * 1e9 / bytes,
+            engines[2][h] * 1e9 / bytes
+        );
+    }
+    let engines: Vec<f64> = engines.iter().map(|e| e[0] + e[1]).collect();
+    println!(
+        "    {:<33} {:>9.2} {:>9.2} {:>9.2}   (offload/software {:.2})",
+        "host CPU (all but the engines)",
+        (all[0] - engines[0]) * 1e9 / bytes,
+        (all[1] - engines[1]) * 1e9 / bytes,
+        (all[2] - engines[2]) * 1e9 / bytes,
+        (all[2] - engines[2]) / (all[1] - engines[1])
     );
     let s = a.tls().unwrap().stat().unwrap();
     assert_eq!(s.decrypt_error, 0, "{s:?}");
