@@ -513,18 +513,27 @@ mod tests {
         }
     }
 
+    /// A key (AES-128 on even rounds), nonce, AAD a whole-record call
+    /// keeps and record of up to 17,000 bytes.
+    fn whole_case(
+        rng: &mut rand::rngs::StdRng,
+        round: usize,
+    ) -> (Vec<u8>, [u8; 12], Vec<u8>, Vec<u8>) {
+        let key = (0..if round.is_multiple_of(2) { 16 } else { 32 })
+            .map(|_| rng.gen())
+            .collect();
+        let aad = (0..rng.gen_range(0..=MAX_WHOLE_AAD))
+            .map(|_| rng.gen())
+            .collect();
+        let pt = (0..rng.gen_range(0..17_000)).map(|_| rng.gen()).collect();
+        (key, rng.gen(), aad, pt)
+    }
+
     #[test]
     fn whole_records_seal_as_streamed_ones() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(0x77);
         for round in 0..200 {
-            let key: Vec<u8> = (0..if round % 2 == 0 { 16 } else { 32 })
-                .map(|_| rng.gen())
-                .collect();
-            let nonce: [u8; 12] = rng.gen();
-            let aad: Vec<u8> = (0..rng.gen_range(0..=MAX_WHOLE_AAD))
-                .map(|_| rng.gen())
-                .collect();
-            let pt: Vec<u8> = (0..rng.gen_range(0..17_000)).map(|_| rng.gen()).collect();
+            let (key, nonce, aad, pt) = whole_case(&mut rng, round);
             let (want_ct, want_tag) = reference(&key, &nonce, &aad, &pt);
             let k = GcmKey::new(&key).unwrap();
             let mut rec = GcmRecord::new(&k, &nonce, &aad);
@@ -544,14 +553,7 @@ mod tests {
         let mut rng = rand::rngs::StdRng::seed_from_u64(0x6f70);
         let mut scratch = Vec::new();
         for round in 0..200 {
-            let key: Vec<u8> = (0..if round % 2 == 0 { 16 } else { 32 })
-                .map(|_| rng.gen())
-                .collect();
-            let nonce: [u8; 12] = rng.gen();
-            let aad: Vec<u8> = (0..rng.gen_range(0..=MAX_WHOLE_AAD))
-                .map(|_| rng.gen())
-                .collect();
-            let pt: Vec<u8> = (0..rng.gen_range(1..17_000)).map(|_| rng.gen()).collect();
+            let (key, nonce, aad, pt) = whole_case(&mut rng, round);
             let (ct, mut tag) = reference(&key, &nonce, &aad, &pt);
             let k = GcmKey::new(&key).unwrap();
             let mut buf = ct.clone();

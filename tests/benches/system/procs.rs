@@ -23,6 +23,24 @@ pub fn cpu_seconds(pid: u32) -> f64 {
 
 pub use capnet_tests::rss_kib;
 
+/// Times the threads of a process went to sleep so far (their voluntary
+/// context switches): each is a wakeup it then waited for. Threads that
+/// ended are not counted.
+pub fn sleeps(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("status")).ok())
+        .flat_map(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+                .and_then(|n| n.trim().parse::<u64>().ok())
+        })
+        .sum()
+}
+
 /// (name, pid) of every service process of a host, and of its supervisor.
 pub fn service_pids(host: &Host) -> Vec<(String, u32)> {
     let mut pids = vec![("capnet".to_string(), host.pid())];

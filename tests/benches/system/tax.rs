@@ -2,7 +2,7 @@
 //! wire vs the same engines on the same rings in one process, with
 //! each process's CPU per GiB.
 
-use crate::procs::{cpu_seconds, service_pids};
+use crate::procs::{cpu_seconds, service_pids, sleeps};
 use capnet_ring::{ChannelLayout, Duplex};
 use capnet_tests::Scratch;
 use netsrv::device::RingDevice;
@@ -80,8 +80,17 @@ fn in_process_bulk() -> (f64, f64) {
     )
 }
 
+/// What one process spent on a bulk transfer.
+struct Used {
+    name: String,
+    /// CPU seconds.
+    cpu: f64,
+    /// Times its threads slept (and so were woken).
+    sleeps: u64,
+}
+
 /// The bulk through the processes; `extra` is the ports' extra config.
-fn processes_bulk(extra: &str) -> (f64, Vec<(String, f64)>) {
+fn processes_bulk(extra: &str) -> (f64, Vec<Used>) {
     let scratch = Scratch::new("bench-bulk");
     let (a, b) = capnet_tests::two_hosts(&scratch, extra);
     let (na, nb) = (a.net().unwrap(), b.net().unwrap());
@@ -95,7 +104,10 @@ fn processes_bulk(extra: &str) -> (f64, Vec<(String, f64)>) {
             .map(|(n, p)| (format!("b {n}"), p)),
     );
     pids.push(("application (both ends)".into(), std::process::id()));
-    let before: Vec<f64> = pids.iter().map(|(_, p)| cpu_seconds(*p)).collect();
+    let before: Vec<(f64, u64)> = pids
+        .iter()
+        .map(|(_, p)| (cpu_seconds(*p), sleeps(*p)))
+        .collect();
     let l = nb.tcp_listen("0.0.0.0:5001".parse().unwrap(), 1).unwrap();
     // The application does nothing but move bytes, as in the one-process run.
     let server = std::thread::spawn(move || {
@@ -127,7 +139,11 @@ fn processes_bulk(extra: &str) -> (f64, Vec<(String, f64)>) {
     let cpu = pids
         .iter()
         .zip(before)
-        .map(|((name, p), b)| (name.clone(), cpu_seconds(*p) - b))
+        .map(|((name, p), (c, w))| Used {
+            name: name.clone(),
+            cpu: cpu_seconds(*p) - c,
+            sleeps: sleeps(*p) - w,
+        })
         .collect();
     (BULK as f64 / secs / (1 << 20) as f64, cpu)
 }
@@ -149,11 +165,23 @@ pub fn bench_microkernel_tax() {
             mib_inproc,
             mib / mib_inproc
         );
-        let total: f64 = cpu.iter().map(|(_, s)| per_gib(*s)).sum();
-        for (name, s) in cpu {
-            println!("    CPU {:<28} {:>6.2} s/GiB", name, per_gib(s));
+        let total: f64 = cpu.iter().map(|u| per_gib(u.cpu)).sum();
+        let mib = (BULK >> 20) as f64;
+        for u in &cpu {
+            println!(
+                "    CPU {:<28} {:>6.2} s/GiB   sleeps {:>6.1} per MiB",
+                u.name,
+                per_gib(u.cpu),
+                u.sleeps as f64 / mib
+            );
         }
-        println!("    CPU {:<28} {:>6.2} s/GiB", "all processes", total);
+        let all: u64 = cpu.iter().map(|u| u.sleeps).sum();
+        println!(
+            "    CPU {:<28} {:>6.2} s/GiB   sleeps {:>6.1} per MiB",
+            "all processes",
+            total,
+            all as f64 / mib
+        );
     }
     println!(
         "    CPU {:<28} {:>6.2} s/GiB",
