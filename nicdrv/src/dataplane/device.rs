@@ -45,6 +45,13 @@ pub(super) trait Device: Readiness {
     /// device that [`cuts_merged`](Device::cuts_merged).
     fn send(&mut self, frame: &[u8], cut: Option<&DeviceCut>, c: &Counters);
 
+    /// Puts one frame of `len` bytes (at most the MTU) on the device,
+    /// filled by `write` straight in the device's own buffer where it has
+    /// one (the sim wire), so that a segment cut from a merged frame is
+    /// written once; or counts it in `tx_dropped` (then `write` is not
+    /// called).
+    fn send_with(&mut self, len: usize, c: &Counters, write: impl FnOnce(&mut [u8]));
+
     /// Hands up to `max` received frames to `deliver`, each in private
     /// memory (no peer can change it while it is checked) with what the
     /// device said of it (the sim wire says nothing; a TAP may say its

@@ -184,6 +184,10 @@ impl Device for SimDev {
     }
 
     fn send(&mut self, f: &[u8], _cut: Option<&DeviceCut>, c: &Counters) {
+        self.send_with(f.len(), c, |dst| dst.copy_from_slice(f));
+    }
+
+    fn send_with(&mut self, len: usize, c: &Counters, write: impl FnOnce(&mut [u8])) {
         let Some(wire) = self.wire.as_mut() else {
             inc(&c.tx_dropped);
             return;
@@ -203,14 +207,14 @@ impl Device for SimDev {
             return;
         };
         let dst = wire.duplex.tx.buf_mut(&mut b);
-        if f.len() > dst.len() {
+        if len > dst.len() {
             // The peer made the wire with smaller buffers than our MTU.
             wire.duplex.tx.free(b);
             inc(&c.tx_dropped);
             return;
         }
-        dst[..f.len()].copy_from_slice(f);
-        wire.duplex.tx.send(b, f.len() as u32, 0, 0);
+        write(&mut dst[..len]);
+        wire.duplex.tx.send(b, len as u32, 0, 0);
     }
 
     fn receive(

@@ -13,6 +13,8 @@ const LINK_POLL: Duration = Duration::from_millis(200);
 pub(super) struct TapDev {
     tap: Tap,
     scratch: Vec<u8>,
+    /// A frame built by `send_with`.
+    out: Vec<u8>,
     link: bool,
     /// The flags may have changed: `link` reads them again.
     recheck: bool,
@@ -30,6 +32,7 @@ impl TapDev {
             tap,
             // A virtio-net header and the largest merged frame.
             scratch: vec![0u8; vnet::LEN + capnet_wire::gso::MAX_FRAME],
+            out: Vec::new(),
             link,
             recheck: false,
             next_poll: Instant::now() + LINK_POLL,
@@ -88,6 +91,15 @@ impl Device for TapDev {
                 tracing::debug!(%e, "tap write failed");
             }
         }
+    }
+
+    fn send_with(&mut self, len: usize, c: &Counters, write: impl FnOnce(&mut [u8])) {
+        // A write(2) copies anyway: the frame is built in the spare buffer.
+        let mut frame = std::mem::take(&mut self.out);
+        frame.resize(len, 0);
+        write(&mut frame);
+        self.send(&frame, None, c);
+        self.out = frame;
     }
 
     fn receive(
