@@ -186,10 +186,7 @@ impl GcmRecord {
     /// with nothing done, once any ciphertext was absorbed or when the AAD
     /// was too long to keep: stream it instead.
     pub fn seal_whole(&mut self, plaintext: &mut [u8]) -> Option<[u8; TAG_LEN]> {
-        let aad_len = usize::try_from(self.aad_len).ok()?;
-        if self.ct_len > 0 || self.sealed.is_some() || aad_len > MAX_WHOLE_AAD {
-            return None;
-        }
+        let aad_len = self.whole_aad()?;
         let tag = self
             .key
             .inner
@@ -229,27 +226,39 @@ impl GcmRecord {
         tag: &[u8; TAG_LEN],
         scratch: &mut Vec<u8>,
     ) -> Option<bool> {
-        let aad_len = usize::try_from(self.aad_len).ok()?;
-        if self.ct_len > 0 || self.sealed.is_some() || aad_len > MAX_WHOLE_AAD {
-            return None;
-        }
+        self.whole_aad()?;
         scratch.clear();
         scratch.extend_from_slice(body);
-        let opened = self.key.inner.whole.open_in_place_separate_tag(
-            Nonce::assume_unique_for_key(self.nonce),
-            Aad::from(&self.aad[..aad_len]),
-            Tag::from(*tag),
-            body,
-            0..,
-        );
-        let opened = opened.is_ok();
-        self.ct_len = body.len() as u64;
-        self.sealed = Some(*tag);
+        let opened = self.check_whole(body, tag)?;
         if !opened {
             body.copy_from_slice(scratch);
-            return Some(false);
         }
-        Some(true)
+        Some(opened)
+    }
+
+    /// Checks `tag` over `ciphertext`, the record's whole body gathered by
+    /// the caller, in one pass: whether it is right. `ciphertext` is the
+    /// caller's copy and is left plaintext, or cleared if the tag is wrong.
+    /// `None`, with nothing done, as for [`open_whole`](Self::open_whole).
+    pub fn check_whole(&mut self, ciphertext: &mut [u8], tag: &[u8; TAG_LEN]) -> Option<bool> {
+        let aad = self.whole_aad()?;
+        self.ct_len = ciphertext.len() as u64;
+        let opened = self.key.inner.whole.open_in_place_separate_tag(
+            Nonce::assume_unique_for_key(self.nonce),
+            Aad::from(&self.aad[..aad]),
+            Tag::from(*tag),
+            ciphertext,
+            0..,
+        );
+        self.sealed = Some(*tag);
+        Some(opened.is_ok())
+    }
+
+    /// The AAD's length, if the record can still go through ring whole:
+    /// nothing absorbed, and an AAD short enough to have been kept.
+    fn whole_aad(&self) -> Option<usize> {
+        let aad_len = usize::try_from(self.aad_len).ok()?;
+        (self.ct_len == 0 && self.sealed.is_none() && aad_len <= MAX_WHOLE_AAD).then_some(aad_len)
     }
 
     /// Feeds the next ciphertext bytes (in order, any piece sizes) to GHASH.

@@ -255,21 +255,32 @@ fn tx_refuses_bad_records_and_rolls_back() {
             if version == Version::Tls12 && at == 9 && bad[r1.start + 9] == s.framed[r1.start + 9] {
                 bad[r1.start + 9] ^= 1;
             }
-            let mut tx = TlsTxEngine::new(setup.params());
-            let mut buf = bad.clone();
-            // The first segment ends before the bad byte, in the bad
-            // record's prefix when it can.
-            let cut = r1.start + at / 2;
-            tx.process(setup.seq(0), &mut buf[..cut]).unwrap();
-            let err = tx.process(setup.seq(cut), &mut buf[cut..]).unwrap_err();
-            assert!(want(&err), "{version:?} byte {at}: {err:?}");
-            assert!(!err.to_string().is_empty());
-            assert_eq!(tx.counters().dropped, 1);
-            assert_eq!(tx.high_water_mark(), setup.seq(cut));
-            // The state is as before the refused segment: the good bytes go.
-            let mut good = s.framed.clone();
-            tx.process(setup.seq(cut), &mut good[cut..]).unwrap();
-            assert!(good[cut..] == s.sealed[cut..]);
+            // The first segment ends before the bad byte: in the bad
+            // record's prefix when it can, or half way through the body of
+            // the record before it (whose end, held for its tag, the
+            // refused segment then carries).
+            let r0 = s.recs[0];
+            for cut in [
+                r1.start + at / 2,
+                r0.start + (r0.tag_start() - r0.start) / 2,
+            ] {
+                let mut tx = TlsTxEngine::new(setup.params());
+                let mut buf = bad.clone();
+                tx.process(setup.seq(0), &mut buf[..cut]).unwrap();
+                let err = tx.process(setup.seq(cut), &mut buf[cut..]).unwrap_err();
+                assert!(want(&err), "{version:?} byte {at}: {err:?}");
+                assert!(!err.to_string().is_empty());
+                assert_eq!(tx.counters().dropped, 1);
+                assert_eq!(tx.high_water_mark(), setup.seq(cut));
+                // The state is as before the refused segment: the good
+                // bytes go.
+                let mut good = s.framed.clone();
+                tx.process(setup.seq(cut), &mut good[cut..]).unwrap();
+                assert!(
+                    good[cut..] == s.sealed[cut..],
+                    "{version:?} byte {at} cut {cut}"
+                );
+            }
         }
     }
 }

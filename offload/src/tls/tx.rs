@@ -91,6 +91,8 @@ struct TxRecord {
     tag: Option<[u8; TAG_LEN]>,
     /// Bytes of the record seen so far (first transmission).
     seen: usize,
+    /// Where its body starts in the engine's `held` bytes.
+    held_from: usize,
 }
 
 impl TxRecord {
@@ -103,13 +105,16 @@ impl TxRecord {
     }
 
     /// Turns `chunk`, the record's bytes `rel..rel + chunk.len()`, into what
-    /// goes on the wire. `first`: the bytes are new (in order).
+    /// goes on the wire. `first`: the bytes are new (in order); their
+    /// plaintext is kept in `held.bytes` until the tag is made from all of
+    /// it.
     fn seal(
         &mut self,
         ct_off: usize,
         rel: usize,
         chunk: &mut [u8],
         first: bool,
+        held: &mut Held,
     ) -> Result<(), TxError> {
         let tag_off = self.total_len - TAG_LEN;
         if first && rel == ct_off && rel + chunk.len() == self.total_len {
@@ -137,21 +142,65 @@ impl TxRecord {
             } else if at < tag_off {
                 let n = (tag_off - at).min(chunk.len() - i);
                 let piece = &mut chunk[i..i + n];
-                self.gcm.apply_keystream(at - ct_off, piece);
                 if first {
-                    self.gcm.absorb(piece);
+                    held.bytes.extend_from_slice(piece);
                 }
+                self.gcm.apply_keystream(at - ct_off, piece);
                 i += n;
             } else {
-                // In order, all of the ciphertext was absorbed before the
-                // first tag byte; a retransmitted tag byte left before.
-                let tag = *self.tag.get_or_insert_with(|| self.gcm.tag());
+                // In order, all of the body was held before the first tag
+                // byte; a retransmitted tag byte left before.
+                let tag = match self.tag {
+                    Some(tag) => tag,
+                    None => {
+                        let tag = held.tag(&mut self.gcm, self.held_from);
+                        self.tag = Some(tag);
+                        tag
+                    }
+                };
                 let n = (self.total_len - at).min(chunk.len() - i);
                 chunk[i..i + n].copy_from_slice(&tag[at - tag_off..at - tag_off + n]);
                 i += n;
             }
         }
         Ok(())
+    }
+}
+
+/// The plaintext of the open record's body as it left (and, within one
+/// call, of the record it closed): the tag is made from all of it at once
+/// by ring's AES-GCM, several times cheaper than hashing each piece as it
+/// passes. Tags are made from a copy, so that undoing a call only
+/// truncates.
+#[derive(Debug, Default)]
+struct Held {
+    bytes: Vec<u8>,
+    scratch: Vec<u8>,
+}
+
+impl Held {
+    /// The tag of the record whose whole body is `bytes[from..]`.
+    fn tag(&mut self, gcm: &mut GcmRecord, from: usize) -> [u8; TAG_LEN] {
+        self.scratch.clear();
+        self.scratch.extend_from_slice(&self.bytes[from..]);
+        if let Some(tag) = gcm.seal_whole(&mut self.scratch) {
+            return tag;
+        }
+        // An AAD too long to keep (never TLS's): hashed here instead.
+        gcm.apply_keystream(0, &mut self.scratch);
+        gcm.absorb(&self.scratch);
+        gcm.tag()
+    }
+
+    /// Forgets what no open record needs: keeps `bytes[from..]` (the open
+    /// record's, which then starts at 0), or nothing.
+    fn keep_from(&mut self, from: Option<usize>) {
+        match from {
+            Some(from) => {
+                self.bytes.drain(..from);
+            }
+            None => self.bytes.clear(),
+        }
     }
 }
 
@@ -169,6 +218,7 @@ struct Undo {
     prefix: Prefix,
     records: usize,
     open: Option<TxRecord>,
+    held: usize,
 }
 
 /// The TX half of a TLS offload context.
@@ -191,6 +241,7 @@ pub struct TlsTxEngine {
     /// How far behind the high-water mark the stack may still retransmit
     /// (0: unknown).
     reach: u32,
+    held: Held,
     counters: TxCounters,
 }
 
@@ -209,6 +260,7 @@ impl TlsTxEngine {
             },
             records: VecDeque::new(),
             reach: 0,
+            held: Held::default(),
             counters: TxCounters::default(),
         }
     }
@@ -275,6 +327,10 @@ impl TlsTxEngine {
             return Err(e);
         }
         if !new.is_empty() {
+            // Only the open record's body is held across calls.
+            let open = self.records.back_mut().filter(|r| r.is_open());
+            self.held
+                .keep_from(open.map(|r| std::mem::take(&mut r.held_from)));
             let undo = self.undo_point();
             if let Err(e) = self.transmit(new, &mut out) {
                 self.undo(undo);
@@ -352,7 +408,7 @@ impl TlsTxEngine {
                     }
                     let rel = rel as usize;
                     let n = (r.total_len - rel).min(left);
-                    r.seal(ct_off, rel, &mut data[i..i + n], false)?;
+                    r.seal(ct_off, rel, &mut data[i..i + n], false, &mut self.held)?;
                     n
                 }
                 None => {
@@ -385,7 +441,7 @@ impl TlsTxEngine {
             match self.records.back_mut().filter(|r| r.is_open()) {
                 Some(r) => {
                     let n = (r.total_len - r.seen).min(left);
-                    r.seal(ct_off, r.seen, &mut data[i..i + n], true)?;
+                    r.seal(ct_off, r.seen, &mut data[i..i + n], true, &mut self.held)?;
                     r.seen += n;
                     if !r.is_open() {
                         out.records_sealed += 1;
@@ -439,6 +495,7 @@ impl TlsTxEngine {
             gcm: GcmRecord::new(&self.key, &nonce, aad.as_ref()),
             tag: None,
             seen: ct_off,
+            held_from: self.held.bytes.len(),
         });
         self.next_rec_seq = rec_seq.wrapping_add(1);
         self.prefix.have = 0;
@@ -452,6 +509,7 @@ impl TlsTxEngine {
             prefix: self.prefix,
             records: self.records.len(),
             open: self.records.back().filter(|r| r.is_open()).cloned(),
+            held: self.held.bytes.len(),
         }
     }
 
@@ -460,6 +518,7 @@ impl TlsTxEngine {
         self.next_rec_seq = u.next_rec_seq;
         self.prefix = u.prefix;
         self.records.truncate(u.records);
+        self.held.bytes.truncate(u.held);
         if let Some(open) = u.open {
             if let Some(last) = self.records.back_mut() {
                 *last = open;
