@@ -187,6 +187,47 @@ fn linux_peer_over_tap_without_segmentation() {
     }
 }
 
+/// Linux's side of the TAP is a peer too: a local root process can hand the
+/// kernel frames with virtio-net headers of its making (an AF_PACKET socket
+/// with PACKET_VNET_HDR), which reach nicdrv as merged frames that do not
+/// hold up. Each is counted as malformed, none reaches netsrv, and the
+/// port goes on carrying a transfer byte-exact.
+#[test]
+fn hostile_merged_frames_from_linux_are_counted() {
+    if !require_root("hostile_merged_frames_from_linux_are_counted") {
+        return;
+    }
+    let scratch = Scratch::new("tap-vnet-hostile");
+    let ns = Namespace::new("tv");
+    let config = ns.port_config(OUR_MAC, "");
+    let run = scratch.0.join("host");
+    let host = Host::start(&config, &run, &run).unwrap();
+    let net = host.net().unwrap();
+    // Linux learns our MAC (the frames are addressed to it anyway).
+    let out = ns.exec("ping -c 1 -W 2 10.77.0.2").output().unwrap();
+    assert!(out.status.success());
+    let malformed = |h: &Host| status_counter(&cli_ok(h, &["link", "tap0"]), "malformed");
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("py/vnet_inject.py");
+    // A merged frame whose IP length is not the frame's, one cut into
+    // 8-byte segments, one whose segments would not fit the MTU.
+    for frame in 0..3 {
+        let before = malformed(&host);
+        let sent = ns.sh(&format!(
+            "python3 {} ctap0 {OUR_MAC} 10.77.0.1 10.77.0.2 {frame}",
+            script.display()
+        ));
+        assert_eq!(sent.trim(), "1", "frame {frame}: the kernel took it");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while malformed(&host) == before && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert_eq!(malformed(&host), before + 1, "frame {frame}: counted once");
+    }
+    bulk_both_ways(&ns, &net, &scratch, 4 << 20);
+    drop(net);
+    host.stop().unwrap();
+}
+
 /// `bytes` to a socat sink in the namespace and `bytes` from a socat
 /// source there, each checked by digest.
 fn bulk_both_ways(ns: &Namespace, net: &libclient::Net, scratch: &Scratch, bytes: u64) {
