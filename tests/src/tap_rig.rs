@@ -94,6 +94,12 @@ impl Namespace {
             self.0
         )
     }
+
+    /// A capnet host run in `dir` whose one port is this namespace's TAP
+    /// ([`Namespace::port_config`]).
+    pub fn start_host(&self, dir: &std::path::Path, mac: &str, extra: &str) -> capnet::host::Host {
+        capnet::host::Host::start(&self.port_config(mac, extra), dir, dir).unwrap()
+    }
 }
 
 impl Drop for Namespace {

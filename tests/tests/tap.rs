@@ -19,9 +19,8 @@ fn linux_peer_over_tap() {
     }
     let scratch = Scratch::new("tap");
     let ns = Namespace::new("t");
-    let config = ns.port_config(OUR_MAC, "pcap = \"tap0.pcap\"\n");
     let run = scratch.0.join("host");
-    let host = Host::start(&config, &run, &run).unwrap();
+    let host = ns.start_host(&run, OUR_MAC, "pcap = \"tap0.pcap\"\n");
     let net = host.net().unwrap();
 
     // 1. The kernel's ping is answered.
@@ -169,9 +168,8 @@ fn linux_peer_over_tap_without_segmentation() {
     let scratch = Scratch::new("tap-noseg");
     let ns = Namespace::new("ts");
     for (extra, on) in [("", true), ("segmentation = false\n", false)] {
-        let config = ns.port_config(OUR_MAC, extra);
         let run = scratch.0.join(if on { "on" } else { "off" });
-        let host = Host::start(&config, &run, &run).unwrap();
+        let host = ns.start_host(&run, OUR_MAC, extra);
         let net = host.net().unwrap();
         bulk_both_ways(&ns, &net, &scratch, 16 << 20);
         let link = cli_ok(&host, &["link", "tap0"]);
@@ -199,9 +197,7 @@ fn hostile_merged_frames_from_linux_are_counted() {
     }
     let scratch = Scratch::new("tap-vnet-hostile");
     let ns = Namespace::new("tv");
-    let config = ns.port_config(OUR_MAC, "");
-    let run = scratch.0.join("host");
-    let host = Host::start(&config, &run, &run).unwrap();
+    let host = ns.start_host(&scratch.0.join("host"), OUR_MAC, "");
     let net = host.net().unwrap();
     // Linux learns our MAC (the frames are addressed to it anyway).
     let out = ns.exec("ping -c 1 -W 2 10.77.0.2").output().unwrap();

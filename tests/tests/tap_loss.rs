@@ -235,8 +235,7 @@ fn byte_exact_both_ways_under_random_loss() {
     // Without segmentation offload, for the same reason as `gso_max_segs`
     // above: with it nicdrv hands Linux 64 KiB frames, which the bridge
     // forwards (and drops) whole.
-    let config = ns.port_config(OUR_MAC, "segmentation = false\n");
-    let host = Host::start(&config, &run, &run).unwrap();
+    let host = ns.start_host(&run, OUR_MAC, "segmentation = false\n");
 
     for (i, percent) in [1u32, 3].into_iter().enumerate() {
         install_loss(&ns, percent);
