@@ -156,7 +156,7 @@ struct DataPlane<D> {
     /// one as the device has room, before another frame is taken.
     cut: Option<Cut>,
     /// Where a segment of `frame` is written (and, on receive, a merged
-    /// frame from the device is cut when it must be).
+    /// frame from the device is cut for the capture).
     segment: Vec<u8>,
     /// Where received segments are coalesced while RX engines exist.
     merged: Vec<u8>,

@@ -192,7 +192,7 @@ pub(super) struct RxPath<'a> {
     pub(super) port_error: &'a mut Option<RingError>,
     pub(super) offload: &'a mut Engines,
     pub(super) events: &'a tokio::sync::mpsc::UnboundedSender<Event>,
-    /// Where a merged frame from the device is cut, when it must be.
+    /// Where a merged frame from the device is cut for the capture.
     pub(super) segment: &'a mut Vec<u8>,
     /// Where frames are coalesced while RX engines exist ([`Gro`]).
     pub(super) merged: &'a mut Vec<u8>,
@@ -227,29 +227,29 @@ impl RxPath<'_> {
     }
 
     /// A merged TCP frame from the device (Linux's, over a TAP), checked
-    /// as a cut would check it: to the stack whole when nothing here needs
-    /// its segments, else cut, each segment delivered by itself (and
-    /// coalesced again).
+    /// as a cut would check it, to the stack whole (through the RX
+    /// engines). Linux hands up merged frames only to a TAP opened with
+    /// offloads, which nicdrv does only for a port that segments (and so
+    /// offloads checksums): on any other port one is refused.
     fn deliver_merged(&mut self, frame: &mut [u8], size: u16) {
-        let segments = match gso::Segments::new(frame, size, self.mtu as usize) {
+        let cut = match self.segmentation {
+            true => gso::Segments::new(frame, size, self.mtu as usize).map_err(|e| e.to_string()),
+            false => Err("a merged frame on a port that does not segment".into()),
+        };
+        let segments = match cut {
             Ok(s) => s,
-            Err(e) => {
+            Err(why) => {
                 capture(self.pcap, frame);
-                tracing::trace!(%e, len = frame.len(), "merged frame from the device refused");
+                tracing::trace!(
+                    why,
+                    len = frame.len(),
+                    "merged frame from the device refused"
+                );
                 inc(&self.c.rx_malformed);
                 return;
             }
         };
         capture_cut(self.pcap, frame, &segments, self.segment);
-        if !(self.segmentation && self.csum_offload) {
-            let mut out = std::mem::take(self.segment);
-            for i in 0..segments.count() {
-                let len = segments.write(frame, i, &mut out);
-                self.deliver_one(&mut out[..len], true);
-            }
-            *self.segment = out;
-            return;
-        }
         // What was being coalesced came first.
         self.finish();
         if self.port.is_none() || self.port_error.is_some() {
