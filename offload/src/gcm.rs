@@ -1,19 +1,23 @@
-//! Incremental AES-GCM (NIST SP 800-38D) for one record at a time.
+//! AES-GCM (NIST SP 800-38D) for one record at a time, as a NIC plays it.
 //!
 //! A NIC sees a record's bytes spread over TCP segments and must emit each
 //! segment at once, so sealing cannot wait for the whole record. GCM splits
-//! cleanly: CTR keystream at any byte offset ([`GcmRecord::apply_keystream`])
-//! and GHASH over the ciphertext as it passes, keeping a partial block
-//! ([`GcmRecord::absorb`]); the tag is read off a copy of the GHASH state
-//! ([`GcmRecord::tag`]).
+//! cleanly: CTR keystream at any byte offset ([`GcmRecord::apply_keystream`],
+//! the `aes` crate), and the tag over the whole ciphertext. The TLS engines
+//! CTR each piece as it passes and keep the record's body; its tag is made
+//! or checked in one pass by ring's AES-GCM ([`GcmRecord::seal_whole`] on a
+//! copy of the plaintext, [`GcmRecord::check_whole`] on a copy of the
+//! ciphertext), or, when the body is all in one frame, the record is sealed
+//! or opened in place ([`GcmRecord::open_whole`]): several times the rate
+//! of hashing pieces as they pass (`cargo bench -p capnet-offload --bench
+//! engine`).
+//!
+//! Hashing as the bytes pass ([`GcmRecord::absorb`], [`GcmRecord::tag`];
+//! the `ghash` crate, one block at a time) remains for AADs longer than
+//! [`MAX_WHOLE_AAD`], which ring is not handed; TLS's are 5 or 13 bytes.
 //!
 //! Only 96-bit nonces (all TLS uses), so J0 = nonce || 0^31 || 1 and the
 //! first ciphertext block uses counter 2.
-//!
-//! When a record's whole body is at hand at once (a merged 64 KiB frame
-//! holds several), [`GcmRecord::seal_whole`] seals it in one pass with
-//! ring's AES-GCM, which interleaves CTR and GHASH: measured 8-9x the
-//! streamed rate (`cargo bench -p capnet-offload --bench engine`).
 
 use std::fmt;
 use std::sync::Arc;
