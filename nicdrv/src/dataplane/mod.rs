@@ -24,7 +24,7 @@ use crate::pcap::{PcapWriter, FLUSH_EVERY};
 use crate::sim::{self, Wire};
 #[cfg(target_os = "linux")]
 use crate::tap::Tap;
-use capnet_ring::{flags, ChannelLayout, Desc, Doorbell, Duplex, RingError, TxBuf};
+use capnet_ring::{flags, ChannelLayout, Desc, Doorbell, Duplex, RingError, RxBuf, TxBuf};
 use capnet_wire::gso::DeviceCut;
 use capnet_wire::vnet::{self, Received};
 use std::fs::File;
@@ -59,6 +59,9 @@ pub type Ack = tokio::sync::oneshot::Sender<()>;
 struct Port {
     id: u64,
     duplex: Duplex,
+    /// The stack's buffer a merged frame is being cut from in place
+    /// ([`Cut::in_ring`]), returned once its last segment has gone.
+    cutting: Option<RxBuf>,
 }
 
 /// Starts the data plane thread.
@@ -150,10 +153,13 @@ struct DataPlane<D> {
     offload: Engines,
     /// A private copy of the frame in hand: a frame in shared memory (the
     /// stack's rings) can still be written by the peer, so it is copied
-    /// out once and only the copy is checked, sealed or opened.
+    /// out once and only the copy is checked, sealed or opened. A plain
+    /// merged frame nothing else must see is cut in place instead
+    /// ([`Cut::in_ring`]).
     frame: Vec<u8>,
-    /// `frame` is a merged frame (TSO) being cut: its segments go one by
-    /// one as the device has room, before another frame is taken.
+    /// A merged frame (TSO) being cut, from `frame` or in place: its
+    /// segments go one by one as the device has room, before another frame
+    /// is taken.
     cut: Option<Cut>,
     /// Where a segment of `frame` is written (and, on receive, a merged
     /// frame from the device is cut for the capture).
@@ -221,6 +227,7 @@ impl<D: Device> DataPlane<D> {
                     self.port = Some(Port {
                         id: session,
                         duplex,
+                        cutting: None,
                     });
                     ack(done);
                 }
@@ -370,7 +377,21 @@ impl<D: Device> DataPlane<D> {
                 break;
             }
             if let Some(c) = cut.as_mut() {
-                if tx.segment(c, frame, now) {
+                let done = if !c.in_ring {
+                    tx.segment(c, frame, now)
+                } else if let Some(p) = port.as_mut().filter(|p| p.cutting.is_some()) {
+                    let b = p.cutting.as_ref().expect("filtered on");
+                    let done = tx.segment(c, p.duplex.rx.data(b), now);
+                    if done {
+                        p.duplex.rx.release(p.cutting.take().expect("filtered on"));
+                    }
+                    done
+                } else {
+                    // The session the buffer belonged to ended mid-cut.
+                    inc(&tx.c.tx_dropped);
+                    true
+                };
+                if done {
                     *cut = None;
                 }
                 n += 1;
@@ -386,6 +407,15 @@ impl<D: Device> DataPlane<D> {
                 }
             };
             let desc = b.desc();
+            if tx.cuts_in_place(desc.flags) {
+                *cut = tx.transmit_in_place(p.duplex.rx.data(&b), desc.flags);
+                match cut {
+                    Some(_) => p.cutting = Some(b),
+                    None => p.duplex.rx.release(b),
+                }
+                n += 1;
+                continue;
+            }
             frame.clear();
             frame.extend_from_slice(p.duplex.rx.data(&b));
             p.duplex.rx.release(b);

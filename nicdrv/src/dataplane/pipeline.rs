@@ -51,15 +51,18 @@ impl<D: Device> TxPath<'_, D> {
             }
         }
         if let Some(segments) = segments {
-            inc(&self.c.tx_segmented);
-            add(&self.c.tx_segments, segments.count() as u64);
+            self.count_cut(&segments);
             // Faults act on the wire's frames: a device that cuts merged
             // frames itself gets them only when there are none.
             if self.device.cuts_merged() && self.shaper.is_clean() {
                 self.emit_merged(frame, &segments);
                 return None;
             }
-            return Some(Cut { segments, next: 0 });
+            return Some(Cut {
+                segments,
+                next: 0,
+                in_ring: false,
+            });
         }
         if fill {
             match csum::fill_tx(frame) {
@@ -70,6 +73,41 @@ impl<D: Device> TxPath<'_, D> {
         }
         self.emit(frame, now);
         None
+    }
+
+    /// Whether a frame with these descriptor flags is cut straight from the
+    /// stack's buffer, without a private copy: a merged frame no engine
+    /// seals and no capture or fault must see, to a device that does not
+    /// cut merged frames itself. Its layout is checked once on the shared
+    /// bytes, and every later read of them uses only the checked offsets
+    /// and length: what the stack writes meanwhile can change the bytes of
+    /// its own segments, never their size (checksums are made over the
+    /// bytes written).
+    pub(super) fn cuts_in_place(&self, desc_flags: u32) -> bool {
+        desc_flags & flags::TSO != 0
+            && desc_flags & flags::OFFLOAD_TX == 0
+            && self.link_up
+            && self.pcap.is_none()
+            && self.shaper.is_clean()
+            && !self.device.cuts_merged()
+    }
+
+    /// A merged frame [`cuts_in_place`](Self::cuts_in_place) chose, checked:
+    /// cut it from the stack's buffer, which is kept until the last segment
+    /// has gone.
+    pub(super) fn transmit_in_place(&mut self, frame: &[u8], desc_flags: u32) -> Option<Cut> {
+        let segments = self.segments(frame, desc_flags)?;
+        self.count_cut(&segments);
+        Some(Cut {
+            segments,
+            next: 0,
+            in_ring: true,
+        })
+    }
+
+    fn count_cut(&self, segments: &gso::Segments) {
+        inc(&self.c.tx_segmented);
+        add(&self.c.tx_segments, segments.count() as u64);
     }
 
     /// How a merged frame is cut; `None` (dropped, counted) if the port
@@ -171,10 +209,13 @@ fn capture(pcap: &mut Option<PcapWriter<BufWriter<File>>>, frame: &[u8]) {
 }
 
 /// A merged frame from the stack being cut into segments; the frame stays
-/// in the data plane's private copy until the last has gone.
+/// in the data plane's private copy, or in the stack's buffer the port
+/// holds, until the last has gone.
 pub(super) struct Cut {
     segments: gso::Segments,
     next: usize,
+    /// Cut from the stack's buffer ([`Port::cutting`]), not from a copy.
+    pub(super) in_ring: bool,
 }
 
 /// Everything the receive path needs.

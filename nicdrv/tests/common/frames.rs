@@ -125,6 +125,53 @@ pub fn corrupt_stack_tx_queue(region: &OwnedFd, d: &Duplex) {
     tail.store(layout.buffers * 4 + 7, Ordering::SeqCst);
 }
 
+/// The payload bytes (from `from` on) of every buffer of the stack's TX
+/// channel, mapped again so that the test can write them as a hostile
+/// stack would while nicdrv holds them.
+pub struct StackTxPayloads {
+    map: SharedRegion,
+    at: usize,
+    buffers: usize,
+    buf_size: usize,
+    from: usize,
+}
+
+impl StackTxPayloads {
+    pub fn map(region: &OwnedFd, d: &Duplex, from: usize) -> StackTxPayloads {
+        let layout = d.tx.layout();
+        let len = Duplex::region_bytes(layout);
+        // Channel B->A's data area follows its free and active queues.
+        let at = 128 + layout.region_bytes() + 2 * capnet_ring::queue::queue_bytes(layout.buffers);
+        let (buffers, buf_size) = (layout.buffers as usize, layout.buf_size as usize);
+        assert!(at + buffers * buf_size <= len && from < buf_size);
+        let map = SharedRegion::from_fd(region.try_clone().unwrap(), len).unwrap();
+        StackTxPayloads {
+            map,
+            at,
+            buffers,
+            buf_size,
+            from,
+        }
+    }
+
+    /// Writes `byte` over each buffer's payload.
+    pub fn fill(&self, byte: u8) {
+        for i in 0..self.buffers {
+            let start = self.at + i * self.buf_size + self.from;
+            // SAFETY: inside the live mapping (checked in `map`); nicdrv
+            // may read these bytes meanwhile, which is the point, and this
+            // process touches them only here while nicdrv holds them.
+            unsafe {
+                std::ptr::write_bytes(
+                    self.map.as_ptr().add(start),
+                    byte,
+                    self.buf_size - self.from,
+                )
+            };
+        }
+    }
+}
+
 pub const ACK: u8 = 0x10;
 pub const PSH: u8 = 0x08;
 

@@ -2,7 +2,7 @@
 //! wire vs the same engines on the same rings in one process, with
 //! each process's CPU per GiB.
 
-use crate::procs::{cpu_seconds, service_pids, sleeps};
+use crate::procs::{run_seconds, service_pids, sleeps};
 use capnet_ring::{ChannelLayout, Duplex};
 use capnet_tests::Scratch;
 use netsrv::device::RingDevice;
@@ -25,7 +25,7 @@ fn in_process_bulk() -> (f64, f64) {
     let db = Duplex::attach(fds, layout).unwrap();
     // No driver sets the carrier here: the "wire" is always up.
     da.set_carrier(true);
-    let cpu0 = cpu_seconds(std::process::id());
+    let cpu0 = run_seconds(std::process::id());
     let mut stacks = [Stack::new(64 * 1024), Stack::new(64 * 1024)];
     for (i, (stack, duplex)) in stacks.iter_mut().zip([da, db]).enumerate() {
         let meta = PortMeta {
@@ -76,7 +76,7 @@ fn in_process_bulk() -> (f64, f64) {
     let secs = t.elapsed().as_secs_f64();
     (
         BULK as f64 / secs / (1 << 20) as f64,
-        cpu_seconds(std::process::id()) - cpu0,
+        run_seconds(std::process::id()) - cpu0,
     )
 }
 
@@ -106,7 +106,7 @@ fn processes_bulk(extra: &str) -> (f64, Vec<Used>) {
     pids.push(("application (both ends)".into(), std::process::id()));
     let before: Vec<(f64, u64)> = pids
         .iter()
-        .map(|(_, p)| (cpu_seconds(*p), sleeps(*p)))
+        .map(|(_, p)| (run_seconds(*p), sleeps(*p)))
         .collect();
     let l = nb.tcp_listen("0.0.0.0:5001".parse().unwrap(), 1).unwrap();
     // The application does nothing but move bytes, as in the one-process run.
@@ -141,51 +141,91 @@ fn processes_bulk(extra: &str) -> (f64, Vec<Used>) {
         .zip(before)
         .map(|((name, p), (c, w))| Used {
             name: name.clone(),
-            cpu: cpu_seconds(*p) - c,
+            cpu: run_seconds(*p) - c,
             sleeps: sleeps(*p) - w,
         })
         .collect();
     (BULK as f64 / secs / (1 << 20) as f64, cpu)
 }
 
+/// Rounds of the three runs, interleaved: this machine's speed moves by 2-3x
+/// within minutes, so a ratio is taken within a round and the median round
+/// reported with the range.
+const ROUNDS: usize = 3;
+
 pub fn bench_microkernel_tax() {
     // Segmentation offload on (the default) and off, against one reference:
     // the stacks in one process exchange frames of one MTU.
-    let (mib_proc, cpu) = processes_bulk("");
-    let (mib_plain, cpu_plain) = processes_bulk("segmentation = false");
-    let (mib_inproc, cpu_inproc) = in_process_bulk();
-    let per_gib = |s: f64| s / (BULK as f64 / (1u64 << 30) as f64);
-    for (what, mib, cpu) in [
-        ("segmentation offload on ", mib_proc, cpu),
-        ("segmentation offload off", mib_plain, cpu_plain),
-    ] {
-        println!(
-            "TCP bulk 256 MiB: processes on a sim wire, {what} {:>7.1} MiB/s   one process {:>7.1} MiB/s   ratio {:.2}",
-            mib,
-            mib_inproc,
-            mib / mib_inproc
-        );
-        let total: f64 = cpu.iter().map(|u| per_gib(u.cpu)).sum();
-        let mib = (BULK >> 20) as f64;
-        for u in &cpu {
-            println!(
-                "    CPU {:<28} {:>6.2} s/GiB   sleeps {:>6.1} per MiB",
-                u.name,
-                per_gib(u.cpu),
-                u.sleeps as f64 / mib
-            );
-        }
-        let all: u64 = cpu.iter().map(|u| u.sleeps).sum();
-        println!(
-            "    CPU {:<28} {:>6.2} s/GiB   sleeps {:>6.1} per MiB",
-            "all processes",
-            total,
-            all as f64 / mib
-        );
+    let mut on = Vec::new();
+    let mut off = Vec::new();
+    let mut inproc = Vec::new();
+    for _ in 0..ROUNDS {
+        on.push(processes_bulk(""));
+        off.push(processes_bulk("segmentation = false"));
+        inproc.push(in_process_bulk());
     }
+    let mib_inproc: Vec<f64> = inproc.iter().map(|r| r.0).collect();
+    for (what, runs) in [
+        ("segmentation offload on ", &on),
+        ("segmentation offload off", &off),
+    ] {
+        let mib: Vec<f64> = runs.iter().map(|r| r.0).collect();
+        let ratios: Vec<f64> = mib.iter().zip(&mib_inproc).map(|(p, i)| p / i).collect();
+        let m = median_index(&ratios);
+        println!(
+            "TCP bulk 256 MiB: processes on a sim wire, {what} {:>7.1} MiB/s   one process {:>7.1} MiB/s   ratio {:.2} (median of {ROUNDS} rounds; {})",
+            mib[m],
+            mib_inproc[m],
+            ratios[m],
+            list(&ratios)
+        );
+        print_cpu(runs);
+    }
+    let cpu_inproc: f64 = inproc.iter().map(|r| r.1).sum();
     println!(
         "    CPU {:<28} {:>6.2} s/GiB",
         "one process (both stacks)",
-        per_gib(cpu_inproc)
+        per_gib(cpu_inproc, ROUNDS)
     );
+}
+
+fn per_gib(cpu: f64, rounds: usize) -> f64 {
+    cpu / (rounds as f64 * BULK as f64 / (1u64 << 30) as f64)
+}
+
+/// Each process's CPU and sleeps over all rounds, per GiB and per MiB moved.
+fn print_cpu(runs: &[(f64, Vec<Used>)]) {
+    let mib = (runs.len() as u64 * (BULK >> 20)) as f64;
+    let line = |name: &str, cpu: f64, sleeps: u64| {
+        println!(
+            "    CPU {:<28} {:>6.2} s/GiB   sleeps {:>6.1} per MiB",
+            name,
+            per_gib(cpu, runs.len()),
+            sleeps as f64 / mib
+        )
+    };
+    for (i, u) in runs[0].1.iter().enumerate() {
+        let cpu = runs.iter().map(|r| r.1[i].cpu).sum();
+        let sleeps = runs.iter().map(|r| r.1[i].sleeps).sum();
+        line(&u.name, cpu, sleeps);
+    }
+    let all = |f: fn(&Used) -> f64| runs.iter().flat_map(|r| &r.1).map(f).sum::<f64>();
+    line(
+        "all processes",
+        all(|u| u.cpu),
+        all(|u| u.sleeps as f64) as u64,
+    );
+}
+
+fn median_index(v: &[f64]) -> usize {
+    let mut order: Vec<usize> = (0..v.len()).collect();
+    order.sort_by(|a, b| v[*a].total_cmp(&v[*b]));
+    order[v.len() / 2]
+}
+
+fn list(v: &[f64]) -> String {
+    v.iter()
+        .map(|r| format!("{r:.2}"))
+        .collect::<Vec<_>>()
+        .join(" / ")
 }
