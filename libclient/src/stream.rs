@@ -19,7 +19,7 @@ use crate::bell::{Bell, Ticket};
 use crate::chunks::{ring_err, Down, SwitchEnd};
 use crate::conn::{Conn, Ctx};
 use crate::held::{HeldSet, Named, TakenUp, HELD_MAX};
-use capnet_ring::{ArenaLayout, ByteWriter, RingError, SocketRings, Waker};
+use capnet_ring::{ArenaLayout, ByteWriter, IdlePoll, RingError, SocketRings, Waker};
 use capnet_schema::common_capnp::ring_grant;
 use capnet_schema::errors::SocketError;
 use capnet_schema::net_capnp::tcp_socket;
@@ -259,6 +259,10 @@ pub(crate) struct RingStream {
     id: u64,
     up: Mutex<Up>,
     down: Mutex<Down>,
+    /// How long a blocking read polls the down ring before it sleeps
+    /// (`capnet_ring::idle`): a reply due from netsrv is taken without a
+    /// wakeup while a core is free.
+    read_idle: Mutex<IdlePoll>,
     bell: Arc<Bell>,
     wake_peer: Arc<Waker>,
     /// The set behind the rings, kept mapped once the stream is done with
@@ -340,6 +344,7 @@ impl RingStream {
                 written: 0,
             }),
             down: Mutex::new(Down::new(end.down)),
+            read_idle: Mutex::new(IdlePoll::new(IdlePoll::MAX)),
             bell: end.bell,
             wake_peer: end.wake_peer,
             held: Mutex::new(held),
@@ -522,6 +527,17 @@ impl RingStream {
                 if shut == ReadShut::NoWait {
                     return Ok((0, false));
                 }
+                if !self.nonblocking.load(Ordering::Relaxed) {
+                    let ring = &down.ring;
+                    let came = lock(&self.read_idle).poll(|| {
+                        ring.available().is_ok_and(|n| n > 0)
+                            || ring.eof()
+                            || ring.error().is_some()
+                    });
+                    if came {
+                        continue;
+                    }
+                }
                 self.clear_before_arming();
                 down.ring.request_signal();
                 if down.ring.available().map_err(ring_err)? > 0
@@ -532,7 +548,9 @@ impl RingStream {
                     continue;
                 }
             }
+            let slept = Instant::now();
             self.wait(ticket, deadline)?;
+            lock(&self.read_idle).slept(slept.elapsed());
         }
     }
 

@@ -12,6 +12,7 @@
 //! - [`bytering`]: an SPSC byte stream for socket data; [`sockets`]: [`SocketRings`], one per
 //!   direction of a socket, with its doorbells; [`arena`]: many sockets' rings in one region
 //!   with one doorbell and one [`ready`] list per direction, so descriptors stay bounded.
+//! - [`idle`]: polling a little before sleeping on a doorbell, while that pays.
 //! - [`platform`]: the OS seam (memfd regions, socketpair doorbells, SCM_RIGHTS); [`handoff`] moves
 //!   fds beside Cap'n Proto, which cannot carry them.
 //!
@@ -37,6 +38,8 @@ pub mod duplex;
 #[cfg(not(loom))]
 pub mod handoff;
 #[cfg(not(loom))]
+pub mod idle;
+#[cfg(not(loom))]
 pub mod platform;
 #[cfg(not(loom))]
 mod shm;
@@ -56,6 +59,8 @@ pub use channel::{ChannelLayout, ChannelReceiver, ChannelSender, RxBuf, TxBuf};
 pub use duplex::{Duplex, Side};
 #[cfg(not(loom))]
 pub use handoff::{redeem, HandoffTable, Token, CONNECT_HANDOFF, CONNECT_RPC};
+#[cfg(not(loom))]
+pub use idle::IdlePoll;
 #[cfg(not(loom))]
 pub use platform::{clear_cloexec, random_bytes, recv_fds, send_fds, Doorbell, End, SharedRegion};
 #[cfg(not(loom))]

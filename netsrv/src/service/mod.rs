@@ -12,7 +12,7 @@ use crate::egress::EgressRegistry;
 use crate::limits::{Account, Accounts, Charge, Limits};
 use crate::offload::TxBinding;
 use crate::stack::{SockId, Stack, TcpOptions};
-use capnet_ring::{Doorbell, HandoffTable};
+use capnet_ring::{Doorbell, HandoffTable, IdlePoll};
 use capnet_schema::addr::{read_socket_addr, write_socket_addr};
 use capnet_schema::errors::SocketError;
 use capnet_schema::net_capnp::{
@@ -30,7 +30,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
@@ -231,6 +231,7 @@ pub async fn run_stack(shared: Rc<Shared>) {
     // while frames flow the doorbells have nothing to say.
     const BUSY_ROUNDS: u32 = 16;
     let mut rounds = 0;
+    let mut idle = IdlePoll::new(IdlePoll::MAX);
     loop {
         let (busy, faulted) = {
             let mut stack = shared.stack.borrow_mut();
@@ -258,6 +259,9 @@ pub async fn run_stack(shared: Rc<Shared>) {
             rounds = 0;
             shared.changed.notify_waiters();
         }
+        if poll_before_sleeping(&shared, &mut idle).await {
+            continue;
+        }
         if shared.stack.borrow_mut().arm() {
             continue;
         }
@@ -270,13 +274,43 @@ pub async fn run_stack(shared: Rc<Shared>) {
             tokio::task::yield_now().await;
             continue;
         }
+        let slept = Instant::now();
         tokio::select! {
             _ = shared.kick.notified() => {}
             _ = tokio::time::sleep(delay) => {}
         }
+        idle.slept(slept.elapsed());
         // Timers may have changed socket state without moving frames.
         shared.changed.notify_waiters();
     }
+}
+
+/// Polls the stack a little before arming its doorbells and sleeping,
+/// while that pays (`capnet_ring::idle`): whether work came. Each check
+/// first lets tokio run (doorbell tasks file what rang, calls land), so a
+/// reply a client writes is taken without netsrv sleeping for it.
+async fn poll_before_sleeping(shared: &Shared, idle: &mut IdlePoll) -> bool {
+    let Some(mut round) = idle.start() else {
+        return false;
+    };
+    let found = loop {
+        tokio::task::yield_now().await;
+        let busy = {
+            let mut stack = shared.stack.borrow_mut();
+            for id in shared.rang.take() {
+                stack.tcp_rang(id);
+            }
+            stack.poll()
+        };
+        if busy {
+            break true;
+        }
+        if !round.go_on() {
+            break false;
+        }
+    };
+    idle.finish(round, found);
+    found
 }
 
 /// Forwards a doorbell (our wait end) to the poll loop, after `on_ring`

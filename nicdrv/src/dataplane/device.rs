@@ -89,6 +89,12 @@ pub(super) trait Readiness {
     /// [`Device::link`] last said. Atomic loads only.
     fn has_work(&self, frames: bool, room: bool) -> bool;
 
+    /// While the loop polls before sleeping: whether frames wait that
+    /// [`Readiness::has_work`] cannot see without a syscall (a TAP's).
+    fn readable_now(&self) -> bool {
+        false
+    }
+
     /// Asks the device's peer to ring us when frames arrive, and when
     /// room is given back if `room`.
     fn request_signal(&self, room: bool);

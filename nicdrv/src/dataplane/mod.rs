@@ -3,10 +3,9 @@
 //! and the device (the sim wire or a TAP), does the checksum offload, the
 //! fault injection and the capture, and watches the link.
 //!
-//! It polls while there is work, then sleeps at once (a spin before sleeping
-//! cost more than the wakeups it saved): it asks each queue for a signal,
-//! checks the queues once more, and sleeps
-//! in poll(2) on the doorbells (no timeout unless a timer is pending: a held
+//! It polls while there is work, then for a little longer while that pays
+//! (`capnet_ring::idle`), then asks each queue for a signal, checks the
+//! queues once more, and sleeps in poll(2) on the doorbells (no timeout unless a timer is pending: a held
 //! reordered frame, a capture flush, or the TAP flag poll without netlink).
 //! An idle port costs no CPU.
 //!
@@ -24,7 +23,9 @@ use crate::pcap::{PcapWriter, FLUSH_EVERY};
 use crate::sim::{self, Wire};
 #[cfg(target_os = "linux")]
 use crate::tap::Tap;
-use capnet_ring::{flags, ChannelLayout, Desc, Doorbell, Duplex, RingError, RxBuf, TxBuf};
+use capnet_ring::{
+    flags, ChannelLayout, Desc, Doorbell, Duplex, IdlePoll, RingError, RxBuf, TxBuf,
+};
 use capnet_wire::gso::DeviceCut;
 use capnet_wire::vnet::{self, Received};
 use std::fs::File;
@@ -122,6 +123,7 @@ impl Parts {
             tx_blocked: false,
             fatal: None,
             offload: Engines::default(),
+            idle: IdlePoll::new(IdlePoll::MAX),
             frame: Vec::with_capacity(65536 + 64),
             cut: None,
             segment: vec![0; capnet_wire::gso::MAX_FRAME],
@@ -151,6 +153,9 @@ struct DataPlane<D> {
     fatal: Option<String>,
     /// The offload contexts' engines (see [`crate::offload`]).
     offload: Engines,
+    /// How long to poll before sleeping (a command waits at most one
+    /// round: its bell is heard when the loop sleeps or is busy).
+    idle: IdlePoll,
     /// A private copy of the frame in hand: a frame in shared memory (the
     /// stack's rings) can still be written by the peer, so it is copied
     /// out once and only the copy is checked, sealed or opened. A plain
@@ -188,16 +193,12 @@ impl<D: Device> DataPlane<D> {
             self.flush();
             self.check_device(now);
             self.check_link();
-            if work {
+            if work || self.poll_before_sleeping() {
                 continue;
             }
-            // No spin before sleeping. A yield-spin of 20 us (queue checks
-            // between sched_yields) once halved the tax with smoltcp; with
-            // netsrv batching it cost more than the wakeups it saved: on the
-            // tax bench 345-354 -> 400-466 MiB/s without it, and half the
-            // driver CPU per HTTP request (perf sched: 211,529 switches in
-            // 1.1 s of a 2% loss demo, most of them these yields).
+            let slept = Instant::now();
             self.sleep();
+            self.idle.slept(slept.elapsed());
         }
         self.shutdown();
     }
@@ -558,6 +559,29 @@ impl<D: Device> DataPlane<D> {
             earliest(t);
         }
         d
+    }
+
+    /// Polls the queues a little while that pays (`capnet_ring::idle`):
+    /// whether work came. A fixed yield-spin of 20 us cost more than the
+    /// wakeups it saved once netsrv batched (on the tax bench 345-354 ->
+    /// 400-466 MiB/s without it; perf sched: 211,529 switches in 1.1 s of a
+    /// 2% loss demo, most of them its yields); this one stops at the first
+    /// yield that finds the core wanted.
+    fn poll_before_sleeping(&mut self) -> bool {
+        let DataPlane {
+            idle,
+            port,
+            device,
+            tx_blocked,
+            ..
+        } = self;
+        let attached = port.is_some();
+        let blocked = attached && *tx_blocked;
+        idle.poll(|| {
+            (!blocked && port.as_ref().is_some_and(|p| !p.duplex.rx.is_empty()))
+                || device.has_work(attached, blocked)
+                || device.readable_now()
+        })
     }
 
     /// Asks for signals, re-checks, and sleeps in poll(2) until a doorbell,

@@ -159,6 +159,12 @@ impl Readiness for TapDev {
         self.recheck
     }
 
+    fn readable_now(&self) -> bool {
+        let mut set = PollSet::default();
+        let tap = set.add(self.tap.fd());
+        set.poll(Some(Duration::ZERO)).is_ok_and(|n| n > 0) && set.ready(tap)
+    }
+
     fn request_signal(&self, _room: bool) {}
 
     fn cancel_signal(&self) {}
