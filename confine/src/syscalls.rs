@@ -84,7 +84,6 @@ const COMMON: &[c_long] = &[
     SYS_getgroups,
     SYS_tgkill,
     SYS_sched_yield,
-    SYS_getrusage,
     SYS_sched_getaffinity,
     SYS_nanosleep,
     SYS_clock_nanosleep,

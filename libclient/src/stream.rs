@@ -344,7 +344,7 @@ impl RingStream {
                 written: 0,
             }),
             down: Mutex::new(Down::new(end.down)),
-            read_idle: Mutex::new(IdlePoll::new(IdlePoll::MAX)),
+            read_idle: Mutex::new(IdlePoll::configured()),
             bell: end.bell,
             wake_peer: end.wake_peer,
             held: Mutex::new(held),

@@ -4,26 +4,28 @@
 //! machines' vCPUs costs the ringer and the sleeper tens of microseconds and
 //! puts a scheduling delay on the path of every request: a 1-byte ping-pong
 //! through the services wakes five processes in a row. When the work a
-//! process waits for is a few microseconds away (a reply is due) and a core
-//! is free, polling for it costs less than sleeping. When the cores are
-//! busy (a bulk transfer through five processes on two cores) polling
-//! steals the core the work needs: tried as a fixed spin, it cut the
-//! transfer by a third.
+//! process waits for is a few microseconds away (a reply is due), polling
+//! for it costs less than sleeping.
 //!
-//! So [`IdlePoll`] polls for at most a maximum, and only while it pays:
-//! while more than a quarter of recent idle spells ended within that
-//! maximum (work found by a round, or a sleep that short), and not for a
-//! while after a round in which yielding the CPU handed it to another task
-//! (the thread's involuntary context switches grew: the core is contended;
-//! the round ends at once). Idle costs nothing: long sleeps bring the share
-//! of short spells down and the rounds stop. Nothing here touches a ring;
-//! the caller's `ready` check is what it looks at before it sleeps, and it
-//! still asks for a signal and checks once more before sleeping, so a
-//! round that misses work loses nothing.
+//! [`IdlePoll`] polls for at most a maximum, and only while that pays:
+//! while more than a quarter of recent idle spells ended within the
+//! maximum (work found by a round, or a sleep that short). Between checks
+//! it yields the CPU, so a task waiting for the core runs first: the
+//! fixed 20 us spin nicdrv once had cost more than it saved because its
+//! yields came too late (netsrv's busy loop then did not yield at all).
+//! Idle costs nothing: long sleeps bring the share of short spells down and
+//! the rounds stop. Nothing here touches a ring; the caller's `ready` check
+//! is what it looks at before it sleeps, and it still asks for a signal
+//! and checks once more before sleeping, so a round that misses work
+//! loses nothing.
 //!
-//! Measured (docs/benchmarks.md): the 1-byte ping-pong's p99 went from
-//! 390-450 to 210-240 us and its p50 from 135-140 to 112-119; the tax
-//! bench, within its noise, 0.61-0.64 against 0.63-0.77 without.
+//! A round that found the core contended (the thread's involuntary context
+//! switches grew across a yield) once ended polling for 50 ms: nicdrv and
+//! netsrv polling on two cores then took each other for contention and
+//! the ping-pong lost what polling gained. Measured in alternation with
+//! polling off (docs/benchmarks.md): the ping-pong's p99 200-266 against
+//! 385-444 us, bulk through the processes with a third of the sleeps and
+//! no loss of rate.
 
 use std::time::{Duration, Instant};
 
@@ -34,9 +36,6 @@ pub struct IdlePoll {
     /// Of recent idle spells, how many ended within `max` (out of
     /// [`HITS_ONE`], a moving average).
     hits: u32,
-    /// No round until then: the last one found the core contended.
-    quiet_until: Option<Instant>,
-    preemptions: fn() -> Option<u64>,
 }
 
 /// One round of polling, from [`IdlePoll::start`] to [`IdlePoll::finish`].
@@ -44,43 +43,49 @@ pub struct IdlePoll {
 pub struct Round {
     start: Instant,
     budget: Duration,
-    preemptions: fn() -> Option<u64>,
-    seen: u64,
-    contended: bool,
 }
 
 const HITS_ONE: u32 = 1 << 10;
 /// Polls while more than a quarter of the idle spells end within a round.
 const HITS_ENOUGH: u32 = HITS_ONE / 4;
-/// How long a contended core keeps polling off.
-const QUIET: Duration = Duration::from_millis(50);
 
 impl IdlePoll {
     /// The default maximum: about what one wakeup costs on these machines.
     pub const MAX: Duration = Duration::from_micros(50);
 
-    /// Polls for at most `max` per round; zero never polls.
-    pub fn new(max: Duration) -> IdlePoll {
-        IdlePoll::counting(max, crate::platform::preemptions)
+    /// The environment variable that sets the maximum for a process, in
+    /// microseconds (0 turns polling off; at most [`Self::MAX_SETTING`]).
+    pub const ENV: &'static str = "CAPNET_IDLE_POLL_US";
+    /// The largest maximum the environment may set.
+    pub const MAX_SETTING: Duration = Duration::from_millis(1);
+
+    /// Polls for at most what [`Self::ENV`] says, else [`Self::MAX`].
+    pub fn configured() -> IdlePoll {
+        IdlePoll::new(Self::setting(std::env::var(Self::ENV).ok().as_deref()))
     }
 
-    /// As [`new`](Self::new), with the count of the thread's involuntary
-    /// context switches read from `preemptions` (`None`: unknown, so the
-    /// CPU is taken as contended and no round starts).
-    pub fn counting(max: Duration, preemptions: fn() -> Option<u64>) -> IdlePoll {
+    /// The maximum a setting of [`Self::ENV`] asks for: a number of
+    /// microseconds up to [`Self::MAX_SETTING`]; anything else (or
+    /// nothing) is [`Self::MAX`].
+    pub fn setting(value: Option<&str>) -> Duration {
+        value
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_micros)
+            .filter(|d| *d <= Self::MAX_SETTING)
+            .unwrap_or(Self::MAX)
+    }
+
+    /// Polls for at most `max` per round; zero never polls.
+    pub fn new(max: Duration) -> IdlePoll {
         IdlePoll {
             max,
             hits: HITS_ONE,
-            quiet_until: None,
-            preemptions,
         }
     }
 
     /// Whether the next idle spell starts with a round.
     pub fn polls(&self) -> bool {
-        !self.max.is_zero()
-            && self.hits > HITS_ENOUGH
-            && self.quiet_until.is_none_or(|t| Instant::now() >= t)
+        !self.max.is_zero() && self.hits > HITS_ENOUGH
     }
 
     /// Starts a round, or `None` when polling does not pay now.
@@ -91,19 +96,14 @@ impl IdlePoll {
         Some(Round {
             start: Instant::now(),
             budget: self.max,
-            preemptions: self.preemptions,
-            seen: (self.preemptions)()?,
-            contended: false,
         })
     }
 
     /// Ends a round; `found`: it ended because work came (an idle spell
     /// that ended within a round). Otherwise the spell goes on into the
     /// sleep that [`slept`](Self::slept) reports.
-    pub fn finish(&mut self, round: Round, found: bool) {
-        if round.contended {
-            self.quiet_until = Some(Instant::now() + QUIET);
-        } else if found {
+    pub fn finish(&mut self, _round: Round, found: bool) {
+        if found {
             self.spell(true);
         }
     }
@@ -140,45 +140,25 @@ impl IdlePoll {
 
 impl Round {
     /// Gives the CPU to whoever waits for it, then answers whether to
-    /// check again: not once the budget is spent, nor once the yield found
-    /// another task waiting for this core.
+    /// check again: not once the budget is spent.
     pub fn go_on(&mut self) -> bool {
         if self.start.elapsed() >= self.budget {
             return false;
         }
         std::thread::yield_now();
-        match (self.preemptions)() {
-            Some(n) if n == self.seen => true,
-            _ => {
-                self.contended = true;
-                false
-            }
-        }
+        true
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::cell::Cell;
-
-    thread_local! {
-        static SWITCHES: Cell<u64> = const { Cell::new(0) };
-    }
-
-    fn fake() -> Option<u64> {
-        Some(SWITCHES.with(Cell::get))
-    }
-
-    fn preempt() {
-        SWITCHES.with(|s| s.set(s.get() + 1));
-    }
 
     const MAX: Duration = Duration::from_micros(40);
 
     #[test]
     fn long_sleeps_stop_the_rounds_and_then_they_cost_nothing() {
-        let mut idle = IdlePoll::counting(MAX, fake);
+        let mut idle = IdlePoll::new(MAX);
         let mut spells = 0;
         while idle.polls() {
             idle.slept(Duration::from_millis(5));
@@ -198,7 +178,7 @@ mod tests {
 
     #[test]
     fn short_spells_bring_the_rounds_back() {
-        let mut idle = IdlePoll::counting(MAX, fake);
+        let mut idle = IdlePoll::new(MAX);
         while idle.polls() {
             idle.slept(Duration::from_millis(5));
         }
@@ -218,7 +198,7 @@ mod tests {
 
     #[test]
     fn a_round_runs_out_at_its_maximum() {
-        let mut idle = IdlePoll::counting(MAX, fake);
+        let mut idle = IdlePoll::new(MAX);
         let t = Instant::now();
         assert!(!idle.poll(|| false));
         assert!(t.elapsed() >= MAX);
@@ -226,40 +206,20 @@ mod tests {
     }
 
     #[test]
-    fn a_contended_core_ends_the_round_and_stops_polling_for_a_while() {
-        let mut idle = IdlePoll::counting(Duration::from_secs(10), fake);
-        let mut checks = 0;
-        let t = Instant::now();
-        assert!(!idle.poll(|| {
-            checks += 1;
-            if checks == 2 {
-                // Another task took the core at the next yield.
-                preempt();
-            }
-            false
-        }));
-        assert_eq!(checks, 2);
-        assert!(t.elapsed() < Duration::from_secs(5), "ended at once");
-        assert!(!idle.polls());
-        std::thread::sleep(QUIET);
-        assert!(idle.polls());
-    }
-
-    #[test]
-    fn an_unknown_switch_count_never_polls() {
-        let mut idle = IdlePoll::counting(MAX, || None);
-        assert!(!idle.poll(|| true));
-    }
-
-    #[test]
     fn zero_maximum_never_polls() {
-        let mut idle = IdlePoll::counting(Duration::ZERO, fake);
+        let mut idle = IdlePoll::new(Duration::ZERO);
         assert!(!idle.polls());
         assert!(!idle.poll(|| true));
     }
 
     #[test]
-    fn the_real_count_is_known_here() {
-        assert!(crate::platform::preemptions().is_some());
+    fn the_environment_sets_the_maximum_within_bounds() {
+        assert_eq!(IdlePoll::setting(None), IdlePoll::MAX);
+        assert_eq!(IdlePoll::setting(Some("0")), Duration::ZERO);
+        assert_eq!(IdlePoll::setting(Some(" 20 ")), Duration::from_micros(20));
+        assert_eq!(IdlePoll::setting(Some("1000")), IdlePoll::MAX_SETTING);
+        assert_eq!(IdlePoll::setting(Some("1001")), IdlePoll::MAX);
+        assert_eq!(IdlePoll::setting(Some("-5")), IdlePoll::MAX);
+        assert_eq!(IdlePoll::setting(Some("lots")), IdlePoll::MAX);
     }
 }

@@ -231,7 +231,7 @@ pub async fn run_stack(shared: Rc<Shared>) {
     // while frames flow the doorbells have nothing to say.
     const BUSY_ROUNDS: u32 = 16;
     let mut rounds = 0;
-    let mut idle = IdlePoll::new(IdlePoll::MAX);
+    let mut idle = IdlePoll::configured();
     loop {
         let (busy, faulted) = {
             let mut stack = shared.stack.borrow_mut();

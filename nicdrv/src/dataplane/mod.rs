@@ -123,7 +123,7 @@ impl Parts {
             tx_blocked: false,
             fatal: None,
             offload: Engines::default(),
-            idle: IdlePoll::new(IdlePoll::MAX),
+            idle: IdlePoll::configured(),
             frame: Vec::with_capacity(65536 + 64),
             cut: None,
             segment: vec![0; capnet_wire::gso::MAX_FRAME],

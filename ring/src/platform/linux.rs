@@ -300,17 +300,6 @@ pub fn clear_cloexec(fd: BorrowedFd<'_>) -> io::Result<()> {
     Ok(())
 }
 
-/// How often the calling thread has lost its CPU while it could still run
-/// (its involuntary context switches): the scheduler gave the core to
-/// another task, or a yield found one waiting.
-pub fn preemptions() -> Option<u64> {
-    // SAFETY: rusage is plain data; all zeroes is a valid value.
-    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: getrusage writes only into the struct it is given.
-    let r = unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut u) };
-    (r == 0).then_some(u.ru_nivcsw as u64)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -126,9 +126,3 @@ pub fn random_bytes(out: &mut [u8]) {
 pub fn clear_cloexec(_fd: BorrowedFd<'_>) -> io::Result<()> {
     unsupported()
 }
-
-/// A thread's involuntary context switches: not known here, so callers
-/// take the CPU as contended.
-pub fn preemptions() -> Option<u64> {
-    None
-}
