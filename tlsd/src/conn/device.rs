@@ -9,9 +9,20 @@ use super::*;
 /// The NIC seals this connection's records. What revoking it safely needs:
 /// the context's keys and every framed record the peer may not have
 /// acknowledged, to send their software-sealed form instead.
+///
+/// The records' bytes are not copied for that: they stay where they were
+/// framed, in the connection's outgoing buffer, and a buffer that still
+/// holds some when it has been sent whole is kept here as a chunk (moved,
+/// not copied) while a fresh one takes its place.
 pub(super) struct DeviceTx {
     pub(super) keys: TrafficKeys,
+    /// The framed records the peer may not have acknowledged, oldest first.
     pub(super) log: VecDeque<FramedRecord>,
+    /// Sent outgoing buffers holding logged records, oldest first; the
+    /// newest records may still be in the outgoing buffer itself.
+    chunks: VecDeque<Chunk>,
+    /// A buffer a dropped chunk left, for the next outgoing buffer.
+    spare: Option<Vec<u8>>,
     /// New records are framed for the NIC (false once keys changed: the
     /// context must be stopped).
     pub(super) active: bool,
@@ -20,7 +31,71 @@ pub(super) struct DeviceTx {
 pub(super) struct FramedRecord {
     pub(super) offset: u64,
     pub(super) rec_seq: u64,
-    pub(super) bytes: Vec<u8>,
+    pub(super) len: usize,
+}
+
+/// An outgoing buffer sent whole; `base` is the stream offset of its first
+/// byte.
+struct Chunk {
+    base: u64,
+    bytes: Vec<u8>,
+}
+
+impl DeviceTx {
+    /// Whether a logged record lies at or after `offset`.
+    pub(super) fn logs_from(&self, offset: u64) -> bool {
+        self.log
+            .back()
+            .is_some_and(|r| r.offset + r.len as u64 > offset)
+    }
+
+    /// Keeps `out`, sent whole and starting at stream offset `base`, for
+    /// the records it holds; answers the buffer to frame into next.
+    pub(super) fn keep(&mut self, base: u64, out: Vec<u8>) -> Vec<u8> {
+        self.chunks.push_back(Chunk { base, bytes: out });
+        self.spare.take().unwrap_or_default()
+    }
+
+    /// Forgets records that end at or before `unacked`, and the chunks
+    /// nothing logged lies in any more.
+    fn forget_before(&mut self, unacked: u64) {
+        while self
+            .log
+            .front()
+            .is_some_and(|r| r.offset + r.len as u64 <= unacked)
+        {
+            self.log.pop_front();
+        }
+        let needed = self.log.front().map_or(u64::MAX, |r| r.offset);
+        while self
+            .chunks
+            .front()
+            .is_some_and(|c| c.base + c.bytes.len() as u64 <= needed)
+        {
+            let mut c = self.chunks.pop_front().expect("checked");
+            c.bytes.clear();
+            self.spare = Some(c.bytes);
+        }
+    }
+
+    /// The bytes of logged records from the first on, copied out of the
+    /// chunks and of `out` (which starts at stream offset `out_base`);
+    /// `None` if one is in neither (never: every logged record's buffer is
+    /// kept until it is forgotten).
+    fn logged_bytes(&self, out: &[u8], out_base: u64) -> Option<Vec<u8>> {
+        let mut bytes = Vec::with_capacity(self.log.iter().map(|r| r.len).sum());
+        for r in &self.log {
+            let end = r.offset + r.len as u64;
+            let (base, buf) = self
+                .chunks
+                .iter()
+                .find(|c| c.base <= r.offset && end <= c.base + c.bytes.len() as u64)
+                .map_or((out_base, out), |c| (c.base, &c.bytes[..]));
+            let at = usize::try_from(r.offset.checked_sub(base)?).ok()?;
+            bytes.extend_from_slice(buf.get(at..at.checked_add(r.len)?)?);
+        }
+        Some(bytes)
+    }
 }
 
 /// Where a NIC context must start, and with what.
@@ -66,6 +141,8 @@ impl TlsConn {
         self.device_tx = Some(DeviceTx {
             keys: self.tx_keys.clone(),
             log: VecDeque::new(),
+            chunks: VecDeque::new(),
+            spare: None,
             active: true,
         });
         Stats::dec(&self.stats.curr_tx_sw);
@@ -88,13 +165,7 @@ impl TlsConn {
     /// before it will never be sent again.
     pub fn device_tx_acked(&mut self, unacked: u64) {
         if let Some(d) = &mut self.device_tx {
-            while d
-                .log
-                .front()
-                .is_some_and(|r| r.offset + r.bytes.len() as u64 <= unacked)
-            {
-                d.log.pop_front();
-            }
+            d.forget_before(unacked);
         }
     }
 
@@ -102,7 +173,14 @@ impl TlsConn {
     pub fn device_tx_logged(&self) -> usize {
         self.device_tx
             .as_ref()
-            .map_or(0, |d| d.log.iter().map(|r| r.bytes.len()).sum())
+            .map_or(0, |d| d.log.iter().map(|r| r.len).sum())
+    }
+
+    /// Bytes held for the log besides the outgoing buffer (the chunks).
+    pub fn device_tx_chunk_bytes(&self) -> usize {
+        self.device_tx
+            .as_ref()
+            .map_or(0, |d| d.chunks.iter().map(|c| c.bytes.len()).sum())
     }
 
     /// Step 1 of a revocation: records are sealed here from now on. Returns
@@ -111,26 +189,24 @@ impl TlsConn {
     /// instead. The same engine code as the NIC's seals them, so the bytes
     /// are those the NIC would have sent.
     pub fn end_device_tx(&mut self, unacked: u64) -> (u64, Vec<u8>) {
-        let Some(d) = self.device_tx.take() else {
+        let Some(mut d) = self.device_tx.take() else {
             return (self.tx_next, Vec::new());
         };
         Stats::dec(&self.stats.curr_tx_device);
         Stats::inc(&self.stats.curr_tx_sw);
-        let mut log = d.log;
-        while log
-            .front()
-            .is_some_and(|r| r.offset + r.bytes.len() as u64 <= unacked)
-        {
-            log.pop_front();
-        }
-        let Some(first) = log.front() else {
+        d.forget_before(unacked);
+        let Some(first) = d.log.front() else {
             return (self.tx_next, Vec::new());
         };
         let (start, rec_seq) = (first.offset, first.rec_seq);
-        let mut bytes: Vec<u8> = log.iter().flat_map(|r| r.bytes.iter().copied()).collect();
-        let sealed = capnet_offload::gcm::GcmKey::new(&d.keys.key)
-            .ok()
-            .map(|key| {
+        let out_base = self.tx_next - self.out.len() as u64;
+        let sealed = match (
+            d.logged_bytes(&self.out, out_base),
+            capnet_offload::gcm::GcmKey::new(&d.keys.key),
+        ) {
+            (None, _) => Err("a logged record's bytes are gone".to_string()),
+            (_, Err(_)) => Err("bad key".to_string()),
+            (Some(mut bytes), Ok(key)) => {
                 let mut engine =
                     capnet_offload::tls::TlsTxEngine::new(capnet_offload::tls::TlsParams {
                         version: d.keys.version,
@@ -139,17 +215,17 @@ impl TlsConn {
                         tcp_seq: start as u32,
                         rec_seq,
                     });
-                engine.process(start as u32, &mut bytes)
-            });
+                engine
+                    .process(start as u32, &mut bytes)
+                    .map(|_| bytes)
+                    .map_err(|e| e.to_string())
+            }
+        };
         match sealed {
-            Some(Ok(_)) => (start, bytes),
+            Ok(bytes) => (start, bytes),
             // Our own log does not seal: nothing framed may leave. Fail the
             // connection rather than send cleartext.
-            other => {
-                let why = match other {
-                    Some(Err(e)) => e.to_string(),
-                    _ => "bad key".into(),
-                };
+            Err(why) => {
                 self.fail_local(
                     AlertDescription::InternalError,
                     format!("sealing the framed records for revocation: {why}"),

@@ -483,7 +483,12 @@ impl TlsConn {
 
     fn seal_record(&mut self, ty: ContentType, data: &[u8]) {
         if self.out_start == self.out.len() {
-            self.out.clear();
+            // Sent whole. Records the log still needs keep their buffer.
+            let base = self.tx_next - self.out.len() as u64;
+            match self.device_tx.as_mut().filter(|d| d.logs_from(base)) {
+                Some(d) => self.out = d.keep(base, std::mem::take(&mut self.out)),
+                None => self.out.clear(),
+            }
             self.out_start = 0;
         }
         let before = self.out.len();
@@ -505,7 +510,7 @@ impl TlsConn {
             d.log.push_back(FramedRecord {
                 offset: self.tx_next,
                 rec_seq,
-                bytes: self.out[before..].to_vec(),
+                len: len as usize,
             });
         }
         self.tx_next += len;
