@@ -21,8 +21,10 @@ pub(super) struct DeviceTx {
     /// Sent outgoing buffers holding logged records, oldest first; the
     /// newest records may still be in the outgoing buffer itself.
     chunks: VecDeque<Chunk>,
-    /// A buffer a dropped chunk left, for the next outgoing buffer.
-    spare: Option<Vec<u8>>,
+    /// Buffers dropped chunks left, for the next outgoing buffers: freeing
+    /// them would hand their pages back and fault fresh ones in for the
+    /// next (a quarter of tlsd's time once, in the page-fault path).
+    spares: Vec<Vec<u8>>,
     /// New records are framed for the NIC (false once keys changed: the
     /// context must be stopped).
     pub(super) active: bool,
@@ -33,6 +35,10 @@ pub(super) struct FramedRecord {
     pub(super) rec_seq: u64,
     pub(super) len: usize,
 }
+
+/// At most this much buffer capacity is kept spare per connection (about
+/// what the log holds between two prunes).
+const SPARE_BYTES: usize = 2 << 20;
 
 /// An outgoing buffer sent whole; `base` is the stream offset of its first
 /// byte.
@@ -53,7 +59,7 @@ impl DeviceTx {
     /// the records it holds; answers the buffer to frame into next.
     pub(super) fn keep(&mut self, base: u64, out: Vec<u8>) -> Vec<u8> {
         self.chunks.push_back(Chunk { base, bytes: out });
-        self.spare.take().unwrap_or_default()
+        self.spares.pop().unwrap_or_default()
     }
 
     /// Forgets records that end at or before `unacked`, and the chunks
@@ -73,8 +79,11 @@ impl DeviceTx {
             .is_some_and(|c| c.base + c.bytes.len() as u64 <= needed)
         {
             let mut c = self.chunks.pop_front().expect("checked");
-            c.bytes.clear();
-            self.spare = Some(c.bytes);
+            let kept: usize = self.spares.iter().map(Vec::capacity).sum();
+            if kept + c.bytes.capacity() <= SPARE_BYTES {
+                c.bytes.clear();
+                self.spares.push(c.bytes);
+            }
         }
     }
 
@@ -142,7 +151,7 @@ impl TlsConn {
             keys: self.tx_keys.clone(),
             log: VecDeque::new(),
             chunks: VecDeque::new(),
-            spare: None,
+            spares: Vec::new(),
             active: true,
         });
         Stats::dec(&self.stats.curr_tx_sw);
