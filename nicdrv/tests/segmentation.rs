@@ -11,7 +11,7 @@ use std::time::Duration;
 
 mod common;
 
-use common::conn::{linked, local_test, Conn};
+use common::conn::{linked, local_test, up};
 
 use common::frames::{recv, send, send_batch, tcp_frame, tso_run, udp_frame, ACK};
 use common::{tmpdir, Proc, WAIT};
@@ -188,9 +188,7 @@ fn a_stack_writing_merged_frames_while_they_are_cut_changes_only_their_bytes() {
     let a = Proc::spawn(&dir, "a", &wire, &[]);
     let b = Proc::spawn(&dir, "b", &wire, &[]);
     local_test(async {
-        let (ca, cb) = (Conn::open(&a), Conn::open(&b));
-        ca.wait_link(true).await;
-        cb.wait_link(true).await;
+        let (ca, cb) = up(&a, &b).await;
         let (mut ra, region) = ca.try_open_rings(&a).await.unwrap();
         let mut rb = cb.open_rings(&b).await;
         let (_, merged) = tso_run(40, 1460);

@@ -505,9 +505,7 @@ fn carrier_drop_is_seen_by_both_ends() {
     let a = Proc::spawn(&dir, "a", &wire, &[]);
     let b = Proc::spawn(&dir, "b", &wire, &[]);
     local_test(async {
-        let (ca, cb) = (Conn::open(&a), Conn::open(&b));
-        ca.wait_link(true).await;
-        cb.wait_link(true).await;
+        let (ca, cb) = common::conn::up(&a, &b).await;
         let (ea, eb) = (ca.watch().await, cb.watch().await);
         let (ra, rb) = (ca.open_rings(&a).await, cb.open_rings(&b).await);
         let mut worst = Duration::ZERO;

@@ -105,12 +105,17 @@ impl Conn {
     }
 }
 
-/// Connections to two ports on one wire, once their link is up, and the
-/// rings of each (the test is both stacks).
-pub async fn linked(a: &Proc, b: &Proc) -> (Conn, Conn, Duplex, Duplex) {
+/// Connections to two ports on one wire, once their link is up.
+pub async fn up(a: &Proc, b: &Proc) -> (Conn, Conn) {
     let (ca, cb) = (Conn::open(a), Conn::open(b));
     ca.wait_link(true).await;
     cb.wait_link(true).await;
+    (ca, cb)
+}
+
+/// [`up`], and the rings of each (the test is both stacks).
+pub async fn linked(a: &Proc, b: &Proc) -> (Conn, Conn, Duplex, Duplex) {
+    let (ca, cb) = up(a, b).await;
     let (ra, rb) = (ca.open_rings(a).await, cb.open_rings(b).await);
     (ca, cb, ra, rb)
 }
