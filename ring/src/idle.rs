@@ -10,22 +10,23 @@
 //! [`IdlePoll`] polls for at most a maximum, and only while that pays:
 //! while more than a quarter of recent idle spells ended within the
 //! maximum (work found by a round, or a sleep that short). Between checks
-//! it yields the CPU, so a task waiting for the core runs first: the
-//! fixed 20 us spin nicdrv once had cost more than it saved because its
-//! yields came too late (netsrv's busy loop then did not yield at all).
-//! Idle costs nothing: long sleeps bring the share of short spells down and
+//! it yields the CPU, so a task waiting for the core runs first (a fixed
+//! spin in every loop, netsrv's without yielding, once cost bulk transfers
+//! a third of their rate). Idle costs nothing: long sleeps bring the share of short spells down and
 //! the rounds stop. Nothing here touches a ring; the caller's `ready` check
 //! is what it looks at before it sleeps, and it still asks for a signal
 //! and checks once more before sleeping, so a round that misses work
 //! loses nothing.
 //!
-//! A round that found the core contended (the thread's involuntary context
-//! switches grew across a yield) once ended polling for 50 ms: nicdrv and
-//! netsrv polling on two cores then took each other for contention and
-//! the ping-pong lost what polling gained. Measured in alternation with
-//! polling off (docs/benchmarks.md): the ping-pong's p99 200-266 against
-//! 385-444 us, bulk through the processes with a third of the sleeps and
-//! no loss of rate.
+//! A round sees only what its `ready` check can see. A caller whose check
+//! cannot look at every producer without being told (netsrv's sockets)
+//! asks its producers to ring before the round, so that their rings reach
+//! it while it polls, and asks again after a fruitless round.
+//!
+//! Measured in alternation with polling off (docs/benchmarks.md): the
+//! 1-byte ping-pong's p50 32-37 us against 108-118 (Linux: 51-53), p99
+//! 71-108 against 284-336; bulk through the processes at the same rate
+//! with a third of the sleeps.
 
 use std::time::{Duration, Instant};
 

@@ -562,11 +562,11 @@ impl<D: Device> DataPlane<D> {
     }
 
     /// Polls the queues a little while that pays (`capnet_ring::idle`):
-    /// whether work came. A fixed yield-spin of 20 us cost more than the
-    /// wakeups it saved once netsrv batched (on the tax bench 345-354 ->
-    /// 400-466 MiB/s without it; perf sched: 211,529 switches in 1.1 s of a
-    /// 2% loss demo, most of them its yields); this one stops at the first
-    /// yield that finds the core wanted.
+    /// whether work came. The signals are not asked for first: every
+    /// producer this loop waits for shows in a queue index or, for a TAP,
+    /// in poll(2), which the check reads. (A fixed yield-spin of 20 us once
+    /// cost more than the wakeups it saved: on the tax bench 345-354 ->
+    /// 400-466 MiB/s without it.)
     fn poll_before_sleeping(&mut self) -> bool {
         let DataPlane {
             idle,
