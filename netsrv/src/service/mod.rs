@@ -267,6 +267,10 @@ pub async fn run_stack(shared: Rc<Shared>) {
             continue;
         }
         if poll_before_sleeping(&shared, &mut idle).await {
+            // The round's poll did work: calls waiting on the stack (an
+            // accept, a connect) hear of it when the busy streak ends, as
+            // after any other busy poll.
+            rounds += 1;
             continue;
         }
         if shared.stack.borrow_mut().arm() {
