@@ -380,17 +380,22 @@ impl<D: Device> DataPlane<D> {
             if let Some(c) = cut.as_mut() {
                 let done = if !c.in_ring {
                     tx.segment(c, frame, now)
-                } else if let Some(p) = port.as_mut().filter(|p| p.cutting.is_some()) {
-                    let b = p.cutting.as_ref().expect("filtered on");
-                    let done = tx.segment(c, p.duplex.rx.data(b), now);
-                    if done {
-                        p.duplex.rx.release(p.cutting.take().expect("filtered on"));
-                    }
-                    done
                 } else {
-                    // The session the buffer belonged to ended mid-cut.
-                    inc(&tx.c.tx_dropped);
-                    true
+                    match port.as_mut().and_then(|p| p.cutting.take().map(|b| (p, b))) {
+                        Some((p, b)) => {
+                            let done = tx.segment(c, p.duplex.rx.data(&b), now);
+                            match done {
+                                true => p.duplex.rx.release(b),
+                                false => p.cutting = Some(b),
+                            }
+                            done
+                        }
+                        None => {
+                            // The session the buffer belonged to ended mid-cut.
+                            inc(&tx.c.tx_dropped);
+                            true
+                        }
+                    }
                 };
                 if done {
                     *cut = None;

@@ -86,10 +86,15 @@ impl<D: Device> TxPath<'_, D> {
     pub(super) fn cuts_in_place(&self, desc_flags: u32) -> bool {
         desc_flags & flags::TSO != 0
             && desc_flags & flags::OFFLOAD_TX == 0
-            && self.link_up
-            && self.pcap.is_none()
-            && self.shaper.is_clean()
+            && self.writes_straight()
             && !self.device.cuts_merged()
+    }
+
+    /// Nothing must see or fault a frame on its way to the device (no
+    /// capture, no fault), and the link is up: it can be written once,
+    /// straight where the device takes it.
+    fn writes_straight(&self) -> bool {
+        self.link_up && self.pcap.is_none() && self.shaper.is_clean()
     }
 
     /// A merged frame [`cuts_in_place`](Self::cuts_in_place) chose, checked:
@@ -130,9 +135,8 @@ impl<D: Device> TxPath<'_, D> {
     /// The next segment of a merged frame (its checksums filled), into
     /// `out`, and onto the wire. True once the last has gone.
     pub(super) fn segment(&mut self, cut: &mut Cut, frame: &[u8], now: Instant) -> bool {
-        if self.link_up && self.pcap.is_none() && self.shaper.is_clean() {
-            // Nothing to see or fault it on the way: written once, into
-            // the device's buffer.
+        if self.writes_straight() {
+            // Written once, into the device's buffer.
             let (segments, i) = (cut.segments, cut.next);
             let len = segments.frame_len(i);
             inc(&self.c.tx_checksum_filled);
