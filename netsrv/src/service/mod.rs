@@ -233,14 +233,8 @@ pub async fn run_stack(shared: Rc<Shared>) {
     let mut rounds = 0;
     let mut idle = IdlePoll::configured();
     loop {
-        let (busy, faulted) = {
-            let mut stack = shared.stack.borrow_mut();
-            for id in shared.rang.take() {
-                stack.tcp_rang(id);
-            }
-            (stack.poll(), stack.take_new_faults())
-        };
-        if faulted {
+        let busy = poll_stack(&shared);
+        if shared.stack.borrow_mut().take_new_faults() {
             shared.faults.notify_waiters();
         }
         crate::egress::check(&shared);
@@ -298,6 +292,16 @@ pub async fn run_stack(shared: Rc<Shared>) {
     }
 }
 
+/// Files the sockets whose clients rang, then polls the stack once:
+/// whether it did work.
+fn poll_stack(shared: &Shared) -> bool {
+    let mut stack = shared.stack.borrow_mut();
+    for id in shared.rang.take() {
+        stack.tcp_rang(id);
+    }
+    stack.poll()
+}
+
 /// Polls the stack a little before arming its doorbells and sleeping,
 /// while that pays (`capnet_ring::idle`): whether work came. Each check
 /// first lets tokio run (doorbell tasks file what rang, calls land), so a
@@ -308,14 +312,7 @@ async fn poll_before_sleeping(shared: &Shared, idle: &mut IdlePoll) -> bool {
     };
     let found = loop {
         tokio::task::yield_now().await;
-        let busy = {
-            let mut stack = shared.stack.borrow_mut();
-            for id in shared.rang.take() {
-                stack.tcp_rang(id);
-            }
-            stack.poll()
-        };
-        if busy {
+        if poll_stack(shared) {
             break true;
         }
         if !round.go_on() {
