@@ -18,6 +18,7 @@
 
 use crate::error::RingError;
 use crate::sync::{fence, AtomicU32, CacheLine, Ordering, LINE};
+use std::marker::PhantomData;
 
 pub use crate::bytemem::{heap, ByteMem, DefaultBytes, HeapBytes};
 #[cfg(not(loom))]
@@ -141,8 +142,9 @@ fn copy_out<M: ByteMem>(mem: &M, at: u32, dst: &mut [u8]) {
     );
     mem.track(at, dst.len(), false);
     let (pos, first) = split(mem.capacity(), at, dst.len());
-    // SAFETY: spans in bounds as in `copy_in`; published bytes are not written by the writer
-    // until our head passes them; `dst` is our own memory.
+    // SAFETY: spans in bounds as in `copy_in`; callers copy only published bytes their reader has
+    // not consumed (`read`, or `HeldBytes` under `held`'s contract), which the writer does not
+    // write until the head passes them; `dst` is our own memory.
     unsafe {
         let base = mem.data().as_ptr();
         std::ptr::copy_nonoverlapping(base.add(pos), dst.as_mut_ptr(), first);
@@ -369,6 +371,28 @@ impl<M: ByteMem> ByteReader<M> {
         }
     }
 
+    /// The free-running index of the first byte not consumed.
+    pub fn head(&self) -> u32 {
+        self.head
+    }
+
+    /// A view of the bytes this reader has not consumed, for a consumer
+    /// that keeps them in place until it is done with them.
+    ///
+    /// # Safety
+    /// The view must be used on the thread that holds this reader, only for
+    /// bytes the reader has not consumed (the writer may reuse the others at
+    /// once), and not after the ring is [reset](Self::reset).
+    pub unsafe fn held(&self) -> HeldBytes<M>
+    where
+        M: Clone,
+    {
+        HeldBytes {
+            mem: self.mem.clone(),
+            _one_thread: PhantomData,
+        }
+    }
+
     /// Readable bytes now.
     pub fn available(&self) -> Result<usize, RingError> {
         Ok(self.load_tail()?.wrapping_sub(self.head) as usize)
@@ -447,6 +471,32 @@ impl<M: ByteMem> ByteReader<M> {
     }
 }
 
+/// Bytes a reader keeps in the ring after seeing them, copied out by
+/// free-running index: a reader that consumes only when it is done with
+/// its bytes (TCP's send queue keeps what the peer has not acknowledged in
+/// the socket's up ring) reads them here, as often as it needs, in place.
+#[derive(Debug)]
+pub struct HeldBytes<M: ByteMem = DefaultBytes> {
+    mem: M,
+    /// Tied to the reader's thread (see [`ByteReader::held`]).
+    _one_thread: PhantomData<*const ()>,
+}
+
+impl<M: ByteMem> HeldBytes<M> {
+    /// Copies the bytes from free-running index `at` into `dst`. They must
+    /// have been published (an impossible range is `Corrupt`); which
+    /// bytes of them the reader has consumed it must know itself.
+    pub fn copy_out(&self, at: u32, dst: &mut [u8]) -> Result<(), RingError> {
+        let tail = self.mem.header().writer.tail.load(Ordering::Acquire);
+        let before_tail = tail.wrapping_sub(at) as usize;
+        if dst.len() > before_tail || before_tail > self.mem.capacity() as usize {
+            return Err(RingError::Corrupt("held bytes outside the published ones"));
+        }
+        copy_out(&self.mem, at, dst);
+        Ok(())
+    }
+}
+
 /// Sets a wakeup request and orders it before the caller's re-check (pairs with `take_request`;
 /// SeqCst on the flag for loom's sake, see [`crate::queue`]).
 fn request(flag: &AtomicU32) {
@@ -483,6 +533,29 @@ mod tests {
         assert_eq!(&buf[..5], b"hello");
         assert_eq!(r.read(&mut buf).unwrap(), 0);
         assert!(!r.eof());
+    }
+
+    #[test]
+    fn held_bytes_read_in_place_across_the_wrap_until_consumed() {
+        let (mut w, mut r) = ring();
+        w.write(&[0; 60]).unwrap();
+        r.consume(60);
+        // 20 bytes from index 60 wrap at 64.
+        let data: Vec<u8> = (0..20).collect();
+        assert_eq!(w.write(&data).unwrap(), 20);
+        // SAFETY: one thread; only bytes from the head on; no reset.
+        let held = unsafe { r.held() };
+        let at = r.head();
+        let mut out = [0u8; 12];
+        held.copy_out(at.wrapping_add(6), &mut out).unwrap();
+        assert_eq!(out[..], data[6..18]);
+        // Not yet published, or further back than the ring holds.
+        assert!(held.copy_out(at.wrapping_add(15), &mut out).is_err());
+        assert!(held.copy_out(at.wrapping_sub(64), &mut out).is_err());
+        // Space comes back to the writer only when consumed.
+        assert_eq!(w.space().unwrap(), 44);
+        r.consume(20);
+        assert_eq!(w.space().unwrap(), 64);
     }
 
     #[test]

@@ -140,7 +140,7 @@ impl FlagMem for ShmFlags {
 }
 
 /// A byte ring placed in a shared region.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct ShmBytes {
     header: NonNull<ByteHeader>,
     data: NonNull<u8>,

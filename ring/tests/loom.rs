@@ -262,6 +262,36 @@ fn bytering_error_code_after_data() {
     });
 }
 
+/// A reader that keeps its bytes in the ring (TCP's send queue): it reads
+/// them in place, twice (a transmission and a retransmission), before it
+/// consumes them; the writer refills the space at once. Both copies must be
+/// the bytes written there (loom's cells catch a write into held bytes).
+#[test]
+fn bytering_held_bytes_stay_until_consumed() {
+    model(|| {
+        let (mut w, mut r) = bytering::heap(4).unwrap();
+        let t = thread::spawn(move || write_all(&mut w, b"abcdef"));
+        // SAFETY: this thread holds the reader; only unconsumed bytes are read; no reset.
+        let held = unsafe { r.held() };
+        let mut got = Vec::new();
+        while got.len() < 6 {
+            let n = r.available().unwrap().min(2);
+            if n == 0 {
+                thread::yield_now();
+                continue;
+            }
+            let (mut first, mut again) = ([0u8; 2], [0u8; 2]);
+            held.copy_out(r.head(), &mut first[..n]).unwrap();
+            held.copy_out(r.head(), &mut again[..n]).unwrap();
+            assert_eq!(first[..n], again[..n]);
+            got.extend_from_slice(&first[..n]);
+            r.consume(n);
+        }
+        assert_eq!(got, b"abcdef");
+        t.join().unwrap();
+    });
+}
+
 /// Reader side of the data-signal protocol: read, request, re-check, sleep.
 fn read_all(r: &mut ByteReader<HeapBytes>, bell: &Bell, want: &[u8]) {
     let mut got = Vec::new();

@@ -134,6 +134,100 @@ fn corrupted_socket_rings_end_only_that_socket() {
     drop((done1, done2));
 }
 
+/// TCP keeps what the peer has not acknowledged in the client's up ring,
+/// where the client wrote it, and sends it from there. So a client that
+/// scribbles over those bytes changes only its own stream (the peer gets
+/// the new bytes, in place of the ones it never had), and one that takes
+/// them back (moves its tail behind them) has its socket ended and
+/// counted while another transfer goes on.
+#[test]
+fn bytes_tcp_holds_stay_in_the_clients_ring_and_changing_them_costs_only_that_socket() {
+    use std::io::Read;
+    use std::sync::atomic::Ordering::SeqCst;
+    use std::time::{Duration, Instant};
+    let scratch = Scratch::new("held");
+    let (a, b) = two_hosts(&scratch, "");
+    let (na, nb) = (a.net().unwrap(), b.net().unwrap());
+    // Not accepted yet: the connection's window fills and stays full.
+    let listener = nb.tcp_listen(addr("0.0.0.0:5210"), 8).unwrap();
+    let (fds, done) = raw_ring_socket(&a.socket, addr("10.0.0.2:5210"));
+    let rings = Greedy::map(&fds[0]);
+    let up = rings.rings[0];
+    let capacity = rings.rings[1] - up - capnet_ring::bytering::HEADER_BYTES;
+    let data = up + capnet_ring::bytering::HEADER_BYTES;
+    let poke = |at: u32, byte: u8| {
+        // SAFETY: a byte of the up ring's data area, in the live mapping.
+        unsafe { *rings.map.as_ptr().add(data + at as usize % capacity) = byte };
+    };
+    let pattern = |at: u32| (at % 251) as u8;
+    // Write until the ring is full and no space comes back.
+    let (mut tail, mut head) = (0u32, 0u32);
+    let mut still_since = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while still_since.elapsed() < Duration::from_millis(500) {
+        assert!(Instant::now() < deadline, "the ring never stayed full");
+        let now_head = rings.word(up + Greedy::LINE).load(SeqCst);
+        if now_head != head {
+            head = now_head;
+            still_since = Instant::now();
+        }
+        let free = capacity - tail.wrapping_sub(head) as usize;
+        if free > 0 {
+            for at in tail..tail + free as u32 {
+                poke(at, pattern(at));
+            }
+            tail += free as u32;
+            rings.word(up).store(tail, SeqCst);
+            ring(&fds[1]);
+            still_since = Instant::now();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!((tail - head) as usize, capacity, "the ring stayed full");
+    // Every byte in it is TCP's: the send queue is the ring.
+    let status = cli_ok(&a, &["status"]);
+    let held = format!("sendq {capacity}/{capacity} (ring)");
+    assert!(
+        status
+            .lines()
+            .any(|l| l.contains(":5210 ") && l.contains(&held)),
+        "no connection on port 5210 with {held:?}:\n{status}"
+    );
+    // The peer has every byte before `head` and none after: scribble those.
+    for at in head..tail {
+        poke(at, 0xaa);
+    }
+    let (mut s, _) = listener.accept().unwrap();
+    let mut got = vec![0u8; tail as usize];
+    s.read_exact(&mut got).unwrap();
+    let first_wrong = (0..head).find(|&at| got[at as usize] != pattern(at));
+    assert_eq!(first_wrong, None, "bytes the peer had came through");
+    assert!(
+        got[head as usize..].iter().all(|&b| b == 0xaa),
+        "the bytes TCP held were sent from the client's ring"
+    );
+    let good = good_transfer(&na, &nb, 5211, 8 << 20).0;
+    // Take bytes back: the tail moves behind what TCP took.
+    rings
+        .word(up)
+        .store(tail.wrapping_sub(capacity as u32), SeqCst);
+    ring(&fds[1]);
+    good.join().unwrap();
+    let mut killed = 0;
+    for _ in 0..100 {
+        killed = status_counter(&cli_ok(&a, &["status"]), "killed");
+        if killed >= 1 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        killed, 1,
+        "the socket whose client took bytes back was ended"
+    );
+    drop(done);
+}
+
 #[test]
 fn junk_frames_on_the_wire_are_dropped_and_counted() {
     use capnet::host::Host;

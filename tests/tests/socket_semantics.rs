@@ -127,12 +127,17 @@ fn fill_without_blocking(s: &dyn Stream, seed: u64) -> u64 {
     s.set_nonblocking(true).unwrap();
     let mut buf = vec![0u8; 64 * 1024];
     let mut total = 0u64;
-    // Give a stack that takes the first bytes in slowly a few tries.
+    // Full is three tries in a row that take nothing: a stack whose send
+    // buffer frees only as the peer acknowledges blocks for a moment
+    // before the peer's buffers are full too.
     let mut would_block = 0;
     while would_block < 3 && total < 64 << 20 {
         pattern(seed, total, &mut buf);
         match s.write(&buf) {
-            Ok(n) => total += n as u64,
+            Ok(n) => {
+                total += n as u64;
+                would_block = 0;
+            }
             Err(e) if e.kind() == ErrorKind::WouldBlock => {
                 would_block += 1;
                 std::thread::sleep(Duration::from_millis(50));

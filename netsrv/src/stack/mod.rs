@@ -16,6 +16,7 @@
 mod bindings;
 mod pump;
 mod ready;
+mod sendring;
 mod tcp;
 mod udp;
 

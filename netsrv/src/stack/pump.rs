@@ -4,7 +4,7 @@
 //! asked for before the loop sleeps.
 
 use super::tcp::TcpConn;
-use super::Stack;
+use super::{sendring, Stack};
 use crate::offload::{self, OffloadTable};
 use capnet_ring::{RingError, ServerEnd};
 use capnet_tcpip::tcp::{Conn, Mark, State};
@@ -72,7 +72,7 @@ impl Stack {
                 let drained = tc
                     .rings
                     .as_ref()
-                    .is_none_or(|r| r.up.available().unwrap_or(0) == 0);
+                    .is_none_or(|r| sendring::untaken(c, r).unwrap_or(0) == 0);
                 if !tc.fin_queued && drained {
                     tc.queue_fin(c);
                     touched.push(tc.id);
@@ -143,7 +143,9 @@ impl Stack {
                 .and_then(|t| table.conn(&t))
                 .and_then(|c| c.rx.as_ref())
                 .is_some_and(|rx| rx.plain_allowance(tc.rx_bytes) == Some(0));
-            let up_ready = c.writable() > 0 && r.up.available().unwrap_or(0) > 0;
+            // New bytes to take, or acknowledged ones to give back.
+            let up_ready = (c.writable() > 0 && sendring::untaken(c, r).unwrap_or(0) > 0)
+                || c.ring_front().is_some_and(|f| f != r.up.head());
             let down_ready = !held && c.readable() > 0 && r.down.space().unwrap_or(0) > 0;
             if up_ready || down_ready {
                 r.up.cancel_signal();
@@ -188,31 +190,51 @@ impl TcpConn {
             return Ok(false);
         };
         let mut moved = false;
-        // Application -> network.
-        let mut sent = false;
-        while c.writable() > 0 {
-            let chunk = rings.up.peek()?;
-            if chunk.is_empty() {
-                break;
+        // Application -> network: in place once the engine's own queue is
+        // empty (bytes written by calls before the rings came go first).
+        let mut freed = sendring::release_acked(c, rings);
+        if sendring::attach(c, rings) {
+            let queued = c.send_queued();
+            let n = c.take_from_ring(sendring::untaken(c, rings)?);
+            if n > 0 {
+                if let Some((at, bytes)) = rewrite_over(&mut self.tx_rewrite, self.tx_bytes, n) {
+                    c.rewrite_queued(queued + at, &bytes);
+                }
+                self.tx_bytes += n as u64;
+                moved = true;
             }
-            let n = match rewritten(&mut self.tx_rewrite, self.tx_bytes, chunk) {
-                Some(bytes) => c.write(&bytes),
-                None => c.write(chunk),
-            };
-            if n == 0 {
-                break;
+        } else {
+            while c.writable() > 0 {
+                let chunk = rings.up.peek()?;
+                if chunk.is_empty() {
+                    break;
+                }
+                let n = match rewrite_over(&mut self.tx_rewrite, self.tx_bytes, chunk.len()) {
+                    Some((at, bytes)) => {
+                        let mut chunk = chunk.to_vec();
+                        chunk[at..at + bytes.len()].copy_from_slice(&bytes);
+                        c.write(&chunk)
+                    }
+                    None => c.write(chunk),
+                };
+                if n == 0 {
+                    break;
+                }
+                rings.up.consume(n);
+                self.tx_bytes += n as u64;
+                freed = true;
             }
-            rings.up.consume(n);
-            self.tx_bytes += n as u64;
-            sent = true;
         }
-        if sent {
+        if freed {
             moved = true;
             if rings.up.signal_wanted() {
                 rings.wake_peer.ring();
             }
         }
-        if !self.fin_queued && rings.up.eof() && c.may_send() {
+        // The writer's state before its tail, so that bytes written ahead
+        // of the close are seen.
+        let writer_done = rings.up.writer_finished();
+        if !self.fin_queued && writer_done && sendring::untaken(c, rings)? == 0 && c.may_send() {
             // The abort-on-data limit follows in `pump_connections`.
             c.shutdown_write();
             self.fin_queued = true;
@@ -282,23 +304,26 @@ impl TcpConn {
     }
 }
 
-/// `chunk`, at stream offset `at`, with the pending rewrite's bytes over
-/// it (`None`: nothing to rewrite there); drops the rewrite once passed.
-fn rewritten(rewrite: &mut Option<(u64, Vec<u8>)>, at: u64, chunk: &[u8]) -> Option<Vec<u8>> {
+/// The pending rewrite's bytes over the `len` bytes at stream offset `at`:
+/// where they start in that span, and the bytes (`None`: nothing to
+/// rewrite there); drops the rewrite once passed.
+fn rewrite_over(
+    rewrite: &mut Option<(u64, Vec<u8>)>,
+    at: u64,
+    len: usize,
+) -> Option<(usize, Vec<u8>)> {
     let (start, bytes) = rewrite.as_ref()?;
     let end = start + bytes.len() as u64;
     if at >= end {
         *rewrite = None;
         return None;
     }
-    let (from, to) = (at.max(*start), (at + chunk.len() as u64).min(end));
+    let (from, to) = (at.max(*start), (at + len as u64).min(end));
     if from >= to {
         return None;
     }
-    let mut out = chunk.to_vec();
-    out[(from - at) as usize..(to - at) as usize]
-        .copy_from_slice(&bytes[(from - start) as usize..(to - start) as usize]);
-    Some(out)
+    let over = bytes[(from - start) as usize..(to - start) as usize].to_vec();
+    Some(((from - at) as usize, over))
 }
 
 /// Receive path of a connection with TLS RX offload: marked chunks (see

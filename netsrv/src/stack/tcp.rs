@@ -409,6 +409,10 @@ impl Stack {
     pub(super) fn forget_tcp(&mut self, id: SockId) -> Option<TcpConn> {
         let tc = self.tcp.remove(&id)?;
         self.ready.remove(id, tc.id, tc.tuple);
+        // The rings go with the socket; the engine may still send.
+        if let Ok(c) = self.engine.tcp.conn_mut(tc.id) {
+            super::sendring::detach(c);
+        }
         Some(tc)
     }
 
@@ -628,12 +632,14 @@ impl Stack {
                 kind: "tcp",
                 local: c.flow.local.to_string(),
                 remote: c.flow.remote.to_string(),
-                // Queues as held/bound (autotuning moves the bounds).
+                // Queues as held/bound (autotuning moves the bounds); a
+                // send queue in the up ring is "(ring)".
                 state: match &tc.rings {
                     Some(r) => format!(
-                        "{state} sendq {}/{} recvq {}/{} up {} down-space {}",
+                        "{state} sendq {}/{}{} recvq {}/{} up {} down-space {}",
                         c.send_queued(),
                         c.send_buffer(),
+                        if c.sends_from_ring() { " (ring)" } else { "" },
                         c.readable(),
                         c.recv_buffer(),
                         r.up.available().unwrap_or(0),

@@ -8,7 +8,6 @@ use super::conn::{self, Conn, ConnCounters, ConnError, Options, Payload, Sink, S
 use super::cookie::SynCookies;
 use super::isn::IsnGenerator;
 use super::mark::Mark;
-use super::sendq::SendQueue;
 use crate::time::Instant;
 use crate::timer::TimerWheel;
 use capnet_wire::tcp::{Flags, Flow, Header, SeqNumber};
@@ -108,9 +107,6 @@ struct Slot {
 mod listen;
 
 use listen::ListenerSlot;
-
-/// One segment the layer sends on its own (RST, a cookie's SYN-ACK).
-static EMPTY: SendQueue = SendQueue::new(0);
 
 pub struct Tcp {
     slots: Vec<Slot>,
@@ -372,7 +368,7 @@ impl Tcp {
             ..Header::default()
         };
         self.counters.resets_sent += 1;
-        sink.segment(flow, &h, Payload::empty(&EMPTY));
+        sink.segment(flow, &h, Payload::empty());
     }
 
     fn insert(&mut self, conn: Conn, listener: Option<ListenerId>) -> TcpId {

@@ -14,3 +14,4 @@ pub mod sendq;
 pub use conn::{limits, Conn, ConnCounters, ConnError, Options, State};
 pub use layer::{Event, ListenerId, Tcp, TcpCounters, TcpError, TcpId, TcpLimits};
 pub use mark::Mark;
+pub use sendq::SendRing;

@@ -10,16 +10,16 @@ use capnet_wire::tcp::Flags;
 /// the frame (one copy, queue to frame).
 #[derive(Clone, Copy)]
 pub struct Payload<'a> {
-    queue: &'a SendQueue,
+    queue: Option<&'a SendQueue>,
     offset: usize,
     len: usize,
 }
 
 impl<'a> Payload<'a> {
     /// No payload.
-    pub fn empty(queue: &'a SendQueue) -> Payload<'a> {
+    pub fn empty() -> Payload<'a> {
         Payload {
-            queue,
+            queue: None,
             offset: 0,
             len: 0,
         }
@@ -35,7 +35,9 @@ impl<'a> Payload<'a> {
 
     /// Copies the payload into `dst` (exactly [`len`](Self::len) bytes).
     pub fn copy_to(&self, dst: &mut [u8]) {
-        self.queue.read(self.offset, &mut dst[..self.len]);
+        if let Some(queue) = self.queue {
+            queue.read(self.offset, &mut dst[..self.len]);
+        }
     }
 
     /// The stream offset of the first byte (for offload hooks).
@@ -406,7 +408,7 @@ impl Conn {
             }
         }
         let payload = Payload {
-            queue: &self.sendq,
+            queue: Some(&self.sendq),
             offset,
             len,
         };

@@ -4,6 +4,7 @@
 //! `output.rs` and `timers.rs`.
 
 use super::{limits, Conn, ConnError, Fin, Mark, Negotiated, Options, State};
+use crate::tcp::sendq::SendRing;
 use crate::time::Instant;
 use std::time::Duration;
 
@@ -131,6 +132,43 @@ impl Conn {
             self.send_blocked = false;
         }
         n
+    }
+
+    /// Keeps the bytes to send in the socket's up ring from now on, where
+    /// the application writes them (`front`: the index of the next byte it
+    /// writes); false while the queue still holds bytes of its own.
+    pub fn send_from_ring(&mut self, ring: Box<dyn SendRing>, front: u32, capacity: usize) -> bool {
+        self.sendq.use_ring(ring, front, capacity)
+    }
+
+    /// Whether the bytes to send are in the socket's ring.
+    pub fn sends_from_ring(&self) -> bool {
+        self.sendq.in_ring()
+    }
+
+    /// The ring is going away: the queue copies what it holds there.
+    pub fn send_from_own_queue(&mut self) {
+        self.sendq.leave_ring();
+    }
+
+    /// Queues `n` more bytes of the ring (the ones after those queued);
+    /// returns how many fit (0 when the send side is closed or full).
+    pub fn take_from_ring(&mut self, n: usize) -> usize {
+        if !self.state.sends() || self.fin != Fin::None {
+            return 0;
+        }
+        let n = self.sendq.take(n);
+        if n > 0 {
+            self.send_blocked = false;
+        }
+        n
+    }
+
+    /// The ring index of the first unacknowledged byte, when the bytes are
+    /// in the ring: its reader consumes everything before it, giving the
+    /// application its space back.
+    pub fn ring_front(&self) -> Option<u32> {
+        self.sendq.ring_front()
     }
 
     /// Writes `bytes` over queued bytes from `offset` (from the first

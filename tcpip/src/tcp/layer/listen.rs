@@ -273,7 +273,7 @@ impl Tcp {
                     r.window_scale = Some(l.opts.wscale());
                 }
             }
-            sink.segment(&flow, &r, Payload::empty(&EMPTY));
+            sink.segment(&flow, &r, Payload::empty());
             return;
         }
         let opts = l.opts;
