@@ -77,6 +77,9 @@ fn raw_ring_socket(
             let mut ra = req.get().init_remote();
             ra.set_ip(&[10, 0, 0, 2]);
             ra.set_port(remote.port());
+            // A send buffer of the ring's size, which autotuning leaves
+            // alone: TCP's send queue stays in the ring.
+            req.get().init_options().set_send_buffer(256 << 10);
             let resp = req.send().promise.await.unwrap();
             let sock = resp.get().unwrap().get_socket().unwrap();
             let g = sock.open_rings_request().send().promise.await.unwrap();

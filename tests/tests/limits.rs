@@ -442,14 +442,20 @@ fn the_documented_limits_are_netsrvs_defaults() {
     }
 }
 
+/// The `status` line of host's TCP connection on `port`.
+fn tcp_status(host: &Host, port: u16) -> String {
+    let status = cli_ok(host, &["status"]);
+    status
+        .lines()
+        .find(|l| l.trim_start().starts_with("tcp ") && l.contains(&format!(":{port} ")))
+        .unwrap_or_else(|| panic!("no connection on port {port}:\n{status}"))
+        .to_string()
+}
+
 /// The bound of the receive queue of host's TCP connection on `port`, from
 /// `status` ("recvq held/bound").
 fn recv_bound(host: &Host, port: u16) -> usize {
-    let status = cli_ok(host, &["status"]);
-    let line = status
-        .lines()
-        .find(|l| l.trim_start().starts_with("tcp ") && l.contains(&format!(":{port} ")))
-        .unwrap_or_else(|| panic!("no connection on port {port}:\n{status}"));
+    let line = tcp_status(host, port);
     let words: Vec<&str> = line.split_whitespace().collect();
     let at = words
         .iter()
@@ -510,6 +516,14 @@ fn autotuned_queues_are_paid_from_the_clients_buffer_budget() {
         c.shutdown(std::net::Shutdown::Write).unwrap();
         assert_eq!(rx.recv().unwrap(), 32 << 20);
         let bound = recv_bound(&b, 5400);
+        // The sender's queue starts in the socket's ring (256 KiB) and
+        // leaves it when autotuning grows it further, if the budget pays.
+        let sender = tcp_status(&a, 5400);
+        assert_eq!(
+            sender.contains("(ring)"),
+            ceiling.is_none(),
+            "{config:?}: {sender}"
+        );
         match ceiling {
             // Up to half of what the sim port's receive ring holds (512
             // buffers), and no further than `[limits] socket_buffer_max`

@@ -53,6 +53,10 @@ impl Stack {
             }
             if let Some(want) = c.buffers_wanted() {
                 tc.grow(c, want);
+                // A window the growth opened is announced now, not with
+                // the next segment (a peer facing a zero window may send
+                // nothing but probes, seconds apart).
+                touched.push(tc.id);
             }
             let pumped = tc.pump(c, &mut table);
             tc.arm_abort_on_data(c);
@@ -173,7 +177,11 @@ impl TcpConn {
             (None, None) => false,
         };
         if paid {
+            let held = c.ring_front().map(|front| (front, c.send_queued()));
             c.grow_buffers(send, recv);
+            if let (Some((front, queued)), Some(rings)) = (held, &mut self.rings) {
+                sendring::left(c, rings, front, queued);
+            }
         } else {
             c.stop_growing();
         }

@@ -17,7 +17,8 @@ impl SendRing for UpRing {
 }
 
 /// Puts the connection's send queue in the socket's up ring, if its own
-/// queue is empty (bytes queued before the rings came are sent first).
+/// queue is empty (bytes queued before the rings came are sent first) and
+/// its bound fits in the ring (a path that needs more keeps its own).
 pub(super) fn attach(c: &mut Conn, rings: &ServerEnd) -> bool {
     if c.sends_from_ring() {
         return true;
@@ -37,6 +38,21 @@ pub(super) fn attach(c: &mut Conn, rings: &ServerEnd) -> bool {
 /// it still holds in them.
 pub(super) fn detach(c: &mut Conn) {
     c.send_from_own_queue();
+}
+
+/// After a call that may move the send queue out of the ring (growing its
+/// bound): if it did, the queue copied the `queued` bytes it held from ring
+/// index `front` on, and the ring has them back, with any acknowledged
+/// before them; a writer waiting for room hears of it.
+pub(super) fn left(c: &Conn, rings: &mut ServerEnd, front: u32, queued: usize) {
+    if c.sends_from_ring() {
+        return;
+    }
+    let taken = front.wrapping_sub(rings.up.head()) as usize + queued;
+    rings.up.consume(taken);
+    if taken > 0 && rings.up.signal_wanted() {
+        rings.wake_peer.ring();
+    }
 }
 
 /// Gives the application back the ring space of bytes the peer

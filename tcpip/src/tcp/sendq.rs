@@ -5,9 +5,11 @@
 //! The bytes live in one of two places. A socket on shared rings keeps
 //! them where the application wrote them, in its up ring ([`SendRing`]):
 //! the queue takes them by count and copies each one once, into a frame,
-//! and the ring gets its space back as the peer acknowledges. A socket
-//! written by calls keeps its own copy, whose memory follows the bytes
-//! held (the storage goes back to the allocator when it drains).
+//! and the ring gets its space back as the peer acknowledges. The ring's
+//! capacity is then the send buffer; a path that needs more (autotuning
+//! grows the bound past the ring) moves the queue into memory of its own
+//! for good, as does a socket written by calls. Its own memory follows
+//! the bytes held (the storage goes back to the allocator when it drains).
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -98,10 +100,13 @@ impl SendQueue {
         }
     }
 
-    /// Changes the bound of a queue of its own (a ring's is its capacity);
-    /// bytes already held stay.
+    /// Changes the bound; bytes already held stay. A bound past the ring's
+    /// capacity moves the queue out of the ring.
     pub fn set_limit(&mut self, limit: usize) {
         self.limit = limit;
+        if matches!(&self.bytes, Bytes::Ring(r) if limit > r.capacity) {
+            self.leave_ring();
+        }
     }
 
     /// Whether the bytes are in the socket's ring.
@@ -110,9 +115,10 @@ impl SendQueue {
     }
 
     /// Keeps the bytes in `ring` from now on, its index `front` being the
-    /// next byte to take: only an empty queue can (false otherwise).
+    /// next byte to take: only an empty queue whose bound the ring holds
+    /// can (false otherwise).
     pub fn use_ring(&mut self, ring: Box<dyn SendRing>, front: u32, capacity: usize) -> bool {
-        if !self.is_empty() {
+        if !self.is_empty() || self.limit > capacity {
             return false;
         }
         self.bytes = Bytes::Ring(Ring {
@@ -404,5 +410,24 @@ mod tests {
         q.read(0, &mut out);
         assert_eq!(&out, b"Y67pq");
         assert!(!q.use_ring(Box::new(ring), 10, 16), "not empty");
+    }
+
+    #[test]
+    fn a_bound_past_the_ring_moves_the_queue_out_for_good() {
+        let ring = TestRing::new();
+        let mut q = SendQueue::new(8);
+        assert!(q.use_ring(Box::new(ring.clone()), 0, 16));
+        ring.write(b"abcdef");
+        q.take(6);
+        q.set_limit(16);
+        assert!(q.in_ring());
+        q.set_limit(32);
+        assert!(!q.in_ring());
+        assert_eq!((q.len(), q.limit()), (6, 32));
+        let mut out = [0u8; 6];
+        q.read(0, &mut out);
+        assert_eq!(&out, b"abcdef");
+        q.ack(6);
+        assert!(!q.use_ring(Box::new(ring), 6, 16), "the ring is too small");
     }
 }

@@ -136,7 +136,8 @@ impl Conn {
 
     /// Keeps the bytes to send in the socket's up ring from now on, where
     /// the application writes them (`front`: the index of the next byte it
-    /// writes); false while the queue still holds bytes of its own.
+    /// writes); false while the queue still holds bytes of its own, or
+    /// once its bound outgrew the ring (autotuning then moved it out).
     pub fn send_from_ring(&mut self, ring: Box<dyn SendRing>, front: u32, capacity: usize) -> bool {
         self.sendq.use_ring(ring, front, capacity)
     }

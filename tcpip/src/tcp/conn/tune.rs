@@ -65,13 +65,12 @@ impl Conn {
             self.opts.recv_buffer_max,
             self.recvq.limit(),
         );
-        // A queue in the socket's ring is as large as the ring.
-        let send_max = if self.sendq.in_ring() {
-            self.sendq.limit()
-        } else {
-            self.opts.send_buffer_max
-        };
-        let send = step(2 * self.cc.cwnd(), send_max, self.sendq.limit());
+        // Past a ring's capacity, the send queue leaves the ring.
+        let send = step(
+            2 * self.cc.cwnd(),
+            self.opts.send_buffer_max,
+            self.sendq.limit(),
+        );
         (recv > self.recvq.limit() || send > self.sendq.limit()).then_some((send, recv))
     }
 
