@@ -100,6 +100,20 @@ fn raw_ring_socket(
     (rx.recv().unwrap(), done_tx)
 }
 
+/// The host's count of sockets ended for a broken ring, once it reaches
+/// `want` (or after 5 s).
+fn killed(host: &capnet::host::Host, want: u64) -> u64 {
+    let mut killed = 0;
+    for _ in 0..100 {
+        killed = status_counter(&cli_ok(host, &["status"]), "killed");
+        if killed >= want {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    killed
+}
+
 fn ring(fd: &OwnedFd) {
     let one: u64 = 1;
     // SAFETY: writing 8 bytes from a valid u64 to a doorbell fd (an 8-byte
@@ -125,15 +139,7 @@ fn corrupted_socket_rings_end_only_that_socket() {
     scribble(&fds2[0], |i| noise[i % noise.len()]);
     ring(&fds2[1]);
     good.join().unwrap();
-    let mut killed = 0;
-    for _ in 0..100 {
-        killed = status_counter(&cli_ok(&a, &["status"]), "killed");
-        if killed >= 2 {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    assert_eq!(killed, 2, "both hostile sockets were ended");
+    assert_eq!(killed(&a, 2), 2, "both hostile sockets were ended");
     drop((done1, done2));
 }
 
@@ -216,16 +222,9 @@ fn bytes_tcp_holds_stay_in_the_clients_ring_and_changing_them_costs_only_that_so
         .store(tail.wrapping_sub(capacity as u32), SeqCst);
     ring(&fds[1]);
     good.join().unwrap();
-    let mut killed = 0;
-    for _ in 0..100 {
-        killed = status_counter(&cli_ok(&a, &["status"]), "killed");
-        if killed >= 1 {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
     assert_eq!(
-        killed, 1,
+        killed(&a, 1),
+        1,
         "the socket whose client took bytes back was ended"
     );
     drop(done);
