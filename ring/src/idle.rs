@@ -12,8 +12,8 @@
 //! maximum (work found by a round, or a sleep that short). Between checks
 //! it yields the CPU, so a task waiting for the core runs first (a fixed
 //! spin in every loop, netsrv's without yielding, once cost bulk transfers
-//! a third of their rate). Idle costs nothing: long sleeps bring the share of short spells down and
-//! the rounds stop. Nothing here touches a ring; the caller's `ready` check
+//! a third of their rate). Idle costs nothing: long sleeps bring the share
+//! of short spells down and the rounds stop. Nothing here touches a ring; the caller's `ready` check
 //! is what it looks at before it sleeps, and it still asks for a signal
 //! and checks once more before sleeping, so a round that misses work
 //! loses nothing.

@@ -177,11 +177,9 @@ impl TcpConn {
             (None, None) => false,
         };
         if paid {
-            let held = c.ring_front().map(|front| (front, c.send_queued()));
+            // Past the ring's capacity the send queue leaves it; the pump
+            // gives the ring its bytes back (`sendring::release_acked`).
             c.grow_buffers(send, recv);
-            if let (Some((front, queued)), Some(rings)) = (held, &mut self.rings) {
-                sendring::left(c, rings, front, queued);
-            }
         } else {
             c.stop_growing();
         }

@@ -40,30 +40,16 @@ pub(super) fn detach(c: &mut Conn) {
     c.send_from_own_queue();
 }
 
-/// After a call that may move the send queue out of the ring (growing its
-/// bound): if it did, the queue copied the `queued` bytes it held from ring
-/// index `front` on, and the ring has them back, with any acknowledged
-/// before them; a writer waiting for room hears of it.
-pub(super) fn left(c: &Conn, rings: &mut ServerEnd, front: u32, queued: usize) {
-    if c.sends_from_ring() {
-        return;
-    }
-    let taken = front.wrapping_sub(rings.up.head()) as usize + queued;
-    rings.up.consume(taken);
-    if taken > 0 && rings.up.signal_wanted() {
-        rings.wake_peer.ring();
-    }
-}
-
 /// Gives the application back the ring space of bytes the peer
-/// acknowledged; true if there was any.
-pub(super) fn release_acked(c: &Conn, rings: &mut ServerEnd) -> bool {
-    let Some(front) = c.ring_front() else {
+/// acknowledged, or, once the queue left the ring, of every byte it took
+/// there; true if there was any.
+pub(super) fn release_acked(c: &mut Conn, rings: &mut ServerEnd) -> bool {
+    let Some(upto) = c.ring_front().or_else(|| c.take_left_ring()) else {
         return false;
     };
-    let acked = front.wrapping_sub(rings.up.head()) as usize;
-    rings.up.consume(acked);
-    acked > 0
+    let released = upto.wrapping_sub(rings.up.head()) as usize;
+    rings.up.consume(released);
+    released > 0
 }
 
 /// Bytes in the up ring the engine has not taken yet. `Err` when the

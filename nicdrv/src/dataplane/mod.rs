@@ -5,8 +5,9 @@
 //!
 //! It polls while there is work, then for a little longer while that pays
 //! (`capnet_ring::idle`), then asks each queue for a signal, checks the
-//! queues once more, and sleeps in poll(2) on the doorbells (no timeout unless a timer is pending: a held
-//! reordered frame, a capture flush, or the TAP flag poll without netlink).
+//! queues once more, and sleeps in poll(2) on the doorbells (no timeout
+//! unless a timer is pending: a held reordered frame, a capture flush, or
+//! the TAP flag poll without netlink).
 //! An idle port costs no CPU.
 //!
 //! The control plane talks to it through [`Handle`] (an mpsc command queue
@@ -384,9 +385,10 @@ impl<D: Device> DataPlane<D> {
                     match port.as_mut().and_then(|p| p.cutting.take().map(|b| (p, b))) {
                         Some((p, b)) => {
                             let done = tx.segment(c, p.duplex.rx.data(&b), now);
-                            match done {
-                                true => p.duplex.rx.release(b),
-                                false => p.cutting = Some(b),
+                            if done {
+                                p.duplex.rx.release(b);
+                            } else {
+                                p.cutting = Some(b);
                             }
                             done
                         }

@@ -45,6 +45,10 @@ struct Ring {
 pub struct SendQueue {
     bytes: Bytes,
     limit: usize,
+    /// Set when the queue left a ring: the index past the bytes it took
+    /// there, all of which the ring may have back (see
+    /// [`take_left_ring`](Self::take_left_ring)).
+    left_ring: Option<u32>,
 }
 
 impl fmt::Debug for SendQueue {
@@ -72,6 +76,7 @@ impl SendQueue {
         SendQueue {
             bytes: Bytes::Own(VecDeque::new()),
             limit,
+            left_ring: None,
         }
     }
 
@@ -128,18 +133,26 @@ impl SendQueue {
             len: 0,
             patches: Vec::new(),
         });
+        self.left_ring = None;
         true
     }
 
-    /// Copies the held bytes out of the ring, which is going away, and
-    /// keeps them itself from now on.
+    /// Copies the held bytes out of the ring and keeps them itself from
+    /// now on.
     pub fn leave_ring(&mut self) {
         let Bytes::Ring(r) = &self.bytes else {
             return;
         };
         let mut own = vec![0; r.len];
         self.read(0, &mut own);
+        self.left_ring = Some(r.front.wrapping_add(r.len as u32));
         self.bytes = Bytes::Own(own.into());
+    }
+
+    /// Once after the queue left a ring: the index before which the ring
+    /// may have every byte back (the queue copied what it held).
+    pub fn take_left_ring(&mut self) -> Option<u32> {
+        self.left_ring.take()
     }
 
     /// Appends as much of `data` as there is room for; returns how much.
@@ -344,6 +357,16 @@ mod tests {
         }
     }
 
+    /// A queue in a fresh ring from index 0, holding `bytes`.
+    fn queue_in_ring(limit: usize, bytes: &[u8]) -> (TestRing, SendQueue) {
+        let ring = TestRing::new();
+        let mut q = SendQueue::new(limit);
+        assert!(q.use_ring(Box::new(ring.clone()), 0, 16));
+        ring.write(bytes);
+        assert_eq!(q.take(bytes.len()), bytes.len());
+        (ring, q)
+    }
+
     impl SendRing for TestRing {
         fn copy_out(&self, at: u32, dst: &mut [u8]) -> bool {
             let before_tail = self.tail.borrow().wrapping_sub(at) as usize;
@@ -383,11 +406,7 @@ mod tests {
 
     #[test]
     fn overwritten_ring_bytes_are_patches_that_acks_trim() {
-        let ring = TestRing::new();
-        let mut q = SendQueue::new(0);
-        assert!(q.use_ring(Box::new(ring.clone()), 0, 16));
-        ring.write(b"0123456789");
-        q.take(10);
+        let (ring, mut q) = queue_in_ring(0, b"0123456789");
         assert_eq!(q.overwrite(2, b"abcd"), 4);
         assert_eq!(q.overwrite(4, b"XY"), 2);
         assert_eq!(q.overwrite(8, b"pqrs"), 2);
@@ -404,9 +423,11 @@ mod tests {
             unreachable!()
         };
         assert_eq!(r.patches.len(), 3);
-        // Leaving the ring keeps the patched bytes.
+        // Leaving the ring keeps the patched bytes, and gives the ring
+        // back everything the queue took there (once).
         q.leave_ring();
         assert!(!q.in_ring());
+        assert_eq!((q.take_left_ring(), q.take_left_ring()), (Some(10), None));
         q.read(0, &mut out);
         assert_eq!(&out, b"Y67pq");
         assert!(!q.use_ring(Box::new(ring), 10, 16), "not empty");
@@ -414,11 +435,7 @@ mod tests {
 
     #[test]
     fn a_bound_past_the_ring_moves_the_queue_out_for_good() {
-        let ring = TestRing::new();
-        let mut q = SendQueue::new(8);
-        assert!(q.use_ring(Box::new(ring.clone()), 0, 16));
-        ring.write(b"abcdef");
-        q.take(6);
+        let (ring, mut q) = queue_in_ring(8, b"abcdef");
         q.set_limit(16);
         assert!(q.in_ring());
         q.set_limit(32);

@@ -4,7 +4,7 @@
 //! `output.rs` and `timers.rs`.
 
 use super::{limits, Conn, ConnError, Fin, Mark, Negotiated, Options, State};
-use crate::tcp::sendq::SendRing;
+use crate::tcp::sendq::{SendQueue, SendRing};
 use crate::time::Instant;
 use std::time::Duration;
 
@@ -124,10 +124,16 @@ impl Conn {
     /// Queues bytes to send; returns how many fit (0 when the send side is
     /// closed or full).
     pub fn write(&mut self, data: &[u8]) -> usize {
+        self.queue(|q| q.write(data))
+    }
+
+    /// Puts bytes in the send queue with `put` (how many it took), if the
+    /// send side is open.
+    fn queue(&mut self, put: impl FnOnce(&mut SendQueue) -> usize) -> usize {
         if !self.state.sends() || self.fin != Fin::None {
             return 0;
         }
-        let n = self.sendq.write(data);
+        let n = put(&mut self.sendq);
         if n > 0 {
             self.send_blocked = false;
         }
@@ -155,14 +161,7 @@ impl Conn {
     /// Queues `n` more bytes of the ring (the ones after those queued);
     /// returns how many fit (0 when the send side is closed or full).
     pub fn take_from_ring(&mut self, n: usize) -> usize {
-        if !self.state.sends() || self.fin != Fin::None {
-            return 0;
-        }
-        let n = self.sendq.take(n);
-        if n > 0 {
-            self.send_blocked = false;
-        }
-        n
+        self.queue(|q| q.take(n))
     }
 
     /// The ring index of the first unacknowledged byte, when the bytes are
@@ -170,6 +169,13 @@ impl Conn {
     /// application its space back.
     pub fn ring_front(&self) -> Option<u32> {
         self.sendq.ring_front()
+    }
+
+    /// Once after the send queue left the ring (autotuning grew it past the
+    /// ring's capacity): the index before which the ring may have every
+    /// byte back, the queue having copied what it held there.
+    pub fn take_left_ring(&mut self) -> Option<u32> {
+        self.sendq.take_left_ring()
     }
 
     /// Writes `bytes` over queued bytes from `offset` (from the first
